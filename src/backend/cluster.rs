@@ -1,0 +1,89 @@
+//! The cluster as the data path sees it: one pool per replica of every shard, and the
+//! topology the router reads.
+//!
+//! Owns: `Cluster`. May import: backend::{pool, health}, router (topology types), config.
+
+use super::health::{run_health_checks, HealthParams};
+use super::pool::BackendPool;
+use super::ConnectParams;
+use crate::config::Config;
+use crate::router::{ReplicaId, ShardId, ShardTopology, Topology};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct Cluster {
+    pub topology: Topology,
+    pools: Vec<Vec<Arc<BackendPool>>>,
+}
+
+impl Cluster {
+    pub fn from_config(cfg: &Config) -> Cluster {
+        let params = ConnectParams {
+            user: cfg.backend.user.clone(),
+            password: cfg.backend.password.clone(),
+            connect_timeout: Duration::from_millis(cfg.backend.connect_timeout_ms),
+        };
+        let pools: Vec<Vec<Arc<BackendPool>>> = cfg
+            .shards
+            .iter()
+            .map(|s| {
+                s.replicas
+                    .iter()
+                    .map(|a| Arc::new(BackendPool::new(a, params.clone(), cfg.backend.pool_max_idle)))
+                    .collect()
+            })
+            .collect();
+        let topology = Topology {
+            shards: pools
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ShardTopology {
+                    id: ShardId(i as u32),
+                    primary: ReplicaId(0),
+                    replicas: (0..r.len() as u32).map(ReplicaId).collect(),
+                })
+                .collect(),
+        };
+        Cluster { topology, pools }
+    }
+
+    pub fn pool(&self, shard: ShardId, replica: ReplicaId) -> Option<&Arc<BackendPool>> {
+        self.pools.get(shard.0 as usize)?.get(replica.0 as usize)
+    }
+
+    pub fn primary(&self, shard: ShardId) -> Option<&Arc<BackendPool>> {
+        let s = self.topology.shards.get(shard.0 as usize)?;
+        self.pool(shard, s.primary)
+    }
+
+    /// Every (shard, replica, pool).
+    pub fn pools(&self) -> impl Iterator<Item = (ShardId, ReplicaId, &Arc<BackendPool>)> {
+        self.pools.iter().enumerate().flat_map(|(s, rs)| {
+            rs.iter()
+                .enumerate()
+                .map(move |(r, p)| (ShardId(s as u32), ReplicaId(r as u32), p))
+        })
+    }
+
+    pub fn role(&self, shard: ShardId, replica: ReplicaId) -> &'static str {
+        match self.topology.shards.get(shard.0 as usize) {
+            Some(s) if s.primary == replica => "primary",
+            _ => "replica",
+        }
+    }
+
+    /// Starts one health-check task per backend.
+    pub fn spawn_health_checks(&self, cfg: &Config, cancel: &CancellationToken) {
+        for (_, _, pool) in self.pools() {
+            let p = HealthParams {
+                user: cfg.backend.user.clone(),
+                password: cfg.backend.password.clone(),
+                interval: Duration::from_millis(cfg.backend.health_interval_ms),
+                failures_to_down: cfg.backend.health_failures.max(1),
+                timeout: Duration::from_millis(cfg.backend.connect_timeout_ms),
+            };
+            tokio::spawn(run_health_checks(pool.clone(), p, cancel.clone()));
+        }
+    }
+}

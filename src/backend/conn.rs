@@ -1,0 +1,116 @@
+//! One raw backend connection on the data path: socket, handshake, and the session state
+//! currently applied on it (schema, variables signature), so a borrowing session knows what
+//! to restore.
+//!
+//! Owns: `BackendConn`. May import: protocol (handshake, framing), config.
+
+use crate::protocol::handshake::{client_handshake, BackendHello};
+use crate::protocol::message::{MysqlError, OkInfo, ERR_HEADER, OK_HEADER};
+use crate::protocol::packet::PacketStream;
+use mysql_common::constants::CapabilityFlags;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+pub const COM_QUIT: u8 = 0x01;
+pub const COM_INIT_DB: u8 = 0x02;
+pub const COM_QUERY: u8 = 0x03;
+pub const COM_RESET_CONNECTION: u8 = 0x1F;
+
+/// Credentials and limits for opening backend connections.
+#[derive(Debug, Clone)]
+pub struct ConnectParams {
+    pub user: String,
+    pub password: String,
+    pub connect_timeout: Duration,
+}
+
+pub struct BackendConn {
+    pub stream: PacketStream<TcpStream>,
+    pub addr: Arc<str>,
+    pub hello: BackendHello,
+    /// Relay-affecting capability bits this connection negotiated (pool key).
+    pub caps_key: u32,
+    /// Collation from this connection's handshake (its state after a reset).
+    pub base_collation: u8,
+    pub schema: Option<String>,
+    /// Signature of the variables and collation applied (see `session::signature_of`).
+    pub state_signature: u64,
+    /// Pool generation when created; stale generations are discarded.
+    pub generation: u64,
+}
+
+impl BackendConn {
+    pub async fn connect(
+        addr: Arc<str>,
+        params: &ConnectParams,
+        caps: CapabilityFlags,
+        collation: u8,
+        schema: Option<&str>,
+        generation: u64,
+    ) -> io::Result<BackendConn> {
+        let fut = async {
+            let tcp = TcpStream::connect(&*addr).await?;
+            tcp.set_nodelay(true)?;
+            let mut stream = PacketStream::new(tcp);
+            let hello = client_handshake(
+                &mut stream,
+                &params.user,
+                &params.password,
+                schema,
+                caps,
+                collation,
+            )
+            .await?;
+            Ok::<_, io::Error>((stream, hello))
+        };
+        let (stream, hello) = tokio::time::timeout(params.connect_timeout, fut)
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "connecting to backend {addr} timed out after {:?}",
+                        params.connect_timeout
+                    ),
+                )
+            })??;
+        let caps_key = (hello.caps & crate::protocol::handshake::RELAY_AFFECTING_CAPS).bits();
+        Ok(BackendConn {
+            stream,
+            addr,
+            hello,
+            caps_key,
+            base_collation: collation,
+            schema: schema.map(str::to_string),
+            state_signature: crate::session::signature_of(collation, &[]),
+            generation,
+        })
+    }
+
+    /// Runs a command whose answer is a single OK or ERR (COM_INIT_DB, a SET, a reset).
+    pub async fn simple_command(
+        &mut self,
+        command: u8,
+        arg: &[u8],
+    ) -> io::Result<Result<OkInfo, MysqlError>> {
+        let mut payload = Vec::with_capacity(1 + arg.len());
+        payload.push(command);
+        payload.extend_from_slice(arg);
+        self.stream.write_packet(0, &payload).await?;
+        let resp = self.stream.read_packet().await?;
+        match resp.payload.first() {
+            Some(&OK_HEADER) => OkInfo::decode(&resp.payload)
+                .map(Ok)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed OK")),
+            Some(&ERR_HEADER) => Ok(Err(MysqlError::decode(&resp.payload).unwrap_or_else(|| {
+                MysqlError::new(2027, "HY000", "malformed error packet from backend")
+            }))),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unexpected response to a simple command (expected OK or ERR)",
+            )),
+        }
+    }
+}

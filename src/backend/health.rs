@@ -1,0 +1,82 @@
+//! Health checks on the control path (mysql_async): every backend is probed periodically;
+//! consecutive failures mark it down (closing its pooled connections and telling pinned
+//! sessions), a success marks it up again.
+//!
+//! Owns: the probe loop. May import: backend::pool, mysql_async, tokio-util (cancellation).
+
+use super::pool::BackendPool;
+use mysql_async::prelude::Queryable;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct HealthParams {
+    pub user: String,
+    pub password: String,
+    pub interval: Duration,
+    pub failures_to_down: u32,
+    pub timeout: Duration,
+}
+
+fn opts_for(addr: &str, p: &HealthParams) -> Option<mysql_async::Opts> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    Some(
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(host.to_string())
+            .tcp_port(port)
+            .user(Some(p.user.clone()))
+            .pass(Some(p.password.clone()))
+            .prefer_socket(false)
+            .into(),
+    )
+}
+
+/// Probes one backend until cancelled.
+pub async fn run_health_checks(pool: Arc<BackendPool>, p: HealthParams, cancel: CancellationToken) {
+    let Some(opts) = opts_for(&pool.addr, &p) else {
+        tracing::error!(backend = %pool.addr, "backend address is not host:port; health checks disabled");
+        return;
+    };
+    let mut conn: Option<mysql_async::Conn> = None;
+    let mut failures = 0u32;
+    let mut ticker = tokio::time::interval(p.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let probe = async {
+            if conn.is_none() {
+                conn = Some(mysql_async::Conn::new(opts.clone()).await?);
+            }
+            match conn.as_mut() {
+                Some(c) => c.query_drop("SELECT 1").await,
+                None => Ok(()),
+            }
+        };
+        let ok = matches!(tokio::time::timeout(p.timeout, probe).await, Ok(Ok(())));
+        if ok {
+            if failures >= p.failures_to_down || !pool.is_up() {
+                tracing::info!(backend = %pool.addr, "backend is answering again; marked up");
+            }
+            failures = 0;
+            pool.mark_up();
+        } else {
+            conn = None;
+            failures += 1;
+            if failures == p.failures_to_down {
+                tracing::warn!(
+                    backend = %pool.addr,
+                    failures,
+                    "backend failed its health probes; marked down (check that mariadbd is running and reachable)"
+                );
+                pool.mark_down();
+            }
+        }
+    }
+    if let Some(c) = conn {
+        let _ = c.disconnect().await;
+    }
+}

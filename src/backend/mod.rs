@@ -1,0 +1,14 @@
+//! Backend connections: the only module that opens connections to database servers.
+//! Data path: raw pooled connections relayed packet by packet (`conn`, `pool`).
+//! Control path: mysql_async for health probes (`health`), later appliers and recovery.
+//!
+//! May import: protocol, config, session (signatures). Must not import: frontend.
+
+pub mod cluster;
+pub mod conn;
+pub mod health;
+pub mod pool;
+
+pub use cluster::Cluster;
+pub use conn::{BackendConn, ConnectParams};
+pub use pool::BackendPool;

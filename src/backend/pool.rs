@@ -1,0 +1,147 @@
+//! Pool of raw backend connections for one backend address, keyed by the capability bits
+//! that change response formats, plus the backend's up/down state.
+//!
+//! Owns: `BackendPool`. May import: backend::conn, protocol::handshake (capability set).
+
+use super::conn::{BackendConn, ConnectParams};
+use mysql_common::constants::CapabilityFlags;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub struct BackendPool {
+    pub addr: Arc<str>,
+    params: ConnectParams,
+    max_idle: usize,
+    idle: Mutex<HashMap<u32, Vec<BackendConn>>>,
+    up: AtomicBool,
+    /// Bumped when the backend is marked down: connections from older generations are
+    /// dropped, and sessions pinned to one are told.
+    generation: watch::Sender<u64>,
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    /// Server version seen in the last handshake.
+    version: Mutex<Option<String>>,
+}
+
+impl BackendPool {
+    pub fn new(addr: &str, params: ConnectParams, max_idle: usize) -> Self {
+        BackendPool {
+            addr: Arc::from(addr),
+            params,
+            max_idle,
+            idle: Mutex::new(HashMap::new()),
+            up: AtomicBool::new(true),
+            generation: watch::channel(0).0,
+            connects: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            version: Mutex::new(None),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub fn server_version(&self) -> Option<String> {
+        self.version.lock().clone()
+    }
+
+    /// Marks the backend down: idle connections are closed and pinned sessions notified.
+    pub fn mark_down(&self) {
+        if self.up.swap(false, Ordering::Relaxed) {
+            self.idle.lock().clear();
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    pub fn mark_up(&self) {
+        self.up.store(true, Ordering::Relaxed);
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().values().map(Vec::len).sum()
+    }
+
+    /// A connection negotiated with `caps`: an idle one if there is one, else a new one.
+    pub async fn checkout(
+        &self,
+        caps: CapabilityFlags,
+        collation: u8,
+        schema: Option<&str>,
+    ) -> io::Result<BackendConn> {
+        let key = (caps & crate::protocol::handshake::RELAY_AFFECTING_CAPS).bits();
+        let generation = self.generation();
+        {
+            let mut idle = self.idle.lock();
+            if let Some(list) = idle.get_mut(&key) {
+                // Prefer a connection already on the wanted schema.
+                let pos = list
+                    .iter()
+                    .rposition(|c| c.schema.as_deref() == schema)
+                    .or(list.len().checked_sub(1));
+                if let Some(i) = pos {
+                    let conn = list.swap_remove(i);
+                    if conn.generation == generation {
+                        return Ok(conn);
+                    }
+                }
+            }
+        }
+        self.connect(caps, collation, schema).await
+    }
+
+    pub async fn connect(
+        &self,
+        caps: CapabilityFlags,
+        collation: u8,
+        schema: Option<&str>,
+    ) -> io::Result<BackendConn> {
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        match BackendConn::connect(
+            self.addr.clone(),
+            &self.params,
+            caps,
+            collation,
+            schema,
+            self.generation(),
+        )
+        .await
+        {
+            Ok(c) => {
+                let mut v = self.version.lock();
+                if v.as_deref() != Some(c.hello.server_version.as_str()) {
+                    *v = Some(c.hello.server_version.clone());
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                self.connect_failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Returns a healthy connection in a replayable state to the pool.
+    pub fn checkin(&self, conn: BackendConn) {
+        if conn.generation != self.generation() || !self.is_up() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        let list = idle.entry(conn.caps_key).or_default();
+        if list.len() < self.max_idle {
+            list.push(conn);
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Configuration: `proxy.toml`, then `MYQUORUM_*` environment variables (nested keys joined
+//! with `__`, e.g. `MYQUORUM_PROXY__LISTEN`), then CLI flags. Unknown keys are rejected with
+//! the key's name.
+//!
+//! Owns: the config schema and its validation. May import: figment, serde.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub backend: BackendConfig,
+    pub users: Vec<UserConfig>,
+    pub shards: Vec<ShardConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Address clients connect to.
+    pub listen: String,
+    /// Client connections served at once; more get error 1040.
+    pub max_connections: usize,
+    /// Largest packet accepted from a client, in bytes (MySQL's max_allowed_packet).
+    pub max_packet_size: usize,
+    /// Version string sent to clients; empty means the backend's with "-myquorum" appended.
+    pub server_version: String,
+    /// PEM certificate and key for client-side TLS; both empty means TLS is not offered.
+    pub tls_cert: String,
+    pub tls_key: String,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: "127.0.0.1:6033".into(),
+            max_connections: 4096,
+            max_packet_size: 64 * 1024 * 1024,
+            server_version: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// Account the proxy uses on every backend (data and control path).
+    pub user: String,
+    pub password: String,
+    pub connect_timeout_ms: u64,
+    /// Idle pooled connections kept per backend and capability set.
+    pub pool_max_idle: usize,
+    /// Interval between health probes of each backend.
+    pub health_interval_ms: u64,
+    /// Consecutive failed probes before a backend is marked down.
+    pub health_failures: u32,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            user: "root".into(),
+            password: String::new(),
+            connect_timeout_ms: 3000,
+            pool_max_idle: 256,
+            health_interval_ms: 1000,
+            health_failures: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ShardConfig {
+    /// Backend addresses (host:port); the first is the primary until replication lands.
+    pub replicas: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            proxy: ProxyConfig::default(),
+            backend: BackendConfig::default(),
+            users: vec![UserConfig {
+                name: "root".into(),
+                password: String::new(),
+            }],
+            shards: Vec::new(),
+        }
+    }
+}
+
+/// CLI overrides: only the keys the user actually passed.
+#[derive(Debug, Default, Serialize)]
+pub struct CliOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path` (if it exists), then environment, then CLI overrides, and validates.
+    pub fn load(path: Option<&Path>, cli: &CliOverrides) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = path {
+            if !p.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist; create it (see proxy.toml in the repository) \
+                     or run `myquorum playground`",
+                    p.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(p));
+        }
+        fig = fig.merge(Env::prefixed("MYQUORUM_").split("__"));
+        if let Some(l) = &cli.listen {
+            fig = fig.merge(Serialized::default("proxy.listen", l));
+        }
+        let cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(s))
+            .extract()
+            .map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.shards.is_empty() {
+            return bad("no [[shards]] configured: add at least one with replicas = [\"host:port\"]".into());
+        }
+        for (i, s) in self.shards.iter().enumerate() {
+            if s.replicas.is_empty() {
+                return bad(format!("shards[{i}] has no replicas"));
+            }
+            for r in &s.replicas {
+                if r.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                    return bad(format!("shards[{i}].replicas: `{r}` is not host:port"));
+                }
+            }
+        }
+        if self.users.is_empty() {
+            return bad("no [[users]] configured: clients could not log in".into());
+        }
+        if self.proxy.max_packet_size < 1024 {
+            return bad("proxy.max_packet_size must be at least 1024 bytes".into());
+        }
+        if self.proxy.tls_cert.is_empty() != self.proxy.tls_key.is_empty() {
+            return bad("proxy.tls_cert and proxy.tls_key must be set together".into());
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "[proxy]\nlisten = {:?}\nmax_connections = {}\nmax_packet_size = {}\n",
+            self.proxy.listen, self.proxy.max_connections, self.proxy.max_packet_size
+        ));
+        if !self.proxy.tls_cert.is_empty() {
+            out.push_str(&format!(
+                "tls_cert = {:?}\ntls_key = {:?}\n",
+                self.proxy.tls_cert, self.proxy.tls_key
+            ));
+        }
+        out.push_str(&format!(
+            "\n[backend]\nuser = {:?}\npassword = {:?}\n",
+            self.backend.user, self.backend.password
+        ));
+        for u in &self.users {
+            out.push_str(&format!(
+                "\n[[users]]\nname = {:?}\npassword = {:?}\n",
+                u.name, u.password
+            ));
+        }
+        for s in &self.shards {
+            out.push_str(&format!("\n[[shards]]\nreplicas = {:?}\n", s.replicas));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml_str(
+            "[proxy]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n[[shards]]\nreplicas=[\"a:1\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn written_config_reads_back() {
+        let mut c = Config::default();
+        c.shards.push(ShardConfig {
+            replicas: vec!["127.0.0.1:3307".into()],
+        });
+        let back = Config::from_toml_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn bad_address_rejected() {
+        let err = Config::from_toml_str("[[shards]]\nreplicas=[\"nohost\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nohost"), "{err}");
+    }
+}

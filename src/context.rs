@@ -1,0 +1,61 @@
+//! State shared by every client connection: config, cluster, users, counters.
+//!
+//! Owns: `ProxyContext`. May import: config, backend, frontend::auth (user table).
+
+use crate::backend::Cluster;
+use crate::config::Config;
+use crate::frontend::auth::Users;
+use crate::router::ShardId;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct Counters {
+    pub connections_total: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub statements: AtomicU64,
+    pub backend_errors: AtomicU64,
+}
+
+pub struct ProxyContext {
+    pub config: Config,
+    pub cluster: Cluster,
+    pub users: Users,
+    pub counters: Counters,
+    next_connection_id: AtomicU32,
+}
+
+impl ProxyContext {
+    pub fn new(config: Config) -> Self {
+        let cluster = Cluster::from_config(&config);
+        let users = config
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.password.clone()))
+            .collect();
+        ProxyContext {
+            config,
+            cluster,
+            users,
+            counters: Counters::default(),
+            next_connection_id: AtomicU32::new(1),
+        }
+    }
+
+    pub fn next_connection_id(&self) -> u32 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Version string for greetings: the configured one, else the default shard primary's
+    /// with "-myquorum" appended so clients keep their MariaDB/MySQL detection.
+    pub fn server_version(&self) -> String {
+        if !self.config.proxy.server_version.is_empty() {
+            return self.config.proxy.server_version.clone();
+        }
+        let backend = self
+            .cluster
+            .primary(ShardId(0))
+            .and_then(|p| p.server_version())
+            .unwrap_or_else(|| "8.0.0".to_string());
+        format!("{backend}-myquorum")
+    }
+}

@@ -1,0 +1,684 @@
+//! The command loop of one client session: dispatch per command, statement routing, the
+//! pinned-connection slot, and relaying of backend responses.
+//!
+//! Owns: `ClientSession`. May import: protocol, sql, router, session, executor, backend
+//! (connection handles only), admin, context.
+
+use crate::admin;
+use crate::backend::BackendConn;
+use crate::context::ProxyContext;
+use crate::executor::{self, AcquireError};
+use crate::protocol::handshake::{decode_change_user, ChangeUser};
+use crate::protocol::message::{encode_ok, encode_terminator, OkInfo};
+use crate::protocol::packet::PacketTooLarge;
+use crate::protocol::relay::{relay_response, RelayError, ResponseKind, ResponseSummary};
+use crate::protocol::{MysqlError, PacketStream};
+use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
+use crate::session::{PinReason, PreparedStatement, SessionState};
+use crate::sql::{classify, Classified, Kind, SessionChange};
+use mysql_common::constants::CapabilityFlags;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+const COM_QUIT: u8 = 0x01;
+const COM_INIT_DB: u8 = 0x02;
+const COM_QUERY: u8 = 0x03;
+const COM_FIELD_LIST: u8 = 0x04;
+const COM_STATISTICS: u8 = 0x09;
+const COM_PING: u8 = 0x0E;
+const COM_CHANGE_USER: u8 = 0x11;
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_EXECUTE: u8 = 0x17;
+const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+const COM_STMT_CLOSE: u8 = 0x19;
+const COM_STMT_RESET: u8 = 0x1A;
+const COM_SET_OPTION: u8 = 0x1B;
+const COM_STMT_FETCH: u8 = 0x1C;
+const COM_RESET_CONNECTION: u8 = 0x1F;
+
+/// The connection a session is pinned to (or borrowed for one statement).
+struct Held {
+    shard: ShardId,
+    replica: ReplicaId,
+    conn: BackendConn,
+    down: watch::Receiver<u64>,
+}
+
+/// What ended a command with a backend involved.
+enum Failure {
+    /// Answer the client with this error and keep serving.
+    Answer(MysqlError),
+    /// The backend connection broke: answer, then close the client if it was pinned.
+    BackendLost(MysqlError),
+    /// The client side failed: end the session.
+    Client(io::Error),
+}
+
+pub struct ClientSession {
+    ctx: Arc<ProxyContext>,
+    
+    caps: CapabilityFlags,
+    deprecate_eof: bool,
+    nonce: [u8; 20],
+    held: Option<Held>,
+    /// The last statement's route (EXPLAIN LAST STATEMENT).
+    pub last_route: Option<(String, Route)>,
+}
+
+fn malformed() -> MysqlError {
+    MysqlError::new(1835, "HY000", "Malformed communication packet")
+}
+
+fn unknown_stmt(id: u32, op: &str) -> MysqlError {
+    MysqlError::new(
+        1243,
+        "HY000",
+        format!("Unknown prepared statement handler ({id}) given to {op}"),
+    )
+}
+
+impl ClientSession {
+    pub fn new(ctx: Arc<ProxyContext>, caps: CapabilityFlags, nonce: [u8; 20]) -> Self {
+        ClientSession {
+            ctx,
+
+            deprecate_eof: caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
+            caps,
+            nonce,
+            held: None,
+            last_route: None,
+        }
+    }
+
+    /// At login: the default shard's primary answers and the requested schema exists. The
+    /// connection used for the check goes back to the pool.
+    pub async fn check_login(&mut self, session: &mut SessionState) -> Result<(), MysqlError> {
+        let shard = router::DEFAULT_SHARD;
+        let Some(primary) = self.ctx.cluster.topology.shards.first().map(|s| s.primary) else {
+            return Err(MysqlError::new(2003, "HY000", "no shards configured"));
+        };
+        let conn = executor::acquire(&self.ctx.cluster, shard, primary, session, self.caps)
+            .await
+            .map_err(|e| e.to_mysql())?;
+        if let Some(pool) = self.ctx.cluster.pool(shard, primary) {
+            pool.checkin(conn);
+        }
+        Ok(())
+    }
+
+    pub async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+    ) -> io::Result<()> {
+        loop {
+            let read = match self.held.as_mut() {
+                Some(h) => {
+                    tokio::select! {
+                        r = client.read_packet() => r,
+                        _ = h.down.changed() => {
+                            let e = MysqlError::new(2013, "HY000", format!(
+                                "Lost connection to backend {} (marked down by health checks); this session's \
+                                 state ({}) is gone; reconnect", h.conn.addr, pin_list(session)));
+                            tracing::warn!(backend = %h.conn.addr, "closing pinned session: backend is down");
+                            let _ = client.write_packet(0, &e.encode()).await;
+                            return Ok(());
+                        }
+                    }
+                }
+                None => client.read_packet().await,
+            };
+            let pkt = match read {
+                Ok(p) => p,
+                Err(e) if e.get_ref().is_some_and(|i| i.is::<PacketTooLarge>()) => {
+                    let err = MysqlError::new(
+                        1153,
+                        "08S01",
+                        format!(
+                            "Got a packet bigger than 'max_allowed_packet' bytes ({}); raise proxy.max_packet_size",
+                            self.ctx.config.proxy.max_packet_size
+                        ),
+                    );
+                    tracing::info!(error = %e, "client packet over the size cap; closing");
+                    client.write_packet(1, &err.encode()).await?;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            let seq = pkt.seq.wrapping_add(1);
+            let Some(&command) = pkt.payload.first() else {
+                client.write_packet(seq, &malformed().encode()).await?;
+                continue;
+            };
+            let outcome = match command {
+                COM_QUIT => {
+                    self.drop_held(session);
+                    return Ok(());
+                }
+                COM_QUERY => self.com_query(client, session, &pkt.payload).await,
+                COM_PING => self.reply_ok(client, session, seq).await,
+                COM_INIT_DB => {
+                    let db = String::from_utf8_lossy(&pkt.payload[1..]).into_owned();
+                    let c = Classified {
+                        session: Some(SessionChange::Schema(db)),
+                        ..classify("USE x")
+                    };
+                    self.forward(client, session, &c, &pkt.payload, ResponseKind::Single).await
+                }
+                COM_FIELD_LIST => {
+                    let c = classify("SHOW COLUMNS FROM t");
+                    self.forward(client, session, &c, &pkt.payload, ResponseKind::FieldList).await
+                }
+                COM_STATISTICS => {
+                    let c = classify("SHOW STATUS");
+                    self.forward(client, session, &c, &pkt.payload, ResponseKind::Single).await
+                }
+                COM_SET_OPTION => self.com_set_option(client, session, &pkt.payload, seq).await,
+                COM_RESET_CONNECTION => self.com_reset_connection(client, session, seq).await,
+                COM_CHANGE_USER => {
+                    match self.com_change_user(client, session, &pkt.payload, seq).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => return Ok(()),
+                        Err(e) => Err(Failure::Client(e)),
+                    }
+                }
+                COM_STMT_PREPARE => self.com_stmt_prepare(client, session, &pkt.payload).await,
+                COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE | COM_STMT_RESET
+                | COM_STMT_FETCH => self.com_stmt(client, session, pkt.payload).await,
+                _ => Err(Failure::Answer(MysqlError::new(1047, "08S01", "Unknown command"))),
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(Failure::Answer(e)) => {
+                    client.write_packet(seq, &e.encode()).await?;
+                }
+                Err(Failure::BackendLost(e)) => {
+                    self.ctx.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
+                    let was_pinned = session.is_pinned();
+                    tracing::warn!(error = %e, pinned = was_pinned, "backend connection lost during a command");
+                    client.write_packet(seq, &e.encode()).await?;
+                    if was_pinned {
+                        // The transaction, temporary tables or variables it held are gone.
+                        return Ok(());
+                    }
+                }
+                Err(Failure::Client(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn reply_ok<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &SessionState,
+        seq: u8,
+    ) -> Result<(), Failure> {
+        let ok = encode_ok(
+            OkInfo {
+                status: session.status_flags(),
+                ..OkInfo::default()
+            },
+            b"",
+        );
+        client.write_packet(seq, &ok).await.map_err(Failure::Client)?;
+        Ok(())
+    }
+
+    async fn com_query<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        payload: &[u8],
+    ) -> Result<(), Failure> {
+        self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
+        let sql = String::from_utf8_lossy(&payload[1..]);
+        let c = classify(&sql);
+        if c.statements > 1 && !session.multi_statements {
+            return Err(Failure::Answer(MysqlError::new(
+                1064,
+                "42000",
+                "You have an error in your SQL syntax: several statements in one query need \
+                 CLIENT_MULTI_STATEMENTS (enable multi-statements in the client)",
+            )));
+        }
+        if let Some(SessionChange::Proxy(name, value)) = &c.session {
+            return self.set_proxy_variable(client, session, name, value).await;
+        }
+        let route = self.route(&c, session);
+        self.last_route = Some((sql.chars().take(200).collect(), route));
+        match route.target {
+            Target::Proxy => {
+                let status = session.status_flags();
+                let cmd = c.proxy_command.as_deref().unwrap_or("");
+                match admin::answer(&self.ctx, cmd, session, self) {
+                    Ok(table) => {
+                        crate::protocol::resultset::queue_text_resultset(
+                            client,
+                            1,
+                            &table.columns,
+                            &table.rows,
+                            status,
+                            self.deprecate_eof,
+                        );
+                        client.flush().await.map_err(Failure::Client)
+                    }
+                    Err(e) => Err(Failure::Answer(e)),
+                }
+            }
+            Target::Nothing if c.kind == Kind::Empty => Err(Failure::Answer(MysqlError::new(
+                1065,
+                "42000",
+                "Query was empty",
+            ))),
+            Target::Nothing => Err(Failure::Answer(MysqlError::new(
+                2003,
+                "HY000",
+                "no backend serves this statement (no shards configured)",
+            ))),
+            Target::Primary(..) | Target::Pinned(..) => {
+                self.run_on_backend(client, session, &c, route, payload, ResponseKind::ResultSets)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+
+    fn route(&self, c: &Classified, session: &SessionState) -> Route {
+        let reasons = session.pin_reasons();
+        let view = SessionView {
+            pinned_to: self.held.as_ref().map(|h| (h.shard, h.replica)),
+            pin_reasons: &reasons,
+        };
+        router::route(c, &self.ctx.cluster.topology, view)
+    }
+
+    async fn set_proxy_variable<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        name: &str,
+        value: &str,
+    ) -> Result<(), Failure> {
+        let allowed: &[&str] = match name {
+            "myquorum_read_consistency" => &["strong", "session", "eventual"],
+            _ => {
+                return Err(Failure::Answer(MysqlError::new(
+                    1193,
+                    "HY000",
+                    format!("Unknown system variable '{name}'"),
+                )))
+            }
+        };
+        let v = value.to_ascii_lowercase();
+        if !allowed.contains(&v.as_str()) {
+            return Err(Failure::Answer(MysqlError::new(
+                1231,
+                "42000",
+                format!("Variable '{name}' can't be set to the value of '{value}'"),
+            )));
+        }
+        session.proxy_vars.retain(|(k, _)| k != name);
+        session.proxy_vars.push((name.to_string(), v));
+        self.reply_ok(client, session, 1).await
+    }
+
+    /// Gets the connection for `route` into `self.held`.
+    async fn hold_for(&mut self, session: &SessionState, route: Route) -> Result<(), Failure> {
+        let (shard, replica) = match route.target {
+            Target::Primary(s, r) | Target::Pinned(s, r) => (s, r),
+            _ => return Err(Failure::Answer(MysqlError::new(2003, "HY000", "no backend for this route"))),
+        };
+        if let Some(h) = &self.held {
+            if h.shard == shard && h.replica == replica {
+                return Ok(());
+            }
+        }
+        let conn = executor::acquire(&self.ctx.cluster, shard, replica, session, self.caps)
+            .await
+            .map_err(|e| match e {
+                AcquireError::Restore(e) => Failure::Answer(e),
+                other => Failure::Answer(other.to_mysql()),
+            })?;
+        let down = match self.ctx.cluster.pool(shard, replica) {
+            Some(p) => p.subscribe(),
+            None => return Err(Failure::Answer(MysqlError::new(2003, "HY000", "backend vanished"))),
+        };
+        self.held = Some(Held {
+            shard,
+            replica,
+            conn,
+            down,
+        });
+        Ok(())
+    }
+
+    /// After a command: keep the connection while the session is pinned, else return it.
+    fn release_if_unpinned(&mut self, session: &SessionState) {
+        if session.is_pinned() {
+            return;
+        }
+        if let Some(h) = self.held.take() {
+            if let Some(pool) = self.ctx.cluster.pool(h.shard, h.replica) {
+                pool.checkin(h.conn);
+            }
+        }
+    }
+
+    fn drop_held(&mut self, session: &SessionState) {
+        if session.is_pinned() {
+            // Its state cannot be handed to another session.
+            self.held = None;
+        } else {
+            self.release_if_unpinned(session);
+        }
+    }
+
+    /// Sends `payload` as a command on the routed connection and relays the response.
+    async fn run_on_backend<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        payload: &[u8],
+        kind: ResponseKind,
+    ) -> Result<ResponseSummary, Failure> {
+        session.before_statement(c);
+        self.hold_for(session, route).await?;
+        let deprecate_eof = self.deprecate_eof;
+        let Some(h) = self.held.as_mut() else {
+            return Err(Failure::Answer(MysqlError::new(2003, "HY000", "no backend connection")));
+        };
+        let sent = h.conn.stream.write_packet(0, payload).await;
+        let result = match sent {
+            Ok(_) => relay_response(&mut h.conn.stream, client, kind, deprecate_eof, None).await,
+            Err(e) => Err(RelayError::Backend(e)),
+        };
+        self.finish(session, c, result)
+    }
+
+    fn finish(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        result: Result<ResponseSummary, RelayError>,
+    ) -> Result<ResponseSummary, Failure> {
+        match result {
+            Ok(summary) => {
+                session.after_statement(c, &summary);
+                if let (Some(SessionChange::Schema(db)), None, Some(h)) =
+                    (&c.session, &summary.error, self.held.as_mut())
+                {
+                    h.conn.schema = Some(db.clone());
+                }
+                if let (Some(SessionChange::Vars(_)), None, Some(h)) =
+                    (&c.session, &summary.error, self.held.as_mut())
+                {
+                    h.conn.state_signature = session.signature();
+                }
+                self.release_if_unpinned(session);
+                Ok(summary)
+            }
+            Err(RelayError::Client(e)) => {
+                // The backend may be mid-response: it cannot be reused.
+                self.held = None;
+                Err(Failure::Client(e))
+            }
+            Err(RelayError::Backend(e)) => {
+                let addr = self
+                    .held
+                    .take()
+                    .map(|h| h.conn.addr.to_string())
+                    .unwrap_or_default();
+                Err(Failure::BackendLost(MysqlError::new(
+                    2013,
+                    "HY000",
+                    format!("Lost connection to backend {addr} during query: {e}"),
+                )))
+            }
+        }
+    }
+
+    async fn forward<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        c: &Classified,
+        payload: &[u8],
+        kind: ResponseKind,
+    ) -> Result<(), Failure> {
+        let route = self.route(c, session);
+        self.run_on_backend(client, session, c, route, payload, kind)
+            .await
+            .map(|_| ())
+    }
+
+    async fn com_set_option<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        payload: &[u8],
+        seq: u8,
+    ) -> Result<(), Failure> {
+        match payload.get(1..3).map(|b| u16::from_le_bytes([b[0], b[1]])) {
+            Some(0) => session.multi_statements = true,
+            Some(1) => session.multi_statements = false,
+            _ => return Err(Failure::Answer(MysqlError::new(1047, "08S01", "Unknown command"))),
+        }
+        let eof = encode_terminator(session.status_flags(), 0, self.deprecate_eof);
+        client.write_packet(seq, &eof).await.map_err(Failure::Client)?;
+        Ok(())
+    }
+
+    async fn com_reset_connection<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        seq: u8,
+    ) -> Result<(), Failure> {
+        self.reset_backend(session).await;
+        session.reset();
+        self.reply_ok(client, session, seq).await
+    }
+
+    /// Resets a held connection so it can go back to the pool, or drops it.
+    async fn reset_backend(&mut self, session: &SessionState) {
+        if let Some(mut h) = self.held.take() {
+            if session.is_pinned() {
+                match h.conn.simple_command(crate::backend::conn::COM_RESET_CONNECTION, &[]).await {
+                    Ok(Ok(_)) => {
+                        h.conn.state_signature =
+                            crate::session::signature_of(h.conn.base_collation, &[]);
+                    }
+                    _ => return,
+                }
+            }
+            if let Some(pool) = self.ctx.cluster.pool(h.shard, h.replica) {
+                pool.checkin(h.conn);
+            }
+        }
+    }
+
+    /// Returns Ok(false) when the session must end (failed re-authentication).
+    async fn com_change_user<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        payload: &[u8],
+        seq: u8,
+    ) -> io::Result<bool> {
+        let Some(cu) = decode_change_user(payload, self.caps) else {
+            client.write_packet(seq, &malformed().encode()).await?;
+            return Ok(false);
+        };
+        let ChangeUser {
+            user,
+            auth_response,
+            database: db,
+            collation,
+            plugin,
+        } = cu;
+        let collation = collation.unwrap_or(session.collation);
+        let outcome = crate::frontend::auth::authenticate(
+            client,
+            &self.ctx.users,
+            &user,
+            plugin.as_deref(),
+            &auth_response,
+            &self.nonce,
+            seq,
+        )
+        .await?;
+        let seq = match outcome {
+            Ok(seq) => seq,
+            Err(e) => {
+                client.write_packet(seq, &e.encode()).await?;
+                return Ok(false);
+            }
+        };
+        self.reset_backend(session).await;
+        let multi = session.multi_statements;
+        *session = SessionState::new(user, db, collation, multi);
+        if let Err(e) = self.check_login(session).await {
+            client.write_packet(seq, &e.encode()).await?;
+            return Ok(false);
+        }
+        let ok = encode_ok(
+            OkInfo {
+                status: session.status_flags(),
+                ..OkInfo::default()
+            },
+            b"",
+        );
+        client.write_packet(seq, &ok).await?;
+        Ok(true)
+    }
+
+    async fn com_stmt_prepare<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        payload: &[u8],
+    ) -> Result<(), Failure> {
+        let sql = String::from_utf8_lossy(&payload[1..]);
+        let c = classify(&sql);
+        session.pin(PinReason::PreparedStatement);
+        let route = self.route(&c, session);
+        self.last_route = Some((sql.chars().take(200).collect(), route));
+        session.before_statement(&c);
+        self.hold_for(session, route).await.inspect_err(|_| {
+            if session.prepared.is_empty() {
+                session.unpin(PinReason::PreparedStatement);
+            }
+        })?;
+        let client_id = session.alloc_stmt_id();
+        let deprecate_eof = self.deprecate_eof;
+        let Some(h) = self.held.as_mut() else {
+            return Err(Failure::Answer(MysqlError::new(2003, "HY000", "no backend connection")));
+        };
+        let result = match h.conn.stream.write_packet(0, payload).await {
+            Ok(_) => {
+                relay_response(&mut h.conn.stream, client, ResponseKind::Prepare, deprecate_eof, Some(client_id))
+                    .await
+            }
+            Err(e) => Err(RelayError::Backend(e)),
+        };
+        if let Ok(summary) = &result {
+            if let Some(p) = summary.prepare {
+                session.prepared.insert(
+                    client_id,
+                    PreparedStatement {
+                        backend_id: p.statement_id,
+                        num_params: p.num_params,
+                        num_columns: p.num_columns,
+                        classified: c.clone(),
+                    },
+                );
+            } else if session.prepared.is_empty() {
+                session.unpin(PinReason::PreparedStatement);
+            }
+        }
+        self.finish(session, &c, result).map(|_| ())
+    }
+
+    /// COM_STMT_EXECUTE / SEND_LONG_DATA / CLOSE / RESET / FETCH: the client's statement id
+    /// is replaced by the backend's in place and the packet forwarded.
+    async fn com_stmt<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        mut payload: Vec<u8>,
+    ) -> Result<(), Failure> {
+        let command = payload[0];
+        let Some(id_bytes) = payload.get(1..5) else {
+            if matches!(command, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
+                return Ok(());
+            }
+            return Err(Failure::Answer(malformed()));
+        };
+        let client_id = u32::from_le_bytes([id_bytes[0], id_bytes[1], id_bytes[2], id_bytes[3]]);
+        let op = match command {
+            COM_STMT_EXECUTE => "mysqld_stmt_execute",
+            COM_STMT_RESET => "mysqld_stmt_reset",
+            COM_STMT_FETCH => "mysqld_stmt_fetch",
+            _ => "",
+        };
+        let Some(stmt) = session.prepared.get(&client_id).cloned() else {
+            // CLOSE and SEND_LONG_DATA have no response, even for unknown ids (as in MySQL).
+            if op.is_empty() {
+                return Ok(());
+            }
+            return Err(Failure::Answer(unknown_stmt(client_id, op)));
+        };
+        payload[1..5].copy_from_slice(&stmt.backend_id.to_le_bytes());
+        let Some(h) = self.held.as_mut() else {
+            // Prepared statements pin; a missing connection means it was lost.
+            session.prepared.clear();
+            session.unpin(PinReason::PreparedStatement);
+            return Err(Failure::Answer(unknown_stmt(client_id, op)));
+        };
+        if matches!(command, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
+            if command == COM_STMT_CLOSE {
+                session.prepared.remove(&client_id);
+                if session.prepared.is_empty() {
+                    session.unpin(PinReason::PreparedStatement);
+                }
+            }
+            let r = h.conn.stream.write_packet(0, &payload).await;
+            if let Err(e) = r {
+                return self.finish(session, &stmt.classified, Err(RelayError::Backend(e))).map(|_| ());
+            }
+            if command == COM_STMT_CLOSE {
+                self.release_if_unpinned(session);
+            }
+            return Ok(());
+        }
+        let kind = match command {
+            COM_STMT_EXECUTE => ResponseKind::ResultSets,
+            COM_STMT_FETCH => ResponseKind::Rows,
+            _ => ResponseKind::Single,
+        };
+        if command == COM_STMT_EXECUTE {
+            self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
+            session.before_statement(&stmt.classified);
+        }
+        let deprecate_eof = self.deprecate_eof;
+        let result = match h.conn.stream.write_packet(0, &payload).await {
+            Ok(_) => relay_response(&mut h.conn.stream, client, kind, deprecate_eof, None).await,
+            Err(e) => Err(RelayError::Backend(e)),
+        };
+        self.finish(session, &stmt.classified, result).map(|_| ())
+    }
+}
+
+fn pin_list(session: &SessionState) -> String {
+    let names: Vec<&str> = session.pin_reasons().iter().map(|r| r.name()).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}

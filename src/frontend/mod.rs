@@ -1,0 +1,131 @@
+//! Client-facing sessions: the only place that speaks to clients. A connection task runs the
+//! connection phase, then reads commands, classifies and routes statements, and relays the
+//! backend's answers (or answers proxy commands itself).
+//!
+//! Owns: the per-client command loop. May import: protocol, sql, router, session, executor,
+//! backend (connection handles), admin, context.
+
+pub mod auth;
+mod commands;
+
+use crate::context::ProxyContext;
+use crate::protocol::handshake::{encode_greeting, is_ssl_request, new_nonce, proxy_capabilities, NATIVE_PASSWORD};
+use crate::protocol::message::{encode_ok, OkInfo};
+use crate::protocol::{MysqlError, PacketStream};
+use crate::session::SessionState;
+use mysql_common::constants::CapabilityFlags;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+pub use commands::ClientSession;
+
+/// Serves one client connection until it quits or fails. Never panics on client input.
+pub async fn serve_client(tcp: TcpStream, ctx: Arc<ProxyContext>) {
+    let id = ctx.next_connection_id();
+    let peer = tcp.peer_addr().ok();
+    let span = tracing::info_span!("conn", id);
+    async move {
+        tracing::debug!(?peer, "client connected");
+        ctx.counters.connections_total.fetch_add(1, Ordering::Relaxed);
+        ctx.counters.connections_active.fetch_add(1, Ordering::Relaxed);
+        let _ = tcp.set_nodelay(true);
+        let result = run(tcp, &ctx, id).await;
+        ctx.counters.connections_active.fetch_sub(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => tracing::debug!("client disconnected"),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                tracing::debug!("client closed the connection")
+            }
+            Err(e) => tracing::info!(error = %e, "connection ended with an error"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(tcp: TcpStream, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()> {
+    let mut stream = PacketStream::new(tcp);
+    let nonce = new_nonce();
+    let tls = false;
+    let server_caps = proxy_capabilities(tls);
+    let greeting = encode_greeting(&ctx.server_version(), id, &nonce, server_caps, 45, NATIVE_PASSWORD);
+    stream.write_packet(0, &greeting).await?;
+    let hello_pkt = stream.read_packet().await?;
+    if is_ssl_request(&hello_pkt.payload) {
+        let e = MysqlError::new(1043, "08S01", "TLS is not configured on this proxy; connect without SSL (--ssl-mode=DISABLED)");
+        stream.write_packet(hello_pkt.seq.wrapping_add(1), &e.encode()).await?;
+        return Ok(());
+    }
+    run_session(stream, ctx, id, nonce, server_caps, hello_pkt.payload, hello_pkt.seq).await
+}
+
+/// Authentication and the command loop, on any stream (plain or TLS).
+async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: PacketStream<S>,
+    ctx: &Arc<ProxyContext>,
+    id: u32,
+    nonce: [u8; 20],
+    server_caps: CapabilityFlags,
+    hello_payload: Vec<u8>,
+    hello_seq: u8,
+) -> io::Result<()> {
+    let seq = hello_seq.wrapping_add(1);
+    let hello = match auth::parse_hello(&hello_payload) {
+        Ok(h) => h,
+        Err(e) => {
+            stream.write_packet(seq, &e.encode()).await?;
+            return Ok(());
+        }
+    };
+    let caps = hello.caps & server_caps;
+    let seq = match auth::authenticate(
+        &mut stream,
+        &ctx.users,
+        &hello.user,
+        hello.plugin.as_deref(),
+        &hello.auth_response,
+        &nonce,
+        seq,
+    )
+    .await?
+    {
+        Ok(seq) => seq,
+        Err(e) => {
+            tracing::info!(user = %hello.user, "authentication failed");
+            stream.write_packet(seq, &e.encode()).await?;
+            return Ok(());
+        }
+    };
+    let mut session = SessionState::new(
+        hello.user.clone(),
+        hello.database.clone(),
+        hello.collation,
+        caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
+    );
+    let mut client = ClientSession::new(ctx.clone(), caps, nonce);
+    // The default shard's primary must be reachable, and the schema must exist: check both
+    // now, so a bad database name fails the login as it does on MySQL.
+    if let Err(e) = client.check_login(&mut session).await {
+        stream.write_packet(seq, &e.encode()).await?;
+        return Ok(());
+    }
+    tracing::debug!(user = %hello.user, db = ?hello.database, "authenticated");
+    stream
+        .write_packet(
+            seq,
+            &encode_ok(
+                OkInfo {
+                    status: session.status_flags(),
+                    ..OkInfo::default()
+                },
+                b"",
+            ),
+        )
+        .await?;
+    stream.set_max_packet(Some(ctx.config.proxy.max_packet_size));
+    client.command_loop(&mut stream, &mut session).await
+}

@@ -1,0 +1,27 @@
+//! myquorum: a MySQL wire-protocol proxy.
+//!
+//! Module map (who may import whom):
+//! - `protocol`   packets on mysql_common, both sides; imports nothing of ours.
+//! - `sql`        classification, lexing, SET parsing; pure, no tokio.
+//! - `router`     (Classified, Topology, Session view) → `Route` value; pure.
+//! - `session`    per-client state and pin reasons; imports sql, protocol::relay summary.
+//! - `backend`    the only module that opens backend connections (data path pools, control
+//!                path health probes); imports protocol, config, router ids.
+//! - `executor`   gets a route's connection and restores session state on it.
+//! - `frontend`   client connections and the command loop; the only module that talks to clients.
+//! - `admin`      results of proxy-answered statements.
+//! - `server`     accept loop and shutdown.  `context`: shared state.  `config`: settings.
+//! - `playground` local mariadbd processes for trying the proxy.
+
+pub mod admin;
+pub mod backend;
+pub mod config;
+pub mod context;
+pub mod executor;
+pub mod frontend;
+pub mod playground;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod sql;

@@ -1,0 +1,145 @@
+//! The `myquorum` command: serve, playground, configcheck.
+
+use clap::{Parser, Subcommand};
+use myquorum::config::{CliOverrides, Config};
+use myquorum::context::ProxyContext;
+use myquorum::playground::{self, PlaygroundSpec};
+use myquorum::server::Server;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "myquorum", version, about = "MySQL wire-protocol proxy with quorum replication")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy with a config file.
+    Serve {
+        #[arg(long, short, default_value = "proxy.toml", env = "MYQUORUM_CONFIG")]
+        config: PathBuf,
+        /// Address to listen on (overrides proxy.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Start local mariadbd backends and the proxy in front of them.
+    Playground {
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// Proxy port.
+        #[arg(long, default_value_t = 6033)]
+        port: u16,
+        /// First backend port; the others follow.
+        #[arg(long, default_value_t = 3307)]
+        backend_port: u16,
+        /// Where data directories and the generated config live.
+        #[arg(long, default_value = "playground")]
+        dir: PathBuf,
+    },
+    /// Check a config file and print the effective settings.
+    Configcheck {
+        #[arg(long, short, default_value = "proxy.toml", env = "MYQUORUM_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+async fn serve(cfg: Config) -> Result<(), String> {
+    let ctx = Arc::new(ProxyContext::new(cfg));
+    let server = Server::bind(ctx).await.map_err(|e| e.to_string())?;
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signal_token.cancel();
+    });
+    server.run(shutdown).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Serve { config, listen } => Config::load(Some(&config), &CliOverrides { listen })
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| runtime().map_err(|e| e.to_string())?.block_on(serve(cfg))),
+        Cmd::Configcheck { config } => match Config::load(Some(&config), &CliOverrides::default()) {
+            Ok(cfg) => {
+                println!("{} is valid; effective settings:\n\n{}", config.display(), cfg.to_toml());
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Cmd::Playground {
+            shards,
+            replicas,
+            port,
+            backend_port,
+            dir,
+        } => {
+            let spec = PlaygroundSpec {
+                shards: shards.max(1),
+                replicas: replicas.max(1),
+                proxy_port: port,
+                first_backend_port: backend_port,
+                dir,
+            };
+            // Backends are started from the main thread so that their parent-death signal is
+            // tied to this process's lifetime, not to a worker thread's.
+            match playground::start(&spec) {
+                Ok((backends, cfg)) => {
+                    println!(
+                        "myquorum playground is up: connect with `mysql -h127.0.0.1 -P{port} -uroot` \
+                         ({} shard(s) x {} replica(s), data in {}; Ctrl-C stops everything)",
+                        spec.shards,
+                        spec.replicas,
+                        spec.dir.display()
+                    );
+                    let r = runtime().map_err(|e| e.to_string()).and_then(|rt| rt.block_on(serve(cfg)));
+                    drop(backends);
+                    r
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("myquorum: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Packet framing: the 4-byte MySQL header (3-byte length, 1-byte sequence id), logical packets
+//! that span several frames (payload ≥ 16 MiB − 1), buffered reads and batched writes.
+//!
+//! Owns: `PacketStream`, the only type that reads or writes MySQL frames on a socket.
+//! May import: tokio io, bytes. Knows nothing about commands or sessions.
+
+use bytes::{Buf, BufMut, BytesMut};
+use std::io;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest payload one frame can carry; a frame of exactly this size is followed by another.
+pub const MAX_FRAME: usize = 0xFF_FFFF;
+const HEADER: usize = 4;
+/// Write-buffer size at which relays flush before reading more.
+pub const FLUSH_AT: usize = 64 * 1024;
+
+/// One frame as it sits in the read buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameInfo {
+    pub seq: u8,
+    pub len: usize,
+}
+
+/// A logical packet: the payload of one or more frames joined, and the sequence id of its
+/// last frame (replies continue from there).
+#[derive(Debug)]
+pub struct Packet {
+    pub seq: u8,
+    pub payload: Vec<u8>,
+}
+
+/// Buffered MySQL framing over any byte stream.
+pub struct PacketStream<S> {
+    stream: S,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// Cap on a logical packet read with `read_packet`; `None` means unlimited.
+    max_packet: Option<usize>,
+}
+
+/// Reading a packet larger than the configured cap.
+#[derive(Debug, thiserror::Error)]
+#[error("packet of {size} bytes exceeds the cap of {cap} bytes (max_allowed_packet)")]
+pub struct PacketTooLarge {
+    pub size: usize,
+    pub cap: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
+    pub fn new(stream: S) -> Self {
+        PacketStream {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            wbuf: BytesMut::with_capacity(16 * 1024),
+            max_packet: None,
+        }
+    }
+
+    pub fn set_max_packet(&mut self, cap: Option<usize>) {
+        self.max_packet = cap;
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// Hands back the socket and anything already read but not consumed (used when a
+    /// connection is upgraded to TLS; the buffer must then be empty).
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.stream, self.rbuf)
+    }
+
+    /// Reads more bytes from the socket into the read buffer. EOF is an `UnexpectedEof` error.
+    async fn fill(&mut self) -> io::Result<()> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(16 * 1024);
+        }
+        let n = self.stream.read_buf(&mut self.rbuf).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed by peer",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The header of the next frame if at least its header is buffered.
+    fn peek_header(&self) -> Option<FrameInfo> {
+        if self.rbuf.len() < HEADER {
+            return None;
+        }
+        let len = self.rbuf[0] as usize | (self.rbuf[1] as usize) << 8 | (self.rbuf[2] as usize) << 16;
+        Some(FrameInfo {
+            seq: self.rbuf[3],
+            len,
+        })
+    }
+
+    /// Waits until one whole frame is buffered and returns its header; the frame stays in the
+    /// buffer (see `frame_payload`, `consume_frame`, `forward_frame`).
+    pub async fn next_frame(&mut self) -> io::Result<FrameInfo> {
+        loop {
+            if let Some(h) = self.peek_header() {
+                if self.rbuf.len() >= HEADER + h.len {
+                    return Ok(h);
+                }
+                self.rbuf.reserve(HEADER + h.len - self.rbuf.len());
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Whether a whole frame is already buffered (no I/O).
+    pub fn has_buffered_frame(&self) -> bool {
+        matches!(self.peek_header(), Some(h) if self.rbuf.len() >= HEADER + h.len)
+    }
+
+    /// The payload of the buffered frame returned by `next_frame`.
+    pub fn frame_payload(&self, info: FrameInfo) -> &[u8] {
+        &self.rbuf[HEADER..HEADER + info.len]
+    }
+
+    /// Mutable payload of the buffered frame (statement-id rewriting happens in place).
+    pub fn frame_payload_mut(&mut self, info: FrameInfo) -> &mut [u8] {
+        &mut self.rbuf[HEADER..HEADER + info.len]
+    }
+
+    /// Drops the buffered frame.
+    pub fn consume_frame(&mut self, info: FrameInfo) {
+        self.rbuf.advance(HEADER + info.len);
+    }
+
+    /// Moves the buffered frame, header and all, into another stream's write buffer: the
+    /// relay path, which never re-encodes a packet.
+    pub fn forward_frame<T>(&mut self, info: FrameInfo, to: &mut PacketStream<T>) {
+        to.wbuf
+            .extend_from_slice(&self.rbuf[..HEADER + info.len]);
+        self.rbuf.advance(HEADER + info.len);
+    }
+
+    /// Reads one logical packet (joining continuation frames).
+    pub async fn read_packet(&mut self) -> io::Result<Packet> {
+        let mut payload = Vec::new();
+        loop {
+            let info = self.next_frame().await?;
+            if let Some(cap) = self.max_packet {
+                if payload.len() + info.len > cap {
+                    let size = payload.len() + info.len;
+                    self.discard_rest_of_packet(info).await?;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        PacketTooLarge { size, cap },
+                    ));
+                }
+            }
+            payload.extend_from_slice(self.frame_payload(info));
+            self.consume_frame(info);
+            if info.len < MAX_FRAME {
+                return Ok(Packet {
+                    seq: info.seq,
+                    payload,
+                });
+            }
+        }
+    }
+
+    /// Skips the remaining frames of an oversize packet so the stream stays in sync.
+    async fn discard_rest_of_packet(&mut self, mut info: FrameInfo) -> io::Result<()> {
+        loop {
+            self.consume_frame(info);
+            if info.len < MAX_FRAME {
+                return Ok(());
+            }
+            info = self.next_frame().await?;
+        }
+    }
+
+    /// Queues a logical packet, split into frames, starting at sequence id `seq`. Returns
+    /// the sequence id the next packet should use.
+    pub fn queue_packet(&mut self, mut seq: u8, payload: &[u8]) -> u8 {
+        let mut chunks = payload.chunks(MAX_FRAME).peekable();
+        if chunks.peek().is_none() {
+            self.queue_frame(seq, &[]);
+            return seq.wrapping_add(1);
+        }
+        while let Some(chunk) = chunks.next() {
+            self.queue_frame(seq, chunk);
+            seq = seq.wrapping_add(1);
+            if chunks.peek().is_none() && chunk.len() == MAX_FRAME {
+                self.queue_frame(seq, &[]);
+                seq = seq.wrapping_add(1);
+            }
+        }
+        seq
+    }
+
+    fn queue_frame(&mut self, seq: u8, chunk: &[u8]) {
+        let len = chunk.len() as u32;
+        self.wbuf.reserve(HEADER + chunk.len());
+        self.wbuf.put_u8(len as u8);
+        self.wbuf.put_u8((len >> 8) as u8);
+        self.wbuf.put_u8((len >> 16) as u8);
+        self.wbuf.put_u8(seq);
+        self.wbuf.extend_from_slice(chunk);
+    }
+
+    pub fn pending_write(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        self.stream.flush().await
+    }
+
+    /// Queues and flushes one packet.
+    pub async fn write_packet(&mut self, seq: u8, payload: &[u8]) -> io::Result<u8> {
+        let next = self.queue_packet(seq, payload);
+        self.flush().await?;
+        Ok(next)
+    }
+
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.stream.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn roundtrip_small_and_split_packets() {
+        let (a, b) = tokio::io::duplex(64 * 1024 * 1024);
+        let mut w = PacketStream::new(a);
+        let mut r = PacketStream::new(b);
+        let exact = vec![7u8; MAX_FRAME];
+        let big = vec![9u8; MAX_FRAME * 2 + 10];
+        let writer = tokio::spawn(async move {
+            w.queue_packet(0, b"hello");
+            w.queue_packet(1, &[]);
+            w.queue_packet(2, &exact);
+            w.queue_packet(0, &big);
+            w.flush().await.unwrap();
+            w
+        });
+        let p = r.read_packet().await.unwrap();
+        assert_eq!((p.seq, p.payload.as_slice()), (0, &b"hello"[..]));
+        let p = r.read_packet().await.unwrap();
+        assert_eq!((p.seq, p.payload.len()), (1, 0));
+        let p = r.read_packet().await.unwrap();
+        // Exactly 16 MiB − 1 needs an empty trailing frame: seq 2 then 3.
+        assert_eq!((p.seq, p.payload.len()), (3, MAX_FRAME));
+        let p = r.read_packet().await.unwrap();
+        assert_eq!((p.seq, p.payload.len()), (2, MAX_FRAME * 2 + 10));
+        assert!(p.payload.iter().all(|&b| b == 9));
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn oversize_packet_is_refused_and_stream_stays_in_sync() {
+        let (a, b) = tokio::io::duplex(1024 * 1024);
+        let mut w = PacketStream::new(a);
+        let mut r = PacketStream::new(b);
+        r.set_max_packet(Some(100));
+        w.queue_packet(0, &[1u8; 500]);
+        w.queue_packet(0, b"next");
+        w.flush().await.unwrap();
+        let err = r.read_packet().await.unwrap_err();
+        assert!(err.get_ref().unwrap().is::<PacketTooLarge>());
+        let p = r.read_packet().await.unwrap();
+        assert_eq!(p.payload, b"next");
+    }
+}

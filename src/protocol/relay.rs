@@ -1,0 +1,321 @@
+//! Relaying a backend's response to a client frame by frame, without re-encoding: the frames
+//! are copied header and all, so sequence ids, charsets, decimals, warnings, status flags,
+//! SQLSTATE and the more-results flag arrive exactly as the server sent them. A small state
+//! machine only finds where the response ends and picks up the fields the proxy tracks.
+//!
+//! Owns: response boundaries per command. May import: protocol::{packet, message}.
+
+use super::message::{
+    is_terminator, read_lenenc_int, terminator_status, MysqlError, OkInfo, ERR_HEADER,
+    LOCAL_INFILE_HEADER, OK_HEADER,
+};
+use super::packet::{PacketStream, FLUSH_AT, MAX_FRAME};
+use mysql_common::constants::StatusFlags;
+use std::io;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What kind of response follows a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseKind {
+    /// COM_QUERY, COM_STMT_EXECUTE: OK / ERR / LOCAL INFILE / result sets, possibly several.
+    ResultSets,
+    /// COM_STMT_FETCH: rows and a terminator.
+    Rows,
+    /// COM_STMT_PREPARE: prepare-OK, parameter and column definitions.
+    Prepare,
+    /// COM_FIELD_LIST: column definitions and a terminator.
+    FieldList,
+    /// One packet: OK, ERR, or COM_STATISTICS's string.
+    Single,
+}
+
+/// The prepare-OK fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrepareOk {
+    pub statement_id: u32,
+    pub num_columns: u16,
+    pub num_params: u16,
+}
+
+impl PrepareOk {
+    pub fn decode(payload: &[u8]) -> Option<Self> {
+        if payload.len() < 9 || payload[0] != OK_HEADER {
+            return None;
+        }
+        Some(PrepareOk {
+            statement_id: u32::from_le_bytes(payload[1..5].try_into().ok()?),
+            num_columns: u16::from_le_bytes(payload[5..7].try_into().ok()?),
+            num_params: u16::from_le_bytes(payload[7..9].try_into().ok()?),
+        })
+    }
+}
+
+/// What the proxy learned from a relayed response.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseSummary {
+    /// The last OK packet (not a result-set terminator).
+    pub ok: Option<OkInfo>,
+    pub error: Option<MysqlError>,
+    /// Status flags of the last OK or terminator seen.
+    pub status: Option<u16>,
+    pub warnings: u16,
+    pub prepare: Option<PrepareOk>,
+    /// Result sets that carried rows (column count > 0).
+    pub result_sets: u32,
+}
+
+impl ResponseSummary {
+    pub fn in_transaction(&self) -> Option<bool> {
+        self.status
+            .map(|s| s & StatusFlags::SERVER_STATUS_IN_TRANS.bits() != 0)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Start,
+    Columns(u64),
+    ColumnsEof,
+    Rows,
+    PrepareParams { params: u16, columns: u16 },
+    PrepareParamsEof { columns: u16 },
+    PrepareColumns(u16),
+    PrepareColumnsEof,
+    FieldList,
+    Done,
+}
+
+/// Which side of a relay failed: a backend failure ends the backend connection, a client
+/// failure ends the client session.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("backend: {0}")]
+    Backend(io::Error),
+    #[error("client: {0}")]
+    Client(io::Error),
+}
+
+/// Relays one command's response from `backend` to `client`. `rewrite_stmt_id` replaces the
+/// statement id in a prepare-OK (client ids differ from backend ids). LOCAL INFILE data is
+/// relayed from client to backend when the server asks for it.
+pub async fn relay_response<B, C>(
+    backend: &mut PacketStream<B>,
+    client: &mut PacketStream<C>,
+    kind: ResponseKind,
+    deprecate_eof: bool,
+    rewrite_stmt_id: Option<u32>,
+) -> Result<ResponseSummary, RelayError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut summary = ResponseSummary::default();
+    let mut state = match kind {
+        ResponseKind::Rows => State::Rows,
+        ResponseKind::FieldList => State::FieldList,
+        _ => State::Start,
+    };
+    let mut continuation = false;
+    loop {
+        if !backend.has_buffered_frame() && client.pending_write() > 0 {
+            client.flush().await.map_err(RelayError::Client)?;
+        }
+        let frame = backend.next_frame().await.map_err(RelayError::Backend)?;
+        if continuation {
+            // The rest of a packet of 16 MiB or more: nothing to interpret.
+            continuation = frame.len == MAX_FRAME;
+            backend.forward_frame(frame, client);
+            if matches!(state, State::Done) && !continuation {
+                client.flush().await.map_err(RelayError::Client)?;
+                return Ok(summary);
+            }
+            if client.pending_write() >= FLUSH_AT {
+                client.flush().await.map_err(RelayError::Client)?;
+            }
+            continue;
+        }
+        continuation = frame.len == MAX_FRAME;
+        let payload = backend.frame_payload(frame);
+        let first = payload.first().copied().unwrap_or(0);
+        let mut infile = false;
+        state = match state {
+            State::Start if kind == ResponseKind::Single => {
+                record_single(&mut summary, payload);
+                State::Done
+            }
+            State::Start if kind == ResponseKind::Prepare => {
+                if first == ERR_HEADER {
+                    summary.error = MysqlError::decode(payload);
+                    State::Done
+                } else {
+                    let ok = PrepareOk::decode(payload).ok_or_else(|| bad("prepare-OK"))?;
+                    summary.prepare = Some(ok);
+                    if let Some(id) = rewrite_stmt_id {
+                        backend.frame_payload_mut(frame)[1..5].copy_from_slice(&id.to_le_bytes());
+                    }
+                    after_prepare_params(ok.num_params, ok.num_columns, deprecate_eof)
+                }
+            }
+            State::Start => match first {
+                OK_HEADER => {
+                    let ok = OkInfo::decode(payload).ok_or_else(|| bad("OK"))?;
+                    summary.ok = Some(ok);
+                    summary.status = Some(ok.status);
+                    summary.warnings = ok.warnings;
+                    if ok.more_results() {
+                        State::Start
+                    } else {
+                        State::Done
+                    }
+                }
+                ERR_HEADER => {
+                    summary.error = MysqlError::decode(payload);
+                    State::Done
+                }
+                LOCAL_INFILE_HEADER => {
+                    infile = true;
+                    State::Start
+                }
+                _ => {
+                    let mut b = payload;
+                    let n = read_lenenc_int(&mut b).ok_or_else(|| bad("column count"))?;
+                    summary.result_sets += 1;
+                    State::Columns(n)
+                }
+            },
+            State::Columns(n) => {
+                let left = n.saturating_sub(1);
+                if left > 0 {
+                    State::Columns(left)
+                } else if deprecate_eof {
+                    State::Rows
+                } else {
+                    State::ColumnsEof
+                }
+            }
+            State::ColumnsEof => {
+                let (status, _) = terminator_status(payload, false).ok_or_else(|| bad("EOF"))?;
+                if status & StatusFlags::SERVER_STATUS_CURSOR_EXISTS.bits() != 0 {
+                    summary.status = Some(status);
+                    State::Done
+                } else {
+                    State::Rows
+                }
+            }
+            State::Rows | State::FieldList => {
+                if first == ERR_HEADER {
+                    summary.error = MysqlError::decode(payload);
+                    State::Done
+                } else if is_terminator(payload) {
+                    let (status, warnings) =
+                        terminator_status(payload, deprecate_eof).ok_or_else(|| bad("EOF"))?;
+                    summary.status = Some(status);
+                    summary.warnings = warnings;
+                    if kind == ResponseKind::ResultSets
+                        && status & StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits() != 0
+                    {
+                        State::Start
+                    } else {
+                        State::Done
+                    }
+                } else {
+                    state
+                }
+            }
+            State::PrepareParams { params, columns } => {
+                if params > 1 {
+                    State::PrepareParams {
+                        params: params - 1,
+                        columns,
+                    }
+                } else if deprecate_eof {
+                    after_prepare_params(0, columns, deprecate_eof)
+                } else {
+                    State::PrepareParamsEof { columns }
+                }
+            }
+            State::PrepareParamsEof { columns } => after_prepare_params(0, columns, deprecate_eof),
+            State::PrepareColumns(n) => {
+                if n > 1 {
+                    State::PrepareColumns(n - 1)
+                } else if deprecate_eof {
+                    State::Done
+                } else {
+                    State::PrepareColumnsEof
+                }
+            }
+            State::PrepareColumnsEof | State::Done => State::Done,
+        };
+        backend.forward_frame(frame, client);
+        if infile {
+            relay_local_infile(backend, client).await?;
+        } else if matches!(state, State::Done) && !continuation {
+            client.flush().await.map_err(RelayError::Client)?;
+            return Ok(summary);
+        }
+        if client.pending_write() >= FLUSH_AT {
+            client.flush().await.map_err(RelayError::Client)?;
+        }
+    }
+}
+
+fn after_prepare_params(params: u16, columns: u16, _deprecate_eof: bool) -> State {
+    if params > 0 {
+        State::PrepareParams { params, columns }
+    } else if columns > 0 {
+        State::PrepareColumns(columns)
+    } else {
+        State::Done
+    }
+}
+
+fn record_single(summary: &mut ResponseSummary, payload: &[u8]) {
+    match payload.first() {
+        Some(&OK_HEADER) => {
+            if let Some(ok) = OkInfo::decode(payload) {
+                summary.ok = Some(ok);
+                summary.status = Some(ok.status);
+                summary.warnings = ok.warnings;
+            }
+        }
+        Some(&ERR_HEADER) => summary.error = MysqlError::decode(payload),
+        Some(&0xFE) => {
+            if let Some((status, warnings)) = terminator_status(payload, payload.len() > 5) {
+                summary.status = Some(status);
+                summary.warnings = warnings;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The client streams a file's contents after a LOCAL INFILE request, ending with an empty
+/// packet; the backend then answers with OK or ERR.
+async fn relay_local_infile<B, C>(
+    backend: &mut PacketStream<B>,
+    client: &mut PacketStream<C>,
+) -> Result<(), RelayError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    client.flush().await.map_err(RelayError::Client)?;
+    loop {
+        let frame = client.next_frame().await.map_err(RelayError::Client)?;
+        let empty = frame.len == 0;
+        client.forward_frame(frame, backend);
+        if backend.pending_write() >= FLUSH_AT || empty {
+            backend.flush().await.map_err(RelayError::Backend)?;
+        }
+        if empty {
+            return Ok(());
+        }
+    }
+}
+
+fn bad(what: &str) -> RelayError {
+    RelayError::Backend(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed {what} packet from backend"),
+    ))
+}

@@ -1,0 +1,370 @@
+//! Per-client session state: schema, replayable session variables, collation, transaction,
+//! prepared statements, and the reasons the session is pinned to one backend connection.
+//!
+//! A session borrows a pooled backend connection per statement and has its replayable state
+//! (schema, SET variables, character set) restored on it; while it holds state that cannot be
+//! replayed (a transaction, temporary tables, user variables, locks, prepared statements,
+//! computed SET values) it is pinned to one connection.
+//!
+//! Owns: `SessionState`, `PinReason`, pin counters. May import: sql, protocol::relay (summary).
+
+use crate::protocol::relay::ResponseSummary;
+use crate::sql::{Classified, Flags, Kind, SessionChange};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PinReason {
+    Transaction = 0,
+    TemporaryTable,
+    UserVariable,
+    TableLock,
+    AdvisoryLock,
+    PreparedStatement,
+    SqlPrepare,
+    UnreplayableSet,
+    Xa,
+    /// LAST_INSERT_ID(), FOUND_ROWS(), SHOW WARNINGS read state of the previous statement.
+    StatementAffinity,
+}
+
+impl PinReason {
+    pub const ALL: [PinReason; 10] = [
+        PinReason::Transaction,
+        PinReason::TemporaryTable,
+        PinReason::UserVariable,
+        PinReason::TableLock,
+        PinReason::AdvisoryLock,
+        PinReason::PreparedStatement,
+        PinReason::SqlPrepare,
+        PinReason::UnreplayableSet,
+        PinReason::Xa,
+        PinReason::StatementAffinity,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PinReason::Transaction => "transaction",
+            PinReason::TemporaryTable => "temporary_table",
+            PinReason::UserVariable => "user_variable",
+            PinReason::TableLock => "table_lock",
+            PinReason::AdvisoryLock => "advisory_lock",
+            PinReason::PreparedStatement => "prepared_statement",
+            PinReason::SqlPrepare => "sql_prepare",
+            PinReason::UnreplayableSet => "unreplayable_set",
+            PinReason::Xa => "xa_transaction",
+            PinReason::StatementAffinity => "statement_affinity",
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u8)
+    }
+}
+
+/// How many times sessions became pinned, per reason (process-wide, for SHOW PROXY PINS).
+pub static PIN_EVENTS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
+
+/// A prepared statement as the client knows it.
+#[derive(Debug, Clone)]
+pub struct PreparedStatement {
+    pub backend_id: u32,
+    pub num_params: u16,
+    pub num_columns: u16,
+    pub classified: Classified,
+}
+
+#[derive(Debug)]
+pub struct SessionState {
+    pub user: String,
+    pub schema: Option<String>,
+    /// Collation from the handshake (mirrored to backend connections).
+    pub collation: u8,
+    /// Replayable SET fragments in order, one per key.
+    vars: Vec<(String, String)>,
+    signature: u64,
+    pins: u16,
+    /// Statements left during which StatementAffinity holds.
+    affinity_left: u8,
+    pub prepared: HashMap<u32, PreparedStatement>,
+    next_stmt_id: u32,
+    pub multi_statements: bool,
+    pub in_transaction: bool,
+    pub autocommit: bool,
+    /// Proxy-owned variables (myquorum_*).
+    pub proxy_vars: Vec<(String, String)>,
+}
+
+impl SessionState {
+    pub fn new(user: String, schema: Option<String>, collation: u8, multi_statements: bool) -> Self {
+        let mut s = SessionState {
+            user,
+            schema,
+            collation,
+            vars: Vec::new(),
+            signature: 0,
+            pins: 0,
+            affinity_left: 0,
+            prepared: HashMap::new(),
+            next_stmt_id: 1,
+            multi_statements,
+            in_transaction: false,
+            autocommit: true,
+            proxy_vars: Vec::new(),
+        };
+        s.signature = s.compute_signature();
+        s
+    }
+
+    /// Back to a fresh session (COM_RESET_CONNECTION, COM_CHANGE_USER).
+    pub fn reset(&mut self) {
+        self.vars.clear();
+        self.pins = 0;
+        self.affinity_left = 0;
+        self.prepared.clear();
+        self.in_transaction = false;
+        self.autocommit = true;
+        self.proxy_vars.clear();
+        self.signature = self.compute_signature();
+    }
+
+    fn compute_signature(&self) -> u64 {
+        signature_of(self.collation, &self.vars)
+    }
+
+    /// Identifies the replayable state (collation + variables; not the schema).
+    pub fn signature(&self) -> u64 {
+        self.signature
+    }
+
+    /// The SET statement that gives a connection in its base state this session's variables,
+    /// or None when there is nothing to set. `base_collation` is the connection's handshake
+    /// collation.
+    pub fn restore_statement(&self, base_collation: u8) -> Option<String> {
+        let mut parts: Vec<String> = Vec::new();
+        let has_names = self.vars.iter().any(|(k, _)| k == "names");
+        if !has_names && base_collation != self.collation {
+            let c = mysql_common::collations::Collation::from(
+                mysql_common::collations::CollationId::from(self.collation as u16),
+            );
+            parts.push(format!("NAMES {} COLLATE {}", c.charset(), c.collation()));
+        }
+        parts.extend(self.vars.iter().map(|(_, f)| f.clone()));
+        if parts.is_empty() {
+            None
+        } else {
+            Some(format!("SET {}", parts.join(", ")))
+        }
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        self.pins != 0
+    }
+
+    pub fn pin_reasons(&self) -> Vec<PinReason> {
+        PinReason::ALL
+            .into_iter()
+            .filter(|r| self.pins & r.bit() != 0)
+            .collect()
+    }
+
+    pub fn pin(&mut self, reason: PinReason) {
+        if self.pins & reason.bit() == 0 {
+            self.pins |= reason.bit();
+            PIN_EVENTS[reason as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn unpin(&mut self, reason: PinReason) {
+        self.pins &= !reason.bit();
+    }
+
+    pub fn alloc_stmt_id(&mut self) -> u32 {
+        let id = self.next_stmt_id;
+        self.next_stmt_id = self.next_stmt_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Whether a statement must run where the previous one ran (it reads per-connection
+    /// results of that statement).
+    pub fn needs_previous_connection(c: &Classified) -> bool {
+        c.flags
+            .intersects(Flags::LAST_INSERT_ID | Flags::FOUND_ROWS | Flags::WARNINGS_QUERY)
+    }
+
+    /// Updates state and pins before a statement runs, from what it will do.
+    pub fn before_statement(&mut self, c: &Classified) {
+        let f = c.flags;
+        if f.contains(Flags::TEMP_TABLE) && c.kind == Kind::Ddl {
+            self.pin(PinReason::TemporaryTable);
+        }
+        if f.contains(Flags::USER_VARIABLE) {
+            self.pin(PinReason::UserVariable);
+        }
+        if f.contains(Flags::TABLE_LOCK) {
+            self.pin(PinReason::TableLock);
+        }
+        if f.contains(Flags::ADVISORY_LOCK) {
+            self.pin(PinReason::AdvisoryLock);
+        }
+        if f.contains(Flags::SQL_PREPARE) {
+            self.pin(PinReason::SqlPrepare);
+        }
+        if c.kind == Kind::Xa {
+            self.pin(PinReason::Xa);
+        }
+        if matches!(c.session, Some(SessionChange::Unreplayable)) {
+            self.pin(PinReason::UnreplayableSet);
+        }
+        if self.affinity_left > 0 {
+            self.affinity_left -= 1;
+            if self.affinity_left == 0 {
+                self.unpin(PinReason::StatementAffinity);
+            }
+        }
+    }
+
+    /// Updates state and pins after a statement ran, from the server's answer.
+    pub fn after_statement(&mut self, c: &Classified, summary: &ResponseSummary) {
+        if let Some(status) = summary.status {
+            self.note_status(status);
+        }
+        if f_has(c, Flags::UNLOCK_TABLES) && summary.error.is_none() {
+            self.unpin(PinReason::TableLock);
+        }
+        if summary.error.is_none() {
+            match &c.session {
+                Some(SessionChange::Vars(v)) => {
+                    for (k, frag) in v {
+                        self.vars.retain(|(key, _)| key != k);
+                        self.vars.push((k.clone(), frag.clone()));
+                    }
+                    self.signature = self.compute_signature();
+                }
+                Some(SessionChange::Schema(s)) => self.schema = Some(s.clone()),
+                _ => {}
+            }
+        }
+        // A statement that produced an auto-increment id, warnings or a found-rows count
+        // leaves per-connection state the next few statements may read.
+        let produced = summary.ok.is_some_and(|o| o.last_insert_id != 0)
+            || summary.warnings > 0
+            || c.flags.contains(Flags::FOUND_ROWS);
+        if produced {
+            self.pin(PinReason::StatementAffinity);
+            self.affinity_left = 3;
+        }
+    }
+
+    /// Tracks transaction state from the server's status flags (authoritative: covers
+    /// BEGIN, implicit commits by DDL, autocommit=0, XA).
+    pub fn note_status(&mut self, status: u16) {
+        use mysql_common::constants::StatusFlags;
+        self.in_transaction = status & StatusFlags::SERVER_STATUS_IN_TRANS.bits() != 0;
+        self.autocommit = status & StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits() != 0;
+        if self.in_transaction {
+            self.pin(PinReason::Transaction);
+        } else {
+            self.unpin(PinReason::Transaction);
+        }
+    }
+
+    pub fn status_flags(&self) -> u16 {
+        use mysql_common::constants::StatusFlags;
+        let mut s = 0;
+        if self.autocommit {
+            s |= StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
+        }
+        if self.in_transaction {
+            s |= StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+        }
+        s
+    }
+}
+
+fn f_has(c: &Classified, f: Flags) -> bool {
+    c.flags.contains(f)
+}
+
+/// Signature of a connection's replayable state.
+pub fn signature_of(collation: u8, vars: &[(String, String)]) -> u64 {
+    let mut h = DefaultHasher::new();
+    collation.hash(&mut h);
+    vars.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::message::OkInfo;
+    use crate::sql::classify;
+
+    fn ok(status: u16) -> ResponseSummary {
+        ResponseSummary {
+            ok: Some(OkInfo {
+                status,
+                ..OkInfo::default()
+            }),
+            status: Some(status),
+            ..ResponseSummary::default()
+        }
+    }
+
+    #[test]
+    fn transaction_pins_until_commit() {
+        let mut s = SessionState::new("u".into(), None, 45, false);
+        let c = classify("BEGIN");
+        s.before_statement(&c);
+        s.after_statement(&c, &ok(0x0001 | 0x0002));
+        assert_eq!(s.pin_reasons(), vec![PinReason::Transaction]);
+        let c = classify("COMMIT");
+        s.after_statement(&c, &ok(0x0002));
+        assert!(!s.is_pinned());
+    }
+
+    #[test]
+    fn replayable_set_changes_signature_and_restore() {
+        let mut s = SessionState::new("u".into(), None, 45, false);
+        let base = s.signature();
+        assert_eq!(s.restore_statement(45), None);
+        let c = classify("SET sql_mode='ANSI', time_zone = '+01:00'");
+        s.before_statement(&c);
+        s.after_statement(&c, &ok(0x0002));
+        assert!(!s.is_pinned());
+        assert_ne!(s.signature(), base);
+        assert_eq!(
+            s.restore_statement(45).unwrap(),
+            "SET SESSION sql_mode = 'ANSI', SESSION time_zone = '+01:00'"
+        );
+        // A different handshake collation is restored with SET NAMES.
+        assert!(s.restore_statement(8).unwrap().starts_with("SET NAMES utf8mb4 COLLATE utf8mb4_general_ci"));
+        // Overwriting a key keeps one entry.
+        let c = classify("SET sql_mode='TRADITIONAL'");
+        s.after_statement(&c, &ok(0x0002));
+        assert_eq!(s.restore_statement(45).unwrap().matches("sql_mode").count(), 1);
+    }
+
+    #[test]
+    fn state_that_cannot_be_replayed_pins() {
+        let mut s = SessionState::new("u".into(), None, 45, false);
+        for (sql, reason) in [
+            ("SET @x = 1", PinReason::UserVariable),
+            ("CREATE TEMPORARY TABLE t (a INT)", PinReason::TemporaryTable),
+            ("LOCK TABLES t WRITE", PinReason::TableLock),
+            ("SELECT GET_LOCK('a', 1)", PinReason::AdvisoryLock),
+            ("SET sql_mode = CONCAT(@@sql_mode, ',ANSI')", PinReason::UnreplayableSet),
+        ] {
+            s.before_statement(&classify(sql));
+            assert!(s.pin_reasons().contains(&reason), "{sql}");
+        }
+        let c = classify("UNLOCK TABLES");
+        s.after_statement(&c, &ok(0x0002));
+        assert!(!s.pin_reasons().contains(&PinReason::TableLock));
+        s.reset();
+        assert!(!s.is_pinned());
+    }
+}

@@ -1,0 +1,387 @@
+//! Statement classification: what a statement does (read, write, transaction control, session
+//! change, DDL, admin), which tables it touches, and the properties that decide routing and
+//! pinning (locking reads, user variables, advisory locks, temporary tables, …).
+//!
+//! `sqlparser` (MySQL dialect) gives the statement kind and tables; a lexical scan gives the
+//! flags and is the fallback when the parser rejects valid MySQL (`LOCK IN SHARE MODE`,
+//! `LOAD DATA`, `XA`, `SIGNAL`, `DO`, `PREPARE … FROM`, …). No I/O, no tokio.
+//!
+//! Owns: `Classified`. May import: sql::lexer, sql::set, sqlparser.
+
+use super::lexer::{split_statements, Lexer, Tok};
+use super::set::{parse_set, SessionChange};
+use bitflags::bitflags;
+use sqlparser::ast::Statement;
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+use std::ops::ControlFlow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Kind {
+    Read,
+    Write,
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint,
+    /// Changes session state only (SET, USE, PREPARE, …).
+    Session,
+    Ddl,
+    Admin,
+    Call,
+    Xa,
+    /// Table locks: LOCK TABLES / UNLOCK TABLES.
+    Lock,
+    /// A command the proxy answers itself (SHOW PROXY …).
+    Proxy,
+    /// Nothing to execute (empty text or only comments).
+    Empty,
+    Other,
+}
+
+bitflags! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct Flags: u32 {
+        const LOCKING_READ = 1;
+        const LAST_INSERT_ID = 1 << 1;
+        const FOUND_ROWS = 1 << 2;
+        const TEMP_TABLE = 1 << 3;
+        const USER_VARIABLE = 1 << 4;
+        const TABLE_LOCK = 1 << 5;
+        const UNLOCK_TABLES = 1 << 6;
+        const ADVISORY_LOCK = 1 << 7;
+        const SQL_PREPARE = 1 << 8;
+        /// The parser rejected the text; kind came from keywords.
+        const FALLBACK = 1 << 9;
+        const WARNINGS_QUERY = 1 << 10;
+        /// SET GLOBAL / SET PERSIST: a server change, not session state.
+        const GLOBAL_CHANGE = 1 << 11;
+        const MULTI_STATEMENT = 1 << 12;
+        const SIDE_EFFECTS = 1 << 13;
+    }
+}
+
+impl serde::Serialize for Flags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let names: Vec<&str> = self.iter_names().map(|(n, _)| n).collect();
+        names.serialize(s)
+    }
+}
+
+/// The classification of one COM_QUERY / COM_STMT_PREPARE text.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Classified {
+    pub kind: Kind,
+    pub statements: u16,
+    pub flags: Flags,
+    pub tables: Vec<String>,
+    /// For SET/USE statements: what changes in the session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionChange>,
+    /// For `SHOW PROXY …`: the words after PROXY, lowercased.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_command: Option<String>,
+}
+
+pub fn classify(sql: &str) -> Classified {
+    let mut flags = Flags::empty();
+    scan_flags(sql, &mut flags);
+    let (kind, tables, statements) = match Parser::parse_sql(&MySqlDialect {}, sql) {
+        Ok(stmts) if !stmts.is_empty() => {
+            let kind = stmts
+                .iter()
+                .map(kind_of_statement)
+                .reduce(stronger)
+                .unwrap_or(Kind::Other);
+            let mut tables = Vec::new();
+            for s in &stmts {
+                let _ = sqlparser::ast::visit_relations(s, |rel| {
+                    let name = rel.to_string();
+                    if !tables.contains(&name) {
+                        tables.push(name);
+                    }
+                    ControlFlow::<()>::Continue(())
+                });
+            }
+            // sqlparser accepts some statements with a different meaning than MySQL gives
+            // them; the keyword reading wins where it is more specific.
+            let kw = keyword_kind(sql, &mut Flags::empty());
+            let kind = match (kind, kw) {
+                (Kind::Other, k) | (_, k @ (Kind::Xa | Kind::Lock | Kind::Proxy)) => k,
+                (k, _) => k,
+            };
+            (kind, tables, stmts.len())
+        }
+        _ => {
+            flags |= Flags::FALLBACK;
+            let n = split_statements(sql).len();
+            let kind = keyword_kind(sql, &mut flags);
+            (kind, Vec::new(), n)
+        }
+    };
+    if statements > 1 {
+        flags |= Flags::MULTI_STATEMENT;
+    }
+    let session = if kind == Kind::Session && statements == 1 {
+        parse_set(sql)
+    } else if kind == Kind::Session {
+        Some(SessionChange::Unreplayable)
+    } else {
+        None
+    };
+    if let Some(SessionChange::Global) = session {
+        flags |= Flags::GLOBAL_CHANGE;
+    }
+    let proxy_command = if kind == Kind::Proxy {
+        Some(
+            Lexer::new(sql)
+                .skip(2)
+                .filter_map(|t| match t.tok {
+                    Tok::Word(w) => Some(w.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    } else {
+        None
+    };
+    Classified {
+        kind,
+        statements: statements.min(u16::MAX as usize) as u16,
+        flags,
+        tables,
+        session,
+        proxy_command,
+    }
+}
+
+/// Picks the kind that matters more when a text holds several statements.
+fn stronger(a: Kind, b: Kind) -> Kind {
+    fn rank(k: Kind) -> u8 {
+        match k {
+            Kind::Empty => 0,
+            Kind::Read => 1,
+            Kind::Session => 2,
+            Kind::Other => 3,
+            Kind::Write => 4,
+            Kind::Call => 5,
+            Kind::Savepoint | Kind::Begin | Kind::Commit | Kind::Rollback => 6,
+            Kind::Ddl | Kind::Admin | Kind::Lock | Kind::Xa => 7,
+            Kind::Proxy => 8,
+        }
+    }
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
+    }
+}
+
+fn kind_of_statement(s: &Statement) -> Kind {
+    use Statement as S;
+    match s {
+        S::Query(_) | S::ShowVariable { .. } | S::ShowStatus { .. } | S::ShowVariables { .. }
+        | S::ShowCreate { .. } | S::ShowColumns { .. } | S::ShowDatabases { .. }
+        | S::ShowProcessList { .. } | S::ShowSchemas { .. } | S::ShowCharset(_)
+        | S::ShowTables { .. } | S::ShowViews { .. } | S::ShowCollation { .. }
+        | S::ShowFunctions { .. } | S::ExplainTable { .. } | S::Explain { .. } => Kind::Read,
+        S::Insert(_) | S::Update(_) | S::Delete(_) | S::LoadData { .. } | S::Merge(_) => {
+            Kind::Write
+        }
+        S::StartTransaction { .. } => Kind::Begin,
+        S::Commit { .. } => Kind::Commit,
+        S::Rollback { savepoint: None, .. } => Kind::Rollback,
+        S::Rollback { .. } | S::Savepoint { .. } | S::ReleaseSavepoint { .. } => Kind::Savepoint,
+        S::Set(_) | S::Use(_) | S::Prepare { .. } | S::Execute { .. } | S::Deallocate { .. } => {
+            Kind::Session
+        }
+        S::CreateTable(_) | S::CreateIndex(_) | S::CreateView(_) | S::AlterTable(_)
+        | S::Drop { .. } | S::Truncate(_) | S::CreateDatabase { .. } | S::CreateSchema { .. }
+        | S::RenameTable(_) | S::CreateFunction(_) | S::CreateProcedure { .. }
+        | S::CreateTrigger(_) | S::DropTrigger(_) | S::DropFunction(_)
+        | S::DropProcedure { .. } | S::AlterView { .. } | S::AlterIndex { .. } => Kind::Ddl,
+        S::Call(_) => Kind::Call,
+        S::LockTables { .. } | S::UnlockTables => Kind::Lock,
+        S::Grant(_) | S::Revoke(_) | S::Kill { .. } | S::Flush { .. } | S::Analyze(_)
+        | S::OptimizeTable { .. } | S::CreateUser(_) | S::AlterUser(_) | S::CreateRole(_) => {
+            Kind::Admin
+        }
+        _ => Kind::Other,
+    }
+}
+
+/// Kind from the leading keywords, for text the parser rejects.
+fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
+    let words: Vec<String> = Lexer::new(sql)
+        .take(3)
+        .map(|t| match t.tok {
+            Tok::Word(w) => w.to_ascii_uppercase(),
+            _ => String::new(),
+        })
+        .collect();
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    match w(0) {
+        "" if words.is_empty() => Kind::Empty,
+        "SELECT" | "WITH" | "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" | "VALUES"
+        | "TABLE" | "CHECKSUM" => {
+            if w(0) == "SHOW" && w(1) == "PROXY" {
+                Kind::Proxy
+            } else {
+                Kind::Read
+            }
+        }
+        "DO" => {
+            *flags |= Flags::SIDE_EFFECTS;
+            Kind::Read
+        }
+        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" => Kind::Write,
+        "BEGIN" | "START" => Kind::Begin,
+        "COMMIT" => Kind::Commit,
+        "ROLLBACK" if w(1) == "TO" => Kind::Savepoint,
+        "ROLLBACK" => Kind::Rollback,
+        "SAVEPOINT" | "RELEASE" => Kind::Savepoint,
+        "SET" | "USE" => Kind::Session,
+        "PREPARE" | "EXECUTE" | "DEALLOCATE" => {
+            *flags |= Flags::SQL_PREPARE;
+            Kind::Session
+        }
+        "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME" => Kind::Ddl,
+        "CALL" => Kind::Call,
+        "XA" => Kind::Xa,
+        "LOCK" | "UNLOCK" => Kind::Lock,
+        "SIGNAL" | "RESIGNAL" | "HANDLER" => Kind::Other,
+        "GRANT" | "REVOKE" | "FLUSH" | "KILL" | "ANALYZE" | "OPTIMIZE" | "CHECK" | "REPAIR"
+        | "PURGE" | "RESET" | "INSTALL" | "UNINSTALL" | "SHUTDOWN" | "BINLOG" | "CHANGE" => {
+            Kind::Admin
+        }
+        _ => Kind::Other,
+    }
+}
+
+/// Flags from a lexical pass over the whole text.
+fn scan_flags(sql: &str, flags: &mut Flags) {
+    let mut prev: Option<Tok<'_>> = None;
+    let mut prev2: Option<Tok<'_>> = None;
+    let mut stmt_first: Option<Tok<'_>> = None;
+    for t in Lexer::new(sql) {
+        match t.tok {
+            Tok::UserVar(_) => *flags |= Flags::USER_VARIABLE,
+            Tok::SysVar(v) if v.eq_ignore_ascii_case("warning_count") || v.eq_ignore_ascii_case("error_count") => {
+                *flags |= Flags::WARNINGS_QUERY
+            }
+            Tok::Punct('(') => {
+                if let Some(Tok::Word(f)) = prev {
+                    let f = f.to_ascii_uppercase();
+                    match f.as_str() {
+                        "GET_LOCK" | "RELEASE_LOCK" | "RELEASE_ALL_LOCKS" | "IS_USED_LOCK"
+                        | "IS_FREE_LOCK" => *flags |= Flags::ADVISORY_LOCK | Flags::SIDE_EFFECTS,
+                        "LAST_INSERT_ID" => *flags |= Flags::LAST_INSERT_ID,
+                        "FOUND_ROWS" | "ROW_COUNT" => *flags |= Flags::FOUND_ROWS,
+                        "NEXTVAL" | "SETVAL" | "LASTVAL" => *flags |= Flags::SIDE_EFFECTS,
+                        _ => {}
+                    }
+                }
+            }
+            Tok::Word(w) => {
+                let first = stmt_first.is_none();
+                if w.eq_ignore_ascii_case("TEMPORARY") {
+                    *flags |= Flags::TEMP_TABLE;
+                } else if w.eq_ignore_ascii_case("SQL_CALC_FOUND_ROWS") {
+                    *flags |= Flags::FOUND_ROWS;
+                } else if (w.eq_ignore_ascii_case("UPDATE") || w.eq_ignore_ascii_case("SHARE"))
+                    && prev.is_some_and(|p| p.is_word("FOR"))
+                    || w.eq_ignore_ascii_case("MODE")
+                        && prev.is_some_and(|p| p.is_word("SHARE"))
+                        && prev2.is_some_and(|p| p.is_word("IN"))
+                {
+                    *flags |= Flags::LOCKING_READ;
+                } else if !first
+                    && (w.eq_ignore_ascii_case("WARNINGS") || w.eq_ignore_ascii_case("ERRORS"))
+                    && stmt_first.is_some_and(|f| f.is_word("SHOW"))
+                {
+                    *flags |= Flags::WARNINGS_QUERY;
+                } else if !first
+                    && (w.eq_ignore_ascii_case("TABLES") || w.eq_ignore_ascii_case("TABLE"))
+                    && prev.is_some_and(|p| p.is_word("LOCK") || p.is_word("UNLOCK"))
+                {
+                    if prev.is_some_and(|p| p.is_word("UNLOCK")) {
+                        *flags |= Flags::UNLOCK_TABLES;
+                    } else {
+                        *flags |= Flags::TABLE_LOCK;
+                    }
+                } else if first
+                    && (w.eq_ignore_ascii_case("PREPARE")
+                        || w.eq_ignore_ascii_case("EXECUTE")
+                        || w.eq_ignore_ascii_case("DEALLOCATE"))
+                {
+                    *flags |= Flags::SQL_PREPARE;
+                }
+                if first {
+                    stmt_first = Some(t.tok);
+                }
+            }
+            Tok::Punct(';') => stmt_first = None,
+            _ => {}
+        }
+        prev2 = prev;
+        prev = Some(t.tok);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        let k = |s: &str| classify(s).kind;
+        assert_eq!(k("SELECT c FROM sbtest1 WHERE id=5"), Kind::Read);
+        assert_eq!(k("UPDATE sbtest1 SET k=k+1 WHERE id=5"), Kind::Write);
+        assert_eq!(k("INSERT INTO t VALUES (1)"), Kind::Write);
+        assert_eq!(k("BEGIN"), Kind::Begin);
+        assert_eq!(k("START TRANSACTION"), Kind::Begin);
+        assert_eq!(k("COMMIT"), Kind::Commit);
+        assert_eq!(k("ROLLBACK"), Kind::Rollback);
+        assert_eq!(k("ROLLBACK TO SAVEPOINT a"), Kind::Savepoint);
+        assert_eq!(k("CREATE TABLE t (id INT PRIMARY KEY)"), Kind::Ddl);
+        assert_eq!(k("SET autocommit=0"), Kind::Session);
+        assert_eq!(k("USE db"), Kind::Session);
+        assert_eq!(k("CALL p(1)"), Kind::Call);
+        assert_eq!(k("SHOW PROXY BACKENDS"), Kind::Proxy);
+        assert_eq!(k("/* only a comment */"), Kind::Empty);
+    }
+
+    #[test]
+    fn parser_failures_fall_back_to_keywords() {
+        let c = classify("SELECT * FROM t WHERE id=1 LOCK IN SHARE MODE");
+        assert_eq!(c.kind, Kind::Read);
+        assert!(c.flags.contains(Flags::LOCKING_READ));
+        assert_eq!(classify("LOAD DATA LOCAL INFILE 'x' INTO TABLE t").kind, Kind::Write);
+        assert_eq!(classify("XA START 'x'").kind, Kind::Xa);
+        assert_eq!(classify("SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT='x'").kind, Kind::Other);
+        let c = classify("DO GET_LOCK('a', 1)");
+        assert_eq!(c.kind, Kind::Read);
+        assert!(c.flags.contains(Flags::ADVISORY_LOCK));
+        let c = classify("PREPARE s FROM 'SELECT 1'");
+        assert_eq!(c.kind, Kind::Session);
+        assert!(c.flags.contains(Flags::SQL_PREPARE));
+    }
+
+    #[test]
+    fn flags_and_tables() {
+        let c = classify("SELECT a.x FROM db1.t1 a JOIN t2 ON a.id=t2.id FOR UPDATE");
+        assert!(c.flags.contains(Flags::LOCKING_READ));
+        assert_eq!(c.tables, vec!["db1.t1".to_string(), "t2".to_string()]);
+        assert!(classify("SELECT @x := 1").flags.contains(Flags::USER_VARIABLE));
+        assert!(classify("SELECT '@x'").flags.is_empty());
+        assert!(classify("SELECT LAST_INSERT_ID()").flags.contains(Flags::LAST_INSERT_ID));
+        assert!(classify("CREATE TEMPORARY TABLE t (a INT)").flags.contains(Flags::TEMP_TABLE));
+        assert!(classify("LOCK TABLES t WRITE").flags.contains(Flags::TABLE_LOCK));
+        assert!(classify("UNLOCK TABLES").flags.contains(Flags::UNLOCK_TABLES));
+        assert!(classify("SHOW WARNINGS").flags.contains(Flags::WARNINGS_QUERY));
+        let c = classify("SELECT 1; SELECT 2");
+        assert_eq!(c.statements, 2);
+        assert!(c.flags.contains(Flags::MULTI_STATEMENT));
+    }
+}

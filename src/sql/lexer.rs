@@ -1,0 +1,247 @@
+//! A small MySQL lexer: enough to split a multi-statement text, find keywords, user
+//! variables and function calls outside strings and comments, and parse SET. It allocates
+//! nothing: tokens borrow the input.
+//!
+//! Owns: MySQL's lexical rules (quotes, escapes, comments, `/*! … */`). May import: std only.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tok<'a> {
+    /// Unquoted word: keyword or identifier.
+    Word(&'a str),
+    /// `quoted` identifier, without the backquotes.
+    Quoted(&'a str),
+    /// String literal including its quotes (kept verbatim for replay).
+    Str(&'a str),
+    Number(&'a str),
+    /// `@name` or `@'name'`.
+    UserVar(&'a str),
+    /// `@@name`, `@@session.name`, …
+    SysVar(&'a str),
+    Punct(char),
+    /// `?` placeholder.
+    Param,
+}
+
+impl<'a> Tok<'a> {
+    pub fn is_word(&self, kw: &str) -> bool {
+        matches!(self, Tok::Word(w) if w.eq_ignore_ascii_case(kw))
+    }
+}
+
+/// A token and the byte offset where it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Spanned<'a> {
+    pub tok: Tok<'a>,
+    pub start: usize,
+    pub end: usize,
+}
+
+pub struct Lexer<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    pub fn new(src: &'a str) -> Self {
+        Lexer { src, pos: 0 }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.src.as_bytes()
+    }
+
+    fn skip_space_and_comments(&mut self) {
+        let b = self.bytes();
+        loop {
+            while self.pos < b.len() && b[self.pos].is_ascii_whitespace() {
+                self.pos += 1;
+            }
+            let rest = &b[self.pos..];
+            if rest.starts_with(b"/*!") || rest.starts_with(b"/*M!") {
+                // Executable comment: its content is SQL; skip the marker and version.
+                self.pos += if rest[2] == b'M' { 4 } else { 3 };
+                while self.pos < b.len() && b[self.pos].is_ascii_digit() {
+                    self.pos += 1;
+                }
+            } else if rest.starts_with(b"*/") {
+                self.pos += 2;
+            } else if rest.starts_with(b"/*") {
+                match find(&rest[2..], b"*/") {
+                    Some(i) => self.pos += 2 + i + 2,
+                    None => self.pos = b.len(),
+                }
+            } else if rest.starts_with(b"#")
+                || (rest.starts_with(b"--")
+                    && rest.get(2).is_none_or(|c| c.is_ascii_whitespace()))
+            {
+                match rest.iter().position(|&c| c == b'\n') {
+                    Some(i) => self.pos += i + 1,
+                    None => self.pos = b.len(),
+                }
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn quoted_end(&self, start: usize, q: u8) -> usize {
+        let b = self.bytes();
+        let mut i = start + 1;
+        while i < b.len() {
+            if b[i] == b'\\' && q != b'`' {
+                i += 2;
+                continue;
+            }
+            if b[i] == q {
+                if b.get(i + 1) == Some(&q) {
+                    i += 2;
+                    continue;
+                }
+                return i + 1;
+            }
+            i += 1;
+        }
+        b.len()
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+}
+
+impl<'a> Iterator for Lexer<'a> {
+    type Item = Spanned<'a>;
+
+    fn next(&mut self) -> Option<Spanned<'a>> {
+        self.skip_space_and_comments();
+        let b = self.bytes();
+        let start = self.pos;
+        let c = *b.get(start)?;
+        let src = self.src;
+        let tok = match c {
+            b'\'' | b'"' => {
+                let end = self.quoted_end(start, c);
+                self.pos = end;
+                Tok::Str(&src[start..end])
+            }
+            b'`' => {
+                let end = self.quoted_end(start, c);
+                self.pos = end;
+                Tok::Quoted(&src[start + 1..end.saturating_sub(1).max(start + 1)])
+            }
+            b'@' => {
+                let sys = b.get(start + 1) == Some(&b'@');
+                let mut i = start + if sys { 2 } else { 1 };
+                if !sys && matches!(b.get(i), Some(b'\'' | b'"' | b'`')) {
+                    let end = self.quoted_end(i, b[i]);
+                    self.pos = end;
+                    return Some(Spanned {
+                        tok: Tok::UserVar(&src[i..end]),
+                        start,
+                        end,
+                    });
+                }
+                let name_start = i;
+                while i < b.len() && (is_ident_byte(b[i]) || b[i] == b'.') {
+                    i += 1;
+                }
+                self.pos = i;
+                if sys {
+                    Tok::SysVar(&src[name_start..i])
+                } else {
+                    Tok::UserVar(&src[name_start..i])
+                }
+            }
+            b'0'..=b'9' => {
+                let mut i = start;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
+                    i += 1;
+                }
+                self.pos = i;
+                Tok::Number(&src[start..i])
+            }
+            b'?' => {
+                self.pos += 1;
+                Tok::Param
+            }
+            c if is_ident_byte(c) => {
+                let mut i = start;
+                while i < b.len() && is_ident_byte(b[i]) {
+                    i += 1;
+                }
+                self.pos = i;
+                Tok::Word(&src[start..i])
+            }
+            _ => {
+                // Multi-byte UTF-8 punctuation cannot occur here (>= 0x80 is an ident byte).
+                self.pos += 1;
+                Tok::Punct(c as char)
+            }
+        };
+        Some(Spanned {
+            tok,
+            start,
+            end: self.pos,
+        })
+    }
+}
+
+/// Byte ranges of the statements in a multi-statement text (split at top-level `;`),
+/// ignoring empty ones.
+pub fn split_statements(src: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut last_end = 0;
+    for t in Lexer::new(src) {
+        if t.tok == Tok::Punct(';') {
+            if let Some(s) = start.take() {
+                out.push((s, last_end));
+            }
+        } else {
+            start.get_or_insert(t.start);
+            last_end = t.end;
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, last_end));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_comments_and_variables() {
+        let toks: Vec<_> = Lexer::new("SELECT 'a;b', \"c\\\"d\" /* x; */ -- y;\n, @v, @@session.sql_mode, `t``q`#z")
+            .map(|t| t.tok)
+            .collect();
+        assert_eq!(
+            toks,
+            vec![
+                Tok::Word("SELECT"),
+                Tok::Str("'a;b'"),
+                Tok::Punct(','),
+                Tok::Str("\"c\\\"d\""),
+                Tok::Punct(','),
+                Tok::UserVar("v"),
+                Tok::Punct(','),
+                Tok::SysVar("session.sql_mode"),
+                Tok::Punct(','),
+                Tok::Quoted("t``q"),
+            ]
+        );
+    }
+
+    #[test]
+    fn splits_statements_outside_quotes() {
+        let s = "SELECT ';'; INSERT INTO t VALUES (1) ;; /*!40101 SET x=1 */;";
+        let parts: Vec<_> = split_statements(s).into_iter().map(|(a, b)| &s[a..b]).collect();
+        assert_eq!(parts, vec!["SELECT ';'", "INSERT INTO t VALUES (1)", "SET x=1"]);
+    }
+}

@@ -1,0 +1,11 @@
+//! SQL understanding without I/O: lexing, classification, SET parsing.
+//!
+//! Owns: everything the proxy learns from statement text. May import: sqlparser, std.
+//! Must not import: tokio, protocol, backend.
+
+pub mod classify;
+pub mod lexer;
+pub mod set;
+
+pub use classify::{classify, Classified, Flags, Kind};
+pub use set::SessionChange;
