@@ -15,7 +15,7 @@ use crate::protocol::relay::{relay_response, RelayError, ResponseKind, ResponseS
 use crate::protocol::{MysqlError, PacketStream};
 use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
 use crate::session::{PinReason, PreparedStatement, SessionState};
-use crate::sql::{classify, Classified, Kind, SessionChange};
+use crate::sql::{classify, Classified, Flags, Kind, SessionChange};
 use mysql_common::constants::CapabilityFlags;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -149,6 +149,7 @@ impl ClientSession {
                 Err(e) => return Err(e),
             };
             let seq = pkt.seq.wrapping_add(1);
+            tracing::trace!(len = pkt.payload.len(), command = ?pkt.payload.first(), "command");
             let Some(&command) = pkt.payload.first() else {
                 client.write_packet(seq, &malformed().encode()).await?;
                 continue;
@@ -279,6 +280,13 @@ impl ClientSession {
                 "no backend serves this statement (no shards configured)",
             ))),
             Target::Primary(..) | Target::Pinned(..) => {
+                let rewritten = c
+                    .flags
+                    .contains(Flags::READS_SOCKET)
+                    .then(|| crate::sql::rewrite::hide_backend_socket(&sql))
+                    .flatten()
+                    .map(|s| [&[COM_QUERY][..], s.as_bytes()].concat());
+                let payload = rewritten.as_deref().unwrap_or(payload);
                 self.run_on_backend(client, session, &c, route, payload, ResponseKind::ResultSets)
                     .await
                     .map(|_| ())

@@ -58,6 +58,8 @@ bitflags! {
         const GLOBAL_CHANGE = 1 << 11;
         const MULTI_STATEMENT = 1 << 12;
         const SIDE_EFFECTS = 1 << 13;
+        /// Reads @@socket (rewritten so clients do not bypass the proxy).
+        const READS_SOCKET = 1 << 14;
     }
 }
 
@@ -267,6 +269,9 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
     for t in Lexer::new(sql) {
         match t.tok {
             Tok::UserVar(_) => *flags |= Flags::USER_VARIABLE,
+            Tok::SysVar(v) if v.eq_ignore_ascii_case("socket") || v.eq_ignore_ascii_case("global.socket") => {
+                *flags |= Flags::READS_SOCKET
+            }
             Tok::SysVar(v) if v.eq_ignore_ascii_case("warning_count") || v.eq_ignore_ascii_case("error_count") => {
                 *flags |= Flags::WARNINGS_QUERY
             }

@@ -5,6 +5,7 @@
 
 pub mod classify;
 pub mod lexer;
+pub mod rewrite;
 pub mod set;
 
 pub use classify::{classify, Classified, Flags, Kind};

@@ -1,0 +1,320 @@
+//! mysql_async as a client, through the proxy and direct to the same mariadbd: values,
+//! multi-results, CALL, errors, big packets, session state, prepared statements.
+
+mod common;
+
+use common::{config_for, MariaDb, Proxy};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts, Row, Value};
+
+async fn connect(url: &str) -> Conn {
+    Conn::new(Opts::from_url(url).unwrap()).await.unwrap()
+}
+
+fn server_error(e: mysql_async::Error) -> (u16, String, String) {
+    match e {
+        mysql_async::Error::Server(s) => (s.code, s.state, s.message),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+const TYPES_TABLE: &str = "CREATE TABLE typed (
+    id INT PRIMARY KEY,
+    i BIGINT UNSIGNED, d DECIMAL(20,6), f DOUBLE, dt DATETIME(6), day DATE, t TIME(3),
+    s VARCHAR(50) CHARACTER SET utf8mb4, b BLOB, vb VARBINARY(16), bits BIT(10), j JSON,
+    n INT NULL)";
+
+fn typed_params(id: i32) -> Vec<Value> {
+    vec![
+        Value::Int(id as i64),
+        Value::UInt(18_000_000_000_000_000_000u64 - id as u64),
+        Value::Bytes(format!("{}.123456", 1000 + id).into_bytes()),
+        Value::Double(id as f64 / 3.0),
+        Value::Date(2024, 2, 29, 23, 59, 58, 123_456 + id as u32),
+        Value::Date(1999, 12, 31, 0, 0, 0, 0),
+        Value::Time(false, 0, 12, 34, 56, 789_000),
+        Value::Bytes(format!("héllo 🐬 {id}").into_bytes()),
+        Value::Bytes(vec![0, 255, 1, 254, id as u8, 0]),
+        Value::Bytes(vec![0x00, 0xFF, id as u8]),
+        Value::Bytes(vec![0x02, 0x01]),
+        Value::Bytes(format!("{{\"k\": [{id}, null, \"x\"]}}").into_bytes()),
+        Value::NULL,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_and_text_values_equal_direct() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut direct = connect(&db.url(None)).await;
+    direct.query_drop("CREATE DATABASE app").await.unwrap();
+    direct.query_drop(format!("USE app; {TYPES_TABLE}")).await.unwrap();
+
+    let mut via = connect(&proxy.url(Some("app"))).await;
+    // One prepared statement executed many times: libmariadb and mysql_async stop resending
+    // parameter types after the first execute; ids must arrive unshifted.
+    let insert = via
+        .prep("INSERT INTO typed VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+        .await
+        .unwrap();
+    for id in [6161, 1, 2, 300, 70000] {
+        via.exec_drop(&insert, typed_params(id)).await.unwrap();
+    }
+    via.close(insert).await.unwrap();
+
+    direct.query_drop("USE app").await.unwrap();
+    let q = "SELECT * FROM typed ORDER BY id";
+    let text_direct: Vec<Row> = direct.query(q).await.unwrap();
+    let text_proxy: Vec<Row> = via.query(q).await.unwrap();
+    let bin_direct: Vec<Row> = direct.exec(q, ()).await.unwrap();
+    let bin_proxy: Vec<Row> = via.exec(q, ()).await.unwrap();
+    assert_eq!(text_proxy.len(), 5);
+    let ids: Vec<i64> = text_proxy.iter().map(|r| r.get(0).unwrap()).collect();
+    assert_eq!(ids, vec![1, 2, 300, 6161, 70000]);
+    let vals = |rows: &[Row]| rows.iter().map(|r| r.clone().unwrap()).collect::<Vec<Vec<Value>>>();
+    assert_eq!(vals(&text_proxy), vals(&text_direct));
+    assert_eq!(vals(&bin_proxy), vals(&bin_direct));
+    // Column metadata is relayed, not rebuilt: charset, flags, decimals as the server sent.
+    let cols_direct: Vec<_> = bin_direct[0]
+        .columns_ref()
+        .iter()
+        .map(|c| (c.character_set(), c.flags(), c.decimals(), c.column_type(), c.org_table_str().to_string()))
+        .collect();
+    let cols_proxy: Vec<_> = bin_proxy[0]
+        .columns_ref()
+        .iter()
+        .map(|c| (c.character_set(), c.flags(), c.decimals(), c.column_type(), c.org_table_str().to_string()))
+        .collect();
+    assert_eq!(cols_proxy, cols_direct);
+    // Parameters with values read back through a WHERE clause.
+    let found: Option<i64> = via
+        .exec_first("SELECT id FROM typed WHERE b = ? AND s = ?", (vec![0u8, 255, 1, 254, 44, 0], "héllo 🐬 300"))
+        .await
+        .unwrap();
+    assert_eq!(found, Some(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statements_results_and_errors() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut c = connect(&proxy.url(None)).await;
+    let mut r = c.query_iter("SELECT 1; SELECT 2, 3; DO 1").await.unwrap();
+    let a: Vec<u8> = r.collect().await.unwrap();
+    let b: Vec<(u8, u8)> = r.collect().await.unwrap();
+    assert_eq!((a, b), (vec![1], vec![(2, 3)]));
+    drop(r);
+    // The error of the second statement arrives as that statement's result.
+    let mut r = c
+        .query_iter("SELECT 10; SELECT * FROM no_such_db.no_such_table; SELECT 30")
+        .await
+        .unwrap();
+    let first: Vec<u8> = r.collect().await.unwrap();
+    assert_eq!(first, vec![10]);
+    let err = r.collect::<u8>().await.unwrap_err();
+    let (code, state, _) = server_error(err);
+    assert_eq!((code, state.as_str()), (1146, "42S02"));
+    drop(r);
+    // The connection stays usable.
+    let v: Option<u8> = c.query_first("SELECT 7").await.unwrap();
+    assert_eq!(v, Some(7));
+
+    // CALL with two result sets.
+    c.query_drop("CREATE DATABASE p; CREATE PROCEDURE p.two() BEGIN SELECT 'a'; SELECT 'b', 'c'; END")
+        .await
+        .unwrap();
+    let mut r = c.query_iter("CALL p.two()").await.unwrap();
+    let s1: Vec<String> = r.collect().await.unwrap();
+    let s2: Vec<(String, String)> = r.collect().await.unwrap();
+    assert_eq!(s1, vec!["a".to_string()]);
+    assert_eq!(s2, vec![("b".to_string(), "c".to_string())]);
+    drop(r);
+    let v: Option<u8> = c.query_first("SELECT 8").await.unwrap();
+    assert_eq!(v, Some(8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_keep_code_sqlstate_and_warnings() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut c = connect(&proxy.url(None)).await;
+    let err = c
+        .query_drop("SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'custom failure', MYSQL_ERRNO = 1644")
+        .await
+        .unwrap_err();
+    let (code, state, msg) = server_error(err);
+    assert_eq!((code, state.as_str(), msg.as_str()), (1644, "45000", "custom failure"));
+    // Error codes far outside MySQL's range pass through.
+    let err = c
+        .query_drop("SIGNAL SQLSTATE 'HY000' SET MYSQL_ERRNO = 9999, MESSAGE_TEXT = 'odd code'")
+        .await
+        .unwrap_err();
+    assert_eq!(server_error(err).0, 9999);
+    // Warnings count and SHOW WARNINGS reach the same connection.
+    c.query_drop("SELECT CAST('12abc' AS SIGNED)").await.unwrap();
+    let warnings: Vec<(String, u16, String)> = c.query("SHOW WARNINGS").await.unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].1, 1292);
+    let r = c.query_iter("SELECT CAST('x' AS SIGNED), CAST('y' AS SIGNED)").await.unwrap();
+    assert_eq!(r.warnings(), 0); // counted at the end of the result
+    let mut r = r;
+    let _: Vec<Row> = r.collect().await.unwrap();
+    drop(r);
+    let count: Option<u32> = c.query_first("SELECT @@warning_count").await.unwrap();
+    assert_eq!(count, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_packets_both_directions() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut c = connect(&proxy.url(None)).await;
+    // A COM_QUERY payload of exactly 16 MiB − 1 (command byte + text), and one over 16 MiB.
+    for payload_len in [0xFF_FFFFusize, 0xFF_FFFF + 1000] {
+        let fixed = "SELECT LENGTH('')".len();
+        let body = "a".repeat(payload_len - 1 - fixed);
+        let n: Option<u64> = c.query_first(format!("SELECT LENGTH('{body}')")).await.unwrap();
+        assert_eq!(n, Some(body.len() as u64));
+    }
+    // Rows of exactly 16 MiB − 1 payload (lenenc prefix of 4 bytes + data) and larger.
+    for data_len in [0xFF_FFFFu64 - 4, 0xFF_FFFF + 10, 20_000_000] {
+        let s: Option<Vec<u8>> = c
+            .query_first(format!("SELECT REPEAT('z', {data_len})"))
+            .await
+            .unwrap();
+        let s = s.unwrap();
+        assert_eq!(s.len() as u64, data_len);
+        assert!(s.iter().all(|&b| b == b'z'));
+    }
+    // Binary protocol, parameter of 17 MB.
+    let blob = vec![7u8; 17_000_000];
+    let n: Option<u64> = c.exec_first("SELECT LENGTH(?)", (blob,)).await.unwrap();
+    assert_eq!(n, Some(17_000_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packet_size_cap_answers_with_an_error() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let mut cfg = config_for(&[&db]);
+    cfg.proxy.max_packet_size = 1024 * 1024;
+    let proxy = Proxy::start(cfg);
+    let mut other = connect(&proxy.url(None)).await;
+    let mut c = connect(&proxy.url(None)).await;
+    let big = "x".repeat(2 * 1024 * 1024);
+    let err = c.query_drop(format!("SELECT '{big}'")).await.unwrap_err();
+    let (code, state, _) = server_error(err);
+    assert_eq!((code, state.as_str()), (1153, "08S01"));
+    // Everyone else is unaffected.
+    let v: Option<u8> = other.query_first("SELECT 5").await.unwrap();
+    assert_eq!(v, Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_follows_the_session_across_pooled_connections() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut a = connect(&proxy.url(None)).await;
+    let mut b = connect(&proxy.url(None)).await;
+    let default_mode: Option<String> = b.query_first("SELECT @@sql_mode").await.unwrap();
+    a.query_drop("SET sql_mode = 'ANSI_QUOTES', time_zone = '+05:00'").await.unwrap();
+    a.query_drop("CREATE DATABASE s1").await.unwrap();
+    a.query_drop("USE s1").await.unwrap();
+    for _ in 0..20 {
+        // Interleave: b borrows the connections a used.
+        let mb: Option<String> = b.query_first("SELECT @@sql_mode").await.unwrap();
+        assert_eq!(mb, default_mode);
+        let dbb: Option<Option<String>> = b.query_first("SELECT DATABASE()").await.unwrap();
+        assert_eq!(dbb, Some(None));
+        let (ma, tz, dba): (String, String, String) = a
+            .query_first("SELECT @@sql_mode, @@time_zone, DATABASE()")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((ma.as_str(), tz.as_str(), dba.as_str()), ("ANSI_QUOTES", "+05:00", "s1"));
+    }
+    // User variables pin the session to its connection: the value survives.
+    a.query_drop("SET @v = 42").await.unwrap();
+    for _ in 0..5 {
+        let _: Option<u8> = b.query_first("SELECT 1").await.unwrap();
+        let v: Option<u32> = a.query_first("SELECT @v").await.unwrap();
+        assert_eq!(v, Some(42));
+    }
+    // COM_RESET_CONNECTION really resets.
+    a.reset().await.unwrap();
+    let v: Option<Option<u32>> = a.query_first("SELECT @v").await.unwrap();
+    assert_eq!(v, Some(None));
+    let m: Option<String> = a.query_first("SELECT @@sql_mode").await.unwrap();
+    assert_eq!(m, default_mode);
+    // Transactions stay on one connection and roll back.
+    a.query_drop("CREATE TABLE s1.t (id INT PRIMARY KEY) ENGINE=InnoDB").await.unwrap();
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop("INSERT INTO s1.t VALUES (1)").await.unwrap();
+    let _: Option<u8> = b.query_first("SELECT 1").await.unwrap();
+    let n: Option<u32> = a.query_first("SELECT COUNT(*) FROM s1.t").await.unwrap();
+    assert_eq!(n, Some(1));
+    a.query_drop("ROLLBACK").await.unwrap();
+    let n: Option<u32> = b.query_first("SELECT COUNT(*) FROM s1.t").await.unwrap();
+    assert_eq!(n, Some(0));
+    // LAST_INSERT_ID() after an autocommit insert sees that insert.
+    a.query_drop("CREATE TABLE s1.ai (id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await.unwrap();
+    for i in 1..=5u64 {
+        a.query_drop("INSERT INTO s1.ai (v) VALUES (1)").await.unwrap();
+        let _: Option<u8> = b.query_first("SELECT 1").await.unwrap();
+        let id: Option<u64> = a.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
+        assert_eq!(id, Some(i));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_user_reauthenticates() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let mut cfg = config_for(&[&db]);
+    cfg.users.push(myquorum::config::UserConfig {
+        name: "app".into(),
+        password: "s3cret".into(),
+    });
+    let proxy = Proxy::start(cfg);
+    // Wrong password at login.
+    let err = Conn::new(Opts::from_url(&format!("mysql://app:nope@127.0.0.1:{}/?prefer_socket=false", proxy.port)).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(server_error(err).0, 1045);
+    let mut c = connect(&format!("mysql://app:s3cret@127.0.0.1:{}/?prefer_socket=false", proxy.port)).await;
+    c.query_drop("SET @x = 1").await.unwrap();
+    c.change_user(
+        mysql_async::ChangeUserOpts::default()
+            .with_user(Some("root".into()))
+            .with_pass(Some("".into())),
+    )
+    .await
+    .unwrap();
+    let x: Option<Option<u8>> = c.query_first("SELECT @x").await.unwrap();
+    assert_eq!(x, Some(None), "change user resets the session");
+    let err = c
+        .change_user(
+            mysql_async::ChangeUserOpts::default()
+                .with_user(Some("app".into()))
+                .with_pass(Some("wrong".into())),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(server_error(err).0, 1045);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_prefer_the_unix_socket_stay_on_the_proxy() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    // mysql_async's default: reconnect to @@socket when connected over loopback.
+    let mut c = connect(&format!("mysql://root@127.0.0.1:{}/", proxy.port)).await;
+    let rows: Vec<(String, String)> = c.query("SHOW PROXY STATUS").await.unwrap();
+    assert!(rows.iter().any(|(k, _)| k == "connections_active"));
+}

@@ -1,0 +1,190 @@
+//! Test infrastructure: real mariadbd processes on free loopback ports (killed on drop), the
+//! proxy in-process on its own runtime, and helpers to run real clients.
+#![allow(dead_code)]
+
+use myquorum::config::{Config, ShardConfig};
+use myquorum::context::ProxyContext;
+use myquorum::playground::{find_server, init_datadir, start_server, wait_for_port};
+use myquorum::server::Server;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One initialized data directory per test process, copied for every server.
+fn template_datadir() -> &'static PathBuf {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("myquorum-template-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let bin = find_server().expect("mariadbd must be installed for integration tests");
+        init_datadir(&bin, &dir.join("data")).expect("mariadb-install-db");
+        dir.join("data")
+    })
+}
+
+pub struct MariaDb {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl MariaDb {
+    pub fn start() -> MariaDb {
+        let dir = tempfile::Builder::new().prefix("myquorum-db").tempdir().unwrap();
+        let datadir = dir.path().join("data");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(template_datadir())
+            .arg(&datadir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let bin = find_server().unwrap();
+        let port = free_port();
+        let mut child = start_server(&bin, dir.path(), &datadir, port).unwrap();
+        if let Err(e) = wait_for_port(port, &mut child, Duration::from_secs(60)) {
+            let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+            panic!("{e}\n{log}");
+        }
+        MariaDb {
+            port,
+            dir,
+            child: Some(child),
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        let bin = find_server().unwrap();
+        let datadir = self.dir.path().join("data");
+        let mut child = start_server(&bin, self.dir.path(), &datadir, self.port).unwrap();
+        wait_for_port(self.port, &mut child, Duration::from_secs(60)).unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn url(&self, db: Option<&str>) -> String {
+        format!("mysql://root@127.0.0.1:{}/{}?prefer_socket=false", self.port, db.unwrap_or(""))
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The proxy running in-process on its own runtime thread; stopped on drop.
+pub struct Proxy {
+    pub port: u16,
+    pub ctx: Arc<ProxyContext>,
+    cancel: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub fn config_for(backends: &[&MariaDb]) -> Config {
+    let mut cfg = Config::default();
+    cfg.proxy.listen = "127.0.0.1:0".into();
+    cfg.backend.health_interval_ms = 200;
+    cfg.backend.connect_timeout_ms = 2000;
+    cfg.shards = vec![ShardConfig {
+        replicas: backends.iter().map(|b| b.addr()).collect(),
+    }];
+    cfg
+}
+
+impl Proxy {
+    pub fn start(cfg: Config) -> Proxy {
+        let ctx = Arc::new(ProxyContext::new(cfg));
+        let cancel = CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (c2, cancel2) = (ctx.clone(), cancel.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let server = Server::bind(c2).await.unwrap();
+                tx.send(server.local_addr().unwrap().port()).unwrap();
+                server.run(cancel2).await;
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+        });
+        let port = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Proxy {
+            port,
+            ctx,
+            cancel,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, db: Option<&str>) -> String {
+        format!("mysql://root@127.0.0.1:{}/{}?prefer_socket=false", self.port, db.unwrap_or(""))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Runs the `mysql` CLI in batch mode and returns (status ok, stdout, stderr).
+pub fn mysql_cli(port: u16, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("mysql")
+        .args(["-h127.0.0.1", &format!("-P{port}"), "-uroot", "--batch"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mysql CLI must be installed (apt-get install mariadb-client)");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
