@@ -1,0 +1,108 @@
+//! Malformed packets, unknown commands, bad statement ids and wrong passwords each get a
+//! clear error, and the proxy keeps serving everyone else.
+
+mod common;
+
+use common::{config_for, MariaDb, Proxy};
+use mysql_async::prelude::*;
+use myquorum::protocol::handshake::{client_handshake, proxy_capabilities};
+use myquorum::protocol::message::MysqlError;
+use myquorum::protocol::PacketStream;
+use tokio::net::TcpStream;
+
+async fn raw_login(port: u16, password: &str) -> std::io::Result<PacketStream<TcpStream>> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut s = PacketStream::new(tcp);
+    client_handshake(&mut s, "root", password, None, proxy_capabilities(false), 45).await?;
+    Ok(s)
+}
+
+async fn expect_error(s: &mut PacketStream<TcpStream>, payload: &[u8]) -> MysqlError {
+    s.write_packet(0, payload).await.unwrap();
+    let p = s.read_packet().await.unwrap();
+    assert_eq!(p.seq, 1);
+    MysqlError::decode(&p.payload).unwrap_or_else(|| panic!("expected ERR, got {:?}", p.payload))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_errors_and_others_keep_working() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut bystander = mysql_async::Conn::new(mysql_async::Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap();
+    bystander.query_drop("CREATE DATABASE k").await.unwrap();
+
+    // A garbage handshake response.
+    let tcp = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let mut s = PacketStream::new(tcp);
+    let _greeting = s.read_packet().await.unwrap();
+    s.write_packet(1, &[0xde, 0xad, 0xbe, 0xef]).await.unwrap();
+    let p = s.read_packet().await.unwrap();
+    let e = MysqlError::decode(&p.payload).unwrap();
+    assert_eq!((e.code, e.state_str()), (1043, "08S01"));
+
+    // A client that disconnects mid-packet.
+    let tcp = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let mut s = PacketStream::new(tcp);
+    let _greeting = s.read_packet().await.unwrap();
+    drop(s);
+
+    // Wrong password.
+    let err = match raw_login(proxy.port, "wrong").await {
+        Ok(_) => panic!("wrong password accepted"),
+        Err(e) => e,
+    };
+    let inner = err.into_inner().unwrap();
+    let e = inner.downcast_ref::<MysqlError>().unwrap();
+    assert_eq!((e.code, e.state_str()), (1045, "28000"));
+
+    let mut s = raw_login(proxy.port, "").await.unwrap();
+    let e = expect_error(&mut s, &[0x30]).await;
+    assert_eq!((e.code, e.state_str()), (1047, "08S01"));
+    let e = expect_error(&mut s, &[]).await;
+    assert_eq!(e.code, 1835);
+    let e = expect_error(&mut s, &[0x17, 0x01]).await;
+    assert_eq!(e.code, 1835);
+    let e = expect_error(&mut s, &[0x17, 99, 0, 0, 0, 0, 1, 0, 0, 0]).await;
+    assert_eq!((e.code, e.state_str()), (1243, "HY000"));
+    assert!(e.message.contains("(99)"), "{}", e.message);
+    let e = expect_error(&mut s, &[0x1A, 5, 0, 0, 0]).await;
+    assert_eq!(e.code, 1243);
+    // COM_STMT_CLOSE of an unknown id has no reply (as in MySQL); the next command works.
+    s.write_packet(0, &[0x19, 7, 0, 0, 0]).await.unwrap();
+    let e = expect_error(&mut s, b"\x03SELEC nonsense").await;
+    assert_eq!((e.code, e.state_str()), (1064, "42000"));
+    let e = expect_error(&mut s, b"\x03").await;
+    assert_eq!(e.code, 1065);
+    let e = expect_error(&mut s, b"\x03SHOW PROXY NONSENSE").await;
+    assert_eq!(e.code, 1064);
+    let e = expect_error(&mut s, b"\x03SET myquorum_read_consistency = 'sometimes'").await;
+    assert_eq!((e.code, e.state_str()), (1231, "42000"));
+    let e = expect_error(&mut s, b"\x02no_such_db").await;
+    assert_eq!((e.code, e.state_str()), (1049, "42000"));
+    // Still usable.
+    s.write_packet(0, &[0x0E]).await.unwrap();
+    assert_eq!(s.read_packet().await.unwrap().payload[0], 0x00);
+
+    let v: Option<u8> = bystander.query_first("SELECT 9").await.unwrap();
+    assert_eq!(v, Some(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_statements_need_the_capability() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let tcp = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let mut s = PacketStream::new(tcp);
+    let caps = proxy_capabilities(false) - mysql_common::constants::CapabilityFlags::CLIENT_MULTI_STATEMENTS;
+    client_handshake(&mut s, "root", "", None, caps, 45).await.unwrap();
+    let e = expect_error(&mut s, b"\x03SELECT 1; SELECT 2").await;
+    assert_eq!((e.code, e.state_str()), (1064, "42000"));
+    // COM_SET_OPTION turns them on.
+    s.write_packet(0, &[0x1B, 0, 0]).await.unwrap();
+    let p = s.read_packet().await.unwrap();
+    assert_eq!(p.payload[0], 0xFE);
+}

@@ -1,0 +1,78 @@
+//! The `mysql` command-line client through the proxy.
+
+mod common;
+
+use common::{config_for, mysql_cli, MariaDb, Proxy};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn batch_session_matches_direct() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let setup = "CREATE DATABASE shop; USE shop; \
+        CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(20), price DECIMAL(8,2), made DATETIME(6)); \
+        INSERT INTO items VALUES (1,'ä',1.50,'2024-01-02 03:04:05.123456'),(2,NULL,2.00,NULL);";
+    let (ok, _, err) = mysql_cli(proxy.port, &[], setup);
+    assert!(ok, "{err}");
+    let q = "SELECT * FROM items ORDER BY id; SELECT COUNT(*), SUM(price) FROM items; SHOW TABLES;";
+    let (ok1, via, e1) = mysql_cli(proxy.port, &["shop"], q);
+    let (ok2, direct, e2) = mysql_cli(db.port, &["shop"], q);
+    assert!(ok1 && ok2, "{e1} {e2}");
+    assert_eq!(via, direct);
+    assert!(via.contains("2024-01-02 03:04:05.123456"));
+    // Errors arrive with code and SQLSTATE, and the session goes on (--force).
+    let (_, out, err) = mysql_cli(proxy.port, &["--force"], "SELECT * FROM nope.nope; SELECT 'still here';");
+    assert!(err.contains("ERROR 1146 (42S02)"), "{err}");
+    assert!(out.contains("still here"));
+    // Wrong password.
+    let (ok, _, err) = mysql_cli(proxy.port, &["-pwrong"], "SELECT 1");
+    assert!(!ok);
+    assert!(err.contains("ERROR 1045 (28000)"), "{err}");
+}
+
+/// Interactive `USE db` on a database with tables (no -A) sends COM_FIELD_LIST per table;
+/// a wrong reply makes the client hang.
+#[test]
+fn interactive_use_database_with_tables() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let (ok, _, err) = mysql_cli(
+        proxy.port,
+        &[],
+        "CREATE DATABASE app; CREATE TABLE app.t1 (a INT, b TEXT); CREATE TABLE app.t2 (c INT); INSERT INTO app.t1 VALUES (1,'x');",
+    );
+    assert!(ok, "{err}");
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("mysql -h127.0.0.1 -P{} -uroot", proxy.port), "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) gives the mysql CLI a terminal");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"USE app\nSELECT COUNT(*) AS n FROM t1;\nquit\n")
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mysql CLI hung after USE on a database with tables");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Reading table information"), "{text}");
+    assert!(text.contains("Database changed"), "{text}");
+    assert!(text.contains("1 row in set"), "{text}");
+}
