@@ -6,6 +6,7 @@ use crate::backend::Cluster;
 use crate::config::Config;
 use crate::frontend::auth::Users;
 use crate::router::ShardId;
+use crate::sql::ClassifyCache;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 #[derive(Default)]
@@ -21,6 +22,8 @@ pub struct ProxyContext {
     pub cluster: Cluster,
     pub users: Users,
     pub counters: Counters,
+    /// Classification per statement digest, shared by all sessions.
+    pub classify_cache: ClassifyCache,
     next_connection_id: AtomicU32,
 }
 
@@ -37,6 +40,7 @@ impl ProxyContext {
             cluster,
             users,
             counters: Counters::default(),
+            classify_cache: ClassifyCache::new(10_000),
             next_connection_id: AtomicU32::new(1),
         }
     }

@@ -236,7 +236,7 @@ impl ClientSession {
     ) -> Result<(), Failure> {
         self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
         let sql = String::from_utf8_lossy(&payload[1..]);
-        let c = classify(&sql);
+        let c = self.ctx.classify_cache.classify(&sql);
         if c.statements > 1 && !session.multi_statements {
             return Err(Failure::Answer(MysqlError::new(
                 1064,
@@ -572,7 +572,7 @@ impl ClientSession {
         payload: &[u8],
     ) -> Result<(), Failure> {
         let sql = String::from_utf8_lossy(&payload[1..]);
-        let c = classify(&sql);
+        let c = self.ctx.classify_cache.classify(&sql);
         session.pin(PinReason::PreparedStatement);
         let route = self.route(&c, session);
         self.last_route = Some((sql.chars().take(200).collect(), route));

@@ -60,14 +60,13 @@ async fn run(tcp: TcpStream, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()>
         stream.write_packet(hello_pkt.seq.wrapping_add(1), &e.encode()).await?;
         return Ok(());
     }
-    run_session(stream, ctx, id, nonce, server_caps, hello_pkt.payload, hello_pkt.seq).await
+    run_session(stream, ctx, nonce, server_caps, hello_pkt.payload, hello_pkt.seq).await
 }
 
 /// Authentication and the command loop, on any stream (plain or TLS).
 async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: PacketStream<S>,
     ctx: &Arc<ProxyContext>,
-    id: u32,
     nonce: [u8; 20],
     server_caps: CapabilityFlags,
     hello_payload: Vec<u8>,

@@ -74,7 +74,7 @@ pub struct PreparedStatement {
     pub backend_id: u32,
     pub num_params: u16,
     pub num_columns: u16,
-    pub classified: Classified,
+    pub classified: std::sync::Arc<Classified>,
 }
 
 #[derive(Debug)]

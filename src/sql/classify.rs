@@ -105,12 +105,11 @@ pub fn classify(sql: &str) -> Classified {
                     ControlFlow::<()>::Continue(())
                 });
             }
-            // sqlparser accepts some statements with a different meaning than MySQL gives
-            // them; the keyword reading wins where it is more specific.
-            let kw = keyword_kind(sql, &mut Flags::empty());
-            let kind = match (kind, kw) {
-                (Kind::Other, k) | (_, k @ (Kind::Xa | Kind::Lock | Kind::Proxy)) => k,
-                (k, _) => k,
+            // The parser has no variant for some statements; the keywords decide then.
+            let kind = if kind == Kind::Other {
+                keyword_kind(sql, &mut Flags::empty())
+            } else {
+                kind
             };
             (kind, tables, stmts.len())
         }
@@ -277,14 +276,17 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
             }
             Tok::Punct('(') => {
                 if let Some(Tok::Word(f)) = prev {
-                    let f = f.to_ascii_uppercase();
-                    match f.as_str() {
-                        "GET_LOCK" | "RELEASE_LOCK" | "RELEASE_ALL_LOCKS" | "IS_USED_LOCK"
-                        | "IS_FREE_LOCK" => *flags |= Flags::ADVISORY_LOCK | Flags::SIDE_EFFECTS,
-                        "LAST_INSERT_ID" => *flags |= Flags::LAST_INSERT_ID,
-                        "FOUND_ROWS" | "ROW_COUNT" => *flags |= Flags::FOUND_ROWS,
-                        "NEXTVAL" | "SETVAL" | "LASTVAL" => *flags |= Flags::SIDE_EFFECTS,
-                        _ => {}
+                    let is = |n: &str| f.eq_ignore_ascii_case(n);
+                    if is("GET_LOCK") || is("RELEASE_LOCK") || is("RELEASE_ALL_LOCKS")
+                        || is("IS_USED_LOCK") || is("IS_FREE_LOCK")
+                    {
+                        *flags |= Flags::ADVISORY_LOCK | Flags::SIDE_EFFECTS;
+                    } else if is("LAST_INSERT_ID") {
+                        *flags |= Flags::LAST_INSERT_ID;
+                    } else if is("FOUND_ROWS") || is("ROW_COUNT") {
+                        *flags |= Flags::FOUND_ROWS;
+                    } else if is("NEXTVAL") || is("SETVAL") || is("LASTVAL") {
+                        *flags |= Flags::SIDE_EFFECTS;
                     }
                 }
             }

@@ -3,10 +3,12 @@
 //! Owns: everything the proxy learns from statement text. May import: sqlparser, std.
 //! Must not import: tokio, protocol, backend.
 
+pub mod cache;
 pub mod classify;
 pub mod lexer;
 pub mod rewrite;
 pub mod set;
 
+pub use cache::ClassifyCache;
 pub use classify::{classify, Classified, Flags, Kind};
 pub use set::SessionChange;
