@@ -88,7 +88,14 @@ pub struct Classified {
 pub fn classify(sql: &str) -> Classified {
     let mut flags = Flags::empty();
     scan_flags(sql, &mut flags);
-    let (kind, tables, statements) = match Parser::parse_sql(&MySqlDialect {}, sql) {
+    let mut words = Lexer::new(sql).take(2).map(|t| t.tok);
+    let proxy = words.next().is_some_and(|t| t.is_word("SHOW")) && words.next().is_some_and(|t| t.is_word("PROXY"));
+    let parsed = if proxy {
+        Err(())
+    } else {
+        Parser::parse_sql(&MySqlDialect {}, sql).map_err(|_| ())
+    };
+    let (kind, tables, statements) = match parsed {
         Ok(stmts) if !stmts.is_empty() => {
             let kind = stmts
                 .iter()
@@ -114,7 +121,9 @@ pub fn classify(sql: &str) -> Classified {
             (kind, tables, stmts.len())
         }
         _ => {
-            flags |= Flags::FALLBACK;
+            if !proxy {
+                flags |= Flags::FALLBACK;
+            }
             let n = split_statements(sql).len();
             let kind = keyword_kind(sql, &mut flags);
             (kind, Vec::new(), n)
