@@ -154,14 +154,19 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.shards.is_empty() {
-            return bad("no [[shards]] configured: add at least one with replicas = [\"host:port\"]".into());
+            return bad(
+                "no [[shards]] configured: add at least one with replicas = [\"host:port\"]".into(),
+            );
         }
         for (i, s) in self.shards.iter().enumerate() {
             if s.replicas.is_empty() {
                 return bad(format!("shards[{i}] has no replicas"));
             }
             for r in &s.replicas {
-                if r.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                if r.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
                     return bad(format!("shards[{i}].replicas: `{r}` is not host:port"));
                 }
             }

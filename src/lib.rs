@@ -6,7 +6,7 @@
 //! - `router`     (Classified, Topology, Session view) → `Route` value; pure.
 //! - `session`    per-client state and pin reasons; imports sql, protocol::relay summary.
 //! - `backend`    the only module that opens backend connections (data path pools, control
-//!                path health probes); imports protocol, config, router ids.
+//!   path health probes); imports protocol, config, router ids.
 //! - `executor`   gets a route's connection and restores session state on it.
 //! - `frontend`   client connections and the command loop; the only module that talks to clients.
 //! - `admin`      results of proxy-answered statements.

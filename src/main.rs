@@ -11,7 +11,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "myquorum", version, about = "MySQL wire-protocol proxy with quorum replication")]
+#[command(
+    name = "myquorum",
+    version,
+    about = "MySQL wire-protocol proxy with quorum replication"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -53,11 +57,16 @@ enum Cmd {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 async fn serve(cfg: Config) -> Result<(), String> {
@@ -95,13 +104,19 @@ fn main() -> ExitCode {
         Cmd::Serve { config, listen } => Config::load(Some(&config), &CliOverrides { listen })
             .map_err(|e| e.to_string())
             .and_then(|cfg| runtime().map_err(|e| e.to_string())?.block_on(serve(cfg))),
-        Cmd::Configcheck { config } => match Config::load(Some(&config), &CliOverrides::default()) {
-            Ok(cfg) => {
-                println!("{} is valid; effective settings:\n\n{}", config.display(), cfg.to_toml());
-                Ok(())
+        Cmd::Configcheck { config } => {
+            match Config::load(Some(&config), &CliOverrides::default()) {
+                Ok(cfg) => {
+                    println!(
+                        "{} is valid; effective settings:\n\n{}",
+                        config.display(),
+                        cfg.to_toml()
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
             }
-            Err(e) => Err(e.to_string()),
-        },
+        }
         Cmd::Playground {
             shards,
             replicas,
@@ -127,7 +142,9 @@ fn main() -> ExitCode {
                         spec.replicas,
                         spec.dir.display()
                     );
-                    let r = runtime().map_err(|e| e.to_string()).and_then(|rt| rt.block_on(serve(cfg)));
+                    let r = runtime()
+                        .map_err(|e| e.to_string())
+                        .and_then(|rt| rt.block_on(serve(cfg)));
                     drop(backends);
                     r
                 }

@@ -133,7 +133,12 @@ pub fn init_datadir(bin: &ServerBinaries, datadir: &Path) -> Result<(), Playgrou
 }
 
 /// Starts one server on 127.0.0.1:`port` with `datadir`; it dies with this process.
-pub fn start_server(bin: &ServerBinaries, dir: &Path, datadir: &Path, port: u16) -> Result<Child, PlaygroundError> {
+pub fn start_server(
+    bin: &ServerBinaries,
+    dir: &Path,
+    datadir: &Path,
+    port: u16,
+) -> Result<Child, PlaygroundError> {
     let log = dir.join("server.log");
     let mut cmd = Command::new(&bin.server);
     cmd.arg("--no-defaults")
@@ -166,7 +171,11 @@ pub fn start_server(bin: &ServerBinaries, dir: &Path, datadir: &Path, port: u16)
     })
 }
 
-pub fn wait_for_port(port: u16, child: &mut Child, timeout: Duration) -> Result<(), PlaygroundError> {
+pub fn wait_for_port(
+    port: u16,
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<(), PlaygroundError> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -179,7 +188,9 @@ pub fn wait_for_port(port: u16, child: &mut Child, timeout: Duration) -> Result<
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(PlaygroundError::Failed(format!("server on port {port} did not start in {timeout:?}")))
+    Err(PlaygroundError::Failed(format!(
+        "server on port {port} did not start in {timeout:?}"
+    )))
 }
 
 /// Creates/starts every backend and returns them with the proxy config that fronts them.

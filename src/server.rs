@@ -23,7 +23,9 @@ impl Server {
         let listener = TcpListener::bind(&addr).await.map_err(|e| {
             std::io::Error::new(
                 e.kind(),
-                format!("cannot listen on {addr}: {e}; pick another proxy.listen or stop what uses it"),
+                format!(
+                    "cannot listen on {addr}: {e}; pick another proxy.listen or stop what uses it"
+                ),
             )
         })?;
         Ok(Server { listener, ctx })
@@ -35,7 +37,9 @@ impl Server {
 
     /// Serves until `shutdown` is cancelled; starts health checks on the way.
     pub async fn run(self, shutdown: CancellationToken) {
-        self.ctx.cluster.spawn_health_checks(&self.ctx.config, &shutdown);
+        self.ctx
+            .cluster
+            .spawn_health_checks(&self.ctx.config, &shutdown);
         let limit = Arc::new(Semaphore::new(self.ctx.config.proxy.max_connections));
         tracing::info!(addr = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "proxy listening");
         loop {
@@ -67,7 +71,11 @@ impl Server {
                     tracing::warn!(%peer, "too many connections; refusing");
                     tokio::spawn(async move {
                         let mut s = PacketStream::new(tcp);
-                        let e = MysqlError::new(1040, "08004", "Too many connections (proxy.max_connections)");
+                        let e = MysqlError::new(
+                            1040,
+                            "08004",
+                            "Too many connections (proxy.max_connections)",
+                        );
                         let _ = s.write_packet(0, &e.encode()).await;
                     });
                 }

@@ -15,9 +15,15 @@ async fn backend_death_and_return() {
     let proxy = Proxy::start(config_for(&[&db]));
     let url = proxy.url(None);
     let mut pinned = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
-    pinned.query_drop("CREATE DATABASE f; CREATE TABLE f.t (a INT)").await.unwrap();
+    pinned
+        .query_drop("CREATE DATABASE f; CREATE TABLE f.t (a INT)")
+        .await
+        .unwrap();
     pinned.query_drop("BEGIN").await.unwrap();
-    pinned.query_drop("INSERT INTO f.t VALUES (1)").await.unwrap();
+    pinned
+        .query_drop("INSERT INTO f.t VALUES (1)")
+        .await
+        .unwrap();
 
     db.kill9();
     // The pinned session is told, not left hanging.
@@ -26,7 +32,10 @@ async fn backend_death_and_return() {
         .expect("a session on a dead backend must not hang")
         .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("2013") || msg.to_lowercase().contains("lost") || msg.contains("closed"), "{msg}");
+    assert!(
+        msg.contains("2013") || msg.to_lowercase().contains("lost") || msg.contains("closed"),
+        "{msg}"
+    );
 
     // New connections get a clear error.
     let err = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap_err();

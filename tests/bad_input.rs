@@ -4,16 +4,24 @@
 mod common;
 
 use common::{config_for, MariaDb, Proxy};
-use mysql_async::prelude::*;
 use myquorum::protocol::handshake::{client_handshake, proxy_capabilities};
 use myquorum::protocol::message::MysqlError;
 use myquorum::protocol::PacketStream;
+use mysql_async::prelude::*;
 use tokio::net::TcpStream;
 
 async fn raw_login(port: u16, password: &str) -> std::io::Result<PacketStream<TcpStream>> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let mut s = PacketStream::new(tcp);
-    client_handshake(&mut s, "root", password, None, proxy_capabilities(false), 45).await?;
+    client_handshake(
+        &mut s,
+        "root",
+        password,
+        None,
+        proxy_capabilities(false),
+        45,
+    )
+    .await?;
     Ok(s)
 }
 
@@ -29,9 +37,10 @@ async fn bad_input_gets_errors_and_others_keep_working() {
     common::init_tracing();
     let db = MariaDb::start();
     let proxy = Proxy::start(config_for(&[&db]));
-    let mut bystander = mysql_async::Conn::new(mysql_async::Opts::from_url(&proxy.url(None)).unwrap())
-        .await
-        .unwrap();
+    let mut bystander =
+        mysql_async::Conn::new(mysql_async::Opts::from_url(&proxy.url(None)).unwrap())
+            .await
+            .unwrap();
     bystander.query_drop("CREATE DATABASE k").await.unwrap();
 
     // A garbage handshake response.
@@ -97,8 +106,11 @@ async fn multi_statements_need_the_capability() {
     let proxy = Proxy::start(config_for(&[&db]));
     let tcp = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
     let mut s = PacketStream::new(tcp);
-    let caps = proxy_capabilities(false) - mysql_common::constants::CapabilityFlags::CLIENT_MULTI_STATEMENTS;
-    client_handshake(&mut s, "root", "", None, caps, 45).await.unwrap();
+    let caps = proxy_capabilities(false)
+        - mysql_common::constants::CapabilityFlags::CLIENT_MULTI_STATEMENTS;
+    client_handshake(&mut s, "root", "", None, caps, 45)
+        .await
+        .unwrap();
     let e = expect_error(&mut s, b"\x03SELECT 1; SELECT 2").await;
     assert_eq!((e.code, e.state_str()), (1064, "42000"));
     // COM_SET_OPTION turns them on.

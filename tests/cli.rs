@@ -23,7 +23,11 @@ fn batch_session_matches_direct() {
     assert_eq!(via, direct);
     assert!(via.contains("2024-01-02 03:04:05.123456"));
     // Errors arrive with code and SQLSTATE, and the session goes on (--force).
-    let (_, out, err) = mysql_cli(proxy.port, &["--force"], "SELECT * FROM nope.nope; SELECT 'still here';");
+    let (_, out, err) = mysql_cli(
+        proxy.port,
+        &["--force"],
+        "SELECT * FROM nope.nope; SELECT 'still here';",
+    );
     assert!(err.contains("ERROR 1146 (42S02)"), "{err}");
     assert!(out.contains("still here"));
     // Wrong password.
@@ -46,7 +50,11 @@ fn interactive_use_database_with_tables() {
     );
     assert!(ok, "{err}");
     let mut child = Command::new("script")
-        .args(["-qec", &format!("mysql -h127.0.0.1 -P{} -uroot", proxy.port), "/dev/null"])
+        .args([
+            "-qec",
+            &format!("mysql -h127.0.0.1 -P{} -uroot", proxy.port),
+            "/dev/null",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

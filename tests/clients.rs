@@ -49,7 +49,10 @@ async fn binary_and_text_values_equal_direct() {
     let proxy = Proxy::start(config_for(&[&db]));
     let mut direct = connect(&db.url(None)).await;
     direct.query_drop("CREATE DATABASE app").await.unwrap();
-    direct.query_drop(format!("USE app; {TYPES_TABLE}")).await.unwrap();
+    direct
+        .query_drop(format!("USE app; {TYPES_TABLE}"))
+        .await
+        .unwrap();
 
     let mut via = connect(&proxy.url(Some("app"))).await;
     // One prepared statement executed many times: libmariadb and mysql_async stop resending
@@ -72,24 +75,47 @@ async fn binary_and_text_values_equal_direct() {
     assert_eq!(text_proxy.len(), 5);
     let ids: Vec<i64> = text_proxy.iter().map(|r| r.get(0).unwrap()).collect();
     assert_eq!(ids, vec![1, 2, 300, 6161, 70000]);
-    let vals = |rows: &[Row]| rows.iter().map(|r| r.clone().unwrap()).collect::<Vec<Vec<Value>>>();
+    let vals = |rows: &[Row]| {
+        rows.iter()
+            .map(|r| r.clone().unwrap())
+            .collect::<Vec<Vec<Value>>>()
+    };
     assert_eq!(vals(&text_proxy), vals(&text_direct));
     assert_eq!(vals(&bin_proxy), vals(&bin_direct));
     // Column metadata is relayed, not rebuilt: charset, flags, decimals as the server sent.
     let cols_direct: Vec<_> = bin_direct[0]
         .columns_ref()
         .iter()
-        .map(|c| (c.character_set(), c.flags(), c.decimals(), c.column_type(), c.org_table_str().to_string()))
+        .map(|c| {
+            (
+                c.character_set(),
+                c.flags(),
+                c.decimals(),
+                c.column_type(),
+                c.org_table_str().to_string(),
+            )
+        })
         .collect();
     let cols_proxy: Vec<_> = bin_proxy[0]
         .columns_ref()
         .iter()
-        .map(|c| (c.character_set(), c.flags(), c.decimals(), c.column_type(), c.org_table_str().to_string()))
+        .map(|c| {
+            (
+                c.character_set(),
+                c.flags(),
+                c.decimals(),
+                c.column_type(),
+                c.org_table_str().to_string(),
+            )
+        })
         .collect();
     assert_eq!(cols_proxy, cols_direct);
     // Parameters with values read back through a WHERE clause.
     let found: Option<i64> = via
-        .exec_first("SELECT id FROM typed WHERE b = ? AND s = ?", (vec![0u8, 255, 1, 254, 44, 0], "héllo 🐬 300"))
+        .exec_first(
+            "SELECT id FROM typed WHERE b = ? AND s = ?",
+            (vec![0u8, 255, 1, 254, 44, 0], "héllo 🐬 300"),
+        )
         .await
         .unwrap();
     assert_eq!(found, Some(300));
@@ -122,9 +148,11 @@ async fn multi_statements_results_and_errors() {
     assert_eq!(v, Some(7));
 
     // CALL with two result sets.
-    c.query_drop("CREATE DATABASE p; CREATE PROCEDURE p.two() BEGIN SELECT 'a'; SELECT 'b', 'c'; END")
-        .await
-        .unwrap();
+    c.query_drop(
+        "CREATE DATABASE p; CREATE PROCEDURE p.two() BEGIN SELECT 'a'; SELECT 'b', 'c'; END",
+    )
+    .await
+    .unwrap();
     let mut r = c.query_iter("CALL p.two()").await.unwrap();
     let s1: Vec<String> = r.collect().await.unwrap();
     let s2: Vec<(String, String)> = r.collect().await.unwrap();
@@ -142,11 +170,16 @@ async fn errors_keep_code_sqlstate_and_warnings() {
     let proxy = Proxy::start(config_for(&[&db]));
     let mut c = connect(&proxy.url(None)).await;
     let err = c
-        .query_drop("SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'custom failure', MYSQL_ERRNO = 1644")
+        .query_drop(
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'custom failure', MYSQL_ERRNO = 1644",
+        )
         .await
         .unwrap_err();
     let (code, state, msg) = server_error(err);
-    assert_eq!((code, state.as_str(), msg.as_str()), (1644, "45000", "custom failure"));
+    assert_eq!(
+        (code, state.as_str(), msg.as_str()),
+        (1644, "45000", "custom failure")
+    );
     // Error codes far outside MySQL's range pass through.
     let err = c
         .query_drop("SIGNAL SQLSTATE 'HY000' SET MYSQL_ERRNO = 9999, MESSAGE_TEXT = 'odd code'")
@@ -154,11 +187,16 @@ async fn errors_keep_code_sqlstate_and_warnings() {
         .unwrap_err();
     assert_eq!(server_error(err).0, 9999);
     // Warnings count and SHOW WARNINGS reach the same connection.
-    c.query_drop("SELECT CAST('12abc' AS SIGNED)").await.unwrap();
+    c.query_drop("SELECT CAST('12abc' AS SIGNED)")
+        .await
+        .unwrap();
     let warnings: Vec<(String, u16, String)> = c.query("SHOW WARNINGS").await.unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].1, 1292);
-    let r = c.query_iter("SELECT CAST('x' AS SIGNED), CAST('y' AS SIGNED)").await.unwrap();
+    let r = c
+        .query_iter("SELECT CAST('x' AS SIGNED), CAST('y' AS SIGNED)")
+        .await
+        .unwrap();
     assert_eq!(r.warnings(), 0); // counted at the end of the result
     let mut r = r;
     let _: Vec<Row> = r.collect().await.unwrap();
@@ -177,7 +215,10 @@ async fn big_packets_both_directions() {
     for payload_len in [0xFF_FFFFusize, 0xFF_FFFF + 1000] {
         let fixed = "SELECT LENGTH('')".len();
         let body = "a".repeat(payload_len - 1 - fixed);
-        let n: Option<u64> = c.query_first(format!("SELECT LENGTH('{body}')")).await.unwrap();
+        let n: Option<u64> = c
+            .query_first(format!("SELECT LENGTH('{body}')"))
+            .await
+            .unwrap();
         assert_eq!(n, Some(body.len() as u64));
     }
     // Rows of exactly 16 MiB − 1 payload (lenenc prefix of 4 bytes + data) and larger.
@@ -222,7 +263,9 @@ async fn session_state_follows_the_session_across_pooled_connections() {
     let mut a = connect(&proxy.url(None)).await;
     let mut b = connect(&proxy.url(None)).await;
     let default_mode: Option<String> = b.query_first("SELECT @@sql_mode").await.unwrap();
-    a.query_drop("SET sql_mode = 'ANSI_QUOTES', time_zone = '+05:00'").await.unwrap();
+    a.query_drop("SET sql_mode = 'ANSI_QUOTES', time_zone = '+05:00'")
+        .await
+        .unwrap();
     a.query_drop("CREATE DATABASE s1").await.unwrap();
     a.query_drop("USE s1").await.unwrap();
     for _ in 0..20 {
@@ -236,7 +279,10 @@ async fn session_state_follows_the_session_across_pooled_connections() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((ma.as_str(), tz.as_str(), dba.as_str()), ("ANSI_QUOTES", "+05:00", "s1"));
+        assert_eq!(
+            (ma.as_str(), tz.as_str(), dba.as_str()),
+            ("ANSI_QUOTES", "+05:00", "s1")
+        );
     }
     // User variables pin the session to its connection: the value survives.
     a.query_drop("SET @v = 42").await.unwrap();
@@ -252,7 +298,9 @@ async fn session_state_follows_the_session_across_pooled_connections() {
     let m: Option<String> = a.query_first("SELECT @@sql_mode").await.unwrap();
     assert_eq!(m, default_mode);
     // Transactions stay on one connection and roll back.
-    a.query_drop("CREATE TABLE s1.t (id INT PRIMARY KEY) ENGINE=InnoDB").await.unwrap();
+    a.query_drop("CREATE TABLE s1.t (id INT PRIMARY KEY) ENGINE=InnoDB")
+        .await
+        .unwrap();
     a.query_drop("BEGIN").await.unwrap();
     a.query_drop("INSERT INTO s1.t VALUES (1)").await.unwrap();
     let _: Option<u8> = b.query_first("SELECT 1").await.unwrap();
@@ -262,9 +310,13 @@ async fn session_state_follows_the_session_across_pooled_connections() {
     let n: Option<u32> = b.query_first("SELECT COUNT(*) FROM s1.t").await.unwrap();
     assert_eq!(n, Some(0));
     // LAST_INSERT_ID() after an autocommit insert sees that insert.
-    a.query_drop("CREATE TABLE s1.ai (id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await.unwrap();
+    a.query_drop("CREATE TABLE s1.ai (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
     for i in 1..=5u64 {
-        a.query_drop("INSERT INTO s1.ai (v) VALUES (1)").await.unwrap();
+        a.query_drop("INSERT INTO s1.ai (v) VALUES (1)")
+            .await
+            .unwrap();
         let _: Option<u8> = b.query_first("SELECT 1").await.unwrap();
         let id: Option<u64> = a.query_first("SELECT LAST_INSERT_ID()").await.unwrap();
         assert_eq!(id, Some(i));
@@ -282,11 +334,21 @@ async fn change_user_reauthenticates() {
     });
     let proxy = Proxy::start(cfg);
     // Wrong password at login.
-    let err = Conn::new(Opts::from_url(&format!("mysql://app:nope@127.0.0.1:{}/?prefer_socket=false", proxy.port)).unwrap())
-        .await
-        .unwrap_err();
+    let err = Conn::new(
+        Opts::from_url(&format!(
+            "mysql://app:nope@127.0.0.1:{}/?prefer_socket=false",
+            proxy.port
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(server_error(err).0, 1045);
-    let mut c = connect(&format!("mysql://app:s3cret@127.0.0.1:{}/?prefer_socket=false", proxy.port)).await;
+    let mut c = connect(&format!(
+        "mysql://app:s3cret@127.0.0.1:{}/?prefer_socket=false",
+        proxy.port
+    ))
+    .await;
     c.query_drop("SET @x = 1").await.unwrap();
     c.change_user(
         mysql_async::ChangeUserOpts::default()

@@ -28,7 +28,10 @@ fn sysbench(port: u16, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "sysbench {args:?} on port {port} failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "sysbench {args:?} on port {port} failed:\n{text}"
+    );
     assert!(!text.contains("FATAL"), "{text}");
     text
 }
@@ -39,11 +42,26 @@ fn statement_counts(report: &str) -> Vec<String> {
         .lines()
         .map(str::trim)
         .filter(|l| {
-            ["read:", "write:", "other:", "total:", "transactions:", "queries:", "ignored errors:"]
-                .iter()
-                .any(|p| l.starts_with(p))
+            [
+                "read:",
+                "write:",
+                "other:",
+                "total:",
+                "transactions:",
+                "queries:",
+                "ignored errors:",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
         })
-        .map(|l| l.split('(').next().unwrap_or(l).split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|l| {
+            l.split('(')
+                .next()
+                .unwrap_or(l)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect()
 }
 
@@ -72,15 +90,29 @@ fn oltp_read_write_matches_direct() {
         for mode in ["auto", "disable"] {
             let out = sysbench(
                 port,
-                &["oltp_read_write", "run", "--threads=1", "--events=400", "--time=0", &format!("--db-ps-mode={mode}")],
+                &[
+                    "oltp_read_write",
+                    "run",
+                    "--threads=1",
+                    "--events=400",
+                    "--time=0",
+                    &format!("--db-ps-mode={mode}"),
+                ],
             );
-            assert!(out.contains("ignored errors:                      0"), "{out}");
+            assert!(
+                out.contains("ignored errors:                      0"),
+                "{out}"
+            );
             counts.push(statement_counts(&out));
         }
         reports.push(counts);
     }
     assert_eq!(reports[0], reports[1]);
-    assert!(reports[0][0].iter().any(|l| l == "transactions: 400"), "{:?}", reports[0]);
+    assert!(
+        reports[0][0].iter().any(|l| l == "transactions: 400"),
+        "{:?}",
+        reports[0]
+    );
     let via = row_counts(proxy.port);
     assert_eq!(via, row_counts(direct.port));
     assert_eq!(via, row_counts(behind.port));
@@ -89,7 +121,13 @@ fn oltp_read_write_matches_direct() {
     for mode in ["auto", "disable"] {
         let out = sysbench(
             proxy.port,
-            &["oltp_read_write", "run", "--threads=4", "--time=3", &format!("--db-ps-mode={mode}")],
+            &[
+                "oltp_read_write",
+                "run",
+                "--threads=4",
+                "--time=3",
+                &format!("--db-ps-mode={mode}"),
+            ],
         );
         assert!(out.contains("transactions:"), "{out}");
     }

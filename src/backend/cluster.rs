@@ -30,7 +30,13 @@ impl Cluster {
             .map(|s| {
                 s.replicas
                     .iter()
-                    .map(|a| Arc::new(BackendPool::new(a, params.clone(), cfg.backend.pool_max_idle)))
+                    .map(|a| {
+                        Arc::new(BackendPool::new(
+                            a,
+                            params.clone(),
+                            cfg.backend.pool_max_idle,
+                        ))
+                    })
                     .collect()
             })
             .collect();

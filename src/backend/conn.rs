@@ -104,9 +104,9 @@ impl BackendConn {
             Some(&OK_HEADER) => OkInfo::decode(&resp.payload)
                 .map(Ok)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed OK")),
-            Some(&ERR_HEADER) => Ok(Err(MysqlError::decode(&resp.payload).unwrap_or_else(|| {
-                MysqlError::new(2027, "HY000", "malformed error packet from backend")
-            }))),
+            Some(&ERR_HEADER) => Ok(Err(MysqlError::decode(&resp.payload).unwrap_or_else(
+                || MysqlError::new(2027, "HY000", "malformed error packet from backend"),
+            ))),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "unexpected response to a simple command (expected OK or ERR)",

@@ -59,7 +59,7 @@ enum Failure {
 
 pub struct ClientSession {
     ctx: Arc<ProxyContext>,
-    
+
     caps: CapabilityFlags,
     deprecate_eof: bool,
     nonce: [u8; 20],
@@ -167,29 +167,45 @@ impl ClientSession {
                         session: Some(SessionChange::Schema(db)),
                         ..classify("USE x")
                     };
-                    self.forward(client, session, &c, &pkt.payload, ResponseKind::Single).await
+                    self.forward(client, session, &c, &pkt.payload, ResponseKind::Single)
+                        .await
                 }
                 COM_FIELD_LIST => {
                     let c = classify("SHOW COLUMNS FROM t");
-                    self.forward(client, session, &c, &pkt.payload, ResponseKind::FieldList).await
+                    self.forward(client, session, &c, &pkt.payload, ResponseKind::FieldList)
+                        .await
                 }
                 COM_STATISTICS => {
                     let c = classify("SHOW STATUS");
-                    self.forward(client, session, &c, &pkt.payload, ResponseKind::Single).await
+                    self.forward(client, session, &c, &pkt.payload, ResponseKind::Single)
+                        .await
                 }
-                COM_SET_OPTION => self.com_set_option(client, session, &pkt.payload, seq).await,
+                COM_SET_OPTION => {
+                    self.com_set_option(client, session, &pkt.payload, seq)
+                        .await
+                }
                 COM_RESET_CONNECTION => self.com_reset_connection(client, session, seq).await,
                 COM_CHANGE_USER => {
-                    match self.com_change_user(client, session, &pkt.payload, seq).await {
+                    match self
+                        .com_change_user(client, session, &pkt.payload, seq)
+                        .await
+                    {
                         Ok(true) => Ok(()),
                         Ok(false) => return Ok(()),
                         Err(e) => Err(Failure::Client(e)),
                     }
                 }
                 COM_STMT_PREPARE => self.com_stmt_prepare(client, session, &pkt.payload).await,
-                COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE | COM_STMT_RESET
+                COM_STMT_EXECUTE
+                | COM_STMT_SEND_LONG_DATA
+                | COM_STMT_CLOSE
+                | COM_STMT_RESET
                 | COM_STMT_FETCH => self.com_stmt(client, session, pkt.payload).await,
-                _ => Err(Failure::Answer(MysqlError::new(1047, "08S01", "Unknown command"))),
+                _ => Err(Failure::Answer(MysqlError::new(
+                    1047,
+                    "08S01",
+                    "Unknown command",
+                ))),
             };
             match outcome {
                 Ok(()) => {}
@@ -197,7 +213,10 @@ impl ClientSession {
                     client.write_packet(seq, &e.encode()).await?;
                 }
                 Err(Failure::BackendLost(e)) => {
-                    self.ctx.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
+                    self.ctx
+                        .counters
+                        .backend_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     let was_pinned = session.is_pinned();
                     tracing::warn!(error = %e, pinned = was_pinned, "backend connection lost during a command");
                     client.write_packet(seq, &e.encode()).await?;
@@ -224,7 +243,10 @@ impl ClientSession {
             },
             b"",
         );
-        client.write_packet(seq, &ok).await.map_err(Failure::Client)?;
+        client
+            .write_packet(seq, &ok)
+            .await
+            .map_err(Failure::Client)?;
         Ok(())
     }
 
@@ -287,9 +309,16 @@ impl ClientSession {
                     .flatten()
                     .map(|s| [&[COM_QUERY][..], s.as_bytes()].concat());
                 let payload = rewritten.as_deref().unwrap_or(payload);
-                self.run_on_backend(client, session, &c, route, payload, ResponseKind::ResultSets)
-                    .await
-                    .map(|_| ())
+                self.run_on_backend(
+                    client,
+                    session,
+                    &c,
+                    route,
+                    payload,
+                    ResponseKind::ResultSets,
+                )
+                .await
+                .map(|_| ())
             }
         }
     }
@@ -337,7 +366,13 @@ impl ClientSession {
     async fn hold_for(&mut self, session: &SessionState, route: Route) -> Result<(), Failure> {
         let (shard, replica) = match route.target {
             Target::Primary(s, r) | Target::Pinned(s, r) => (s, r),
-            _ => return Err(Failure::Answer(MysqlError::new(2003, "HY000", "no backend for this route"))),
+            _ => {
+                return Err(Failure::Answer(MysqlError::new(
+                    2003,
+                    "HY000",
+                    "no backend for this route",
+                )))
+            }
         };
         if let Some(h) = &self.held {
             if h.shard == shard && h.replica == replica {
@@ -352,7 +387,13 @@ impl ClientSession {
             })?;
         let down = match self.ctx.cluster.pool(shard, replica) {
             Some(p) => p.subscribe(),
-            None => return Err(Failure::Answer(MysqlError::new(2003, "HY000", "backend vanished"))),
+            None => {
+                return Err(Failure::Answer(MysqlError::new(
+                    2003,
+                    "HY000",
+                    "backend vanished",
+                )))
+            }
         };
         self.held = Some(Held {
             shard,
@@ -398,7 +439,11 @@ impl ClientSession {
         self.hold_for(session, route).await?;
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
-            return Err(Failure::Answer(MysqlError::new(2003, "HY000", "no backend connection")));
+            return Err(Failure::Answer(MysqlError::new(
+                2003,
+                "HY000",
+                "no backend connection",
+            )));
         };
         let sent = h.conn.stream.write_packet(0, payload).await;
         let result = match sent {
@@ -474,10 +519,19 @@ impl ClientSession {
         match payload.get(1..3).map(|b| u16::from_le_bytes([b[0], b[1]])) {
             Some(0) => session.multi_statements = true,
             Some(1) => session.multi_statements = false,
-            _ => return Err(Failure::Answer(MysqlError::new(1047, "08S01", "Unknown command"))),
+            _ => {
+                return Err(Failure::Answer(MysqlError::new(
+                    1047,
+                    "08S01",
+                    "Unknown command",
+                )))
+            }
         }
         let eof = encode_terminator(session.status_flags(), 0, self.deprecate_eof);
-        client.write_packet(seq, &eof).await.map_err(Failure::Client)?;
+        client
+            .write_packet(seq, &eof)
+            .await
+            .map_err(Failure::Client)?;
         Ok(())
     }
 
@@ -496,7 +550,11 @@ impl ClientSession {
     async fn reset_backend(&mut self, session: &SessionState) {
         if let Some(mut h) = self.held.take() {
             if session.is_pinned() {
-                match h.conn.simple_command(crate::backend::conn::COM_RESET_CONNECTION, &[]).await {
+                match h
+                    .conn
+                    .simple_command(crate::backend::conn::COM_RESET_CONNECTION, &[])
+                    .await
+                {
                     Ok(Ok(_)) => {
                         h.conn.state_signature =
                             crate::session::signature_of(h.conn.base_collation, &[]);
@@ -585,12 +643,22 @@ impl ClientSession {
         let client_id = session.alloc_stmt_id();
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
-            return Err(Failure::Answer(MysqlError::new(2003, "HY000", "no backend connection")));
+            return Err(Failure::Answer(MysqlError::new(
+                2003,
+                "HY000",
+                "no backend connection",
+            )));
         };
         let result = match h.conn.stream.write_packet(0, payload).await {
             Ok(_) => {
-                relay_response(&mut h.conn.stream, client, ResponseKind::Prepare, deprecate_eof, Some(client_id))
-                    .await
+                relay_response(
+                    &mut h.conn.stream,
+                    client,
+                    ResponseKind::Prepare,
+                    deprecate_eof,
+                    Some(client_id),
+                )
+                .await
             }
             Err(e) => Err(RelayError::Backend(e)),
         };
@@ -657,7 +725,9 @@ impl ClientSession {
             }
             let r = h.conn.stream.write_packet(0, &payload).await;
             if let Err(e) = r {
-                return self.finish(session, &stmt.classified, Err(RelayError::Backend(e))).map(|_| ());
+                return self
+                    .finish(session, &stmt.classified, Err(RelayError::Backend(e)))
+                    .map(|_| ());
             }
             if command == COM_STMT_CLOSE {
                 self.release_if_unpinned(session);

@@ -9,7 +9,9 @@ pub mod auth;
 mod commands;
 
 use crate::context::ProxyContext;
-use crate::protocol::handshake::{encode_greeting, is_ssl_request, new_nonce, proxy_capabilities, NATIVE_PASSWORD};
+use crate::protocol::handshake::{
+    encode_greeting, is_ssl_request, new_nonce, proxy_capabilities, NATIVE_PASSWORD,
+};
 use crate::protocol::message::{encode_ok, OkInfo};
 use crate::protocol::{MysqlError, PacketStream};
 use crate::session::SessionState;
@@ -30,11 +32,17 @@ pub async fn serve_client(tcp: TcpStream, ctx: Arc<ProxyContext>) {
     let span = tracing::info_span!("conn", id);
     async move {
         tracing::debug!(?peer, "client connected");
-        ctx.counters.connections_total.fetch_add(1, Ordering::Relaxed);
-        ctx.counters.connections_active.fetch_add(1, Ordering::Relaxed);
+        ctx.counters
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        ctx.counters
+            .connections_active
+            .fetch_add(1, Ordering::Relaxed);
         let _ = tcp.set_nodelay(true);
         let result = run(tcp, &ctx, id).await;
-        ctx.counters.connections_active.fetch_sub(1, Ordering::Relaxed);
+        ctx.counters
+            .connections_active
+            .fetch_sub(1, Ordering::Relaxed);
         match result {
             Ok(()) => tracing::debug!("client disconnected"),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -52,15 +60,36 @@ async fn run(tcp: TcpStream, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()>
     let nonce = new_nonce();
     let tls = false;
     let server_caps = proxy_capabilities(tls);
-    let greeting = encode_greeting(&ctx.server_version(), id, &nonce, server_caps, 45, NATIVE_PASSWORD);
+    let greeting = encode_greeting(
+        &ctx.server_version(),
+        id,
+        &nonce,
+        server_caps,
+        45,
+        NATIVE_PASSWORD,
+    );
     stream.write_packet(0, &greeting).await?;
     let hello_pkt = stream.read_packet().await?;
     if is_ssl_request(&hello_pkt.payload) {
-        let e = MysqlError::new(1043, "08S01", "TLS is not configured on this proxy; connect without SSL (--ssl-mode=DISABLED)");
-        stream.write_packet(hello_pkt.seq.wrapping_add(1), &e.encode()).await?;
+        let e = MysqlError::new(
+            1043,
+            "08S01",
+            "TLS is not configured on this proxy; connect without SSL (--ssl-mode=DISABLED)",
+        );
+        stream
+            .write_packet(hello_pkt.seq.wrapping_add(1), &e.encode())
+            .await?;
         return Ok(());
     }
-    run_session(stream, ctx, nonce, server_caps, hello_pkt.payload, hello_pkt.seq).await
+    run_session(
+        stream,
+        ctx,
+        nonce,
+        server_caps,
+        hello_pkt.payload,
+        hello_pkt.seq,
+    )
+    .await
 }
 
 /// Authentication and the command loop, on any stream (plain or TLS).

@@ -185,7 +185,10 @@ pub fn verify_scramble(plugin: &str, nonce: &[u8], response: &[u8], password: &s
     };
     match expected {
         Some(e) if e.len() == response.len() => {
-            e.iter().zip(response).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            e.iter()
+                .zip(response)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
         }
         _ => false,
     }
@@ -250,7 +253,9 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     // collation instead (byte 8 of the response).
     buf[8] = collation;
     drop(resp);
-    stream.write_packet(greeting.seq.wrapping_add(1), &buf).await?;
+    stream
+        .write_packet(greeting.seq.wrapping_add(1), &buf)
+        .await?;
     let mut plugin_name = plugin_name;
     loop {
         let pkt = stream.read_packet().await?;
@@ -333,7 +338,14 @@ mod tests {
     #[test]
     fn greeting_parses_back() {
         let nonce = new_nonce();
-        let g = encode_greeting("10.11.6-MariaDB-myquorum", 42, &nonce, proxy_capabilities(false), 45, NATIVE_PASSWORD);
+        let g = encode_greeting(
+            "10.11.6-MariaDB-myquorum",
+            42,
+            &nonce,
+            proxy_capabilities(false),
+            45,
+            NATIVE_PASSWORD,
+        );
         let mut pb = ParseBuf(&g);
         let hs: HandshakePacket<'_> = pb.parse(()).unwrap();
         assert_eq!(hs.connection_id(), 42);
@@ -365,7 +377,11 @@ pub fn decode_change_user(payload: &[u8], caps: CapabilityFlags) -> Option<Chang
     let (&len, rest) = b.split_first()?;
     let auth_response = rest.get(..len as usize)?.to_vec();
     b = &rest[len as usize..];
-    let db = if b.is_empty() { &b""[..] } else { null_str(&mut b).unwrap_or(b) };
+    let db = if b.is_empty() {
+        &b""[..]
+    } else {
+        null_str(&mut b).unwrap_or(b)
+    };
     let database = (!db.is_empty()).then(|| String::from_utf8_lossy(db).into_owned());
     let mut collation = None;
     let mut plugin = None;

@@ -48,7 +48,10 @@ impl MysqlError {
     /// Parses an ERR packet payload as sent by a server.
     pub fn decode(payload: &[u8]) -> Option<Self> {
         let mut pb = ParseBuf(payload);
-        match pb.parse::<ErrPacket<'_>>(CapabilityFlags::CLIENT_PROTOCOL_41).ok()? {
+        match pb
+            .parse::<ErrPacket<'_>>(CapabilityFlags::CLIENT_PROTOCOL_41)
+            .ok()?
+        {
             ErrPacket::Error(e) => Some(MysqlError {
                 code: e.error_code(),
                 state: e.sql_state_ref().map(|s| s.as_bytes()).unwrap_or(*b"HY000"),
@@ -65,7 +68,13 @@ impl MysqlError {
 
 impl std::fmt::Display for MysqlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ERROR {} ({}): {}", self.code, self.state_str(), self.message)
+        write!(
+            f,
+            "ERROR {} ({}): {}",
+            self.code,
+            self.state_str(),
+            self.message
+        )
     }
 }
 
@@ -99,7 +108,10 @@ pub fn read_lenenc_int(buf: &mut &[u8]) -> Option<u64> {
     let (&first, rest) = buf.split_first()?;
     let (v, used) = match first {
         0..=250 => (first as u64, 0),
-        0xFC => (u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as u64, 2),
+        0xFC => (
+            u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as u64,
+            2,
+        ),
         0xFD => {
             let b = rest.get(..3)?;
             (b[0] as u64 | (b[1] as u64) << 8 | (b[2] as u64) << 16, 3)
@@ -200,7 +212,16 @@ mod tests {
 
     #[test]
     fn lenenc_roundtrip() {
-        for v in [0u64, 250, 251, 0xFFFF, 0x1_0000, 0xFF_FFFF, 0x100_0000, u64::MAX] {
+        for v in [
+            0u64,
+            250,
+            251,
+            0xFFFF,
+            0x1_0000,
+            0xFF_FFFF,
+            0x100_0000,
+            u64::MAX,
+        ] {
             let mut buf = Vec::new();
             put_lenenc_int(&mut buf, v);
             let mut s = buf.as_slice();
@@ -231,7 +252,10 @@ mod tests {
             b"Rows matched: 3",
         );
         let info = OkInfo::decode(&ok).unwrap();
-        assert_eq!((info.affected_rows, info.last_insert_id, info.warnings), (3, 300, 1));
+        assert_eq!(
+            (info.affected_rows, info.last_insert_id, info.warnings),
+            (3, 300, 1)
+        );
         assert!(info.more_results());
         let eof = encode_terminator(0x0022, 2, false);
         assert_eq!(terminator_status(&eof, false), Some((0x0022, 2)));

@@ -90,7 +90,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         if self.rbuf.len() < HEADER {
             return None;
         }
-        let len = self.rbuf[0] as usize | (self.rbuf[1] as usize) << 8 | (self.rbuf[2] as usize) << 16;
+        let len =
+            self.rbuf[0] as usize | (self.rbuf[1] as usize) << 8 | (self.rbuf[2] as usize) << 16;
         Some(FrameInfo {
             seq: self.rbuf[3],
             len,
@@ -134,8 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     /// Moves the buffered frame, header and all, into another stream's write buffer: the
     /// relay path, which never re-encodes a packet.
     pub fn forward_frame<T>(&mut self, info: FrameInfo, to: &mut PacketStream<T>) {
-        to.wbuf
-            .extend_from_slice(&self.rbuf[..HEADER + info.len]);
+        to.wbuf.extend_from_slice(&self.rbuf[..HEADER + info.len]);
         self.rbuf.advance(HEADER + info.len);
     }
 

@@ -86,7 +86,12 @@ pub fn route(c: &Classified, topo: &Topology, session: SessionView<'_>) -> Route
             reason: Reason::SessionPinned,
         };
     }
-    match topo.shards.iter().find(|s| s.id == DEFAULT_SHARD).or(topo.shards.first()) {
+    match topo
+        .shards
+        .iter()
+        .find(|s| s.id == DEFAULT_SHARD)
+        .or(topo.shards.first())
+    {
         Some(s) => Route {
             target: Target::Primary(s.id, s.primary),
             reason: Reason::PrimaryOnly,
@@ -115,7 +120,12 @@ mod tests {
 
     #[test]
     fn everything_goes_to_the_primary_for_now() {
-        for sql in ["SELECT 1", "UPDATE t SET a=1", "BEGIN", "CREATE TABLE x (a INT)"] {
+        for sql in [
+            "SELECT 1",
+            "UPDATE t SET a=1",
+            "BEGIN",
+            "CREATE TABLE x (a INT)",
+        ] {
             let r = route(&classify(sql), &topo(), SessionView::default());
             assert_eq!(r.target, Target::Primary(ShardId(0), ReplicaId(0)), "{sql}");
         }

@@ -99,7 +99,12 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(user: String, schema: Option<String>, collation: u8, multi_statements: bool) -> Self {
+    pub fn new(
+        user: String,
+        schema: Option<String>,
+        collation: u8,
+        multi_statements: bool,
+    ) -> Self {
         let mut s = SessionState {
             user,
             schema,
@@ -341,11 +346,17 @@ mod tests {
             "SET SESSION sql_mode = 'ANSI', SESSION time_zone = '+01:00'"
         );
         // A different handshake collation is restored with SET NAMES.
-        assert!(s.restore_statement(8).unwrap().starts_with("SET NAMES utf8mb4 COLLATE utf8mb4_general_ci"));
+        assert!(s
+            .restore_statement(8)
+            .unwrap()
+            .starts_with("SET NAMES utf8mb4 COLLATE utf8mb4_general_ci"));
         // Overwriting a key keeps one entry.
         let c = classify("SET sql_mode='TRADITIONAL'");
         s.after_statement(&c, &ok(0x0002));
-        assert_eq!(s.restore_statement(45).unwrap().matches("sql_mode").count(), 1);
+        assert_eq!(
+            s.restore_statement(45).unwrap().matches("sql_mode").count(),
+            1
+        );
     }
 
     #[test]
@@ -353,10 +364,16 @@ mod tests {
         let mut s = SessionState::new("u".into(), None, 45, false);
         for (sql, reason) in [
             ("SET @x = 1", PinReason::UserVariable),
-            ("CREATE TEMPORARY TABLE t (a INT)", PinReason::TemporaryTable),
+            (
+                "CREATE TEMPORARY TABLE t (a INT)",
+                PinReason::TemporaryTable,
+            ),
             ("LOCK TABLES t WRITE", PinReason::TableLock),
             ("SELECT GET_LOCK('a', 1)", PinReason::AdvisoryLock),
-            ("SET sql_mode = CONCAT(@@sql_mode, ',ANSI')", PinReason::UnreplayableSet),
+            (
+                "SET sql_mode = CONCAT(@@sql_mode, ',ANSI')",
+                PinReason::UnreplayableSet,
+            ),
         ] {
             s.before_statement(&classify(sql));
             assert!(s.pin_reasons().contains(&reason), "{sql}");

@@ -87,8 +87,14 @@ mod tests {
     #[test]
     fn literals_share_an_entry_and_sets_are_not_cached() {
         let cache = ClassifyCache::new(100);
-        assert_eq!(cache.digest("SELECT c FROM t WHERE id=5"), cache.digest("select c from t where id = 6"));
-        assert_ne!(cache.digest("SELECT c FROM t WHERE id=5"), cache.digest("SELECT c FROM u WHERE id=5"));
+        assert_eq!(
+            cache.digest("SELECT c FROM t WHERE id=5"),
+            cache.digest("select c from t where id = 6")
+        );
+        assert_ne!(
+            cache.digest("SELECT c FROM t WHERE id=5"),
+            cache.digest("SELECT c FROM u WHERE id=5")
+        );
         assert_ne!(cache.digest("SELECT @a"), cache.digest("SELECT @b"));
         let a = cache.classify("SELECT c FROM t WHERE id=5");
         let b = cache.classify("SELECT c FROM t WHERE id=7");

@@ -89,7 +89,8 @@ pub fn classify(sql: &str) -> Classified {
     let mut flags = Flags::empty();
     scan_flags(sql, &mut flags);
     let mut words = Lexer::new(sql).take(2).map(|t| t.tok);
-    let proxy = words.next().is_some_and(|t| t.is_word("SHOW")) && words.next().is_some_and(|t| t.is_word("PROXY"));
+    let proxy = words.next().is_some_and(|t| t.is_word("SHOW"))
+        && words.next().is_some_and(|t| t.is_word("PROXY"));
     let parsed = if proxy {
         Err(())
     } else {
@@ -191,32 +192,62 @@ fn stronger(a: Kind, b: Kind) -> Kind {
 fn kind_of_statement(s: &Statement) -> Kind {
     use Statement as S;
     match s {
-        S::Query(_) | S::ShowVariable { .. } | S::ShowStatus { .. } | S::ShowVariables { .. }
-        | S::ShowCreate { .. } | S::ShowColumns { .. } | S::ShowDatabases { .. }
-        | S::ShowProcessList { .. } | S::ShowSchemas { .. } | S::ShowCharset(_)
-        | S::ShowTables { .. } | S::ShowViews { .. } | S::ShowCollation { .. }
-        | S::ShowFunctions { .. } | S::ExplainTable { .. } | S::Explain { .. } => Kind::Read,
+        S::Query(_)
+        | S::ShowVariable { .. }
+        | S::ShowStatus { .. }
+        | S::ShowVariables { .. }
+        | S::ShowCreate { .. }
+        | S::ShowColumns { .. }
+        | S::ShowDatabases { .. }
+        | S::ShowProcessList { .. }
+        | S::ShowSchemas { .. }
+        | S::ShowCharset(_)
+        | S::ShowTables { .. }
+        | S::ShowViews { .. }
+        | S::ShowCollation { .. }
+        | S::ShowFunctions { .. }
+        | S::ExplainTable { .. }
+        | S::Explain { .. } => Kind::Read,
         S::Insert(_) | S::Update(_) | S::Delete(_) | S::LoadData { .. } | S::Merge(_) => {
             Kind::Write
         }
         S::StartTransaction { .. } => Kind::Begin,
         S::Commit { .. } => Kind::Commit,
-        S::Rollback { savepoint: None, .. } => Kind::Rollback,
+        S::Rollback {
+            savepoint: None, ..
+        } => Kind::Rollback,
         S::Rollback { .. } | S::Savepoint { .. } | S::ReleaseSavepoint { .. } => Kind::Savepoint,
         S::Set(_) | S::Use(_) | S::Prepare { .. } | S::Execute { .. } | S::Deallocate { .. } => {
             Kind::Session
         }
-        S::CreateTable(_) | S::CreateIndex(_) | S::CreateView(_) | S::AlterTable(_)
-        | S::Drop { .. } | S::Truncate(_) | S::CreateDatabase { .. } | S::CreateSchema { .. }
-        | S::RenameTable(_) | S::CreateFunction(_) | S::CreateProcedure { .. }
-        | S::CreateTrigger(_) | S::DropTrigger(_) | S::DropFunction(_)
-        | S::DropProcedure { .. } | S::AlterView { .. } | S::AlterIndex { .. } => Kind::Ddl,
+        S::CreateTable(_)
+        | S::CreateIndex(_)
+        | S::CreateView(_)
+        | S::AlterTable(_)
+        | S::Drop { .. }
+        | S::Truncate(_)
+        | S::CreateDatabase { .. }
+        | S::CreateSchema { .. }
+        | S::RenameTable(_)
+        | S::CreateFunction(_)
+        | S::CreateProcedure { .. }
+        | S::CreateTrigger(_)
+        | S::DropTrigger(_)
+        | S::DropFunction(_)
+        | S::DropProcedure { .. }
+        | S::AlterView { .. }
+        | S::AlterIndex { .. } => Kind::Ddl,
         S::Call(_) => Kind::Call,
         S::LockTables { .. } | S::UnlockTables => Kind::Lock,
-        S::Grant(_) | S::Revoke(_) | S::Kill { .. } | S::Flush { .. } | S::Analyze(_)
-        | S::OptimizeTable { .. } | S::CreateUser(_) | S::AlterUser(_) | S::CreateRole(_) => {
-            Kind::Admin
-        }
+        S::Grant(_)
+        | S::Revoke(_)
+        | S::Kill { .. }
+        | S::Flush { .. }
+        | S::Analyze(_)
+        | S::OptimizeTable { .. }
+        | S::CreateUser(_)
+        | S::AlterUser(_)
+        | S::CreateRole(_) => Kind::Admin,
         _ => Kind::Other,
     }
 }
@@ -277,17 +308,25 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
     for t in Lexer::new(sql) {
         match t.tok {
             Tok::UserVar(_) => *flags |= Flags::USER_VARIABLE,
-            Tok::SysVar(v) if v.eq_ignore_ascii_case("socket") || v.eq_ignore_ascii_case("global.socket") => {
+            Tok::SysVar(v)
+                if v.eq_ignore_ascii_case("socket") || v.eq_ignore_ascii_case("global.socket") =>
+            {
                 *flags |= Flags::READS_SOCKET
             }
-            Tok::SysVar(v) if v.eq_ignore_ascii_case("warning_count") || v.eq_ignore_ascii_case("error_count") => {
+            Tok::SysVar(v)
+                if v.eq_ignore_ascii_case("warning_count")
+                    || v.eq_ignore_ascii_case("error_count") =>
+            {
                 *flags |= Flags::WARNINGS_QUERY
             }
             Tok::Punct('(') => {
                 if let Some(Tok::Word(f)) = prev {
                     let is = |n: &str| f.eq_ignore_ascii_case(n);
-                    if is("GET_LOCK") || is("RELEASE_LOCK") || is("RELEASE_ALL_LOCKS")
-                        || is("IS_USED_LOCK") || is("IS_FREE_LOCK")
+                    if is("GET_LOCK")
+                        || is("RELEASE_LOCK")
+                        || is("RELEASE_ALL_LOCKS")
+                        || is("IS_USED_LOCK")
+                        || is("IS_FREE_LOCK")
                     {
                         *flags |= Flags::ADVISORY_LOCK | Flags::SIDE_EFFECTS;
                     } else if is("LAST_INSERT_ID") {
@@ -373,9 +412,15 @@ mod tests {
         let c = classify("SELECT * FROM t WHERE id=1 LOCK IN SHARE MODE");
         assert_eq!(c.kind, Kind::Read);
         assert!(c.flags.contains(Flags::LOCKING_READ));
-        assert_eq!(classify("LOAD DATA LOCAL INFILE 'x' INTO TABLE t").kind, Kind::Write);
+        assert_eq!(
+            classify("LOAD DATA LOCAL INFILE 'x' INTO TABLE t").kind,
+            Kind::Write
+        );
         assert_eq!(classify("XA START 'x'").kind, Kind::Xa);
-        assert_eq!(classify("SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT='x'").kind, Kind::Other);
+        assert_eq!(
+            classify("SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT='x'").kind,
+            Kind::Other
+        );
         let c = classify("DO GET_LOCK('a', 1)");
         assert_eq!(c.kind, Kind::Read);
         assert!(c.flags.contains(Flags::ADVISORY_LOCK));
@@ -389,13 +434,25 @@ mod tests {
         let c = classify("SELECT a.x FROM db1.t1 a JOIN t2 ON a.id=t2.id FOR UPDATE");
         assert!(c.flags.contains(Flags::LOCKING_READ));
         assert_eq!(c.tables, vec!["db1.t1".to_string(), "t2".to_string()]);
-        assert!(classify("SELECT @x := 1").flags.contains(Flags::USER_VARIABLE));
+        assert!(classify("SELECT @x := 1")
+            .flags
+            .contains(Flags::USER_VARIABLE));
         assert!(classify("SELECT '@x'").flags.is_empty());
-        assert!(classify("SELECT LAST_INSERT_ID()").flags.contains(Flags::LAST_INSERT_ID));
-        assert!(classify("CREATE TEMPORARY TABLE t (a INT)").flags.contains(Flags::TEMP_TABLE));
-        assert!(classify("LOCK TABLES t WRITE").flags.contains(Flags::TABLE_LOCK));
-        assert!(classify("UNLOCK TABLES").flags.contains(Flags::UNLOCK_TABLES));
-        assert!(classify("SHOW WARNINGS").flags.contains(Flags::WARNINGS_QUERY));
+        assert!(classify("SELECT LAST_INSERT_ID()")
+            .flags
+            .contains(Flags::LAST_INSERT_ID));
+        assert!(classify("CREATE TEMPORARY TABLE t (a INT)")
+            .flags
+            .contains(Flags::TEMP_TABLE));
+        assert!(classify("LOCK TABLES t WRITE")
+            .flags
+            .contains(Flags::TABLE_LOCK));
+        assert!(classify("UNLOCK TABLES")
+            .flags
+            .contains(Flags::UNLOCK_TABLES));
+        assert!(classify("SHOW WARNINGS")
+            .flags
+            .contains(Flags::WARNINGS_QUERY));
         let c = classify("SELECT 1; SELECT 2");
         assert_eq!(c.statements, 2);
         assert!(c.flags.contains(Flags::MULTI_STATEMENT));

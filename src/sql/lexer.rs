@@ -71,8 +71,7 @@ impl<'a> Lexer<'a> {
                     None => self.pos = b.len(),
                 }
             } else if rest.starts_with(b"#")
-                || (rest.starts_with(b"--")
-                    && rest.get(2).is_none_or(|c| c.is_ascii_whitespace()))
+                || (rest.starts_with(b"--") && rest.get(2).is_none_or(|c| c.is_ascii_whitespace()))
             {
                 match rest.iter().position(|&c| c == b'\n') {
                     Some(i) => self.pos += i + 1,
@@ -218,9 +217,11 @@ mod tests {
 
     #[test]
     fn strings_comments_and_variables() {
-        let toks: Vec<_> = Lexer::new("SELECT 'a;b', \"c\\\"d\" /* x; */ -- y;\n, @v, @@session.sql_mode, `t``q`#z")
-            .map(|t| t.tok)
-            .collect();
+        let toks: Vec<_> = Lexer::new(
+            "SELECT 'a;b', \"c\\\"d\" /* x; */ -- y;\n, @v, @@session.sql_mode, `t``q`#z",
+        )
+        .map(|t| t.tok)
+        .collect();
         assert_eq!(
             toks,
             vec![
@@ -241,7 +242,13 @@ mod tests {
     #[test]
     fn splits_statements_outside_quotes() {
         let s = "SELECT ';'; INSERT INTO t VALUES (1) ;; /*!40101 SET x=1 */;";
-        let parts: Vec<_> = split_statements(s).into_iter().map(|(a, b)| &s[a..b]).collect();
-        assert_eq!(parts, vec!["SELECT ';'", "INSERT INTO t VALUES (1)", "SET x=1"]);
+        let parts: Vec<_> = split_statements(s)
+            .into_iter()
+            .map(|(a, b)| &s[a..b])
+            .collect();
+        assert_eq!(
+            parts,
+            vec!["SELECT ';'", "INSERT INTO t VALUES (1)", "SET x=1"]
+        );
     }
 }

@@ -17,9 +17,10 @@ pub fn hide_backend_socket(sql: &str) -> Option<String> {
         if !(name.eq_ignore_ascii_case("socket") || name.eq_ignore_ascii_case("global.socket")) {
             continue;
         }
-        let aliased = toks
-            .get(i + 1)
-            .is_some_and(|n| matches!(n.tok, Tok::Word(w) if !w.eq_ignore_ascii_case("FROM")) || matches!(n.tok, Tok::Quoted(_) | Tok::Str(_)));
+        let aliased = toks.get(i + 1).is_some_and(|n| {
+            matches!(n.tok, Tok::Word(w) if !w.eq_ignore_ascii_case("FROM"))
+                || matches!(n.tok, Tok::Quoted(_) | Tok::Str(_))
+        });
         out.push_str(&sql[last..t.start]);
         if aliased {
             out.push_str("NULL");

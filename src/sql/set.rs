@@ -74,7 +74,11 @@ pub fn parse_set(sql: &str) -> Option<SessionChange> {
             return Some(SessionChange::Unreplayable);
         };
         if head.is_word("NAMES") || head.is_word("CHARSET") || head.is_word("CHARACTER") {
-            if rest.iter().skip(1).all(|x| matches!(x, Tok::Word(_) | Tok::Str(_) | Tok::Quoted(_))) {
+            if rest
+                .iter()
+                .skip(1)
+                .all(|x| matches!(x, Tok::Word(_) | Tok::Str(_) | Tok::Quoted(_)))
+            {
                 vars.push(("names".to_string(), text.to_string()));
                 continue;
             }
@@ -88,10 +92,12 @@ pub fn parse_set(sql: &str) -> Option<SessionChange> {
             [Tok::SysVar(v), Tok::Punct('='), ..] => {
                 let lower = v.to_ascii_lowercase();
                 if let Some(n) = lower.strip_prefix("global.") {
-                    let _ = n;
                     global = true;
-                    (lower["global.".len()..].to_string(), 1)
-                } else if let Some(n) = lower.strip_prefix("session.").or(lower.strip_prefix("local.")) {
+                    (n.to_string(), 1)
+                } else if let Some(n) = lower
+                    .strip_prefix("session.")
+                    .or(lower.strip_prefix("local."))
+                {
                     (n.to_string(), 1)
                 } else {
                     (lower, 1)
@@ -105,17 +111,23 @@ pub fn parse_set(sql: &str) -> Option<SessionChange> {
             return Some(SessionChange::Global);
         }
         let value = &rest[eq_at + 1..];
-        let literal = match value {
-            [Tok::Number(_)] | [Tok::Str(_)] | [Tok::Word(_)] | [Tok::Quoted(_)] => true,
-            [Tok::Punct('-' | '+'), Tok::Number(_)] => true,
-            _ => false,
-        };
+        let literal = matches!(
+            value,
+            [Tok::Number(_)]
+                | [Tok::Str(_)]
+                | [Tok::Word(_)]
+                | [Tok::Quoted(_)]
+                | [Tok::Punct('-' | '+'), Tok::Number(_)]
+        );
         if name.starts_with("myquorum_") {
             if !literal {
                 return Some(SessionChange::Unreplayable);
             }
             let v = &sql[spans[a + i + eq_at + 1].0..spans[b - 1].1];
-            return Some(SessionChange::Proxy(name, v.trim_matches(|c| c == '\'' || c == '"').to_string()));
+            return Some(SessionChange::Proxy(
+                name,
+                v.trim_matches(|c| c == '\'' || c == '"').to_string(),
+            ));
         }
         if !literal {
             return Some(SessionChange::Unreplayable);
@@ -149,9 +161,15 @@ mod tests {
         );
         assert_eq!(
             vars("SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci"),
-            vec![("names".into(), "NAMES utf8mb4 COLLATE utf8mb4_unicode_ci".into())]
+            vec![(
+                "names".into(),
+                "NAMES utf8mb4 COLLATE utf8mb4_unicode_ci".into()
+            )]
         );
-        assert_eq!(vars("set @@wait_timeout = -1")[0].1, "SESSION wait_timeout = -1");
+        assert_eq!(
+            vars("set @@wait_timeout = -1")[0].1,
+            "SESSION wait_timeout = -1"
+        );
     }
 
     #[test]
@@ -165,16 +183,28 @@ mod tests {
             parse_set("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"),
             Some(SessionChange::Unreplayable)
         );
-        assert_eq!(parse_set("SET GLOBAL max_connections = 10"), Some(SessionChange::Global));
-        assert_eq!(parse_set("SET @@global.max_connections = 10"), Some(SessionChange::Global));
+        assert_eq!(
+            parse_set("SET GLOBAL max_connections = 10"),
+            Some(SessionChange::Global)
+        );
+        assert_eq!(
+            parse_set("SET @@global.max_connections = 10"),
+            Some(SessionChange::Global)
+        );
     }
 
     #[test]
     fn use_and_proxy_variables() {
-        assert_eq!(parse_set("USE `my``db`"), Some(SessionChange::Schema("my`db".into())));
+        assert_eq!(
+            parse_set("USE `my``db`"),
+            Some(SessionChange::Schema("my`db".into()))
+        );
         assert_eq!(
             parse_set("SET myquorum_read_consistency = 'strong'"),
-            Some(SessionChange::Proxy("myquorum_read_consistency".into(), "strong".into()))
+            Some(SessionChange::Proxy(
+                "myquorum_read_consistency".into(),
+                "strong".into()
+            ))
         );
     }
 }

@@ -40,7 +40,10 @@ pub struct MariaDb {
 
 impl MariaDb {
     pub fn start() -> MariaDb {
-        let dir = tempfile::Builder::new().prefix("myquorum-db").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("myquorum-db")
+            .tempdir()
+            .unwrap();
         let datadir = dir.path().join("data");
         let status = Command::new("cp")
             .arg("-a")
@@ -84,7 +87,11 @@ impl MariaDb {
     }
 
     pub fn url(&self, db: Option<&str>) -> String {
-        format!("mysql://root@127.0.0.1:{}/{}?prefer_socket=false", self.port, db.unwrap_or(""))
+        format!(
+            "mysql://root@127.0.0.1:{}/{}?prefer_socket=false",
+            self.port,
+            db.unwrap_or("")
+        )
     }
 }
 
@@ -142,7 +149,11 @@ impl Proxy {
     }
 
     pub fn url(&self, db: Option<&str>) -> String {
-        format!("mysql://root@127.0.0.1:{}/{}?prefer_socket=false", self.port, db.unwrap_or(""))
+        format!(
+            "mysql://root@127.0.0.1:{}/{}?prefer_socket=false",
+            self.port,
+            db.unwrap_or("")
+        )
     }
 }
 
@@ -176,7 +187,12 @@ pub fn mysql_cli(port: u16, args: &[&str], stdin: &str) -> (bool, String, String
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("mysql CLI must be installed (apt-get install mariadb-client)");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
