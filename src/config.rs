@@ -32,6 +32,9 @@ pub struct ProxyConfig {
     /// PEM certificate and key for client-side TLS; both empty means TLS is not offered.
     pub tls_cert: String,
     pub tls_key: String,
+    /// Plugin announced in the greeting: mysql_native_password or caching_sha2_password.
+    /// Clients may answer with either; both are checked.
+    pub auth_plugin: String,
 }
 
 impl Default for ProxyConfig {
@@ -43,6 +46,7 @@ impl Default for ProxyConfig {
             server_version: String::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            auth_plugin: "mysql_native_password".into(),
         }
     }
 }
@@ -177,6 +181,14 @@ impl Config {
         if self.proxy.max_packet_size < 1024 {
             return bad("proxy.max_packet_size must be at least 1024 bytes".into());
         }
+        if !["mysql_native_password", "caching_sha2_password"]
+            .contains(&self.proxy.auth_plugin.as_str())
+        {
+            return bad(format!(
+                "proxy.auth_plugin `{}` is not supported: use mysql_native_password or caching_sha2_password",
+                self.proxy.auth_plugin
+            ));
+        }
         if self.proxy.tls_cert.is_empty() != self.proxy.tls_key.is_empty() {
             return bad("proxy.tls_cert and proxy.tls_key must be set together".into());
         }
@@ -189,6 +201,7 @@ impl Config {
             "[proxy]\nlisten = {:?}\nmax_connections = {}\nmax_packet_size = {}\n",
             self.proxy.listen, self.proxy.max_connections, self.proxy.max_packet_size
         ));
+        out.push_str(&format!("auth_plugin = {:?}\n", self.proxy.auth_plugin));
         if !self.proxy.tls_cert.is_empty() {
             out.push_str(&format!(
                 "tls_cert = {:?}\ntls_key = {:?}\n",

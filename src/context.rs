@@ -4,7 +4,7 @@
 
 use crate::backend::Cluster;
 use crate::config::Config;
-use crate::frontend::auth::Users;
+use crate::frontend::auth::Authenticator;
 use crate::router::ShardId;
 use crate::sql::ClassifyCache;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -20,7 +20,9 @@ pub struct Counters {
 pub struct ProxyContext {
     pub config: Config,
     pub cluster: Cluster,
-    pub users: Users,
+    pub auth: Authenticator,
+    /// Client-side TLS, when a certificate is configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub counters: Counters,
     /// Classification per statement digest, shared by all sessions.
     pub classify_cache: ClassifyCache,
@@ -28,21 +30,30 @@ pub struct ProxyContext {
 }
 
 impl ProxyContext {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config) -> Result<Self, String> {
         let cluster = Cluster::from_config(&config);
         let users = config
             .users
             .iter()
             .map(|u| (u.name.clone(), u.password.clone()))
             .collect();
-        ProxyContext {
+        let tls = if config.proxy.tls_cert.is_empty() {
+            None
+        } else {
+            Some(crate::frontend::tls::acceptor(
+                &config.proxy.tls_cert,
+                &config.proxy.tls_key,
+            )?)
+        };
+        Ok(ProxyContext {
             config,
             cluster,
-            users,
+            auth: Authenticator::new(users),
+            tls,
             counters: Counters::default(),
             classify_cache: ClassifyCache::new(10_000),
             next_connection_id: AtomicU32::new(1),
-        }
+        })
     }
 
     pub fn next_connection_id(&self) -> u32 {

@@ -70,7 +70,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(cfg: Config) -> Result<(), String> {
-    let ctx = Arc::new(ProxyContext::new(cfg));
+    let ctx = Arc::new(ProxyContext::new(cfg)?);
     let server = Server::bind(ctx).await.map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
     let signal_token = shutdown.clone();

@@ -217,6 +217,16 @@ pub fn start(spec: &PlaygroundSpec) -> Result<(Backends, Config), PlaygroundErro
         }
         cfg.shards.push(ShardConfig { replicas });
     }
+    // TLS for clients that ask for it (`mysql --ssl`), with a self-signed certificate.
+    let (cert, key) = (
+        spec.dir.join("proxy-cert.pem"),
+        spec.dir.join("proxy-key.pem"),
+    );
+    if !cert.exists() || !key.exists() {
+        crate::frontend::tls::write_self_signed(&cert, &key).map_err(PlaygroundError::Failed)?;
+    }
+    cfg.proxy.tls_cert = cert.display().to_string();
+    cfg.proxy.tls_key = key.display().to_string();
     let path = spec.dir.join("proxy.toml");
     std::fs::write(&path, cfg.to_toml()).map_err(|source| PlaygroundError::Io {
         what: format!("writing {}", path.display()),

@@ -63,6 +63,8 @@ pub struct ClientSession {
     caps: CapabilityFlags,
     deprecate_eof: bool,
     nonce: [u8; 20],
+    /// The client connection is TLS.
+    secure: bool,
     held: Option<Held>,
     /// The last statement's route (EXPLAIN LAST STATEMENT).
     pub last_route: Option<(String, Route)>,
@@ -81,13 +83,19 @@ fn unknown_stmt(id: u32, op: &str) -> MysqlError {
 }
 
 impl ClientSession {
-    pub fn new(ctx: Arc<ProxyContext>, caps: CapabilityFlags, nonce: [u8; 20]) -> Self {
+    pub fn new(
+        ctx: Arc<ProxyContext>,
+        caps: CapabilityFlags,
+        nonce: [u8; 20],
+        secure: bool,
+    ) -> Self {
         ClientSession {
             ctx,
 
             deprecate_eof: caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
             caps,
             nonce,
+            secure,
             held: None,
             last_route: None,
         }
@@ -588,19 +596,22 @@ impl ClientSession {
             plugin,
         } = cu;
         let collation = collation.unwrap_or(session.collation);
-        let outcome = crate::frontend::auth::authenticate(
-            client,
-            &self.ctx.users,
-            &user,
-            plugin.as_deref(),
-            &auth_response,
-            &self.nonce,
-            seq,
-        )
-        .await?;
+        let outcome = self
+            .ctx
+            .auth
+            .authenticate(
+                client,
+                &user,
+                plugin.as_deref(),
+                &auth_response,
+                &self.nonce,
+                seq,
+                self.secure,
+            )
+            .await?;
         let seq = match outcome {
-            Ok(seq) => seq,
-            Err(e) => {
+            (seq, Ok(())) => seq,
+            (seq, Err(e)) => {
                 client.write_packet(seq, &e.encode()).await?;
                 return Ok(false);
             }

@@ -7,11 +7,10 @@
 
 pub mod auth;
 mod commands;
+pub mod tls;
 
 use crate::context::ProxyContext;
-use crate::protocol::handshake::{
-    encode_greeting, is_ssl_request, new_nonce, proxy_capabilities, NATIVE_PASSWORD,
-};
+use crate::protocol::handshake::{encode_greeting, is_ssl_request, new_nonce, proxy_capabilities};
 use crate::protocol::message::{encode_ok, OkInfo};
 use crate::protocol::{MysqlError, PacketStream};
 use crate::session::SessionState;
@@ -58,36 +57,51 @@ pub async fn serve_client(tcp: TcpStream, ctx: Arc<ProxyContext>) {
 async fn run(tcp: TcpStream, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()> {
     let mut stream = PacketStream::new(tcp);
     let nonce = new_nonce();
-    let tls = false;
-    let server_caps = proxy_capabilities(tls);
+    let server_caps = proxy_capabilities(ctx.tls.is_some());
     let greeting = encode_greeting(
         &ctx.server_version(),
         id,
         &nonce,
         server_caps,
         45,
-        NATIVE_PASSWORD,
+        &ctx.config.proxy.auth_plugin,
     );
     stream.write_packet(0, &greeting).await?;
     let hello_pkt = stream.read_packet().await?;
     if is_ssl_request(&hello_pkt.payload) {
-        let e = MysqlError::new(
-            1043,
-            "08S01",
-            "TLS is not configured on this proxy; connect without SSL (--ssl-mode=DISABLED)",
-        );
-        stream
-            .write_packet(hello_pkt.seq.wrapping_add(1), &e.encode())
-            .await?;
-        return Ok(());
+        let Some(acceptor) = ctx.tls.clone() else {
+            let e = MysqlError::new(
+                1043,
+                "08S01",
+                "TLS is not configured on this proxy (proxy.tls_cert/tls_key); connect without SSL",
+            );
+            stream
+                .write_packet(hello_pkt.seq.wrapping_add(1), &e.encode())
+                .await?;
+            return Ok(());
+        };
+        let (tcp, pending) = stream.into_parts();
+        if !pending.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "client sent data before the TLS handshake",
+            ));
+        }
+        let tls = acceptor.accept(tcp).await?;
+        let mut stream = PacketStream::new(tls);
+        let hello = stream.read_packet().await?;
+        let seq = hello.seq;
+        return run_session(stream, ctx, nonce, server_caps, hello.payload, seq, true).await;
     }
+    let seq = hello_pkt.seq;
     run_session(
         stream,
         ctx,
         nonce,
         server_caps,
         hello_pkt.payload,
-        hello_pkt.seq,
+        seq,
+        false,
     )
     .await
 }
@@ -100,6 +114,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     server_caps: CapabilityFlags,
     hello_payload: Vec<u8>,
     hello_seq: u8,
+    secure: bool,
 ) -> io::Result<()> {
     let seq = hello_seq.wrapping_add(1);
     let hello = match auth::parse_hello(&hello_payload) {
@@ -110,19 +125,21 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let caps = hello.caps & server_caps;
-    let seq = match auth::authenticate(
-        &mut stream,
-        &ctx.users,
-        &hello.user,
-        hello.plugin.as_deref(),
-        &hello.auth_response,
-        &nonce,
-        seq,
-    )
-    .await?
+    let seq = match ctx
+        .auth
+        .authenticate(
+            &mut stream,
+            &hello.user,
+            hello.plugin.as_deref(),
+            &hello.auth_response,
+            &nonce,
+            seq,
+            secure,
+        )
+        .await?
     {
-        Ok(seq) => seq,
-        Err(e) => {
+        (seq, Ok(())) => seq,
+        (seq, Err(e)) => {
             tracing::info!(user = %hello.user, "authentication failed");
             stream.write_packet(seq, &e.encode()).await?;
             return Ok(());
@@ -134,7 +151,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
         hello.collation,
         caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
     );
-    let mut client = ClientSession::new(ctx.clone(), caps, nonce);
+    let mut client = ClientSession::new(ctx.clone(), caps, nonce, secure);
     // The default shard's primary must be reachable, and the schema must exist: check both
     // now, so a bad database name fails the login as it does on MySQL.
     if let Err(e) = client.check_login(&mut session).await {

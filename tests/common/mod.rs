@@ -122,7 +122,7 @@ pub fn config_for(backends: &[&MariaDb]) -> Config {
 
 impl Proxy {
     pub fn start(cfg: Config) -> Proxy {
-        let ctx = Arc::new(ProxyContext::new(cfg));
+        let ctx = Arc::new(ProxyContext::new(cfg).expect("proxy context"));
         let cancel = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let (c2, cancel2) = (ctx.clone(), cancel.clone());

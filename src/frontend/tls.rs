@@ -1,0 +1,43 @@
+//! Client-side TLS: the rustls acceptor built from the configured PEM certificate and key.
+//!
+//! Owns: TLS server configuration. May import: rustls, tokio-rustls.
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+use tokio_rustls::TlsAcceptor;
+
+pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| format!("reading TLS certificate {cert_path}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("parsing TLS certificate {cert_path}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{cert_path} holds no PEM certificate"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| format!("reading TLS key {key_path}: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS certificate/key in {cert_path} / {key_path}: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Writes a self-signed certificate for localhost (playground and tests).
+pub fn write_self_signed(
+    cert_path: &std::path::Path,
+    key_path: &std::path::Path,
+) -> Result<(), String> {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(|e| format!("generating a self-signed certificate: {e}"))?;
+    std::fs::write(cert_path, ck.cert.pem())
+        .map_err(|e| format!("writing {}: {e}", cert_path.display()))?;
+    std::fs::write(key_path, ck.key_pair.serialize_pem())
+        .map_err(|e| format!("writing {}: {e}", key_path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! caching_sha2_password (full path over RSA and over TLS, then the fast path) and TLS with
+//! real clients.
+
+mod common;
+
+use common::{config_for, mysql_cli, MariaDb, Proxy};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts};
+
+fn sha2_config(db: &MariaDb, tls_dir: Option<&std::path::Path>) -> myquorum::config::Config {
+    let mut cfg = config_for(&[db]);
+    cfg.proxy.auth_plugin = "caching_sha2_password".into();
+    cfg.users.push(myquorum::config::UserConfig {
+        name: "app".into(),
+        password: "s3cret".into(),
+    });
+    if let Some(dir) = tls_dir {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        myquorum::frontend::tls::write_self_signed(&cert, &key).unwrap();
+        cfg.proxy.tls_cert = cert.display().to_string();
+        cfg.proxy.tls_key = key.display().to_string();
+    }
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caching_sha2_full_auth_with_rsa_then_fast_path() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(sha2_config(&db, None));
+    let url = |pw: &str| {
+        format!(
+            "mysql://app:{pw}@127.0.0.1:{}/?prefer_socket=false",
+            proxy.port
+        )
+    };
+    // Wrong password on the full path.
+    let err = Conn::new(Opts::from_url(&url("bad")).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, mysql_async::Error::Server(ref e) if e.code == 1045),
+        "{err:?}"
+    );
+    // First login: full authentication (public key requested, password RSA-encrypted).
+    let mut c = Conn::new(Opts::from_url(&url("s3cret")).unwrap())
+        .await
+        .unwrap();
+    let v: Option<u8> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(v, Some(1));
+    // Then the fast path, and a wrong password on the fast path.
+    let mut c2 = Conn::new(Opts::from_url(&url("s3cret")).unwrap())
+        .await
+        .unwrap();
+    let v: Option<u8> = c2.query_first("SELECT 2").await.unwrap();
+    assert_eq!(v, Some(2));
+    let err = Conn::new(Opts::from_url(&url("bad")).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, mysql_async::Error::Server(ref e) if e.code == 1045),
+        "{err:?}"
+    );
+    // A user without a password.
+    let mut root = Conn::new(Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap();
+    let v: Option<u8> = root.query_first("SELECT 3").await.unwrap();
+    assert_eq!(v, Some(3));
+}
+
+#[test]
+fn tls_with_the_mysql_cli_and_sha2_over_tls() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(sha2_config(&db, Some(dir.path())));
+    // TLS, then caching_sha2_password full authentication with the password over TLS.
+    let (ok, out, err) = mysql_cli(
+        proxy.port,
+        &[
+            "--ssl",
+            "-uapp",
+            "-ps3cret",
+            "--default-auth=caching_sha2_password",
+        ],
+        "\\s\nSELECT 'over tls';",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("Cipher in use"), "{out}");
+    assert!(out.contains("over tls"), "{out}");
+    // Plain connections still work (TLS is offered, not required).
+    let (ok, out, err) = mysql_cli(proxy.port, &["--skip-ssl"], "SELECT 'plain';");
+    assert!(ok, "{err}");
+    assert!(out.contains("plain"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_request_without_tls_configured_is_refused_clearly() {
+    use myquorum::protocol::{MysqlError, PacketStream};
+    use mysql_common::constants::CapabilityFlags;
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let mut s = PacketStream::new(tcp);
+    let greeting = s.read_packet().await.unwrap();
+    let caps = CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_PROTOCOL_41;
+    let mut ssl_request = caps.bits().to_le_bytes().to_vec();
+    ssl_request.extend_from_slice(&[0, 0, 0, 1, 45]);
+    ssl_request.resize(32, 0);
+    s.write_packet(greeting.seq + 1, &ssl_request)
+        .await
+        .unwrap();
+    let p = s.read_packet().await.unwrap();
+    let e = MysqlError::decode(&p.payload).unwrap();
+    assert_eq!((e.code, e.state_str()), (1043, "08S01"));
+    assert!(e.message.contains("TLS is not configured"), "{}", e.message);
+}
