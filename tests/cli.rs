@@ -84,3 +84,49 @@ fn interactive_use_database_with_tables() {
     assert!(text.contains("Database changed"), "{text}");
     assert!(text.contains("1 row in set"), "{text}");
 }
+
+/// mysqladmin (COM_STATISTICS, COM_PING), LOAD DATA LOCAL INFILE, and the client's character
+/// set mirrored to the backend session.
+#[test]
+fn admin_commands_local_infile_and_charset() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let admin = |cmd: &str| {
+        let out = Command::new("mysqladmin")
+            .args(["-h127.0.0.1", &format!("-P{}", proxy.port), "-uroot", cmd])
+            .output()
+            .expect("mysqladmin (mariadb-client)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(admin("status").contains("Uptime:"));
+    assert!(admin("ping").contains("alive"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("rows.csv");
+    std::fs::write(&csv, "1,one\n2,two\n3,three\n").unwrap();
+    let sql = format!(
+        "CREATE DATABASE li; CREATE TABLE li.t (id INT, name TEXT); \
+         LOAD DATA LOCAL INFILE '{}' INTO TABLE li.t FIELDS TERMINATED BY ','; \
+         SELECT COUNT(*), GROUP_CONCAT(name ORDER BY id) FROM li.t;",
+        csv.display()
+    );
+    let (ok, out, err) = mysql_cli(proxy.port, &["--local-infile=1"], &sql);
+    assert!(ok, "{err}");
+    assert!(out.contains("3\tone,two,three"), "{out}");
+
+    for cs in ["latin1", "utf8mb4"] {
+        let (ok, out, err) = mysql_cli(
+            proxy.port,
+            &[&format!("--default-character-set={cs}")],
+            "SELECT @@character_set_client, @@character_set_results;",
+        );
+        assert!(ok, "{err}");
+        assert!(out.contains(&format!("{cs}\t{cs}")), "{cs}: {out}");
+    }
+}
