@@ -118,3 +118,76 @@ async fn multi_statements_need_the_capability() {
     let p = s.read_packet().await.unwrap();
     assert_eq!(p.payload[0], 0xFE);
 }
+
+/// COM_STMT_PREPARE / SEND_LONG_DATA / EXECUTE / RESET / CLOSE in the binary protocol, with the
+/// client's statement ids mapped to the backend's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statement_with_long_data() {
+    use mysql_common::constants::CapabilityFlags;
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let tcp = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let mut s = PacketStream::new(tcp);
+    // Classic EOF packets keep the expected packet sequence simple to read here.
+    let caps = proxy_capabilities(false) - CapabilityFlags::CLIENT_DEPRECATE_EOF;
+    client_handshake(&mut s, "root", "", None, caps, 45)
+        .await
+        .unwrap();
+    // Two statements so the client ids (1, 2) differ from what a fresh backend would use.
+    for sql in ["SELECT 1", "SELECT LENGTH(?), LEFT(?, 3)"] {
+        s.write_packet(0, &[b"\x16", sql.as_bytes()].concat())
+            .await
+            .unwrap();
+        let ok = s.read_packet().await.unwrap().payload;
+        assert_eq!(ok[0], 0);
+        let (params, cols) = (
+            u16::from_le_bytes([ok[7], ok[8]]),
+            u16::from_le_bytes([ok[5], ok[6]]),
+        );
+        let defs = params + cols + u16::from(params > 0) + u16::from(cols > 0);
+        for _ in 0..defs {
+            s.read_packet().await.unwrap();
+        }
+    }
+    let id: u32 = 2;
+    // Parameter 0 arrives in three long-data chunks; parameter 1 too. No replies.
+    for chunk in [&b"abc"[..], &[b'x'; 70_000][..], b"yz"] {
+        for param in [0u16, 1] {
+            let mut p = vec![0x18];
+            p.extend_from_slice(&id.to_le_bytes());
+            p.extend_from_slice(&param.to_le_bytes());
+            p.extend_from_slice(chunk);
+            s.write_packet(0, &p).await.unwrap();
+        }
+    }
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&id.to_le_bytes());
+    exec.extend_from_slice(&[0, 1, 0, 0, 0]); // no cursor, one iteration
+    exec.push(0); // null bitmap
+    exec.push(1); // new params bound
+    exec.extend_from_slice(&[0xFC, 0, 0xFC, 0]); // BLOB, BLOB (values came as long data)
+    s.write_packet(0, &exec).await.unwrap();
+    let count = s.read_packet().await.unwrap().payload;
+    assert_eq!(count, vec![2]);
+    for _ in 0..3 {
+        s.read_packet().await.unwrap(); // 2 column definitions + EOF
+    }
+    let row = s.read_packet().await.unwrap().payload;
+    assert_eq!(row[0], 0);
+    // LENGTH() is a 4-byte INT here; LEFT() a length-prefixed string.
+    let len = u32::from_le_bytes(row[2..6].try_into().unwrap());
+    assert_eq!(len, 70_005);
+    assert_eq!(&row[6..10], b"\x03abc");
+    assert_eq!(s.read_packet().await.unwrap().payload[0], 0xFE);
+    // RESET answers OK; CLOSE answers nothing; then the id is unknown.
+    let mut reset = vec![0x1A];
+    reset.extend_from_slice(&id.to_le_bytes());
+    s.write_packet(0, &reset).await.unwrap();
+    assert_eq!(s.read_packet().await.unwrap().payload[0], 0);
+    let mut close = vec![0x19];
+    close.extend_from_slice(&id.to_le_bytes());
+    s.write_packet(0, &close).await.unwrap();
+    let e = expect_error(&mut s, &exec).await;
+    assert_eq!(e.code, 1243);
+}

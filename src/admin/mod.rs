@@ -54,7 +54,7 @@ pub fn answer(
             let route = client
                 .last_route
                 .as_ref()
-                .map(|(sql, r)| format!("{sql} -> {:?} ({:?})", r.target, r.reason));
+                .map(|(c, r)| format!("{:?} -> {:?} ({:?})", c.kind, r.target, r.reason));
             Ok(Table {
                 columns: vec!["variable", "value"],
                 rows: vec![

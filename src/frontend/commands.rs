@@ -67,7 +67,8 @@ pub struct ClientSession {
     secure: bool,
     held: Option<Held>,
     /// The last statement's route (EXPLAIN LAST STATEMENT).
-    pub last_route: Option<(String, Route)>,
+    /// The last statement's classification and route (not its text: no copy per statement).
+    pub last_route: Option<(Arc<Classified>, Route)>,
 }
 
 fn malformed() -> MysqlError {
@@ -278,8 +279,8 @@ impl ClientSession {
         if let Some(SessionChange::Proxy(name, value)) = &c.session {
             return self.set_proxy_variable(client, session, name, value).await;
         }
-        let route = self.route(&c, session);
-        self.last_route = Some((sql.chars().take(200).collect(), route));
+        let route = self.route(&c);
+        self.last_route = Some((c.clone(), route));
         match route.target {
             Target::Proxy => {
                 let status = session.status_flags();
@@ -331,11 +332,9 @@ impl ClientSession {
         }
     }
 
-    fn route(&self, c: &Classified, session: &SessionState) -> Route {
-        let reasons = session.pin_reasons();
+    fn route(&self, c: &Classified) -> Route {
         let view = SessionView {
             pinned_to: self.held.as_ref().map(|h| (h.shard, h.replica)),
-            pin_reasons: &reasons,
         };
         router::route(c, &self.ctx.cluster.topology, view)
     }
@@ -511,7 +510,7 @@ impl ClientSession {
         payload: &[u8],
         kind: ResponseKind,
     ) -> Result<(), Failure> {
-        let route = self.route(c, session);
+        let route = self.route(c);
         self.run_on_backend(client, session, c, route, payload, kind)
             .await
             .map(|_| ())
@@ -643,8 +642,8 @@ impl ClientSession {
         let sql = String::from_utf8_lossy(&payload[1..]);
         let c = self.ctx.classify_cache.classify(&sql);
         session.pin(PinReason::PreparedStatement);
-        let route = self.route(&c, session);
-        self.last_route = Some((sql.chars().take(200).collect(), route));
+        let route = self.route(&c);
+        self.last_route = Some((c.clone(), route));
         session.before_statement(&c);
         self.hold_for(session, route).await.inspect_err(|_| {
             if session.prepared.is_empty() {

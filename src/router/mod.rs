@@ -2,9 +2,8 @@
 //! session's view, decide which shard and which replica (role) serve it, and why. Pure: no
 //! I/O, no tokio, so it is unit-tested and printable by EXPLAIN.
 //!
-//! Owns: `Route`, `Topology`, identifier newtypes. May import: sql, session (pin reasons).
+//! Owns: `Route`, `Topology`, identifier newtypes. May import: sql.
 
-use crate::session::PinReason;
 use crate::sql::{Classified, Kind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -28,9 +27,9 @@ pub struct ShardTopology {
 
 /// What the router needs to know about the session.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SessionView<'a> {
+pub struct SessionView {
+    /// The connection the session is pinned to, if any.
     pub pinned_to: Option<(ShardId, ReplicaId)>,
-    pub pin_reasons: &'a [PinReason],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -64,7 +63,7 @@ pub struct Route {
 /// The default shard holds every table until sharding lands.
 pub const DEFAULT_SHARD: ShardId = ShardId(0);
 
-pub fn route(c: &Classified, topo: &Topology, session: SessionView<'_>) -> Route {
+pub fn route(c: &Classified, topo: &Topology, session: SessionView) -> Route {
     match c.kind {
         Kind::Proxy => {
             return Route {
@@ -135,7 +134,6 @@ mod tests {
     fn pinned_sessions_stay_and_proxy_commands_are_local() {
         let view = SessionView {
             pinned_to: Some((ShardId(0), ReplicaId(0))),
-            pin_reasons: &[PinReason::Transaction],
         };
         let r = route(&classify("SELECT 1"), &topo(), view);
         assert_eq!(r.reason, Reason::SessionPinned);
