@@ -83,32 +83,17 @@ async fn binary_and_text_values_equal_direct() {
     assert_eq!(vals(&text_proxy), vals(&text_direct));
     assert_eq!(vals(&bin_proxy), vals(&bin_direct));
     // Column metadata is relayed, not rebuilt: charset, flags, decimals as the server sent.
-    let cols_direct: Vec<_> = bin_direct[0]
-        .columns_ref()
-        .iter()
-        .map(|c| {
-            (
-                c.character_set(),
-                c.flags(),
-                c.decimals(),
-                c.column_type(),
-                c.org_table_str().to_string(),
-            )
-        })
-        .collect();
-    let cols_proxy: Vec<_> = bin_proxy[0]
-        .columns_ref()
-        .iter()
-        .map(|c| {
-            (
-                c.character_set(),
-                c.flags(),
-                c.decimals(),
-                c.column_type(),
-                c.org_table_str().to_string(),
-            )
-        })
-        .collect();
+    let meta = |rows: &[Row]| {
+        rows[0]
+            .columns_ref()
+            .iter()
+            .map(|c| {
+                let t = (c.character_set(), c.flags(), c.decimals(), c.column_type());
+                (t, c.org_table_str().to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    let (cols_direct, cols_proxy) = (meta(&bin_direct), meta(&bin_proxy));
     assert_eq!(cols_proxy, cols_direct);
     // Parameters with values read back through a WHERE clause.
     let found: Option<i64> = via
