@@ -23,6 +23,14 @@ fn sha2_config(db: &MariaDb, tls_dir: Option<&std::path::Path>) -> myquorum::con
     cfg
 }
 
+async fn assert_denied(url: &str) {
+    let err = Conn::new(Opts::from_url(url).unwrap()).await.unwrap_err();
+    assert!(
+        matches!(err, mysql_async::Error::Server(ref e) if e.code == 1045),
+        "{err:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caching_sha2_full_auth_with_rsa_then_fast_path() {
     common::init_tracing();
@@ -35,13 +43,7 @@ async fn caching_sha2_full_auth_with_rsa_then_fast_path() {
         )
     };
     // Wrong password on the full path.
-    let err = Conn::new(Opts::from_url(&url("bad")).unwrap())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, mysql_async::Error::Server(ref e) if e.code == 1045),
-        "{err:?}"
-    );
+    assert_denied(&url("bad")).await;
     // First login: full authentication (public key requested, password RSA-encrypted).
     let mut c = Conn::new(Opts::from_url(&url("s3cret")).unwrap())
         .await
@@ -54,13 +56,7 @@ async fn caching_sha2_full_auth_with_rsa_then_fast_path() {
         .unwrap();
     let v: Option<u8> = c2.query_first("SELECT 2").await.unwrap();
     assert_eq!(v, Some(2));
-    let err = Conn::new(Opts::from_url(&url("bad")).unwrap())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, mysql_async::Error::Server(ref e) if e.code == 1045),
-        "{err:?}"
-    );
+    assert_denied(&url("bad")).await;
     // A user without a password.
     let mut root = Conn::new(Opts::from_url(&proxy.url(None)).unwrap())
         .await

@@ -15,7 +15,7 @@ use crate::protocol::relay::{relay_response, RelayError, ResponseKind, ResponseS
 use crate::protocol::{MysqlError, PacketStream};
 use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
 use crate::session::{PinReason, PreparedStatement, SessionState};
-use crate::sql::{classify, Classified, Flags, Kind, SessionChange};
+use crate::sql::{Classified, Flags, Kind, SessionChange};
 use mysql_common::constants::CapabilityFlags;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -173,21 +173,25 @@ impl ClientSession {
                 COM_INIT_DB => {
                     let db = String::from_utf8_lossy(&pkt.payload[1..]).into_owned();
                     let c = Classified {
+                        kind: Kind::Session,
+                        statements: 1,
+                        flags: Flags::empty(),
+                        tables: Vec::new(),
                         session: Some(SessionChange::Schema(db)),
-                        ..classify("USE x")
+                        proxy_command: None,
                     };
                     self.forward(client, session, &c, &pkt.payload, ResponseKind::Single)
                         .await
                 }
-                COM_FIELD_LIST => {
-                    let c = classify("SHOW COLUMNS FROM t");
-                    self.forward(client, session, &c, &pkt.payload, ResponseKind::FieldList)
-                        .await
-                }
-                COM_STATISTICS => {
-                    let c = classify("SHOW STATUS");
-                    self.forward(client, session, &c, &pkt.payload, ResponseKind::Single)
-                        .await
+                COM_FIELD_LIST | COM_STATISTICS => {
+                    // Classified like the statements they stand for (cached: no parse per call).
+                    let (text, kind) = if command == COM_FIELD_LIST {
+                        ("SHOW COLUMNS FROM t", ResponseKind::FieldList)
+                    } else {
+                        ("SHOW STATUS", ResponseKind::Single)
+                    };
+                    let c = self.ctx.classify_cache.classify(text);
+                    self.forward(client, session, &c, &pkt.payload, kind).await
                 }
                 COM_SET_OPTION => {
                     self.com_set_option(client, session, &pkt.payload, seq)

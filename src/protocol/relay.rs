@@ -153,7 +153,7 @@ where
                     if let Some(id) = rewrite_stmt_id {
                         backend.frame_payload_mut(frame)[1..5].copy_from_slice(&id.to_le_bytes());
                     }
-                    after_prepare_params(ok.num_params, ok.num_columns, deprecate_eof)
+                    after_prepare_params(ok.num_params, ok.num_columns)
                 }
             }
             State::Start => match first {
@@ -229,12 +229,12 @@ where
                         columns,
                     }
                 } else if deprecate_eof {
-                    after_prepare_params(0, columns, deprecate_eof)
+                    after_prepare_params(0, columns)
                 } else {
                     State::PrepareParamsEof { columns }
                 }
             }
-            State::PrepareParamsEof { columns } => after_prepare_params(0, columns, deprecate_eof),
+            State::PrepareParamsEof { columns } => after_prepare_params(0, columns),
             State::PrepareColumns(n) => {
                 if n > 1 {
                     State::PrepareColumns(n - 1)
@@ -259,7 +259,7 @@ where
     }
 }
 
-fn after_prepare_params(params: u16, columns: u16, _deprecate_eof: bool) -> State {
+fn after_prepare_params(params: u16, columns: u16) -> State {
     if params > 0 {
         State::PrepareParams { params, columns }
     } else if columns > 0 {
