@@ -16,6 +16,36 @@ pub struct Config {
     pub backend: BackendConfig,
     pub users: Vec<UserConfig>,
     pub shards: Vec<ShardConfig>,
+    pub replication: ReplicationConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Directory of the write-ahead log (one subdirectory per shard) and of the in-process
+    /// timestamp servers' state files.
+    pub wal_dir: String,
+    /// Cabinet failure threshold t; unset means ⌊(n−1)/2⌋.
+    pub failure_threshold: Option<usize>,
+    /// How long a commit waits for the quorum before failing.
+    pub commit_timeout_ms: u64,
+    /// Records a lagging follower applies in one transaction at most.
+    pub apply_batch: usize,
+    /// Two standalone timestamp servers (`myquorum tso`), odd first; empty means an
+    /// in-process pair.
+    pub tso_servers: Vec<String>,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            wal_dir: "myquorum-wal".into(),
+            failure_threshold: None,
+            commit_timeout_ms: 5000,
+            apply_batch: 64,
+            tso_servers: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -104,6 +134,7 @@ impl Default for Config {
                 password: String::new(),
             }],
             shards: Vec::new(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -189,6 +220,24 @@ impl Config {
                 self.proxy.auth_plugin
             ));
         }
+        if !(self.replication.tso_servers.is_empty() || self.replication.tso_servers.len() == 2) {
+            return bad(
+                "replication.tso_servers needs two addresses (odd server, even server) or none"
+                    .into(),
+            );
+        }
+        for (i, s) in self.shards.iter().enumerate() {
+            let n = s.replicas.len();
+            if let Some(t) = self.replication.failure_threshold {
+                if t > n.saturating_sub(1) / 2 {
+                    return bad(format!(
+                        "replication.failure_threshold = {t} is too high for shards[{i}] with {n} replicas \
+                         (at most {})",
+                        n.saturating_sub(1) / 2
+                    ));
+                }
+            }
+        }
         if self.proxy.tls_cert.is_empty() != self.proxy.tls_key.is_empty() {
             return bad("proxy.tls_cert and proxy.tls_key must be set together".into());
         }
@@ -217,6 +266,16 @@ impl Config {
                 "\n[[users]]\nname = {:?}\npassword = {:?}\n",
                 u.name, u.password
             ));
+        }
+        out.push_str(&format!(
+            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\n",
+            self.replication.wal_dir,
+            self.replication.commit_timeout_ms,
+            self.replication.apply_batch,
+            self.replication.tso_servers
+        ));
+        if let Some(t) = self.replication.failure_threshold {
+            out.push_str(&format!("failure_threshold = {t}\n"));
         }
         for s in &self.shards {
             out.push_str(&format!("\n[[shards]]\nreplicas = {:?}\n", s.replicas));

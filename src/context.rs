@@ -19,7 +19,9 @@ pub struct Counters {
 
 pub struct ProxyContext {
     pub config: Config,
-    pub cluster: Cluster,
+    pub cluster: std::sync::Arc<Cluster>,
+    /// Every shard's log, sequencer and appliers.
+    pub replication: crate::replication::Replication,
     pub auth: Authenticator,
     /// Client-side TLS, when a certificate is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -31,7 +33,8 @@ pub struct ProxyContext {
 
 impl ProxyContext {
     pub fn new(config: Config) -> Result<Self, String> {
-        let cluster = Cluster::from_config(&config);
+        let cluster = std::sync::Arc::new(Cluster::from_config(&config));
+        let replication = crate::replication::Replication::open(&config)?;
         let users = config
             .users
             .iter()
@@ -48,6 +51,7 @@ impl ProxyContext {
         Ok(ProxyContext {
             config,
             cluster,
+            replication,
             auth: Authenticator::new(users),
             tls,
             counters: Counters::default(),

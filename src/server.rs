@@ -40,6 +40,9 @@ impl Server {
         self.ctx
             .cluster
             .spawn_health_checks(&self.ctx.config, &shutdown);
+        self.ctx
+            .replication
+            .spawn(self.ctx.cluster.clone(), &shutdown);
         let limit = Arc::new(Semaphore::new(self.ctx.config.proxy.max_connections));
         tracing::info!(addr = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "proxy listening");
         loop {

@@ -4,6 +4,8 @@
 //!
 //! Owns: connection acquisition and state restore. May import: backend, session, router.
 
+pub mod write;
+
 use crate::backend::conn::{COM_INIT_DB, COM_QUERY, COM_RESET_CONNECTION};
 use crate::backend::{BackendConn, Cluster};
 use crate::protocol::MysqlError;

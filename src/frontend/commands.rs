@@ -4,9 +4,11 @@
 //! Owns: `ClientSession`. May import: protocol, sql, router, session, executor, backend
 //! (connection handles only), admin, context.
 
+use super::writes::{self, WriteClass};
 use crate::admin;
 use crate::backend::BackendConn;
 use crate::context::ProxyContext;
+use crate::executor::write::normalize_execute;
 use crate::executor::{self, AcquireError};
 use crate::protocol::handshake::{decode_change_user, ChangeUser};
 use crate::protocol::message::{encode_ok, encode_terminator, OkInfo};
@@ -40,15 +42,15 @@ const COM_STMT_FETCH: u8 = 0x1C;
 const COM_RESET_CONNECTION: u8 = 0x1F;
 
 /// The connection a session is pinned to (or borrowed for one statement).
-struct Held {
+pub(super) struct Held {
     shard: ShardId,
     replica: ReplicaId,
-    conn: BackendConn,
+    pub(super) conn: BackendConn,
     down: watch::Receiver<u64>,
 }
 
 /// What ended a command with a backend involved.
-enum Failure {
+pub(super) enum Failure {
     /// Answer the client with this error and keep serving.
     Answer(MysqlError),
     /// The backend connection broke: answer, then close the client if it was pinned.
@@ -58,14 +60,14 @@ enum Failure {
 }
 
 pub struct ClientSession {
-    ctx: Arc<ProxyContext>,
+    pub(super) ctx: Arc<ProxyContext>,
 
-    caps: CapabilityFlags,
-    deprecate_eof: bool,
+    pub(super) caps: CapabilityFlags,
+    pub(super) deprecate_eof: bool,
     nonce: [u8; 20],
     /// The client connection is TLS.
     secure: bool,
-    held: Option<Held>,
+    pub(super) held: Option<Held>,
     /// The last statement's route (EXPLAIN LAST STATEMENT).
     /// The last statement's classification and route (not its text: no copy per statement).
     pub last_route: Option<(Arc<Classified>, Route)>,
@@ -280,6 +282,28 @@ impl ClientSession {
                  CLIENT_MULTI_STATEMENTS (enable multi-statements in the client)",
             )));
         }
+        if c.statements > 1
+            && !matches!(
+                c.kind,
+                Kind::Read | Kind::Session | Kind::Empty | Kind::Other
+            )
+        {
+            // Each statement goes its own way (writes through the log); the answers are
+            // joined into one multi-result response.
+            return self.run_multi(client, session, &sql).await;
+        }
+        self.run_statement(client, session, c, &sql, payload).await
+    }
+
+    /// One classified statement of a COM_QUERY.
+    async fn run_statement<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        c: Arc<Classified>,
+        sql: &str,
+        payload: &[u8],
+    ) -> Result<(), Failure> {
         if let Some(SessionChange::Proxy(name, value)) = &c.session {
             return self.set_proxy_variable(client, session, name, value).await;
         }
@@ -315,28 +339,108 @@ impl ClientSession {
                 "no backend serves this statement (no shards configured)",
             ))),
             Target::Primary(..) | Target::Pinned(..) => {
-                let rewritten = c
-                    .flags
-                    .contains(Flags::READS_SOCKET)
-                    .then(|| crate::sql::rewrite::hide_backend_socket(&sql))
-                    .flatten()
-                    .map(|s| [&[COM_QUERY][..], s.as_bytes()].concat());
+                if c.kind == Kind::Xa {
+                    return Err(Failure::Answer(writes::not_supported(
+                        "XA transactions are not supported (commits go through the proxy's log); \
+                         use BEGIN/COMMIT",
+                    )));
+                }
+                if writes::weakens_isolation(&c, sql) {
+                    return Err(Failure::Answer(writes::not_supported(
+                        "isolation levels below REPEATABLE READ would let replicas diverge; \
+                         REPEATABLE READ is enforced",
+                    )));
+                }
+                match writes::classify_write(&c, sql, session).map_err(Failure::Answer)? {
+                    WriteClass::Dml => {
+                        return self
+                            .run_dml(client, session, &c, route, sql, payload, None)
+                            .await
+                    }
+                    WriteClass::Ddl => {
+                        return self.run_ddl(client, session, &c, route, sql, payload).await
+                    }
+                    WriteClass::Local | WriteClass::None => {}
+                }
+                if !session.pending.is_empty() {
+                    if c.kind == Kind::Commit {
+                        return self.commit_pending(Some(client), session, &c, route).await;
+                    }
+                    if writes::commits_implicitly(&c) {
+                        self.commit_pending::<S>(None, session, &c, route).await?;
+                    }
+                }
+                let rewritten = if c.flags.contains(Flags::READS_SOCKET) {
+                    crate::sql::rewrite::hide_backend_socket(sql)
+                } else if c.flags.contains(Flags::TABLE_LOCK) && c.kind == Kind::Lock {
+                    crate::sql::rewrite::lock_tables_with_log(sql)
+                } else {
+                    None
+                }
+                .map(|s| [&[COM_QUERY][..], s.as_bytes()].concat());
                 let payload = rewritten.as_deref().unwrap_or(payload);
-                self.run_on_backend(
-                    client,
-                    session,
-                    &c,
-                    route,
-                    payload,
-                    ResponseKind::ResultSets,
-                )
-                .await
-                .map(|_| ())
+                let summary = self
+                    .run_on_backend(
+                        client,
+                        session,
+                        &c,
+                        route,
+                        payload,
+                        ResponseKind::ResultSets,
+                    )
+                    .await?;
+                self.after_forwarded(session, &c, sql, summary.error.is_none());
+                Ok(())
             }
         }
     }
 
-    fn route(&self, c: &Classified) -> Route {
+    /// Runs the statements of a multi-statement text one by one, as MySQL does, stopping at
+    /// the first error, and answers with their results as one response.
+    async fn run_multi<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        sql: &str,
+    ) -> Result<(), Failure> {
+        use crate::protocol::relay::{
+            ends_with_error, renumber_frames, set_more_results, MemoryIo,
+        };
+        let pieces = crate::sql::lexer::split_statements(sql);
+        let mut out = Vec::new();
+        let mut seq = 1u8;
+        for (i, (a, b)) in pieces.iter().enumerate() {
+            let payload = [&[COM_QUERY][..], &sql.as_bytes()[*a..*b]].concat();
+            let mut sink = PacketStream::new(MemoryIo::keeping());
+            let text = &sql[*a..*b];
+            let c = self.ctx.classify_cache.classify(text);
+            match self
+                .run_statement(&mut sink, session, c, text, &payload)
+                .await
+            {
+                Ok(()) => {}
+                Err(Failure::Answer(e)) => {
+                    sink.queue_packet(1, &e.encode());
+                }
+                Err(other) => return Err(other),
+            }
+            sink.flush().await.map_err(Failure::Client)?;
+            let mut raw = sink.into_parts().0.buf;
+            let failed = ends_with_error(&raw);
+            if i + 1 < pieces.len() && !failed {
+                set_more_results(&mut raw, self.deprecate_eof);
+            }
+            renumber_frames(&mut raw, &mut seq);
+            out.extend_from_slice(&raw);
+            if failed {
+                break;
+            }
+        }
+        client.queue_raw(&out);
+        client.flush().await.map_err(Failure::Client)
+    }
+
+    pub(super) fn route(&self, c: &Classified) -> Route {
         let view = SessionView {
             pinned_to: self.held.as_ref().map(|h| (h.shard, h.replica)),
         };
@@ -374,7 +478,11 @@ impl ClientSession {
     }
 
     /// Gets the connection for `route` into `self.held`.
-    async fn hold_for(&mut self, session: &SessionState, route: Route) -> Result<(), Failure> {
+    pub(super) async fn hold_for(
+        &mut self,
+        session: &SessionState,
+        route: Route,
+    ) -> Result<(), Failure> {
         let (shard, replica) = match route.target {
             Target::Primary(s, r) | Target::Pinned(s, r) => (s, r),
             _ => {
@@ -416,7 +524,7 @@ impl ClientSession {
     }
 
     /// After a command: keep the connection while the session is pinned, else return it.
-    fn release_if_unpinned(&mut self, session: &SessionState) {
+    pub(super) fn release_if_unpinned(&mut self, session: &SessionState) {
         if session.is_pinned() {
             return;
         }
@@ -464,7 +572,7 @@ impl ClientSession {
         self.finish(session, c, result)
     }
 
-    fn finish(
+    pub(super) fn finish(
         &mut self,
         session: &mut SessionState,
         c: &Classified,
@@ -685,6 +793,9 @@ impl ClientSession {
                         num_params: p.num_params,
                         num_columns: p.num_columns,
                         classified: c.clone(),
+                        sql: Arc::from(&*sql),
+                        param_types: None,
+                        long_data: false,
                     },
                 );
             } else if session.prepared.is_empty() {
@@ -724,6 +835,57 @@ impl ClientSession {
             return Err(Failure::Answer(unknown_stmt(client_id, op)));
         };
         payload[1..5].copy_from_slice(&stmt.backend_id.to_le_bytes());
+        if command == COM_STMT_SEND_LONG_DATA {
+            if let Some(p) = session.prepared.get_mut(&client_id) {
+                p.long_data = true;
+            }
+        }
+        if command == COM_STMT_EXECUTE {
+            let class = writes::classify_write(&stmt.classified, &stmt.sql, session)
+                .map_err(Failure::Answer)?;
+            let normalized = session.prepared.get_mut(&client_id).and_then(|p| {
+                let long_data = std::mem::take(&mut p.long_data);
+                let n = normalize_execute(&payload, p.num_params, &mut p.param_types);
+                n.map(|n| (n, long_data))
+            });
+            match class {
+                WriteClass::Dml => {
+                    let Some((params, long_data)) = normalized else {
+                        return Err(Failure::Answer(malformed()));
+                    };
+                    if long_data {
+                        return Err(Failure::Answer(writes::not_supported(
+                            "a prepared write with parameters sent as long data \
+                             (COM_STMT_SEND_LONG_DATA) is not replicated yet; bind the value directly",
+                        )));
+                    }
+                    self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
+                    let route = self.route(&stmt.classified);
+                    return self
+                        .run_dml(
+                            client,
+                            session,
+                            &stmt.classified,
+                            route,
+                            &stmt.sql,
+                            &payload,
+                            Some((stmt.sql.clone(), params)),
+                        )
+                        .await;
+                }
+                WriteClass::Ddl => {
+                    return Err(Failure::Answer(writes::not_supported(
+                        "prepared DDL is not replicated; send DDL as a text statement",
+                    )))
+                }
+                WriteClass::Local | WriteClass::None => {}
+            }
+        }
+        if command == COM_STMT_RESET {
+            if let Some(p) = session.prepared.get_mut(&client_id) {
+                p.long_data = false;
+            }
+        }
         let Some(h) = self.held.as_mut() else {
             // Prepared statements pin; a missing connection means it was lost.
             session.prepared.clear();

@@ -8,6 +8,7 @@
 pub mod auth;
 mod commands;
 pub mod tls;
+mod writes;
 
 use crate::context::ProxyContext;
 use crate::protocol::handshake::{encode_greeting, is_ssl_request, new_nonce, proxy_capabilities};

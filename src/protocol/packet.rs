@@ -205,6 +205,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         self.wbuf.extend_from_slice(chunk);
     }
 
+    /// Queues already framed bytes (headers included), as `relay::buffer_response` holds them.
+    pub fn queue_raw(&mut self, frames: &[u8]) {
+        self.wbuf.extend_from_slice(frames);
+    }
+
     pub fn pending_write(&self) -> usize {
         self.wbuf.len()
     }

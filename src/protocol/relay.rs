@@ -319,3 +319,175 @@ fn bad(what: &str) -> RelayError {
         format!("malformed {what} packet from backend"),
     ))
 }
+
+/// An in-memory stand-in for a client: collects (or discards) what a relay writes and reads
+/// as end-of-file. Lets the proxy run the response state machine for its own commands
+/// (appliers, commit statements) and hold a write's response until its commit is acknowledged.
+#[derive(Debug, Default)]
+pub struct MemoryIo {
+    pub buf: Vec<u8>,
+    keep: bool,
+}
+
+impl tokio::io::AsyncRead for MemoryIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        _buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for MemoryIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        if me.keep {
+            me.buf.extend_from_slice(data);
+        }
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Reads one command's whole response from `backend` and discards it.
+pub async fn read_response<B>(
+    backend: &mut PacketStream<B>,
+    kind: ResponseKind,
+    deprecate_eof: bool,
+) -> io::Result<ResponseSummary>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut sink = PacketStream::new(MemoryIo::default());
+    relay_response(backend, &mut sink, kind, deprecate_eof, None)
+        .await
+        .map_err(|e| match e {
+            RelayError::Backend(e) | RelayError::Client(e) => e,
+        })
+}
+
+/// Reads one command's whole response from `backend` and returns it with its raw frames
+/// (headers included), to be sent to the client later with `PacketStream::queue_raw`.
+pub async fn buffer_response<B>(
+    backend: &mut PacketStream<B>,
+    kind: ResponseKind,
+    deprecate_eof: bool,
+) -> io::Result<(ResponseSummary, Vec<u8>)>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut sink = PacketStream::new(MemoryIo {
+        buf: Vec::new(),
+        keep: true,
+    });
+    let summary = relay_response(backend, &mut sink, kind, deprecate_eof, None)
+        .await
+        .map_err(|e| match e {
+            RelayError::Backend(e) | RelayError::Client(e) => e,
+        })?;
+    sink.flush().await?;
+    let (io, _) = sink.into_parts();
+    Ok((summary, io.buf))
+}
+
+/// Rewrites the status flags of a buffered single OK packet (frames as `buffer_response`
+/// returns them). Returns false when `raw` is not one OK packet.
+pub fn patch_ok_status(raw: &mut [u8], status: u16) -> bool {
+    if raw.len() < 5 || raw[4] != OK_HEADER {
+        return false;
+    }
+    let len = raw[0] as usize | (raw[1] as usize) << 8 | (raw[2] as usize) << 16;
+    if raw.len() != 4 + len {
+        return false;
+    }
+    let mut b = &raw[5..];
+    let before = b.len();
+    if read_lenenc_int(&mut b).is_none() || read_lenenc_int(&mut b).is_none() || b.len() < 2 {
+        return false;
+    }
+    let at = 5 + (before - b.len());
+    raw[at..at + 2].copy_from_slice(&status.to_le_bytes());
+    true
+}
+
+impl MemoryIo {
+    /// A sink that keeps what is written.
+    pub fn keeping() -> MemoryIo {
+        MemoryIo {
+            buf: Vec::new(),
+            keep: true,
+        }
+    }
+}
+
+/// Start offsets of the frames in `raw`.
+fn frame_starts(raw: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while raw.len() - pos >= 4 {
+        out.push(pos);
+        let len = raw[pos] as usize | (raw[pos + 1] as usize) << 8 | (raw[pos + 2] as usize) << 16;
+        pos += 4 + len;
+    }
+    out
+}
+
+/// Gives buffered frames consecutive sequence ids from `*seq` on (responses to the
+/// statements of one multi-statement text form one response).
+pub fn renumber_frames(raw: &mut [u8], seq: &mut u8) {
+    for start in frame_starts(raw) {
+        raw[start + 3] = *seq;
+        *seq = seq.wrapping_add(1);
+    }
+}
+
+/// Whether the last buffered frame is an ERR packet.
+pub fn ends_with_error(raw: &[u8]) -> bool {
+    frame_starts(raw)
+        .last()
+        .is_some_and(|&s| raw.get(s + 4) == Some(&ERR_HEADER))
+}
+
+/// Sets SERVER_MORE_RESULTS_EXISTS in the final OK or EOF of a buffered response.
+pub fn set_more_results(raw: &mut [u8], deprecate_eof: bool) -> bool {
+    let Some(&start) = frame_starts(raw).last() else {
+        return false;
+    };
+    let more = StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits();
+    let payload_len = raw.len() - start - 4;
+    let header = raw[start + 4];
+    if header == OK_HEADER || (header == 0xFE && deprecate_eof && payload_len >= 7) {
+        let mut b = &raw[start + 5..];
+        let before = b.len();
+        if read_lenenc_int(&mut b).is_none() || read_lenenc_int(&mut b).is_none() || b.len() < 2 {
+            return false;
+        }
+        let at = start + 5 + (before - b.len());
+        let status = u16::from_le_bytes([raw[at], raw[at + 1]]) | more;
+        raw[at..at + 2].copy_from_slice(&status.to_le_bytes());
+        true
+    } else if header == 0xFE && payload_len == 5 {
+        let at = start + 4 + 3;
+        let status = u16::from_le_bytes([raw[at], raw[at + 1]]) | more;
+        raw[at..at + 2].copy_from_slice(&status.to_le_bytes());
+        true
+    } else {
+        false
+    }
+}

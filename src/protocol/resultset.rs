@@ -53,3 +53,60 @@ pub fn queue_text_resultset<S: AsyncRead + AsyncWrite + Unpin>(
     }
     out.queue_packet(seq, &encode_terminator(status, 0, deprecate_eof))
 }
+
+/// Reads a text-protocol result set's first row (later rows are skipped) as strings
+/// (`None` for NULL). Returns Err(MysqlError) when the server answered with an error.
+pub async fn read_first_row<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    deprecate_eof: bool,
+) -> std::io::Result<Result<Option<Vec<Option<String>>>, super::MysqlError>> {
+    use super::message::{is_terminator, read_lenenc_int, ERR_HEADER, OK_HEADER};
+    let bad = |w: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, w.to_string());
+    let first = stream.read_packet().await?;
+    match first.payload.first() {
+        Some(&ERR_HEADER) => {
+            return Ok(Err(super::MysqlError::decode(&first.payload)
+                .unwrap_or_else(|| {
+                    super::MysqlError::new(2027, "HY000", "malformed error packet")
+                })))
+        }
+        Some(&OK_HEADER) => return Ok(Ok(None)),
+        _ => {}
+    }
+    let mut b = &first.payload[..];
+    let ncols = read_lenenc_int(&mut b).ok_or_else(|| bad("column count"))?;
+    for _ in 0..ncols {
+        stream.read_packet().await?;
+    }
+    if !deprecate_eof {
+        stream.read_packet().await?;
+    }
+    let mut row = None;
+    loop {
+        let p = stream.read_packet().await?;
+        if p.payload.first() == Some(&ERR_HEADER) {
+            return Ok(Err(super::MysqlError::decode(&p.payload).unwrap_or_else(
+                || super::MysqlError::new(2027, "HY000", "malformed error packet"),
+            )));
+        }
+        if is_terminator(&p.payload) {
+            return Ok(Ok(row));
+        }
+        if row.is_none() {
+            let mut b = &p.payload[..];
+            let mut values = Vec::with_capacity(ncols as usize);
+            for _ in 0..ncols {
+                if b.first() == Some(&0xFB) {
+                    b = &b[1..];
+                    values.push(None);
+                    continue;
+                }
+                let n = read_lenenc_int(&mut b).ok_or_else(|| bad("row"))? as usize;
+                let v = b.get(..n).ok_or_else(|| bad("row"))?;
+                values.push(Some(String::from_utf8_lossy(v).into_owned()));
+                b = &b[n..];
+            }
+            row = Some(values);
+        }
+    }
+}

@@ -1,8 +1,107 @@
 //! Replication: the sequencer (timestamp + WAL append as one step per shard), the Cabinet
 //! quorum, one applier per follower, and recovery.
 //!
-//! Owns: the log's in-memory tail and each replica's applied position. May import: wal, tso,
-//! backend (applier connections), protocol (reading responses), router ids, config.
+//! Owns: `Replication` (every shard's log). May import: wal, tso, backend (applier
+//! connections), protocol (reading responses), router ids, config.
 
+pub mod applier;
 pub mod cabinet;
+pub mod log;
 pub mod record;
+pub mod recovery;
+pub mod replay;
+
+use crate::backend::Cluster;
+use crate::config::Config;
+use crate::router::{ReplicaId, ShardId};
+use crate::tso::{TsoEndpoint, TsoPair};
+use crate::wal::{Wal, WalRecord};
+use log::ShardLog;
+use parking_lot::Mutex;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct Replication {
+    pub shards: Vec<Arc<ShardLog>>,
+    tso: Arc<TsoPair>,
+    recovered: Mutex<Vec<Vec<WalRecord>>>,
+    apply_batch: usize,
+}
+
+impl Replication {
+    /// Opens every shard's WAL (verifying it and cutting a torn tail) and the timestamp pair.
+    pub fn open(cfg: &Config) -> Result<Replication, String> {
+        let dir = PathBuf::from(&cfg.replication.wal_dir);
+        let tso = if cfg.replication.tso_servers.len() == 2 {
+            TsoPair::new(
+                TsoEndpoint::remote(&cfg.replication.tso_servers[0]),
+                TsoEndpoint::remote(&cfg.replication.tso_servers[1]),
+                Duration::from_millis(500),
+            )
+        } else {
+            TsoPair::in_process(&dir).map_err(|e| {
+                format!(
+                    "cannot open the timestamp state in {}: {e}; check replication.wal_dir",
+                    dir.display()
+                )
+            })?
+        };
+        let mut shards = Vec::new();
+        let mut recovered = Vec::new();
+        for (i, s) in cfg.shards.iter().enumerate() {
+            let shard_dir = dir.join(format!("shard-{i}"));
+            let (wal, rec) = Wal::open(&shard_dir)
+                .map_err(|e| format!("cannot open the WAL in {}: {e}", shard_dir.display()))?;
+            if rec.truncated_bytes > 0 {
+                tracing::warn!(
+                    shard = i,
+                    bytes = rec.truncated_bytes,
+                    "cut a torn WAL tail"
+                );
+            }
+            let last = rec.records.last().map(|r| r.ts).unwrap_or(0);
+            tracing::info!(shard = i, records = rec.records.len(), last_ts = last, dir = %shard_dir.display(), "WAL opened");
+            let log = ShardLog::new(
+                ShardId(i as u32),
+                s.replicas.len(),
+                ReplicaId(0),
+                cfg.replication.failure_threshold,
+                wal,
+                last,
+                Duration::from_millis(cfg.replication.commit_timeout_ms),
+            )?;
+            shards.push(log);
+            recovered.push(rec.records);
+        }
+        Ok(Replication {
+            shards,
+            tso: Arc::new(tso),
+            recovered: Mutex::new(recovered),
+            apply_batch: cfg.replication.apply_batch.max(1),
+        })
+    }
+
+    pub fn shard(&self, id: ShardId) -> Option<&Arc<ShardLog>> {
+        self.shards.get(id.0 as usize)
+    }
+
+    /// Starts recovery, appliers and upkeep for every shard (once).
+    pub fn spawn(&self, cluster: Arc<Cluster>, cancel: &CancellationToken) {
+        let recovered = std::mem::take(&mut *self.recovered.lock());
+        for (log, records) in self.shards.iter().zip(recovered) {
+            tokio::spawn(recovery::run_shard(
+                log.clone(),
+                records,
+                cluster.clone(),
+                self.tso.clone(),
+                recovery::RecoveryParams {
+                    apply_batch: self.apply_batch,
+                    catch_up_timeout: Duration::from_secs(120),
+                },
+                cancel.clone(),
+            ));
+        }
+    }
+}

@@ -89,7 +89,8 @@ impl<'a> R<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn u64(&mut self) -> Option<u64> {
         let b = self.take(8)?;
@@ -138,7 +139,10 @@ impl Record {
             w.u64(s.timestamp_us);
             w.u64(s.insert_id);
             w.opt_u64(s.last_insert_id);
-            w.opt_u64(s.rand_seeds.map(|(a, b)| (u64::from(a) << 32) | u64::from(b)));
+            w.opt_u64(
+                s.rand_seeds
+                    .map(|(a, b)| (u64::from(a) << 32) | u64::from(b)),
+            );
             w.opt_u64(s.affected);
             match &s.body {
                 Body::Text(sql) => {

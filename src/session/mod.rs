@@ -6,7 +6,8 @@
 //! replayed (a transaction, temporary tables, user variables, locks, prepared statements,
 //! computed SET values) it is pinned to one connection.
 //!
-//! Owns: `SessionState`, `PinReason`, pin counters. May import: sql, protocol::relay (summary).
+//! Owns: `SessionState`, `PinReason`, pin counters. May import: sql, protocol::relay (summary),
+//! replication::{record, replay} (the pending writes and which settings replicate).
 
 use crate::protocol::relay::ResponseSummary;
 use crate::sql::{Classified, Flags, Kind, SessionChange};
@@ -75,6 +76,12 @@ pub struct PreparedStatement {
     pub num_params: u16,
     pub num_columns: u16,
     pub classified: std::sync::Arc<Classified>,
+    /// The statement text (recorded with a write's parameters).
+    pub sql: std::sync::Arc<str>,
+    /// Parameter types from the last execute that bound them (later executes may omit them).
+    pub param_types: Option<Vec<u8>>,
+    /// COM_STMT_SEND_LONG_DATA was used since the last execute.
+    pub long_data: bool,
 }
 
 #[derive(Debug)]
@@ -96,6 +103,12 @@ pub struct SessionState {
     pub autocommit: bool,
     /// Proxy-owned variables (myquorum_*).
     pub proxy_vars: Vec<(String, String)>,
+    /// Writes of the open transaction, executed on the primary and not yet logged.
+    pub pending: Vec<crate::replication::record::Statement>,
+    /// Savepoints of the open transaction and how many pending writes preceded each.
+    pub savepoints: Vec<(String, usize)>,
+    /// Temporary tables this session created (not replicated).
+    pub temp_tables: Vec<String>,
 }
 
 impl SessionState {
@@ -119,6 +132,9 @@ impl SessionState {
             in_transaction: false,
             autocommit: true,
             proxy_vars: Vec::new(),
+            pending: Vec::new(),
+            savepoints: Vec::new(),
+            temp_tables: Vec::new(),
         };
         s.signature = s.compute_signature();
         s
@@ -133,7 +149,32 @@ impl SessionState {
         self.in_transaction = false;
         self.autocommit = true;
         self.proxy_vars.clear();
+        self.pending.clear();
+        self.savepoints.clear();
+        self.temp_tables.clear();
         self.signature = self.compute_signature();
+    }
+
+    /// The transaction ended without this session's connection (handed to a background
+    /// commit): forget its writes and its transaction pin.
+    pub fn reset_transaction(&mut self) {
+        self.pending.clear();
+        self.savepoints.clear();
+        self.in_transaction = false;
+        self.unpin(PinReason::Transaction);
+    }
+
+    /// The replayable settings a follower needs to re-execute this session's writes.
+    pub fn replication_settings(&self) -> Vec<String> {
+        self.vars
+            .iter()
+            .filter(|(k, _)| {
+                k == "names"
+                    || k == "character set"
+                    || crate::replication::replay::REPLICATED_SETTINGS.contains(&k.as_str())
+            })
+            .map(|(_, f)| f.clone())
+            .collect()
     }
 
     fn compute_signature(&self) -> u64 {

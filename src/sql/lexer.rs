@@ -190,19 +190,60 @@ impl<'a> Iterator for Lexer<'a> {
 }
 
 /// Byte ranges of the statements in a multi-statement text (split at top-level `;`),
-/// ignoring empty ones.
+/// ignoring empty ones. Semicolons inside the body of CREATE PROCEDURE / FUNCTION / TRIGGER /
+/// EVENT (BEGIN … END, IF … END IF, loops, CASE) do not split, as the server's parser sees it.
 pub fn split_statements(src: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
     let mut last_end = 0;
-    for t in Lexer::new(src) {
-        if t.tok == Tok::Punct(';') {
+    let mut first_is_create = false;
+    let mut routine = false;
+    let mut depth = 0i32;
+    let mut prev_end = false;
+    let toks: Vec<Spanned<'_>> = Lexer::new(src).collect();
+    for (i, &t) in toks.iter().enumerate() {
+        let next_is_paren = toks.get(i + 1).is_some_and(|n| n.tok == Tok::Punct('('));
+        if t.tok == Tok::Punct(';') && depth <= 0 {
             if let Some(s) = start.take() {
                 out.push((s, last_end));
             }
-        } else {
-            start.get_or_insert(t.start);
-            last_end = t.end;
+            first_is_create = false;
+            routine = false;
+            depth = 0;
+            prev_end = false;
+            continue;
+        }
+        if start.is_none() {
+            first_is_create = t.tok.is_word("CREATE");
+        }
+        start.get_or_insert(t.start);
+        last_end = t.end;
+        if first_is_create {
+            if let Tok::Word(w) = t.tok {
+                let is = |k: &str| w.eq_ignore_ascii_case(k);
+                if is("PROCEDURE") || is("FUNCTION") || is("TRIGGER") || is("EVENT") {
+                    routine = true;
+                }
+                if routine {
+                    let opens = is("BEGIN")
+                        || is("LOOP")
+                        || is("WHILE")
+                        || is("REPEAT")
+                        || is("CASE")
+                        || (is("IF") && !next_is_paren);
+                    if is("END") {
+                        depth -= 1;
+                        prev_end = true;
+                    } else {
+                        if opens && !prev_end {
+                            depth += 1;
+                        }
+                        prev_end = false;
+                    }
+                }
+            } else {
+                prev_end = false;
+            }
         }
     }
     if let Some(s) = start {
@@ -250,5 +291,12 @@ mod tests {
             parts,
             vec!["SELECT ';'", "INSERT INTO t VALUES (1)", "SET x=1"]
         );
+        let s = "CREATE PROCEDURE p() BEGIN IF 1 THEN SELECT 1; END IF; WHILE 0 DO SELECT IF(1,2,3); END WHILE; END; SELECT 2";
+        let parts: Vec<_> = split_statements(s)
+            .into_iter()
+            .map(|(a, b)| &s[a..b])
+            .collect();
+        assert_eq!(parts.len(), 2, "{parts:?}");
+        assert_eq!(parts[1], "SELECT 2");
     }
 }

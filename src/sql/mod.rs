@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod classify;
+pub mod determinism;
 pub mod lexer;
 pub mod rewrite;
 pub mod set;

@@ -39,6 +39,20 @@ pub fn hide_backend_socket(sql: &str) -> Option<String> {
     Some(out)
 }
 
+/// `LOCK TABLES …` also locks `myquorum.wal`: writes under table locks record their commit
+/// there, and MySQL refuses tables a LOCK TABLES session did not lock.
+pub fn lock_tables_with_log(sql: &str) -> Option<String> {
+    let mut toks = Lexer::new(sql);
+    let first = toks.next()?;
+    let second = toks.next()?;
+    if !(first.tok.is_word("LOCK") && (second.tok.is_word("TABLES") || second.tok.is_word("TABLE")))
+    {
+        return None;
+    }
+    let body = sql.trim_end().trim_end_matches(';').trim_end();
+    Some(format!("{body}, myquorum.wal WRITE"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +69,14 @@ mod tests {
         );
         assert_eq!(hide_backend_socket("SELECT '@@socket'"), None);
         assert_eq!(hide_backend_socket("SELECT 1"), None);
+    }
+
+    #[test]
+    fn table_locks_include_the_log_table() {
+        assert_eq!(
+            lock_tables_with_log("LOCK TABLES `t` WRITE;").as_deref(),
+            Some("LOCK TABLES `t` WRITE, myquorum.wal WRITE")
+        );
+        assert_eq!(lock_tables_with_log("UNLOCK TABLES"), None);
     }
 }

@@ -353,7 +353,10 @@ mod tests {
             last = s.issue(1, 0).unwrap();
         }
         // Far past the wall clock (as if the clock stepped back after the restart).
-        last = last.max(s.issue(1, (physical_k() + (10 << LOGICAL_BITS)) << 1).unwrap());
+        last = last.max(
+            s.issue(1, (physical_k() + (10 << LOGICAL_BITS)) << 1)
+                .unwrap(),
+        );
         drop(s);
         let mut s = TsoServer::open(Parity::Even, &path).unwrap();
         let ts = s.issue(1, 0).unwrap();

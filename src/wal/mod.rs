@@ -90,14 +90,9 @@ pub fn decode_frames(data: &[u8]) -> (Vec<WalRecord>, usize) {
     let mut out = Vec::new();
     let mut pos = 0;
     while data.len() - pos >= HEADER {
-        let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]])
-            as usize;
-        let crc = u32::from_le_bytes([
-            data[pos + 4],
-            data[pos + 5],
-            data[pos + 6],
-            data[pos + 7],
-        ]);
+        let len =
+            u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
         if !(TS_LEN..=MAX_RECORD).contains(&len) || data.len() - pos - HEADER < len {
             break;
         }
@@ -329,7 +324,11 @@ impl Writer {
                 let started = Instant::now();
                 let result = self.write_batch(appends.iter().flat_map(|(r, _)| r.iter()));
                 let failed = result.is_err();
-                tracing::trace!(records = n, elapsed_us = started.elapsed().as_micros() as u64, "WAL batch durable");
+                tracing::trace!(
+                    records = n,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "WAL batch durable"
+                );
                 for (_, done) in appends {
                     let _ = done.send(match &result {
                         Ok(()) => Ok(()),
@@ -415,7 +414,7 @@ impl Writer {
             let (_, path) = &w[0];
             let (next_first, _) = &w[1];
             // Every record of this segment is below the next segment's first ts.
-                        if *next_first > ts || Some(path) == self.active_path.as_ref() {
+            if *next_first > ts || Some(path) == self.active_path.as_ref() {
                 break;
             }
             fs::remove_file(path)?;

@@ -117,6 +117,13 @@ pub fn config_for(backends: &[&MariaDb]) -> Config {
     cfg.shards = vec![ShardConfig {
         replicas: backends.iter().map(|b| b.addr()).collect(),
     }];
+    // Each test's log lives with its first server (removed with it).
+    cfg.replication.wal_dir = backends[0]
+        .dir
+        .path()
+        .join("wal")
+        .to_string_lossy()
+        .into_owned();
     cfg
 }
 

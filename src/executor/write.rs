@@ -1,0 +1,340 @@
+//! The primary side of a replicated write: runs the statement inside a real transaction with
+//! the context a follower needs (a proxy-chosen `timestamp`, random seeds, the connection's
+//! LAST_INSERT_ID()), holds its answer, and after the log has the record commits it together
+//! with the record's `myquorum.wal` row. Every step is pipelined on the pinned connection, so
+//! the extra statements cost no extra round trips.
+//!
+//! Owns: the command sequences run on the primary for writes. May import: backend
+//! (connection), protocol (responses), replication::{record, replay}.
+
+use crate::backend::BackendConn;
+use crate::protocol::relay::{buffer_response, read_response, ResponseKind, ResponseSummary};
+use crate::protocol::resultset::read_first_row;
+use crate::protocol::MysqlError;
+use crate::replication::record::{Body, Statement};
+use crate::replication::replay::wal_insert;
+use crate::router::ShardId;
+use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const COM_QUERY: u8 = 0x03;
+
+fn query(sql: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(1 + sql.len());
+    p.push(COM_QUERY);
+    p.extend_from_slice(sql.as_bytes());
+    p
+}
+
+/// What the session knows about a write before it runs.
+pub struct WritePlan<'a> {
+    /// The command to send (COM_QUERY with the possibly rewritten text, or COM_STMT_EXECUTE).
+    pub command: &'a [u8],
+    pub body: Body,
+    /// The session is in autocommit mode outside a transaction: the proxy opens one.
+    pub wrap_in_transaction: bool,
+    pub needs_last_insert_id: bool,
+    pub needs_rand_seed: bool,
+    /// Read the settings from the primary (the session changed them in ways it cannot replay).
+    pub read_settings: bool,
+    pub schema: Option<String>,
+    pub collation: u8,
+    pub settings: Vec<String>,
+    /// The client asked for found-rows counting: affected rows are not comparable.
+    pub found_rows: bool,
+    pub deprecate_eof: bool,
+    pub kind: ResponseKind,
+}
+
+/// A write executed on the primary, its answer held back.
+pub struct Executed {
+    pub summary: ResponseSummary,
+    /// The answer's frames, to relay once the commit is acknowledged.
+    pub raw: Vec<u8>,
+    /// The statement as the log records it (None when the statement failed).
+    pub statement: Option<Statement>,
+}
+
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+const SETTINGS_QUERY: &str = "SELECT @@session.sql_mode, @@session.time_zone, \
+    @@session.foreign_key_checks, @@session.unique_checks, @@session.auto_increment_increment, \
+    @@session.auto_increment_offset, @@session.character_set_client, @@session.collation_connection";
+
+fn settings_from_row(row: &[Option<String>]) -> Vec<String> {
+    let quoted = |v: &Option<String>| {
+        format!(
+            "'{}'",
+            v.as_deref()
+                .unwrap_or("")
+                .replace('\\', "\\\\")
+                .replace('\'', "''")
+        )
+    };
+    let names = [
+        "sql_mode",
+        "time_zone",
+        "foreign_key_checks",
+        "unique_checks",
+        "auto_increment_increment",
+        "auto_increment_offset",
+        "character_set_client",
+        "collation_connection",
+    ];
+    names
+        .iter()
+        .zip(row)
+        .map(|(n, v)| format!("SESSION {n} = {}", quoted(v)))
+        .collect()
+}
+
+/// Runs a write on `conn` (the session's primary connection) with its context.
+pub async fn execute_write(conn: &mut BackendConn, plan: WritePlan<'_>) -> io::Result<Executed> {
+    let timestamp_us = now_us();
+    let rand_seeds = plan.needs_rand_seed.then(|| {
+        let v: u64 = rand::random();
+        (((v >> 32) as u32) % 0x3FFF_FFFF, (v as u32) % 0x3FFF_FFFF)
+    });
+    let mut set = String::from("SET ");
+    if plan.wrap_in_transaction {
+        set.push_str("autocommit = 0, ");
+    }
+    set.push_str(&format!(
+        "timestamp = {}.{:06}",
+        timestamp_us / 1_000_000,
+        timestamp_us % 1_000_000
+    ));
+    if let Some((a, b)) = rand_seeds {
+        set.push_str(&format!(", rand_seed1 = {a}, rand_seed2 = {b}"));
+    }
+    if plan.needs_last_insert_id {
+        conn.stream
+            .queue_packet(0, &query("SELECT LAST_INSERT_ID()"));
+    }
+    if plan.read_settings {
+        conn.stream.queue_packet(0, &query(SETTINGS_QUERY));
+    }
+    conn.stream.queue_packet(0, &query(&set));
+    conn.stream.queue_packet(0, plan.command);
+    if !plan.wrap_in_transaction {
+        conn.stream
+            .queue_packet(0, &query("SET timestamp = DEFAULT"));
+    }
+    conn.stream.flush().await?;
+    let mut last_insert_id = None;
+    let mut settings = plan.settings;
+    let mut context_error: Option<MysqlError> = None;
+    if plan.needs_last_insert_id {
+        match read_first_row(&mut conn.stream, plan.deprecate_eof).await? {
+            Ok(row) => {
+                last_insert_id = row
+                    .and_then(|r| r.into_iter().next().flatten())
+                    .and_then(|v| v.parse().ok())
+            }
+            Err(e) => context_error = Some(e),
+        }
+    }
+    if plan.read_settings {
+        match read_first_row(&mut conn.stream, plan.deprecate_eof).await? {
+            Ok(Some(row)) => settings = settings_from_row(&row),
+            Ok(None) => {}
+            Err(e) => context_error = Some(e),
+        }
+    }
+    let set_answer =
+        read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof).await?;
+    let (summary, raw) = buffer_response(&mut conn.stream, plan.kind, plan.deprecate_eof).await?;
+    if !plan.wrap_in_transaction {
+        read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof).await?;
+    }
+    if let Some(e) = set_answer.error.or(context_error) {
+        // The context could not be set: the statement's result cannot be replicated.
+        return Ok(Executed {
+            summary: ResponseSummary {
+                error: Some(MysqlError::new(
+                    e.code,
+                    e.state_str(),
+                    format!(
+                        "myquorum could not set the statement context: {}",
+                        e.message
+                    ),
+                )),
+                ..ResponseSummary::default()
+            },
+            raw: Vec::new(),
+            statement: None,
+        });
+    }
+    let statement = if summary.error.is_none() {
+        let ok = summary.ok.unwrap_or_default();
+        Some(Statement {
+            schema: plan.schema,
+            collation: plan.collation,
+            settings,
+            timestamp_us,
+            insert_id: ok.last_insert_id,
+            last_insert_id,
+            rand_seeds,
+            affected: (!plan.found_rows && summary.result_sets == 0).then_some(ok.affected_rows),
+            body: plan.body,
+        })
+    } else {
+        None
+    };
+    Ok(Executed {
+        summary,
+        raw,
+        statement,
+    })
+}
+
+/// Commits the primary's transaction with the record's `myquorum.wal` row, after the quorum
+/// holds the record. Returns the COMMIT's answer (frames included, for an explicit COMMIT).
+pub async fn commit_on_primary(
+    conn: &mut BackendConn,
+    shard: ShardId,
+    ts: u64,
+    payload: &[u8],
+    unwrap_transaction: bool,
+    deprecate_eof: bool,
+) -> io::Result<(ResponseSummary, Vec<u8>)> {
+    conn.stream
+        .queue_packet(0, &query(&wal_insert(shard, ts, payload)));
+    conn.stream.queue_packet(0, &query("COMMIT"));
+    if unwrap_transaction {
+        conn.stream
+            .queue_packet(0, &query("SET autocommit = 1, timestamp = DEFAULT"));
+    }
+    conn.stream.flush().await?;
+    let insert = read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    let (commit, raw) =
+        buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    if unwrap_transaction {
+        read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+    }
+    if let Some(e) = insert.error {
+        return Err(io::Error::other(format!(
+            "recording commit {ts} in the primary's myquorum.wal failed: {e}"
+        )));
+    }
+    Ok((commit, raw))
+}
+
+/// Rolls back the primary's transaction (the record never reached the log).
+pub async fn rollback_on_primary(
+    conn: &mut BackendConn,
+    unwrap_transaction: bool,
+    deprecate_eof: bool,
+) -> io::Result<()> {
+    conn.stream.queue_packet(0, &query("ROLLBACK"));
+    if unwrap_transaction {
+        conn.stream
+            .queue_packet(0, &query("SET autocommit = 1, timestamp = DEFAULT"));
+    }
+    conn.stream.flush().await?;
+    read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+    if unwrap_transaction {
+        read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+    }
+    Ok(())
+}
+
+/// Runs a logged DDL statement on the primary (after the log holds it) and records it in
+/// the primary's `myquorum.wal`. Returns the DDL's answer.
+pub async fn execute_ddl(
+    conn: &mut BackendConn,
+    command: &[u8],
+    statement: &Statement,
+    shard: ShardId,
+    ts: u64,
+    payload: &[u8],
+    deprecate_eof: bool,
+) -> io::Result<(ResponseSummary, Vec<u8>)> {
+    conn.stream.queue_packet(
+        0,
+        &query(&format!(
+            "SET timestamp = {}.{:06}",
+            statement.timestamp_us / 1_000_000,
+            statement.timestamp_us % 1_000_000
+        )),
+    );
+    conn.stream.queue_packet(0, command);
+    conn.stream
+        .queue_packet(0, &query(&wal_insert(shard, ts, payload)));
+    conn.stream
+        .queue_packet(0, &query("SET timestamp = DEFAULT"));
+    conn.stream.flush().await?;
+    read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+    let answer = buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+    Ok(answer)
+}
+
+/// A COM_STMT_EXECUTE body normalized for replay: cursor flags cleared and the parameter
+/// types always present (clients send them only when they change).
+pub fn normalize_execute(
+    payload: &[u8],
+    num_params: u16,
+    remembered_types: &mut Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    // [0x17][id:4][flags:1][iterations:4] then, with parameters:
+    // [null bitmap][new_params_bound:1][types: 2 per param if bound][values]
+    let body = payload.get(5..)?;
+    let mut out = Vec::with_capacity(body.len() + 2 * num_params as usize);
+    out.push(0);
+    out.extend_from_slice(body.get(1..5)?);
+    if num_params == 0 {
+        return Some(out);
+    }
+    let n = num_params as usize;
+    let bitmap_len = n.div_ceil(8);
+    let bitmap = body.get(5..5 + bitmap_len)?;
+    let bound = *body.get(5 + bitmap_len)?;
+    let mut rest = body.get(6 + bitmap_len..)?;
+    if bound == 1 {
+        let types = rest.get(..2 * n)?;
+        *remembered_types = Some(types.to_vec());
+        rest = &rest[2 * n..];
+    }
+    let types = remembered_types.as_ref()?;
+    out.extend_from_slice(bitmap);
+    out.push(1);
+    out.extend_from_slice(types);
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execute_bodies_always_carry_types() {
+        // Two params, types bound (LONGLONG, VAR_STRING), values 7 and "ab".
+        let mut first = vec![0x17, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 8, 0, 253, 0];
+        first.extend_from_slice(&7u64.to_le_bytes());
+        first.extend_from_slice(&[2, b'a', b'b']);
+        let mut types = None;
+        let n1 = normalize_execute(&first, 2, &mut types).unwrap();
+        assert_eq!(n1[0], 0, "cursor flag cleared");
+        assert_eq!(types.as_deref(), Some(&[8, 0, 253, 0][..]));
+        // The next execute omits the types.
+        let mut second = vec![0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0];
+        second.extend_from_slice(&9u64.to_le_bytes());
+        second.extend_from_slice(&[1, b'z']);
+        let n2 = normalize_execute(&second, 2, &mut types).unwrap();
+        assert_eq!(&n2[..12], &[0, 1, 0, 0, 0, 0, 1, 8, 0, 253, 0, 9]);
+        // Without remembered types there is nothing to replay.
+        assert!(normalize_execute(&second, 2, &mut None).is_none());
+        assert_eq!(
+            normalize_execute(&[0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0], 0, &mut None).unwrap(),
+            vec![0, 1, 0, 0, 0]
+        );
+    }
+}

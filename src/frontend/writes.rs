@@ -1,0 +1,538 @@
+//! Replicated writes in a client session: which statements go through the log, running them
+//! on the primary with their context, holding the answer until the Cabinet quorum has the
+//! record, the transaction's pending writes at COMMIT (explicit or implicit), savepoints, and
+//! DDL through the log.
+//!
+//! Owns: the write half of `ClientSession`. May import: executor::write, replication (log
+//! handles, records), sql::determinism, session, protocol.
+
+use super::commands::{ClientSession, Failure};
+use crate::executor::write::{
+    commit_on_primary, execute_ddl, execute_write, now_us, rollback_on_primary, Executed, WritePlan,
+};
+use crate::protocol::relay::{patch_ok_status, ResponseKind, ResponseSummary};
+use crate::protocol::{MysqlError, PacketStream};
+use crate::replication::log::{CommitError, ShardLog};
+use crate::replication::record::{Body, Record, RecordKind, Statement};
+use crate::router::{Route, ShardId, Target};
+use crate::session::{PinReason, SessionState};
+use crate::sql::determinism::{check_write, Literals};
+use crate::sql::lexer::{Lexer, Tok};
+use crate::sql::{Classified, Flags, Kind, SessionChange};
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How a statement takes part in replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteClass {
+    /// Runs on the primary and is recorded (DML, CALL).
+    Dml,
+    /// Logged first, then run on the primary; followers run it too.
+    Ddl,
+    /// Touches only this session's temporary tables: runs on the primary, not replicated.
+    Local,
+    /// Not a write.
+    None,
+}
+
+fn table_name(t: &str) -> String {
+    t.rsplit('.')
+        .next()
+        .unwrap_or(t)
+        .trim_matches('`')
+        .to_ascii_lowercase()
+}
+
+pub fn classify_write(
+    c: &Classified,
+    sql: &str,
+    session: &SessionState,
+) -> Result<WriteClass, MysqlError> {
+    let temp = |t: &String| session.temp_tables.contains(&table_name(t));
+    match c.kind {
+        Kind::Write | Kind::Call => {
+            if c.tables.iter().any(temp) {
+                if c.tables.iter().all(temp) {
+                    return Ok(WriteClass::Local);
+                }
+                return Err(not_supported(
+                    "a write that also reads a temporary table cannot be replicated (followers do not have \
+                     the session's temporary tables); use a regular table",
+                ));
+            }
+            if Lexer::new(sql)
+                .next()
+                .is_some_and(|t| t.tok.is_word("LOAD"))
+            {
+                return Err(not_supported(
+                    "LOAD DATA is not replicated by myquorum yet; load with INSERT statements",
+                ));
+            }
+            Ok(WriteClass::Dml)
+        }
+        Kind::Ddl if c.flags.contains(Flags::TEMP_TABLE) => Ok(WriteClass::Local),
+        Kind::Ddl => Ok(WriteClass::Ddl),
+        _ => Ok(WriteClass::None),
+    }
+}
+
+pub fn not_supported(what: &str) -> MysqlError {
+    MysqlError::new(1235, "42000", format!("myquorum: {what}"))
+}
+
+fn commit_error(e: &CommitError) -> MysqlError {
+    let code = match e {
+        CommitError::QuorumTimeout { .. } => 1180,
+        _ => 1180,
+    };
+    MysqlError::new(code, "HY000", format!("Got error during COMMIT: {e}"))
+}
+
+fn uuid_v4() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]) & 0x0FFF,
+        (u16::from_be_bytes([b[8], b[9]]) & 0x3FFF) | 0x8000,
+        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+    )
+}
+
+/// Savepoint name in SAVEPOINT / ROLLBACK TO / RELEASE SAVEPOINT.
+fn savepoint_name(sql: &str) -> Option<(String, &'static str)> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    let name = |t: &Tok<'_>| match t {
+        Tok::Word(w) | Tok::Quoted(w) => Some(w.to_ascii_lowercase()),
+        _ => None,
+    };
+    let first = toks.first()?;
+    if first.is_word("SAVEPOINT") {
+        return Some((name(toks.get(1)?)?, "set"));
+    }
+    if first.is_word("RELEASE") {
+        return Some((name(toks.last()?)?, "release"));
+    }
+    if first.is_word("ROLLBACK") {
+        return Some((name(toks.last()?)?, "rollback"));
+    }
+    None
+}
+
+impl ClientSession {
+    fn shard_log(&self, shard: ShardId) -> Result<Arc<ShardLog>, Failure> {
+        self.ctx
+            .replication
+            .shard(shard)
+            .cloned()
+            .ok_or_else(|| Failure::Answer(MysqlError::new(2003, "HY000", "no log for this shard")))
+    }
+
+    /// Runs a DML write: on the primary with its context; autocommit writes are committed
+    /// through the log before the client hears, transaction writes join the pending list.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn run_dml<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        sql: &str,
+        command: &[u8],
+        prepared: Option<(Arc<str>, Vec<u8>)>,
+    ) -> Result<(), Failure> {
+        let check = {
+            let lits = Literals {
+                uuid: &uuid_v4,
+                uuid_short: &|| rand::random::<u64>() >> 8,
+            };
+            check_write(sql, prepared.is_some(), &lits)
+        };
+        if let Some(why) = check.refused {
+            return Err(Failure::Answer(not_supported(&format!(
+                "cannot replicate this write deterministically: {why}"
+            ))));
+        }
+        let rewritten_cmd;
+        let (command, body) = match (&prepared, &check.rewritten) {
+            (Some((text, params)), _) => (
+                command,
+                Body::Prepared {
+                    sql: text.to_string(),
+                    params: params.clone(),
+                },
+            ),
+            (None, Some(text)) => {
+                rewritten_cmd = [&[0x03u8][..], text.as_bytes()].concat();
+                (&rewritten_cmd[..], Body::Text(text.clone()))
+            }
+            (None, None) => (command, Body::Text(sql.to_string())),
+        };
+        let shard = match route.target {
+            Target::Primary(s, _) | Target::Pinned(s, _) => s,
+            _ => crate::router::DEFAULT_SHARD,
+        };
+        session.before_statement(c);
+        self.hold_for(session, route).await?;
+        let wrap = session.autocommit && !session.in_transaction;
+        let plan = WritePlan {
+            command,
+            body,
+            wrap_in_transaction: wrap,
+            needs_last_insert_id: check.needs_last_insert_id,
+            needs_rand_seed: check.needs_rand_seed,
+            read_settings: session.pin_reasons().contains(&PinReason::UnreplayableSet),
+            schema: session.schema.clone(),
+            collation: session.collation,
+            settings: session.replication_settings(),
+            found_rows: self.caps.contains(CapabilityFlags::CLIENT_FOUND_ROWS),
+            deprecate_eof: self.deprecate_eof,
+            kind: ResponseKind::ResultSets,
+        };
+        let Some(h) = self.held.as_mut() else {
+            return Err(Failure::Answer(MysqlError::new(
+                2003,
+                "HY000",
+                "no backend connection",
+            )));
+        };
+        let executed = match execute_write(&mut h.conn, plan).await {
+            Ok(e) => e,
+            Err(e) => return self.lost(session, c, e),
+        };
+        let Executed {
+            mut summary,
+            mut raw,
+            statement,
+        } = executed;
+        match statement {
+            Some(stmt) if wrap => {
+                let payload = Record {
+                    kind: RecordKind::Transaction,
+                    statements: vec![stmt],
+                }
+                .encode();
+                self.log_and_commit(session, c, shard, payload, true)
+                    .await?;
+                let status = (summary.status.unwrap_or(0)
+                    & !StatusFlags::SERVER_STATUS_IN_TRANS.bits())
+                    | StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
+                // A result set (INSERT … RETURNING) keeps the server's terminator flags.
+                patch_ok_status(&mut raw, status);
+                summary.status = Some(status);
+            }
+            Some(stmt) => session.pending.push(stmt),
+            None => {
+                if wrap {
+                    if let Some(h) = self.held.as_mut() {
+                        if let Err(e) =
+                            rollback_on_primary(&mut h.conn, true, self.deprecate_eof).await
+                        {
+                            return self.lost(session, c, e);
+                        }
+                    }
+                    summary.status = Some(StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits());
+                }
+                if summary.error.as_ref().is_some_and(|e| e.code == 1213) {
+                    // A deadlock rolls the whole transaction back on the server.
+                    session.pending.clear();
+                    session.savepoints.clear();
+                }
+                if raw.is_empty() {
+                    if let Some(e) = summary.error.clone() {
+                        client.queue_packet(1, &e.encode());
+                    }
+                }
+            }
+        }
+        client.queue_raw(&raw);
+        client.flush().await.map_err(Failure::Client)?;
+        session.after_statement(c, &summary);
+        self.release_if_unpinned(session);
+        Ok(())
+    }
+
+    fn lost(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        e: std::io::Error,
+    ) -> Result<(), Failure> {
+        session.pending.clear();
+        session.savepoints.clear();
+        self.finish(
+            session,
+            c,
+            Err(crate::protocol::relay::RelayError::Backend(e)),
+        )
+        .map(|_| ())
+    }
+
+    /// Sequences `payload`, waits for the quorum, then commits on the primary. On failure
+    /// before the log has the record, the primary's transaction is rolled back.
+    async fn log_and_commit(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        shard: ShardId,
+        payload: Vec<u8>,
+        unwrap: bool,
+    ) -> Result<(ResponseSummary, Vec<u8>), Failure> {
+        let log = self.shard_log(shard)?;
+        let deprecate_eof = self.deprecate_eof;
+        let (ts, snapshot) = match log.sequence(payload.clone()).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(shard = shard.0, error = %e, "commit refused");
+                if let Some(h) = self.held.as_mut() {
+                    if let Err(io) = rollback_on_primary(&mut h.conn, unwrap, deprecate_eof).await {
+                        let _ = self.lost(session, c, io);
+                    }
+                }
+                session.pending.clear();
+                session.savepoints.clear();
+                if unwrap {
+                    session.note_status(StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits());
+                }
+                return Err(Failure::Answer(commit_error(&e)));
+            }
+        };
+        session.pending.clear();
+        session.savepoints.clear();
+        if let Err(e) = log.await_quorum(ts, &snapshot).await {
+            // The record is in the log: it will commit. Finish it in the background with
+            // the connection (its locks stay held until then), and tell the client.
+            tracing::warn!(shard = shard.0, ts, error = %e, "quorum wait timed out; finishing in the background");
+            if let Some(mut h) = self.held.take() {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    while log.await_quorum(ts, &snapshot).await.is_err() {}
+                    match commit_on_primary(&mut h.conn, shard, ts, &payload, unwrap, deprecate_eof)
+                        .await
+                    {
+                        Ok(_) => log.primary_done(ts),
+                        Err(_) => log.primary_failed(ts),
+                    }
+                });
+            }
+            session.reset_transaction();
+            return Err(Failure::Answer(commit_error(&e)));
+        }
+        let Some(h) = self.held.as_mut() else {
+            log.primary_failed(ts);
+            return Err(Failure::BackendLost(MysqlError::new(
+                2013,
+                "HY000",
+                "Lost connection to the primary before COMMIT",
+            )));
+        };
+        match commit_on_primary(&mut h.conn, shard, ts, &payload, unwrap, deprecate_eof).await {
+            Ok(answer) => {
+                log.primary_done(ts);
+                Ok(answer)
+            }
+            Err(e) => {
+                log.primary_failed(ts);
+                let _ = self.lost(session, c, e);
+                Err(Failure::BackendLost(MysqlError::new(
+                    2013,
+                    "HY000",
+                    format!(
+                        "Lost connection to the primary at COMMIT of record {ts}; the commit is logged \
+                         and will be applied on every replica"
+                    ),
+                )))
+            }
+        }
+    }
+
+    /// COMMIT with pending writes: through the log, then the primary's COMMIT answer.
+    pub(super) async fn commit_pending<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: Option<&mut PacketStream<S>>,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+    ) -> Result<(), Failure> {
+        let shard = match route.target {
+            Target::Primary(s, _) | Target::Pinned(s, _) => s,
+            _ => crate::router::DEFAULT_SHARD,
+        };
+        self.hold_for(session, route).await?;
+        let payload = Record {
+            kind: RecordKind::Transaction,
+            statements: std::mem::take(&mut session.pending),
+        }
+        .encode();
+        let (summary, raw) = self
+            .log_and_commit(session, c, shard, payload, false)
+            .await?;
+        if let Some(client) = client {
+            client.queue_raw(&raw);
+            client.flush().await.map_err(Failure::Client)?;
+            session.after_statement(c, &summary);
+        } else if let Some(status) = summary.status {
+            session.note_status(status);
+        }
+        self.release_if_unpinned(session);
+        Ok(())
+    }
+
+    /// DDL through the log: sequenced first, run on the primary once durable, acknowledged
+    /// when the quorum has applied it.
+    pub(super) async fn run_ddl<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        sql: &str,
+        command: &[u8],
+    ) -> Result<(), Failure> {
+        let shard = match route.target {
+            Target::Primary(s, _) | Target::Pinned(s, _) => s,
+            _ => crate::router::DEFAULT_SHARD,
+        };
+        if !session.pending.is_empty() {
+            // DDL commits the open transaction implicitly, as on MySQL.
+            self.commit_pending::<S>(None, session, c, route).await?;
+        }
+        session.before_statement(c);
+        self.hold_for(session, route).await?;
+        let statement = Statement {
+            schema: session.schema.clone(),
+            collation: session.collation,
+            settings: session.replication_settings(),
+            timestamp_us: now_us(),
+            insert_id: 0,
+            last_insert_id: None,
+            rand_seeds: None,
+            affected: None,
+            body: Body::Text(sql.to_string()),
+        };
+        let payload = Record {
+            kind: RecordKind::Ddl,
+            statements: vec![statement.clone()],
+        }
+        .encode();
+        let log = self.shard_log(shard)?;
+        let (ts, snapshot) = log
+            .sequence(payload.clone())
+            .await
+            .map_err(|e| Failure::Answer(commit_error(&e)))?;
+        let deprecate_eof = self.deprecate_eof;
+        let Some(h) = self.held.as_mut() else {
+            log.primary_failed(ts);
+            return Err(Failure::Answer(MysqlError::new(
+                2003,
+                "HY000",
+                "no backend connection",
+            )));
+        };
+        let (summary, raw) = match execute_ddl(
+            &mut h.conn,
+            command,
+            &statement,
+            shard,
+            ts,
+            &payload,
+            deprecate_eof,
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                log.primary_failed(ts);
+                return self.lost(session, c, e);
+            }
+        };
+        log.primary_done(ts);
+        if let Err(e) = log.await_quorum(ts, &snapshot).await {
+            return Err(Failure::Answer(commit_error(&e)));
+        }
+        client.queue_raw(&raw);
+        client.flush().await.map_err(Failure::Client)?;
+        session.after_statement(c, &summary);
+        self.release_if_unpinned(session);
+        Ok(())
+    }
+
+    /// Bookkeeping after a statement the session forwarded normally: savepoints, rollbacks,
+    /// temporary tables.
+    pub(super) fn after_forwarded(
+        &self,
+        session: &mut SessionState,
+        c: &Classified,
+        sql: &str,
+        ok: bool,
+    ) {
+        if !ok {
+            return;
+        }
+        match c.kind {
+            Kind::Rollback => {
+                session.pending.clear();
+                session.savepoints.clear();
+            }
+            Kind::Savepoint => match savepoint_name(sql) {
+                Some((name, "set")) => {
+                    session.savepoints.retain(|(n, _)| *n != name);
+                    session.savepoints.push((name, session.pending.len()));
+                }
+                Some((name, "rollback")) => {
+                    if let Some(pos) = session.savepoints.iter().position(|(n, _)| *n == name) {
+                        let keep = session.savepoints[pos].1;
+                        session.pending.truncate(keep);
+                        session.savepoints.truncate(pos + 1);
+                    }
+                }
+                Some((name, _)) => {
+                    if let Some(pos) = session.savepoints.iter().position(|(n, _)| *n == name) {
+                        session.savepoints.truncate(pos);
+                    }
+                }
+                None => {}
+            },
+            Kind::Ddl if c.flags.contains(Flags::TEMP_TABLE) => {
+                let drop = Lexer::new(sql)
+                    .next()
+                    .is_some_and(|t| t.tok.is_word("DROP"));
+                for t in &c.tables {
+                    let name = table_name(t);
+                    if drop {
+                        session.temp_tables.retain(|x| *x != name);
+                    } else if !session.temp_tables.contains(&name) {
+                        session.temp_tables.push(name);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Statements that commit an open transaction implicitly (MySQL's list, as far as the
+/// proxy forwards them itself).
+pub fn commits_implicitly(c: &Classified) -> bool {
+    match c.kind {
+        Kind::Begin | Kind::Lock | Kind::Admin => true,
+        Kind::Session => matches!(&c.session, Some(SessionChange::Vars(v))
+            if v.iter().any(|(k, f)| k == "autocommit" && (f.ends_with("1") || f.to_ascii_uppercase().ends_with("ON")))),
+        _ => false,
+    }
+}
+
+/// SET of an isolation level weaker than REPEATABLE READ.
+pub fn weakens_isolation(c: &Classified, sql: &str) -> bool {
+    if c.kind != Kind::Session {
+        return false;
+    }
+    let up = sql.to_ascii_uppercase();
+    up.contains("ISOLATION")
+        && up.contains("READ")
+        && (up.contains("COMMITTED") || up.contains("UNCOMMITTED"))
+        || (up.contains("TX_ISOLATION") || up.contains("TRANSACTION_ISOLATION"))
+            && (up.contains("READ-COMMITTED") || up.contains("READ-UNCOMMITTED"))
+}

@@ -1,0 +1,495 @@
+//! One shard's log at run time: the sequencer (timestamp + WAL append as one step, in
+//! batches: one timestamp request and one fsync per batch), the in-memory tail appliers read
+//! from, each replica's applied position, and the Cabinet quorum wait.
+//!
+//! A record reaches followers only once it is durable in the WAL, so no replica ever holds a
+//! record the log could lose. The primary's weight counts from the moment its transaction has
+//! executed (the caller only sequences executed work).
+//!
+//! Durability: `sequence` resolves after the record is durable. Cancellation: dropping a
+//! `sequence` future after the request was queued does not withdraw the record; it is in the
+//! log and will be applied everywhere (the caller reports "outcome unknown").
+//! Owns: `ShardLog`. May import: wal, tso, replication::{cabinet, replay}, router ids.
+
+use super::cabinet::{Cabinet, WeightSnapshot};
+use super::replay::LogEntry;
+use crate::router::{ReplicaId, ShardId};
+use crate::tso::TsoPair;
+use crate::wal::{Wal, WalRecord};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Records kept in memory for appliers beyond what every follower applied.
+const TAIL_CAP: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("no write quorum for shard {shard}: reachable replicas {reachable:?} carry weight {weight:.3}, more than {ct:.3} is needed; writes resume when enough replicas are back")]
+    NoQuorum {
+        shard: u32,
+        reachable: Vec<u32>,
+        weight: f64,
+        ct: f64,
+    },
+    #[error("the write-ahead log failed: {0}; check the disk under replication.wal_dir, then restart the proxy")]
+    Wal(io::Error),
+    #[error("timestamp servers unavailable: {0}")]
+    Tso(io::Error),
+    #[error("commit of record {ts} is logged but the quorum did not acknowledge it within {timeout_ms} ms; it will be applied when replicas return (outcome: will commit)")]
+    QuorumTimeout { ts: u64, timeout_ms: u64 },
+    #[error("shard {0} is recovering; writes resume when its replicas have caught up")]
+    Recovering(u32),
+    #[error("the proxy is shutting down")]
+    Shutdown,
+}
+
+struct SeqRequest {
+    payload: Arc<[u8]>,
+    reply: oneshot::Sender<Result<u64, CommitError>>,
+}
+
+/// Per-replica replication state.
+pub struct ReplicaState {
+    /// Highest timestamp applied and committed there (followers apply in order).
+    pub applied: AtomicU64,
+    /// The applier is connected.
+    pub live: AtomicBool,
+    /// Stopped because its results differed from the primary's.
+    pub quarantined: Mutex<Option<String>>,
+}
+
+/// Counters shown by SHOW PROXY REPLICATION.
+#[derive(Default)]
+pub struct LogCounters {
+    pub commits: AtomicU64,
+    pub no_quorum: AtomicU64,
+    pub quorum_timeouts: AtomicU64,
+    pub batches: AtomicU64,
+    pub max_batch: AtomicU64,
+}
+
+pub struct ShardLog {
+    pub shard: ShardId,
+    pub leader: ReplicaId,
+    pub replicas: Vec<ReplicaState>,
+    pub wal: Wal,
+    seq_tx: mpsc::UnboundedSender<SeqRequest>,
+    seq_rx: Mutex<Option<mpsc::UnboundedReceiver<SeqRequest>>>,
+    /// Commits whose COMMIT on the primary failed after they were logged: the primary must
+    /// get them re-applied before writes continue.
+    failed_on_primary: Mutex<BTreeSet<u64>>,
+    tail: RwLock<BTreeMap<u64, Arc<[u8]>>>,
+    /// Everything at or below this was trimmed from the tail (read it from disk).
+    tail_floor: AtomicU64,
+    /// Last durable timestamp.
+    durable: watch::Sender<u64>,
+    /// Bumped whenever a replica's applied position moves.
+    acks: watch::Sender<u64>,
+    cabinet: Mutex<Cabinet>,
+    /// Sequenced records not yet committed on the primary.
+    in_flight: Mutex<BTreeSet<u64>>,
+    /// Writes are accepted (false while recovering).
+    pub open: watch::Sender<bool>,
+    pub commit_timeout: Duration,
+    pub counters: LogCounters,
+}
+
+impl ShardLog {
+    /// The log of one shard over an opened `wal` whose last record is `last_ts`. Writes stay
+    /// closed until recovery calls `start_sequencer` and opens them.
+    pub fn new(
+        shard: ShardId,
+        n: usize,
+        leader: ReplicaId,
+        failure_threshold: Option<usize>,
+        wal: Wal,
+        last_ts: u64,
+        commit_timeout: Duration,
+    ) -> Result<Arc<ShardLog>, String> {
+        let cabinet = Cabinet::new(n, leader, failure_threshold)?;
+        tracing::info!(
+            shard = shard.0,
+            replicas = n,
+            t = cabinet.t,
+            ratio = cabinet.ratio,
+            ct = cabinet.ct(),
+            "Cabinet weights"
+        );
+        let (seq_tx, seq_rx) = mpsc::unbounded_channel();
+        let log = Arc::new(ShardLog {
+            shard,
+            leader,
+            replicas: (0..n)
+                .map(|_| ReplicaState {
+                    applied: AtomicU64::new(0),
+                    live: AtomicBool::new(false),
+                    quarantined: Mutex::new(None),
+                })
+                .collect(),
+            wal,
+            seq_tx,
+            seq_rx: Mutex::new(Some(seq_rx)),
+            failed_on_primary: Mutex::new(BTreeSet::new()),
+            tail: RwLock::new(BTreeMap::new()),
+            tail_floor: AtomicU64::new(last_ts),
+            durable: watch::Sender::new(last_ts),
+            acks: watch::Sender::new(0),
+            cabinet: Mutex::new(cabinet),
+            in_flight: Mutex::new(BTreeSet::new()),
+            open: watch::Sender::new(false),
+            commit_timeout,
+            counters: LogCounters::default(),
+        });
+        Ok(log)
+    }
+
+    /// Starts the sequencer; timestamps will be above `last_ts`.
+    pub fn start_sequencer(self: &Arc<Self>, tso: Arc<TsoPair>, last_ts: u64) {
+        if let Some(rx) = self.seq_rx.lock().take() {
+            tokio::spawn(run_sequencer(self.clone(), rx, tso, last_ts));
+        }
+    }
+
+    /// A logged commit did not reach the primary (its connection failed at COMMIT).
+    pub fn primary_failed(&self, ts: u64) {
+        tracing::warn!(
+            shard = self.shard.0,
+            ts,
+            "a logged commit failed on the primary; writes pause until it is re-applied there"
+        );
+        self.failed_on_primary.lock().insert(ts);
+        self.open.send_replace(false);
+    }
+
+    pub fn failed_on_primary(&self) -> Vec<u64> {
+        self.failed_on_primary.lock().iter().copied().collect()
+    }
+
+    pub fn primary_repaired(&self, done: &[u64]) {
+        let mut f = self.failed_on_primary.lock();
+        for ts in done {
+            f.remove(ts);
+            self.in_flight.lock().remove(ts);
+        }
+    }
+
+    pub fn last_durable(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    pub fn subscribe_durable(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
+    pub fn cabinet_snapshot(&self) -> WeightSnapshot {
+        self.cabinet.lock().snapshot()
+    }
+
+    pub fn cabinet(&self) -> Cabinet {
+        self.cabinet.lock().clone()
+    }
+
+    fn reachable(&self) -> Vec<ReplicaId> {
+        (0..self.replicas.len() as u32)
+            .map(ReplicaId)
+            .filter(|r| {
+                *r == self.leader || {
+                    let s = &self.replicas[r.0 as usize];
+                    s.live.load(Ordering::Relaxed) && s.quarantined.lock().is_none()
+                }
+            })
+            .collect()
+    }
+
+    fn holders(&self, ts: u64) -> impl Iterator<Item = ReplicaId> + '_ {
+        (0..self.replicas.len() as u32)
+            .map(ReplicaId)
+            .filter(move |r| {
+                *r == self.leader || {
+                    let s = &self.replicas[r.0 as usize];
+                    s.applied.load(Ordering::Acquire) >= ts && s.quarantined.lock().is_none()
+                }
+            })
+    }
+
+    /// Sequences an executed transaction: checks that a quorum is reachable, takes a
+    /// timestamp and appends to the WAL (one step), and returns once the record is durable.
+    /// The record then belongs to the log whatever happens to the caller.
+    pub async fn sequence(&self, payload: Vec<u8>) -> Result<(u64, WeightSnapshot), CommitError> {
+        if !*self.open.borrow() {
+            let mut open = self.open.subscribe();
+            let wait = tokio::time::timeout(self.commit_timeout, open.wait_for(|o| *o)).await;
+            if !matches!(wait, Ok(Ok(_))) {
+                return Err(CommitError::Recovering(self.shard.0));
+            }
+        }
+        let snapshot = self.cabinet_snapshot();
+        let reachable = self.reachable();
+        if !snapshot.committed(reachable.iter().copied()) {
+            self.counters.no_quorum.fetch_add(1, Ordering::Relaxed);
+            let weight = reachable
+                .iter()
+                .filter_map(|r| snapshot.weight.get(r.0 as usize))
+                .sum();
+            return Err(CommitError::NoQuorum {
+                shard: self.shard.0,
+                reachable: reachable.iter().map(|r| r.0).collect(),
+                weight,
+                ct: snapshot.ct,
+            });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.seq_tx
+            .send(SeqRequest {
+                payload: payload.into(),
+                reply,
+            })
+            .map_err(|_| CommitError::Shutdown)?;
+        let ts = rx.await.map_err(|_| CommitError::Shutdown)??;
+        Ok((ts, snapshot))
+    }
+
+    /// Waits until replicas holding `ts` carry more than CT under `snapshot`, then
+    /// re-weights the followers by the order they acknowledged.
+    pub async fn await_quorum(
+        &self,
+        ts: u64,
+        snapshot: &WeightSnapshot,
+    ) -> Result<(), CommitError> {
+        let deadline = Instant::now() + self.commit_timeout;
+        let mut acks = self.acks.subscribe();
+        let mut order: Vec<ReplicaId> = Vec::new();
+        loop {
+            acks.borrow_and_update();
+            for r in self.holders(ts) {
+                if r != self.leader && !order.contains(&r) {
+                    order.push(r);
+                }
+            }
+            let mut holders = order.clone();
+            holders.push(self.leader);
+            if snapshot.committed(holders) {
+                self.cabinet.lock().reweight(snapshot.clock, &order);
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, acks.changed()).await.is_err() {
+                self.counters
+                    .quorum_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(CommitError::QuorumTimeout {
+                    ts,
+                    timeout_ms: self.commit_timeout.as_millis() as u64,
+                });
+            }
+        }
+    }
+
+    /// The primary committed `ts` (or it was re-applied there).
+    pub fn primary_done(&self, ts: u64) {
+        self.in_flight.lock().remove(&ts);
+    }
+
+    /// Highest timestamp below which the primary holds everything in the log.
+    pub fn primary_low_water(&self) -> u64 {
+        match self.in_flight.lock().first() {
+            Some(ts) => ts - 1,
+            None => self.last_durable(),
+        }
+    }
+
+    /// Records a replica applied up to `ts`.
+    pub fn set_applied(&self, replica: ReplicaId, ts: u64) {
+        if let Some(s) = self.replicas.get(replica.0 as usize) {
+            s.applied.store(ts, Ordering::Release);
+        }
+        self.acks.send_modify(|v| *v += 1);
+        self.trim_tail();
+    }
+
+    pub fn set_live(&self, replica: ReplicaId, live: bool) {
+        if let Some(s) = self.replicas.get(replica.0 as usize) {
+            s.live.store(live, Ordering::Relaxed);
+        }
+        self.acks.send_modify(|v| *v += 1);
+    }
+
+    pub fn quarantine(&self, replica: ReplicaId, why: String) {
+        tracing::error!(shard = self.shard.0, replica = replica.0, reason = %why,
+            "replica quarantined: its results differ from the primary's; it no longer applies or counts \
+             for the quorum; resynchronise it from the primary and restart the proxy");
+        if let Some(s) = self.replicas.get(replica.0 as usize) {
+            *s.quarantined.lock() = Some(why);
+        }
+        self.acks.send_modify(|v| *v += 1);
+    }
+
+    /// Lowest position applied by every follower that is not quarantined.
+    pub fn followers_low_water(&self) -> u64 {
+        (0..self.replicas.len() as u32)
+            .map(ReplicaId)
+            .filter(|r| *r != self.leader)
+            .filter(|r| self.replicas[r.0 as usize].quarantined.lock().is_none())
+            .map(|r| self.replicas[r.0 as usize].applied.load(Ordering::Acquire))
+            .min()
+            .unwrap_or_else(|| self.last_durable())
+    }
+
+    fn trim_tail(&self) {
+        let low = self.followers_low_water();
+        let mut tail = self.tail.write();
+        let mut floor = self.tail_floor.load(Ordering::Relaxed);
+        while let Some((&ts, _)) = tail.first_key_value() {
+            if ts <= low || tail.len() > TAIL_CAP {
+                tail.pop_first();
+                floor = floor.max(ts);
+            } else {
+                break;
+            }
+        }
+        self.tail_floor.store(floor, Ordering::Relaxed);
+    }
+
+    /// Up to `limit` durable records after `after`, from memory or (for a replica far
+    /// behind) from the WAL files.
+    pub async fn records_after(&self, after: u64, limit: usize) -> io::Result<Vec<LogEntry>> {
+        {
+            let tail = self.tail.read();
+            if after >= self.tail_floor.load(Ordering::Relaxed) {
+                return Ok(tail
+                    .range(after + 1..)
+                    .take(limit)
+                    .map(|(ts, p)| LogEntry {
+                        ts: *ts,
+                        payload: p.clone(),
+                    })
+                    .collect());
+            }
+        }
+        let dir = self.wal.dir().to_path_buf();
+        let durable = self.last_durable();
+        let recs = tokio::task::spawn_blocking(move || crate::wal::read_after(&dir, after, limit))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(recs
+            .into_iter()
+            .filter(|r| r.ts <= durable)
+            .map(|r| LogEntry {
+                ts: r.ts,
+                payload: r.payload.into(),
+            })
+            .collect())
+    }
+
+    /// Adds records recovered from elsewhere (replicas' copies) to the WAL and the tail.
+    pub async fn adopt(&self, records: Vec<WalRecord>) -> io::Result<()> {
+        let Some(last) = records.last().map(|r| r.ts) else {
+            return Ok(());
+        };
+        for r in &records {
+            self.tail.write().insert(r.ts, r.payload.clone().into());
+        }
+        self.wal
+            .append_batch(records)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("WAL writer stopped")))?;
+        self.durable.send_modify(|d| *d = (*d).max(last));
+        Ok(())
+    }
+
+    /// Marks records sequenced before a restart as possibly missing on the primary (until
+    /// recovery re-applies them).
+    pub fn note_in_flight(&self, ts: u64) {
+        self.in_flight.lock().insert(ts);
+    }
+}
+
+async fn run_sequencer(
+    log: Arc<ShardLog>,
+    mut rx: mpsc::UnboundedReceiver<SeqRequest>,
+    tso: Arc<TsoPair>,
+    mut last_ts: u64,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u32;
+        let first_ts = match tso.issue(n, last_ts).await {
+            Ok(ts) => ts,
+            Err(e) => {
+                tracing::error!(shard = log.shard.0, error = %e, "no timestamp for a commit batch");
+                for r in batch {
+                    let _ = r.reply.send(Err(CommitError::Tso(io::Error::new(
+                        e.kind(),
+                        e.to_string(),
+                    ))));
+                }
+                continue;
+            }
+        };
+        let stamped: Vec<(u64, SeqRequest)> = batch
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (first_ts + 2 * i as u64, r))
+            .collect();
+        last_ts = stamped.last().map(|(ts, _)| *ts).unwrap_or(last_ts);
+        {
+            let mut inflight = log.in_flight.lock();
+            for (ts, _) in &stamped {
+                inflight.insert(*ts);
+            }
+        }
+        let records = stamped
+            .iter()
+            .map(|(ts, r)| WalRecord {
+                ts: *ts,
+                payload: r.payload.to_vec(),
+            })
+            .collect();
+        let result = log
+            .wal
+            .append_batch(records)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("WAL writer stopped")));
+        match result {
+            Ok(()) => {
+                {
+                    let mut tail = log.tail.write();
+                    for (ts, r) in &stamped {
+                        tail.insert(*ts, r.payload.clone());
+                    }
+                }
+                log.durable.send_replace(last_ts);
+                log.counters.batches.fetch_add(1, Ordering::Relaxed);
+                log.counters
+                    .max_batch
+                    .fetch_max(stamped.len() as u64, Ordering::Relaxed);
+                for (ts, r) in stamped {
+                    let _ = r.reply.send(Ok(ts));
+                }
+            }
+            Err(e) => {
+                // Not durable: the records are not in the log; their transactions roll back.
+                let mut inflight = log.in_flight.lock();
+                for (ts, r) in stamped {
+                    inflight.remove(&ts);
+                    let _ = r.reply.send(Err(CommitError::Wal(io::Error::new(
+                        e.kind(),
+                        e.to_string(),
+                    ))));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Start-up recovery of one shard, and repair of the primary at run time. The log is the
+//! union of the WAL and every reachable replica's `myquorum.wal` (records a replica holds
+//! beyond the WAL are adopted back into it); the primary gets every logged record it lacks
+//! re-applied; followers catch up through their appliers; only then are writes opened.
+//!
+//! Owns: the recovery sequence. May import: backend (pools), replication::{log, replay,
+//! applier}, wal, tso.
+
+use super::applier::{connect, run_applier};
+use super::log::ShardLog;
+use super::replay::{LogEntry, Replayer};
+use crate::backend::Cluster;
+use crate::router::{ReplicaId, ShardId};
+use crate::tso::TsoPair;
+use crate::wal::WalRecord;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Parses a `HEX(payload)` column.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// Timestamps present in a replica's `myquorum.wal` at or above `from`.
+async fn present(r: &mut Replayer, shard: ShardId, from: u64) -> std::io::Result<HashSet<u64>> {
+    // One row per record, as a comma list to keep to a single-row reader.
+    let mut out = HashSet::new();
+    let mut after = from.saturating_sub(1);
+    loop {
+        let row = r
+            .query_row(&format!(
+                "SELECT GROUP_CONCAT(ts ORDER BY ts SEPARATOR ','), MAX(ts) FROM \
+                 (SELECT ts FROM myquorum.wal WHERE shard = {} AND ts > {after} ORDER BY ts LIMIT 10000) x",
+                shard.0
+            ))
+            .await?;
+        let row = match row {
+            Ok(Some(row)) => row,
+            _ => return Ok(out),
+        };
+        let Some(list) = row.first().cloned().flatten() else {
+            return Ok(out);
+        };
+        let n_before = out.len();
+        out.extend(list.split(',').filter_map(|t| t.parse::<u64>().ok()));
+        match row.get(1).cloned().flatten().and_then(|m| m.parse().ok()) {
+            Some(m) if out.len() > n_before => after = m,
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Records a replica holds above `after` (from its `myquorum.wal`).
+async fn records_above(
+    r: &mut Replayer,
+    shard: ShardId,
+    mut after: u64,
+) -> std::io::Result<Vec<WalRecord>> {
+    let mut out = Vec::new();
+    loop {
+        let row = r
+            .query_row(&format!(
+                "SELECT ts, HEX(payload) FROM myquorum.wal WHERE shard = {} AND ts > {after} ORDER BY ts LIMIT 1",
+                shard.0
+            ))
+            .await?;
+        let Ok(Some(row)) = row else { return Ok(out) };
+        let ts = row
+            .first()
+            .cloned()
+            .flatten()
+            .and_then(|t| t.parse::<u64>().ok());
+        let payload = row.get(1).cloned().flatten().and_then(|p| unhex(&p));
+        match (ts, payload) {
+            (Some(ts), Some(payload)) => {
+                out.push(WalRecord { ts, payload });
+                after = ts;
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Brings the primary up to the log: re-applies every logged record at or after `from`
+/// (and in `extra`) that its `myquorum.wal` lacks, in timestamp order.
+pub async fn repair_primary(
+    log: &ShardLog,
+    r: &mut Replayer,
+    records: &[WalRecord],
+) -> Result<Vec<u64>, String> {
+    let Some(first) = records.first().map(|x| x.ts) else {
+        return Ok(Vec::new());
+    };
+    let have = present(r, log.shard, first)
+        .await
+        .map_err(|e| format!("reading the primary's myquorum.wal: {e}"))?;
+    let missing: Vec<LogEntry> = records
+        .iter()
+        .filter(|x| !have.contains(&x.ts))
+        .map(|x| LogEntry {
+            ts: x.ts,
+            payload: x.payload.clone().into(),
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    tracing::info!(
+        shard = log.shard.0,
+        records = missing.len(),
+        "re-applying logged commits the primary lacks"
+    );
+    r.apply(log.shard, &missing)
+        .await
+        .map_err(|e| format!("re-applying on the primary: {e}"))?;
+    Ok(missing.iter().map(|e| e.ts).collect())
+}
+
+pub struct RecoveryParams {
+    pub apply_batch: usize,
+    /// How long to wait for followers to catch up before opening writes anyway.
+    pub catch_up_timeout: Duration,
+}
+
+/// Recovers the shard, starts its appliers and opens writes. Runs until cancelled (the
+/// repair and WAL-truncation loops live here).
+pub async fn run_shard(
+    log: Arc<ShardLog>,
+    wal_records: Vec<WalRecord>,
+    cluster: Arc<Cluster>,
+    tso: Arc<TsoPair>,
+    params: RecoveryParams,
+    cancel: CancellationToken,
+) {
+    let shard = log.shard;
+    let n = log.replicas.len();
+    let started = Instant::now();
+    // 1. The primary must answer; the followers that do are read too.
+    let mut log_records: BTreeMap<u64, Vec<u8>> =
+        wal_records.into_iter().map(|r| (r.ts, r.payload)).collect();
+    let wal_last = log_records.last_key_value().map(|(t, _)| *t).unwrap_or(0);
+    let mut primary = loop {
+        let Some(pool) = cluster.pool(shard, log.leader) else {
+            return;
+        };
+        match connect(pool).await {
+            Ok(mut r) => match r.prepare_log_table(shard).await {
+                Ok(_) => break r,
+                Err(e) => {
+                    tracing::warn!(shard = shard.0, error = %e, "primary not ready for recovery; retrying")
+                }
+            },
+            Err(e) => tracing::warn!(shard = shard.0, addr = %pool.addr, error = %e,
+                "recovery waits for the primary; start it (writes stay closed until it answers)"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = cancel.cancelled() => return,
+        }
+    };
+    let mut reachable = vec![false; n];
+    reachable[log.leader.0 as usize] = true;
+    let mut adopted: Vec<WalRecord> = Vec::new();
+    for i in 0..n as u32 {
+        let rid = ReplicaId(i);
+        let Some(pool) = cluster.pool(shard, rid) else {
+            continue;
+        };
+        let mut conn = if rid == log.leader {
+            None
+        } else {
+            match connect(pool).await {
+                Ok(mut r) => match r.prepare_log_table(shard).await {
+                    Ok(_) => Some(r),
+                    Err(_) => continue,
+                },
+                Err(_) => continue,
+            }
+        };
+        reachable[i as usize] = true;
+        let r = conn.as_mut().unwrap_or(&mut primary);
+        match records_above(r, shard, wal_last).await {
+            Ok(recs) => {
+                for rec in recs {
+                    if let std::collections::btree_map::Entry::Vacant(e) = log_records.entry(rec.ts)
+                    {
+                        e.insert(rec.payload.clone());
+                        adopted.push(rec);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(replica = i, error = %e, "cannot read this replica's myquorum.wal")
+            }
+        }
+    }
+    adopted.sort_by_key(|r| r.ts);
+    adopted.dedup_by_key(|r| r.ts);
+    let last_ts = log_records.last_key_value().map(|(t, _)| *t).unwrap_or(0);
+    if !adopted.is_empty() {
+        tracing::warn!(shard = shard.0, records = adopted.len(),
+            "replicas hold records the WAL lacks (WAL lost or replaced?); adopting them back into the log");
+        if let Err(e) = log.adopt(adopted).await {
+            tracing::error!(shard = shard.0, error = %e, "cannot write adopted records to the WAL; writes stay closed");
+            return;
+        }
+    }
+    log.start_sequencer(tso, last_ts);
+    // 2. The primary gets what it lacks.
+    let all: Vec<WalRecord> = log_records
+        .into_iter()
+        .map(|(ts, payload)| WalRecord { ts, payload })
+        .collect();
+    match repair_primary(&log, &mut primary, &all).await {
+        Ok(done) if !done.is_empty() => {
+            tracing::info!(
+                shard = shard.0,
+                records = done.len(),
+                "primary brought up to the log"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(shard = shard.0, error = %e, "primary recovery failed; writes stay closed until the proxy restarts");
+            return;
+        }
+    }
+    drop(all);
+    // 3. Followers catch up through their appliers.
+    for i in 0..n as u32 {
+        let rid = ReplicaId(i);
+        if rid == log.leader {
+            continue;
+        }
+        if let Some(pool) = cluster.pool(shard, rid) {
+            tokio::spawn(run_applier(
+                log.clone(),
+                rid,
+                pool.clone(),
+                params.apply_batch,
+                cancel.clone(),
+            ));
+        }
+    }
+    let deadline = Instant::now() + params.catch_up_timeout;
+    let mut last_report = Instant::now();
+    loop {
+        let behind: Vec<u32> = (0..n as u32)
+            .filter(|i| ReplicaId(*i) != log.leader && reachable[*i as usize])
+            .filter(|i| {
+                let s = &log.replicas[*i as usize];
+                s.quarantined.lock().is_none() && s.applied.load(Ordering::Acquire) < last_ts
+            })
+            .collect();
+        if behind.is_empty() || Instant::now() > deadline {
+            if !behind.is_empty() {
+                tracing::warn!(
+                    shard = shard.0,
+                    ?behind,
+                    "followers still catching up; opening writes anyway"
+                );
+            }
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(2) {
+            tracing::info!(
+                shard = shard.0,
+                ?behind,
+                log_end = last_ts,
+                "waiting for followers to catch up"
+            );
+            last_report = Instant::now();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+    log.open.send_replace(true);
+    tracing::info!(
+        shard = shard.0,
+        log_end = last_ts,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "shard recovered; writes open"
+    );
+    drop(primary);
+    maintain(log, cluster, cancel).await;
+}
+
+/// Run-time upkeep: re-apply commits that failed on the primary, and delete WAL segments
+/// every replica has applied.
+async fn maintain(log: Arc<ShardLog>, cluster: Arc<Cluster>, cancel: CancellationToken) {
+    let shard = log.shard;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut ticks = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        ticks += 1;
+        let failed = log.failed_on_primary();
+        if !failed.is_empty() {
+            if let Some(pool) = cluster.pool(shard, log.leader) {
+                if let Ok(mut r) = connect(pool).await {
+                    let first = failed[0];
+                    match log.records_after(first - 1, usize::MAX).await {
+                        Ok(entries) => {
+                            let recs: Vec<WalRecord> = entries
+                                .into_iter()
+                                .filter(|e| failed.contains(&e.ts))
+                                .map(|e| WalRecord {
+                                    ts: e.ts,
+                                    payload: e.payload.to_vec(),
+                                })
+                                .collect();
+                            match repair_primary(&log, &mut r, &recs).await {
+                                Ok(_) => {
+                                    log.primary_repaired(&failed);
+                                    if log.failed_on_primary().is_empty() {
+                                        log.open.send_replace(true);
+                                        tracing::info!(
+                                            shard = shard.0,
+                                            records = failed.len(),
+                                            "primary repaired; writes open again"
+                                        );
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(shard = shard.0, error = %e, "primary repair failed; retrying")
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the WAL for primary repair")
+                        }
+                    }
+                }
+            }
+        }
+        if ticks.is_multiple_of(20) {
+            let below = log.followers_low_water().min(log.primary_low_water());
+            if below > 0 {
+                if let Err(e) = log.wal.truncate_below(below + 1).await {
+                    tracing::warn!(shard = shard.0, error = %e, "WAL truncation failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! Re-executing log records on one replica over a raw backend connection: each statement's
+//! session context, then the statement (text, or prepared and executed with the primary's
+//! parameter bytes), then the record's row in `myquorum.wal`, all in one transaction per
+//! batch. Commands of a batch are pipelined (one round trip), and COMMIT is sent only after
+//! every answer was checked, so a failed statement leaves nothing behind.
+//!
+//! Used by the follower appliers and by recovery of the primary.
+//! Owns: a replica connection's replay state. May import: backend (connection), protocol,
+//! replication::record.
+
+use super::record::{Body, Record, RecordKind, Statement};
+use crate::backend::BackendConn;
+use crate::protocol::relay::{read_response, ResponseKind};
+use crate::protocol::resultset::read_first_row;
+use crate::protocol::MysqlError;
+use crate::router::ShardId;
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+const COM_INIT_DB: u8 = 0x02;
+const COM_QUERY: u8 = 0x03;
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_EXECUTE: u8 = 0x17;
+
+/// Settings a record may carry; reset to the server default whenever the context changes
+/// so one session's settings never leak into another's statements.
+pub const REPLICATED_SETTINGS: &[&str] = &[
+    "sql_mode",
+    "time_zone",
+    "foreign_key_checks",
+    "unique_checks",
+    "auto_increment_increment",
+    "auto_increment_offset",
+    "character_set_client",
+    "character_set_connection",
+    "collation_connection",
+    "div_precision_increment",
+    "group_concat_max_len",
+    "explicit_defaults_for_timestamp",
+    "default_storage_engine",
+    "sql_auto_is_null",
+    "max_sort_length",
+    "lc_time_names",
+    "sql_safe_updates",
+    "check_constraint_checks",
+    "default_week_format",
+    "updatable_views_with_limit",
+    "innodb_strict_mode",
+    "old_mode",
+];
+
+/// One log entry as appliers see it.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub ts: u64,
+    pub payload: Arc<[u8]>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("connection to the replica failed: {0}")]
+    Io(#[from] io::Error),
+    /// The replica's result differs from the primary's: it must stop applying.
+    #[error("{0}")]
+    Diverged(String),
+}
+
+pub fn hex(data: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(data.len() * 2);
+    for b in data {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// The statement that records `ts` as applied on a replica.
+pub fn wal_insert(shard: ShardId, ts: u64, payload: &[u8]) -> String {
+    format!(
+        "INSERT INTO myquorum.wal (shard, ts, payload) VALUES ({}, {ts}, x'{}')",
+        shard.0,
+        hex(payload)
+    )
+}
+
+pub const CREATE_SCHEMA: &str = "CREATE DATABASE IF NOT EXISTS myquorum";
+pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS myquorum.wal (\
+    shard INT UNSIGNED NOT NULL, ts BIGINT UNSIGNED NOT NULL, payload LONGBLOB NOT NULL, \
+    PRIMARY KEY (shard, ts)) ENGINE=InnoDB";
+
+/// `SET timestamp = …, insert_id = …` (and the optional ones) for one statement.
+pub fn statement_context(s: &Statement) -> String {
+    let mut q = format!(
+        "SET timestamp = {}.{:06}, insert_id = {}",
+        s.timestamp_us / 1_000_000,
+        s.timestamp_us % 1_000_000,
+        s.insert_id
+    );
+    if let Some(id) = s.last_insert_id {
+        q.push_str(&format!(", last_insert_id = {id}"));
+    }
+    if let Some((a, b)) = s.rand_seeds {
+        q.push_str(&format!(", rand_seed1 = {a}, rand_seed2 = {b}"));
+    }
+    q
+}
+
+/// The SET that gives a connection `collation` and `settings` from any earlier context.
+fn settings_statement(collation: u8, settings: &[String]) -> String {
+    let c = mysql_common::collations::Collation::from(mysql_common::collations::CollationId::from(
+        u16::from(collation),
+    ));
+    let mut parts = vec![format!("NAMES {} COLLATE {}", c.charset(), c.collation())];
+    for name in REPLICATED_SETTINGS {
+        if !name.starts_with("character_set") && *name != "collation_connection" {
+            parts.push(format!("SESSION {name} = DEFAULT"));
+        }
+    }
+    parts.extend(settings.iter().cloned());
+    format!("SET {}", parts.join(", "))
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(1 + sql.len());
+    p.push(COM_QUERY);
+    p.extend_from_slice(sql.as_bytes());
+    p
+}
+
+/// What to check in one pipelined command's answer.
+enum Expect {
+    Ok(&'static str),
+    Statement {
+        affected: Option<u64>,
+        ts: u64,
+    },
+    /// DDL: an error is what the primary got too (it ran the same text on the same schema).
+    Ddl {
+        ts: u64,
+    },
+}
+
+/// A replica connection plus the context currently applied on it.
+pub struct Replayer {
+    pub conn: BackendConn,
+    schema: Option<String>,
+    context: Option<(u8, Vec<String>)>,
+    prepared: HashMap<String, u32>,
+    deprecate_eof: bool,
+}
+
+impl Replayer {
+    pub fn new(conn: BackendConn) -> Replayer {
+        let deprecate_eof = conn
+            .hello
+            .caps
+            .contains(mysql_common::constants::CapabilityFlags::CLIENT_DEPRECATE_EOF);
+        Replayer {
+            conn,
+            schema: None,
+            context: None,
+            prepared: HashMap::new(),
+            deprecate_eof,
+        }
+    }
+
+    /// Runs a statement whose answer is OK (or a result set, discarded).
+    pub async fn execute(&mut self, sql: &str) -> io::Result<Result<(), MysqlError>> {
+        self.conn.stream.write_packet(0, &query(sql)).await?;
+        let s = read_response(
+            &mut self.conn.stream,
+            ResponseKind::ResultSets,
+            self.deprecate_eof,
+        )
+        .await?;
+        Ok(match s.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        })
+    }
+
+    /// First row of a query's result.
+    pub async fn query_row(
+        &mut self,
+        sql: &str,
+    ) -> io::Result<Result<Option<Vec<Option<String>>>, MysqlError>> {
+        self.conn.stream.write_packet(0, &query(sql)).await?;
+        read_first_row(&mut self.conn.stream, self.deprecate_eof).await
+    }
+
+    /// Creates `myquorum.wal` if missing and returns the highest timestamp applied here.
+    pub async fn prepare_log_table(&mut self, shard: ShardId) -> Result<u64, ApplyError> {
+        for sql in [CREATE_SCHEMA, CREATE_TABLE] {
+            self.execute(sql).await?.map_err(|e| {
+                ApplyError::Diverged(format!("cannot create the myquorum.wal table: {e}"))
+            })?;
+        }
+        let row = self
+            .query_row(&format!(
+                "SELECT COALESCE(MAX(ts), 0) FROM myquorum.wal WHERE shard = {}",
+                shard.0
+            ))
+            .await?
+            .map_err(|e| ApplyError::Diverged(format!("cannot read myquorum.wal: {e}")))?;
+        Ok(row
+            .and_then(|r| r.into_iter().next().flatten())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    async fn statement_id(&mut self, sql: &str) -> Result<u32, ApplyError> {
+        if let Some(id) = self.prepared.get(sql) {
+            return Ok(*id);
+        }
+        let mut p = Vec::with_capacity(1 + sql.len());
+        p.push(COM_STMT_PREPARE);
+        p.extend_from_slice(sql.as_bytes());
+        self.conn.stream.write_packet(0, &p).await?;
+        let s = read_response(
+            &mut self.conn.stream,
+            ResponseKind::Prepare,
+            self.deprecate_eof,
+        )
+        .await?;
+        match (s.prepare, s.error) {
+            (Some(ok), _) => {
+                self.prepared.insert(sql.to_string(), ok.statement_id);
+                Ok(ok.statement_id)
+            }
+            (None, e) => Err(ApplyError::Diverged(format!(
+                "preparing `{sql}` failed here but not on the primary: {}",
+                e.map(|e| e.to_string()).unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Queues the context commands and the statement itself.
+    async fn queue_statement(
+        &mut self,
+        s: &Statement,
+        ts: u64,
+        ddl: bool,
+        cmds: &mut Vec<(Vec<u8>, Expect)>,
+    ) -> Result<(), ApplyError> {
+        if let Some(db) = &s.schema {
+            if self.schema.as_deref() != Some(db.as_str()) {
+                let mut p = vec![COM_INIT_DB];
+                p.extend_from_slice(db.as_bytes());
+                cmds.push((p, Expect::Ok("USE")));
+                self.schema = Some(db.clone());
+            }
+        }
+        let ctx = (s.collation, s.settings.clone());
+        if self.context.as_ref() != Some(&ctx) {
+            cmds.push((
+                query(&settings_statement(s.collation, &s.settings)),
+                Expect::Ok("session settings"),
+            ));
+            self.context = Some(ctx);
+        }
+        cmds.push((
+            query(&statement_context(s)),
+            Expect::Ok("statement context"),
+        ));
+        let payload = match &s.body {
+            Body::Text(sql) => query(sql),
+            Body::Prepared { sql, params } => {
+                let id = self.statement_id(sql).await?;
+                let mut p = Vec::with_capacity(5 + params.len());
+                p.push(COM_STMT_EXECUTE);
+                p.extend_from_slice(&id.to_le_bytes());
+                p.extend_from_slice(params);
+                p
+            }
+        };
+        let expect = if ddl {
+            Expect::Ddl { ts }
+        } else {
+            Expect::Statement {
+                affected: s.affected,
+                ts,
+            }
+        };
+        cmds.push((payload, expect));
+        Ok(())
+    }
+
+    /// Sends `cmds` in one write and checks every answer; the first failure is returned
+    /// after all answers were read (the connection stays in step).
+    async fn run_pipeline(&mut self, cmds: Vec<(Vec<u8>, Expect)>) -> Result<(), ApplyError> {
+        for (p, _) in &cmds {
+            self.conn.stream.queue_packet(0, p);
+        }
+        self.conn.stream.flush().await?;
+        let mut failure = None;
+        for (_, expect) in cmds {
+            let s = read_response(
+                &mut self.conn.stream,
+                ResponseKind::ResultSets,
+                self.deprecate_eof,
+            )
+            .await?;
+            if failure.is_some() {
+                continue;
+            }
+            match (expect, s.error) {
+                (Expect::Ddl { ts }, Some(e)) => {
+                    tracing::warn!(ts, error = %e, addr = %self.conn.addr,
+                        "a logged DDL statement failed on this replica (as it would have on the primary)");
+                }
+                (Expect::Ok(what), Some(e)) => {
+                    failure = Some(format!("{what} failed: {e}"));
+                }
+                (Expect::Statement { ts, .. }, Some(e)) => {
+                    failure = Some(format!(
+                        "record {ts}: a statement that succeeded on the primary failed here: {e}"
+                    ));
+                }
+                (
+                    Expect::Statement {
+                        affected: Some(want),
+                        ts,
+                    },
+                    None,
+                ) => {
+                    let got = s.ok.map(|o| o.affected_rows);
+                    if got.is_some_and(|g| g != want) {
+                        failure = Some(format!(
+                            "record {ts}: {} affected rows here, {want} on the primary",
+                            got.unwrap_or(0)
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        match failure {
+            Some(f) => Err(ApplyError::Diverged(f)),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies `entries` (in timestamp order) with their `myquorum.wal` rows. Transaction
+    /// records are grouped into one transaction; DDL records run on their own.
+    pub async fn apply(&mut self, shard: ShardId, entries: &[LogEntry]) -> Result<(), ApplyError> {
+        let mut i = 0;
+        while i < entries.len() {
+            let rec = decode(&entries[i])?;
+            if rec.kind == RecordKind::Ddl {
+                let mut cmds = Vec::new();
+                for s in &rec.statements {
+                    self.queue_statement(s, entries[i].ts, true, &mut cmds)
+                        .await?;
+                }
+                cmds.push((
+                    query(&wal_insert(shard, entries[i].ts, &entries[i].payload)),
+                    Expect::Ok("recording the DDL in myquorum.wal"),
+                ));
+                cmds.push((
+                    query("SET timestamp = DEFAULT"),
+                    Expect::Ok("timestamp reset"),
+                ));
+                self.run_pipeline(cmds).await?;
+                i += 1;
+                continue;
+            }
+            let mut cmds = vec![(query("START TRANSACTION"), Expect::Ok("START TRANSACTION"))];
+            let mut j = i;
+            while j < entries.len() {
+                let rec = if j == i {
+                    rec.clone()
+                } else {
+                    decode(&entries[j])?
+                };
+                if rec.kind == RecordKind::Ddl {
+                    break;
+                }
+                for s in &rec.statements {
+                    if let Err(e) = self
+                        .queue_statement(s, entries[j].ts, false, &mut cmds)
+                        .await
+                    {
+                        self.abandon().await;
+                        return Err(e);
+                    }
+                }
+                cmds.push((
+                    query(&wal_insert(shard, entries[j].ts, &entries[j].payload)),
+                    Expect::Ok("recording the record in myquorum.wal"),
+                ));
+                j += 1;
+            }
+            cmds.push((
+                query("SET timestamp = DEFAULT"),
+                Expect::Ok("timestamp reset"),
+            ));
+            if let Err(e) = self.run_pipeline(cmds).await {
+                self.abandon().await;
+                return Err(e);
+            }
+            self.execute("COMMIT").await?.map_err(|e| {
+                ApplyError::Diverged(format!("COMMIT of applied records failed: {e}"))
+            })?;
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Rolls back a failed batch and forgets the connection's context.
+    async fn abandon(&mut self) {
+        let _ = self.execute("ROLLBACK").await;
+        self.context = None;
+        self.schema = None;
+    }
+}
+
+fn decode(e: &LogEntry) -> Result<Record, ApplyError> {
+    Record::decode(&e.payload).ok_or_else(|| {
+        ApplyError::Diverged(format!(
+            "record {} cannot be decoded (written by a newer myquorum?)",
+            e.ts
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_statements() {
+        let s = Statement {
+            schema: None,
+            collation: 45,
+            settings: vec!["SESSION sql_mode = 'ANSI'".into()],
+            timestamp_us: 1_700_000_000_000_042,
+            insert_id: 7,
+            last_insert_id: Some(6),
+            rand_seeds: Some((1, 2)),
+            affected: Some(1),
+            body: Body::Text("x".into()),
+        };
+        assert_eq!(
+            statement_context(&s),
+            "SET timestamp = 1700000000.000042, insert_id = 7, last_insert_id = 6, rand_seed1 = 1, rand_seed2 = 2"
+        );
+        let set = settings_statement(45, &s.settings);
+        assert!(set.starts_with(
+            "SET NAMES utf8mb4 COLLATE utf8mb4_general_ci, SESSION sql_mode = DEFAULT"
+        ));
+        assert!(set.ends_with("SESSION sql_mode = 'ANSI'"));
+        assert_eq!(hex(&[0, 0xAB, 0x10]), "00ab10");
+    }
+}
