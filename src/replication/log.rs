@@ -228,8 +228,25 @@ impl ShardLog {
                 return Err(CommitError::Recovering(self.shard.0));
             }
         }
-        let snapshot = self.cabinet_snapshot();
-        let reachable = self.reachable();
+        let mut snapshot = self.cabinet_snapshot();
+        let mut reachable = self.reachable();
+        if !snapshot.committed(reachable.iter().copied()) {
+            // Wait (up to the commit timeout) for enough replicas to be reachable.
+            let deadline = Instant::now() + self.commit_timeout;
+            let mut acks = self.acks.subscribe();
+            loop {
+                acks.borrow_and_update();
+                snapshot = self.cabinet_snapshot();
+                reachable = self.reachable();
+                if snapshot.committed(reachable.iter().copied()) {
+                    break;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || tokio::time::timeout(left, acks.changed()).await.is_err() {
+                    break;
+                }
+            }
+        }
         if !snapshot.committed(reachable.iter().copied()) {
             self.counters.no_quorum.fetch_add(1, Ordering::Relaxed);
             let weight = reachable

@@ -258,7 +258,8 @@ pub async fn run_shard(
             .filter(|i| ReplicaId(*i) != log.leader && reachable[*i as usize])
             .filter(|i| {
                 let s = &log.replicas[*i as usize];
-                s.quarantined.lock().is_none() && s.applied.load(Ordering::Acquire) < last_ts
+                s.quarantined.lock().is_none()
+                    && (!s.live.load(Ordering::Acquire) || s.applied.load(Ordering::Acquire) < last_ts)
             })
             .collect();
         if behind.is_empty() || Instant::now() > deadline {

@@ -1,0 +1,328 @@
+//! Quorum replication on real mariadbd: three replicas receive every write through the
+//! proxy's log and end identical (CHECKSUM TABLE) after concurrent writes, transactions,
+//! prepared statements and non-deterministic functions, through kill -9 of a follower, of
+//! the proxy, and of the primary; a bank workload keeps its sum on every replica.
+
+mod common;
+
+use common::{config_for, MariaDb, Proxy};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ACCOUNTS: i64 = 10;
+const START_BALANCE: i64 = 1000;
+
+async fn connect(url: &str) -> Conn {
+    Conn::new(Opts::from_url(url).unwrap()).await.unwrap()
+}
+
+async fn setup_schema(url: &str) {
+    let mut c = connect(url).await;
+    c.query_drop("CREATE DATABASE rep").await.unwrap();
+    c.query_drop(
+        "CREATE TABLE rep.t (id INT AUTO_INCREMENT PRIMARY KEY, k INT NOT NULL, v VARCHAR(64), \
+         u CHAR(36), r DOUBLE, created TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6), \
+         changed TIMESTAMP(6) NULL ON UPDATE CURRENT_TIMESTAMP(6), KEY (k))",
+    )
+    .await
+    .unwrap();
+    c.query_drop("CREATE TABLE rep.acct (id INT PRIMARY KEY, bal INT NOT NULL)")
+        .await
+        .unwrap();
+    let values: Vec<String> = (1..=ACCOUNTS)
+        .map(|i| format!("({i}, {START_BALANCE})"))
+        .collect();
+    c.query_drop(format!("INSERT INTO rep.acct VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE rep.acked (id BIGINT PRIMARY KEY, note VARCHAR(16))")
+        .await
+        .unwrap();
+}
+
+/// One client's mixed workload; returns the number of statements that failed.
+async fn workload(url: String, worker: u64, rounds: u64, errors: Arc<AtomicU64>) {
+    let mut c = connect(&url).await;
+    for i in 0..rounds {
+        let k = (worker * 1000 + i) as i64;
+        let r: Result<(), mysql_async::Error> = async {
+            // Autocommit write with NOW(), UUID(), RAND() and an auto-increment id.
+            c.query_drop(format!(
+                "INSERT INTO rep.t (k, v, u, r) VALUES ({k}, CONCAT('w', NOW(6)), UUID(), RAND())"
+            ))
+            .await?;
+            // A prepared write (binary parameters).
+            c.exec_drop(
+                "UPDATE rep.t SET v = ? WHERE k = ?",
+                (format!("p{worker}-{i}"), k),
+            )
+            .await?;
+            // A transaction with LAST_INSERT_ID() and an ON UPDATE column.
+            c.query_drop("BEGIN").await?;
+            c.query_drop(format!("INSERT INTO rep.t (k, v) VALUES ({}, 'tx')", k + 500))
+                .await?;
+            c.query_drop(format!(
+                "UPDATE rep.t SET v = CONCAT(v, LAST_INSERT_ID()) WHERE k = {}",
+                k + 500
+            ))
+            .await?;
+            c.query_drop("COMMIT").await?;
+            // A rolled-back transaction leaves nothing anywhere.
+            c.query_drop("BEGIN").await?;
+            c.query_drop("INSERT INTO rep.t (k, v) VALUES (-1, 'rolled back')")
+                .await?;
+            c.query_drop("ROLLBACK").await?;
+            // A bank transfer (locks in id order: no deadlocks).
+            let a = (k % ACCOUNTS) + 1;
+            let b = ((k * 7 + 3) % ACCOUNTS) + 1;
+            if a != b {
+                let (lo, hi) = (a.min(b), a.max(b));
+                let amount = if lo == a { 5 } else { -5 };
+                c.query_drop("START TRANSACTION").await?;
+                c.query_drop(format!("UPDATE rep.acct SET bal = bal - {amount} WHERE id = {lo}"))
+                    .await?;
+                c.query_drop(format!("UPDATE rep.acct SET bal = bal + {amount} WHERE id = {hi}"))
+                    .await?;
+                c.query_drop("COMMIT").await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            eprintln!("worker {worker}: {e}");
+            errors.fetch_add(1, Ordering::Relaxed);
+            let _ = c.query_drop("ROLLBACK").await;
+        }
+    }
+}
+
+async fn applied_ts(db: &MariaDb) -> Option<u64> {
+    let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap()).await.ok()?;
+    c.query_first("SELECT COALESCE(MAX(ts), 0) FROM myquorum.wal")
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Waits until every replica applied the same last record.
+async fn wait_converged(dbs: &[&MariaDb]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut seen = Vec::new();
+        for db in dbs {
+            seen.push(applied_ts(db).await);
+        }
+        if seen[0].is_some() && seen.iter().all(|s| *s == seen[0]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replicas did not converge: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn checksums(db: &MariaDb, tables: &[&str]) -> Vec<(String, i64)> {
+    let mut c = connect(&db.url(None)).await;
+    let mut out = Vec::new();
+    for t in tables {
+        let row: Option<(String, Option<i64>)> = c
+            .query_first(format!("CHECKSUM TABLE {t}"))
+            .await
+            .unwrap();
+        let (name, sum) = row.unwrap();
+        out.push((name, sum.unwrap_or(-1)));
+    }
+    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM rep.t").await.unwrap();
+    out.push(("rows".into(), n.unwrap()));
+    out
+}
+
+async fn assert_identical(dbs: &[&MariaDb]) {
+    wait_converged(dbs).await;
+    let tables = ["rep.t", "rep.acct", "rep.acked"];
+    let first = checksums(dbs[0], &tables).await;
+    assert!(first.last().unwrap().1 > 0);
+    for db in &dbs[1..] {
+        assert_eq!(checksums(db, &tables).await, first, "replica {} differs", db.addr());
+    }
+    for db in dbs {
+        let mut c = connect(&db.url(None)).await;
+        let sum: Option<i64> = c.query_first("SELECT SUM(bal) FROM rep.acct").await.unwrap();
+        assert_eq!(sum, Some(ACCOUNTS * START_BALANCE), "bank invariant on {}", db.addr());
+        let rolled: Option<i64> = c
+            .query_first("SELECT COUNT(*) FROM rep.t WHERE k = -1")
+            .await
+            .unwrap();
+        assert_eq!(rolled, Some(0), "a rolled-back write appeared on {}", db.addr());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_stay_identical_through_a_follower_kill() {
+    common::init_tracing();
+    let (a, b, mut c3) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let proxy = Proxy::start(config_for(&[&a, &b, &c3]));
+    let url = proxy.url(None);
+    setup_schema(&url).await;
+    // DDL went through the log: the table exists on every replica.
+    for db in [&a, &b, &c3] {
+        wait_converged(&[&a, db]).await;
+        let mut c = connect(&db.url(None)).await;
+        let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM rep.acct").await.unwrap();
+        assert_eq!(n, Some(ACCOUNTS));
+    }
+    let errors = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|w| tokio::spawn(workload(url.clone(), w, 40, errors.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    c3.kill9();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "clients saw errors while a follower died");
+    // The follower returns and catches up from the log.
+    c3.restart();
+    assert_identical(&[&a, &b, &c3]).await;
+}
+
+/// Acknowledged inserts, each a distinct id; stops when `stop` is set.
+async fn acked_inserts(url: String, worker: i64, stop: Arc<AtomicBool>) -> BTreeSet<i64> {
+    let mut acked = BTreeSet::new();
+    let Ok(mut c) = Conn::new(Opts::from_url(&url).unwrap()).await else {
+        return acked;
+    };
+    let mut i = 0i64;
+    while !stop.load(Ordering::Relaxed) {
+        let id = worker * 1_000_000 + i;
+        i += 1;
+        let r = if i % 3 == 0 {
+            async {
+                c.query_drop("BEGIN").await?;
+                c.query_drop(format!("INSERT INTO rep.acked VALUES ({id}, 'tx')")).await?;
+                c.query_drop("COMMIT").await
+            }
+            .await
+        } else {
+            c.query_drop(format!("INSERT INTO rep.acked VALUES ({id}, 'auto')")).await
+        };
+        match r {
+            Ok(()) => {
+                acked.insert(id);
+            }
+            Err(_) => break,
+        }
+    }
+    acked
+}
+
+async fn assert_acked_everywhere(dbs: &[&MariaDb], acked: &BTreeSet<i64>) {
+    wait_converged(dbs).await;
+    for db in dbs {
+        let mut c = connect(&db.url(None)).await;
+        let have: Vec<i64> = c.query("SELECT id FROM rep.acked").await.unwrap();
+        let have: BTreeSet<i64> = have.into_iter().collect();
+        let lost: Vec<_> = acked.difference(&have).take(5).collect();
+        assert!(lost.is_empty(), "{} lost acknowledged writes, e.g. {lost:?}", db.addr());
+    }
+    assert_identical(dbs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_kill9_loses_no_acknowledged_write() {
+    common::init_tracing();
+    let (a, b, c3) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let mut cfg = config_for(&[&a, &b, &c3]);
+    let port = common::free_port();
+    cfg.proxy.listen = format!("127.0.0.1:{port}");
+    let conf = a.dir.path().join("proxy.toml");
+    std::fs::write(&conf, cfg.to_toml()).unwrap();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_myquorum"))
+            .args(["serve", "--config"])
+            .arg(&conf)
+            .stderr(std::fs::File::create(a.dir.path().join("proxy.log")).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let url = format!("mysql://root@127.0.0.1:{port}/?prefer_socket=false");
+    let wait_ready = |url: String| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut c) = Conn::new(Opts::from_url(&url).unwrap()).await {
+                if c.query_drop("INSERT INTO rep.acct VALUES (0, 0) ON DUPLICATE KEY UPDATE bal = 0")
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "proxy did not come back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut proxy = start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Conn::new(Opts::from_url(&url).unwrap()).await.is_err() {
+        assert!(Instant::now() < deadline, "proxy did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    setup_schema(&url).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (1..=3)
+        .map(|w| tokio::spawn(acked_inserts(url.clone(), w, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    proxy.kill().unwrap(); // SIGKILL
+    proxy.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert!(acked.len() > 10, "too few writes before the kill: {}", acked.len());
+    let mut proxy = start();
+    wait_ready(url.clone()).await;
+    assert_acked_everywhere(&[&a, &b, &c3], &acked).await;
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_kill9_loses_no_acknowledged_write() {
+    common::init_tracing();
+    let (mut a, b, c3) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let proxy = Proxy::start(config_for(&[&a, &b, &c3]));
+    let url = proxy.url(None);
+    setup_schema(&url).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (1..=3)
+        .map(|w| tokio::spawn(acked_inserts(url.clone(), w, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    a.kill9();
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert!(acked.len() > 10, "too few writes before the kill: {}", acked.len());
+    a.restart();
+    // Writes resume once the primary is back and repaired.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut c) = Conn::new(Opts::from_url(&url).unwrap()).await {
+            if c.query_drop("INSERT INTO rep.acked VALUES (-5, 'after')").await.is_ok() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "writes did not resume after the primary returned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    acked.insert(-5);
+    assert_acked_everywhere(&[&a, &b, &c3], &acked).await;
+}
