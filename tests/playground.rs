@@ -24,7 +24,7 @@ fn wait_closed(port: u16, within: Duration) -> bool {
 
 fn start_playground(dir: &std::path::Path, proxy_port: u16, backend_port: u16) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_myquorum"))
-        .args(["playground", "--replicas", "2"])
+        .args(["playground", "--replicas", "3"])
         .args([
             "--port",
             &proxy_port.to_string(),
@@ -56,7 +56,7 @@ fn start_playground(dir: &std::path::Path, proxy_port: u16, backend_port: u16) -
 fn playground_starts_stops_and_reuses_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let (proxy_port, backend_port) = (common::free_port(), common::free_port());
-    let backends = [backend_port, backend_port + 1];
+    let backends = [backend_port, backend_port + 1, backend_port + 2];
 
     let child = start_playground(dir.path(), proxy_port, backend_port);
     let (ok, _, err) = common::mysql_cli(
@@ -67,6 +67,18 @@ fn playground_starts_stops_and_reuses_its_data() {
     assert!(ok, "{err}");
     let cfg = std::fs::read_to_string(dir.path().join("proxy.toml")).unwrap();
     assert!(cfg.contains(&format!("127.0.0.1:{backend_port}")), "{cfg}");
+    // Every replica received the write (followers apply it shortly after the quorum).
+    for p in backends {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, out, _) = common::mysql_cli(p, &[], "SELECT a FROM kept.t;");
+            if out.contains('7') {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replica on {p} lacks the write: {out}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     // SIGTERM stops the proxy and its servers.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let mut child = child;
