@@ -1,4 +1,4 @@
-//! The `myquorum` command: serve, playground, configcheck.
+//! The `myquorum` command: serve, playground, tso, configcheck.
 
 use clap::{Parser, Subcommand};
 use myquorum::config::{CliOverrides, Config};
@@ -47,6 +47,16 @@ enum Cmd {
         #[arg(long, default_value = "playground")]
         dir: PathBuf,
     },
+    /// Run one timestamp server of the odd/even pair (point replication.tso_servers at two).
+    Tso {
+        #[arg(long)]
+        parity: myquorum::tso::Parity,
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        listen: String,
+        /// High-water state file (a restart resumes above it).
+        #[arg(long)]
+        state: PathBuf,
+    },
     /// Check a config file and print the effective settings.
     Configcheck {
         #[arg(long, short, default_value = "proxy.toml", env = "MYQUORUM_CONFIG")]
@@ -87,6 +97,28 @@ async fn serve(cfg: Config) -> Result<(), String> {
     Ok(())
 }
 
+async fn tso(parity: myquorum::tso::Parity, listen: String, state: PathBuf) -> Result<(), String> {
+    let server = myquorum::tso::TsoServer::open(parity, &state)
+        .map_err(|e| format!("cannot open timestamp state {}: {e}", state.display()))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, ?parity, state = %state.display(), "timestamp server listening");
+    let shutdown = CancellationToken::new();
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        signal_token.cancel();
+    });
+    myquorum::tso::serve(
+        listener,
+        Arc::new(parking_lot::Mutex::new(server)),
+        shutdown,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
 async fn wait_for_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -108,6 +140,13 @@ fn main() -> ExitCode {
         Cmd::Serve { config, listen } => Config::load(Some(&config), &CliOverrides { listen })
             .map_err(|e| e.to_string())
             .and_then(|cfg| runtime().map_err(|e| e.to_string())?.block_on(serve(cfg))),
+        Cmd::Tso {
+            parity,
+            listen,
+            state,
+        } => runtime()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(tso(parity, listen, state))),
         Cmd::Configcheck { config } => {
             match Config::load(Some(&config), &CliOverrides::default()) {
                 Ok(cfg) => {

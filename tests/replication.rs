@@ -187,6 +187,26 @@ async fn three_replicas_stay_identical_through_a_follower_kill() {
     // The follower returns and catches up from the log.
     c3.restart();
     assert_identical(&[&a, &b, &c3]).await;
+    // The proxy shows every replica applying, with Cabinet weights.
+    let mut admin = connect(&url).await;
+    let rows: Vec<(u32, u32, String, String)> = admin
+        .query("SHOW PROXY REPLICATION")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r: mysql_async::Row| {
+            let v: Vec<Option<String>> = (0..r.len()).map(|i| r.get(i).unwrap()).collect();
+            (
+                v[0].clone().unwrap().parse().unwrap(),
+                v[1].clone().unwrap().parse().unwrap(),
+                v[3].clone().unwrap(),
+                v[6].clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows[0].2, "primary");
+    assert!(rows[1..].iter().all(|r| r.2 == "applying"), "{rows:?}");
     // 4 workers × 40 rounds × 2 committed inserts each.
     let rows = checksums(&c3, &[]).await;
     assert_eq!(rows, vec![("rows".to_string(), 320)]);

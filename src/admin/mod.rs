@@ -1,8 +1,9 @@
 //! Statements the proxy answers itself: `SHOW PROXY BACKENDS`, `SHOW PROXY PINS`,
-//! `SHOW PROXY STATUS`, `SHOW PROXY SESSION`, `EXPLAIN LAST STATEMENT` (later).
+//! `SHOW PROXY STATUS`, `SHOW PROXY SESSION`, `SHOW PROXY REPLICATION`, `EXPLAIN LAST
+//! STATEMENT` (later).
 //!
 //! Owns: the content of proxy-answered result sets. May import: context, session, backend
-//! (read-only counters).
+//! (read-only counters), replication (read-only positions).
 
 use crate::context::ProxyContext;
 use crate::frontend::ClientSession;
@@ -16,6 +17,77 @@ pub struct Table {
     pub rows: Vec<Vec<Option<String>>>,
 }
 
+/// `SHOW PROXY REPLICATION`: per replica its role, applied position, lag behind the log,
+/// Cabinet weight, applier state; plus the shard's log counters.
+fn replication(ctx: &ProxyContext) -> Table {
+    let mut rows = Vec::new();
+    for log in &ctx.replication.shards {
+        let cab = log.cabinet();
+        let end = log.last_durable();
+        let c = &log.counters;
+        for (i, r) in log.replicas.iter().enumerate() {
+            let id = crate::router::ReplicaId(i as u32);
+            let leader = id == log.leader;
+            let applied = if leader {
+                log.primary_low_water()
+            } else {
+                r.applied.load(Ordering::Acquire)
+            };
+            let state = if let Some(q) = r.quarantined.lock().as_ref() {
+                format!("quarantined: {q}")
+            } else if leader {
+                "primary".to_string()
+            } else if r.live.load(Ordering::Relaxed) {
+                "applying".to_string()
+            } else {
+                "down (catches up when back)".to_string()
+            };
+            let addr = ctx
+                .cluster
+                .pool(log.shard, id)
+                .map(|p| p.addr.to_string())
+                .unwrap_or_default();
+            rows.push(vec![
+                Some(log.shard.0.to_string()),
+                Some(i.to_string()),
+                Some(addr),
+                Some(state),
+                Some(applied.to_string()),
+                Some(end.saturating_sub(applied).min(end).to_string()),
+                Some(format!("{:.3}", cab.weight_of(id))),
+                Some(format!("{:.3}", cab.ct())),
+                Some(c.commits.load(Ordering::Relaxed).to_string()),
+                Some(format!(
+                    "{}/{}",
+                    c.batches.load(Ordering::Relaxed),
+                    c.max_batch.load(Ordering::Relaxed)
+                )),
+                Some(format!(
+                    "{}/{}",
+                    c.no_quorum.load(Ordering::Relaxed),
+                    c.quorum_timeouts.load(Ordering::Relaxed)
+                )),
+            ]);
+        }
+    }
+    Table {
+        columns: vec![
+            "shard",
+            "replica",
+            "address",
+            "state",
+            "applied_ts",
+            "behind_ts",
+            "weight",
+            "consensus_threshold",
+            "commits",
+            "wal_batches/max_batch",
+            "no_quorum/timeouts",
+        ],
+        rows,
+    }
+}
+
 pub fn answer(
     ctx: &ProxyContext,
     command: &str,
@@ -24,6 +96,7 @@ pub fn answer(
 ) -> Result<Table, MysqlError> {
     match command {
         "backends" => Ok(backends(ctx)),
+        "replication" => Ok(replication(ctx)),
         "pins" => Ok(Table {
             columns: vec!["reason", "times_pinned", "this_session"],
             rows: PinReason::ALL
