@@ -75,7 +75,10 @@ fn playground_starts_stops_and_reuses_its_data() {
             if out.contains('7') {
                 break;
             }
-            assert!(Instant::now() < deadline, "replica on {p} lacks the write: {out}");
+            assert!(
+                Instant::now() < deadline,
+                "replica on {p} lacks the write: {out}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -63,8 +63,11 @@ async fn workload(url: String, worker: u64, rounds: u64, errors: Arc<AtomicU64>)
             .await?;
             // A transaction with LAST_INSERT_ID() and an ON UPDATE column.
             c.query_drop("BEGIN").await?;
-            c.query_drop(format!("INSERT INTO rep.t (k, v) VALUES ({}, 'tx')", k + 500))
-                .await?;
+            c.query_drop(format!(
+                "INSERT INTO rep.t (k, v) VALUES ({}, 'tx')",
+                k + 500
+            ))
+            .await?;
             c.query_drop(format!(
                 "UPDATE rep.t SET v = CONCAT(v, LAST_INSERT_ID()) WHERE k = {}",
                 k + 500
@@ -83,10 +86,14 @@ async fn workload(url: String, worker: u64, rounds: u64, errors: Arc<AtomicU64>)
                 let (lo, hi) = (a.min(b), a.max(b));
                 let amount = if lo == a { 5 } else { -5 };
                 c.query_drop("START TRANSACTION").await?;
-                c.query_drop(format!("UPDATE rep.acct SET bal = bal - {amount} WHERE id = {lo}"))
-                    .await?;
-                c.query_drop(format!("UPDATE rep.acct SET bal = bal + {amount} WHERE id = {hi}"))
-                    .await?;
+                c.query_drop(format!(
+                    "UPDATE rep.acct SET bal = bal - {amount} WHERE id = {lo}"
+                ))
+                .await?;
+                c.query_drop(format!(
+                    "UPDATE rep.acct SET bal = bal + {amount} WHERE id = {hi}"
+                ))
+                .await?;
                 c.query_drop("COMMIT").await?;
             }
             Ok(())
@@ -101,7 +108,9 @@ async fn workload(url: String, worker: u64, rounds: u64, errors: Arc<AtomicU64>)
 }
 
 async fn applied_ts(db: &MariaDb) -> Option<u64> {
-    let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap()).await.ok()?;
+    let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+        .await
+        .ok()?;
     c.query_first("SELECT COALESCE(MAX(ts), 0) FROM myquorum.wal")
         .await
         .ok()
@@ -119,7 +128,10 @@ async fn wait_converged(dbs: &[&MariaDb]) {
         if seen[0].is_some() && seen.iter().all(|s| *s == seen[0]) {
             return;
         }
-        assert!(Instant::now() < deadline, "replicas did not converge: {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not converge: {seen:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -128,10 +140,8 @@ async fn checksums(db: &MariaDb, tables: &[&str]) -> Vec<(String, i64)> {
     let mut c = connect(&db.url(None)).await;
     let mut out = Vec::new();
     for t in tables {
-        let row: Option<(String, Option<i64>)> = c
-            .query_first(format!("CHECKSUM TABLE {t}"))
-            .await
-            .unwrap();
+        let row: Option<(String, Option<i64>)> =
+            c.query_first(format!("CHECKSUM TABLE {t}")).await.unwrap();
         let (name, sum) = row.unwrap();
         out.push((name, sum.unwrap_or(-1)));
     }
@@ -145,17 +155,35 @@ async fn assert_identical(dbs: &[&MariaDb]) {
     let tables = ["rep.t", "rep.acct", "rep.acked"];
     let first = checksums(dbs[0], &tables).await;
     for db in &dbs[1..] {
-        assert_eq!(checksums(db, &tables).await, first, "replica {} differs", db.addr());
+        assert_eq!(
+            checksums(db, &tables).await,
+            first,
+            "replica {} differs",
+            db.addr()
+        );
     }
     for db in dbs {
         let mut c = connect(&db.url(None)).await;
-        let sum: Option<i64> = c.query_first("SELECT SUM(bal) FROM rep.acct").await.unwrap();
-        assert_eq!(sum, Some(ACCOUNTS * START_BALANCE), "bank invariant on {}", db.addr());
+        let sum: Option<i64> = c
+            .query_first("SELECT SUM(bal) FROM rep.acct")
+            .await
+            .unwrap();
+        assert_eq!(
+            sum,
+            Some(ACCOUNTS * START_BALANCE),
+            "bank invariant on {}",
+            db.addr()
+        );
         let rolled: Option<i64> = c
             .query_first("SELECT COUNT(*) FROM rep.t WHERE k = -1")
             .await
             .unwrap();
-        assert_eq!(rolled, Some(0), "a rolled-back write appeared on {}", db.addr());
+        assert_eq!(
+            rolled,
+            Some(0),
+            "a rolled-back write appeared on {}",
+            db.addr()
+        );
     }
 }
 
@@ -170,7 +198,10 @@ async fn three_replicas_stay_identical_through_a_follower_kill() {
     for db in [&a, &b, &c3] {
         wait_converged(&[&a, db]).await;
         let mut c = connect(&db.url(None)).await;
-        let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM rep.acct").await.unwrap();
+        let n: Option<i64> = c
+            .query_first("SELECT COUNT(*) FROM rep.acct")
+            .await
+            .unwrap();
         assert_eq!(n, Some(ACCOUNTS));
     }
     let errors = Arc::new(AtomicU64::new(0));
@@ -183,7 +214,11 @@ async fn three_replicas_stay_identical_through_a_follower_kill() {
     for w in workers {
         w.await.unwrap();
     }
-    assert_eq!(errors.load(Ordering::Relaxed), 0, "clients saw errors while a follower died");
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "clients saw errors while a follower died"
+    );
     // The follower returns and catches up from the log.
     c3.restart();
     assert_identical(&[&a, &b, &c3]).await;
@@ -225,12 +260,14 @@ async fn acked_inserts(url: String, worker: i64, stop: Arc<AtomicBool>) -> BTree
         let r = if i % 3 == 0 {
             async {
                 c.query_drop("BEGIN").await?;
-                c.query_drop(format!("INSERT INTO rep.acked VALUES ({id}, 'tx')")).await?;
+                c.query_drop(format!("INSERT INTO rep.acked VALUES ({id}, 'tx')"))
+                    .await?;
                 c.query_drop("COMMIT").await
             }
             .await
         } else {
-            c.query_drop(format!("INSERT INTO rep.acked VALUES ({id}, 'auto')")).await
+            c.query_drop(format!("INSERT INTO rep.acked VALUES ({id}, 'auto')"))
+                .await
         };
         match r {
             Ok(()) => {
@@ -249,7 +286,11 @@ async fn assert_acked_everywhere(dbs: &[&MariaDb], acked: &BTreeSet<i64>) {
         let have: Vec<i64> = c.query("SELECT id FROM rep.acked").await.unwrap();
         let have: BTreeSet<i64> = have.into_iter().collect();
         let lost: Vec<_> = acked.difference(&have).take(5).collect();
-        assert!(lost.is_empty(), "{} lost acknowledged writes, e.g. {lost:?}", db.addr());
+        assert!(
+            lost.is_empty(),
+            "{} lost acknowledged writes, e.g. {lost:?}",
+            db.addr()
+        );
     }
     assert_identical(dbs).await;
 }
@@ -276,9 +317,11 @@ async fn proxy_kill9_loses_no_acknowledged_write() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut c) = Conn::new(Opts::from_url(&url).unwrap()).await {
-                if c.query_drop("INSERT INTO rep.acct VALUES (0, 0) ON DUPLICATE KEY UPDATE bal = 0")
-                    .await
-                    .is_ok()
+                if c.query_drop(
+                    "INSERT INTO rep.acct VALUES (0, 0) ON DUPLICATE KEY UPDATE bal = 0",
+                )
+                .await
+                .is_ok()
                 {
                     return;
                 }
@@ -306,7 +349,11 @@ async fn proxy_kill9_loses_no_acknowledged_write() {
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
-    assert!(acked.len() > 10, "too few writes before the kill: {}", acked.len());
+    assert!(
+        acked.len() > 10,
+        "too few writes before the kill: {}",
+        acked.len()
+    );
     eprintln!("{} acknowledged writes before the kill", acked.len());
     let mut proxy = start();
     wait_ready(url.clone()).await;
@@ -333,18 +380,28 @@ async fn primary_kill9_loses_no_acknowledged_write() {
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
-    assert!(acked.len() > 10, "too few writes before the kill: {}", acked.len());
+    assert!(
+        acked.len() > 10,
+        "too few writes before the kill: {}",
+        acked.len()
+    );
     eprintln!("{} acknowledged writes before the kill", acked.len());
     a.restart();
     // Writes resume once the primary is back and repaired.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(mut c) = Conn::new(Opts::from_url(&url).unwrap()).await {
-            if c.query_drop("INSERT INTO rep.acked VALUES (-5, 'after')").await.is_ok() {
+            if c.query_drop("INSERT INTO rep.acked VALUES (-5, 'after')")
+                .await
+                .is_ok()
+            {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "writes did not resume after the primary returned");
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume after the primary returned"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     acked.insert(-5);

@@ -259,7 +259,8 @@ pub async fn run_shard(
             .filter(|i| {
                 let s = &log.replicas[*i as usize];
                 s.quarantined.lock().is_none()
-                    && (!s.live.load(Ordering::Acquire) || s.applied.load(Ordering::Acquire) < last_ts)
+                    && (!s.live.load(Ordering::Acquire)
+                        || s.applied.load(Ordering::Acquire) < last_ts)
             })
             .collect();
         if behind.is_empty() || Instant::now() > deadline {
