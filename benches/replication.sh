@@ -35,8 +35,8 @@ start_db() { # name port extra-args...
 start_db direct 3501
 # Semi-sync: primary 3511, replicas 3512, 3513.
 start_db ss0 3511 --server-id=1 --log-bin=mysql-bin --binlog-format=ROW --sync-binlog=1 \
-  --rpl-semi-sync-master-enabled=1 --rpl-semi-sync-master-wait-point=AFTER_SYNC \
-  --rpl-semi-sync-master-wait-for-slave-count=1 --rpl-semi-sync-master-timeout=10000
+  --rpl-semi-sync-master-enabled=1 --rpl-semi-sync-master-wait-point=AFTER_SYNC --rpl-semi-sync-master-timeout=10000
+# (MariaDB semi-sync always waits for one replica's acknowledgement.)
 for i in 2 3; do
   start_db "ss$((i-1))" "351$i" --server-id="$i" --rpl-semi-sync-slave-enabled=1 --read-only=0
   mysql -h127.0.0.1 -P"351$i" -uroot -e "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=3511, \

@@ -362,7 +362,10 @@ impl Replayer {
                     query("SET timestamp = DEFAULT"),
                     Expect::Ok("timestamp reset"),
                 ));
-                self.run_pipeline(cmds).await?;
+                let result = self.run_pipeline(cmds).await;
+                // DROP DATABASE of the current schema leaves the connection without one.
+                self.schema = None;
+                result?;
                 i += 1;
                 continue;
             }
