@@ -12,19 +12,10 @@ use crate::protocol::relay::{buffer_response, read_response, ResponseKind, Respo
 use crate::protocol::resultset::read_first_row;
 use crate::protocol::MysqlError;
 use crate::replication::record::{Body, Statement};
-use crate::replication::replay::wal_insert;
+use crate::replication::replay::{query, wal_insert};
 use crate::router::ShardId;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-const COM_QUERY: u8 = 0x03;
-
-fn query(sql: &str) -> Vec<u8> {
-    let mut p = Vec::with_capacity(1 + sql.len());
-    p.push(COM_QUERY);
-    p.extend_from_slice(sql.as_bytes());
-    p
-}
 
 /// What the session knows about a write before it runs.
 pub struct WritePlan<'a> {

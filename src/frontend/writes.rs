@@ -77,6 +77,14 @@ pub fn classify_write(
     }
 }
 
+/// The shard a backend route names.
+fn route_shard(route: Route) -> ShardId {
+    match route.target {
+        Target::Primary(s, _) | Target::Pinned(s, _) => s,
+        _ => crate::router::DEFAULT_SHARD,
+    }
+}
+
 pub fn not_supported(what: &str) -> MysqlError {
     MysqlError::new(1235, "42000", format!("myquorum: {what}"))
 }
@@ -170,10 +178,7 @@ impl ClientSession {
             }
             (None, None) => (command, Body::Text(sql.to_string())),
         };
-        let shard = match route.target {
-            Target::Primary(s, _) | Target::Pinned(s, _) => s,
-            _ => crate::router::DEFAULT_SHARD,
-        };
+        let shard = route_shard(route);
         session.before_statement(c);
         self.hold_for(session, route).await?;
         let wrap = session.autocommit && !session.in_transaction;
@@ -356,10 +361,7 @@ impl ClientSession {
         c: &Classified,
         route: Route,
     ) -> Result<(), Failure> {
-        let shard = match route.target {
-            Target::Primary(s, _) | Target::Pinned(s, _) => s,
-            _ => crate::router::DEFAULT_SHARD,
-        };
+        let shard = route_shard(route);
         self.hold_for(session, route).await?;
         let payload = Record {
             kind: RecordKind::Transaction,
@@ -391,10 +393,7 @@ impl ClientSession {
         sql: &str,
         command: &[u8],
     ) -> Result<(), Failure> {
-        let shard = match route.target {
-            Target::Primary(s, _) | Target::Pinned(s, _) => s,
-            _ => crate::router::DEFAULT_SHARD,
-        };
+        let shard = route_shard(route);
         if !session.pending.is_empty() {
             // DDL commits the open transaction implicitly, as on MySQL.
             self.commit_pending::<S>(None, session, c, route).await?;

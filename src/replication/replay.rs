@@ -122,7 +122,8 @@ fn settings_statement(collation: u8, settings: &[String]) -> String {
     format!("SET {}", parts.join(", "))
 }
 
-fn query(sql: &str) -> Vec<u8> {
+/// A COM_QUERY packet for `sql`.
+pub fn query(sql: &str) -> Vec<u8> {
     let mut p = Vec::with_capacity(1 + sql.len());
     p.push(COM_QUERY);
     p.extend_from_slice(sql.as_bytes());
