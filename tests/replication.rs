@@ -279,6 +279,28 @@ async fn acked_inserts(url: String, worker: i64, stop: Arc<AtomicBool>) -> BTree
     acked
 }
 
+/// Three writers run until `fault` strikes; returns the writes they saw acknowledged.
+async fn acked_until_fault(url: &str, fault: impl FnOnce()) -> BTreeSet<i64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (1..=3)
+        .map(|w| tokio::spawn(acked_inserts(url.to_string(), w, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    fault();
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    assert!(
+        acked.len() > 10,
+        "too few writes before the fault: {}",
+        acked.len()
+    );
+    eprintln!("{} acknowledged writes before the fault", acked.len());
+    acked
+}
+
 async fn assert_acked_everywhere(dbs: &[&MariaDb], acked: &BTreeSet<i64>) {
     wait_converged(dbs).await;
     for db in dbs {
@@ -337,24 +359,11 @@ async fn proxy_kill9_loses_no_acknowledged_write() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     setup_schema(&url).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (1..=3)
-        .map(|w| tokio::spawn(acked_inserts(url.clone(), w, stop.clone())))
-        .collect();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    proxy.kill().unwrap(); // SIGKILL
-    proxy.wait().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = BTreeSet::new();
-    for t in tasks {
-        acked.extend(t.await.unwrap());
-    }
-    assert!(
-        acked.len() > 10,
-        "too few writes before the kill: {}",
-        acked.len()
-    );
-    eprintln!("{} acknowledged writes before the kill", acked.len());
+    let acked = acked_until_fault(&url, || {
+        proxy.kill().unwrap(); // SIGKILL
+        proxy.wait().unwrap();
+    })
+    .await;
     let mut proxy = start();
     wait_ready(url.clone()).await;
     assert_acked_everywhere(&[&a, &b, &c3], &acked).await;
@@ -369,23 +378,7 @@ async fn primary_kill9_loses_no_acknowledged_write() {
     let proxy = Proxy::start(config_for(&[&a, &b, &c3]));
     let url = proxy.url(None);
     setup_schema(&url).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (1..=3)
-        .map(|w| tokio::spawn(acked_inserts(url.clone(), w, stop.clone())))
-        .collect();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    a.kill9();
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = BTreeSet::new();
-    for t in tasks {
-        acked.extend(t.await.unwrap());
-    }
-    assert!(
-        acked.len() > 10,
-        "too few writes before the kill: {}",
-        acked.len()
-    );
-    eprintln!("{} acknowledged writes before the kill", acked.len());
+    let mut acked = acked_until_fault(&url, || a.kill9()).await;
     a.restart();
     // Writes resume once the primary is back and repaired.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -53,34 +53,38 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-const SETTINGS_QUERY: &str = "SELECT @@session.sql_mode, @@session.time_zone, \
-    @@session.foreign_key_checks, @@session.unique_checks, @@session.auto_increment_increment, \
-    @@session.auto_increment_offset, @@session.character_set_client, @@session.collation_connection";
+/// Settings read from the primary when the session changed them in ways the proxy cannot
+/// replay (a subset of `replay::REPLICATED_SETTINGS`).
+const PRIMARY_SETTINGS: [&str; 8] = [
+    "sql_mode",
+    "time_zone",
+    "foreign_key_checks",
+    "unique_checks",
+    "auto_increment_increment",
+    "auto_increment_offset",
+    "character_set_client",
+    "collation_connection",
+];
+
+fn settings_query() -> String {
+    let cols: Vec<String> = PRIMARY_SETTINGS
+        .iter()
+        .map(|n| format!("@@session.{n}"))
+        .collect();
+    format!("SELECT {}", cols.join(", "))
+}
 
 fn settings_from_row(row: &[Option<String>]) -> Vec<String> {
-    let quoted = |v: &Option<String>| {
-        format!(
-            "'{}'",
-            v.as_deref()
-                .unwrap_or("")
-                .replace('\\', "\\\\")
-                .replace('\'', "''")
-        )
-    };
-    let names = [
-        "sql_mode",
-        "time_zone",
-        "foreign_key_checks",
-        "unique_checks",
-        "auto_increment_increment",
-        "auto_increment_offset",
-        "character_set_client",
-        "collation_connection",
-    ];
-    names
+    PRIMARY_SETTINGS
         .iter()
         .zip(row)
-        .map(|(n, v)| format!("SESSION {n} = {}", quoted(v)))
+        .map(|(n, v)| {
+            let v = v.as_deref().unwrap_or("");
+            format!(
+                "SESSION {n} = '{}'",
+                v.replace('\\', "\\\\").replace('\'', "''")
+            )
+        })
         .collect()
 }
 
@@ -108,7 +112,7 @@ pub async fn execute_write(conn: &mut BackendConn, plan: WritePlan<'_>) -> io::R
             .queue_packet(0, &query("SELECT LAST_INSERT_ID()"));
     }
     if plan.read_settings {
-        conn.stream.queue_packet(0, &query(SETTINGS_QUERY));
+        conn.stream.queue_packet(0, &query(&settings_query()));
     }
     conn.stream.queue_packet(0, &query(&set));
     conn.stream.queue_packet(0, plan.command);
