@@ -339,18 +339,7 @@ impl ClientSession {
                 "no backend serves this statement (no shards configured)",
             ))),
             Target::Primary(..) | Target::Pinned(..) => {
-                if c.kind == Kind::Xa {
-                    return Err(Failure::Answer(writes::not_supported(
-                        "XA transactions are not supported (commits go through the proxy's log); \
-                         use BEGIN/COMMIT",
-                    )));
-                }
-                if writes::weakens_isolation(&c, sql) {
-                    return Err(Failure::Answer(writes::not_supported(
-                        "isolation levels below REPEATABLE READ would let replicas diverge; \
-                         REPEATABLE READ is enforced",
-                    )));
-                }
+                writes::refuse_unreplicable(&c, sql).map_err(Failure::Answer)?;
                 match writes::classify_write(&c, sql, session).map_err(Failure::Answer)? {
                     WriteClass::Dml => {
                         return self
@@ -362,13 +351,8 @@ impl ClientSession {
                     }
                     WriteClass::Local | WriteClass::None => {}
                 }
-                if !session.pending.is_empty() {
-                    if c.kind == Kind::Commit {
-                        return self.commit_pending(Some(client), session, &c, route).await;
-                    }
-                    if writes::commits_implicitly(&c) {
-                        self.commit_pending::<S>(None, session, &c, route).await?;
-                    }
+                if self.settle_pending(client, session, &c, route).await? {
+                    return Ok(());
                 }
                 let rewritten = if c.flags.contains(Flags::READS_SOCKET) {
                     crate::sql::rewrite::hide_backend_socket(sql)
@@ -878,7 +862,17 @@ impl ClientSession {
                         "prepared DDL is not replicated; send DDL as a text statement",
                     )))
                 }
-                WriteClass::Local | WriteClass::None => {}
+                WriteClass::Local | WriteClass::None => {
+                    writes::refuse_unreplicable(&stmt.classified, &stmt.sql)
+                        .map_err(Failure::Answer)?;
+                    let route = self.route(&stmt.classified);
+                    if self
+                        .settle_pending(client, session, &stmt.classified, route)
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                }
             }
         }
         if command == COM_STMT_RESET {
@@ -924,7 +918,16 @@ impl ClientSession {
             Ok(_) => relay_response(&mut h.conn.stream, client, kind, deprecate_eof, None).await,
             Err(e) => Err(RelayError::Backend(e)),
         };
-        self.finish(session, &stmt.classified, result).map(|_| ())
+        let summary = self.finish(session, &stmt.classified, result)?;
+        if command == COM_STMT_EXECUTE {
+            self.after_forwarded(
+                session,
+                &stmt.classified,
+                &stmt.sql,
+                summary.error.is_none(),
+            );
+        }
+        Ok(())
     }
 }
 

@@ -382,6 +382,30 @@ impl ClientSession {
         Ok(())
     }
 
+    /// A statement that is not itself replicated but ends or shapes the transaction, whether
+    /// it came as text or as a prepared statement (sysbench prepares BEGIN and COMMIT): COMMIT
+    /// with pending writes goes through the log and is answered here (returns true); a
+    /// statement that commits implicitly logs the pending writes before it is forwarded.
+    pub(super) async fn settle_pending<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+    ) -> Result<bool, Failure> {
+        if session.pending.is_empty() {
+            return Ok(false);
+        }
+        if c.kind == Kind::Commit {
+            self.commit_pending(Some(client), session, c, route).await?;
+            return Ok(true);
+        }
+        if commits_implicitly(c) {
+            self.commit_pending::<S>(None, session, c, route).await?;
+        }
+        Ok(false)
+    }
+
     /// DDL through the log: sequenced first, run on the primary once durable, acknowledged
     /// when the quorum has applied it.
     pub(super) async fn run_ddl<S: AsyncRead + AsyncWrite + Unpin>(
@@ -521,6 +545,23 @@ pub fn commits_implicitly(c: &Classified) -> bool {
             if v.iter().any(|(k, f)| k == "autocommit" && (f.ends_with("1") || f.to_ascii_uppercase().ends_with("ON")))),
         _ => false,
     }
+}
+
+/// Statements the proxy refuses on the write path because replicas could not follow them.
+pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> {
+    if c.kind == Kind::Xa {
+        return Err(not_supported(
+            "XA transactions are not supported (commits go through the proxy's log); \
+             use BEGIN/COMMIT",
+        ));
+    }
+    if weakens_isolation(c, sql) {
+        return Err(not_supported(
+            "isolation levels below REPEATABLE READ would let replicas diverge; \
+             REPEATABLE READ is enforced",
+        ));
+    }
+    Ok(())
 }
 
 /// SET of an isolation level weaker than REPEATABLE READ.
