@@ -115,3 +115,75 @@ async fn tls_request_without_tls_configured_is_refused_clearly() {
     assert_eq!((e.code, e.state_str()), (1043, "08S01"));
     assert!(e.message.contains("TLS is not configured"), "{}", e.message);
 }
+
+/// PyMySQL ≥ 1.2 prefers TLS and sends its ClientHello right behind the SSL request, so the
+/// proxy's first read holds both. The handshake must still complete and the login succeed.
+#[test]
+fn client_hello_in_the_same_write_as_the_ssl_request() {
+    use mysql_common::constants::CapabilityFlags;
+    use rustls_pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    common::init_tracing();
+    let db = MariaDb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sha2_config(&db, Some(dir.path()));
+    cfg.proxy.auth_plugin = "mysql_native_password".into();
+    let proxy = Proxy::start(cfg);
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("cert.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut tls =
+        rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    let read_packet = |s: &mut dyn Read| -> (u8, Vec<u8>) {
+        let mut h = [0u8; 4];
+        s.read_exact(&mut h).unwrap();
+        let mut p = vec![0u8; u32::from_le_bytes([h[0], h[1], h[2], 0]) as usize];
+        s.read_exact(&mut p).unwrap();
+        (h[3], p)
+    };
+    let (seq, _greeting) = read_packet(&mut tcp);
+    let caps = CapabilityFlags::CLIENT_SSL
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+    let mut request = caps.bits().to_le_bytes().to_vec();
+    request.extend_from_slice(&[0, 0, 0, 1, 45]);
+    request.resize(32, 0);
+    let mut bytes = vec![32, 0, 0, seq + 1];
+    bytes.extend_from_slice(&request);
+    tls.write_tls(&mut bytes).unwrap(); // the ClientHello, in the same write
+    tcp.write_all(&bytes).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut tcp)
+            .expect("TLS handshake after a coalesced SSL request");
+    }
+
+    let mut s = rustls::StreamOwned::new(tls, tcp);
+    let mut login = request.clone();
+    login.extend_from_slice(b"root\0");
+    login.push(0); // empty auth response
+    login.extend_from_slice(b"mysql_native_password\0");
+    let mut packet = (login.len() as u32).to_le_bytes()[..3].to_vec();
+    packet.push(seq + 2);
+    packet.extend_from_slice(&login);
+    s.write_all(&packet).unwrap();
+    let (_, answer) = read_packet(&mut s);
+    assert_eq!(
+        answer.as_slice().first(),
+        Some(&0x00),
+        "login over TLS: {answer:?}"
+    );
+}

@@ -82,13 +82,7 @@ async fn run(tcp: TcpStream, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()>
             return Ok(());
         };
         let (tcp, pending) = stream.into_parts();
-        if !pending.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "client sent data before the TLS handshake",
-            ));
-        }
-        let tls = acceptor.accept(tcp).await?;
+        let tls = acceptor.accept(tls::Rewind::new(pending, tcp)).await?;
         let mut stream = PacketStream::new(tls);
         let hello = stream.read_packet().await?;
         let seq = hello.seq;

@@ -1,11 +1,65 @@
-//! Client-side TLS: the rustls acceptor built from the configured PEM certificate and key.
+//! Client-side TLS: the rustls acceptor built from the configured PEM certificate and key,
+//! and the stream that hands the handshake bytes read along with the SSL request to it.
 //!
-//! Owns: TLS server configuration. May import: rustls, tokio-rustls.
+//! Owns: TLS server configuration. May import: rustls, tokio-rustls, tokio io traits.
 
+use bytes::{Buf, BytesMut};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::TlsAcceptor;
+
+/// A stream that first yields bytes already read from it. Clients such as PyMySQL send the
+/// TLS ClientHello right behind the SSL request, so one socket read can hold both; those bytes
+/// belong to the TLS handshake (which authenticates them), not to the plain-text protocol.
+pub struct Rewind<S> {
+    prefix: BytesMut,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub fn new(prefix: BytesMut, inner: S) -> Self {
+        Rewind { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 pub fn acceptor(cert_path: &str, key_path: &str) -> Result<TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
