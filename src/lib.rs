@@ -14,6 +14,7 @@
 //! - `wal`        per-shard segment files, CRC32C framing, group-commit writer thread.
 //! - `replication` sequencer, Cabinet quorum, appliers, recovery; imports wal, tso, backend,
 //!   protocol, router ids.
+//! - `metrics`    latency histograms; imports nothing of ours.
 //! - `admin`      results of proxy-answered statements.
 //! - `server`     accept loop and shutdown.  `context`: shared state.  `config`: settings.
 //! - `playground` local mariadbd processes for trying the proxy.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod context;
 pub mod executor;
 pub mod frontend;
+pub mod metrics;
 pub mod playground;
 pub mod protocol;
 pub mod replication;

@@ -23,7 +23,7 @@ fn replication(ctx: &ProxyContext) -> Table {
     let mut rows = Vec::new();
     for log in &ctx.replication.shards {
         let cab = log.cabinet();
-        let end = log.last_durable();
+        let end = log.last_sequenced();
         let c = &log.counters;
         for (i, r) in log.replicas.iter().enumerate() {
             let id = crate::router::ReplicaId(i as u32);
@@ -67,6 +67,10 @@ fn replication(ctx: &ProxyContext) -> Table {
                     c.no_quorum.load(Ordering::Relaxed),
                     c.quorum_timeouts.load(Ordering::Relaxed)
                 )),
+                Some(r.apply_latency.summary()),
+                Some(log.latency.sequence.summary()),
+                Some(log.latency.quorum.summary()),
+                Some(log.latency.primary_commit.summary()),
             ]);
         }
     }
@@ -83,6 +87,10 @@ fn replication(ctx: &ProxyContext) -> Table {
             "commits",
             "wal_batches/max_batch",
             "no_quorum/timeouts",
+            "apply_ms_p50/p99",
+            "wal_ms_p50/p99",
+            "quorum_ms_p50/p99",
+            "primary_commit_ms_p50/p99",
         ],
         rows,
     }

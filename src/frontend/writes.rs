@@ -333,8 +333,10 @@ impl ClientSession {
                 "Lost connection to the primary before COMMIT",
             )));
         };
+        let started = std::time::Instant::now();
         match commit_on_primary(&mut h.conn, shard, ts, &payload, unwrap, deprecate_eof).await {
             Ok(answer) => {
+                log.latency.primary_commit.record(started.elapsed());
                 log.primary_done(ts);
                 Ok(answer)
             }
@@ -406,7 +408,7 @@ impl ClientSession {
         Ok(false)
     }
 
-    /// DDL through the log: sequenced first, run on the primary once durable, acknowledged
+    /// DDL through the log: sequenced first, then run on the primary, acknowledged
     /// when the quorum has applied it.
     pub(super) async fn run_ddl<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,

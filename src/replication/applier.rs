@@ -1,4 +1,4 @@
-//! One applier per follower: applies durable records strictly in timestamp order, batching
+//! One applier per follower: applies sequenced records strictly in timestamp order, batching
 //! several into one transaction when behind, and reports its position (the acknowledgement
 //! the quorum counts). A follower that is down is retried; when it returns it catches up from
 //! the in-memory tail or the WAL files. A follower whose results differ from the primary's is
@@ -78,15 +78,15 @@ pub async fn run_applier(
         backoff = Duration::from_millis(100);
         reported_down = false;
         tracing::info!(shard = shard.0, replica = replica.0, addr = %pool.addr, applied,
-            log_end = log.last_durable(), "applier connected");
+            log_end = log.last_sequenced(), "applier connected");
         log.set_applied(replica, applied);
         log.set_live(replica, true);
-        let mut durable = log.subscribe_durable();
+        let mut log_end = log.subscribe_sequenced();
         let mut down = pool.subscribe();
         loop {
-            if *durable.borrow_and_update() <= applied {
+            if *log_end.borrow_and_update() <= applied {
                 tokio::select! {
-                    r = durable.changed() => if r.is_err() { return },
+                    r = log_end.changed() => if r.is_err() { return },
                     _ = down.changed() => {
                         if !pool.is_up() {
                             tracing::warn!(replica = replica.0, "follower marked down by health checks");
@@ -107,12 +107,16 @@ pub async fn run_applier(
                 }
             };
             let Some(last) = entries.last().map(|e| e.ts) else {
-                // Durable moved but nothing newer is readable yet.
+                // The log end moved but nothing newer is readable yet.
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             };
+            let started = std::time::Instant::now();
             match replayer.apply(shard, &entries).await {
                 Ok(()) => {
+                    log.replicas[replica.0 as usize]
+                        .apply_latency
+                        .record(started.elapsed());
                     applied = last;
                     log.set_applied(replica, applied);
                 }

@@ -1,18 +1,25 @@
 //! One shard's log at run time: the sequencer (timestamp + WAL append as one step, in
-//! batches: one timestamp request and one fsync per batch), the in-memory tail appliers read
-//! from, each replica's applied position, and the Cabinet quorum wait.
+//! batches: one timestamp request per batch, the WAL writer groups fsyncs), the in-memory tail
+//! appliers read from, each replica's applied position, and the Cabinet quorum wait.
 //!
-//! A record reaches followers only once it is durable in the WAL, so no replica ever holds a
-//! record the log could lose. The primary's weight counts from the moment its transaction has
-//! executed (the caller only sequences executed work).
+//! A record is shipped to the followers as soon as it has its timestamp, while the WAL makes
+//! it durable (the leader's disk write runs in parallel with replication, as in Raft): the
+//! acknowledgement rests on the Cabinet quorum of replicas, each of which holds the record in
+//! its own `myquorum.wal`, and recovery takes the union of the WAL and those copies, so a
+//! record a follower applied before the proxy's fsync is never lost either. The primary's
+//! weight counts from the moment its transaction has executed (the caller only sequences
+//! executed work).
 //!
-//! Durability: `sequence` resolves after the record is durable. Cancellation: dropping a
-//! `sequence` future after the request was queued does not withdraw the record; it is in the
-//! log and will be applied everywhere (the caller reports "outcome unknown").
+//! Durability: `sequence` resolves once the record has its place in the log. Cancellation:
+//! dropping a `sequence` future after the request was queued does not withdraw the record;
+//! it is in the log and will be applied everywhere (the caller reports "outcome unknown").
+//! A failed WAL write closes the shard's writes (restart the proxy; recovery rebuilds the
+//! log from the replicas' copies).
 //! Owns: `ShardLog`. May import: wal, tso, replication::{cabinet, replay}, router ids.
 
 use super::cabinet::{Cabinet, WeightSnapshot};
 use super::replay::LogEntry;
+use crate::metrics::LatencyHistogram;
 use crate::router::{ReplicaId, ShardId};
 use crate::tso::TsoPair;
 use crate::wal::{Wal, WalRecord};
@@ -61,6 +68,19 @@ pub struct ReplicaState {
     pub live: AtomicBool,
     /// Stopped because its results differed from the primary's.
     pub quarantined: Mutex<Option<String>>,
+    /// Time to apply one batch (replay, myquorum.wal row, COMMIT).
+    pub apply_latency: LatencyHistogram,
+}
+
+/// Where a replicated commit spends its time, shown by SHOW PROXY REPLICATION.
+#[derive(Default)]
+pub struct CommitLatency {
+    /// Timestamp + WAL append until durable (group commit included).
+    pub sequence: LatencyHistogram,
+    /// Durable until the Cabinet quorum holds the record.
+    pub quorum: LatencyHistogram,
+    /// COMMIT (with the myquorum.wal row) on the primary.
+    pub primary_commit: LatencyHistogram,
 }
 
 /// Counters shown by SHOW PROXY REPLICATION.
@@ -86,7 +106,9 @@ pub struct ShardLog {
     tail: RwLock<BTreeMap<u64, Arc<[u8]>>>,
     /// Everything at or below this was trimmed from the tail (read it from disk).
     tail_floor: AtomicU64,
-    /// Last durable timestamp.
+    /// Last sequenced timestamp: the end of the log followers apply up to.
+    sequenced: watch::Sender<u64>,
+    /// Last timestamp durable in the WAL.
     durable: watch::Sender<u64>,
     /// Bumped whenever a replica's applied position moves.
     acks: watch::Sender<u64>,
@@ -95,8 +117,11 @@ pub struct ShardLog {
     in_flight: Mutex<BTreeSet<u64>>,
     /// Writes are accepted (false while recovering).
     pub open: watch::Sender<bool>,
+    /// A WAL write failed: writes stay closed until a restart.
+    pub wal_broken: AtomicBool,
     pub commit_timeout: Duration,
     pub counters: LogCounters,
+    pub latency: CommitLatency,
 }
 
 impl ShardLog {
@@ -129,6 +154,7 @@ impl ShardLog {
                     applied: AtomicU64::new(0),
                     live: AtomicBool::new(false),
                     quarantined: Mutex::new(None),
+                    apply_latency: LatencyHistogram::new(),
                 })
                 .collect(),
             wal,
@@ -137,13 +163,16 @@ impl ShardLog {
             failed_on_primary: Mutex::new(BTreeSet::new()),
             tail: RwLock::new(BTreeMap::new()),
             tail_floor: AtomicU64::new(last_ts),
+            sequenced: watch::Sender::new(last_ts),
             durable: watch::Sender::new(last_ts),
             acks: watch::Sender::new(0),
             cabinet: Mutex::new(cabinet),
             in_flight: Mutex::new(BTreeSet::new()),
             open: watch::Sender::new(false),
+            wal_broken: AtomicBool::new(false),
             commit_timeout,
             counters: LogCounters::default(),
+            latency: CommitLatency::default(),
         });
         Ok(log)
     }
@@ -152,6 +181,22 @@ impl ShardLog {
     pub fn start_sequencer(self: &Arc<Self>, tso: Arc<TsoPair>, last_ts: u64) {
         if let Some(rx) = self.seq_rx.lock().take() {
             tokio::spawn(run_sequencer(self.clone(), rx, tso, last_ts));
+        }
+    }
+
+    /// The WAL could not be written: no more writes on this shard until a restart.
+    fn wal_failed(&self, e: &io::Error) {
+        tracing::error!(shard = self.shard.0, error = %e,
+            "WAL write failed; writes on this shard are closed. Free or fix the WAL disk and \
+             restart the proxy: recovery rebuilds the log from the replicas' myquorum.wal copies");
+        self.wal_broken.store(true, Ordering::Relaxed);
+        self.open.send_replace(false);
+    }
+
+    /// Opens writes again after a pause (never after a WAL failure).
+    pub fn reopen(&self) {
+        if !self.wal_broken.load(Ordering::Relaxed) {
+            self.open.send_replace(true);
         }
     }
 
@@ -178,12 +223,18 @@ impl ShardLog {
         }
     }
 
+    /// The end of the log: the last timestamp handed out.
+    pub fn last_sequenced(&self) -> u64 {
+        *self.sequenced.borrow()
+    }
+
+    /// The last timestamp the WAL holds durably (at or below `last_sequenced`).
     pub fn last_durable(&self) -> u64 {
         *self.durable.borrow()
     }
 
-    pub fn subscribe_durable(&self) -> watch::Receiver<u64> {
-        self.durable.subscribe()
+    pub fn subscribe_sequenced(&self) -> watch::Receiver<u64> {
+        self.sequenced.subscribe()
     }
 
     pub fn cabinet_snapshot(&self) -> WeightSnapshot {
@@ -218,9 +269,15 @@ impl ShardLog {
     }
 
     /// Sequences an executed transaction: checks that a quorum is reachable, takes a
-    /// timestamp and appends to the WAL (one step), and returns once the record is durable.
-    /// The record then belongs to the log whatever happens to the caller.
+    /// timestamp and queues the WAL append (one step), and returns once the record is in the
+    /// log (followers may already be applying it). The record then belongs to the log whatever
+    /// happens to the caller.
     pub async fn sequence(&self, payload: Vec<u8>) -> Result<(u64, WeightSnapshot), CommitError> {
+        if self.wal_broken.load(Ordering::Relaxed) {
+            return Err(CommitError::Wal(io::Error::other(
+                "an earlier WAL write failed",
+            )));
+        }
         if !*self.open.borrow() {
             let mut open = self.open.subscribe();
             let wait = tokio::time::timeout(self.commit_timeout, open.wait_for(|o| *o)).await;
@@ -260,6 +317,7 @@ impl ShardLog {
                 ct: snapshot.ct,
             });
         }
+        let started = Instant::now();
         let (reply, rx) = oneshot::channel();
         self.seq_tx
             .send(SeqRequest {
@@ -268,6 +326,7 @@ impl ShardLog {
             })
             .map_err(|_| CommitError::Shutdown)?;
         let ts = rx.await.map_err(|_| CommitError::Shutdown)??;
+        self.latency.sequence.record(started.elapsed());
         Ok((ts, snapshot))
     }
 
@@ -278,7 +337,8 @@ impl ShardLog {
         ts: u64,
         snapshot: &WeightSnapshot,
     ) -> Result<(), CommitError> {
-        let deadline = Instant::now() + self.commit_timeout;
+        let started = Instant::now();
+        let deadline = started + self.commit_timeout;
         let mut acks = self.acks.subscribe();
         let mut order: Vec<ReplicaId> = Vec::new();
         loop {
@@ -293,6 +353,7 @@ impl ShardLog {
             if snapshot.committed(holders) {
                 self.cabinet.lock().reweight(snapshot.clock, &order);
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.latency.quorum.record(started.elapsed());
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -317,7 +378,7 @@ impl ShardLog {
     pub fn primary_low_water(&self) -> u64 {
         match self.in_flight.lock().first() {
             Some(ts) => ts - 1,
-            None => self.last_durable(),
+            None => self.last_sequenced(),
         }
     }
 
@@ -355,15 +416,17 @@ impl ShardLog {
             .filter(|r| self.replicas[r.0 as usize].quarantined.lock().is_none())
             .map(|r| self.replicas[r.0 as usize].applied.load(Ordering::Acquire))
             .min()
-            .unwrap_or_else(|| self.last_durable())
+            .unwrap_or_else(|| self.last_sequenced())
     }
 
     fn trim_tail(&self) {
-        let low = self.followers_low_water();
+        // Records not yet durable exist only here: they stay until the WAL has them.
+        let durable = self.last_durable();
+        let low = self.followers_low_water().min(durable);
         let mut tail = self.tail.write();
         let mut floor = self.tail_floor.load(Ordering::Relaxed);
         while let Some((&ts, _)) = tail.first_key_value() {
-            if ts <= low || tail.len() > TAIL_CAP {
+            if ts <= low || (tail.len() > TAIL_CAP && ts <= durable) {
                 tail.pop_first();
                 floor = floor.max(ts);
             } else {
@@ -373,8 +436,8 @@ impl ShardLog {
         self.tail_floor.store(floor, Ordering::Relaxed);
     }
 
-    /// Up to `limit` durable records after `after`, from memory or (for a replica far
-    /// behind) from the WAL files.
+    /// Up to `limit` records after `after`, from memory or (for a replica far behind) from
+    /// the WAL files.
     pub async fn records_after(&self, after: u64, limit: usize) -> io::Result<Vec<LogEntry>> {
         {
             let tail = self.tail.read();
@@ -417,6 +480,7 @@ impl ShardLog {
             .await
             .unwrap_or_else(|_| Err(io::Error::other("WAL writer stopped")))?;
         self.durable.send_modify(|d| *d = (*d).max(last));
+        self.sequenced.send_modify(|d| *d = (*d).max(last));
         Ok(())
     }
 
@@ -433,6 +497,8 @@ async fn run_sequencer(
     tso: Arc<TsoPair>,
     mut last_ts: u64,
 ) {
+    let (durable_tx, durable_rx) = mpsc::unbounded_channel();
+    tokio::spawn(watch_durability(log.clone(), durable_rx));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < 4096 {
@@ -474,38 +540,47 @@ async fn run_sequencer(
                 payload: r.payload.to_vec(),
             })
             .collect();
-        let result = log
-            .wal
-            .append_batch(records)
-            .await
-            .unwrap_or_else(|_| Err(io::Error::other("WAL writer stopped")));
-        match result {
-            Ok(()) => {
-                {
-                    let mut tail = log.tail.write();
-                    for (ts, r) in &stamped {
-                        tail.insert(*ts, r.payload.clone());
-                    }
-                }
-                log.durable.send_replace(last_ts);
-                log.counters.batches.fetch_add(1, Ordering::Relaxed);
-                log.counters
-                    .max_batch
-                    .fetch_max(stamped.len() as u64, Ordering::Relaxed);
-                for (ts, r) in stamped {
-                    let _ = r.reply.send(Ok(ts));
-                }
+        // Queued in timestamp order on the writer thread; durability is reported in order.
+        let written = log.wal.append_batch(records);
+        if durable_tx.send((last_ts, written)).is_err() {
+            tracing::error!(shard = log.shard.0, "WAL watcher stopped");
+        }
+        {
+            let mut tail = log.tail.write();
+            for (ts, r) in &stamped {
+                tail.insert(*ts, r.payload.clone());
             }
-            Err(e) => {
-                // Not durable: the records are not in the log; their transactions roll back.
-                let mut inflight = log.in_flight.lock();
-                for (ts, r) in stamped {
-                    inflight.remove(&ts);
-                    let _ = r.reply.send(Err(CommitError::Wal(io::Error::new(
-                        e.kind(),
-                        e.to_string(),
-                    ))));
-                }
+        }
+        log.sequenced.send_replace(last_ts);
+        log.counters.batches.fetch_add(1, Ordering::Relaxed);
+        log.counters
+            .max_batch
+            .fetch_max(stamped.len() as u64, Ordering::Relaxed);
+        for (ts, r) in stamped {
+            let _ = r.reply.send(Ok(ts));
+        }
+    }
+}
+
+/// Publishes WAL durability in log order. A failed write stops the shard's writes: records
+/// already shipped stay in the log (replicas hold them) and a restart rebuilds the WAL from
+/// the replicas' copies.
+async fn watch_durability(
+    log: Arc<ShardLog>,
+    mut rx: mpsc::UnboundedReceiver<(u64, oneshot::Receiver<io::Result<()>>)>,
+) {
+    while let Some((last_ts, written)) = rx.recv().await {
+        match written.await {
+            Ok(Ok(())) => {
+                log.durable.send_replace(last_ts);
+            }
+            Ok(Err(e)) => {
+                log.wal_failed(&e);
+                return;
+            }
+            Err(_) => {
+                log.wal_failed(&io::Error::other("WAL writer stopped"));
+                return;
             }
         }
     }

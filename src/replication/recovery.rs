@@ -287,7 +287,7 @@ pub async fn run_shard(
             _ = cancel.cancelled() => return,
         }
     }
-    log.open.send_replace(true);
+    log.reopen();
     tracing::info!(
         shard = shard.0,
         log_end = last_ts,
@@ -329,7 +329,7 @@ async fn maintain(log: Arc<ShardLog>, cluster: Arc<Cluster>, cancel: Cancellatio
                                 Ok(_) => {
                                     log.primary_repaired(&failed);
                                     if log.failed_on_primary().is_empty() {
-                                        log.open.send_replace(true);
+                                        log.reopen();
                                         tracing::info!(
                                             shard = shard.0,
                                             records = failed.len(),
