@@ -111,7 +111,8 @@ async fn applied_ts(db: &MariaDb) -> Option<u64> {
     let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
         .await
         .ok()?;
-    c.query_first("SELECT COALESCE(MAX(ts), 0) FROM myquorum.wal")
+    // Followers hold records (applied = 0) before they apply them.
+    c.query_first("SELECT COALESCE(MAX(ts), 0) FROM myquorum.wal WHERE applied = 1")
         .await
         .ok()
         .flatten()

@@ -67,6 +67,8 @@ fn replication(ctx: &ProxyContext) -> Table {
                     c.no_quorum.load(Ordering::Relaxed),
                     c.quorum_timeouts.load(Ordering::Relaxed)
                 )),
+                Some(r.held.load(Ordering::Acquire).max(applied).to_string()),
+                Some(r.receive_latency.summary()),
                 Some(r.apply_latency.summary()),
                 Some(log.latency.sequence.summary()),
                 Some(log.latency.quorum.summary()),
@@ -87,6 +89,8 @@ fn replication(ctx: &ProxyContext) -> Table {
             "commits",
             "wal_batches/max_batch",
             "no_quorum/timeouts",
+            "held_ts",
+            "receive_ms_p50/p99",
             "apply_ms_p50/p99",
             "wal_ms_p50/p99",
             "quorum_ms_p50/p99",

@@ -1,18 +1,21 @@
-//! One applier per follower: applies sequenced records strictly in timestamp order, batching
-//! several into one transaction when behind, and reports its position (the acknowledgement
-//! the quorum counts). A follower that is down is retried; when it returns it catches up from
+//! One applier per follower, over two connections: the receiver stores records in the
+//! follower's `myquorum.wal` as soon as they are sequenced (durable there: the acknowledgement
+//! the quorum counts), and the replayer applies held records strictly in timestamp order,
+//! batching several into one transaction when behind. Commit latency so includes one durable
+//! insert on the follower, not the re-execution of the transaction. A follower that is down is retried; when it returns it catches up from
 //! the in-memory tail or the WAL files. A follower whose results differ from the primary's is
 //! quarantined and stops.
 //!
 //! Owns: the applier task. May import: backend (pool connect), replication::{log, replay}.
 
 use super::log::ShardLog;
-use super::replay::{ApplyError, Replayer};
+use super::replay::{ApplyError, LogEntry, Replayer};
 use crate::backend::BackendPool;
 use crate::router::ReplicaId;
 use mysql_common::constants::CapabilityFlags;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Capabilities of replay connections: no FOUND_ROWS (affected rows are compared as the
@@ -47,8 +50,12 @@ pub async fn run_applier(
         if cancel.is_cancelled() {
             return;
         }
-        let mut replayer = match connect(&pool).await {
-            Ok(r) => r,
+        let connected = match connect(&pool).await {
+            Ok(r) => connect(&pool).await.map(|s| (s, r)),
+            Err(e) => Err(e),
+        };
+        let (mut receiver, mut replayer) = match connected {
+            Ok(c) => c,
             Err(e) => {
                 if !reported_down {
                     tracing::warn!(shard = shard.0, replica = replica.0, addr = %pool.addr, error = %e,
@@ -64,8 +71,8 @@ pub async fn run_applier(
                 continue;
             }
         };
-        let mut applied = match replayer.prepare_log_table(shard).await {
-            Ok(ts) => ts,
+        let position = match replayer.prepare_log_table(shard).await {
+            Ok(p) => p,
             Err(ApplyError::Io(e)) => {
                 tracing::warn!(replica = replica.0, error = %e, "follower connection lost");
                 continue;
@@ -77,61 +84,127 @@ pub async fn run_applier(
         };
         backoff = Duration::from_millis(100);
         reported_down = false;
-        tracing::info!(shard = shard.0, replica = replica.0, addr = %pool.addr, applied,
+        tracing::info!(shard = shard.0, replica = replica.0, addr = %pool.addr,
+            applied = position.applied, held = position.held,
             log_end = log.last_sequenced(), "applier connected");
-        log.set_applied(replica, applied);
+        log.set_applied(replica, position.applied);
+        log.set_held(replica, position.held);
         log.set_live(replica, true);
-        let mut log_end = log.subscribe_sequenced();
-        let mut down = pool.subscribe();
-        loop {
-            if *log_end.borrow_and_update() <= applied {
-                tokio::select! {
-                    r = log_end.changed() => if r.is_err() { return },
-                    _ = down.changed() => {
-                        if !pool.is_up() {
-                            tracing::warn!(replica = replica.0, "follower marked down by health checks");
-                            break;
-                        }
-                        continue;
-                    }
-                    _ = cancel.cancelled() => return,
-                }
-                continue;
+        let (held_tx, held_rx) = watch::channel(position.held);
+        let outcome = tokio::select! {
+            r = receive_loop(&log, replica, &mut receiver, position.held, batch, held_tx) => r,
+            r = apply_loop(&log, replica, &mut replayer, position.applied, batch, held_rx) => r,
+            _ = marked_down(&pool) => {
+                tracing::warn!(replica = replica.0, "follower marked down by health checks");
+                Ok(())
             }
-            let entries = match log.records_after(applied, batch).await {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(replica = replica.0, error = %e, "cannot read the WAL for a lagging follower");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let Some(last) = entries.last().map(|e| e.ts) else {
-                // The log end moved but nothing newer is readable yet.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            };
-            let started = std::time::Instant::now();
-            match replayer.apply(shard, &entries).await {
-                Ok(()) => {
-                    log.replicas[replica.0 as usize]
-                        .apply_latency
-                        .record(started.elapsed());
-                    applied = last;
-                    log.set_applied(replica, applied);
-                }
-                Err(ApplyError::Io(e)) => {
-                    tracing::warn!(shard = shard.0, replica = replica.0, error = %e,
-                        "follower connection lost while applying; reconnecting");
-                    break;
-                }
-                Err(ApplyError::Diverged(why)) => {
-                    log.quarantine(replica, why);
-                    log.set_live(replica, false);
-                    return;
-                }
+            _ = cancel.cancelled() => return,
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(ApplyError::Io(e)) => {
+                tracing::warn!(shard = shard.0, replica = replica.0, error = %e,
+                    "follower connection lost while applying; reconnecting");
+            }
+            Err(ApplyError::Diverged(why)) => {
+                log.quarantine(replica, why);
+                log.set_live(replica, false);
+                return;
             }
         }
         log.set_live(replica, false);
     }
+}
+
+/// Resolves when health checks mark the follower's server down.
+async fn marked_down(pool: &BackendPool) {
+    let mut down = pool.subscribe();
+    while pool.is_up() {
+        if down.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Up to `batch` records after `after`, waiting until `end` passes it. `Ok(None)`: the log
+/// is gone (shutdown).
+async fn next_records(
+    log: &ShardLog,
+    end: &mut watch::Receiver<u64>,
+    after: u64,
+    batch: usize,
+) -> Result<Option<Vec<LogEntry>>, ApplyError> {
+    loop {
+        if *end.borrow_and_update() <= after {
+            if end.changed().await.is_err() {
+                return Ok(None);
+            }
+            continue;
+        }
+        let entries = match log.records_after(after, batch).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(shard = log.shard.0, error = %e, "cannot read the WAL for a lagging follower");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if entries.is_empty() {
+            // The end moved but nothing newer is readable yet.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        return Ok(Some(entries));
+    }
+}
+
+/// Stores new records on the follower as they are sequenced: its acknowledgement to the
+/// quorum, independent of how fast it applies them.
+async fn receive_loop(
+    log: &ShardLog,
+    replica: ReplicaId,
+    conn: &mut Replayer,
+    mut held: u64,
+    batch: usize,
+    held_tx: watch::Sender<u64>,
+) -> Result<(), ApplyError> {
+    let mut end = log.subscribe_sequenced();
+    while let Some(entries) = next_records(log, &mut end, held, batch).await? {
+        let started = std::time::Instant::now();
+        conn.receive(log.shard, &entries).await?;
+        log.replicas[replica.0 as usize]
+            .receive_latency
+            .record(started.elapsed());
+        held = entries.last().map(|e| e.ts).unwrap_or(held);
+        log.set_held(replica, held);
+        held_tx.send_replace(held);
+    }
+    Ok(())
+}
+
+/// Applies held records strictly in timestamp order, several per transaction when behind.
+/// Applying only what the receiver stored keeps the two connections off each other's rows.
+async fn apply_loop(
+    log: &ShardLog,
+    replica: ReplicaId,
+    conn: &mut Replayer,
+    mut applied: u64,
+    batch: usize,
+    mut held: watch::Receiver<u64>,
+) -> Result<(), ApplyError> {
+    while let Some(entries) = next_records(log, &mut held, applied, batch).await? {
+        let held_now = *held.borrow();
+        let entries: Vec<LogEntry> = entries.into_iter().filter(|e| e.ts <= held_now).collect();
+        let Some(last) = entries.last().map(|e| e.ts) else {
+            continue;
+        };
+        let started = std::time::Instant::now();
+        conn.apply(log.shard, &entries).await?;
+        log.replicas[replica.0 as usize]
+            .apply_latency
+            .record(started.elapsed());
+        applied = last;
+        log.set_applied(replica, applied);
+    }
+    Ok(())
 }

@@ -62,14 +62,18 @@ struct SeqRequest {
 
 /// Per-replica replication state.
 pub struct ReplicaState {
+    /// Durably held (received) up to here: what the quorum counts.
+    pub held: AtomicU64,
     /// Highest timestamp applied and committed there (followers apply in order).
     pub applied: AtomicU64,
     /// The applier is connected.
     pub live: AtomicBool,
     /// Stopped because its results differed from the primary's.
     pub quarantined: Mutex<Option<String>>,
-    /// Time to apply one batch (replay, myquorum.wal row, COMMIT).
+    /// Time to apply one batch (replay, myquorum.wal rows, COMMIT).
     pub apply_latency: LatencyHistogram,
+    /// Time to store one batch as received (the acknowledgement).
+    pub receive_latency: LatencyHistogram,
 }
 
 /// Where a replicated commit spends its time, shown by SHOW PROXY REPLICATION.
@@ -151,10 +155,12 @@ impl ShardLog {
             leader,
             replicas: (0..n)
                 .map(|_| ReplicaState {
+                    held: AtomicU64::new(0),
                     applied: AtomicU64::new(0),
                     live: AtomicBool::new(false),
                     quarantined: Mutex::new(None),
                     apply_latency: LatencyHistogram::new(),
+                    receive_latency: LatencyHistogram::new(),
                 })
                 .collect(),
             wal,
@@ -263,7 +269,7 @@ impl ShardLog {
             .filter(move |r| {
                 *r == self.leader || {
                     let s = &self.replicas[r.0 as usize];
-                    s.applied.load(Ordering::Acquire) >= ts && s.quarantined.lock().is_none()
+                    s.held.load(Ordering::Acquire) >= ts && s.quarantined.lock().is_none()
                 }
             })
     }
@@ -382,13 +388,22 @@ impl ShardLog {
         }
     }
 
-    /// Records a replica applied up to `ts`.
+    /// Records a replica applied up to `ts` (so it holds them too).
     pub fn set_applied(&self, replica: ReplicaId, ts: u64) {
         if let Some(s) = self.replicas.get(replica.0 as usize) {
             s.applied.store(ts, Ordering::Release);
+            s.held.fetch_max(ts, Ordering::AcqRel);
         }
         self.acks.send_modify(|v| *v += 1);
         self.trim_tail();
+    }
+
+    /// Records a replica durably holds records up to `ts`: its acknowledgement.
+    pub fn set_held(&self, replica: ReplicaId, ts: u64) {
+        if let Some(s) = self.replicas.get(replica.0 as usize) {
+            s.held.store(ts, Ordering::Release);
+        }
+        self.acks.send_modify(|v| *v += 1);
     }
 
     pub fn set_live(&self, replica: ReplicaId, live: bool) {

@@ -30,7 +30,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Timestamps present in a replica's `myquorum.wal` at or above `from`.
+/// Timestamps applied on a replica (rows of its `myquorum.wal` marked applied) at or above `from`.
 async fn present(r: &mut Replayer, shard: ShardId, from: u64) -> std::io::Result<HashSet<u64>> {
     // One row per record, as a comma list to keep to a single-row reader.
     let mut out = HashSet::new();
@@ -39,7 +39,7 @@ async fn present(r: &mut Replayer, shard: ShardId, from: u64) -> std::io::Result
         let row = r
             .query_row(&format!(
                 "SELECT GROUP_CONCAT(ts ORDER BY ts SEPARATOR ','), MAX(ts) FROM \
-                 (SELECT ts FROM myquorum.wal WHERE shard = {} AND ts > {after} ORDER BY ts LIMIT 10000) x",
+                 (SELECT ts FROM myquorum.wal WHERE shard = {} AND ts > {after} AND applied = 1 ORDER BY ts LIMIT 10000) x",
                 shard.0
             ))
             .await?;

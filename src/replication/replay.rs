@@ -1,7 +1,7 @@
 //! Re-executing log records on one replica over a raw backend connection: each statement's
 //! session context, then the statement (text, or prepared and executed with the primary's
-//! parameter bytes), then the record's row in `myquorum.wal`, all in one transaction per
-//! batch. Commands of a batch are pipelined (one round trip), and COMMIT is sent only after
+//! parameter bytes), then the records' rows in `myquorum.wal` marked applied, all in one
+//! transaction per batch; and storing records as received (held, not yet applied). Commands of a batch are pipelined (one round trip), and COMMIT is sent only after
 //! every answer was checked, so a failed statement leaves nothing behind.
 //!
 //! Used by the follower appliers and by recovery of the primary.
@@ -76,19 +76,59 @@ pub fn hex(data: &[u8]) -> String {
     s
 }
 
-/// The statement that records `ts` as applied on a replica.
+/// The statement that records `ts` as applied on a replica (the primary's COMMIT carries it).
 pub fn wal_insert(shard: ShardId, ts: u64, payload: &[u8]) -> String {
-    format!(
-        "INSERT INTO myquorum.wal (shard, ts, payload) VALUES ({}, {ts}, x'{}')",
-        shard.0,
-        hex(payload)
-    )
+    wal_rows(shard, [(ts, payload)], true)
+}
+
+/// Stores records in a replica's `myquorum.wal`: as received (`applied` false: durable, not
+/// yet executed; rows already there are left alone) or as applied (`applied` true: in the
+/// apply transaction, whether or not the row was received first).
+pub fn wal_rows<'a>(
+    shard: ShardId,
+    records: impl IntoIterator<Item = (u64, &'a [u8])>,
+    applied: bool,
+) -> String {
+    let mut q = String::from(if applied {
+        "INSERT INTO myquorum.wal (shard, ts, payload, applied) VALUES "
+    } else {
+        "INSERT IGNORE INTO myquorum.wal (shard, ts, payload, applied) VALUES "
+    });
+    for (i, (ts, payload)) in records.into_iter().enumerate() {
+        if i > 0 {
+            q.push(',');
+        }
+        q.push_str(&format!(
+            "({}, {ts}, x'{}', {})",
+            shard.0,
+            hex(payload),
+            u8::from(applied)
+        ));
+    }
+    if applied {
+        q.push_str(" ON DUPLICATE KEY UPDATE applied = 1");
+    }
+    q
 }
 
 pub const CREATE_SCHEMA: &str = "CREATE DATABASE IF NOT EXISTS myquorum";
+/// `applied` is 0 while a follower only holds a record (it counts for the quorum) and 1 once
+/// the record's statements ran there.
 pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS myquorum.wal (\
     shard INT UNSIGNED NOT NULL, ts BIGINT UNSIGNED NOT NULL, payload LONGBLOB NOT NULL, \
-    PRIMARY KEY (shard, ts)) ENGINE=InnoDB";
+    applied TINYINT NOT NULL DEFAULT 1, PRIMARY KEY (shard, ts)) ENGINE=InnoDB";
+/// Tables created by myquorum before the received/applied split.
+const ADD_APPLIED: &str =
+    "ALTER TABLE myquorum.wal ADD COLUMN IF NOT EXISTS applied TINYINT NOT NULL DEFAULT 1";
+
+/// Where a replica stands in the log, from its `myquorum.wal`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    /// Every record up to here ran on this replica.
+    pub applied: u64,
+    /// The replica durably holds records up to here (≥ applied).
+    pub held: u64,
+}
 
 /// `SET timestamp = …, insert_id = …` (and the optional ones) for one statement.
 pub fn statement_context(s: &Statement) -> String {
@@ -191,24 +231,43 @@ impl Replayer {
         read_first_row(&mut self.conn.stream, self.deprecate_eof).await
     }
 
-    /// Creates `myquorum.wal` if missing and returns the highest timestamp applied here.
-    pub async fn prepare_log_table(&mut self, shard: ShardId) -> Result<u64, ApplyError> {
-        for sql in [CREATE_SCHEMA, CREATE_TABLE] {
+    /// Creates `myquorum.wal` if missing and returns this replica's position in the log.
+    pub async fn prepare_log_table(&mut self, shard: ShardId) -> Result<Position, ApplyError> {
+        for sql in [CREATE_SCHEMA, CREATE_TABLE, ADD_APPLIED] {
             self.execute(sql).await?.map_err(|e| {
                 ApplyError::Diverged(format!("cannot create the myquorum.wal table: {e}"))
             })?;
         }
+        // Unapplied rows are only ever at the end, so the backward scan is short.
         let row = self
             .query_row(&format!(
-                "SELECT COALESCE(MAX(ts), 0) FROM myquorum.wal WHERE shard = {}",
+                "SELECT COALESCE((SELECT ts FROM myquorum.wal WHERE shard = {0} AND applied = 1 \
+                 ORDER BY ts DESC LIMIT 1), 0), COALESCE(MAX(ts), 0) FROM myquorum.wal WHERE shard = {0}",
                 shard.0
             ))
             .await?
-            .map_err(|e| ApplyError::Diverged(format!("cannot read myquorum.wal: {e}")))?;
-        Ok(row
-            .and_then(|r| r.into_iter().next().flatten())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+            .map_err(|e| ApplyError::Diverged(format!("cannot read myquorum.wal: {e}")))?
+            .unwrap_or_default();
+        let at = |i: usize| -> u64 {
+            row.get(i)
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(Position {
+            applied: at(0),
+            held: at(0).max(at(1)),
+        })
+    }
+
+    /// Stores `entries` as received (durable here, not yet applied) in one autocommit
+    /// statement: the acknowledgement the Cabinet quorum counts.
+    pub async fn receive(&mut self, shard: ShardId, entries: &[LogEntry]) -> Result<(), ApplyError> {
+        let sql = wal_rows(shard, entries.iter().map(|e| (e.ts, &e.payload[..])), false);
+        self.execute(&sql).await?.map_err(|e| {
+            ApplyError::Diverged(format!("storing received records in myquorum.wal failed: {e}"))
+        })
     }
 
     async fn statement_id(&mut self, sql: &str) -> Result<u32, ApplyError> {
@@ -390,12 +449,16 @@ impl Replayer {
                         return Err(e);
                     }
                 }
-                cmds.push((
-                    query(&wal_insert(shard, entries[j].ts, &entries[j].payload)),
-                    Expect::Ok("recording the record in myquorum.wal"),
-                ));
                 j += 1;
             }
+            cmds.push((
+                query(&wal_rows(
+                    shard,
+                    entries[i..j].iter().map(|e| (e.ts, &e.payload[..])),
+                    true,
+                )),
+                Expect::Ok("recording the records in myquorum.wal"),
+            ));
             cmds.push((
                 query("SET timestamp = DEFAULT"),
                 Expect::Ok("timestamp reset"),
@@ -432,6 +495,26 @@ fn decode(e: &LogEntry) -> Result<Record, ApplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wal_rows_received_and_applied() {
+        let recs = [(7u64, &[0xABu8][..]), (9, &[0x01, 0x02][..])];
+        assert_eq!(
+            wal_rows(ShardId(2), recs, false),
+            "INSERT IGNORE INTO myquorum.wal (shard, ts, payload, applied) VALUES \
+             (2, 7, x'ab', 0),(2, 9, x'0102', 0)"
+        );
+        assert_eq!(
+            wal_rows(ShardId(2), recs, true),
+            "INSERT INTO myquorum.wal (shard, ts, payload, applied) VALUES \
+             (2, 7, x'ab', 1),(2, 9, x'0102', 1) ON DUPLICATE KEY UPDATE applied = 1"
+        );
+        assert_eq!(
+            wal_insert(ShardId(0), 5, b""),
+            "INSERT INTO myquorum.wal (shard, ts, payload, applied) VALUES (0, 5, x'', 1) \
+             ON DUPLICATE KEY UPDATE applied = 1"
+        );
+    }
 
     #[test]
     fn context_statements() {
