@@ -65,8 +65,16 @@ mod tests {
             h.record(Duration::from_micros(us * 100));
         }
         assert_eq!(h.count(), 100);
-        assert!((h.quantile_ms(0.5) - 5.0).abs() < 0.1, "{}", h.quantile_ms(0.5));
-        assert!((h.quantile_ms(0.99) - 9.9).abs() < 0.1, "{}", h.quantile_ms(0.99));
+        assert!(
+            (h.quantile_ms(0.5) - 5.0).abs() < 0.1,
+            "{}",
+            h.quantile_ms(0.5)
+        );
+        assert!(
+            (h.quantile_ms(0.99) - 9.9).abs() < 0.1,
+            "{}",
+            h.quantile_ms(0.99)
+        );
         h.record(Duration::from_secs(3600));
         assert!(h.quantile_ms(1.0) <= 60_000.0 * 1.01);
     }

@@ -39,6 +39,9 @@ pub struct BackendConn {
     pub state_signature: u64,
     /// Pool generation when created; stale generations are discarded.
     pub generation: u64,
+    /// A replicated write left `timestamp` set to the proxy's value (reset lazily, before
+    /// the next statement that is not such a write, so NOW() is the server's again).
+    pub timestamp_fixed: bool,
 }
 
 impl BackendConn {
@@ -85,6 +88,7 @@ impl BackendConn {
             base_collation: collation,
             schema: schema.map(str::to_string),
             state_signature: crate::session::signature_of(collation, &[]),
+            timestamp_fixed: false,
             generation,
         })
     }

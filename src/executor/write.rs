@@ -116,10 +116,8 @@ pub async fn execute_write(conn: &mut BackendConn, plan: WritePlan<'_>) -> io::R
     }
     conn.stream.queue_packet(0, &query(&set));
     conn.stream.queue_packet(0, plan.command);
-    if !plan.wrap_in_transaction {
-        conn.stream
-            .queue_packet(0, &query("SET timestamp = DEFAULT"));
-    }
+    // The next write sets its own timestamp; anything else resets it first.
+    conn.timestamp_fixed = true;
     conn.stream.flush().await?;
     let mut last_insert_id = None;
     let mut settings = plan.settings;
@@ -144,9 +142,6 @@ pub async fn execute_write(conn: &mut BackendConn, plan: WritePlan<'_>) -> io::R
     let set_answer =
         read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof).await?;
     let (summary, raw) = buffer_response(&mut conn.stream, plan.kind, plan.deprecate_eof).await?;
-    if !plan.wrap_in_transaction {
-        read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof).await?;
-    }
     if let Some(e) = set_answer.error.or(context_error) {
         // The context could not be set: the statement's result cannot be replicated.
         return Ok(Executed {
@@ -188,28 +183,36 @@ pub async fn execute_write(conn: &mut BackendConn, plan: WritePlan<'_>) -> io::R
     })
 }
 
-/// Commits the primary's transaction with the record's `myquorum.wal` row, after the quorum
-/// holds the record. Returns the COMMIT's answer (frames included, for an explicit COMMIT).
-pub async fn commit_on_primary(
+/// Sends the record's `myquorum.wal` row into the primary's open transaction as soon as the
+/// record is sequenced, so it executes while the quorum is awaited; `commit_on_primary`
+/// reads its answer.
+pub async fn send_wal_row(
     conn: &mut BackendConn,
     shard: ShardId,
     ts: u64,
     payload: &[u8],
+) -> io::Result<()> {
+    conn.stream
+        .queue_packet(0, &query(&wal_insert(shard, ts, payload)));
+    conn.stream.flush().await
+}
+
+/// Commits the primary's transaction (whose `myquorum.wal` row `send_wal_row` sent) after
+/// the quorum holds the record. Returns the COMMIT's answer (frames included, for an
+/// explicit COMMIT).
+pub async fn commit_on_primary(
+    conn: &mut BackendConn,
+    ts: u64,
     unwrap_transaction: bool,
     deprecate_eof: bool,
 ) -> io::Result<(ResponseSummary, Vec<u8>)> {
-    conn.stream
-        .queue_packet(0, &query(&wal_insert(shard, ts, payload)));
     conn.stream.queue_packet(0, &query("COMMIT"));
-    if unwrap_transaction {
-        conn.stream
-            .queue_packet(0, &query("SET autocommit = 1, timestamp = DEFAULT"));
-    }
+    let reset = queue_reset_after(conn, unwrap_transaction);
     conn.stream.flush().await?;
     let insert = read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
     let (commit, raw) =
         buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
-    if unwrap_transaction {
+    if reset {
         read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     }
     if let Some(e) = insert.error {
@@ -227,16 +230,38 @@ pub async fn rollback_on_primary(
     deprecate_eof: bool,
 ) -> io::Result<()> {
     conn.stream.queue_packet(0, &query("ROLLBACK"));
-    if unwrap_transaction {
-        conn.stream
-            .queue_packet(0, &query("SET autocommit = 1, timestamp = DEFAULT"));
-    }
+    let reset = queue_reset_after(conn, unwrap_transaction);
     conn.stream.flush().await?;
     read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
-    if unwrap_transaction {
+    if reset {
         read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     }
     Ok(())
+}
+
+/// After the end of a transaction: back to autocommit (for a wrapped autocommit write) and
+/// the server's clock. Returns whether a command was queued (its answer must be read).
+fn queue_reset_after(conn: &mut BackendConn, unwrap_transaction: bool) -> bool {
+    let sql = match (unwrap_transaction, conn.timestamp_fixed) {
+        (true, _) => "SET autocommit = 1, timestamp = DEFAULT",
+        (false, true) => "SET timestamp = DEFAULT",
+        (false, false) => return false,
+    };
+    conn.stream.queue_packet(0, &query(sql));
+    conn.timestamp_fixed = false;
+    true
+}
+
+/// Before a statement that is not a replicated write: queues the reset of a timestamp a
+/// write left fixed. Returns whether a command was queued (read its answer first).
+pub fn queue_timestamp_reset(conn: &mut BackendConn) -> bool {
+    if !conn.timestamp_fixed {
+        return false;
+    }
+    conn.stream
+        .queue_packet(0, &query("SET timestamp = DEFAULT"));
+    conn.timestamp_fixed = false;
+    true
 }
 
 /// Runs a logged DDL statement on the primary (after the log holds it) and records it in
@@ -263,6 +288,7 @@ pub async fn execute_ddl(
         .queue_packet(0, &query(&wal_insert(shard, ts, payload)));
     conn.stream
         .queue_packet(0, &query("SET timestamp = DEFAULT"));
+    conn.timestamp_fixed = false;
     conn.stream.flush().await?;
     read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     let answer = buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;

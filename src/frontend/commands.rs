@@ -8,12 +8,14 @@ use super::writes::{self, WriteClass};
 use crate::admin;
 use crate::backend::BackendConn;
 use crate::context::ProxyContext;
-use crate::executor::write::normalize_execute;
+use crate::executor::write::{normalize_execute, queue_timestamp_reset};
 use crate::executor::{self, AcquireError};
 use crate::protocol::handshake::{decode_change_user, ChangeUser};
 use crate::protocol::message::{encode_ok, encode_terminator, OkInfo};
 use crate::protocol::packet::PacketTooLarge;
-use crate::protocol::relay::{relay_response, RelayError, ResponseKind, ResponseSummary};
+use crate::protocol::relay::{
+    read_response, relay_response, RelayError, ResponseKind, ResponseSummary,
+};
 use crate::protocol::{MysqlError, PacketStream};
 use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
 use crate::session::{PinReason, PreparedStatement, SessionState};
@@ -513,6 +515,10 @@ impl ClientSession {
             return;
         }
         if let Some(h) = self.held.take() {
+            // A fixed timestamp must not reach another session (normally reset at COMMIT).
+            if h.conn.timestamp_fixed {
+                return;
+            }
             if let Some(pool) = self.ctx.cluster.pool(h.shard, h.replica) {
                 pool.checkin(h.conn);
             }
@@ -548,11 +554,7 @@ impl ClientSession {
                 "no backend connection",
             )));
         };
-        let sent = h.conn.stream.write_packet(0, payload).await;
-        let result = match sent {
-            Ok(_) => relay_response(&mut h.conn.stream, client, kind, deprecate_eof, None).await,
-            Err(e) => Err(RelayError::Backend(e)),
-        };
+        let result = send_and_relay(&mut h.conn, client, payload, kind, deprecate_eof, None).await;
         self.finish(session, c, result)
     }
 
@@ -914,10 +916,7 @@ impl ClientSession {
             session.before_statement(&stmt.classified);
         }
         let deprecate_eof = self.deprecate_eof;
-        let result = match h.conn.stream.write_packet(0, &payload).await {
-            Ok(_) => relay_response(&mut h.conn.stream, client, kind, deprecate_eof, None).await,
-            Err(e) => Err(RelayError::Backend(e)),
-        };
+        let result = send_and_relay(&mut h.conn, client, &payload, kind, deprecate_eof, None).await;
         let summary = self.finish(session, &stmt.classified, result)?;
         if command == COM_STMT_EXECUTE {
             self.after_forwarded(
@@ -929,6 +928,29 @@ impl ClientSession {
         }
         Ok(())
     }
+}
+
+/// Sends one client command on the session's backend connection and relays the answer,
+/// first restoring the server's clock if a replicated write left it fixed.
+async fn send_and_relay<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BackendConn,
+    client: &mut PacketStream<S>,
+    payload: &[u8],
+    kind: ResponseKind,
+    deprecate_eof: bool,
+    prepare_id: Option<u32>,
+) -> Result<ResponseSummary, RelayError> {
+    let reset = queue_timestamp_reset(conn);
+    conn.stream
+        .write_packet(0, payload)
+        .await
+        .map_err(RelayError::Backend)?;
+    if reset {
+        read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof)
+            .await
+            .map_err(RelayError::Backend)?;
+    }
+    relay_response(&mut conn.stream, client, kind, deprecate_eof, prepare_id).await
 }
 
 fn pin_list(session: &SessionState) -> String {

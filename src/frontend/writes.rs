@@ -8,7 +8,8 @@
 
 use super::commands::{ClientSession, Failure};
 use crate::executor::write::{
-    commit_on_primary, execute_ddl, execute_write, now_us, rollback_on_primary, Executed, WritePlan,
+    commit_on_primary, execute_ddl, execute_write, now_us, rollback_on_primary, send_wal_row,
+    Executed, WritePlan,
 };
 use crate::protocol::relay::{patch_ok_status, ResponseKind, ResponseSummary};
 use crate::protocol::{MysqlError, PacketStream};
@@ -306,6 +307,20 @@ impl ClientSession {
         };
         session.pending.clear();
         session.savepoints.clear();
+        let sent = match self.held.as_mut() {
+            Some(h) => send_wal_row(&mut h.conn, shard, ts, &payload).await,
+            None => Err(std::io::Error::other("no primary connection")),
+        };
+        if let Err(e) = sent {
+            // Logged: recovery of the primary re-applies it.
+            log.primary_failed(ts);
+            let lost = self.lost(session, c, e).err();
+            return Err(lost.unwrap_or(Failure::BackendLost(MysqlError::new(
+                2013,
+                "HY000",
+                format!("Lost connection to the primary before COMMIT of record {ts}"),
+            ))));
+        }
         if let Err(e) = log.await_quorum(ts, &snapshot).await {
             // The record is in the log: it will commit. Finish it in the background with
             // the connection (its locks stay held until then), and tell the client.
@@ -314,9 +329,7 @@ impl ClientSession {
                 let log = log.clone();
                 tokio::spawn(async move {
                     while log.await_quorum(ts, &snapshot).await.is_err() {}
-                    match commit_on_primary(&mut h.conn, shard, ts, &payload, unwrap, deprecate_eof)
-                        .await
-                    {
+                    match commit_on_primary(&mut h.conn, ts, unwrap, deprecate_eof).await {
                         Ok(_) => log.primary_done(ts),
                         Err(_) => log.primary_failed(ts),
                     }
@@ -334,7 +347,7 @@ impl ClientSession {
             )));
         };
         let started = std::time::Instant::now();
-        match commit_on_primary(&mut h.conn, shard, ts, &payload, unwrap, deprecate_eof).await {
+        match commit_on_primary(&mut h.conn, ts, unwrap, deprecate_eof).await {
             Ok(answer) => {
                 log.latency.primary_commit.record(started.elapsed());
                 log.primary_done(ts);

@@ -263,10 +263,16 @@ impl Replayer {
 
     /// Stores `entries` as received (durable here, not yet applied) in one autocommit
     /// statement: the acknowledgement the Cabinet quorum counts.
-    pub async fn receive(&mut self, shard: ShardId, entries: &[LogEntry]) -> Result<(), ApplyError> {
+    pub async fn receive(
+        &mut self,
+        shard: ShardId,
+        entries: &[LogEntry],
+    ) -> Result<(), ApplyError> {
         let sql = wal_rows(shard, entries.iter().map(|e| (e.ts, &e.payload[..])), false);
         self.execute(&sql).await?.map_err(|e| {
-            ApplyError::Diverged(format!("storing received records in myquorum.wal failed: {e}"))
+            ApplyError::Diverged(format!(
+                "storing received records in myquorum.wal failed: {e}"
+            ))
         })
     }
 
