@@ -56,7 +56,23 @@ for port in 3501 3511 6501; do
   "${SB[@]}" --mysql-port="$port" oltp_read_write prepare >/dev/null
 done
 
+# Waits until no replica is still applying a previous run (semi-sync replicas apply after
+# acknowledging; myquorum followers apply after holding), so no run pays for another's tail.
+settle() {
+  local want
+  for _ in $(seq 1 600); do
+    want=$(mysql -h127.0.0.1 -P3511 -uroot -N -e 'SELECT @@gtid_binlog_pos')
+    [ "$(mysql -h127.0.0.1 -P3512 -uroot -N -e 'SELECT @@gtid_slave_pos')" = "$want" ] &&
+      [ "$(mysql -h127.0.0.1 -P3513 -uroot -N -e 'SELECT @@gtid_slave_pos')" = "$want" ] &&
+      mysql -h127.0.0.1 -P6501 -uroot -N -e 'SHOW PROXY REPLICATION' | awk -F'\t' '$6 != 0 {busy=1} END {exit busy}' &&
+      { sleep 1; return; }
+    sleep 0.2
+  done
+  echo "replicas did not settle" >&2
+}
+
 run() { # port test threads -> "tps p95"
+  settle
   "${SB[@]}" --mysql-port="$1" --threads="$3" --time="$SECS" "$2" run 2>&1 |
     awk '/transactions:/ {gsub(/\(/,"",$3); t=$3} /95th percentile:/ {p=$3} END {print t, p}'
 }
