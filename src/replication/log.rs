@@ -1,6 +1,6 @@
 //! One shard's log at run time: the sequencer (timestamp + WAL append as one step, in
 //! batches: one timestamp request per batch, the WAL writer groups fsyncs), the in-memory tail
-//! appliers read from, each replica's applied position, and the Cabinet quorum wait.
+//! appliers read from, each replica's held and applied positions, and the Cabinet quorum wait.
 //!
 //! A record is shipped to the followers as soon as it has its timestamp, while the WAL makes
 //! it durable (the leader's disk write runs in parallel with replication, as in Raft): the
