@@ -420,13 +420,11 @@ impl Replayer {
                     self.queue_statement(s, entries[i].ts, true, &mut cmds)
                         .await?;
                 }
+                // No timestamp reset afterwards: every replayed statement sets its own, and
+                // nothing else on a replay connection reads the clock.
                 cmds.push((
                     query(&wal_insert(shard, entries[i].ts, &entries[i].payload)),
                     Expect::Ok("recording the DDL in myquorum.wal"),
-                ));
-                cmds.push((
-                    query("SET timestamp = DEFAULT"),
-                    Expect::Ok("timestamp reset"),
                 ));
                 let result = self.run_pipeline(cmds).await;
                 // DROP DATABASE of the current schema leaves the connection without one.
@@ -464,10 +462,6 @@ impl Replayer {
                     true,
                 )),
                 Expect::Ok("recording the records in myquorum.wal"),
-            ));
-            cmds.push((
-                query("SET timestamp = DEFAULT"),
-                Expect::Ok("timestamp reset"),
             ));
             if let Err(e) = self.run_pipeline(cmds).await {
                 self.abandon().await;
