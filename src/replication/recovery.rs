@@ -355,7 +355,38 @@ async fn maintain(log: Arc<ShardLog>, cluster: Arc<Cluster>, cancel: Cancellatio
                 if let Err(e) = log.wal.truncate_below(below + 1).await {
                     tracing::warn!(shard = shard.0, error = %e, "WAL truncation failed");
                 }
+                trim_replica_logs(&log, &cluster, below).await;
             }
+        }
+    }
+}
+
+/// Deletes `myquorum.wal` rows every replica has applied (below `below`), keeping the row at
+/// `below` so each replica's applied position stays readable. Quarantined replicas keep
+/// theirs for the operator. Bounded per pass so the DELETE holds its locks briefly.
+async fn trim_replica_logs(log: &ShardLog, cluster: &Cluster, below: u64) {
+    for (i, state) in log.replicas.iter().enumerate() {
+        if state.quarantined.lock().is_some() {
+            continue;
+        }
+        let Some(pool) = cluster.pool(log.shard, ReplicaId(i as u32)) else {
+            continue;
+        };
+        let Ok(mut r) = connect(pool).await else {
+            continue;
+        };
+        let sql = format!(
+            "SET STATEMENT lock_wait_timeout = 1, innodb_lock_wait_timeout = 1 FOR \
+             DELETE FROM myquorum.wal WHERE shard = {} AND ts < {below} ORDER BY ts LIMIT 20000",
+            log.shard.0
+        );
+        match r.execute(&sql).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(shard = log.shard.0, replica = i, error = %e,
+                    "trimming applied rows from myquorum.wal failed; retried later")
+            }
+            Err(e) => tracing::debug!(replica = i, error = %e, "replica unreachable for trimming"),
         }
     }
 }
