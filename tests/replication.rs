@@ -517,3 +517,46 @@ async fn applied_log_rows_are_trimmed_on_every_replica() {
         checksums(&b, &["trim.t"]).await
     );
 }
+
+/// A transaction whose record cannot be stored on the replicas (rows of `myquorum.wal` travel
+/// in one statement, bounded by max_allowed_packet) is refused at COMMIT with MySQL's
+/// "transaction too big" error and rolled back; it does not stall the log, and the session
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_too_big_to_replicate_is_refused_and_rolled_back() {
+    common::init_tracing();
+    let (a, b) = (MariaDb::start(), MariaDb::start());
+    for db in [&a, &b] {
+        let mut c = connect(&db.url(None)).await;
+        c.query_drop("SET GLOBAL max_allowed_packet = 1048576")
+            .await
+            .unwrap();
+    }
+    let proxy = Proxy::start(config_for(&[&a, &b]));
+    let mut c = connect(&proxy.url(None)).await;
+    c.query_drop("CREATE DATABASE big").await.unwrap();
+    c.query_drop("CREATE TABLE big.t (id INT PRIMARY KEY, v LONGTEXT)")
+        .await
+        .unwrap();
+    let value = "x".repeat(700_000);
+    let err = c
+        .query_drop(format!("INSERT INTO big.t VALUES (1, '{value}')"))
+        .await
+        .unwrap_err();
+    match err {
+        mysql_async::Error::Server(ref e) => {
+            assert_eq!((e.code, e.state.as_str()), (1197, "HY000"), "{e:?}");
+            assert!(e.message.contains("max_allowed_packet"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    c.query_drop("INSERT INTO big.t VALUES (2, 'small')")
+        .await
+        .unwrap();
+    wait_converged(&[&a, &b]).await;
+    for db in [&a, &b] {
+        let mut r = connect(&db.url(None)).await;
+        let ids: Vec<i64> = r.query("SELECT id FROM big.t").await.unwrap();
+        assert_eq!(ids, vec![2], "on {}", db.addr());
+    }
+}

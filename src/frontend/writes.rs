@@ -91,11 +91,11 @@ pub fn not_supported(what: &str) -> MysqlError {
 }
 
 fn commit_error(e: &CommitError) -> MysqlError {
-    let code = match e {
-        CommitError::QuorumTimeout { .. } => 1180,
-        _ => 1180,
-    };
-    MysqlError::new(code, "HY000", format!("Got error during COMMIT: {e}"))
+    match e {
+        // MySQL's answer to a transaction too big for its binlog cache.
+        CommitError::TooLarge { .. } => MysqlError::new(1197, "HY000", e.to_string()),
+        _ => MysqlError::new(1180, "HY000", format!("Got error during COMMIT: {e}")),
+    }
 }
 
 fn uuid_v4() -> String {

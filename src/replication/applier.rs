@@ -87,6 +87,7 @@ pub async fn run_applier(
         tracing::info!(shard = shard.0, replica = replica.0, addr = %pool.addr,
             applied = position.applied, held = position.held,
             log_end = log.last_sequenced(), "applier connected");
+        log.note_packet_limit(position.max_allowed_packet);
         log.set_applied(replica, position.applied);
         log.set_held(replica, position.held);
         log.set_live(replica, true);
@@ -154,7 +155,7 @@ async fn next_records(
             tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         }
-        return Ok(Some(entries));
+        return Ok(Some(within_bytes(entries, log.max_record())));
     }
 }
 
@@ -207,4 +208,45 @@ async fn apply_loop(
         log.set_applied(replica, applied);
     }
     Ok(())
+}
+
+/// The first records whose payloads fit in `max` bytes together (at least one): a batch
+/// travels as one statement, bounded by the replica's `max_allowed_packet`.
+fn within_bytes(mut entries: Vec<LogEntry>, max: usize) -> Vec<LogEntry> {
+    let mut total = 0usize;
+    let keep = entries
+        .iter()
+        .take_while(|e| {
+            total += e.payload.len();
+            total <= max
+        })
+        .count()
+        .max(1);
+    entries.truncate(keep);
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ts: u64, len: usize) -> LogEntry {
+        LogEntry {
+            ts,
+            payload: vec![0u8; len].into(),
+        }
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes() {
+        let ts = |v: &[LogEntry]| v.iter().map(|e| e.ts).collect::<Vec<_>>();
+        let all = vec![entry(1, 40), entry(2, 40), entry(3, 40)];
+        assert_eq!(ts(&within_bytes(all.clone(), 100)), [1, 2]);
+        assert_eq!(ts(&within_bytes(all.clone(), 1000)), [1, 2, 3]);
+        // A record bigger than the bound still goes alone (it was admitted at commit).
+        assert_eq!(
+            ts(&within_bytes(vec![entry(9, 500), entry(10, 1)], 100)),
+            [9]
+        );
+    }
 }

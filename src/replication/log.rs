@@ -53,6 +53,8 @@ pub enum CommitError {
     Recovering(u32),
     #[error("the proxy is shutting down")]
     Shutdown,
+    #[error("this transaction's replication record is {bytes} bytes, more than the {max} bytes every replica can store (half the smallest max_allowed_packet); it was rolled back. Split it into smaller transactions or raise max_allowed_packet on every replica")]
+    TooLarge { bytes: usize, max: usize },
 }
 
 struct SeqRequest {
@@ -123,6 +125,8 @@ pub struct ShardLog {
     pub open: watch::Sender<bool>,
     /// A WAL write failed: writes stay closed until a restart.
     pub wal_broken: AtomicBool,
+    /// Smallest `max_allowed_packet` seen on a replica (u64::MAX until one is known).
+    packet_limit: AtomicU64,
     pub commit_timeout: Duration,
     pub counters: LogCounters,
     pub latency: CommitLatency,
@@ -176,6 +180,7 @@ impl ShardLog {
             in_flight: Mutex::new(BTreeSet::new()),
             open: watch::Sender::new(false),
             wal_broken: AtomicBool::new(false),
+            packet_limit: AtomicU64::new(u64::MAX),
             commit_timeout,
             counters: LogCounters::default(),
             latency: CommitLatency::default(),
@@ -197,6 +202,25 @@ impl ShardLog {
              restart the proxy: recovery rebuilds the log from the replicas' myquorum.wal copies");
         self.wal_broken.store(true, Ordering::Relaxed);
         self.open.send_replace(false);
+    }
+
+    /// Notes a replica's `max_allowed_packet`.
+    pub fn note_packet_limit(&self, max_allowed_packet: u64) {
+        if max_allowed_packet > 0 {
+            self.packet_limit
+                .fetch_min(max_allowed_packet, Ordering::Relaxed);
+        }
+    }
+
+    /// The largest record (payload bytes) every replica can store: rows of `myquorum.wal`
+    /// travel hex-encoded in one statement, so half the smallest `max_allowed_packet` less
+    /// the statement's own text; MariaDB's default (16 MiB) until a replica was asked.
+    pub fn max_record(&self) -> usize {
+        let limit = match self.packet_limit.load(Ordering::Relaxed) {
+            u64::MAX => 16 << 20,
+            l => l,
+        };
+        (limit.saturating_sub(64 << 10) / 2) as usize
     }
 
     /// Opens writes again after a pause (never after a WAL failure).
@@ -283,6 +307,12 @@ impl ShardLog {
             return Err(CommitError::Wal(io::Error::other(
                 "an earlier WAL write failed",
             )));
+        }
+        if payload.len() > self.max_record() {
+            return Err(CommitError::TooLarge {
+                bytes: payload.len(),
+                max: self.max_record(),
+            });
         }
         if !*self.open.borrow() {
             let mut open = self.open.subscribe();

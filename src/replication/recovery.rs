@@ -154,7 +154,10 @@ pub async fn run_shard(
         };
         match connect(pool).await {
             Ok(mut r) => match r.prepare_log_table(shard).await {
-                Ok(_) => break r,
+                Ok(p) => {
+                    log.note_packet_limit(p.max_allowed_packet);
+                    break r;
+                }
                 Err(e) => {
                     tracing::warn!(shard = shard.0, error = %e, "primary not ready for recovery; retrying")
                 }
@@ -180,7 +183,10 @@ pub async fn run_shard(
         } else {
             match connect(pool).await {
                 Ok(mut r) => match r.prepare_log_table(shard).await {
-                    Ok(_) => Some(r),
+                    Ok(p) => {
+                        log.note_packet_limit(p.max_allowed_packet);
+                        Some(r)
+                    }
                     Err(_) => continue,
                 },
                 Err(_) => continue,

@@ -128,6 +128,8 @@ pub struct Position {
     pub applied: u64,
     /// The replica durably holds records up to here (≥ applied).
     pub held: u64,
+    /// The server's `max_allowed_packet`: bounds the records and batches it can store.
+    pub max_allowed_packet: u64,
 }
 
 /// `SET timestamp = …, insert_id = …` (and the optional ones) for one statement.
@@ -242,7 +244,8 @@ impl Replayer {
         let row = self
             .query_row(&format!(
                 "SELECT COALESCE((SELECT ts FROM myquorum.wal WHERE shard = {0} AND applied = 1 \
-                 ORDER BY ts DESC LIMIT 1), 0), COALESCE(MAX(ts), 0) FROM myquorum.wal WHERE shard = {0}",
+                 ORDER BY ts DESC LIMIT 1), 0), COALESCE(MAX(ts), 0), @@max_allowed_packet \
+                 FROM myquorum.wal WHERE shard = {0}",
                 shard.0
             ))
             .await?
@@ -258,6 +261,7 @@ impl Replayer {
         Ok(Position {
             applied: at(0),
             held: at(0).max(at(1)),
+            max_allowed_packet: at(2),
         })
     }
 
