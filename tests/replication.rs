@@ -560,3 +560,38 @@ async fn a_transaction_too_big_to_replicate_is_refused_and_rolled_back() {
         assert_eq!(ids, vec![2], "on {}", db.addr());
     }
 }
+
+/// LOAD DATA LOCAL INFILE through the log: the client's file is relayed to the primary and
+/// recorded, followers replay it with the same file, auto-increment ids and timestamps; a
+/// rolled-back load leaves nothing anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_data_local_reaches_every_replica() {
+    common::init_tracing();
+    let (a, b, c3) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let proxy = Proxy::start(config_for(&[&a, &b, &c3]));
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("rows.csv");
+    let lines: String = (0..2000).map(|i| format!("{i},name-{i}\n")).collect();
+    std::fs::write(&csv, lines).unwrap();
+    let sql = format!(
+        "CREATE DATABASE ld; \
+         CREATE TABLE ld.t (id INT AUTO_INCREMENT PRIMARY KEY, k INT, name TEXT, \
+           loaded TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6)); \
+         LOAD DATA LOCAL INFILE '{0}' INTO TABLE ld.t FIELDS TERMINATED BY ',' (k, name); \
+         BEGIN; LOAD DATA LOCAL INFILE '{0}' INTO TABLE ld.t FIELDS TERMINATED BY ',' (k, name); \
+         ROLLBACK; \
+         BEGIN; LOAD DATA LOCAL INFILE '{0}' INTO TABLE ld.t FIELDS TERMINATED BY ',' (k, name); \
+         UPDATE ld.t SET name = CONCAT(name, '!') WHERE k < 10; COMMIT; \
+         SELECT COUNT(*) FROM ld.t;",
+        csv.display()
+    );
+    let (ok, out, err) = common::mysql_cli(proxy.port, &["--local-infile=1"], &sql);
+    assert!(ok, "{err}");
+    assert!(out.contains("COUNT(*)\n4000"), "{out}");
+    wait_converged(&[&a, &b, &c3]).await;
+    let first = checksums(&a, &["ld.t"]).await;
+    assert_eq!(first[1].1, 4000);
+    for db in [&b, &c3] {
+        assert_eq!(checksums(db, &["ld.t"]).await, first, "{}", db.addr());
+    }
+}

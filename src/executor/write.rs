@@ -8,14 +8,18 @@
 //! (connection), protocol (responses), replication::{record, replay}.
 
 use crate::backend::BackendConn;
-use crate::protocol::relay::{buffer_response, read_response, ResponseKind, ResponseSummary};
+use crate::protocol::relay::{
+    buffer_response, read_response, relay_infile_keeping_copy, InfileCopy, RelayError,
+    ResponseKind, ResponseSummary,
+};
 use crate::protocol::resultset::read_first_row;
-use crate::protocol::MysqlError;
+use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::record::{Body, Statement};
 use crate::replication::replay::{query, wal_insert};
 use crate::router::ShardId;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What the session knows about a write before it runs.
 pub struct WritePlan<'a> {
@@ -35,6 +39,9 @@ pub struct WritePlan<'a> {
     pub found_rows: bool,
     pub deprecate_eof: bool,
     pub kind: ResponseKind,
+    /// LOAD DATA LOCAL: the client's file is relayed and a copy of at most this many bytes
+    /// kept for the record (`body` is `Body::LoadData`).
+    pub infile_cap: Option<usize>,
 }
 
 /// A write executed on the primary, its answer held back.
@@ -44,6 +51,9 @@ pub struct Executed {
     pub raw: Vec<u8>,
     /// The statement as the log records it (None when the statement failed).
     pub statement: Option<Statement>,
+    /// A LOAD DATA LOCAL file larger than the record can carry (its size): the statement
+    /// ran on the primary but cannot be replicated.
+    pub infile_too_large: Option<usize>,
 }
 
 pub fn now_us() -> u64 {
@@ -88,8 +98,14 @@ fn settings_from_row(row: &[Option<String>]) -> Vec<String> {
         .collect()
 }
 
-/// Runs a write on `conn` (the session's primary connection) with its context.
-pub async fn execute_write(conn: &mut BackendConn, plan: WritePlan<'_>) -> io::Result<Executed> {
+/// Runs a write on `conn` (the session's primary connection) with its context; `client`
+/// only takes part for LOAD DATA LOCAL (it sends the file).
+pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BackendConn,
+    plan: WritePlan<'_>,
+    client: &mut PacketStream<C>,
+) -> Result<Executed, RelayError> {
+    let backend = RelayError::Backend;
     let timestamp_us = now_us();
     let rand_seeds = plan.needs_rand_seed.then(|| {
         let v: u64 = rand::random();
@@ -118,12 +134,15 @@ pub async fn execute_write(conn: &mut BackendConn, plan: WritePlan<'_>) -> io::R
     conn.stream.queue_packet(0, plan.command);
     // The next write sets its own timestamp; anything else resets it first.
     conn.timestamp_fixed = true;
-    conn.stream.flush().await?;
+    conn.stream.flush().await.map_err(backend)?;
     let mut last_insert_id = None;
     let mut settings = plan.settings;
     let mut context_error: Option<MysqlError> = None;
     if plan.needs_last_insert_id {
-        match read_first_row(&mut conn.stream, plan.deprecate_eof).await? {
+        match read_first_row(&mut conn.stream, plan.deprecate_eof)
+            .await
+            .map_err(backend)?
+        {
             Ok(row) => {
                 last_insert_id = row
                     .and_then(|r| r.into_iter().next().flatten())
@@ -133,15 +152,32 @@ pub async fn execute_write(conn: &mut BackendConn, plan: WritePlan<'_>) -> io::R
         }
     }
     if plan.read_settings {
-        match read_first_row(&mut conn.stream, plan.deprecate_eof).await? {
+        match read_first_row(&mut conn.stream, plan.deprecate_eof)
+            .await
+            .map_err(backend)?
+        {
             Ok(Some(row)) => settings = settings_from_row(&row),
             Ok(None) => {}
             Err(e) => context_error = Some(e),
         }
     }
-    let set_answer =
-        read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof).await?;
-    let (summary, raw) = buffer_response(&mut conn.stream, plan.kind, plan.deprecate_eof).await?;
+    let set_answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
+        .await
+        .map_err(backend)?;
+    let infile = match plan.infile_cap {
+        Some(cap) => relay_infile_keeping_copy(&mut conn.stream, client, cap).await?,
+        None => InfileCopy::NotAsked,
+    };
+    let (summary, raw) = buffer_response(&mut conn.stream, plan.kind, plan.deprecate_eof)
+        .await
+        .map_err(backend)?;
+    let (body, infile_too_large) = match (plan.body, infile) {
+        (Body::LoadData { sql, .. }, InfileCopy::Data(data)) => {
+            (Body::LoadData { sql, data }, None)
+        }
+        (body, InfileCopy::TooLarge(n)) => (body, Some(n)),
+        (body, _) => (body, None),
+    };
     if let Some(e) = set_answer.error.or(context_error) {
         // The context could not be set: the statement's result cannot be replicated.
         return Ok(Executed {
@@ -158,7 +194,27 @@ pub async fn execute_write(conn: &mut BackendConn, plan: WritePlan<'_>) -> io::R
             },
             raw: Vec::new(),
             statement: None,
+            infile_too_large,
         });
+    }
+    let mut insert_id = summary.ok.unwrap_or_default().last_insert_id;
+    if matches!(body, Body::LoadData { .. }) && summary.error.is_none() {
+        // LOAD DATA's OK carries no insert id; LAST_INSERT_ID() has the first generated one
+        // (it changed only if the load generated ids; read before the load too).
+        conn.stream
+            .write_packet(0, &query("SELECT LAST_INSERT_ID()"))
+            .await
+            .map_err(backend)?;
+        let after = read_first_row(&mut conn.stream, plan.deprecate_eof)
+            .await
+            .map_err(backend)?
+            .ok()
+            .flatten()
+            .and_then(|r| r.into_iter().next().flatten())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(after) = after.filter(|a| Some(*a) != last_insert_id) {
+            insert_id = after;
+        }
     }
     let statement = if summary.error.is_none() {
         let ok = summary.ok.unwrap_or_default();
@@ -167,11 +223,11 @@ pub async fn execute_write(conn: &mut BackendConn, plan: WritePlan<'_>) -> io::R
             collation: plan.collation,
             settings,
             timestamp_us,
-            insert_id: ok.last_insert_id,
+            insert_id,
             last_insert_id,
             rand_seeds,
             affected: (!plan.found_rows && summary.result_sets == 0).then_some(ok.affected_rows),
-            body: plan.body,
+            body,
         })
     } else {
         None
@@ -180,6 +236,7 @@ pub async fn execute_write(conn: &mut BackendConn, plan: WritePlan<'_>) -> io::R
         summary,
         raw,
         statement,
+        infile_too_large,
     })
 }
 

@@ -11,7 +11,7 @@ use crate::executor::write::{
     commit_on_primary, execute_ddl, execute_write, now_us, rollback_on_primary, send_wal_row,
     Executed, WritePlan,
 };
-use crate::protocol::relay::{patch_ok_status, ResponseKind, ResponseSummary};
+use crate::protocol::relay::{patch_ok_status, RelayError, ResponseKind, ResponseSummary};
 use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::log::{CommitError, ShardLog};
 use crate::replication::record::{Body, Record, RecordKind, Statement};
@@ -65,9 +65,11 @@ pub fn classify_write(
             if Lexer::new(sql)
                 .next()
                 .is_some_and(|t| t.tok.is_word("LOAD"))
+                && !is_load_data_local(sql)
             {
                 return Err(not_supported(
-                    "LOAD DATA is not replicated by myquorum yet; load with INSERT statements",
+                    "LOAD DATA INFILE reads a file on the primary's host, which the other replicas \
+                     do not have; use LOAD DATA LOCAL INFILE (the client sends the file)",
                 ));
             }
             Ok(WriteClass::Dml)
@@ -76,6 +78,12 @@ pub fn classify_write(
         Kind::Ddl => Ok(WriteClass::Ddl),
         _ => Ok(WriteClass::None),
     }
+}
+
+/// `LOAD DATA|XML [LOW_PRIORITY|CONCURRENT] LOCAL INFILE …`: the client sends the file.
+pub fn is_load_data_local(sql: &str) -> bool {
+    let mut words = Lexer::new(sql).take(5);
+    words.next().is_some_and(|t| t.tok.is_word("LOAD")) && words.any(|t| t.tok.is_word("LOCAL"))
 }
 
 /// The shard a backend route names.
@@ -177,7 +185,23 @@ impl ClientSession {
                 rewritten_cmd = [&[0x03u8][..], text.as_bytes()].concat();
                 (&rewritten_cmd[..], Body::Text(text.clone()))
             }
+            (None, None) if is_load_data_local(sql) => (
+                command,
+                Body::LoadData {
+                    sql: sql.to_string(),
+                    data: Vec::new(),
+                },
+            ),
             (None, None) => (command, Body::Text(sql.to_string())),
+        };
+        let infile_cap = match &body {
+            // Room for the statement's own text and context in the record.
+            Body::LoadData { sql, .. } => Some(
+                self.shard_log(route_shard(route))?
+                    .max_record()
+                    .saturating_sub(sql.len() + 4096),
+            ),
+            _ => None,
         };
         let shard = route_shard(route);
         session.before_statement(c);
@@ -187,7 +211,8 @@ impl ClientSession {
             command,
             body,
             wrap_in_transaction: wrap,
-            needs_last_insert_id: check.needs_last_insert_id,
+            // LOAD DATA: compared after the load to find the ids it generated.
+            needs_last_insert_id: check.needs_last_insert_id || infile_cap.is_some(),
             needs_rand_seed: check.needs_rand_seed,
             read_settings: session.pin_reasons().contains(&PinReason::UnreplayableSet),
             schema: session.schema.clone(),
@@ -196,6 +221,7 @@ impl ClientSession {
             found_rows: self.caps.contains(CapabilityFlags::CLIENT_FOUND_ROWS),
             deprecate_eof: self.deprecate_eof,
             kind: ResponseKind::ResultSets,
+            infile_cap,
         };
         let Some(h) = self.held.as_mut() else {
             return Err(Failure::Answer(MysqlError::new(
@@ -204,15 +230,44 @@ impl ClientSession {
                 "no backend connection",
             )));
         };
-        let executed = match execute_write(&mut h.conn, plan).await {
+        let executed = match execute_write(&mut h.conn, plan, client).await {
             Ok(e) => e,
-            Err(e) => return self.lost(session, c, e),
+            Err(RelayError::Backend(e)) => return self.lost(session, c, e),
+            Err(RelayError::Client(e)) => {
+                // The primary is mid-exchange (LOAD DATA LOCAL): the connection cannot be reused.
+                self.held = None;
+                session.reset_transaction();
+                return Err(Failure::Client(e));
+            }
         };
         let Executed {
             mut summary,
             mut raw,
             statement,
+            infile_too_large,
         } = executed;
+        if let Some(size) = infile_too_large {
+            // It ran on the primary but cannot be logged: the whole transaction goes.
+            if let Some(h) = self.held.as_mut() {
+                if let Err(e) = rollback_on_primary(&mut h.conn, wrap, self.deprecate_eof).await {
+                    return self.lost(session, c, e);
+                }
+            }
+            session.reset_transaction();
+            if wrap {
+                session.note_status(StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits());
+            }
+            self.release_if_unpinned(session);
+            return Err(Failure::Answer(MysqlError::new(
+                1197,
+                "HY000",
+                format!(
+                    "myquorum: the LOAD DATA LOCAL file is {size} bytes, more than a replication \
+                     record can carry (half the replicas' smallest max_allowed_packet); the \
+                     transaction was rolled back. Split the file or raise max_allowed_packet"
+                ),
+            )));
+        }
         match statement {
             Some(stmt) if wrap => {
                 let payload = Record {

@@ -313,6 +313,57 @@ where
     }
 }
 
+/// A client's LOCAL INFILE contents as the proxy kept them.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InfileCopy {
+    /// The server answered without asking for a file.
+    NotAsked,
+    Data(Vec<u8>),
+    /// The file was relayed but was larger than the copy's cap (its size).
+    TooLarge(usize),
+}
+
+/// When the server's first answer to a command is a LOCAL INFILE request, forwards it to the
+/// client, then the client's file to the server, keeping a copy of at most `cap` bytes. The
+/// server's final answer (OK or ERR) is left unread. Anything else is left unread too.
+pub async fn relay_infile_keeping_copy<B, C>(
+    backend: &mut PacketStream<B>,
+    client: &mut PacketStream<C>,
+    cap: usize,
+) -> Result<InfileCopy, RelayError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = backend.next_frame().await.map_err(RelayError::Backend)?;
+    if backend.frame_payload(frame).first() != Some(&LOCAL_INFILE_HEADER) {
+        return Ok(InfileCopy::NotAsked);
+    }
+    backend.forward_frame(frame, client);
+    client.flush().await.map_err(RelayError::Client)?;
+    let mut copy = Vec::new();
+    let mut size = 0usize;
+    loop {
+        let frame = client.next_frame().await.map_err(RelayError::Client)?;
+        size += frame.len;
+        if size <= cap {
+            copy.extend_from_slice(client.frame_payload(frame));
+        }
+        let empty = frame.len == 0;
+        client.forward_frame(frame, backend);
+        if backend.pending_write() >= FLUSH_AT || empty {
+            backend.flush().await.map_err(RelayError::Backend)?;
+        }
+        if empty {
+            return Ok(if size <= cap {
+                InfileCopy::Data(copy)
+            } else {
+                InfileCopy::TooLarge(size)
+            });
+        }
+    }
+}
+
 fn bad(what: &str) -> RelayError {
     RelayError::Backend(io::Error::new(
         io::ErrorKind::InvalidData,

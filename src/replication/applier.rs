@@ -19,12 +19,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Capabilities of replay connections: no FOUND_ROWS (affected rows are compared as the
-/// server counts changed rows), no multi-statements, no LOCAL INFILE.
+/// server counts changed rows), no multi-statements; LOCAL INFILE for replaying LOAD DATA
+/// LOCAL with the recorded file (the server asks only in answer to that statement).
 pub fn replay_caps() -> CapabilityFlags {
-    crate::protocol::handshake::proxy_capabilities(false)
+    (crate::protocol::handshake::proxy_capabilities(false) | CapabilityFlags::CLIENT_LOCAL_FILES)
         - CapabilityFlags::CLIENT_FOUND_ROWS
         - CapabilityFlags::CLIENT_MULTI_STATEMENTS
-        - CapabilityFlags::CLIENT_LOCAL_FILES
 }
 
 /// utf8mb4_general_ci: the replay connection's handshake collation.

@@ -14,6 +14,9 @@ pub enum Body {
     /// (flags, iteration count, null bitmap, new-params-bound = 1, types, values), replayed
     /// byte for byte.
     Prepared { sql: String, params: Vec<u8> },
+    /// `LOAD DATA LOCAL INFILE` text and the file the client sent, replayed by answering the
+    /// replica's file request with these bytes.
+    LoadData { sql: String, data: Vec<u8> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +157,11 @@ impl Record {
                     w.bytes(sql.as_bytes());
                     w.bytes(params);
                 }
+                Body::LoadData { sql, data } => {
+                    w.u8(2);
+                    w.bytes(sql.as_bytes());
+                    w.bytes(data);
+                }
             }
         }
         w.0
@@ -195,6 +203,10 @@ impl Record {
                 1 => Body::Prepared {
                     sql: r.string()?,
                     params: r.bytes()?.to_vec(),
+                },
+                2 => Body::LoadData {
+                    sql: r.string()?,
+                    data: r.bytes()?.to_vec(),
                 },
                 _ => return None,
             };
@@ -249,6 +261,20 @@ mod tests {
                     body: Body::Prepared {
                         sql: "UPDATE t SET a = ? WHERE id = ?".into(),
                         params: vec![0, 1, 0, 0, 0, 0, 1, 3, 0, 3, 0, 5, 0, 0, 0, 9, 0, 0, 0],
+                    },
+                },
+                Statement {
+                    schema: Some("shop".into()),
+                    collation: 45,
+                    settings: vec![],
+                    timestamp_us: 2,
+                    insert_id: 100,
+                    last_insert_id: None,
+                    rand_seeds: None,
+                    affected: Some(2),
+                    body: Body::LoadData {
+                        sql: "LOAD DATA LOCAL INFILE 'x.csv' INTO TABLE t".into(),
+                        data: b"1,a\n2,b\n".to_vec(),
                     },
                 },
             ],

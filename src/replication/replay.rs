@@ -10,7 +10,8 @@
 
 use super::record::{Body, Record, RecordKind, Statement};
 use crate::backend::BackendConn;
-use crate::protocol::relay::{read_response, ResponseKind};
+use crate::protocol::message::LOCAL_INFILE_HEADER;
+use crate::protocol::relay::{read_response, ResponseKind, ResponseSummary};
 use crate::protocol::resultset::read_first_row;
 use crate::protocol::MysqlError;
 use crate::router::ShardId;
@@ -183,6 +184,13 @@ enum Expect {
     Ddl {
         ts: u64,
     },
+    /// LOAD DATA LOCAL: the server asks for the file, gets `data`, then answers as a
+    /// statement.
+    LoadData {
+        data: Vec<u8>,
+        affected: Option<u64>,
+        ts: u64,
+    },
 }
 
 /// A replica connection plus the context currently applied on it.
@@ -335,6 +343,17 @@ impl Replayer {
             Expect::Ok("statement context"),
         ));
         let payload = match &s.body {
+            Body::LoadData { sql, data } => {
+                cmds.push((
+                    query(sql),
+                    Expect::LoadData {
+                        data: data.clone(),
+                        affected: s.affected,
+                        ts,
+                    },
+                ));
+                return Ok(());
+            }
             Body::Text(sql) => query(sql),
             Body::Prepared { sql, params } => {
                 let id = self.statement_id(sql).await?;
@@ -357,59 +376,71 @@ impl Replayer {
         Ok(())
     }
 
-    /// Sends `cmds` in one write and checks every answer; the first failure is returned
-    /// after all answers were read (the connection stays in step).
+    /// Sends `cmds` pipelined and checks every answer; the first failure is returned after
+    /// all answers were read (the connection stays in step). A LOAD DATA LOCAL ends a
+    /// pipeline segment: its file goes only after the server asked for it.
     async fn run_pipeline(&mut self, cmds: Vec<(Vec<u8>, Expect)>) -> Result<(), ApplyError> {
-        for (p, _) in &cmds {
-            self.conn.stream.queue_packet(0, p);
-        }
-        self.conn.stream.flush().await?;
         let mut failure = None;
-        for (_, expect) in cmds {
-            let s = read_response(
-                &mut self.conn.stream,
-                ResponseKind::ResultSets,
-                self.deprecate_eof,
-            )
-            .await?;
-            if failure.is_some() {
-                continue;
+        let mut rest = cmds.into_iter();
+        loop {
+            let mut segment = Vec::new();
+            for (p, expect) in rest.by_ref() {
+                self.conn.stream.queue_packet(0, &p);
+                let load = matches!(expect, Expect::LoadData { .. });
+                segment.push(expect);
+                if load {
+                    break;
+                }
             }
-            match (expect, s.error) {
-                (Expect::Ddl { ts }, Some(e)) => {
-                    tracing::warn!(ts, error = %e, addr = %self.conn.addr,
-                        "a logged DDL statement failed on this replica (as it would have on the primary)");
+            if segment.is_empty() {
+                break;
+            }
+            self.conn.stream.flush().await?;
+            for expect in segment {
+                if let Expect::LoadData { data, affected, ts } = expect {
+                    self.send_infile(&data).await?;
+                    let s = self.read_answer().await?;
+                    check(
+                        Expect::Statement { affected, ts },
+                        s,
+                        &mut failure,
+                        &self.conn.addr,
+                    );
+                } else {
+                    let s = self.read_answer().await?;
+                    check(expect, s, &mut failure, &self.conn.addr);
                 }
-                (Expect::Ok(what), Some(e)) => {
-                    failure = Some(format!("{what} failed: {e}"));
-                }
-                (Expect::Statement { ts, .. }, Some(e)) => {
-                    failure = Some(format!(
-                        "record {ts}: a statement that succeeded on the primary failed here: {e}"
-                    ));
-                }
-                (
-                    Expect::Statement {
-                        affected: Some(want),
-                        ts,
-                    },
-                    None,
-                ) => {
-                    let got = s.ok.map(|o| o.affected_rows);
-                    if got.is_some_and(|g| g != want) {
-                        failure = Some(format!(
-                            "record {ts}: {} affected rows here, {want} on the primary",
-                            got.unwrap_or(0)
-                        ));
-                    }
-                }
-                _ => {}
             }
         }
         match failure {
             Some(f) => Err(ApplyError::Diverged(f)),
             None => Ok(()),
         }
+    }
+
+    async fn read_answer(&mut self) -> io::Result<ResponseSummary> {
+        read_response(
+            &mut self.conn.stream,
+            ResponseKind::ResultSets,
+            self.deprecate_eof,
+        )
+        .await
+    }
+
+    /// Answers the server's LOCAL INFILE request with the recorded file. When the server
+    /// answered otherwise (an error), that answer is left for `read_answer`.
+    async fn send_infile(&mut self, data: &[u8]) -> io::Result<()> {
+        let frame = self.conn.stream.next_frame().await?;
+        if self.conn.stream.frame_payload(frame).first() != Some(&LOCAL_INFILE_HEADER) {
+            return Ok(());
+        }
+        self.conn.stream.consume_frame(frame);
+        let mut seq = frame.seq.wrapping_add(1);
+        for chunk in data.chunks(64 << 10) {
+            seq = self.conn.stream.queue_packet(seq, chunk);
+        }
+        self.conn.stream.queue_packet(seq, &[]);
+        self.conn.stream.flush().await
     }
 
     /// Applies `entries` (in timestamp order) with their `myquorum.wal` rows. Transaction
@@ -484,6 +515,43 @@ impl Replayer {
         let _ = self.execute("ROLLBACK").await;
         self.context = None;
         self.schema = None;
+    }
+}
+
+/// Checks one answer against what the primary got; the first failure is kept.
+fn check(expect: Expect, s: ResponseSummary, failure: &mut Option<String>, addr: &str) {
+    if failure.is_some() {
+        return;
+    }
+    match (expect, s.error) {
+        (Expect::Ddl { ts }, Some(e)) => {
+            tracing::warn!(ts, error = %e, addr,
+                "a logged DDL statement failed on this replica (as it would have on the primary)");
+        }
+        (Expect::Ok(what), Some(e)) => {
+            *failure = Some(format!("{what} failed: {e}"));
+        }
+        (Expect::Statement { ts, .. } | Expect::LoadData { ts, .. }, Some(e)) => {
+            *failure = Some(format!(
+                "record {ts}: a statement that succeeded on the primary failed here: {e}"
+            ));
+        }
+        (
+            Expect::Statement {
+                affected: Some(want),
+                ts,
+            },
+            None,
+        ) => {
+            let got = s.ok.map(|o| o.affected_rows);
+            if got.is_some_and(|g| g != want) {
+                *failure = Some(format!(
+                    "record {ts}: {} affected rows here, {want} on the primary",
+                    got.unwrap_or(0)
+                ));
+            }
+        }
+        _ => {}
     }
 }
 
