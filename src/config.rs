@@ -65,6 +65,11 @@ pub struct ProxyConfig {
     /// Plugin announced in the greeting: mysql_native_password or caching_sha2_password.
     /// Clients may answer with either; both are checked.
     pub auth_plugin: String,
+    /// Default read consistency for autocommit reads: strong, session (read-your-writes) or
+    /// eventual; sessions change theirs with `SET myquorum_read_consistency = …`.
+    pub read_consistency: String,
+    /// `eventual` reads: how far behind the log a replica may be, in milliseconds.
+    pub read_max_lag_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -77,6 +82,8 @@ impl Default for ProxyConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
             auth_plugin: "mysql_native_password".into(),
+            read_consistency: "session".into(),
+            read_max_lag_ms: 1000,
         }
     }
 }

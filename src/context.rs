@@ -15,6 +15,10 @@ pub struct Counters {
     pub connections_active: AtomicU64,
     pub statements: AtomicU64,
     pub backend_errors: AtomicU64,
+    /// Autocommit reads a replica served, and those that fell back to the primary because no
+    /// replica was fresh enough.
+    pub replica_reads: AtomicU64,
+    pub primary_fallbacks: AtomicU64,
 }
 
 pub struct ProxyContext {
@@ -26,6 +30,8 @@ pub struct ProxyContext {
     /// Client-side TLS, when a certificate is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub counters: Counters,
+    /// The default read consistency (from `proxy.read_consistency`).
+    pub read_consistency: crate::router::Consistency,
     /// Classification per statement digest, shared by all sessions.
     pub classify_cache: ClassifyCache,
     next_connection_id: AtomicU32,
@@ -33,6 +39,13 @@ pub struct ProxyContext {
 
 impl ProxyContext {
     pub fn new(config: Config) -> Result<Self, String> {
+        let read_consistency = crate::router::Consistency::parse(&config.proxy.read_consistency)
+            .ok_or_else(|| {
+                format!(
+                    "proxy.read_consistency = {:?}: use \"strong\", \"session\" or \"eventual\"",
+                    config.proxy.read_consistency
+                )
+            })?;
         let cluster = std::sync::Arc::new(Cluster::from_config(&config));
         let replication = crate::replication::Replication::open(&config)?;
         let users = config
@@ -55,6 +68,7 @@ impl ProxyContext {
             auth: Authenticator::new(users),
             tls,
             counters: Counters::default(),
+            read_consistency,
             classify_cache: ClassifyCache::new(10_000),
             next_connection_id: AtomicU32::new(1),
         })
@@ -76,5 +90,43 @@ impl ProxyContext {
             .and_then(|p| p.server_version())
             .unwrap_or_else(|| "8.0.0".to_string());
         format!("{backend}-myquorum")
+    }
+}
+
+impl ProxyContext {
+    /// The read side of `shard` now: each replica's health, applied position and latency.
+    pub fn read_view(&self, shard: crate::router::ShardId) -> crate::router::ReadView {
+        use crate::router::{ReadView, ReplicaId, ReplicaView};
+        let Some(log) = self.replication.shards.iter().find(|l| l.shard == shard) else {
+            return ReadView::default();
+        };
+        let replicas = log
+            .replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, st)| {
+                let id = ReplicaId(i as u32);
+                let pool = self.cluster.pool(shard, id)?;
+                let leader = id == log.leader;
+                let follower_ok =
+                    st.live.load(Ordering::Relaxed) && st.quarantined.lock().is_none();
+                Some(ReplicaView {
+                    id,
+                    serving: pool.is_up() && (leader || follower_ok),
+                    applied: if leader {
+                        u64::MAX
+                    } else {
+                        st.applied.load(Ordering::Acquire)
+                    },
+                    latency_us: pool.latency_ewma_us(),
+                })
+            })
+            .collect();
+        ReadView {
+            replicas,
+            log_end: log.last_sequenced(),
+            // Timestamps carry milliseconds shifted left by 18, then the parity bit.
+            max_lag_ts: self.config.proxy.read_max_lag_ms << 19,
+        }
     }
 }

@@ -132,6 +132,8 @@ pub fn answer(
                     kv("connections_total", c.connections_total.load(Ordering::Relaxed)),
                     kv("statements", c.statements.load(Ordering::Relaxed)),
                     kv("backend_errors", c.backend_errors.load(Ordering::Relaxed)),
+                    kv("replica_reads", c.replica_reads.load(Ordering::Relaxed)),
+                    kv("primary_fallbacks", c.primary_fallbacks.load(Ordering::Relaxed)),
                 ],
             })
         }
@@ -186,6 +188,9 @@ fn backends(ctx: &ProxyContext) -> Table {
                 Some(pool.idle_count().to_string()),
                 Some(pool.connects.load(Ordering::Relaxed).to_string()),
                 Some(pool.connect_failures.load(Ordering::Relaxed).to_string()),
+                Some(format!("{:.3}", pool.latency_ewma_us() as f64 / 1000.0)),
+                Some(format!("{:.3}", pool.latency.quantile_ms(0.99))),
+                Some(pool.reads.load(Ordering::Relaxed).to_string()),
             ]
         })
         .collect();
@@ -199,6 +204,9 @@ fn backends(ctx: &ProxyContext) -> Table {
             "idle_connections",
             "connects",
             "connect_failures",
+            "latency_ewma_ms",
+            "latency_p99_ms",
+            "reads_served",
         ],
         rows,
     }

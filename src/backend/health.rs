@@ -52,7 +52,13 @@ pub async fn run_health_checks(pool: Arc<BackendPool>, p: HealthParams, cancel: 
                 conn = Some(mysql_async::Conn::new(opts.clone()).await?);
             }
             match conn.as_mut() {
-                Some(c) => c.query_drop("SELECT 1").await,
+                Some(c) => {
+                    // Keeps an idle replica's latency figure fresh for read routing.
+                    let started = std::time::Instant::now();
+                    c.query_drop("SELECT 1").await?;
+                    pool.record_latency(started.elapsed());
+                    Ok::<(), mysql_async::Error>(())
+                }
                 None => Ok(()),
             }
         };

@@ -4,6 +4,7 @@
 //! Owns: `BackendPool`. May import: backend::conn, protocol::handshake (capability set).
 
 use super::conn::{BackendConn, ConnectParams};
+use crate::metrics::LatencyHistogram;
 use mysql_common::constants::CapabilityFlags;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -25,6 +26,11 @@ pub struct BackendPool {
     pub connect_failures: AtomicU64,
     /// Server version seen in the last handshake.
     version: Mutex<Option<String>>,
+    /// Round trips of real queries and health probes: EWMA (µs, 0 = none yet) and histogram.
+    latency_ewma_us: AtomicU64,
+    pub latency: LatencyHistogram,
+    /// Autocommit reads routed here.
+    pub reads: AtomicU64,
 }
 
 impl BackendPool {
@@ -39,7 +45,25 @@ impl BackendPool {
             connects: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             version: Mutex::new(None),
+            latency_ewma_us: AtomicU64::new(0),
+            latency: LatencyHistogram::new(),
+            reads: AtomicU64::new(0),
         }
+    }
+
+    /// Adds one round trip to the latency figures (EWMA weight 1/8).
+    pub fn record_latency(&self, d: std::time::Duration) {
+        let us = (d.as_micros() as u64).max(1);
+        self.latency.record(d);
+        let _ = self
+            .latency_ewma_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 { us } else { old - old / 8 + us / 8 })
+            });
+    }
+
+    pub fn latency_ewma_us(&self) -> u64 {
+        self.latency_ewma_us.load(Ordering::Relaxed)
     }
 
     pub fn is_up(&self) -> bool {

@@ -73,6 +73,9 @@ pub struct ClientSession {
     /// The last statement's route (EXPLAIN LAST STATEMENT).
     /// The last statement's classification and route (not its text: no copy per statement).
     pub last_route: Option<(Arc<Classified>, Route)>,
+    /// Reads routed so far and a per-session seed: spread reads over equally fast replicas.
+    reads_routed: u32,
+    spread_seed: u32,
 }
 
 fn malformed() -> MysqlError {
@@ -103,6 +106,8 @@ impl ClientSession {
             secure,
             held: None,
             last_route: None,
+            reads_routed: 0,
+            spread_seed: rand::random(),
         }
     }
 
@@ -309,8 +314,23 @@ impl ClientSession {
         if let Some(SessionChange::Proxy(name, value)) = &c.session {
             return self.set_proxy_variable(client, session, name, value).await;
         }
-        let route = self.route(&c);
+        let route = self.route_statement(&c, session);
         self.last_route = Some((c.clone(), route));
+        match route.reason {
+            router::Reason::FreshReplica => {
+                self.ctx
+                    .counters
+                    .replica_reads
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            router::Reason::NoFreshReplica => {
+                self.ctx
+                    .counters
+                    .primary_fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
         match route.target {
             Target::Proxy => {
                 let status = session.status_flags();
@@ -340,7 +360,7 @@ impl ClientSession {
                 "HY000",
                 "no backend serves this statement (no shards configured)",
             ))),
-            Target::Primary(..) | Target::Pinned(..) => {
+            Target::Primary(..) | Target::Pinned(..) | Target::Replica(..) => {
                 writes::refuse_unreplicable(&c, sql).map_err(Failure::Answer)?;
                 match writes::classify_write(&c, sql, session).map_err(Failure::Answer)? {
                     WriteClass::Dml => {
@@ -429,8 +449,29 @@ impl ClientSession {
     pub(super) fn route(&self, c: &Classified) -> Route {
         let view = SessionView {
             pinned_to: self.held.as_ref().map(|h| (h.shard, h.replica)),
+            ..SessionView::default()
         };
         router::route(c, &self.ctx.cluster.topology, view)
+    }
+
+    /// A text statement's route: plain autocommit reads may go to a replica.
+    fn route_statement(&mut self, c: &Classified, session: &SessionState) -> Route {
+        self.reads_routed = self.reads_routed.wrapping_add(1);
+        let consistency = session
+            .proxy_vars
+            .iter()
+            .find(|(k, _)| k == "myquorum_read_consistency")
+            .and_then(|(_, v)| router::Consistency::parse(v))
+            .unwrap_or(self.ctx.read_consistency);
+        let view = SessionView {
+            pinned_to: self.held.as_ref().map(|h| (h.shard, h.replica)),
+            in_transaction: session.in_transaction || !session.autocommit,
+            consistency,
+            last_write_ts: session.last_write_ts,
+            spread: self.reads_routed ^ self.spread_seed,
+        };
+        let ctx = &self.ctx;
+        router::route_read(c, &ctx.cluster.topology, view, |shard| ctx.read_view(shard))
     }
 
     async fn set_proxy_variable<S: AsyncRead + AsyncWrite + Unpin>(
@@ -470,7 +511,7 @@ impl ClientSession {
         route: Route,
     ) -> Result<(), Failure> {
         let (shard, replica) = match route.target {
-            Target::Primary(s, r) | Target::Pinned(s, r) => (s, r),
+            Target::Primary(s, r) | Target::Pinned(s, r) | Target::Replica(s, r) => (s, r),
             _ => {
                 return Err(Failure::Answer(MysqlError::new(
                     2003,
@@ -554,7 +595,14 @@ impl ClientSession {
                 "no backend connection",
             )));
         };
+        let started = std::time::Instant::now();
         let result = send_and_relay(&mut h.conn, client, payload, kind, deprecate_eof, None).await;
+        if let (Ok(_), Some(pool)) = (&result, self.ctx.cluster.pool(h.shard, h.replica)) {
+            pool.record_latency(started.elapsed());
+            if matches!(route.target, Target::Replica(..)) {
+                pool.reads.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.finish(session, c, result)
     }
 

@@ -89,7 +89,7 @@ pub fn is_load_data_local(sql: &str) -> bool {
 /// The shard a backend route names.
 fn route_shard(route: Route) -> ShardId {
     match route.target {
-        Target::Primary(s, _) | Target::Pinned(s, _) => s,
+        Target::Primary(s, _) | Target::Pinned(s, _) | Target::Replica(s, _) => s,
         _ => crate::router::DEFAULT_SHARD,
     }
 }
@@ -362,6 +362,8 @@ impl ClientSession {
         };
         session.pending.clear();
         session.savepoints.clear();
+        // Read-your-writes: from now on this session's reads need a replica that applied it.
+        session.last_write_ts = ts;
         let sent = match self.held.as_mut() {
             Some(h) => send_wal_row(&mut h.conn, shard, ts, &payload).await,
             None => Err(std::io::Error::other("no primary connection")),
@@ -515,6 +517,7 @@ impl ClientSession {
             .sequence(payload.clone())
             .await
             .map_err(|e| Failure::Answer(commit_error(&e)))?;
+        session.last_write_ts = ts;
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
             log.primary_failed(ts);

@@ -1,10 +1,11 @@
-//! The routing decision as a value: from a classified statement, the topology and the
-//! session's view, decide which shard and which replica (role) serve it, and why. Pure: no
+//! The routing decision as a value: from a classified statement, the topology, the
+//! session's view and a snapshot of the replicas' freshness and latency, decide which shard
+//! and which replica serve it, and why. Pure: no
 //! I/O, no tokio, so it is unit-tested and printable by EXPLAIN.
 //!
 //! Owns: `Route`, `Topology`, identifier newtypes. May import: sql.
 
-use crate::sql::{Classified, Kind};
+use crate::sql::{Classified, Flags, Kind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct ShardId(pub u32);
@@ -30,12 +31,65 @@ pub struct ShardTopology {
 pub struct SessionView {
     /// The connection the session is pinned to, if any.
     pub pinned_to: Option<(ShardId, ReplicaId)>,
+    /// An explicit transaction is open, or autocommit is off (every statement opens one).
+    pub in_transaction: bool,
+    pub consistency: Consistency,
+    /// Log timestamp of the session's last replicated write (0: none).
+    pub last_write_ts: u64,
+    /// Spreads reads among replicas of about the same latency.
+    pub spread: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// How fresh a replica must be to serve a session's autocommit reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub enum Consistency {
+    /// Everything sequenced so far (else the primary).
+    Strong,
+    /// The session's own writes (read-your-writes).
+    #[default]
+    Session,
+    /// Any healthy replica within the configured lag.
+    Eventual,
+}
+
+impl Consistency {
+    pub fn parse(s: &str) -> Option<Consistency> {
+        match s.to_ascii_lowercase().as_str() {
+            "strong" => Some(Consistency::Strong),
+            "session" => Some(Consistency::Session),
+            "eventual" => Some(Consistency::Eventual),
+            _ => None,
+        }
+    }
+}
+
+/// One replica as read routing sees it (a snapshot taken per statement).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicaView {
+    pub id: ReplicaId,
+    /// Healthy and not quarantined.
+    pub serving: bool,
+    /// Applied position (the primary: everything).
+    pub applied: u64,
+    /// Round-trip EWMA in microseconds (0: not measured yet).
+    pub latency_us: u64,
+}
+
+/// The read side of one shard: its replicas and the end of its log.
+#[derive(Debug, Clone, Default)]
+pub struct ReadView {
+    pub replicas: Vec<ReplicaView>,
+    pub log_end: u64,
+    /// `eventual`: the most a replica may be behind the log end, in timestamp units.
+    pub max_lag_ts: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum Target {
     /// The shard's primary.
     Primary(ShardId, ReplicaId),
+    /// A replica serving an autocommit read (may be the primary when it is the fastest).
+    Replica(ShardId, ReplicaId),
     /// The connection the session is pinned to.
     Pinned(ShardId, ReplicaId),
     /// Answered by the proxy itself.
@@ -46,8 +100,12 @@ pub enum Target {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Reason {
-    /// Replication and replica reads are not built yet: the primary serves everything.
+    /// Writes, transactions, locking or side-effect reads: the primary serves them.
     PrimaryOnly,
+    /// The lowest-latency replica fresh enough for the session's consistency.
+    FreshReplica,
+    /// A plain read, but no replica was fresh enough (or healthy): the primary serves it.
+    NoFreshReplica,
     SessionPinned,
     ProxyCommand,
     EmptyStatement,
@@ -62,6 +120,77 @@ pub struct Route {
 
 /// The default shard holds every table until sharding lands.
 pub const DEFAULT_SHARD: ShardId = ShardId(0);
+
+/// Flags that keep a read on the primary: it locks, depends on this connection's history,
+/// has side effects, or the classifier was unsure of it.
+const PRIMARY_READ_FLAGS: Flags = Flags::LOCKING_READ
+    .union(Flags::LAST_INSERT_ID)
+    .union(Flags::FOUND_ROWS)
+    .union(Flags::TEMP_TABLE)
+    .union(Flags::ADVISORY_LOCK)
+    .union(Flags::SIDE_EFFECTS)
+    .union(Flags::FALLBACK)
+    .union(Flags::MULTI_STATEMENT)
+    .union(Flags::WARNINGS_QUERY)
+    .union(Flags::USER_VARIABLE)
+    .union(Flags::SQL_PREPARE);
+
+/// Whether a statement may be served by a replica.
+pub fn is_replica_read(c: &Classified, session: &SessionView) -> bool {
+    c.kind == Kind::Read
+        && c.statements <= 1
+        && !session.in_transaction
+        && !c.flags.intersects(PRIMARY_READ_FLAGS)
+}
+
+/// The replica for a plain read: the fresh, serving one with the lowest latency; among
+/// those within 20 % (+0.1 ms) of the best, `spread` picks one so load is shared.
+pub fn pick_replica(view: &ReadView, session: &SessionView) -> Option<ReplicaId> {
+    let need = match session.consistency {
+        Consistency::Strong => view.log_end,
+        Consistency::Session => session.last_write_ts,
+        Consistency::Eventual => view.log_end.saturating_sub(view.max_lag_ts),
+    };
+    let fresh: Vec<&ReplicaView> = view
+        .replicas
+        .iter()
+        .filter(|r| r.serving && r.applied >= need)
+        .collect();
+    let best = fresh.iter().map(|r| r.latency_us).min()?;
+    let close: Vec<&&ReplicaView> = fresh
+        .iter()
+        .filter(|r| r.latency_us <= best + best / 5 + 100)
+        .collect();
+    close
+        .get(session.spread as usize % close.len().max(1))
+        .map(|r| r.id)
+}
+
+/// Routes `c`; `reads` is the shard's read view (only consulted for plain reads).
+pub fn route_read(
+    c: &Classified,
+    topo: &Topology,
+    session: SessionView,
+    reads: impl FnOnce(ShardId) -> ReadView,
+) -> Route {
+    let r = route(c, topo, session);
+    let Target::Primary(shard, _) = r.target else {
+        return r;
+    };
+    if !is_replica_read(c, &session) {
+        return r;
+    }
+    match pick_replica(&reads(shard), &session) {
+        Some(id) => Route {
+            target: Target::Replica(shard, id),
+            reason: Reason::FreshReplica,
+        },
+        None => Route {
+            target: r.target,
+            reason: Reason::NoFreshReplica,
+        },
+    }
+}
 
 pub fn route(c: &Classified, topo: &Topology, session: SessionView) -> Route {
     match c.kind {
@@ -130,10 +259,137 @@ mod tests {
         }
     }
 
+    fn reads(applied: [u64; 3], latency: [u64; 3]) -> ReadView {
+        ReadView {
+            replicas: (0..3)
+                .map(|i| ReplicaView {
+                    id: ReplicaId(i as u32),
+                    serving: true,
+                    applied: if i == 0 { u64::MAX } else { applied[i] },
+                    latency_us: latency[i],
+                })
+                .collect(),
+            log_end: 100,
+            max_lag_ts: 30,
+        }
+    }
+
+    fn read_route(sql: &str, view: SessionView, rv: ReadView) -> Route {
+        route_read(&classify(sql), &topo(), view, |_| rv)
+    }
+
+    #[test]
+    fn plain_reads_go_to_the_fastest_fresh_replica() {
+        let session = SessionView {
+            last_write_ts: 50,
+            ..SessionView::default()
+        };
+        // Replica 2 is fastest and has the session's write.
+        let r = read_route(
+            "SELECT * FROM t",
+            session,
+            reads([0, 60, 60], [900, 800, 300]),
+        );
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(2)));
+        assert_eq!(r.reason, Reason::FreshReplica);
+        // Replica 2 lacks the session's last write: the next fastest fresh one.
+        let r = read_route(
+            "SELECT * FROM t",
+            session,
+            reads([0, 60, 40], [2000, 800, 300]),
+        );
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(1)));
+        // Strong: only what holds the whole log (the primary here).
+        let strong = SessionView {
+            consistency: Consistency::Strong,
+            ..session
+        };
+        let r = read_route(
+            "SELECT * FROM t",
+            strong,
+            reads([0, 60, 99], [900, 800, 300]),
+        );
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(0)));
+        // Eventual: within max_lag of the end (100 - 30).
+        let eventual = SessionView {
+            consistency: Consistency::Eventual,
+            ..session
+        };
+        let r = read_route(
+            "SELECT * FROM t",
+            eventual,
+            reads([0, 60, 75], [900, 800, 300]),
+        );
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(2)));
+    }
+
+    #[test]
+    fn close_latencies_share_the_load_and_down_replicas_are_skipped() {
+        let mut seen = std::collections::BTreeSet::new();
+        for spread in 0..6 {
+            let session = SessionView {
+                spread,
+                ..SessionView::default()
+            };
+            let r = read_route(
+                "SELECT 1 FROM t",
+                session,
+                reads([0, 0, 0], [1000, 1050, 5000]),
+            );
+            seen.insert(r.target);
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            vec![
+                Target::Replica(ShardId(0), ReplicaId(0)),
+                Target::Replica(ShardId(0), ReplicaId(1))
+            ]
+        );
+        let mut rv = reads([0, 0, 0], [1000, 300, 5000]);
+        rv.replicas[1].serving = false;
+        let r = read_route("SELECT 1 FROM t", SessionView::default(), rv);
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(0)));
+    }
+
+    #[test]
+    fn what_stays_on_the_primary() {
+        let rv = || reads([100, 100, 100], [900, 10, 10]);
+        for sql in [
+            "UPDATE t SET a = 1",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT * FROM t LOCK IN SHARE MODE",
+            "SELECT LAST_INSERT_ID()",
+            "SELECT FOUND_ROWS()",
+            "SELECT GET_LOCK('x', 1)",
+            "SELECT @x",
+            "SHOW WARNINGS",
+        ] {
+            let r = read_route(sql, SessionView::default(), rv());
+            assert_eq!(r.target, Target::Primary(ShardId(0), ReplicaId(0)), "{sql}");
+        }
+        let in_tx = SessionView {
+            in_transaction: true,
+            ..SessionView::default()
+        };
+        let r = read_route("SELECT * FROM t", in_tx, rv());
+        assert_eq!(r.reason, Reason::PrimaryOnly);
+        // No replica fresh enough: the primary, and the route says why.
+        let mut stale = reads([0, 1, 1], [900, 10, 10]);
+        stale.replicas[0].serving = false;
+        let session = SessionView {
+            last_write_ts: 50,
+            ..SessionView::default()
+        };
+        let r = read_route("SELECT * FROM t", session, stale);
+        assert_eq!(r.reason, Reason::NoFreshReplica);
+        assert_eq!(r.target, Target::Primary(ShardId(0), ReplicaId(0)));
+    }
+
     #[test]
     fn pinned_sessions_stay_and_proxy_commands_are_local() {
         let view = SessionView {
             pinned_to: Some((ShardId(0), ReplicaId(0))),
+            ..SessionView::default()
         };
         let r = route(&classify("SELECT 1"), &topo(), view);
         assert_eq!(r.reason, Reason::SessionPinned);

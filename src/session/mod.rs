@@ -109,6 +109,9 @@ pub struct SessionState {
     pub savepoints: Vec<(String, usize)>,
     /// Temporary tables this session created (not replicated).
     pub temp_tables: Vec<String>,
+    /// Log timestamp of this session's last replicated write: `session` consistency reads
+    /// only go to replicas that applied it.
+    pub last_write_ts: u64,
 }
 
 impl SessionState {
@@ -132,6 +135,7 @@ impl SessionState {
             in_transaction: false,
             autocommit: true,
             proxy_vars: Vec::new(),
+            last_write_ts: 0,
             pending: Vec::new(),
             savepoints: Vec::new(),
             temp_tables: Vec::new(),

@@ -1,0 +1,144 @@
+//! Autocommit reads leave the primary: they spread over fresh replicas (counted by the
+//! replicas' own Com_select), and under `session` consistency a client always reads its own
+//! writes back, even while one follower has stopped applying.
+
+mod common;
+
+use common::{config_for, MariaDb, Proxy};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Opts};
+use std::time::{Duration, Instant};
+
+async fn connect(url: &str) -> Conn {
+    Conn::new(Opts::from_url(url).unwrap()).await.unwrap()
+}
+
+async fn com_select(db: &MariaDb) -> u64 {
+    let mut c = connect(&db.url(None)).await;
+    let row: Option<(String, u64)> = c
+        .query_first("SHOW GLOBAL STATUS LIKE 'Com_select'")
+        .await
+        .unwrap();
+    row.unwrap().1
+}
+
+/// Waits until every follower applied what the primary has (their myquorum.wal agrees).
+async fn wait_applied(dbs: &[&MariaDb]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut seen = Vec::new();
+        for db in dbs {
+            let mut c = connect(&db.url(None)).await;
+            let ts: Option<u64> = c
+                .query_first("SELECT COALESCE(MAX(ts), 0) FROM myquorum.wal WHERE applied = 1")
+                .await
+                .unwrap_or(None);
+            seen.push(ts);
+        }
+        if seen.iter().all(|s| *s == seen[0]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "followers did not catch up: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_spread_over_replicas_and_read_your_writes_holds() {
+    common::init_tracing();
+    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let proxy = Proxy::start(config_for(&[&a, &b, &c]));
+    let mut s = connect(&proxy.url(None)).await;
+    s.query_drop("CREATE DATABASE rr").await.unwrap();
+    s.query_drop("CREATE TABLE rr.t (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await
+        .unwrap();
+    s.query_drop("INSERT INTO rr.t VALUES (1, 0)")
+        .await
+        .unwrap();
+    wait_applied(&[&a, &b, &c]).await;
+
+    // Plain reads, no writes in between: the followers serve a share of them.
+    let before = [com_select(&b).await, com_select(&c).await];
+    for _ in 0..300 {
+        let v: Option<i64> = s
+            .query_first("SELECT v FROM rr.t WHERE id = 1")
+            .await
+            .unwrap();
+        assert_eq!(v, Some(0));
+    }
+    let after = [com_select(&b).await, com_select(&c).await];
+    let served: u64 = (0..2).map(|i| after[i] - before[i]).sum();
+    assert!(served >= 100, "followers served only {served} of 300 reads");
+
+    // Follower c stops applying (a table lock blocks its replay); the quorum still holds
+    // with b. Every read must return the session's own last write.
+    let mut lock = connect(&c.url(None)).await;
+    lock.query_drop("LOCK TABLES rr.t READ").await.unwrap();
+    let c_before = com_select(&c).await;
+    let served_by_c = |rows: &[mysql_async::Row]| -> u64 {
+        rows.iter()
+            .find(|r| r.get::<String, _>("replica").as_deref() == Some("2"))
+            .and_then(|r| r.get::<String, _>("reads_served"))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let routed_before = served_by_c(&s.query("SHOW PROXY BACKENDS").await.unwrap());
+    let started = Instant::now();
+    for i in 1..=300i64 {
+        s.query_drop(format!("UPDATE rr.t SET v = {i} WHERE id = 1"))
+            .await
+            .unwrap();
+        let v: Option<i64> = s
+            .query_first("SELECT v FROM rr.t WHERE id = 1")
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            Some(i),
+            "read {i} returned another value: a stale replica served it"
+        );
+    }
+    // The stalled follower got none of those reads: the proxy routed none there, and its
+    // own Com_select grew by no more than the health probes (SELECT 1 every 200 ms).
+    let probes = started.elapsed().as_millis() as u64 / 200 + 2;
+    let c_reads = com_select(&c).await - c_before;
+    assert!(
+        c_reads <= probes,
+        "the stalled follower ran {c_reads} SELECTs (probes ≤ {probes})"
+    );
+    let routed = served_by_c(&s.query("SHOW PROXY BACKENDS").await.unwrap());
+    assert_eq!(
+        routed, routed_before,
+        "reads were routed to the stalled follower"
+    );
+    // Another session (no writes of its own) may read from any replica; strong must not
+    // read the stalled one.
+    let mut other = connect(&proxy.url(None)).await;
+    other
+        .query_drop("SET myquorum_read_consistency = 'strong'")
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        let v: Option<i64> = other
+            .query_first("SELECT v FROM rr.t WHERE id = 1")
+            .await
+            .unwrap();
+        assert_eq!(v, Some(300));
+    }
+    lock.query_drop("UNLOCK TABLES").await.unwrap();
+    wait_applied(&[&a, &b, &c]).await;
+
+    let status: Vec<(String, String)> = s.query("SHOW PROXY STATUS").await.unwrap();
+    let get = |k: &str| {
+        status
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.parse::<u64>().unwrap())
+            .unwrap()
+    };
+    assert!(get("replica_reads") >= 300, "{status:?}");
+}
