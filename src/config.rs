@@ -227,6 +227,12 @@ impl Config {
                 self.proxy.auth_plugin
             ));
         }
+        if crate::router::Consistency::parse(&self.proxy.read_consistency).is_none() {
+            return bad(format!(
+                "proxy.read_consistency `{}` is not one of strong, session, eventual",
+                self.proxy.read_consistency
+            ));
+        }
         if !(self.replication.tso_servers.is_empty() || self.replication.tso_servers.len() == 2) {
             return bad(
                 "replication.tso_servers needs two addresses (odd server, even server) or none"
@@ -258,6 +264,10 @@ impl Config {
             self.proxy.listen, self.proxy.max_connections, self.proxy.max_packet_size
         ));
         out.push_str(&format!("auth_plugin = {:?}\n", self.proxy.auth_plugin));
+        out.push_str(&format!(
+            "read_consistency = {:?}\nread_max_lag_ms = {}\n",
+            self.proxy.read_consistency, self.proxy.read_max_lag_ms
+        ));
         if !self.proxy.tls_cert.is_empty() {
             out.push_str(&format!(
                 "tls_cert = {:?}\ntls_key = {:?}\n",
