@@ -142,3 +142,76 @@ async fn reads_spread_over_replicas_and_read_your_writes_holds() {
     };
     assert!(get("replica_reads") >= 300, "{status:?}");
 }
+
+async fn read_400(r: &mut Conn) {
+    for _ in 0..400 {
+        let v: Option<i64> = r.query_first("SELECT id FROM lat.t").await.unwrap();
+        assert_eq!(v, Some(1));
+    }
+}
+
+/// With 20 ms added in front of one follower, at least 95 % of a read load goes to the
+/// others (counted by the servers' own Com_select); without the delay it gets reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_replica_gets_almost_no_reads_until_it_is_fast_again() {
+    common::init_tracing();
+    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let relay = common::relay::Relay::start(b.addr());
+    let mut cfg = config_for(&[&a, &b, &c]);
+    cfg.shards[0].replicas[1] = relay.addr();
+    let proxy = Proxy::start(cfg);
+    let mut s = connect(&proxy.url(None)).await;
+    s.query_drop("CREATE DATABASE lat").await.unwrap();
+    s.query_drop("CREATE TABLE lat.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    s.query_drop("INSERT INTO lat.t VALUES (1)").await.unwrap();
+    wait_applied(&[&a, &b, &c]).await;
+    // A fresh session: no writes of its own, so every replica is fresh enough.
+    let mut r = connect(&proxy.url(None)).await;
+    relay.set_delay_ms(20);
+    // Let the latency figures see the delay (health probes every 200 ms, plus real reads).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = [
+        com_select(&a).await,
+        com_select(&b).await,
+        com_select(&c).await,
+    ];
+    let started = Instant::now();
+    read_400(&mut r).await;
+    let probes = started.elapsed().as_millis() as u64 / 200 + 2;
+    let after = [
+        com_select(&a).await,
+        com_select(&b).await,
+        com_select(&c).await,
+    ];
+    let d: Vec<u64> = (0..3).map(|i| after[i] - before[i]).collect();
+    let to_slow = d[1].saturating_sub(probes);
+    assert!(
+        to_slow * 20 <= 400,
+        "the delayed replica served {to_slow} of 400 reads (Com_select deltas {d:?})"
+    );
+    assert!(d[0] + d[2] >= 380, "{d:?}");
+
+    relay.set_delay_ms(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = com_select(&b).await;
+        let started = Instant::now();
+        read_400(&mut r).await;
+        let probes = started.elapsed().as_millis() as u64 / 200 + 2;
+        let got = (com_select(&b).await - before).saturating_sub(probes);
+        if got >= 50 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let rows: Vec<mysql_async::Row> = r.query("SHOW PROXY BACKENDS").await.unwrap();
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
+                .map(|row| row.unwrap().into_iter().map(|v| format!("{v:?}")).collect())
+                .collect();
+            panic!("the replica did not get reads back after its delay went away ({got} of 400): {rows:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

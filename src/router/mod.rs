@@ -144,7 +144,9 @@ pub fn is_replica_read(c: &Classified, session: &SessionView) -> bool {
 }
 
 /// The replica for a plain read: the fresh, serving one with the lowest latency; among
-/// those within 20 % (+0.1 ms) of the best, `spread` picks one so load is shared.
+/// those within 50 % (+0.5 ms) of the best, `spread` picks one so load is shared (a band
+/// that wide keeps sub-millisecond noise from herding every read onto one replica, while a
+/// replica slower by tens of milliseconds stays out).
 pub fn pick_replica(view: &ReadView, session: &SessionView) -> Option<ReplicaId> {
     let need = match session.consistency {
         Consistency::Strong => view.log_end,
@@ -159,7 +161,7 @@ pub fn pick_replica(view: &ReadView, session: &SessionView) -> Option<ReplicaId>
     let best = fresh.iter().map(|r| r.latency_us).min()?;
     let close: Vec<&&ReplicaView> = fresh
         .iter()
-        .filter(|r| r.latency_us <= best + best / 5 + 100)
+        .filter(|r| r.latency_us <= best + best / 2 + 500)
         .collect();
     close
         .get(session.spread as usize % close.len().max(1))
@@ -288,7 +290,7 @@ mod tests {
         let r = read_route(
             "SELECT * FROM t",
             session,
-            reads([0, 60, 60], [900, 800, 300]),
+            reads([0, 60, 60], [5000, 4000, 300]),
         );
         assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(2)));
         assert_eq!(r.reason, Reason::FreshReplica);
@@ -318,7 +320,7 @@ mod tests {
         let r = read_route(
             "SELECT * FROM t",
             eventual,
-            reads([0, 60, 75], [900, 800, 300]),
+            reads([0, 60, 75], [5000, 4000, 300]),
         );
         assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(2)));
     }

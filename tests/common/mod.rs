@@ -2,6 +2,8 @@
 //! proxy in-process on its own runtime, and helpers to run real clients.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use myquorum::config::{Config, ShardConfig};
 use myquorum::context::ProxyContext;
 use myquorum::playground::{find_server, init_datadir, start_server, wait_for_port};
