@@ -141,6 +141,34 @@ async fn reads_spread_over_replicas_and_read_your_writes_holds() {
             .unwrap()
     };
     assert!(get("replica_reads") >= 300, "{status:?}");
+
+    // EXPLAIN LAST STATEMENT says where the previous statement went and why.
+    let explain = |rows: Vec<mysql_async::Row>| -> (String, String, String) {
+        let r = rows.into_iter().next().expect("one row");
+        (
+            r.get::<String, _>("statement").unwrap(),
+            r.get::<String, _>("target").unwrap(),
+            r.get::<String, _>("reason").unwrap(),
+        )
+    };
+    other
+        .query_drop("SET myquorum_read_consistency = 'eventual'")
+        .await
+        .unwrap();
+    let _: Option<i64> = other
+        .query_first("SELECT v FROM rr.t WHERE id = 1")
+        .await
+        .unwrap();
+    let (stmt, target, reason) = explain(other.query("EXPLAIN LAST STATEMENT").await.unwrap());
+    assert_eq!(stmt, "SELECT v FROM rr.t WHERE id = 1");
+    assert!(target.contains("replica read"), "{target}");
+    assert!(reason.contains("lowest-latency replica"), "{reason}");
+    s.query_drop("UPDATE rr.t SET v = 0 WHERE id = 1")
+        .await
+        .unwrap();
+    let (_, target, reason) = explain(s.query("EXPLAIN LAST STATEMENT").await.unwrap());
+    assert!(target.contains("replica 0 (primary"), "{target}");
+    assert!(reason.contains("a write"), "{reason}");
 }
 
 async fn read_400(r: &mut Conn) {

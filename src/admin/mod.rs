@@ -138,10 +138,12 @@ pub fn answer(
             })
         }
         "session" => {
-            let route = client
-                .last_route
-                .as_ref()
-                .map(|(c, r)| format!("{:?} -> {:?} ({:?})", c.kind, r.target, r.reason));
+            let route = client.last_route.as_ref().map(|l| {
+                format!(
+                    "{:?} -> {:?} ({:?})",
+                    l.classified.kind, l.route.target, l.route.reason
+                )
+            });
             Ok(Table {
                 columns: vec!["variable", "value"],
                 rows: vec![
@@ -163,11 +165,12 @@ pub fn answer(
                 ],
             })
         }
+        "explain last statement" => Ok(explain_last(ctx, client)),
         other => Err(MysqlError::new(
             1064,
             "42000",
             format!(
-                "Unknown proxy command 'SHOW PROXY {}': try SHOW PROXY BACKENDS, PINS, STATUS or SESSION",
+                "Unknown proxy command 'SHOW PROXY {}': try SHOW PROXY BACKENDS, PINS, STATUS, SESSION or REPLICATION, or EXPLAIN LAST STATEMENT",
                 other.to_uppercase()
             ),
         )),
@@ -209,5 +212,82 @@ fn backends(ctx: &ProxyContext) -> Table {
             "reads_served",
         ],
         rows,
+    }
+}
+
+/// `EXPLAIN LAST STATEMENT`: where the session's previous statement went and why.
+fn explain_last(ctx: &ProxyContext, client: &ClientSession) -> Table {
+    use crate::router::{Reason, Target};
+    let columns = vec![
+        "statement",
+        "kind",
+        "flags",
+        "tables",
+        "target",
+        "backend",
+        "reason",
+        "read_consistency",
+        "session_last_write_ts",
+    ];
+    let Some(l) = client.last_route.as_ref() else {
+        return Table {
+            columns,
+            rows: Vec::new(),
+        };
+    };
+    let (target, backend) = match l.route.target {
+        Target::Primary(s, r) | Target::Pinned(s, r) | Target::Replica(s, r) => {
+            let kind = match l.route.target {
+                Target::Pinned(..) => "pinned connection",
+                Target::Replica(..) => "replica read",
+                _ => "primary",
+            };
+            (
+                format!(
+                    "shard {} replica {} ({kind}, {})",
+                    s.0,
+                    r.0,
+                    ctx.cluster.role(s, r)
+                ),
+                ctx.cluster.pool(s, r).map(|p| p.addr.to_string()),
+            )
+        }
+        Target::Proxy => ("proxy".to_string(), None),
+        Target::Nothing => ("nothing".to_string(), None),
+    };
+    let reason = match l.route.reason {
+        Reason::PrimaryOnly => {
+            "a write, a transaction, or a read that must see the primary (locking, \
+             LAST_INSERT_ID/FOUND_ROWS, temporary tables, user variables, side effects)"
+        }
+        Reason::FreshReplica => {
+            "a plain autocommit read: the lowest-latency replica fresh enough for \
+             the session's read consistency"
+        }
+        Reason::NoFreshReplica => {
+            "a plain autocommit read, but no replica was fresh enough or healthy: \
+             the primary served it (counted in primary_fallbacks)"
+        }
+        Reason::SessionPinned => {
+            "the session is pinned to one backend connection (see SHOW PROXY SESSION)"
+        }
+        Reason::ProxyCommand => "answered by the proxy",
+        Reason::EmptyStatement => "nothing to run",
+        Reason::NoShards => "no shard is configured",
+    };
+    let flags: Vec<&str> = l.classified.flags.iter_names().map(|(n, _)| n).collect();
+    Table {
+        columns,
+        rows: vec![vec![
+            Some(l.sql.clone()),
+            Some(format!("{:?}", l.classified.kind)),
+            Some(flags.join(",")),
+            Some(l.classified.tables.join(",")),
+            Some(target),
+            backend,
+            Some(reason.to_string()),
+            Some(format!("{:?}", l.consistency).to_lowercase()),
+            Some(l.last_write_ts.to_string()),
+        ]],
     }
 }

@@ -72,7 +72,9 @@ pub struct ClientSession {
     pub(super) held: Option<Held>,
     /// The last statement's route (EXPLAIN LAST STATEMENT).
     /// The last statement's classification and route (not its text: no copy per statement).
-    pub last_route: Option<(Arc<Classified>, Route)>,
+    /// The last statement sent to a backend, how it was classified and routed (for EXPLAIN
+    /// LAST STATEMENT and SHOW PROXY SESSION).
+    pub last_route: Option<LastStatement>,
     /// Reads routed so far and a per-session seed: spread reads over equally fast replicas.
     reads_routed: u32,
     spread_seed: u32,
@@ -315,7 +317,15 @@ impl ClientSession {
             return self.set_proxy_variable(client, session, name, value).await;
         }
         let route = self.route_statement(&c, session);
-        self.last_route = Some((c.clone(), route));
+        if route.target != Target::Proxy {
+            self.last_route = Some(LastStatement {
+                sql: sql.chars().take(200).collect(),
+                classified: c.clone(),
+                route,
+                consistency: self.consistency(session),
+                last_write_ts: session.last_write_ts,
+            });
+        }
         match route.reason {
             router::Reason::FreshReplica => {
                 self.ctx
@@ -454,15 +464,20 @@ impl ClientSession {
         router::route(c, &self.ctx.cluster.topology, view)
     }
 
-    /// A text statement's route: plain autocommit reads may go to a replica.
-    fn route_statement(&mut self, c: &Classified, session: &SessionState) -> Route {
-        self.reads_routed = self.reads_routed.wrapping_add(1);
-        let consistency = session
+    /// The session's read consistency (its SET, else the configured default).
+    fn consistency(&self, session: &SessionState) -> router::Consistency {
+        session
             .proxy_vars
             .iter()
             .find(|(k, _)| k == "myquorum_read_consistency")
             .and_then(|(_, v)| router::Consistency::parse(v))
-            .unwrap_or(self.ctx.read_consistency);
+            .unwrap_or(self.ctx.read_consistency)
+    }
+
+    /// A text statement's route: plain autocommit reads may go to a replica.
+    fn route_statement(&mut self, c: &Classified, session: &SessionState) -> Route {
+        self.reads_routed = self.reads_routed.wrapping_add(1);
+        let consistency = self.consistency(session);
         let view = SessionView {
             pinned_to: self.held.as_ref().map(|h| (h.shard, h.replica)),
             in_transaction: session.in_transaction || !session.autocommit,
@@ -789,7 +804,13 @@ impl ClientSession {
         let c = self.ctx.classify_cache.classify(&sql);
         session.pin(PinReason::PreparedStatement);
         let route = self.route(&c);
-        self.last_route = Some((c.clone(), route));
+        self.last_route = Some(LastStatement {
+            sql: sql.chars().take(200).collect(),
+            classified: c.clone(),
+            route,
+            consistency: self.consistency(session),
+            last_write_ts: session.last_write_ts,
+        });
         session.before_statement(&c);
         self.hold_for(session, route).await.inspect_err(|_| {
             if session.prepared.is_empty() {
@@ -976,6 +997,16 @@ impl ClientSession {
         }
         Ok(())
     }
+}
+
+/// What EXPLAIN LAST STATEMENT reports.
+pub struct LastStatement {
+    /// The text (first 200 characters).
+    pub sql: String,
+    pub classified: Arc<Classified>,
+    pub route: Route,
+    pub consistency: router::Consistency,
+    pub last_write_ts: u64,
 }
 
 /// Sends one client command on the session's backend connection and relays the answer,

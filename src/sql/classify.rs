@@ -85,12 +85,23 @@ pub struct Classified {
     pub proxy_command: Option<String>,
 }
 
+/// `EXPLAIN LAST STATEMENT`: the proxy says where the session's previous statement went.
+fn is_explain_last_statement(sql: &str) -> bool {
+    let words: Vec<Tok> = Lexer::new(sql).map(|t| t.tok).take(4).collect();
+    words.len() == 3
+        && words[0].is_word("EXPLAIN")
+        && words[1].is_word("LAST")
+        && words[2].is_word("STATEMENT")
+}
+
 pub fn classify(sql: &str) -> Classified {
     let mut flags = Flags::empty();
     scan_flags(sql, &mut flags);
     let mut words = Lexer::new(sql).take(2).map(|t| t.tok);
-    let proxy = words.next().is_some_and(|t| t.is_word("SHOW"))
-        && words.next().is_some_and(|t| t.is_word("PROXY"));
+    let explain_last = is_explain_last_statement(sql);
+    let proxy = explain_last
+        || words.next().is_some_and(|t| t.is_word("SHOW"))
+            && words.next().is_some_and(|t| t.is_word("PROXY"));
     let parsed = if proxy {
         Err(())
     } else {
@@ -143,7 +154,9 @@ pub fn classify(sql: &str) -> Classified {
     if let Some(SessionChange::Global) = session {
         flags |= Flags::GLOBAL_CHANGE;
     }
-    let proxy_command = if kind == Kind::Proxy {
+    let proxy_command = if explain_last {
+        Some("explain last statement".to_string())
+    } else if kind == Kind::Proxy {
         Some(
             Lexer::new(sql)
                 .skip(2)
@@ -266,7 +279,9 @@ fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
         "" if words.is_empty() => Kind::Empty,
         "SELECT" | "WITH" | "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "HELP" | "VALUES"
         | "TABLE" | "CHECKSUM" => {
-            if w(0) == "SHOW" && w(1) == "PROXY" {
+            if w(0) == "SHOW" && w(1) == "PROXY"
+                || (w(0), w(1), w(2), words.len()) == ("EXPLAIN", "LAST", "STATEMENT", 3)
+            {
                 Kind::Proxy
             } else {
                 Kind::Read
@@ -404,6 +419,12 @@ mod tests {
         assert_eq!(k("USE db"), Kind::Session);
         assert_eq!(k("CALL p(1)"), Kind::Call);
         assert_eq!(k("SHOW PROXY BACKENDS"), Kind::Proxy);
+        assert_eq!(k("explain last statement;"), Kind::Proxy);
+        assert_eq!(
+            classify("EXPLAIN LAST STATEMENT").proxy_command.as_deref(),
+            Some("explain last statement")
+        );
+        assert_eq!(k("EXPLAIN SELECT 1"), Kind::Read);
         assert_eq!(k("/* only a comment */"), Kind::Empty);
     }
 
