@@ -243,3 +243,50 @@ async fn a_slow_replica_gets_almost_no_reads_until_it_is_fast_again() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// kill -9 of a follower under a read load: no read fails (a read whose replica dies before
+/// answering is served by the primary), the follower is taken out at once, and it is probed
+/// back in after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_survive_a_follower_kill() {
+    common::init_tracing();
+    let (a, mut b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let proxy = Proxy::start(config_for(&[&a, &b, &c]));
+    let mut s = connect(&proxy.url(None)).await;
+    s.query_drop("CREATE DATABASE kr").await.unwrap();
+    s.query_drop("CREATE TABLE kr.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    s.query_drop("INSERT INTO kr.t VALUES (1)").await.unwrap();
+    wait_applied(&[&a, &b, &c]).await;
+    let mut r = connect(&proxy.url(None)).await;
+    for i in 0..600 {
+        if i == 200 {
+            b.kill9();
+        }
+        let v: Option<i64> = r
+            .query_first("SELECT id FROM kr.t")
+            .await
+            .unwrap_or_else(|e| panic!("read {i} failed: {e}"));
+        assert_eq!(v, Some(1));
+    }
+    let health = |rows: Vec<mysql_async::Row>| -> String {
+        rows.into_iter()
+            .find(|r| r.get::<String, _>("replica").as_deref() == Some("1"))
+            .and_then(|r| r.get::<String, _>("health"))
+            .unwrap()
+    };
+    assert_eq!(
+        health(r.query("SHOW PROXY BACKENDS").await.unwrap()),
+        "down"
+    );
+    b.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(r.query("SHOW PROXY BACKENDS").await.unwrap()) != "up" {
+        assert!(
+            Instant::now() < deadline,
+            "the follower was not probed back in"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -601,8 +601,43 @@ impl ClientSession {
         kind: ResponseKind,
     ) -> Result<ResponseSummary, Failure> {
         session.before_statement(c);
-        self.hold_for(session, route).await?;
         let deprecate_eof = self.deprecate_eof;
+        let mut route = route;
+        loop {
+            let acquired = self.hold_for(session, route).await;
+            let Target::Replica(shard, replica) = route.target else {
+                acquired?;
+                break;
+            };
+            // A replica read may move to the primary as long as the client has seen nothing.
+            let started = match (acquired, self.held.as_mut()) {
+                (Ok(()), Some(h)) => start_command(&mut h.conn, payload, deprecate_eof)
+                    .await
+                    .map_err(|e| e.to_string()),
+                (Err(_), _) | (_, None) => Err("no connection".to_string()),
+            };
+            let Err(why) = started else {
+                break;
+            };
+            self.held = None;
+            if let Some(pool) = self.ctx.cluster.pool(shard, replica) {
+                tracing::warn!(backend = %pool.addr, error = %why,
+                    "replica failed a read; taken out until its health probes pass, read served by the primary");
+                pool.mark_down();
+            }
+            self.ctx
+                .counters
+                .primary_fallbacks
+                .fetch_add(1, Ordering::Relaxed);
+            let primary = router::route(c, &self.ctx.cluster.topology, SessionView::default());
+            route = Route {
+                target: primary.target,
+                reason: router::Reason::NoFreshReplica,
+            };
+            if let Some(l) = self.last_route.as_mut() {
+                l.route = route;
+            }
+        }
         let Some(h) = self.held.as_mut() else {
             return Err(Failure::Answer(MysqlError::new(
                 2003,
@@ -611,7 +646,12 @@ impl ClientSession {
             )));
         };
         let started = std::time::Instant::now();
-        let result = send_and_relay(&mut h.conn, client, payload, kind, deprecate_eof, None).await;
+        let result = if matches!(route.target, Target::Replica(..)) {
+            // Already sent, and its answer has begun.
+            relay_response(&mut h.conn.stream, client, kind, deprecate_eof, None).await
+        } else {
+            send_and_relay(&mut h.conn, client, payload, kind, deprecate_eof, None).await
+        };
         if let (Ok(_), Some(pool)) = (&result, self.ctx.cluster.pool(h.shard, h.replica)) {
             pool.record_latency(started.elapsed());
             if matches!(route.target, Target::Replica(..)) {
@@ -1009,8 +1049,7 @@ pub struct LastStatement {
     pub last_write_ts: u64,
 }
 
-/// Sends one client command on the session's backend connection and relays the answer,
-/// first restoring the server's clock if a replicated write left it fixed.
+/// Sends one client command on the session's backend connection and relays the answer.
 async fn send_and_relay<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BackendConn,
     client: &mut PacketStream<S>,
@@ -1019,17 +1058,26 @@ async fn send_and_relay<S: AsyncRead + AsyncWrite + Unpin>(
     deprecate_eof: bool,
     prepare_id: Option<u32>,
 ) -> Result<ResponseSummary, RelayError> {
-    let reset = queue_timestamp_reset(conn);
-    conn.stream
-        .write_packet(0, payload)
+    start_command(conn, payload, deprecate_eof)
         .await
         .map_err(RelayError::Backend)?;
-    if reset {
-        read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof)
-            .await
-            .map_err(RelayError::Backend)?;
-    }
     relay_response(&mut conn.stream, client, kind, deprecate_eof, prepare_id).await
+}
+
+/// Sends a command (first restoring the server's clock if a replicated write left it fixed)
+/// and waits until the first frame of its answer is buffered, unread: until then the client
+/// has seen nothing, so a failure can still be retried elsewhere.
+async fn start_command(
+    conn: &mut BackendConn,
+    payload: &[u8],
+    deprecate_eof: bool,
+) -> io::Result<()> {
+    let reset = queue_timestamp_reset(conn);
+    conn.stream.write_packet(0, payload).await?;
+    if reset {
+        read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+    }
+    conn.stream.next_frame().await.map(|_| ())
 }
 
 fn pin_list(session: &SessionState) -> String {
