@@ -182,6 +182,28 @@ fn backends(ctx: &ProxyContext) -> Table {
         .cluster
         .pools()
         .map(|(shard, replica, pool)| {
+            let log = ctx.replication.shards.iter().find(|l| l.shard == shard);
+            let (applied, lag, weight) = match log {
+                Some(log) => {
+                    let applied = if replica == log.leader {
+                        log.primary_low_water()
+                    } else {
+                        log.replicas
+                            .get(replica.0 as usize)
+                            .map(|r| r.applied.load(Ordering::Acquire))
+                            .unwrap_or(0)
+                    };
+                    let end = log.last_sequenced();
+                    // Timestamps carry milliseconds shifted left by 19.
+                    let lag_ms = end.saturating_sub(applied) >> 19;
+                    (
+                        Some(applied.to_string()),
+                        Some(lag_ms.to_string()),
+                        Some(format!("{:.3}", log.cabinet().weight_of(replica))),
+                    )
+                }
+                None => (None, None, None),
+            };
             vec![
                 Some(shard.0.to_string()),
                 Some(replica.0.to_string()),
@@ -194,6 +216,11 @@ fn backends(ctx: &ProxyContext) -> Table {
                 Some(format!("{:.3}", pool.latency_ewma_us() as f64 / 1000.0)),
                 Some(format!("{:.3}", pool.latency.quantile_ms(0.99))),
                 Some(pool.reads.load(Ordering::Relaxed).to_string()),
+                applied,
+                lag,
+                weight,
+                Some(pool.down_events.load(Ordering::Relaxed).to_string()),
+                Some(pool.uptime_secs().to_string()),
             ]
         })
         .collect();
@@ -210,6 +237,11 @@ fn backends(ctx: &ProxyContext) -> Table {
             "latency_ewma_ms",
             "latency_p99_ms",
             "reads_served",
+            "applied_ts",
+            "lag_ms",
+            "weight",
+            "times_down",
+            "uptime_s",
         ],
         rows,
     }

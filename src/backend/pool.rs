@@ -31,6 +31,10 @@ pub struct BackendPool {
     pub latency: LatencyHistogram,
     /// Autocommit reads routed here.
     pub reads: AtomicU64,
+    /// Times it was marked down (crashes, hangs, lost connections).
+    pub down_events: AtomicU64,
+    /// When it was last marked up (or the pool created): its uptime as the proxy sees it.
+    up_since: Mutex<std::time::Instant>,
 }
 
 impl BackendPool {
@@ -48,6 +52,17 @@ impl BackendPool {
             latency_ewma_us: AtomicU64::new(0),
             latency: LatencyHistogram::new(),
             reads: AtomicU64::new(0),
+            down_events: AtomicU64::new(0),
+            up_since: Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// Seconds since it was last marked up (0 while down).
+    pub fn uptime_secs(&self) -> u64 {
+        if self.is_up() {
+            self.up_since.lock().elapsed().as_secs()
+        } else {
+            0
         }
     }
 
@@ -85,13 +100,16 @@ impl BackendPool {
     /// Marks the backend down: idle connections are closed and pinned sessions notified.
     pub fn mark_down(&self) {
         if self.up.swap(false, Ordering::Relaxed) {
+            self.down_events.fetch_add(1, Ordering::Relaxed);
             self.idle.lock().clear();
             self.generation.send_modify(|g| *g += 1);
         }
     }
 
     pub fn mark_up(&self) {
-        self.up.store(true, Ordering::Relaxed);
+        if !self.up.swap(true, Ordering::Relaxed) {
+            *self.up_since.lock() = std::time::Instant::now();
+        }
     }
 
     pub fn idle_count(&self) -> usize {
