@@ -305,3 +305,59 @@ async fn reads_survive_a_follower_kill() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A follower that hangs (its traffic blackholed: no error, no answer): reads that were sent
+/// to it complete on the primary once its health probes mark it down, and none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_survive_a_hung_follower() {
+    common::init_tracing();
+    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    // A relay in front of every replica, so they look equally fast and b gets reads.
+    let relays: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|db| common::relay::Relay::start(db.addr()))
+        .collect();
+    let relay = &relays[1];
+    let mut cfg = config_for(&[&a, &b, &c]);
+    for (i, r) in relays.iter().enumerate() {
+        cfg.shards[0].replicas[i] = r.addr();
+    }
+    let proxy = Proxy::start(cfg);
+    let mut s = connect(&proxy.url(None)).await;
+    s.query_drop("CREATE DATABASE hung").await.unwrap();
+    s.query_drop("CREATE TABLE hung.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    s.query_drop("INSERT INTO hung.t VALUES (1)").await.unwrap();
+    wait_applied(&[&a, &b, &c]).await;
+    let mut r = connect(&proxy.url(None)).await;
+    let b_before = com_select(&b).await;
+    for _ in 0..60 {
+        let v: Option<i64> = r.query_first("SELECT id FROM hung.t").await.unwrap();
+        assert_eq!(v, Some(1));
+    }
+    assert!(
+        com_select(&b).await - b_before >= 10,
+        "b got no share of the reads"
+    );
+    relay.set_blackhole(true);
+    let started = Instant::now();
+    for i in 0..100 {
+        let v = tokio::time::timeout(
+            Duration::from_secs(20),
+            r.query_first::<i64, _>("SELECT id FROM hung.t"),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("read {i} hung"))
+        .unwrap_or_else(|e| panic!("read {i} failed: {e}"));
+        assert_eq!(v, Some(1));
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let rows: Vec<mysql_async::Row> = r.query("SHOW PROXY BACKENDS").await.unwrap();
+    let health: Vec<String> = rows
+        .into_iter()
+        .map(|row| row.get::<String, _>("health").unwrap())
+        .collect();
+    assert_eq!(health, ["up", "down", "up"]);
+    relay.set_blackhole(false);
+}

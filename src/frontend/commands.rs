@@ -611,9 +611,19 @@ impl ClientSession {
             };
             // A replica read may move to the primary as long as the client has seen nothing.
             let started = match (acquired, self.held.as_mut()) {
-                (Ok(()), Some(h)) => start_command(&mut h.conn, payload, deprecate_eof)
-                    .await
-                    .map_err(|e| e.to_string()),
+                (Ok(()), Some(h)) => {
+                    // A hung replica answers nothing; its health probes mark it down, and
+                    // the read moves on then.
+                    let mut down = h.down.clone();
+                    tokio::select! {
+                        r = start_command(&mut h.conn, payload, deprecate_eof) => {
+                            r.map_err(|e| e.to_string())
+                        }
+                        _ = down.changed() => {
+                            Err("marked down by health checks while the read waited".to_string())
+                        }
+                    }
+                }
                 (Err(_), _) | (_, None) => Err("no connection".to_string()),
             };
             let Err(why) = started else {
