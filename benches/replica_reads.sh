@@ -36,5 +36,5 @@ printf "%-16s %7s %9s %7s %9s %7s %9s %7s\n" test threads direct p95 myquorum p9
 printf "%-16s %7s %9s %7s %9s %7s %9s\n" oltp_read_only "$THREADS" "$dt" "$dp" "$mt" "$mp" \
   "$(awk -v a="$mt" -v b="$dt" 'BEGIN { printf "%.2f", a / b }')"
 echo "reads served per backend (SHOW PROXY BACKENDS):"
-mysql -h127.0.0.1 -P6701 -uroot -e 'SHOW PROXY BACKENDS' | awk -F'\t' '{print "  " $2 "\t" $4 "\t" $9 "\t" $11}'
+mysql -h127.0.0.1 -P6701 -uroot -e 'SHOW PROXY BACKENDS' | awk -F'\t' '{print "  " $2 "\t" $4 "\t" $9 "\t" $12}'
 mysql -h127.0.0.1 -P6701 -uroot -N -e 'SHOW PROXY STATUS' | grep -E 'replica_reads|primary_fallbacks' | sed 's/^/  /'

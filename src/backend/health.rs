@@ -56,13 +56,23 @@ pub async fn run_health_checks(pool: Arc<BackendPool>, p: HealthParams, cancel: 
                     // Keeps an idle replica's latency figure fresh for read routing.
                     let started = std::time::Instant::now();
                     c.query_drop("SELECT 1").await?;
-                    pool.record_latency(started.elapsed());
+                    pool.record_probe(started.elapsed());
                     Ok::<(), mysql_async::Error>(())
                 }
                 None => Ok(()),
             }
         };
         let ok = matches!(tokio::time::timeout(p.timeout, probe).await, Ok(Ok(())));
+        // While down, probe less often (up to 4× the interval); back to normal once up.
+        let backoff = if ok || failures < p.failures_to_down {
+            p.interval
+        } else {
+            p.interval * (1u32 << (failures - p.failures_to_down).min(2))
+        };
+        if backoff != ticker.period() {
+            ticker = tokio::time::interval_at(tokio::time::Instant::now() + backoff, backoff);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
         if ok {
             if failures >= p.failures_to_down || !pool.is_up() {
                 tracing::info!(backend = %pool.addr, "backend is answering again; marked up");

@@ -26,9 +26,13 @@ pub struct BackendPool {
     pub connect_failures: AtomicU64,
     /// Server version seen in the last handshake.
     version: Mutex<Option<String>>,
-    /// Round trips of real queries and health probes: EWMA (µs, 0 = none yet) and histogram.
+    /// Round trips of real queries: EWMA (µs, 0 = none yet) and histogram.
     latency_ewma_us: AtomicU64,
     pub latency: LatencyHistogram,
+    /// Round trips of the health probe (`SELECT 1`, same client, same query for every
+    /// backend): what read routing compares. Real-query figures would herd: the replica that
+    /// gets the traffic is measured on cheap queries, the others only on slower probes.
+    probe_ewma_us: AtomicU64,
     /// Autocommit reads routed here.
     pub reads: AtomicU64,
     /// Times it was marked down (crashes, hangs, lost connections).
@@ -50,6 +54,7 @@ impl BackendPool {
             connect_failures: AtomicU64::new(0),
             version: Mutex::new(None),
             latency_ewma_us: AtomicU64::new(0),
+            probe_ewma_us: AtomicU64::new(0),
             latency: LatencyHistogram::new(),
             reads: AtomicU64::new(0),
             down_events: AtomicU64::new(0),
@@ -66,19 +71,23 @@ impl BackendPool {
         }
     }
 
-    /// Adds one round trip to the latency figures (EWMA weight 1/8).
+    /// Adds one real query's round trip to the latency figures.
     pub fn record_latency(&self, d: std::time::Duration) {
-        let us = (d.as_micros() as u64).max(1);
         self.latency.record(d);
-        let _ = self
-            .latency_ewma_us
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(if old == 0 { us } else { old - old / 8 + us / 8 })
-            });
+        ewma(&self.latency_ewma_us, d);
+    }
+
+    /// Adds one health probe's round trip.
+    pub fn record_probe(&self, d: std::time::Duration) {
+        ewma(&self.probe_ewma_us, d);
     }
 
     pub fn latency_ewma_us(&self) -> u64 {
         self.latency_ewma_us.load(Ordering::Relaxed)
+    }
+
+    pub fn probe_ewma_us(&self) -> u64 {
+        self.probe_ewma_us.load(Ordering::Relaxed)
     }
 
     pub fn is_up(&self) -> bool {
@@ -186,4 +195,12 @@ impl BackendPool {
             list.push(conn);
         }
     }
+}
+
+/// EWMA with weight 1/8 in microseconds (0 means no sample yet).
+fn ewma(cell: &AtomicU64, d: std::time::Duration) {
+    let us = (d.as_micros() as u64).max(1);
+    let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        Some(if old == 0 { us } else { old - old / 8 + us / 8 })
+    });
 }

@@ -144,9 +144,9 @@ pub fn is_replica_read(c: &Classified, session: &SessionView) -> bool {
 }
 
 /// The replica for a plain read: the fresh, serving one with the lowest latency; among
-/// those within 50 % (+0.5 ms) of the best, `spread` picks one so load is shared (a band
-/// that wide keeps sub-millisecond noise from herding every read onto one replica, while a
-/// replica slower by tens of milliseconds stays out).
+/// those within 50 % (+1 ms) of the best, `spread` picks one so load is shared (a band that
+/// wide keeps probe noise from herding every read onto one replica, while a replica slower
+/// by tens of milliseconds stays out).
 pub fn pick_replica(view: &ReadView, session: &SessionView) -> Option<ReplicaId> {
     let need = match session.consistency {
         Consistency::Strong => view.log_end,
@@ -161,7 +161,7 @@ pub fn pick_replica(view: &ReadView, session: &SessionView) -> Option<ReplicaId>
     let best = fresh.iter().map(|r| r.latency_us).min()?;
     let close: Vec<&&ReplicaView> = fresh
         .iter()
-        .filter(|r| r.latency_us <= best + best / 2 + 500)
+        .filter(|r| r.latency_us <= best + best / 2 + 1000)
         .collect();
     close
         .get(session.spread as usize % close.len().max(1))
@@ -298,7 +298,7 @@ mod tests {
         let r = read_route(
             "SELECT * FROM t",
             session,
-            reads([0, 60, 40], [2000, 800, 300]),
+            reads([0, 60, 40], [5000, 800, 300]),
         );
         assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(1)));
         // Strong: only what holds the whole log (the primary here).
