@@ -630,16 +630,23 @@ impl ClientSession {
                 break;
             };
             self.held = None;
+            let primary = router::route(c, &self.ctx.cluster.topology, SessionView::default());
+            let leader = matches!(primary.target, Target::Primary(_, p) if p == replica);
             if let Some(pool) = self.ctx.cluster.pool(shard, replica) {
-                tracing::warn!(backend = %pool.addr, error = %why,
-                    "replica failed a read; taken out until its health probes pass, read served by the primary");
-                pool.mark_down();
+                if leader {
+                    // Only health checks take the primary out (a stale pooled connection must
+                    // not close every session pinned to it); the read is retried there.
+                    tracing::debug!(backend = %pool.addr, error = %why, "read on the primary failed; retrying");
+                } else {
+                    tracing::warn!(backend = %pool.addr, error = %why,
+                        "replica failed a read; taken out until its health probes pass, read served by the primary");
+                    pool.mark_down();
+                }
             }
             self.ctx
                 .counters
                 .primary_fallbacks
                 .fetch_add(1, Ordering::Relaxed);
-            let primary = router::route(c, &self.ctx.cluster.topology, SessionView::default());
             route = Route {
                 target: primary.target,
                 reason: router::Reason::NoFreshReplica,
