@@ -318,13 +318,7 @@ impl ClientSession {
         }
         let route = self.route_statement(&c, session);
         if route.target != Target::Proxy {
-            self.last_route = Some(LastStatement {
-                sql: sql.chars().take(200).collect(),
-                classified: c.clone(),
-                route,
-                consistency: self.consistency(session),
-                last_write_ts: session.last_write_ts,
-            });
+            self.note_route(sql, &c, route, session);
         }
         match route.reason {
             router::Reason::FreshReplica => {
@@ -462,6 +456,21 @@ impl ClientSession {
             ..SessionView::default()
         };
         router::route(c, &self.ctx.cluster.topology, view)
+    }
+
+    /// Remembers where a statement went, for EXPLAIN LAST STATEMENT.
+    fn note_route(&mut self, sql: &str, c: &Arc<Classified>, route: Route, session: &SessionState) {
+        // Per statement: the text buffer is reused, not reallocated.
+        let mut text = self.last_route.take().map(|l| l.sql).unwrap_or_default();
+        text.clear();
+        text.extend(sql.chars().take(200));
+        self.last_route = Some(LastStatement {
+            sql: text,
+            classified: c.clone(),
+            route,
+            consistency: self.consistency(session),
+            last_write_ts: session.last_write_ts,
+        });
     }
 
     /// The session's read consistency (its SET, else the configured default).
@@ -861,13 +870,7 @@ impl ClientSession {
         let c = self.ctx.classify_cache.classify(&sql);
         session.pin(PinReason::PreparedStatement);
         let route = self.route(&c);
-        self.last_route = Some(LastStatement {
-            sql: sql.chars().take(200).collect(),
-            classified: c.clone(),
-            route,
-            consistency: self.consistency(session),
-            last_write_ts: session.last_write_ts,
-        });
+        self.note_route(&sql, &c, route, session);
         session.before_statement(&c);
         self.hold_for(session, route).await.inspect_err(|_| {
             if session.prepared.is_empty() {
