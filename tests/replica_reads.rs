@@ -368,3 +368,48 @@ async fn reads_survive_a_hung_follower() {
     assert_eq!(health, ["up", "down", "up"]);
     relay.set_blackhole(false);
 }
+
+/// Read-your-writes under `session`, thousands of times, while one follower is slowed (5 ms
+/// added each way in front of it, so it applies late): never a stale value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_with_a_slowed_follower() {
+    common::init_tracing();
+    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let relay = common::relay::Relay::start(b.addr());
+    let mut cfg = config_for(&[&a, &b, &c]);
+    cfg.shards[0].replicas[1] = relay.addr();
+    let proxy = Proxy::start(cfg);
+    let mut s = connect(&proxy.url(None)).await;
+    s.query_drop("CREATE DATABASE ryw").await.unwrap();
+    s.query_drop("CREATE TABLE ryw.t (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await
+        .unwrap();
+    s.query_drop("INSERT INTO ryw.t VALUES (1, 0)")
+        .await
+        .unwrap();
+    wait_applied(&[&a, &b, &c]).await;
+    relay.set_delay_ms(5);
+    for i in 1..=2000i64 {
+        s.query_drop(format!("UPDATE ryw.t SET v = {i} WHERE id = 1"))
+            .await
+            .unwrap();
+        let v: Option<i64> = s
+            .query_first("SELECT v FROM ryw.t WHERE id = 1")
+            .await
+            .unwrap();
+        assert_eq!(v, Some(i), "read {i} was stale");
+    }
+    let status: Vec<(String, String)> = s.query("SHOW PROXY STATUS").await.unwrap();
+    let replica_reads: u64 = status
+        .iter()
+        .find(|(k, _)| k == "replica_reads")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap();
+    // The reads were routed (to whichever replica had the write), not all sent to the primary
+    // because routing was off.
+    assert!(
+        replica_reads >= 2000,
+        "only {replica_reads} reads were routed by freshness"
+    );
+    relay.set_delay_ms(0);
+}
