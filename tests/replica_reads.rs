@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::relay::Relay;
 use common::{config_for, MariaDb, Proxy};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
@@ -46,20 +47,45 @@ async fn wait_applied(dbs: &[&MariaDb]) {
     }
 }
 
+/// Three replicas behind the proxy, with a relay in front of those at `relayed`; `setup` is
+/// run through the proxy and applied everywhere before the test goes on.
+async fn three_replicas(
+    relayed: &[usize],
+    setup: &[&str],
+) -> (MariaDb, MariaDb, MariaDb, Vec<Option<Relay>>, Proxy, Conn) {
+    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let mut cfg = config_for(&[&a, &b, &c]);
+    let relays: Vec<Option<Relay>> = [&a, &b, &c]
+        .iter()
+        .enumerate()
+        .map(|(i, db)| relayed.contains(&i).then(|| Relay::start(db.addr())))
+        .collect();
+    for (i, r) in relays.iter().enumerate() {
+        if let Some(r) = r {
+            cfg.shards[0].replicas[i] = r.addr();
+        }
+    }
+    let proxy = Proxy::start(cfg);
+    let mut s = connect(&proxy.url(None)).await;
+    for sql in setup {
+        s.query_drop(*sql).await.unwrap();
+    }
+    wait_applied(&[&a, &b, &c]).await;
+    (a, b, c, relays, proxy, s)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_spread_over_replicas_and_read_your_writes_holds() {
     common::init_tracing();
-    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
-    let proxy = Proxy::start(config_for(&[&a, &b, &c]));
-    let mut s = connect(&proxy.url(None)).await;
-    s.query_drop("CREATE DATABASE rr").await.unwrap();
-    s.query_drop("CREATE TABLE rr.t (id INT PRIMARY KEY, v INT NOT NULL)")
-        .await
-        .unwrap();
-    s.query_drop("INSERT INTO rr.t VALUES (1, 0)")
-        .await
-        .unwrap();
-    wait_applied(&[&a, &b, &c]).await;
+    let (a, b, c, _, proxy, mut s) = three_replicas(
+        &[],
+        &[
+            "CREATE DATABASE rr",
+            "CREATE TABLE rr.t (id INT PRIMARY KEY, v INT NOT NULL)",
+            "INSERT INTO rr.t VALUES (1, 0)",
+        ],
+    )
+    .await;
 
     // Plain reads, no writes in between: the followers serve a share of them.
     let before = [com_select(&b).await, com_select(&c).await];
@@ -183,18 +209,16 @@ async fn read_400(r: &mut Conn) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_replica_gets_almost_no_reads_until_it_is_fast_again() {
     common::init_tracing();
-    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
-    let relay = common::relay::Relay::start(b.addr());
-    let mut cfg = config_for(&[&a, &b, &c]);
-    cfg.shards[0].replicas[1] = relay.addr();
-    let proxy = Proxy::start(cfg);
-    let mut s = connect(&proxy.url(None)).await;
-    s.query_drop("CREATE DATABASE lat").await.unwrap();
-    s.query_drop("CREATE TABLE lat.t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    s.query_drop("INSERT INTO lat.t VALUES (1)").await.unwrap();
-    wait_applied(&[&a, &b, &c]).await;
+    let (a, b, c, relays, proxy, _) = three_replicas(
+        &[1],
+        &[
+            "CREATE DATABASE lat",
+            "CREATE TABLE lat.t (id INT PRIMARY KEY)",
+            "INSERT INTO lat.t VALUES (1)",
+        ],
+    )
+    .await;
+    let relay = relays[1].as_ref().unwrap();
     // A fresh session: no writes of its own, so every replica is fresh enough.
     let mut r = connect(&proxy.url(None)).await;
     relay.set_delay_ms(20);
@@ -250,15 +274,15 @@ async fn a_slow_replica_gets_almost_no_reads_until_it_is_fast_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_survive_a_follower_kill() {
     common::init_tracing();
-    let (a, mut b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
-    let proxy = Proxy::start(config_for(&[&a, &b, &c]));
-    let mut s = connect(&proxy.url(None)).await;
-    s.query_drop("CREATE DATABASE kr").await.unwrap();
-    s.query_drop("CREATE TABLE kr.t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    s.query_drop("INSERT INTO kr.t VALUES (1)").await.unwrap();
-    wait_applied(&[&a, &b, &c]).await;
+    let (_a, mut b, _c, _, proxy, _) = three_replicas(
+        &[],
+        &[
+            "CREATE DATABASE kr",
+            "CREATE TABLE kr.t (id INT PRIMARY KEY)",
+            "INSERT INTO kr.t VALUES (1)",
+        ],
+    )
+    .await;
     let mut r = connect(&proxy.url(None)).await;
     let health = |rows: Vec<mysql_async::Row>, col: &str| -> Vec<String> {
         rows.into_iter()
@@ -311,25 +335,17 @@ async fn reads_survive_a_follower_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_survive_a_hung_follower() {
     common::init_tracing();
-    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
     // A relay in front of every replica, so they look equally fast and b gets reads.
-    let relays: Vec<_> = [&a, &b, &c]
-        .iter()
-        .map(|db| common::relay::Relay::start(db.addr()))
-        .collect();
-    let relay = &relays[1];
-    let mut cfg = config_for(&[&a, &b, &c]);
-    for (i, r) in relays.iter().enumerate() {
-        cfg.shards[0].replicas[i] = r.addr();
-    }
-    let proxy = Proxy::start(cfg);
-    let mut s = connect(&proxy.url(None)).await;
-    s.query_drop("CREATE DATABASE hung").await.unwrap();
-    s.query_drop("CREATE TABLE hung.t (id INT PRIMARY KEY)")
-        .await
-        .unwrap();
-    s.query_drop("INSERT INTO hung.t VALUES (1)").await.unwrap();
-    wait_applied(&[&a, &b, &c]).await;
+    let (_a, b, _c, relays, proxy, _) = three_replicas(
+        &[0, 1, 2],
+        &[
+            "CREATE DATABASE hung",
+            "CREATE TABLE hung.t (id INT PRIMARY KEY)",
+            "INSERT INTO hung.t VALUES (1)",
+        ],
+    )
+    .await;
+    let relay = relays[1].as_ref().unwrap();
     let mut r = connect(&proxy.url(None)).await;
     // Let the probes' latency figures settle (every 200 ms).
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -374,20 +390,16 @@ async fn reads_survive_a_hung_follower() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_with_a_slowed_follower() {
     common::init_tracing();
-    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
-    let relay = common::relay::Relay::start(b.addr());
-    let mut cfg = config_for(&[&a, &b, &c]);
-    cfg.shards[0].replicas[1] = relay.addr();
-    let proxy = Proxy::start(cfg);
-    let mut s = connect(&proxy.url(None)).await;
-    s.query_drop("CREATE DATABASE ryw").await.unwrap();
-    s.query_drop("CREATE TABLE ryw.t (id INT PRIMARY KEY, v INT NOT NULL)")
-        .await
-        .unwrap();
-    s.query_drop("INSERT INTO ryw.t VALUES (1, 0)")
-        .await
-        .unwrap();
-    wait_applied(&[&a, &b, &c]).await;
+    let (_a, _b, _c, relays, _proxy, mut s) = three_replicas(
+        &[1],
+        &[
+            "CREATE DATABASE ryw",
+            "CREATE TABLE ryw.t (id INT PRIMARY KEY, v INT NOT NULL)",
+            "INSERT INTO ryw.t VALUES (1, 0)",
+        ],
+    )
+    .await;
+    let relay = relays[1].as_ref().unwrap();
     relay.set_delay_ms(5);
     for i in 1..=2000i64 {
         s.query_drop(format!("UPDATE ryw.t SET v = {i} WHERE id = 1"))
