@@ -34,6 +34,10 @@ pub struct ReplicationConfig {
     /// Two standalone timestamp servers (`myquorum tso`), odd first; empty means an
     /// in-process pair.
     pub tso_servers: Vec<String>,
+    /// Elect a new primary when health checks mark the primary down.
+    pub failover: bool,
+    /// A replica up for less than this is a last-resort candidate (it may be flapping).
+    pub election_min_uptime_ms: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -44,6 +48,8 @@ impl Default for ReplicationConfig {
             commit_timeout_ms: 5000,
             apply_batch: 64,
             tso_servers: Vec::new(),
+            failover: true,
+            election_min_uptime_ms: 30_000,
         }
     }
 }
@@ -285,11 +291,13 @@ impl Config {
             ));
         }
         out.push_str(&format!(
-            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\n",
+            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\n",
             self.replication.wal_dir,
             self.replication.commit_timeout_ms,
             self.replication.apply_batch,
-            self.replication.tso_servers
+            self.replication.tso_servers,
+            self.replication.failover,
+            self.replication.election_min_uptime_ms
         ));
         if let Some(t) = self.replication.failure_threshold {
             out.push_str(&format!("failure_threshold = {t}\n"));

@@ -107,7 +107,7 @@ impl ProxyContext {
             .filter_map(|(i, st)| {
                 let id = ReplicaId(i as u32);
                 let pool = self.cluster.pool(shard, id)?;
-                let leader = id == log.leader;
+                let leader = id == log.leader();
                 let follower_ok =
                     st.live.load(Ordering::Relaxed) && st.quarantined.lock().is_none();
                 Some(ReplicaView {

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::converge::{assert_same_tables, checksums, wait_converged};
 use common::{config_for, MariaDb, Proxy};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
@@ -107,65 +108,8 @@ async fn workload(url: String, worker: u64, rounds: u64, errors: Arc<AtomicU64>)
     }
 }
 
-async fn applied_ts(db: &MariaDb) -> Option<u64> {
-    let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
-        .await
-        .ok()?;
-    // Followers hold records (applied = 0) before they apply them.
-    c.query_first("SELECT COALESCE(MAX(ts), 0) FROM myquorum.wal WHERE applied = 1")
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Waits until every replica applied the same last record.
-async fn wait_converged(dbs: &[&MariaDb]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut seen = Vec::new();
-        for db in dbs {
-            seen.push(applied_ts(db).await);
-        }
-        if seen[0].is_some() && seen.iter().all(|s| *s == seen[0]) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replicas did not converge: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn checksums(db: &MariaDb, tables: &[&str]) -> Vec<(String, i64)> {
-    let mut c = connect(&db.url(None)).await;
-    let mut out = Vec::new();
-    for t in tables {
-        let row: Option<(String, Option<i64>)> =
-            c.query_first(format!("CHECKSUM TABLE {t}")).await.unwrap();
-        let (name, sum) = row.unwrap();
-        out.push((name, sum.unwrap_or(-1)));
-        let n: Option<i64> = c
-            .query_first(format!("SELECT COUNT(*) FROM {t}"))
-            .await
-            .unwrap();
-        out.push((format!("rows of {t}"), n.unwrap()));
-    }
-    out
-}
-
 async fn assert_identical(dbs: &[&MariaDb]) {
-    wait_converged(dbs).await;
-    let tables = ["rep.t", "rep.acct", "rep.acked"];
-    let first = checksums(dbs[0], &tables).await;
-    for db in &dbs[1..] {
-        assert_eq!(
-            checksums(db, &tables).await,
-            first,
-            "replica {} differs",
-            db.addr()
-        );
-    }
+    assert_same_tables(dbs, &["rep.t", "rep.acct", "rep.acked"]).await;
     for db in dbs {
         let mut c = connect(&db.url(None)).await;
         let sum: Option<i64> = c

@@ -27,7 +27,7 @@ fn replication(ctx: &ProxyContext) -> Table {
         let c = &log.counters;
         for (i, r) in log.replicas.iter().enumerate() {
             let id = crate::router::ReplicaId(i as u32);
-            let leader = id == log.leader;
+            let leader = id == log.leader();
             let applied = if leader {
                 log.primary_low_water()
             } else {
@@ -100,6 +100,38 @@ fn replication(ctx: &ProxyContext) -> Table {
     }
 }
 
+/// `PROXY SWITCHOVER [TO <replica>] [SHARD <shard>]` (shard 0 by default; without TO the
+/// best replica by election score): the shard and the target, or a syntax error.
+#[allow(clippy::type_complexity)]
+pub fn parse_switchover(
+    command: &str,
+) -> Option<Result<(crate::router::ShardId, Option<crate::router::ReplicaId>), MysqlError>> {
+    let mut words = command.split_whitespace();
+    if words.next() != Some("proxy") {
+        return None;
+    }
+    let usage = || {
+        MysqlError::new(
+            1064,
+            "42000",
+            "myquorum: use PROXY SWITCHOVER [TO <replica number>] [SHARD <shard number>]",
+        )
+    };
+    if words.next() != Some("switchover") {
+        return Some(Err(usage()));
+    }
+    let (mut shard, mut to) = (0u32, None);
+    while let Some(w) = words.next() {
+        let n = words.next().and_then(|v| v.parse::<u32>().ok());
+        match (w, n) {
+            ("to", Some(n)) => to = Some(crate::router::ReplicaId(n)),
+            ("shard", Some(n)) => shard = n,
+            _ => return Some(Err(usage())),
+        }
+    }
+    Some(Ok((crate::router::ShardId(shard), to)))
+}
+
 pub fn answer(
     ctx: &ProxyContext,
     command: &str,
@@ -134,6 +166,14 @@ pub fn answer(
                     kv("backend_errors", c.backend_errors.load(Ordering::Relaxed)),
                     kv("replica_reads", c.replica_reads.load(Ordering::Relaxed)),
                     kv("primary_fallbacks", c.primary_fallbacks.load(Ordering::Relaxed)),
+                    kv(
+                        "elections",
+                        ctx.replication
+                            .shards
+                            .iter()
+                            .map(|l| l.elections.load(Ordering::Relaxed))
+                            .sum(),
+                    ),
                 ],
             })
         }
@@ -185,7 +225,7 @@ fn backends(ctx: &ProxyContext) -> Table {
             let log = ctx.replication.shards.iter().find(|l| l.shard == shard);
             let (applied, lag, weight) = match log {
                 Some(log) => {
-                    let applied = if replica == log.leader {
+                    let applied = if replica == log.leader() {
                         log.primary_low_water()
                     } else {
                         log.replicas

@@ -1,5 +1,6 @@
 //! The cluster as the data path sees it: one pool per replica of every shard, and the
-//! topology the router reads.
+//! topology the router reads. The topology changes only when a shard elects a new primary;
+//! readers take a snapshot (`topology()`), so a statement routes against one consistent view.
 //!
 //! Owns: `Cluster`. May import: backend::{pool, health}, router (topology types), config.
 
@@ -8,12 +9,13 @@ use super::pool::BackendPool;
 use super::ConnectParams;
 use crate::config::Config;
 use crate::router::{ReplicaId, ShardId, ShardTopology, Topology};
+use parking_lot::RwLock;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub struct Cluster {
-    pub topology: Topology,
+    topology: RwLock<Arc<Topology>>,
     pools: Vec<Vec<Arc<BackendPool>>>,
 }
 
@@ -51,7 +53,33 @@ impl Cluster {
                 })
                 .collect(),
         };
-        Cluster { topology, pools }
+        Cluster {
+            topology: RwLock::new(Arc::new(topology)),
+            pools,
+        }
+    }
+
+    /// The topology now (cheap: one shared snapshot until the next election).
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.read().clone()
+    }
+
+    /// Makes `replica` the primary of `shard` for routing.
+    pub fn set_primary(&self, shard: ShardId, replica: ReplicaId) {
+        let mut t = self.topology.write();
+        let mut next = (**t).clone();
+        if let Some(s) = next.shards.get_mut(shard.0 as usize) {
+            s.primary = replica;
+        }
+        *t = Arc::new(next);
+    }
+
+    pub fn primary_id(&self, shard: ShardId) -> Option<ReplicaId> {
+        self.topology
+            .read()
+            .shards
+            .get(shard.0 as usize)
+            .map(|s| s.primary)
     }
 
     pub fn pool(&self, shard: ShardId, replica: ReplicaId) -> Option<&Arc<BackendPool>> {
@@ -59,8 +87,7 @@ impl Cluster {
     }
 
     pub fn primary(&self, shard: ShardId) -> Option<&Arc<BackendPool>> {
-        let s = self.topology.shards.get(shard.0 as usize)?;
-        self.pool(shard, s.primary)
+        self.pool(shard, self.primary_id(shard)?)
     }
 
     /// Every (shard, replica, pool).
@@ -73,8 +100,8 @@ impl Cluster {
     }
 
     pub fn role(&self, shard: ShardId, replica: ReplicaId) -> &'static str {
-        match self.topology.shards.get(shard.0 as usize) {
-            Some(s) if s.primary == replica => "primary",
+        match self.primary_id(shard) {
+            Some(p) if p == replica => "primary",
             _ => "replica",
         }
     }

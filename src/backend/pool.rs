@@ -115,6 +115,24 @@ impl BackendPool {
         }
     }
 
+    /// Closes idle connections and tells pinned sessions to go, without marking the backend
+    /// down: after a switchover the old primary still serves, but sessions holding
+    /// transactions, prepared statements or locks there must not keep writing to it.
+    pub fn retire_sessions(&self) {
+        self.idle.lock().clear();
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Resolves when health checks mark the backend down (at once if it is down).
+    pub async fn wait_down(&self) {
+        let mut generation = self.subscribe();
+        while self.is_up() {
+            if generation.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     pub fn mark_up(&self) {
         if !self.up.swap(true, Ordering::Relaxed) {
             *self.up_since.lock() = std::time::Instant::now();

@@ -46,7 +46,7 @@ const COM_RESET_CONNECTION: u8 = 0x1F;
 /// The connection a session is pinned to (or borrowed for one statement).
 pub(super) struct Held {
     shard: ShardId,
-    replica: ReplicaId,
+    pub(super) replica: ReplicaId,
     pub(super) conn: BackendConn,
     down: watch::Receiver<u64>,
 }
@@ -117,7 +117,7 @@ impl ClientSession {
     /// connection used for the check goes back to the pool.
     pub async fn check_login(&mut self, session: &mut SessionState) -> Result<(), MysqlError> {
         let shard = router::DEFAULT_SHARD;
-        let Some(primary) = self.ctx.cluster.topology.shards.first().map(|s| s.primary) else {
+        let Some(primary) = self.ctx.cluster.primary_id(shard) else {
             return Err(MysqlError::new(2003, "HY000", "no shards configured"));
         };
         let conn = executor::acquire(&self.ctx.cluster, shard, primary, session, self.caps)
@@ -141,8 +141,9 @@ impl ClientSession {
                         r = client.read_packet() => r,
                         _ = h.down.changed() => {
                             let e = MysqlError::new(2013, "HY000", format!(
-                                "Lost connection to backend {} (marked down by health checks); this session's \
-                                 state ({}) is gone; reconnect", h.conn.addr, pin_list(session)));
+                                "Lost connection to backend {} (marked down by health checks, or no longer the \
+                                 primary after an election); this session's state ({}) is gone; reconnect",
+                                 h.conn.addr, pin_list(session)));
                             tracing::warn!(backend = %h.conn.addr, "closing pinned session: backend is down");
                             let _ = client.write_packet(0, &e.encode()).await;
                             return Ok(());
@@ -339,7 +340,21 @@ impl ClientSession {
             Target::Proxy => {
                 let status = session.status_flags();
                 let cmd = c.proxy_command.as_deref().unwrap_or("");
-                match admin::answer(&self.ctx, cmd, session, self) {
+                let answer = match admin::parse_switchover(cmd) {
+                    Some(Ok((shard, to))) => {
+                        tracing::info!(shard = shard.0, to = ?to.map(|r| r.0), "switchover requested by a client");
+                        match self.ctx.replication.switchover(shard, to).await {
+                            Ok(msg) => Ok(admin::Table {
+                                columns: vec!["result"],
+                                rows: vec![vec![Some(msg)]],
+                            }),
+                            Err(e) => Err(MysqlError::new(1105, "HY000", format!("myquorum: {e}"))),
+                        }
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => admin::answer(&self.ctx, cmd, session, self),
+                };
+                match answer {
                     Ok(table) => {
                         crate::protocol::resultset::queue_text_resultset(
                             client,
@@ -455,7 +470,7 @@ impl ClientSession {
             pinned_to: self.held.as_ref().map(|h| (h.shard, h.replica)),
             ..SessionView::default()
         };
-        router::route(c, &self.ctx.cluster.topology, view)
+        router::route(c, &self.ctx.cluster.topology(), view)
     }
 
     /// Remembers where a statement went, for EXPLAIN LAST STATEMENT.
@@ -495,7 +510,9 @@ impl ClientSession {
             spread: self.reads_routed ^ self.spread_seed,
         };
         let ctx = &self.ctx;
-        router::route_read(c, &ctx.cluster.topology, view, |shard| ctx.read_view(shard))
+        router::route_read(c, &ctx.cluster.topology(), view, |shard| {
+            ctx.read_view(shard)
+        })
     }
 
     async fn set_proxy_variable<S: AsyncRead + AsyncWrite + Unpin>(
@@ -549,12 +566,41 @@ impl ClientSession {
                 return Ok(());
             }
         }
-        let conn = executor::acquire(&self.ctx.cluster, shard, replica, session, self.caps)
-            .await
-            .map_err(|e| match e {
-                AcquireError::Restore(e) => Failure::Answer(e),
-                other => Failure::Answer(other.to_mysql()),
-            })?;
+        let primary_route = matches!(route.target, Target::Primary(..));
+        // The primary as of now: an election may have moved it since the route was made,
+        // or be under way (the statement waits for it, bounded).
+        let replica = if primary_route {
+            self.primary_now(shard).await?
+        } else {
+            replica
+        };
+        if let Some(h) = &self.held {
+            if h.shard == shard && h.replica == replica {
+                return Ok(());
+            }
+        }
+        let mut acquired =
+            executor::acquire(&self.ctx.cluster, shard, replica, session, self.caps).await;
+        let mut replica = replica;
+        if primary_route
+            && matches!(
+                acquired,
+                Err(AcquireError::Down { .. } | AcquireError::Unreachable { .. })
+            )
+        {
+            // A dead primary is about to be replaced: wait for the election rather than
+            // fail the statement, then use the new one.
+            if let Some(next) = self.next_primary(shard, replica).await {
+                replica = next;
+                acquired =
+                    executor::acquire(&self.ctx.cluster, shard, replica, session, self.caps)
+                        .await;
+            }
+        }
+        let conn = acquired.map_err(|e| match e {
+            AcquireError::Restore(e) => Failure::Answer(e),
+            other => Failure::Answer(other.to_mysql()),
+        })?;
         let down = match self.ctx.cluster.pool(shard, replica) {
             Some(p) => p.subscribe(),
             None => {
@@ -572,6 +618,53 @@ impl ClientSession {
             down,
         });
         Ok(())
+    }
+
+    /// The shard's primary now; during an election, once it is over (bounded by the commit
+    /// timeout, then a clear error).
+    async fn primary_now(&self, shard: ShardId) -> Result<ReplicaId, Failure> {
+        let Some(log) = self.ctx.replication.shard(shard) else {
+            return self.ctx.cluster.primary_id(shard).ok_or_else(|| {
+                Failure::Answer(MysqlError::new(2003, "HY000", "no such shard"))
+            });
+        };
+        let mut leadership = log.subscribe_leadership();
+        if leadership.borrow().electing {
+            let timeout = log.commit_timeout;
+            let done = tokio::time::timeout(timeout, leadership.wait_for(|l| !l.electing)).await;
+            if !matches!(done, Ok(Ok(_))) {
+                return Err(Failure::Answer(MysqlError::new(
+                    2003,
+                    "HY000",
+                    crate::replication::log::CommitError::Electing {
+                        shard: shard.0,
+                        timeout_ms: timeout.as_millis() as u64,
+                    }
+                    .to_string(),
+                )));
+            }
+        }
+        let leader = leadership.borrow().leader;
+        Ok(leader)
+    }
+
+    /// Waits (up to the commit timeout) for `failed`, the shard's unreachable primary, to be
+    /// replaced by an election; the new primary, or None when it stays.
+    async fn next_primary(&self, shard: ShardId, failed: ReplicaId) -> Option<ReplicaId> {
+        if !self.ctx.config.replication.failover {
+            return None;
+        }
+        let log = self.ctx.replication.shard(shard)?;
+        let mut leadership = log.subscribe_leadership();
+        let changed = tokio::time::timeout(
+            log.commit_timeout,
+            leadership.wait_for(|l| l.leader != failed && !l.electing),
+        )
+        .await;
+        match changed {
+            Ok(Ok(l)) => Some(l.leader),
+            _ => None,
+        }
     }
 
     /// After a command: keep the connection while the session is pinned, else return it.
@@ -639,7 +732,7 @@ impl ClientSession {
                 break;
             };
             self.held = None;
-            let primary = router::route(c, &self.ctx.cluster.topology, SessionView::default());
+            let primary = router::route(c, &self.ctx.cluster.topology(), SessionView::default());
             let leader = matches!(primary.target, Target::Primary(_, p) if p == replica);
             if let Some(pool) = self.ctx.cluster.pool(shard, replica) {
                 if leader {

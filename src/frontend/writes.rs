@@ -102,6 +102,8 @@ fn commit_error(e: &CommitError) -> MysqlError {
     match e {
         // MySQL's answer to a transaction too big for its binlog cache.
         CommitError::TooLarge { .. } => MysqlError::new(1197, "HY000", e.to_string()),
+        // The code drivers and ORMs retry a transaction on (Galera uses it the same way).
+        CommitError::LeaderChanged { .. } => MysqlError::new(1213, "40001", e.to_string()),
         _ => MysqlError::new(1180, "HY000", format!("Got error during COMMIT: {e}")),
     }
 }
@@ -343,7 +345,8 @@ impl ClientSession {
     ) -> Result<(ResponseSummary, Vec<u8>), Failure> {
         let log = self.shard_log(shard)?;
         let deprecate_eof = self.deprecate_eof;
-        let (ts, snapshot) = match log.sequence(payload.clone()).await {
+        let executed_on = self.held.as_ref().map(|h| h.replica).unwrap_or(log.leader());
+        let (ts, snapshot) = match log.sequence(payload.clone(), executed_on).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(shard = shard.0, error = %e, "commit refused");
@@ -370,7 +373,7 @@ impl ClientSession {
         };
         if let Err(e) = sent {
             // Logged: recovery of the primary re-applies it.
-            log.primary_failed(ts);
+            log.primary_failed(ts, executed_on);
             let lost = self.lost(session, c, e).err();
             return Err(lost.unwrap_or(Failure::BackendLost(MysqlError::new(
                 2013,
@@ -388,7 +391,7 @@ impl ClientSession {
                     while log.await_quorum(ts, &snapshot).await.is_err() {}
                     match commit_on_primary(&mut h.conn, ts, unwrap, deprecate_eof).await {
                         Ok(_) => log.primary_done(ts),
-                        Err(_) => log.primary_failed(ts),
+                        Err(_) => log.primary_failed(ts, executed_on),
                     }
                 });
             }
@@ -396,7 +399,7 @@ impl ClientSession {
             return Err(Failure::Answer(commit_error(&e)));
         }
         let Some(h) = self.held.as_mut() else {
-            log.primary_failed(ts);
+            log.primary_failed(ts, executed_on);
             return Err(Failure::BackendLost(MysqlError::new(
                 2013,
                 "HY000",
@@ -411,7 +414,7 @@ impl ClientSession {
                 Ok(answer)
             }
             Err(e) => {
-                log.primary_failed(ts);
+                log.primary_failed(ts, executed_on);
                 let _ = self.lost(session, c, e);
                 Err(Failure::BackendLost(MysqlError::new(
                     2013,
@@ -513,14 +516,15 @@ impl ClientSession {
         }
         .encode();
         let log = self.shard_log(shard)?;
+        let executed_on = self.held.as_ref().map(|h| h.replica).unwrap_or(log.leader());
         let (ts, snapshot) = log
-            .sequence(payload.clone())
+            .sequence(payload.clone(), executed_on)
             .await
             .map_err(|e| Failure::Answer(commit_error(&e)))?;
         session.last_write_ts = ts;
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
-            log.primary_failed(ts);
+            log.primary_failed(ts, executed_on);
             return Err(Failure::Answer(MysqlError::new(
                 2003,
                 "HY000",
@@ -540,7 +544,7 @@ impl ClientSession {
         {
             Ok(x) => x,
             Err(e) => {
-                log.primary_failed(ts);
+                log.primary_failed(ts, executed_on);
                 return self.lost(session, c, e);
             }
         };

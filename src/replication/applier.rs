@@ -4,7 +4,9 @@
 //! batching several into one transaction when behind. Commit latency so includes one durable
 //! insert on the follower, not the re-execution of the transaction. A follower that is down is retried; when it returns it catches up from
 //! the in-memory tail or the WAL files. A follower whose results differ from the primary's is
-//! quarantined and stops.
+//! quarantined and stops. Every replica has an applier: it idles while its replica leads,
+//! stops when an election promotes it, and starts when a former primary rejoins (first
+//! filling the records that were in flight when it lost leadership).
 //!
 //! Owns: the applier task. May import: backend (pool connect), replication::{log, replay}.
 
@@ -50,6 +52,16 @@ pub async fn run_applier(
         if cancel.is_cancelled() {
             return;
         }
+        if log.leader() == replica {
+            // The primary applies nothing: its transactions are the log.
+            let mut leadership = log.subscribe_leadership();
+            tokio::select! {
+                _ = leadership.wait_for(|l| l.leader != replica) => {}
+                _ = cancel.cancelled() => return,
+            }
+            tracing::info!(shard = shard.0, replica = replica.0, "former primary rejoins as a follower");
+            continue;
+        }
         let connected = match connect(&pool).await {
             Ok(r) => connect(&pool).await.map(|s| (s, r)),
             Err(e) => Err(e),
@@ -82,6 +94,31 @@ pub async fn run_applier(
                 return;
             }
         };
+        let floor = log.replicas[replica.0 as usize]
+            .gap_floor
+            .load(std::sync::atomic::Ordering::Acquire);
+        if floor < position.applied {
+            // A former primary: records in flight when it lost leadership may be missing
+            // below its highest applied row.
+            match super::recovery::fill_gaps(&log, &mut replayer, floor, position.applied).await {
+                Ok(n) => {
+                    tracing::info!(shard = shard.0, replica = replica.0, filled = n,
+                        "former primary: records it missed while leading are applied");
+                    log.replicas[replica.0 as usize]
+                        .gap_floor
+                        .store(u64::MAX, std::sync::atomic::Ordering::Release);
+                }
+                Err(e) => {
+                    tracing::warn!(shard = shard.0, replica = replica.0, error = %e,
+                        "filling a former primary's missing records failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                    continue;
+                }
+            }
+        }
         backoff = Duration::from_millis(100);
         reported_down = false;
         tracing::info!(shard = shard.0, replica = replica.0, addr = %pool.addr,
@@ -92,10 +129,17 @@ pub async fn run_applier(
         log.set_held(replica, position.held);
         log.set_live(replica, true);
         let (held_tx, held_rx) = watch::channel(position.held);
+        let mut leadership = log.subscribe_leadership();
         let outcome = tokio::select! {
+            _ = leadership.wait_for(|l| l.leader == replica) => {
+                // Promoted: it applied the whole log before the election finished.
+                tracing::info!(shard = shard.0, replica = replica.0, "applier stops: this replica is the primary now");
+                log.set_live(replica, false);
+                continue;
+            }
             r = receive_loop(&log, replica, &mut receiver, position.held, batch, held_tx) => r,
             r = apply_loop(&log, replica, &mut replayer, position.applied, batch, held_rx) => r,
-            _ = marked_down(&pool) => {
+            _ = pool.wait_down() => {
                 tracing::warn!(replica = replica.0, "follower marked down by health checks");
                 Ok(())
             }
@@ -117,15 +161,6 @@ pub async fn run_applier(
     }
 }
 
-/// Resolves when health checks mark the follower's server down.
-async fn marked_down(pool: &BackendPool) {
-    let mut down = pool.subscribe();
-    while pool.is_up() {
-        if down.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
 
 /// Up to `batch` records after `after`, waiting until `end` passes it. `Ok(None)`: the log
 /// is gone (shutdown).

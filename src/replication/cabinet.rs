@@ -51,6 +51,9 @@ pub fn default_threshold(n: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct WeightSnapshot {
     pub clock: u64,
+    /// The leader when it was taken: its weight counts once the transaction has executed
+    /// there (a record sequenced under one leader is judged with that leader).
+    pub leader: ReplicaId,
     /// Weight per replica id (indexed by `ReplicaId.0`).
     pub weight: Vec<f64>,
     pub ct: f64,
@@ -143,6 +146,7 @@ impl Cabinet {
         }
         WeightSnapshot {
             clock: self.clock,
+            leader: self.ranking[0],
             weight,
             ct: self.ct,
         }
@@ -171,6 +175,26 @@ impl Cabinet {
         self.ranking = next;
         self.clock += 1;
         true
+    }
+
+    /// A new leader takes the top weight; the old one (just failed or handed over) drops to
+    /// the bottom, the others keep their relative order. The clock moves forward, so
+    /// commits judged under the old weights no longer re-weight.
+    pub fn set_leader(&mut self, leader: ReplicaId) {
+        let old = self.ranking[0];
+        if old == leader || !self.ranking.contains(&leader) {
+            return;
+        }
+        let mut next = vec![leader];
+        next.extend(
+            self.ranking
+                .iter()
+                .copied()
+                .filter(|r| *r != leader && *r != old),
+        );
+        next.push(old);
+        self.ranking = next;
+        self.clock += 1;
     }
 
     /// Followers by current rank (heaviest first).
@@ -270,5 +294,37 @@ mod tests {
         assert_eq!(c.clock(), 2);
         // Snapshots taken earlier keep judging by their own weights.
         assert!(before.weight[1] > before.weight[4]);
+    }
+
+    #[test]
+    fn a_new_leader_takes_the_top_weight_and_the_old_one_the_bottom() {
+        let mut c = Cabinet::new(5, ReplicaId(0), Some(2)).unwrap();
+        assert!(c.reweight(0, &[ReplicaId(3), ReplicaId(1)]));
+        let before = c.snapshot();
+        c.set_leader(ReplicaId(1));
+        assert_eq!(c.leader(), ReplicaId(1));
+        assert_eq!(
+            c.ranking(),
+            &[
+                ReplicaId(1),
+                ReplicaId(3),
+                ReplicaId(2),
+                ReplicaId(4),
+                ReplicaId(0)
+            ]
+        );
+        assert_eq!(c.snapshot().leader, ReplicaId(1));
+        assert!(c.clock() > before.clock);
+        // A commit judged under the old leader's weights cannot re-weight the new cabinet.
+        assert!(!c.reweight(before.clock, &[ReplicaId(4)]));
+        // The two live followers with the new leader still make a quorum (n − t = 3).
+        assert!(c
+            .snapshot()
+            .committed([ReplicaId(1), ReplicaId(2), ReplicaId(4)]));
+        // Unknown replica or same leader: nothing changes.
+        let clock = c.clock();
+        c.set_leader(ReplicaId(9));
+        c.set_leader(ReplicaId(1));
+        assert_eq!(c.clock(), clock);
     }
 }

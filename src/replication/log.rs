@@ -53,13 +53,35 @@ pub enum CommitError {
     Recovering(u32),
     #[error("the proxy is shutting down")]
     Shutdown,
+    #[error("the primary of shard {shard} changed while this transaction ran (failover or switchover); it was rolled back and nothing of it is logged. Retry it: the new primary serves it")]
+    LeaderChanged { shard: u32 },
+    #[error("shard {shard} is electing a new primary and it did not finish within {timeout_ms} ms; retry when SHOW PROXY REPLICATION shows a primary")]
+    Electing { shard: u32, timeout_ms: u64 },
     #[error("this transaction's replication record is {bytes} bytes, more than the {max} bytes every replica can store (half the smallest max_allowed_packet); it was rolled back. Split it into smaller transactions or raise max_allowed_packet on every replica")]
     TooLarge { bytes: usize, max: usize },
 }
 
 struct SeqRequest {
     payload: Arc<[u8]>,
+    /// The primary the transaction executed on: refused unless it still leads.
+    executed_on: ReplicaId,
     reply: oneshot::Sender<Result<u64, CommitError>>,
+}
+
+enum SeqMsg {
+    Record(SeqRequest),
+    /// Resolves with the end of the log once everything queued before it is sequenced.
+    Barrier(oneshot::Sender<u64>),
+}
+
+/// Who leads the shard, and whether an election is under way (writes fenced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// Bumped at every change of leader (persisted with it).
+    pub epoch: u64,
+    pub leader: ReplicaId,
+    /// No record is sequenced while an election runs.
+    pub electing: bool,
 }
 
 /// Per-replica replication state.
@@ -72,6 +94,10 @@ pub struct ReplicaState {
     pub live: AtomicBool,
     /// Stopped because its results differed from the primary's.
     pub quarantined: Mutex<Option<String>>,
+    /// A former primary: everything up to here is applied there, but records above it
+    /// that were in flight when it lost leadership may be missing below its highest
+    /// applied row (u64::MAX: no gaps).
+    pub gap_floor: AtomicU64,
     /// Time to apply one batch (replay, myquorum.wal rows, COMMIT).
     pub apply_latency: LatencyHistogram,
     /// Time to store one batch as received (the acknowledgement).
@@ -101,11 +127,11 @@ pub struct LogCounters {
 
 pub struct ShardLog {
     pub shard: ShardId,
-    pub leader: ReplicaId,
+    leadership: watch::Sender<Leadership>,
     pub replicas: Vec<ReplicaState>,
     pub wal: Wal,
-    seq_tx: mpsc::UnboundedSender<SeqRequest>,
-    seq_rx: Mutex<Option<mpsc::UnboundedReceiver<SeqRequest>>>,
+    seq_tx: mpsc::UnboundedSender<SeqMsg>,
+    seq_rx: Mutex<Option<mpsc::UnboundedReceiver<SeqMsg>>>,
     /// Commits whose COMMIT on the primary failed after they were logged: the primary must
     /// get them re-applied before writes continue.
     failed_on_primary: Mutex<BTreeSet<u64>>,
@@ -129,6 +155,8 @@ pub struct ShardLog {
     packet_limit: AtomicU64,
     pub commit_timeout: Duration,
     pub counters: LogCounters,
+    /// Completed elections (failovers and switchovers).
+    pub elections: AtomicU64,
     pub latency: CommitLatency,
 }
 
@@ -139,6 +167,7 @@ impl ShardLog {
         shard: ShardId,
         n: usize,
         leader: ReplicaId,
+        epoch: u64,
         failure_threshold: Option<usize>,
         wal: Wal,
         last_ts: u64,
@@ -156,13 +185,18 @@ impl ShardLog {
         let (seq_tx, seq_rx) = mpsc::unbounded_channel();
         let log = Arc::new(ShardLog {
             shard,
-            leader,
+            leadership: watch::Sender::new(Leadership {
+                epoch,
+                leader,
+                electing: false,
+            }),
             replicas: (0..n)
                 .map(|_| ReplicaState {
                     held: AtomicU64::new(0),
                     applied: AtomicU64::new(0),
                     live: AtomicBool::new(false),
                     quarantined: Mutex::new(None),
+                    gap_floor: AtomicU64::new(u64::MAX),
                     apply_latency: LatencyHistogram::new(),
                     receive_latency: LatencyHistogram::new(),
                 })
@@ -183,6 +217,7 @@ impl ShardLog {
             packet_limit: AtomicU64::new(u64::MAX),
             commit_timeout,
             counters: LogCounters::default(),
+            elections: AtomicU64::new(0),
             latency: CommitLatency::default(),
         });
         Ok(log)
@@ -193,6 +228,70 @@ impl ShardLog {
         if let Some(rx) = self.seq_rx.lock().take() {
             tokio::spawn(run_sequencer(self.clone(), rx, tso, last_ts));
         }
+    }
+
+    /// The replica that leads (the primary) now.
+    pub fn leader(&self) -> ReplicaId {
+        self.leadership.borrow().leader
+    }
+
+    pub fn leadership(&self) -> Leadership {
+        *self.leadership.borrow()
+    }
+
+    pub fn subscribe_leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.subscribe()
+    }
+
+    /// Starts an election: no record is sequenced from now on (requests already queued are
+    /// refused), and writes wait. Returns the end of the log once the sequencer has drained
+    /// everything queued before the fence.
+    pub async fn fence(&self) -> Result<u64, CommitError> {
+        self.leadership.send_modify(|l| l.electing = true);
+        self.open.send_replace(false);
+        let (tx, rx) = oneshot::channel();
+        self.seq_tx
+            .send(SeqMsg::Barrier(tx))
+            .map_err(|_| CommitError::Shutdown)?;
+        rx.await.map_err(|_| CommitError::Shutdown)
+    }
+
+    /// Ends an election without a change (the primary came back, or no candidate): writes
+    /// open again under the same leader.
+    pub fn unfence(&self) {
+        self.leadership.send_modify(|l| l.electing = false);
+        if self.failed_on_primary.lock().is_empty() {
+            self.reopen();
+        }
+    }
+
+    /// Hands leadership to `new`, which has applied the whole log (the caller waited for
+    /// that under the fence). The old leader becomes a follower: everything up to its low
+    /// water mark is applied there; records above it that were in flight may be missing and
+    /// its applier fills them first. Returns the new epoch.
+    pub fn promote(&self, new: ReplicaId) -> u64 {
+        let old = self.leader();
+        let old_low = self.primary_low_water();
+        if let Some(s) = self.replicas.get(old.0 as usize) {
+            s.gap_floor.store(old_low, Ordering::Release);
+            s.applied.store(old_low, Ordering::Release);
+            s.held.store(old_low, Ordering::Release);
+            s.live.store(false, Ordering::Relaxed);
+        }
+        // Everything sequenced so far is applied on the new leader.
+        self.in_flight.lock().clear();
+        self.failed_on_primary.lock().clear();
+        self.cabinet.lock().set_leader(new);
+        let mut epoch = 0;
+        self.leadership.send_modify(|l| {
+            l.epoch += 1;
+            l.leader = new;
+            l.electing = false;
+            epoch = l.epoch;
+        });
+        self.elections.fetch_add(1, Ordering::Relaxed);
+        self.acks.send_modify(|v| *v += 1);
+        epoch
     }
 
     /// The WAL could not be written: no more writes on this shard until a restart.
@@ -230,8 +329,14 @@ impl ShardLog {
         }
     }
 
-    /// A logged commit did not reach the primary (its connection failed at COMMIT).
-    pub fn primary_failed(&self, ts: u64) {
+    /// A logged commit did not reach the primary `executed_on` (its connection failed at
+    /// COMMIT). When that replica no longer leads, nothing is to repair: the new leader
+    /// applied the whole log before taking over.
+    pub fn primary_failed(&self, ts: u64, executed_on: ReplicaId) {
+        if executed_on != self.leader() {
+            self.in_flight.lock().remove(&ts);
+            return;
+        }
         tracing::warn!(
             shard = self.shard.0,
             ts,
@@ -276,10 +381,11 @@ impl ShardLog {
     }
 
     fn reachable(&self) -> Vec<ReplicaId> {
+        let leader = self.leader();
         (0..self.replicas.len() as u32)
             .map(ReplicaId)
             .filter(|r| {
-                *r == self.leader || {
+                *r == leader || {
                     let s = &self.replicas[r.0 as usize];
                     s.live.load(Ordering::Relaxed) && s.quarantined.lock().is_none()
                 }
@@ -287,11 +393,12 @@ impl ShardLog {
             .collect()
     }
 
-    fn holders(&self, ts: u64) -> impl Iterator<Item = ReplicaId> + '_ {
+    /// Replicas holding `ts`: the leader it executed on, and followers that stored it.
+    fn holders(&self, ts: u64, leader: ReplicaId) -> impl Iterator<Item = ReplicaId> + '_ {
         (0..self.replicas.len() as u32)
             .map(ReplicaId)
             .filter(move |r| {
-                *r == self.leader || {
+                *r == leader || {
                     let s = &self.replicas[r.0 as usize];
                     s.held.load(Ordering::Acquire) >= ts && s.quarantined.lock().is_none()
                 }
@@ -302,7 +409,11 @@ impl ShardLog {
     /// timestamp and queues the WAL append (one step), and returns once the record is in the
     /// log (followers may already be applying it). The record then belongs to the log whatever
     /// happens to the caller.
-    pub async fn sequence(&self, payload: Vec<u8>) -> Result<(u64, WeightSnapshot), CommitError> {
+    pub async fn sequence(
+        &self,
+        payload: Vec<u8>,
+        executed_on: ReplicaId,
+    ) -> Result<(u64, WeightSnapshot), CommitError> {
         if self.wal_broken.load(Ordering::Relaxed) {
             return Err(CommitError::Wal(io::Error::other(
                 "an earlier WAL write failed",
@@ -318,8 +429,17 @@ impl ShardLog {
             let mut open = self.open.subscribe();
             let wait = tokio::time::timeout(self.commit_timeout, open.wait_for(|o| *o)).await;
             if !matches!(wait, Ok(Ok(_))) {
+                if self.leadership().electing {
+                    return Err(CommitError::Electing {
+                        shard: self.shard.0,
+                        timeout_ms: self.commit_timeout.as_millis() as u64,
+                    });
+                }
                 return Err(CommitError::Recovering(self.shard.0));
             }
+        }
+        if executed_on != self.leader() {
+            return Err(CommitError::LeaderChanged { shard: self.shard.0 });
         }
         let mut snapshot = self.cabinet_snapshot();
         let mut reachable = self.reachable();
@@ -356,10 +476,11 @@ impl ShardLog {
         let started = Instant::now();
         let (reply, rx) = oneshot::channel();
         self.seq_tx
-            .send(SeqRequest {
+            .send(SeqMsg::Record(SeqRequest {
                 payload: payload.into(),
+                executed_on,
                 reply,
-            })
+            }))
             .map_err(|_| CommitError::Shutdown)?;
         let ts = rx.await.map_err(|_| CommitError::Shutdown)??;
         self.latency.sequence.record(started.elapsed());
@@ -379,13 +500,13 @@ impl ShardLog {
         let mut order: Vec<ReplicaId> = Vec::new();
         loop {
             acks.borrow_and_update();
-            for r in self.holders(ts) {
-                if r != self.leader && !order.contains(&r) {
+            for r in self.holders(ts, snapshot.leader) {
+                if r != snapshot.leader && !order.contains(&r) {
                     order.push(r);
                 }
             }
             let mut holders = order.clone();
-            holders.push(self.leader);
+            holders.push(snapshot.leader);
             if snapshot.committed(holders) {
                 self.cabinet.lock().reweight(snapshot.clock, &order);
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -455,9 +576,10 @@ impl ShardLog {
 
     /// Lowest position applied by every follower that is not quarantined.
     pub fn followers_low_water(&self) -> u64 {
+        let leader = self.leader();
         (0..self.replicas.len() as u32)
             .map(ReplicaId)
-            .filter(|r| *r != self.leader)
+            .filter(|r| *r != leader)
             .filter(|r| self.replicas[r.0 as usize].quarantined.lock().is_none())
             .map(|r| self.replicas[r.0 as usize].applied.load(Ordering::Acquire))
             .min()
@@ -479,6 +601,21 @@ impl ShardLog {
             }
         }
         self.tail_floor.store(floor, Ordering::Relaxed);
+    }
+
+    /// How many records lie in (`after`, `upto`]: exact from the in-memory tail; a replica
+    /// behind the tail counts as far behind.
+    pub fn records_between(&self, after: u64, upto: u64) -> usize {
+        if after >= upto {
+            return 0;
+        }
+        let tail = self.tail.read();
+        let n = tail.range(after + 1..=upto).count();
+        if after < self.tail_floor.load(Ordering::Relaxed) {
+            n + TAIL_CAP
+        } else {
+            n
+        }
     }
 
     /// Up to `limit` records after `after`, from memory or (for a replica far behind) from
@@ -538,19 +675,43 @@ impl ShardLog {
 
 async fn run_sequencer(
     log: Arc<ShardLog>,
-    mut rx: mpsc::UnboundedReceiver<SeqRequest>,
+    mut rx: mpsc::UnboundedReceiver<SeqMsg>,
     tso: Arc<TsoPair>,
     mut last_ts: u64,
 ) {
     let (durable_tx, durable_rx) = mpsc::unbounded_channel();
     tokio::spawn(watch_durability(log.clone(), durable_rx));
+    let mut barrier: Option<oneshot::Sender<u64>> = None;
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 4096 {
+        let mut msgs = vec![first];
+        while msgs.len() < 4096 && !matches!(msgs.last(), Some(SeqMsg::Barrier(_))) {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(r) => msgs.push(r),
                 Err(_) => break,
             }
+        }
+        // A record is refused when its transaction executed on a replica that no longer
+        // leads, or during an election: the new leader catches up to the log as it stands.
+        let leadership = log.leadership();
+        let mut batch = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            match m {
+                SeqMsg::Record(r)
+                    if leadership.electing || r.executed_on != leadership.leader =>
+                {
+                    let _ = r.reply.send(Err(CommitError::LeaderChanged {
+                        shard: log.shard.0,
+                    }));
+                }
+                SeqMsg::Record(r) => batch.push(r),
+                SeqMsg::Barrier(b) => barrier = Some(b),
+            }
+        }
+        if batch.is_empty() {
+            if let Some(b) = barrier.take() {
+                let _ = b.send(last_ts);
+            }
+            continue;
         }
         let n = batch.len() as u32;
         let first_ts = match tso.issue(n, last_ts).await {
@@ -562,6 +723,9 @@ async fn run_sequencer(
                         e.kind(),
                         e.to_string(),
                     ))));
+                }
+                if let Some(b) = barrier.take() {
+                    let _ = b.send(last_ts);
                 }
                 continue;
             }
@@ -603,6 +767,9 @@ async fn run_sequencer(
             .fetch_max(stamped.len() as u64, Ordering::Relaxed);
         for (ts, r) in stamped {
             let _ = r.reply.send(Ok(ts));
+        }
+        if let Some(b) = barrier.take() {
+            let _ = b.send(last_ts);
         }
     }
 }

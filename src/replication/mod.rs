@@ -6,6 +6,8 @@
 
 pub mod applier;
 pub mod cabinet;
+pub mod election;
+pub mod failover;
 pub mod log;
 pub mod record;
 pub mod recovery;
@@ -21,6 +23,7 @@ use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub struct Replication {
@@ -28,6 +31,10 @@ pub struct Replication {
     tso: Arc<TsoPair>,
     recovered: Mutex<Vec<Vec<WalRecord>>>,
     apply_batch: usize,
+    failover: failover::FailoverParams,
+    /// Per shard: switchover requests to its failover task (taken by `spawn`).
+    switchover_tx: Vec<mpsc::Sender<failover::SwitchoverRequest>>,
+    switchover_rx: Mutex<Vec<mpsc::Receiver<failover::SwitchoverRequest>>>,
 }
 
 impl Replication {
@@ -63,10 +70,18 @@ impl Replication {
             }
             let last = rec.records.last().map(|r| r.ts).unwrap_or(0);
             tracing::info!(shard = i, records = rec.records.len(), last_ts = last, dir = %shard_dir.display(), "WAL opened");
+            // The primary elected last (persisted), else the first configured replica.
+            let (epoch, leader) = failover::read_leadership(&shard_dir)
+                .filter(|(_, r)| (r.0 as usize) < s.replicas.len())
+                .unwrap_or((0, ReplicaId(0)));
+            if epoch > 0 {
+                tracing::info!(shard = i, leader = leader.0, epoch, "primary as last elected");
+            }
             let log = ShardLog::new(
                 ShardId(i as u32),
                 s.replicas.len(),
-                ReplicaId(0),
+                leader,
+                epoch,
                 cfg.replication.failure_threshold,
                 wal,
                 last,
@@ -75,12 +90,34 @@ impl Replication {
             shards.push(log);
             recovered.push(rec.records);
         }
+        let (switchover_tx, switchover_rx) = shards.iter().map(|_| mpsc::channel(4)).unzip();
         Ok(Replication {
             shards,
             tso: Arc::new(tso),
             recovered: Mutex::new(recovered),
             apply_batch: cfg.replication.apply_batch.max(1),
+            failover: failover::FailoverParams {
+                automatic: cfg.replication.failover,
+                min_uptime: Duration::from_millis(cfg.replication.election_min_uptime_ms),
+                catch_up_timeout: Duration::from_secs(10),
+            },
+            switchover_tx,
+            switchover_rx: Mutex::new(switchover_rx),
         })
+    }
+
+    /// Moves `shard`'s primary to `to` (or the best replica by score) and waits for the
+    /// outcome, described in words.
+    pub async fn switchover(&self, shard: ShardId, to: Option<ReplicaId>) -> Result<String, String> {
+        let tx = self
+            .switchover_tx
+            .get(shard.0 as usize)
+            .ok_or_else(|| format!("no shard {}", shard.0))?;
+        let (reply, rx) = oneshot::channel();
+        tx.try_send(failover::SwitchoverRequest { to, reply })
+            .map_err(|_| "a switchover is already under way on this shard (or the shard is still recovering); retry shortly".to_string())?;
+        rx.await
+            .map_err(|_| "the shard is still recovering or the proxy is stopping; retry shortly".to_string())?
     }
 
     pub fn shard(&self, id: ShardId) -> Option<&Arc<ShardLog>> {
@@ -90,7 +127,9 @@ impl Replication {
     /// Starts recovery, appliers and upkeep for every shard (once).
     pub fn spawn(&self, cluster: Arc<Cluster>, cancel: &CancellationToken) {
         let recovered = std::mem::take(&mut *self.recovered.lock());
-        for (log, records) in self.shards.iter().zip(recovered) {
+        let switchovers = std::mem::take(&mut *self.switchover_rx.lock());
+        for ((log, records), switchovers) in self.shards.iter().zip(recovered).zip(switchovers) {
+            cluster.set_primary(log.shard, log.leader());
             tokio::spawn(recovery::run_shard(
                 log.clone(),
                 records,
@@ -99,6 +138,8 @@ impl Replication {
                 recovery::RecoveryParams {
                     apply_batch: self.apply_batch,
                     catch_up_timeout: Duration::from_secs(120),
+                    failover: self.failover,
+                    switchovers,
                 },
                 cancel.clone(),
             ));

@@ -125,10 +125,45 @@ pub async fn repair_primary(
     Ok(missing.iter().map(|e| e.ts).collect())
 }
 
+/// Applies on a former primary the logged records in (`floor`, `upto`] its `myquorum.wal`
+/// lacks (they were in flight when it lost leadership). Returns how many it applied.
+pub async fn fill_gaps(
+    log: &ShardLog,
+    r: &mut Replayer,
+    floor: u64,
+    upto: u64,
+) -> Result<usize, String> {
+    let mut after = floor;
+    let mut filled = 0;
+    while after < upto {
+        let entries = log
+            .records_after(after, 10_000)
+            .await
+            .map_err(|e| format!("reading the log: {e}"))?;
+        let records: Vec<WalRecord> = entries
+            .into_iter()
+            .take_while(|e| e.ts <= upto)
+            .map(|e| WalRecord {
+                ts: e.ts,
+                payload: e.payload.to_vec(),
+            })
+            .collect();
+        let Some(last) = records.last().map(|x| x.ts) else {
+            break;
+        };
+        filled += repair_primary(log, r, &records).await?.len();
+        after = last;
+    }
+    Ok(filled)
+}
+
 pub struct RecoveryParams {
     pub apply_batch: usize,
     /// How long to wait for followers to catch up before opening writes anyway.
     pub catch_up_timeout: Duration,
+    pub failover: super::failover::FailoverParams,
+    /// Switchover requests, served by the failover task once the shard is recovered.
+    pub switchovers: tokio::sync::mpsc::Receiver<super::failover::SwitchoverRequest>,
 }
 
 /// Recovers the shard, starts its appliers and opens writes. Runs until cancelled (the
@@ -149,7 +184,7 @@ pub async fn run_shard(
         wal_records.into_iter().map(|r| (r.ts, r.payload)).collect();
     let wal_last = log_records.last_key_value().map(|(t, _)| *t).unwrap_or(0);
     let mut primary = loop {
-        let Some(pool) = cluster.pool(shard, log.leader) else {
+        let Some(pool) = cluster.pool(shard, log.leader()) else {
             return;
         };
         match connect(pool).await {
@@ -171,14 +206,14 @@ pub async fn run_shard(
         }
     };
     let mut reachable = vec![false; n];
-    reachable[log.leader.0 as usize] = true;
+    reachable[log.leader().0 as usize] = true;
     let mut adopted: Vec<WalRecord> = Vec::new();
     for i in 0..n as u32 {
         let rid = ReplicaId(i);
         let Some(pool) = cluster.pool(shard, rid) else {
             continue;
         };
-        let mut conn = if rid == log.leader {
+        let mut conn = if rid == log.leader() {
             None
         } else {
             match connect(pool).await {
@@ -244,9 +279,7 @@ pub async fn run_shard(
     // 3. Followers catch up through their appliers.
     for i in 0..n as u32 {
         let rid = ReplicaId(i);
-        if rid == log.leader {
-            continue;
-        }
+        // The leader's applier idles until it is a follower again.
         if let Some(pool) = cluster.pool(shard, rid) {
             tokio::spawn(run_applier(
                 log.clone(),
@@ -261,7 +294,7 @@ pub async fn run_shard(
     let mut last_report = Instant::now();
     loop {
         let behind: Vec<u32> = (0..n as u32)
-            .filter(|i| ReplicaId(*i) != log.leader && reachable[*i as usize])
+            .filter(|i| ReplicaId(*i) != log.leader() && reachable[*i as usize])
             .filter(|i| {
                 let s = &log.replicas[*i as usize];
                 s.quarantined.lock().is_none()
@@ -301,6 +334,13 @@ pub async fn run_shard(
         "shard recovered; writes open"
     );
     drop(primary);
+    tokio::spawn(super::failover::run(
+        log.clone(),
+        cluster.clone(),
+        params.failover,
+        params.switchovers,
+        cancel.clone(),
+    ));
     maintain(log, cluster, cancel).await;
 }
 
@@ -318,7 +358,7 @@ async fn maintain(log: Arc<ShardLog>, cluster: Arc<Cluster>, cancel: Cancellatio
         ticks += 1;
         let failed = log.failed_on_primary();
         if !failed.is_empty() {
-            if let Some(pool) = cluster.pool(shard, log.leader) {
+            if let Some(pool) = cluster.pool(shard, log.leader()) {
                 if let Ok(mut r) = connect(pool).await {
                     let first = failed[0];
                     match log.records_after(first - 1, usize::MAX).await {

@@ -99,8 +99,12 @@ pub fn classify(sql: &str) -> Classified {
     scan_flags(sql, &mut flags);
     let mut words = Lexer::new(sql).take(2).map(|t| t.tok);
     let explain_last = is_explain_last_statement(sql);
+    let first = words.next();
+    // `PROXY SWITCHOVER …`: an operator command the proxy runs itself.
+    let proxy_verb = first.is_some_and(|t| t.is_word("PROXY"));
     let proxy = explain_last
-        || words.next().is_some_and(|t| t.is_word("SHOW"))
+        || proxy_verb
+        || first.is_some_and(|t| t.is_word("SHOW"))
             && words.next().is_some_and(|t| t.is_word("PROXY"));
     let parsed = if proxy {
         Err(())
@@ -159,9 +163,9 @@ pub fn classify(sql: &str) -> Classified {
     } else if kind == Kind::Proxy {
         Some(
             Lexer::new(sql)
-                .skip(2)
+                .skip(if proxy_verb { 0 } else { 2 })
                 .filter_map(|t| match t.tok {
-                    Tok::Word(w) => Some(w.to_ascii_lowercase()),
+                    Tok::Word(w) | Tok::Number(w) => Some(w.to_ascii_lowercase()),
                     _ => None,
                 })
                 .collect::<Vec<_>>()
@@ -287,6 +291,7 @@ fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
                 Kind::Read
             }
         }
+        "PROXY" => Kind::Proxy,
         "DO" => {
             *flags |= Flags::SIDE_EFFECTS;
             Kind::Read
@@ -419,6 +424,15 @@ mod tests {
         assert_eq!(k("USE db"), Kind::Session);
         assert_eq!(k("CALL p(1)"), Kind::Call);
         assert_eq!(k("SHOW PROXY BACKENDS"), Kind::Proxy);
+        assert_eq!(k("PROXY SWITCHOVER TO 2"), Kind::Proxy);
+        assert_eq!(
+            classify("proxy switchover to 2 shard 0").proxy_command.as_deref(),
+            Some("proxy switchover to 2 shard 0")
+        );
+        assert_eq!(
+            classify("SHOW PROXY BACKENDS").proxy_command.as_deref(),
+            Some("backends")
+        );
         assert_eq!(k("explain last statement;"), Kind::Proxy);
         assert_eq!(
             classify("EXPLAIN LAST STATEMENT").proxy_command.as_deref(),

@@ -2,6 +2,7 @@
 //! proxy in-process on its own runtime, and helpers to run real clients.
 #![allow(dead_code)]
 
+pub mod converge;
 pub mod relay;
 
 use myquorum::config::{Config, ShardConfig};
