@@ -202,10 +202,15 @@ pub fn start(spec: &PlaygroundSpec) -> Result<(Backends, Config), PlaygroundErro
     let mut cfg = Config::default();
     cfg.proxy.listen = format!("127.0.0.1:{}", spec.proxy_port);
     let mut port = spec.first_backend_port;
+    // mariadbd resolves a relative --datadir against its basedir (/usr), not our cwd.
+    let root = std::path::absolute(&spec.dir).map_err(|source| PlaygroundError::Io {
+        what: format!("resolving {}", spec.dir.display()),
+        source,
+    })?;
     for s in 0..spec.shards {
         let mut replicas = Vec::new();
         for r in 0..spec.replicas {
-            let dir = spec.dir.join(format!("shard{s}-replica{r}"));
+            let dir = root.join(format!("shard{s}-replica{r}"));
             let datadir = dir.join("data");
             init_datadir(&bin, &datadir)?;
             let mut child = start_server(&bin, &dir, &datadir, port)?;

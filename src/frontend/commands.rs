@@ -70,11 +70,12 @@ pub struct ClientSession {
     /// The client connection is TLS.
     secure: bool,
     pub(super) held: Option<Held>,
-    /// The last statement's route (EXPLAIN LAST STATEMENT).
-    /// The last statement's classification and route (not its text: no copy per statement).
     /// The last statement sent to a backend, how it was classified and routed (for EXPLAIN
     /// LAST STATEMENT and SHOW PROXY SESSION).
     pub last_route: Option<LastStatement>,
+    /// The backend under this session's open transaction was lost while the client was idle:
+    /// its next statement (unless ROLLBACK) hears that the transaction was rolled back.
+    transaction_lost: bool,
     /// Reads routed so far and a per-session seed: spread reads over equally fast replicas.
     reads_routed: u32,
     spread_seed: u32,
@@ -108,6 +109,7 @@ impl ClientSession {
             secure,
             held: None,
             last_route: None,
+            transaction_lost: false,
             reads_routed: 0,
             spread_seed: rand::random(),
         }
@@ -140,6 +142,13 @@ impl ClientSession {
                     tokio::select! {
                         r = client.read_packet() => r,
                         _ = h.down.changed() => {
+                            if survivable(session) {
+                                let addr = h.conn.addr.clone();
+                                self.transaction_lost |= self.detach_lost_backend(session);
+                                tracing::info!(backend = %addr, transaction_lost = self.transaction_lost,
+                                    "pinned backend gone (down or no longer primary); the session continues on the new one");
+                                continue;
+                            }
                             let e = MysqlError::new(2013, "HY000", format!(
                                 "Lost connection to backend {} (marked down by health checks, or no longer the \
                                  primary after an election); this session's state ({}) is gone; reconnect",
@@ -175,6 +184,14 @@ impl ClientSession {
                 client.write_packet(seq, &malformed().encode()).await?;
                 continue;
             };
+            // Only commands that expect an answer hear it.
+            if self.transaction_lost && matches!(command, COM_QUERY | COM_STMT_EXECUTE) {
+                self.transaction_lost = false;
+                if !self.is_rollback(session, command, &pkt.payload) {
+                    client.write_packet(seq, &transaction_rolled_back().encode()).await?;
+                    continue;
+                }
+            }
             let outcome = match command {
                 COM_QUIT => {
                     self.drop_held(session);
@@ -244,6 +261,15 @@ impl ClientSession {
                         .fetch_add(1, Ordering::Relaxed);
                     let was_pinned = session.is_pinned();
                     tracing::warn!(error = %e, pinned = was_pinned, "backend connection lost during a command");
+                    if was_pinned && survivable(session) {
+                        // Only a transaction and prepared statements were on it: the
+                        // transaction is gone (said so with the code clients retry on), the
+                        // statements are prepared again where the session goes next.
+                        let in_transaction = self.detach_lost_backend(session);
+                        let e = if in_transaction { transaction_rolled_back() } else { e };
+                        client.write_packet(seq, &e.encode()).await?;
+                        continue;
+                    }
                     client.write_packet(seq, &e.encode()).await?;
                     if was_pinned {
                         // The transaction, temporary tables or variables it held are gone.
@@ -252,6 +278,96 @@ impl ClientSession {
                 }
                 Err(Failure::Client(e)) => return Err(e),
             }
+        }
+    }
+
+    /// Forgets a backend connection that is gone: the session's transaction with it (returns
+    /// whether there was one) and its prepared statements' server ids (prepared again on
+    /// next use).
+    fn detach_lost_backend(&mut self, session: &mut SessionState) -> bool {
+        self.held = None;
+        let in_transaction = session.in_transaction || !session.pending.is_empty();
+        session.reset_transaction();
+        session.unpin(PinReason::StatementAffinity);
+        for p in session.prepared.values_mut() {
+            p.backend_id = NOT_PREPARED;
+        }
+        in_transaction
+    }
+
+    /// Whether a command is ROLLBACK (text or prepared).
+    fn is_rollback(&self, session: &SessionState, command: u8, payload: &[u8]) -> bool {
+        match command {
+            COM_QUERY => {
+                let sql = String::from_utf8_lossy(&payload[1..]);
+                self.ctx.classify_cache.classify(&sql).kind == Kind::Rollback
+            }
+            COM_STMT_EXECUTE => payload
+                .get(1..5)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .and_then(|id| session.prepared.get(&id))
+                .is_some_and(|p| p.classified.kind == Kind::Rollback),
+            _ => false,
+        }
+    }
+
+    /// Prepares `client_id`'s statement again on the session's connection (a primary after
+    /// the one it was prepared on was lost), answering nothing to the client.
+    async fn prepare_again(
+        &mut self,
+        session: &mut SessionState,
+        client_id: u32,
+    ) -> Result<u32, Failure> {
+        let Some(stmt) = session.prepared.get(&client_id).cloned() else {
+            return Err(Failure::Answer(unknown_stmt(client_id, "mysqld_stmt_execute")));
+        };
+        if self.held.is_none() {
+            let route = self.route(&stmt.classified);
+            self.hold_for(session, route).await?;
+        }
+        let deprecate_eof = self.deprecate_eof;
+        let Some(h) = self.held.as_mut() else {
+            return Err(Failure::Answer(MysqlError::new(
+                2003,
+                "HY000",
+                "no backend connection",
+            )));
+        };
+        let mut p = Vec::with_capacity(1 + stmt.sql.len());
+        p.push(COM_STMT_PREPARE);
+        p.extend_from_slice(stmt.sql.as_bytes());
+        let answer = async {
+            h.conn.stream.write_packet(0, &p).await?;
+            crate::protocol::relay::read_response(
+                &mut h.conn.stream,
+                ResponseKind::Prepare,
+                deprecate_eof,
+            )
+            .await
+        }
+        .await;
+        let summary = match answer {
+            Ok(s) => s,
+            Err(e) => {
+                return self
+                    .finish(session, &stmt.classified, Err(RelayError::Backend(e)))
+                    .map(|_| 0)
+            }
+        };
+        match (summary.prepare, summary.error) {
+            (Some(ok), _) if ok.num_params == stmt.num_params => {
+                if let Some(s) = session.prepared.get_mut(&client_id) {
+                    s.backend_id = ok.statement_id;
+                }
+                tracing::debug!(client_id, backend_id = ok.statement_id, "statement prepared again after a backend change");
+                Ok(ok.statement_id)
+            }
+            (_, Some(e)) => Err(Failure::Answer(e)),
+            _ => Err(Failure::Answer(MysqlError::new(
+                1105,
+                "HY000",
+                "myquorum: the statement prepared again on the new primary has a different shape; prepare it again",
+            ))),
         }
     }
 
@@ -1035,13 +1151,44 @@ impl ClientSession {
             COM_STMT_FETCH => "mysqld_stmt_fetch",
             _ => "",
         };
-        let Some(stmt) = session.prepared.get(&client_id).cloned() else {
+        let Some(mut stmt) = session.prepared.get(&client_id).cloned() else {
             // CLOSE and SEND_LONG_DATA have no response, even for unknown ids (as in MySQL).
             if op.is_empty() {
                 return Ok(());
             }
             return Err(Failure::Answer(unknown_stmt(client_id, op)));
         };
+        if self.held.is_none() {
+            // Prepared statements pin: no connection means it was lost, and every server
+            // statement id with it.
+            for p in session.prepared.values_mut() {
+                p.backend_id = NOT_PREPARED;
+            }
+            stmt.backend_id = NOT_PREPARED;
+        }
+        if stmt.backend_id == NOT_PREPARED {
+            if command == COM_STMT_CLOSE {
+                session.prepared.remove(&client_id);
+                if session.prepared.is_empty() {
+                    session.unpin(PinReason::PreparedStatement);
+                }
+                return Ok(());
+            }
+            stmt.backend_id = self.prepare_again(session, client_id).await?;
+            if command == COM_STMT_EXECUTE && stmt.num_params > 0 {
+                // The new server statement has never seen the parameter types: send them.
+                let mut types = stmt.param_types.clone();
+                if let Some(body) = normalize_execute(&payload, stmt.num_params, &mut types) {
+                    let flags = payload.get(5).copied().unwrap_or(0);
+                    let mut full = Vec::with_capacity(5 + body.len());
+                    full.push(COM_STMT_EXECUTE);
+                    full.extend_from_slice(&[0; 4]);
+                    full.extend_from_slice(&body);
+                    full[5] = flags;
+                    payload = full;
+                }
+            }
+        }
         payload[1..5].copy_from_slice(&stmt.backend_id.to_le_bytes());
         if command == COM_STMT_SEND_LONG_DATA {
             if let Some(p) = session.prepared.get_mut(&client_id) {
@@ -1191,6 +1338,34 @@ async fn start_command(
         read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     }
     conn.stream.next_frame().await.map(|_| ())
+}
+
+/// A prepared statement whose server id belonged to a connection that is gone (server ids
+/// start at 1).
+const NOT_PREPARED: u32 = 0;
+
+/// A session survives the loss of its pinned backend when nothing but a transaction and
+/// prepared statements lived there: the transaction is reported rolled back, the statements
+/// are prepared again. Temporary tables, user variables, locks and the like are gone, so
+/// such sessions are closed.
+fn survivable(session: &SessionState) -> bool {
+    session.pin_reasons().iter().all(|r| {
+        matches!(
+            r,
+            PinReason::Transaction | PinReason::PreparedStatement | PinReason::StatementAffinity
+        )
+    })
+}
+
+/// The answer for a transaction lost with its backend: the code (and SQLSTATE) drivers and
+/// ORMs retry a transaction on, as Galera uses it.
+fn transaction_rolled_back() -> MysqlError {
+    MysqlError::new(
+        1213,
+        "40001",
+        "myquorum: the primary was lost or replaced during this transaction; it was rolled back \
+         and nothing of it was committed. Retry the transaction",
+    )
 }
 
 fn pin_list(session: &SessionState) -> String {

@@ -414,16 +414,34 @@ impl ClientSession {
                 Ok(answer)
             }
             Err(e) => {
+                // The quorum holds the record: it is committed whatever happened to this
+                // connection, and the primary (repaired) or its elected successor (caught up
+                // to the log before it leads) applies it. So the client hears OK.
                 log.primary_failed(ts, executed_on);
-                let _ = self.lost(session, c, e);
-                Err(Failure::BackendLost(MysqlError::new(
-                    2013,
-                    "HY000",
-                    format!(
-                        "Lost connection to the primary at COMMIT of record {ts}; the commit is logged \
-                         and will be applied on every replica"
-                    ),
-                )))
+                tracing::warn!(shard = shard.0, ts, error = %e,
+                    "primary connection lost at COMMIT after the quorum held the record; acknowledged \
+                     (it is applied on the primary when repaired, or on the next one)");
+                self.held = None;
+                session.reset_transaction();
+                let status = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
+                let ok = crate::protocol::message::encode_ok(
+                    crate::protocol::message::OkInfo {
+                        status,
+                        ..Default::default()
+                    },
+                    b"",
+                );
+                let mut raw = Vec::with_capacity(ok.len() + 4);
+                raw.extend_from_slice(&(ok.len() as u32).to_le_bytes()[..3]);
+                raw.push(1);
+                raw.extend_from_slice(&ok);
+                Ok((
+                    ResponseSummary {
+                        status: Some(status),
+                        ..Default::default()
+                    },
+                    raw,
+                ))
             }
         }
     }

@@ -407,8 +407,8 @@ async fn maintain(log: Arc<ShardLog>, cluster: Arc<Cluster>, cancel: Cancellatio
     }
 }
 
-/// Deletes `myquorum.wal` rows every replica has applied (below `below`), keeping the row at
-/// `below` so each replica's applied position stays readable. Quarantined replicas keep
+/// Deletes `myquorum.wal` rows every replica has applied (below `below`), keeping on each
+/// replica its newest row at or below `below` so its applied position stays readable. Quarantined replicas keep
 /// theirs for the operator. Bounded per pass so the DELETE holds its locks briefly.
 async fn trim_replica_logs(log: &ShardLog, cluster: &Cluster, below: u64) {
     for (i, state) in log.replicas.iter().enumerate() {
@@ -421,9 +421,30 @@ async fn trim_replica_logs(log: &ShardLog, cluster: &Cluster, below: u64) {
         let Ok(mut r) = connect(pool).await else {
             continue;
         };
+        // Each replica keeps its newest row at or below `below`: its applied position must stay
+        // readable, and `below` itself need not be a record it has (the primary may hold
+        // record `below` - 1 and have the next one still in flight).
+        let newest = r
+            .query_row(&format!(
+                "SELECT COALESCE(MAX(ts), 0) FROM myquorum.wal WHERE shard = {} AND ts <= {below}",
+                log.shard.0
+            ))
+            .await;
+        let keep_from = match newest {
+            Ok(Ok(Some(row))) => row
+                .first()
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0),
+            _ => continue,
+        };
+        if keep_from == 0 {
+            continue;
+        }
         let sql = format!(
             "SET STATEMENT lock_wait_timeout = 1, innodb_lock_wait_timeout = 1 FOR \
-             DELETE FROM myquorum.wal WHERE shard = {} AND ts < {below} ORDER BY ts LIMIT 20000",
+             DELETE FROM myquorum.wal WHERE shard = {} AND ts < {keep_from} ORDER BY ts LIMIT 20000",
             log.shard.0
         );
         match r.execute(&sql).await {

@@ -198,7 +198,9 @@ pub struct Replayer {
     pub conn: BackendConn,
     schema: Option<String>,
     context: Option<(u8, Vec<String>)>,
-    prepared: HashMap<String, u32>,
+    /// Server statement ids by (schema current when prepared, text): unqualified names
+    /// resolve against the schema at PREPARE.
+    prepared: HashMap<(Option<String>, String), u32>,
     deprecate_eof: bool,
 }
 
@@ -289,7 +291,8 @@ impl Replayer {
     }
 
     async fn statement_id(&mut self, sql: &str) -> Result<u32, ApplyError> {
-        if let Some(id) = self.prepared.get(sql) {
+        let key = (self.schema.clone(), sql.to_string());
+        if let Some(id) = self.prepared.get(&key) {
             return Ok(*id);
         }
         let mut p = Vec::with_capacity(1 + sql.len());
@@ -304,7 +307,7 @@ impl Replayer {
         .await?;
         match (s.prepare, s.error) {
             (Some(ok), _) => {
-                self.prepared.insert(sql.to_string(), ok.statement_id);
+                self.prepared.insert(key, ok.statement_id);
                 Ok(ok.statement_id)
             }
             (None, e) => Err(ApplyError::Diverged(format!(
@@ -356,6 +359,14 @@ impl Replayer {
             }
             Body::Text(sql) => query(sql),
             Body::Prepared { sql, params } => {
+                let cached = self
+                    .prepared
+                    .contains_key(&(self.schema.clone(), sql.clone()));
+                if !cached && !cmds.is_empty() {
+                    // PREPARE goes out at once: the queued USE (and what precedes it in the
+                    // batch) must reach the server first.
+                    self.run_pipeline(std::mem::take(cmds)).await?;
+                }
                 let id = self.statement_id(sql).await?;
                 let mut p = Vec::with_capacity(5 + params.len());
                 p.push(COM_STMT_EXECUTE);
