@@ -8,9 +8,9 @@ mod common;
 
 use common::converge::assert_same_tables;
 use common::{config_for, MariaDb, Proxy};
+use myquorum::router::ReplicaId;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
-use myquorum::router::ReplicaId;
 use parking_lot::Mutex;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,7 +160,10 @@ async fn killing_the_primary_three_times_elects_and_loses_nothing() {
         w.await.unwrap();
     }
     let acked: BTreeSet<i64> = acks.lock().iter().map(|(id, _)| *id).collect();
-    eprintln!("primaries {primaries:?}; {} acknowledged writes", acked.len());
+    eprintln!(
+        "primaries {primaries:?}; {} acknowledged writes",
+        acked.len()
+    );
     assert_acked_everywhere(&[&dbs[0], &dbs[1], &dbs[2]], &acked).await;
     // The proxy says so too.
     let mut c = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();

@@ -229,8 +229,20 @@ fn oltp_read_write_rides_through_a_primary_kill() {
         .lines()
         .filter_map(|l| {
             let l = l.trim();
-            let secs = l.strip_prefix("[ ")?.split('s').next()?.trim().parse().ok()?;
-            let tps = l.split("tps: ").nth(1)?.split_whitespace().next()?.parse().ok()?;
+            let secs = l
+                .strip_prefix("[ ")?
+                .split('s')
+                .next()?
+                .trim()
+                .parse()
+                .ok()?;
+            let tps = l
+                .split("tps: ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
             Some((secs, tps))
         })
         .collect();
@@ -250,7 +262,9 @@ fn oltp_read_write_rides_through_a_primary_kill() {
         // The restarted server may still refuse connections for a moment.
         let sums: Vec<(bool, String, String)> = [old_port, dbs[0].port, dbs[1].port]
             .iter()
-            .map(|p| common::mysql_cli(*p, &["-N"], "CHECKSUM TABLE sbtest.sbtest1, sbtest.sbtest2"))
+            .map(|p| {
+                common::mysql_cli(*p, &["-N"], "CHECKSUM TABLE sbtest.sbtest1, sbtest.sbtest2")
+            })
             .collect();
         if sums.iter().all(|s| s.0 && s.1 == sums[0].1) {
             break;

@@ -188,10 +188,13 @@ impl ClientSession {
             if self.transaction_lost && matches!(command, COM_QUERY | COM_STMT_EXECUTE) {
                 self.transaction_lost = false;
                 if !self.is_rollback(session, command, &pkt.payload) {
-                    client.write_packet(seq, &transaction_rolled_back().encode()).await?;
+                    client
+                        .write_packet(seq, &transaction_rolled_back().encode())
+                        .await?;
                     continue;
                 }
             }
+            let out_before = client.bytes_out();
             let outcome = match command {
                 COM_QUIT => {
                     self.drop_held(session);
@@ -261,12 +264,18 @@ impl ClientSession {
                         .fetch_add(1, Ordering::Relaxed);
                     let was_pinned = session.is_pinned();
                     tracing::warn!(error = %e, pinned = was_pinned, "backend connection lost during a command");
-                    if was_pinned && survivable(session) {
+                    // Only when the client heard nothing of this answer can it be told in one
+                    // error packet and go on.
+                    if was_pinned && survivable(session) && client.bytes_out() == out_before {
                         // Only a transaction and prepared statements were on it: the
                         // transaction is gone (said so with the code clients retry on), the
                         // statements are prepared again where the session goes next.
                         let in_transaction = self.detach_lost_backend(session);
-                        let e = if in_transaction { transaction_rolled_back() } else { e };
+                        let e = if in_transaction {
+                            transaction_rolled_back()
+                        } else {
+                            e
+                        };
                         client.write_packet(seq, &e.encode()).await?;
                         continue;
                     }
@@ -319,7 +328,10 @@ impl ClientSession {
         client_id: u32,
     ) -> Result<u32, Failure> {
         let Some(stmt) = session.prepared.get(&client_id).cloned() else {
-            return Err(Failure::Answer(unknown_stmt(client_id, "mysqld_stmt_execute")));
+            return Err(Failure::Answer(unknown_stmt(
+                client_id,
+                "mysqld_stmt_execute",
+            )));
         };
         if self.held.is_none() {
             let route = self.route(&stmt.classified);
@@ -709,8 +721,7 @@ impl ClientSession {
             if let Some(next) = self.next_primary(shard, replica).await {
                 replica = next;
                 acquired =
-                    executor::acquire(&self.ctx.cluster, shard, replica, session, self.caps)
-                        .await;
+                    executor::acquire(&self.ctx.cluster, shard, replica, session, self.caps).await;
             }
         }
         let conn = acquired.map_err(|e| match e {
@@ -740,9 +751,11 @@ impl ClientSession {
     /// timeout, then a clear error).
     async fn primary_now(&self, shard: ShardId) -> Result<ReplicaId, Failure> {
         let Some(log) = self.ctx.replication.shard(shard) else {
-            return self.ctx.cluster.primary_id(shard).ok_or_else(|| {
-                Failure::Answer(MysqlError::new(2003, "HY000", "no such shard"))
-            });
+            return self
+                .ctx
+                .cluster
+                .primary_id(shard)
+                .ok_or_else(|| Failure::Answer(MysqlError::new(2003, "HY000", "no such shard")));
         };
         let mut leadership = log.subscribe_leadership();
         if leadership.borrow().electing {

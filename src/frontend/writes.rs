@@ -345,7 +345,11 @@ impl ClientSession {
     ) -> Result<(ResponseSummary, Vec<u8>), Failure> {
         let log = self.shard_log(shard)?;
         let deprecate_eof = self.deprecate_eof;
-        let executed_on = self.held.as_ref().map(|h| h.replica).unwrap_or(log.leader());
+        let executed_on = self
+            .held
+            .as_ref()
+            .map(|h| h.replica)
+            .unwrap_or(log.leader());
         let (ts, snapshot) = match log.sequence(payload.clone(), executed_on).await {
             Ok(x) => x,
             Err(e) => {
@@ -534,7 +538,11 @@ impl ClientSession {
         }
         .encode();
         let log = self.shard_log(shard)?;
-        let executed_on = self.held.as_ref().map(|h| h.replica).unwrap_or(log.leader());
+        let executed_on = self
+            .held
+            .as_ref()
+            .map(|h| h.replica)
+            .unwrap_or(log.leader());
         let (ts, snapshot) = log
             .sequence(payload.clone(), executed_on)
             .await

@@ -36,6 +36,8 @@ pub struct PacketStream<S> {
     wbuf: BytesMut,
     /// Cap on a logical packet read with `read_packet`; `None` means unlimited.
     max_packet: Option<usize>,
+    /// Bytes handed to the socket so far.
+    written: u64,
 }
 
 /// Reading a packet larger than the configured cap.
@@ -53,6 +55,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::with_capacity(16 * 1024),
             max_packet: None,
+            written: 0,
         }
     }
 
@@ -214,10 +217,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         self.wbuf.len()
     }
 
+    /// Bytes written or queued so far: unchanged across a command means the peer has heard
+    /// nothing of its answer yet.
+    pub fn bytes_out(&self) -> u64 {
+        self.written + self.wbuf.len() as u64
+    }
+
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
+            self.written += self.wbuf.len() as u64;
             self.wbuf.clear();
         }
         self.stream.flush().await

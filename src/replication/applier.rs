@@ -59,7 +59,11 @@ pub async fn run_applier(
                 _ = leadership.wait_for(|l| l.leader != replica) => {}
                 _ = cancel.cancelled() => return,
             }
-            tracing::info!(shard = shard.0, replica = replica.0, "former primary rejoins as a follower");
+            tracing::info!(
+                shard = shard.0,
+                replica = replica.0,
+                "former primary rejoins as a follower"
+            );
             continue;
         }
         let connected = match connect(&pool).await {
@@ -102,8 +106,12 @@ pub async fn run_applier(
             // below its highest applied row.
             match super::recovery::fill_gaps(&log, &mut replayer, floor, position.applied).await {
                 Ok(n) => {
-                    tracing::info!(shard = shard.0, replica = replica.0, filled = n,
-                        "former primary: records it missed while leading are applied");
+                    tracing::info!(
+                        shard = shard.0,
+                        replica = replica.0,
+                        filled = n,
+                        "former primary: records it missed while leading are applied"
+                    );
                     log.replicas[replica.0 as usize]
                         .gap_floor
                         .store(u64::MAX, std::sync::atomic::Ordering::Release);
@@ -160,7 +168,6 @@ pub async fn run_applier(
         log.set_live(replica, false);
     }
 }
-
 
 /// Up to `batch` records after `after`, waiting until `end` passes it. `Ok(None)`: the log
 /// is gone (shutdown).

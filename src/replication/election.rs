@@ -157,7 +157,11 @@ mod tests {
         fast_but_behind.behind = 10; // 10 × 0.3 ms to catch up
         assert_eq!(
             winner(elect(
-                &[cand(0, 1), slow_but_current.clone(), fast_but_behind.clone()],
+                &[
+                    cand(0, 1),
+                    slow_but_current.clone(),
+                    fast_but_behind.clone()
+                ],
                 ReplicaId(0),
                 false,
                 &RULES
@@ -168,7 +172,11 @@ mod tests {
         fast_but_behind.times_down = 2;
         assert_eq!(
             winner(elect(
-                &[cand(0, 1), slow_but_current.clone(), fast_but_behind.clone()],
+                &[
+                    cand(0, 1),
+                    slow_but_current.clone(),
+                    fast_but_behind.clone()
+                ],
                 ReplicaId(0),
                 false,
                 &RULES
@@ -194,12 +202,22 @@ mod tests {
         down.live = false;
         // Primary 0 dead, 2 down: one live replica of the three, two needed.
         assert_eq!(
-            elect(&[cand(0, 1), cand(1, 900), down.clone()], ReplicaId(0), false, &RULES),
+            elect(
+                &[cand(0, 1), cand(1, 900), down.clone()],
+                ReplicaId(0),
+                false,
+                &RULES
+            ),
             Verdict::TooFewLive { live: 1, needed: 2 }
         );
         // A switchover away from a live primary: it counts as live, but 1 must win.
         assert_eq!(
-            winner(elect(&[cand(0, 1), cand(1, 900), down], ReplicaId(0), true, &RULES)),
+            winner(elect(
+                &[cand(0, 1), cand(1, 900), down],
+                ReplicaId(0),
+                true,
+                &RULES
+            )),
             1
         );
         // Equal scores: the lower id, every time.

@@ -112,9 +112,8 @@ fn candidates(log: &ShardLog, cluster: &Cluster, end: u64, min_uptime: Duration)
             let replica = ReplicaId(i as u32);
             let pool = cluster.pool(log.shard, replica)?;
             let applied = st.applied.load(Ordering::Acquire);
-            let live = pool.is_up()
-                && st.live.load(Ordering::Acquire)
-                && st.quarantined.lock().is_none();
+            let live =
+                pool.is_up() && st.live.load(Ordering::Acquire) && st.quarantined.lock().is_none();
             Some(Candidate {
                 replica,
                 live,
@@ -203,8 +202,13 @@ async fn election(
                 continue;
             }
         };
-        tracing::info!(shard = shard.0, candidate = winner.0, ?scores, log_end = end,
-            "candidate chosen (lowest score: latency + catch-up + crash history); catching it up");
+        tracing::info!(
+            shard = shard.0,
+            candidate = winner.0,
+            ?scores,
+            log_end = end,
+            "candidate chosen (lowest score: latency + catch-up + crash history); catching it up"
+        );
         // Log completeness is a hard condition: it leads only once it applied every record.
         let deadline = Instant::now() + params.catch_up_timeout;
         let state = &log.replicas[winner.0 as usize];
@@ -219,8 +223,11 @@ async fn election(
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
         if !caught_up {
-            tracing::warn!(shard = shard.0, candidate = winner.0,
-                "candidate did not reach the end of the log (down or too slow); choosing again");
+            tracing::warn!(
+                shard = shard.0,
+                candidate = winner.0,
+                "candidate did not reach the end of the log (down or too slow); choosing again"
+            );
             if switchover {
                 log.unfence();
                 return Err(format!(

@@ -439,7 +439,9 @@ impl ShardLog {
             }
         }
         if executed_on != self.leader() {
-            return Err(CommitError::LeaderChanged { shard: self.shard.0 });
+            return Err(CommitError::LeaderChanged {
+                shard: self.shard.0,
+            });
         }
         let mut snapshot = self.cabinet_snapshot();
         let mut reachable = self.reachable();
@@ -696,12 +698,10 @@ async fn run_sequencer(
         let mut batch = Vec::with_capacity(msgs.len());
         for m in msgs {
             match m {
-                SeqMsg::Record(r)
-                    if leadership.electing || r.executed_on != leadership.leader =>
-                {
-                    let _ = r.reply.send(Err(CommitError::LeaderChanged {
-                        shard: log.shard.0,
-                    }));
+                SeqMsg::Record(r) if leadership.electing || r.executed_on != leadership.leader => {
+                    let _ = r
+                        .reply
+                        .send(Err(CommitError::LeaderChanged { shard: log.shard.0 }));
                 }
                 SeqMsg::Record(r) => batch.push(r),
                 SeqMsg::Barrier(b) => barrier = Some(b),

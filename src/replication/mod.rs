@@ -75,7 +75,12 @@ impl Replication {
                 .filter(|(_, r)| (r.0 as usize) < s.replicas.len())
                 .unwrap_or((0, ReplicaId(0)));
             if epoch > 0 {
-                tracing::info!(shard = i, leader = leader.0, epoch, "primary as last elected");
+                tracing::info!(
+                    shard = i,
+                    leader = leader.0,
+                    epoch,
+                    "primary as last elected"
+                );
             }
             let log = ShardLog::new(
                 ShardId(i as u32),
@@ -108,7 +113,11 @@ impl Replication {
 
     /// Moves `shard`'s primary to `to` (or the best replica by score) and waits for the
     /// outcome, described in words.
-    pub async fn switchover(&self, shard: ShardId, to: Option<ReplicaId>) -> Result<String, String> {
+    pub async fn switchover(
+        &self,
+        shard: ShardId,
+        to: Option<ReplicaId>,
+    ) -> Result<String, String> {
         let tx = self
             .switchover_tx
             .get(shard.0 as usize)
@@ -116,8 +125,9 @@ impl Replication {
         let (reply, rx) = oneshot::channel();
         tx.try_send(failover::SwitchoverRequest { to, reply })
             .map_err(|_| "a switchover is already under way on this shard (or the shard is still recovering); retry shortly".to_string())?;
-        rx.await
-            .map_err(|_| "the shard is still recovering or the proxy is stopping; retry shortly".to_string())?
+        rx.await.map_err(|_| {
+            "the shard is still recovering or the proxy is stopping; retry shortly".to_string()
+        })?
     }
 
     pub fn shard(&self, id: ShardId) -> Option<&Arc<ShardLog>> {

@@ -426,7 +426,9 @@ mod tests {
         assert_eq!(k("SHOW PROXY BACKENDS"), Kind::Proxy);
         assert_eq!(k("PROXY SWITCHOVER TO 2"), Kind::Proxy);
         assert_eq!(
-            classify("proxy switchover to 2 shard 0").proxy_command.as_deref(),
+            classify("proxy switchover to 2 shard 0")
+                .proxy_command
+                .as_deref(),
             Some("proxy switchover to 2 shard 0")
         );
         assert_eq!(
