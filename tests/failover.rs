@@ -174,3 +174,113 @@ async fn killing_the_primary_three_times_elects_and_loses_nothing() {
         .map(|(_, v)| v.clone());
     assert_eq!(elections.as_deref(), Some("3"));
 }
+
+/// `PROXY SWITCHOVER TO 2` under a write load: the primary moves to replica 2 and writes go
+/// on there without an error for clients between statements; a session holding an open
+/// transaction on the old primary hears 1213 and its work is not committed; the old primary
+/// applies everything as a follower (its own later writes are not needed: it can be killed
+/// without another election); a switchover to a replica that is down is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_moves_the_primary_and_the_old_one_follows() {
+    common::init_tracing();
+    let mut dbs = vec![MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let url = proxy.url(None);
+    let mut admin = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    admin.query_drop("CREATE DATABASE fo").await.unwrap();
+    admin
+        .query_drop("CREATE TABLE fo.acked (id BIGINT PRIMARY KEY, note VARCHAR(16))")
+        .await
+        .unwrap();
+    // A transaction left open on the primary across the switchover.
+    let mut open_tx = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    open_tx.query_drop("BEGIN").await.unwrap();
+    open_tx
+        .query_drop("INSERT INTO fo.acked VALUES (-1, 'open tx')")
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Acks = Arc::default();
+    let writers: Vec<_> = (1..=2)
+        .map(|w| tokio::spawn(writer(url.clone(), w, stop.clone(), acks.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let result: Option<String> = admin.query_first("PROXY SWITCHOVER TO 2").await.unwrap();
+    let result = result.unwrap();
+    assert!(result.contains("replica 2"), "{result}");
+    assert_eq!(leader(&proxy), ReplicaId(2));
+    let roles: Vec<(String, String)> = admin
+        .query_map("SHOW PROXY BACKENDS", |row: mysql_async::Row| {
+            (
+                row.get::<String, _>("replica").unwrap(),
+                row.get::<String, _>("role").unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+    assert!(
+        roles.contains(&("2".to_string(), "primary".to_string()))
+            && roles.contains(&("0".to_string(), "replica".to_string())),
+        "{roles:?}"
+    );
+    // The open transaction was on the old primary: it is gone, with the code to retry on.
+    let err = open_tx.query_drop("COMMIT").await.unwrap_err();
+    match err {
+        mysql_async::Error::Server(e) => assert_eq!(e.code, 1213, "{e:?}"),
+        other => panic!("COMMIT of a transaction on the old primary: {other:?}"),
+    }
+    // The same client connection goes on, on the new primary.
+    open_tx
+        .query_drop("INSERT INTO fo.acked VALUES (-2, 'after')")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut acked: BTreeSet<i64> = acks.lock().iter().map(|(id, _)| *id).collect();
+    acked.insert(-2);
+    assert_acked_everywhere(&[&dbs[0], &dbs[1], &dbs[2]], &acked).await;
+    for db in &dbs {
+        let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+            .await
+            .unwrap();
+        let n: Option<i64> = c
+            .query_first("SELECT COUNT(*) FROM fo.acked WHERE id = -1")
+            .await
+            .unwrap();
+        assert_eq!(
+            n,
+            Some(0),
+            "the abandoned transaction appeared on {}",
+            db.addr()
+        );
+    }
+    // Writes no longer need the old primary: killing it starts no election.
+    dbs[0].kill9();
+    for i in 0..20 {
+        admin
+            .query_drop(format!(
+                "INSERT INTO fo.acked VALUES ({}, 'no 0')",
+                -100 - i
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        proxy.ctx.replication.shards[0]
+            .elections
+            .load(Ordering::Relaxed),
+        1
+    );
+    // A switchover to a replica that is down is refused with a clear error.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let err = admin.query_drop("PROXY SWITCHOVER TO 0").await.unwrap_err();
+    assert!(err.to_string().contains("not a live follower"), "{err}");
+    assert_eq!(leader(&proxy), ReplicaId(2));
+    admin
+        .query_drop("INSERT INTO fo.acked VALUES (-200, 'still')")
+        .await
+        .unwrap();
+}

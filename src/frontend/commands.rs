@@ -267,16 +267,15 @@ impl ClientSession {
                     // Only when the client heard nothing of this answer can it be told in one
                     // error packet and go on.
                     if was_pinned && survivable(session) && client.bytes_out() == out_before {
-                        // Only a transaction and prepared statements were on it: the
-                        // transaction is gone (said so with the code clients retry on), the
-                        // statements are prepared again where the session goes next.
-                        let in_transaction = self.detach_lost_backend(session);
-                        let e = if in_transaction {
-                            transaction_rolled_back()
-                        } else {
-                            e
-                        };
-                        client.write_packet(seq, &e.encode()).await?;
+                        // Only a transaction and prepared statements were on it: nothing of
+                        // the statement or its transaction committed (a write that reached the
+                        // log is acknowledged by the write path instead), so the client hears
+                        // the code it retries on; statements are prepared again where the
+                        // session goes next.
+                        self.detach_lost_backend(session);
+                        client
+                            .write_packet(seq, &transaction_rolled_back().encode())
+                            .await?;
                         continue;
                     }
                     client.write_packet(seq, &e.encode()).await?;
@@ -1376,8 +1375,9 @@ fn transaction_rolled_back() -> MysqlError {
     MysqlError::new(
         1213,
         "40001",
-        "myquorum: the primary was lost or replaced during this transaction; it was rolled back \
-         and nothing of it was committed. Retry the transaction",
+        "myquorum: the backend serving this session was lost or replaced as primary before it \
+         answered; nothing of this statement or of its open transaction was committed. Retry \
+         the transaction",
     )
 }
 

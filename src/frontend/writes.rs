@@ -108,6 +108,30 @@ fn commit_error(e: &CommitError) -> MysqlError {
     }
 }
 
+/// The answer to a COMMIT the primary could not confirm although the quorum holds its
+/// record: committed (an OK with no transaction open, sequence id 1).
+fn committed_in_log() -> (ResponseSummary, Vec<u8>) {
+    let status = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
+    let ok = crate::protocol::message::encode_ok(
+        crate::protocol::message::OkInfo {
+            status,
+            ..Default::default()
+        },
+        b"",
+    );
+    let mut raw = Vec::with_capacity(ok.len() + 4);
+    raw.extend_from_slice(&(ok.len() as u32).to_le_bytes()[..3]);
+    raw.push(1);
+    raw.extend_from_slice(&ok);
+    (
+        ResponseSummary {
+            status: Some(status),
+            ..Default::default()
+        },
+        raw,
+    )
+}
+
 fn uuid_v4() -> String {
     let b: [u8; 16] = rand::random();
     format!(
@@ -359,8 +383,8 @@ impl ClientSession {
                         let _ = self.lost(session, c, io);
                     }
                 }
-                session.pending.clear();
-                session.savepoints.clear();
+                // Rolled back on the primary: the session is out of its transaction.
+                session.reset_transaction();
                 if unwrap {
                     session.note_status(StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits());
                 }
@@ -375,15 +399,13 @@ impl ClientSession {
             Some(h) => send_wal_row(&mut h.conn, shard, ts, &payload).await,
             None => Err(std::io::Error::other("no primary connection")),
         };
-        if let Err(e) = sent {
-            // Logged: recovery of the primary re-applies it.
+        if let Err(e) = &sent {
+            // Logged: it commits once the quorum holds it, whatever happens to this
+            // connection (the primary is repaired, or its successor applies the whole log).
             log.primary_failed(ts, executed_on);
-            let lost = self.lost(session, c, e).err();
-            return Err(lost.unwrap_or(Failure::BackendLost(MysqlError::new(
-                2013,
-                "HY000",
-                format!("Lost connection to the primary before COMMIT of record {ts}"),
-            ))));
+            tracing::warn!(shard = shard.0, ts, error = %e,
+                "primary connection lost after the record was logged; it is acknowledged once the quorum holds it");
+            self.held = None;
         }
         if let Err(e) = log.await_quorum(ts, &snapshot).await {
             // The record is in the log: it will commit. Finish it in the background with
@@ -404,11 +426,8 @@ impl ClientSession {
         }
         let Some(h) = self.held.as_mut() else {
             log.primary_failed(ts, executed_on);
-            return Err(Failure::BackendLost(MysqlError::new(
-                2013,
-                "HY000",
-                "Lost connection to the primary before COMMIT",
-            )));
+            session.reset_transaction();
+            return Ok(committed_in_log());
         };
         let started = std::time::Instant::now();
         match commit_on_primary(&mut h.conn, ts, unwrap, deprecate_eof).await {
@@ -427,25 +446,7 @@ impl ClientSession {
                      (it is applied on the primary when repaired, or on the next one)");
                 self.held = None;
                 session.reset_transaction();
-                let status = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
-                let ok = crate::protocol::message::encode_ok(
-                    crate::protocol::message::OkInfo {
-                        status,
-                        ..Default::default()
-                    },
-                    b"",
-                );
-                let mut raw = Vec::with_capacity(ok.len() + 4);
-                raw.extend_from_slice(&(ok.len() as u32).to_le_bytes()[..3]);
-                raw.push(1);
-                raw.extend_from_slice(&ok);
-                Ok((
-                    ResponseSummary {
-                        status: Some(status),
-                        ..Default::default()
-                    },
-                    raw,
-                ))
+                Ok(committed_in_log())
             }
         }
     }
@@ -570,8 +571,17 @@ impl ClientSession {
         {
             Ok(x) => x,
             Err(e) => {
+                // Logged first: the DDL is applied everywhere (the primary when repaired).
                 log.primary_failed(ts, executed_on);
-                return self.lost(session, c, e);
+                let _ = self.lost(session, c, e);
+                return Err(Failure::Answer(MysqlError::new(
+                    2013,
+                    "HY000",
+                    format!(
+                        "Lost connection to the primary during this DDL; it is logged (record {ts}) \
+                         and will be applied on every replica"
+                    ),
+                )));
             }
         };
         log.primary_done(ts);

@@ -1,5 +1,5 @@
 //! Replication: the sequencer (timestamp + WAL append as one step per shard), the Cabinet
-//! quorum, one applier per follower, and recovery.
+//! quorum, one applier per replica, recovery, and primary election (failover/switchover).
 //!
 //! Owns: `Replication` (every shard's log). May import: wal, tso, backend (applier
 //! connections), protocol (reading responses), router ids, config.
