@@ -97,7 +97,7 @@ async fn assert_acked_everywhere(dbs: &[&MariaDb], acked: &BTreeSet<i64>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_primary_three_times_elects_and_loses_nothing() {
     common::init_tracing();
-    let mut dbs = vec![MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
     let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
     let url = proxy.url(None);
     let mut c = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
@@ -183,7 +183,7 @@ async fn killing_the_primary_three_times_elects_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_moves_the_primary_and_the_old_one_follows() {
     common::init_tracing();
-    let mut dbs = vec![MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
     let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
     let url = proxy.url(None);
     let mut admin = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();

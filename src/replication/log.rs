@@ -166,8 +166,7 @@ impl ShardLog {
     pub fn new(
         shard: ShardId,
         n: usize,
-        leader: ReplicaId,
-        epoch: u64,
+        (epoch, leader): (u64, ReplicaId),
         failure_threshold: Option<usize>,
         wal: Wal,
         last_ts: u64,

@@ -85,8 +85,7 @@ impl Replication {
             let log = ShardLog::new(
                 ShardId(i as u32),
                 s.replicas.len(),
-                leader,
-                epoch,
+                (epoch, leader),
                 cfg.replication.failure_threshold,
                 wal,
                 last,
