@@ -8,6 +8,7 @@ use crate::protocol::handshake::{client_handshake, BackendHello};
 use crate::protocol::message::{MysqlError, OkInfo, ERR_HEADER, OK_HEADER};
 use crate::protocol::packet::PacketStream;
 use mysql_common::constants::CapabilityFlags;
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,10 @@ pub struct BackendConn {
     /// A replicated write left `timestamp` set to the proxy's value (reset lazily, before
     /// the next statement that is not such a write, so NOW() is the server's again).
     pub timestamp_fixed: bool,
+    /// Statements prepared on this connection: (schema current at PREPARE, text) → server
+    /// id. Client prepared statements are not tied to one connection; each connection that
+    /// runs one prepares it once (COM_RESET_CONNECTION forgets them all).
+    pub statements: HashMap<(Option<String>, Arc<str>), u32>,
 }
 
 impl BackendConn {
@@ -89,6 +94,7 @@ impl BackendConn {
             schema: schema.map(str::to_string),
             state_signature: crate::session::signature_of(collation, &[]),
             timestamp_fixed: false,
+            statements: HashMap::new(),
             generation,
         })
     }
@@ -102,6 +108,10 @@ impl BackendConn {
         let mut payload = Vec::with_capacity(1 + arg.len());
         payload.push(command);
         payload.extend_from_slice(arg);
+        if command == COM_RESET_CONNECTION {
+            // The server drops every prepared statement of the connection.
+            self.statements.clear();
+        }
         self.stream.write_packet(0, &payload).await?;
         let resp = self.stream.read_packet().await?;
         match resp.payload.first() {

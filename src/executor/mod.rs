@@ -8,11 +8,13 @@ pub mod write;
 
 use crate::backend::conn::{COM_INIT_DB, COM_QUERY, COM_RESET_CONNECTION};
 use crate::backend::{BackendConn, Cluster};
+use crate::protocol::relay::ResponseKind;
 use crate::protocol::MysqlError;
 use crate::router::{ReplicaId, ShardId};
 use crate::session::{signature_of, SessionState};
 use mysql_common::constants::CapabilityFlags;
 use std::io;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcquireError {
@@ -84,6 +86,58 @@ pub async fn acquire(
         Ok(Ok(())) => Ok(conn),
         Ok(Err(e)) => Err(AcquireError::Restore(e)),
         Err(e) => Err(unreachable(e)),
+    }
+}
+
+/// Statements one connection keeps prepared at most; beyond, they are all closed (an
+/// application with endless distinct statements must not exhaust the server's
+/// max_prepared_stmt_count through pooled connections).
+const STATEMENTS_PER_CONNECTION: usize = 256;
+
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_CLOSE: u8 = 0x19;
+
+/// The server id of `sql` prepared on `conn`, preparing it there first when this connection
+/// has not (its answer is read here, not relayed). A server error (the statement cannot be
+/// prepared there) comes back as `Ok(Err(..))`.
+pub async fn ensure_prepared(
+    conn: &mut BackendConn,
+    sql: &Arc<str>,
+    deprecate_eof: bool,
+) -> io::Result<Result<u32, MysqlError>> {
+    let key = (conn.schema.clone(), sql.clone());
+    if let Some(id) = conn.statements.get(&key) {
+        return Ok(Ok(*id));
+    }
+    if conn.statements.len() >= STATEMENTS_PER_CONNECTION {
+        for id in conn.statements.values() {
+            let mut close = vec![COM_STMT_CLOSE];
+            close.extend_from_slice(&id.to_le_bytes());
+            conn.stream.queue_packet(0, &close);
+        }
+        conn.statements.clear();
+    }
+    let mut p = Vec::with_capacity(1 + sql.len());
+    p.push(COM_STMT_PREPARE);
+    p.extend_from_slice(sql.as_bytes());
+    conn.stream.queue_packet(0, &p);
+    conn.stream.flush().await?;
+    let answer = crate::protocol::relay::read_response(
+        &mut conn.stream,
+        ResponseKind::Prepare,
+        deprecate_eof,
+    )
+    .await?;
+    match (answer.prepare, answer.error) {
+        (Some(ok), _) => {
+            conn.statements.insert(key, ok.statement_id);
+            Ok(Ok(ok.statement_id))
+        }
+        (None, Some(e)) => Ok(Err(e)),
+        (None, None) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no answer to COM_STMT_PREPARE",
+        )),
     }
 }
 

@@ -9,7 +9,7 @@ use crate::admin;
 use crate::backend::BackendConn;
 use crate::context::ProxyContext;
 use crate::executor::write::{normalize_execute, queue_timestamp_reset};
-use crate::executor::{self, AcquireError};
+use crate::executor::{self, ensure_prepared, AcquireError};
 use crate::protocol::handshake::{decode_change_user, ChangeUser};
 use crate::protocol::message::{encode_ok, encode_terminator, OkInfo};
 use crate::protocol::packet::PacketTooLarge;
@@ -297,9 +297,6 @@ impl ClientSession {
         let in_transaction = session.in_transaction || !session.pending.is_empty();
         session.reset_transaction();
         session.unpin(PinReason::StatementAffinity);
-        for p in session.prepared.values_mut() {
-            p.backend_id = NOT_PREPARED;
-        }
         in_transaction
     }
 
@@ -316,69 +313,6 @@ impl ClientSession {
                 .and_then(|id| session.prepared.get(&id))
                 .is_some_and(|p| p.classified.kind == Kind::Rollback),
             _ => false,
-        }
-    }
-
-    /// Prepares `client_id`'s statement again on the session's connection (a primary after
-    /// the one it was prepared on was lost), answering nothing to the client.
-    async fn prepare_again(
-        &mut self,
-        session: &mut SessionState,
-        client_id: u32,
-    ) -> Result<u32, Failure> {
-        let Some(stmt) = session.prepared.get(&client_id).cloned() else {
-            return Err(Failure::Answer(unknown_stmt(
-                client_id,
-                "mysqld_stmt_execute",
-            )));
-        };
-        if self.held.is_none() {
-            let route = self.route(&stmt.classified);
-            self.hold_for(session, route).await?;
-        }
-        let deprecate_eof = self.deprecate_eof;
-        let Some(h) = self.held.as_mut() else {
-            return Err(Failure::Answer(MysqlError::new(
-                2003,
-                "HY000",
-                "no backend connection",
-            )));
-        };
-        let mut p = Vec::with_capacity(1 + stmt.sql.len());
-        p.push(COM_STMT_PREPARE);
-        p.extend_from_slice(stmt.sql.as_bytes());
-        let answer = async {
-            h.conn.stream.write_packet(0, &p).await?;
-            crate::protocol::relay::read_response(
-                &mut h.conn.stream,
-                ResponseKind::Prepare,
-                deprecate_eof,
-            )
-            .await
-        }
-        .await;
-        let summary = match answer {
-            Ok(s) => s,
-            Err(e) => {
-                return self
-                    .finish(session, &stmt.classified, Err(RelayError::Backend(e)))
-                    .map(|_| 0)
-            }
-        };
-        match (summary.prepare, summary.error) {
-            (Some(ok), _) if ok.num_params == stmt.num_params => {
-                if let Some(s) = session.prepared.get_mut(&client_id) {
-                    s.backend_id = ok.statement_id;
-                }
-                tracing::debug!(client_id, backend_id = ok.statement_id, "statement prepared again after a backend change");
-                Ok(ok.statement_id)
-            }
-            (_, Some(e)) => Err(Failure::Answer(e)),
-            _ => Err(Failure::Answer(MysqlError::new(
-                1105,
-                "HY000",
-                "myquorum: the statement prepared again on the new primary has a different shape; prepare it again",
-            ))),
         }
     }
 
@@ -448,21 +382,7 @@ impl ClientSession {
         if route.target != Target::Proxy {
             self.note_route(sql, &c, route, session);
         }
-        match route.reason {
-            router::Reason::FreshReplica => {
-                self.ctx
-                    .counters
-                    .replica_reads
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            router::Reason::NoFreshReplica => {
-                self.ctx
-                    .counters
-                    .primary_fallbacks
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
-        }
+        self.count_route(route);
         match route.target {
             Target::Proxy => {
                 let status = session.status_flags();
@@ -537,7 +457,7 @@ impl ClientSession {
                         session,
                         &c,
                         route,
-                        payload,
+                        BackendCommand::Raw(payload),
                         ResponseKind::ResultSets,
                     )
                     .await?;
@@ -590,6 +510,16 @@ impl ClientSession {
         }
         client.queue_raw(&out);
         client.flush().await.map_err(Failure::Client)
+    }
+
+    /// Counts replica reads and primary fallbacks (SHOW PROXY STATUS).
+    fn count_route(&self, route: Route) {
+        let counter = match route.reason {
+            router::Reason::FreshReplica => &self.ctx.counters.replica_reads,
+            router::Reason::NoFreshReplica => &self.ctx.counters.primary_fallbacks,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn route(&self, c: &Classified) -> Route {
@@ -827,26 +757,38 @@ impl ClientSession {
         session: &mut SessionState,
         c: &Classified,
         route: Route,
-        payload: &[u8],
+        command: BackendCommand<'_>,
         kind: ResponseKind,
     ) -> Result<ResponseSummary, Failure> {
         session.before_statement(c);
         let deprecate_eof = self.deprecate_eof;
         let mut route = route;
+        let mut payload: Vec<u8> = Vec::new();
         loop {
             let acquired = self.hold_for(session, route).await;
             let Target::Replica(shard, replica) = route.target else {
                 acquired?;
+                payload = match self.command_bytes(command).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => return Err(Failure::Answer(e)),
+                    Err(e) => return self.finish(session, c, Err(RelayError::Backend(e))),
+                };
                 break;
             };
             // A replica read may move to the primary as long as the client has seen nothing.
-            let started = match (acquired, self.held.as_mut()) {
-                (Ok(()), Some(h)) => {
+            let prepared = match acquired {
+                Ok(()) => self.command_bytes(command).await,
+                Err(_) => Err(io::Error::other("no connection")),
+            };
+            let started = match (prepared, self.held.as_mut()) {
+                (Ok(Err(e)), _) => return Err(Failure::Answer(e)),
+                (Ok(Ok(bytes)), Some(h)) => {
+                    payload = bytes;
                     // A hung replica answers nothing; its health probes mark it down, and
                     // the read moves on then.
                     let mut down = h.down.clone();
                     tokio::select! {
-                        r = start_command(&mut h.conn, payload, deprecate_eof) => {
+                        r = start_command(&mut h.conn, &payload, deprecate_eof) => {
                             r.map_err(|e| e.to_string())
                         }
                         _ = down.changed() => {
@@ -854,7 +796,8 @@ impl ClientSession {
                         }
                     }
                 }
-                (Err(_), _) | (_, None) => Err("no connection".to_string()),
+                (Err(e), _) => Err(e.to_string()),
+                (_, None) => Err("no connection".to_string()),
             };
             let Err(why) = started else {
                 break;
@@ -897,7 +840,7 @@ impl ClientSession {
             // Already sent, and its answer has begun.
             relay_response(&mut h.conn.stream, client, kind, deprecate_eof, None).await
         } else {
-            send_and_relay(&mut h.conn, client, payload, kind, deprecate_eof, None).await
+            send_and_relay(&mut h.conn, client, &payload, kind, deprecate_eof, None).await
         };
         if let (Ok(_), Some(pool)) = (&result, self.ctx.cluster.pool(h.shard, h.replica)) {
             pool.record_latency(started.elapsed());
@@ -906,6 +849,32 @@ impl ClientSession {
             }
         }
         self.finish(session, c, result)
+    }
+
+    /// The bytes of `command` for the held connection (a prepared statement's server id there,
+    /// preparing it first when needed).
+    async fn command_bytes(
+        &mut self,
+        command: BackendCommand<'_>,
+    ) -> io::Result<Result<Vec<u8>, MysqlError>> {
+        match command {
+            BackendCommand::Raw(p) => Ok(Ok(p.to_vec())),
+            BackendCommand::Execute { sql, body } => {
+                let deprecate_eof = self.deprecate_eof;
+                let Some(h) = self.held.as_mut() else {
+                    return Err(io::Error::other("no backend connection"));
+                };
+                let id = match ensure_prepared(&mut h.conn, sql, deprecate_eof).await? {
+                    Ok(id) => id,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let mut p = Vec::with_capacity(5 + body.len());
+                p.push(COM_STMT_EXECUTE);
+                p.extend_from_slice(&id.to_le_bytes());
+                p.extend_from_slice(body);
+                Ok(Ok(p))
+            }
+        }
     }
 
     pub(super) fn finish(
@@ -959,9 +928,16 @@ impl ClientSession {
         kind: ResponseKind,
     ) -> Result<(), Failure> {
         let route = self.route(c);
-        self.run_on_backend(client, session, c, route, payload, kind)
-            .await
-            .map(|_| ())
+        self.run_on_backend(
+            client,
+            session,
+            c,
+            route,
+            BackendCommand::Raw(payload),
+            kind,
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn com_set_option<S: AsyncRead + AsyncWrite + Unpin>(
@@ -1087,17 +1063,14 @@ impl ClientSession {
         session: &mut SessionState,
         payload: &[u8],
     ) -> Result<(), Failure> {
-        let sql = String::from_utf8_lossy(&payload[1..]);
+        let sql: Arc<str> = Arc::from(String::from_utf8_lossy(&payload[1..]).as_ref());
         let c = self.ctx.classify_cache.classify(&sql);
-        session.pin(PinReason::PreparedStatement);
+        // Prepared on the primary (or the pinned connection) for the client's metadata; the
+        // statement is not tied to that connection: executes prepare it where they run.
         let route = self.route(&c);
         self.note_route(&sql, &c, route, session);
         session.before_statement(&c);
-        self.hold_for(session, route).await.inspect_err(|_| {
-            if session.prepared.is_empty() {
-                session.unpin(PinReason::PreparedStatement);
-            }
-        })?;
+        self.hold_for(session, route).await?;
         let client_id = session.alloc_stmt_id();
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
@@ -1122,32 +1095,35 @@ impl ClientSession {
         };
         if let Ok(summary) = &result {
             if let Some(p) = summary.prepare {
+                h.conn
+                    .statements
+                    .insert((h.conn.schema.clone(), sql.clone()), p.statement_id);
                 session.prepared.insert(
                     client_id,
                     PreparedStatement {
-                        backend_id: p.statement_id,
                         num_params: p.num_params,
                         num_columns: p.num_columns,
                         classified: c.clone(),
-                        sql: Arc::from(&*sql),
+                        sql,
                         param_types: None,
                         long_data: false,
                     },
                 );
-            } else if session.prepared.is_empty() {
-                session.unpin(PinReason::PreparedStatement);
             }
         }
         self.finish(session, &c, result).map(|_| ())
     }
 
-    /// COM_STMT_EXECUTE / SEND_LONG_DATA / CLOSE / RESET / FETCH: the client's statement id
-    /// is replaced by the backend's in place and the packet forwarded.
+    /// COM_STMT_EXECUTE / SEND_LONG_DATA / CLOSE / RESET / FETCH. An execute goes where its
+    /// statement routes (a replica for plain autocommit reads, else the primary or the pinned
+    /// connection) and the statement is prepared there on first use; parameter types are
+    /// always sent, since that connection may never have seen them. Long data and cursors
+    /// live on one server statement: they pin the session to its connection.
     async fn com_stmt<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         client: &mut PacketStream<S>,
         session: &mut SessionState,
-        mut payload: Vec<u8>,
+        payload: Vec<u8>,
     ) -> Result<(), Failure> {
         let command = payload[0];
         let Some(id_bytes) = payload.get(1..5) else {
@@ -1163,150 +1139,220 @@ impl ClientSession {
             COM_STMT_FETCH => "mysqld_stmt_fetch",
             _ => "",
         };
-        let Some(mut stmt) = session.prepared.get(&client_id).cloned() else {
+        let Some(stmt) = session.prepared.get(&client_id).cloned() else {
             // CLOSE and SEND_LONG_DATA have no response, even for unknown ids (as in MySQL).
             if op.is_empty() {
                 return Ok(());
             }
             return Err(Failure::Answer(unknown_stmt(client_id, op)));
         };
-        if self.held.is_none() {
-            // Prepared statements pin: no connection means it was lost, and every server
-            // statement id with it.
-            for p in session.prepared.values_mut() {
-                p.backend_id = NOT_PREPARED;
-            }
-            stmt.backend_id = NOT_PREPARED;
-        }
-        if stmt.backend_id == NOT_PREPARED {
-            if command == COM_STMT_CLOSE {
+        match command {
+            COM_STMT_CLOSE => {
+                // Server statements stay prepared on the connections that ran it (reused
+                // by the next session running the same text); the client id is gone.
                 session.prepared.remove(&client_id);
-                if session.prepared.is_empty() {
+                if !session.prepared.values().any(|p| p.long_data) {
                     session.unpin(PinReason::PreparedStatement);
                 }
-                return Ok(());
+                self.release_if_unpinned(session);
+                Ok(())
             }
-            stmt.backend_id = self.prepare_again(session, client_id).await?;
-            if command == COM_STMT_EXECUTE && stmt.num_params > 0 {
-                // The new server statement has never seen the parameter types: send them.
-                let mut types = stmt.param_types.clone();
-                if let Some(body) = normalize_execute(&payload, stmt.num_params, &mut types) {
-                    let flags = payload.get(5).copied().unwrap_or(0);
-                    let mut full = Vec::with_capacity(5 + body.len());
-                    full.push(COM_STMT_EXECUTE);
-                    full.extend_from_slice(&[0; 4]);
-                    full.extend_from_slice(&body);
-                    full[5] = flags;
-                    payload = full;
+            COM_STMT_SEND_LONG_DATA => {
+                session.pin(PinReason::PreparedStatement);
+                if let Some(p) = session.prepared.get_mut(&client_id) {
+                    p.long_data = true;
                 }
+                let route = self.route(&stmt.classified);
+                self.hold_for(session, route).await?;
+                let bytes = self.on_held_connection(session, &stmt, &payload).await?;
+                let Some(h) = self.held.as_mut() else {
+                    return Ok(());
+                };
+                if let Err(e) = h.conn.stream.write_packet(0, &bytes).await {
+                    return self
+                        .finish(session, &stmt.classified, Err(RelayError::Backend(e)))
+                        .map(|_| ());
+                }
+                Ok(())
             }
-        }
-        payload[1..5].copy_from_slice(&stmt.backend_id.to_le_bytes());
-        if command == COM_STMT_SEND_LONG_DATA {
-            if let Some(p) = session.prepared.get_mut(&client_id) {
-                p.long_data = true;
-            }
-        }
-        if command == COM_STMT_EXECUTE {
-            let class = writes::classify_write(&stmt.classified, &stmt.sql, session)
-                .map_err(Failure::Answer)?;
-            let normalized = session.prepared.get_mut(&client_id).and_then(|p| {
-                let long_data = std::mem::take(&mut p.long_data);
-                let n = normalize_execute(&payload, p.num_params, &mut p.param_types);
-                n.map(|n| (n, long_data))
-            });
-            match class {
-                WriteClass::Dml => {
-                    let Some((params, long_data)) = normalized else {
-                        return Err(Failure::Answer(malformed()));
-                    };
-                    if long_data {
-                        return Err(Failure::Answer(writes::not_supported(
-                            "a prepared write with parameters sent as long data \
-                             (COM_STMT_SEND_LONG_DATA) is not replicated yet; bind the value directly",
+            COM_STMT_RESET | COM_STMT_FETCH => {
+                if let Some(p) = session.prepared.get_mut(&client_id) {
+                    if command == COM_STMT_RESET {
+                        p.long_data = false;
+                    }
+                }
+                let prepared_here = self.held.as_ref().is_some_and(|h| {
+                    h.conn
+                        .statements
+                        .contains_key(&(h.conn.schema.clone(), stmt.sql.clone()))
+                });
+                if !prepared_here {
+                    if command == COM_STMT_FETCH {
+                        return Err(Failure::Answer(MysqlError::new(
+                            1421,
+                            "HY000",
+                            "The statement has no open cursor",
                         )));
                     }
-                    self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
-                    let route = self.route(&stmt.classified);
-                    return self
-                        .run_dml(
-                            client,
-                            session,
-                            &stmt.classified,
-                            route,
-                            &stmt.sql,
-                            &payload,
-                            Some((stmt.sql.clone(), params)),
-                        )
-                        .await;
+                    // Nothing is buffered for it anywhere: a reset is a no-op.
+                    return self.reply_ok(client, session, 1).await;
                 }
-                WriteClass::Ddl => {
-                    return Err(Failure::Answer(writes::not_supported(
-                        "prepared DDL is not replicated; send DDL as a text statement",
-                    )))
-                }
-                WriteClass::Local | WriteClass::None => {
-                    writes::refuse_unreplicable(&stmt.classified, &stmt.sql)
-                        .map_err(Failure::Answer)?;
-                    let route = self.route(&stmt.classified);
-                    if self
-                        .settle_pending(client, session, &stmt.classified, route)
-                        .await?
-                    {
-                        return Ok(());
-                    }
-                }
+                let bytes = self.on_held_connection(session, &stmt, &payload).await?;
+                let kind = if command == COM_STMT_FETCH {
+                    ResponseKind::Rows
+                } else {
+                    ResponseKind::Single
+                };
+                let deprecate_eof = self.deprecate_eof;
+                let Some(h) = self.held.as_mut() else {
+                    return Err(Failure::Answer(unknown_stmt(client_id, op)));
+                };
+                let result =
+                    send_and_relay(&mut h.conn, client, &bytes, kind, deprecate_eof, None).await;
+                self.finish(session, &stmt.classified, result).map(|_| ())
+            }
+            _ => {
+                self.stmt_execute(client, session, client_id, stmt, payload)
+                    .await
             }
         }
-        if command == COM_STMT_RESET {
-            if let Some(p) = session.prepared.get_mut(&client_id) {
-                p.long_data = false;
-            }
-        }
+    }
+
+    /// `payload` (a statement command with the client's id) for the held connection: the
+    /// statement prepared there first if needed, its server id in place of the client's.
+    async fn on_held_connection(
+        &mut self,
+        session: &mut SessionState,
+        stmt: &PreparedStatement,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Failure> {
+        let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
-            // Prepared statements pin; a missing connection means it was lost.
-            session.prepared.clear();
-            session.unpin(PinReason::PreparedStatement);
-            return Err(Failure::Answer(unknown_stmt(client_id, op)));
+            return Err(Failure::Answer(MysqlError::new(
+                2003,
+                "HY000",
+                "no backend connection",
+            )));
         };
-        if matches!(command, COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA) {
-            if command == COM_STMT_CLOSE {
-                session.prepared.remove(&client_id);
-                if session.prepared.is_empty() {
-                    session.unpin(PinReason::PreparedStatement);
-                }
-            }
-            let r = h.conn.stream.write_packet(0, &payload).await;
-            if let Err(e) = r {
+        let id = match ensure_prepared(&mut h.conn, &stmt.sql, deprecate_eof).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => return Err(Failure::Answer(e)),
+            Err(e) => {
                 return self
                     .finish(session, &stmt.classified, Err(RelayError::Backend(e)))
-                    .map(|_| ());
+                    .map(|_| Vec::new())
             }
-            if command == COM_STMT_CLOSE {
-                self.release_if_unpinned(session);
+        };
+        let mut bytes = payload.to_vec();
+        bytes[1..5].copy_from_slice(&id.to_le_bytes());
+        Ok(bytes)
+    }
+
+    async fn stmt_execute<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        client_id: u32,
+        stmt: PreparedStatement,
+        payload: Vec<u8>,
+    ) -> Result<(), Failure> {
+        let class = writes::classify_write(&stmt.classified, &stmt.sql, session)
+            .map_err(Failure::Answer)?;
+        let flags = payload.get(5).copied().unwrap_or(0);
+        let (normalized, long_data) = match session.prepared.get_mut(&client_id) {
+            Some(p) => (
+                normalize_execute(&payload, p.num_params, &mut p.param_types),
+                std::mem::take(&mut p.long_data),
+            ),
+            None => (None, false),
+        };
+        let Some(params) = normalized else {
+            return Err(Failure::Answer(malformed()));
+        };
+        self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
+        match class {
+            WriteClass::Dml => {
+                if long_data {
+                    return Err(Failure::Answer(writes::not_supported(
+                        "a prepared write with parameters sent as long data \
+                         (COM_STMT_SEND_LONG_DATA) is not replicated yet; bind the value directly",
+                    )));
+                }
+                let route = self.route(&stmt.classified);
+                return self
+                    .run_dml(
+                        client,
+                        session,
+                        &stmt.classified,
+                        route,
+                        &stmt.sql,
+                        &payload,
+                        Some((stmt.sql.clone(), params)),
+                    )
+                    .await;
             }
+            WriteClass::Ddl => {
+                return Err(Failure::Answer(writes::not_supported(
+                    "prepared DDL is not replicated; send DDL as a text statement",
+                )))
+            }
+            WriteClass::Local | WriteClass::None => {}
+        }
+        writes::refuse_unreplicable(&stmt.classified, &stmt.sql).map_err(Failure::Answer)?;
+        let route = self.route(&stmt.classified);
+        if self
+            .settle_pending(client, session, &stmt.classified, route)
+            .await?
+        {
             return Ok(());
         }
-        let kind = match command {
-            COM_STMT_EXECUTE => ResponseKind::ResultSets,
-            COM_STMT_FETCH => ResponseKind::Rows,
-            _ => ResponseKind::Single,
+        // Long data already went to the pinned connection's statement; a cursor stays open
+        // on the connection that executes it.
+        let cursor = flags != 0;
+        let route = if long_data || cursor {
+            if cursor {
+                session.pin(PinReason::PreparedStatement);
+            }
+            self.route(&stmt.classified)
+        } else {
+            self.route_statement(&stmt.classified, session)
         };
-        if command == COM_STMT_EXECUTE {
-            self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
-            session.before_statement(&stmt.classified);
+        self.note_route(&stmt.sql, &stmt.classified, route, session);
+        self.count_route(route);
+        // Types always travel: the connection that runs it may have just prepared it.
+        let mut body = Vec::with_capacity(params.len());
+        body.extend_from_slice(&params);
+        if let Some(f) = body.first_mut() {
+            *f = flags;
         }
-        let deprecate_eof = self.deprecate_eof;
-        let result = send_and_relay(&mut h.conn, client, &payload, kind, deprecate_eof, None).await;
-        let summary = self.finish(session, &stmt.classified, result)?;
-        if command == COM_STMT_EXECUTE {
-            self.after_forwarded(
+        let command = if long_data {
+            // The values are in the server statement already: forward the client's bytes.
+            BackendCommand::Execute {
+                sql: &stmt.sql,
+                body: &payload[5..],
+            }
+        } else {
+            BackendCommand::Execute {
+                sql: &stmt.sql,
+                body: &body,
+            }
+        };
+        let summary = self
+            .run_on_backend(
+                client,
                 session,
                 &stmt.classified,
-                &stmt.sql,
-                summary.error.is_none(),
-            );
-        }
+                route,
+                command,
+                ResponseKind::ResultSets,
+            )
+            .await?;
+        self.after_forwarded(
+            session,
+            &stmt.classified,
+            &stmt.sql,
+            summary.error.is_none(),
+        );
         Ok(())
     }
 }
@@ -1352,21 +1398,23 @@ async fn start_command(
     conn.stream.next_frame().await.map(|_| ())
 }
 
-/// A prepared statement whose server id belonged to a connection that is gone (server ids
-/// start at 1).
-const NOT_PREPARED: u32 = 0;
+/// What a statement sends to its backend: raw command bytes, or a prepared statement's
+/// execute body (flags onward), completed with that connection's server statement id.
+#[derive(Clone, Copy)]
+pub(super) enum BackendCommand<'a> {
+    Raw(&'a [u8]),
+    Execute { sql: &'a Arc<str>, body: &'a [u8] },
+}
 
-/// A session survives the loss of its pinned backend when nothing but a transaction and
-/// prepared statements lived there: the transaction is reported rolled back, the statements
-/// are prepared again. Temporary tables, user variables, locks and the like are gone, so
-/// such sessions are closed.
+/// A session survives the loss of its pinned backend when nothing but a transaction lived
+/// there: the transaction is reported rolled back (prepared statements are not tied to a
+/// connection; they are prepared wherever they run next). Temporary tables, user variables,
+/// locks, open cursors or long data are gone, so such sessions are closed.
 fn survivable(session: &SessionState) -> bool {
-    session.pin_reasons().iter().all(|r| {
-        matches!(
-            r,
-            PinReason::Transaction | PinReason::PreparedStatement | PinReason::StatementAffinity
-        )
-    })
+    session
+        .pin_reasons()
+        .iter()
+        .all(|r| matches!(r, PinReason::Transaction | PinReason::StatementAffinity))
 }
 
 /// The answer for a transaction lost with its backend: the code (and SQLSTATE) drivers and

@@ -232,6 +232,35 @@ impl ClientSession {
         let shard = route_shard(route);
         session.before_statement(c);
         self.hold_for(session, route).await?;
+        // A prepared write runs as that connection's server statement (prepared there first
+        // when needed), with its parameter types always sent.
+        let execute;
+        let command = match &prepared {
+            Some((text, params)) => {
+                let deprecate_eof = self.deprecate_eof;
+                let Some(h) = self.held.as_mut() else {
+                    return Err(Failure::Answer(MysqlError::new(
+                        2003,
+                        "HY000",
+                        "no backend connection",
+                    )));
+                };
+                let id = match crate::executor::ensure_prepared(&mut h.conn, text, deprecate_eof)
+                    .await
+                {
+                    Ok(Ok(id)) => id,
+                    Ok(Err(e)) => return Err(Failure::Answer(e)),
+                    Err(e) => return self.lost(session, c, e),
+                };
+                let mut p = Vec::with_capacity(5 + params.len());
+                p.push(0x17);
+                p.extend_from_slice(&id.to_le_bytes());
+                p.extend_from_slice(params);
+                execute = p;
+                &execute[..]
+            }
+            None => command,
+        };
         let wrap = session.autocommit && !session.in_transaction;
         let plan = WritePlan {
             command,

@@ -72,7 +72,6 @@ pub static PIN_EVENTS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
 /// A prepared statement as the client knows it.
 #[derive(Debug, Clone)]
 pub struct PreparedStatement {
-    pub backend_id: u32,
     pub num_params: u16,
     pub num_columns: u16,
     pub classified: std::sync::Arc<Classified>,
