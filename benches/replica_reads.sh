@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Read scaling, one run, same machine: sysbench oltp_read_only (text protocol and no
-# BEGIN/COMMIT around the reads, so they can leave the primary: prepared statements and reads
-# inside transactions stay on it) through myquorum over three replicas vs direct to one of them.
-# Prints TPS, p95, the ratio, and how the proxy spread the reads.
+# Read scaling, one run, same machine: sysbench oltp_read_only (no BEGIN/COMMIT around the
+# reads, so they can leave the primary: reads inside transactions stay on it) through myquorum
+# over three replicas vs direct to one of them. Prints TPS, p95, the ratio, and how the proxy
+# spread the reads.
 #
-# usage: benches/replica_reads.sh [seconds-per-run] [threads]   (defaults 10, 8)
+# usage: [PS_MODE=auto|disable] benches/replica_reads.sh [seconds-per-run] [threads]
+#        (defaults: prepared statements disabled, 10 s, 8 threads)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 THREADS=${2:-8}
+PS_MODE=${PS_MODE:-disable}
 WORK=$(mktemp -d /tmp/myquorum-readbench.XXXX)
 PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -19,7 +21,7 @@ PID=$!
 for _ in $(seq 1 240); do grep -q "playground is up" "$WORK/pg.log" && break; sleep 0.5; done
 for _ in $(seq 1 60); do mysql -h127.0.0.1 -P6701 -uroot -e 'CREATE DATABASE IF NOT EXISTS sbtest' >/dev/null 2>&1 && break; sleep 0.5; done
 SB=(sysbench --db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=root --mysql-db=sbtest
-    --tables=4 --table-size=10000 --percentile=95 --db-ps-mode=disable --skip-trx=on)
+    --tables=4 --table-size=10000 --percentile=95 --db-ps-mode=$PS_MODE --skip-trx=on)
 "${SB[@]}" --mysql-port=6701 oltp_read_only prepare >/dev/null
 # Every replica has the tables before reads start.
 for _ in $(seq 1 600); do

@@ -3,8 +3,9 @@
 //!
 //! A session borrows a pooled backend connection per statement and has its replayable state
 //! (schema, SET variables, character set) restored on it; while it holds state that cannot be
-//! replayed (a transaction, temporary tables, user variables, locks, prepared statements,
-//! computed SET values) it is pinned to one connection.
+//! replayed (a transaction, temporary tables, user variables, locks, prepared-statement long
+//! data or cursors, computed SET values) it is pinned to one connection. Prepared statements
+//! themselves are session values, prepared on whichever connection runs them.
 //!
 //! Owns: `SessionState`, `PinReason`, pin counters. May import: sql, protocol::relay (summary),
 //! replication::{record, replay} (the pending writes and which settings replicate).
@@ -24,6 +25,7 @@ pub enum PinReason {
     UserVariable,
     TableLock,
     AdvisoryLock,
+    /// Long data or an open cursor lives in one server statement on one connection.
     PreparedStatement,
     SqlPrepare,
     UnreplayableSet,
