@@ -100,12 +100,26 @@ pub async fn repair_primary(
     let Some(first) = records.first().map(|x| x.ts) else {
         return Ok(Vec::new());
     };
+    // Rows below a replica's oldest one were trimmed because it had applied them (trimming
+    // keeps each replica's newest row at or below the point every replica reached): the WAL
+    // may still hold those records, and they are not missing.
+    let oldest = r
+        .query_row(&format!(
+            "SELECT COALESCE(MIN(ts), 0) FROM myquorum.wal WHERE shard = {}",
+            log.shard.0
+        ))
+        .await
+        .map_err(|e| format!("reading the primary's myquorum.wal: {e}"))?
+        .map_err(|e| format!("reading the primary's myquorum.wal: {e}"))?
+        .and_then(|row| row.first().cloned().flatten())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
     let have = present(r, log.shard, first)
         .await
         .map_err(|e| format!("reading the primary's myquorum.wal: {e}"))?;
     let missing: Vec<LogEntry> = records
         .iter()
-        .filter(|x| !have.contains(&x.ts))
+        .filter(|x| x.ts > oldest && !have.contains(&x.ts))
         .map(|x| LogEntry {
             ts: x.ts,
             payload: x.payload.clone().into(),
