@@ -284,3 +284,62 @@ async fn switchover_moves_the_primary_and_the_old_one_follows() {
         .await
         .unwrap();
 }
+
+/// The proxy restarts while its primary is down: after a short wait it elects the follower
+/// with the most applied (n − t of them answer), writes open on it, and the old primary
+/// rejoins as a follower when it is back; nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_started_while_the_primary_is_down_elects_another() {
+    common::init_tracing();
+    let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
+    let proxy = Proxy::start(cfg.clone());
+    let url = proxy.url(None);
+    let mut c = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    c.query_drop("CREATE DATABASE fo").await.unwrap();
+    c.query_drop("CREATE TABLE fo.acked (id BIGINT PRIMARY KEY, note VARCHAR(16))")
+        .await
+        .unwrap();
+    let mut acked = BTreeSet::new();
+    for id in 0..50i64 {
+        c.query_drop(format!("INSERT INTO fo.acked VALUES ({id}, 'before')"))
+            .await
+            .unwrap();
+        acked.insert(id);
+    }
+    drop(c);
+    drop(proxy);
+    dbs[0].kill9();
+    let started = Instant::now();
+    let proxy = Proxy::start(cfg);
+    let mut c = loop {
+        if let Ok(mut c) = Conn::new(Opts::from_url(&proxy.url(None)).unwrap()).await {
+            if c.query_drop("INSERT INTO fo.acked VALUES (100, 'after')")
+                .await
+                .is_ok()
+            {
+                break c;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "writes did not open without the old primary"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    acked.insert(100);
+    eprintln!(
+        "writes open {} ms after a start without the primary",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(leader(&proxy), ReplicaId(1));
+    for id in 101..120i64 {
+        c.query_drop(format!("INSERT INTO fo.acked VALUES ({id}, 'after')"))
+            .await
+            .unwrap();
+        acked.insert(id);
+    }
+    dbs[0].restart();
+    wait_rejoined(&proxy, ReplicaId(0)).await;
+    assert_acked_everywhere(&[&dbs[0], &dbs[1], &dbs[2]], &acked).await;
+}

@@ -153,6 +153,10 @@ pub async fn run_applier(
             }
             _ = cancel.cancelled() => return,
         };
+        // Reconnect once its health probes pass again, not in a tight loop until then.
+        while !pool.is_up() && !cancel.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         match outcome {
             Ok(()) => {}
             Err(ApplyError::Io(e)) => {

@@ -63,6 +63,15 @@ fn write_leadership(shard_dir: &Path, epoch: u64, leader: ReplicaId) -> std::io:
     std::fs::File::open(shard_dir)?.sync_all()
 }
 
+/// Persists a promotion, logging (not failing) when the file cannot be written.
+pub fn persist_leadership(log: &ShardLog, epoch: u64, leader: ReplicaId) {
+    if let Err(e) = write_leadership(log.wal.dir(), epoch, leader) {
+        tracing::error!(shard = log.shard.0, error = %e,
+            "cannot persist the new leadership; a proxy restart would route writes to the old primary \
+             until it is fixed (check replication.wal_dir)");
+    }
+}
+
 enum Trigger {
     PrimaryDown,
     Switchover(Option<ReplicaId>),
@@ -240,11 +249,7 @@ async fn election(
         }
         cluster.set_primary(shard, winner);
         let epoch = log.promote(winner);
-        if let Err(e) = write_leadership(log.wal.dir(), epoch, winner) {
-            tracing::error!(shard = shard.0, error = %e,
-                "cannot persist the new leadership; a proxy restart would route writes to the old primary \
-                 until it is fixed (check replication.wal_dir)");
-        }
+        persist_leadership(log, epoch, winner);
         // Sessions holding transactions or prepared statements on the old primary must not
         // keep writing there.
         old_pool.retire_sessions();

@@ -269,8 +269,13 @@ impl ShardLog {
     /// water mark is applied there; records above it that were in flight may be missing and
     /// its applier fills them first. Returns the new epoch.
     pub fn promote(&self, new: ReplicaId) -> u64 {
+        self.promote_with_floor(new, self.primary_low_water())
+    }
+
+    /// `promote`, with what is known of the old leader: everything up to `old_low` is
+    /// applied there (0: nothing known; it checks the whole log when it returns).
+    pub fn promote_with_floor(&self, new: ReplicaId, old_low: u64) -> u64 {
         let old = self.leader();
-        let old_low = self.primary_low_water();
         if let Some(s) = self.replicas.get(old.0 as usize) {
             s.gap_floor.store(old_low, Ordering::Release);
             s.applied.store(old_low, Ordering::Release);

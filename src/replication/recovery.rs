@@ -171,6 +171,52 @@ pub async fn fill_gaps(
     Ok(filled)
 }
 
+/// How long start-up recovery waits for the last elected primary before electing another.
+const STARTUP_PRIMARY_WAIT: Duration = Duration::from_secs(5);
+
+/// The last elected primary does not answer at start-up: when n − t other replicas do,
+/// promote the one with the most applied (recovery then brings it up to the whole log, as it
+/// would the old primary). The old primary, when it returns, fills whatever it lacks over
+/// the whole WAL before following. Returns the new primary's connection.
+async fn elect_at_startup(log: &Arc<ShardLog>, cluster: &Cluster) -> Option<Replayer> {
+    let shard = log.shard;
+    let old = log.leader();
+    let n = log.replicas.len();
+    let needed = n.saturating_sub(log.cabinet().t).max(1);
+    let mut live: Vec<(u64, ReplicaId, Replayer)> = Vec::new();
+    for i in 0..n as u32 {
+        let rid = ReplicaId(i);
+        if rid == old {
+            continue;
+        }
+        let Some(pool) = cluster.pool(shard, rid) else {
+            continue;
+        };
+        let Ok(mut r) = connect(pool).await else {
+            continue;
+        };
+        if let Ok(p) = r.prepare_log_table(shard).await {
+            log.note_packet_limit(p.max_allowed_packet);
+            live.push((p.applied, rid, r));
+        }
+    }
+    if live.len() < needed {
+        tracing::warn!(shard = shard.0, live = live.len(), needed,
+            "the last elected primary is down and too few replicas answer to elect another; recovery keeps waiting");
+        return None;
+    }
+    // Most applied first; equal positions go to the lower replica id.
+    live.sort_by(|a, b| b.0.cmp(&a.0).then(a.1 .0.cmp(&b.1 .0)));
+    let (applied, winner, conn) = live.into_iter().next()?;
+    cluster.set_primary(shard, winner);
+    // Nothing is known of what the old primary holds: it checks the whole WAL when back.
+    let epoch = log.promote_with_floor(winner, 0);
+    super::failover::persist_leadership(log, epoch, winner);
+    tracing::warn!(shard = shard.0, old = old.0, new = winner.0, applied, epoch,
+        "the last elected primary does not answer at start-up; elected the replica with the most applied");
+    Some(conn)
+}
+
 pub struct RecoveryParams {
     pub apply_batch: usize,
     /// How long to wait for followers to catch up before opening writes anyway.
@@ -197,7 +243,13 @@ pub async fn run_shard(
     let mut log_records: BTreeMap<u64, Vec<u8>> =
         wal_records.into_iter().map(|r| (r.ts, r.payload)).collect();
     let wal_last = log_records.last_key_value().map(|(t, _)| *t).unwrap_or(0);
+    let waiting_since = Instant::now();
     let mut primary = loop {
+        if params.failover.automatic && waiting_since.elapsed() > STARTUP_PRIMARY_WAIT {
+            if let Some(r) = elect_at_startup(&log, &cluster).await {
+                break r;
+            }
+        }
         let Some(pool) = cluster.pool(shard, log.leader()) else {
             return;
         };
