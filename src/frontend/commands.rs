@@ -636,6 +636,7 @@ impl ClientSession {
                 return Ok(());
             }
         }
+        self.note_primary(route, replica);
         let mut acquired =
             executor::acquire(&self.ctx.cluster, shard, replica, session, self.caps).await;
         let mut replica = replica;
@@ -649,6 +650,7 @@ impl ClientSession {
             // fail the statement, then use the new one.
             if let Some(next) = self.next_primary(shard, replica).await {
                 replica = next;
+                self.note_primary(route, replica);
                 acquired =
                     executor::acquire(&self.ctx.cluster, shard, replica, session, self.caps).await;
             }
@@ -674,6 +676,16 @@ impl ClientSession {
             down,
         });
         Ok(())
+    }
+
+    /// EXPLAIN LAST STATEMENT names the primary the statement ran on, also when an election
+    /// moved it after the route was made.
+    fn note_primary(&mut self, route: Route, replica: ReplicaId) {
+        if let (Target::Primary(s, r), Some(l)) = (route.target, self.last_route.as_mut()) {
+            if r != replica && l.route.target == route.target {
+                l.route.target = Target::Primary(s, replica);
+            }
+        }
     }
 
     /// The shard's primary now; during an election, once it is over (bounded by the commit
