@@ -101,6 +101,23 @@ pub async fn run_applier(
         let floor = log.replicas[replica.0 as usize]
             .gap_floor
             .load(std::sync::atomic::Ordering::Acquire);
+        if floor != u64::MAX && log.in_flight_on(replica) {
+            // A former primary with sessions still committing on it (a switchover): their
+            // records would be applied twice. They finish within the commit timeout.
+            tracing::info!(
+                shard = shard.0,
+                replica = replica.0,
+                "former primary: waiting for the transactions still committing on it"
+            );
+            while log.in_flight_on(replica) {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    _ = cancel.cancelled() => return,
+                }
+            }
+            // Its position moved: read it again.
+            continue;
+        }
         if floor < position.applied {
             // A former primary: records in flight when it lost leadership may be missing
             // below its highest applied row.

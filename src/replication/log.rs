@@ -146,7 +146,10 @@ pub struct ShardLog {
     acks: watch::Sender<u64>,
     cabinet: Mutex<Cabinet>,
     /// Sequenced records not yet committed on the primary.
-    in_flight: Mutex<BTreeSet<u64>>,
+    /// Sequenced records not yet committed where they executed, with that replica. After an
+    /// election the old primary's entries stay until their sessions finish (commit or fail
+    /// there): its applier waits for that before following, or it would apply them twice.
+    in_flight: Mutex<BTreeMap<u64, ReplicaId>>,
     /// Writes are accepted (false while recovering).
     pub open: watch::Sender<bool>,
     /// A WAL write failed: writes stay closed until a restart.
@@ -210,7 +213,7 @@ impl ShardLog {
             durable: watch::Sender::new(last_ts),
             acks: watch::Sender::new(0),
             cabinet: Mutex::new(cabinet),
-            in_flight: Mutex::new(BTreeSet::new()),
+            in_flight: Mutex::new(BTreeMap::new()),
             open: watch::Sender::new(false),
             wal_broken: AtomicBool::new(false),
             packet_limit: AtomicU64::new(u64::MAX),
@@ -282,9 +285,11 @@ impl ShardLog {
             s.held.store(old_low, Ordering::Release);
             s.live.store(false, Ordering::Relaxed);
         }
-        // Everything sequenced so far is applied on the new leader.
-        self.in_flight.lock().clear();
-        self.failed_on_primary.lock().clear();
+        // Everything sequenced so far is applied on the new leader; what was in flight on the
+        // old one stays tracked until its sessions finish there. Commits that already failed
+        // there are finished (nobody will repair the old primary now).
+        let failed = std::mem::take(&mut *self.failed_on_primary.lock());
+        self.in_flight.lock().retain(|ts, _| !failed.contains(ts));
         self.cabinet.lock().set_leader(new);
         let mut epoch = 0;
         self.leadership.send_modify(|l| {
@@ -539,10 +544,23 @@ impl ShardLog {
 
     /// Highest timestamp below which the primary holds everything in the log.
     pub fn primary_low_water(&self) -> u64 {
-        match self.in_flight.lock().first() {
+        let leader = self.leader();
+        let first = self
+            .in_flight
+            .lock()
+            .iter()
+            .find(|(_, r)| **r == leader)
+            .map(|(ts, _)| *ts);
+        match first {
             Some(ts) => ts - 1,
             None => self.last_sequenced(),
         }
+    }
+
+    /// Whether sessions still have sequenced transactions open on `replica` (a former
+    /// primary's in-flight commits).
+    pub fn in_flight_on(&self, replica: ReplicaId) -> bool {
+        self.in_flight.lock().values().any(|r| *r == replica)
     }
 
     /// Records a replica applied up to `ts` (so it holds them too).
@@ -675,7 +693,8 @@ impl ShardLog {
     /// Marks records sequenced before a restart as possibly missing on the primary (until
     /// recovery re-applies them).
     pub fn note_in_flight(&self, ts: u64) {
-        self.in_flight.lock().insert(ts);
+        let leader = self.leader();
+        self.in_flight.lock().insert(ts, leader);
     }
 }
 
@@ -742,8 +761,8 @@ async fn run_sequencer(
         last_ts = stamped.last().map(|(ts, _)| *ts).unwrap_or(last_ts);
         {
             let mut inflight = log.in_flight.lock();
-            for (ts, _) in &stamped {
-                inflight.insert(*ts);
+            for (ts, r) in &stamped {
+                inflight.insert(*ts, r.executed_on);
             }
         }
         let records = stamped
