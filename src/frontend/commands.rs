@@ -119,12 +119,25 @@ impl ClientSession {
     /// connection used for the check goes back to the pool.
     pub async fn check_login(&mut self, session: &mut SessionState) -> Result<(), MysqlError> {
         let shard = router::DEFAULT_SHARD;
-        let Some(primary) = self.ctx.cluster.primary_id(shard) else {
-            return Err(MysqlError::new(2003, "HY000", "no shards configured"));
+        // Logins during an election wait for it, as statements do.
+        let mut primary = match self.primary_now(shard).await {
+            Ok(p) => p,
+            Err(Failure::Answer(e) | Failure::BackendLost(e)) => return Err(e),
+            Err(Failure::Client(e)) => return Err(MysqlError::new(2013, "HY000", e.to_string())),
         };
-        let conn = executor::acquire(&self.ctx.cluster, shard, primary, session, self.caps)
-            .await
-            .map_err(|e| e.to_mysql())?;
+        let mut acquired =
+            executor::acquire(&self.ctx.cluster, shard, primary, session, self.caps).await;
+        if matches!(
+            acquired,
+            Err(AcquireError::Down { .. } | AcquireError::Unreachable { .. })
+        ) {
+            if let Some(next) = self.next_primary(shard, primary).await {
+                primary = next;
+                acquired =
+                    executor::acquire(&self.ctx.cluster, shard, primary, session, self.caps).await;
+            }
+        }
+        let conn = acquired.map_err(|e| e.to_mysql())?;
         if let Some(pool) = self.ctx.cluster.pool(shard, primary) {
             pool.checkin(conn);
         }
@@ -725,6 +738,10 @@ impl ClientSession {
             return None;
         }
         let log = self.ctx.replication.shard(shard)?;
+        if log.replicas.len() < 2 {
+            // No other replica can take over.
+            return None;
+        }
         let mut leadership = log.subscribe_leadership();
         let changed = tokio::time::timeout(
             log.commit_timeout,
