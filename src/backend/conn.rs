@@ -43,10 +43,10 @@ pub struct BackendConn {
     /// A replicated write left `timestamp` set to the proxy's value (reset lazily, before
     /// the next statement that is not such a write, so NOW() is the server's again).
     pub timestamp_fixed: bool,
-    /// Statements prepared on this connection: (schema current at PREPARE, text) → server
-    /// id. Client prepared statements are not tied to one connection; each connection that
+    /// Statements prepared on this connection: text → (schema current at PREPARE, server
+    /// id). Client prepared statements are not tied to one connection; each connection that
     /// runs one prepares it once (COM_RESET_CONNECTION forgets them all).
-    pub statements: HashMap<(Option<String>, Arc<str>), u32>,
+    pub statements: HashMap<Arc<str>, Vec<(Option<String>, u32)>>,
 }
 
 impl BackendConn {
@@ -100,6 +100,29 @@ impl BackendConn {
     }
 
     /// Runs a command whose answer is a single OK or ERR (COM_INIT_DB, a SET, a reset).
+    /// The server id of `sql` prepared here under the current schema (no allocation: this
+    /// is on every prepared execute).
+    pub fn prepared_id(&self, sql: &str) -> Option<u32> {
+        self.statements
+            .get(sql)?
+            .iter()
+            .find(|(schema, _)| *schema == self.schema)
+            .map(|(_, id)| *id)
+    }
+
+    /// Remembers that `sql` is prepared here under the current schema as `id`.
+    pub fn remember_prepared(&mut self, sql: Arc<str>, id: u32) {
+        let schema = self.schema.clone();
+        let list = self.statements.entry(sql).or_default();
+        list.retain(|(s, _)| *s != schema);
+        list.push((schema, id));
+    }
+
+    /// How many statements are prepared here.
+    pub fn prepared_count(&self) -> usize {
+        self.statements.values().map(Vec::len).sum()
+    }
+
     pub async fn simple_command(
         &mut self,
         command: u8,

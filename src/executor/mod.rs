@@ -105,12 +105,16 @@ pub async fn ensure_prepared(
     sql: &Arc<str>,
     deprecate_eof: bool,
 ) -> io::Result<Result<u32, MysqlError>> {
-    let key = (conn.schema.clone(), sql.clone());
-    if let Some(id) = conn.statements.get(&key) {
-        return Ok(Ok(*id));
+    if let Some(id) = conn.prepared_id(sql) {
+        return Ok(Ok(id));
     }
-    if conn.statements.len() >= STATEMENTS_PER_CONNECTION {
-        for id in conn.statements.values() {
+    if conn.prepared_count() >= STATEMENTS_PER_CONNECTION {
+        let ids: Vec<u32> = conn
+            .statements
+            .values()
+            .flat_map(|v| v.iter().map(|(_, id)| *id))
+            .collect();
+        for id in ids {
             let mut close = vec![COM_STMT_CLOSE];
             close.extend_from_slice(&id.to_le_bytes());
             conn.stream.queue_packet(0, &close);
@@ -130,7 +134,7 @@ pub async fn ensure_prepared(
     .await?;
     match (answer.prepare, answer.error) {
         (Some(ok), _) => {
-            conn.statements.insert(key, ok.statement_id);
+            conn.remember_prepared(sql.clone(), ok.statement_id);
             Ok(Ok(ok.statement_id))
         }
         (None, Some(e)) => Ok(Err(e)),

@@ -711,6 +711,11 @@ impl ClientSession {
                 .primary_id(shard)
                 .ok_or_else(|| Failure::Answer(MysqlError::new(2003, "HY000", "no such shard")));
         };
+        // Per statement: a read of the current leadership, a subscription only while electing.
+        let now = log.leadership();
+        if !now.electing {
+            return Ok(now.leader);
+        }
         let mut leadership = log.subscribe_leadership();
         if leadership.borrow().electing {
             let timeout = log.commit_timeout;
@@ -1124,9 +1129,7 @@ impl ClientSession {
         };
         if let Ok(summary) = &result {
             if let Some(p) = summary.prepare {
-                h.conn
-                    .statements
-                    .insert((h.conn.schema.clone(), sql.clone()), p.statement_id);
+                h.conn.remember_prepared(sql.clone(), p.statement_id);
                 session.prepared.insert(
                     client_id,
                     PreparedStatement {
@@ -1210,11 +1213,10 @@ impl ClientSession {
                         p.long_data = false;
                     }
                 }
-                let prepared_here = self.held.as_ref().is_some_and(|h| {
-                    h.conn
-                        .statements
-                        .contains_key(&(h.conn.schema.clone(), stmt.sql.clone()))
-                });
+                let prepared_here = self
+                    .held
+                    .as_ref()
+                    .is_some_and(|h| h.conn.prepared_id(&stmt.sql).is_some());
                 if !prepared_here {
                     if command == COM_STMT_FETCH {
                         return Err(Failure::Answer(MysqlError::new(
