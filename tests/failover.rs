@@ -57,6 +57,14 @@ async fn writer(url: String, worker: i64, stop: Arc<AtomicBool>, acks: Acks) {
     }
 }
 
+async fn create_schema(url: &str) {
+    let mut c = Conn::new(Opts::from_url(url).unwrap()).await.unwrap();
+    c.query_drop("CREATE DATABASE fo").await.unwrap();
+    c.query_drop("CREATE TABLE fo.acked (id BIGINT PRIMARY KEY, note VARCHAR(16))")
+        .await
+        .unwrap();
+}
+
 fn leader(proxy: &Proxy) -> ReplicaId {
     proxy.ctx.replication.shards[0].leader()
 }
@@ -100,12 +108,7 @@ async fn killing_the_primary_three_times_elects_and_loses_nothing() {
     let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
     let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
     let url = proxy.url(None);
-    let mut c = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
-    c.query_drop("CREATE DATABASE fo").await.unwrap();
-    c.query_drop("CREATE TABLE fo.acked (id BIGINT PRIMARY KEY, note VARCHAR(16))")
-        .await
-        .unwrap();
-    drop(c);
+    create_schema(&url).await;
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Acks = Arc::default();
     let writers: Vec<_> = (1..=3)
@@ -188,12 +191,8 @@ async fn switchover_moves_the_primary_and_the_old_one_follows() {
     let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
     let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
     let url = proxy.url(None);
+    create_schema(&url).await;
     let mut admin = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
-    admin.query_drop("CREATE DATABASE fo").await.unwrap();
-    admin
-        .query_drop("CREATE TABLE fo.acked (id BIGINT PRIMARY KEY, note VARCHAR(16))")
-        .await
-        .unwrap();
     // A transaction left open on the primary across the switchover.
     let mut open_tx = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
     open_tx.query_drop("BEGIN").await.unwrap();
@@ -297,11 +296,8 @@ async fn a_proxy_started_while_the_primary_is_down_elects_another() {
     let cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
     let proxy = Proxy::start(cfg.clone());
     let url = proxy.url(None);
+    create_schema(&url).await;
     let mut c = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
-    c.query_drop("CREATE DATABASE fo").await.unwrap();
-    c.query_drop("CREATE TABLE fo.acked (id BIGINT PRIMARY KEY, note VARCHAR(16))")
-        .await
-        .unwrap();
     let mut acked = BTreeSet::new();
     for id in 0..50i64 {
         c.query_drop(format!("INSERT INTO fo.acked VALUES ({id}, 'before')"))

@@ -863,11 +863,7 @@ impl ClientSession {
             }
         }
         let Some(h) = self.held.as_mut() else {
-            return Err(Failure::Answer(MysqlError::new(
-                2003,
-                "HY000",
-                "no backend connection",
-            )));
+            return Err(no_backend_connection());
         };
         let started = std::time::Instant::now();
         let result = if matches!(route.target, Target::Replica(..)) {
@@ -1108,11 +1104,7 @@ impl ClientSession {
         let client_id = session.alloc_stmt_id();
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
-            return Err(Failure::Answer(MysqlError::new(
-                2003,
-                "HY000",
-                "no backend connection",
-            )));
+            return Err(no_backend_connection());
         };
         let result = match h.conn.stream.write_packet(0, payload).await {
             Ok(_) => {
@@ -1259,11 +1251,7 @@ impl ClientSession {
     ) -> Result<Vec<u8>, Failure> {
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
-            return Err(Failure::Answer(MysqlError::new(
-                2003,
-                "HY000",
-                "no backend connection",
-            )));
+            return Err(no_backend_connection());
         };
         let id = match ensure_prepared(&mut h.conn, &stmt.sql, deprecate_eof).await {
             Ok(Ok(id)) => id,
@@ -1427,6 +1415,11 @@ async fn start_command(
         read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     }
     conn.stream.next_frame().await.map(|_| ())
+}
+
+/// The session has no backend connection where one was just acquired (it was lost).
+pub(super) fn no_backend_connection() -> Failure {
+    Failure::Answer(MysqlError::new(2003, "HY000", "no backend connection"))
 }
 
 /// What a statement sends to its backend: raw command bytes, or a prepared statement's

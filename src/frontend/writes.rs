@@ -6,7 +6,7 @@
 //! Owns: the write half of `ClientSession`. May import: executor::write, replication (log
 //! handles, records), sql::determinism, session, protocol.
 
-use super::commands::{ClientSession, Failure};
+use super::commands::{no_backend_connection, ClientSession, Failure};
 use crate::executor::write::{
     commit_on_primary, execute_ddl, execute_write, now_us, rollback_on_primary, send_wal_row,
     Executed, WritePlan,
@@ -239,11 +239,7 @@ impl ClientSession {
             Some((text, params)) => {
                 let deprecate_eof = self.deprecate_eof;
                 let Some(h) = self.held.as_mut() else {
-                    return Err(Failure::Answer(MysqlError::new(
-                        2003,
-                        "HY000",
-                        "no backend connection",
-                    )));
+                    return Err(no_backend_connection());
                 };
                 let id = match crate::executor::ensure_prepared(&mut h.conn, text, deprecate_eof)
                     .await
@@ -279,11 +275,7 @@ impl ClientSession {
             infile_cap,
         };
         let Some(h) = self.held.as_mut() else {
-            return Err(Failure::Answer(MysqlError::new(
-                2003,
-                "HY000",
-                "no backend connection",
-            )));
+            return Err(no_backend_connection());
         };
         let executed = match execute_write(&mut h.conn, plan, client).await {
             Ok(e) => e,
@@ -581,11 +573,7 @@ impl ClientSession {
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
             log.primary_failed(ts, executed_on);
-            return Err(Failure::Answer(MysqlError::new(
-                2003,
-                "HY000",
-                "no backend connection",
-            )));
+            return Err(no_backend_connection());
         };
         let (summary, raw) = match execute_ddl(
             &mut h.conn,
