@@ -5,10 +5,14 @@
 #   myquorum  three mariadbd behind the proxy (WAL + Cabinet quorum, playground)
 # Prints TPS and p95 per target and myquorum's ratios to the others.
 #
-# usage: benches/replication.sh [seconds-per-run]   (default 10)
+# usage: [FLUSH=1|2] benches/replication.sh [seconds-per-run]   (default 10 s)
+#   FLUSH: innodb_flush_log_at_trx_commit of myquorum's three replicas (default 1: each
+#   replica syncs every commit). With 2 an acknowledgement waits for the proxy's WAL sync
+#   instead, the durability class of semi-sync (primary log synced + a replica that received).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
+FLUSH=${FLUSH:-1}
 WORK=$(mktemp -d /tmp/myquorum-repbench.XXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -45,7 +49,7 @@ done
 sleep 1
 mysql -h127.0.0.1 -P3511 -uroot -e "SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'" | tail -1
 # myquorum: playground with three replicas.
-./target/release/myquorum playground --replicas 3 --port 6501 --backend-port 3521 --dir "$WORK/pg" >"$WORK/pg.log" 2>&1 &
+./target/release/myquorum playground --flush-at-commit "$FLUSH" --replicas 3 --port 6501 --backend-port 3521 --dir "$WORK/pg" >"$WORK/pg.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 240); do grep -q "playground is up" "$WORK/pg.log" && break; sleep 0.5; done
 for _ in $(seq 1 60); do mysql -h127.0.0.1 -P6501 -uroot -e 'CREATE DATABASE IF NOT EXISTS probe' >/dev/null 2>&1 && break; sleep 0.5; done

@@ -46,6 +46,11 @@ enum Cmd {
         /// Where data directories and the generated config live.
         #[arg(long, default_value = "playground")]
         dir: PathBuf,
+        /// innodb_flush_log_at_trx_commit of the backends: 1 syncs every commit; with 2 the
+        /// proxy's WAL is what makes an acknowledged write durable (its acknowledgement then
+        /// waits for the WAL's sync, like semi-sync's primary binlog).
+        #[arg(long, default_value_t = 1)]
+        flush_at_commit: u8,
     },
     /// Run one timestamp server of the odd/even pair (point replication.tso_servers at two).
     Tso {
@@ -166,6 +171,7 @@ fn main() -> ExitCode {
             port,
             backend_port,
             dir,
+            flush_at_commit,
         } => {
             let spec = PlaygroundSpec {
                 shards: shards.max(1),
@@ -173,6 +179,7 @@ fn main() -> ExitCode {
                 proxy_port: port,
                 first_backend_port: backend_port,
                 dir,
+                flush_at_commit,
             };
             // Backends are started from the main thread so that their parent-death signal is
             // tied to this process's lifetime, not to a worker thread's.

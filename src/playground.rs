@@ -18,6 +18,8 @@ pub struct PlaygroundSpec {
     pub proxy_port: u16,
     pub first_backend_port: u16,
     pub dir: PathBuf,
+    /// innodb_flush_log_at_trx_commit of every backend (1: sync each commit).
+    pub flush_at_commit: u8,
 }
 
 /// Running backend servers; dropping it stops them.
@@ -138,6 +140,7 @@ pub fn start_server(
     dir: &Path,
     datadir: &Path,
     port: u16,
+    flush_at_commit: u8,
 ) -> Result<Child, PlaygroundError> {
     let log = dir.join("server.log");
     let mut cmd = Command::new(&bin.server);
@@ -154,6 +157,9 @@ pub fn start_server(
         .arg("--innodb-log-file-size=64M")
         .arg("--max-connections=1000")
         .arg("--max-allowed-packet=256M")
+        .arg(format!(
+            "--innodb-flush-log-at-trx-commit={flush_at_commit}"
+        ))
         .arg("--user=root")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -213,7 +219,7 @@ pub fn start(spec: &PlaygroundSpec) -> Result<(Backends, Config), PlaygroundErro
             let dir = root.join(format!("shard{s}-replica{r}"));
             let datadir = dir.join("data");
             init_datadir(&bin, &datadir)?;
-            let mut child = start_server(&bin, &dir, &datadir, port)?;
+            let mut child = start_server(&bin, &dir, &datadir, port, spec.flush_at_commit)?;
             wait_for_port(port, &mut child, Duration::from_secs(60))?;
             tracing::info!(shard = s, replica = r, port, "backend started");
             backends.children.push(child);

@@ -563,3 +563,56 @@ async fn load_data_local_reaches_every_replica() {
         assert_eq!(checksums(db, &["ld.t"]).await, first, "{}", db.addr());
     }
 }
+
+/// Followers that do not sync their commits (innodb_flush_log_at_trx_commit = 2, as many
+/// Galera and semi-sync deployments run) are detected; their acknowledgements count only
+/// once the proxy's WAL has synced the record, and writes still reach every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_that_do_not_sync_commits_count_after_the_wal_sync() {
+    common::init_tracing();
+    let (a, b, c3) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    for db in [&b, &c3] {
+        let mut c = connect(&db.url(None)).await;
+        c.query_drop("SET GLOBAL innodb_flush_log_at_trx_commit = 2")
+            .await
+            .unwrap();
+    }
+    let proxy = Proxy::start(config_for(&[&a, &b, &c3]));
+    let mut c = connect(&proxy.url(None)).await;
+    c.query_drop("CREATE DATABASE nosync").await.unwrap();
+    c.query_drop("CREATE TABLE nosync.t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    for i in 0..100 {
+        c.query_drop(format!("INSERT INTO nosync.t VALUES ({i}, {i})"))
+            .await
+            .unwrap();
+    }
+    let rows: Vec<(String, String, String)> = c
+        .query_map("SHOW PROXY REPLICATION", |row: mysql_async::Row| {
+            (
+                row.get::<String, _>("replica").unwrap(),
+                row.get::<String, _>("state").unwrap(),
+                row.get::<String, _>("commits").unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+    for (replica, state, _) in &rows {
+        let expect_nosync = replica != "0";
+        assert_eq!(
+            state.contains("not synced"),
+            expect_nosync,
+            "replica {replica}: {state}"
+        );
+    }
+    wait_converged(&[&a, &b, &c3]).await;
+    assert_eq!(
+        checksums(&a, &["nosync.t"]).await,
+        checksums(&b, &["nosync.t"]).await
+    );
+    assert_eq!(
+        checksums(&a, &["nosync.t"]).await,
+        checksums(&c3, &["nosync.t"]).await
+    );
+}

@@ -37,6 +37,8 @@ fn replication(ctx: &ProxyContext) -> Table {
                 format!("quarantined: {q}")
             } else if leader {
                 "primary".to_string()
+            } else if r.live.load(Ordering::Relaxed) && !r.durable_hold.load(Ordering::Relaxed) {
+                "applying (commits not synced: counts once the WAL synced)".to_string()
             } else if r.live.load(Ordering::Relaxed) {
                 "applying".to_string()
             } else {

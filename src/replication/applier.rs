@@ -150,6 +150,14 @@ pub async fn run_applier(
             applied = position.applied, held = position.held,
             log_end = log.last_sequenced(), "applier connected");
         log.note_packet_limit(position.max_allowed_packet);
+        log.replicas[replica.0 as usize].durable_hold.store(
+            position.durable_commits,
+            std::sync::atomic::Ordering::Release,
+        );
+        if !position.durable_commits {
+            tracing::info!(shard = shard.0, replica = replica.0,
+                "replica does not sync its commits (innodb_flush_log_at_trx_commit != 1): its acknowledgements count once the WAL has synced the record");
+        }
         log.set_applied(replica, position.applied);
         log.set_held(replica, position.held);
         log.set_live(replica, true);

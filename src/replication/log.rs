@@ -92,6 +92,10 @@ pub struct ReplicaState {
     pub applied: AtomicU64,
     /// The applier is connected.
     pub live: AtomicBool,
+    /// Its commits are on disk when acknowledged (`innodb_flush_log_at_trx_commit = 1`, read
+    /// when its applier connects). When not, what it holds counts for the quorum only once
+    /// the proxy's WAL has the record on disk too.
+    pub durable_hold: AtomicBool,
     /// Stopped because its results differed from the primary's.
     pub quarantined: Mutex<Option<String>>,
     /// A former primary: everything up to here is applied there, but records above it
@@ -197,6 +201,7 @@ impl ShardLog {
                     held: AtomicU64::new(0),
                     applied: AtomicU64::new(0),
                     live: AtomicBool::new(false),
+                    durable_hold: AtomicBool::new(true),
                     quarantined: Mutex::new(None),
                     gap_floor: AtomicU64::new(u64::MAX),
                     apply_latency: LatencyHistogram::new(),
@@ -404,12 +409,15 @@ impl ShardLog {
 
     /// Replicas holding `ts`: the leader it executed on, and followers that stored it.
     fn holders(&self, ts: u64, leader: ReplicaId) -> impl Iterator<Item = ReplicaId> + '_ {
+        let wal_has_it = self.last_durable() >= ts;
         (0..self.replicas.len() as u32)
             .map(ReplicaId)
             .filter(move |r| {
                 *r == leader || {
                     let s = &self.replicas[r.0 as usize];
-                    s.held.load(Ordering::Acquire) >= ts && s.quarantined.lock().is_none()
+                    s.held.load(Ordering::Acquire) >= ts
+                        && (wal_has_it || s.durable_hold.load(Ordering::Acquire))
+                        && s.quarantined.lock().is_none()
                 }
             })
     }
@@ -508,9 +516,11 @@ impl ShardLog {
         let started = Instant::now();
         let deadline = started + self.commit_timeout;
         let mut acks = self.acks.subscribe();
+        let mut durable = self.durable.subscribe();
         let mut order: Vec<ReplicaId> = Vec::new();
         loop {
             acks.borrow_and_update();
+            durable.borrow_and_update();
             for r in self.holders(ts, snapshot.leader) {
                 if r != snapshot.leader && !order.contains(&r) {
                     order.push(r);
@@ -525,7 +535,14 @@ impl ShardLog {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || tokio::time::timeout(left, acks.changed()).await.is_err() {
+            // Holds on replicas that do not sync their commits count once the WAL has synced.
+            let woke = tokio::time::timeout(left, async {
+                tokio::select! {
+                    r = acks.changed() => r,
+                    r = durable.changed() => r,
+                }
+            });
+            if left.is_zero() || woke.await.is_err() {
                 self.counters
                     .quorum_timeouts
                     .fetch_add(1, Ordering::Relaxed);

@@ -131,6 +131,8 @@ pub struct Position {
     pub held: u64,
     /// The server's `max_allowed_packet`: bounds the records and batches it can store.
     pub max_allowed_packet: u64,
+    /// `innodb_flush_log_at_trx_commit` is 1: what it stores is on disk when it answers.
+    pub durable_commits: bool,
 }
 
 /// `SET timestamp = …, insert_id = …` (and the optional ones) for one statement.
@@ -254,8 +256,8 @@ impl Replayer {
         let row = self
             .query_row(&format!(
                 "SELECT COALESCE((SELECT ts FROM myquorum.wal WHERE shard = {0} AND applied = 1 \
-                 ORDER BY ts DESC LIMIT 1), 0), COALESCE(MAX(ts), 0), @@max_allowed_packet \
-                 FROM myquorum.wal WHERE shard = {0}",
+                 ORDER BY ts DESC LIMIT 1), 0), COALESCE(MAX(ts), 0), @@max_allowed_packet, \
+                 @@innodb_flush_log_at_trx_commit FROM myquorum.wal WHERE shard = {0}",
                 shard.0
             ))
             .await?
@@ -272,6 +274,7 @@ impl Replayer {
             applied: at(0),
             held: at(0).max(at(1)),
             max_allowed_packet: at(2),
+            durable_commits: at(3) == 1,
         })
     }
 

@@ -57,7 +57,7 @@ impl MariaDb {
         assert!(status.success());
         let bin = find_server().unwrap();
         let port = free_port();
-        let mut child = start_server(&bin, dir.path(), &datadir, port).unwrap();
+        let mut child = start_server(&bin, dir.path(), &datadir, port, 1).unwrap();
         if let Err(e) = wait_for_port(port, &mut child, Duration::from_secs(60)) {
             let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
             panic!("{e}\n{log}");
@@ -84,7 +84,7 @@ impl MariaDb {
         self.kill9();
         let bin = find_server().unwrap();
         let datadir = self.dir.path().join("data");
-        let mut child = start_server(&bin, self.dir.path(), &datadir, self.port).unwrap();
+        let mut child = start_server(&bin, self.dir.path(), &datadir, self.port, 1).unwrap();
         wait_for_port(self.port, &mut child, Duration::from_secs(60)).unwrap();
         self.child = Some(child);
     }
