@@ -706,13 +706,6 @@ impl ShardLog {
         self.sequenced.send_modify(|d| *d = (*d).max(last));
         Ok(())
     }
-
-    /// Marks records sequenced before a restart as possibly missing on the primary (until
-    /// recovery re-applies them).
-    pub fn note_in_flight(&self, ts: u64) {
-        let leader = self.leader();
-        self.in_flight.lock().insert(ts, leader);
-    }
 }
 
 async fn run_sequencer(
