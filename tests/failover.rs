@@ -38,19 +38,7 @@ async fn writer(url: String, worker: i64, stop: Arc<AtomicBool>, acks: Acks) {
         };
         let id = worker * 1_000_000 + i;
         i += 1;
-        let r = if i % 3 == 0 {
-            async {
-                c.query_drop("BEGIN").await?;
-                c.query_drop(format!("INSERT INTO fo.acked VALUES ({id}, 'tx')"))
-                    .await?;
-                c.query_drop("COMMIT").await
-            }
-            .await
-        } else {
-            c.query_drop(format!("INSERT INTO fo.acked VALUES ({id}, 'auto')"))
-                .await
-        };
-        match r {
+        match common::writes::insert_id(c, "fo.acked", id, i).await {
             Ok(()) => acks.lock().push((id, Instant::now())),
             Err(_) => conn = None,
         }

@@ -206,19 +206,7 @@ async fn acked_inserts(url: String, worker: i64, stop: Arc<AtomicBool>) -> BTree
     while !stop.load(Ordering::Relaxed) {
         let id = worker * 1_000_000 + i;
         i += 1;
-        let r = if i % 3 == 0 {
-            async {
-                c.query_drop("BEGIN").await?;
-                c.query_drop(format!("INSERT INTO rep.acked VALUES ({id}, 'tx')"))
-                    .await?;
-                c.query_drop("COMMIT").await
-            }
-            .await
-        } else {
-            c.query_drop(format!("INSERT INTO rep.acked VALUES ({id}, 'auto')"))
-                .await
-        };
-        match r {
+        match common::writes::insert_id(&mut c, "rep.acked", id, i).await {
             Ok(()) => {
                 acked.insert(id);
             }

@@ -152,48 +152,25 @@ mod tests {
 
     #[test]
     fn lag_crash_history_and_a_fresh_restart_weigh_against_a_replica() {
+        // Replica 0 is the primary being replaced; 1 is slow but current, 2 fast.
+        let among = |a: &Candidate, b: &Candidate| {
+            winner(elect(
+                &[cand(0, 1), a.clone(), b.clone()],
+                ReplicaId(0),
+                false,
+                &RULES,
+            ))
+        };
         let mut slow_but_current = cand(1, 900);
         let mut fast_but_behind = cand(2, 400);
         fast_but_behind.behind = 10; // 10 × 0.3 ms to catch up
-        assert_eq!(
-            winner(elect(
-                &[
-                    cand(0, 1),
-                    slow_but_current.clone(),
-                    fast_but_behind.clone()
-                ],
-                ReplicaId(0),
-                false,
-                &RULES
-            )),
-            1
-        );
+        assert_eq!(among(&slow_but_current, &fast_but_behind), 1);
         fast_but_behind.behind = 0;
         fast_but_behind.times_down = 2;
-        assert_eq!(
-            winner(elect(
-                &[
-                    cand(0, 1),
-                    slow_but_current.clone(),
-                    fast_but_behind.clone()
-                ],
-                ReplicaId(0),
-                false,
-                &RULES
-            )),
-            1
-        );
+        assert_eq!(among(&slow_but_current, &fast_but_behind), 1);
         fast_but_behind.times_down = 0;
         slow_but_current.uptime_s = 5;
-        assert_eq!(
-            winner(elect(
-                &[cand(0, 1), slow_but_current, fast_but_behind],
-                ReplicaId(0),
-                false,
-                &RULES
-            )),
-            2
-        );
+        assert_eq!(among(&slow_but_current, &fast_but_behind), 2);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod converge;
 pub mod relay;
+pub mod writes;
 
 use myquorum::config::{Config, ShardConfig};
 use myquorum::context::ProxyContext;
