@@ -2,17 +2,22 @@
 # Write throughput with replication, one run, same machine:
 #   direct    one mariadbd, no replication
 #   semisync  three mariadbd, MariaDB semi-synchronous replication (AFTER_SYNC, wait for 1)
-#   myquorum  three mariadbd behind the proxy (WAL + Cabinet quorum, playground)
-# Prints TPS and p95 per target and myquorum's ratios to the others.
+#   myquorum  three mariadbd behind the proxy (WAL + Cabinet quorum, playground), replicas
+#             syncing every commit (innodb_flush_log_at_trx_commit=1): an acknowledged write
+#             is on disk on the primary, on a follower and in the proxy's WAL
+#   mq_f2     the same with replicas at innodb_flush_log_at_trx_commit=2: an acknowledgement
+#             waits for the proxy's WAL sync instead of the replicas' (semi-sync's durability
+#             class: one log synced, a second replica holding the write)
+# Each configuration runs ROUNDS times, interleaved, after the servers settled (no replica
+# still applying, dirty pages flushed back to a floor); prints median TPS and p95 per
+# target and myquorum's ratios to the others. The medians matter: on a shared 2-core VM a
+# single 10 s run varies by ±30 %.
 #
-# usage: [FLUSH=1|2] benches/replication.sh [seconds-per-run]   (default 10 s)
-#   FLUSH: innodb_flush_log_at_trx_commit of myquorum's three replicas (default 1: each
-#   replica syncs every commit). With 2 an acknowledgement waits for the proxy's WAL sync
-#   instead, the durability class of semi-sync (primary log synced + a replica that received).
+# usage: [ROUNDS=3] benches/replication.sh [seconds-per-run]   (default 10 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
-FLUSH=${FLUSH:-1}
+ROUNDS=${ROUNDS:-3}
 WORK=$(mktemp -d /tmp/myquorum-repbench.XXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -48,31 +53,49 @@ for i in 2 3; do
 done
 sleep 1
 mysql -h127.0.0.1 -P3511 -uroot -e "SHOW STATUS LIKE 'Rpl_semi_sync_master_clients'" | tail -1
-# myquorum: playground with three replicas.
-./target/release/myquorum playground --flush-at-commit "$FLUSH" --replicas 3 --port 6501 --backend-port 3521 --dir "$WORK/pg" >"$WORK/pg.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 240); do grep -q "playground is up" "$WORK/pg.log" && break; sleep 0.5; done
-for _ in $(seq 1 60); do mysql -h127.0.0.1 -P6501 -uroot -e 'CREATE DATABASE IF NOT EXISTS probe' >/dev/null 2>&1 && break; sleep 0.5; done
+# myquorum: two playgrounds with three replicas each (flush at commit 1 and 2).
+start_pg() { # name port backend-port flush
+  ./target/release/myquorum playground --flush-at-commit "$4" --replicas 3 --port "$2" --backend-port "$3" --dir "$WORK/$1" >"$WORK/$1.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 240); do grep -q "playground is up" "$WORK/$1.log" && break; sleep 0.5; done
+  for _ in $(seq 1 60); do mysql -h127.0.0.1 -P"$2" -uroot -e 'CREATE DATABASE IF NOT EXISTS probe' >/dev/null 2>&1 && break; sleep 0.5; done
+}
+start_pg pg 6501 3521 1
+start_pg pg2 6502 3531 2
 
 SB=(sysbench --db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=root --mysql-db=sbtest --tables=4 --table-size=10000 --percentile=95)
-for port in 3501 3511 6501; do
+for port in 3501 3511 6501 6502; do
   mysql -h127.0.0.1 -P"$port" -uroot -e "DROP DATABASE IF EXISTS sbtest; CREATE DATABASE sbtest"
   "${SB[@]}" --mysql-port="$port" oltp_read_write prepare >/dev/null
 done
 
 # Waits until no replica is still applying a previous run (semi-sync replicas apply after
-# acknowledging; myquorum followers apply after holding), so no run pays for another's tail.
-settle() {
-  local want
-  for _ in $(seq 1 600); do
-    want=$(mysql -h127.0.0.1 -P3511 -uroot -N -e 'SELECT @@gtid_binlog_pos')
-    [ "$(mysql -h127.0.0.1 -P3512 -uroot -N -e 'SELECT @@gtid_slave_pos')" = "$want" ] &&
-      [ "$(mysql -h127.0.0.1 -P3513 -uroot -N -e 'SELECT @@gtid_slave_pos')" = "$want" ] &&
-      mysql -h127.0.0.1 -P6501 -uroot -N -e 'SHOW PROXY REPLICATION' | awk -F'\t' '$6 != 0 {busy=1} END {exit busy}' &&
-      { sleep 1; return; }
-    sleep 0.2
+# acknowledging; myquorum followers apply after holding) and InnoDB flushed the previous
+# run's dirty pages back to a floor, so no run pays for another's tail.
+SERVERS=(3501 3511 3512 3513 3521 3522 3523 3531 3532 3533)
+replicas_idle() {
+  local want port
+  want=$(mysql -h127.0.0.1 -P3511 -uroot -N -e 'SELECT @@gtid_binlog_pos')
+  [ "$(mysql -h127.0.0.1 -P3512 -uroot -N -e 'SELECT @@gtid_slave_pos')" = "$want" ] || return 1
+  [ "$(mysql -h127.0.0.1 -P3513 -uroot -N -e 'SELECT @@gtid_slave_pos')" = "$want" ] || return 1
+  for port in 6501 6502; do
+    mysql -h127.0.0.1 -P"$port" -uroot -N -e 'SHOW PROXY REPLICATION' |
+      awk -F'\t' '$6 != 0 {busy=1} END {exit busy}' || return 1
   done
-  echo "replicas did not settle" >&2
+}
+pages_flushed() {
+  local port d
+  for port in "${SERVERS[@]}"; do
+    d=$(mysql -h127.0.0.1 -P"$port" -uroot -N -e "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'" | cut -f2)
+    [ "${d:-0}" -gt 1500 ] && return 1
+  done
+  return 0
+}
+settle() {
+  local i
+  for i in $(seq 1 600); do replicas_idle && break; sleep 0.2; done
+  for i in $(seq 1 40); do pages_flushed && break; sleep 0.5; done
+  sleep 1
 }
 
 run() { # port test threads -> "tps p95"
@@ -81,18 +104,29 @@ run() { # port test threads -> "tps p95"
     awk '/transactions:/ {gsub(/\(/,"",$3); t=$3} /95th percentile:/ {p=$3} END {print t, p}'
 }
 
-printf "%-16s %7s %9s %7s %9s %7s %9s %7s %9s %9s\n" test threads direct p95 semisync p95 myquorum p95 vs_direct vs_semisync
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+printf "%-16s %3s %8s %6s %8s %6s %8s %6s %8s %6s %7s %7s %7s\n" test thr direct p95 semisync p95 myquorum p95 mq_f2 p95 \
+  mq/semi f2/semi mq/dir
 for test in oltp_write_only oltp_read_write; do
   for threads in 1 8; do
-    read -r dt dp < <(run 3501 "$test" "$threads")
-    read -r st sp < <(run 3511 "$test" "$threads")
-    read -r mt mp < <(run 6501 "$test" "$threads")
-    printf "%-16s %7s %9s %7s %9s %7s %9s %7s %9s %9s\n" "$test" "$threads" "$dt" "$dp" "$st" "$sp" "$mt" "$mp" \
-      "$(awk -v a="$mt" -v b="$dt" 'BEGIN { printf "%.2f", a / b }')" \
-      "$(awk -v a="$mt" -v b="$st" 'BEGIN { printf "%.2f", a / b }')"
+    declare -A tps=() p95=()
+    for _ in $(seq 1 "$ROUNDS"); do
+      for port in 3501 3511 6501 6502; do
+        read -r t p < <(run "$port" "$test" "$threads")
+        tps[$port]+=" $t"; p95[$port]+=" $p"
+      done
+    done
+    for port in 3501 3511 6501 6502; do
+      tps[$port]=$(echo "${tps[$port]}" | median); p95[$port]=$(echo "${p95[$port]}" | median)
+    done
+    printf "%-16s %3s %8s %6s %8s %6s %8s %6s %8s %6s %7s %7s %7s\n" "$test" "$threads" \
+      "${tps[3501]}" "${p95[3501]}" "${tps[3511]}" "${p95[3511]}" "${tps[6501]}" "${p95[6501]}" \
+      "${tps[6502]}" "${p95[6502]}" "$(ratio "${tps[6501]}" "${tps[3511]}")" \
+      "$(ratio "${tps[6502]}" "${tps[3511]}")" "$(ratio "${tps[6501]}" "${tps[3501]}")"
   done
 done
 # Replicas identical after the run (myquorum).
-for port in 3521 3522 3523; do
+for port in 3521 3522 3523 3531 3532 3533; do
   echo "replica $port: $(mysql -h127.0.0.1 -P"$port" -uroot -N -e 'CHECKSUM TABLE sbtest.sbtest1' | cut -f2)"
 done

@@ -604,3 +604,85 @@ async fn followers_that_do_not_sync_commits_count_after_the_wal_sync() {
         checksums(&c3, &["nosync.t"]).await
     );
 }
+
+async fn com_begin(db: &MariaDb) -> u64 {
+    let mut c = connect(&db.url(None)).await;
+    let (_, n): (String, u64) = c
+        .query_first("SHOW GLOBAL STATUS LIKE 'Com_begin'")
+        .await
+        .unwrap()
+        .unwrap();
+    n
+}
+
+/// A plain BEGIN is answered by the proxy and reaches the primary in front of the
+/// transaction's first statement (one round trip fewer); a transaction that runs nothing
+/// never reaches it; the transaction is real on the server all the same (its status, its
+/// rollback), and BEGIN with options that change its meaning goes to the server at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_travels_with_the_first_statement() {
+    common::init_tracing();
+    let (a, b) = (MariaDb::start(), MariaDb::start());
+    let proxy = Proxy::start(config_for(&[&a, &b]));
+    let mut c = connect(&proxy.url(None)).await;
+    c.query_drop("CREATE DATABASE deferred").await.unwrap();
+    c.query_drop("CREATE TABLE deferred.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let before = com_begin(&a).await;
+    for _ in 0..3 {
+        c.query_drop("BEGIN").await.unwrap();
+        c.query_drop("COMMIT").await.unwrap();
+    }
+    c.query_drop("START TRANSACTION").await.unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    // Prepared, as sysbench sends them.
+    let begin = c.prep("BEGIN").await.unwrap();
+    let commit = c.prep("COMMIT").await.unwrap();
+    c.exec_drop(&begin, ()).await.unwrap();
+    c.exec_drop(&commit, ()).await.unwrap();
+    assert_eq!(
+        com_begin(&a).await,
+        before,
+        "empty transactions reached the primary"
+    );
+
+    c.query_drop("BEGIN").await.unwrap();
+    let inside: i64 = c
+        .query_first("SELECT @@in_transaction")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inside, 1, "the first statement ran outside the transaction");
+    c.query_drop("INSERT INTO deferred.t VALUES (1)")
+        .await
+        .unwrap();
+    c.query_drop("ROLLBACK").await.unwrap();
+    c.exec_drop(&begin, ()).await.unwrap();
+    c.query_drop("INSERT INTO deferred.t VALUES (2)")
+        .await
+        .unwrap();
+    c.exec_drop(&commit, ()).await.unwrap();
+    assert_eq!(com_begin(&a).await, before + 2);
+
+    c.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .unwrap();
+    assert_eq!(
+        com_begin(&a).await,
+        before + 3,
+        "a snapshot must start at BEGIN"
+    );
+    c.query_drop("COMMIT").await.unwrap();
+
+    let rows: Vec<i64> = c
+        .query("SELECT id FROM deferred.t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![2]);
+    wait_converged(&[&a, &b]).await;
+    assert_eq!(
+        checksums(&a, &["deferred.t"]).await,
+        checksums(&b, &["deferred.t"]).await
+    );
+}

@@ -203,10 +203,12 @@ impl BackendPool {
     }
 
     /// Returns a healthy connection in a replayable state to the pool.
-    pub fn checkin(&self, conn: BackendConn) {
+    pub fn checkin(&self, mut conn: BackendConn) {
         if conn.generation != self.generation() || !self.is_up() {
             return;
         }
+        // A transaction the proxy began for a session but never sent ends with the session.
+        conn.deferred_begin = None;
         let mut idle = self.idle.lock();
         let list = idle.entry(conn.caps_key).or_default();
         if list.len() < self.max_idle {

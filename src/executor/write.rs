@@ -123,6 +123,8 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     if let Some((a, b)) = rand_seeds {
         set.push_str(&format!(", rand_seed1 = {a}, rand_seed2 = {b}"));
     }
+    // The transaction the client began (answered by the proxy) starts on the server here.
+    let begin = queue_deferred_begin(conn);
     if plan.needs_last_insert_id {
         conn.stream
             .queue_packet(0, &query("SELECT LAST_INSERT_ID()"));
@@ -138,6 +140,12 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     let mut last_insert_id = None;
     let mut settings = plan.settings;
     let mut context_error: Option<MysqlError> = None;
+    if begin {
+        let answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
+            .await
+            .map_err(backend)?;
+        context_error = answer.error;
+    }
     if plan.needs_last_insert_id {
         match read_first_row(&mut conn.stream, plan.deprecate_eof)
             .await
@@ -296,17 +304,30 @@ pub async fn rollback_on_primary(
     Ok(())
 }
 
-/// After the end of a transaction: back to autocommit (for a wrapped autocommit write) and
-/// the server's clock. Returns whether a command was queued (its answer must be read).
+/// After the end of a transaction: back to autocommit for a wrapped autocommit write (and
+/// the server's clock with it, free in the same SET). Otherwise the clock stays fixed until
+/// a statement that may read it (`queue_timestamp_reset`): the next write sets its own, and
+/// BEGIN/COMMIT do not read it. Returns whether a command was queued (read its answer).
 fn queue_reset_after(conn: &mut BackendConn, unwrap_transaction: bool) -> bool {
-    let sql = match (unwrap_transaction, conn.timestamp_fixed) {
-        (true, _) => "SET autocommit = 1, timestamp = DEFAULT",
-        (false, true) => "SET timestamp = DEFAULT",
-        (false, false) => return false,
-    };
-    conn.stream.queue_packet(0, &query(sql));
+    if !unwrap_transaction {
+        return false;
+    }
+    conn.stream
+        .queue_packet(0, &query("SET autocommit = 1, timestamp = DEFAULT"));
     conn.timestamp_fixed = false;
     true
+}
+
+/// Queues the BEGIN the proxy answered for the client (see `BackendConn::deferred_begin`)
+/// in front of what is sent next. Returns whether it was queued (read its answer first).
+pub fn queue_deferred_begin(conn: &mut BackendConn) -> bool {
+    match conn.deferred_begin.take() {
+        Some(begin) => {
+            conn.stream.queue_packet(0, &begin);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Before a statement that is not a replicated write: queues the reset of a timestamp a
@@ -332,6 +353,8 @@ pub async fn execute_ddl(
     payload: &[u8],
     deprecate_eof: bool,
 ) -> io::Result<(ResponseSummary, Vec<u8>)> {
+    // DDL commits implicitly: a transaction that ran nothing yet ends with it.
+    conn.deferred_begin = None;
     conn.stream.queue_packet(
         0,
         &query(&format!(

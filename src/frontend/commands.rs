@@ -8,7 +8,7 @@ use super::writes::{self, WriteClass};
 use crate::admin;
 use crate::backend::BackendConn;
 use crate::context::ProxyContext;
-use crate::executor::write::{normalize_execute, queue_timestamp_reset};
+use crate::executor::write::{normalize_execute, queue_deferred_begin, queue_timestamp_reset};
 use crate::executor::{self, ensure_prepared, AcquireError};
 use crate::protocol::handshake::{decode_change_user, ChangeUser};
 use crate::protocol::message::{encode_ok, encode_terminator, OkInfo};
@@ -20,7 +20,7 @@ use crate::protocol::{MysqlError, PacketStream};
 use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
 use crate::session::{PinReason, PreparedStatement, SessionState};
 use crate::sql::{Classified, Flags, Kind, SessionChange};
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -765,10 +765,8 @@ impl ClientSession {
             return;
         }
         if let Some(h) = self.held.take() {
-            // A fixed timestamp must not reach another session (normally reset at COMMIT).
-            if h.conn.timestamp_fixed {
-                return;
-            }
+            // A fixed timestamp travels with the connection: its next user resets it before
+            // anything that may read the clock (`start_command`).
             if let Some(pool) = self.ctx.cluster.pool(h.shard, h.replica) {
                 pool.checkin(h.conn);
             }
@@ -795,6 +793,12 @@ impl ClientSession {
         kind: ResponseKind,
     ) -> Result<ResponseSummary, Failure> {
         session.before_statement(c);
+        if let Some(answer) = self
+            .answer_transaction_control(client, session, c, route, command)
+            .await?
+        {
+            return Ok(answer);
+        }
         let deprecate_eof = self.deprecate_eof;
         let mut route = route;
         let mut payload: Vec<u8> = Vec::new();
@@ -822,7 +826,7 @@ impl ClientSession {
                     // the read moves on then.
                     let mut down = h.down.clone();
                     tokio::select! {
-                        r = start_command(&mut h.conn, &payload, deprecate_eof) => {
+                        r = start_command(&mut h.conn, &payload, deprecate_eof, true) => {
                             r.map_err(|e| e.to_string())
                         }
                         _ = down.changed() => {
@@ -870,7 +874,15 @@ impl ClientSession {
             // Already sent, and its answer has begun.
             relay_response(&mut h.conn.stream, client, kind, deprecate_eof, None).await
         } else {
-            send_and_relay(&mut h.conn, client, &payload, kind, deprecate_eof, None).await
+            send_and_relay(
+                &mut h.conn,
+                client,
+                &payload,
+                kind,
+                deprecate_eof,
+                reads_clock(c),
+            )
+            .await
         };
         if let (Ok(_), Some(pool)) = (&result, self.ctx.cluster.pool(h.shard, h.replica)) {
             pool.record_latency(started.elapsed());
@@ -879,6 +891,69 @@ impl ClientSession {
             }
         }
         self.finish(session, c, result)
+    }
+
+    /// A plain BEGIN in autocommit mode is answered here and reaches the primary in front of
+    /// the transaction's first statement; a plain COMMIT or ROLLBACK of a transaction that
+    /// sent nothing yet ends it here. Returns the answer given, None when the statement goes
+    /// to the backend as usual.
+    async fn answer_transaction_control<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        command: BackendCommand<'_>,
+    ) -> Result<Option<ResponseSummary>, Failure> {
+        if !matches!(c.kind, Kind::Begin | Kind::Commit | Kind::Rollback) {
+            return Ok(None);
+        }
+        let text: &[u8] = match command {
+            BackendCommand::Raw(p) if p.first() == Some(&COM_QUERY) => &p[1..],
+            BackendCommand::Execute { sql, .. } => sql.as_bytes(),
+            BackendCommand::Raw(_) => return Ok(None),
+        };
+        let plain = std::str::from_utf8(text)
+            .ok()
+            .and_then(crate::sql::classify::plain_transaction_control);
+        let in_trans = StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+        let status = match plain {
+            Some(Kind::Begin)
+                if session.autocommit
+                    && !session.in_transaction
+                    && session.pending.is_empty()
+                    && matches!(route.target, Target::Primary(..) | Target::Pinned(..)) =>
+            {
+                self.hold_for(session, route).await?;
+                let Some(h) = self.held.as_mut() else {
+                    return Err(no_backend_connection());
+                };
+                h.conn.deferred_begin = Some([&[COM_QUERY][..], text].concat());
+                session.status_flags() | in_trans
+            }
+            Some(Kind::Commit | Kind::Rollback) if session.pending.is_empty() => {
+                match self.held.as_mut() {
+                    Some(h) if h.conn.deferred_begin.is_some() => h.conn.deferred_begin = None,
+                    _ => return Ok(None),
+                }
+                session.status_flags() & !in_trans
+            }
+            _ => return Ok(None),
+        };
+        let ok = OkInfo {
+            status,
+            ..OkInfo::default()
+        };
+        client
+            .write_packet(1, &encode_ok(ok, b""))
+            .await
+            .map_err(Failure::Client)?;
+        let summary = ResponseSummary {
+            status: Some(status),
+            ok: Some(ok),
+            ..ResponseSummary::default()
+        };
+        self.finish(session, c, Ok(summary)).map(Some)
     }
 
     /// The bytes of `command` for the held connection (a prepared statement's server id there,
@@ -1231,7 +1306,7 @@ impl ClientSession {
                     return Err(Failure::Answer(unknown_stmt(client_id, op)));
                 };
                 let result =
-                    send_and_relay(&mut h.conn, client, &bytes, kind, deprecate_eof, None).await;
+                    send_and_relay(&mut h.conn, client, &bytes, kind, deprecate_eof, true).await;
                 self.finish(session, &stmt.classified, result).map(|_| ())
             }
             _ => {
@@ -1393,28 +1468,49 @@ async fn send_and_relay<S: AsyncRead + AsyncWrite + Unpin>(
     payload: &[u8],
     kind: ResponseKind,
     deprecate_eof: bool,
-    prepare_id: Option<u32>,
+    reads_clock: bool,
 ) -> Result<ResponseSummary, RelayError> {
-    start_command(conn, payload, deprecate_eof)
+    start_command(conn, payload, deprecate_eof, reads_clock)
         .await
         .map_err(RelayError::Backend)?;
-    relay_response(&mut conn.stream, client, kind, deprecate_eof, prepare_id).await
+    relay_response(&mut conn.stream, client, kind, deprecate_eof, None).await
 }
 
-/// Sends a command (first restoring the server's clock if a replicated write left it fixed)
-/// and waits until the first frame of its answer is buffered, unread: until then the client
-/// has seen nothing, so a failure can still be retried elsewhere.
+/// Sends a command (behind the client's deferred BEGIN, and first restoring the server's
+/// clock if a replicated write left it fixed and the command may read it) and waits until
+/// the first frame of its answer is buffered, unread: until then the client has seen
+/// nothing, so a failure can still be retried elsewhere.
 async fn start_command(
     conn: &mut BackendConn,
     payload: &[u8],
     deprecate_eof: bool,
+    reads_clock: bool,
 ) -> io::Result<()> {
-    let reset = queue_timestamp_reset(conn);
+    let begin = queue_deferred_begin(conn);
+    let reset = reads_clock && queue_timestamp_reset(conn);
     conn.stream.write_packet(0, payload).await?;
+    if begin {
+        let answer = read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+        if let Some(e) = answer.error {
+            // The statement behind it ran outside the client's transaction: the session
+            // cannot go on as if it were inside one.
+            return Err(io::Error::other(format!(
+                "the transaction's BEGIN failed on the server: {e}"
+            )));
+        }
+    }
     if reset {
         read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     }
     conn.stream.next_frame().await.map(|_| ())
+}
+
+/// Statements that cannot read the server's clock: a fixed `timestamp` may stay for them.
+fn reads_clock(c: &Classified) -> bool {
+    !matches!(
+        c.kind,
+        Kind::Begin | Kind::Commit | Kind::Rollback | Kind::Savepoint
+    )
 }
 
 /// The session has no backend connection where one was just acquired (it was lost).

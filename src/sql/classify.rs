@@ -404,6 +404,29 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
     }
 }
 
+/// BEGIN, COMMIT or ROLLBACK with nothing that changes what they do (no CONSISTENT
+/// SNAPSHOT, CHAIN, RELEASE or savepoint): the proxy may answer these itself. A READ
+/// ONLY / READ WRITE transaction start is plain too (its text is what reaches the server).
+pub fn plain_transaction_control(sql: &str) -> Option<Kind> {
+    let mut words = Vec::with_capacity(4);
+    for t in crate::sql::lexer::Lexer::new(sql) {
+        match t.tok {
+            crate::sql::lexer::Tok::Word(w) if words.len() < 4 => {
+                words.push(w.to_ascii_uppercase())
+            }
+            _ => return None,
+        }
+    }
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        ["BEGIN"] | ["BEGIN", "WORK"] | ["START", "TRANSACTION"] => Some(Kind::Begin),
+        ["START", "TRANSACTION", "READ", "ONLY" | "WRITE"] => Some(Kind::Begin),
+        ["COMMIT"] | ["COMMIT", "WORK"] => Some(Kind::Commit),
+        ["ROLLBACK"] | ["ROLLBACK", "WORK"] => Some(Kind::Rollback),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,5 +516,24 @@ mod tests {
         let c = classify("SELECT 1; SELECT 2");
         assert_eq!(c.statements, 2);
         assert!(c.flags.contains(Flags::MULTI_STATEMENT));
+    }
+
+    #[test]
+    fn plain_transaction_control_only_without_modifiers() {
+        use super::plain_transaction_control as p;
+        assert_eq!(p("BEGIN"), Some(Kind::Begin));
+        assert_eq!(p(" begin work "), Some(Kind::Begin));
+        assert_eq!(p("START TRANSACTION READ ONLY"), Some(Kind::Begin));
+        assert_eq!(p("commit"), Some(Kind::Commit));
+        assert_eq!(p("ROLLBACK WORK"), Some(Kind::Rollback));
+        assert_eq!(p("START TRANSACTION WITH CONSISTENT SNAPSHOT"), None);
+        assert_eq!(p("BEGIN NOT ATOMIC SELECT 1; END"), None);
+        assert_eq!(p("COMMIT AND CHAIN"), None);
+        assert_eq!(p("ROLLBACK TO SAVEPOINT a"), None);
+        assert_eq!(p("COMMIT;"), None);
+        assert_eq!(
+            p("START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT"),
+            None
+        );
     }
 }
