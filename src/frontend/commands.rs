@@ -356,7 +356,24 @@ impl ClientSession {
         payload: &[u8],
     ) -> Result<(), Failure> {
         self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
-        let sql = String::from_utf8_lossy(&payload[1..]);
+        let text = String::from_utf8_lossy(&payload[1..]);
+        // One statement with a final `;` and trailing comments runs without them: with
+        // multi-statements the server would answer the tail as a second, empty statement
+        // (its OK, not the statement's, would be the one recorded and compared).
+        let cut = crate::sql::lexer::without_final_semicolon(&text);
+        let (sql, trimmed);
+        if cut.len() < text.len() && crate::sql::lexer::split_statements(&text).len() == 1 {
+            trimmed = [&[COM_QUERY][..], cut.as_bytes()].concat();
+            sql = std::borrow::Cow::Borrowed(cut);
+        } else {
+            trimmed = Vec::new();
+            sql = std::borrow::Cow::Borrowed(&*text);
+        }
+        let payload = if trimmed.is_empty() {
+            payload
+        } else {
+            &trimmed[..]
+        };
         let c = self.ctx.classify_cache.classify(&sql);
         if c.statements > 1 && !session.multi_statements {
             return Err(Failure::Answer(MysqlError::new(

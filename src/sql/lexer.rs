@@ -252,6 +252,22 @@ pub fn split_statements(src: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// `sql` without a final `;` and what follows it when that is only comments and blanks. A
+/// server with multi-statements on answers such a tail as one more (empty) statement, so the
+/// last OK would no longer be the statement's own; the proxy runs the statement alone.
+pub fn without_final_semicolon(sql: &str) -> &str {
+    let mut toks = Lexer::new(sql);
+    while let Some(t) = toks.next() {
+        if t.tok == Tok::Punct(';') {
+            return match toks.next() {
+                None => &sql[..t.start],
+                Some(_) => sql,
+            };
+        }
+    }
+    sql
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +314,19 @@ mod tests {
             .collect();
         assert_eq!(parts.len(), 2, "{parts:?}");
         assert_eq!(parts[1], "SELECT 2");
+    }
+
+    #[test]
+    fn a_final_semicolon_and_trailing_comments_are_cut() {
+        assert_eq!(
+            without_final_semicolon("UPDATE t SET a=';' ; -- done"),
+            "UPDATE t SET a=';' "
+        );
+        assert_eq!(
+            without_final_semicolon("DELETE FROM t;\n/* x */ "),
+            "DELETE FROM t"
+        );
+        assert_eq!(without_final_semicolon("DELETE FROM t"), "DELETE FROM t");
+        assert_eq!(without_final_semicolon("DO 1; DO 2"), "DO 1; DO 2");
     }
 }
