@@ -359,22 +359,16 @@ impl ClientSession {
         let text = String::from_utf8_lossy(&payload[1..]);
         // One statement with a final `;` and trailing comments runs without them: with
         // multi-statements the server would answer the tail as a second, empty statement
-        // (its OK, not the statement's, would be the one recorded and compared).
-        let cut = crate::sql::lexer::without_final_semicolon(&text);
-        let (sql, trimmed);
-        if cut.len() < text.len() && crate::sql::lexer::split_statements(&text).len() == 1 {
-            trimmed = [&[COM_QUERY][..], cut.as_bytes()].concat();
-            sql = std::borrow::Cow::Borrowed(cut);
-        } else {
-            trimmed = Vec::new();
-            sql = std::borrow::Cow::Borrowed(&*text);
-        }
-        let payload = if trimmed.is_empty() {
-            payload
-        } else {
-            &trimmed[..]
-        };
-        let c = self.ctx.classify_cache.classify(&sql);
+        // (its OK, not the statement's, would be the one recorded and compared). Most texts
+        // have no `;` at all: a byte search keeps the lexer off the common path.
+        let cut = text
+            .contains(';')
+            .then(|| crate::sql::lexer::without_final_semicolon(&text))
+            .filter(|cut| cut.len() < text.len());
+        let trimmed = cut.map(|cut| [&[COM_QUERY][..], cut.as_bytes()].concat());
+        let sql: &str = cut.unwrap_or(&text);
+        let payload = trimmed.as_deref().unwrap_or(payload);
+        let c = self.ctx.classify_cache.classify(sql);
         if c.statements > 1 && !session.multi_statements {
             return Err(Failure::Answer(MysqlError::new(
                 1064,
@@ -391,9 +385,9 @@ impl ClientSession {
         {
             // Each statement goes its own way (writes through the log); the answers are
             // joined into one multi-result response.
-            return self.run_multi(client, session, &sql).await;
+            return self.run_multi(client, session, sql).await;
         }
-        self.run_statement(client, session, c, &sql, payload).await
+        self.run_statement(client, session, c, sql, payload).await
     }
 
     /// One classified statement of a COM_QUERY.
