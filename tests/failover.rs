@@ -2,7 +2,8 @@
 //! primary by score, writes resume within 5 s, no acknowledged write is lost, and after the
 //! old primary restarts and rejoins as a follower every replica is identical — several kills
 //! in a row; sysbench oltp_read_write rides through a kill; a manual switchover moves the
-//! primary and closes sessions still holding state on the old one.
+//! primary and closes sessions still holding state on the old one; statements waiting on a
+//! hung primary are released when it is marked down.
 
 mod common;
 
@@ -326,6 +327,75 @@ async fn a_proxy_started_while_the_primary_is_down_elects_another() {
         acked.insert(id);
     }
     dbs[0].restart();
+    wait_rejoined(&proxy, ReplicaId(0)).await;
+    assert_acked_everywhere(&[&dbs[0], &dbs[1], &dbs[2]], &acked).await;
+}
+
+/// A primary that hangs (its traffic blackholed: no error, no answer) under a write load:
+/// the statements waiting on it are released when health checks mark it down — answered
+/// 1213 (nothing of them committed) or OK (their record was logged and the quorum holds it)
+/// — and every writer goes on on the elected primary, instead of waiting minutes for TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_primary_releases_its_waiting_statements() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
+    let relay = common::relay::Relay::start(dbs[0].addr());
+    cfg.shards[0].replicas[0] = relay.addr();
+    let proxy = Proxy::start(cfg);
+    let url = proxy.url(None);
+    create_schema(&url).await;
+    assert_eq!(leader(&proxy), ReplicaId(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Acks = Arc::default();
+    let writers: Vec<_> = (1..=3)
+        .map(|w| tokio::spawn(writer(url.clone(), w, stop.clone(), acks.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!acks.lock().is_empty(), "no writes before the hang");
+    relay.set_blackhole(true);
+    let hung_at = Instant::now();
+    while leader(&proxy) == ReplicaId(0) {
+        assert!(
+            hung_at.elapsed() < Duration::from_secs(30),
+            "no new primary"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let switched = Instant::now();
+    // Each writer acknowledges a write on the new primary: none is stuck on the hung one.
+    for w in 1..=3i64 {
+        loop {
+            let done = acks
+                .lock()
+                .iter()
+                .any(|(id, t)| id / 1_000_000 == w && *t > switched);
+            if done {
+                break;
+            }
+            assert!(
+                switched.elapsed() < Duration::from_secs(20),
+                "writer {w} is still waiting on the hung primary"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!(
+        "hung primary: new primary {} after {} ms, every writer on it {} ms later",
+        leader(&proxy).0,
+        (switched - hung_at).as_millis(),
+        switched.elapsed().as_millis()
+    );
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        tokio::time::timeout(Duration::from_secs(20), w)
+            .await
+            .expect("a writer stayed blocked")
+            .unwrap();
+    }
+    let acked: BTreeSet<i64> = acks.lock().iter().map(|(id, _)| *id).collect();
+    // The hung replica comes back and rejoins as a follower; nothing acknowledged is lost.
+    relay.set_blackhole(false);
     wait_rejoined(&proxy, ReplicaId(0)).await;
     assert_acked_everywhere(&[&dbs[0], &dbs[1], &dbs[2]], &acked).await;
 }

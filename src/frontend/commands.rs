@@ -48,7 +48,7 @@ pub(super) struct Held {
     shard: ShardId,
     pub(super) replica: ReplicaId,
     pub(super) conn: BackendConn,
-    down: watch::Receiver<u64>,
+    pub(super) down: watch::Receiver<u64>,
 }
 
 /// What ended a command with a backend involved.
@@ -885,15 +885,18 @@ impl ClientSession {
             // Already sent, and its answer has begun.
             relay_response(&mut h.conn.stream, client, kind, deprecate_eof, None).await
         } else {
-            send_and_relay(
-                &mut h.conn,
-                client,
-                &payload,
-                kind,
-                deprecate_eof,
-                reads_clock(c),
-            )
-            .await
+            let mut down = h.down.clone();
+            tokio::select! {
+                r = send_and_relay(
+                    &mut h.conn,
+                    client,
+                    &payload,
+                    kind,
+                    deprecate_eof,
+                    reads_clock(c),
+                ) => r,
+                _ = down.changed() => Err(RelayError::Backend(backend_gone())),
+            }
         };
         if let (Ok(_), Some(pool)) = (&result, self.ctx.cluster.pool(h.shard, h.replica)) {
             pool.record_latency(started.elapsed());
@@ -1521,6 +1524,17 @@ fn reads_clock(c: &Classified) -> bool {
     !matches!(
         c.kind,
         Kind::Begin | Kind::Commit | Kind::Rollback | Kind::Savepoint
+    )
+}
+
+/// A statement's backend was marked down by health checks (or replaced as primary) while
+/// the statement waited for it: a hung server answers nothing, and TCP would take minutes to
+/// say so. The session treats it as a lost connection.
+pub(super) fn backend_gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the backend was marked down by health checks (or replaced as primary) while this \
+         statement waited for it",
     )
 }
 

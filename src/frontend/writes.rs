@@ -6,7 +6,7 @@
 //! Owns: the write half of `ClientSession`. May import: executor::write, replication (log
 //! handles, records), sql::determinism, session, protocol.
 
-use super::commands::{no_backend_connection, ClientSession, Failure};
+use super::commands::{backend_gone, no_backend_connection, ClientSession, Failure};
 use crate::executor::write::{
     commit_on_primary, execute_ddl, execute_write, now_us, rollback_on_primary, send_wal_row,
     Executed, WritePlan,
@@ -277,7 +277,12 @@ impl ClientSession {
         let Some(h) = self.held.as_mut() else {
             return Err(no_backend_connection());
         };
-        let executed = match execute_write(&mut h.conn, plan, client).await {
+        let mut down = h.down.clone();
+        let executed = tokio::select! {
+            r = execute_write(&mut h.conn, plan, client) => r,
+            _ = down.changed() => Err(RelayError::Backend(backend_gone())),
+        };
+        let executed = match executed {
             Ok(e) => e,
             Err(RelayError::Backend(e)) => return self.lost(session, c, e),
             Err(RelayError::Client(e)) => {
@@ -451,7 +456,12 @@ impl ClientSession {
             return Ok(committed_in_log());
         };
         let started = std::time::Instant::now();
-        match commit_on_primary(&mut h.conn, ts, unwrap, deprecate_eof).await {
+        let mut down = h.down.clone();
+        let committed = tokio::select! {
+            r = commit_on_primary(&mut h.conn, ts, unwrap, deprecate_eof) => r,
+            _ = down.changed() => Err(backend_gone()),
+        };
+        match committed {
             Ok(answer) => {
                 log.latency.primary_commit.record(started.elapsed());
                 log.primary_done(ts);
