@@ -835,15 +835,13 @@ impl ClientSession {
                     payload = bytes;
                     // A hung replica answers nothing; its health probes mark it down, and
                     // the read moves on then.
-                    let mut down = h.down.clone();
-                    tokio::select! {
-                        r = start_command(&mut h.conn, &payload, deprecate_eof, true) => {
-                            r.map_err(|e| e.to_string())
-                        }
-                        _ = down.changed() => {
-                            Err("marked down by health checks while the read waited".to_string())
-                        }
-                    }
+                    until_down(
+                        &h.down,
+                        start_command(&mut h.conn, &payload, deprecate_eof, true),
+                        |e| e,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
                 }
                 (Err(e), _) => Err(e.to_string()),
                 (_, None) => Err("no connection".to_string()),
@@ -885,18 +883,15 @@ impl ClientSession {
             // Already sent, and its answer has begun.
             relay_response(&mut h.conn.stream, client, kind, deprecate_eof, None).await
         } else {
-            let mut down = h.down.clone();
-            tokio::select! {
-                r = send_and_relay(
-                    &mut h.conn,
-                    client,
-                    &payload,
-                    kind,
-                    deprecate_eof,
-                    reads_clock(c),
-                ) => r,
-                _ = down.changed() => Err(RelayError::Backend(backend_gone())),
-            }
+            let relay = send_and_relay(
+                &mut h.conn,
+                client,
+                &payload,
+                kind,
+                deprecate_eof,
+                reads_clock(c),
+            );
+            until_down(&h.down, relay, RelayError::Backend).await
         };
         if let (Ok(_), Some(pool)) = (&result, self.ctx.cluster.pool(h.shard, h.replica)) {
             pool.record_latency(started.elapsed());
@@ -1530,12 +1525,26 @@ fn reads_clock(c: &Classified) -> bool {
 /// A statement's backend was marked down by health checks (or replaced as primary) while
 /// the statement waited for it: a hung server answers nothing, and TCP would take minutes to
 /// say so. The session treats it as a lost connection.
-pub(super) fn backend_gone() -> io::Error {
+fn backend_gone() -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
         "the backend was marked down by health checks (or replaced as primary) while this \
          statement waited for it",
     )
+}
+
+/// Runs `op` on a held connection until it finishes or its backend is marked down (`down`,
+/// the pool's watch); then `gone(backend_gone())`.
+pub(super) async fn until_down<T, E>(
+    down: &watch::Receiver<u64>,
+    op: impl std::future::Future<Output = Result<T, E>>,
+    gone: impl FnOnce(io::Error) -> E,
+) -> Result<T, E> {
+    let mut down = down.clone();
+    tokio::select! {
+        r = op => r,
+        _ = down.changed() => Err(gone(backend_gone())),
+    }
 }
 
 /// The session has no backend connection where one was just acquired (it was lost).

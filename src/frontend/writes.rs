@@ -6,7 +6,7 @@
 //! Owns: the write half of `ClientSession`. May import: executor::write, replication (log
 //! handles, records), sql::determinism, session, protocol.
 
-use super::commands::{backend_gone, no_backend_connection, ClientSession, Failure};
+use super::commands::{no_backend_connection, until_down, ClientSession, Failure};
 use crate::executor::write::{
     commit_on_primary, execute_ddl, execute_write, now_us, rollback_on_primary, send_wal_row,
     Executed, WritePlan,
@@ -277,12 +277,12 @@ impl ClientSession {
         let Some(h) = self.held.as_mut() else {
             return Err(no_backend_connection());
         };
-        let mut down = h.down.clone();
-        let executed = tokio::select! {
-            r = execute_write(&mut h.conn, plan, client) => r,
-            _ = down.changed() => Err(RelayError::Backend(backend_gone())),
-        };
-        let executed = match executed {
+        let executed = until_down(
+            &h.down,
+            execute_write(&mut h.conn, plan, client),
+            RelayError::Backend,
+        );
+        let executed = match executed.await {
             Ok(e) => e,
             Err(RelayError::Backend(e)) => return self.lost(session, c, e),
             Err(RelayError::Client(e)) => {
@@ -450,24 +450,32 @@ impl ClientSession {
             session.reset_transaction();
             return Err(Failure::Answer(commit_error(&e)));
         }
-        let Some(h) = self.held.as_mut() else {
+        let Some(held) = self.held.take() else {
             log.primary_failed(ts, executed_on);
             session.reset_transaction();
             return Ok(committed_in_log());
         };
         let started = std::time::Instant::now();
-        let mut down = h.down.clone();
-        let committed = tokio::select! {
-            r = commit_on_primary(&mut h.conn, ts, unwrap, deprecate_eof) => r,
-            _ = down.changed() => Err(backend_gone()),
+        let mut down = held.down.clone();
+        // The COMMIT owns its connection, so that if the primary hangs it can be left to
+        // finish in the background (below) rather than dropped half-way.
+        let mut commit = Box::pin(async move {
+            let mut held = held;
+            let r = commit_on_primary(&mut held.conn, ts, unwrap, deprecate_eof).await;
+            (r, held)
+        });
+        let finished = tokio::select! {
+            out = &mut commit => Some(out),
+            _ = down.changed() => None,
         };
-        match committed {
-            Ok(answer) => {
+        match finished {
+            Some((Ok(answer), held)) => {
+                self.held = Some(held);
                 log.latency.primary_commit.record(started.elapsed());
                 log.primary_done(ts);
                 Ok(answer)
             }
-            Err(e) => {
+            Some((Err(e), _)) => {
                 // The quorum holds the record: it is committed whatever happened to this
                 // connection, and the primary (repaired) or its elected successor (caught up
                 // to the log before it leads) applies it. So the client hears OK.
@@ -475,7 +483,25 @@ impl ClientSession {
                 tracing::warn!(shard = shard.0, ts, error = %e,
                     "primary connection lost at COMMIT after the quorum held the record; acknowledged \
                      (it is applied on the primary when repaired, or on the next one)");
-                self.held = None;
+                session.reset_transaction();
+                Ok(committed_in_log())
+            }
+            None => {
+                // The primary was marked down while its COMMIT waited (a hung server). The
+                // client hears the commit now (the quorum holds the record); the COMMIT stays
+                // in flight on its connection until that answers or fails, so the old
+                // primary's applier, which waits for its in-flight commits, cannot apply the
+                // record a second time when the server comes back.
+                tracing::warn!(shard = shard.0, ts,
+                    "primary marked down while its COMMIT waited; acknowledged (the quorum holds the record), \
+                     the COMMIT finishes in the background");
+                let log = log.clone();
+                tokio::spawn(async move {
+                    match commit.await {
+                        (Ok(_), _) => log.primary_done(ts),
+                        (Err(_), _) => log.primary_failed(ts, executed_on),
+                    }
+                });
                 session.reset_transaction();
                 Ok(committed_in_log())
             }
