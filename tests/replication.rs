@@ -240,17 +240,7 @@ async fn acked_until_fault(url: &str, fault: impl FnOnce()) -> BTreeSet<i64> {
 
 async fn assert_acked_everywhere(dbs: &[&MariaDb], acked: &BTreeSet<i64>) {
     wait_converged(dbs).await;
-    for db in dbs {
-        let mut c = connect(&db.url(None)).await;
-        let have: Vec<i64> = c.query("SELECT id FROM rep.acked").await.unwrap();
-        let have: BTreeSet<i64> = have.into_iter().collect();
-        let lost: Vec<_> = acked.difference(&have).take(5).collect();
-        assert!(
-            lost.is_empty(),
-            "{} lost acknowledged writes, e.g. {lost:?}",
-            db.addr()
-        );
-    }
+    common::writes::assert_holds_acked(dbs, "rep.acked", acked).await;
     assert_identical(dbs).await;
 }
 

@@ -270,9 +270,6 @@ async fn apply_loop(
         let Some(last) = entries.last().map(|e| e.ts) else {
             continue;
         };
-        // The sessions this acknowledgement completes go first: their COMMIT on the primary
-        // is what clients wait for, applying is not.
-        tokio::task::yield_now().await;
         let started = std::time::Instant::now();
         conn.apply(log.shard, &entries).await?;
         log.replicas[replica.0 as usize]
