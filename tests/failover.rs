@@ -310,7 +310,9 @@ async fn a_proxy_started_while_the_primary_is_down_elects_another() {
         "writes open {} ms after a start without the primary",
         started.elapsed().as_millis()
     );
-    assert_eq!(leader(&proxy), ReplicaId(1));
+    // Either follower may win: both applied everything, and the score also weighs each
+    // one's probe latency, which is whatever the first health checks measured.
+    assert_ne!(leader(&proxy), ReplicaId(0), "the old primary is down");
     for id in 101..120i64 {
         c.query_drop(format!("INSERT INTO fo.acked VALUES ({id}, 'after')"))
             .await

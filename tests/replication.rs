@@ -714,3 +714,113 @@ async fn a_trailing_semicolon_and_comment_do_not_split_a_write() {
         checksums(&b, &["tail.t"]).await
     );
 }
+
+/// Each replica's state column of SHOW PROXY REPLICATION.
+async fn replica_states(c: &mut Conn) -> Vec<String> {
+    c.query_map("SHOW PROXY REPLICATION", |row: mysql_async::Row| {
+        row.get::<String, _>(3).unwrap_or_default()
+    })
+    .await
+    .unwrap()
+}
+
+fn server_code(e: &mysql_async::Error) -> u16 {
+    match e {
+        mysql_async::Error::Server(s) => s.code,
+        other => panic!("not a server error: {other}"),
+    }
+}
+
+async fn column_count(db: &MariaDb, table: &str) -> usize {
+    let mut c = connect(&db.url(None)).await;
+    let cols: Vec<mysql_async::Row> = c.query(format!("SHOW COLUMNS FROM {table}")).await.unwrap();
+    cols.len()
+}
+
+/// A DDL must end on every replica as it did on the primary. One the primary refused (its
+/// metadata-lock wait timed out behind an open transaction) is not run on the followers,
+/// which would otherwise get a column the primary lacks; one that failed on the primary
+/// and fails the same way everywhere changes nothing; one that succeeded on the primary
+/// but fails on a follower (a table created there behind the proxy's back) quarantines that
+/// follower and only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ddl_ends_on_every_replica_as_it_did_on_the_primary() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let all = [&dbs[0], &dbs[1], &dbs[2]];
+    let proxy = Proxy::start(config_for(&all));
+    let mut c = connect(&proxy.url(None)).await;
+    c.query_drop("CREATE DATABASE dd").await.unwrap();
+    c.query_drop("CREATE TABLE dd.t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO dd.t VALUES (1, 1)")
+        .await
+        .unwrap();
+    wait_converged(&all).await;
+
+    // An open transaction on the primary holds dd.t's metadata lock: the ALTER times out there.
+    let mut blocker = connect(&dbs[0].url(None)).await;
+    blocker.query_drop("BEGIN").await.unwrap();
+    blocker.query_drop("SELECT * FROM dd.t").await.unwrap();
+    c.query_drop("SET SESSION lock_wait_timeout = 1")
+        .await
+        .unwrap();
+    let err = c
+        .query_drop("ALTER TABLE dd.t ADD COLUMN extra INT")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1205, "{err}");
+    blocker.query_drop("COMMIT").await.unwrap();
+    // A write in the primary's shape (two columns) replicates everywhere.
+    c.query_drop("INSERT INTO dd.t VALUES (2, 2)")
+        .await
+        .unwrap();
+    wait_converged(&all).await;
+    for db in all {
+        assert_eq!(column_count(db, "dd.t").await, 2, "{}", db.addr());
+    }
+    assert_same_tables(&all, &["dd.t"]).await;
+
+    // Fails on the primary and the same way everywhere.
+    let err = c.query_drop("CREATE TABLE dd.t (x INT)").await.unwrap_err();
+    assert_eq!(server_code(&err), 1050, "{err}");
+    c.query_drop("INSERT INTO dd.t VALUES (3, 3)")
+        .await
+        .unwrap();
+    wait_converged(&all).await;
+    let states = replica_states(&mut c).await;
+    assert!(
+        states.iter().all(|s| !s.contains("quarantined")),
+        "{states:?}"
+    );
+
+    // Succeeds on the primary, fails on follower 2 only.
+    connect(&dbs[2].url(None))
+        .await
+        .query_drop("CREATE TABLE dd.clash (x INT)")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TABLE dd.clash (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let states = loop {
+        let states = replica_states(&mut c).await;
+        if states[2].contains("quarantined") || Instant::now() > deadline {
+            break states;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        states[2].contains("succeeded on the primary failed here"),
+        "{states:?}"
+    );
+    assert!(!states[1].contains("quarantined"), "{states:?}");
+    // Writes go on with the primary and follower 1.
+    c.query_drop("INSERT INTO dd.clash VALUES (1)")
+        .await
+        .unwrap();
+    wait_converged(&[&dbs[0], &dbs[1]]).await;
+    assert_same_tables(&[&dbs[0], &dbs[1]], &["dd.t", "dd.clash"]).await;
+}

@@ -637,6 +637,8 @@ impl ClientSession {
                 )));
             }
         };
+        // Followers hold their own result against this one.
+        log.record_ddl_outcome(ts, summary.error.as_ref().map(|e| e.code));
         log.primary_done(ts);
         if let Err(e) = log.await_quorum(ts, &snapshot).await {
             return Err(Failure::Answer(commit_error(&e)));

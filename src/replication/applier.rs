@@ -11,7 +11,8 @@
 //! Owns: the applier task. May import: backend (pool connect), replication::{log, replay}.
 
 use super::log::ShardLog;
-use super::replay::{ApplyError, LogEntry, Replayer};
+use super::record::Record;
+use super::replay::{ApplyError, LogEntry, PrimaryDdlOutcomes, Replayer};
 use crate::backend::BackendPool;
 use crate::router::ReplicaId;
 use mysql_common::constants::CapabilityFlags;
@@ -270,8 +271,15 @@ async fn apply_loop(
         let Some(last) = entries.last().map(|e| e.ts) else {
             continue;
         };
+        // A DDL is held against what it did on the primary, so wait for that to be known.
+        let mut ddl = PrimaryDdlOutcomes::new();
+        for e in entries.iter().filter(|e| Record::is_ddl(&e.payload)) {
+            if let Some(outcome) = log.primary_ddl_outcome(e.ts).await {
+                ddl.insert(e.ts, outcome);
+            }
+        }
         let started = std::time::Instant::now();
-        conn.apply(log.shard, &entries).await?;
+        conn.apply(log.shard, &entries, &ddl).await?;
         log.replicas[replica.0 as usize]
             .apply_latency
             .record(started.elapsed());

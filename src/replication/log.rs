@@ -154,6 +154,11 @@ pub struct ShardLog {
     /// election the old primary's entries stay until their sessions finish (commit or fail
     /// there): its applier waits for that before following, or it would apply them twice.
     in_flight: Mutex<BTreeMap<u64, ReplicaId>>,
+    /// What each DDL record got on the primary (`None`: OK, `Some(code)`: that error), for
+    /// followers to hold their own outcome against; pruned once every follower applied it.
+    ddl_outcomes: Mutex<BTreeMap<u64, Option<u16>>>,
+    /// Bumped when a record leaves `in_flight`, fails on the primary or gets its DDL outcome.
+    primary_progress: watch::Sender<u64>,
     /// Writes are accepted (false while recovering).
     pub open: watch::Sender<bool>,
     /// A WAL write failed: writes stay closed until a restart.
@@ -219,6 +224,8 @@ impl ShardLog {
             acks: watch::Sender::new(0),
             cabinet: Mutex::new(cabinet),
             in_flight: Mutex::new(BTreeMap::new()),
+            ddl_outcomes: Mutex::new(BTreeMap::new()),
+            primary_progress: watch::Sender::new(0),
             open: watch::Sender::new(false),
             wal_broken: AtomicBool::new(false),
             packet_limit: AtomicU64::new(u64::MAX),
@@ -296,6 +303,7 @@ impl ShardLog {
         let failed = std::mem::take(&mut *self.failed_on_primary.lock());
         self.in_flight.lock().retain(|ts, _| !failed.contains(ts));
         self.cabinet.lock().set_leader(new);
+        self.bump_primary_progress();
         let mut epoch = 0;
         self.leadership.send_modify(|l| {
             l.epoch += 1;
@@ -349,6 +357,7 @@ impl ShardLog {
     pub fn primary_failed(&self, ts: u64, executed_on: ReplicaId) {
         if executed_on != self.leader() {
             self.in_flight.lock().remove(&ts);
+            self.bump_primary_progress();
             return;
         }
         tracing::warn!(
@@ -358,6 +367,7 @@ impl ShardLog {
         );
         self.failed_on_primary.lock().insert(ts);
         self.open.send_replace(false);
+        self.bump_primary_progress();
     }
 
     pub fn failed_on_primary(&self) -> Vec<u64> {
@@ -370,6 +380,8 @@ impl ShardLog {
             f.remove(ts);
             self.in_flight.lock().remove(ts);
         }
+        drop(f);
+        self.bump_primary_progress();
     }
 
     /// The end of the log: the last timestamp handed out.
@@ -557,6 +569,51 @@ impl ShardLog {
     /// The primary committed `ts` (or it was re-applied there).
     pub fn primary_done(&self, ts: u64) {
         self.in_flight.lock().remove(&ts);
+        self.bump_primary_progress();
+    }
+
+    fn bump_primary_progress(&self) {
+        self.primary_progress
+            .send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The DDL record `ts` ran on the primary with this result (`None`: OK, else the error
+    /// code); call before `primary_done`.
+    pub fn record_ddl_outcome(&self, ts: u64, error: Option<u16>) {
+        self.ddl_outcomes.lock().insert(ts, error);
+        self.bump_primary_progress();
+    }
+
+    /// What the DDL record `ts` got on the primary, waiting while it still runs there (a
+    /// follower applies a DDL only once the primary's result is known, as a binlog replica
+    /// sees a DDL only after the primary ran it). `None` when that result will never be
+    /// known: logged before a restart, its primary connection lost, or an election started.
+    pub async fn primary_ddl_outcome(&self, ts: u64) -> Option<Option<u16>> {
+        let mut progress = self.primary_progress.subscribe();
+        let mut leadership = self.leadership.subscribe();
+        loop {
+            if let Some(outcome) = self.ddl_outcomes.lock().get(&ts) {
+                return Some(*outcome);
+            }
+            let lead = *leadership.borrow_and_update();
+            let running_on_leader = self.in_flight.lock().get(&ts) == Some(&lead.leader)
+                && !lead.electing
+                && !self.failed_on_primary.lock().contains(&ts);
+            if !running_on_leader {
+                return None;
+            }
+            tokio::select! {
+                r = progress.changed() => if r.is_err() { return None },
+                r = leadership.changed() => if r.is_err() { return None },
+            }
+        }
+    }
+
+    /// Forgets DDL outcomes every follower has applied.
+    pub fn prune_ddl_outcomes(&self, applied_everywhere: u64) {
+        self.ddl_outcomes
+            .lock()
+            .retain(|ts, _| *ts > applied_everywhere);
     }
 
     /// Highest timestamp below which the primary holds everything in the log.

@@ -167,6 +167,11 @@ impl Record {
         w.0
     }
 
+    /// Whether an encoded record is a DDL statement, without decoding it.
+    pub fn is_ddl(data: &[u8]) -> bool {
+        data.first() == Some(&VERSION) && data.get(1) == Some(&1)
+    }
+
     pub fn decode(data: &[u8]) -> Option<Record> {
         let mut r = R(data);
         if r.u8()? != VERSION {
@@ -286,5 +291,11 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert_eq!(Record::decode(&extra), None);
+        assert!(!Record::is_ddl(&bytes));
+        let ddl = Record {
+            kind: RecordKind::Ddl,
+            statements: rec.statements[..1].to_vec(),
+        };
+        assert!(Record::is_ddl(&ddl.encode()));
     }
 }

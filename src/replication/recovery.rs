@@ -8,7 +8,7 @@
 
 use super::applier::{connect, run_applier};
 use super::log::ShardLog;
-use super::replay::{LogEntry, Replayer};
+use super::replay::{LogEntry, PrimaryDdlOutcomes, Replayer};
 use crate::backend::Cluster;
 use crate::router::{ReplicaId, ShardId};
 use crate::tso::TsoPair;
@@ -133,7 +133,7 @@ pub async fn repair_primary(
         records = missing.len(),
         "re-applying logged commits the primary lacks"
     );
-    r.apply(log.shard, &missing)
+    r.apply(log.shard, &missing, &PrimaryDdlOutcomes::new())
         .await
         .map_err(|e| format!("re-applying on the primary: {e}"))?;
     Ok(missing.iter().map(|e| e.ts).collect())
@@ -462,6 +462,7 @@ async fn maintain(log: Arc<ShardLog>, cluster: Arc<Cluster>, cancel: Cancellatio
             }
         }
         if ticks.is_multiple_of(20) {
+            log.prune_ddl_outcomes(log.followers_low_water());
             let below = log.followers_low_water().min(log.primary_low_water());
             if below > 0 {
                 if let Err(e) = log.wal.truncate_below(below + 1).await {

@@ -175,6 +175,36 @@ pub fn query(sql: &str) -> Vec<u8> {
     p
 }
 
+/// What the primary got for logged DDL statements, by record timestamp (`None`: OK,
+/// `Some(code)`: that error). A DDL record missing here has an unknown outcome.
+pub type PrimaryDdlOutcomes = HashMap<u64, Option<u16>>;
+
+/// A replayed DDL's yardstick: the primary's result, when known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DdlOnPrimary {
+    /// Logged before a restart or its primary connection was lost: errors are tolerated
+    /// (logged), since the primary may well have got the same one.
+    Unknown,
+    Succeeded,
+    Failed(u16),
+}
+
+/// Errors after which the primary changed nothing that a replica could repeat: the
+/// statement was refused before it ran (privileges, syntax, read-only) or interrupted by a
+/// lock wait, deadlock, timeout or KILL there. Followers do not run such a DDL at all: run
+/// with the proxy's own privileges and without the primary's lock contention it could
+/// succeed, and the replicas would hold a schema the primary has not.
+pub fn ddl_error_changed_nothing(code: u16) -> bool {
+    matches!(
+        code,
+        1044 | 1045 | 1142 | 1143 | 1227 | 1370 // access denied
+            | 1064 | 1149 // syntax
+            | 1205 | 1213 // lock wait timeout (also metadata locks), deadlock
+            | 1317 | 1927 | 1969 // interrupted, killed, max_statement_time
+            | 1290 | 1792 // read-only server or transaction
+    )
+}
+
 /// What to check in one pipelined command's answer.
 enum Expect {
     Ok(&'static str),
@@ -182,9 +212,10 @@ enum Expect {
         affected: Option<u64>,
         ts: u64,
     },
-    /// DDL: an error is what the primary got too (it ran the same text on the same schema).
+    /// DDL: the same outcome as on the primary (which ran the same text on the same schema).
     Ddl {
         ts: u64,
+        primary: DdlOnPrimary,
     },
     /// LOAD DATA LOCAL: the server asks for the file, gets `data`, then answers as a
     /// statement.
@@ -325,7 +356,7 @@ impl Replayer {
         &mut self,
         s: &Statement,
         ts: u64,
-        ddl: bool,
+        ddl: Option<DdlOnPrimary>,
         cmds: &mut Vec<(Vec<u8>, Expect)>,
     ) -> Result<(), ApplyError> {
         if let Some(db) = &s.schema {
@@ -378,13 +409,12 @@ impl Replayer {
                 p
             }
         };
-        let expect = if ddl {
-            Expect::Ddl { ts }
-        } else {
-            Expect::Statement {
+        let expect = match ddl {
+            Some(primary) => Expect::Ddl { ts, primary },
+            None => Expect::Statement {
                 affected: s.affected,
                 ts,
-            }
+            },
         };
         cmds.push((payload, expect));
         Ok(())
@@ -458,16 +488,36 @@ impl Replayer {
     }
 
     /// Applies `entries` (in timestamp order) with their `myquorum.wal` rows. Transaction
-    /// records are grouped into one transaction; DDL records run on their own.
-    pub async fn apply(&mut self, shard: ShardId, entries: &[LogEntry]) -> Result<(), ApplyError> {
+    /// records are grouped into one transaction; DDL records run on their own and must end
+    /// as they did on the primary (`ddl`), where that is known.
+    pub async fn apply(
+        &mut self,
+        shard: ShardId,
+        entries: &[LogEntry],
+        ddl: &PrimaryDdlOutcomes,
+    ) -> Result<(), ApplyError> {
         let mut i = 0;
         while i < entries.len() {
             let rec = decode(&entries[i])?;
             if rec.kind == RecordKind::Ddl {
+                let ts = entries[i].ts;
+                let primary = match ddl.get(&ts) {
+                    None => DdlOnPrimary::Unknown,
+                    Some(None) => DdlOnPrimary::Succeeded,
+                    Some(Some(code)) => DdlOnPrimary::Failed(*code),
+                };
                 let mut cmds = Vec::new();
-                for s in &rec.statements {
-                    self.queue_statement(s, entries[i].ts, true, &mut cmds)
-                        .await?;
+                match primary {
+                    DdlOnPrimary::Failed(code) if ddl_error_changed_nothing(code) => {
+                        tracing::debug!(ts, code, addr = %self.conn.addr,
+                            "not replaying a DDL the primary refused");
+                    }
+                    _ => {
+                        for s in &rec.statements {
+                            self.queue_statement(s, ts, Some(primary), &mut cmds)
+                                .await?;
+                        }
+                    }
                 }
                 // No timestamp reset afterwards: every replayed statement sets its own, and
                 // nothing else on a replay connection reads the clock.
@@ -495,7 +545,7 @@ impl Replayer {
                 }
                 for s in &rec.statements {
                     if let Err(e) = self
-                        .queue_statement(s, entries[j].ts, false, &mut cmds)
+                        .queue_statement(s, entries[j].ts, None, &mut cmds)
                         .await
                     {
                         self.abandon().await;
@@ -538,10 +588,28 @@ fn check(expect: Expect, s: ResponseSummary, failure: &mut Option<String>, addr:
         return;
     }
     match (expect, s.error) {
-        (Expect::Ddl { ts }, Some(e)) => {
-            tracing::warn!(ts, error = %e, addr,
-                "a logged DDL statement failed on this replica (as it would have on the primary)");
-        }
+        (Expect::Ddl { ts, primary }, error) => match (primary, error) {
+            (DdlOnPrimary::Unknown, Some(e)) => {
+                tracing::warn!(ts, error = %e, addr,
+                    "a logged DDL statement failed on this replica (its result on the primary is unknown)");
+            }
+            (DdlOnPrimary::Succeeded, Some(e)) => {
+                *failure = Some(format!(
+                    "record {ts}: a DDL statement that succeeded on the primary failed here: {e}"
+                ));
+            }
+            (DdlOnPrimary::Failed(code), None) => {
+                *failure = Some(format!(
+                    "record {ts}: a DDL statement that failed on the primary (error {code}) \
+                     succeeded here"
+                ));
+            }
+            (DdlOnPrimary::Failed(code), Some(e)) if e.code != code => {
+                tracing::warn!(ts, error = %e, primary_error = code, addr,
+                    "a logged DDL statement failed here with another error than on the primary");
+            }
+            _ => {}
+        },
         (Expect::Ok(what), Some(e)) => {
             *failure = Some(format!("{what} failed: {e}"));
         }
@@ -581,6 +649,46 @@ fn decode(e: &LogEntry) -> Result<Record, ApplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replayed_ddl_must_end_as_it_did_on_the_primary() {
+        let ok = ResponseSummary::default();
+        let err = |code| ResponseSummary {
+            error: Some(MysqlError::new(code, "42S01", "refused".to_string())),
+            ..ResponseSummary::default()
+        };
+        let run = |primary, answer| {
+            let mut failure = None;
+            check(Expect::Ddl { ts: 9, primary }, answer, &mut failure, "r");
+            failure
+        };
+        assert_eq!(run(DdlOnPrimary::Succeeded, ok.clone()), None);
+        let f = run(DdlOnPrimary::Succeeded, err(1050)).unwrap();
+        assert!(
+            f.contains("record 9") && f.contains("succeeded on the primary failed here"),
+            "{f}"
+        );
+        let f = run(DdlOnPrimary::Failed(1050), ok.clone()).unwrap();
+        assert!(f.contains("(error 1050) succeeded here"), "{f}");
+        assert_eq!(run(DdlOnPrimary::Failed(1050), err(1050)), None);
+        // Refused on both, for different reasons: nothing changed on either.
+        assert_eq!(run(DdlOnPrimary::Failed(1050), err(1005)), None);
+        // Logged before a restart: the primary may well have failed the same way.
+        assert_eq!(run(DdlOnPrimary::Unknown, err(1050)), None);
+        assert_eq!(run(DdlOnPrimary::Unknown, ok), None);
+    }
+
+    #[test]
+    fn ddl_errors_that_changed_nothing_on_the_primary() {
+        for refused in [1142, 1064, 1205, 1213, 1317, 1969, 1290] {
+            assert!(ddl_error_changed_nothing(refused), "{refused}");
+        }
+        // Table exists / unknown table: a DROP TABLE a, b that drops a and fails on b
+        // changed something, so followers run it and must fail the same way.
+        for ran in [1050, 1051, 1091, 1146] {
+            assert!(!ddl_error_changed_nothing(ran), "{ran}");
+        }
+    }
 
     #[test]
     fn wal_rows_received_and_applied() {
