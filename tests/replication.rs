@@ -824,3 +824,61 @@ async fn a_ddl_ends_on_every_replica_as_it_did_on_the_primary() {
     wait_converged(&[&dbs[0], &dbs[1]]).await;
     assert_same_tables(&[&dbs[0], &dbs[1]], &["dd.t", "dd.clash"]).await;
 }
+
+/// A DDL that arrives while another session's write transaction on the same table is open
+/// waits for it on the primary (metadata lock); the log orders it after that transaction
+/// too, so followers replay the transaction's `INSERT … VALUES (1, 1)` before the new
+/// column exists (after it, the insert would not fit and the follower would be quarantined).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ddl_is_logged_after_the_write_transactions_open_before_it() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let all = [&dbs[0], &dbs[1], &dbs[2]];
+    let proxy = Proxy::start(config_for(&all));
+    let url = proxy.url(None);
+    let mut writer = connect(&url).await;
+    writer.query_drop("CREATE DATABASE dord").await.unwrap();
+    writer
+        .query_drop("CREATE TABLE dord.t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    writer.query_drop("BEGIN").await.unwrap();
+    writer
+        .query_drop("INSERT INTO dord.t VALUES (1, 1)")
+        .await
+        .unwrap();
+    let ddl = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let started = Instant::now();
+            connect(&url)
+                .await
+                .query_drop("ALTER TABLE dord.t ADD COLUMN extra INT NOT NULL DEFAULT 7")
+                .await
+                .unwrap();
+            started.elapsed()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    writer
+        .query_drop("INSERT INTO dord.t VALUES (2, 2)")
+        .await
+        .unwrap();
+    writer.query_drop("COMMIT").await.unwrap();
+    let waited = ddl.await.unwrap();
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    writer
+        .query_drop("INSERT INTO dord.t VALUES (3, 3, 3)")
+        .await
+        .unwrap();
+    wait_converged(&all).await;
+    let states = replica_states(&mut writer).await;
+    assert!(
+        states.iter().all(|s| !s.contains("quarantined")),
+        "{states:?}"
+    );
+    assert_same_tables(&all, &["dord.t"]).await;
+    for db in all {
+        assert_eq!(column_count(db, "dord.t").await, 3, "{}", db.addr());
+    }
+}

@@ -17,6 +17,7 @@ use crate::protocol::relay::{
     read_response, relay_response, RelayError, ResponseKind, ResponseSummary,
 };
 use crate::protocol::{MysqlError, PacketStream};
+use crate::replication::ddl_order::WriterGuard;
 use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
 use crate::session::{PinReason, PreparedStatement, SessionState};
 use crate::sql::{Classified, Flags, Kind, SessionChange};
@@ -76,6 +77,9 @@ pub struct ClientSession {
     /// The backend under this session's open transaction was lost while the client was idle:
     /// its next statement (unless ROLLBACK) hears that the transaction was rolled back.
     transaction_lost: bool,
+    /// Held while this session has a write transaction open on its shard's primary (or an
+    /// autocommit write running): a DDL is sequenced after it (`replication::ddl_order`).
+    pub(super) open_write: Option<WriterGuard>,
     /// Reads routed so far and a per-session seed: spread reads over equally fast replicas.
     reads_routed: u32,
     spread_seed: u32,
@@ -110,6 +114,7 @@ impl ClientSession {
             held: None,
             last_route: None,
             transaction_lost: false,
+            open_write: None,
             reads_routed: 0,
             spread_seed: rand::random(),
         }
@@ -265,6 +270,10 @@ impl ClientSession {
                     "Unknown command",
                 ))),
             };
+            if session.pending.is_empty() {
+                // No write transaction open any more (committed, rolled back or lost).
+                self.open_write = None;
+            }
             match outcome {
                 Ok(()) => {}
                 Err(Failure::Answer(e)) => {

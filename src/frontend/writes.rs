@@ -22,7 +22,12 @@ use crate::sql::lexer::{Lexer, Tok};
 use crate::sql::{Classified, Flags, Kind, SessionChange};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How long a DDL waits for the write transactions open when it arrived (and holds new ones
+/// back) before it is sequenced anyway.
+const DDL_ORDER_WAIT: Duration = Duration::from_secs(2);
 
 /// How a statement takes part in replication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +237,17 @@ impl ClientSession {
         let shard = route_shard(route);
         session.before_statement(c);
         self.hold_for(session, route).await?;
+        if self.open_write.is_none() {
+            // A transaction that already ran statements on the primary may hold locks a
+            // waiting DDL waits for: it goes on; one starting here waits behind the DDL.
+            let started = session.in_transaction
+                && self
+                    .held
+                    .as_ref()
+                    .is_some_and(|h| h.conn.deferred_begin.is_none());
+            let log = self.shard_log(shard)?;
+            self.open_write = Some(log.ddl_order.writer(started, DDL_ORDER_WAIT).await);
+        }
         // A prepared write runs as that connection's server statement (prepared there first
         // when needed), with its parameter types always sent.
         let execute;
@@ -577,6 +593,8 @@ impl ClientSession {
             // DDL commits the open transaction implicitly, as on MySQL.
             self.commit_pending::<S>(None, session, c, route).await?;
         }
+        // Its own transaction just ended: it must not wait for itself.
+        self.open_write = None;
         session.before_statement(c);
         self.hold_for(session, route).await?;
         let statement = Statement {
@@ -601,10 +619,18 @@ impl ClientSession {
             .as_ref()
             .map(|h| h.replica)
             .unwrap_or(log.leader());
+        let order = log.ddl_order.ddl(DDL_ORDER_WAIT).await;
+        if !order.ordered {
+            tracing::warn!(shard = shard.0, open_write_transactions = log.ddl_order.open_writers(),
+                "a DDL goes into the log ahead of write transactions still open after {DDL_ORDER_WAIT:?}; \
+                 a follower replays them after it and is quarantined if they no longer fit the schema \
+                 (commit or roll back long transactions before schema changes)");
+        }
         let (ts, snapshot) = log
             .sequence(payload.clone(), executed_on)
             .await
             .map_err(|e| Failure::Answer(commit_error(&e)))?;
+        drop(order);
         session.last_write_ts = ts;
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {

@@ -18,6 +18,7 @@
 //! Owns: `ShardLog`. May import: wal, tso, replication::{cabinet, replay}, router ids.
 
 use super::cabinet::{Cabinet, WeightSnapshot};
+use super::ddl_order::DdlOrder;
 use super::replay::LogEntry;
 use crate::metrics::LatencyHistogram;
 use crate::router::{ReplicaId, ShardId};
@@ -159,6 +160,8 @@ pub struct ShardLog {
     ddl_outcomes: Mutex<BTreeMap<u64, Option<u16>>>,
     /// Bumped when a record leaves `in_flight`, fails on the primary or gets its DDL outcome.
     primary_progress: watch::Sender<u64>,
+    /// Keeps a DDL behind the write transactions open when it arrives.
+    pub ddl_order: Arc<DdlOrder>,
     /// Writes are accepted (false while recovering).
     pub open: watch::Sender<bool>,
     /// A WAL write failed: writes stay closed until a restart.
@@ -226,6 +229,7 @@ impl ShardLog {
             in_flight: Mutex::new(BTreeMap::new()),
             ddl_outcomes: Mutex::new(BTreeMap::new()),
             primary_progress: watch::Sender::new(0),
+            ddl_order: Arc::new(DdlOrder::default()),
             open: watch::Sender::new(false),
             wal_broken: AtomicBool::new(false),
             packet_limit: AtomicU64::new(u64::MAX),

@@ -24,14 +24,31 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// One initialized data directory per test process, copied for every server.
+/// One initialized data directory, copied for every server. Shared by every test process
+/// (one per mariadbd build; a template per process was never removed and filled the disk
+/// after a few hundred runs): built aside and renamed into place, so a half-built one is
+/// never used and concurrent builders simply keep the first.
 fn template_datadir() -> &'static PathBuf {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("myquorum-template-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
         let bin = find_server().expect("mariadbd must be installed for integration tests");
-        init_datadir(&bin, &dir.join("data")).expect("mariadb-install-db");
+        let build = std::fs::metadata(&bin.server)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("myquorum-template-{build}"));
+        if !dir.join("data").is_dir() {
+            let aside = std::env::temp_dir()
+                .join(format!("myquorum-template-building-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&aside);
+            init_datadir(&bin, &aside.join("data")).expect("mariadb-install-db");
+            if std::fs::rename(&aside, &dir).is_err() {
+                // Another process put its template in place first.
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+        }
         dir.join("data")
     })
 }
