@@ -62,6 +62,14 @@ impl DdlOrder {
     /// A session's write transaction starts (or an autocommit write). `in_transaction`: the
     /// session already ran statements in this transaction on the primary, so it never waits.
     pub async fn writer(self: &Arc<Self>, in_transaction: bool, max_wait: Duration) -> WriterGuard {
+        {
+            // Every write takes this path: no DDL waiting, no waiter registered.
+            let mut s = self.state.lock();
+            if !s.ddl_waiting || in_transaction {
+                s.writers += 1;
+                return WriterGuard(self.clone());
+            }
+        }
         let deadline = Instant::now() + max_wait;
         loop {
             let notified = self.changed.notified();
