@@ -847,26 +847,29 @@ async fn a_ddl_is_logged_after_the_write_transactions_open_before_it() {
         .query_drop("INSERT INTO dord.t VALUES (1, 1)")
         .await
         .unwrap();
+    let (sending, sent) = tokio::sync::oneshot::channel();
     let ddl = tokio::spawn({
         let url = url.clone();
         async move {
-            let started = Instant::now();
-            connect(&url)
-                .await
-                .query_drop("ALTER TABLE dord.t ADD COLUMN extra INT NOT NULL DEFAULT 7")
+            let mut c = connect(&url).await;
+            let _ = sending.send(());
+            c.query_drop("ALTER TABLE dord.t ADD COLUMN extra INT NOT NULL DEFAULT 7")
                 .await
                 .unwrap();
-            started.elapsed()
         }
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    sent.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !ddl.is_finished(),
+        "the DDL did not wait for the open transaction"
+    );
     writer
         .query_drop("INSERT INTO dord.t VALUES (2, 2)")
         .await
         .unwrap();
     writer.query_drop("COMMIT").await.unwrap();
-    let waited = ddl.await.unwrap();
-    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    ddl.await.unwrap();
     writer
         .query_drop("INSERT INTO dord.t VALUES (3, 3, 3)")
         .await
