@@ -38,6 +38,10 @@ pub struct ReplicationConfig {
     pub failover: bool,
     /// A replica up for less than this is a last-resort candidate (it may be flapping).
     pub election_min_uptime_ms: u64,
+    /// A follower down for longer than this stops holding back the WAL and every replica's
+    /// `myquorum.wal` trimming: it is quarantined (rebuild it from a healthy replica, then
+    /// restart the proxy). Bounds the log's disk use while a replica is dead.
+    pub wal_retain_s: u64,
 }
 
 impl Default for ReplicationConfig {
@@ -50,6 +54,7 @@ impl Default for ReplicationConfig {
             tso_servers: Vec::new(),
             failover: true,
             election_min_uptime_ms: 30_000,
+            wal_retain_s: 86_400,
         }
     }
 }
@@ -291,13 +296,14 @@ impl Config {
             ));
         }
         out.push_str(&format!(
-            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\n",
+            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\nwal_retain_s = {}\n",
             self.replication.wal_dir,
             self.replication.commit_timeout_ms,
             self.replication.apply_batch,
             self.replication.tso_servers,
             self.replication.failover,
-            self.replication.election_min_uptime_ms
+            self.replication.election_min_uptime_ms,
+            self.replication.wal_retain_s
         ));
         if let Some(t) = self.replication.failure_threshold {
             out.push_str(&format!("failure_threshold = {t}\n"));

@@ -39,6 +39,8 @@ pub struct BackendPool {
     pub down_events: AtomicU64,
     /// When it was last marked up (or the pool created): its uptime as the proxy sees it.
     up_since: Mutex<std::time::Instant>,
+    /// When it was last marked down.
+    down_since: Mutex<std::time::Instant>,
 }
 
 impl BackendPool {
@@ -59,6 +61,7 @@ impl BackendPool {
             reads: AtomicU64::new(0),
             down_events: AtomicU64::new(0),
             up_since: Mutex::new(std::time::Instant::now()),
+            down_since: Mutex::new(std::time::Instant::now()),
         }
     }
 
@@ -69,6 +72,11 @@ impl BackendPool {
         } else {
             0
         }
+    }
+
+    /// How long it has been down without interruption, as the proxy saw it (None while up).
+    pub fn down_for(&self) -> Option<std::time::Duration> {
+        (!self.is_up()).then(|| self.down_since.lock().elapsed())
     }
 
     /// Adds one real query's round trip to the latency figures.
@@ -109,6 +117,7 @@ impl BackendPool {
     /// Marks the backend down: idle connections are closed and pinned sessions notified.
     pub fn mark_down(&self) {
         if self.up.swap(false, Ordering::Relaxed) {
+            *self.down_since.lock() = std::time::Instant::now();
             self.down_events.fetch_add(1, Ordering::Relaxed);
             self.idle.lock().clear();
             self.generation.send_modify(|g| *g += 1);

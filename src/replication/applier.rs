@@ -53,6 +53,18 @@ pub async fn run_applier(
         if cancel.is_cancelled() {
             return;
         }
+        if log.replicas[replica.0 as usize]
+            .quarantined
+            .lock()
+            .is_some()
+        {
+            // Quarantined while down (kept away longer than the log is retained for it): the
+            // records it needs may be gone, so it must be rebuilt, not caught up.
+            tracing::warn!(shard = shard.0, replica = replica.0,
+                "applier stops: the replica is quarantined (SHOW PROXY REPLICATION gives the reason)");
+            log.set_live(replica, false);
+            return;
+        }
         if log.leader() == replica {
             // The primary applies nothing: its transactions are the log.
             let mut leadership = log.subscribe_leadership();

@@ -672,8 +672,8 @@ impl ShardLog {
 
     pub fn quarantine(&self, replica: ReplicaId, why: String) {
         tracing::error!(shard = self.shard.0, replica = replica.0, reason = %why,
-            "replica quarantined: its results differ from the primary's; it no longer applies or counts \
-             for the quorum; resynchronise it from the primary and restart the proxy");
+            "replica quarantined (see the reason): it no longer applies or counts for the quorum; \
+             resynchronise it from the primary and restart the proxy");
         if let Some(s) = self.replicas.get(replica.0 as usize) {
             *s.quarantined.lock() = Some(why);
         }

@@ -32,6 +32,7 @@ pub struct Replication {
     tso: Arc<TsoPair>,
     recovered: Mutex<Vec<Vec<WalRecord>>>,
     apply_batch: usize,
+    wal_retain: Duration,
     failover: failover::FailoverParams,
     /// Per shard: switchover requests to its failover task (taken by `spawn`).
     switchover_tx: Vec<mpsc::Sender<failover::SwitchoverRequest>>,
@@ -101,6 +102,7 @@ impl Replication {
             tso: Arc::new(tso),
             recovered: Mutex::new(recovered),
             apply_batch: cfg.replication.apply_batch.max(1),
+            wal_retain: Duration::from_secs(cfg.replication.wal_retain_s),
             failover: failover::FailoverParams {
                 automatic: cfg.replication.failover,
                 min_uptime: Duration::from_millis(cfg.replication.election_min_uptime_ms),
@@ -149,6 +151,7 @@ impl Replication {
                     apply_batch: self.apply_batch,
                     catch_up_timeout: Duration::from_secs(120),
                     failover: self.failover,
+                    wal_retain: self.wal_retain,
                     switchovers,
                 },
                 cancel.clone(),

@@ -222,6 +222,8 @@ pub struct RecoveryParams {
     /// How long to wait for followers to catch up before opening writes anyway.
     pub catch_up_timeout: Duration,
     pub failover: super::failover::FailoverParams,
+    /// A follower down longer than this is quarantined rather than hold the log forever.
+    pub wal_retain: Duration,
     /// Switchover requests, served by the failover task once the shard is recovered.
     pub switchovers: tokio::sync::mpsc::Receiver<super::failover::SwitchoverRequest>,
 }
@@ -407,12 +409,17 @@ pub async fn run_shard(
         params.switchovers,
         cancel.clone(),
     ));
-    maintain(log, cluster, cancel).await;
+    maintain(log, cluster, params.wal_retain, cancel).await;
 }
 
 /// Run-time upkeep: re-apply commits that failed on the primary, and delete WAL segments
 /// every replica has applied.
-async fn maintain(log: Arc<ShardLog>, cluster: Arc<Cluster>, cancel: CancellationToken) {
+async fn maintain(
+    log: Arc<ShardLog>,
+    cluster: Arc<Cluster>,
+    wal_retain: Duration,
+    cancel: CancellationToken,
+) {
     let shard = log.shard;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut ticks = 0u64;
@@ -461,6 +468,7 @@ async fn maintain(log: Arc<ShardLog>, cluster: Arc<Cluster>, cancel: Cancellatio
                 }
             }
         }
+        release_dead_followers(&log, &cluster, wal_retain);
         if ticks.is_multiple_of(20) {
             log.prune_ddl_outcomes(log.followers_low_water());
             let below = log.followers_low_water().min(log.primary_low_water());
@@ -470,6 +478,34 @@ async fn maintain(log: Arc<ShardLog>, cluster: Arc<Cluster>, cancel: Cancellatio
                 }
                 trim_replica_logs(&log, &cluster, below).await;
             }
+        }
+    }
+}
+
+/// Quarantines the followers that have been down for longer than `retain`: the log below
+/// their position is kept for them until then (they catch up from it when back), and after
+/// that they stop holding back the WAL's and every replica's `myquorum.wal` trimming.
+fn release_dead_followers(log: &ShardLog, cluster: &Cluster, retain: Duration) {
+    let leader = log.leader();
+    for (i, state) in log.replicas.iter().enumerate() {
+        let replica = ReplicaId(i as u32);
+        if replica == leader || state.quarantined.lock().is_some() {
+            continue;
+        }
+        let Some(down) = cluster.pool(log.shard, replica).and_then(|p| p.down_for()) else {
+            continue;
+        };
+        if down > retain {
+            log.quarantine(
+                replica,
+                format!(
+                    "down for {} s, longer than the log is kept for it (wal_retain_s = {}); \
+                     rebuild it from a healthy replica (e.g. mariadb-backup, myquorum.wal included) \
+                     and restart the proxy",
+                    down.as_secs(),
+                    retain.as_secs()
+                ),
+            );
         }
     }
 }
