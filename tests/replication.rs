@@ -699,16 +699,7 @@ async fn a_trailing_semicolon_and_comment_do_not_split_a_write() {
         .unwrap();
     assert_eq!(c.affected_rows(), 2);
     wait_converged(&[&a, &b]).await;
-    let states: Vec<String> = c
-        .query_map("SHOW PROXY REPLICATION", |row: mysql_async::Row| {
-            row.get::<String, _>(3).unwrap_or_default()
-        })
-        .await
-        .unwrap();
-    assert!(
-        states.iter().all(|s| !s.contains("quarantined")),
-        "{states:?}"
-    );
+    assert_none_quarantined(&mut c).await;
     assert_eq!(
         checksums(&a, &["tail.t"]).await,
         checksums(&b, &["tail.t"]).await
@@ -722,6 +713,14 @@ async fn replica_states(c: &mut Conn) -> Vec<String> {
     })
     .await
     .unwrap()
+}
+
+async fn assert_none_quarantined(c: &mut Conn) {
+    let states = replica_states(c).await;
+    assert!(
+        states.iter().all(|s| !s.contains("quarantined")),
+        "{states:?}"
+    );
 }
 
 fn server_code(e: &mysql_async::Error) -> u16 {
@@ -789,11 +788,7 @@ async fn a_ddl_ends_on_every_replica_as_it_did_on_the_primary() {
         .await
         .unwrap();
     wait_converged(&all).await;
-    let states = replica_states(&mut c).await;
-    assert!(
-        states.iter().all(|s| !s.contains("quarantined")),
-        "{states:?}"
-    );
+    assert_none_quarantined(&mut c).await;
 
     // Succeeds on the primary, fails on follower 2 only.
     connect(&dbs[2].url(None))
@@ -875,11 +870,7 @@ async fn a_ddl_is_logged_after_the_write_transactions_open_before_it() {
         .await
         .unwrap();
     wait_converged(&all).await;
-    let states = replica_states(&mut writer).await;
-    assert!(
-        states.iter().all(|s| !s.contains("quarantined")),
-        "{states:?}"
-    );
+    assert_none_quarantined(&mut writer).await;
     assert_same_tables(&all, &["dord.t"]).await;
     for db in all {
         assert_eq!(column_count(db, "dord.t").await, 3, "{}", db.addr());
