@@ -384,11 +384,7 @@ async fn now_is_the_servers_clock_between_replicated_writes() {
         after_commit >= 150_000,
         "NOW(6) after COMMIT: +{after_commit} µs"
     );
-    wait_converged(&[&a, &b]).await;
-    assert_eq!(
-        checksums(&a, &["clock.t"]).await,
-        checksums(&b, &["clock.t"]).await
-    );
+    assert_same_tables(&[&a, &b], &["clock.t"]).await;
 }
 
 /// Rows every replica applied are trimmed from each replica's `myquorum.wal` (the log copy
@@ -433,11 +429,7 @@ async fn applied_log_rows_are_trimmed_on_every_replica() {
     c.query_drop("INSERT INTO trim.t VALUES (1000)")
         .await
         .unwrap();
-    wait_converged(&[&a, &b]).await;
-    assert_eq!(
-        checksums(&a, &["trim.t"]).await,
-        checksums(&b, &["trim.t"]).await
-    );
+    assert_same_tables(&[&a, &b], &["trim.t"]).await;
     // A restarted proxy reads a WAL that still holds records whose rows were trimmed on the
     // replicas: recovery must not take them for missing and apply them twice.
     drop(c);
@@ -458,10 +450,7 @@ async fn applied_log_rows_are_trimmed_on_every_replica() {
         let sums = checksums(db, &["trim.t"]).await;
         assert_eq!(sums[1].1, 202, "{}: {sums:?}", db.addr());
     }
-    assert_eq!(
-        checksums(&a, &["trim.t"]).await,
-        checksums(&b, &["trim.t"]).await
-    );
+    assert_same_tables(&[&a, &b], &["trim.t"]).await;
 }
 
 /// A transaction whose record cannot be stored on the replicas (rows of `myquorum.wal` travel
@@ -584,15 +573,7 @@ async fn followers_that_do_not_sync_commits_count_after_the_wal_sync() {
             "replica {replica}: {state}"
         );
     }
-    wait_converged(&[&a, &b, &c3]).await;
-    assert_eq!(
-        checksums(&a, &["nosync.t"]).await,
-        checksums(&b, &["nosync.t"]).await
-    );
-    assert_eq!(
-        checksums(&a, &["nosync.t"]).await,
-        checksums(&c3, &["nosync.t"]).await
-    );
+    assert_same_tables(&[&a, &b, &c3], &["nosync.t"]).await;
 }
 
 async fn com_begin(db: &MariaDb) -> u64 {
@@ -670,11 +651,7 @@ async fn begin_travels_with_the_first_statement() {
         .await
         .unwrap();
     assert_eq!(rows, vec![2]);
-    wait_converged(&[&a, &b]).await;
-    assert_eq!(
-        checksums(&a, &["deferred.t"]).await,
-        checksums(&b, &["deferred.t"]).await
-    );
+    assert_same_tables(&[&a, &b], &["deferred.t"]).await;
 }
 
 /// A statement with a final `;` and a comment after it: with multi-statements on, the server
@@ -700,10 +677,7 @@ async fn a_trailing_semicolon_and_comment_do_not_split_a_write() {
     assert_eq!(c.affected_rows(), 2);
     wait_converged(&[&a, &b]).await;
     assert_none_quarantined(&mut c).await;
-    assert_eq!(
-        checksums(&a, &["tail.t"]).await,
-        checksums(&b, &["tail.t"]).await
-    );
+    assert_same_tables(&[&a, &b], &["tail.t"]).await;
 }
 
 /// Each replica's state column of SHOW PROXY REPLICATION.
@@ -816,7 +790,6 @@ async fn a_ddl_ends_on_every_replica_as_it_did_on_the_primary() {
     c.query_drop("INSERT INTO dd.clash VALUES (1)")
         .await
         .unwrap();
-    wait_converged(&[&dbs[0], &dbs[1]]).await;
     assert_same_tables(&[&dbs[0], &dbs[1]], &["dd.t", "dd.clash"]).await;
 }
 
