@@ -929,3 +929,64 @@ async fn a_follower_down_longer_than_the_retention_no_longer_holds_the_log() {
     assert_eq!(has_last(&dbs[1]).await, 1);
     assert_eq!(has_last(&dbs[2]).await, 0);
 }
+
+/// A session that sets something the proxy cannot replay itself (a user variable, a
+/// computed value) has its settings read from the primary for each write and replayed from
+/// there: booleans and integers (foreign_key_checks, auto_increment_increment) as well as
+/// strings (sql_mode, time_zone). No follower may be quarantined for it, and every replica
+/// ends with the primary's rows, ids and clock values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_after_a_computed_set_replicate_with_the_primarys_settings() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    c.query_drop("CREATE DATABASE cs").await.unwrap();
+    c.query_drop("CREATE TABLE cs.parent (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop(
+        "CREATE TABLE cs.child (id INT AUTO_INCREMENT PRIMARY KEY, p INT NOT NULL, \
+         at DATETIME(6) NOT NULL, q VARCHAR(40), FOREIGN KEY (p) REFERENCES cs.parent (id))",
+    )
+    .await
+    .unwrap();
+    // A literal setting first, then the session pins: it must survive the settings being
+    // read from the primary from now on.
+    c.query_drop("SET div_precision_increment = 8")
+        .await
+        .unwrap();
+    c.query_drop("SET @n = 7").await.unwrap();
+    c.query_drop(
+        "SET foreign_key_checks = 1 - 1, auto_increment_increment = 1 + 4, \
+         time_zone = CONCAT('+0', '3:00'), sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
+    )
+    .await
+    .unwrap();
+    // No parent row: only accepted with foreign_key_checks off, on every replica.
+    for p in 1..=3 {
+        c.query_drop(format!(
+            "INSERT INTO cs.child (p, at, q) VALUES ({p}, NOW(6), CONCAT(1 / 3)), \
+             ({p}, '2001-02-03 04:05:06', CONCAT(2 / 3))"
+        ))
+        .await
+        .unwrap();
+    }
+    let ids: Vec<i64> = c
+        .query("SELECT id FROM cs.child ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(ids, [1, 6, 11, 16, 21, 26], "increment 5 on the primary");
+    let q: Option<String> = c
+        .query_first("SELECT q FROM cs.child WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        q.as_deref(),
+        Some("0.33333333"),
+        "div_precision_increment 8 on the primary"
+    );
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    assert_none_quarantined(&mut c).await;
+    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["cs.child"]).await;
+}

@@ -15,7 +15,7 @@ use crate::protocol::relay::{
 use crate::protocol::resultset::read_first_row;
 use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::record::{Body, Statement};
-use crate::replication::replay::{query, wal_insert};
+use crate::replication::replay::{query, wal_insert, REPLICATED_SETTINGS};
 use crate::router::ShardId;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -63,21 +63,11 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// Settings read from the primary when the session changed them in ways the proxy cannot
-/// replay (a subset of `replay::REPLICATED_SETTINGS`).
-const PRIMARY_SETTINGS: [&str; 8] = [
-    "sql_mode",
-    "time_zone",
-    "foreign_key_checks",
-    "unique_checks",
-    "auto_increment_increment",
-    "auto_increment_offset",
-    "character_set_client",
-    "collation_connection",
-];
-
+/// Reads every setting a record carries from the primary, for sessions that changed them in
+/// ways the proxy cannot replay (a computed value, a user variable): all of them, so one the
+/// session set by a literal earlier is not lost when the row replaces the session's list.
 fn settings_query() -> String {
-    let cols: Vec<String> = PRIMARY_SETTINGS
+    let cols: Vec<String> = REPLICATED_SETTINGS
         .iter()
         .map(|n| format!("@@session.{n}"))
         .collect();
@@ -85,17 +75,22 @@ fn settings_query() -> String {
 }
 
 fn settings_from_row(row: &[Option<String>]) -> Vec<String> {
-    PRIMARY_SETTINGS
+    REPLICATED_SETTINGS
         .iter()
         .zip(row)
-        .map(|(n, v)| {
-            let v = v.as_deref().unwrap_or("");
-            format!(
-                "SESSION {n} = '{}'",
-                v.replace('\\', "\\\\").replace('\'', "''")
-            )
-        })
+        .map(|(n, v)| format!("SESSION {n} = {}", setting_literal(v.as_deref())))
         .collect()
+}
+
+/// A setting's value as read from the server, as a SET accepts it back: numbers bare
+/// (`foreign_key_checks = '1'` is refused with error 1231: booleans and integers take no
+/// quoted digits), anything else a quoted string.
+fn setting_literal(v: Option<&str>) -> String {
+    match v {
+        None => "DEFAULT".into(),
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => n.into(),
+        Some(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''")),
+    }
 }
 
 /// Runs a write on `conn` (the session's primary connection) with its context; `client`
@@ -414,6 +409,36 @@ pub fn normalize_execute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_read_from_the_primary_are_set_back_as_their_type_takes_them() {
+        let value = |name: &str| match name {
+            "sql_mode" => "STRICT_TRANS_TABLES,ANSI_QUOTES",
+            "time_zone" => "+03:00",
+            "foreign_key_checks" => "0",
+            "auto_increment_increment" => "5",
+            "lc_time_names" => "o'dd",
+            _ => "1",
+        };
+        let row: Vec<Option<String>> = REPLICATED_SETTINGS
+            .iter()
+            .map(|n| Some(value(n).to_string()))
+            .collect();
+        let set = settings_from_row(&row);
+        assert_eq!(set.len(), REPLICATED_SETTINGS.len());
+        for want in [
+            "SESSION sql_mode = 'STRICT_TRANS_TABLES,ANSI_QUOTES'",
+            "SESSION time_zone = '+03:00'",
+            "SESSION foreign_key_checks = 0",
+            "SESSION auto_increment_increment = 5",
+            "SESSION div_precision_increment = 1",
+            "SESSION lc_time_names = 'o''dd'",
+        ] {
+            assert!(set.iter().any(|s| s == want), "{want} in {set:?}");
+        }
+        assert_eq!(setting_literal(Some("")), "''");
+        assert_eq!(setting_literal(None), "DEFAULT");
+    }
 
     #[test]
     fn execute_bodies_always_carry_types() {
