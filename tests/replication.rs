@@ -990,3 +990,69 @@ async fn writes_after_a_computed_set_replicate_with_the_primarys_settings() {
     assert_none_quarantined(&mut c).await;
     assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["cs.child"]).await;
 }
+
+/// SQL-level prepared statements: an EXECUTE (or EXECUTE IMMEDIATE) of a write runs that
+/// statement with its arguments bound, through the log, since followers have no such
+/// prepared statement; DROP PREPARE is session state, not DDL; user-variable arguments and
+/// sequences are refused with 1235 rather than left on the primary alone. Before, the
+/// EXECUTE ran on the primary only (rows missing on followers) and DROP PREPARE was
+/// replayed as DDL, which quarantined every follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    for sql in [
+        "CREATE DATABASE sp",
+        "CREATE TABLE sp.t (id INT PRIMARY KEY, v VARCHAR(20), at DATETIME(6) DEFAULT NOW(6))",
+        "PREPARE ins FROM 'INSERT INTO sp.t (id, v) VALUES (?, ?)'",
+        "EXECUTE ins USING 1, 'a'",
+        "EXECUTE ins USING 2, CONCAT('b', 'c')",
+        "SET @sql = 'UPDATE sp.t SET v = CONCAT(v, ?) WHERE id = ?'",
+        "PREPARE up FROM @sql",
+        "EXECUTE up USING '!', 1",
+        "EXECUTE IMMEDIATE 'INSERT INTO sp.t (id, v) VALUES (?, ?)' USING 3, 'd'",
+        "PREPARE ddl FROM 'ALTER TABLE sp.t ADD COLUMN w INT NOT NULL DEFAULT 5'",
+        "EXECUTE ddl",
+        "DROP PREPARE ins",
+        "DEALLOCATE PREPARE up",
+        "CREATE SEQUENCE sp.s",
+    ] {
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    assert_eq!(c.affected_rows(), 0);
+    let v: Option<String> = c
+        .query_first("EXECUTE IMMEDIATE 'SELECT v FROM sp.t WHERE id = ?' USING 1")
+        .await
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("a!"));
+    c.query_drop("PREPARE del FROM 'DELETE FROM sp.t WHERE id = ?'")
+        .await
+        .unwrap();
+    c.query_drop("SET @id = 2").await.unwrap();
+    let err = c.query_drop("EXECUTE del USING @id").await.unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    let err = c.query_drop("SELECT NEXTVAL(sp.s)").await.unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    c.query_drop("EXECUTE del USING 2").await.unwrap();
+    assert_eq!(c.affected_rows(), 1);
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    assert_none_quarantined(&mut c).await;
+    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["sp.t", "sp.s"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let rows: Vec<(i32, String, i32)> = d
+            .query("SELECT id, v, w FROM sp.t ORDER BY id")
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            [(1, "a!".into(), 5), (3, "d".into(), 5)],
+            "{}",
+            db.addr()
+        );
+    }
+}

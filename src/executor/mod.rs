@@ -100,6 +100,26 @@ const COM_STMT_CLOSE: u8 = 0x19;
 /// The server id of `sql` prepared on `conn`, preparing it there first when this connection
 /// has not (its answer is read here, not relayed). A server error (the statement cannot be
 /// prepared there) comes back as `Ok(Err(..))`.
+/// The value of `SELECT <expression>` on `conn` (the session's connection, so its user
+/// variables and settings apply): how the proxy learns the text a PREPARE or EXECUTE
+/// IMMEDIATE names, decoded by the server itself (escapes, character sets, `@var`).
+pub async fn select_value(
+    conn: &mut BackendConn,
+    expression: &str,
+    deprecate_eof: bool,
+) -> io::Result<Result<Option<String>, MysqlError>> {
+    let mut p = Vec::with_capacity(8 + expression.len());
+    p.push(COM_QUERY);
+    p.extend_from_slice(b"SELECT ");
+    p.extend_from_slice(expression.as_bytes());
+    conn.stream.write_packet(0, &p).await?;
+    Ok(
+        crate::protocol::resultset::read_first_row(&mut conn.stream, deprecate_eof)
+            .await?
+            .map(|row| row.and_then(|r| r.into_iter().next().flatten())),
+    )
+}
+
 pub async fn ensure_prepared(
     conn: &mut BackendConn,
     sql: &Arc<str>,

@@ -20,6 +20,7 @@ use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::ddl_order::WriterGuard;
 use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
 use crate::session::{PinReason, PreparedStatement, SessionState};
+use crate::sql::prepare::{self, SqlPrepare};
 use crate::sql::{Classified, Flags, Kind, SessionChange};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use std::io;
@@ -461,6 +462,16 @@ impl ClientSession {
             ))),
             Target::Primary(..) | Target::Pinned(..) | Target::Replica(..) => {
                 writes::refuse_unreplicable(&c, sql).map_err(Failure::Answer)?;
+                if c.flags.contains(Flags::SQL_PREPARE) {
+                    if let Some(bound) = self.sql_prepared_write(session, &c, route, sql).await? {
+                        // Run the statement itself in place of the EXECUTE: followers have
+                        // no such prepared statement, so only the statement can be logged.
+                        let bc = self.ctx.classify_cache.classify(&bound);
+                        let payload = [&[COM_QUERY][..], bound.as_bytes()].concat();
+                        return Box::pin(self.run_statement(client, session, bc, &bound, &payload))
+                            .await;
+                    }
+                }
                 match writes::classify_write(&c, sql, session).map_err(Failure::Answer)? {
                     WriteClass::Dml => {
                         return self
@@ -495,8 +506,100 @@ impl ClientSession {
                     )
                     .await?;
                 self.after_forwarded(session, &c, sql, summary.error.is_none());
+                if c.flags.contains(Flags::SQL_PREPARE) {
+                    self.note_sql_prepare(session, &c, route, sql, summary.error.is_none())
+                        .await?;
+                }
                 Ok(())
             }
+        }
+    }
+
+    /// For an EXECUTE or EXECUTE IMMEDIATE whose statement is a replicated write (or
+    /// advances a sequence): that statement with its arguments bound.
+    async fn sql_prepared_write(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        sql: &str,
+    ) -> Result<Option<String>, Failure> {
+        let (text, args) = match prepare::parse(sql) {
+            Some(SqlPrepare::Execute { name, args }) => match session.sql_prepared.get(&name) {
+                None => return Ok(None),
+                Some(None) => {
+                    return Err(Failure::Answer(writes::not_supported(&format!(
+                        "EXECUTE {name}: the statement's text could not be read when it was \
+                         prepared, so the proxy cannot tell whether it writes; prepare it again"
+                    ))))
+                }
+                Some(Some(text)) => (text.clone(), args),
+            },
+            Some(SqlPrepare::Immediate { source, args }) => {
+                // NULL or an error here: the server's EXECUTE IMMEDIATE fails the same way.
+                match self.select_value(session, c, route, source).await? {
+                    Some(text) => (text, args),
+                    None => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+        // A count mismatch is the server's error to give.
+        let Some(bound) = prepare::bind(&text, &args) else {
+            return Ok(None);
+        };
+        let bc = self.ctx.classify_cache.classify(&bound);
+        let replicated = bc.flags.contains(Flags::SEQUENCE)
+            || matches!(
+                writes::classify_write(&bc, &bound, session).map_err(Failure::Answer)?,
+                WriteClass::Dml | WriteClass::Ddl
+            );
+        Ok(replicated.then_some(bound))
+    }
+
+    /// Keeps the session's SQL-level prepared statements: a PREPARE's text as the server
+    /// decoded it (read back on the same connection), forgotten on DEALLOCATE and when a
+    /// PREPARE fails (the server drops a statement of that name first).
+    async fn note_sql_prepare(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        sql: &str,
+        ok: bool,
+    ) -> Result<(), Failure> {
+        match prepare::parse(sql) {
+            Some(SqlPrepare::Prepare { name, source }) if ok => {
+                let text = self.select_value(session, c, route, source).await?;
+                session.sql_prepared.insert(name, text);
+            }
+            Some(SqlPrepare::Prepare { name, .. }) | Some(SqlPrepare::Deallocate { name }) => {
+                session.sql_prepared.remove(&name);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `SELECT <expression>` on the session's connection for `route`; None when it is NULL
+    /// or the server refused it.
+    async fn select_value(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        expression: &str,
+    ) -> Result<Option<String>, Failure> {
+        self.hold_for(session, route).await?;
+        let deprecate_eof = self.deprecate_eof;
+        let Some(h) = self.held.as_mut() else {
+            return Err(no_backend_connection());
+        };
+        match executor::select_value(&mut h.conn, expression, deprecate_eof).await {
+            Ok(v) => Ok(v.ok().flatten()),
+            Err(e) => self
+                .finish(session, c, Err(RelayError::Backend(e)))
+                .map(|_| None),
         }
     }
 

@@ -749,6 +749,13 @@ pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> 
              use BEGIN/COMMIT",
         ));
     }
+    if c.flags.contains(Flags::SEQUENCE) {
+        return Err(not_supported(
+            "sequences are not replicated: NEXTVAL()/SETVAL() would advance the primary's \
+             sequence only, and after a failover the new primary would hand out its values \
+             again; use an AUTO_INCREMENT column",
+        ));
+    }
     if weakens_isolation(c, sql) {
         return Err(not_supported(
             "isolation levels below REPEATABLE READ would let replicas diverge; \

@@ -110,6 +110,9 @@ pub struct SessionState {
     pub savepoints: Vec<(String, usize)>,
     /// Temporary tables this session created (not replicated).
     pub temp_tables: Vec<String>,
+    /// SQL-level prepared statements (PREPARE … FROM) by lowercase name: their text, or
+    /// None when it could not be read back.
+    pub sql_prepared: HashMap<String, Option<String>>,
     /// Log timestamp of this session's last replicated write: `session` consistency reads
     /// only go to replicas that applied it.
     pub last_write_ts: u64,
@@ -140,6 +143,7 @@ impl SessionState {
             pending: Vec::new(),
             savepoints: Vec::new(),
             temp_tables: Vec::new(),
+            sql_prepared: HashMap::new(),
         };
         s.signature = s.compute_signature();
         s
@@ -157,6 +161,7 @@ impl SessionState {
         self.pending.clear();
         self.savepoints.clear();
         self.temp_tables.clear();
+        self.sql_prepared.clear();
         self.signature = self.compute_signature();
     }
 

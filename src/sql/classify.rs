@@ -60,6 +60,8 @@ bitflags! {
         const SIDE_EFFECTS = 1 << 13;
         /// Reads @@socket (rewritten so clients do not bypass the proxy).
         const READS_SOCKET = 1 << 14;
+        /// Advances a sequence (NEXTVAL, SETVAL, NEXT VALUE FOR).
+        const SEQUENCE = 1 << 15;
     }
 }
 
@@ -307,6 +309,11 @@ fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
             *flags |= Flags::SQL_PREPARE;
             Kind::Session
         }
+        // MariaDB's synonym of DEALLOCATE PREPARE: session state, not a schema change.
+        "DROP" if w(1) == "PREPARE" => {
+            *flags |= Flags::SQL_PREPARE;
+            Kind::Session
+        }
         "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "RENAME" => Kind::Ddl,
         "CALL" => Kind::Call,
         "XA" => Kind::Xa,
@@ -353,7 +360,9 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                         *flags |= Flags::LAST_INSERT_ID;
                     } else if is("FOUND_ROWS") || is("ROW_COUNT") {
                         *flags |= Flags::FOUND_ROWS;
-                    } else if is("NEXTVAL") || is("SETVAL") || is("LASTVAL") {
+                    } else if is("NEXTVAL") || is("SETVAL") {
+                        *flags |= Flags::SIDE_EFFECTS | Flags::SEQUENCE;
+                    } else if is("LASTVAL") {
                         *flags |= Flags::SIDE_EFFECTS;
                     }
                 }
@@ -362,6 +371,11 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                 let first = stmt_first.is_none();
                 if w.eq_ignore_ascii_case("TEMPORARY") {
                     *flags |= Flags::TEMP_TABLE;
+                } else if w.eq_ignore_ascii_case("FOR")
+                    && prev.is_some_and(|p| p.is_word("VALUE"))
+                    && prev2.is_some_and(|p| p.is_word("NEXT"))
+                {
+                    *flags |= Flags::SIDE_EFFECTS | Flags::SEQUENCE;
                 } else if w.eq_ignore_ascii_case("SQL_CALC_FOUND_ROWS") {
                     *flags |= Flags::FOUND_ROWS;
                 } else if (w.eq_ignore_ascii_case("UPDATE") || w.eq_ignore_ascii_case("SHARE"))
@@ -389,6 +403,9 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                     && (w.eq_ignore_ascii_case("PREPARE")
                         || w.eq_ignore_ascii_case("EXECUTE")
                         || w.eq_ignore_ascii_case("DEALLOCATE"))
+                    || w.eq_ignore_ascii_case("PREPARE")
+                        && prev.is_some_and(|p| p.is_word("DROP"))
+                        && stmt_first.is_some_and(|f| f.is_word("DROP"))
                 {
                     *flags |= Flags::SQL_PREPARE;
                 }
@@ -487,6 +504,28 @@ mod tests {
         let c = classify("PREPARE s FROM 'SELECT 1'");
         assert_eq!(c.kind, Kind::Session);
         assert!(c.flags.contains(Flags::SQL_PREPARE));
+        for text in [
+            "DROP PREPARE s",
+            "DEALLOCATE PREPARE s",
+            "EXECUTE s USING 1",
+        ] {
+            let c = classify(text);
+            assert_eq!(c.kind, Kind::Session, "{text}");
+            assert!(c.flags.contains(Flags::SQL_PREPARE), "{text}");
+        }
+        assert!(!classify("DROP TABLE prepare")
+            .flags
+            .contains(Flags::SQL_PREPARE));
+        for text in [
+            "SELECT NEXTVAL(s)",
+            "SELECT NEXT VALUE FOR s",
+            "SELECT SETVAL(s, 10)",
+        ] {
+            assert!(classify(text).flags.contains(Flags::SEQUENCE), "{text}");
+        }
+        assert!(!classify("SELECT LASTVAL(s)")
+            .flags
+            .contains(Flags::SEQUENCE));
     }
 
     #[test]

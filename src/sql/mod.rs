@@ -7,6 +7,7 @@ pub mod cache;
 pub mod classify;
 pub mod determinism;
 pub mod lexer;
+pub mod prepare;
 pub mod rewrite;
 pub mod set;
 
