@@ -1056,3 +1056,51 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
         );
     }
 }
+
+/// Statement bytes that are not UTF-8 (latin1 literals from a latin1 client, `_binary`
+/// literals) reach every replica byte for byte, in a single statement, one with a final
+/// `;`, a multi-statement text and a DDL. Before, the logged text was decoded lossily
+/// (each such byte became U+FFFD), so followers silently stored other bytes than the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_bytes_that_are_not_utf8_replicate_byte_for_byte() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    c.query_drop("CREATE DATABASE l1").await.unwrap();
+    c.query_drop(
+        "CREATE TABLE l1.t (id INT PRIMARY KEY, v VARCHAR(20) CHARACTER SET latin1, \
+         b VARBINARY(8))",
+    )
+    .await
+    .unwrap();
+    c.query_drop("SET NAMES latin1").await.unwrap();
+    let statements: [&[u8]; 4] = [
+        b"INSERT INTO l1.t VALUES (1, 'caf\xe9', _binary'\xff\xfe')",
+        b"INSERT INTO l1.t VALUES (2, 'na\xefve', NULL);",
+        b"INSERT INTO l1.t VALUES (3, '\xe0', NULL); UPDATE l1.t SET v = CONCAT(v, '\xe8') WHERE id = 1",
+        b"ALTER TABLE l1.t ADD COLUMN d VARCHAR(5) CHARACTER SET latin1 NOT NULL DEFAULT '\xe9'",
+    ];
+    for sql in statements {
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(sql)));
+    }
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    assert_none_quarantined(&mut c).await;
+    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["l1.t"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let rows: Vec<(String, Option<String>, String)> = d
+            .query("SELECT HEX(v), HEX(b), HEX(d) FROM l1.t ORDER BY id")
+            .await
+            .unwrap();
+        let want = [
+            ("636166E9E8", Some("FFFE"), "E9"),
+            ("6E61EF7665", None, "E9"),
+            ("E0", None, "E9"),
+        ]
+        .map(|(v, b, d)| (v.to_string(), b.map(String::from), d.to_string()));
+        assert_eq!(rows, want, "{}", db.addr());
+    }
+}

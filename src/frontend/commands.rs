@@ -327,7 +327,7 @@ impl ClientSession {
     fn is_rollback(&self, session: &SessionState, command: u8, payload: &[u8]) -> bool {
         match command {
             COM_QUERY => {
-                let sql = String::from_utf8_lossy(&payload[1..]);
+                let sql = crate::sql::lexer::offset_preserving_text(&payload[1..]);
                 self.ctx.classify_cache.classify(&sql).kind == Kind::Rollback
             }
             COM_STMT_EXECUTE => payload
@@ -366,7 +366,9 @@ impl ClientSession {
         payload: &[u8],
     ) -> Result<(), Failure> {
         self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
-        let text = String::from_utf8_lossy(&payload[1..]);
+        // Same byte offsets as the payload: what runs and what is logged is cut from the
+        // client's bytes, never from this text.
+        let text = crate::sql::lexer::offset_preserving_text(&payload[1..]);
         // One statement with a final `;` and trailing comments runs without them: with
         // multi-statements the server would answer the tail as a second, empty statement
         // (its OK, not the statement's, would be the one recorded and compared). Most texts
@@ -375,9 +377,8 @@ impl ClientSession {
             .contains(';')
             .then(|| crate::sql::lexer::without_final_semicolon(&text))
             .filter(|cut| cut.len() < text.len());
-        let trimmed = cut.map(|cut| [&[COM_QUERY][..], cut.as_bytes()].concat());
         let sql: &str = cut.unwrap_or(&text);
-        let payload = trimmed.as_deref().unwrap_or(payload);
+        let payload = &payload[..1 + sql.len()];
         let c = self.ctx.classify_cache.classify(sql);
         if c.statements > 1 && !session.multi_statements {
             return Err(Failure::Answer(MysqlError::new(
@@ -395,7 +396,7 @@ impl ClientSession {
         {
             // Each statement goes its own way (writes through the log); the answers are
             // joined into one multi-result response.
-            return self.run_multi(client, session, sql).await;
+            return self.run_multi(client, session, sql, &payload[1..]).await;
         }
         self.run_statement(client, session, c, sql, payload).await
     }
@@ -479,7 +480,7 @@ impl ClientSession {
                             .await
                     }
                     WriteClass::Ddl => {
-                        return self.run_ddl(client, session, &c, route, sql, payload).await
+                        return self.run_ddl(client, session, &c, route, payload).await
                     }
                     WriteClass::Local | WriteClass::None => {}
                 }
@@ -604,12 +605,14 @@ impl ClientSession {
     }
 
     /// Runs the statements of a multi-statement text one by one, as MySQL does, stopping at
-    /// the first error, and answers with their results as one response.
+    /// the first error, and answers with their results as one response. `sql` is the text to
+    /// split, `bytes` the client's bytes at the same offsets (what each statement runs as).
     async fn run_multi<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         client: &mut PacketStream<S>,
         session: &mut SessionState,
         sql: &str,
+        bytes: &[u8],
     ) -> Result<(), Failure> {
         use crate::protocol::relay::{
             ends_with_error, renumber_frames, set_more_results, MemoryIo,
@@ -618,7 +621,7 @@ impl ClientSession {
         let mut out = Vec::new();
         let mut seq = 1u8;
         for (i, (a, b)) in pieces.iter().enumerate() {
-            let payload = [&[COM_QUERY][..], &sql.as_bytes()[*a..*b]].concat();
+            let payload = [&[COM_QUERY][..], &bytes[*a..*b]].concat();
             let mut sink = PacketStream::new(MemoryIo::keeping());
             let text = &sql[*a..*b];
             let c = self.ctx.classify_cache.classify(text);

@@ -212,9 +212,17 @@ impl ClientSession {
                     params: params.clone(),
                 },
             ),
+            (None, Some(_)) if std::str::from_utf8(&command[1..]).is_err() => {
+                // The rewrite was made on text where those bytes were masked.
+                return Err(Failure::Answer(not_supported(
+                    "UUID()/UUID_SHORT()/SYSDATE() are rewritten to values for replication, \
+                     which needs a statement text that is valid UTF-8; this one holds other \
+                     bytes (a latin1 or binary literal): pass the value from the client",
+                )));
+            }
             (None, Some(text)) => {
                 rewritten_cmd = [&[0x03u8][..], text.as_bytes()].concat();
-                (&rewritten_cmd[..], Body::Text(text.clone()))
+                (&rewritten_cmd[..], Body::Text(text.as_bytes().to_vec()))
             }
             (None, None) if is_load_data_local(sql) => (
                 command,
@@ -223,7 +231,7 @@ impl ClientSession {
                     data: Vec::new(),
                 },
             ),
-            (None, None) => (command, Body::Text(sql.to_string())),
+            (None, None) => (command, Body::Text(command[1..].to_vec())),
         };
         let infile_cap = match &body {
             // Room for the statement's own text and context in the record.
@@ -585,7 +593,6 @@ impl ClientSession {
         session: &mut SessionState,
         c: &Classified,
         route: Route,
-        sql: &str,
         command: &[u8],
     ) -> Result<(), Failure> {
         let shard = route_shard(route);
@@ -606,7 +613,7 @@ impl ClientSession {
             last_insert_id: None,
             rand_seeds: None,
             affected: None,
-            body: Body::Text(sql.to_string()),
+            body: Body::Text(command[1..].to_vec()),
         };
         let payload = Record {
             kind: RecordKind::Ddl,

@@ -8,8 +8,9 @@
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
-    /// A COM_QUERY text.
-    Text(String),
+    /// A COM_QUERY text, byte for byte as the client sent it (it may hold latin1 or binary
+    /// literals that are not UTF-8).
+    Text(Vec<u8>),
     /// A prepared statement: its text and the COM_STMT_EXECUTE body after the statement id
     /// (flags, iteration count, null bitmap, new-params-bound = 1, types, values), replayed
     /// byte for byte.
@@ -150,7 +151,7 @@ impl Record {
             match &s.body {
                 Body::Text(sql) => {
                     w.u8(0);
-                    w.bytes(sql.as_bytes());
+                    w.bytes(sql);
                 }
                 Body::Prepared { sql, params } => {
                     w.u8(1);
@@ -204,7 +205,7 @@ impl Record {
                 .map(|v| ((v >> 32) as u32, (v & 0xFFFF_FFFF) as u32));
             let affected = r.opt_u64()?;
             let body = match r.u8()? {
-                0 => Body::Text(r.string()?),
+                0 => Body::Text(r.bytes()?.to_vec()),
                 1 => Body::Prepared {
                     sql: r.string()?,
                     params: r.bytes()?.to_vec(),
@@ -252,7 +253,7 @@ mod tests {
                     last_insert_id: Some(41),
                     rand_seeds: Some((7, u32::MAX)),
                     affected: Some(3),
-                    body: Body::Text("INSERT INTO t VALUES (NULL, NOW())".into()),
+                    body: Body::Text(b"INSERT INTO t VALUES ('caf\xe9', NOW())".to_vec()),
                 },
                 Statement {
                     schema: None,

@@ -391,7 +391,7 @@ impl Replayer {
                 ));
                 return Ok(());
             }
-            Body::Text(sql) => query(sql),
+            Body::Text(sql) => [&[COM_QUERY][..], sql].concat(),
             Body::Prepared { sql, params } => {
                 let cached = self
                     .prepared
@@ -721,7 +721,7 @@ mod tests {
             last_insert_id: Some(6),
             rand_seeds: Some((1, 2)),
             affected: Some(1),
-            body: Body::Text("x".into()),
+            body: Body::Text(b"x".to_vec()),
         };
         assert_eq!(
             statement_context(&s),

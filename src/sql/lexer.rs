@@ -192,6 +192,23 @@ impl<'a> Iterator for Lexer<'a> {
 /// Byte ranges of the statements in a multi-statement text (split at top-level `;`),
 /// ignoring empty ones. Semicolons inside the body of CREATE PROCEDURE / FUNCTION / TRIGGER /
 /// EVENT (BEGIN … END, IF … END IF, loops, CASE) do not split, as the server's parser sees it.
+/// A statement's bytes as text with the same byte offsets: bytes that are not valid UTF-8
+/// (a latin1 or binary literal sent as raw bytes) become `x`, so lexing and splitting work
+/// on the text while whatever is executed or logged is cut from the original bytes.
+pub fn offset_preserving_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => {
+            let mut out = String::with_capacity(bytes.len());
+            for chunk in bytes.utf8_chunks() {
+                out.push_str(chunk.valid());
+                out.extend(std::iter::repeat_n('x', chunk.invalid().len()));
+            }
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
 pub fn split_statements(src: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
@@ -271,6 +288,23 @@ pub fn without_final_semicolon(sql: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_of_non_utf8_bytes_keeps_every_offset() {
+        let latin1 = b"INSERT INTO t VALUES ('caf\xe9'); SELECT '\xef\xbf'";
+        let text = offset_preserving_text(latin1);
+        assert_eq!(text.len(), latin1.len());
+        assert_eq!(text, "INSERT INTO t VALUES ('cafx'); SELECT 'xx'");
+        let pieces = split_statements(&text);
+        assert_eq!(
+            &latin1[pieces[0].0..pieces[0].1],
+            b"INSERT INTO t VALUES ('caf\xe9')"
+        );
+        assert!(matches!(
+            offset_preserving_text("naïve".as_bytes()),
+            std::borrow::Cow::Borrowed("naïve")
+        ));
+    }
 
     #[test]
     fn strings_comments_and_variables() {
