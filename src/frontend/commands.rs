@@ -1292,7 +1292,16 @@ impl ClientSession {
         session: &mut SessionState,
         payload: &[u8],
     ) -> Result<(), Failure> {
-        let sql: Arc<str> = Arc::from(String::from_utf8_lossy(&payload[1..]).as_ref());
+        // Prepared texts are kept as text and prepared again on other connections; bytes
+        // that are not UTF-8 could not be kept exactly, so they are refused rather than
+        // changed (values belong in parameters, which travel as sent).
+        let Ok(text) = std::str::from_utf8(&payload[1..]) else {
+            return Err(Failure::Answer(writes::not_supported(
+                "a prepared statement's text must be valid UTF-8 (this one holds other bytes, \
+                 e.g. a latin1 or binary literal); pass such values as parameters",
+            )));
+        };
+        let sql: Arc<str> = Arc::from(text);
         let c = self.ctx.classify_cache.classify(&sql);
         // Prepared on the primary (or the pinned connection) for the client's metadata; the
         // statement is not tied to that connection: executes prepare it where they run.
