@@ -1104,3 +1104,35 @@ async fn statement_bytes_that_are_not_utf8_replicate_byte_for_byte() {
         assert_eq!(rows, want, "{}", db.addr());
     }
 }
+
+/// MariaDB's `SET STATEMENT … FOR <statement>` is the statement it runs: a write or DDL goes
+/// through the log with its prefix (followers run it under the same settings). Before, it
+/// was taken for a session SET and ran on the primary alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_statement_for_a_write_is_replicated() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    for sql in [
+        "CREATE DATABASE ss",
+        "CREATE TABLE ss.p (id INT PRIMARY KEY)",
+        "CREATE TABLE ss.t (id INT PRIMARY KEY, v INT, FOREIGN KEY (v) REFERENCES ss.p (id))",
+        // No parent row: accepted only with the statement's foreign_key_checks = 0.
+        "SET STATEMENT foreign_key_checks = 0 FOR INSERT INTO ss.t VALUES (1, 7)",
+        "SET STATEMENT max_statement_time = 60 FOR INSERT INTO ss.p VALUES (7)",
+        "SET STATEMENT lock_wait_timeout = 60 FOR ALTER TABLE ss.t ADD COLUMN w INT DEFAULT 3",
+    ] {
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    assert_none_quarantined(&mut c).await;
+    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["ss.t", "ss.p"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let rows: Vec<(i32, i32, i32)> = d.query("SELECT id, v, w FROM ss.t").await.unwrap();
+        assert_eq!(rows, [(1, 7, 3)], "{}", db.addr());
+    }
+}

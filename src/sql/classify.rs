@@ -96,7 +96,33 @@ fn is_explain_last_statement(sql: &str) -> bool {
         && words[2].is_word("STATEMENT")
 }
 
+/// `SET STATEMENT var = value [, …] FOR <statement>` (MariaDB): the statement it runs.
+fn set_statement_target(sql: &str) -> Option<&str> {
+    let mut toks = Lexer::new(sql);
+    if !(toks.next()?.tok.is_word("SET") && toks.next()?.tok.is_word("STATEMENT")) {
+        return None;
+    }
+    let mut depth = 0i32;
+    for t in toks {
+        match t.tok {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth -= 1,
+            _ if depth == 0 && t.tok.is_word("FOR") => return Some(&sql[t.end..]),
+            _ => {}
+        }
+    }
+    None
+}
+
 pub fn classify(sql: &str) -> Classified {
+    // The per-statement settings change nothing after the statement: it is what it runs
+    // (a write among them is logged with its SET STATEMENT prefix, so followers run it
+    // under the same settings).
+    if let Some(target) = set_statement_target(sql) {
+        let mut c = classify(target);
+        scan_flags(sql, &mut c.flags);
+        return c;
+    }
     let mut flags = Flags::empty();
     scan_flags(sql, &mut flags);
     let mut words = Lexer::new(sql).take(2).map(|t| t.tok);
@@ -526,6 +552,20 @@ mod tests {
         assert!(!classify("SELECT LASTVAL(s)")
             .flags
             .contains(Flags::SEQUENCE));
+        let c = classify(
+            "SET STATEMENT max_statement_time = 5, sql_mode = '' FOR INSERT INTO t VALUES (1)",
+        );
+        assert_eq!(c.kind, Kind::Write);
+        assert_eq!(c.tables, ["t"]);
+        assert_eq!(
+            classify("SET STATEMENT max_statement_time = 5 FOR SELECT * FROM t").kind,
+            Kind::Read
+        );
+        assert_eq!(
+            classify("SET STATEMENT foreign_key_checks = 0 FOR ALTER TABLE t ADD COLUMN c INT")
+                .kind,
+            Kind::Ddl
+        );
     }
 
     #[test]
