@@ -74,6 +74,20 @@ fn settings_query() -> String {
     format!("SELECT {}", cols.join(", "))
 }
 
+/// The replicated settings as they are on `conn` now, for a record of a session whose
+/// settings the proxy cannot follow itself (a computed SET or a user variable).
+pub async fn primary_settings(
+    conn: &mut BackendConn,
+    deprecate_eof: bool,
+) -> io::Result<Result<Vec<String>, MysqlError>> {
+    conn.stream
+        .write_packet(0, &query(&settings_query()))
+        .await?;
+    Ok(read_first_row(&mut conn.stream, deprecate_eof)
+        .await?
+        .map(|row| row.map(|r| settings_from_row(&r)).unwrap_or_default()))
+}
+
 fn settings_from_row(row: &[Option<String>]) -> Vec<String> {
     REPLICATED_SETTINGS
         .iter()

@@ -604,10 +604,29 @@ impl ClientSession {
         self.open_write = None;
         session.before_statement(c);
         self.hold_for(session, route).await?;
+        let settings = if session.pin_reasons().contains(&PinReason::UnreplayableSet) {
+            // Followers must run the DDL under the primary's settings (a restored dump
+            // creates tables with `FOREIGN_KEY_CHECKS=0` set from a user variable).
+            let deprecate_eof = self.deprecate_eof;
+            let Some(h) = self.held.as_mut() else {
+                return Err(super::commands::no_backend_connection());
+            };
+            match crate::executor::write::primary_settings(&mut h.conn, deprecate_eof).await {
+                Ok(Ok(settings)) => settings,
+                Ok(Err(e)) => return Err(Failure::Answer(e)),
+                Err(e) => {
+                    return self
+                        .finish(session, c, Err(RelayError::Backend(e)))
+                        .map(|_| ())
+                }
+            }
+        } else {
+            session.replication_settings()
+        };
         let statement = Statement {
             schema: session.schema.clone(),
             collation: session.collation,
-            settings: session.replication_settings(),
+            settings,
             timestamp_us: now_us(),
             insert_id: 0,
             last_insert_id: None,
