@@ -1107,9 +1107,11 @@ async fn statement_bytes_that_are_not_utf8_replicate_byte_for_byte() {
 
 /// MariaDB's `SET STATEMENT … FOR <statement>` is the statement it runs: a write or DDL goes
 /// through the log with its prefix (followers run it under the same settings). Before, it
-/// was taken for a session SET and ran on the primary alone.
+/// was taken for a session SET and ran on the primary alone. An anonymous compound statement
+/// (`BEGIN NOT ATOMIC … END`) is one statement logged like a CALL; before, it was split at its
+/// inner `;` and failed with a syntax error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn set_statement_for_a_write_is_replicated() {
+async fn mariadb_set_statement_and_compound_statements_are_replicated() {
     common::init_tracing();
     let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
     let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
@@ -1122,6 +1124,8 @@ async fn set_statement_for_a_write_is_replicated() {
         "SET STATEMENT foreign_key_checks = 0 FOR INSERT INTO ss.t VALUES (1, 7)",
         "SET STATEMENT max_statement_time = 60 FOR INSERT INTO ss.p VALUES (7)",
         "SET STATEMENT lock_wait_timeout = 60 FOR ALTER TABLE ss.t ADD COLUMN w INT DEFAULT 3",
+        "BEGIN NOT ATOMIC DECLARE i INT DEFAULT 10; WHILE i < 13 DO \
+         INSERT INTO ss.p VALUES (i); SET i = i + 1; END WHILE; END",
     ] {
         c.query_drop(sql)
             .await
@@ -1134,6 +1138,8 @@ async fn set_statement_for_a_write_is_replicated() {
         let mut d = connect(&db.url(None)).await;
         let rows: Vec<(i32, i32, i32)> = d.query("SELECT id, v, w FROM ss.t").await.unwrap();
         assert_eq!(rows, [(1, 7, 3)], "{}", db.addr());
+        let parents: Vec<i32> = d.query("SELECT id FROM ss.p ORDER BY id").await.unwrap();
+        assert_eq!(parents, [7, 10, 11, 12], "{}", db.addr());
     }
 }
 

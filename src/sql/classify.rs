@@ -325,6 +325,8 @@ fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
             Kind::Read
         }
         "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" => Kind::Write,
+        // An anonymous compound statement runs like a procedure call.
+        "BEGIN" if w(1) == "NOT" && w(2) == "ATOMIC" => Kind::Call,
         "BEGIN" | "START" => Kind::Begin,
         "COMMIT" => Kind::Commit,
         "ROLLBACK" if w(1) == "TO" => Kind::Savepoint,
@@ -552,6 +554,9 @@ mod tests {
         assert!(!classify("SELECT LASTVAL(s)")
             .flags
             .contains(Flags::SEQUENCE));
+        let c =
+            classify("BEGIN NOT ATOMIC INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); END");
+        assert_eq!((c.kind, c.statements), (Kind::Call, 1));
         let c = classify(
             "SET STATEMENT max_statement_time = 5, sql_mode = '' FOR INSERT INTO t VALUES (1)",
         );

@@ -209,6 +209,11 @@ pub fn offset_preserving_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// `BEGIN NOT ATOMIC …` (a compound statement outside a routine), not a transaction.
+pub fn is_begin_not_atomic(toks: &[Spanned<'_>]) -> bool {
+    matches!(toks, [b, n, a, ..] if b.tok.is_word("BEGIN") && n.tok.is_word("NOT") && a.tok.is_word("ATOMIC"))
+}
+
 pub fn split_statements(src: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
@@ -232,6 +237,11 @@ pub fn split_statements(src: &str) -> Vec<(usize, usize)> {
         }
         if start.is_none() {
             first_is_create = t.tok.is_word("CREATE");
+            // MariaDB's anonymous compound statement: one statement up to its END.
+            if is_begin_not_atomic(&toks[i..]) {
+                first_is_create = true;
+                routine = true;
+            }
         }
         start.get_or_insert(t.start);
         last_end = t.end;
@@ -288,6 +298,16 @@ pub fn without_final_semicolon(sql: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_compound_statement_is_one_statement() {
+        let sql = "BEGIN NOT ATOMIC DECLARE i INT DEFAULT 0; WHILE i < 3 DO \
+                   INSERT INTO t VALUES (i); SET i = i + 1; END WHILE; END; SELECT 1";
+        let pieces = split_statements(sql);
+        assert_eq!(pieces.len(), 2);
+        assert!(sql[pieces[0].0..pieces[0].1].ends_with("END WHILE; END"));
+        assert_eq!(split_statements("BEGIN; INSERT INTO t VALUES (1)").len(), 2);
+    }
 
     #[test]
     fn text_of_non_utf8_bytes_keeps_every_offset() {
