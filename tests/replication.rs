@@ -1203,3 +1203,43 @@ async fn a_mysqldump_restored_through_the_proxy_reaches_every_replica() {
         assert_eq!(names, ["ann"], "{}", db.addr());
     }
 }
+
+/// A read that calls a stored function which may change data (`SELECT next_id()`, the
+/// legacy counter pattern) runs like a CALL: on the primary and through the log, so the
+/// counter moves on every replica. Before, it ran on one server only and the replicas
+/// silently diverged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    for sql in [
+        "CREATE DATABASE sf",
+        "CREATE TABLE sf.ctr (id INT PRIMARY KEY, n INT NOT NULL)",
+        "INSERT INTO sf.ctr VALUES (1, 0)",
+        "CREATE FUNCTION sf.next_id() RETURNS INT MODIFIES SQL DATA BEGIN \
+         UPDATE sf.ctr SET n = n + 1 WHERE id = 1; RETURN (SELECT n FROM sf.ctr WHERE id = 1); END",
+        "CREATE FUNCTION sf.twice(x INT) RETURNS INT NO SQL DETERMINISTIC RETURN x * 2",
+    ] {
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let a: Option<i32> = c.query_first("SELECT sf.next_id()").await.unwrap();
+    let b: Option<i32> = c.query_first("SELECT sf.next_id()").await.unwrap();
+    assert_eq!((a, b), (Some(1), Some(2)));
+    c.query_drop("DO sf.next_id()").await.unwrap();
+    let four: Option<i32> = c.query_first("SELECT sf.twice(2)").await.unwrap();
+    assert_eq!(four, Some(4));
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    assert_none_quarantined(&mut c).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let n: Option<i32> = d
+            .query_first("SELECT n FROM sf.ctr WHERE id = 1")
+            .await
+            .unwrap();
+        assert_eq!(n, Some(3), "{}", db.addr());
+    }
+}

@@ -57,6 +57,17 @@ pub async fn run_health_checks(pool: Arc<BackendPool>, p: HealthParams, cancel: 
                     let started = std::time::Instant::now();
                     c.query_drop("SELECT 1").await?;
                     pool.record_probe(started.elapsed());
+                    // Reads calling one of these go through the log: they may write. Those
+                    // declared NO SQL or READS SQL DATA are taken at their word (the
+                    // declaration the binlog also trusts), so reads using them scale out.
+                    let names: Vec<String> = c
+                        .query(
+                            "SELECT DISTINCT LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES \
+                             WHERE ROUTINE_TYPE = 'FUNCTION' \
+                             AND SQL_DATA_ACCESS NOT IN ('NO SQL', 'READS SQL DATA')",
+                        )
+                        .await?;
+                    pool.set_stored_functions(names.into_iter().collect());
                     Ok::<(), mysql_async::Error>(())
                 }
                 None => Ok(()),

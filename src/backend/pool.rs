@@ -39,6 +39,11 @@ pub struct BackendPool {
     pub down_events: AtomicU64,
     /// When it was last marked up (or the pool created): its uptime as the proxy sees it.
     up_since: Mutex<std::time::Instant>,
+    /// Names (lowercase) of the stored functions on this server, from the health probes: a
+    /// read that calls one may change data through it.
+    stored_functions: Mutex<Arc<std::collections::HashSet<String>>>,
+    /// Whether `stored_functions` is non-empty: the read path's check without a lock.
+    has_stored_functions: AtomicBool,
     /// When it was last marked down.
     down_since: Mutex<std::time::Instant>,
 }
@@ -61,6 +66,8 @@ impl BackendPool {
             reads: AtomicU64::new(0),
             down_events: AtomicU64::new(0),
             up_since: Mutex::new(std::time::Instant::now()),
+            stored_functions: Mutex::new(Arc::default()),
+            has_stored_functions: AtomicBool::new(false),
             down_since: Mutex::new(std::time::Instant::now()),
         }
     }
@@ -86,6 +93,34 @@ impl BackendPool {
     }
 
     /// Adds one health probe's round trip.
+    /// The server's stored functions; `None` (no lock taken) when it has none.
+    pub fn stored_functions(&self) -> Option<Arc<std::collections::HashSet<String>>> {
+        if !self.has_stored_functions.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.stored_functions.lock().clone())
+    }
+
+    pub fn set_stored_functions(&self, names: std::collections::HashSet<String>) {
+        let mut current = self.stored_functions.lock();
+        if **current != names {
+            self.has_stored_functions
+                .store(!names.is_empty(), Ordering::Relaxed);
+            *current = Arc::new(names);
+        }
+    }
+
+    /// A function created through the proxy counts at once, before the next probe.
+    pub fn note_stored_function(&self, name: &str) {
+        let mut current = self.stored_functions.lock();
+        if !current.contains(name) {
+            let mut names = (**current).clone();
+            names.insert(name.to_string());
+            *current = Arc::new(names);
+            self.has_stored_functions.store(true, Ordering::Relaxed);
+        }
+    }
+
     pub fn record_probe(&self, d: std::time::Duration) {
         ewma(&self.probe_ewma_us, d);
     }

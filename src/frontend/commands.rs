@@ -413,6 +413,16 @@ impl ClientSession {
         if let Some(SessionChange::Proxy(name, value)) = &c.session {
             return self.set_proxy_variable(client, session, name, value).await;
         }
+        // A stored function may change data, which a read would leave on one server: such a
+        // read runs like a CALL, on the primary and through the log.
+        let c = if c.kind == Kind::Read && self.calls_stored_function(sql) {
+            Arc::new(Classified {
+                kind: Kind::Call,
+                ..(*c).clone()
+            })
+        } else {
+            c
+        };
         let route = self.route_statement(&c, session);
         if route.target != Target::Proxy {
             self.note_route(sql, &c, route, session);
@@ -480,7 +490,13 @@ impl ClientSession {
                             .await
                     }
                     WriteClass::Ddl => {
-                        return self.run_ddl(client, session, &c, route, payload).await
+                        let done = self.run_ddl(client, session, &c, route, payload).await;
+                        if let Some(name) = crate::sql::classify::created_function(sql) {
+                            for (_, _, pool) in self.ctx.cluster.pools() {
+                                pool.note_stored_function(&name);
+                            }
+                        }
+                        return done;
                     }
                     WriteClass::Local | WriteClass::None => {}
                 }
@@ -514,6 +530,14 @@ impl ClientSession {
                 Ok(())
             }
         }
+    }
+
+    /// Whether `sql` calls a stored function of any backend (the health probes list them).
+    fn calls_stored_function(&self, sql: &str) -> bool {
+        self.ctx.cluster.pools().any(|(_, _, pool)| {
+            pool.stored_functions()
+                .is_some_and(|names| crate::sql::classify::calls_function_in(sql, &names))
+        })
     }
 
     /// For an EXECUTE or EXECUTE IMMEDIATE whose statement is a replicated write (or

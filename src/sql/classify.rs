@@ -96,6 +96,39 @@ fn is_explain_last_statement(sql: &str) -> bool {
         && words[2].is_word("STATEMENT")
 }
 
+/// Whether `sql` calls a function named in `names` (lowercase; a qualified `db.f(` counts
+/// by its last part).
+pub fn calls_function_in(sql: &str, names: &std::collections::HashSet<String>) -> bool {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    toks.windows(2).any(|w| match w {
+        [Tok::Word(f) | Tok::Quoted(f), Tok::Punct('(')] => names.contains(&f.to_ascii_lowercase()),
+        _ => false,
+    })
+}
+
+/// The (lowercase) name a `CREATE [OR REPLACE] [DEFINER = …] [AGGREGATE] FUNCTION [IF NOT
+/// EXISTS] [db.]name` defines.
+pub fn created_function(sql: &str) -> Option<String> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    if !toks.first()?.is_word("CREATE") {
+        return None;
+    }
+    let at = toks.iter().position(|t| t.is_word("FUNCTION"))?;
+    let mut rest = toks[at + 1..].iter().peekable();
+    if rest.peek().is_some_and(|t| t.is_word("IF")) {
+        rest.nth(2); // IF NOT EXISTS
+    }
+    let mut name = None;
+    for t in rest {
+        match t {
+            Tok::Word(w) | Tok::Quoted(w) => name = Some(w.to_ascii_lowercase()),
+            Tok::Punct('.') => {}
+            _ => break,
+        }
+    }
+    name
+}
+
 /// `SET STATEMENT var = value [, …] FOR <statement>` (MariaDB): the statement it runs.
 fn set_statement_target(sql: &str) -> Option<&str> {
     let mut toks = Lexer::new(sql);
@@ -554,6 +587,19 @@ mod tests {
         assert!(!classify("SELECT LASTVAL(s)")
             .flags
             .contains(Flags::SEQUENCE));
+        let names: std::collections::HashSet<String> = ["next_id".to_string()].into();
+        assert!(calls_function_in("SELECT app.NEXT_ID()", &names));
+        assert!(calls_function_in("DO `next_id` (1)", &names));
+        assert!(!calls_function_in("SELECT next_id FROM t", &names));
+        assert!(!calls_function_in("SELECT 'next_id()'", &names));
+        assert_eq!(
+            created_function(
+                "CREATE DEFINER=`root`@`%` FUNCTION IF NOT EXISTS app.Next_Id() RETURNS INT RETURN 1"
+            )
+            .as_deref(),
+            Some("next_id")
+        );
+        assert_eq!(created_function("CREATE TABLE f (id INT)"), None);
         let c =
             classify("BEGIN NOT ATOMIC INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); END");
         assert_eq!((c.kind, c.statements), (Kind::Call, 1));
