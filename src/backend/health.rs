@@ -60,14 +60,17 @@ pub async fn run_health_checks(pool: Arc<BackendPool>, p: HealthParams, cancel: 
                     // Reads calling one of these go through the log: they may write. Those
                     // declared NO SQL or READS SQL DATA are taken at their word (the
                     // declaration the binlog also trusts), so reads using them scale out.
-                    let names: Vec<String> = c
+                    // A failure here is not the server's health: the list stays as it was.
+                    let names: Result<Vec<String>, _> = c
                         .query(
                             "SELECT DISTINCT LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES \
                              WHERE ROUTINE_TYPE = 'FUNCTION' \
                              AND SQL_DATA_ACCESS NOT IN ('NO SQL', 'READS SQL DATA')",
                         )
-                        .await?;
-                    pool.set_stored_functions(names.into_iter().collect());
+                        .await;
+                    if let Ok(names) = names {
+                        pool.set_stored_functions(names.into_iter().collect());
+                    }
                     Ok::<(), mysql_async::Error>(())
                 }
                 None => Ok(()),
