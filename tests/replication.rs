@@ -1230,6 +1230,9 @@ async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
     let b: Option<i32> = c.query_first("SELECT sf.next_id()").await.unwrap();
     assert_eq!((a, b), (Some(1), Some(2)));
     c.query_drop("DO sf.next_id()").await.unwrap();
+    // Binary protocol too.
+    let d: Option<i32> = c.exec_first("SELECT sf.next_id() + ?", (0,)).await.unwrap();
+    assert_eq!(d, Some(4));
     let four: Option<i32> = c.query_first("SELECT sf.twice(2)").await.unwrap();
     assert_eq!(four, Some(4));
     wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
@@ -1240,6 +1243,6 @@ async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
             .query_first("SELECT n FROM sf.ctr WHERE id = 1")
             .await
             .unwrap();
-        assert_eq!(n, Some(3), "{}", db.addr());
+        assert_eq!(n, Some(4), "{}", db.addr());
     }
 }

@@ -1504,9 +1504,16 @@ impl ClientSession {
         client: &mut PacketStream<S>,
         session: &mut SessionState,
         client_id: u32,
-        stmt: PreparedStatement,
+        mut stmt: PreparedStatement,
         payload: Vec<u8>,
     ) -> Result<(), Failure> {
+        if stmt.classified.kind == Kind::Read && self.calls_stored_function(&stmt.sql) {
+            // As for text reads: the function may change data (`run_statement`).
+            stmt.classified = Arc::new(Classified {
+                kind: Kind::Call,
+                ..(*stmt.classified).clone()
+            });
+        }
         let class = writes::classify_write(&stmt.classified, &stmt.sql, session)
             .map_err(Failure::Answer)?;
         let flags = payload.get(5).copied().unwrap_or(0);
