@@ -129,8 +129,9 @@ async fn reads_spread_over_replicas_and_read_your_writes_holds() {
         );
     }
     // The stalled follower got none of those reads: the proxy routed none there, and its
-    // own Com_select grew by no more than the health probes (SELECT 1 every 200 ms).
-    let probes = started.elapsed().as_millis() as u64 / 200 + 2;
+    // own Com_select grew by no more than the health probes (every 200 ms: SELECT 1 and the
+    // listing of stored functions).
+    let probes = (started.elapsed().as_millis() as u64 / 200 + 2) * 2;
     let c_reads = com_select(&c).await - c_before;
     assert!(
         c_reads <= probes,
@@ -231,7 +232,8 @@ async fn a_slow_replica_gets_almost_no_reads_until_it_is_fast_again() {
     ];
     let started = Instant::now();
     read_400(&mut r).await;
-    let probes = started.elapsed().as_millis() as u64 / 200 + 2;
+    // Two SELECTs per health probe (SELECT 1, the stored-function listing).
+    let probes = (started.elapsed().as_millis() as u64 / 200 + 2) * 2;
     let after = [
         com_select(&a).await,
         com_select(&b).await,
@@ -251,7 +253,7 @@ async fn a_slow_replica_gets_almost_no_reads_until_it_is_fast_again() {
         let before = com_select(&b).await;
         let started = Instant::now();
         read_400(&mut r).await;
-        let probes = started.elapsed().as_millis() as u64 / 200 + 2;
+        let probes = (started.elapsed().as_millis() as u64 / 200 + 2) * 2;
         let got = (com_select(&b).await - before).saturating_sub(probes);
         if got >= 50 {
             break;
