@@ -55,7 +55,9 @@ fn start_playground(dir: &std::path::Path, proxy_port: u16, backend_port: u16) -
 #[test]
 fn playground_starts_stops_and_reuses_its_data() {
     let dir = tempfile::tempdir().unwrap();
-    let (proxy_port, backend_port) = (common::free_port(), common::free_port());
+    // One run of four: the proxy's port cannot land inside the backends' range.
+    let proxy_port = common::free_ports(4);
+    let backend_port = proxy_port + 1;
     let backends = [backend_port, backend_port + 1, backend_port + 2];
 
     let child = start_playground(dir.path(), proxy_port, backend_port);

@@ -24,6 +24,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` consecutive free ports (the playground numbers its backends from one), all bound at
+/// once while checked, so none of them is another port handed out here.
+pub fn free_ports(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        let held: Vec<_> = (base..base + n)
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if held.iter().all(|l| l.is_ok()) {
+            return base;
+        }
+    }
+}
+
 /// One initialized data directory, copied for every server. Shared by every test process
 /// (one per mariadbd build; a template per process was never removed and filled the disk
 /// after a few hundred runs): built aside and renamed into place, so a half-built one is
