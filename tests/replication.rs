@@ -1246,3 +1246,63 @@ async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
         assert_eq!(n, Some(4), "{}", db.addr());
     }
 }
+
+/// DDL on the session's temporary table (DROP/ALTER/TRUNCATE/CREATE INDEX need no TEMPORARY
+/// keyword) stays on the primary, a DDL that copies a temporary table into a regular one is
+/// refused with 1235, and a regular table that reuses a dropped temporary table's name is
+/// replicated. Before, `ALTER TABLE tmp …` and `CREATE TABLE r LIKE tmp` were replayed and
+/// failed on every follower (all quarantined), and writes to a regular table named like a
+/// dropped temporary one stayed on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_on_temporary_tables_stays_on_the_primary() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(Some(""))).await;
+    for sql in [
+        "CREATE DATABASE tt",
+        "USE tt",
+        "CREATE TEMPORARY TABLE tmp (a INT)",
+        "INSERT INTO tmp VALUES (1), (2)",
+        "ALTER TABLE tmp ADD COLUMN b INT",
+        "CREATE INDEX ia ON tmp (a)",
+        "TRUNCATE TABLE tmp",
+    ] {
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    for sql in [
+        "CREATE TABLE r1 LIKE tmp",
+        "CREATE TABLE r2 (LIKE tmp)",
+        "CREATE TABLE r3 AS SELECT * FROM tmp",
+    ] {
+        let err = c.query_drop(sql).await.unwrap_err();
+        assert_eq!(server_code(&err), 1235, "{sql}: {err}");
+    }
+    for sql in [
+        "DROP TABLE tmp",
+        // The name is free again: this one is a regular, replicated table.
+        "CREATE TABLE tmp (x INT)",
+        "INSERT INTO tmp VALUES (5)",
+        "CREATE TEMPORARY TABLE t2 (a INT)",
+        "DROP TEMPORARY TABLE t2",
+        "CREATE TABLE t2 (y INT)",
+        "INSERT INTO t2 VALUES (7)",
+    ] {
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    assert_none_quarantined(&mut c).await;
+    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["tt.tmp", "tt.t2"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let v: Vec<(i32, i32)> = d
+            .query("SELECT (SELECT x FROM tt.tmp), (SELECT y FROM tt.t2)")
+            .await
+            .unwrap();
+        assert_eq!(v, [(5, 7)], "{}", db.addr());
+    }
+}

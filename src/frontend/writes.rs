@@ -80,6 +80,14 @@ pub fn classify_write(
             Ok(WriteClass::Dml)
         }
         Kind::Ddl if c.flags.contains(Flags::TEMP_TABLE) => Ok(WriteClass::Local),
+        // DROP/ALTER/TRUNCATE/CREATE INDEX of the session's temporary table need no TEMPORARY
+        // keyword; followers have no such table, so it stays on the primary.
+        Kind::Ddl if !c.tables.is_empty() && c.tables.iter().all(temp) => Ok(WriteClass::Local),
+        Kind::Ddl if c.tables.iter().any(temp) => Err(not_supported(
+            "a DDL that uses one of the session's temporary tables together with regular tables \
+             cannot be replicated (followers do not have the temporary table); create the \
+             regular table from a regular table or with an explicit definition",
+        )),
         Kind::Ddl => Ok(WriteClass::Ddl),
         _ => Ok(WriteClass::None),
     }
@@ -738,7 +746,12 @@ impl ClientSession {
                 }
                 None => {}
             },
-            Kind::Ddl if c.flags.contains(Flags::TEMP_TABLE) => {
+            Kind::Ddl
+                if c.flags.contains(Flags::TEMP_TABLE)
+                    || c.tables
+                        .iter()
+                        .any(|t| session.temp_tables.contains(&table_name(t))) =>
+            {
                 let drop = Lexer::new(sql)
                     .next()
                     .is_some_and(|t| t.tok.is_word("DROP"));

@@ -188,6 +188,19 @@ pub fn classify(sql: &str) -> Classified {
                     }
                     ControlFlow::<()>::Continue(())
                 });
+                // Tables the visitor does not report: whether one is the session's temporary
+                // table decides if the DDL is replicated at all.
+                for name in ddl_tables(s) {
+                    if !tables.contains(&name) {
+                        tables.push(name);
+                    }
+                }
+            }
+            // `CREATE TABLE t (LIKE src)`: the dialect reads no LIKE inside parentheses.
+            if let Some(src) = parenthesized_like(sql) {
+                if !tables.contains(&src) {
+                    tables.push(src);
+                }
             }
             // The parser has no variant for some statements; the keywords decide then.
             let kind = if kind == Kind::Other {
@@ -242,6 +255,49 @@ pub fn classify(sql: &str) -> Classified {
         tables,
         session,
         proxy_command,
+    }
+}
+
+/// `src` of `CREATE TABLE t (LIKE [db.]src)`.
+fn parenthesized_like(sql: &str) -> Option<String> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    if !toks.first()?.is_word("CREATE") {
+        return None;
+    }
+    let at = toks
+        .windows(2)
+        .position(|w| w[0] == Tok::Punct('(') && w[1].is_word("LIKE"))?;
+    let mut name = Vec::new();
+    for t in &toks[at + 2..] {
+        match t {
+            Tok::Word(w) | Tok::Quoted(w) => name.push(*w),
+            Tok::Punct('.') => {}
+            _ => break,
+        }
+    }
+    (!name.is_empty()).then(|| name.join("."))
+}
+
+/// Table names in DROP TABLE, RENAME TABLE and CREATE TABLE … LIKE.
+fn ddl_tables(s: &Statement) -> Vec<String> {
+    use sqlparser::ast::{CreateTableLikeKind, ObjectType};
+    match s {
+        Statement::Drop {
+            object_type: ObjectType::Table,
+            names,
+            ..
+        } => names.iter().map(|n| n.to_string()).collect(),
+        Statement::RenameTable(renames) => renames
+            .iter()
+            .flat_map(|r| [r.old_name.to_string(), r.new_name.to_string()])
+            .collect(),
+        Statement::CreateTable(ct) => match &ct.like {
+            Some(CreateTableLikeKind::Plain(l) | CreateTableLikeKind::Parenthesized(l)) => {
+                vec![l.name.to_string()]
+            }
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
     }
 }
 
@@ -574,6 +630,14 @@ mod tests {
             assert_eq!(c.kind, Kind::Session, "{text}");
             assert!(c.flags.contains(Flags::SQL_PREPARE), "{text}");
         }
+        let tables = |sql: &str| classify(sql).tables;
+        assert_eq!(
+            tables("DROP TEMPORARY TABLE IF EXISTS a, d.b"),
+            ["a", "d.b"]
+        );
+        assert_eq!(tables("RENAME TABLE a TO b"), ["a", "b"]);
+        assert_eq!(tables("CREATE TABLE r LIKE tmp"), ["r", "tmp"]);
+        assert_eq!(tables("CREATE TABLE r (LIKE tmp)"), ["r", "tmp"]);
         assert!(!classify("DROP TABLE prepare")
             .flags
             .contains(Flags::SQL_PREPARE));
