@@ -1248,8 +1248,8 @@ async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
 }
 
 /// DDL on the session's temporary table (DROP/ALTER/TRUNCATE/CREATE INDEX need no TEMPORARY
-/// keyword) stays on the primary, a DDL that copies a temporary table into a regular one is
-/// refused with 1235, and a regular table that reuses a dropped temporary table's name is
+/// keyword) stays on the primary, as does filling it from a regular table; a DDL or write
+/// that copies a temporary table into a regular one is refused with 1235, and a regular table that reuses a dropped temporary table's name is
 /// replicated. Before, `ALTER TABLE tmp …` and `CREATE TABLE r LIKE tmp` were replayed and
 /// failed on every follower (all quarantined), and writes to a regular table named like a
 /// dropped temporary one stayed on the primary.
@@ -1267,6 +1267,10 @@ async fn ddl_on_temporary_tables_stays_on_the_primary() {
         "ALTER TABLE tmp ADD COLUMN b INT",
         "CREATE INDEX ia ON tmp (a)",
         "TRUNCATE TABLE tmp",
+        // Filling the temporary table from a regular one changes only the temporary table.
+        "CREATE TABLE src (a INT, b INT)",
+        "INSERT INTO src VALUES (3, 4)",
+        "INSERT INTO tmp SELECT a, b FROM src",
     ] {
         c.query_drop(sql)
             .await
@@ -1276,10 +1280,13 @@ async fn ddl_on_temporary_tables_stays_on_the_primary() {
         "CREATE TABLE r1 LIKE tmp",
         "CREATE TABLE r2 (LIKE tmp)",
         "CREATE TABLE r3 AS SELECT * FROM tmp",
+        "INSERT INTO src SELECT * FROM tmp",
     ] {
         let err = c.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&err), 1235, "{sql}: {err}");
     }
+    let n: Option<u32> = c.query_first("SELECT COUNT(*) FROM tmp").await.unwrap();
+    assert_eq!(n, Some(1));
     for sql in [
         "DROP TABLE tmp",
         // The name is free again: this one is a regular, replicated table.
@@ -1296,7 +1303,7 @@ async fn ddl_on_temporary_tables_stays_on_the_primary() {
     }
     wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
     assert_none_quarantined(&mut c).await;
-    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["tt.tmp", "tt.t2"]).await;
+    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["tt.tmp", "tt.t2", "tt.src"]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
         let v: Vec<(i32, i32)> = d

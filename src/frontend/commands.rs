@@ -228,6 +228,7 @@ impl ClientSession {
                         statements: 1,
                         flags: Flags::empty(),
                         tables: Vec::new(),
+                        targets: Vec::new(),
                         session: Some(SessionChange::Schema(db)),
                         proxy_command: None,
                     };

@@ -59,7 +59,10 @@ pub fn classify_write(
     match c.kind {
         Kind::Write | Kind::Call => {
             if c.tables.iter().any(temp) {
-                if c.tables.iter().all(temp) {
+                // Only temporary tables change (`INSERT INTO tmp SELECT … FROM regular` fills a
+                // report table): the primary alone has them.
+                if c.tables.iter().all(temp) || !c.targets.is_empty() && c.targets.iter().all(temp)
+                {
                     return Ok(WriteClass::Local);
                 }
                 return Err(not_supported(

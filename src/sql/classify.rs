@@ -79,6 +79,9 @@ pub struct Classified {
     pub statements: u16,
     pub flags: Flags,
     pub tables: Vec<String>,
+    /// Tables an INSERT/REPLACE writes (empty when not known): a write into the session's
+    /// temporary table may read regular tables and still stay on the primary.
+    pub targets: Vec<String>,
     /// For SET/USE statements: what changes in the session.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionChange>,
@@ -172,8 +175,14 @@ pub fn classify(sql: &str) -> Classified {
     } else {
         Parser::parse_sql(&MySqlDialect {}, sql).map_err(|_| ())
     };
+    let mut targets = Vec::new();
     let (kind, tables, statements) = match parsed {
         Ok(stmts) if !stmts.is_empty() => {
+            if let [Statement::Insert(ins)] = stmts.as_slice() {
+                if let sqlparser::ast::TableObject::TableName(name) = &ins.table {
+                    targets.push(name.to_string());
+                }
+            }
             let kind = stmts
                 .iter()
                 .map(kind_of_statement)
@@ -253,6 +262,7 @@ pub fn classify(sql: &str) -> Classified {
         statements: statements.min(u16::MAX as usize) as u16,
         flags,
         tables,
+        targets,
         session,
         proxy_command,
     }
@@ -638,6 +648,11 @@ mod tests {
         assert_eq!(tables("RENAME TABLE a TO b"), ["a", "b"]);
         assert_eq!(tables("CREATE TABLE r LIKE tmp"), ["r", "tmp"]);
         assert_eq!(tables("CREATE TABLE r (LIKE tmp)"), ["r", "tmp"]);
+        assert_eq!(
+            classify("INSERT INTO d.tmp (a) SELECT a FROM r").targets,
+            ["d.tmp"]
+        );
+        assert!(classify("UPDATE t SET a = 1").targets.is_empty());
         assert!(!classify("DROP TABLE prepare")
             .flags
             .contains(Flags::SQL_PREPARE));
