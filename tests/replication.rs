@@ -930,6 +930,31 @@ async fn a_follower_down_longer_than_the_retention_no_longer_holds_the_log() {
     assert_eq!(has_last(&dbs[2]).await, 0);
 }
 
+/// Three mariadbd behind a proxy, and a client connected to it.
+async fn three_replicas() -> ([MariaDb; 3], Proxy, Conn) {
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let c = connect(&proxy.url(None)).await;
+    (dbs, proxy, c)
+}
+
+/// Runs each statement through `c`, naming the one that failed.
+async fn run_all(c: &mut Conn, statements: &[&str]) {
+    for sql in statements {
+        c.query_drop(*sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// Every replica caught up with the log, none quarantined, `tables` identical everywhere.
+async fn assert_replicas_identical(dbs: &[MariaDb; 3], c: &mut Conn, tables: &[&str]) {
+    let dbs = [&dbs[0], &dbs[1], &dbs[2]];
+    wait_converged(&dbs).await;
+    assert_none_quarantined(c).await;
+    assert_same_tables(&dbs, tables).await;
+}
+
 /// A session that sets something the proxy cannot replay itself (a user variable, a
 /// computed value) has its settings read from the primary for each write and replayed from
 /// there: booleans and integers (foreign_key_checks, auto_increment_increment) as well as
@@ -938,9 +963,7 @@ async fn a_follower_down_longer_than_the_retention_no_longer_holds_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_after_a_computed_set_replicate_with_the_primarys_settings() {
     common::init_tracing();
-    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
-    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
-    let mut c = connect(&proxy.url(None)).await;
+    let (dbs, _proxy, mut c) = three_replicas().await;
     c.query_drop("CREATE DATABASE cs").await.unwrap();
     c.query_drop("CREATE TABLE cs.parent (id INT PRIMARY KEY)")
         .await
@@ -986,9 +1009,7 @@ async fn writes_after_a_computed_set_replicate_with_the_primarys_settings() {
         Some("0.33333333"),
         "div_precision_increment 8 on the primary"
     );
-    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
-    assert_none_quarantined(&mut c).await;
-    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["cs.child"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["cs.child"]).await;
 }
 
 /// SQL-level prepared statements: an EXECUTE (or EXECUTE IMMEDIATE) of a write runs that
@@ -1000,29 +1021,27 @@ async fn writes_after_a_computed_set_replicate_with_the_primarys_settings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
     common::init_tracing();
-    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
-    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
-    let mut c = connect(&proxy.url(None)).await;
-    for sql in [
-        "CREATE DATABASE sp",
-        "CREATE TABLE sp.t (id INT PRIMARY KEY, v VARCHAR(20), at DATETIME(6) DEFAULT NOW(6))",
-        "PREPARE ins FROM 'INSERT INTO sp.t (id, v) VALUES (?, ?)'",
-        "EXECUTE ins USING 1, 'a'",
-        "EXECUTE ins USING 2, CONCAT('b', 'c')",
-        "SET @sql = 'UPDATE sp.t SET v = CONCAT(v, ?) WHERE id = ?'",
-        "PREPARE up FROM @sql",
-        "EXECUTE up USING '!', 1",
-        "EXECUTE IMMEDIATE 'INSERT INTO sp.t (id, v) VALUES (?, ?)' USING 3, 'd'",
-        "PREPARE ddl FROM 'ALTER TABLE sp.t ADD COLUMN w INT NOT NULL DEFAULT 5'",
-        "EXECUTE ddl",
-        "DROP PREPARE ins",
-        "DEALLOCATE PREPARE up",
-        "CREATE SEQUENCE sp.s",
-    ] {
-        c.query_drop(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE sp",
+            "CREATE TABLE sp.t (id INT PRIMARY KEY, v VARCHAR(20), at DATETIME(6) DEFAULT NOW(6))",
+            "PREPARE ins FROM 'INSERT INTO sp.t (id, v) VALUES (?, ?)'",
+            "EXECUTE ins USING 1, 'a'",
+            "EXECUTE ins USING 2, CONCAT('b', 'c')",
+            "SET @sql = 'UPDATE sp.t SET v = CONCAT(v, ?) WHERE id = ?'",
+            "PREPARE up FROM @sql",
+            "EXECUTE up USING '!', 1",
+            "EXECUTE IMMEDIATE 'INSERT INTO sp.t (id, v) VALUES (?, ?)' USING 3, 'd'",
+            "PREPARE ddl FROM 'ALTER TABLE sp.t ADD COLUMN w INT NOT NULL DEFAULT 5'",
+            "EXECUTE ddl",
+            "DROP PREPARE ins",
+            "DEALLOCATE PREPARE up",
+            "CREATE SEQUENCE sp.s",
+        ],
+    )
+    .await;
     assert_eq!(c.affected_rows(), 0);
     let v: Option<String> = c
         .query_first("EXECUTE IMMEDIATE 'SELECT v FROM sp.t WHERE id = ?' USING 1")
@@ -1039,9 +1058,7 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
     assert_eq!(server_code(&err), 1235, "{err}");
     c.query_drop("EXECUTE del USING 2").await.unwrap();
     assert_eq!(c.affected_rows(), 1);
-    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
-    assert_none_quarantined(&mut c).await;
-    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["sp.t", "sp.s"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["sp.t", "sp.s"]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
         let rows: Vec<(i32, String, i32)> = d
@@ -1064,9 +1081,7 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_bytes_that_are_not_utf8_replicate_byte_for_byte() {
     common::init_tracing();
-    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
-    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
-    let mut c = connect(&proxy.url(None)).await;
+    let (dbs, _proxy, mut c) = three_replicas().await;
     c.query_drop("CREATE DATABASE l1").await.unwrap();
     c.query_drop(
         "CREATE TABLE l1.t (id INT PRIMARY KEY, v VARCHAR(20) CHARACTER SET latin1, \
@@ -1086,9 +1101,7 @@ async fn statement_bytes_that_are_not_utf8_replicate_byte_for_byte() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(sql)));
     }
-    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
-    assert_none_quarantined(&mut c).await;
-    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["l1.t"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["l1.t"]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
         let rows: Vec<(String, Option<String>, String)> = d
@@ -1113,27 +1126,23 @@ async fn statement_bytes_that_are_not_utf8_replicate_byte_for_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_set_statement_and_compound_statements_are_replicated() {
     common::init_tracing();
-    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
-    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
-    let mut c = connect(&proxy.url(None)).await;
-    for sql in [
-        "CREATE DATABASE ss",
-        "CREATE TABLE ss.p (id INT PRIMARY KEY)",
-        "CREATE TABLE ss.t (id INT PRIMARY KEY, v INT, FOREIGN KEY (v) REFERENCES ss.p (id))",
-        // No parent row: accepted only with the statement's foreign_key_checks = 0.
-        "SET STATEMENT foreign_key_checks = 0 FOR INSERT INTO ss.t VALUES (1, 7)",
-        "SET STATEMENT max_statement_time = 60 FOR INSERT INTO ss.p VALUES (7)",
-        "SET STATEMENT lock_wait_timeout = 60 FOR ALTER TABLE ss.t ADD COLUMN w INT DEFAULT 3",
-        "BEGIN NOT ATOMIC DECLARE i INT DEFAULT 10; WHILE i < 13 DO \
-         INSERT INTO ss.p VALUES (i); SET i = i + 1; END WHILE; END",
-    ] {
-        c.query_drop(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
-    assert_none_quarantined(&mut c).await;
-    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["ss.t", "ss.p"]).await;
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE ss",
+            "CREATE TABLE ss.p (id INT PRIMARY KEY)",
+            "CREATE TABLE ss.t (id INT PRIMARY KEY, v INT, FOREIGN KEY (v) REFERENCES ss.p (id))",
+            // No parent row: accepted only with the statement's foreign_key_checks = 0.
+            "SET STATEMENT foreign_key_checks = 0 FOR INSERT INTO ss.t VALUES (1, 7)",
+            "SET STATEMENT max_statement_time = 60 FOR INSERT INTO ss.p VALUES (7)",
+            "SET STATEMENT lock_wait_timeout = 60 FOR ALTER TABLE ss.t ADD COLUMN w INT DEFAULT 3",
+            "BEGIN NOT ATOMIC DECLARE i INT DEFAULT 10; WHILE i < 13 DO \
+             INSERT INTO ss.p VALUES (i); SET i = i + 1; END WHILE; END",
+        ],
+    )
+    .await;
+    assert_replicas_identical(&dbs, &mut c, &["ss.t", "ss.p"]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
         let rows: Vec<(i32, i32, i32)> = d.query("SELECT id, v, w FROM ss.t").await.unwrap();
@@ -1185,9 +1194,7 @@ async fn a_mysqldump_restored_through_the_proxy_reaches_every_replica() {
     let (ok, _, err) = common::mysql_cli(proxy.port, &[], &String::from_utf8_lossy(&dump.stdout));
     assert!(ok, "restore failed: {err}");
     let mut c = connect(&proxy.url(None)).await;
-    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
-    assert_none_quarantined(&mut c).await;
-    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["app.users", "app.orders"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["app.users", "app.orders"]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
         let objects: Option<(u32, u32, u32)> = d
@@ -1211,21 +1218,19 @@ async fn a_mysqldump_restored_through_the_proxy_reaches_every_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
     common::init_tracing();
-    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
-    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
-    let mut c = connect(&proxy.url(None)).await;
-    for sql in [
-        "CREATE DATABASE sf",
-        "CREATE TABLE sf.ctr (id INT PRIMARY KEY, n INT NOT NULL)",
-        "INSERT INTO sf.ctr VALUES (1, 0)",
-        "CREATE FUNCTION sf.next_id() RETURNS INT MODIFIES SQL DATA BEGIN \
-         UPDATE sf.ctr SET n = n + 1 WHERE id = 1; RETURN (SELECT n FROM sf.ctr WHERE id = 1); END",
-        "CREATE FUNCTION sf.twice(x INT) RETURNS INT NO SQL DETERMINISTIC RETURN x * 2",
-    ] {
-        c.query_drop(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE sf",
+            "CREATE TABLE sf.ctr (id INT PRIMARY KEY, n INT NOT NULL)",
+            "INSERT INTO sf.ctr VALUES (1, 0)",
+            "CREATE FUNCTION sf.next_id() RETURNS INT MODIFIES SQL DATA BEGIN \
+             UPDATE sf.ctr SET n = n + 1 WHERE id = 1; RETURN (SELECT n FROM sf.ctr WHERE id = 1); END",
+            "CREATE FUNCTION sf.twice(x INT) RETURNS INT NO SQL DETERMINISTIC RETURN x * 2",
+        ],
+    )
+    .await;
     let a: Option<i32> = c.query_first("SELECT sf.next_id()").await.unwrap();
     let b: Option<i32> = c.query_first("SELECT sf.next_id()").await.unwrap();
     assert_eq!((a, b), (Some(1), Some(2)));
@@ -1235,8 +1240,7 @@ async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
     assert_eq!(d, Some(4));
     let four: Option<i32> = c.query_first("SELECT sf.twice(2)").await.unwrap();
     assert_eq!(four, Some(4));
-    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
-    assert_none_quarantined(&mut c).await;
+    assert_replicas_identical(&dbs, &mut c, &[]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
         let n: Option<i32> = d
@@ -1256,26 +1260,24 @@ async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_on_temporary_tables_stays_on_the_primary() {
     common::init_tracing();
-    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
-    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
-    let mut c = connect(&proxy.url(Some(""))).await;
-    for sql in [
-        "CREATE DATABASE tt",
-        "USE tt",
-        "CREATE TEMPORARY TABLE tmp (a INT)",
-        "INSERT INTO tmp VALUES (1), (2)",
-        "ALTER TABLE tmp ADD COLUMN b INT",
-        "CREATE INDEX ia ON tmp (a)",
-        "TRUNCATE TABLE tmp",
-        // Filling the temporary table from a regular one changes only the temporary table.
-        "CREATE TABLE src (a INT, b INT)",
-        "INSERT INTO src VALUES (3, 4)",
-        "INSERT INTO tmp SELECT a, b FROM src",
-    ] {
-        c.query_drop(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE tt",
+            "USE tt",
+            "CREATE TEMPORARY TABLE tmp (a INT)",
+            "INSERT INTO tmp VALUES (1), (2)",
+            "ALTER TABLE tmp ADD COLUMN b INT",
+            "CREATE INDEX ia ON tmp (a)",
+            "TRUNCATE TABLE tmp",
+            // Filling the temporary table from a regular one changes only the temporary table.
+            "CREATE TABLE src (a INT, b INT)",
+            "INSERT INTO src VALUES (3, 4)",
+            "INSERT INTO tmp SELECT a, b FROM src",
+        ],
+    )
+    .await;
     for sql in [
         "CREATE TABLE r1 LIKE tmp",
         "CREATE TABLE r2 (LIKE tmp)",
@@ -1287,23 +1289,21 @@ async fn ddl_on_temporary_tables_stays_on_the_primary() {
     }
     let n: Option<u32> = c.query_first("SELECT COUNT(*) FROM tmp").await.unwrap();
     assert_eq!(n, Some(1));
-    for sql in [
-        "DROP TABLE tmp",
-        // The name is free again: this one is a regular, replicated table.
-        "CREATE TABLE tmp (x INT)",
-        "INSERT INTO tmp VALUES (5)",
-        "CREATE TEMPORARY TABLE t2 (a INT)",
-        "DROP TEMPORARY TABLE t2",
-        "CREATE TABLE t2 (y INT)",
-        "INSERT INTO t2 VALUES (7)",
-    ] {
-        c.query_drop(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
-    assert_none_quarantined(&mut c).await;
-    assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["tt.tmp", "tt.t2", "tt.src"]).await;
+    run_all(
+        &mut c,
+        &[
+            "DROP TABLE tmp",
+            // The name is free again: this one is a regular, replicated table.
+            "CREATE TABLE tmp (x INT)",
+            "INSERT INTO tmp VALUES (5)",
+            "CREATE TEMPORARY TABLE t2 (a INT)",
+            "DROP TEMPORARY TABLE t2",
+            "CREATE TABLE t2 (y INT)",
+            "INSERT INTO t2 VALUES (7)",
+        ],
+    )
+    .await;
+    assert_replicas_identical(&dbs, &mut c, &["tt.tmp", "tt.t2", "tt.src"]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
         let v: Vec<(i32, i32)> = d
