@@ -414,16 +414,7 @@ impl ClientSession {
         if let Some(SessionChange::Proxy(name, value)) = &c.session {
             return self.set_proxy_variable(client, session, name, value).await;
         }
-        // A stored function may change data, which a read would leave on one server: such a
-        // read runs like a CALL, on the primary and through the log.
-        let c = if c.kind == Kind::Read && self.calls_stored_function(sql) {
-            Arc::new(Classified {
-                kind: Kind::Call,
-                ..(*c).clone()
-            })
-        } else {
-            c
-        };
+        let c = self.stored_function_call(&c, sql).unwrap_or(c);
         let route = self.route_statement(&c, session);
         if route.target != Target::Proxy {
             self.note_route(sql, &c, route, session);
@@ -533,11 +524,20 @@ impl ClientSession {
         }
     }
 
-    /// Whether `sql` calls a stored function of any backend (the health probes list them).
-    fn calls_stored_function(&self, sql: &str) -> bool {
-        self.ctx.cluster.pools().any(|(_, _, pool)| {
-            pool.stored_functions()
-                .is_some_and(|names| crate::sql::classify::calls_function_in(sql, &names))
+    /// A read that calls a stored function of any backend (the health probes list them),
+    /// classified as a CALL: the function may change data, which a read would leave on one
+    /// server, so it runs on the primary and through the log. `None` for anything else.
+    fn stored_function_call(&self, c: &Classified, sql: &str) -> Option<Arc<Classified>> {
+        let calls = c.kind == Kind::Read
+            && self.ctx.cluster.pools().any(|(_, _, pool)| {
+                pool.stored_functions()
+                    .is_some_and(|names| crate::sql::classify::calls_function_in(sql, &names))
+            });
+        calls.then(|| {
+            Arc::new(Classified {
+                kind: Kind::Call,
+                ..c.clone()
+            })
         })
     }
 
@@ -1508,12 +1508,8 @@ impl ClientSession {
         mut stmt: PreparedStatement,
         payload: Vec<u8>,
     ) -> Result<(), Failure> {
-        if stmt.classified.kind == Kind::Read && self.calls_stored_function(&stmt.sql) {
-            // As for text reads: the function may change data (`run_statement`).
-            stmt.classified = Arc::new(Classified {
-                kind: Kind::Call,
-                ..(*stmt.classified).clone()
-            });
+        if let Some(call) = self.stored_function_call(&stmt.classified, &stmt.sql) {
+            stmt.classified = call;
         }
         let class = writes::classify_write(&stmt.classified, &stmt.sql, session)
             .map_err(Failure::Answer)?;
