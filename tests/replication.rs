@@ -405,26 +405,7 @@ async fn applied_log_rows_are_trimmed_on_every_replica() {
             .unwrap();
     }
     wait_converged(&[&a, &b]).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for db in [&a, &b] {
-        let mut r = connect(&db.url(None)).await;
-        loop {
-            let rows: i64 = r
-                .query_first("SELECT COUNT(*) FROM myquorum.wal")
-                .await
-                .unwrap()
-                .unwrap();
-            if rows < 20 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still holds {rows} log rows",
-                db.addr()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    wait_log_trimmed(&[&a, &b], 20, "").await;
     // Positions survive the trim: one more write converges.
     c.query_drop("INSERT INTO trim.t VALUES (1000)")
         .await
@@ -886,26 +867,7 @@ async fn a_follower_down_longer_than_the_retention_no_longer_holds_the_log() {
     );
     assert!(!states[1].contains("quarantined"), "{states:?}");
     // The log rows the dead follower held back are trimmed on the live replicas.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for db in [&dbs[0], &dbs[1]] {
-        let mut r = connect(&db.url(None)).await;
-        loop {
-            let rows: i64 = r
-                .query_first("SELECT COUNT(*) FROM myquorum.wal")
-                .await
-                .unwrap()
-                .unwrap();
-            if rows < 5 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still holds {rows} log rows ({written} writes)",
-                db.addr()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+    wait_log_trimmed(&[&dbs[0], &dbs[1]], 5, &format!("({written} writes)")).await;
     // Back, it stays out and applies nothing more.
     dbs[2].restart();
     c.query_drop("INSERT INTO ret.t VALUES (-1)").await.unwrap();
@@ -928,6 +890,30 @@ async fn a_follower_down_longer_than_the_retention_no_longer_holds_the_log() {
     };
     assert_eq!(has_last(&dbs[1]).await, 1);
     assert_eq!(has_last(&dbs[2]).await, 0);
+}
+
+/// Waits (up to 30 s) until each replica's `myquorum.wal` holds fewer than `below` rows.
+async fn wait_log_trimmed(dbs: &[&MariaDb], below: i64, context: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for db in dbs {
+        let mut r = connect(&db.url(None)).await;
+        loop {
+            let rows: i64 = r
+                .query_first("SELECT COUNT(*) FROM myquorum.wal")
+                .await
+                .unwrap()
+                .unwrap();
+            if rows < below {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still holds {rows} log rows {context}",
+                db.addr()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 /// Three mariadbd behind a proxy, and a client connected to it.
