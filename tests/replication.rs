@@ -1299,3 +1299,74 @@ async fn ddl_on_temporary_tables_stays_on_the_primary() {
         assert_eq!(v, [(5, 7)], "{}", db.addr());
     }
 }
+
+/// A stored procedure that commits by itself, called inside the client's transaction: the
+/// primary has committed the session's statements and the CALL when the CALL answers, so a
+/// later ROLLBACK undoes nothing there. They must reach the log then. Before, the ROLLBACK
+/// dropped them from the log only, leaving the rows on the primary alone.
+/// Statements whose result is each server's own are refused with 1235 instead of diverging
+/// silently (before, each of these left different rows or tables on the followers):
+/// non-InnoDB tables (a rolled-back transaction's changes stay in them on the primary only),
+/// `SET default_storage_engine` to such an engine, events (the scheduler writes outside the
+/// log), and writes reading server-local schemas or variables (`information_schema`, the
+/// connection's thread id, random seeds, `@@global.` values). `@@last_insert_id` is carried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn procedures_that_commit_and_server_local_reads_do_not_diverge() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE ev",
+            "CREATE TABLE ev.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))",
+            "CREATE PROCEDURE ev.add_committed(x VARCHAR(64)) \
+             BEGIN START TRANSACTION; INSERT INTO ev.t (v) VALUES (x); COMMIT; END",
+            "BEGIN",
+            "INSERT INTO ev.t (v) VALUES ('before the call')",
+            "CALL ev.add_committed('in the call')",
+            // The procedure's COMMIT ended the transaction: this ROLLBACK undoes nothing.
+            "ROLLBACK",
+            "BEGIN",
+            "CALL ev.add_committed('second call')",
+            "INSERT INTO ev.t (v) VALUES ('after the call, autocommit')",
+            "INSERT INTO ev.t (v) VALUES (@@last_insert_id)",
+        ],
+    )
+    .await;
+    let rows: Vec<String> = c.query("SELECT v FROM ev.t ORDER BY id").await.unwrap();
+    assert_eq!(
+        rows,
+        [
+            "before the call",
+            "in the call",
+            "second call",
+            "after the call, autocommit",
+            "4"
+        ]
+    );
+    for sql in [
+        "CREATE TABLE ev.m (id INT PRIMARY KEY) ENGINE=MyISAM",
+        "ALTER TABLE ev.t ENGINE=MEMORY",
+        "SET default_storage_engine = Aria",
+        "CREATE EVENT ev.tick ON SCHEDULE EVERY 1 SECOND DO INSERT INTO ev.t (v) VALUES ('tick')",
+        "INSERT INTO ev.t (v) SELECT COUNT(*) FROM information_schema.PROCESSLIST",
+        "INSERT INTO ev.t (v) SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+         WHERE VARIABLE_NAME = 'UPTIME'",
+        "INSERT INTO ev.t (v) VALUES (@@pseudo_thread_id)",
+        "INSERT INTO ev.t (v) VALUES (@@rand_seed1)",
+        "INSERT INTO ev.t (v) VALUES (@@global.max_connections)",
+    ] {
+        let err = c.query_drop(sql).await.unwrap_err();
+        assert_eq!(server_code(&err), 1235, "{sql}: {err}");
+    }
+    // Temporary tables stay on the primary: any engine is fine there.
+    run_all(
+        &mut c,
+        &[
+            "CREATE TEMPORARY TABLE ev.scratch (id INT) ENGINE=MEMORY",
+            "INSERT INTO ev.scratch VALUES (1)",
+        ],
+    )
+    .await;
+    assert_replicas_identical(&dbs, &mut c, &["ev.t"]).await;
+}

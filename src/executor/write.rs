@@ -15,8 +15,9 @@ use crate::protocol::relay::{
 use crate::protocol::resultset::read_first_row;
 use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::record::{Body, Statement};
-use crate::replication::replay::{query, wal_insert, REPLICATED_SETTINGS};
+use crate::replication::replay::{query, wal_insert};
 use crate::router::ShardId;
+use crate::sql::determinism::REPLICATED_SETTINGS;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite};

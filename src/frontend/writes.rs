@@ -17,6 +17,7 @@ use crate::replication::log::{CommitError, ShardLog};
 use crate::replication::record::{Body, Record, RecordKind, Statement};
 use crate::router::{Route, ShardId, Target};
 use crate::session::{PinReason, SessionState};
+use crate::sql::classify::{defined_object, non_innodb_engine, sets_non_innodb_default_engine};
 use crate::sql::determinism::{check_write, Literals};
 use crate::sql::lexer::{Lexer, Tok};
 use crate::sql::{Classified, Flags, Kind, SessionChange};
@@ -91,7 +92,20 @@ pub fn classify_write(
              cannot be replicated (followers do not have the temporary table); create the \
              regular table from a regular table or with an explicit definition",
         )),
-        Kind::Ddl => Ok(WriteClass::Ddl),
+        Kind::Ddl => {
+            if defined_object(sql).as_deref() == Some("EVENT") {
+                return Err(not_supported(
+                    "events are not supported: the event scheduler runs an event's statements \
+                     inside each server, outside the proxy's log, so replicas would diverge; \
+                     schedule the job outside the database and send its statements through \
+                     the proxy",
+                ));
+            }
+            if let Some(engine) = non_innodb_engine(sql) {
+                return Err(not_supported(&non_innodb(&engine)));
+            }
+            Ok(WriteClass::Ddl)
+        }
         _ => Ok(WriteClass::None),
     }
 }
@@ -108,6 +122,16 @@ fn route_shard(route: Route) -> ShardId {
         Target::Primary(s, _) | Target::Pinned(s, _) | Target::Replica(s, _) => s,
         _ => crate::router::DEFAULT_SHARD,
     }
+}
+
+/// Why tables of a non-transactional engine cannot be replicated.
+fn non_innodb(engine: &str) -> String {
+    format!(
+        "only InnoDB tables are replicated: {engine} tables keep the changes of a statement \
+         that failed half-way or of a transaction that rolled back on the primary, which the \
+         log (and so the other replicas) never gets; use ENGINE=InnoDB (temporary tables may \
+         use any engine)"
+    )
 }
 
 pub fn not_supported(what: &str) -> MysqlError {
@@ -370,6 +394,25 @@ impl ClientSession {
                 // A result set (INSERT … RETURNING) keeps the server's terminator flags.
                 patch_ok_status(&mut raw, status);
                 summary.status = Some(status);
+            }
+            Some(stmt)
+                if c.kind == Kind::Call
+                    && summary
+                        .status
+                        .is_some_and(|s| s & StatusFlags::SERVER_STATUS_IN_TRANS.bits() == 0) =>
+            {
+                // The procedure ended the transaction itself (a COMMIT, or START TRANSACTION's
+                // implicit commit, inside it): the primary already committed the session's
+                // statements, so they are logged now, as one record with the CALL. A later
+                // ROLLBACK of the client's would otherwise drop them from the log only.
+                session.pending.push(stmt);
+                let payload = Record {
+                    kind: RecordKind::Transaction,
+                    statements: std::mem::take(&mut session.pending),
+                }
+                .encode();
+                self.log_and_commit(session, c, shard, payload, false)
+                    .await?;
             }
             Some(stmt) => session.pending.push(stmt),
             None => {
@@ -797,6 +840,11 @@ pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> 
              sequence only, and after a failover the new primary would hand out its values \
              again; use an AUTO_INCREMENT column",
         ));
+    }
+    if c.kind == Kind::Session {
+        if let Some(engine) = sets_non_innodb_default_engine(sql) {
+            return Err(not_supported(&non_innodb(&engine)));
+        }
     }
     if weakens_isolation(c, sql) {
         return Err(not_supported(

@@ -6,7 +6,7 @@
 //!
 //! Used by the follower appliers and by recovery of the primary.
 //! Owns: a replica connection's replay state. May import: backend (connection), protocol,
-//! replication::record.
+//! replication::record, sql::determinism (the settings a record carries).
 
 use super::record::{Body, Record, RecordKind, Statement};
 use crate::backend::BackendConn;
@@ -15,6 +15,7 @@ use crate::protocol::relay::{read_response, ResponseKind, ResponseSummary};
 use crate::protocol::resultset::read_first_row;
 use crate::protocol::MysqlError;
 use crate::router::ShardId;
+use crate::sql::determinism::REPLICATED_SETTINGS;
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
@@ -23,33 +24,6 @@ const COM_INIT_DB: u8 = 0x02;
 const COM_QUERY: u8 = 0x03;
 const COM_STMT_PREPARE: u8 = 0x16;
 const COM_STMT_EXECUTE: u8 = 0x17;
-
-/// Settings a record may carry; reset to the server default whenever the context changes
-/// so one session's settings never leak into another's statements.
-pub const REPLICATED_SETTINGS: &[&str] = &[
-    "sql_mode",
-    "time_zone",
-    "foreign_key_checks",
-    "unique_checks",
-    "auto_increment_increment",
-    "auto_increment_offset",
-    "character_set_client",
-    "character_set_connection",
-    "collation_connection",
-    "div_precision_increment",
-    "group_concat_max_len",
-    "explicit_defaults_for_timestamp",
-    "default_storage_engine",
-    "sql_auto_is_null",
-    "max_sort_length",
-    "lc_time_names",
-    "sql_safe_updates",
-    "check_constraint_checks",
-    "default_week_format",
-    "updatable_views_with_limit",
-    "innodb_strict_mode",
-    "old_mode",
-];
 
 /// One log entry as appliers see it.
 #[derive(Debug, Clone)]

@@ -181,7 +181,7 @@ impl SessionState {
             .filter(|(k, _)| {
                 k == "names"
                     || k == "character set"
-                    || crate::replication::replay::REPLICATED_SETTINGS.contains(&k.as_str())
+                    || crate::sql::determinism::REPLICATED_SETTINGS.contains(&k.as_str())
             })
             .map(|(_, f)| f.clone())
             .collect()

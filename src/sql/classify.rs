@@ -132,6 +132,135 @@ pub fn created_function(sql: &str) -> Option<String> {
     name
 }
 
+/// The object a `CREATE`/`ALTER` statement defines (`TABLE`, `EVENT`, …, uppercase), past
+/// `OR REPLACE`, `DEFINER = …`, `ALGORITHM = …` and the like.
+pub fn defined_object(sql: &str) -> Option<String> {
+    const OBJECTS: &[&str] = &[
+        "TABLE",
+        "EVENT",
+        "VIEW",
+        "PROCEDURE",
+        "FUNCTION",
+        "TRIGGER",
+        "INDEX",
+        "DATABASE",
+        "SCHEMA",
+        "USER",
+        "ROLE",
+        "SEQUENCE",
+        "SERVER",
+        "TABLESPACE",
+        "PACKAGE",
+    ];
+    let mut toks = Lexer::new(sql).map(|t| t.tok);
+    let first = toks.next()?;
+    if !(first.is_word("CREATE") || first.is_word("ALTER")) {
+        return None;
+    }
+    toks.take(16).find_map(|t| match t {
+        Tok::Word(w) if OBJECTS.iter().any(|o| w.eq_ignore_ascii_case(o)) => {
+            Some(w.to_ascii_uppercase())
+        }
+        _ => None,
+    })
+}
+
+/// The storage engine a `CREATE TABLE` / `ALTER TABLE` names in its table options
+/// (`ENGINE [=] name`, outside the column list), when it is not InnoDB.
+pub fn non_innodb_engine(sql: &str) -> Option<String> {
+    if defined_object(sql).as_deref() != Some("TABLE") {
+        return None;
+    }
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    let mut depth = 0i32;
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth -= 1,
+            _ if depth == 0 && (t.is_word("ENGINE") || t.is_word("TYPE")) => {
+                let (with_eq, at) = match toks.get(i + 1) {
+                    Some(Tok::Punct('=')) => (true, i + 2),
+                    _ => (false, i + 1),
+                };
+                let name = match toks.get(at) {
+                    Some(Tok::Word(w) | Tok::Quoted(w)) => w.to_string(),
+                    Some(Tok::Str(s)) => s.trim_matches(|c| c == '\'' || c == '"').to_string(),
+                    _ => continue,
+                };
+                // `ALTER TABLE t ADD engine INT` names a column, not an engine: without `=`
+                // only a known engine name counts.
+                if !with_eq && !KNOWN_ENGINES.iter().any(|e| name.eq_ignore_ascii_case(e)) {
+                    continue;
+                }
+                if !name.eq_ignore_ascii_case("InnoDB") {
+                    return Some(name);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+const KNOWN_ENGINES: &[&str] = &[
+    "InnoDB",
+    "MyISAM",
+    "Aria",
+    "MEMORY",
+    "HEAP",
+    "CSV",
+    "ARCHIVE",
+    "BLACKHOLE",
+    "MERGE",
+    "MRG_MyISAM",
+    "FEDERATED",
+    "FederatedX",
+    "CONNECT",
+    "SEQUENCE",
+    "SPIDER",
+    "OQGRAPH",
+    "S3",
+    "RocksDB",
+    "TokuDB",
+    "ColumnStore",
+    "Mroonga",
+];
+
+/// The engine a `SET [SESSION|GLOBAL] [default_]storage_engine = name` chooses, when it is
+/// not InnoDB (or DEFAULT).
+pub fn sets_non_innodb_default_engine(sql: &str) -> Option<String> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    if !toks.first()?.is_word("SET") {
+        return None;
+    }
+    for (i, t) in toks.iter().enumerate() {
+        let var = match t {
+            Tok::Word(w) => *w,
+            Tok::SysVar(v) => v.rsplit('.').next().unwrap_or(v),
+            _ => continue,
+        };
+        if !(var.eq_ignore_ascii_case("default_storage_engine")
+            || var.eq_ignore_ascii_case("storage_engine"))
+        {
+            continue;
+        }
+        let at = match (toks.get(i + 1), toks.get(i + 2)) {
+            (Some(Tok::Punct('=')), _) => i + 2,
+            (Some(Tok::Punct(':')), Some(Tok::Punct('='))) => i + 3,
+            _ => continue,
+        };
+        let name = match toks.get(at) {
+            Some(Tok::Word(w) | Tok::Quoted(w)) => w.to_string(),
+            Some(Tok::Str(s)) => s.trim_matches(|c| c == '\'' || c == '"').to_string(),
+            _ => continue,
+        };
+        if !(name.eq_ignore_ascii_case("InnoDB") || name.eq_ignore_ascii_case("DEFAULT")) {
+            return Some(name);
+        }
+    }
+    None
+}
+
 /// `SET STATEMENT var = value [, …] FOR <statement>` (MariaDB): the statement it runs.
 fn set_statement_target(sql: &str) -> Option<&str> {
     let mut toks = Lexer::new(sql);
@@ -696,6 +825,72 @@ mod tests {
                 .kind,
             Kind::Ddl
         );
+    }
+
+    #[test]
+    fn non_transactional_engines_are_found_in_table_options_only() {
+        for (sql, engine) in [
+            ("CREATE TABLE t (id INT) ENGINE=MyISAM", Some("MyISAM")),
+            (
+                "create table t (id int) engine = 'MEMORY' CHARSET=utf8",
+                Some("MEMORY"),
+            ),
+            ("CREATE TABLE t (id INT) ENGINE Aria", Some("Aria")),
+            ("ALTER TABLE t ENGINE=CSV", Some("CSV")),
+            (
+                "ALTER TABLE t ADD COLUMN c INT, ENGINE=`MyISAM`",
+                Some("MyISAM"),
+            ),
+            (
+                "CREATE OR REPLACE TABLE t ENGINE=MyISAM AS SELECT 1",
+                Some("MyISAM"),
+            ),
+            ("CREATE TABLE t (id INT) ENGINE=InnoDB", None),
+            ("CREATE TABLE t (id INT) ENGINE=innodb", None),
+            ("CREATE TABLE t (engine VARCHAR(10))", None),
+            ("ALTER TABLE t ADD engine INT", None),
+            ("CREATE TABLE t (id INT)", None),
+            ("CREATE VIEW v AS SELECT engine FROM x", None),
+            ("INSERT INTO t (engine) VALUES ('MyISAM')", None),
+        ] {
+            assert_eq!(non_innodb_engine(sql).as_deref(), engine, "{sql}");
+        }
+        for (sql, engine) in [
+            ("SET default_storage_engine=MyISAM", Some("MyISAM")),
+            ("SET SESSION storage_engine = 'Aria'", Some("Aria")),
+            (
+                "SET @@session.default_storage_engine := MEMORY",
+                Some("MEMORY"),
+            ),
+            ("SET GLOBAL default_storage_engine=MyISAM", Some("MyISAM")),
+            ("SET default_storage_engine=InnoDB", None),
+            ("SET default_storage_engine=DEFAULT", None),
+            ("SET NAMES utf8mb4", None),
+        ] {
+            assert_eq!(
+                sets_non_innodb_default_engine(sql).as_deref(),
+                engine,
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn defined_objects_are_found_past_definer_and_options() {
+        for (sql, object) in [
+            ("CREATE EVENT ev ON SCHEDULE EVERY 1 HOUR DO DELETE FROM t", Some("EVENT")),
+            (
+                "CREATE DEFINER=`root`@`localhost` EVENT IF NOT EXISTS ev ON SCHEDULE AT NOW() DO SELECT 1",
+                Some("EVENT"),
+            ),
+            ("ALTER DEFINER=root@localhost EVENT ev ENABLE", Some("EVENT")),
+            ("CREATE OR REPLACE ALGORITHM=MERGE VIEW v AS SELECT 1", Some("VIEW")),
+            ("CREATE TABLE event (id INT)", Some("TABLE")),
+            ("ALTER TABLE events ADD COLUMN at DATETIME", Some("TABLE")),
+            ("DROP EVENT ev", None),
+        ] {
+            assert_eq!(defined_object(sql).as_deref(), object, "{sql}");
+        }
     }
 
     #[test]

@@ -26,6 +26,34 @@ pub struct WriteCheck {
     pub refused: Option<String>,
 }
 
+/// Settings a write's result depends on, which every record carries (the replayer resets
+/// them to the server default whenever the context changes, so one session's settings never
+/// leak into another's statements).
+pub const REPLICATED_SETTINGS: &[&str] = &[
+    "sql_mode",
+    "time_zone",
+    "foreign_key_checks",
+    "unique_checks",
+    "auto_increment_increment",
+    "auto_increment_offset",
+    "character_set_client",
+    "character_set_connection",
+    "collation_connection",
+    "div_precision_increment",
+    "group_concat_max_len",
+    "explicit_defaults_for_timestamp",
+    "default_storage_engine",
+    "sql_auto_is_null",
+    "max_sort_length",
+    "lc_time_names",
+    "sql_safe_updates",
+    "check_constraint_checks",
+    "default_week_format",
+    "updatable_views_with_limit",
+    "innodb_strict_mode",
+    "old_mode",
+];
+
 /// Functions whose result differs between servers or executions and that no recorded
 /// context fixes.
 const REFUSED_FUNCTIONS: &[&str] = &[
@@ -50,19 +78,35 @@ const REFUSED_FUNCTIONS: &[&str] = &[
     "UUID_TO_BIN",
 ];
 
-/// Server variables that differ between replicas.
-const REFUSED_SYSVARS: &[&str] = &[
-    "hostname",
-    "server_id",
-    "port",
-    "pid_file",
-    "datadir",
-    "socket",
-    "gtid_binlog_pos",
-    "gtid_current_pos",
-    "server_uuid",
-];
+/// Variables a write may read besides `REPLICATED_SETTINGS`: the proxy fixes them for the
+/// statement on every replica. Any other variable (server identity, buffer sizes, GTID
+/// positions, the connection's thread id or random seeds, diagnostics of the previous
+/// statement, any `@@global.` value) can differ between replicas.
+const FIXED_SYSVARS: &[&str] = &["timestamp", "tx_isolation", "transaction_isolation"];
 
+/// Schemas whose contents are each server's own (its processes, status, accounts, table
+/// statistics), not replicated data.
+const SERVER_LOCAL_SCHEMAS: &[&str] = &["information_schema", "performance_schema", "mysql", "sys"];
+
+/// Why reading `@@scope.name` in a write is refused, if it is.
+fn refused_sysvar(var: &str) -> Option<String> {
+    let mut parts = var.rsplitn(2, '.');
+    let name = parts.next().unwrap_or(var).to_ascii_lowercase();
+    let scope = parts.next().map(str::to_ascii_lowercase);
+    if scope.as_deref() == Some("global") {
+        return Some(format!(
+            "the write reads @@global.{name}, a server setting that can differ between replicas"
+        ));
+    }
+    if REPLICATED_SETTINGS.contains(&name.as_str()) || FIXED_SYSVARS.contains(&name.as_str()) {
+        return None;
+    }
+    Some(format!(
+        "the write reads @@{name}, which can differ between replicas (a write may read only \
+         the session settings the proxy replicates, such as @@sql_mode or @@time_zone); read \
+         it first and pass the value"
+    ))
+}
 /// Checks one write statement. `prepared` statements cannot have calls rewritten (the text
 /// is prepared once and executed many times), so those calls are refused there.
 pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck {
@@ -91,13 +135,32 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 ),
             ),
             Tok::SysVar(v) => {
-                let name = v.rsplit('.').next().unwrap_or(v).to_ascii_lowercase();
-                if REFUSED_SYSVARS.contains(&name.as_str()) {
-                    refuse(
-                        &mut check,
-                        format!("the write reads @@{name}, which differs between replicas"),
-                    );
+                let name = v.rsplit('.').next().unwrap_or(v);
+                if name.eq_ignore_ascii_case("last_insert_id")
+                    || name.eq_ignore_ascii_case("identity")
+                {
+                    check.needs_last_insert_id = true;
+                } else if let Some(why) = refused_sysvar(v) {
+                    refuse(&mut check, why);
                 }
+            }
+            Tok::Word(w) | Tok::Quoted(w)
+                if toks
+                    .get(i + 1)
+                    .is_some_and(|n| matches!(n.tok, Tok::Punct('.')))
+                    && SERVER_LOCAL_SCHEMAS
+                        .iter()
+                        .any(|s| w.eq_ignore_ascii_case(s)) =>
+            {
+                refuse(
+                    &mut check,
+                    format!(
+                        "the write uses {}.*, which holds each server's own state (processes, \
+                         status, accounts, statistics), not replicated data; read it first \
+                         and pass the values",
+                        w.to_ascii_lowercase()
+                    ),
+                )
             }
             Tok::Word(w) => {
                 if w.eq_ignore_ascii_case("LIMIT") {
@@ -205,6 +268,25 @@ mod tests {
     }
 
     #[test]
+    fn replicated_settings_can_be_read_in_a_write() {
+        for sql in [
+            "INSERT INTO t VALUES (@@sql_mode, @@session.time_zone, @@timestamp)",
+            "INSERT INTO t VALUES (@@SESSION.auto_increment_increment)",
+            "INSERT INTO t SELECT * FROM info.schema_x WHERE mysql_ok = 1",
+        ] {
+            assert_eq!(check_write(sql, false, &lit()).refused, None, "{sql}");
+        }
+        // The proxy records the connection's LAST_INSERT_ID() for these.
+        for sql in [
+            "INSERT INTO t VALUES (@@last_insert_id)",
+            "INSERT INTO t VALUES (@@identity)",
+        ] {
+            let c = check_write(sql, false, &lit());
+            assert!(c.needs_last_insert_id && c.refused.is_none(), "{sql}");
+        }
+    }
+
+    #[test]
     fn calls_are_rewritten_to_literals() {
         let c = check_write(
             "INSERT INTO t VALUES (UUID(), UUID_SHORT(), SYSDATE(), sysdate(3))",
@@ -235,6 +317,36 @@ mod tests {
             ("UPDATE t SET a = (@n := @n + 1)", "@n"),
             ("INSERT INTO t VALUES (@@hostname)", "hostname"),
             ("INSERT INTO t VALUES (CONNECTION_ID())", "CONNECTION_ID"),
+            (
+                "INSERT INTO t VALUES (@@pseudo_thread_id)",
+                "pseudo_thread_id",
+            ),
+            ("INSERT INTO t VALUES (@@session.rand_seed1)", "rand_seed1"),
+            ("INSERT INTO t VALUES (@@warning_count)", "warning_count"),
+            (
+                "INSERT INTO t VALUES (@@global.sql_mode)",
+                "@@global.sql_mode",
+            ),
+            (
+                "INSERT INTO t VALUES (@@innodb_buffer_pool_size)",
+                "innodb_buffer_pool_size",
+            ),
+            (
+                "INSERT INTO t (n) SELECT COUNT(*) FROM information_schema.PROCESSLIST",
+                "information_schema",
+            ),
+            (
+                "INSERT INTO t SELECT VARIABLE_VALUE FROM `INFORMATION_SCHEMA`.GLOBAL_STATUS",
+                "information_schema",
+            ),
+            (
+                "UPDATE t SET n = (SELECT COUNT(*) FROM mysql.user)",
+                "mysql",
+            ),
+            (
+                "INSERT INTO t SELECT * FROM performance_schema.threads",
+                "performance_schema",
+            ),
         ] {
             let c = check_write(sql, false, &lit());
             let r = c.refused.unwrap_or_else(|| panic!("{sql} was not refused"));
