@@ -1370,3 +1370,72 @@ async fn procedures_that_commit_and_server_local_reads_do_not_diverge() {
     .await;
     assert_replicas_identical(&dbs, &mut c, &["ev.t"]).await;
 }
+
+/// `PROXY CHECKSUM TABLE` computes a table's checksum on every replica at the same point of
+/// the log (a write through the log, as pt-table-checksum does over statement replication),
+/// so replicas match while writes go on, and a replica changed behind the proxy's back is
+/// reported as differing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_checksum_table_compares_replicas_at_one_point_of_the_log() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE ck",
+            "CREATE TABLE ck.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20), n INT NULL)",
+            "INSERT INTO ck.t (v, n) VALUES ('a', 1), ('', NULL), (NULL, 0)",
+        ],
+    )
+    .await;
+    let url = proxy.url(None);
+    let writer = tokio::spawn(async move {
+        let mut w = connect(&url).await;
+        for i in 0..150 {
+            w.exec_drop("INSERT INTO ck.t (v, n) VALUES (?, ?)", ("w", i))
+                .await
+                .unwrap();
+        }
+    });
+    for _ in 0..3 {
+        let rows = checksum(&mut c, "PROXY CHECKSUM TABLE ck.t").await;
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(rows[0].5, "primary", "{rows:?}");
+        for r in &rows[1..] {
+            assert_eq!(r.5, "same as the primary", "{rows:?}");
+            assert_eq!((r.3, r.4), (rows[0].3, rows[0].4), "{rows:?}");
+        }
+    }
+    writer.await.unwrap();
+    // The session's schema is used when the table is not qualified.
+    c.query_drop("USE ck").await.unwrap();
+    let rows = checksum(&mut c, "PROXY CHECKSUM TABLE t").await;
+    assert_eq!(rows[0].3, Some(153), "{rows:?}");
+    // A change made on one follower directly, outside the proxy.
+    let mut direct = connect(&dbs[2].url(None)).await;
+    direct
+        .query_drop("UPDATE ck.t SET n = NULL WHERE id = 1")
+        .await
+        .unwrap();
+    let rows = checksum(&mut c, "PROXY CHECKSUM TABLE ck.t").await;
+    assert_eq!(rows[1].5, "same as the primary", "{rows:?}");
+    assert_eq!(rows[2].5, "DIFFERS from the primary", "{rows:?}");
+    let err = c
+        .query_drop("PROXY CHECKSUM TABLE ck.missing")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1146, "{err}");
+    let err = c.query_drop("PROXY CHECKSUM ck.t").await.unwrap_err();
+    assert_eq!(server_code(&err), 1064, "{err}");
+    c.query_drop("BEGIN").await.unwrap();
+    let err = c.query_drop("PROXY CHECKSUM TABLE ck.t").await.unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    c.query_drop("ROLLBACK").await.unwrap();
+}
+
+type ChecksumRow = (String, u32, String, Option<u64>, Option<u64>, String);
+
+/// The rows of a `PROXY CHECKSUM TABLE`.
+async fn checksum(c: &mut Conn, sql: &str) -> Vec<ChecksumRow> {
+    c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}

@@ -403,7 +403,7 @@ impl ClientSession {
     }
 
     /// One classified statement of a COM_QUERY.
-    async fn run_statement<S: AsyncRead + AsyncWrite + Unpin>(
+    pub(super) async fn run_statement<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         client: &mut PacketStream<S>,
         session: &mut SessionState,
@@ -424,6 +424,13 @@ impl ClientSession {
             Target::Proxy => {
                 let status = session.status_flags();
                 let cmd = c.proxy_command.as_deref().unwrap_or("");
+                match super::checksum::parse(sql) {
+                    Some(Ok((db, table))) => {
+                        return self.checksum_table(client, session, db, table).await
+                    }
+                    Some(Err(e)) => return Err(Failure::Answer(e)),
+                    None => {}
+                }
                 let answer = match admin::parse_switchover(cmd) {
                     Some(Ok((shard, to))) => {
                         tracing::info!(shard = shard.0, to = ?to.map(|r| r.0), "switchover requested by a client");
@@ -609,7 +616,7 @@ impl ClientSession {
 
     /// `SELECT <expression>` on the session's connection for `route`; None when it is NULL
     /// or the server refused it.
-    async fn select_value(
+    pub(super) async fn select_value(
         &mut self,
         session: &mut SessionState,
         c: &Classified,

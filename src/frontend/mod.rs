@@ -6,6 +6,7 @@
 //! backend (connection handles), admin, context.
 
 pub mod auth;
+mod checksum;
 mod commands;
 pub mod tls;
 mod writes;

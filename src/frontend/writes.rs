@@ -117,7 +117,7 @@ pub fn is_load_data_local(sql: &str) -> bool {
 }
 
 /// The shard a backend route names.
-fn route_shard(route: Route) -> ShardId {
+pub(super) fn route_shard(route: Route) -> ShardId {
     match route.target {
         Target::Primary(s, _) | Target::Pinned(s, _) | Target::Replica(s, _) => s,
         _ => crate::router::DEFAULT_SHARD,

@@ -6,7 +6,8 @@
 //!
 //! Used by the follower appliers and by recovery of the primary.
 //! Owns: a replica connection's replay state. May import: backend (connection), protocol,
-//! replication::record, sql::determinism (the settings a record carries).
+//! replication::{record, checksum (its table)}, sql::determinism (the settings a record
+//! carries).
 
 use super::record::{Body, Record, RecordKind, Statement};
 use crate::backend::BackendConn;
@@ -252,7 +253,12 @@ impl Replayer {
 
     /// Creates `myquorum.wal` if missing and returns this replica's position in the log.
     pub async fn prepare_log_table(&mut self, shard: ShardId) -> Result<Position, ApplyError> {
-        for sql in [CREATE_SCHEMA, CREATE_TABLE, ADD_APPLIED] {
+        for sql in [
+            CREATE_SCHEMA,
+            CREATE_TABLE,
+            ADD_APPLIED,
+            super::checksum::CREATE_TABLE,
+        ] {
             self.execute(sql).await?.map_err(|e| {
                 ApplyError::Diverged(format!("cannot create the myquorum.wal table: {e}"))
             })?;
