@@ -1383,8 +1383,13 @@ async fn proxy_checksum_table_compares_replicas_at_one_point_of_the_log() {
         &mut c,
         &[
             "CREATE DATABASE ck",
-            "CREATE TABLE ck.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20), n INT NULL)",
-            "INSERT INTO ck.t (v, n) VALUES ('a', 1), ('', NULL), (NULL, 0)",
+            // Columns of several collations and types: hashed as bytes.
+            "CREATE TABLE ck.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20), n INT NULL, \
+             u VARCHAR(20) COLLATE utf8mb4_unicode_ci, l VARCHAR(20) CHARACTER SET latin1, \
+             b BLOB, d DECIMAL(8,3), j JSON, at DATETIME(6))",
+            "INSERT INTO ck.t (v, n, u, l, b, d, j, at) VALUES \
+             ('a', 1, 'é', 'é', x'00ff', 1.5, '{\"k\": [1]}', NOW(6)), ('', NULL, NULL, NULL, \
+             NULL, NULL, NULL, NULL), (NULL, 0, '', '', '', 0, '[]', '2024-01-01')",
         ],
     )
     .await;

@@ -59,11 +59,16 @@ fn ident(s: &str) -> String {
 }
 
 /// The write that computes the checksum. Each row is hashed from its columns joined with
-/// `#` plus a NULL map (so NULL and '' differ); BIT_XOR makes the result independent of the
+/// `#` as bytes plus a NULL map (so NULL and '' differ); BIT_XOR makes the result independent of the
 /// order rows are read in.
 pub fn checksum_statement(run: u64, db: &str, table: &str, columns: &[String]) -> String {
     let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
     let nulls: Vec<String> = cols.iter().map(|c| format!("ISNULL({c})")).collect();
+    // As bytes: columns of different collations cannot be concatenated as text (error 1267).
+    let cols: Vec<String> = cols
+        .iter()
+        .map(|c| format!("CAST({c} AS BINARY)"))
+        .collect();
     format!(
         "INSERT INTO myquorum.checksums (run, db, tbl, row_count, crc) SELECT {run}, {}, {}, \
          COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {}, CONCAT({})))), 0) FROM {}.{}",
@@ -228,8 +233,9 @@ mod tests {
         assert_eq!(
             sql,
             "INSERT INTO myquorum.checksums (run, db, tbl, row_count, crc) SELECT 7, 'd''b', \
-             't`x', COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', `a`, `b c`, \
-             CONCAT(ISNULL(`a`), ISNULL(`b c`))))), 0) FROM `d'b`.`t``x`"
+             't`x', COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', CAST(`a` AS BINARY), \
+             CAST(`b c` AS BINARY), CONCAT(ISNULL(`a`), ISNULL(`b c`))))), 0) FROM \
+             `d'b`.`t``x`"
         );
     }
 }

@@ -12,16 +12,29 @@ use myquorum::playground::{find_server, init_datadir, start_server, wait_for_por
 use myquorum::server::Server;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// A free loopback port never handed out before in this test process. Tests of one binary
+/// run in parallel and kill and restart servers on their ports: without the record, a port
+/// freed by a killed server could be handed to another test, whose proxy would then talk to
+/// the wrong server (seen once: a fresh proxy adopting another test's log records).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut handed = HANDED_OUT.lock().unwrap();
+        if !handed.contains(&port) {
+            handed.push(port);
+            return port;
+        }
+    }
 }
 
 /// `n` consecutive free ports (the playground numbers its backends from one), all bound at
@@ -35,7 +48,9 @@ pub fn free_ports(n: u16) -> u16 {
         let held: Vec<_> = (base..base + n)
             .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
             .collect();
-        if held.iter().all(|l| l.is_ok()) {
+        let mut handed = HANDED_OUT.lock().unwrap();
+        if held.iter().all(|l| l.is_ok()) && !(base + 1..base + n).any(|p| handed.contains(&p)) {
+            handed.extend(base + 1..base + n);
             return base;
         }
     }
