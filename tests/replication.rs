@@ -1310,6 +1310,7 @@ async fn ddl_on_temporary_tables_stays_on_the_primary() {
 /// `SET default_storage_engine` to such an engine, events (the scheduler writes outside the
 /// log), and writes reading server-local schemas or variables (`information_schema`, the
 /// connection's thread id, random seeds, `@@global.` values). `@@last_insert_id` is carried.
+/// Changes to the proxy's own `myquorum` schema are refused too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn procedures_that_commit_and_server_local_reads_do_not_diverge() {
     common::init_tracing();
@@ -1355,6 +1356,9 @@ async fn procedures_that_commit_and_server_local_reads_do_not_diverge() {
         "INSERT INTO ev.t (v) VALUES (@@pseudo_thread_id)",
         "INSERT INTO ev.t (v) VALUES (@@rand_seed1)",
         "INSERT INTO ev.t (v) VALUES (@@global.max_connections)",
+        // The proxy's own schema (its copy of the log) is not changed through it.
+        "DELETE FROM myquorum.wal",
+        "DROP DATABASE myquorum",
     ] {
         let err = c.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&err), 1235, "{sql}: {err}");

@@ -58,6 +58,14 @@ fn ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
+const CHECKSUM_INSERT: &str =
+    "INSERT INTO myquorum.checksums (run, db, tbl, row_count, crc) SELECT ";
+
+/// Whether `sql` is a checksum write (the only change to the proxy's schema a session runs).
+pub fn is_checksum_statement(sql: &str) -> bool {
+    sql.starts_with(CHECKSUM_INSERT)
+}
+
 /// The write that computes the checksum. Each row is hashed from its columns joined with
 /// `#` as bytes plus a NULL map (so NULL and '' differ); BIT_XOR makes the result independent of the
 /// order rows are read in.
@@ -70,8 +78,8 @@ pub fn checksum_statement(run: u64, db: &str, table: &str, columns: &[String]) -
         .map(|c| format!("CAST({c} AS BINARY)"))
         .collect();
     format!(
-        "INSERT INTO myquorum.checksums (run, db, tbl, row_count, crc) SELECT {run}, {}, {}, \
-         COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {}, CONCAT({})))), 0) FROM {}.{}",
+        "{CHECKSUM_INSERT}{run}, {}, {}, COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {}, \
+         CONCAT({})))), 0) FROM {}.{}",
         literal(db),
         literal(table),
         cols.join(", "),

@@ -4,7 +4,8 @@
 //! DDL through the log.
 //!
 //! Owns: the write half of `ClientSession`. May import: executor::write, replication (log
-//! handles, records), sql::determinism, session, protocol.
+//! handles, records), sql (determinism, classify), frontend::checksum (its statement),
+//! session, protocol.
 
 use super::commands::{no_backend_connection, until_down, ClientSession, Failure};
 use crate::executor::write::{
@@ -17,7 +18,9 @@ use crate::replication::log::{CommitError, ShardLog};
 use crate::replication::record::{Body, Record, RecordKind, Statement};
 use crate::router::{Route, ShardId, Target};
 use crate::session::{PinReason, SessionState};
-use crate::sql::classify::{defined_object, non_innodb_engine, sets_non_innodb_default_engine};
+use crate::sql::classify::{
+    defined_object, non_innodb_engine, sets_non_innodb_default_engine, touches_proxy_schema,
+};
 use crate::sql::determinism::{check_write, Literals};
 use crate::sql::lexer::{Lexer, Tok};
 use crate::sql::{Classified, Flags, Kind, SessionChange};
@@ -57,6 +60,15 @@ pub fn classify_write(
     session: &SessionState,
 ) -> Result<WriteClass, MysqlError> {
     let temp = |t: &String| session.temp_tables.contains(&table_name(t));
+    if matches!(c.kind, Kind::Write | Kind::Call | Kind::Ddl)
+        && touches_proxy_schema(c, sql, session.schema.as_deref())
+        && !super::checksum::is_checksum_statement(sql)
+    {
+        return Err(not_supported(
+            "the myquorum schema is the proxy's own (its copy of the log on each replica): \
+             it is not changed through the proxy",
+        ));
+    }
     match c.kind {
         Kind::Write | Kind::Call => {
             if c.tables.iter().any(temp) {

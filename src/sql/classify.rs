@@ -165,6 +165,36 @@ pub fn defined_object(sql: &str) -> Option<String> {
     })
 }
 
+/// The proxy's own schema on every replica (the log copy, checksum runs).
+pub const PROXY_SCHEMA: &str = "myquorum";
+
+/// Whether a write or DDL changes something in the proxy's own schema: a table qualified
+/// with it (or unqualified while it is the session's schema), or the schema itself.
+pub fn touches_proxy_schema(c: &Classified, sql: &str, session_schema: Option<&str>) -> bool {
+    let in_proxy_schema = |t: &String| {
+        let mut parts = t.rsplitn(2, '.');
+        let _table = parts.next();
+        match parts.next() {
+            Some(db) => db.trim_matches('`').eq_ignore_ascii_case(PROXY_SCHEMA),
+            None => session_schema.is_some_and(|s| s.eq_ignore_ascii_case(PROXY_SCHEMA)),
+        }
+    };
+    if c.tables.iter().any(in_proxy_schema) {
+        return true;
+    }
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).take(8).map(|t| t.tok).collect();
+    let schema_ddl = toks
+        .first()
+        .is_some_and(|t| t.is_word("DROP") || t.is_word("CREATE") || t.is_word("ALTER"))
+        && toks
+            .get(1)
+            .is_some_and(|t| t.is_word("DATABASE") || t.is_word("SCHEMA"));
+    schema_ddl
+        && toks.iter().skip(2).any(
+            |t| matches!(t, Tok::Word(w) | Tok::Quoted(w) if w.eq_ignore_ascii_case(PROXY_SCHEMA)),
+        )
+}
+
 /// The storage engine a `CREATE TABLE` / `ALTER TABLE` names in its table options
 /// (`ENGINE [=] name`, outside the column list), when it is not InnoDB.
 pub fn non_innodb_engine(sql: &str) -> Option<String> {
@@ -873,6 +903,24 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    #[test]
+    fn changes_to_the_proxy_schema_are_recognised() {
+        let touches =
+            |sql: &str, schema: Option<&str>| touches_proxy_schema(&classify(sql), sql, schema);
+        assert!(touches("DELETE FROM myquorum.wal", None));
+        assert!(touches("TRUNCATE TABLE `MyQuorum`.`wal`", None));
+        assert!(touches("DELETE FROM wal WHERE ts < 5", Some("myquorum")));
+        assert!(touches("DROP DATABASE myquorum", None));
+        assert!(touches("DROP SCHEMA IF EXISTS `myquorum`", None));
+        assert!(touches(
+            "UPDATE shop.t JOIN myquorum.wal w ON w.ts = t.id SET t.a = 1",
+            None
+        ));
+        assert!(!touches("DELETE FROM wal", Some("shop")));
+        assert!(!touches("DROP DATABASE shop", None));
+        assert!(!touches("INSERT INTO shop.myquorum (a) VALUES (1)", None));
     }
 
     #[test]
