@@ -128,7 +128,10 @@ impl ClientSession {
             literal(&db),
             literal(&table)
         );
-        let Some(columns) = self.select_value(session, &probe, route, &columns).await? else {
+        let columns = self.select_value(session, &probe, route, &columns).await?;
+        // The primary connection was held for that read only.
+        self.release_if_unpinned(session);
+        let Some(columns) = columns else {
             return Err(Failure::Answer(MysqlError::new(
                 1146,
                 "42S02",

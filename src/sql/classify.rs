@@ -182,6 +182,9 @@ pub fn touches_proxy_schema(c: &Classified, sql: &str, session_schema: Option<&s
     if c.tables.iter().any(in_proxy_schema) {
         return true;
     }
+    if c.kind != Kind::Ddl {
+        return false;
+    }
     let toks: Vec<Tok<'_>> = Lexer::new(sql).take(8).map(|t| t.tok).collect();
     let schema_ddl = toks
         .first()
