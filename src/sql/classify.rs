@@ -215,10 +215,8 @@ pub fn non_innodb_engine(sql: &str) -> Option<String> {
                     Some(Tok::Punct('=')) => (true, i + 2),
                     _ => (false, i + 1),
                 };
-                let name = match toks.get(at) {
-                    Some(Tok::Word(w) | Tok::Quoted(w)) => w.to_string(),
-                    Some(Tok::Str(s)) => s.trim_matches(|c| c == '\'' || c == '"').to_string(),
-                    _ => continue,
+                let Some(name) = engine_name(toks.get(at)) else {
+                    continue;
                 };
                 // `ALTER TABLE t ADD engine INT` names a column, not an engine: without `=`
                 // only a known engine name counts.
@@ -233,6 +231,15 @@ pub fn non_innodb_engine(sql: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// An engine name as written: a word, a `quoted` name or a string literal.
+fn engine_name(t: Option<&Tok<'_>>) -> Option<String> {
+    match t? {
+        Tok::Word(w) | Tok::Quoted(w) => Some(w.to_string()),
+        Tok::Str(s) => Some(s.trim_matches(|c| c == '\'' || c == '"').to_string()),
+        _ => None,
+    }
 }
 
 const KNOWN_ENGINES: &[&str] = &[
@@ -282,10 +289,8 @@ pub fn sets_non_innodb_default_engine(sql: &str) -> Option<String> {
             (Some(Tok::Punct(':')), Some(Tok::Punct('='))) => i + 3,
             _ => continue,
         };
-        let name = match toks.get(at) {
-            Some(Tok::Word(w) | Tok::Quoted(w)) => w.to_string(),
-            Some(Tok::Str(s)) => s.trim_matches(|c| c == '\'' || c == '"').to_string(),
-            _ => continue,
+        let Some(name) = engine_name(toks.get(at)) else {
+            continue;
         };
         if !(name.eq_ignore_ascii_case("InnoDB") || name.eq_ignore_ascii_case("DEFAULT")) {
             return Some(name);
