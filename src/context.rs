@@ -118,7 +118,7 @@ impl ProxyContext {
                     } else {
                         st.applied.load(Ordering::Acquire)
                     },
-                    latency_us: pool.probe_ewma_us(),
+                    latency_us: pool.probe_latency_us(),
                 })
             })
             .collect();

@@ -1204,7 +1204,7 @@ async fn a_mysqldump_restored_through_the_proxy_reaches_every_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
     common::init_tracing();
-    let (dbs, _proxy, mut c) = three_replicas().await;
+    let (dbs, proxy, mut c) = three_replicas().await;
     run_all(
         &mut c,
         &[
@@ -1226,6 +1226,29 @@ async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
     assert_eq!(d, Some(4));
     let four: Option<i32> = c.query_first("SELECT sf.twice(2)").await.unwrap();
     assert_eq!(four, Some(4));
+    // A function made on the servers themselves (before the proxy came, or by an operator)
+    // is found by the health probes, which read mysql.proc.
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        d.query_drop(
+            "CREATE FUNCTION sf.Bump() RETURNS INT MODIFIES SQL DATA BEGIN \
+             UPDATE sf.ctr SET n = n + 10 WHERE id = 1; RETURN 0; END",
+        )
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.ctx.cluster.pools().all(|(_, _, p)| {
+        p.stored_functions()
+            .is_some_and(|names| names.contains("bump"))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the health probes never listed sf.Bump"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.query_drop("SELECT sf.Bump()").await.unwrap();
     assert_replicas_identical(&dbs, &mut c, &[]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
@@ -1233,7 +1256,7 @@ async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
             .query_first("SELECT n FROM sf.ctr WHERE id = 1")
             .await
             .unwrap();
-        assert_eq!(n, Some(4), "{}", db.addr());
+        assert_eq!(n, Some(14), "{}", db.addr());
     }
 }
 

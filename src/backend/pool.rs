@@ -32,7 +32,9 @@ pub struct BackendPool {
     /// Round trips of the health probe (`SELECT 1`, same client, same query for every
     /// backend): what read routing compares. Real-query figures would herd: the replica that
     /// gets the traffic is measured on cheap queries, the others only on slower probes.
-    probe_ewma_us: AtomicU64,
+    probes: Mutex<ProbeWindow>,
+    /// The median of `probes`, for the read path without a lock (µs, 0 = none yet).
+    probe_median_us: AtomicU64,
     /// Autocommit reads routed here.
     pub reads: AtomicU64,
     /// Times it was marked down (crashes, hangs, lost connections).
@@ -61,7 +63,8 @@ impl BackendPool {
             connect_failures: AtomicU64::new(0),
             version: Mutex::new(None),
             latency_ewma_us: AtomicU64::new(0),
-            probe_ewma_us: AtomicU64::new(0),
+            probes: Mutex::new(ProbeWindow::default()),
+            probe_median_us: AtomicU64::new(0),
             latency: LatencyHistogram::new(),
             reads: AtomicU64::new(0),
             down_events: AtomicU64::new(0),
@@ -122,15 +125,17 @@ impl BackendPool {
     }
 
     pub fn record_probe(&self, d: std::time::Duration) {
-        ewma(&self.probe_ewma_us, d);
+        let median = self.probes.lock().push(d.as_micros() as u64);
+        self.probe_median_us.store(median, Ordering::Relaxed);
     }
 
     pub fn latency_ewma_us(&self) -> u64 {
         self.latency_ewma_us.load(Ordering::Relaxed)
     }
 
-    pub fn probe_ewma_us(&self) -> u64 {
-        self.probe_ewma_us.load(Ordering::Relaxed)
+    /// The median round trip of the last few health probes (µs, 0 = none yet).
+    pub fn probe_latency_us(&self) -> u64 {
+        self.probe_median_us.load(Ordering::Relaxed)
     }
 
     pub fn is_up(&self) -> bool {
@@ -262,9 +267,78 @@ impl BackendPool {
 }
 
 /// EWMA with weight 1/8 in microseconds (0 means no sample yet).
+/// The last `PROBE_WINDOW` probe round trips. Routing compares their median, not an
+/// average: one probe that waited on a busy scheduler (20 ms against a usual 0.3 ms) would
+/// lift an average above its neighbours' for a second or more and steer every read away
+/// from a healthy replica, while a replica that is really slower or farther away is slower
+/// on most probes and so on the median.
+#[derive(Default)]
+pub struct ProbeWindow {
+    recent: [u64; PROBE_WINDOW],
+    len: usize,
+    next: usize,
+}
+
+const PROBE_WINDOW: usize = 8;
+
+impl ProbeWindow {
+    /// Adds one round trip (µs); returns the median of the window (the upper one of an even
+    /// count, so a tie leans to the slower figure).
+    pub fn push(&mut self, us: u64) -> u64 {
+        self.recent[self.next] = us.max(1);
+        self.next = (self.next + 1) % PROBE_WINDOW;
+        self.len = (self.len + 1).min(PROBE_WINDOW);
+        let mut sorted = self.recent;
+        let window = &mut sorted[..self.len];
+        window.sort_unstable();
+        window[self.len / 2]
+    }
+}
+
 fn ewma(cell: &AtomicU64, d: std::time::Duration) {
     let us = (d.as_micros() as u64).max(1);
     let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
         Some(if old == 0 { us } else { old - old / 8 + us / 8 })
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProbeWindow;
+
+    #[test]
+    fn one_slow_probe_does_not_move_the_median() {
+        let mut w = ProbeWindow::default();
+        for _ in 0..7 {
+            assert_eq!(w.push(300), 300);
+        }
+        // A scheduler hiccup: the figure routing compares stays put.
+        assert_eq!(w.push(20_000), 300);
+        assert_eq!(w.push(310), 300);
+    }
+
+    #[test]
+    fn a_replica_that_got_slower_shows_it_within_the_window() {
+        let mut w = ProbeWindow::default();
+        for _ in 0..8 {
+            w.push(300);
+        }
+        let figures: Vec<u64> = (0..8).map(|_| w.push(5_000)).collect();
+        // Half the window slow is enough (the upper median leans slow).
+        assert_eq!(figures[2], 300);
+        assert_eq!(figures[3], 5_000);
+        assert_eq!(figures[7], 5_000);
+    }
+
+    #[test]
+    fn the_first_probes_count_before_the_window_fills() {
+        let mut w = ProbeWindow::default();
+        assert_eq!(
+            w.push(0),
+            1,
+            "zero means none yet, so a probe counts as 1 µs"
+        );
+        assert_eq!(w.push(900), 900);
+        assert_eq!(w.push(500), 500);
+    }
 }

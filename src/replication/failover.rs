@@ -127,7 +127,7 @@ fn candidates(log: &ShardLog, cluster: &Cluster, end: u64, min_uptime: Duration)
                 replica,
                 live,
                 behind: log.records_between(applied, end) as u64,
-                latency_us: pool.probe_ewma_us(),
+                latency_us: pool.probe_latency_us(),
                 apply_us: (st.apply_latency.quantile_ms(0.5) * 1000.0) as u64,
                 // Uptime as the proxy saw it, capped so that a long uptime is no bonus
                 // beyond "stable".

@@ -29,10 +29,16 @@ pub async fn wait_converged(dbs: &[&MariaDb]) {
         if seen[0].is_some() && seen.iter().all(|s| *s == seen[0]) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "replicas did not converge: {seen:?}"
-        );
+        if Instant::now() >= deadline {
+            // A replica that is gone says why only in its own error log.
+            let logs: Vec<String> = dbs
+                .iter()
+                .zip(&seen)
+                .filter(|(_, s)| s.is_none())
+                .map(|(db, _)| format!("--- {} server.log ---\n{}", db.addr(), db.log_tail(40)))
+                .collect();
+            panic!("replicas did not converge: {seen:?}\n{}", logs.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

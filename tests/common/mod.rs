@@ -139,6 +139,13 @@ impl MariaDb {
         self.child = Some(child);
     }
 
+    /// The last `lines` lines of this server's error log (for failure messages).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     pub fn url(&self, db: Option<&str>) -> String {
         format!(
             "mysql://root@127.0.0.1:{}/{}?prefer_socket=false",
