@@ -19,6 +19,8 @@ pub struct Counters {
     /// replica was fresh enough.
     pub replica_reads: AtomicU64,
     pub primary_fallbacks: AtomicU64,
+    /// SETs of an isolation level below REPEATABLE READ, run as REPEATABLE READ.
+    pub isolation_raised: AtomicU64,
 }
 
 pub struct ProxyContext {

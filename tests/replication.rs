@@ -1471,3 +1471,90 @@ type ChecksumRow = (String, u32, String, Option<u64>, Option<u64>, String);
 async fn checksum(c: &mut Conn, sql: &str) -> Vec<ChecksumRow> {
     c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
+
+/// What Django does on MariaDB: every connection asks for READ COMMITTED, and every
+/// `Model.objects.create()` is an `INSERT … RETURNING id`. The proxy raises the isolation
+/// level to REPEATABLE READ (a weaker one would let statement replay diverge) instead of
+/// refusing the connection's first statement, and carries the ids a RETURNING insert
+/// generated, which no OK packet reports. Before, Django could not connect, and once the
+/// primary had an auto-increment gap (a rolled-back insert), RETURNING inserts got other
+/// ids on the followers, until a foreign key failed there and both were quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_sessions_and_insert_returning_replicate() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "CREATE DATABASE dj",
+            "CREATE TABLE dj.customer (id INT AUTO_INCREMENT PRIMARY KEY, \
+             name VARCHAR(20) NOT NULL UNIQUE)",
+            "CREATE TABLE dj.orders (id INT AUTO_INCREMENT PRIMARY KEY, customer INT NOT NULL, \
+             FOREIGN KEY (customer) REFERENCES dj.customer (id))",
+        ],
+    )
+    .await;
+    // The session runs REPEATABLE READ, wherever the read goes.
+    for _ in 0..3 {
+        let level: Option<String> = c.query_first("SELECT @@tx_isolation").await.unwrap();
+        assert_eq!(level.as_deref(), Some("REPEATABLE-READ"));
+    }
+    c.query_drop("SET @@session.tx_isolation = 'READ-UNCOMMITTED'")
+        .await
+        .unwrap();
+    let err = c
+        .query_drop("SET tx_isolation = CONCAT('READ-', 'COMMITTED')")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    // Gaps on the primary only: a rolled-back insert and a duplicate.
+    run_all(
+        &mut c,
+        &[
+            "BEGIN",
+            "INSERT INTO dj.customer (name) VALUES ('rolled back')",
+            "ROLLBACK",
+        ],
+    )
+    .await;
+    c.query_drop("INSERT INTO dj.customer (name) VALUES ('a')")
+        .await
+        .unwrap();
+    assert!(c
+        .query_drop("INSERT INTO dj.customer (name) VALUES ('a') RETURNING id")
+        .await
+        .is_err());
+    let ids: Vec<i32> = c
+        .query("INSERT INTO dj.customer (name) VALUES ('b'), ('c') RETURNING id")
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    let id: Option<i32> = c
+        .exec_first(
+            "INSERT INTO dj.customer (name) VALUES (?) RETURNING id",
+            ("d",),
+        )
+        .await
+        .unwrap();
+    c.query_drop("BEGIN").await.unwrap();
+    let in_tx: Option<i32> = c
+        .query_first("INSERT INTO dj.customer (name) VALUES ('e') RETURNING id")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    for customer in ids.iter().chain(&id).chain(&in_tx) {
+        c.query_drop(format!(
+            "INSERT INTO dj.orders (customer) VALUES ({customer})"
+        ))
+        .await
+        .unwrap();
+    }
+    assert_replicas_identical(&dbs, &mut c, &["dj.customer", "dj.orders"]).await;
+    let raised = proxy
+        .ctx
+        .counters
+        .isolation_raised
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(raised, 2);
+}

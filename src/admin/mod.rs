@@ -168,6 +168,7 @@ pub fn answer(
                     kv("backend_errors", c.backend_errors.load(Ordering::Relaxed)),
                     kv("replica_reads", c.replica_reads.load(Ordering::Relaxed)),
                     kv("primary_fallbacks", c.primary_fallbacks.load(Ordering::Relaxed)),
+                    kv("isolation_raised", c.isolation_raised.load(Ordering::Relaxed)),
                     kv(
                         "elections",
                         ctx.replication

@@ -43,6 +43,9 @@ pub struct WritePlan<'a> {
     /// LOAD DATA LOCAL: the client's file is relayed and a copy of at most this many bytes
     /// kept for the record (`body` is `Body::LoadData`).
     pub infile_cap: Option<usize>,
+    /// A DML statement: if it answers with rows (`INSERT … RETURNING`) there is no OK packet
+    /// to carry the ids it generated, so they are read from the server after it.
+    pub is_dml: bool,
 }
 
 /// A write executed on the primary, its answer held back.
@@ -216,9 +219,14 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         });
     }
     let mut insert_id = summary.ok.unwrap_or_default().last_insert_id;
-    if matches!(body, Body::LoadData { .. }) && summary.error.is_none() {
-        // LOAD DATA's OK carries no insert id; LAST_INSERT_ID() has the first generated one
-        // (it changed only if the load generated ids; read before the load too).
+    let answer_lacks_insert_id =
+        matches!(body, Body::LoadData { .. }) || plan.is_dml && summary.result_sets > 0;
+    if answer_lacks_insert_id && summary.error.is_none() {
+        // Neither LOAD DATA's OK nor the rows of `INSERT … RETURNING` (Django and SQLAlchemy
+        // insert so on MariaDB) carry the first generated id; LAST_INSERT_ID() has it. When
+        // the statement generated none it still holds an earlier statement's id, which the
+        // replica's identical statement then does not use either (the replay sets insert_id
+        // per statement, so nothing carries over).
         conn.stream
             .write_packet(0, &query("SELECT LAST_INSERT_ID()"))
             .await
@@ -230,7 +238,7 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
             .flatten()
             .and_then(|r| r.into_iter().next().flatten())
             .and_then(|v| v.parse::<u64>().ok());
-        if let Some(after) = after.filter(|a| Some(*a) != last_insert_id) {
+        if let Some(after) = after {
             insert_id = after;
         }
     }

@@ -506,6 +506,16 @@ impl ClientSession {
                     crate::sql::rewrite::hide_backend_socket(sql)
                 } else if c.flags.contains(Flags::TABLE_LOCK) && c.kind == Kind::Lock {
                     crate::sql::rewrite::lock_tables_with_log(sql)
+                } else if c.kind == Kind::Session {
+                    let raised = crate::sql::set::raise_isolation(sql);
+                    if raised.is_some() {
+                        self.ctx
+                            .counters
+                            .isolation_raised
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(sql, "isolation level raised to REPEATABLE READ");
+                    }
+                    raised
                 } else {
                     None
                 }

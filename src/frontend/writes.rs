@@ -333,8 +333,7 @@ impl ClientSession {
             command,
             body,
             wrap_in_transaction: wrap,
-            // LOAD DATA: compared after the load to find the ids it generated.
-            needs_last_insert_id: check.needs_last_insert_id || infile_cap.is_some(),
+            needs_last_insert_id: check.needs_last_insert_id,
             needs_rand_seed: check.needs_rand_seed,
             read_settings: session.pin_reasons().contains(&PinReason::UnreplayableSet),
             schema: session.schema.clone(),
@@ -344,6 +343,7 @@ impl ClientSession {
             deprecate_eof: self.deprecate_eof,
             kind: ResponseKind::ResultSets,
             infile_cap,
+            is_dml: c.kind == Kind::Write,
         };
         let Some(h) = self.held.as_mut() else {
             return Err(no_backend_connection());
@@ -858,24 +858,21 @@ pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> 
             return Err(not_supported(&non_innodb(&engine)));
         }
     }
-    if weakens_isolation(c, sql) {
+    if sets_isolation_by_expression(c, sql) {
         return Err(not_supported(
-            "isolation levels below REPEATABLE READ would let replicas diverge; \
-             REPEATABLE READ is enforced",
+            "the isolation level must be set with a literal (the proxy raises levels below \
+             REPEATABLE READ to it, so replicas can replay the writes)",
         ));
     }
     Ok(())
 }
 
-/// SET of an isolation level weaker than REPEATABLE READ.
-pub fn weakens_isolation(c: &Classified, sql: &str) -> bool {
-    if c.kind != Kind::Session {
+/// A SET of `tx_isolation`/`transaction_isolation` to something other than a literal
+/// level: the proxy could not tell whether it falls below REPEATABLE READ.
+pub fn sets_isolation_by_expression(c: &Classified, sql: &str) -> bool {
+    if c.kind != Kind::Session || !matches!(c.session, Some(SessionChange::Unreplayable)) {
         return false;
     }
-    let up = sql.to_ascii_uppercase();
-    up.contains("ISOLATION")
-        && up.contains("READ")
-        && (up.contains("COMMITTED") || up.contains("UNCOMMITTED"))
-        || (up.contains("TX_ISOLATION") || up.contains("TRANSACTION_ISOLATION"))
-            && (up.contains("READ-COMMITTED") || up.contains("READ-UNCOMMITTED"))
+    let lower = sql.to_ascii_lowercase();
+    lower.contains("tx_isolation") || lower.contains("transaction_isolation")
 }

@@ -3,7 +3,10 @@
 //! is a literal (number, string, ON/OFF/DEFAULT-like word); anything computed
 //! (`CONCAT(@@sql_mode, …)`, subqueries, user variables) pins the session instead.
 //!
-//! Owns: `SessionChange`. May import: sql::lexer.
+//! Isolation levels below REPEATABLE READ are raised to it, both in what is replayed and
+//! in what is forwarded (`raise_isolation`).
+//!
+//! Owns: `SessionChange`, `Isolation`. May import: sql::lexer.
 
 use super::lexer::{Lexer, Tok};
 
@@ -54,6 +57,7 @@ pub fn parse_set(sql: &str) -> Option<SessionChange> {
         }
     }
     parts.push((start, toks.len()));
+    let parts_count = parts.len();
     for (a, b) in parts {
         let t = &toks[a..b];
         if t.is_empty() {
@@ -85,7 +89,32 @@ pub fn parse_set(sql: &str) -> Option<SessionChange> {
             return Some(SessionChange::Unreplayable);
         }
         if head.is_word("TRANSACTION") {
-            return Some(SessionChange::Unreplayable);
+            // `SET [SESSION] TRANSACTION ISOLATION LEVEL …` alone; other characteristics
+            // (READ ONLY, several at once) pin the session.
+            let level = match &rest[1..] {
+                [iso, lvl, words @ ..] if iso.is_word("ISOLATION") && lvl.is_word("LEVEL") => {
+                    Isolation::from_words(words)
+                }
+                _ => None,
+            };
+            let Some(level) = level.filter(|_| parts_count == 1) else {
+                return Some(SessionChange::Unreplayable);
+            };
+            if global {
+                return Some(SessionChange::Global);
+            }
+            let enforced = level.enforced();
+            if i == 1 {
+                vars.push((
+                    "tx_isolation".to_string(),
+                    format!("SESSION tx_isolation = {}", enforced.value()),
+                ));
+            } else if enforced != Isolation::RepeatableRead {
+                // Next transaction only: it lives on one connection.
+                return Some(SessionChange::Unreplayable);
+            }
+            // Next transaction at REPEATABLE READ: what every connection runs anyway.
+            continue;
         }
         let (name, eq_at) = match rest {
             [Tok::UserVar(_), ..] => return Some(SessionChange::Unreplayable),
@@ -132,10 +161,151 @@ pub fn parse_set(sql: &str) -> Option<SessionChange> {
         if !literal {
             return Some(SessionChange::Unreplayable);
         }
+        if is_isolation_variable(&name) {
+            let Some(level) = Isolation::from_value(&value[0]) else {
+                return Some(SessionChange::Unreplayable);
+            };
+            vars.push((
+                "tx_isolation".to_string(),
+                format!("SESSION {name} = {}", level.enforced().value()),
+            ));
+            continue;
+        }
         let value_text = &sql[spans[a + i + eq_at + 1].0..spans[b - 1].1];
         vars.push((name.clone(), format!("SESSION {name} = {value_text}")));
     }
     Some(SessionChange::Vars(vars))
+}
+
+/// A transaction isolation level as a client may ask for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    ReadUncommitted,
+    ReadCommitted,
+    RepeatableRead,
+    Serializable,
+}
+
+impl Isolation {
+    /// The level from `READ COMMITTED`-style words (the whole remainder of the statement).
+    fn from_words(words: &[Tok<'_>]) -> Option<Isolation> {
+        match words {
+            [r, c] if r.is_word("READ") && c.is_word("UNCOMMITTED") => {
+                Some(Isolation::ReadUncommitted)
+            }
+            [r, c] if r.is_word("READ") && c.is_word("COMMITTED") => Some(Isolation::ReadCommitted),
+            [r, c] if r.is_word("REPEATABLE") && c.is_word("READ") => {
+                Some(Isolation::RepeatableRead)
+            }
+            [s] if s.is_word("SERIALIZABLE") => Some(Isolation::Serializable),
+            _ => None,
+        }
+    }
+
+    /// The level from a `tx_isolation` value: `'READ-COMMITTED'` (any case, either quote)
+    /// or the enum's index 0–3.
+    fn from_value(value: &Tok<'_>) -> Option<Isolation> {
+        let text = match value {
+            Tok::Str(s) => s.get(1..s.len().saturating_sub(1))?,
+            Tok::Number(n) => n,
+            _ => return None,
+        };
+        const LEVELS: [(&str, &str, Isolation); 4] = [
+            ("READ-UNCOMMITTED", "0", Isolation::ReadUncommitted),
+            ("READ-COMMITTED", "1", Isolation::ReadCommitted),
+            ("REPEATABLE-READ", "2", Isolation::RepeatableRead),
+            ("SERIALIZABLE", "3", Isolation::Serializable),
+        ];
+        LEVELS
+            .iter()
+            .find(|(name, index, _)| text.eq_ignore_ascii_case(name) || text == *index)
+            .map(|(_, _, level)| *level)
+    }
+
+    /// What the proxy runs for it. Statement replay in log order reproduces the primary only
+    /// under REPEATABLE READ or stronger (MySQL refuses statement-based binlogging of InnoDB
+    /// writes below it for the same reason: without gap locks a later-committed statement
+    /// may have missed rows an earlier-committed one inserted). A weaker level is raised,
+    /// not refused: frameworks such as Django ask for READ COMMITTED on every connection,
+    /// and an application written for READ COMMITTED runs under REPEATABLE READ (MySQL's
+    /// default) — it takes more locks and a transaction reads one snapshot.
+    pub fn enforced(self) -> Isolation {
+        match self {
+            Isolation::ReadUncommitted | Isolation::ReadCommitted => Isolation::RepeatableRead,
+            other => other,
+        }
+    }
+
+    fn value(self) -> &'static str {
+        match self {
+            Isolation::ReadUncommitted => "'READ-UNCOMMITTED'",
+            Isolation::ReadCommitted => "'READ-COMMITTED'",
+            Isolation::RepeatableRead => "'REPEATABLE-READ'",
+            Isolation::Serializable => "'SERIALIZABLE'",
+        }
+    }
+}
+
+fn is_isolation_variable(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let name = name
+        .strip_prefix("session.")
+        .or(name.strip_prefix("local."))
+        .unwrap_or(&name);
+    name == "tx_isolation" || name == "transaction_isolation"
+}
+
+/// The statement with every isolation level below REPEATABLE READ it sets raised to
+/// REPEATABLE READ (`READ COMMITTED` words, `'READ-COMMITTED'` or index values assigned to
+/// `tx_isolation`/`transaction_isolation`); None when it sets none. Works on any statement
+/// text, several statements included.
+pub fn raise_isolation(sql: &str) -> Option<String> {
+    let toks: Vec<_> = Lexer::new(sql).collect();
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut last = 0;
+    let mut i = 0;
+    while i < toks.len() {
+        let t = &toks[i];
+        let replace = if t.tok.is_word("LEVEL") {
+            let words: Vec<Tok<'_>> = toks[i + 1..(i + 3).min(toks.len())]
+                .iter()
+                .map(|x| x.tok)
+                .collect();
+            Isolation::from_words(&words)
+                .filter(|l| l.enforced() != *l)
+                .map(|_| (i + 1, i + 2, "REPEATABLE READ"))
+        } else {
+            let name = match t.tok {
+                Tok::SysVar(v) | Tok::Word(v) => Some(v),
+                _ => None,
+            };
+            let value_at = match toks.get(i + 1).map(|x| x.tok) {
+                Some(Tok::Punct('=')) => Some(i + 2),
+                Some(Tok::Punct(':')) => Some(i + 3),
+                _ => None,
+            };
+            match (name, value_at) {
+                (Some(n), Some(v)) if is_isolation_variable(n) => toks
+                    .get(v)
+                    .and_then(|x| Isolation::from_value(&x.tok))
+                    .filter(|l| l.enforced() != *l)
+                    .map(|_| (v, v, "'REPEATABLE-READ'")),
+                _ => None,
+            }
+        };
+        if let Some((from, to, with)) = replace {
+            out.push_str(&sql[last..toks[from].start]);
+            out.push_str(with);
+            last = toks[to].end;
+            i = to + 1;
+        } else {
+            i += 1;
+        }
+    }
+    (last > 0).then(|| {
+        out.push_str(&sql[last..]);
+        out
+    })
 }
 
 #[cfg(test)]
@@ -180,7 +350,11 @@ mod tests {
         );
         assert_eq!(parse_set("SET @x = 1"), Some(SessionChange::Unreplayable));
         assert_eq!(
-            parse_set("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+            parse_set("SET SESSION TRANSACTION READ ONLY"),
+            Some(SessionChange::Unreplayable)
+        );
+        assert_eq!(
+            parse_set("SET tx_isolation = CONCAT('READ-', 'COMMITTED')"),
             Some(SessionChange::Unreplayable)
         );
         assert_eq!(
@@ -191,6 +365,92 @@ mod tests {
             parse_set("SET @@global.max_connections = 10"),
             Some(SessionChange::Global)
         );
+    }
+
+    #[test]
+    fn isolation_levels_replay_raised_to_repeatable_read() {
+        let rr = vec![(
+            "tx_isolation".to_string(),
+            "SESSION tx_isolation = 'REPEATABLE-READ'".to_string(),
+        )];
+        for sql in [
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "set local transaction isolation level read uncommitted",
+            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        ] {
+            assert_eq!(vars(sql), rr, "{sql}");
+        }
+        assert_eq!(
+            vars("SET @@session.tx_isolation = \"read-committed\", autocommit = 1"),
+            vec![
+                (
+                    "tx_isolation".to_string(),
+                    "SESSION tx_isolation = 'REPEATABLE-READ'".to_string()
+                ),
+                (
+                    "autocommit".to_string(),
+                    "SESSION autocommit = 1".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            vars("SET transaction_isolation = 1"),
+            vec![(
+                "tx_isolation".to_string(),
+                "SESSION transaction_isolation = 'REPEATABLE-READ'".to_string()
+            )]
+        );
+        assert_eq!(
+            vars("SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            vec![(
+                "tx_isolation".to_string(),
+                "SESSION tx_isolation = 'SERIALIZABLE'".to_string()
+            )]
+        );
+        // The next transaction only: nothing to replay when it runs REPEATABLE READ anyway.
+        assert_eq!(
+            parse_set("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+            Some(SessionChange::Vars(vec![]))
+        );
+        assert_eq!(
+            parse_set("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            Some(SessionChange::Unreplayable)
+        );
+        assert_eq!(
+            parse_set("SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+            Some(SessionChange::Global)
+        );
+    }
+
+    #[test]
+    fn the_forwarded_statement_asks_for_repeatable_read() {
+        assert_eq!(
+            raise_isolation("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").as_deref(),
+            Some("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        );
+        assert_eq!(
+            raise_isolation(
+                "SET sql_auto_is_null = 0; set transaction isolation level read uncommitted"
+            )
+            .as_deref(),
+            Some("SET sql_auto_is_null = 0; set transaction isolation level REPEATABLE READ")
+        );
+        assert_eq!(
+            raise_isolation("SET @@SESSION.tx_isolation='READ-COMMITTED', autocommit=0").as_deref(),
+            Some("SET @@SESSION.tx_isolation='REPEATABLE-READ', autocommit=0")
+        );
+        assert_eq!(
+            raise_isolation("SET transaction_isolation := 0").as_deref(),
+            Some("SET transaction_isolation := 'REPEATABLE-READ'")
+        );
+        for unchanged in [
+            "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET tx_isolation = 'REPEATABLE-READ'",
+            "SET sql_mode = 'READ-COMMITTED'",
+            "SET SESSION TRANSACTION READ ONLY",
+        ] {
+            assert_eq!(raise_isolation(unchanged), None, "{unchanged}");
+        }
     }
 
     #[test]
