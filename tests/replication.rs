@@ -960,14 +960,15 @@ async fn writes_after_a_computed_set_replicate_with_the_primarys_settings() {
     )
     .await
     .unwrap();
-    // A literal setting first, then the session pins: it must survive the settings being
-    // read from the primary from now on.
+    // A literal setting first, then the session pins (a user variable assigned in the same
+    // SET: the proxy cannot evaluate that SET apart): the literal setting must survive the
+    // settings being read from the primary from now on.
     c.query_drop("SET div_precision_increment = 8")
         .await
         .unwrap();
     c.query_drop("SET @n = 7").await.unwrap();
     c.query_drop(
-        "SET foreign_key_checks = 1 - 1, auto_increment_increment = 1 + 4, \
+        "SET @m = 1, foreign_key_checks = 1 - 1, auto_increment_increment = 1 + 4, \
          time_zone = CONCAT('+0', '3:00'), sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
     )
     .await
@@ -1557,4 +1558,74 @@ async fn read_committed_sessions_and_insert_returning_replicate() {
         .isolation_raised
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(raised, 2);
+}
+
+/// Rails' connection set-up computes sql_mode from the server's own
+/// (`CONCAT(CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), ',NO_AUTO_VALUE_ON_ZERO')`). The proxy
+/// evaluates it on the backend and keeps the result as a literal setting, so the session is
+/// not pinned (its reads still go to replicas) and its writes replay with the primary's
+/// sql_mode: with NO_AUTO_VALUE_ON_ZERO an explicit id 0 is stored as 0 on every replica,
+/// where a follower without it would have generated a new id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computed_sql_mode_is_kept_as_a_literal_and_does_not_pin_the_session() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci, \
+             @@SESSION.sql_mode = CONCAT(CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), ',NO_AUTO_VALUE_ON_ZERO'), \
+             @@SESSION.sql_auto_is_null = 0, @@SESSION.wait_timeout = 2147483",
+            "CREATE DATABASE rails",
+            "CREATE TABLE rails.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(3) NOT NULL)",
+            "INSERT INTO rails.t (id, v) VALUES (0, 'z'), (NULL, 'a')",
+        ],
+    )
+    .await;
+    // Strict mode on the primary: a value too long is an error, not a truncation.
+    let err = c
+        .query_drop("INSERT INTO rails.t (v) VALUES ('toolong')")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1406, "{err}");
+    let mode: Option<String> = c.query_first("SELECT @@sql_mode").await.unwrap();
+    let mode = mode.unwrap();
+    assert!(
+        mode.contains("STRICT_ALL_TABLES") && mode.contains("NO_AUTO_VALUE_ON_ZERO"),
+        "{mode}"
+    );
+    // Not pinned: plain reads reach the followers.
+    let follower_reads = || -> u64 {
+        proxy
+            .ctx
+            .cluster
+            .pools()
+            .filter(|(_, r, _)| r.0 != 0)
+            .map(|(_, _, p)| p.reads.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
+    let before = follower_reads();
+    for _ in 0..60 {
+        let m: Option<String> = c.query_first("SELECT @@sql_mode").await.unwrap();
+        assert_eq!(
+            m.as_deref(),
+            Some(mode.as_str()),
+            "a replica ran another sql_mode"
+        );
+        let v: Option<String> = c
+            .query_first("SELECT v FROM rails.t WHERE id = 0")
+            .await
+            .unwrap();
+        assert_eq!(v.as_deref(), Some("z"));
+    }
+    assert!(
+        follower_reads() > before,
+        "the session was pinned: no read reached a follower"
+    );
+    assert_replicas_identical(&dbs, &mut c, &["rails.t"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let ids: Vec<i32> = d.query("SELECT id FROM rails.t ORDER BY id").await.unwrap();
+        assert_eq!(ids, [0, 1], "{}", db.addr());
+    }
 }

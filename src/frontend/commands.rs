@@ -414,6 +414,16 @@ impl ClientSession {
         if let Some(SessionChange::Proxy(name, value)) = &c.session {
             return self.set_proxy_variable(client, session, name, value).await;
         }
+        if matches!(c.session, Some(SessionChange::Computed)) {
+            if let Some(literal) = self.with_evaluated_values(session, &c, sql).await? {
+                let lc = self.ctx.classify_cache.classify(&literal);
+                if matches!(lc.session, Some(SessionChange::Vars(_))) {
+                    let payload = [&[COM_QUERY][..], literal.as_bytes()].concat();
+                    return Box::pin(self.run_statement(client, session, lc, &literal, &payload))
+                        .await;
+                }
+            }
+        }
         let c = self.stored_function_call(&c, sql).unwrap_or(c);
         let route = self.route_statement(&c, session);
         if route.target != Target::Proxy {
@@ -633,17 +643,60 @@ impl ClientSession {
         route: Route,
         expression: &str,
     ) -> Result<Option<String>, Failure> {
+        Ok(self
+            .evaluate(session, c, route, expression)
+            .await?
+            .ok()
+            .flatten())
+    }
+
+    /// `SELECT <expression>` on the routed backend: its value (None for NULL) or the
+    /// server's error.
+    async fn evaluate(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        expression: &str,
+    ) -> Result<Result<Option<String>, MysqlError>, Failure> {
         self.hold_for(session, route).await?;
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
             return Err(no_backend_connection());
         };
         match executor::select_value(&mut h.conn, expression, deprecate_eof).await {
-            Ok(v) => Ok(v.ok().flatten()),
+            Ok(v) => Ok(v),
             Err(e) => self
                 .finish(session, c, Err(RelayError::Backend(e)))
-                .map(|_| None),
+                .map(|_| Ok(None)),
         }
+    }
+
+    /// A SET with computed values (Rails: `@@SESSION.sql_mode = CONCAT(@@sql_mode, …)`)
+    /// with each value evaluated on the backend the SET would run on and written back as a
+    /// literal, so the session's settings stay replayable on any connection instead of
+    /// pinning it (and having every write read its settings from the primary). None when a
+    /// value cannot be evaluated or written back: the SET then runs as sent.
+    async fn with_evaluated_values(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        sql: &str,
+    ) -> Result<Option<String>, Failure> {
+        let computed = crate::sql::set::computed_values(sql);
+        let route = self.route_statement(c, session);
+        let mut values = Vec::with_capacity(computed.len());
+        for (from, to) in &computed {
+            match self.evaluate(session, c, route, &sql[*from..*to]).await? {
+                Ok(v) => values.push(v),
+                Err(_) => return Ok(None),
+            }
+        }
+        // The connection was held for the evaluation only.
+        self.release_if_unpinned(session);
+        Ok(crate::sql::set::with_literal_values(
+            sql, &computed, &values,
+        ))
     }
 
     /// Runs the statements of a multi-statement text one by one, as MySQL does, stopping at

@@ -272,7 +272,10 @@ impl SessionState {
         if c.kind == Kind::Xa {
             self.pin(PinReason::Xa);
         }
-        if matches!(c.session, Some(SessionChange::Unreplayable)) {
+        if c.session
+            .as_ref()
+            .is_some_and(SessionChange::is_unreplayable)
+        {
             self.pin(PinReason::UnreplayableSet);
         }
         if self.affinity_left > 0 {

@@ -21,12 +21,88 @@ pub enum SessionChange {
     Proxy(String, String),
     /// SET GLOBAL / PERSIST: server state, not session state.
     Global,
+    /// Literal assignments and at least one computed value of a session variable
+    /// (`@@SESSION.sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')`, as Rails sends on
+    /// every connection). The proxy evaluates the values (`computed_values` finds them) on a
+    /// backend and runs the SET with literals, which is replayable; if it cannot, this counts
+    /// as `Unreplayable`.
+    Computed,
     /// Anything else that changes the session in a way the proxy will not replay.
     Unreplayable,
 }
 
+impl SessionChange {
+    /// Pins the session when run as it is.
+    pub fn is_unreplayable(&self) -> bool {
+        matches!(self, SessionChange::Unreplayable | SessionChange::Computed)
+    }
+}
+
 /// Parses a single SET or USE statement.
 pub fn parse_set(sql: &str) -> Option<SessionChange> {
+    let (change, computed) = parse(sql);
+    match change {
+        Some(SessionChange::Vars(_)) if !computed.is_empty() => Some(SessionChange::Computed),
+        other => other,
+    }
+}
+
+/// For a `Computed` SET: the byte ranges of its computed values, in order.
+pub fn computed_values(sql: &str) -> Vec<(usize, usize)> {
+    match parse(sql) {
+        (Some(SessionChange::Vars(_)), computed) => computed,
+        _ => Vec::new(),
+    }
+}
+
+/// The SET with each computed value (`computed_values`) replaced by the value it evaluated
+/// to on the server (None for NULL); None when a value cannot be written back as a literal.
+pub fn with_literal_values(
+    sql: &str,
+    computed: &[(usize, usize)],
+    values: &[Option<String>],
+) -> Option<String> {
+    if computed.len() != values.len() {
+        return None;
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut last = 0;
+    for ((from, to), value) in computed.iter().zip(values) {
+        out.push_str(sql.get(last..*from)?);
+        match value {
+            None => out.push_str("NULL"),
+            // Numbers bare: the server refuses quoted digits for boolean and integer variables.
+            Some(v)
+                if !v.is_empty()
+                    && v.strip_prefix('-')
+                        .unwrap_or(v)
+                        .bytes()
+                        .all(|b| b.is_ascii_digit()) =>
+            {
+                out.push_str(v)
+            }
+            // A backslash would mean different things with and without NO_BACKSLASH_ESCAPES.
+            Some(v) if v.contains('\\') => return None,
+            Some(v) => {
+                out.push('\'');
+                out.push_str(&v.replace('\'', "''"));
+                out.push('\'');
+            }
+        }
+        last = *to;
+    }
+    out.push_str(sql.get(last..)?);
+    Some(out)
+}
+
+/// The change a SET or USE makes, and the byte ranges of its computed values.
+fn parse(sql: &str) -> (Option<SessionChange>, Vec<(usize, usize)>) {
+    let mut computed = Vec::new();
+    let change = parse_into(sql, &mut computed);
+    (change, computed)
+}
+
+fn parse_into(sql: &str, computed: &mut Vec<(usize, usize)>) -> Option<SessionChange> {
     let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
     let spans: Vec<(usize, usize)> = Lexer::new(sql).map(|t| (t.start, t.end)).collect();
     let first = toks.first()?;
@@ -159,7 +235,11 @@ pub fn parse_set(sql: &str) -> Option<SessionChange> {
             ));
         }
         if !literal {
-            return Some(SessionChange::Unreplayable);
+            if is_isolation_variable(&name) || value.is_empty() {
+                return Some(SessionChange::Unreplayable);
+            }
+            computed.push((spans[a + i + eq_at + 1].0, spans[b - 1].1));
+            continue;
         }
         if is_isolation_variable(&name) {
             let Some(level) = Isolation::from_value(&value[0]) else {
@@ -346,7 +426,7 @@ mod tests {
     fn computed_values_and_user_variables_pin() {
         assert_eq!(
             parse_set("SET sql_mode = CONCAT(@@sql_mode, ',ANSI')"),
-            Some(SessionChange::Unreplayable)
+            Some(SessionChange::Computed)
         );
         assert_eq!(parse_set("SET @x = 1"), Some(SessionChange::Unreplayable));
         assert_eq!(
@@ -451,6 +531,83 @@ mod tests {
         ] {
             assert_eq!(raise_isolation(unchanged), None, "{unchanged}");
         }
+    }
+
+    #[test]
+    fn computed_values_are_found_and_written_back_as_literals() {
+        let rails = "SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci, \
+                     @@SESSION.sql_mode = CONCAT(CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), ',NO_AUTO_VALUE_ON_ZERO'), \
+                     @@SESSION.sql_auto_is_null = 0, @@SESSION.wait_timeout = 2147483";
+        assert_eq!(parse_set(rails), Some(SessionChange::Computed));
+        let computed = computed_values(rails);
+        assert_eq!(
+            computed
+                .iter()
+                .map(|(a, b)| &rails[*a..*b])
+                .collect::<Vec<_>>(),
+            ["CONCAT(CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), ',NO_AUTO_VALUE_ON_ZERO')"]
+        );
+        let literal = with_literal_values(
+            rails,
+            &computed,
+            &[Some("STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO".into())],
+        )
+        .unwrap();
+        assert_eq!(
+            vars(&literal),
+            vec![
+                (
+                    "names".to_string(),
+                    "NAMES utf8mb4 COLLATE utf8mb4_unicode_ci".to_string()
+                ),
+                (
+                    "sql_mode".to_string(),
+                    "SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO'".to_string()
+                ),
+                (
+                    "sql_auto_is_null".to_string(),
+                    "SESSION sql_auto_is_null = 0".to_string()
+                ),
+                (
+                    "wait_timeout".to_string(),
+                    "SESSION wait_timeout = 2147483".to_string()
+                ),
+            ]
+        );
+        // Numbers bare, NULL, quotes doubled; a backslash is not written back.
+        let sql = "SET a = 1 + 1, b = f(), c = CONCAT('x', 'y')";
+        let computed = computed_values(sql);
+        assert_eq!(computed.len(), 3);
+        assert_eq!(
+            with_literal_values(
+                sql,
+                &computed,
+                &[Some("2".into()), None, Some("it's".into())]
+            )
+            .as_deref(),
+            Some("SET a = 2, b = NULL, c = 'it''s'")
+        );
+        assert_eq!(
+            with_literal_values(
+                sql,
+                &computed,
+                &[Some("-2".into()), None, Some("a\\b".into())]
+            ),
+            None
+        );
+        // What cannot be evaluated apart from the statement still pins.
+        assert_eq!(
+            parse_set("SET @x = 1, sql_mode = @x"),
+            Some(SessionChange::Unreplayable)
+        );
+        assert_eq!(
+            parse_set("SET tx_isolation = CONCAT('READ-', 'COMMITTED')"),
+            Some(SessionChange::Unreplayable)
+        );
+        assert_eq!(
+            parse_set("SET GLOBAL sql_mode = CONCAT(@@sql_mode, ',ANSI')"),
+            Some(SessionChange::Global)
+        );
     }
 
     #[test]
