@@ -1452,7 +1452,51 @@ async fn proxy_checksum_table_compares_replicas_at_one_point_of_the_log() {
         .unwrap();
     let rows = checksum(&mut c, "PROXY CHECKSUM TABLE ck.t").await;
     assert_eq!(rows[1].5, "same as the primary", "{rows:?}");
-    assert_eq!(rows[2].5, "DIFFERS from the primary", "{rows:?}");
+    assert_eq!(
+        rows[2].5, "DIFFERS from the primary in 1 of 2 chunks: id <= 153",
+        "{rows:?}"
+    );
+    // In chunks of 50 rows by the integer key, each its own write (shared locks on 50 rows
+    // at a time); the answer names the chunk that differs.
+    c.query_drop("SET myquorum_checksum_chunk_rows = 50")
+        .await
+        .unwrap();
+    let rows = checksum(&mut c, "PROXY CHECKSUM TABLE ck.t").await;
+    assert_eq!(rows[0].3, Some(153), "{rows:?}");
+    assert_eq!(rows[1].5, "same as the primary", "{rows:?}");
+    assert_eq!(
+        rows[2].5, "DIFFERS from the primary in 1 of 5 chunks: id <= 50",
+        "{rows:?}"
+    );
+    // A table without an integer key is read in one write.
+    run_all(
+        &mut c,
+        &[
+            "CREATE TABLE ck.s (k VARCHAR(10) PRIMARY KEY, v INT)",
+            "INSERT INTO ck.s VALUES ('a', 1), ('b', 2)",
+        ],
+    )
+    .await;
+    let rows = checksum(&mut c, "PROXY CHECKSUM TABLE ck.s").await;
+    assert!(
+        rows[1..].iter().all(|r| r.5 == "same as the primary"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0].3, Some(2), "{rows:?}");
+    // The answers' rows are gone from every replica.
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let left: Option<i64> = d
+            .query_first("SELECT COUNT(*) FROM myquorum.checksums")
+            .await
+            .unwrap();
+        assert_eq!(left, Some(0), "{}", db.addr());
+    }
+    let err = c
+        .query_drop("SET myquorum_checksum_chunk_rows = 0")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1231, "{err}");
     let err = c
         .query_drop("PROXY CHECKSUM TABLE ck.missing")
         .await

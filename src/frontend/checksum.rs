@@ -18,6 +18,54 @@ use std::time::{Duration, Instant};
 /// How long the answer waits for followers to apply the checksum.
 const APPLY_WAIT: Duration = Duration::from_secs(30);
 
+/// The session variable that sets how many rows one checksum write reads (and holds
+/// shared locks on, until it commits), and its bounds.
+pub const CHUNK_ROWS_VARIABLE: &str = "myquorum_checksum_chunk_rows";
+const DEFAULT_CHUNK_ROWS: u64 = 5_000;
+pub const MAX_CHUNK_ROWS: u64 = 1_000_000;
+
+/// Chunk numbers live in a run id's low bits.
+const CHUNK_BITS: u32 = 20;
+
+/// Integer types a chunk key may have (ranges of them are written as plain numbers).
+const INTEGER_TYPES: &str = "'tinyint', 'smallint', 'mediumint', 'int', 'bigint'";
+
+/// One chunk's key range, (lower, upper]: None for open ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub key: String,
+    pub lower: Option<String>,
+    pub upper: Option<String>,
+}
+
+impl KeyRange {
+    fn condition(&self) -> Option<String> {
+        let k = ident(&self.key);
+        match (&self.lower, &self.upper) {
+            (None, None) => None,
+            (Some(l), None) => Some(format!("{k} > {l}")),
+            (None, Some(u)) => Some(format!("{k} <= {u}")),
+            (Some(l), Some(u)) => Some(format!("{k} > {l} AND {k} <= {u}")),
+        }
+    }
+
+    /// For the answer: "id 1–5000", "id > 5000".
+    fn describe(&self) -> String {
+        match (&self.lower, &self.upper) {
+            (None, None) => "the whole table".to_string(),
+            (Some(l), None) => format!("{} > {l}", self.key),
+            (None, Some(u)) => format!("{} <= {u}", self.key),
+            (Some(l), Some(u)) => format!("{} > {l} and <= {u}", self.key),
+        }
+    }
+}
+
+/// A key value read from the server, as a literal: integers only.
+fn integer_literal(v: &str) -> Option<String> {
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| v.to_string())
+}
+
 /// `PROXY CHECKSUM TABLE [db.]name`: (schema, table), or a syntax error; None when `sql` is
 /// another PROXY command.
 pub fn parse(sql: &str) -> Option<Result<(Option<String>, String), MysqlError>> {
@@ -66,10 +114,16 @@ pub fn is_checksum_statement(sql: &str) -> bool {
     sql.starts_with(CHECKSUM_INSERT)
 }
 
-/// The write that computes the checksum. Each row is hashed from its columns joined with
-/// `#` as bytes plus a NULL map (so NULL and '' differ); BIT_XOR makes the result independent of the
-/// order rows are read in.
-pub fn checksum_statement(run: u64, db: &str, table: &str, columns: &[String]) -> String {
+/// The write that computes the checksum of the rows in `range` (all of them when None).
+/// Each row is hashed from its columns joined with `#` as bytes plus a NULL map (so NULL and
+/// '' differ); BIT_XOR makes the result independent of the order rows are read in.
+pub fn checksum_statement(
+    run: u64,
+    db: &str,
+    table: &str,
+    columns: &[String],
+    range: Option<&KeyRange>,
+) -> String {
     let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
     let nulls: Vec<String> = cols.iter().map(|c| format!("ISNULL({c})")).collect();
     // As bytes: columns of different collations cannot be concatenated as text (error 1267).
@@ -77,9 +131,13 @@ pub fn checksum_statement(run: u64, db: &str, table: &str, columns: &[String]) -
         .iter()
         .map(|c| format!("CAST({c} AS BINARY)"))
         .collect();
+    let filter = range
+        .and_then(KeyRange::condition)
+        .map(|c| format!(" WHERE {c}"))
+        .unwrap_or_default();
     format!(
         "{CHECKSUM_INSERT}{run}, {}, {}, COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {}, \
-         CONCAT({})))), 0) FROM {}.{}",
+         CONCAT({})))), 0) FROM {}.{}{filter}",
         literal(db),
         literal(table),
         cols.join(", "),
@@ -89,7 +147,43 @@ pub fn checksum_statement(run: u64, db: &str, table: &str, columns: &[String]) -
     )
 }
 
+/// The last key of the next chunk of `rows` rows after `after` (read on the primary).
+fn chunk_end_query(db: &str, table: &str, key: &str, after: Option<&str>, rows: u64) -> String {
+    let k = ident(key);
+    let filter = after
+        .map(|a| format!(" WHERE {k} > {a}"))
+        .unwrap_or_default();
+    format!(
+        "(SELECT MAX({k}) FROM (SELECT {k} FROM {}.{}{filter} ORDER BY {k} LIMIT {rows}) chunk)",
+        ident(db),
+        ident(table)
+    )
+}
+
 impl ClientSession {
+    /// Runs one checksum write through the log like a client's write; its error, if any,
+    /// is the command's.
+    async fn run_checksum_write(
+        &mut self,
+        session: &mut SessionState,
+        sql: &str,
+    ) -> Result<(), Failure> {
+        let payload = [&[0x03u8][..], sql.as_bytes()].concat();
+        let c = self.ctx.classify_cache.classify(sql);
+        let mut sink = PacketStream::new(MemoryIo::keeping());
+        Box::pin(self.run_statement(&mut sink, session, c, sql, &payload)).await?;
+        sink.flush().await.map_err(Failure::Client)?;
+        let raw = sink.into_parts().0.buf;
+        if ends_with_error(&raw) {
+            let e = raw
+                .get(4..)
+                .and_then(MysqlError::decode)
+                .unwrap_or_else(|| MysqlError::new(1105, "HY000", "the checksum write failed"));
+            return Err(Failure::Answer(e));
+        }
+        Ok(())
+    }
+
     pub(super) async fn checksum_table<S>(
         &mut self,
         client: &mut PacketStream<S>,
@@ -113,13 +207,20 @@ impl ClientSession {
             )));
         };
         let started = Instant::now();
-        let run: u64 = rand::random::<u64>() >> 1;
+        let base: u64 = (rand::random::<u64>() >> (1 + CHUNK_BITS)) << CHUNK_BITS;
+        let chunk_rows = session
+            .proxy_vars
+            .iter()
+            .find(|(k, _)| k == CHUNK_ROWS_VARIABLE)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(DEFAULT_CHUNK_ROWS);
         // Routed as the checksum write is: the primary of the table's shard.
         let probe = self.ctx.classify_cache.classify(&checksum_statement(
-            run,
+            base,
             &db,
             &table,
             &["x".to_string()],
+            None,
         ));
         let route = self.route(&probe);
         let columns = format!(
@@ -129,7 +230,18 @@ impl ClientSession {
             literal(&table)
         );
         let columns = self.select_value(session, &probe, route, &columns).await?;
-        // The primary connection was held for that read only.
+        // A single-column integer key splits the table into chunks, each its own write, so
+        // no write holds shared locks on more than a chunk's rows (pt-table-checksum's way);
+        // without one the table is read in one write.
+        let key = format!(
+            "(SELECT IF(COUNT(*) = 1 AND MAX(DATA_TYPE) IN ({INTEGER_TYPES}), MAX(COLUMN_NAME), \
+             NULL) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \
+             AND COLUMN_KEY = 'PRI')",
+            literal(&db),
+            literal(&table)
+        );
+        let key = self.select_value(session, &probe, route, &key).await?;
+        // The primary connection was held for those reads only.
         self.release_if_unpinned(session);
         let Some(columns) = columns else {
             return Err(Failure::Answer(MysqlError::new(
@@ -139,19 +251,38 @@ impl ClientSession {
             )));
         };
         let columns: Vec<String> = columns.split('\n').map(str::to_string).collect();
-        let sql = checksum_statement(run, &db, &table, &columns);
-        let payload = [&[0x03u8][..], sql.as_bytes()].concat();
-        let c = self.ctx.classify_cache.classify(&sql);
-        let mut sink = PacketStream::new(MemoryIo::keeping());
-        Box::pin(self.run_statement(&mut sink, session, c, &sql, &payload)).await?;
-        sink.flush().await.map_err(Failure::Client)?;
-        let raw = sink.into_parts().0.buf;
-        if ends_with_error(&raw) {
-            let e = raw
-                .get(4..)
-                .and_then(MysqlError::decode)
-                .unwrap_or_else(|| MysqlError::new(1105, "HY000", "the checksum write failed"));
-            return Err(Failure::Answer(e));
+        let mut ranges: Vec<Option<KeyRange>> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let chunk = ranges.len() as u64;
+            if chunk >= 1 << CHUNK_BITS {
+                return Err(Failure::Answer(super::writes::not_supported(&format!(
+                    "more than {} chunks: SET {CHUNK_ROWS_VARIABLE} higher",
+                    1u64 << CHUNK_BITS
+                ))));
+            }
+            // The end of this chunk, or an open end when no rows are left after `after`.
+            let range = match &key {
+                None => None,
+                Some(key) => {
+                    let end = chunk_end_query(&db, &table, key, after.as_deref(), chunk_rows);
+                    let end = self.select_value(session, &probe, route, &end).await?;
+                    self.release_if_unpinned(session);
+                    Some(KeyRange {
+                        key: key.clone(),
+                        lower: after.clone(),
+                        upper: end.as_deref().and_then(integer_literal),
+                    })
+                }
+            };
+            let last = range.as_ref().is_none_or(|r| r.upper.is_none());
+            let sql = checksum_statement(base | chunk, &db, &table, &columns, range.as_ref());
+            self.run_checksum_write(session, &sql).await?;
+            after = range.as_ref().and_then(|r| r.upper.clone());
+            ranges.push(range);
+            if last {
+                break;
+            }
         }
         let shard = super::writes::route_shard(route);
         let Some(log) = self.ctx.replication.shard(shard).cloned() else {
@@ -164,7 +295,8 @@ impl ClientSession {
         let results = crate::replication::checksum::collect(
             &log,
             &self.ctx.cluster,
-            run,
+            base,
+            ranges.len() as u32,
             session.last_write_ts,
             APPLY_WAIT,
         )
@@ -172,29 +304,32 @@ impl ClientSession {
         let reference = results
             .iter()
             .find(|r| r.primary)
-            .and_then(|r| r.result.as_ref().ok().copied());
+            .and_then(|r| r.result.as_ref().ok().cloned());
         let mut differing = 0;
         let rows: Vec<Vec<Option<String>>> = results
             .iter()
             .map(|r| {
-                let (rows, crc, verdict) = match (&r.result, reference) {
-                    (Ok((n, crc)), _) if r.primary => (Some(*n), Some(*crc), "primary".into()),
-                    (Ok((n, crc)), Some(p)) if (*n, *crc) == p => {
-                        (Some(*n), Some(*crc), "same as the primary".into())
+                let verdict = match (&r.result, &reference) {
+                    (Ok(_), _) if r.primary => "primary".to_string(),
+                    (Ok(sum), Some(p)) => {
+                        let chunks = crate::replication::checksum::differing_chunks(p, sum);
+                        if chunks.is_empty() {
+                            "same as the primary".to_string()
+                        } else {
+                            differing += 1;
+                            differs(&chunks, ranges.len(), &ranges)
+                        }
                     }
-                    (Ok((n, crc)), Some(_)) => {
-                        differing += 1;
-                        (Some(*n), Some(*crc), "DIFFERS from the primary".into())
-                    }
-                    (Ok((n, crc)), None) => (Some(*n), Some(*crc), "primary unreadable".into()),
-                    (Err(why), _) => (None, None, why.clone()),
+                    (Ok(_), None) => "primary unreadable".to_string(),
+                    (Err(why), _) => why.clone(),
                 };
+                let sum = r.result.as_ref().ok();
                 vec![
                     Some(format!("{db}.{table}")),
                     Some(r.replica.0.to_string()),
                     Some(r.address.clone()),
-                    rows.map(|n| n.to_string()),
-                    crc.map(|c| c.to_string()),
+                    sum.map(|s| s.rows.to_string()),
+                    sum.map(|s| s.crc.to_string()),
                     Some(verdict),
                 ]
             })
@@ -203,8 +338,8 @@ impl ClientSession {
             tracing::error!(table = %format!("{db}.{table}"), differing,
                 "PROXY CHECKSUM TABLE: replicas differ from the primary; rebuild them from the primary");
         } else {
-            tracing::info!(table = %format!("{db}.{table}"), elapsed_ms = started.elapsed().as_millis() as u64,
-                "PROXY CHECKSUM TABLE done");
+            tracing::info!(table = %format!("{db}.{table}"), chunks = ranges.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64, "PROXY CHECKSUM TABLE done");
         }
         crate::protocol::resultset::queue_text_resultset(
             client,
@@ -216,6 +351,29 @@ impl ClientSession {
         );
         client.flush().await.map_err(Failure::Client)
     }
+}
+
+/// "DIFFERS from the primary in 2 of 40 chunks: id > 5000 and <= 10000, …".
+fn differs(chunks: &[u32], total: usize, ranges: &[Option<KeyRange>]) -> String {
+    if total <= 1 {
+        return "DIFFERS from the primary".to_string();
+    }
+    let shown: Vec<String> = chunks
+        .iter()
+        .take(3)
+        .map(|c| {
+            ranges
+                .get(*c as usize)
+                .and_then(|r| r.as_ref())
+                .map_or_else(|| format!("chunk {c}"), KeyRange::describe)
+        })
+        .collect();
+    let more = if chunks.len() > 3 { ", …" } else { "" };
+    format!(
+        "DIFFERS from the primary in {} of {total} chunks: {}{more}",
+        chunks.len(),
+        shown.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -239,8 +397,43 @@ mod tests {
     }
 
     #[test]
+    fn chunks_are_key_ranges() {
+        let range = |lower: Option<&str>, upper: Option<&str>| KeyRange {
+            key: "i`d".into(),
+            lower: lower.map(str::to_string),
+            upper: upper.map(str::to_string),
+        };
+        let sql = checksum_statement(8, "d", "t", &["a".into()], Some(&range(None, Some("50"))));
+        assert!(sql.ends_with("FROM `d`.`t` WHERE `i``d` <= 50"), "{sql}");
+        let sql = checksum_statement(
+            9,
+            "d",
+            "t",
+            &["a".into()],
+            Some(&range(Some("50"), Some("99"))),
+        );
+        assert!(sql.ends_with("WHERE `i``d` > 50 AND `i``d` <= 99"), "{sql}");
+        let sql = checksum_statement(9, "d", "t", &["a".into()], Some(&range(Some("99"), None)));
+        assert!(sql.ends_with("WHERE `i``d` > 99"), "{sql}");
+        assert!(is_checksum_statement(&sql));
+        assert_eq!(
+            chunk_end_query("d", "t", "id", Some("-5"), 100),
+            "(SELECT MAX(`id`) FROM (SELECT `id` FROM `d`.`t` WHERE `id` > -5 ORDER BY `id` \
+             LIMIT 100) chunk)"
+        );
+        assert_eq!(integer_literal("-12").as_deref(), Some("-12"));
+        assert_eq!(integer_literal("1e3"), None);
+        assert_eq!(integer_literal(""), None);
+        let ranges = vec![Some(range(None, Some("50"))), Some(range(Some("50"), None))];
+        assert_eq!(
+            differs(&[1], 2, &ranges),
+            "DIFFERS from the primary in 1 of 2 chunks: i`d > 50"
+        );
+    }
+
+    #[test]
     fn the_statement_quotes_names_and_hashes_nulls_apart() {
-        let sql = checksum_statement(7, "d'b", "t`x", &["a".into(), "b c".into()]);
+        let sql = checksum_statement(7, "d'b", "t`x", &["a".into(), "b c".into()], None);
         assert_eq!(
             sql,
             "INSERT INTO myquorum.checksums (run, db, tbl, row_count, crc) SELECT 7, 'd''b', \

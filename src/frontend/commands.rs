@@ -815,6 +815,23 @@ impl ClientSession {
     ) -> Result<(), Failure> {
         let allowed: &[&str] = match name {
             "myquorum_read_consistency" => &["strong", "session", "eventual"],
+            super::checksum::CHUNK_ROWS_VARIABLE => {
+                if !value
+                    .parse::<u64>()
+                    .is_ok_and(|n| (1..=super::checksum::MAX_CHUNK_ROWS).contains(&n))
+                {
+                    return Err(Failure::Answer(MysqlError::new(
+                        1231,
+                        "42000",
+                        format!(
+                            "Variable '{name}' can't be set to the value of '{value}' \
+                             (1 to {})",
+                            super::checksum::MAX_CHUNK_ROWS
+                        ),
+                    )));
+                }
+                &[]
+            }
             _ => {
                 return Err(Failure::Answer(MysqlError::new(
                     1193,
@@ -824,7 +841,7 @@ impl ClientSession {
             }
         };
         let v = value.to_ascii_lowercase();
-        if !allowed.contains(&v.as_str()) {
+        if !allowed.is_empty() && !allowed.contains(&v.as_str()) {
             return Err(Failure::Answer(MysqlError::new(
                 1231,
                 "42000",

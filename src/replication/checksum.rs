@@ -11,6 +11,7 @@ use super::applier::connect;
 use super::log::ShardLog;
 use crate::backend::Cluster;
 use crate::router::ReplicaId;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,21 +21,31 @@ pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS myquorum.checksums (\
     run BIGINT UNSIGNED NOT NULL PRIMARY KEY, db VARCHAR(64) NOT NULL, tbl VARCHAR(64) NOT NULL, \
     row_count BIGINT UNSIGNED NOT NULL, crc BIGINT UNSIGNED NOT NULL) ENGINE=InnoDB";
 
+/// A table's checksum on one replica: the sum over its chunks, and each chunk's
+/// (rows, checksum) by chunk number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSum {
+    pub rows: u64,
+    pub crc: u64,
+    pub chunks: BTreeMap<u32, (u64, u64)>,
+}
+
 /// One replica's answer.
 pub struct ReplicaChecksum {
     pub replica: ReplicaId,
     pub address: String,
     pub primary: bool,
-    /// (rows, checksum), or why the replica has none.
-    pub result: Result<(u64, u64), String>,
+    /// The sums, or why the replica has none.
+    pub result: Result<TableSum, String>,
 }
 
-/// Reads run `run` (logged at `ts`) from every replica of the shard, waiting up to `wait`
-/// for followers to apply it.
+/// Reads the `chunks` runs from `base` (the last logged at `ts`) from every replica of the
+/// shard, waiting up to `wait` for followers to apply them.
 pub async fn collect(
     log: &Arc<ShardLog>,
     cluster: &Cluster,
-    run: u64,
+    base: u64,
+    chunks: u32,
     ts: u64,
     wait: Duration,
 ) -> Vec<ReplicaChecksum> {
@@ -53,8 +64,8 @@ pub async fn collect(
             (Some(why), _) => Err(format!("quarantined: {why}")),
             (None, None) => Err("no such backend".to_string()),
             (None, Some(pool)) => {
-                // The primary committed the run before the client heard; a follower may
-                // still be applying it.
+                // The primary committed the runs before the client heard; a follower may
+                // still be applying them.
                 while !primary
                     && state.applied.load(Ordering::Acquire) < ts
                     && Instant::now() < deadline
@@ -69,7 +80,7 @@ pub async fn collect(
                          it caught up"
                     ))
                 } else {
-                    read_row(pool, run).await
+                    read_runs(pool, base, chunks).await
                 }
             }
         };
@@ -83,32 +94,87 @@ pub async fn collect(
     out
 }
 
-async fn read_row(pool: &Arc<crate::backend::BackendPool>, run: u64) -> Result<(u64, u64), String> {
+async fn read_runs(
+    pool: &Arc<crate::backend::BackendPool>,
+    base: u64,
+    chunks: u32,
+) -> Result<TableSum, String> {
     let mut conn = connect(pool)
         .await
         .map_err(|e| format!("unreachable: {e}"))?;
+    let last = base + u64::from(chunks.max(1)) - 1;
+    let range = format!("run BETWEEN {base} AND {last}");
+    // One row however many chunks: "chunk:rows:crc" joined.
+    let _ = conn
+        .execute("SET SESSION group_concat_max_len = 1073741824")
+        .await;
     let row = conn
         .query_row(&format!(
-            "SELECT row_count, crc FROM myquorum.checksums WHERE run = {run}"
+            "SELECT GROUP_CONCAT(CONCAT(run - {base}, ':', row_count, ':', crc) ORDER BY run) \
+             FROM myquorum.checksums WHERE {range}"
         ))
         .await
         .map_err(|e| format!("connection lost: {e}"))?
         .map_err(|e| format!("cannot read myquorum.checksums: {e}"))?;
-    // The row only carried the answer: it goes, directly (not a replicated change).
+    // The rows only carried the answer: they go, directly (not a replicated change).
     let _ = conn
-        .execute(&format!("DELETE FROM myquorum.checksums WHERE run = {run}"))
+        .execute(&format!("DELETE FROM myquorum.checksums WHERE {range}"))
         .await;
-    let value = |row: &[Option<String>], i: usize| {
-        row.get(i)
-            .cloned()
-            .flatten()
-            .and_then(|v| v.parse::<u64>().ok())
+    let listed = row.and_then(|r| r.into_iter().next().flatten());
+    let Some(listed) = listed else {
+        return Err("no checksum row: the run did not reach this replica".to_string());
     };
-    match row {
-        Some(row) => match (value(&row, 0), value(&row, 1)) {
-            (Some(rows), Some(crc)) => Ok((rows, crc)),
-            _ => Err("unreadable checksum row".to_string()),
-        },
-        None => Err("no checksum row: the run did not reach this replica".to_string()),
+    parse_chunks(&listed).ok_or_else(|| "unreadable checksum rows".to_string())
+}
+
+/// "chunk:rows:crc,…" into the table's sums.
+fn parse_chunks(listed: &str) -> Option<TableSum> {
+    let mut sum = TableSum {
+        rows: 0,
+        crc: 0,
+        chunks: BTreeMap::new(),
+    };
+    for entry in listed.split(',') {
+        let mut parts = entry.split(':').map(str::parse::<u64>);
+        let (Some(Ok(chunk)), Some(Ok(rows)), Some(Ok(crc)), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        sum.rows += rows;
+        sum.crc ^= crc;
+        sum.chunks.insert(u32::try_from(chunk).ok()?, (rows, crc));
+    }
+    Some(sum)
+}
+
+/// The chunks in which `replica` differs from `primary` (missing on either side included).
+pub fn differing_chunks(primary: &TableSum, replica: &TableSum) -> Vec<u32> {
+    let mut keys: Vec<u32> = primary
+        .chunks
+        .keys()
+        .chain(replica.chunks.keys())
+        .copied()
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| primary.chunks.get(k) != replica.chunks.get(k))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_lists_parse_and_compare() {
+        let p = parse_chunks("0:5000:17,1:5000:9,2:12:4").unwrap();
+        assert_eq!((p.rows, p.crc), (10_012, 17 ^ 9 ^ 4));
+        let r = parse_chunks("0:5000:17,1:5000:8,3:1:1").unwrap();
+        assert_eq!(differing_chunks(&p, &r), vec![1, 2, 3]);
+        assert_eq!(differing_chunks(&p, &p), Vec::<u32>::new());
+        assert_eq!(parse_chunks("0:1"), None);
+        assert_eq!(parse_chunks("x:1:2"), None);
     }
 }
