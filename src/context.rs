@@ -36,6 +36,8 @@ pub struct ProxyContext {
     pub read_consistency: crate::router::Consistency,
     /// Classification per statement digest, shared by all sessions.
     pub classify_cache: ClassifyCache,
+    /// Live client sessions by connection id, for KILL.
+    pub sessions: crate::frontend::kill::SessionRegistry,
     next_connection_id: AtomicU32,
 }
 
@@ -72,6 +74,7 @@ impl ProxyContext {
             counters: Counters::default(),
             read_consistency,
             classify_cache: ClassifyCache::new(10_000),
+            sessions: Default::default(),
             next_connection_id: AtomicU32::new(1),
         })
     }

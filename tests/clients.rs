@@ -365,3 +365,80 @@ async fn clients_that_prefer_the_unix_socket_stay_on_the_proxy() {
     let rows: Vec<(String, String)> = c.query("SHOW PROXY STATUS").await.unwrap();
     assert!(rows.iter().any(|(k, _)| k == "connections_active"));
 }
+
+/// KILL takes the proxy's connection ids (the handshake's, which the mysql CLI's Ctrl-C and
+/// JDBC query timeouts use): KILL QUERY stops that session's statement on whichever backend
+/// runs it and leaves the session usable; KILL ends the session (its open transaction rolled
+/// back); an id that is no proxy session is unknown, even when a backend thread has that
+/// number. Before, the statement was forwarded and stopped whatever backend thread had the
+/// number: another client's query, or the proxy's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_takes_the_proxys_connection_ids() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut a = connect(&proxy.url(None)).await;
+    let mut b = connect(&proxy.url(None)).await;
+    let a_id = a.id();
+    let sleeper = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let r: mysql_async::Result<Option<i64>> = a.query_first("SELECT SLEEP(20)").await;
+        (a, r.map_err(server_error), started.elapsed())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    b.query_drop(format!("KILL QUERY {a_id}")).await.unwrap();
+    let (mut a, result, took) = sleeper.await.unwrap();
+    assert_eq!(result.map_err(|e| e.0), Err(1317), "after {took:?}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    let one: Option<i64> = a.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "the session goes on after KILL QUERY");
+
+    // A backend thread whose number is no proxy session's is out of reach.
+    let mut direct = connect(&db.url(None)).await;
+    let mut thread = direct.id();
+    let mut spare = Vec::new();
+    while thread == a_id || thread == b.id() {
+        spare.push(connect(&db.url(None)).await);
+        direct = connect(&db.url(None)).await;
+        thread = direct.id();
+    }
+    let direct_sleep = tokio::spawn(async move {
+        let r: Option<i64> = direct.query_first("SELECT SLEEP(2)").await.unwrap();
+        r
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let err = b
+        .query_drop(format!("KILL QUERY {thread}"))
+        .await
+        .unwrap_err();
+    assert_eq!(server_error(err).0, 1094);
+    assert_eq!(
+        direct_sleep.await.unwrap(),
+        Some(0),
+        "the backend's own query ran to its end"
+    );
+
+    // KILL CONNECTION: the session ends, its transaction rolled back.
+    a.query_drop("CREATE DATABASE k").await.unwrap();
+    a.query_drop("CREATE TABLE k.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    a.query_drop("BEGIN").await.unwrap();
+    a.query_drop("INSERT INTO k.t VALUES (1)").await.unwrap();
+    b.query_drop(format!("KILL {a_id}")).await.unwrap();
+    assert!(
+        a.query_drop("SELECT 1").await.is_err(),
+        "the killed session answered"
+    );
+    let n: Option<i64> = b.query_first("SELECT COUNT(*) FROM k.t").await.unwrap();
+    assert_eq!(n, Some(0));
+    let err = b.query_drop(format!("KILL {a_id}")).await.unwrap_err();
+    assert_eq!(server_error(err).0, 1094, "a killed session is gone");
+    let err = b.query_drop("KILL USER root").await.unwrap_err();
+    assert_eq!(server_error(err).0, 1235);
+    // Killing oneself: the server's answer, then the connection closes.
+    let b_id = b.id();
+    let err = b.query_drop(format!("KILL {b_id}")).await.unwrap_err();
+    assert_eq!(server_error(err).0, 1927);
+    drop(spare);
+}

@@ -4,6 +4,7 @@
 //! Owns: `ClientSession`. May import: protocol, sql, router, session, executor, backend
 //! (connection handles only), admin, context.
 
+use super::kill::{self, BackendThread, SessionEntry};
 use super::writes::{self, WriteClass};
 use crate::admin;
 use crate::backend::BackendConn;
@@ -84,6 +85,8 @@ pub struct ClientSession {
     /// Reads routed so far and a per-session seed: spread reads over equally fast replicas.
     reads_routed: u32,
     spread_seed: u32,
+    /// This session in the registry KILL uses.
+    registry_entry: Arc<SessionEntry>,
 }
 
 fn malformed() -> MysqlError {
@@ -104,10 +107,11 @@ impl ClientSession {
         caps: CapabilityFlags,
         nonce: [u8; 20],
         secure: bool,
+        registry_entry: Arc<SessionEntry>,
     ) -> Self {
         ClientSession {
             ctx,
-
+            registry_entry,
             deprecate_eof: caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
             caps,
             nonce,
@@ -118,6 +122,17 @@ impl ClientSession {
             open_write: None,
             reads_routed: 0,
             spread_seed: rand::random(),
+        }
+    }
+
+    /// Puts a connection this session took back in its pool, unless a KILL QUERY may still
+    /// reach it (then it is closed: the late KILL would stop another session's statement).
+    fn check_in(&self, shard: ShardId, replica: ReplicaId, conn: BackendConn) {
+        if !self.registry_entry.may_pool(conn.hello.connection_id) {
+            return;
+        }
+        if let Some(pool) = self.ctx.cluster.pool(shard, replica) {
+            pool.checkin(conn);
         }
     }
 
@@ -144,9 +159,7 @@ impl ClientSession {
             }
         }
         let conn = acquired.map_err(|e| e.to_mysql())?;
-        if let Some(pool) = self.ctx.cluster.pool(shard, primary) {
-            pool.checkin(conn);
-        }
+        self.check_in(shard, primary, conn);
         Ok(())
     }
 
@@ -155,11 +168,16 @@ impl ClientSession {
         client: &mut PacketStream<S>,
         session: &mut SessionState,
     ) -> io::Result<()> {
+        let killed = self.registry_entry.killed.clone();
         loop {
+            if killed.is_cancelled() {
+                return self.end_killed(client, session).await;
+            }
             let read = match self.held.as_mut() {
                 Some(h) => {
                     tokio::select! {
                         r = client.read_packet() => r,
+                        _ = killed.cancelled() => continue,
                         _ = h.down.changed() => {
                             if survivable(session) {
                                 let addr = h.conn.addr.clone();
@@ -178,7 +196,10 @@ impl ClientSession {
                         }
                     }
                 }
-                None => client.read_packet().await,
+                None => tokio::select! {
+                    r = client.read_packet() => r,
+                    _ = killed.cancelled() => continue,
+                },
             };
             let pkt = match read {
                 Ok(p) => p,
@@ -214,6 +235,7 @@ impl ClientSession {
                 }
             }
             let out_before = client.bytes_out();
+            self.registry_entry.set_busy(true);
             let outcome = match command {
                 COM_QUIT => {
                     self.drop_held(session);
@@ -272,6 +294,7 @@ impl ClientSession {
                     "Unknown command",
                 ))),
             };
+            self.registry_entry.set_busy(false);
             if session.pending.is_empty() {
                 // No write transaction open any more (committed, rolled back or lost).
                 self.open_write = None;
@@ -311,6 +334,78 @@ impl ClientSession {
                 Err(Failure::Client(e)) => return Err(e),
             }
         }
+    }
+
+    /// Ends a session another client killed (`KILL CONNECTION`): its backend connection is
+    /// closed, not pooled (the server rolls back what it held), and so is the client's, as
+    /// the server does with a killed connection.
+    async fn end_killed<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+    ) -> io::Result<()> {
+        tracing::info!(user = %session.user, "session killed by KILL CONNECTION");
+        self.held = None;
+        session.reset_transaction();
+        let _ = client.shutdown().await;
+        Ok(())
+    }
+
+    /// `KILL [QUERY] <proxy connection id>`: stops the statement that session is running on
+    /// its backend and, for KILL CONNECTION, ends the session. Answers OK, as the server does
+    /// (also when the session was idle and there was nothing to stop).
+    async fn kill<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        kill: kill::Kill,
+    ) -> Result<(), Failure> {
+        let plan = self
+            .ctx
+            .sessions
+            .plan(kill, &session.user)
+            .map_err(Failure::Answer)?;
+        if let Some(target) = plan.stop {
+            let Some(pool) = self.ctx.cluster.pool(target.shard, target.replica) else {
+                return Err(Failure::Answer(kill::unknown_thread(target.thread)));
+            };
+            let sent = match pool.checkout(self.caps, session.collation, None).await {
+                Ok(mut conn) => {
+                    let sql = format!("KILL QUERY {}", target.thread);
+                    let answer = conn
+                        .simple_command(crate::backend::conn::COM_QUERY, sql.as_bytes())
+                        .await;
+                    if matches!(answer, Ok(Ok(_))) {
+                        pool.checkin(conn);
+                    }
+                    answer.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match sent {
+                // 1094: the statement and its connection ended meanwhile.
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.code == 1094 => {}
+                Ok(Err(e)) => return Err(Failure::Answer(e)),
+                Err(e) => {
+                    return Err(Failure::Answer(MysqlError::new(
+                        2013,
+                        "HY000",
+                        format!("could not reach {} to stop the statement: {e}", pool.addr),
+                    )))
+                }
+            }
+            tracing::info!(backend = %pool.addr, thread = target.thread, ?kill, "KILL: stopped a session's statement");
+        }
+        if plan.end_session && self.registry_entry.killed.is_cancelled() {
+            // KILL of one's own connection: the server answers so, then closes it.
+            return Err(Failure::Answer(MysqlError::new(
+                1927,
+                "70100",
+                "Connection was killed",
+            )));
+        }
+        self.reply_ok(client, session, 1).await
     }
 
     /// Forgets a backend connection that is gone: the session's transaction with it (returns
@@ -413,6 +508,12 @@ impl ClientSession {
     ) -> Result<(), Failure> {
         if let Some(SessionChange::Proxy(name, value)) = &c.session {
             return self.set_proxy_variable(client, session, name, value).await;
+        }
+        if c.kind == Kind::Admin {
+            if let Some(k) = kill::parse(sql) {
+                let k = k.map_err(Failure::Answer)?;
+                return self.kill(client, session, k).await;
+            }
         }
         if matches!(c.session, Some(SessionChange::Computed)) {
             if let Some(literal) = self.with_evaluated_values(session, &c, sql).await? {
@@ -920,6 +1021,11 @@ impl ClientSession {
                 )))
             }
         };
+        self.registry_entry.took(BackendThread {
+            shard,
+            replica,
+            thread: conn.hello.connection_id,
+        });
         self.held = Some(Held {
             shard,
             replica,
@@ -1005,9 +1111,7 @@ impl ClientSession {
         if let Some(h) = self.held.take() {
             // A fixed timestamp travels with the connection: its next user resets it before
             // anything that may read the clock (`start_command`).
-            if let Some(pool) = self.ctx.cluster.pool(h.shard, h.replica) {
-                pool.checkin(h.conn);
-            }
+            self.check_in(h.shard, h.replica, h.conn);
         }
     }
 
@@ -1334,9 +1438,7 @@ impl ClientSession {
                     _ => return,
                 }
             }
-            if let Some(pool) = self.ctx.cluster.pool(h.shard, h.replica) {
-                pool.checkin(h.conn);
-            }
+            self.check_in(h.shard, h.replica, h.conn);
         }
     }
 
@@ -1382,6 +1484,7 @@ impl ClientSession {
         };
         self.reset_backend(session).await;
         let multi = session.multi_statements;
+        self.registry_entry.set_user(&user);
         *session = SessionState::new(user, db, collation, multi);
         if let Err(e) = self.check_login(session).await {
             client.write_packet(seq, &e.encode()).await?;

@@ -8,6 +8,7 @@
 pub mod auth;
 mod checksum;
 mod commands;
+pub mod kill;
 pub mod tls;
 mod writes;
 
@@ -87,12 +88,23 @@ async fn run(tcp: TcpStream, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()>
         let mut stream = PacketStream::new(tls);
         let hello = stream.read_packet().await?;
         let seq = hello.seq;
-        return run_session(stream, ctx, nonce, server_caps, hello.payload, seq, true).await;
+        return run_session(
+            stream,
+            ctx,
+            id,
+            nonce,
+            server_caps,
+            hello.payload,
+            seq,
+            true,
+        )
+        .await;
     }
     let seq = hello_pkt.seq;
     run_session(
         stream,
         ctx,
+        id,
         nonce,
         server_caps,
         hello_pkt.payload,
@@ -103,9 +115,11 @@ async fn run(tcp: TcpStream, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()>
 }
 
 /// Authentication and the command loop, on any stream (plain or TLS).
+#[allow(clippy::too_many_arguments)]
 async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: PacketStream<S>,
     ctx: &Arc<ProxyContext>,
+    id: u32,
     nonce: [u8; 20],
     server_caps: CapabilityFlags,
     hello_payload: Vec<u8>,
@@ -147,7 +161,9 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
         hello.collation,
         caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
     );
-    let mut client = ClientSession::new(ctx.clone(), caps, nonce, secure);
+    // KILL <id> from another client finds this session here.
+    let registered = ctx.sessions.register(id, &hello.user);
+    let mut client = ClientSession::new(ctx.clone(), caps, nonce, secure, registered.entry.clone());
     // The default shard's primary must be reachable, and the schema must exist: check both
     // now, so a bad database name fails the login as it does on MySQL.
     if let Err(e) = client.check_login(&mut session).await {
