@@ -386,6 +386,18 @@ async fn kill_takes_the_proxys_connection_ids() {
         (a, r.map_err(server_error), started.elapsed())
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The processlist shows it under the id KILL takes, with where it runs.
+    let listed: Vec<Row> = b.query("SHOW PROXY PROCESSLIST").await.unwrap();
+    let row = listed
+        .iter()
+        .find(|r| r.get::<String, _>("id") == Some(a_id.to_string()))
+        .expect("session a is listed");
+    assert_eq!(
+        row.get::<String, _>("info").as_deref(),
+        Some("SELECT SLEEP(20)")
+    );
+    assert_eq!(row.get::<String, _>("command").as_deref(), Some("Query"));
+    assert_eq!(row.get::<String, _>("backend"), Some(db.addr()));
     b.query_drop(format!("KILL QUERY {a_id}")).await.unwrap();
     let (mut a, result, took) = sleeper.await.unwrap();
     assert_eq!(result.map_err(|e| e.0), Err(1317), "after {took:?}");

@@ -1,4 +1,5 @@
-//! Statements the proxy answers itself: `SHOW PROXY BACKENDS`, `SHOW PROXY PINS`,
+//! Statements the proxy answers itself: `SHOW PROXY BACKENDS`, `SHOW PROXY PROCESSLIST`,
+//! `SHOW PROXY PINS`,
 //! `SHOW PROXY STATUS`, `SHOW PROXY SESSION`, `SHOW PROXY REPLICATION`, `EXPLAIN LAST
 //! STATEMENT` (later).
 //!
@@ -134,6 +135,46 @@ pub fn parse_switchover(
     Some(Ok((crate::router::ShardId(shard), to)))
 }
 
+/// `SHOW PROXY PROCESSLIST`: the proxy's sessions under the ids KILL takes, with the
+/// statement each runs and the backend (address, backend thread) it runs on.
+fn processlist(ctx: &ProxyContext) -> Table {
+    let rows = ctx
+        .sessions
+        .processlist()
+        .into_iter()
+        .map(|p| {
+            let backend = p.backend.and_then(|b| {
+                ctx.cluster
+                    .pool(b.shard, b.replica)
+                    .map(|pool| (pool.addr.to_string(), b.thread))
+            });
+            vec![
+                Some(p.id.to_string()),
+                Some(p.user),
+                p.schema,
+                Some(if p.busy { "Query" } else { "Sleep" }.to_string()),
+                Some(p.seconds.to_string()),
+                backend.as_ref().map(|b| b.0.clone()),
+                backend.map(|b| b.1.to_string()),
+                p.info,
+            ]
+        })
+        .collect();
+    Table {
+        columns: vec![
+            "id",
+            "user",
+            "db",
+            "command",
+            "time",
+            "backend",
+            "backend_thread",
+            "info",
+        ],
+        rows,
+    }
+}
+
 pub fn answer(
     ctx: &ProxyContext,
     command: &str,
@@ -142,6 +183,7 @@ pub fn answer(
 ) -> Result<Table, MysqlError> {
     match command {
         "backends" => Ok(backends(ctx)),
+        "processlist" => Ok(processlist(ctx)),
         "replication" => Ok(replication(ctx)),
         "pins" => Ok(Table {
             columns: vec!["reason", "times_pinned", "this_session"],

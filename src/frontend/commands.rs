@@ -89,6 +89,26 @@ pub struct ClientSession {
     registry_entry: Arc<SessionEntry>,
 }
 
+/// How much of a statement `SHOW PROXY PROCESSLIST` shows.
+const PROCESSLIST_INFO_BYTES: usize = 1024;
+
+/// A command's name as the server's processlist gives it.
+fn command_name(command: u8) -> &'static str {
+    match command {
+        COM_QUERY => "Query",
+        COM_PING => "Ping",
+        COM_INIT_DB => "Init DB",
+        COM_STMT_PREPARE => "Prepare",
+        COM_STMT_EXECUTE => "Execute",
+        COM_STMT_CLOSE => "Close stmt",
+        COM_STMT_RESET => "Reset stmt",
+        COM_STMT_FETCH => "Fetch",
+        COM_CHANGE_USER => "Change user",
+        COM_RESET_CONNECTION => "Reset connection",
+        _ => "Command",
+    }
+}
+
 fn malformed() -> MysqlError {
     MysqlError::new(1835, "HY000", "Malformed communication packet")
 }
@@ -235,7 +255,17 @@ impl ClientSession {
                 }
             }
             let out_before = client.bytes_out();
-            self.registry_entry.set_busy(true);
+            // What the processlist shows: a statement's text (shortened), else the command.
+            let info = if command == COM_QUERY {
+                let text = &pkt.payload[1..];
+                Some(
+                    String::from_utf8_lossy(&text[..text.len().min(PROCESSLIST_INFO_BYTES)])
+                        .into_owned(),
+                )
+            } else {
+                Some(command_name(command).to_string())
+            };
+            self.registry_entry.begin_command(info);
             let outcome = match command {
                 COM_QUIT => {
                     self.drop_held(session);
@@ -294,7 +324,7 @@ impl ClientSession {
                     "Unknown command",
                 ))),
             };
-            self.registry_entry.set_busy(false);
+            self.registry_entry.end_command(session.schema.as_deref());
             if session.pending.is_empty() {
                 // No write transaction open any more (committed, rolled back or lost).
                 self.open_write = None;

@@ -7,6 +7,9 @@
 //! session. `KILL USER` and `KILL QUERY ID` are refused: the backend threads they would reach
 //! are shared by every client (and by the proxy itself).
 //!
+//! The registry also answers `SHOW PROXY PROCESSLIST`: each session with what it runs and
+//! where, under the ids KILL takes.
+//!
 //! Owns: `Kill` (the parsed statement) and `SessionRegistry`. May import: sql::lexer,
 //! protocol (errors), router ids, tokio-util (cancellation).
 
@@ -90,10 +93,15 @@ pub struct BackendThread {
     pub thread: u32,
 }
 
-#[derive(Default)]
 struct Running {
     /// A command is being served.
     busy: bool,
+    /// Since when it is busy or idle.
+    since: std::time::Instant,
+    /// The statement being served (COM_QUERY text, shortened), for the processlist.
+    info: Option<String>,
+    /// The session's schema, as of its last command.
+    schema: Option<String>,
     /// The backend connection last taken, while it may still be in use.
     conn: Option<BackendThread>,
     /// A `KILL QUERY` was sent for `conn`: it may arrive late, so that connection must not
@@ -114,9 +122,23 @@ impl SessionEntry {
         *self.user.lock() = user.to_string();
     }
 
-    /// A command starts (true) or ended (false).
-    pub fn set_busy(&self, busy: bool) {
-        self.running.lock().busy = busy;
+    /// A command starts: `info` says what it runs (for the processlist).
+    pub fn begin_command(&self, info: Option<String>) {
+        let mut r = self.running.lock();
+        r.busy = true;
+        r.since = std::time::Instant::now();
+        r.info = info;
+    }
+
+    /// The command ended; `schema` is the session's schema now.
+    pub fn end_command(&self, schema: Option<&str>) {
+        let mut r = self.running.lock();
+        r.busy = false;
+        r.since = std::time::Instant::now();
+        r.info = None;
+        if r.schema.as_deref() != schema {
+            r.schema = schema.map(str::to_string);
+        }
     }
 
     /// The session took a backend connection.
@@ -166,6 +188,20 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// One session in `SHOW PROXY PROCESSLIST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub id: u32,
+    pub user: String,
+    pub schema: Option<String>,
+    pub busy: bool,
+    /// Seconds in the current state (busy or idle).
+    pub seconds: u64,
+    /// Where the running statement runs.
+    pub backend: Option<BackendThread>,
+    pub info: Option<String>,
+}
+
 /// What a KILL has to do, once allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KillPlan {
@@ -176,10 +212,17 @@ pub struct KillPlan {
 }
 
 impl SessionRegistry {
-    pub fn register(&self, id: u32, user: &str) -> Registered<'_> {
+    pub fn register(&self, id: u32, user: &str, schema: Option<&str>) -> Registered<'_> {
         let entry = Arc::new(SessionEntry {
             user: Mutex::new(user.to_string()),
-            running: Mutex::new(Running::default()),
+            running: Mutex::new(Running {
+                busy: false,
+                since: std::time::Instant::now(),
+                info: None,
+                schema: schema.map(str::to_string),
+                conn: None,
+                kill_sent: false,
+            }),
             killed: CancellationToken::new(),
         });
         self.sessions.insert(id, entry.clone());
@@ -188,6 +231,28 @@ impl SessionRegistry {
             id,
             entry,
         }
+    }
+
+    /// Every session, by id: `SHOW PROXY PROCESSLIST`'s rows.
+    pub fn processlist(&self) -> Vec<Process> {
+        let mut out: Vec<Process> = self
+            .sessions
+            .iter()
+            .map(|e| {
+                let r = e.value().running.lock();
+                Process {
+                    id: *e.key(),
+                    user: e.value().user.lock().clone(),
+                    schema: r.schema.clone(),
+                    busy: r.busy,
+                    seconds: r.since.elapsed().as_secs(),
+                    backend: r.conn.filter(|_| r.busy),
+                    info: r.info.clone(),
+                }
+            })
+            .collect();
+        out.sort_by_key(|p| p.id);
+        out
     }
 
     /// Checks that `user` may kill the target of `kill` (its own sessions only: the proxy
@@ -238,7 +303,7 @@ mod tests {
     #[test]
     fn only_a_running_statement_of_ones_own_session_is_stopped() {
         let registry = SessionRegistry::default();
-        let a = registry.register(1, "app");
+        let a = registry.register(1, "app", None);
         let thread = BackendThread {
             shard: ShardId(0),
             replica: ReplicaId(0),
@@ -252,8 +317,14 @@ mod tests {
         );
         assert!(a.entry.may_pool(40));
         // Running: stopped, and that connection is not pooled afterwards.
-        a.entry.set_busy(true);
+        a.entry.begin_command(Some("SELECT SLEEP(9)".into()));
         a.entry.took(thread);
+        let listed = registry.processlist();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].busy, listed[0].backend, listed[0].info.as_deref()),
+            (true, Some(thread), Some("SELECT SLEEP(9)"))
+        );
         assert_eq!(
             registry.plan(Kill::Query(1), "app").map(|p| p.stop),
             Ok(Some(thread))

@@ -162,7 +162,9 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
         caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
     );
     // KILL <id> from another client finds this session here.
-    let registered = ctx.sessions.register(id, &hello.user);
+    let registered = ctx
+        .sessions
+        .register(id, &hello.user, hello.database.as_deref());
     let mut client = ClientSession::new(ctx.clone(), caps, nonce, secure, registered.entry.clone());
     // The default shard's primary must be reachable, and the schema must exist: check both
     // now, so a bad database name fails the login as it does on MySQL.
