@@ -256,16 +256,13 @@ impl ClientSession {
             }
             let out_before = client.bytes_out();
             // What the processlist shows: a statement's text (shortened), else the command.
+            let text = &pkt.payload[1..];
             let info = if command == COM_QUERY {
-                let text = &pkt.payload[1..];
-                Some(
-                    String::from_utf8_lossy(&text[..text.len().min(PROCESSLIST_INFO_BYTES)])
-                        .into_owned(),
-                )
+                String::from_utf8_lossy(&text[..text.len().min(PROCESSLIST_INFO_BYTES)])
             } else {
-                Some(command_name(command).to_string())
+                std::borrow::Cow::Borrowed(command_name(command))
             };
-            self.registry_entry.begin_command(info);
+            self.registry_entry.begin_command(&info);
             let outcome = match command {
                 COM_QUIT => {
                     self.drop_held(session);

@@ -98,8 +98,9 @@ struct Running {
     busy: bool,
     /// Since when it is busy or idle.
     since: std::time::Instant,
-    /// The statement being served (COM_QUERY text, shortened), for the processlist.
-    info: Option<String>,
+    /// The statement being served (COM_QUERY text, shortened; empty when none), for the
+    /// processlist. Refilled in place: no allocation per command once it is large enough.
+    info: String,
     /// The session's schema, as of its last command.
     schema: Option<String>,
     /// The backend connection last taken, while it may still be in use.
@@ -123,11 +124,12 @@ impl SessionEntry {
     }
 
     /// A command starts: `info` says what it runs (for the processlist).
-    pub fn begin_command(&self, info: Option<String>) {
+    pub fn begin_command(&self, info: &str) {
         let mut r = self.running.lock();
         r.busy = true;
         r.since = std::time::Instant::now();
-        r.info = info;
+        r.info.clear();
+        r.info.push_str(info);
     }
 
     /// The command ended; `schema` is the session's schema now.
@@ -135,7 +137,7 @@ impl SessionEntry {
         let mut r = self.running.lock();
         r.busy = false;
         r.since = std::time::Instant::now();
-        r.info = None;
+        r.info.clear();
         if r.schema.as_deref() != schema {
             r.schema = schema.map(str::to_string);
         }
@@ -218,7 +220,7 @@ impl SessionRegistry {
             running: Mutex::new(Running {
                 busy: false,
                 since: std::time::Instant::now(),
-                info: None,
+                info: String::new(),
                 schema: schema.map(str::to_string),
                 conn: None,
                 kill_sent: false,
@@ -247,7 +249,7 @@ impl SessionRegistry {
                     busy: r.busy,
                     seconds: r.since.elapsed().as_secs(),
                     backend: r.conn.filter(|_| r.busy),
-                    info: r.info.clone(),
+                    info: (!r.info.is_empty()).then(|| r.info.clone()),
                 }
             })
             .collect();
@@ -317,7 +319,7 @@ mod tests {
         );
         assert!(a.entry.may_pool(40));
         // Running: stopped, and that connection is not pooled afterwards.
-        a.entry.begin_command(Some("SELECT SLEEP(9)".into()));
+        a.entry.begin_command("SELECT SLEEP(9)");
         a.entry.took(thread);
         let listed = registry.processlist();
         assert_eq!(listed.len(), 1);
