@@ -1673,3 +1673,41 @@ async fn a_computed_sql_mode_is_kept_as_a_literal_and_does_not_pin_the_session()
         assert_eq!(ids, [0, 1], "{}", db.addr());
     }
 }
+
+/// Column DEFAULTs and stored programs are evaluated by each replica on its own, where the
+/// statement's recorded context does not reach: `DEFAULT UUID()` (MariaDB's UUID type),
+/// `DEFAULT (RAND())`, a trigger that sets `NEW.u = UUID()`, a procedure inserting
+/// `UUID()`. Each left every replica with its own values (primary keys included), silently;
+/// they are refused with the reason. What the recorded context does fix still works:
+/// `DEFAULT CURRENT_TIMESTAMP` filled in by an ALTER, `RAND(seed)`, and `UUID()` in a text
+/// INSERT (rewritten to a literal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_evaluated_per_replica_are_refused() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE nd",
+            "CREATE TABLE nd.t (id INT PRIMARY KEY, u CHAR(36))",
+            "INSERT INTO nd.t VALUES (1, UUID()), (2, NULL)",
+            "ALTER TABLE nd.t ADD COLUMN at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)",
+            "ALTER TABLE nd.t ADD COLUMN r DOUBLE NOT NULL DEFAULT (RAND(7))",
+            "CREATE TRIGGER nd.bi BEFORE INSERT ON nd.t FOR EACH ROW SET NEW.at = NOW(6)",
+            "INSERT INTO nd.t (id) VALUES (3)",
+        ],
+    )
+    .await;
+    for sql in [
+        "CREATE TABLE nd.k (id UUID DEFAULT UUID() PRIMARY KEY, v INT)",
+        "ALTER TABLE nd.t ADD COLUMN s DOUBLE DEFAULT (RAND())",
+        "CREATE TABLE nd.c AS SELECT id, UUID_SHORT() AS s FROM nd.t",
+        "CREATE TRIGGER nd.bu BEFORE UPDATE ON nd.t FOR EACH ROW SET NEW.u = UUID()",
+        "CREATE PROCEDURE nd.p(i INT) INSERT INTO nd.t (id, u) VALUES (i, UUID())",
+        "CREATE FUNCTION nd.f() RETURNS BIGINT NO SQL RETURN CONNECTION_ID()",
+    ] {
+        let err = c.query_drop(sql).await.unwrap_err();
+        assert_eq!(server_code(&err), 1235, "{sql}: {err}");
+    }
+    assert_replicas_identical(&dbs, &mut c, &["nd.t"]).await;
+}

@@ -116,6 +116,11 @@ pub fn classify_write(
             if let Some(engine) = non_innodb_engine(sql) {
                 return Err(not_supported(&non_innodb(&engine)));
             }
+            if let Some(why) = defined_object(sql)
+                .and_then(|o| crate::sql::determinism::nondeterministic_definition(sql, &o))
+            {
+                return Err(not_supported(&why));
+            }
             Ok(WriteClass::Ddl)
         }
         _ => Ok(WriteClass::None),

@@ -78,6 +78,48 @@ const REFUSED_FUNCTIONS: &[&str] = &[
     "UUID_TO_BIN",
 ];
 
+/// Calls that give each server (or each execution) its own value. In a statement the
+/// proxy rewrites or records them; in stored code or a column DEFAULT, which every replica
+/// evaluates by itself, nothing reaches them.
+const PER_SERVER_FUNCTIONS: &[&str] = &[
+    "UUID",
+    "UUID_SHORT",
+    "UUID_V4",
+    "UUID_V7",
+    "SYS_GUID",
+    "SYSDATE",
+    "CONNECTION_ID",
+    "RANDOM_BYTES",
+];
+
+/// For a `CREATE`/`ALTER` of a table, trigger, procedure or function (`object`, as
+/// `classify::defined_object` names it): why it would let replicas diverge — a call in a
+/// DEFAULT expression, a `CREATE TABLE … SELECT`, or a stored program's body that gives
+/// each replica its own value (`UUID()`, `RAND()` without a seed, `SYSDATE()`, …).
+pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
+    let what = match object {
+        "TABLE" => "a table definition (a column DEFAULT, or CREATE TABLE … SELECT)",
+        "TRIGGER" => "a trigger",
+        "PROCEDURE" => "a procedure",
+        "FUNCTION" => "a stored function",
+        _ => return None,
+    };
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    let call = toks.windows(3).find_map(|w| match w {
+        [Tok::Word(f), Tok::Punct('('), next] => {
+            let upper = f.to_ascii_uppercase();
+            let unseeded_rand = upper == "RAND" && matches!(next, Tok::Punct(')'));
+            (unseeded_rand || PER_SERVER_FUNCTIONS.contains(&upper.as_str())).then_some(upper)
+        }
+        _ => None,
+    })?;
+    Some(format!(
+        "{call}() in {what} is evaluated by each replica on its own and gives each its own \
+         value; compute the value in the application (or in the statement itself: a text \
+         INSERT's UUID() is rewritten to a literal) and pass it in"
+    ))
+}
+
 /// Variables a write may read besides `REPLICATED_SETTINGS`: the proxy fixes them for the
 /// statement on every replica. Any other variable (server identity, buffer sizes, GTID
 /// positions, the connection's thread id or random seeds, diagnostics of the previous
@@ -230,6 +272,66 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
         check.rewritten = Some(out);
     }
     check
+}
+
+#[cfg(test)]
+mod definition_tests {
+    use super::nondeterministic_definition as check;
+
+    #[test]
+    fn per_server_calls_in_definitions_are_found() {
+        let found = |sql: &str, object: &str| {
+            check(sql, object).map(|why| why[..why.find('(').unwrap()].to_string())
+        };
+        assert_eq!(
+            found(
+                "CREATE TABLE t (id UUID DEFAULT UUID() PRIMARY KEY)",
+                "TABLE"
+            )
+            .as_deref(),
+            Some("UUID")
+        );
+        assert_eq!(
+            found(
+                "ALTER TABLE t ADD COLUMN r DOUBLE DEFAULT (rand())",
+                "TABLE"
+            )
+            .as_deref(),
+            Some("RAND")
+        );
+        assert_eq!(
+            found("CREATE TABLE c AS SELECT id, uuid_short() FROM t", "TABLE").as_deref(),
+            Some("UUID_SHORT")
+        );
+        assert_eq!(
+            found(
+                "CREATE TRIGGER bi BEFORE INSERT ON t FOR EACH ROW SET NEW.u = UUID()",
+                "TRIGGER"
+            )
+            .as_deref(),
+            Some("UUID")
+        );
+        assert_eq!(
+            found(
+                "CREATE FUNCTION f() RETURNS INT RETURN CONNECTION_ID()",
+                "FUNCTION"
+            )
+            .as_deref(),
+            Some("CONNECTION_ID")
+        );
+        // Deterministic, or fixed by the recorded timestamp: fine.
+        for (sql, object) in [
+            (
+                "CREATE TABLE t (id INT, at DATETIME DEFAULT NOW(), r DOUBLE DEFAULT (RAND(7)))",
+                "TABLE",
+            ),
+            ("CREATE TABLE t (id INT, uuid UUID)", "TABLE"),
+            ("CREATE PROCEDURE p() SELECT ROW_COUNT()", "PROCEDURE"),
+            ("CREATE VIEW v AS SELECT UUID()", "VIEW"),
+        ] {
+            assert_eq!(check(sql, object), None, "{sql}");
+        }
+    }
 }
 
 #[cfg(test)]
