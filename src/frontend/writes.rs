@@ -19,7 +19,8 @@ use crate::replication::record::{Body, Record, RecordKind, Statement};
 use crate::router::{Route, ShardId, Target};
 use crate::session::{PinReason, SessionState};
 use crate::sql::classify::{
-    defined_object, non_innodb_engine, sets_non_innodb_default_engine, touches_proxy_schema,
+    defined_object, non_innodb_engine, sets_non_innodb_default_engine, touches_schema,
+    PROXY_SCHEMA, SYSTEM_SCHEMA,
 };
 use crate::sql::determinism::{check_write, Literals};
 use crate::sql::lexer::{Lexer, Tok};
@@ -60,13 +61,22 @@ pub fn classify_write(
     session: &SessionState,
 ) -> Result<WriteClass, MysqlError> {
     let temp = |t: &String| session.temp_tables.contains(&table_name(t));
-    if matches!(c.kind, Kind::Write | Kind::Call | Kind::Ddl)
-        && touches_proxy_schema(c, sql, session.schema.as_deref())
-        && !super::checksum::is_checksum_statement(sql)
-    {
+    let changes = |schema: &str| {
+        matches!(c.kind, Kind::Write | Kind::Call | Kind::Ddl)
+            && touches_schema(c, sql, session.schema.as_deref(), schema)
+    };
+    if changes(PROXY_SCHEMA) && !super::checksum::is_checksum_statement(sql) {
         return Err(not_supported(
             "the myquorum schema is the proxy's own (its copy of the log on each replica): \
              it is not changed through the proxy",
+        ));
+    }
+    if changes(SYSTEM_SCHEMA) {
+        return Err(not_supported(
+            "the mysql schema is each server's own (accounts, time zones, logs; tables of \
+             non-transactional engines): it is not changed through the proxy. Restore \
+             application databases only (mysqldump --all-databases --ignore-database=mysql \
+             --ignore-database=myquorum) and load accounts and time zone tables on each server",
         ));
     }
     match c.kind {

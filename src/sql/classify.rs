@@ -168,18 +168,27 @@ pub fn defined_object(sql: &str) -> Option<String> {
 /// The proxy's own schema on every replica (the log copy, checksum runs).
 pub const PROXY_SCHEMA: &str = "myquorum";
 
-/// Whether a write or DDL changes something in the proxy's own schema: a table qualified
-/// with it (or unqualified while it is the session's schema), or the schema itself.
-pub fn touches_proxy_schema(c: &Classified, sql: &str, session_schema: Option<&str>) -> bool {
-    let in_proxy_schema = |t: &String| {
+/// The server's own schema: accounts, system tables (of non-transactional engines).
+pub const SYSTEM_SCHEMA: &str = "mysql";
+
+/// Whether a write or DDL changes something in `schema` (the proxy's own, or the server's
+/// system schema): a table qualified with it (or unqualified while it is the session's
+/// schema), or the schema itself.
+pub fn touches_schema(
+    c: &Classified,
+    sql: &str,
+    session_schema: Option<&str>,
+    schema: &str,
+) -> bool {
+    let in_schema = |t: &String| {
         let mut parts = t.rsplitn(2, '.');
         let _table = parts.next();
         match parts.next() {
-            Some(db) => db.trim_matches('`').eq_ignore_ascii_case(PROXY_SCHEMA),
-            None => session_schema.is_some_and(|s| s.eq_ignore_ascii_case(PROXY_SCHEMA)),
+            Some(db) => db.trim_matches('`').eq_ignore_ascii_case(schema),
+            None => session_schema.is_some_and(|s| s.eq_ignore_ascii_case(schema)),
         }
     };
-    if c.tables.iter().any(in_proxy_schema) {
+    if c.tables.iter().any(in_schema) {
         return true;
     }
     if c.kind != Kind::Ddl {
@@ -193,9 +202,10 @@ pub fn touches_proxy_schema(c: &Classified, sql: &str, session_schema: Option<&s
             .get(1)
             .is_some_and(|t| t.is_word("DATABASE") || t.is_word("SCHEMA"));
     schema_ddl
-        && toks.iter().skip(2).any(
-            |t| matches!(t, Tok::Word(w) | Tok::Quoted(w) if w.eq_ignore_ascii_case(PROXY_SCHEMA)),
-        )
+        && toks
+            .iter()
+            .skip(2)
+            .any(|t| matches!(t, Tok::Word(w) | Tok::Quoted(w) if w.eq_ignore_ascii_case(schema)))
 }
 
 /// The storage engine a `CREATE TABLE` / `ALTER TABLE` names in its table options
@@ -915,8 +925,9 @@ mod tests {
 
     #[test]
     fn changes_to_the_proxy_schema_are_recognised() {
-        let touches =
-            |sql: &str, schema: Option<&str>| touches_proxy_schema(&classify(sql), sql, schema);
+        let touches = |sql: &str, schema: Option<&str>| {
+            touches_schema(&classify(sql), sql, schema, PROXY_SCHEMA)
+        };
         assert!(touches("DELETE FROM myquorum.wal", None));
         assert!(touches("TRUNCATE TABLE `MyQuorum`.`wal`", None));
         assert!(touches("DELETE FROM wal WHERE ts < 5", Some("myquorum")));
@@ -929,6 +940,20 @@ mod tests {
         assert!(!touches("DELETE FROM wal", Some("shop")));
         assert!(!touches("DROP DATABASE shop", None));
         assert!(!touches("INSERT INTO shop.myquorum (a) VALUES (1)", None));
+        // A restored mysqldump --all-databases: `USE mysql` then unqualified tables.
+        let system = |sql: &str, schema: Option<&str>| {
+            touches_schema(&classify(sql), sql, schema, SYSTEM_SCHEMA)
+        };
+        assert!(system(
+            "INSERT INTO `global_priv` VALUES ('%', 'x', '{}')",
+            Some("mysql")
+        ));
+        assert!(system(
+            "CREATE TABLE IF NOT EXISTS `general_log` (a INT)",
+            Some("mysql")
+        ));
+        assert!(system("DELETE FROM mysql.time_zone", None));
+        assert!(!system("INSERT INTO t VALUES (1)", Some("shop")));
     }
 
     #[test]
