@@ -25,7 +25,20 @@ async fn backend_death_and_return() {
         .await
         .unwrap();
 
+    // libmariadb clients (the mysql CLI here) read the proxy's errors: a server error packet
+    // with a client-library code (2003, 2013) was "2027 Received malformed packet" to them.
+    let (ok, _, err) = common::mysql_cli(proxy.port, &["nosuchdb"], "SELECT 1");
+    assert!(
+        !ok && err.contains("ERROR 1049") && err.contains("nosuchdb"),
+        "{err}"
+    );
+
     db.kill9();
+    let (ok, _, err) = common::mysql_cli(proxy.port, &[], "SELECT 1");
+    assert!(
+        !ok && err.contains("ERROR 9003") && err.contains(&db.addr()) && !err.contains("malformed"),
+        "{err}"
+    );
     // The pinned session is told, not left hanging.
     let err = tokio::time::timeout(Duration::from_secs(10), pinned.query_drop("SELECT 1"))
         .await
@@ -33,7 +46,7 @@ async fn backend_death_and_return() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(
-        msg.contains("2013") || msg.to_lowercase().contains("lost") || msg.contains("closed"),
+        msg.contains("9013") || msg.to_lowercase().contains("lost") || msg.contains("closed"),
         "{msg}"
     );
 
@@ -41,7 +54,8 @@ async fn backend_death_and_return() {
     let err = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap_err();
     match err {
         mysql_async::Error::Server(e) => {
-            assert_eq!(e.code, 2003);
+            // 9000 + the client library's 2003: libmariadb clients reject 2xxx from a server.
+            assert_eq!(e.code, 9003);
             assert!(e.message.contains(&db.addr()), "{}", e.message);
         }
         other => panic!("expected a server error, got {other:?}"),

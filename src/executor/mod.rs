@@ -41,6 +41,16 @@ impl AcquireError {
     pub fn to_mysql(&self) -> MysqlError {
         match self {
             AcquireError::Restore(e) => e.clone(),
+            // The server refused what the session asked for (an unknown or forbidden default
+            // database): its own answer, as a direct connection would get it.
+            AcquireError::Unreachable { source, .. } => match source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<MysqlError>())
+                .filter(|e| matches!(e.code, 1044 | 1049))
+            {
+                Some(e) => e.clone(),
+                None => MysqlError::new(2003, "HY000", self.to_string()),
+            },
             other => MysqlError::new(2003, "HY000", other.to_string()),
         }
     }

@@ -34,10 +34,23 @@ impl MysqlError {
         }
     }
 
+    /// The code as sent to a client: a client-library code (2000–2999: 2003 can't connect,
+    /// 2013 lost connection, …) becomes 9000 + the same number. libmariadb (the mysql CLI,
+    /// DBD::mysql, Python's mysqlclient) takes a server error packet carrying a client code
+    /// for a corrupt packet and reports "2027 Received malformed packet", losing the
+    /// message; ProxySQL's own errors are 9xxx for the same reason.
+    pub fn wire_code(&self) -> u16 {
+        if (2000..3000).contains(&self.code) {
+            self.code + 7000
+        } else {
+            self.code
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(9 + self.message.len());
         ErrPacket::Error(ServerError::new(
-            self.code,
+            self.wire_code(),
             Some(SqlState::new(self.state)),
             self.message.as_bytes(),
         ))
@@ -238,6 +251,17 @@ mod tests {
         // Codes outside MySQL's own range must not be a problem.
         let e = MysqlError::new(9999, "XX001", "x");
         assert_eq!(MysqlError::decode(&e.encode()).unwrap().code, 9999);
+    }
+
+    #[test]
+    fn client_library_codes_are_not_sent_as_server_errors() {
+        let sent =
+            |code| MysqlError::decode(&MysqlError::new(code, "08S01", "m").encode()).unwrap();
+        assert_eq!(sent(2013).code, 9013);
+        assert_eq!(sent(2003).code, 9003);
+        assert_eq!(sent(1927).code, 1927);
+        assert_eq!(sent(9001).code, 9001);
+        assert_eq!(&sent(2013).state, b"08S01");
     }
 
     #[test]
