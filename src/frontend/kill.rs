@@ -81,7 +81,12 @@ pub fn parse(sql: &str) -> Option<Result<Kill, MysqlError>> {
 }
 
 pub fn unknown_thread(id: impl std::fmt::Display) -> MysqlError {
-    MysqlError::new(1094, "HY000", format!("Unknown thread id: {id}"))
+    // A backend's SHOW PROCESSLIST lists its own thread ids, which KILL does not take.
+    MysqlError::new(
+        1094,
+        "HY000",
+        format!("Unknown thread id: {id} (KILL takes the ids SHOW PROXY PROCESSLIST lists)"),
+    )
 }
 
 /// The backend connection a session is running a statement on.
