@@ -255,14 +255,11 @@ impl ClientSession {
                 }
             }
             let out_before = client.bytes_out();
-            // What the processlist shows: a statement's text (shortened), else the command.
-            let text = &pkt.payload[1..];
-            let info = if command == COM_QUERY {
-                String::from_utf8_lossy(&text[..text.len().min(PROCESSLIST_INFO_BYTES)])
-            } else {
-                std::borrow::Cow::Borrowed(command_name(command))
-            };
-            self.registry_entry.begin_command(&info);
+            // What the processlist shows: the command (a query's text, set by com_query from
+            // the text it decodes anyway).
+            if command != COM_QUERY {
+                self.registry_entry.begin_command(command_name(command));
+            }
             let outcome = match command {
                 COM_QUIT => {
                     self.drop_held(session);
@@ -492,6 +489,11 @@ impl ClientSession {
         // Same byte offsets as the payload: what runs and what is logged is cut from the
         // client's bytes, never from this text.
         let text = crate::sql::lexer::offset_preserving_text(&payload[1..]);
+        let shown = (0..=text.len().min(PROCESSLIST_INFO_BYTES))
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        self.registry_entry.begin_command(&text[..shown]);
         // One statement with a final `;` and trailing comments runs without them: with
         // multi-statements the server would answer the tail as a second, empty statement
         // (its OK, not the statement's, would be the one recorded and compared). Most texts
