@@ -98,7 +98,17 @@ async fn reads_spread_over_replicas_and_read_your_writes_holds() {
     }
     let after = [com_select(&b).await, com_select(&c).await];
     let served: u64 = (0..2).map(|i| after[i] - before[i]).sum();
-    assert!(served >= 100, "followers served only {served} of 300 reads");
+    let probes: Vec<(Option<String>, Option<String>)> = s
+        .query::<mysql_async::Row, _>("SHOW PROXY BACKENDS")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("address"), r.get("probe_ms")))
+        .collect();
+    assert!(
+        served >= 100,
+        "followers served only {served} of 300 reads (probe floors: {probes:?})"
+    );
 
     // Follower c stops applying (a table lock blocks its replay); the quorum still holds
     // with b. Every read must return the session's own last write.

@@ -33,8 +33,8 @@ pub struct BackendPool {
     /// backend): what read routing compares. Real-query figures would herd: the replica that
     /// gets the traffic is measured on cheap queries, the others only on slower probes.
     probes: Mutex<ProbeWindow>,
-    /// The median of `probes`, for the read path without a lock (µs, 0 = none yet).
-    probe_median_us: AtomicU64,
+    /// The fastest of `probes`, for the read path without a lock (µs, 0 = none yet).
+    probe_floor_us: AtomicU64,
     /// Autocommit reads routed here.
     pub reads: AtomicU64,
     /// Times it was marked down (crashes, hangs, lost connections).
@@ -64,7 +64,7 @@ impl BackendPool {
             version: Mutex::new(None),
             latency_ewma_us: AtomicU64::new(0),
             probes: Mutex::new(ProbeWindow::default()),
-            probe_median_us: AtomicU64::new(0),
+            probe_floor_us: AtomicU64::new(0),
             latency: LatencyHistogram::new(),
             reads: AtomicU64::new(0),
             down_events: AtomicU64::new(0),
@@ -125,17 +125,17 @@ impl BackendPool {
     }
 
     pub fn record_probe(&self, d: std::time::Duration) {
-        let median = self.probes.lock().push(d.as_micros() as u64);
-        self.probe_median_us.store(median, Ordering::Relaxed);
+        let floor = self.probes.lock().push(d.as_micros() as u64);
+        self.probe_floor_us.store(floor, Ordering::Relaxed);
     }
 
     pub fn latency_ewma_us(&self) -> u64 {
         self.latency_ewma_us.load(Ordering::Relaxed)
     }
 
-    /// The median round trip of the last few health probes (µs, 0 = none yet).
+    /// The fastest round trip of the last few health probes (µs, 0 = none yet).
     pub fn probe_latency_us(&self) -> u64 {
-        self.probe_median_us.load(Ordering::Relaxed)
+        self.probe_floor_us.load(Ordering::Relaxed)
     }
 
     pub fn is_up(&self) -> bool {
@@ -267,11 +267,13 @@ impl BackendPool {
 }
 
 /// EWMA with weight 1/8 in microseconds (0 means no sample yet).
-/// The last `PROBE_WINDOW` probe round trips. Routing compares their median, not an
-/// average: one probe that waited on a busy scheduler (20 ms against a usual 0.3 ms) would
-/// lift an average above its neighbours' for a second or more and steer every read away
-/// from a healthy replica, while a replica that is really slower or farther away is slower
-/// on most probes and so on the median.
+/// The last `PROBE_WINDOW` probe round trips. Routing compares the fastest of them: a
+/// round trip is the replica's distance and service time plus whatever waiting the moment
+/// added (a busy scheduler, a backlog), so the floor is the figure noise cannot raise. An
+/// average lifted by one 20 ms probe (against a usual 0.3 ms) steered every read away from
+/// a healthy replica for over a second, and even a median of 8 did so for most of a test's
+/// reads on a CPU-saturated box; a replica that is really slower or farther away is slow on
+/// every probe, and so on the floor, within 8 probes.
 #[derive(Default)]
 pub struct ProbeWindow {
     recent: [u64; PROBE_WINDOW],
@@ -282,16 +284,12 @@ pub struct ProbeWindow {
 const PROBE_WINDOW: usize = 8;
 
 impl ProbeWindow {
-    /// Adds one round trip (µs); returns the median of the window (the upper one of an even
-    /// count, so a tie leans to the slower figure).
+    /// Adds one round trip (µs); returns the fastest in the window.
     pub fn push(&mut self, us: u64) -> u64 {
         self.recent[self.next] = us.max(1);
         self.next = (self.next + 1) % PROBE_WINDOW;
         self.len = (self.len + 1).min(PROBE_WINDOW);
-        let mut sorted = self.recent;
-        let window = &mut sorted[..self.len];
-        window.sort_unstable();
-        window[self.len / 2]
+        self.recent[..self.len].iter().copied().min().unwrap_or(1)
     }
 }
 
@@ -307,13 +305,13 @@ mod tests {
     use super::ProbeWindow;
 
     #[test]
-    fn one_slow_probe_does_not_move_the_median() {
+    fn slow_probes_do_not_move_the_floor() {
         let mut w = ProbeWindow::default();
-        for _ in 0..7 {
-            assert_eq!(w.push(300), 300);
+        assert_eq!(w.push(300), 300);
+        // Scheduler hiccups, even most of the window: the figure routing compares stays put.
+        for slow in [20_000, 4_000, 9_000, 2_500, 7_000, 3_000] {
+            assert_eq!(w.push(slow), 300);
         }
-        // A scheduler hiccup: the figure routing compares stays put.
-        assert_eq!(w.push(20_000), 300);
         assert_eq!(w.push(310), 300);
     }
 
@@ -324,21 +322,19 @@ mod tests {
             w.push(300);
         }
         let figures: Vec<u64> = (0..8).map(|_| w.push(5_000)).collect();
-        // Half the window slow is enough (the upper median leans slow).
-        assert_eq!(figures[2], 300);
-        assert_eq!(figures[3], 5_000);
+        // Once every probe in the window is slow.
+        assert_eq!(figures[6], 300);
         assert_eq!(figures[7], 5_000);
+        // And fast again at its first fast probe.
+        assert_eq!(w.push(280), 280);
     }
 
     #[test]
     fn the_first_probes_count_before_the_window_fills() {
         let mut w = ProbeWindow::default();
-        assert_eq!(
-            w.push(0),
-            1,
-            "zero means none yet, so a probe counts as 1 µs"
-        );
         assert_eq!(w.push(900), 900);
         assert_eq!(w.push(500), 500);
+        let mut w = ProbeWindow::default();
+        assert_eq!(w.push(0), 1, "zero means none yet: a probe counts as 1 µs");
     }
 }
