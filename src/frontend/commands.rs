@@ -89,6 +89,18 @@ pub struct ClientSession {
     registry_entry: Arc<SessionEntry>,
 }
 
+/// Whether a session statement may set an isolation level (what `parse_set` made of it):
+/// only those are lexed again to raise a weak level, not every `SET autocommit = 0`.
+fn sets_isolation(c: &Classified) -> bool {
+    match &c.session {
+        // A next-transaction `SET TRANSACTION ISOLATION LEVEL …` records nothing.
+        Some(SessionChange::Vars(v)) => v.is_empty() || v.iter().any(|(k, _)| k == "tx_isolation"),
+        Some(SessionChange::Global) => true,
+        Some(other) => other.is_unreplayable(),
+        None => false,
+    }
+}
+
 /// How much of a statement `SHOW PROXY PROCESSLIST` shows.
 const PROCESSLIST_INFO_BYTES: usize = 1024;
 
@@ -646,7 +658,7 @@ impl ClientSession {
                     crate::sql::rewrite::hide_backend_socket(sql)
                 } else if c.flags.contains(Flags::TABLE_LOCK) && c.kind == Kind::Lock {
                     crate::sql::rewrite::lock_tables_with_log(sql)
-                } else if c.kind == Kind::Session {
+                } else if sets_isolation(&c) {
                     let raised = crate::sql::set::raise_isolation(sql);
                     if raised.is_some() {
                         self.ctx
