@@ -12,7 +12,7 @@ use crate::protocol::relay::{
     buffer_response, read_response, relay_infile_keeping_copy, InfileCopy, RelayError,
     ResponseKind, ResponseSummary,
 };
-use crate::protocol::resultset::read_first_row;
+use crate::protocol::resultset::{read_first_row, read_rows, TextRow};
 use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::record::{Body, Statement};
 use crate::replication::replay::{query, wal_insert};
@@ -58,6 +58,9 @@ pub struct Executed {
     /// A LOAD DATA LOCAL file larger than the record can carry (its size): the statement
     /// ran on the primary but cannot be replicated.
     pub infile_too_large: Option<usize>,
+    /// SHOW WARNINGS as it was right after the statement (empty when it had none): what
+    /// follows on this connection clears the server's list.
+    pub warnings: Vec<TextRow>,
 }
 
 pub fn now_us() -> u64 {
@@ -216,8 +219,14 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
             raw: Vec::new(),
             statement: None,
             infile_too_large,
+            warnings: Vec::new(),
         });
     }
+    let warnings = if summary.warnings > 0 && summary.error.is_none() {
+        read_warnings(conn, plan.deprecate_eof).await?
+    } else {
+        Vec::new()
+    };
     let mut insert_id = summary.ok.unwrap_or_default().last_insert_id;
     let answer_lacks_insert_id =
         matches!(body, Body::LoadData { .. }) || plan.is_dml && summary.result_sets > 0;
@@ -263,7 +272,26 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         raw,
         statement,
         infile_too_large,
+        warnings,
     })
+}
+
+/// The server's warnings for the statement just run on `conn` (SHOW WARNINGS), read before
+/// the proxy's own statements clear them. A failure to list them is no failure of the write.
+pub async fn read_warnings(
+    conn: &mut BackendConn,
+    deprecate_eof: bool,
+) -> Result<Vec<TextRow>, RelayError> {
+    conn.stream
+        .write_packet(0, &query("SHOW WARNINGS"))
+        .await
+        .map_err(RelayError::Backend)?;
+    Ok(
+        read_rows(&mut conn.stream, deprecate_eof, usize::from(u16::MAX))
+            .await
+            .map_err(RelayError::Backend)?
+            .unwrap_or_default(),
+    )
 }
 
 /// Sends the record's `myquorum.wal` row into the primary's open transaction as soon as the
@@ -370,7 +398,7 @@ pub async fn execute_ddl(
     ts: u64,
     payload: &[u8],
     deprecate_eof: bool,
-) -> io::Result<(ResponseSummary, Vec<u8>)> {
+) -> io::Result<(ResponseSummary, Vec<u8>, Vec<TextRow>)> {
     // DDL commits implicitly: a transaction that ran nothing yet ends with it.
     conn.deferred_begin = None;
     conn.stream.queue_packet(
@@ -382,6 +410,8 @@ pub async fn execute_ddl(
         )),
     );
     conn.stream.queue_packet(0, command);
+    // Pipelined before the record's row clears them: `IF [NOT] EXISTS` notes are common.
+    conn.stream.queue_packet(0, &query("SHOW WARNINGS"));
     conn.stream
         .queue_packet(0, &query(&wal_insert(shard, ts, payload)));
     conn.stream
@@ -389,10 +419,14 @@ pub async fn execute_ddl(
     conn.timestamp_fixed = false;
     conn.stream.flush().await?;
     read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
-    let answer = buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    let (summary, raw) =
+        buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    let warnings = read_rows(&mut conn.stream, deprecate_eof, usize::from(u16::MAX))
+        .await?
+        .unwrap_or_default();
     read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
     read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
-    Ok(answer)
+    Ok((summary, raw, warnings))
 }
 
 /// A COM_STMT_EXECUTE body normalized for replay: cursor flags cleared and the parameter

@@ -17,9 +17,11 @@ use crate::protocol::packet::PacketTooLarge;
 use crate::protocol::relay::{
     read_response, relay_response, RelayError, ResponseKind, ResponseSummary,
 };
+use crate::protocol::resultset::ColumnKind;
 use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::ddl_order::WriterGuard;
 use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
+use crate::session::diagnostics::Diagnostics;
 use crate::session::{PinReason, PreparedStatement, SessionState};
 use crate::sql::prepare::{self, SqlPrepare};
 use crate::sql::{Classified, Flags, Kind, SessionChange};
@@ -272,12 +274,17 @@ impl ClientSession {
             if command != COM_QUERY {
                 self.registry_entry.begin_command(command_name(command));
             }
+            // Kept diagnostics answer only the very next statement.
+            let diagnostics = session.diagnostics.take();
             let outcome = match command {
                 COM_QUIT => {
                     self.drop_held(session);
                     return Ok(());
                 }
-                COM_QUERY => self.com_query(client, session, &pkt.payload).await,
+                COM_QUERY => {
+                    self.com_query(client, session, &pkt.payload, diagnostics)
+                        .await
+                }
                 COM_PING => self.reply_ok(client, session, seq).await,
                 COM_INIT_DB => {
                     let db = String::from_utf8_lossy(&pkt.payload[1..]).into_owned();
@@ -496,6 +503,7 @@ impl ClientSession {
         client: &mut PacketStream<S>,
         session: &mut SessionState,
         payload: &[u8],
+        diagnostics: Option<Diagnostics>,
     ) -> Result<(), Failure> {
         self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
         // Same byte offsets as the payload: what runs and what is logged is cut from the
@@ -516,6 +524,11 @@ impl ClientSession {
             .filter(|cut| cut.len() < text.len());
         let sql: &str = cut.unwrap_or(&text);
         let payload = &payload[..1 + sql.len()];
+        if let Some(d) = diagnostics {
+            if let Some(q) = crate::sql::diagnostics::parse(sql) {
+                return self.answer_diagnostics(client, session, d, &q).await;
+            }
+        }
         let c = self.ctx.classify_cache.classify(sql);
         if c.statements > 1 && !session.multi_statements {
             return Err(Failure::Answer(MysqlError::new(
@@ -538,6 +551,34 @@ impl ClientSession {
         self.run_statement(client, session, c, sql, payload).await
     }
 
+    /// Answers SHOW WARNINGS, `@@warning_count` or ROW_COUNT() from the diagnostics the
+    /// session kept of its last replicated write (the server's were cleared by the proxy's
+    /// own statements after it).
+    async fn answer_diagnostics<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        diagnostics: Diagnostics,
+        q: &crate::sql::diagnostics::DiagnosticsQuery,
+    ) -> Result<(), Failure> {
+        let answer = diagnostics.answer(q);
+        let columns: Vec<(&str, ColumnKind)> = answer
+            .columns
+            .iter()
+            .map(|(name, kind)| (name.as_str(), *kind))
+            .collect();
+        crate::protocol::resultset::queue_resultset(
+            client,
+            1,
+            &columns,
+            &answer.rows,
+            session.status_flags(),
+            self.deprecate_eof,
+        );
+        session.diagnostics = Some(diagnostics.after_reading());
+        client.flush().await.map_err(Failure::Client)
+    }
+
     /// One classified statement of a COM_QUERY.
     pub(super) async fn run_statement<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
@@ -547,6 +588,8 @@ impl ClientSession {
         sql: &str,
         payload: &[u8],
     ) -> Result<(), Failure> {
+        // A statement of a multi-statement text replaces what an earlier one kept.
+        session.diagnostics = None;
         if let Some(SessionChange::Proxy(name, value)) = &c.session {
             return self.set_proxy_variable(client, session, name, value).await;
         }

@@ -13,10 +13,12 @@ use crate::executor::write::{
     Executed, WritePlan,
 };
 use crate::protocol::relay::{patch_ok_status, RelayError, ResponseKind, ResponseSummary};
+use crate::protocol::resultset::TextRow;
 use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::log::{CommitError, ShardLog};
 use crate::replication::record::{Body, Record, RecordKind, Statement};
 use crate::router::{Route, ShardId, Target};
+use crate::session::diagnostics::Diagnostics;
 use crate::session::{PinReason, SessionState};
 use crate::sql::classify::{
     defined_object, non_innodb_engine, sets_non_innodb_default_engine, touches_schema,
@@ -197,6 +199,25 @@ fn committed_in_log() -> (ResponseSummary, Vec<u8>) {
         },
         raw,
     )
+}
+
+/// What SHOW WARNINGS and ROW_COUNT() must answer after a replicated statement whose answer
+/// was `summary`, with the warnings listed right after it.
+fn diagnostics_of(summary: &ResponseSummary, warnings: Vec<TextRow>) -> Diagnostics {
+    let row_count = match summary.ok {
+        Some(ok) if summary.error.is_none() && summary.result_sets == 0 => {
+            i64::try_from(ok.affected_rows).unwrap_or(i64::MAX)
+        }
+        _ => -1,
+    };
+    Diagnostics {
+        row_count,
+        // An error counts among the warnings (`@@warning_count` is 1 after one).
+        warning_count: summary
+            .warnings
+            .max(u16::try_from(warnings.len()).unwrap_or(u16::MAX)),
+        warnings,
+    }
 }
 
 fn uuid_v4() -> String {
@@ -383,6 +404,7 @@ impl ClientSession {
             mut raw,
             statement,
             infile_too_large,
+            warnings,
         } = executed;
         if let Some(size) = infile_too_large {
             // It ran on the primary but cannot be logged: the whole transaction goes.
@@ -464,6 +486,9 @@ impl ClientSession {
                     }
                 }
             }
+        }
+        if summary.error.is_none() {
+            session.diagnostics = Some(diagnostics_of(&summary, warnings));
         }
         client.queue_raw(&raw);
         client.flush().await.map_err(Failure::Client)?;
@@ -744,7 +769,7 @@ impl ClientSession {
             log.primary_failed(ts, executed_on);
             return Err(no_backend_connection());
         };
-        let (summary, raw) = match execute_ddl(
+        let (summary, raw, warnings) = match execute_ddl(
             &mut h.conn,
             command,
             &statement,
@@ -776,6 +801,7 @@ impl ClientSession {
         if let Err(e) = log.await_quorum(ts, &snapshot).await {
             return Err(Failure::Answer(commit_error(&e)));
         }
+        session.diagnostics = Some(diagnostics_of(&summary, warnings));
         client.queue_raw(&raw);
         client.flush().await.map_err(Failure::Client)?;
         session.after_statement(c, &summary);

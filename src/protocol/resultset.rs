@@ -11,12 +11,40 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// utf8mb4_general_ci
 const UTF8MB4: u16 = 45;
+/// `binary`: numbers are sent as text in this charset.
+const BINARY: u16 = 63;
 
-/// Queues a whole text result set starting at `seq`; returns the next sequence id.
+/// How a proxy-built column is typed for the client (text protocol either way: drivers
+/// convert by the column's type, so a count must be an integer column to read as a number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    Text,
+    /// BIGINT (signed: ROW_COUNT() is -1 after a result set).
+    Int,
+    /// INT UNSIGNED, as the server types SHOW WARNINGS' `Code`.
+    UnsignedInt,
+}
+
+/// Queues a whole text result set of string columns starting at `seq`; returns the next
+/// sequence id.
 pub fn queue_text_resultset<S: AsyncRead + AsyncWrite + Unpin>(
     out: &mut PacketStream<S>,
-    mut seq: u8,
+    seq: u8,
     columns: &[&str],
+    rows: &[Vec<Option<String>>],
+    status: u16,
+    deprecate_eof: bool,
+) -> u8 {
+    let typed: Vec<(&str, ColumnKind)> = columns.iter().map(|c| (*c, ColumnKind::Text)).collect();
+    queue_resultset(out, seq, &typed, rows, status, deprecate_eof)
+}
+
+/// Queues a whole text-protocol result set with typed columns starting at `seq`; returns
+/// the next sequence id.
+pub fn queue_resultset<S: AsyncRead + AsyncWrite + Unpin>(
+    out: &mut PacketStream<S>,
+    mut seq: u8,
+    columns: &[(&str, ColumnKind)],
     rows: &[Vec<Option<String>>],
     status: u16,
     deprecate_eof: bool,
@@ -24,17 +52,40 @@ pub fn queue_text_resultset<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = Vec::with_capacity(256);
     put_lenenc_int(&mut buf, columns.len() as u64);
     seq = out.queue_packet(seq, &buf);
-    for name in columns {
+    for (name, kind) in columns {
         buf.clear();
-        Column::new(ColumnType::MYSQL_TYPE_VAR_STRING)
+        let (ty, charset, length, flags) = match kind {
+            ColumnKind::Text => (
+                ColumnType::MYSQL_TYPE_VAR_STRING,
+                UTF8MB4,
+                1024,
+                ColumnFlags::empty(),
+            ),
+            ColumnKind::Int => (
+                ColumnType::MYSQL_TYPE_LONGLONG,
+                BINARY,
+                21,
+                ColumnFlags::NOT_NULL_FLAG | ColumnFlags::BINARY_FLAG | ColumnFlags::NUM_FLAG,
+            ),
+            ColumnKind::UnsignedInt => (
+                ColumnType::MYSQL_TYPE_LONG,
+                BINARY,
+                4,
+                ColumnFlags::NOT_NULL_FLAG
+                    | ColumnFlags::UNSIGNED_FLAG
+                    | ColumnFlags::BINARY_FLAG
+                    | ColumnFlags::NUM_FLAG,
+            ),
+        };
+        Column::new(ty)
             .with_schema(b"")
             .with_table(b"")
             .with_org_table(b"")
             .with_name(name.as_bytes())
             .with_org_name(name.as_bytes())
-            .with_character_set(UTF8MB4)
-            .with_column_length(1024)
-            .with_flags(ColumnFlags::empty())
+            .with_character_set(charset)
+            .with_column_length(length)
+            .with_flags(flags)
             .serialize(&mut buf);
         seq = out.queue_packet(seq, &buf);
     }
@@ -54,12 +105,28 @@ pub fn queue_text_resultset<S: AsyncRead + AsyncWrite + Unpin>(
     out.queue_packet(seq, &encode_terminator(status, 0, deprecate_eof))
 }
 
+/// A text-protocol row as strings (`None` for NULL).
+pub type TextRow = Vec<Option<String>>;
+
 /// Reads a text-protocol result set's first row (later rows are skipped) as strings
 /// (`None` for NULL). Returns Err(MysqlError) when the server answered with an error.
 pub async fn read_first_row<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut PacketStream<S>,
     deprecate_eof: bool,
-) -> std::io::Result<Result<Option<Vec<Option<String>>>, super::MysqlError>> {
+) -> std::io::Result<Result<Option<TextRow>, super::MysqlError>> {
+    Ok(read_rows(stream, deprecate_eof, 1)
+        .await?
+        .map(|rows| rows.into_iter().next()))
+}
+
+/// Reads a text-protocol result set's first `max_rows` rows (later rows are skipped) as
+/// strings. Returns Err(MysqlError) when the server answered with an error; an OK answer
+/// (no result set) is no rows.
+pub async fn read_rows<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    deprecate_eof: bool,
+    max_rows: usize,
+) -> std::io::Result<Result<Vec<TextRow>, super::MysqlError>> {
     use super::message::{is_terminator, read_lenenc_int, ERR_HEADER, OK_HEADER};
     let bad = |w: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, w.to_string());
     let first = stream.read_packet().await?;
@@ -70,7 +137,7 @@ pub async fn read_first_row<S: AsyncRead + AsyncWrite + Unpin>(
                     super::MysqlError::new(2027, "HY000", "malformed error packet")
                 })))
         }
-        Some(&OK_HEADER) => return Ok(Ok(None)),
+        Some(&OK_HEADER) => return Ok(Ok(Vec::new())),
         _ => {}
     }
     let mut b = &first.payload[..];
@@ -81,7 +148,7 @@ pub async fn read_first_row<S: AsyncRead + AsyncWrite + Unpin>(
     if !deprecate_eof {
         stream.read_packet().await?;
     }
-    let mut row = None;
+    let mut rows = Vec::new();
     loop {
         let p = stream.read_packet().await?;
         if p.payload.first() == Some(&ERR_HEADER) {
@@ -90,9 +157,9 @@ pub async fn read_first_row<S: AsyncRead + AsyncWrite + Unpin>(
             )));
         }
         if is_terminator(&p.payload) {
-            return Ok(Ok(row));
+            return Ok(Ok(rows));
         }
-        if row.is_none() {
+        if rows.len() < max_rows {
             let mut b = &p.payload[..];
             let mut values = Vec::with_capacity(ncols as usize);
             for _ in 0..ncols {
@@ -106,7 +173,7 @@ pub async fn read_first_row<S: AsyncRead + AsyncWrite + Unpin>(
                 values.push(Some(String::from_utf8_lossy(v).into_owned()));
                 b = &b[n..];
             }
-            row = Some(values);
+            rows.push(values);
         }
     }
 }

@@ -10,6 +10,8 @@
 //! Owns: `SessionState`, `PinReason`, pin counters. May import: sql, protocol::relay (summary),
 //! replication::{record, replay} (the pending writes and which settings replicate).
 
+pub mod diagnostics;
+
 use crate::protocol::relay::ResponseSummary;
 use crate::sql::{Classified, Flags, Kind, SessionChange};
 use std::collections::hash_map::DefaultHasher;
@@ -116,6 +118,9 @@ pub struct SessionState {
     /// Log timestamp of this session's last replicated write: `session` consistency reads
     /// only go to replicas that applied it.
     pub last_write_ts: u64,
+    /// The last statement's diagnostics when the proxy had to keep them itself (after a
+    /// replicated write); taken at the start of every command.
+    pub diagnostics: Option<diagnostics::Diagnostics>,
 }
 
 impl SessionState {
@@ -144,6 +149,7 @@ impl SessionState {
             savepoints: Vec::new(),
             temp_tables: Vec::new(),
             sql_prepared: HashMap::new(),
+            diagnostics: None,
         };
         s.signature = s.compute_signature();
         s
@@ -162,6 +168,7 @@ impl SessionState {
         self.savepoints.clear();
         self.temp_tables.clear();
         self.sql_prepared.clear();
+        self.diagnostics = None;
         self.signature = self.compute_signature();
     }
 

@@ -645,8 +645,12 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                 *flags |= Flags::READS_SOCKET
             }
             Tok::SysVar(v)
-                if v.eq_ignore_ascii_case("warning_count")
-                    || v.eq_ignore_ascii_case("error_count") =>
+                if ["warning_count", "error_count"].iter().any(|n| {
+                    v.eq_ignore_ascii_case(n)
+                        || v.get(..8)
+                            .is_some_and(|p| p.eq_ignore_ascii_case("session."))
+                            && v.get(8..).is_some_and(|r| r.eq_ignore_ascii_case(n))
+                }) =>
             {
                 *flags |= Flags::WARNINGS_QUERY
             }
@@ -983,6 +987,9 @@ mod tests {
             .flags
             .contains(Flags::USER_VARIABLE));
         assert!(classify("SELECT '@x'").flags.is_empty());
+        assert!(classify("SELECT @@SESSION.warning_count")
+            .flags
+            .contains(Flags::WARNINGS_QUERY));
         assert!(classify("SELECT LAST_INSERT_ID()")
             .flags
             .contains(Flags::LAST_INSERT_ID));

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod classify;
 pub mod determinism;
+pub mod diagnostics;
 pub mod lexer;
 pub mod prepare;
 pub mod rewrite;
