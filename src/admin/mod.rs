@@ -103,6 +103,39 @@ fn replication(ctx: &ProxyContext) -> Table {
     }
 }
 
+/// `PROXY REBUILD REPLICA <replica> [SHARD <shard>]` (shard 0 by default): the shard and the
+/// replica, a syntax error, or None for another command.
+#[allow(clippy::type_complexity)]
+pub fn parse_rebuild(
+    command: &str,
+) -> Option<Result<(crate::router::ShardId, crate::router::ReplicaId), MysqlError>> {
+    let mut words = command.split_whitespace();
+    if words.next() != Some("proxy") || words.next() != Some("rebuild") {
+        return None;
+    }
+    let usage = || {
+        MysqlError::new(
+            1064,
+            "42000",
+            "myquorum: use PROXY REBUILD REPLICA <replica number> [SHARD <shard number>]",
+        )
+    };
+    let (mut shard, mut replica) = (0u32, None);
+    while let Some(w) = words.next() {
+        let n = words.next().and_then(|v| v.parse::<u32>().ok());
+        match (w, n) {
+            ("replica", Some(n)) => replica = Some(n),
+            ("shard", Some(n)) => shard = n,
+            _ => return Some(Err(usage())),
+        }
+    }
+    Some(
+        replica
+            .map(|r| (crate::router::ShardId(shard), crate::router::ReplicaId(r)))
+            .ok_or_else(usage),
+    )
+}
+
 /// `PROXY SWITCHOVER [TO <replica>] [SHARD <shard>]` (shard 0 by default; without TO the
 /// best replica by election score): the shard and the target, or a syntax error.
 #[allow(clippy::type_complexity)]

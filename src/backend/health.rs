@@ -19,17 +19,7 @@ pub struct HealthParams {
 }
 
 fn opts_for(addr: &str, p: &HealthParams) -> Option<mysql_async::Opts> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    Some(
-        mysql_async::OptsBuilder::default()
-            .ip_or_hostname(host.to_string())
-            .tcp_port(port)
-            .user(Some(p.user.clone()))
-            .pass(Some(p.password.clone()))
-            .prefer_socket(false)
-            .into(),
-    )
+    super::pool::control_opts_for(addr, &p.user, &p.password)
 }
 
 /// The stored functions that may write, read from `mysql.proc` itself. Not from

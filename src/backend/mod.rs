@@ -1,11 +1,12 @@
 //! Backend connections: the only module that opens connections to database servers.
 //! Data path: raw pooled connections relayed packet by packet (`conn`, `pool`).
-//! Control path: mysql_async for health probes (`health`), later appliers and recovery.
+//! Control path: mysql_async for health probes (`health`) and replica rebuilds (`copy`).
 //!
 //! May import: protocol, config, session (signatures). Must not import: frontend.
 
 pub mod cluster;
 pub mod conn;
+pub mod copy;
 pub mod health;
 pub mod pool;
 

@@ -1,7 +1,8 @@
 //! Pool of raw backend connections for one backend address, keyed by the capability bits
 //! that change response formats, plus the backend's up/down state.
 //!
-//! Owns: `BackendPool`. May import: backend::conn, protocol::handshake (capability set).
+//! Owns: `BackendPool`. May import: backend::conn, protocol::handshake (capability set),
+//! mysql_async (control-path options).
 
 use super::conn::{BackendConn, ConnectParams};
 use crate::metrics::LatencyHistogram;
@@ -12,6 +13,22 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
+
+/// Control-path (mysql_async) options for `addr` (host:port): TCP always, as the proxy
+/// sees the server.
+pub fn control_opts_for(addr: &str, user: &str, password: &str) -> Option<mysql_async::Opts> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    Some(
+        mysql_async::OptsBuilder::default()
+            .ip_or_hostname(host.to_string())
+            .tcp_port(port)
+            .user(Some(user.to_string()))
+            .pass(Some(password.to_string()))
+            .prefer_socket(false)
+            .into(),
+    )
+}
 
 pub struct BackendPool {
     pub addr: Arc<str>,
@@ -73,6 +90,12 @@ impl BackendPool {
             has_stored_functions: AtomicBool::new(false),
             down_since: Mutex::new(std::time::Instant::now()),
         }
+    }
+
+    /// Options for a control-path (mysql_async) connection to this server with the pool's
+    /// credentials; None when the address is not host:port.
+    pub fn control_opts(&self) -> Option<mysql_async::Opts> {
+        control_opts_for(&self.addr, &self.params.user, &self.params.password)
     }
 
     /// Seconds since it was last marked up (0 while down).

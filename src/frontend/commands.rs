@@ -626,6 +626,35 @@ impl ClientSession {
                     Some(Err(e)) => return Err(Failure::Answer(e)),
                     None => {}
                 }
+                if let Some(parsed) = admin::parse_rebuild(cmd) {
+                    let (shard, replica) = parsed.map_err(Failure::Answer)?;
+                    tracing::info!(
+                        shard = shard.0,
+                        replica = replica.0,
+                        "rebuild requested by a client"
+                    );
+                    let msg = self
+                        .ctx
+                        .replication
+                        .rebuild(shard, replica)
+                        .await
+                        .map_err(|e| {
+                            Failure::Answer(MysqlError::new(
+                                1105,
+                                "HY000",
+                                format!("myquorum: {e}"),
+                            ))
+                        })?;
+                    crate::protocol::resultset::queue_text_resultset(
+                        client,
+                        1,
+                        &["result"],
+                        &[vec![Some(msg)]],
+                        status,
+                        self.deprecate_eof,
+                    );
+                    return client.flush().await.map_err(Failure::Client);
+                }
                 let answer = match admin::parse_switchover(cmd) {
                     Some(Ok((shard, to))) => {
                         tracing::info!(shard = shard.0, to = ?to.map(|r| r.0), "switchover requested by a client");

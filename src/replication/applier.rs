@@ -49,8 +49,17 @@ pub async fn run_applier(
     let shard = log.shard;
     let mut backoff = Duration::from_millis(100);
     let mut reported_down = false;
+    let epoch = log.replicas[replica.0 as usize]
+        .applier_epoch
+        .load(std::sync::atomic::Ordering::Acquire);
+    let superseded = || {
+        log.replicas[replica.0 as usize]
+            .applier_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+            != epoch
+    };
     loop {
-        if cancel.is_cancelled() {
+        if cancel.is_cancelled() || superseded() {
             return;
         }
         if log.replicas[replica.0 as usize]
@@ -100,6 +109,9 @@ pub async fn run_applier(
                 continue;
             }
         };
+        if superseded() {
+            return;
+        }
         let position = match replayer.prepare_log_table(shard).await {
             Ok(p) => p,
             Err(ApplyError::Io(e)) => {

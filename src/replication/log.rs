@@ -103,6 +103,11 @@ pub struct ReplicaState {
     /// that were in flight when it lost leadership may be missing below its highest
     /// applied row (u64::MAX: no gaps).
     pub gap_floor: AtomicU64,
+    /// `PROXY REBUILD REPLICA` is copying the primary's databases to it.
+    pub rebuilding: AtomicBool,
+    /// Bumped when a new applier task takes over this replica (a rebuild): an older one
+    /// still retrying a connection stops instead of applying beside it.
+    pub applier_epoch: AtomicU64,
     /// Time to apply one batch (replay, myquorum.wal rows, COMMIT).
     pub apply_latency: LatencyHistogram,
     /// Time to store one batch as received (the acknowledgement).
@@ -212,6 +217,8 @@ impl ShardLog {
                     durable_hold: AtomicBool::new(true),
                     quarantined: Mutex::new(None),
                     gap_floor: AtomicU64::new(u64::MAX),
+                    rebuilding: AtomicBool::new(false),
+                    applier_epoch: AtomicU64::new(0),
                     apply_latency: LatencyHistogram::new(),
                     receive_latency: LatencyHistogram::new(),
                 })
@@ -673,7 +680,7 @@ impl ShardLog {
     pub fn quarantine(&self, replica: ReplicaId, why: String) {
         tracing::error!(shard = self.shard.0, replica = replica.0, reason = %why,
             "replica quarantined (see the reason): it no longer applies or counts for the quorum; \
-             resynchronise it from the primary and restart the proxy");
+             rebuild it with PROXY REBUILD REPLICA <n> [SHARD <s>]");
         if let Some(s) = self.replicas.get(replica.0 as usize) {
             *s.quarantined.lock() = Some(why);
         }

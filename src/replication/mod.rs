@@ -11,6 +11,7 @@ pub mod ddl_order;
 pub mod election;
 pub mod failover;
 pub mod log;
+pub mod rebuild;
 pub mod record;
 pub mod recovery;
 pub mod replay;
@@ -38,6 +39,8 @@ pub struct Replication {
     /// Per shard: switchover requests to its failover task (taken by `spawn`).
     switchover_tx: Vec<mpsc::Sender<failover::SwitchoverRequest>>,
     switchover_rx: Mutex<Vec<mpsc::Receiver<failover::SwitchoverRequest>>>,
+    /// The cluster and shutdown token `spawn` was given: a rebuild starts an applier with them.
+    running: Mutex<Option<(Arc<Cluster>, CancellationToken)>>,
 }
 
 impl Replication {
@@ -111,6 +114,7 @@ impl Replication {
             },
             switchover_tx,
             switchover_rx: Mutex::new(switchover_rx),
+            running: Mutex::new(None),
         })
     }
 
@@ -133,12 +137,26 @@ impl Replication {
         })?
     }
 
+    /// Replaces a quarantined follower's databases with a snapshot copy of the primary's and
+    /// starts its applier again (`rebuild`); the outcome in words.
+    pub async fn rebuild(&self, shard: ShardId, replica: ReplicaId) -> Result<String, String> {
+        let log = self
+            .shard(shard)
+            .ok_or_else(|| format!("no shard {}", shard.0))?
+            .clone();
+        let Some((cluster, cancel)) = self.running.lock().clone() else {
+            return Err("the proxy is still starting; retry shortly".into());
+        };
+        rebuild::rebuild(log, cluster, replica, self.apply_batch, cancel).await
+    }
+
     pub fn shard(&self, id: ShardId) -> Option<&Arc<ShardLog>> {
         self.shards.get(id.0 as usize)
     }
 
     /// Starts recovery, appliers and upkeep for every shard (once).
     pub fn spawn(&self, cluster: Arc<Cluster>, cancel: &CancellationToken) {
+        *self.running.lock() = Some((cluster.clone(), cancel.clone()));
         let recovered = std::mem::take(&mut *self.recovered.lock());
         let switchovers = std::mem::take(&mut *self.switchover_rx.lock());
         for ((log, records), switchovers) in self.shards.iter().zip(recovered).zip(switchovers) {

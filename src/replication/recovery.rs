@@ -500,10 +500,11 @@ fn release_dead_followers(log: &ShardLog, cluster: &Cluster, retain: Duration) {
                 replica,
                 format!(
                     "down for {} s, longer than the log is kept for it (wal_retain_s = {}); \
-                     rebuild it from a healthy replica (e.g. mariadb-backup, myquorum.wal included) \
-                     and restart the proxy",
+                     rebuild it with PROXY REBUILD REPLICA {} SHARD {}",
                     down.as_secs(),
-                    retain.as_secs()
+                    retain.as_secs(),
+                    replica.0,
+                    log.shard.0
                 ),
             );
         }
@@ -515,7 +516,7 @@ fn release_dead_followers(log: &ShardLog, cluster: &Cluster, retain: Duration) {
 /// theirs for the operator. Bounded per pass so the DELETE holds its locks briefly.
 async fn trim_replica_logs(log: &ShardLog, cluster: &Cluster, below: u64) {
     for (i, state) in log.replicas.iter().enumerate() {
-        if state.quarantined.lock().is_some() {
+        if state.quarantined.lock().is_some() || state.rebuilding.load(Ordering::Acquire) {
             continue;
         }
         let Some(pool) = cluster.pool(log.shard, ReplicaId(i as u32)) else {
