@@ -890,6 +890,138 @@ async fn a_follower_down_longer_than_the_retention_no_longer_holds_the_log() {
     };
     assert_eq!(has_last(&dbs[1]).await, 1);
     assert_eq!(has_last(&dbs[2]).await, 0);
+    // Rebuilt online, it holds everything again and follows the log.
+    let answer: String = c
+        .query_first("PROXY REBUILD REPLICA 2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.contains("replica 2 rebuilt from replica 0"),
+        "{answer}"
+    );
+    c.query_drop("INSERT INTO ret.t VALUES (-2)").await.unwrap();
+    assert_replicas_identical(&dbs, &mut c, &["ret.t"]).await;
+    assert_eq!(has_last(&dbs[2]).await, 1);
+}
+
+/// A follower quarantined for a divergence is rebuilt with `PROXY REBUILD REPLICA` while
+/// writers keep writing: it gets the primary's schema objects and rows from one snapshot,
+/// applies what the snapshot lacked, and ends identical, with no writer seeing an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_follower_is_rebuilt_online() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    setup_schema(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE other CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+            "CREATE TABLE rep.kinds (id INT AUTO_INCREMENT PRIMARY KEY, f FLOAT, d DOUBLE, \
+             n DECIMAL(30,10), b BLOB, bits BIT(12), j JSON, day DATE, t TIME(6), \
+             s VARCHAR(20) CHARACTER SET latin1, doubled DOUBLE AS (f * 2) STORED, \
+             len INT AS (LENGTH(s)) VIRTUAL)",
+            "INSERT INTO rep.kinds (f, d, n, b, bits, j, day, t, s) VALUES \
+             (0.1, 1e308, -12345678901234567890.0123456789, x'00ff00', b'101010101010', \
+              '{\"k\": [1, null]}', '2024-02-29', '-838:59:59', 'caf\\xe9'), \
+             (NULL, -0.0, 0, '', 0, NULL, NULL, NULL, NULL)",
+            "CREATE TABLE other.parent (id INT PRIMARY KEY) ENGINE=InnoDB",
+            "CREATE TABLE other.child (id INT PRIMARY KEY, p INT, \
+             FOREIGN KEY (p) REFERENCES other.parent (id)) ENGINE=InnoDB",
+            "INSERT INTO other.parent VALUES (1), (2)",
+            "INSERT INTO other.child VALUES (10, 1), (20, 2)",
+            "CREATE TABLE rep.audit (k BIGINT PRIMARY KEY, note VARCHAR(16))",
+            "CREATE TRIGGER rep.t_audit AFTER INSERT ON rep.acked FOR EACH ROW \
+             INSERT INTO rep.audit (k, note) VALUES (NEW.id, NEW.note)",
+            "CREATE VIEW rep.v1 AS SELECT id, bal FROM rep.acct WHERE bal > 0",
+            "CREATE VIEW rep.a_view_of_v1 AS SELECT COUNT(*) AS n FROM rep.v1",
+            "CREATE PROCEDURE rep.pay(IN a INT, IN b INT) \
+             UPDATE rep.acct SET bal = bal + IF(id = a, -1, 1) WHERE id IN (a, b)",
+            "CREATE FUNCTION other.twice(x INT) RETURNS INT DETERMINISTIC NO SQL RETURN x * 2",
+        ],
+    )
+    .await;
+    // Replica 2 diverges behind the proxy's back; the next update of that row quarantines it.
+    connect(&dbs[2].url(None))
+        .await
+        .query_drop("DELETE FROM rep.acct WHERE id = 3")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE rep.acct SET bal = bal - 1 WHERE id = 3")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replica_states(&mut c).await[2].contains("quarantined") {
+        assert!(Instant::now() < deadline, "replica 2 was not quarantined");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Only a quarantined follower is rebuilt.
+    for (cmd, says) in [
+        ("PROXY REBUILD REPLICA 0", "is the primary"),
+        ("PROXY REBUILD REPLICA 1", "is not quarantined"),
+        ("PROXY REBUILD REPLICA 7", "no replica 7"),
+        ("PROXY REBUILD", "use PROXY REBUILD REPLICA"),
+    ] {
+        let e = c.query_drop(cmd).await.unwrap_err();
+        assert!(e.to_string().contains(says), "{cmd}: {e}");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (1..=2)
+        .map(|w| tokio::spawn(acked_inserts(proxy.url(None), w, stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answer: String = c
+        .query_first("PROXY REBUILD REPLICA 2 SHARD 0")
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!("{answer}");
+    assert!(
+        answer.contains("replica 2 rebuilt from replica 0")
+            && answer.contains("1 triggers")
+            && answer.contains("2 views")
+            && answer.contains("2 routines"),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeSet::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(acked.len() > 20, "writers stalled: {} writes", acked.len());
+    let all = [&dbs[0], &dbs[1], &dbs[2]];
+    common::writes::assert_holds_acked(&all, "rep.acked", &acked).await;
+    assert_replicas_identical(
+        &dbs,
+        &mut c,
+        &[
+            "rep.t",
+            "rep.acct",
+            "rep.acked",
+            "rep.audit",
+            "rep.kinds",
+            "other.parent",
+            "other.child",
+        ],
+    )
+    .await;
+    // The schema objects came along and work there.
+    let mut r = connect(&dbs[2].url(None)).await;
+    let n: Option<i64> = r
+        .query_first("SELECT n FROM rep.a_view_of_v1")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(ACCOUNTS)); // the row deleted behind the proxy's back is back
+    let collation: Option<String> = r
+        .query_first("SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'other'")
+        .await
+        .unwrap();
+    assert_eq!(collation.as_deref(), Some("utf8mb4_unicode_ci"));
+    let twice: Option<i64> = r.query_first("SELECT other.twice(21)").await.unwrap();
+    assert_eq!(twice, Some(42));
+    c.query_drop("CALL rep.pay(1, 2)").await.unwrap();
+    assert_replicas_identical(&dbs, &mut c, &["rep.acct"]).await;
 }
 
 /// Waits (up to 30 s) until each replica's `myquorum.wal` holds fewer than `below` rows.

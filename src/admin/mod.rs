@@ -443,3 +443,26 @@ fn explain_last(ctx: &ProxyContext, client: &ClientSession) -> Table {
         ]],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::{ReplicaId, ShardId};
+
+    #[test]
+    fn rebuild_takes_a_replica_and_an_optional_shard() {
+        let ok = |cmd: &str| parse_rebuild(cmd).map(|r| r.map_err(|e| e.code));
+        assert_eq!(
+            ok("proxy rebuild replica 2"),
+            Some(Ok((ShardId(0), ReplicaId(2))))
+        );
+        assert_eq!(
+            ok("proxy rebuild replica 1 shard 3"),
+            Some(Ok((ShardId(3), ReplicaId(1))))
+        );
+        assert_eq!(ok("proxy rebuild"), Some(Err(1064)));
+        assert_eq!(ok("proxy rebuild replica x"), Some(Err(1064)));
+        assert_eq!(ok("proxy rebuild shard 1"), Some(Err(1064)));
+        assert_eq!(ok("proxy switchover to 1"), None);
+    }
+}
