@@ -1476,15 +1476,16 @@ async fn procedures_that_commit_and_server_local_reads_do_not_diverge() {
         &[
             "CREATE DATABASE ev",
             "CREATE TABLE ev.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64))",
-            "CREATE PROCEDURE ev.add_committed(x VARCHAR(64)) \
-             BEGIN START TRANSACTION; INSERT INTO ev.t (v) VALUES (x); COMMIT; END",
+            // (Ids given: ids a stored program generates are refused, see below.)
+            "CREATE PROCEDURE ev.add_committed(i INT, x VARCHAR(64)) \
+             BEGIN START TRANSACTION; INSERT INTO ev.t (id, v) VALUES (i, x); COMMIT; END",
             "BEGIN",
             "INSERT INTO ev.t (v) VALUES ('before the call')",
-            "CALL ev.add_committed('in the call')",
+            "CALL ev.add_committed(2, 'in the call')",
             // The procedure's COMMIT ended the transaction: this ROLLBACK undoes nothing.
             "ROLLBACK",
             "BEGIN",
-            "CALL ev.add_committed('second call')",
+            "CALL ev.add_committed(3, 'second call')",
             "INSERT INTO ev.t (v) VALUES ('after the call, autocommit')",
             "INSERT INTO ev.t (v) VALUES (@@last_insert_id)",
         ],
@@ -1838,6 +1839,10 @@ async fn definitions_evaluated_per_replica_are_refused() {
             "ALTER TABLE nd.t ADD COLUMN at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)",
             "ALTER TABLE nd.t ADD COLUMN r DOUBLE NOT NULL DEFAULT (RAND(7))",
             "CREATE TRIGGER nd.bi BEFORE INSERT ON nd.t FOR EACH ROW SET NEW.at = NOW(6)",
+            "CREATE TABLE nd.log (id INT AUTO_INCREMENT PRIMARY KEY, t_id INT)",
+            // An id the trigger gives itself is the same everywhere.
+            "CREATE TRIGGER nd.ai AFTER INSERT ON nd.t FOR EACH ROW \
+             INSERT INTO nd.log (id, t_id) VALUES (NEW.id, NEW.id)",
             "INSERT INTO nd.t (id) VALUES (3)",
         ],
     )
@@ -1849,9 +1854,15 @@ async fn definitions_evaluated_per_replica_are_refused() {
         "CREATE TRIGGER nd.bu BEFORE UPDATE ON nd.t FOR EACH ROW SET NEW.u = UUID()",
         "CREATE PROCEDURE nd.p(i INT) INSERT INTO nd.t (id, u) VALUES (i, UUID())",
         "CREATE FUNCTION nd.f() RETURNS BIGINT NO SQL RETURN CONNECTION_ID()",
+        // Ids generated inside a stored program are not in the record: concurrent
+        // transactions take them in one order on the primary and replay in log order.
+        "CREATE TRIGGER nd.au AFTER UPDATE ON nd.t FOR EACH ROW INSERT INTO nd.log (t_id) VALUES (NEW.id)",
+        "CREATE PROCEDURE nd.add(i INT) INSERT INTO log VALUES (NULL, i)",
+        "CREATE FUNCTION nd.g(i INT) RETURNS INT MODIFIES SQL DATA \
+         BEGIN REPLACE INTO nd.log SET t_id = i; RETURN 1; END",
     ] {
         let err = c.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&err), 1235, "{sql}: {err}");
     }
-    assert_replicas_identical(&dbs, &mut c, &["nd.t"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["nd.t", "nd.log"]).await;
 }

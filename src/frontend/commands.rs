@@ -713,6 +713,8 @@ impl ClientSession {
                             .await
                     }
                     WriteClass::Ddl => {
+                        self.refuse_generated_ids_in_programs(session, &c, route, sql)
+                            .await?;
                         let done = self.run_ddl(client, session, &c, route, payload).await;
                         if let Some(name) = crate::sql::classify::created_function(sql) {
                             for (_, _, pool) in self.ctx.cluster.pools() {
@@ -822,6 +824,58 @@ impl ClientSession {
                 WriteClass::Dml | WriteClass::Ddl
             );
         Ok(replicated.then_some(bound))
+    }
+
+    /// Refuses a trigger, procedure or function whose body inserts into a table with an
+    /// AUTO_INCREMENT column it leaves for the server to fill (looked up on the primary): the
+    /// ids such inserts take are not in the record, so replicas would each generate their
+    /// own (`determinism::inserted_tables` says why). Tables created later are not checked.
+    async fn refuse_generated_ids_in_programs(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        sql: &str,
+    ) -> Result<(), Failure> {
+        use crate::sql::determinism::{inserted_tables, program_schema};
+        let Some(object) = crate::sql::classify::defined_object(sql)
+            .filter(|o| matches!(o.as_str(), "TRIGGER" | "PROCEDURE" | "FUNCTION"))
+        else {
+            return Ok(());
+        };
+        let targets = inserted_tables(sql);
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let home = program_schema(sql).or_else(|| session.schema.clone());
+        let literal = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
+        for t in targets {
+            let Some(db) = t.schema.clone().or_else(|| home.clone()) else {
+                continue;
+            };
+            let lookup = format!(
+                "(SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
+                 AND TABLE_NAME = {} AND EXTRA LIKE '%auto_increment%' LIMIT 1)",
+                literal(&db),
+                literal(&t.table)
+            );
+            let Some(column) = self.select_value(session, c, route, &lookup).await? else {
+                continue;
+            };
+            if t.generates(&column) {
+                return Err(Failure::Answer(writes::not_supported(&format!(
+                    "this {} inserts into {db}.{} without a value for its AUTO_INCREMENT column \
+                     `{column}`: ids generated inside a stored program are not carried by the \
+                     log (only a statement's own are), so each replica would generate its own \
+                     (the primary in the order concurrent transactions run, with gaps from \
+                     rolled-back ones; the replicas in log order). Give the column a value in \
+                     the insert, drop AUTO_INCREMENT from it, or insert from the application",
+                    object.to_ascii_lowercase(),
+                    t.table
+                ))));
+            }
+        }
+        Ok(())
     }
 
     /// Keeps the session's SQL-level prepared statements: a PREPARE's text as the server

@@ -120,6 +120,129 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
     ))
 }
 
+/// A table a stored program's body inserts into, and the columns it names (None: no column
+/// list, so every column, the AUTO_INCREMENT one included, takes a positional value that may
+/// be NULL, or the table's defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertTarget {
+    pub schema: Option<String>,
+    pub table: String,
+    pub columns: Option<Vec<String>>,
+}
+
+impl InsertTarget {
+    /// Whether an insert here leaves `column` (the table's AUTO_INCREMENT column) for the
+    /// server to generate.
+    pub fn generates(&self, column: &str) -> bool {
+        !self
+            .columns
+            .as_ref()
+            .is_some_and(|cols| cols.iter().any(|c| c.eq_ignore_ascii_case(column)))
+    }
+}
+
+/// The tables the body of a `CREATE TRIGGER / PROCEDURE / FUNCTION` inserts into (INSERT,
+/// REPLACE; not the INSERT() and REPLACE() string functions, nor a trigger's `BEFORE INSERT`
+/// event). Auto-increment values such inserts generate are not carried by the record (only
+/// the top statement's first id is, from its OK packet), so a table with an AUTO_INCREMENT
+/// column there gives each replica its own ids: the primary hands them out in the order
+/// concurrent transactions run them and keeps rolled-back transactions' gaps, replicas in log
+/// order. MySQL's statement-based binlog marks such statements unsafe for the same reason.
+pub fn inserted_tables(sql: &str) -> Vec<InsertTarget> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    let name = |t: Option<&Tok<'_>>| match t {
+        Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => Some(w.to_string()),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (i, t) in toks.iter().enumerate() {
+        if !(t.is_word("INSERT") || t.is_word("REPLACE")) {
+            continue;
+        }
+        let event = i > 0 && (toks[i - 1].is_word("BEFORE") || toks[i - 1].is_word("AFTER"));
+        if event || toks.get(i + 1) == Some(&Tok::Punct('(')) {
+            continue;
+        }
+        let mut j = i + 1;
+        while toks.get(j).is_some_and(|t| {
+            ["LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "INTO"]
+                .iter()
+                .any(|m| t.is_word(m))
+        }) {
+            j += 1;
+        }
+        let Some(first) = name(toks.get(j)) else {
+            continue;
+        };
+        j += 1;
+        let (schema, table) = if toks.get(j) == Some(&Tok::Punct('.')) {
+            let Some(second) = name(toks.get(j + 1)) else {
+                continue;
+            };
+            j += 2;
+            (Some(first), second)
+        } else {
+            (None, first)
+        };
+        if toks.get(j).is_some_and(|t| t.is_word("PARTITION")) {
+            while toks.get(j).is_some_and(|t| *t != Tok::Punct(')')) {
+                j += 1;
+            }
+            j += 1;
+        }
+        let columns = match toks.get(j) {
+            Some(Tok::Punct('(')) if !toks.get(j + 1).is_some_and(|t| t.is_word("SELECT")) => {
+                let mut cols = Vec::new();
+                j += 1;
+                while let Some(t) = toks.get(j) {
+                    match t {
+                        Tok::Punct(')') => break,
+                        Tok::Word(w) | Tok::Quoted(w) => cols.push(w.to_string()),
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                Some(cols)
+            }
+            // `INSERT … SET col = value, …`: the columns are the names before each `=`.
+            Some(t) if t.is_word("SET") => Some(
+                toks[j..]
+                    .windows(2)
+                    .take_while(|w| w[0] != Tok::Punct(';'))
+                    .filter_map(|w| match w {
+                        [Tok::Word(c) | Tok::Quoted(c), Tok::Punct('=')] => Some(c.to_string()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        out.push(InsertTarget {
+            schema,
+            table,
+            columns,
+        });
+    }
+    out
+}
+
+/// The schema a `CREATE TRIGGER / PROCEDURE / FUNCTION` names its object in (`db.name`):
+/// where the body's unqualified table names resolve. None when unqualified.
+pub fn program_schema(sql: &str) -> Option<String> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).take(32).map(|t| t.tok).collect();
+    let at = toks
+        .iter()
+        .position(|t| t.is_word("TRIGGER") || t.is_word("PROCEDURE") || t.is_word("FUNCTION"))?;
+    let mut j = at + 1;
+    if toks.get(j).is_some_and(|t| t.is_word("IF")) {
+        j += 3; // IF NOT EXISTS
+    }
+    match (toks.get(j), toks.get(j + 1)) {
+        (Some(Tok::Word(db) | Tok::Quoted(db)), Some(Tok::Punct('.'))) => Some(db.to_string()),
+        _ => None,
+    }
+}
+
 /// Variables a write may read besides `REPLICATED_SETTINGS`: the proxy fixes them for the
 /// statement on every replica. Any other variable (server identity, buffer sizes, GTID
 /// positions, the connection's thread id or random seeds, diagnostics of the previous
@@ -277,6 +400,52 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
 #[cfg(test)]
 mod definition_tests {
     use super::nondeterministic_definition as check;
+    use super::{inserted_tables, InsertTarget};
+
+    #[test]
+    fn tables_a_stored_program_inserts_into() {
+        let t = |schema: Option<&str>, table: &str, columns: Option<&[&str]>| InsertTarget {
+            schema: schema.map(str::to_string),
+            table: table.to_string(),
+            columns: columns.map(|c| c.iter().map(|s| s.to_string()).collect()),
+        };
+        assert_eq!(
+            inserted_tables(
+                "CREATE TRIGGER tr AFTER INSERT ON src FOR EACH ROW \
+                 INSERT INTO audit (sid, note) VALUES (NEW.id, INSERT('abc', 1, 1, 'x'))"
+            ),
+            vec![t(None, "audit", Some(&["sid", "note"]))]
+        );
+        assert_eq!(
+            inserted_tables(
+                "CREATE PROCEDURE p() BEGIN INSERT IGNORE `db`.`log` VALUES (NULL, 1); \
+                 REPLACE INTO d2.x SET id = 5, v = REPLACE(v, 'a', 'b'); \
+                 INSERT LOW_PRIORITY t2 PARTITION (p0) (a) SELECT 1; \
+                 INSERT INTO t3 (SELECT * FROM t4); END"
+            ),
+            vec![
+                t(Some("db"), "log", None),
+                t(Some("d2"), "x", Some(&["id", "v"])),
+                t(None, "t2", Some(&["a"])),
+                t(None, "t3", None),
+            ]
+        );
+        assert!(
+            inserted_tables("CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.v = 1")
+                .is_empty()
+        );
+        let audit = t(None, "audit", Some(&["sid"]));
+        assert!(audit.generates("id"));
+        assert_eq!(
+            super::program_schema(
+                "CREATE DEFINER=`a`@`%` TRIGGER IF NOT EXISTS `d`.tr AFTER INSERT ON t"
+            ),
+            Some("d".to_string())
+        );
+        assert_eq!(super::program_schema("CREATE PROCEDURE p() SELECT 1"), None);
+        assert!(!t(None, "audit", Some(&["ID", "sid"])).generates("id"));
+        assert!(t(None, "audit", None).generates("id"));
+    }
 
     #[test]
     fn per_server_calls_in_definitions_are_found() {
