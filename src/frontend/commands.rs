@@ -1559,15 +1559,44 @@ impl ClientSession {
         payload: &[u8],
         seq: u8,
     ) -> Result<(), Failure> {
-        match payload.get(1..3).map(|b| u16::from_le_bytes([b[0], b[1]])) {
-            Some(0) => session.multi_statements = true,
-            Some(1) => session.multi_statements = false,
+        let on = match payload.get(1..3).map(|b| u16::from_le_bytes([b[0], b[1]])) {
+            Some(0) => true,
+            Some(1) => false,
             _ => {
                 return Err(Failure::Answer(MysqlError::new(
                     1047,
                     "08S01",
                     "Unknown command",
                 )))
+            }
+        };
+        // The backend must parse several statements too (PHP's mysqli::multi_query turns it
+        // on just for its query): later connections are taken from the pool with the bit as
+        // the session now has it, and a connection the session holds is switched itself.
+        session.multi_statements = on;
+        self.caps.set(CapabilityFlags::CLIENT_MULTI_STATEMENTS, on);
+        if let Some(h) = self.held.as_mut() {
+            let switched = async {
+                h.conn.stream.write_packet(0, payload).await?;
+                read_response(&mut h.conn.stream, ResponseKind::Single, self.deprecate_eof).await
+            };
+            match switched.await {
+                Ok(answer) if answer.error.is_none() => {
+                    let bit = CapabilityFlags::CLIENT_MULTI_STATEMENTS.bits();
+                    h.conn.caps_key = if on {
+                        h.conn.caps_key | bit
+                    } else {
+                        h.conn.caps_key & !bit
+                    };
+                }
+                Ok(answer) => return Err(Failure::Answer(answer.error.unwrap_or_else(malformed))),
+                Err(e) => {
+                    return Err(Failure::BackendLost(MysqlError::new(
+                        2013,
+                        "HY000",
+                        format!("Lost connection to backend {}: {e}", h.conn.addr),
+                    )))
+                }
             }
         }
         let eof = encode_terminator(session.status_flags(), 0, self.deprecate_eof);
