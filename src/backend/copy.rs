@@ -10,9 +10,11 @@
 //! so no trigger fires during the load. The target's application databases are dropped
 //! first: it ends up holding what the source held at the snapshot, `myquorum.wal` included.
 //!
-//! Owns: the copy. May import: backend::pool (addresses, credentials), mysql_async.
+//! Owns: the copy. May import: backend::pool (addresses, credentials), mysql_async, sql
+//! (quoting).
 
 use super::pool::BackendPool;
+use crate::sql::{quote_identifier, quote_string};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Row, Value};
 use std::time::Instant;
@@ -33,10 +35,6 @@ pub struct CopyReport {
     pub triggers: usize,
     pub events: usize,
     pub seconds: f64,
-}
-
-fn quote(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
 }
 
 fn is_system(db: &str) -> bool {
@@ -96,7 +94,7 @@ pub async fn copy_databases(
         .await
         .map_err(err("listing the target's databases"))?;
     for db in old.iter().filter(|d| !is_system(d)) {
-        dst.query_drop(format!("DROP DATABASE {}", quote(db)))
+        dst.query_drop(format!("DROP DATABASE {}", quote_identifier(db)))
             .await
             .map_err(err(&format!("dropping {db} on the target")))?;
     }
@@ -107,7 +105,7 @@ pub async fn copy_databases(
     let dbs: Vec<String> = dbs.into_iter().filter(|d| !is_system(d)).collect();
     for db in &dbs {
         let create: Row = src
-            .query_first(format!("SHOW CREATE DATABASE {}", quote(db)))
+            .query_first(format!("SHOW CREATE DATABASE {}", quote_identifier(db)))
             .await
             .map_err(err(&format!("reading database {db}")))?
             .ok_or_else(|| format!("database {db} vanished"))?;
@@ -119,10 +117,10 @@ pub async fn copy_databases(
     let mut views = Vec::new();
     for db in &dbs {
         let tables: Vec<Row> = src
-            .query(format!("SHOW FULL TABLES FROM {}", quote(db)))
+            .query(format!("SHOW FULL TABLES FROM {}", quote_identifier(db)))
             .await
             .map_err(err(&format!("listing the tables of {db}")))?;
-        dst.query_drop(format!("USE {}", quote(db)))
+        dst.query_drop(format!("USE {}", quote_identifier(db)))
             .await
             .map_err(err(&format!("using {db} on the target")))?;
         for t in &tables {
@@ -152,7 +150,7 @@ async fn copy_table(
     table: &str,
     report: &mut CopyReport,
 ) -> Result<(), String> {
-    let full = format!("{}.{}", quote(db), quote(table));
+    let full = format!("{}.{}", quote_identifier(db), quote_identifier(table));
     let create: Row = src
         .query_first(format!("SHOW CREATE TABLE {full}"))
         .await
@@ -177,7 +175,7 @@ async fn copy_table(
     }
     let list = columns
         .iter()
-        .map(|c| quote(c))
+        .map(|c| quote_identifier(c))
         .collect::<Vec<_>>()
         .join(", ");
     let one_row = format!("({})", vec!["?"; columns.len()].join(", "));
@@ -263,7 +261,11 @@ async fn copy_views(
     let mut left: Vec<(String, String, String)> = Vec::new();
     for (db, name) in views {
         let create: Row = src
-            .query_first(format!("SHOW CREATE VIEW {}.{}", quote(db), quote(name)))
+            .query_first(format!(
+                "SHOW CREATE VIEW {}.{}",
+                quote_identifier(db),
+                quote_identifier(name)
+            ))
             .await
             .map_err(err(&format!("reading view {db}.{name}")))?
             .ok_or_else(|| format!("view {db}.{name} vanished"))?;
@@ -274,7 +276,7 @@ async fn copy_views(
         let mut failed = Vec::new();
         let mut last_error = String::new();
         for (db, name, sql) in left {
-            dst.query_drop(format!("USE {}", quote(&db)))
+            dst.query_drop(format!("USE {}", quote_identifier(&db)))
                 .await
                 .map_err(err(&format!("using {db} on the target")))?;
             match dst.query_drop(&sql).await {
@@ -316,21 +318,25 @@ async fn copy_programs(
         .map(|(name, kind)| (kind, name))
         .collect();
     let triggers: Vec<Row> = src
-        .query(format!("SHOW TRIGGERS FROM {}", quote(db)))
+        .query(format!("SHOW TRIGGERS FROM {}", quote_identifier(db)))
         .await
         .map_err(err(&format!("listing the triggers of {db}")))?;
     programs.extend(triggers.iter().map(|t| ("TRIGGER".to_string(), text(t, 0))));
     let events: Vec<Row> = src
-        .query(format!("SHOW EVENTS FROM {}", quote(db)))
+        .query(format!("SHOW EVENTS FROM {}", quote_identifier(db)))
         .await
         .map_err(err(&format!("listing the events of {db}")))?;
     programs.extend(events.iter().map(|e| ("EVENT".to_string(), text(e, 1))));
-    dst.query_drop(format!("USE {}", quote(db)))
+    dst.query_drop(format!("USE {}", quote_identifier(db)))
         .await
         .map_err(err(&format!("using {db} on the target")))?;
     for (kind, name) in programs {
         let shown: Row = src
-            .query_first(format!("SHOW CREATE {kind} {}.{}", quote(db), quote(&name)))
+            .query_first(format!(
+                "SHOW CREATE {kind} {}.{}",
+                quote_identifier(db),
+                quote_identifier(&name)
+            ))
             .await
             .map_err(err(&format!("reading {kind} {db}.{name}")))?
             .ok_or_else(|| format!("{kind} {db}.{name} vanished"))?;
@@ -347,9 +353,9 @@ async fn copy_programs(
                  the privileges to see it)"
             ));
         }
-        let mut set = format!("SET SESSION sql_mode = '{}'", sql_mode.replace('\'', "''"));
+        let mut set = format!("SET SESSION sql_mode = {}", quote_string(&sql_mode));
         if let Some(tz) = time_zone {
-            set.push_str(&format!(", time_zone = '{}'", tz.replace('\'', "''")));
+            set.push_str(&format!(", time_zone = {}", quote_string(&tz)));
         }
         dst.query_drop(set)
             .await

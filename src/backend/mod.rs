@@ -2,7 +2,8 @@
 //! Data path: raw pooled connections relayed packet by packet (`conn`, `pool`).
 //! Control path: mysql_async for health probes (`health`) and replica rebuilds (`copy`).
 //!
-//! May import: protocol, config, session (signatures). Must not import: frontend.
+//! May import: protocol, config, session (signatures), sql (quoting). Must not import:
+//! frontend.
 
 pub mod cluster;
 pub mod conn;

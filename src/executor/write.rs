@@ -110,7 +110,7 @@ fn setting_literal(v: Option<&str>) -> String {
     match v {
         None => "DEFAULT".into(),
         Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => n.into(),
-        Some(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''")),
+        Some(s) => crate::sql::quote_string(s),
     }
 }
 

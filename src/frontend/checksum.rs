@@ -13,6 +13,7 @@ use crate::protocol::relay::{ends_with_error, MemoryIo};
 use crate::protocol::{MysqlError, PacketStream};
 use crate::session::SessionState;
 use crate::sql::lexer::{Lexer, Tok};
+use crate::sql::{quote_identifier, quote_string};
 use std::time::{Duration, Instant};
 
 /// How long the answer waits for followers to apply the checksum.
@@ -40,7 +41,7 @@ pub struct KeyRange {
 
 impl KeyRange {
     fn condition(&self) -> Option<String> {
-        let k = ident(&self.key);
+        let k = quote_identifier(&self.key);
         match (&self.lower, &self.upper) {
             (None, None) => None,
             (Some(l), None) => Some(format!("{k} > {l}")),
@@ -98,14 +99,6 @@ pub fn parse(sql: &str) -> Option<Result<(Option<String>, String), MysqlError>> 
     }))
 }
 
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-fn ident(s: &str) -> String {
-    format!("`{}`", s.replace('`', "``"))
-}
-
 const CHECKSUM_INSERT: &str =
     "INSERT INTO myquorum.checksums (run, db, tbl, row_count, crc) SELECT ";
 
@@ -124,7 +117,7 @@ pub fn checksum_statement(
     columns: &[String],
     range: Option<&KeyRange>,
 ) -> String {
-    let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+    let cols: Vec<String> = columns.iter().map(|c| quote_identifier(c)).collect();
     let nulls: Vec<String> = cols.iter().map(|c| format!("ISNULL({c})")).collect();
     // As bytes: columns of different collations cannot be concatenated as text (error 1267).
     let cols: Vec<String> = cols
@@ -138,25 +131,25 @@ pub fn checksum_statement(
     format!(
         "{CHECKSUM_INSERT}{run}, {}, {}, COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', {}, \
          CONCAT({})))), 0) FROM {}.{}{filter}",
-        literal(db),
-        literal(table),
+        quote_string(db),
+        quote_string(table),
         cols.join(", "),
         nulls.join(", "),
-        ident(db),
-        ident(table)
+        quote_identifier(db),
+        quote_identifier(table)
     )
 }
 
 /// The last key of the next chunk of `rows` rows after `after` (read on the primary).
 fn chunk_end_query(db: &str, table: &str, key: &str, after: Option<&str>, rows: u64) -> String {
-    let k = ident(key);
+    let k = quote_identifier(key);
     let filter = after
         .map(|a| format!(" WHERE {k} > {a}"))
         .unwrap_or_default();
     format!(
         "(SELECT MAX({k}) FROM (SELECT {k} FROM {}.{}{filter} ORDER BY {k} LIMIT {rows}) chunk)",
-        ident(db),
-        ident(table)
+        quote_identifier(db),
+        quote_identifier(table)
     )
 }
 
@@ -226,8 +219,8 @@ impl ClientSession {
         let columns = format!(
             "(SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION SEPARATOR '\\n') \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {})",
-            literal(&db),
-            literal(&table)
+            quote_string(&db),
+            quote_string(&table)
         );
         let columns = self.select_value(session, &probe, route, &columns).await?;
         // A single-column integer key splits the table into chunks, each its own write, so
@@ -237,8 +230,8 @@ impl ClientSession {
             "(SELECT IF(COUNT(*) = 1 AND MAX(DATA_TYPE) IN ({INTEGER_TYPES}), MAX(COLUMN_NAME), \
              NULL) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \
              AND COLUMN_KEY = 'PRI')",
-            literal(&db),
-            literal(&table)
+            quote_string(&db),
+            quote_string(&table)
         );
         let key = self.select_value(session, &probe, route, &key).await?;
         // The primary connection was held for those reads only.

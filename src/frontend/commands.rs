@@ -848,7 +848,6 @@ impl ClientSession {
             return Ok(());
         }
         let home = program_schema(sql).or_else(|| session.schema.clone());
-        let literal = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"));
         for t in targets {
             let Some(db) = t.schema.clone().or_else(|| home.clone()) else {
                 continue;
@@ -856,8 +855,8 @@ impl ClientSession {
             let lookup = format!(
                 "(SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
                  AND TABLE_NAME = {} AND EXTRA LIKE '%auto_increment%' LIMIT 1)",
-                literal(&db),
-                literal(&t.table)
+                crate::sql::quote_string(&db),
+                crate::sql::quote_string(&t.table)
             );
             let Some(column) = self.select_value(session, c, route, &lookup).await? else {
                 continue;

@@ -15,3 +15,14 @@ pub mod set;
 pub use cache::ClassifyCache;
 pub use classify::{classify, Classified, Flags, Kind};
 pub use set::SessionChange;
+
+/// `s` as a single-quoted string literal (backslashes and quotes escaped), for statements the
+/// proxy writes itself.
+pub fn quote_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// `s` as a backquoted identifier.
+pub fn quote_identifier(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
