@@ -38,6 +38,9 @@ pub struct ProxyContext {
     pub classify_cache: ClassifyCache,
     /// Live client sessions by connection id, for KILL.
     pub sessions: crate::frontend::kill::SessionRegistry,
+    /// Per (schema, procedure), lowercase: why a CALL of it is refused (it generates ids the
+    /// log cannot carry), or None. Cleared by procedure DDL through the proxy.
+    pub call_checks: dashmap::DashMap<(String, String), Option<String>>,
     next_connection_id: AtomicU32,
 }
 
@@ -75,6 +78,7 @@ impl ProxyContext {
             read_consistency,
             classify_cache: ClassifyCache::new(10_000),
             sessions: Default::default(),
+            call_checks: Default::default(),
             next_connection_id: AtomicU32::new(1),
         })
     }

@@ -1864,5 +1864,26 @@ async fn definitions_evaluated_per_replica_are_refused() {
         let err = c.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&err), 1235, "{sql}: {err}");
     }
+    // The same kind of procedure made on the servers directly (before the proxy came) is
+    // refused when called, text or prepared; one that gives the id itself runs.
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        d.query_drop("CREATE PROCEDURE nd.direct_add(i INT) INSERT INTO nd.log (t_id) VALUES (i)")
+            .await
+            .unwrap();
+        d.query_drop(
+            "CREATE PROCEDURE nd.direct_add_id(i INT) INSERT INTO nd.log (id, t_id) VALUES (i, i)",
+        )
+        .await
+        .unwrap();
+    }
+    let err = c.query_drop("CALL nd.direct_add(7)").await.unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    assert!(err.to_string().contains("nd.log"), "{err}");
+    c.query_drop("USE nd").await.unwrap();
+    let err = c.exec_drop("CALL direct_add(?)", (8,)).await.unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    c.exec_drop("CALL direct_add_id(?)", (100,)).await.unwrap();
+    c.query_drop("CALL nd.direct_add_id(101)").await.unwrap();
     assert_replicas_identical(&dbs, &mut c, &["nd.t", "nd.log"]).await;
 }

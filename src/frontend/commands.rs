@@ -708,14 +708,22 @@ impl ClientSession {
                 }
                 match writes::classify_write(&c, sql, session).map_err(Failure::Answer)? {
                     WriteClass::Dml => {
+                        if c.kind == Kind::Call {
+                            self.refuse_generated_ids_in_call(session, &c, route, sql)
+                                .await?;
+                        }
                         return self
                             .run_dml(client, session, &c, route, sql, payload, None)
-                            .await
+                            .await;
                     }
                     WriteClass::Ddl => {
                         self.refuse_generated_ids_in_programs(session, &c, route, sql)
                             .await?;
                         let done = self.run_ddl(client, session, &c, route, payload).await;
+                        if mentions_procedure(sql) {
+                            // A procedure created, replaced or dropped: CALLs are judged anew.
+                            self.ctx.call_checks.clear();
+                        }
                         if let Some(name) = crate::sql::classify::created_function(sql) {
                             for (_, _, pool) in self.ctx.cluster.pools() {
                                 pool.note_stored_function(&name);
@@ -827,9 +835,7 @@ impl ClientSession {
     }
 
     /// Refuses a trigger, procedure or function whose body inserts into a table with an
-    /// AUTO_INCREMENT column it leaves for the server to fill (looked up on the primary): the
-    /// ids such inserts take are not in the record, so replicas would each generate their
-    /// own (`determinism::inserted_tables` says why). Tables created later are not checked.
+    /// AUTO_INCREMENT column it leaves for the server to fill (`generated_id_insert`).
     async fn refuse_generated_ids_in_programs(
         &mut self,
         session: &mut SessionState,
@@ -837,18 +843,80 @@ impl ClientSession {
         route: Route,
         sql: &str,
     ) -> Result<(), Failure> {
-        use crate::sql::determinism::{inserted_tables, program_schema};
         let Some(object) = crate::sql::classify::defined_object(sql)
             .filter(|o| matches!(o.as_str(), "TRIGGER" | "PROCEDURE" | "FUNCTION"))
         else {
             return Ok(());
         };
-        let targets = inserted_tables(sql);
-        if targets.is_empty() {
-            return Ok(());
+        let home = crate::sql::determinism::program_schema(sql).or_else(|| session.schema.clone());
+        let what = format!("this {}", object.to_ascii_lowercase());
+        match self
+            .generated_id_insert(session, c, route, sql, home, &what)
+            .await?
+        {
+            Some(why) => Err(Failure::Answer(writes::not_supported(&why))),
+            None => Ok(()),
         }
-        let home = program_schema(sql).or_else(|| session.schema.clone());
-        for t in targets {
+    }
+
+    /// Refuses a CALL of a procedure whose body generates ids (`generated_id_insert`): one
+    /// created on the servers directly, which the definition check never saw. The verdict is
+    /// cached per procedure (`ProxyContext::call_checks`) until a procedure DDL through the
+    /// proxy; a procedure that does not exist is left to the server's error.
+    async fn refuse_generated_ids_in_call(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        sql: &str,
+    ) -> Result<(), Failure> {
+        let Some((db, name)) = crate::sql::determinism::called_procedure(sql) else {
+            return Ok(());
+        };
+        let Some(db) = db.or_else(|| session.schema.clone()) else {
+            return Ok(());
+        };
+        let key = (db.to_ascii_lowercase(), name.to_ascii_lowercase());
+        let verdict = match self.ctx.call_checks.get(&key).map(|v| v.clone()) {
+            Some(v) => v,
+            None => {
+                let lookup = format!(
+                    "(SELECT body FROM mysql.proc WHERE db = {} AND name = {} AND type = 'PROCEDURE')",
+                    crate::sql::quote_string(&db),
+                    crate::sql::quote_string(&name)
+                );
+                let Some(body) = self.select_value(session, c, route, &lookup).await? else {
+                    return Ok(());
+                };
+                let what = format!("procedure {db}.{name}");
+                let v = self
+                    .generated_id_insert(session, c, route, &body, Some(db.clone()), &what)
+                    .await?;
+                self.ctx.call_checks.insert(key, v.clone());
+                v
+            }
+        };
+        match verdict {
+            Some(why) => Err(Failure::Answer(writes::not_supported(&why))),
+            None => Ok(()),
+        }
+    }
+
+    /// Why a stored program's `body` (unqualified tables in `home`) would give each replica
+    /// its own ids: it inserts into a table whose AUTO_INCREMENT column (looked up on the
+    /// primary) it leaves to the server. Those ids are not in the record, so the primary
+    /// takes them in the order concurrent transactions run and the replicas in log order
+    /// (`determinism::inserted_tables`). Tables created later are not checked.
+    async fn generated_id_insert(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        body: &str,
+        home: Option<String>,
+        what: &str,
+    ) -> Result<Option<String>, Failure> {
+        for t in crate::sql::determinism::inserted_tables(body) {
             let Some(db) = t.schema.clone().or_else(|| home.clone()) else {
                 continue;
             };
@@ -862,19 +930,18 @@ impl ClientSession {
                 continue;
             };
             if t.generates(&column) {
-                return Err(Failure::Answer(writes::not_supported(&format!(
-                    "this {} inserts into {db}.{} without a value for its AUTO_INCREMENT column \
+                return Ok(Some(format!(
+                    "{what} inserts into {db}.{} without a value for its AUTO_INCREMENT column \
                      `{column}`: ids generated inside a stored program are not carried by the \
                      log (only a statement's own are), so each replica would generate its own \
                      (the primary in the order concurrent transactions run, with gaps from \
                      rolled-back ones; the replicas in log order). Give the column a value in \
                      the insert, drop AUTO_INCREMENT from it, or insert from the application",
-                    object.to_ascii_lowercase(),
                     t.table
-                ))));
+                )));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Keeps the session's SQL-level prepared statements: a PREPARE's text as the server
@@ -1919,6 +1986,10 @@ impl ClientSession {
                     )));
                 }
                 let route = self.route(&stmt.classified);
+                if stmt.classified.kind == Kind::Call {
+                    self.refuse_generated_ids_in_call(session, &stmt.classified, route, &stmt.sql)
+                        .await?;
+                }
                 return self
                     .run_dml(
                         client,
@@ -2052,6 +2123,14 @@ async fn start_command(
 }
 
 /// Statements that cannot read the server's clock: a fixed `timestamp` may stay for them.
+/// Whether a DDL's first words name a procedure (CREATE [OR REPLACE] [DEFINER=…] PROCEDURE,
+/// DROP PROCEDURE, ALTER PROCEDURE).
+fn mentions_procedure(sql: &str) -> bool {
+    crate::sql::lexer::Lexer::new(sql)
+        .take(12)
+        .any(|t| t.tok.is_word("PROCEDURE"))
+}
+
 fn reads_clock(c: &Classified) -> bool {
     !matches!(
         c.kind,

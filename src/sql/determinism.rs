@@ -226,6 +226,23 @@ pub fn inserted_tables(sql: &str) -> Vec<InsertTarget> {
     out
 }
 
+/// The procedure a `CALL [db.]name[(…)]` runs: its schema (None when unqualified) and name.
+pub fn called_procedure(sql: &str) -> Option<(Option<String>, String)> {
+    let mut toks = Lexer::new(sql).map(|t| t.tok);
+    if !toks.next()?.is_word("CALL") {
+        return None;
+    }
+    let name = |t: Option<Tok<'_>>| match t {
+        Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => Some(w.to_string()),
+        _ => None,
+    };
+    let first = name(toks.next())?;
+    match toks.next() {
+        Some(Tok::Punct('.')) => Some((Some(first), name(toks.next())?)),
+        _ => Some((None, first)),
+    }
+}
+
 /// The schema a `CREATE TRIGGER / PROCEDURE / FUNCTION` names its object in (`db.name`):
 /// where the body's unqualified table names resolve. None when unqualified.
 pub fn program_schema(sql: &str) -> Option<String> {
@@ -443,6 +460,15 @@ mod definition_tests {
             Some("d".to_string())
         );
         assert_eq!(super::program_schema("CREATE PROCEDURE p() SELECT 1"), None);
+        assert_eq!(
+            super::called_procedure("call `my db`.addRow(1, 'x')"),
+            Some((Some("my db".to_string()), "addRow".to_string()))
+        );
+        assert_eq!(
+            super::called_procedure("CALL p"),
+            Some((None, "p".to_string()))
+        );
+        assert_eq!(super::called_procedure("SELECT 1"), None);
         assert!(!t(None, "audit", Some(&["ID", "sid"])).generates("id"));
         assert!(t(None, "audit", None).generates("id"));
     }
