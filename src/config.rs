@@ -39,9 +39,13 @@ pub struct ReplicationConfig {
     /// A replica up for less than this is a last-resort candidate (it may be flapping).
     pub election_min_uptime_ms: u64,
     /// A follower down for longer than this stops holding back the WAL and every replica's
-    /// `myquorum.wal` trimming: it is quarantined (rebuild it from a healthy replica, then
-    /// restart the proxy). Bounds the log's disk use while a replica is dead.
+    /// `myquorum.wal` trimming: it is quarantined (and rebuilt when back, see
+    /// `auto_rebuild`). Bounds the log's disk use while a replica is dead.
     pub wal_retain_s: u64,
+    /// Rebuild a follower quarantined for being down longer than `wal_retain_s` as soon as
+    /// its health checks pass again (Galera's SST on rejoin); one quarantined for diverging
+    /// is left to the operator (`PROXY REBUILD REPLICA`).
+    pub auto_rebuild: bool,
 }
 
 impl Default for ReplicationConfig {
@@ -55,6 +59,7 @@ impl Default for ReplicationConfig {
             failover: true,
             election_min_uptime_ms: 30_000,
             wal_retain_s: 86_400,
+            auto_rebuild: true,
         }
     }
 }
@@ -296,14 +301,15 @@ impl Config {
             ));
         }
         out.push_str(&format!(
-            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\nwal_retain_s = {}\n",
+            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\nwal_retain_s = {}\nauto_rebuild = {}\n",
             self.replication.wal_dir,
             self.replication.commit_timeout_ms,
             self.replication.apply_batch,
             self.replication.tso_servers,
             self.replication.failover,
             self.replication.election_min_uptime_ms,
-            self.replication.wal_retain_s
+            self.replication.wal_retain_s,
+            self.replication.auto_rebuild
         ));
         if let Some(t) = self.replication.failure_threshold {
             out.push_str(&format!("failure_threshold = {t}\n"));

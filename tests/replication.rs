@@ -841,6 +841,7 @@ async fn a_follower_down_longer_than_the_retention_no_longer_holds_the_log() {
     let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
     let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
     cfg.replication.wal_retain_s = 1;
+    cfg.replication.auto_rebuild = false;
     let proxy = Proxy::start(cfg);
     let mut c = connect(&proxy.url(None)).await;
     c.query_drop("CREATE DATABASE ret").await.unwrap();
@@ -862,7 +863,7 @@ async fn a_follower_down_longer_than_the_retention_no_longer_holds_the_log() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(
-        states[2].contains("wal_retain_s = 1") && states[2].contains("rebuild it"),
+        states[2].contains("wal_retain_s = 1") && states[2].contains("PROXY REBUILD REPLICA 2"),
         "{states:?}"
     );
     assert!(!states[1].contains("quarantined"), "{states:?}");
@@ -903,6 +904,56 @@ async fn a_follower_down_longer_than_the_retention_no_longer_holds_the_log() {
     c.query_drop("INSERT INTO ret.t VALUES (-2)").await.unwrap();
     assert_replicas_identical(&dbs, &mut c, &["ret.t"]).await;
     assert_eq!(has_last(&dbs[2]).await, 1);
+}
+
+/// With `auto_rebuild` (the default), a follower that comes back after the log moved past
+/// it is rebuilt by the proxy itself and follows the log again, while writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_back_after_the_retention_is_rebuilt_by_itself() {
+    common::init_tracing();
+    let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
+    cfg.replication.wal_retain_s = 1;
+    let proxy = Proxy::start(cfg);
+    let mut c = connect(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE auto",
+            "CREATE TABLE auto.t (id INT PRIMARY KEY, v VARCHAR(20))",
+        ],
+    )
+    .await;
+    // Let the follower apply the table before it goes (it then has something to lose).
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    dbs[2].kill9();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut written = 0;
+    while !replica_states(&mut c).await[2].contains("quarantined") {
+        assert!(Instant::now() < deadline, "replica 2 was not quarantined");
+        written += 1;
+        c.query_drop(format!(
+            "INSERT INTO auto.t VALUES ({written}, 'while down')"
+        ))
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dbs[2].restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        written += 1;
+        c.query_drop(format!("INSERT INTO auto.t VALUES ({written}, 'after')"))
+            .await
+            .unwrap();
+        let states = replica_states(&mut c).await;
+        if !states[2].contains("quarantined") && states[2].contains("applying") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not rebuilt: {states:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_replicas_identical(&dbs, &mut c, &["auto.t"]).await;
 }
 
 /// A follower quarantined for a divergence is rebuilt with `PROXY REBUILD REPLICA` while

@@ -105,6 +105,9 @@ pub struct ReplicaState {
     pub gap_floor: AtomicU64,
     /// `PROXY REBUILD REPLICA` is copying the primary's databases to it.
     pub rebuilding: AtomicBool,
+    /// Quarantined for being down longer than the log is kept for it (not for diverging):
+    /// with `auto_rebuild` it is rebuilt once it is back.
+    pub outlived_log: AtomicBool,
     /// Bumped when a new applier task takes over this replica (a rebuild): an older one
     /// still retrying a connection stops instead of applying beside it.
     pub applier_epoch: AtomicU64,
@@ -218,6 +221,7 @@ impl ShardLog {
                     quarantined: Mutex::new(None),
                     gap_floor: AtomicU64::new(u64::MAX),
                     rebuilding: AtomicBool::new(false),
+                    outlived_log: AtomicBool::new(false),
                     applier_epoch: AtomicU64::new(0),
                     apply_latency: LatencyHistogram::new(),
                     receive_latency: LatencyHistogram::new(),

@@ -35,6 +35,7 @@ pub struct Replication {
     recovered: Mutex<Vec<Vec<WalRecord>>>,
     apply_batch: usize,
     wal_retain: Duration,
+    auto_rebuild: bool,
     failover: failover::FailoverParams,
     /// Per shard: switchover requests to its failover task (taken by `spawn`).
     switchover_tx: Vec<mpsc::Sender<failover::SwitchoverRequest>>,
@@ -107,6 +108,7 @@ impl Replication {
             recovered: Mutex::new(recovered),
             apply_batch: cfg.replication.apply_batch.max(1),
             wal_retain: Duration::from_secs(cfg.replication.wal_retain_s),
+            auto_rebuild: cfg.replication.auto_rebuild,
             failover: failover::FailoverParams {
                 automatic: cfg.replication.failover,
                 min_uptime: Duration::from_millis(cfg.replication.election_min_uptime_ms),
@@ -171,6 +173,7 @@ impl Replication {
                     catch_up_timeout: Duration::from_secs(120),
                     failover: self.failover,
                     wal_retain: self.wal_retain,
+                    auto_rebuild: self.auto_rebuild,
                     switchovers,
                 },
                 cancel.clone(),

@@ -104,6 +104,8 @@ pub async fn rebuild(
             return Err(format!("{e}; replica {n} stays quarantined"));
         }
     };
+    // Whatever quarantines it from now on is a new story.
+    state.outlived_log.store(false, Ordering::Release);
     tracing::info!(
         shard = shard.0,
         replica = n,

@@ -224,6 +224,8 @@ pub struct RecoveryParams {
     pub failover: super::failover::FailoverParams,
     /// A follower down longer than this is quarantined rather than hold the log forever.
     pub wal_retain: Duration,
+    /// Rebuild such a follower when it is back.
+    pub auto_rebuild: bool,
     /// Switchover requests, served by the failover task once the shard is recovered.
     pub switchovers: tokio::sync::mpsc::Receiver<super::failover::SwitchoverRequest>,
 }
@@ -409,7 +411,14 @@ pub async fn run_shard(
         params.switchovers,
         cancel.clone(),
     ));
-    maintain(log, cluster, params.wal_retain, cancel).await;
+    maintain(
+        log,
+        cluster,
+        params.wal_retain,
+        params.auto_rebuild.then_some(params.apply_batch),
+        cancel,
+    )
+    .await;
 }
 
 /// Run-time upkeep: re-apply commits that failed on the primary, and delete WAL segments
@@ -418,11 +427,13 @@ async fn maintain(
     log: Arc<ShardLog>,
     cluster: Arc<Cluster>,
     wal_retain: Duration,
+    auto_rebuild_batch: Option<usize>,
     cancel: CancellationToken,
 ) {
     let shard = log.shard;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut ticks = 0u64;
+    let mut last_rebuild: Vec<Option<Instant>> = vec![None; log.replicas.len()];
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -469,6 +480,9 @@ async fn maintain(
             }
         }
         release_dead_followers(&log, &cluster, wal_retain);
+        if let Some(batch) = auto_rebuild_batch {
+            rebuild_returned_followers(&log, &cluster, batch, &cancel, &mut last_rebuild);
+        }
         if ticks.is_multiple_of(20) {
             log.prune_ddl_outcomes(log.followers_low_water());
             let below = log.followers_low_water().min(log.primary_low_water());
@@ -479,6 +493,47 @@ async fn maintain(
                 trim_replica_logs(&log, &cluster, below).await;
             }
         }
+    }
+}
+
+/// How long after a failed automatic rebuild the next one starts.
+const AUTO_REBUILD_RETRY: Duration = Duration::from_secs(60);
+
+/// Starts a rebuild of each follower quarantined for outliving the log whose health checks
+/// pass again (at most one attempt per `AUTO_REBUILD_RETRY` each); it runs in its own task.
+fn rebuild_returned_followers(
+    log: &Arc<ShardLog>,
+    cluster: &Arc<Cluster>,
+    batch: usize,
+    cancel: &CancellationToken,
+    last: &mut [Option<Instant>],
+) {
+    for (i, state) in log.replicas.iter().enumerate() {
+        let replica = ReplicaId(i as u32);
+        let back = cluster.pool(log.shard, replica).is_some_and(|p| p.is_up());
+        if !back
+            || !state.outlived_log.load(Ordering::Acquire)
+            || state.quarantined.lock().is_none()
+            || state.rebuilding.load(Ordering::Acquire)
+            || last[i].is_some_and(|t| t.elapsed() < AUTO_REBUILD_RETRY)
+        {
+            continue;
+        }
+        last[i] = Some(Instant::now());
+        tracing::info!(
+            shard = log.shard.0,
+            replica = i,
+            "follower back after the log moved past it: rebuilding it (replication.auto_rebuild)"
+        );
+        let (log, cluster, cancel) = (log.clone(), cluster.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let shard = log.shard.0;
+            match super::rebuild::rebuild(log.clone(), cluster, replica, batch, cancel).await {
+                Ok(done) => tracing::info!(shard, replica = i, "{done}"),
+                Err(e) => tracing::warn!(shard, replica = i, error = %e,
+                    "automatic rebuild failed; retried in a minute (or run PROXY REBUILD REPLICA)"),
+            }
+        });
     }
 }
 
@@ -496,11 +551,13 @@ fn release_dead_followers(log: &ShardLog, cluster: &Cluster, retain: Duration) {
             continue;
         };
         if down > retain {
+            state.outlived_log.store(true, Ordering::Release);
             log.quarantine(
                 replica,
                 format!(
                     "down for {} s, longer than the log is kept for it (wal_retain_s = {}); \
-                     rebuild it with PROXY REBUILD REPLICA {} SHARD {}",
+                     rebuilt when back (replication.auto_rebuild), or by PROXY REBUILD REPLICA \
+                     {} SHARD {}",
                     down.as_secs(),
                     retain.as_secs(),
                     replica.0,
