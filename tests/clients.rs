@@ -194,7 +194,15 @@ async fn errors_keep_code_sqlstate_and_warnings() {
 async fn answers(c: &mut Conn, steps: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for step in steps {
-        let answer = if let Some(v) = step.strip_prefix("EXEC ") {
+        let answer = if let Some(q) = step.strip_prefix("PREPARED ") {
+            // Prepared once and cached by the client: later runs are executes only.
+            c.exec::<Row, _, _>(q, ()).await.map(|rows| {
+                rows.into_iter()
+                    .map(|r| format!("{:?}", r.unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        } else if let Some(v) = step.strip_prefix("EXEC ") {
             // A prepared write, as JDBC and PyMySQL's server-side cursors send them.
             c.exec_drop("INSERT INTO w.t (v) VALUES (?)", (v,))
                 .await
@@ -244,6 +252,11 @@ async fn replicated_writes_keep_their_warnings_and_row_count() {
         "UPDATE w.t SET v = v + 1 WHERE id <= 2",
         "SELECT ROW_COUNT()",
         "EXEC 7q",
+        "PREPARED SHOW WARNINGS",
+        "EXEC 8q",
+        "PREPARED SHOW WARNINGS",
+        "PREPARED SELECT ROW_COUNT()",
+        "EXEC 9q",
         "SHOW WARNINGS",
         "DELETE FROM w.t WHERE id = 3",
         "SELECT COUNT(*) FROM w.t",

@@ -33,6 +33,11 @@ fn pdo_and_mysqli_match_direct() {
     let straight = run_script(direct.port);
     // mysqli::multi_query switches multi-statements on with COM_SET_OPTION for its query.
     assert!(via.contains("[[\"1\"]]\n[[\"2\"]]"), "{via}");
-    assert!(via.contains("warnings: [[\"Warning\",1366"), "{via}");
+    // Emulated and native prepares: the warnings of the write before, kept by the proxy.
+    assert_eq!(
+        via.matches("warnings: [[\"Warning\",1366").count(),
+        2,
+        "{via}"
+    );
     assert_eq!(via, straight);
 }

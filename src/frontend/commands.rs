@@ -325,12 +325,18 @@ impl ClientSession {
                         Err(e) => Err(Failure::Client(e)),
                     }
                 }
-                COM_STMT_PREPARE => self.com_stmt_prepare(client, session, &pkt.payload).await,
+                COM_STMT_PREPARE => {
+                    self.com_stmt_prepare(client, session, &pkt.payload, diagnostics)
+                        .await
+                }
                 COM_STMT_EXECUTE
                 | COM_STMT_SEND_LONG_DATA
                 | COM_STMT_CLOSE
                 | COM_STMT_RESET
-                | COM_STMT_FETCH => self.com_stmt(client, session, pkt.payload).await,
+                | COM_STMT_FETCH => {
+                    self.com_stmt(client, session, pkt.payload, diagnostics)
+                        .await
+                }
                 _ => Err(Failure::Answer(MysqlError::new(
                     1047,
                     "08S01",
@@ -526,7 +532,7 @@ impl ClientSession {
         let payload = &payload[..1 + sql.len()];
         if let Some(d) = diagnostics {
             if let Some(q) = crate::sql::diagnostics::parse(sql) {
-                return self.answer_diagnostics(client, session, d, &q).await;
+                return self.answer_diagnostics(client, session, d, &q, false).await;
             }
         }
         let c = self.ctx.classify_cache.classify(sql);
@@ -553,13 +559,14 @@ impl ClientSession {
 
     /// Answers SHOW WARNINGS, `@@warning_count` or ROW_COUNT() from the diagnostics the
     /// session kept of its last replicated write (the server's were cleared by the proxy's
-    /// own statements after it).
+    /// own statements after it); `binary` for a prepared statement's execute.
     async fn answer_diagnostics<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         client: &mut PacketStream<S>,
         session: &mut SessionState,
         diagnostics: Diagnostics,
         q: &crate::sql::diagnostics::DiagnosticsQuery,
+        binary: bool,
     ) -> Result<(), Failure> {
         let answer = diagnostics.answer(q);
         let columns: Vec<(&str, ColumnKind)> = answer
@@ -567,7 +574,12 @@ impl ClientSession {
             .iter()
             .map(|(name, kind)| (name.as_str(), *kind))
             .collect();
-        crate::protocol::resultset::queue_resultset(
+        let queue = if binary {
+            crate::protocol::resultset::queue_binary_resultset
+        } else {
+            crate::protocol::resultset::queue_resultset
+        };
+        queue(
             client,
             1,
             &columns,
@@ -1768,6 +1780,7 @@ impl ClientSession {
         client: &mut PacketStream<S>,
         session: &mut SessionState,
         payload: &[u8],
+        diagnostics: Option<Diagnostics>,
     ) -> Result<(), Failure> {
         // Prepared texts are kept as text and prepared again on other connections; bytes
         // that are not UTF-8 could not be kept exactly, so they are refused rather than
@@ -1806,6 +1819,10 @@ impl ClientSession {
         };
         if let Ok(summary) = &result {
             if let Some(p) = summary.prepare {
+                // Preparing SHOW WARNINGS (PDO's native prepares) keeps what it will read.
+                if diagnostics.is_some() && crate::sql::diagnostics::parse(&sql).is_some() {
+                    session.diagnostics = diagnostics;
+                }
                 h.conn.remember_prepared(sql.clone(), p.statement_id);
                 session.prepared.insert(
                     client_id,
@@ -1833,6 +1850,7 @@ impl ClientSession {
         client: &mut PacketStream<S>,
         session: &mut SessionState,
         payload: Vec<u8>,
+        diagnostics: Option<Diagnostics>,
     ) -> Result<(), Failure> {
         let command = payload[0];
         let Some(id_bytes) = payload.get(1..5) else {
@@ -1855,6 +1873,11 @@ impl ClientSession {
             }
             return Err(Failure::Answer(unknown_stmt(client_id, op)));
         };
+        if let (COM_STMT_EXECUTE, Some(d)) = (command, diagnostics) {
+            if let Some(q) = crate::sql::diagnostics::parse(&stmt.sql) {
+                return self.answer_diagnostics(client, session, d, &q, true).await;
+            }
+        }
         match command {
             COM_STMT_CLOSE => {
                 // Server statements stay prepared on the connections that ran it (reused
