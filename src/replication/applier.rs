@@ -123,6 +123,25 @@ pub async fn run_applier(
                 return;
             }
         };
+        let trimmed = crate::wal::trimmed_floor(log.wal.dir());
+        if position.applied < trimmed {
+            // The log no longer holds every record it lacks (it was away, or is a new, empty
+            // server): catching up would skip them. Rebuilt instead (auto_rebuild).
+            log.replicas[replica.0 as usize]
+                .outlived_log
+                .store(true, std::sync::atomic::Ordering::Release);
+            log.quarantine(
+                replica,
+                format!(
+                    "its last applied record (ts {}) is older than the log still kept (records \
+                     at or below ts {trimmed} were deleted): rebuilt when back \
+                     (replication.auto_rebuild), or by PROXY REBUILD REPLICA {} SHARD {}",
+                    position.applied, replica.0, shard.0
+                ),
+            );
+            log.set_live(replica, false);
+            return;
+        }
         let floor = log.replicas[replica.0 as usize]
             .gap_floor
             .load(std::sync::atomic::Ordering::Acquire);

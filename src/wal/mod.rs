@@ -135,6 +135,19 @@ fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(segs)
 }
 
+/// File in the log's directory holding the truncation floor (see `trimmed_floor`).
+const TRIMMED_FILE: &str = "trimmed_below";
+
+/// Every record the log deleted is at or below this timestamp (0: none was ever deleted).
+/// A replica whose last applied record is older cannot be caught up from the log: records
+/// it lacks may be gone. Deletion only happens below what every counted replica applied.
+pub fn trimmed_floor(dir: &Path) -> u64 {
+    fs::read_to_string(dir.join(TRIMMED_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Reads every record with ts > `after` (at most `limit`) from the segments on disk. A
 /// partly written frame at the end of the active segment reads as the end of the log.
 pub fn read_after(dir: &Path, after: u64, limit: usize) -> io::Result<Vec<WalRecord>> {
@@ -421,6 +434,13 @@ impl Writer {
             deleted += 1;
         }
         if deleted > 0 {
+            // Recorded before the deletion is made durable: a crash in between leaves a floor
+            // that is merely conservative.
+            let floor = ts.saturating_sub(1).max(trimmed_floor(&self.dir));
+            let tmp = self.dir.join(format!("{TRIMMED_FILE}.tmp"));
+            fs::write(&tmp, floor.to_string())?;
+            File::open(&tmp)?.sync_all()?;
+            fs::rename(&tmp, self.dir.join(TRIMMED_FILE))?;
             sync_dir(&self.dir)?;
             tracing::info!(dir = %self.dir.display(), deleted, below = ts, "deleted applied WAL segments");
         }
@@ -533,5 +553,13 @@ mod tests {
         assert!(after.iter().any(|r| r.ts == 4));
         assert_eq!(after.last().unwrap().ts, 7);
         assert!(after.first().unwrap().ts > 1);
+        // The floor survives a restart: a replica at ts 2 may lack deleted records.
+        assert_eq!(trimmed_floor(dir.path()), 3);
+        drop(wal);
+        let (wal, _) = Wal::open_sized(dir.path(), 1000).unwrap();
+        assert_eq!(trimmed_floor(dir.path()), 3);
+        // A truncation that deletes nothing leaves it, a later one raises it.
+        wal.truncate_below(2).await.unwrap();
+        assert_eq!(trimmed_floor(dir.path()), 3);
     }
 }
