@@ -42,6 +42,8 @@ pub struct ReplicationConfig {
     /// `myquorum.wal` trimming: it is quarantined (and rebuilt when back, see
     /// `auto_rebuild`). Bounds the log's disk use while a replica is dead.
     pub wal_retain_s: u64,
+    /// Size at which the WAL starts a new segment file; applied segments are deleted whole.
+    pub wal_segment_bytes: u64,
     /// Rebuild a follower quarantined for being down longer than `wal_retain_s` as soon as
     /// its health checks pass again (Galera's SST on rejoin); one quarantined for diverging
     /// is left to the operator (`PROXY REBUILD REPLICA`).
@@ -59,6 +61,7 @@ impl Default for ReplicationConfig {
             failover: true,
             election_min_uptime_ms: 30_000,
             wal_retain_s: 86_400,
+            wal_segment_bytes: crate::wal::SEGMENT_BYTES,
             auto_rebuild: true,
         }
     }
@@ -301,7 +304,7 @@ impl Config {
             ));
         }
         out.push_str(&format!(
-            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\nwal_retain_s = {}\nauto_rebuild = {}\n",
+            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\nwal_retain_s = {}\nwal_segment_bytes = {}\nauto_rebuild = {}\n",
             self.replication.wal_dir,
             self.replication.commit_timeout_ms,
             self.replication.apply_batch,
@@ -309,6 +312,7 @@ impl Config {
             self.replication.failover,
             self.replication.election_min_uptime_ms,
             self.replication.wal_retain_s,
+            self.replication.wal_segment_bytes,
             self.replication.auto_rebuild
         ));
         if let Some(t) = self.replication.failure_threshold {

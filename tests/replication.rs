@@ -956,6 +956,88 @@ async fn a_follower_back_after_the_retention_is_rebuilt_by_itself() {
     assert_replicas_identical(&dbs, &mut c, &["auto.t"]).await;
 }
 
+/// Once WAL segments a follower still needed are deleted (it was away longer than the
+/// retention), a restarted proxy, which has forgotten the quarantine, must not catch it up
+/// across the hole: its applier quarantines it on connecting, and `auto_rebuild` rebuilds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_the_trimmed_log_no_longer_covers_is_rebuilt_not_caught_up() {
+    common::init_tracing();
+    let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
+    cfg.replication.wal_retain_s = 1;
+    cfg.replication.wal_segment_bytes = 4096;
+    cfg.replication.auto_rebuild = false;
+    let shard_wal = std::path::Path::new(&cfg.replication.wal_dir).join("shard-0");
+    let proxy = Proxy::start(cfg.clone());
+    let mut c = connect(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE trim",
+            "CREATE TABLE trim.t (id INT PRIMARY KEY, pad CHAR(200))",
+        ],
+    )
+    .await;
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    dbs[2].kill9();
+    // Writes until the follower is quarantined and segments it needed are deleted (the
+    // truncation pass runs every 10 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut written = 0;
+    while myquorum::wal::trimmed_floor(&shard_wal) == 0 {
+        assert!(Instant::now() < deadline, "no WAL segment was deleted");
+        for _ in 0..20 {
+            written += 1;
+            c.query_drop(format!("INSERT INTO trim.t VALUES ({written}, 'x')"))
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(c);
+    drop(proxy);
+    dbs[2].restart();
+    let proxy = Proxy::start(cfg.clone());
+    let mut c = connect(&proxy.url(None)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states = replica_states(&mut c).await;
+        if states[2].contains("older than the log still kept") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{states:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = |db: &MariaDb| {
+        let url = db.url(None);
+        async move {
+            connect(&url)
+                .await
+                .query_first::<i64, _>("SELECT COUNT(*) FROM trim.t")
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    assert!(rows(&dbs[2]).await < written, "applied across the hole");
+    drop(c);
+    drop(proxy);
+    // With auto_rebuild it comes back by itself.
+    cfg.replication.auto_rebuild = true;
+    let proxy = Proxy::start(cfg);
+    let mut c = connect(&proxy.url(None)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !replica_states(&mut c).await[2].contains("applying") {
+        assert!(Instant::now() < deadline, "not rebuilt");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.query_drop("INSERT INTO trim.t VALUES (-1, 'after')")
+        .await
+        .unwrap();
+    assert_replicas_identical(&dbs, &mut c, &["trim.t"]).await;
+    assert_eq!(rows(&dbs[2]).await, written + 1);
+}
+
 /// A follower quarantined for a divergence is rebuilt with `PROXY REBUILD REPLICA` while
 /// writers keep writing: it gets the primary's schema objects and rows from one snapshot,
 /// applies what the snapshot lacked, and ends identical, with no writer seeing an error.

@@ -66,8 +66,9 @@ impl Replication {
         let mut recovered = Vec::new();
         for (i, s) in cfg.shards.iter().enumerate() {
             let shard_dir = dir.join(format!("shard-{i}"));
-            let (wal, rec) = Wal::open(&shard_dir)
-                .map_err(|e| format!("cannot open the WAL in {}: {e}", shard_dir.display()))?;
+            let (wal, rec) =
+                Wal::open_sized(&shard_dir, cfg.replication.wal_segment_bytes.max(4096))
+                    .map_err(|e| format!("cannot open the WAL in {}: {e}", shard_dir.display()))?;
             if rec.truncated_bytes > 0 {
                 tracing::warn!(
                     shard = i,
