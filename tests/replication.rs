@@ -1088,6 +1088,13 @@ async fn a_quarantined_follower_is_rebuilt_online() {
         assert!(Instant::now() < deadline, "replica 2 was not quarantined");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let health: Vec<String> = c
+        .query_map("SHOW PROXY BACKENDS", |row: mysql_async::Row| {
+            row.get::<String, _>(4).unwrap_or_default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(health, ["up", "up", "up, quarantined"]);
     // Only a quarantined follower is rebuilt.
     for (cmd, says) in [
         ("PROXY REBUILD REPLICA 0", "is the primary"),

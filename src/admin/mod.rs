@@ -38,6 +38,8 @@ fn replication(ctx: &ProxyContext) -> Table {
                 format!("quarantined: {q}")
             } else if leader {
                 "primary".to_string()
+            } else if r.rebuilding.load(Ordering::Relaxed) {
+                "rebuilding (copying the primary's databases)".to_string()
             } else if r.live.load(Ordering::Relaxed) && !r.durable_hold.load(Ordering::Relaxed) {
                 "applying (commits not synced: counts once the WAL synced)".to_string()
             } else if r.live.load(Ordering::Relaxed) {
@@ -100,6 +102,32 @@ fn replication(ctx: &ProxyContext) -> Table {
             "primary_commit_ms_p50/p99",
         ],
         rows,
+    }
+}
+
+/// A backend's health as SHOW PROXY BACKENDS shows it: up or down by its probes, and a
+/// follower that serves nothing because it is quarantined or being rebuilt says so.
+fn backend_health(
+    ctx: &ProxyContext,
+    shard: crate::router::ShardId,
+    replica: crate::router::ReplicaId,
+    up: bool,
+) -> &'static str {
+    let state = ctx
+        .replication
+        .shard(shard)
+        .and_then(|log| log.replicas.get(replica.0 as usize));
+    match state {
+        Some(r) if r.rebuilding.load(Ordering::Relaxed) => "rebuilding",
+        Some(r) if r.quarantined.lock().is_some() => {
+            if up {
+                "up, quarantined"
+            } else {
+                "down, quarantined"
+            }
+        }
+        _ if up => "up",
+        _ => "down",
     }
 }
 
@@ -327,7 +355,7 @@ fn backends(ctx: &ProxyContext) -> Table {
                 Some(replica.0.to_string()),
                 Some(pool.addr.to_string()),
                 Some(ctx.cluster.role(shard, replica).to_string()),
-                Some(if pool.is_up() { "up" } else { "down" }.to_string()),
+                Some(backend_health(ctx, shard, replica, pool.is_up()).to_string()),
                 Some(pool.idle_count().to_string()),
                 Some(pool.connects.load(Ordering::Relaxed).to_string()),
                 Some(pool.connect_failures.load(Ordering::Relaxed).to_string()),
