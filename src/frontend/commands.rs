@@ -574,18 +574,14 @@ impl ClientSession {
             .iter()
             .map(|(name, kind)| (name.as_str(), *kind))
             .collect();
-        let queue = if binary {
-            crate::protocol::resultset::queue_binary_resultset
-        } else {
-            crate::protocol::resultset::queue_resultset
-        };
-        queue(
+        crate::protocol::resultset::queue_resultset(
             client,
             1,
             &columns,
             &answer.rows,
             session.status_flags(),
             self.deprecate_eof,
+            binary,
         );
         session.diagnostics = Some(diagnostics.after_reading());
         client.flush().await.map_err(Failure::Client)
@@ -862,13 +858,10 @@ impl ClientSession {
         };
         let home = crate::sql::determinism::program_schema(sql).or_else(|| session.schema.clone());
         let what = format!("this {}", object.to_ascii_lowercase());
-        match self
+        let verdict = self
             .generated_id_insert(session, c, route, sql, home, &what)
-            .await?
-        {
-            Some(why) => Err(Failure::Answer(writes::not_supported(&why))),
-            None => Ok(()),
-        }
+            .await?;
+        refused_for(verdict)
     }
 
     /// Refuses a CALL of a procedure whose body generates ids (`generated_id_insert`): one
@@ -908,10 +901,7 @@ impl ClientSession {
                 v
             }
         };
-        match verdict {
-            Some(why) => Err(Failure::Answer(writes::not_supported(&why))),
-            None => Ok(()),
-        }
+        refused_for(verdict)
     }
 
     /// Why a stored program's `body` (unqualified tables in `home`) would give each replica
@@ -2146,6 +2136,14 @@ async fn start_command(
 }
 
 /// Statements that cannot read the server's clock: a fixed `timestamp` may stay for them.
+/// A statement refused (error 1235) for `why`, or allowed.
+fn refused_for(why: Option<String>) -> Result<(), Failure> {
+    match why {
+        Some(why) => Err(Failure::Answer(writes::not_supported(&why))),
+        None => Ok(()),
+    }
+}
+
 /// Whether a DDL's first words name a procedure (CREATE [OR REPLACE] [DEFINER=…] PROCEDURE,
 /// DROP PROCEDURE, ALTER PROCEDURE).
 fn mentions_procedure(sql: &str) -> bool {

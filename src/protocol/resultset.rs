@@ -36,11 +36,13 @@ pub fn queue_text_resultset<S: AsyncRead + AsyncWrite + Unpin>(
     deprecate_eof: bool,
 ) -> u8 {
     let typed: Vec<(&str, ColumnKind)> = columns.iter().map(|c| (*c, ColumnKind::Text)).collect();
-    queue_resultset(out, seq, &typed, rows, status, deprecate_eof)
+    queue_resultset(out, seq, &typed, rows, status, deprecate_eof, false)
 }
 
-/// Queues a whole text-protocol result set with typed columns starting at `seq`; returns
-/// the next sequence id.
+/// Queues a whole result set with typed columns starting at `seq`; returns the next sequence
+/// id. `binary`: rows in the binary protocol, as the answer to a COM_STMT_EXECUTE (each a
+/// 0x00 header, a NULL bitmap at offset 2 and the values in their columns' types; a value
+/// that does not parse as its integer column's type goes as 0); else text rows.
 pub fn queue_resultset<S: AsyncRead + AsyncWrite + Unpin>(
     out: &mut PacketStream<S>,
     seq: u8,
@@ -48,52 +50,36 @@ pub fn queue_resultset<S: AsyncRead + AsyncWrite + Unpin>(
     rows: &[Vec<Option<String>>],
     status: u16,
     deprecate_eof: bool,
+    binary: bool,
 ) -> u8 {
     let mut buf = Vec::with_capacity(256);
     let mut seq = queue_columns(out, seq, columns, status, deprecate_eof, &mut buf);
     for row in rows {
         buf.clear();
-        for v in row {
-            match v {
-                Some(s) => put_lenenc_str(&mut buf, s.as_bytes()),
-                None => buf.push(0xFB),
-            }
-        }
-        seq = out.queue_packet(seq, &buf);
-    }
-    out.queue_packet(seq, &encode_terminator(status, 0, deprecate_eof))
-}
-
-/// The same result set in the binary protocol, as the answer to a COM_STMT_EXECUTE: each
-/// row a 0x00 header, a NULL bitmap (offset 2) and the values in their columns' types (a
-/// value that does not parse as its integer column's type goes as 0).
-pub fn queue_binary_resultset<S: AsyncRead + AsyncWrite + Unpin>(
-    out: &mut PacketStream<S>,
-    seq: u8,
-    columns: &[(&str, ColumnKind)],
-    rows: &[Vec<Option<String>>],
-    status: u16,
-    deprecate_eof: bool,
-) -> u8 {
-    let mut buf = Vec::with_capacity(256);
-    let mut seq = queue_columns(out, seq, columns, status, deprecate_eof, &mut buf);
-    for row in rows {
-        buf.clear();
-        buf.push(0x00);
-        let bitmap_at = buf.len();
-        buf.resize(bitmap_at + (columns.len() + 7 + 2) / 8, 0);
-        for (i, (v, (_, kind))) in row.iter().zip(columns).enumerate() {
-            let Some(v) = v else {
-                buf[bitmap_at + (i + 2) / 8] |= 1 << ((i + 2) % 8);
-                continue;
-            };
-            match kind {
-                ColumnKind::Text => put_lenenc_str(&mut buf, v.as_bytes()),
-                ColumnKind::Int => {
-                    buf.extend_from_slice(&v.parse::<i64>().unwrap_or(0).to_le_bytes())
+        if binary {
+            buf.push(0x00);
+            let bitmap_at = buf.len();
+            buf.resize(bitmap_at + (columns.len() + 7 + 2) / 8, 0);
+            for (i, (v, (_, kind))) in row.iter().zip(columns).enumerate() {
+                let Some(v) = v else {
+                    buf[bitmap_at + (i + 2) / 8] |= 1 << ((i + 2) % 8);
+                    continue;
+                };
+                match kind {
+                    ColumnKind::Text => put_lenenc_str(&mut buf, v.as_bytes()),
+                    ColumnKind::Int => {
+                        buf.extend_from_slice(&v.parse::<i64>().unwrap_or(0).to_le_bytes())
+                    }
+                    ColumnKind::UnsignedInt => {
+                        buf.extend_from_slice(&v.parse::<u32>().unwrap_or(0).to_le_bytes())
+                    }
                 }
-                ColumnKind::UnsignedInt => {
-                    buf.extend_from_slice(&v.parse::<u32>().unwrap_or(0).to_le_bytes())
+            }
+        } else {
+            for v in row {
+                match v {
+                    Some(s) => put_lenenc_str(&mut buf, s.as_bytes()),
+                    None => buf.push(0xFB),
                 }
             }
         }
