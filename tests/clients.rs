@@ -322,7 +322,9 @@ async fn packet_size_cap_answers_with_an_error() {
     let proxy = Proxy::start(cfg);
     let mut other = connect(&proxy.url(None)).await;
     let mut c = connect(&proxy.url(None)).await;
-    let big = "x".repeat(2 * 1024 * 1024);
+    // Over 16 MiB: the command spans two frames, and the error must continue their
+    // sequence ids (it went out as 1, which clients reject as out of order).
+    let big = "x".repeat(17 * 1024 * 1024);
     let err = c.query_drop(format!("SELECT '{big}'")).await.unwrap_err();
     let (code, state, _) = server_error(err);
     assert_eq!((code, state.as_str()), (1153, "08S01"));

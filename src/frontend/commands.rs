@@ -238,6 +238,10 @@ impl ClientSession {
             let pkt = match read {
                 Ok(p) => p,
                 Err(e) if e.get_ref().is_some_and(|i| i.is::<PacketTooLarge>()) => {
+                    let next_seq = e
+                        .get_ref()
+                        .and_then(|i| i.downcast_ref::<PacketTooLarge>())
+                        .map_or(1, |t| t.last_seq.wrapping_add(1));
                     let err = MysqlError::new(
                         1153,
                         "08S01",
@@ -247,7 +251,7 @@ impl ClientSession {
                         ),
                     );
                     tracing::info!(error = %e, "client packet over the size cap; closing");
-                    client.write_packet(1, &err.encode()).await?;
+                    client.write_packet(next_seq, &err.encode()).await?;
                     return Ok(());
                 }
                 Err(e) => return Err(e),

@@ -46,6 +46,8 @@ pub struct PacketStream<S> {
 pub struct PacketTooLarge {
     pub size: usize,
     pub cap: usize,
+    /// Sequence id of the packet's last frame: an answer continues from it.
+    pub last_seq: u8,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
@@ -150,10 +152,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             if let Some(cap) = self.max_packet {
                 if payload.len() + info.len > cap {
                     let size = payload.len() + info.len;
-                    self.discard_rest_of_packet(info).await?;
+                    let last_seq = self.discard_rest_of_packet(info).await?;
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        PacketTooLarge { size, cap },
+                        PacketTooLarge {
+                            size,
+                            cap,
+                            last_seq,
+                        },
                     ));
                 }
             }
@@ -168,12 +174,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         }
     }
 
-    /// Skips the remaining frames of an oversize packet so the stream stays in sync.
-    async fn discard_rest_of_packet(&mut self, mut info: FrameInfo) -> io::Result<()> {
+    /// Skips the remaining frames of an oversize packet so the stream stays in sync; returns
+    /// the sequence id of its last frame.
+    async fn discard_rest_of_packet(&mut self, mut info: FrameInfo) -> io::Result<u8> {
         loop {
             self.consume_frame(info);
             if info.len < MAX_FRAME {
-                return Ok(());
+                return Ok(info.seq);
             }
             info = self.next_frame().await?;
         }
@@ -280,15 +287,21 @@ mod tests {
     #[tokio::test]
     async fn oversize_packet_is_refused_and_stream_stays_in_sync() {
         let (a, b) = tokio::io::duplex(1024 * 1024);
-        let mut w = PacketStream::new(a);
         let mut r = PacketStream::new(b);
         r.set_max_packet(Some(100));
-        w.queue_packet(0, &[1u8; 500]);
-        w.queue_packet(0, b"next");
-        w.flush().await.unwrap();
+        let writer = tokio::spawn(async move {
+            let mut w = PacketStream::new(a);
+            // Three frames (seq 4, 5, 6), as a client continuing a command sends them.
+            w.queue_packet(4, &vec![1u8; MAX_FRAME * 2 + 10]);
+            w.queue_packet(0, b"next");
+            w.flush().await.unwrap();
+        });
         let err = r.read_packet().await.unwrap_err();
-        assert!(err.get_ref().unwrap().is::<PacketTooLarge>());
+        let too_large = err.get_ref().unwrap().downcast_ref::<PacketTooLarge>();
+        // The answer must continue from the last frame's sequence id.
+        assert_eq!(too_large.map(|t| t.last_seq), Some(6));
         let p = r.read_packet().await.unwrap();
         assert_eq!(p.payload, b"next");
+        writer.await.unwrap();
     }
 }

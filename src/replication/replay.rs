@@ -26,6 +26,9 @@ const COM_QUERY: u8 = 0x03;
 const COM_STMT_PREPARE: u8 = 0x16;
 const COM_STMT_EXECUTE: u8 = 0x17;
 
+/// Whether a pipeline's `Expect::Marked` changed as many rows as it had records.
+struct MarkedAll(bool);
+
 /// One log entry as appliers see it.
 #[derive(Debug, Clone)]
 pub struct LogEntry {
@@ -44,12 +47,12 @@ pub enum ApplyError {
 
 pub fn hex(data: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(data.len() * 2);
+    let mut out = Vec::with_capacity(data.len() * 2);
     for b in data {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+        out.extend_from_slice(&[DIGITS[(b >> 4) as usize], DIGITS[(b & 15) as usize]]);
     }
-    s
+    // Only ASCII digits were written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The statement that records `ts` as applied on a replica (the primary's COMMIT carries it).
@@ -85,6 +88,19 @@ pub fn wal_rows<'a>(
         q.push_str(" ON DUPLICATE KEY UPDATE applied = 1");
     }
     q
+}
+
+/// Marks records this replica already holds as applied, without sending their payloads
+/// again (a record's row is as large as its statements: a 20 MB BLOB insert is 40 MB of hex).
+/// It changes one row per held record; fewer means some were never received here (recovery
+/// re-applying on a former primary), and `wal_rows(…, true)` then stores them.
+pub fn wal_mark_applied(shard: ShardId, ts: impl IntoIterator<Item = u64>) -> String {
+    let list: Vec<String> = ts.into_iter().map(|t| t.to_string()).collect();
+    format!(
+        "UPDATE myquorum.wal SET applied = 1 WHERE shard = {} AND applied = 0 AND ts IN ({})",
+        shard.0,
+        list.join(",")
+    )
 }
 
 pub const CREATE_SCHEMA: &str = "CREATE DATABASE IF NOT EXISTS myquorum";
@@ -199,6 +215,9 @@ enum Expect {
         affected: Option<u64>,
         ts: u64,
     },
+    /// `wal_mark_applied` of this many records: fewer rows changed is no failure, it means
+    /// the payloads must be stored (`run_pipeline` reports it).
+    Marked(u64),
 }
 
 /// A replica connection plus the context currently applied on it.
@@ -403,8 +422,12 @@ impl Replayer {
     /// Sends `cmds` pipelined and checks every answer; the first failure is returned after
     /// all answers were read (the connection stays in step). A LOAD DATA LOCAL ends a
     /// pipeline segment: its file goes only after the server asked for it.
-    async fn run_pipeline(&mut self, cmds: Vec<(Vec<u8>, Expect)>) -> Result<(), ApplyError> {
+    async fn run_pipeline(
+        &mut self,
+        cmds: Vec<(Vec<u8>, Expect)>,
+    ) -> Result<MarkedAll, ApplyError> {
         let mut failure = None;
+        let mut marked_all = MarkedAll(true);
         let mut rest = cmds.into_iter();
         loop {
             let mut segment = Vec::new();
@@ -430,6 +453,15 @@ impl Replayer {
                         &mut failure,
                         &self.conn.addr,
                     );
+                } else if let Expect::Marked(records) = expect {
+                    let s = self.read_answer().await?;
+                    match (s.error, s.ok) {
+                        (Some(e), _) if failure.is_none() => {
+                            failure = Some(format!("marking records applied failed: {e}"));
+                        }
+                        (None, Some(ok)) if ok.affected_rows == records => {}
+                        _ => marked_all = MarkedAll(false),
+                    }
                 } else {
                     let s = self.read_answer().await?;
                     check(expect, s, &mut failure, &self.conn.addr);
@@ -438,7 +470,7 @@ impl Replayer {
         }
         match failure {
             Some(f) => Err(ApplyError::Diverged(f)),
-            None => Ok(()),
+            None => Ok(marked_all),
         }
     }
 
@@ -502,13 +534,15 @@ impl Replayer {
                 // No timestamp reset afterwards: every replayed statement sets its own, and
                 // nothing else on a replay connection reads the clock.
                 cmds.push((
-                    query(&wal_insert(shard, entries[i].ts, &entries[i].payload)),
-                    Expect::Ok("recording the DDL in myquorum.wal"),
+                    query(&wal_mark_applied(shard, [entries[i].ts])),
+                    Expect::Marked(1),
                 ));
                 let result = self.run_pipeline(cmds).await;
                 // DROP DATABASE of the current schema leaves the connection without one.
                 self.schema = None;
-                result?;
+                if !result?.0 {
+                    self.store_applied(shard, &entries[i..=i]).await?;
+                }
                 i += 1;
                 continue;
             }
@@ -535,16 +569,21 @@ impl Replayer {
                 j += 1;
             }
             cmds.push((
-                query(&wal_rows(
-                    shard,
-                    entries[i..j].iter().map(|e| (e.ts, &e.payload[..])),
-                    true,
-                )),
-                Expect::Ok("recording the records in myquorum.wal"),
+                query(&wal_mark_applied(shard, entries[i..j].iter().map(|e| e.ts))),
+                Expect::Marked((j - i) as u64),
             ));
-            if let Err(e) = self.run_pipeline(cmds).await {
-                self.abandon().await;
-                return Err(e);
+            let marked = match self.run_pipeline(cmds).await {
+                Ok(MarkedAll(all)) => all,
+                Err(e) => {
+                    self.abandon().await;
+                    return Err(e);
+                }
+            };
+            if !marked {
+                if let Err(e) = self.store_applied(shard, &entries[i..j]).await {
+                    self.abandon().await;
+                    return Err(e);
+                }
             }
             self.execute("COMMIT").await?.map_err(|e| {
                 ApplyError::Diverged(format!("COMMIT of applied records failed: {e}"))
@@ -552,6 +591,21 @@ impl Replayer {
             i = j;
         }
         Ok(())
+    }
+
+    /// Stores `entries` in `myquorum.wal` as applied, payloads included: for records this
+    /// replica never received (in the open transaction, or on its own after a DDL).
+    async fn store_applied(
+        &mut self,
+        shard: ShardId,
+        entries: &[LogEntry],
+    ) -> Result<(), ApplyError> {
+        tracing::debug!(addr = %self.conn.addr, records = entries.len(),
+            "applied records this replica did not hold: storing them with their payloads");
+        let sql = wal_rows(shard, entries.iter().map(|e| (e.ts, &e.payload[..])), true);
+        self.execute(&sql).await?.map_err(|e| {
+            ApplyError::Diverged(format!("recording the records in myquorum.wal failed: {e}"))
+        })
     }
 
     /// Rolls back a failed batch and forgets the connection's context.
@@ -687,6 +741,12 @@ mod tests {
             wal_insert(ShardId(0), 5, b""),
             "INSERT INTO myquorum.wal (shard, ts, payload, applied) VALUES (0, 5, x'', 1) \
              ON DUPLICATE KEY UPDATE applied = 1"
+        );
+        // Held records are marked without their payloads; only held (applied = 0) rows
+        // count, so a missing row shows as fewer rows changed.
+        assert_eq!(
+            wal_mark_applied(ShardId(2), [7, 9]),
+            "UPDATE myquorum.wal SET applied = 1 WHERE shard = 2 AND applied = 0 AND ts IN (7,9)"
         );
     }
 
