@@ -2106,3 +2106,66 @@ async fn large_blobs_replicate_and_survive_a_proxy_restart() {
         vec![(1, 6_000_000, 7), (2, 3_000_000, 7), (3, 1000, 7)]
     );
 }
+
+/// The primary's session defaults are not the followers': its my.cnf differs (time_zone,
+/// sql_mode, auto_increment_increment set on it alone) and a `SET GLOBAL` through the proxy
+/// reaches only it. Records carry the primary connection's actual values, so followers
+/// write what the primary wrote: DATETIMEs from NOW(), a non-strict truncation, multi-row
+/// ids. (They used DEFAULT, their own globals: other DATETIMEs, silently.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_write_under_the_primary_connections_settings_not_their_own_defaults() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let mut direct = connect(&dbs[0].url(None)).await;
+    run_all(
+        &mut direct,
+        &[
+            "SET GLOBAL time_zone = '+05:00'",
+            "SET GLOBAL sql_mode = ''",
+            "SET GLOBAL auto_increment_increment = 5",
+        ],
+    )
+    .await;
+    drop(direct);
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE g",
+            "CREATE TABLE g.t (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME, code VARCHAR(3))",
+            "INSERT INTO g.t (at, code) VALUES (NOW(), 'abcdef'), (NOW(), 'xy')",
+            "SET GLOBAL time_zone = '-03:00'",
+        ],
+    )
+    .await;
+    // Sessions opened now, several at once so the pool opens new connections, start from
+    // the primary's new global.
+    let mut writers = Vec::new();
+    for i in 0..6 {
+        let url = proxy.url(None);
+        writers.push(tokio::spawn(async move {
+            let mut w = connect(&url).await;
+            w.query_drop("BEGIN").await.unwrap();
+            w.query_drop(format!("INSERT INTO g.t (at, code) VALUES (NOW(), 'w{i}')"))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            w.query_drop("COMMIT").await.unwrap();
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_replicas_identical(&dbs, &mut c, &["g.t"]).await;
+    let ids: Vec<i64> = c
+        .query("SELECT id FROM g.t ORDER BY id LIMIT 2")
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![1, 6], "the primary's auto_increment_increment");
+    let code: Option<String> = c
+        .query_first("SELECT code FROM g.t WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(code.as_deref(), Some("abc"), "sql_mode '' truncates");
+}

@@ -51,6 +51,10 @@ pub struct BackendConn {
     /// id). Client prepared statements are not tied to one connection; each connection that
     /// runs one prepares it once (COM_RESET_CONNECTION forgets them all).
     pub statements: HashMap<Arc<str>, Vec<(Option<String>, u32)>>,
+    /// The replicated settings a record made here carries, as read from the server, and the
+    /// `state_signature` they were read under. Forgotten on COM_RESET_CONNECTION: the
+    /// server then starts again from its globals, which may have changed.
+    pub record_settings: Option<(u64, Vec<String>)>,
 }
 
 impl BackendConn {
@@ -100,6 +104,7 @@ impl BackendConn {
             timestamp_fixed: false,
             deferred_begin: None,
             statements: HashMap::new(),
+            record_settings: None,
             generation,
         })
     }
@@ -140,6 +145,7 @@ impl BackendConn {
             // The server drops every prepared statement of the connection, ends its
             // transaction and restores its clock.
             self.statements.clear();
+            self.record_settings = None;
             self.deferred_begin = None;
             self.timestamp_fixed = false;
         }

@@ -17,7 +17,7 @@ use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::record::{Body, Statement};
 use crate::replication::replay::{query, wal_insert};
 use crate::router::ShardId;
-use crate::sql::determinism::REPLICATED_SETTINGS;
+use crate::sql::replicated_settings::{record_settings, REPLICATED_SETTINGS};
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -31,11 +31,11 @@ pub struct WritePlan<'a> {
     pub wrap_in_transaction: bool,
     pub needs_last_insert_id: bool,
     pub needs_rand_seed: bool,
-    /// Read the settings from the primary (the session changed them in ways it cannot replay).
+    /// Read the settings from the primary for this write even if this connection's are
+    /// known (the session changed them in ways the proxy cannot follow).
     pub read_settings: bool,
     pub schema: Option<String>,
     pub collation: u8,
-    pub settings: Vec<String>,
     /// The client asked for found-rows counting: affected rows are not comparable.
     pub found_rows: bool,
     pub deprecate_eof: bool,
@@ -70,9 +70,11 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads every setting a record carries from the primary, for sessions that changed them in
-/// ways the proxy cannot replay (a computed value, a user variable): all of them, so one the
-/// session set by a literal earlier is not lost when the row replaces the session's list.
+/// Reads every replicated setting of the primary connection: a record carries the
+/// connection's actual values (off the appliers' baseline), not what the session set, since
+/// the connection started from the primary's globals (its my.cnf, or a `SET GLOBAL` made
+/// after the followers started) and a session may change them in ways the proxy cannot
+/// follow (a computed SET, a user variable).
 fn settings_query() -> String {
     let cols: Vec<String> = REPLICATED_SETTINGS
         .iter()
@@ -81,37 +83,53 @@ fn settings_query() -> String {
     format!("SELECT {}", cols.join(", "))
 }
 
-/// The replicated settings as they are on `conn` now, for a record of a session whose
-/// settings the proxy cannot follow itself (a computed SET or a user variable).
-pub async fn primary_settings(
+/// The settings a record made on `conn` carries: remembered per connection and session
+/// state (`BackendConn::record_settings`), read from the server when unknown or when
+/// `always_read` (a session whose settings the proxy cannot follow).
+pub async fn record_settings_of(
     conn: &mut BackendConn,
+    collation: u8,
+    always_read: bool,
     deprecate_eof: bool,
 ) -> io::Result<Result<Vec<String>, MysqlError>> {
+    if let Some(known) = known_settings(conn, always_read) {
+        return Ok(Ok(known));
+    }
     conn.stream
         .write_packet(0, &query(&settings_query()))
         .await?;
     Ok(read_first_row(&mut conn.stream, deprecate_eof)
         .await?
-        .map(|row| row.map(|r| settings_from_row(&r)).unwrap_or_default()))
+        .map(|row| remember_settings(conn, collation, always_read, &row.unwrap_or_default())))
 }
 
-fn settings_from_row(row: &[Option<String>]) -> Vec<String> {
-    REPLICATED_SETTINGS
-        .iter()
-        .zip(row)
-        .map(|(n, v)| format!("SESSION {n} = {}", setting_literal(v.as_deref())))
-        .collect()
-}
-
-/// A setting's value as read from the server, as a SET accepts it back: numbers bare
-/// (`foreign_key_checks = '1'` is refused with error 1231: booleans and integers take no
-/// quoted digits), anything else a quoted string.
-fn setting_literal(v: Option<&str>) -> String {
-    match v {
-        None => "DEFAULT".into(),
-        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => n.into(),
-        Some(s) => crate::sql::quote_string(s),
+fn known_settings(conn: &BackendConn, always_read: bool) -> Option<Vec<String>> {
+    match &conn.record_settings {
+        Some((signature, s)) if !always_read && *signature == conn.state_signature => {
+            Some(s.clone())
+        }
+        _ => None,
     }
+}
+
+fn remember_settings(
+    conn: &mut BackendConn,
+    collation: u8,
+    always_read: bool,
+    row: &[Option<String>],
+) -> Vec<String> {
+    let settings = settings_from_row(collation, row);
+    if !always_read {
+        conn.record_settings = Some((conn.state_signature, settings.clone()));
+    }
+    settings
+}
+
+fn settings_from_row(collation: u8, row: &[Option<String>]) -> Vec<String> {
+    let c = mysql_common::collations::Collation::from(mysql_common::collations::CollationId::from(
+        u16::from(collation),
+    ));
+    record_settings(c.charset(), c.collation(), row)
 }
 
 /// Runs a write on `conn` (the session's primary connection) with its context; `client`
@@ -145,7 +163,9 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         conn.stream
             .queue_packet(0, &query("SELECT LAST_INSERT_ID()"));
     }
-    if plan.read_settings {
+    let known = known_settings(conn, plan.read_settings);
+    let read_settings = known.is_none();
+    if read_settings {
         conn.stream.queue_packet(0, &query(&settings_query()));
     }
     conn.stream.queue_packet(0, &query(&set));
@@ -154,7 +174,7 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     conn.timestamp_fixed = true;
     conn.stream.flush().await.map_err(backend)?;
     let mut last_insert_id = None;
-    let mut settings = plan.settings;
+    let mut settings = known.unwrap_or_default();
     let mut context_error: Option<MysqlError> = None;
     if begin {
         let answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
@@ -175,13 +195,19 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
             Err(e) => context_error = Some(e),
         }
     }
-    if plan.read_settings {
+    if read_settings {
         match read_first_row(&mut conn.stream, plan.deprecate_eof)
             .await
             .map_err(backend)?
         {
-            Ok(Some(row)) => settings = settings_from_row(&row),
-            Ok(None) => {}
+            Ok(row) => {
+                settings = remember_settings(
+                    conn,
+                    plan.collation,
+                    plan.read_settings,
+                    &row.unwrap_or_default(),
+                )
+            }
             Err(e) => context_error = Some(e),
         }
     }
@@ -468,33 +494,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn settings_read_from_the_primary_are_set_back_as_their_type_takes_them() {
+    fn settings_read_from_the_primary_are_carried_where_off_the_baseline() {
         let value = |name: &str| match name {
             "sql_mode" => "STRICT_TRANS_TABLES,ANSI_QUOTES",
             "time_zone" => "+03:00",
             "foreign_key_checks" => "0",
             "auto_increment_increment" => "5",
             "lc_time_names" => "o'dd",
-            _ => "1",
+            "character_set_client" | "character_set_connection" => "utf8mb4",
+            "collation_connection" => "utf8mb4_general_ci",
+            other => crate::sql::replicated_settings::BASELINE
+                .iter()
+                .find(|(n, _)| *n == other)
+                .map_or("?", |(_, v)| v),
         };
         let row: Vec<Option<String>> = REPLICATED_SETTINGS
             .iter()
             .map(|n| Some(value(n).to_string()))
             .collect();
-        let set = settings_from_row(&row);
-        assert_eq!(set.len(), REPLICATED_SETTINGS.len());
-        for want in [
-            "SESSION sql_mode = 'STRICT_TRANS_TABLES,ANSI_QUOTES'",
-            "SESSION time_zone = '+03:00'",
-            "SESSION foreign_key_checks = 0",
-            "SESSION auto_increment_increment = 5",
-            "SESSION div_precision_increment = 1",
-            "SESSION lc_time_names = 'o''dd'",
-        ] {
-            assert!(set.iter().any(|s| s == want), "{want} in {set:?}");
-        }
-        assert_eq!(setting_literal(Some("")), "''");
-        assert_eq!(setting_literal(None), "DEFAULT");
+        // Collation 45 is utf8mb4_general_ci: SET NAMES gives the trio.
+        assert_eq!(
+            settings_from_row(45, &row),
+            vec![
+                "SESSION sql_mode = 'STRICT_TRANS_TABLES,ANSI_QUOTES'",
+                "SESSION time_zone = '+03:00'",
+                "SESSION foreign_key_checks = 0",
+                "SESSION auto_increment_increment = 5",
+                "SESSION lc_time_names = 'o''dd'",
+            ]
+        );
+        // Under latin1 (8) it does not: the trio travels too.
+        assert_eq!(settings_from_row(8, &row).len(), 8);
     }
 
     #[test]

@@ -374,7 +374,6 @@ impl ClientSession {
             read_settings: session.pin_reasons().contains(&PinReason::UnreplayableSet),
             schema: session.schema.clone(),
             collation: session.collation,
-            settings: session.replication_settings(),
             found_rows: self.caps.contains(CapabilityFlags::CLIENT_FOUND_ROWS),
             deprecate_eof: self.deprecate_eof,
             kind: ResponseKind::ResultSets,
@@ -710,14 +709,21 @@ impl ClientSession {
         self.open_write = None;
         session.before_statement(c);
         self.hold_for(session, route).await?;
-        let settings = if session.pin_reasons().contains(&PinReason::UnreplayableSet) {
-            // Followers must run the DDL under the primary's settings (a restored dump
-            // creates tables with `FOREIGN_KEY_CHECKS=0` set from a user variable).
+        // Followers run the DDL under the primary connection's settings (a restored dump
+        // creates tables with `FOREIGN_KEY_CHECKS=0` set from a user variable).
+        let settings = {
             let deprecate_eof = self.deprecate_eof;
+            let always_read = session.pin_reasons().contains(&PinReason::UnreplayableSet);
             let Some(h) = self.held.as_mut() else {
                 return Err(super::commands::no_backend_connection());
             };
-            match crate::executor::write::primary_settings(&mut h.conn, deprecate_eof).await {
+            let read = crate::executor::write::record_settings_of(
+                &mut h.conn,
+                session.collation,
+                always_read,
+                deprecate_eof,
+            );
+            match read.await {
                 Ok(Ok(settings)) => settings,
                 Ok(Err(e)) => return Err(Failure::Answer(e)),
                 Err(e) => {
@@ -726,8 +732,6 @@ impl ClientSession {
                         .map(|_| ())
                 }
             }
-        } else {
-            session.replication_settings()
         };
         let statement = Statement {
             schema: session.schema.clone(),

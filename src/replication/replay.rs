@@ -6,8 +6,8 @@
 //!
 //! Used by the follower appliers and by recovery of the primary.
 //! Owns: a replica connection's replay state. May import: backend (connection), protocol,
-//! replication::{record, checksum (its table)}, sql::determinism (the settings a record
-//! carries).
+//! replication::{record, checksum (its table)}, sql::replicated_settings (the baseline
+//! every context starts from).
 
 use super::record::{Body, Record, RecordKind, Statement};
 use crate::backend::BackendConn;
@@ -16,7 +16,6 @@ use crate::protocol::relay::{read_response, ResponseKind, ResponseSummary};
 use crate::protocol::resultset::read_first_row;
 use crate::protocol::MysqlError;
 use crate::router::ShardId;
-use crate::sql::determinism::REPLICATED_SETTINGS;
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
@@ -148,12 +147,9 @@ fn settings_statement(collation: u8, settings: &[String]) -> String {
     let c = mysql_common::collations::Collation::from(mysql_common::collations::CollationId::from(
         u16::from(collation),
     ));
+    // The baseline, not DEFAULT: a follower's own globals must not decide what it writes.
     let mut parts = vec![format!("NAMES {} COLLATE {}", c.charset(), c.collation())];
-    for name in REPLICATED_SETTINGS {
-        if !name.starts_with("character_set") && *name != "collation_connection" {
-            parts.push(format!("SESSION {name} = DEFAULT"));
-        }
-    }
+    parts.extend(crate::sql::replicated_settings::baseline_assignments());
     parts.extend(settings.iter().cloned());
     format!("SET {}", parts.join(", "))
 }
@@ -768,9 +764,12 @@ mod tests {
             "SET timestamp = 1700000000.000042, insert_id = 7, last_insert_id = 6, rand_seed1 = 1, rand_seed2 = 2"
         );
         let set = settings_statement(45, &s.settings);
+        // The baseline first (never DEFAULT: the follower's own globals), then the record's.
         assert!(set.starts_with(
-            "SET NAMES utf8mb4 COLLATE utf8mb4_general_ci, SESSION sql_mode = DEFAULT"
+            "SET NAMES utf8mb4 COLLATE utf8mb4_general_ci, SESSION sql_mode = 'STRICT_TRANS_TABLES,"
         ));
+        assert!(!set.contains("DEFAULT"), "{set}");
+        assert!(set.contains("SESSION time_zone = 'SYSTEM'"), "{set}");
         assert!(set.ends_with("SESSION sql_mode = 'ANSI'"));
         assert_eq!(hex(&[0, 0xAB, 0x10]), "00ab10");
     }

@@ -181,19 +181,6 @@ impl SessionState {
         self.unpin(PinReason::Transaction);
     }
 
-    /// The replayable settings a follower needs to re-execute this session's writes.
-    pub fn replication_settings(&self) -> Vec<String> {
-        self.vars
-            .iter()
-            .filter(|(k, _)| {
-                k == "names"
-                    || k == "character set"
-                    || crate::sql::determinism::REPLICATED_SETTINGS.contains(&k.as_str())
-            })
-            .map(|(_, f)| f.clone())
-            .collect()
-    }
-
     fn compute_signature(&self) -> u64 {
         signature_of(self.collation, &self.vars)
     }

@@ -6,6 +6,7 @@
 //! Pure: no I/O. Owns: `WriteCheck`. May import: sql::lexer.
 
 use super::lexer::{Lexer, Tok};
+use super::replicated_settings::REPLICATED_SETTINGS;
 
 /// Values the proxy substitutes for non-deterministic calls (chosen by the caller so this
 /// module stays pure).
@@ -25,34 +26,6 @@ pub struct WriteCheck {
     /// Why the statement cannot be replicated deterministically.
     pub refused: Option<String>,
 }
-
-/// Settings a write's result depends on, which every record carries (the replayer resets
-/// them to the server default whenever the context changes, so one session's settings never
-/// leak into another's statements).
-pub const REPLICATED_SETTINGS: &[&str] = &[
-    "sql_mode",
-    "time_zone",
-    "foreign_key_checks",
-    "unique_checks",
-    "auto_increment_increment",
-    "auto_increment_offset",
-    "character_set_client",
-    "character_set_connection",
-    "collation_connection",
-    "div_precision_increment",
-    "group_concat_max_len",
-    "explicit_defaults_for_timestamp",
-    "default_storage_engine",
-    "sql_auto_is_null",
-    "max_sort_length",
-    "lc_time_names",
-    "sql_safe_updates",
-    "check_constraint_checks",
-    "default_week_format",
-    "updatable_views_with_limit",
-    "innodb_strict_mode",
-    "old_mode",
-];
 
 /// Functions whose result differs between servers or executions and that no recorded
 /// context fixes.

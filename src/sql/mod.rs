@@ -9,6 +9,7 @@ pub mod determinism;
 pub mod diagnostics;
 pub mod lexer;
 pub mod prepare;
+pub mod replicated_settings;
 pub mod rewrite;
 pub mod set;
 
