@@ -2111,7 +2111,8 @@ async fn large_blobs_replicate_and_survive_a_proxy_restart() {
 /// sql_mode, auto_increment_increment set on it alone) and a `SET GLOBAL` through the proxy
 /// reaches only it. Records carry the primary connection's actual values, so followers
 /// write what the primary wrote: DATETIMEs from NOW(), a non-strict truncation, multi-row
-/// ids. (They used DEFAULT, their own globals: other DATETIMEs, silently.)
+/// ids, a database's default character set. (They used DEFAULT, their own globals: other
+/// DATETIMEs and character sets, silently.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_write_under_the_primary_connections_settings_not_their_own_defaults() {
     common::init_tracing();
@@ -2123,6 +2124,8 @@ async fn followers_write_under_the_primary_connections_settings_not_their_own_de
             "SET GLOBAL time_zone = '+05:00'",
             "SET GLOBAL sql_mode = ''",
             "SET GLOBAL auto_increment_increment = 5",
+            "SET GLOBAL character_set_server = 'utf8mb4'",
+            "SET GLOBAL collation_server = 'utf8mb4_unicode_ci'",
         ],
     )
     .await;
@@ -2168,4 +2171,22 @@ async fn followers_write_under_the_primary_connections_settings_not_their_own_de
         .await
         .unwrap();
     assert_eq!(code.as_deref(), Some("abc"), "sql_mode '' truncates");
+    // CREATE DATABASE took the primary's server character set everywhere, and so did the
+    // table's columns.
+    for db in &dbs {
+        let mut r = connect(&db.url(None)).await;
+        let collation: Option<String> = r
+            .query_first(
+                "SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA \
+                 WHERE SCHEMA_NAME = 'g'",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            collation.as_deref(),
+            Some("utf8mb4_unicode_ci"),
+            "{}",
+            db.addr()
+        );
+    }
 }

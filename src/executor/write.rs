@@ -17,7 +17,7 @@ use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::record::{Body, Statement};
 use crate::replication::replay::{query, wal_insert};
 use crate::router::ShardId;
-use crate::sql::replicated_settings::{record_settings, REPLICATED_SETTINGS};
+use crate::sql::replicated_settings::{names, record_settings};
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -75,32 +75,24 @@ pub fn now_us() -> u64 {
 /// the connection started from the primary's globals (its my.cnf, or a `SET GLOBAL` made
 /// after the followers started) and a session may change them in ways the proxy cannot
 /// follow (a computed SET, a user variable).
-fn settings_query() -> String {
-    let cols: Vec<String> = REPLICATED_SETTINGS
-        .iter()
-        .map(|n| format!("@@session.{n}"))
-        .collect();
+fn settings_query(ddl: bool) -> String {
+    let cols: Vec<String> = names(ddl).map(|n| format!("@@session.{n}")).collect();
     format!("SELECT {}", cols.join(", "))
 }
 
-/// The settings a record made on `conn` carries: remembered per connection and session
-/// state (`BackendConn::record_settings`), read from the server when unknown or when
-/// `always_read` (a session whose settings the proxy cannot follow).
-pub async fn record_settings_of(
+/// The settings a DDL record made on `conn` carries, always read (DDL is rare, and it also
+/// depends on the server character set: a database's default).
+pub async fn ddl_settings_of(
     conn: &mut BackendConn,
     collation: u8,
-    always_read: bool,
     deprecate_eof: bool,
 ) -> io::Result<Result<Vec<String>, MysqlError>> {
-    if let Some(known) = known_settings(conn, always_read) {
-        return Ok(Ok(known));
-    }
     conn.stream
-        .write_packet(0, &query(&settings_query()))
+        .write_packet(0, &query(&settings_query(true)))
         .await?;
     Ok(read_first_row(&mut conn.stream, deprecate_eof)
         .await?
-        .map(|row| remember_settings(conn, collation, always_read, &row.unwrap_or_default())))
+        .map(|row| settings_from_row(collation, &row.unwrap_or_default(), true)))
 }
 
 fn known_settings(conn: &BackendConn, always_read: bool) -> Option<Vec<String>> {
@@ -118,18 +110,18 @@ fn remember_settings(
     always_read: bool,
     row: &[Option<String>],
 ) -> Vec<String> {
-    let settings = settings_from_row(collation, row);
+    let settings = settings_from_row(collation, row, false);
     if !always_read {
         conn.record_settings = Some((conn.state_signature, settings.clone()));
     }
     settings
 }
 
-fn settings_from_row(collation: u8, row: &[Option<String>]) -> Vec<String> {
+fn settings_from_row(collation: u8, row: &[Option<String>], ddl: bool) -> Vec<String> {
     let c = mysql_common::collations::Collation::from(mysql_common::collations::CollationId::from(
         u16::from(collation),
     ));
-    record_settings(c.charset(), c.collation(), row)
+    record_settings(c.charset(), c.collation(), row, ddl)
 }
 
 /// Runs a write on `conn` (the session's primary connection) with its context; `client`
@@ -166,7 +158,7 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     let known = known_settings(conn, plan.read_settings);
     let read_settings = known.is_none();
     if read_settings {
-        conn.stream.queue_packet(0, &query(&settings_query()));
+        conn.stream.queue_packet(0, &query(&settings_query(false)));
     }
     conn.stream.queue_packet(0, &query(&set));
     conn.stream.queue_packet(0, plan.command);
@@ -508,13 +500,10 @@ mod tests {
                 .find(|(n, _)| *n == other)
                 .map_or("?", |(_, v)| v),
         };
-        let row: Vec<Option<String>> = REPLICATED_SETTINGS
-            .iter()
-            .map(|n| Some(value(n).to_string()))
-            .collect();
+        let row: Vec<Option<String>> = names(false).map(|n| Some(value(n).to_string())).collect();
         // Collation 45 is utf8mb4_general_ci: SET NAMES gives the trio.
         assert_eq!(
-            settings_from_row(45, &row),
+            settings_from_row(45, &row, false),
             vec![
                 "SESSION sql_mode = 'STRICT_TRANS_TABLES,ANSI_QUOTES'",
                 "SESSION time_zone = '+03:00'",
@@ -524,7 +513,7 @@ mod tests {
             ]
         );
         // Under latin1 (8) it does not: the trio travels too.
-        assert_eq!(settings_from_row(8, &row).len(), 8);
+        assert_eq!(settings_from_row(8, &row, false).len(), 8);
     }
 
     #[test]

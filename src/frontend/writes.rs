@@ -713,14 +713,12 @@ impl ClientSession {
         // creates tables with `FOREIGN_KEY_CHECKS=0` set from a user variable).
         let settings = {
             let deprecate_eof = self.deprecate_eof;
-            let always_read = session.pin_reasons().contains(&PinReason::UnreplayableSet);
             let Some(h) = self.held.as_mut() else {
                 return Err(super::commands::no_backend_connection());
             };
-            let read = crate::executor::write::record_settings_of(
+            let read = crate::executor::write::ddl_settings_of(
                 &mut h.conn,
                 session.collation,
-                always_read,
                 deprecate_eof,
             );
             match read.await {

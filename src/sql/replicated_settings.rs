@@ -61,6 +61,23 @@ pub const BASELINE: &[(&str, &str)] = &[
     ("old_mode", "UTF8_IS_UTF8MB3"),
 ];
 
+/// Settings only DDL depends on (a database's default character set comes from them), read
+/// after `REPLICATED_SETTINGS` for DDL records only, with their baseline (MariaDB's compiled
+/// defaults; Debian's my.cnf sets utf8mb4, so DML records do not carry them).
+pub const DDL_SETTINGS: &[(&str, &str)] = &[
+    ("character_set_server", "latin1"),
+    ("collation_server", "latin1_swedish_ci"),
+];
+
+/// The names whose values `record_settings` takes, in order.
+pub fn names(ddl: bool) -> impl Iterator<Item = &'static str> {
+    let extra: &[(&str, &str)] = if ddl { DDL_SETTINGS } else { &[] };
+    REPLICATED_SETTINGS
+        .iter()
+        .copied()
+        .chain(extra.iter().map(|(n, _)| *n))
+}
+
 const CHARSET_TRIO: [&str; 3] = [
     "character_set_client",
     "character_set_connection",
@@ -80,13 +97,17 @@ pub fn setting_literal(v: Option<&str>) -> String {
 
 /// The assignments (`SESSION name = value`) that turn the baseline plus `SET NAMES
 /// charset COLLATE collation` into the state whose values `values` lists (read from the
-/// primary, in `REPLICATED_SETTINGS` order). Values equal to the baseline are left out; the
+/// primary, in `names(ddl)` order). Values equal to the baseline are left out; the
 /// character-set trio is carried whole when any of it differs from what `SET NAMES` gives.
-pub fn record_settings(charset: &str, collation: &str, values: &[Option<String>]) -> Vec<String> {
+pub fn record_settings(
+    charset: &str,
+    collation: &str,
+    values: &[Option<String>],
+    ddl: bool,
+) -> Vec<String> {
     let value_of = |name: &str| {
-        REPLICATED_SETTINGS
-            .iter()
-            .position(|n| *n == name)
+        names(ddl)
+            .position(|n| n == name)
             .and_then(|i| values.get(i))
             .and_then(|v| v.as_deref())
     };
@@ -103,7 +124,8 @@ pub fn record_settings(charset: &str, collation: &str, values: &[Option<String>]
             }
         }
     }
-    for (name, base) in BASELINE {
+    let extra: &[(&str, &str)] = if ddl { DDL_SETTINGS } else { &[] };
+    for (name, base) in BASELINE.iter().chain(extra) {
         let v = value_of(name);
         if v != Some(*base) {
             out.push(format!("SESSION {name} = {}", setting_literal(v)));
@@ -116,6 +138,7 @@ pub fn record_settings(charset: &str, collation: &str, values: &[Option<String>]
 pub fn baseline_assignments() -> impl Iterator<Item = String> {
     BASELINE
         .iter()
+        .chain(DDL_SETTINGS)
         .map(|(n, v)| format!("SESSION {n} = {}", setting_literal(Some(v))))
 }
 
@@ -151,7 +174,7 @@ mod tests {
     #[test]
     fn a_default_session_carries_nothing() {
         let v = defaults("utf8mb4", "utf8mb4_general_ci");
-        assert!(record_settings("utf8mb4", "utf8mb4_general_ci", &v).is_empty());
+        assert!(record_settings("utf8mb4", "utf8mb4_general_ci", &v, false).is_empty());
     }
 
     #[test]
@@ -163,7 +186,7 @@ mod tests {
         v[at("sql_mode")] = Some(String::new());
         v[at("auto_increment_offset")] = Some("2".into());
         assert_eq!(
-            record_settings("utf8mb4", "utf8mb4_general_ci", &v),
+            record_settings("utf8mb4", "utf8mb4_general_ci", &v, false),
             vec![
                 "SESSION sql_mode = ''",
                 "SESSION time_zone = '+05:00'",
@@ -173,16 +196,32 @@ mod tests {
     }
 
     #[test]
+    fn ddl_records_also_carry_the_server_character_set() {
+        let mut v = defaults("utf8mb4", "utf8mb4_general_ci");
+        v.push(Some("utf8mb4".into()));
+        v.push(Some("utf8mb4_general_ci".into()));
+        assert_eq!(
+            record_settings("utf8mb4", "utf8mb4_general_ci", &v, true),
+            vec![
+                "SESSION character_set_server = 'utf8mb4'",
+                "SESSION collation_server = 'utf8mb4_general_ci'",
+            ]
+        );
+        v.truncate(REPLICATED_SETTINGS.len());
+        assert!(record_settings("utf8mb4", "utf8mb4_general_ci", &v, false).is_empty());
+    }
+
+    #[test]
     fn the_charset_trio_is_carried_when_set_names_would_not_give_it() {
         let mut v = defaults("latin1", "latin1_swedish_ci");
-        assert!(record_settings("latin1", "latin1_swedish_ci", &v).is_empty());
+        assert!(record_settings("latin1", "latin1_swedish_ci", &v, false).is_empty());
         let at = REPLICATED_SETTINGS
             .iter()
             .position(|x| *x == "character_set_connection")
             .unwrap();
         v[at] = Some("utf8mb4".into());
         assert_eq!(
-            record_settings("latin1", "latin1_swedish_ci", &v),
+            record_settings("latin1", "latin1_swedish_ci", &v, false),
             vec![
                 "SESSION character_set_client = 'latin1'",
                 "SESSION character_set_connection = 'utf8mb4'",
