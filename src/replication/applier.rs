@@ -202,6 +202,10 @@ pub async fn run_applier(
             tracing::info!(shard = shard.0, replica = replica.0,
                 "replica does not sync its commits (innodb_flush_log_at_trx_commit != 1): its acknowledgements count once the WAL has synced the record");
         }
+        if position.interleaved_autoinc {
+            tracing::warn!(shard = shard.0, replica = replica.0, addr = %pool.addr,
+                "innodb_autoinc_lock_mode = 2 (interleaved) on this replica: as primary, concurrent INSERT … SELECT / LOAD DATA into an AUTO_INCREMENT table get interleaved ids there and consecutive ones on the followers (statement replay, as with MySQL's statement binlog); set innodb_autoinc_lock_mode = 1 (MariaDB's default) on every replica");
+        }
         log.set_applied(replica, position.applied);
         log.set_held(replica, position.held);
         log.set_live(replica, true);

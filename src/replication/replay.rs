@@ -123,6 +123,9 @@ pub struct Position {
     pub max_allowed_packet: u64,
     /// `innodb_flush_log_at_trx_commit` is 1: what it stores is on disk when it answers.
     pub durable_commits: bool,
+    /// `innodb_autoinc_lock_mode` is 2 (interleaved): as primary, concurrent bulk inserts
+    /// get interleaved ids that a replay in log order does not give.
+    pub interleaved_autoinc: bool,
 }
 
 /// `SET timestamp = …, insert_id = …` (and the optional ones) for one statement.
@@ -283,7 +286,8 @@ impl Replayer {
             .query_row(&format!(
                 "SELECT COALESCE((SELECT ts FROM myquorum.wal WHERE shard = {0} AND applied = 1 \
                  ORDER BY ts DESC LIMIT 1), 0), COALESCE(MAX(ts), 0), @@max_allowed_packet, \
-                 @@innodb_flush_log_at_trx_commit FROM myquorum.wal WHERE shard = {0}",
+                 @@innodb_flush_log_at_trx_commit, @@innodb_autoinc_lock_mode \
+                 FROM myquorum.wal WHERE shard = {0}",
                 shard.0
             ))
             .await?
@@ -301,6 +305,7 @@ impl Replayer {
             held: at(0).max(at(1)),
             max_allowed_packet: at(2),
             durable_commits: at(3) == 1,
+            interleaved_autoinc: at(4) == 2,
         })
     }
 
