@@ -89,6 +89,8 @@ pub struct ProxyConfig {
     pub read_consistency: String,
     /// `eventual` reads: how far behind the log a replica may be, in milliseconds.
     pub read_max_lag_ms: u64,
+    /// Address of the Prometheus endpoint (`GET /metrics`); empty means none.
+    pub metrics_listen: String,
 }
 
 impl Default for ProxyConfig {
@@ -103,6 +105,7 @@ impl Default for ProxyConfig {
             auth_plugin: "mysql_native_password".into(),
             read_consistency: "session".into(),
             read_max_lag_ms: 1000,
+            metrics_listen: String::new(),
         }
     }
 }
@@ -287,6 +290,12 @@ impl Config {
             "read_consistency = {:?}\nread_max_lag_ms = {}\n",
             self.proxy.read_consistency, self.proxy.read_max_lag_ms
         ));
+        if !self.proxy.metrics_listen.is_empty() {
+            out.push_str(&format!(
+                "metrics_listen = {:?}\n",
+                self.proxy.metrics_listen
+            ));
+        }
         if !self.proxy.tls_cert.is_empty() {
             out.push_str(&format!(
                 "tls_cert = {:?}\ntls_key = {:?}\n",

@@ -51,6 +51,9 @@ enum Cmd {
         /// waits for the WAL's sync, like semi-sync's primary binlog).
         #[arg(long, default_value_t = 1)]
         flush_at_commit: u8,
+        /// Port of the Prometheus endpoint (`GET /metrics`); none when not given.
+        #[arg(long)]
+        metrics_port: Option<u16>,
     },
     /// Run one timestamp server of the odd/even pair (point replication.tso_servers at two).
     Tso {
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
             backend_port,
             dir,
             flush_at_commit,
+            metrics_port,
         } => {
             let spec = PlaygroundSpec {
                 shards: shards.max(1),
@@ -184,7 +188,10 @@ fn main() -> ExitCode {
             // Backends are started from the main thread so that their parent-death signal is
             // tied to this process's lifetime, not to a worker thread's.
             match playground::start(&spec) {
-                Ok((backends, cfg)) => {
+                Ok((backends, mut cfg)) => {
+                    if let Some(p) = metrics_port {
+                        cfg.proxy.metrics_listen = format!("127.0.0.1:{p}");
+                    }
                     println!(
                         "myquorum playground is up: connect with `mysql -h127.0.0.1 -P{port} -uroot` \
                          ({} shard(s) x {} replica(s), data in {}; Ctrl-C stops everything)",

@@ -1,7 +1,8 @@
 //! The accept loop: connection limit, one task per client, graceful shutdown.
 //!
-//! Owns: the listening socket's lifecycle. May import: context, frontend, protocol (the
-//! too-many-connections error).
+//! Owns: the listening sockets' lifecycle (clients, and the metrics endpoint). May import:
+//! context, frontend, admin (the metrics text), protocol (the too-many-connections error),
+//! axum.
 
 use crate::context::ProxyContext;
 use crate::protocol::{MysqlError, PacketStream};
@@ -14,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 /// A bound proxy, ready to serve.
 pub struct Server {
     listener: TcpListener,
+    /// The Prometheus endpoint's socket, when `proxy.metrics_listen` is set.
+    metrics: Option<TcpListener>,
     ctx: Arc<ProxyContext>,
 }
 
@@ -28,7 +31,28 @@ impl Server {
                 ),
             )
         })?;
-        Ok(Server { listener, ctx })
+        let metrics = match ctx.config.proxy.metrics_listen.as_str() {
+            "" => None,
+            addr => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot listen on {addr} for metrics: {e}; pick another \
+                         proxy.metrics_listen, or leave it empty for none"
+                    ),
+                )
+            })?),
+        };
+        Ok(Server {
+            listener,
+            metrics,
+            ctx,
+        })
+    }
+
+    /// Where the Prometheus endpoint listens, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -36,10 +60,13 @@ impl Server {
     }
 
     /// Serves until `shutdown` is cancelled; starts health checks on the way.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         self.ctx
             .cluster
             .spawn_health_checks(&self.ctx.config, &shutdown);
+        if let Some(listener) = self.metrics.take() {
+            serve_metrics(listener, self.ctx.clone(), shutdown.clone());
+        }
         self.ctx
             .replication
             .spawn(self.ctx.cluster.clone(), &shutdown);
@@ -86,4 +113,36 @@ impl Server {
         }
         tracing::info!("proxy stopped accepting connections");
     }
+}
+
+/// Serves `GET /metrics` (Prometheus text format) until `shutdown`.
+fn serve_metrics(listener: TcpListener, ctx: Arc<ProxyContext>, shutdown: CancellationToken) {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let ctx = ctx.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    crate::admin::metrics::render(&ctx),
+                )
+            }
+        }),
+    );
+    tracing::info!(%addr, "metrics endpoint listening (GET /metrics)");
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, %addr, "metrics endpoint stopped; scrapes will fail until a restart");
+        }
+    });
 }

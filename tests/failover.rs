@@ -392,3 +392,84 @@ async fn a_hung_primary_releases_its_waiting_statements() {
     wait_rejoined(&proxy, ReplicaId(0)).await;
     assert_acked_everywhere(&[&dbs[0], &dbs[1], &dbs[2]], &acked).await;
 }
+
+/// The value of the sample `name{labels}` in a Prometheus text body.
+fn sample(body: &str, name_and_labels: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Scrapes until `check` holds for the body (10 s at most).
+async fn scrape_until(proxy: &Proxy, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = proxy.scrape("/metrics").await;
+        if check(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed {what}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET /metrics` gives what an alert rule needs: commits counted, each replica's state,
+/// a follower killed shown down (and its backend not up) while writes go on, and shown
+/// applying again, with no lag, once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_follower_down_and_back() {
+    common::init_tracing();
+    let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
+    cfg.proxy.metrics_listen = "127.0.0.1:0".into();
+    let proxy = Proxy::start(cfg);
+    let url = proxy.url(None);
+    create_schema(&url).await;
+    let mut c = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    for i in 0..5 {
+        common::writes::insert_id(&mut c, "fo.acked", i, i)
+            .await
+            .unwrap();
+    }
+    let (status, body) = proxy.scrape("/metrics").await;
+    assert!(status.ends_with("200 OK"), "{status}");
+    assert!(body.contains("# TYPE myquorum_shard_commits_total counter"));
+    let commits = sample(&body, "myquorum_shard_commits_total{shard=\"0\"}").unwrap();
+    assert!(commits >= 5.0, "{commits}");
+    let state = |r: u32, s: &str| {
+        format!("myquorum_replica_state{{shard=\"0\",replica=\"{r}\",state=\"{s}\"}}")
+    };
+    let p = leader(&proxy).0;
+    assert_eq!(sample(&body, &state(p, "primary")), Some(1.0));
+    let f = (p + 1) % 3;
+    assert_eq!(sample(&body, &state(f, "applying")), Some(1.0));
+
+    dbs[f as usize].kill9();
+    let up = format!(
+        "myquorum_backend_up{{shard=\"0\",replica=\"{f}\",address=\"{}\"}}",
+        dbs[f as usize].addr()
+    );
+    scrape_until(&proxy, "the killed follower down", |b| {
+        sample(b, &state(f, "down")) == Some(1.0) && sample(b, &up) == Some(0.0)
+    })
+    .await;
+    for i in 5..10 {
+        common::writes::insert_id(&mut c, "fo.acked", i, i)
+            .await
+            .unwrap();
+    }
+    dbs[f as usize].restart();
+    let lag = format!("myquorum_replica_lag_seconds{{shard=\"0\",replica=\"{f}\"}}");
+    let body = scrape_until(&proxy, "the follower applying again", |b| {
+        sample(b, &state(f, "applying")) == Some(1.0) && sample(b, &lag) == Some(0.0)
+    })
+    .await;
+    assert!(sample(&body, "myquorum_shard_commits_total{shard=\"0\"}").unwrap() >= commits + 5.0);
+    assert_eq!(
+        proxy.scrape("/nothing").await.0.split(' ').nth(1),
+        Some("404")
+    );
+}

@@ -6,6 +6,8 @@
 //! Owns: the content of proxy-answered result sets. May import: context, session, backend
 //! (read-only counters), replication (read-only positions).
 
+pub mod metrics;
+
 use crate::context::ProxyContext;
 use crate::frontend::ClientSession;
 use crate::protocol::MysqlError;
@@ -34,18 +36,17 @@ fn replication(ctx: &ProxyContext) -> Table {
             } else {
                 r.applied.load(Ordering::Acquire)
             };
-            let state = if let Some(q) = r.quarantined.lock().as_ref() {
-                format!("quarantined: {q}")
-            } else if leader {
-                "primary".to_string()
-            } else if r.rebuilding.load(Ordering::Relaxed) {
-                "rebuilding (copying the primary's databases)".to_string()
-            } else if r.live.load(Ordering::Relaxed) && !r.durable_hold.load(Ordering::Relaxed) {
-                "applying (commits not synced: counts once the WAL synced)".to_string()
-            } else if r.live.load(Ordering::Relaxed) {
-                "applying".to_string()
-            } else {
-                "down (catches up when back)".to_string()
+            let state = match replica_state(ctx, log, id) {
+                ReplicaStatus::Quarantined(q) => format!("quarantined: {q}"),
+                ReplicaStatus::Primary => "primary".to_string(),
+                ReplicaStatus::Rebuilding => {
+                    "rebuilding (copying the primary's databases)".to_string()
+                }
+                ReplicaStatus::Applying if !r.durable_hold.load(Ordering::Relaxed) => {
+                    "applying (commits not synced: counts once the WAL synced)".to_string()
+                }
+                ReplicaStatus::Applying => "applying".to_string(),
+                ReplicaStatus::Down => "down (catches up when back)".to_string(),
             };
             let addr = ctx
                 .cluster
@@ -102,6 +103,55 @@ fn replication(ctx: &ProxyContext) -> Table {
             "primary_commit_ms_p50/p99",
         ],
         rows,
+    }
+}
+
+/// Where a replica stands in its shard's replication.
+pub enum ReplicaStatus {
+    Primary,
+    Applying,
+    Rebuilding,
+    /// Not applying or counting for the quorum until rebuilt (why).
+    Quarantined(String),
+    Down,
+}
+
+impl ReplicaStatus {
+    pub const NAMES: [&'static str; 5] =
+        ["primary", "applying", "rebuilding", "quarantined", "down"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReplicaStatus::Primary => "primary",
+            ReplicaStatus::Applying => "applying",
+            ReplicaStatus::Rebuilding => "rebuilding",
+            ReplicaStatus::Quarantined(_) => "quarantined",
+            ReplicaStatus::Down => "down",
+        }
+    }
+}
+
+/// A follower is down when its applier lost its connection or when health checks marked
+/// its backend down: an idle applier notices a dead server only at its next record.
+pub fn replica_state(
+    ctx: &ProxyContext,
+    log: &crate::replication::log::ShardLog,
+    id: crate::router::ReplicaId,
+) -> ReplicaStatus {
+    let Some(r) = log.replicas.get(id.0 as usize) else {
+        return ReplicaStatus::Down;
+    };
+    let backend_up = ctx.cluster.pool(log.shard, id).is_some_and(|p| p.is_up());
+    if let Some(q) = r.quarantined.lock().as_ref() {
+        ReplicaStatus::Quarantined(q.clone())
+    } else if id == log.leader() {
+        ReplicaStatus::Primary
+    } else if r.rebuilding.load(Ordering::Relaxed) {
+        ReplicaStatus::Rebuilding
+    } else if r.live.load(Ordering::Relaxed) && backend_up {
+        ReplicaStatus::Applying
+    } else {
+        ReplicaStatus::Down
     }
 }
 

@@ -164,6 +164,8 @@ impl Drop for MariaDb {
 /// The proxy running in-process on its own runtime thread; stopped on drop.
 pub struct Proxy {
     pub port: u16,
+    /// The Prometheus endpoint's port, when the config asked for one.
+    pub metrics_port: Option<u16>,
     pub ctx: Arc<ProxyContext>,
     cancel: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -201,18 +203,40 @@ impl Proxy {
                 .unwrap();
             rt.block_on(async move {
                 let server = Server::bind(c2).await.unwrap();
-                tx.send(server.local_addr().unwrap().port()).unwrap();
+                let metrics = server.metrics_addr().map(|a| a.port());
+                tx.send((server.local_addr().unwrap().port(), metrics))
+                    .unwrap();
                 server.run(cancel2).await;
             });
             rt.shutdown_timeout(Duration::from_secs(1));
         });
-        let port = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (port, metrics_port) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         Proxy {
             port,
+            metrics_port,
             ctx,
             cancel,
             thread: Some(thread),
         }
+    }
+
+    /// `GET /metrics`: the status line and the body.
+    pub async fn scrape(&self, path: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port = self.metrics_port.expect("metrics_listen is set");
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        (
+            head.lines().next().unwrap_or_default().to_string(),
+            body.to_string(),
+        )
     }
 
     pub fn url(&self, db: Option<&str>) -> String {
