@@ -2190,3 +2190,73 @@ async fn followers_write_under_the_primary_connections_settings_not_their_own_de
         );
     }
 }
+
+/// A prepared INSERT whose BLOB came as COM_STMT_SEND_LONG_DATA (mysqli's send_long_data,
+/// Go's driver for large arguments, C API clients) is replicated: the proxy keeps the
+/// chunks and puts them inline into the execute it runs and records. It was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_write_with_long_data_reaches_every_replica() {
+    use myquorum::protocol::handshake::{client_handshake, proxy_capabilities};
+    use myquorum::protocol::PacketStream;
+    use mysql_common::constants::CapabilityFlags;
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE ld",
+            "CREATE TABLE ld.t (id BIGINT PRIMARY KEY, body LONGBLOB, note VARCHAR(8))",
+        ],
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    let mut s = PacketStream::new(tcp);
+    let caps = proxy_capabilities(false) - CapabilityFlags::CLIENT_DEPRECATE_EOF;
+    client_handshake(&mut s, "root", "", None, caps, 45)
+        .await
+        .unwrap();
+    s.write_packet(0, b"\x16INSERT INTO ld.t VALUES (?, ?, ?)")
+        .await
+        .unwrap();
+    let ok = s.read_packet().await.unwrap().payload;
+    assert_eq!(ok[0], 0, "{ok:?}");
+    let id = u32::from_le_bytes(ok[1..5].try_into().unwrap());
+    for _ in 0..4 {
+        s.read_packet().await.unwrap(); // 3 parameter definitions + EOF
+    }
+    for round in 0..2u64 {
+        for chunk in [&[b'q'; 100_000][..], b"-end"] {
+            let mut p = vec![0x18];
+            p.extend_from_slice(&id.to_le_bytes());
+            p.extend_from_slice(&1u16.to_le_bytes());
+            p.extend_from_slice(chunk);
+            s.write_packet(0, &p).await.unwrap();
+        }
+        let mut exec = vec![0x17];
+        exec.extend_from_slice(&id.to_le_bytes());
+        exec.extend_from_slice(&[0, 1, 0, 0, 0]);
+        exec.push(0); // null bitmap
+        exec.push(1); // types bound: LONGLONG, BLOB (long data), VAR_STRING
+        exec.extend_from_slice(&[8, 0, 0xFC, 0, 0xFD, 0]);
+        exec.extend_from_slice(&round.to_le_bytes());
+        exec.extend_from_slice(b"\x02ok");
+        s.write_packet(0, &exec).await.unwrap();
+        let answer = s.read_packet().await.unwrap().payload;
+        assert_eq!(answer[..2], [0, 1], "OK, one row: {answer:?}");
+    }
+    assert_replicas_identical(&dbs, &mut c, &["ld.t"]).await;
+    let mut r = connect(&dbs[2].url(None)).await;
+    let rows: Vec<(u64, u64, String, String)> = r
+        .query("SELECT id, LENGTH(body), RIGHT(body, 5), note FROM ld.t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (0, 100_004, "q-end".to_string(), "ok".to_string()),
+            (1, 100_004, "q-end".to_string(), "ok".to_string()),
+        ]
+    );
+}

@@ -11,6 +11,7 @@ use crate::backend::BackendConn;
 use crate::context::ProxyContext;
 use crate::executor::write::{normalize_execute, queue_deferred_begin, queue_timestamp_reset};
 use crate::executor::{self, ensure_prepared, AcquireError};
+use crate::protocol::execute::{inline_long_data, InlineError};
 use crate::protocol::handshake::{decode_change_user, ChangeUser};
 use crate::protocol::message::{encode_ok, encode_terminator, OkInfo};
 use crate::protocol::packet::PacketTooLarge;
@@ -1826,7 +1827,8 @@ impl ClientSession {
                         classified: c.clone(),
                         sql,
                         param_types: None,
-                        long_data: false,
+                        long_data: Default::default(),
+                        long_data_too_large: false,
                     },
                 );
             }
@@ -1877,34 +1879,35 @@ impl ClientSession {
                 // Server statements stay prepared on the connections that ran it (reused
                 // by the next session running the same text); the client id is gone.
                 session.prepared.remove(&client_id);
-                if !session.prepared.values().any(|p| p.long_data) {
-                    session.unpin(PinReason::PreparedStatement);
-                }
+                session.unpin(PinReason::PreparedStatement);
                 self.release_if_unpinned(session);
                 Ok(())
             }
             COM_STMT_SEND_LONG_DATA => {
-                session.pin(PinReason::PreparedStatement);
-                if let Some(p) = session.prepared.get_mut(&client_id) {
-                    p.long_data = true;
-                }
-                let route = self.route(&stmt.classified);
-                self.hold_for(session, route).await?;
-                let bytes = self.on_held_connection(session, &stmt, &payload).await?;
-                let Some(h) = self.held.as_mut() else {
-                    return Ok(());
-                };
-                if let Err(e) = h.conn.stream.write_packet(0, &bytes).await {
-                    return self
-                        .finish(session, &stmt.classified, Err(RelayError::Backend(e)))
-                        .map(|_| ());
+                // [0x18][statement:4][parameter:2][data]; kept until the execute puts it
+                // inline. No answer, whatever happens (as on MySQL).
+                let cap = self.ctx.config.proxy.max_packet_size;
+                if let (Some(p), Some(param)) =
+                    (session.prepared.get_mut(&client_id), payload.get(5..7))
+                {
+                    let param = u16::from_le_bytes([param[0], param[1]]);
+                    let held: usize = p.long_data.values().map(Vec::len).sum();
+                    if held + payload.len() - 7 > cap {
+                        p.long_data_too_large = true;
+                    } else if param < p.num_params {
+                        p.long_data
+                            .entry(param)
+                            .or_default()
+                            .extend_from_slice(&payload[7..]);
+                    }
                 }
                 Ok(())
             }
             COM_STMT_RESET | COM_STMT_FETCH => {
                 if let Some(p) = session.prepared.get_mut(&client_id) {
                     if command == COM_STMT_RESET {
-                        p.long_data = false;
+                        p.long_data.clear();
+                        p.long_data_too_large = false;
                     }
                 }
                 let prepared_here = self
@@ -1983,25 +1986,49 @@ impl ClientSession {
         let class = writes::classify_write(&stmt.classified, &stmt.sql, session)
             .map_err(Failure::Answer)?;
         let flags = payload.get(5).copied().unwrap_or(0);
-        let (normalized, long_data) = match session.prepared.get_mut(&client_id) {
+        let (normalized, long_data, too_large) = match session.prepared.get_mut(&client_id) {
             Some(p) => (
                 normalize_execute(&payload, p.num_params, &mut p.param_types),
                 std::mem::take(&mut p.long_data),
+                std::mem::take(&mut p.long_data_too_large),
             ),
-            None => (None, false),
+            None => (None, Default::default(), false),
         };
-        let Some(params) = normalized else {
+        let Some(mut params) = normalized else {
             return Err(Failure::Answer(malformed()));
         };
+        if too_large {
+            return Err(Failure::Answer(MysqlError::new(
+                1153,
+                "08S01",
+                format!(
+                    "Parameters of the prepared statement sent with mysql_stmt_send_long_data() \
+                     exceed 'max_allowed_packet' ({} bytes); raise proxy.max_packet_size",
+                    self.ctx.config.proxy.max_packet_size
+                ),
+            )));
+        }
+        if !long_data.is_empty() {
+            // Inline, the execute stands alone: replicated like any prepared write, and run
+            // on whichever connection the statement routes to.
+            params = match inline_long_data(&params, stmt.num_params, &long_data) {
+                Ok(p) => p,
+                Err(InlineError::Malformed) => return Err(Failure::Answer(malformed())),
+                Err(InlineError::NotAString(i)) => {
+                    return Err(Failure::Answer(MysqlError::new(
+                        1210,
+                        "HY000",
+                        format!(
+                            "Incorrect arguments to mysqld_stmt_execute: long data sent for \
+                             parameter {i}, whose type is not a string or blob"
+                        ),
+                    )))
+                }
+            };
+        }
         self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
         match class {
             WriteClass::Dml => {
-                if long_data {
-                    return Err(Failure::Answer(writes::not_supported(
-                        "a prepared write with parameters sent as long data \
-                         (COM_STMT_SEND_LONG_DATA) is not replicated yet; bind the value directly",
-                    )));
-                }
                 let route = self.route(&stmt.classified);
                 if stmt.classified.kind == Kind::Call {
                     self.refuse_generated_ids_in_call(session, &stmt.classified, route, &stmt.sql)
@@ -2034,13 +2061,10 @@ impl ClientSession {
         {
             return Ok(());
         }
-        // Long data already went to the pinned connection's statement; a cursor stays open
-        // on the connection that executes it.
+        // A cursor stays open on the connection that executes it.
         let cursor = flags != 0;
-        let route = if long_data || cursor {
-            if cursor {
-                session.pin(PinReason::PreparedStatement);
-            }
+        let route = if cursor {
+            session.pin(PinReason::PreparedStatement);
             self.route(&stmt.classified)
         } else {
             self.route_statement(&stmt.classified, session)
@@ -2053,17 +2077,9 @@ impl ClientSession {
         if let Some(f) = body.first_mut() {
             *f = flags;
         }
-        let command = if long_data {
-            // The values are in the server statement already: forward the client's bytes.
-            BackendCommand::Execute {
-                sql: &stmt.sql,
-                body: &payload[5..],
-            }
-        } else {
-            BackendCommand::Execute {
-                sql: &stmt.sql,
-                body: &body,
-            }
+        let command = BackendCommand::Execute {
+            sql: &stmt.sql,
+            body: &body,
         };
         let summary = self
             .run_on_backend(

@@ -4,6 +4,7 @@
 //!
 //! May import: mysql_common, tokio io. Must not import: backend, frontend, session.
 
+pub mod execute;
 pub mod handshake;
 pub mod message;
 pub mod packet;

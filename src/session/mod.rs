@@ -83,8 +83,11 @@ pub struct PreparedStatement {
     pub sql: std::sync::Arc<str>,
     /// Parameter types from the last execute that bound them (later executes may omit them).
     pub param_types: Option<Vec<u8>>,
-    /// COM_STMT_SEND_LONG_DATA was used since the last execute.
-    pub long_data: bool,
+    /// Values sent with COM_STMT_SEND_LONG_DATA since the last execute, by parameter: kept
+    /// here and put inline into the execute, so it stands alone (replicable, any connection).
+    pub long_data: std::collections::BTreeMap<u16, Vec<u8>>,
+    /// The long data outgrew `proxy.max_packet_size`: the execute gets error 1153.
+    pub long_data_too_large: bool,
 }
 
 #[derive(Debug)]

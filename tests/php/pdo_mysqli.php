@@ -42,6 +42,10 @@ function run($emulate) {
 run(true); run(false);
 $m = new mysqli('127.0.0.1', 'root', '', 'pdo_e', $GLOBALS['port']);
 $m->query("INSERT INTO users (name) VALUES ('mysqli')"); echo "mysqli insert_id: ", $m->insert_id, " affected: ", $m->affected_rows, "\n";
+$s = $m->prepare("INSERT INTO users (name, email, avatar) VALUES (?, ?, ?)"); $nm = 'longdata'; $em = 'ld@x.io'; $nul = NULL; $s->bind_param('ssb', $nm, $em, $nul);
+foreach ([str_repeat('A', 70000), str_repeat('B', 5)] as $chunk) { $s->send_long_data(2, $chunk); }
+echo "send_long_data insert: ", var_export($s->execute(), true), " ", $s->affected_rows, "\n"; $s->close();
+echo "long data stored: ", json_encode($m->query("SELECT LENGTH(avatar), RIGHT(avatar, 6) FROM users WHERE name = 'longdata'")->fetch_row()), "\n";
 $s = $m->prepare("SELECT name FROM users WHERE id = ?"); $id = 1; $s->bind_param('i', $id); $s->execute(); $s->bind_result($name); $s->fetch(); echo "mysqli prepared: $name\n"; $s->close();
 $m->multi_query("SELECT 1; SELECT 2"); do { if ($r = $m->store_result()) { echo json_encode($r->fetch_all()), "\n"; $r->free(); } } while ($m->more_results() && $m->next_result());
 $m->real_query("SELECT SLEEP(0)"); $m->use_result()->fetch_all();
