@@ -2246,6 +2246,15 @@ async fn a_prepared_write_with_long_data_reaches_every_replica() {
         let answer = s.read_packet().await.unwrap().payload;
         assert_eq!(answer[..2], [0, 1], "OK, one row: {answer:?}");
     }
+    // mysql_async sends a parameter over 16 MiB as long data: the execute the proxy runs is
+    // then larger than the client's, and the answer must still come in the client's
+    // sequence.
+    let big = vec![b'w'; 17_000_000];
+    c.exec_drop("INSERT INTO ld.t VALUES (?, ?, 'big')", (2, &big))
+        .await
+        .unwrap();
+    let n: Option<u64> = c.exec_first("SELECT LENGTH(?)", (&big,)).await.unwrap();
+    assert_eq!(n, Some(17_000_000));
     assert_replicas_identical(&dbs, &mut c, &["ld.t"]).await;
     let mut r = connect(&dbs[2].url(None)).await;
     let rows: Vec<(u64, u64, String, String)> = r
@@ -2257,6 +2266,7 @@ async fn a_prepared_write_with_long_data_reaches_every_replica() {
         vec![
             (0, 100_004, "q-end".to_string(), "ok".to_string()),
             (1, 100_004, "q-end".to_string(), "ok".to_string()),
+            (2, 17_000_000, "wwwww".to_string(), "big".to_string()),
         ]
     );
 }

@@ -258,6 +258,7 @@ impl ClientSession {
                 Err(e) => return Err(e),
             };
             let seq = pkt.seq.wrapping_add(1);
+            client.set_forward_seq_shift(0);
             tracing::trace!(len = pkt.payload.len(), command = ?pkt.payload.first(), "command");
             let Some(&command) = pkt.payload.first() else {
                 client.write_packet(seq, &malformed().encode()).await?;
@@ -2008,6 +2009,10 @@ impl ClientSession {
                 ),
             )));
         }
+        // Types always travel and long data goes inline: the backend may get this execute in
+        // more frames than the client sent, and its answer's sequence ids follow those.
+        let frames = |len: usize| crate::protocol::packet::frames_for(len) as u8;
+        let client_frames = frames(payload.len());
         if !long_data.is_empty() {
             // Inline, the execute stands alone: replicated like any prepared write, and run
             // on whichever connection the statement routes to.
@@ -2026,6 +2031,7 @@ impl ClientSession {
                 }
             };
         }
+        client.set_forward_seq_shift(frames(5 + params.len()).wrapping_sub(client_frames));
         self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
         match class {
             WriteClass::Dml => {

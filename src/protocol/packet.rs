@@ -29,6 +29,12 @@ pub struct Packet {
     pub payload: Vec<u8>,
 }
 
+/// How many frames a logical packet of `len` bytes takes (one of exactly 16 MiB − 1 bytes
+/// needs an empty one after it).
+pub fn frames_for(len: usize) -> usize {
+    len / MAX_FRAME + 1
+}
+
 /// Buffered MySQL framing over any byte stream.
 pub struct PacketStream<S> {
     stream: S,
@@ -38,6 +44,11 @@ pub struct PacketStream<S> {
     max_packet: Option<usize>,
     /// Bytes handed to the socket so far.
     written: u64,
+    /// Subtracted from the sequence id of every frame forwarded or queued raw into this
+    /// stream: the proxy sent the backend a command in more frames than the client sent it
+    /// (long data put inline), so the backend's answer starts at a higher sequence id than
+    /// the client expects.
+    forward_seq_shift: u8,
 }
 
 /// Reading a packet larger than the configured cap.
@@ -58,6 +69,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             wbuf: BytesMut::with_capacity(16 * 1024),
             max_packet: None,
             written: 0,
+            forward_seq_shift: 0,
         }
     }
 
@@ -140,8 +152,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     /// Moves the buffered frame, header and all, into another stream's write buffer: the
     /// relay path, which never re-encodes a packet.
     pub fn forward_frame<T>(&mut self, info: FrameInfo, to: &mut PacketStream<T>) {
+        let at = to.wbuf.len();
         to.wbuf.extend_from_slice(&self.rbuf[..HEADER + info.len]);
         self.rbuf.advance(HEADER + info.len);
+        to.wbuf[at + 3] = info.seq.wrapping_sub(to.forward_seq_shift);
+    }
+
+    /// See `forward_seq_shift`; 0 (the usual case) leaves sequence ids as the backend sent
+    /// them.
+    pub fn set_forward_seq_shift(&mut self, shift: u8) {
+        self.forward_seq_shift = shift;
     }
 
     /// Reads one logical packet (joining continuation frames).
@@ -217,7 +237,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
 
     /// Queues already framed bytes (headers included), as `relay::buffer_response` holds them.
     pub fn queue_raw(&mut self, frames: &[u8]) {
+        let at = self.wbuf.len();
         self.wbuf.extend_from_slice(frames);
+        if self.forward_seq_shift != 0 {
+            let mut i = at;
+            while i + HEADER <= self.wbuf.len() {
+                let len = usize::from(self.wbuf[i])
+                    | usize::from(self.wbuf[i + 1]) << 8
+                    | usize::from(self.wbuf[i + 2]) << 16;
+                self.wbuf[i + 3] = self.wbuf[i + 3].wrapping_sub(self.forward_seq_shift);
+                i += HEADER + len;
+            }
+        }
     }
 
     pub fn pending_write(&self) -> usize {
@@ -282,6 +313,24 @@ mod tests {
         assert_eq!((p.seq, p.payload.len()), (2, MAX_FRAME * 2 + 10));
         assert!(p.payload.iter().all(|&b| b == 9));
         writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_seq_shift_renumbers_forwarded_and_raw_frames() {
+        let (a, b) = tokio::io::duplex(1024);
+        let mut client = PacketStream::new(a);
+        let mut peer = PacketStream::new(b);
+        // The backend answered from seq 3; the client expects 1.
+        client.set_forward_seq_shift(2);
+        client.queue_raw(&[1, 0, 0, 3, 0xAA, 2, 0, 0, 4, 0xBB, 0xCC]);
+        client.flush().await.unwrap();
+        let p = peer.read_packet().await.unwrap();
+        assert_eq!((p.seq, p.payload), (1, vec![0xAA]));
+        let p = peer.read_packet().await.unwrap();
+        assert_eq!((p.seq, p.payload), (2, vec![0xBB, 0xCC]));
+        assert_eq!(frames_for(0), 1);
+        assert_eq!(frames_for(MAX_FRAME - 1), 1);
+        assert_eq!(frames_for(MAX_FRAME), 2);
     }
 
     #[tokio::test]
