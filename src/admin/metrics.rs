@@ -193,7 +193,7 @@ fn backends(ctx: &ProxyContext, e: &mut Exposition) {
         (
             "myquorum_backend_reads_total",
             "counter",
-            "Reads this backend served as a follower.",
+            "Autocommit reads routed to this backend.",
             |p| p.reads.load(Ordering::Relaxed) as f64,
         ),
         (
