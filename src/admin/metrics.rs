@@ -11,6 +11,7 @@ use crate::context::ProxyContext;
 use crate::metrics::LatencyHistogram;
 use crate::replication::log::ShardLog;
 use crate::router::ReplicaId;
+use crate::tso::physical_ms;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -65,10 +66,9 @@ fn format_value(v: f64) -> String {
     }
 }
 
-/// Log timestamps carry milliseconds shifted left by 19 bits (the low bits count within a
-/// millisecond): a distance between two of them in seconds.
+/// The wall-clock distance between two log timestamps, in seconds.
 fn ts_distance_seconds(later: u64, earlier: u64) -> f64 {
-    (later.saturating_sub(earlier) >> 19) as f64 / 1000.0
+    physical_ms(later).saturating_sub(physical_ms(earlier)) as f64 / 1000.0
 }
 
 pub fn render(ctx: &ProxyContext) -> String {

@@ -390,8 +390,8 @@ fn backends(ctx: &ProxyContext) -> Table {
                             .unwrap_or(0)
                     };
                     let end = log.last_sequenced();
-                    // Timestamps carry milliseconds shifted left by 19.
-                    let lag_ms = end.saturating_sub(applied) >> 19;
+                    let lag_ms = crate::tso::physical_ms(end)
+                        .saturating_sub(crate::tso::physical_ms(applied));
                     (
                         Some(applied.to_string()),
                         Some(lag_ms.to_string()),

@@ -2,8 +2,9 @@
 //! sent ahead with COM_STMT_SEND_LONG_DATA back inline, so the execute stands alone — it can
 //! go to any connection, be recorded in the log and be replayed on every follower.
 //!
-//! Pure: no I/O. May import: std.
+//! Pure: no I/O. May import: protocol::message (length-encoded values).
 
+use super::message::{put_lenenc_str, read_lenenc_int};
 use std::collections::BTreeMap;
 
 /// The size of one binary-protocol value of type `ty` at the start of `rest` (None when the
@@ -24,47 +25,11 @@ fn value_len(ty: u8, rest: &[u8]) -> Option<usize> {
         10 | 7 | 12 | 11 => 1 + usize::from(*rest.first()?),
         // Strings, blobs, decimals, JSON, BIT, ENUM, SET, GEOMETRY: length-encoded.
         _ => {
-            let (n, header) = lenenc(rest)?;
-            header + usize::try_from(n).ok()?
+            let mut after = rest;
+            let n = read_lenenc_int(&mut after)?;
+            (rest.len() - after.len()) + usize::try_from(n).ok()?
         }
     })
-}
-
-/// A length-encoded integer: its value and its own size.
-fn lenenc(b: &[u8]) -> Option<(u64, usize)> {
-    let first = *b.first()?;
-    let int = |n: usize| -> Option<u64> {
-        let bytes = b.get(1..1 + n)?;
-        Some(
-            bytes
-                .iter()
-                .rev()
-                .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
-        )
-    };
-    match first {
-        0..=0xFA => Some((u64::from(first), 1)),
-        0xFC => Some((int(2)?, 3)),
-        0xFD => Some((int(3)?, 4)),
-        0xFE => Some((int(8)?, 9)),
-        _ => None,
-    }
-}
-
-fn put_lenenc(out: &mut Vec<u8>, n: usize) {
-    let n = n as u64;
-    if n < 0xFB {
-        out.push(n as u8);
-    } else if n < 1 << 16 {
-        out.push(0xFC);
-        out.extend_from_slice(&n.to_le_bytes()[..2]);
-    } else if n < 1 << 24 {
-        out.push(0xFD);
-        out.extend_from_slice(&n.to_le_bytes()[..3]);
-    } else {
-        out.push(0xFE);
-        out.extend_from_slice(&n.to_le_bytes());
-    }
 }
 
 /// Why long data cannot be put inline.
@@ -105,8 +70,7 @@ pub fn inline_long_data(
                 return Err(InlineError::NotAString(i as u16));
             }
             out[5 + i / 8] &= !(1 << (i % 8));
-            put_lenenc(&mut out, data.len());
-            out.extend_from_slice(data);
+            put_lenenc_str(&mut out, data);
             continue;
         }
         if bitmap[i / 8] & (1 << (i % 8)) != 0 {
