@@ -2189,6 +2189,20 @@ async fn followers_write_under_the_primary_connections_settings_not_their_own_de
             db.addr()
         );
     }
+    // What `time_zone = SYSTEM` means on each follower is shown (and differing zones are
+    // warned about): the applier read it from the server.
+    let zones: Vec<(u32, String)> = c
+        .query_map("SHOW PROXY REPLICATION", |row: mysql_async::Row| {
+            let replica: u32 = row.get(1).unwrap();
+            (replica, row.get::<String, _>("system_time_zone").unwrap())
+        })
+        .await
+        .unwrap();
+    for (replica, zone) in zones.into_iter().filter(|(r, _)| *r != 0) {
+        let mut r = connect(&dbs[replica as usize].url(None)).await;
+        let own: Option<String> = r.query_first("SELECT @@system_time_zone").await.unwrap();
+        assert_eq!(Some(zone), own, "replica {replica}");
+    }
 }
 
 /// A prepared INSERT whose BLOB came as COM_STMT_SEND_LONG_DATA (mysqli's send_long_data,

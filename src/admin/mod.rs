@@ -79,6 +79,7 @@ fn replication(ctx: &ProxyContext) -> Table {
                 Some(log.latency.sequence.summary()),
                 Some(log.latency.quorum.summary()),
                 Some(log.latency.primary_commit.summary()),
+                Some(r.system_time_zone.lock().clone()),
             ]);
         }
     }
@@ -101,6 +102,7 @@ fn replication(ctx: &ProxyContext) -> Table {
             "wal_ms_p50/p99",
             "quorum_ms_p50/p99",
             "primary_commit_ms_p50/p99",
+            "system_time_zone",
         ],
         rows,
     }

@@ -202,6 +202,12 @@ pub async fn run_applier(
             tracing::info!(shard = shard.0, replica = replica.0,
                 "replica does not sync its commits (innodb_flush_log_at_trx_commit != 1): its acknowledgements count once the WAL has synced the record");
         }
+        let differing = log.note_system_time_zone(replica, &position.system_time_zone);
+        if !differing.is_empty() {
+            tracing::warn!(shard = shard.0, replica = replica.0, addr = %pool.addr,
+                system_time_zone = %position.system_time_zone, others = ?differing,
+                "replicas run in different system time zones: with time_zone = SYSTEM (the default) each converts TIMESTAMP values and NOW() into DATETIME by its own host's zone, and the replicas diverge; give the hosts one zone, or set default_time_zone (e.g. '+00:00') on every server");
+        }
         if position.interleaved_autoinc {
             tracing::warn!(shard = shard.0, replica = replica.0, addr = %pool.addr,
                 "innodb_autoinc_lock_mode = 2 (interleaved) on this replica: as primary, concurrent INSERT … SELECT / LOAD DATA into an AUTO_INCREMENT table get interleaved ids there and consecutive ones on the followers (statement replay, as with MySQL's statement binlog); set innodb_autoinc_lock_mode = 1 (MariaDB's default) on every replica");

@@ -111,6 +111,8 @@ pub struct ReplicaState {
     /// Bumped when a new applier task takes over this replica (a rebuild): an older one
     /// still retrying a connection stops instead of applying beside it.
     pub applier_epoch: AtomicU64,
+    /// Its server's `@@system_time_zone`, once its applier connected (empty before).
+    pub system_time_zone: Mutex<String>,
     /// Time to apply one batch (replay, myquorum.wal rows, COMMIT).
     pub apply_latency: LatencyHistogram,
     /// Time to store one batch as received (the acknowledgement).
@@ -223,6 +225,7 @@ impl ShardLog {
                     rebuilding: AtomicBool::new(false),
                     outlived_log: AtomicBool::new(false),
                     applier_epoch: AtomicU64::new(0),
+                    system_time_zone: Mutex::new(String::new()),
                     apply_latency: LatencyHistogram::new(),
                     receive_latency: LatencyHistogram::new(),
                 })
@@ -679,6 +682,28 @@ impl ShardLog {
             s.live.store(live, Ordering::Relaxed);
         }
         self.acks.send_modify(|v| *v += 1);
+    }
+
+    /// Records `replica`'s system time zone; returns the other replicas' that differ from
+    /// it (replica, zone), for a warning: `time_zone = SYSTEM`, the default, converts
+    /// TIMESTAMP values by each host's own zone.
+    pub fn note_system_time_zone(
+        &self,
+        replica: ReplicaId,
+        zone: &str,
+    ) -> Vec<(ReplicaId, String)> {
+        if let Some(r) = self.replicas.get(replica.0 as usize) {
+            *r.system_time_zone.lock() = zone.to_string();
+        }
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let other = r.system_time_zone.lock().clone();
+                (i != replica.0 as usize && !other.is_empty() && other != zone)
+                    .then_some((ReplicaId(i as u32), other))
+            })
+            .collect()
     }
 
     pub fn quarantine(&self, replica: ReplicaId, why: String) {

@@ -113,7 +113,7 @@ const ADD_APPLIED: &str =
     "ALTER TABLE myquorum.wal ADD COLUMN IF NOT EXISTS applied TINYINT NOT NULL DEFAULT 1";
 
 /// Where a replica stands in the log, from its `myquorum.wal`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Position {
     /// Every record up to here ran on this replica.
     pub applied: u64,
@@ -126,6 +126,8 @@ pub struct Position {
     /// `innodb_autoinc_lock_mode` is 2 (interleaved): as primary, concurrent bulk inserts
     /// get interleaved ids that a replay in log order does not give.
     pub interleaved_autoinc: bool,
+    /// `@@system_time_zone`: what `time_zone = SYSTEM` means there.
+    pub system_time_zone: String,
 }
 
 /// `SET timestamp = …, insert_id = …` (and the optional ones) for one statement.
@@ -286,8 +288,8 @@ impl Replayer {
             .query_row(&format!(
                 "SELECT COALESCE((SELECT ts FROM myquorum.wal WHERE shard = {0} AND applied = 1 \
                  ORDER BY ts DESC LIMIT 1), 0), COALESCE(MAX(ts), 0), @@max_allowed_packet, \
-                 @@innodb_flush_log_at_trx_commit, @@innodb_autoinc_lock_mode \
-                 FROM myquorum.wal WHERE shard = {0}",
+                 @@innodb_flush_log_at_trx_commit, @@innodb_autoinc_lock_mode, \
+                 @@system_time_zone FROM myquorum.wal WHERE shard = {0}",
                 shard.0
             ))
             .await?
@@ -306,6 +308,7 @@ impl Replayer {
             max_allowed_packet: at(2),
             durable_commits: at(3) == 1,
             interleaved_autoinc: at(4) == 2,
+            system_time_zone: row.get(5).cloned().flatten().unwrap_or_default(),
         })
     }
 
