@@ -2189,8 +2189,8 @@ async fn followers_write_under_the_primary_connections_settings_not_their_own_de
             db.addr()
         );
     }
-    // What `time_zone = SYSTEM` means on each follower is shown (and differing zones are
-    // warned about): the applier read it from the server.
+    // What `time_zone = SYSTEM` means on each replica is shown (and differing zones are
+    // warned about): recovery and the appliers read it from the servers.
     let zones: Vec<(u32, String)> = c
         .query_map("SHOW PROXY REPLICATION", |row: mysql_async::Row| {
             let replica: u32 = row.get(1).unwrap();
@@ -2198,7 +2198,8 @@ async fn followers_write_under_the_primary_connections_settings_not_their_own_de
         })
         .await
         .unwrap();
-    for (replica, zone) in zones.into_iter().filter(|(r, _)| *r != 0) {
+    assert_eq!(zones.len(), 3);
+    for (replica, zone) in zones {
         let mut r = connect(&dbs[replica as usize].url(None)).await;
         let own: Option<String> = r.query_first("SELECT @@system_time_zone").await.unwrap();
         assert_eq!(Some(zone), own, "replica {replica}");

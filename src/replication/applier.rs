@@ -193,7 +193,7 @@ pub async fn run_applier(
         tracing::info!(shard = shard.0, replica = replica.0, addr = %pool.addr,
             applied = position.applied, held = position.held,
             log_end = log.last_sequenced(), "applier connected");
-        log.note_packet_limit(position.max_allowed_packet);
+        log.note_server(replica, &pool.addr, &position);
         log.replicas[replica.0 as usize].durable_hold.store(
             position.durable_commits,
             std::sync::atomic::Ordering::Release,
@@ -201,16 +201,6 @@ pub async fn run_applier(
         if !position.durable_commits {
             tracing::info!(shard = shard.0, replica = replica.0,
                 "replica does not sync its commits (innodb_flush_log_at_trx_commit != 1): its acknowledgements count once the WAL has synced the record");
-        }
-        let differing = log.note_system_time_zone(replica, &position.system_time_zone);
-        if !differing.is_empty() {
-            tracing::warn!(shard = shard.0, replica = replica.0, addr = %pool.addr,
-                system_time_zone = %position.system_time_zone, others = ?differing,
-                "replicas run in different system time zones: with time_zone = SYSTEM (the default) each converts TIMESTAMP values and NOW() into DATETIME by its own host's zone, and the replicas diverge; give the hosts one zone, or set default_time_zone (e.g. '+00:00') on every server");
-        }
-        if position.interleaved_autoinc {
-            tracing::warn!(shard = shard.0, replica = replica.0, addr = %pool.addr,
-                "innodb_autoinc_lock_mode = 2 (interleaved) on this replica: as primary, concurrent INSERT … SELECT / LOAD DATA into an AUTO_INCREMENT table get interleaved ids there and consecutive ones on the followers (statement replay, as with MySQL's statement binlog); set innodb_autoinc_lock_mode = 1 (MariaDB's default) on every replica");
         }
         log.set_applied(replica, position.applied);
         log.set_held(replica, position.held);

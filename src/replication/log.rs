@@ -19,7 +19,7 @@
 
 use super::cabinet::{Cabinet, WeightSnapshot};
 use super::ddl_order::DdlOrder;
-use super::replay::LogEntry;
+use super::replay::{LogEntry, Position};
 use crate::metrics::LatencyHistogram;
 use crate::router::{ReplicaId, ShardId};
 use crate::tso::TsoPair;
@@ -343,11 +343,35 @@ impl ShardLog {
         self.open.send_replace(false);
     }
 
-    /// Notes a replica's `max_allowed_packet`.
-    pub fn note_packet_limit(&self, max_allowed_packet: u64) {
-        if max_allowed_packet > 0 {
+    /// Notes what a replica's server said when it was connected (by its applier or by
+    /// recovery): its `max_allowed_packet` bounds every record, and settings under which
+    /// statement replay diverges are warned about.
+    pub fn note_server(&self, replica: ReplicaId, addr: &str, p: &Position) {
+        if p.max_allowed_packet > 0 {
             self.packet_limit
-                .fetch_min(max_allowed_packet, Ordering::Relaxed);
+                .fetch_min(p.max_allowed_packet, Ordering::Relaxed);
+        }
+        if let Some(r) = self.replicas.get(replica.0 as usize) {
+            *r.system_time_zone.lock() = p.system_time_zone.clone();
+        }
+        let differing: Vec<(u32, String)> = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let other = r.system_time_zone.lock().clone();
+                (i != replica.0 as usize && !other.is_empty() && other != p.system_time_zone)
+                    .then_some((i as u32, other))
+            })
+            .collect();
+        if !differing.is_empty() {
+            tracing::warn!(shard = self.shard.0, replica = replica.0, addr,
+                system_time_zone = %p.system_time_zone, others = ?differing,
+                "replicas run in different system time zones: with time_zone = SYSTEM (the default) each converts TIMESTAMP values and NOW() into DATETIME by its own host's zone, and the replicas diverge; give the hosts one zone, or set default_time_zone (e.g. '+00:00') on every server");
+        }
+        if p.interleaved_autoinc {
+            tracing::warn!(shard = self.shard.0, replica = replica.0, addr,
+                "innodb_autoinc_lock_mode = 2 (interleaved) on this replica: as primary, concurrent INSERT … SELECT / LOAD DATA into an AUTO_INCREMENT table get interleaved ids there and consecutive ones on the followers (statement replay, as with MySQL's statement binlog); set innodb_autoinc_lock_mode = 1 (MariaDB's default) on every replica");
         }
     }
 
@@ -682,28 +706,6 @@ impl ShardLog {
             s.live.store(live, Ordering::Relaxed);
         }
         self.acks.send_modify(|v| *v += 1);
-    }
-
-    /// Records `replica`'s system time zone; returns the other replicas' that differ from
-    /// it (replica, zone), for a warning: `time_zone = SYSTEM`, the default, converts
-    /// TIMESTAMP values by each host's own zone.
-    pub fn note_system_time_zone(
-        &self,
-        replica: ReplicaId,
-        zone: &str,
-    ) -> Vec<(ReplicaId, String)> {
-        if let Some(r) = self.replicas.get(replica.0 as usize) {
-            *r.system_time_zone.lock() = zone.to_string();
-        }
-        self.replicas
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| {
-                let other = r.system_time_zone.lock().clone();
-                (i != replica.0 as usize && !other.is_empty() && other != zone)
-                    .then_some((ReplicaId(i as u32), other))
-            })
-            .collect()
     }
 
     pub fn quarantine(&self, replica: ReplicaId, why: String) {

@@ -196,7 +196,7 @@ async fn elect_at_startup(log: &Arc<ShardLog>, cluster: &Cluster) -> Option<Repl
             continue;
         };
         if let Ok(p) = r.prepare_log_table(shard).await {
-            log.note_packet_limit(p.max_allowed_packet);
+            log.note_server(rid, &pool.addr, &p);
             live.push((p.applied, rid, r));
         }
     }
@@ -260,7 +260,7 @@ pub async fn run_shard(
         match connect(pool).await {
             Ok(mut r) => match r.prepare_log_table(shard).await {
                 Ok(p) => {
-                    log.note_packet_limit(p.max_allowed_packet);
+                    log.note_server(log.leader(), &pool.addr, &p);
                     break r;
                 }
                 Err(e) => {
@@ -289,7 +289,7 @@ pub async fn run_shard(
             match connect(pool).await {
                 Ok(mut r) => match r.prepare_log_table(shard).await {
                     Ok(p) => {
-                        log.note_packet_limit(p.max_allowed_packet);
+                        log.note_server(rid, &pool.addr, &p);
                         Some(r)
                     }
                     Err(_) => continue,
