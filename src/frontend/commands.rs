@@ -238,11 +238,13 @@ impl ClientSession {
             };
             let pkt = match read {
                 Ok(p) => p,
-                Err(e) if e.get_ref().is_some_and(|i| i.is::<PacketTooLarge>()) => {
-                    let next_seq = e
-                        .get_ref()
-                        .and_then(|i| i.downcast_ref::<PacketTooLarge>())
-                        .map_or(1, |t| t.last_seq.wrapping_add(1));
+                Err(e) => {
+                    let Some(too_large) =
+                        e.get_ref().and_then(|i| i.downcast_ref::<PacketTooLarge>())
+                    else {
+                        return Err(e);
+                    };
+                    let next_seq = too_large.last_seq.wrapping_add(1);
                     let err = MysqlError::new(
                         1153,
                         "08S01",
@@ -255,7 +257,6 @@ impl ClientSession {
                     client.write_packet(next_seq, &err.encode()).await?;
                     return Ok(());
                 }
-                Err(e) => return Err(e),
             };
             let seq = pkt.seq.wrapping_add(1);
             client.set_forward_seq_shift(0);
