@@ -240,6 +240,8 @@ pub fn start(spec: &PlaygroundSpec) -> Result<(Backends, Config), PlaygroundErro
     cfg.proxy.tls_key = key.display().to_string();
     // The log and the timestamp state live with the playground's data.
     cfg.replication.wal_dir = spec.dir.join("wal").display().to_string();
+    // Every server is on this host: the proxy talks to them over their Unix sockets.
+    cfg.backend.prefer_socket = true;
     let path = spec.dir.join("proxy.toml");
     std::fs::write(&path, cfg.to_toml()).map_err(|source| PlaygroundError::Io {
         what: format!("writing {}", path.display()),

@@ -77,3 +77,133 @@ async fn backend_death_and_return() {
     let n: Option<u32> = c.query_first("SELECT COUNT(*) FROM f.t").await.unwrap();
     assert_eq!(n, Some(0));
 }
+
+/// The `transport` column of SHOW PROXY BACKENDS, one per replica.
+async fn transports(proxy: &Proxy) -> Vec<String> {
+    let mut c = Conn::new(Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap();
+    let rows: Vec<mysql_async::Row> = c.query("SHOW PROXY BACKENDS").await.unwrap();
+    rows.into_iter()
+        .map(|r| {
+            let i = r
+                .columns_ref()
+                .iter()
+                .position(|c| c.name_str() == "transport");
+            r.get::<String, _>(i.expect("transport column")).unwrap()
+        })
+        .collect()
+}
+
+/// Connections the server sees from host `localhost` (its Unix socket; TCP ones show as
+/// 127.0.0.1:port under skip-name-resolve).
+async fn socket_sessions(db: &MariaDb) -> i64 {
+    let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+        .await
+        .unwrap();
+    c.query_first("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE HOST = 'localhost'")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn write_and_read(proxy: &Proxy, db: &str) {
+    let mut c = Conn::new(Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(20))"
+    ))
+    .await
+    .unwrap();
+    for i in 0..20 {
+        c.exec_drop(
+            format!("INSERT INTO {db}.t VALUES (?, ?)"),
+            (i, format!("row {i}")),
+        )
+        .await
+        .unwrap();
+    }
+    let n: Option<i64> = c
+        .query_first(format!("SELECT COUNT(*) FROM {db}.t"))
+        .await
+        .unwrap();
+    assert_eq!(n, Some(20));
+}
+
+/// `backend.prefer_socket`: backends on this host are reached over their Unix sockets
+/// (replicated writes, appliers and reads alike), and again after one restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_backends_are_reached_over_their_unix_sockets() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let mut dbs = dbs;
+    let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
+    cfg.backend.prefer_socket = true;
+    let proxy = Proxy::start(cfg);
+    write_and_read(&proxy, "s1").await;
+    let sockets: Vec<String> = dbs
+        .iter()
+        .map(|d| format!("unix:{}", d.dir.path().join("server.sock").display()))
+        .collect();
+    assert_eq!(transports(&proxy).await, sockets);
+    for db in &dbs {
+        assert!(
+            socket_sessions(db).await > 0,
+            "{} has no socket sessions",
+            db.addr()
+        );
+    }
+    common::converge::assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["s1.t"]).await;
+
+    // A follower restarted: marked down, then back; its applier reconnects over the socket.
+    dbs[2].kill9();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    dbs[2].restart();
+    write_and_read(&proxy, "s2").await;
+    common::converge::assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["s1.t", "s2.t"]).await;
+    assert_eq!(transports(&proxy).await[2], sockets[2]);
+    assert!(socket_sessions(&dbs[2]).await > 0);
+}
+
+/// A socket is used only when it reaches the same server as the same account: a path that
+/// leads to another server (as with containers sharing a host) or a login the account does
+/// not have at host `localhost` leaves that backend on TCP, and everything still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_of_another_server_or_account_is_not_used() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    // Server 1's socket path now leads to server 2.
+    let own = dbs[1].dir.path().join("server.sock");
+    std::fs::remove_file(&own).unwrap();
+    std::os::unix::fs::symlink(dbs[2].dir.path().join("server.sock"), &own).unwrap();
+    for db in &dbs {
+        let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+            .await
+            .unwrap();
+        c.query_drop(
+            "CREATE USER mqtcp@'127.0.0.1' IDENTIFIED BY 'pw'; \
+             GRANT ALL ON *.* TO mqtcp@'127.0.0.1' WITH GRANT OPTION",
+        )
+        .await
+        .unwrap();
+    }
+    let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
+    cfg.backend.prefer_socket = true;
+    let proxy = Proxy::start(cfg.clone());
+    write_and_read(&proxy, "o1").await;
+    let seen = transports(&proxy).await;
+    assert!(seen[0].starts_with("unix:"), "{seen:?}");
+    assert_eq!(seen[1], "tcp", "{seen:?}");
+    assert!(seen[2].starts_with("unix:"), "{seen:?}");
+    common::converge::assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["o1.t"]).await;
+    drop(proxy);
+
+    // An account that exists only for 127.0.0.1: every backend stays on TCP.
+    cfg.backend.user = "mqtcp".into();
+    cfg.backend.password = "pw".into();
+    let proxy = Proxy::start(cfg);
+    write_and_read(&proxy, "o2").await;
+    assert_eq!(transports(&proxy).await, vec!["tcp"; 3]);
+    common::converge::assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["o1.t", "o2.t"]).await;
+}

@@ -420,6 +420,7 @@ fn backends(ctx: &ProxyContext) -> Table {
                 weight,
                 Some(pool.down_events.load(Ordering::Relaxed).to_string()),
                 Some(pool.uptime_secs().to_string()),
+                Some(pool.transport_now().to_string()),
             ]
         })
         .collect();
@@ -442,6 +443,7 @@ fn backends(ctx: &ProxyContext) -> Table {
             "weight",
             "times_down",
             "uptime_s",
+            "transport",
         ],
         rows,
     }

@@ -25,6 +25,7 @@ impl Cluster {
             user: cfg.backend.user.clone(),
             password: cfg.backend.password.clone(),
             connect_timeout: Duration::from_millis(cfg.backend.connect_timeout_ms),
+            prefer_socket: cfg.backend.prefer_socket,
         };
         let pools: Vec<Vec<Arc<BackendPool>>> = cfg
             .shards

@@ -10,9 +10,32 @@ use crate::protocol::packet::PacketStream;
 use mysql_common::constants::CapabilityFlags;
 use std::collections::HashMap;
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
+use tokio_util::either::Either;
+
+/// A data-path socket: TCP, or the server's Unix socket when it shares the proxy's host.
+pub type BackendSocket = Either<TcpStream, UnixStream>;
+
+/// How data-path connections reach a backend (`backend.prefer_socket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Its host:port address.
+    Tcp,
+    /// Its Unix socket at this path, checked to be the same server as the same account.
+    Unix(Arc<Path>),
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Tcp => f.write_str("tcp"),
+            Transport::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
 
 pub const COM_QUIT: u8 = 0x01;
 pub const COM_INIT_DB: u8 = 0x02;
@@ -25,10 +48,12 @@ pub struct ConnectParams {
     pub user: String,
     pub password: String,
     pub connect_timeout: Duration,
+    /// Use a loopback backend's Unix socket (see `Transport`).
+    pub prefer_socket: bool,
 }
 
 pub struct BackendConn {
-    pub stream: PacketStream<TcpStream>,
+    pub stream: PacketStream<BackendSocket>,
     pub addr: Arc<str>,
     pub hello: BackendHello,
     /// Relay-affecting capability bits this connection negotiated (pool key).
@@ -60,6 +85,7 @@ pub struct BackendConn {
 impl BackendConn {
     pub async fn connect(
         addr: Arc<str>,
+        transport: &Transport,
         params: &ConnectParams,
         caps: CapabilityFlags,
         collation: u8,
@@ -67,9 +93,15 @@ impl BackendConn {
         generation: u64,
     ) -> io::Result<BackendConn> {
         let fut = async {
-            let tcp = TcpStream::connect(&*addr).await?;
-            tcp.set_nodelay(true)?;
-            let mut stream = PacketStream::new(tcp);
+            let socket = match transport {
+                Transport::Unix(path) => Either::Right(UnixStream::connect(&**path).await?),
+                Transport::Tcp => {
+                    let tcp = TcpStream::connect(&*addr).await?;
+                    tcp.set_nodelay(true)?;
+                    Either::Left(tcp)
+                }
+            };
+            let mut stream = PacketStream::new(socket);
             let hello = client_handshake(
                 &mut stream,
                 &params.user,
@@ -87,7 +119,7 @@ impl BackendConn {
                 io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "connecting to backend {addr} timed out after {:?}",
+                        "connecting to backend {addr} ({transport}) timed out after {:?}",
                         params.connect_timeout
                     ),
                 )

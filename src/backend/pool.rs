@@ -1,11 +1,13 @@
 //! Pool of raw backend connections for one backend address, keyed by the capability bits
-//! that change response formats, plus the backend's up/down state.
+//! that change response formats, plus the backend's up/down state and how its data-path
+//! connections reach it (TCP or its Unix socket).
 //!
 //! Owns: `BackendPool`. May import: backend::conn, protocol::handshake (capability set),
-//! mysql_async (control-path options).
+//! mysql_async (control-path options and the socket check).
 
-use super::conn::{BackendConn, ConnectParams};
+use super::conn::{BackendConn, ConnectParams, Transport};
 use crate::metrics::LatencyHistogram;
+use mysql_async::prelude::Queryable;
 use mysql_common::constants::CapabilityFlags;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -28,6 +30,23 @@ pub fn control_opts_for(addr: &str, user: &str, password: &str) -> Option<mysql_
             .prefer_socket(false)
             .into(),
     )
+}
+
+/// Whether `addr` (host:port) is on this host.
+fn is_loopback(addr: &str) -> bool {
+    let Some((host, _)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `user` of a `user@host` account as CURRENT_USER() returns it.
+fn user_part(account: &str) -> &str {
+    account.rsplit_once('@').map_or(account, |(user, _)| user)
 }
 
 pub struct BackendPool {
@@ -65,6 +84,11 @@ pub struct BackendPool {
     has_stored_functions: AtomicBool,
     /// When it was last marked down.
     down_since: Mutex<std::time::Instant>,
+    /// How data-path connections reach it; None until learned on the next connect (at start,
+    /// and after it was marked down: a restarted server may listen elsewhere).
+    transport: Mutex<Option<Transport>>,
+    /// Held while the transport is being learned, so concurrent connects ask once.
+    learning_transport: tokio::sync::Mutex<()>,
 }
 
 impl BackendPool {
@@ -89,6 +113,8 @@ impl BackendPool {
             stored_functions: Mutex::new(Arc::default()),
             has_stored_functions: AtomicBool::new(false),
             down_since: Mutex::new(std::time::Instant::now()),
+            transport: Mutex::new(None),
+            learning_transport: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -183,6 +209,7 @@ impl BackendPool {
             *self.down_since.lock() = std::time::Instant::now();
             self.down_events.fetch_add(1, Ordering::Relaxed);
             self.idle.lock().clear();
+            *self.transport.lock() = None;
             self.generation.send_modify(|g| *g += 1);
         }
     }
@@ -250,16 +277,21 @@ impl BackendPool {
         schema: Option<&str>,
     ) -> io::Result<BackendConn> {
         self.connects.fetch_add(1, Ordering::Relaxed);
-        match BackendConn::connect(
-            self.addr.clone(),
-            &self.params,
-            caps,
-            collation,
-            schema,
-            self.generation(),
-        )
-        .await
-        {
+        let transport = self.transport().await;
+        let mut opened = self.open(&transport, caps, collation, schema).await;
+        if let (Err(e), Transport::Unix(path)) = (&opened, &transport) {
+            // The socket answered the check but not this connection (server restarted
+            // elsewhere, its socket removed): TCP until the backend is next marked down.
+            tracing::warn!(
+                backend = %self.addr,
+                socket = %path.display(),
+                error = %e,
+                "connecting over the server's Unix socket failed; using TCP for this backend"
+            );
+            *self.transport.lock() = Some(Transport::Tcp);
+            opened = self.open(&Transport::Tcp, caps, collation, schema).await;
+        }
+        match opened {
             Ok(c) => {
                 let mut v = self.version.lock();
                 if v.as_deref() != Some(c.hello.server_version.as_str()) {
@@ -271,6 +303,124 @@ impl BackendPool {
                 self.connect_failures.fetch_add(1, Ordering::Relaxed);
                 Err(e)
             }
+        }
+    }
+
+    async fn open(
+        &self,
+        transport: &Transport,
+        caps: CapabilityFlags,
+        collation: u8,
+        schema: Option<&str>,
+    ) -> io::Result<BackendConn> {
+        BackendConn::connect(
+            self.addr.clone(),
+            transport,
+            &self.params,
+            caps,
+            collation,
+            schema,
+            self.generation(),
+        )
+        .await
+    }
+
+    /// How data-path connections reach this backend now ("tcp" until learned).
+    pub fn transport_now(&self) -> Transport {
+        self.transport.lock().clone().unwrap_or(Transport::Tcp)
+    }
+
+    /// How data-path connections reach this backend, learned on first use.
+    async fn transport(&self) -> Transport {
+        if let Some(t) = self.transport.lock().clone() {
+            return t;
+        }
+        let _learning = self.learning_transport.lock().await;
+        if let Some(t) = self.transport.lock().clone() {
+            return t;
+        }
+        let learned = self.learn_transport().await;
+        // An unanswered check is asked again on the next connect.
+        if let Some(t) = &learned {
+            *self.transport.lock() = Some(t.clone());
+        }
+        learned.unwrap_or(Transport::Tcp)
+    }
+
+    /// Whether this loopback backend's Unix socket reaches the same server as the same
+    /// account: a named lock taken over TCP must show as used over the socket (another
+    /// server's socket at the same path, as with containers sharing a host, would not), and
+    /// the socket login must map to the same user (not an anonymous `''@localhost`). None
+    /// when the server did not answer over TCP.
+    async fn learn_transport(&self) -> Option<Transport> {
+        if !self.params.prefer_socket || !is_loopback(&self.addr) {
+            return Some(Transport::Tcp);
+        }
+        let tcp_opts = self.control_opts()?;
+        let lock = format!(
+            "myquorum_socket_check_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        );
+        let check = async {
+            let mut tcp = mysql_async::Conn::new(tcp_opts.clone()).await?;
+            let row: Option<(Option<String>, Option<i64>, String)> = tcp
+                .exec_first(
+                    "SELECT @@socket, GET_LOCK(?, 0), CURRENT_USER()",
+                    (lock.as_str(),),
+                )
+                .await?;
+            let Some((Some(path), Some(1), tcp_user)) = row else {
+                tcp.disconnect().await?;
+                return Ok::<_, mysql_async::Error>(Ok(Transport::Tcp));
+            };
+            let socket_opts = mysql_async::OptsBuilder::from_opts(tcp_opts.clone())
+                .socket(Some(path.clone()))
+                .prefer_socket(true);
+            let same = match mysql_async::Conn::new(socket_opts).await {
+                Ok(mut socket) => {
+                    let row: Option<(Option<i64>, String)> = socket
+                        .exec_first("SELECT IS_USED_LOCK(?), CURRENT_USER()", (lock.as_str(),))
+                        .await?;
+                    socket.disconnect().await?;
+                    match row {
+                        Some((Some(_), socket_user))
+                            if user_part(&socket_user) == user_part(&tcp_user) =>
+                        {
+                            Ok(Transport::Unix(Arc::from(std::path::Path::new(&path))))
+                        }
+                        Some((Some(_), socket_user)) => Err(format!(
+                            "the socket login is {socket_user}, not {tcp_user}'s user"
+                        )),
+                        _ => Err(format!("{path} is another server's socket")),
+                    }
+                }
+                Err(e) => Err(format!("logging in over {path} failed: {e}")),
+            };
+            tcp.disconnect().await?;
+            Ok(same)
+        };
+        match tokio::time::timeout(self.params.connect_timeout * 2, check).await {
+            Ok(Ok(Ok(transport))) => {
+                tracing::info!(backend = %self.addr, %transport, "data-path connections to this backend");
+                Some(transport)
+            }
+            Ok(Ok(Err(why))) => {
+                tracing::warn!(
+                    backend = %self.addr,
+                    reason = %why,
+                    "backend.prefer_socket: not using the server's Unix socket; data-path connections use TCP (grant backend.user the same rights at host 'localhost' to use it)"
+                );
+                Some(Transport::Tcp)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %self.addr, error = %e, "socket check failed; TCP for now");
+                None
+            }
+            Err(_) => None,
         }
     }
 
@@ -325,7 +475,34 @@ fn ewma(cell: &AtomicU64, d: std::time::Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::ProbeWindow;
+    use super::{is_loopback, user_part, ProbeWindow};
+
+    #[test]
+    fn only_loopback_addresses_may_use_a_socket() {
+        for local in [
+            "127.0.0.1:3306",
+            "localhost:3306",
+            "[::1]:3306",
+            "127.0.0.2:1",
+        ] {
+            assert!(is_loopback(local), "{local}");
+        }
+        for remote in [
+            "10.0.0.1:3306",
+            "db.example:3306",
+            "[fe80::1]:3306",
+            "nohost",
+        ] {
+            assert!(!is_loopback(remote), "{remote}");
+        }
+    }
+
+    #[test]
+    fn accounts_compare_by_user() {
+        assert_eq!(user_part("root@localhost"), user_part("root@127.0.0.1"));
+        assert_ne!(user_part("@localhost"), user_part("app@%"));
+        assert_eq!(user_part("we@ird@host"), "we@ird");
+    }
 
     #[test]
     fn slow_probes_do_not_move_the_floor() {
