@@ -1684,6 +1684,112 @@ async fn procedures_that_commit_and_server_local_reads_do_not_diverge() {
     assert_replicas_identical(&dbs, &mut c, &["ev.t"]).await;
 }
 
+/// Writes whose result depends on the order a SELECT or UPDATE reads rows in (MySQL's
+/// "unsafe for statement binlog" INSERT … SELECT, INSERT IGNORE / REPLACE … SELECT,
+/// ON DUPLICATE KEY UPDATE, UPDATE IGNORE) are refused with 1235 when the primary's answer
+/// shows that the order decided it — ids generated for several rows, or rows colliding on a
+/// unique key — and nothing stays on the primary; the same statements run when only one row
+/// is read, nothing collides, ids are given, or ORDER BY fixes the order. Inside a
+/// transaction only the refused statement is undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_whose_result_depends_on_row_order_are_refused_when_it_did() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE ro",
+            "USE ro",
+            "CREATE TABLE src (id INT PRIMARY KEY, k INT, v INT)",
+            // Two source rows share k = 1.
+            "INSERT INTO src VALUES (1, 1, 10), (2, 1, 20), (3, 2, 30)",
+            "CREATE TABLE a (id INT AUTO_INCREMENT PRIMARY KEY, k INT UNIQUE, v INT)",
+            "CREATE TABLE n (k INT PRIMARY KEY, v INT)",
+            "CREATE TABLE u (id INT PRIMARY KEY, k INT UNIQUE)",
+            "INSERT INTO u VALUES (1, 2), (2, 3), (3, 4)",
+        ],
+    )
+    .await;
+    let refused = [
+        "INSERT INTO a (k, v) SELECT 100 + id, v FROM src",
+        "INSERT IGNORE INTO n SELECT k, v FROM src",
+        "REPLACE INTO n SELECT k, v FROM src",
+        "INSERT INTO n SELECT k, v FROM src ON DUPLICATE KEY UPDATE v = VALUES(v)",
+        "UPDATE IGNORE u SET k = 1",
+    ];
+    for sql in refused {
+        let err = c.query_drop(sql).await.unwrap_err();
+        assert_eq!(server_code(&err), 1235, "{sql}: {err}");
+        assert!(err.to_string().contains("ORDER BY"), "{err}");
+    }
+    let count = |t: &str| format!("SELECT COUNT(*) FROM ro.{t}");
+    for t in ["a", "n"] {
+        let n: Option<i64> = c.query_first(count(t)).await.unwrap();
+        assert_eq!(n, Some(0), "{t} kept a refused write");
+    }
+    // A prepared one is checked the same way.
+    let err = c
+        .exec_drop("INSERT INTO a (k, v) SELECT id + ?, v FROM src", (500,))
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    // Inside a transaction only the refused statement is undone.
+    run_all(&mut c, &["BEGIN", "INSERT INTO n VALUES (77, 1)"]).await;
+    let err = c
+        .query_drop("REPLACE INTO n SELECT k, v FROM src")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    run_all(&mut c, &["INSERT INTO n VALUES (78, 1)", "COMMIT"]).await;
+    let keys: Vec<i64> = c.query("SELECT k FROM ro.n ORDER BY k").await.unwrap();
+    assert_eq!(keys, [77, 78]);
+    // Where the order did not decide, or ORDER BY fixes it, they run.
+    run_all(
+        &mut c,
+        &[
+            "INSERT INTO a (k, v) SELECT k, v FROM src WHERE id = 1",
+            "INSERT INTO a (id, k, v) SELECT 1000 + id, 200 + id, v FROM src",
+            "INSERT INTO a (k, v) SELECT 100 + id, v FROM src ORDER BY id",
+            "INSERT IGNORE INTO n SELECT k, v FROM src ORDER BY id",
+            "INSERT INTO n SELECT k + 10, v FROM src WHERE id > 2",
+            "UPDATE IGNORE u SET k = k + 10",
+            "UPDATE IGNORE u SET k = 1 ORDER BY id",
+            "BEGIN",
+            "REPLACE INTO n SELECT k, v FROM src ORDER BY id",
+            "COMMIT",
+        ],
+    )
+    .await;
+    // (Refused statements used up AUTO_INCREMENT values on the primary: ids are compared by
+    // order, not value.)
+    let rows: Vec<(i64, i64, i64)> = c
+        .query("SELECT id, k, v FROM ro.a ORDER BY id")
+        .await
+        .unwrap();
+    let kv: Vec<(i64, i64)> = rows.iter().map(|&(_, k, v)| (k, v)).collect();
+    assert_eq!(
+        kv,
+        [
+            (1, 10),
+            (201, 10),
+            (202, 20),
+            (203, 30),
+            (101, 10),
+            (102, 20),
+            (103, 30)
+        ]
+    );
+    assert_eq!(
+        rows[1..4].iter().map(|r| r.0).collect::<Vec<_>>(),
+        [1001, 1002, 1003]
+    );
+    let u: Vec<(i64, i64)> = c.query("SELECT id, k FROM ro.u ORDER BY id").await.unwrap();
+    assert_eq!(u, [(1, 1), (2, 13), (3, 14)]);
+    let n: Vec<(i64, i64)> = c.query("SELECT k, v FROM ro.n ORDER BY k").await.unwrap();
+    assert_eq!(n, [(1, 20), (2, 30), (12, 30), (77, 1), (78, 1)]);
+    assert_replicas_identical(&dbs, &mut c, &["ro.a", "ro.n", "ro.u"]).await;
+}
+
 /// `PROXY CHECKSUM TABLE` computes a table's checksum on every replica at the same point of
 /// the log (a write through the log, as pt-table-checksum does over statement replication),
 /// so replicas match while writes go on, and a replica changed behind the proxy's back is

@@ -8,16 +8,19 @@
 //! (connection), protocol (responses), replication::{record, replay}.
 
 use crate::backend::BackendConn;
+use crate::protocol::message::OkInfo;
 use crate::protocol::relay::{
-    buffer_response, read_response, relay_infile_keeping_copy, InfileCopy, RelayError,
-    ResponseKind, ResponseSummary,
+    buffer_response, read_response, relay_infile_keeping_copy, single_ok_payload, InfileCopy,
+    RelayError, ResponseKind, ResponseSummary,
 };
 use crate::protocol::resultset::{read_first_row, read_rows, TextRow};
 use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::record::{Body, Statement};
 use crate::replication::replay::{query, wal_insert};
 use crate::router::ShardId;
+use crate::sql::determinism::{order_dependence, OrderCheck};
 use crate::sql::replicated_settings::{names, record_settings};
+use mysql_common::constants::CapabilityFlags;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -46,7 +49,14 @@ pub struct WritePlan<'a> {
     /// A DML statement: if it answers with rows (`INSERT … RETURNING`) there is no OK packet
     /// to carry the ids it generated, so they are read from the server after it.
     pub is_dml: bool,
+    /// Whether the primary's answer must show that row order did not decide the result
+    /// (`sql::determinism::OrderCheck`); inside a transaction a savepoint lets the
+    /// statement be undone if it did.
+    pub order_check: OrderCheck,
 }
+
+/// Set in front of an `OrderCheck` write inside a transaction, to undo only that statement.
+const ORDER_CHECK_SAVEPOINT: &str = "SAVEPOINT myquorum_order_check";
 
 /// A write executed on the primary, its answer held back.
 pub struct Executed {
@@ -151,6 +161,10 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     }
     // The transaction the client began (answered by the proxy) starts on the server here.
     let begin = queue_deferred_begin(conn);
+    let savepoint = plan.order_check != OrderCheck::None && !plan.wrap_in_transaction;
+    if savepoint {
+        conn.stream.queue_packet(0, &query(ORDER_CHECK_SAVEPOINT));
+    }
     if plan.needs_last_insert_id {
         conn.stream
             .queue_packet(0, &query("SELECT LAST_INSERT_ID()"));
@@ -173,6 +187,12 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
             .await
             .map_err(backend)?;
         context_error = answer.error;
+    }
+    if savepoint {
+        let answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
+            .await
+            .map_err(backend)?;
+        context_error = context_error.or(answer.error);
     }
     if plan.needs_last_insert_id {
         match read_first_row(&mut conn.stream, plan.deprecate_eof)
@@ -222,6 +242,15 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     };
     if let Some(e) = set_answer.error.or(context_error) {
         // The context could not be set: the statement's result cannot be replicated.
+        if summary.error.is_none() && !plan.wrap_in_transaction {
+            // It ran anyway, inside the client's transaction, where no rollback of the
+            // proxy's can reach it alone: giving the connection up rolls the transaction
+            // back on the server, rather than leaving a change the log does not have.
+            return Err(backend(io::Error::other(format!(
+                "myquorum could not set the statement context ({}); the transaction is rolled back",
+                e.message
+            ))));
+        }
         return Ok(Executed {
             summary: ResponseSummary {
                 error: Some(MysqlError::new(
@@ -269,6 +298,30 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
             insert_id = after;
         }
     }
+    if summary.error.is_none() && summary.result_sets == 0 {
+        if let Some(why) =
+            order_decided(conn, plan.order_check, plan.deprecate_eof, &raw, insert_id).await?
+        {
+            if savepoint {
+                undo_to_savepoint(conn, plan.deprecate_eof).await?;
+            }
+            // Autocommit: the caller rolls the proxy's transaction back.
+            return Ok(Executed {
+                summary: ResponseSummary {
+                    error: Some(MysqlError::new(
+                        1235,
+                        "42000",
+                        format!("myquorum: cannot replicate this write deterministically: {why}"),
+                    )),
+                    ..ResponseSummary::default()
+                },
+                raw: Vec::new(),
+                statement: None,
+                infile_too_large,
+                warnings: Vec::new(),
+            });
+        }
+    }
     let statement = if summary.error.is_none() {
         let ok = summary.ok.unwrap_or_default();
         Some(Statement {
@@ -292,6 +345,74 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         infile_too_large,
         warnings,
     })
+}
+
+/// Why row order decided the primary's result of an `OrderCheck` write (None: it did not).
+/// Whether AUTO_INCREMENT values were generated is asked of the server only when that alone
+/// would decide: the OK packet's id is also set by explicit values, LAST_INSERT_ID() only by
+/// generated ones.
+async fn order_decided(
+    conn: &mut BackendConn,
+    check: OrderCheck,
+    deprecate_eof: bool,
+    raw: &[u8],
+    insert_id: u64,
+) -> Result<Option<String>, RelayError> {
+    if check == OrderCheck::None {
+        return Ok(None);
+    }
+    let session_track = conn
+        .hello
+        .caps
+        .contains(CapabilityFlags::CLIENT_SESSION_TRACK);
+    let Some(info) = single_ok_payload(raw).and_then(|p| OkInfo::message(p, session_track)) else {
+        return Ok(None);
+    };
+    let info = String::from_utf8_lossy(info);
+    if let Some(why) = order_dependence(check, &info, false) {
+        return Ok(Some(why));
+    }
+    if insert_id == 0 {
+        return Ok(None);
+    }
+    let Some(why) = order_dependence(check, &info, true) else {
+        return Ok(None);
+    };
+    conn.stream
+        .write_packet(0, &query("SELECT LAST_INSERT_ID()"))
+        .await
+        .map_err(RelayError::Backend)?;
+    let generated = read_first_row(&mut conn.stream, deprecate_eof)
+        .await
+        .map_err(RelayError::Backend)?
+        .ok()
+        .flatten()
+        .and_then(|r| r.into_iter().next().flatten())
+        .and_then(|v| v.parse::<u64>().ok())
+        == Some(insert_id);
+    Ok(generated.then_some(why))
+}
+
+/// Undoes the statement run after `ORDER_CHECK_SAVEPOINT`; the transaction goes on, as after
+/// a statement the server refused. If that fails the connection is given up, which rolls the
+/// whole transaction back on the server: the statement must not stay unrecorded.
+async fn undo_to_savepoint(conn: &mut BackendConn, deprecate_eof: bool) -> Result<(), RelayError> {
+    let undo = format!("ROLLBACK TO {ORDER_CHECK_SAVEPOINT}");
+    conn.stream
+        .write_packet(0, &query(&undo))
+        .await
+        .map_err(RelayError::Backend)?;
+    let answer = read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof)
+        .await
+        .map_err(RelayError::Backend)?;
+    match answer.error {
+        None => Ok(()),
+        Some(e) => Err(RelayError::Backend(io::Error::other(format!(
+            "undoing a write whose result depended on row order failed ({}); the transaction \
+             is rolled back",
+            e.message
+        )))),
+    }
 }
 
 /// The server's warnings for the statement just run on `conn` (SHOW WARNINGS), read before

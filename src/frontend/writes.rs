@@ -379,6 +379,7 @@ impl ClientSession {
             kind: ResponseKind::ResultSets,
             infile_cap,
             is_dml: c.kind == Kind::Write,
+            order_check: check.order_check,
         };
         let Some(h) = self.held.as_mut() else {
             return Err(no_backend_connection());

@@ -162,6 +162,23 @@ impl OkInfo {
         })
     }
 
+    /// The info text of an OK packet ("Records: 3  Duplicates: 0  Warnings: 0"): a
+    /// length-encoded string under CLIENT_SESSION_TRACK, else the rest of the packet.
+    pub fn message(payload: &[u8], session_track: bool) -> Option<&[u8]> {
+        let mut b = payload.get(1..)?;
+        read_lenenc_int(&mut b)?;
+        read_lenenc_int(&mut b)?;
+        let mut b = b.get(4..)?;
+        if !session_track {
+            return Some(b);
+        }
+        if b.is_empty() {
+            return Some(b);
+        }
+        let len = usize::try_from(read_lenenc_int(&mut b)?).ok()?;
+        b.get(..len)
+    }
+
     pub fn more_results(&self) -> bool {
         self.status & StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits() != 0
     }
@@ -281,6 +298,10 @@ mod tests {
             (3, 300, 1)
         );
         assert!(info.more_results());
+        assert_eq!(OkInfo::message(&ok, true), Some(&b"Rows matched: 3"[..]));
+        let mut plain = ok[..ok.len() - 16].to_vec();
+        plain.extend_from_slice(b"Records: 2");
+        assert_eq!(OkInfo::message(&plain, false), Some(&b"Records: 2"[..]));
         let eof = encode_terminator(0x0022, 2, false);
         assert_eq!(terminator_status(&eof, false), Some((0x0022, 2)));
         let eof = encode_terminator(0x0022, 2, true);

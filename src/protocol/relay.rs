@@ -459,12 +459,17 @@ where
 
 /// Rewrites the status flags of a buffered single OK packet (frames as `buffer_response`
 /// returns them). Returns false when `raw` is not one OK packet.
-pub fn patch_ok_status(raw: &mut [u8], status: u16) -> bool {
+/// The payload of `raw` when it is exactly one OK frame (a DML statement's answer).
+pub fn single_ok_payload(raw: &[u8]) -> Option<&[u8]> {
     if raw.len() < 5 || raw[4] != OK_HEADER {
-        return false;
+        return None;
     }
     let len = raw[0] as usize | (raw[1] as usize) << 8 | (raw[2] as usize) << 16;
-    if raw.len() != 4 + len {
+    (raw.len() == 4 + len).then(|| &raw[4..])
+}
+
+pub fn patch_ok_status(raw: &mut [u8], status: u16) -> bool {
+    if single_ok_payload(raw).is_none() {
         return false;
     }
     let mut b = &raw[5..];

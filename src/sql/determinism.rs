@@ -25,6 +25,72 @@ pub struct WriteCheck {
     pub rewritten: Option<String>,
     /// Why the statement cannot be replicated deterministically.
     pub refused: Option<String>,
+    /// Whether its result may depend on the order rows are read in, which nothing in the
+    /// statement fixes: the primary's answer decides (`order_dependence`).
+    pub order_check: OrderCheck,
+}
+
+/// Writes MySQL's statement binlog calls unsafe because the order a SELECT (or an UPDATE)
+/// reads rows in decides the result, and a follower may read them in another order (other
+/// index statistics, another plan). Only some executions actually depend on it, which the
+/// primary's OK packet tells, so they are checked after running rather than refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OrderCheck {
+    #[default]
+    None,
+    /// `INSERT [IGNORE] … SELECT`, `REPLACE … SELECT`, `… ON DUPLICATE KEY UPDATE`
+    /// without ORDER BY: rows colliding on a unique key are resolved, and AUTO_INCREMENT
+    /// values assigned, in the SELECT's row order.
+    InsertSelect,
+    /// `UPDATE IGNORE` without ORDER BY: which rows are skipped over a duplicate key
+    /// depends on the order they are updated in.
+    UpdateIgnore,
+}
+
+/// The number after `label: ` in an OK packet's info ("Records: 3  Duplicates: 1  …").
+fn info_count(info: &str, label: &str) -> Option<u64> {
+    let rest = &info[info.find(label)? + label.len()..];
+    let digits = rest.strip_prefix(": ")?;
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+/// Why the primary's result of an `OrderCheck` write depended on row order, from its OK
+/// packet's info text and whether it generated AUTO_INCREMENT values; None when the order
+/// did not matter (one row, no collisions, no generated ids) or the info is missing.
+pub fn order_dependence(check: OrderCheck, info: &str, generated_ids: bool) -> Option<String> {
+    let advice = "add ORDER BY on a unique key so every replica reads the rows in the same order";
+    match check {
+        OrderCheck::None => None,
+        OrderCheck::InsertSelect => {
+            let records = info_count(info, "Records")?;
+            let duplicates = info_count(info, "Duplicates")?;
+            if records <= 1 {
+                None
+            } else if duplicates > 0 {
+                Some(format!(
+                    "{duplicates} of the {records} rows the SELECT read collided on a unique key,                      and which one wins depends on the order the SELECT read them in; {advice}"
+                ))
+            } else if generated_ids {
+                Some(format!(
+                    "AUTO_INCREMENT values were given to {records} rows in the order the SELECT                      read them; {advice}"
+                ))
+            } else {
+                None
+            }
+        }
+        OrderCheck::UpdateIgnore => {
+            let matched = info_count(info, "Rows matched")?;
+            let changed = info_count(info, "Changed")?;
+            (matched > 1 && changed < matched).then(|| {
+                format!(
+                    "UPDATE IGNORE matched {matched} rows and changed {changed}: which rows are                      skipped over a duplicate key depends on the order they are updated in;                      {advice}"
+                )
+            })
+        }
+    }
 }
 
 /// Functions whose result differs between servers or executions and that no recorded
@@ -372,6 +438,14 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
             _ => {}
         }
     }
+    if !has_order_by && is_insert_select {
+        check.order_check = OrderCheck::InsertSelect;
+    }
+    let update_ignore = first.is_some_and(|t| t.is_word("UPDATE"))
+        && toks.iter().skip(1).take(2).any(|t| t.tok.is_word("IGNORE"));
+    if !has_order_by && update_ignore {
+        check.order_check = OrderCheck::UpdateIgnore;
+    }
     if has_limit && !has_order_by && (is_update_or_delete || is_insert_select) {
         refuse(
             &mut check,
@@ -525,6 +599,63 @@ mod tests {
             let c = check_write(sql, false, &lit());
             assert_eq!(c, WriteCheck::default(), "{sql}");
         }
+    }
+
+    #[test]
+    fn row_order_is_checked_where_the_statement_leaves_it_open() {
+        for (sql, want) in [
+            ("INSERT INTO t (a) SELECT a FROM s", OrderCheck::InsertSelect),
+            ("INSERT IGNORE INTO t SELECT * FROM s WHERE x > 1", OrderCheck::InsertSelect),
+            ("REPLACE t SELECT * FROM s", OrderCheck::InsertSelect),
+            (
+                "INSERT INTO agg SELECT k, SUM(v) FROM s GROUP BY k ON DUPLICATE KEY UPDATE v = VALUES(v)",
+                OrderCheck::InsertSelect,
+            ),
+            ("UPDATE IGNORE t SET k = 1", OrderCheck::UpdateIgnore),
+            ("UPDATE LOW_PRIORITY IGNORE t SET k = 1", OrderCheck::UpdateIgnore),
+            ("UPDATE IGNORE t, u SET t.k = u.k WHERE t.id = u.id", OrderCheck::UpdateIgnore),
+            // The statement fixes the order (the user's word that it is a unique key).
+            ("INSERT INTO t SELECT * FROM s ORDER BY id", OrderCheck::None),
+            ("UPDATE IGNORE t SET k = 1 ORDER BY id", OrderCheck::None),
+            ("INSERT INTO t VALUES (1), (2)", OrderCheck::None),
+            ("UPDATE t SET k = 1", OrderCheck::None),
+            ("UPDATE t SET note = 'IGNORE' WHERE id = 1", OrderCheck::None),
+        ] {
+            assert_eq!(check_write(sql, false, &lit()).order_check, want, "{sql}");
+        }
+    }
+
+    #[test]
+    fn the_primarys_answer_says_whether_row_order_mattered() {
+        let insert = |info: &str, generated: bool| {
+            order_dependence(OrderCheck::InsertSelect, info, generated)
+        };
+        // MariaDB 10.11's answers, as measured.
+        assert_eq!(
+            insert("Records: 3  Duplicates: 0  Warnings: 0", false),
+            None
+        );
+        assert_eq!(insert("Records: 1  Duplicates: 0  Warnings: 0", true), None);
+        assert_eq!(
+            insert("Records: 1  Duplicates: 1  Warnings: 1", false),
+            None
+        );
+        let why = insert("Records: 3  Duplicates: 1  Warnings: 1", false).unwrap();
+        assert!(
+            why.contains("1 of the 3 rows") && why.contains("ORDER BY"),
+            "{why}"
+        );
+        let why = insert("Records: 3  Duplicates: 0  Warnings: 0", true).unwrap();
+        assert!(why.contains("AUTO_INCREMENT"), "{why}");
+        assert_eq!(insert("", true), None);
+        let update = |info: &str| order_dependence(OrderCheck::UpdateIgnore, info, false);
+        assert_eq!(update("Rows matched: 3  Changed: 3  Warnings: 0"), None);
+        assert_eq!(update("Rows matched: 1  Changed: 0  Warnings: 0"), None);
+        assert!(update("Rows matched: 3  Changed: 1  Warnings: 0").is_some());
+        assert_eq!(
+            order_dependence(OrderCheck::None, "Records: 9  Duplicates: 9", true),
+            None
+        );
     }
 
     #[test]
