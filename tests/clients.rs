@@ -311,6 +311,47 @@ async fn big_packets_both_directions() {
     let blob = vec![7u8; 17_000_000];
     let n: Option<u64> = c.exec_first("SELECT LENGTH(?)", (blob,)).await.unwrap();
     assert_eq!(n, Some(17_000_000));
+
+    // Texts the proxy sends in another number of frames than the client did: the answer
+    // must still continue the client's sequence ids (before, each of these failed with
+    // "packet sequence number wrong").
+    c.query_drop("CREATE DATABASE bp; CREATE TABLE bp.t (u VARCHAR(40), b LONGBLOB)")
+        .await
+        .unwrap();
+    let near_boundary = |head: &str, tail: &str| {
+        // One frame from the client (payload 16 MiB − 11), two once rewritten.
+        let fill = 0xFF_FFFF - 11 - 1 - head.len() - tail.len();
+        format!("{head}{}{tail}", "x".repeat(fill))
+    };
+    // UUID() rewritten to a literal, 30 bytes longer.
+    c.query_drop(near_boundary("INSERT INTO bp.t VALUES (UUID(), '", "')"))
+        .await
+        .unwrap();
+    // `@@socket` rewritten to NULL in a read.
+    let row: Option<(Option<String>, u64)> = c
+        .query_first(near_boundary("SELECT @@socket, LENGTH('", "')"))
+        .await
+        .unwrap();
+    assert_eq!(row.map(|r| r.0), Some(None));
+    // A multi-statement text of two frames, run as statements of one frame each.
+    let half = |tag: &str| {
+        format!(
+            "INSERT INTO bp.t VALUES ('{tag}', '{}')",
+            "y".repeat(9_000_000)
+        )
+    };
+    c.query_drop(format!("{};{}", half("m1"), half("m2")))
+        .await
+        .unwrap();
+    let rows: Vec<(u64, u64)> = c
+        .query("SELECT LENGTH(u), LENGTH(b) FROM bp.t ORDER BY LENGTH(u) DESC, u")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].0, 36, "the UUID was written");
+    assert_eq!(&rows[1..], [(2, 9_000_000), (2, 9_000_000)]);
+    let v: Option<u8> = c.query_first("SELECT 5").await.unwrap();
+    assert_eq!(v, Some(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

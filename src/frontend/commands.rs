@@ -259,7 +259,7 @@ impl ClientSession {
                 }
             };
             let seq = pkt.seq.wrapping_add(1);
-            client.set_forward_seq_shift(0);
+            client.expect_answer_at(seq);
             tracing::trace!(len = pkt.payload.len(), command = ?pkt.payload.first(), "command");
             let Some(&command) = pkt.payload.first() else {
                 client.write_packet(seq, &malformed().encode()).await?;
@@ -1057,7 +1057,7 @@ impl ClientSession {
         };
         let pieces = crate::sql::lexer::split_statements(sql);
         let mut out = Vec::new();
-        let mut seq = 1u8;
+        let mut seq = client.answer_seq();
         for (i, (a, b)) in pieces.iter().enumerate() {
             let payload = [&[COM_QUERY][..], &bytes[*a..*b]].concat();
             let mut sink = PacketStream::new(MemoryIo::keeping());
@@ -1069,7 +1069,7 @@ impl ClientSession {
             {
                 Ok(()) => {}
                 Err(Failure::Answer(e)) => {
-                    sink.queue_packet(1, &e.encode());
+                    sink.queue_packet(sink.answer_seq(), &e.encode());
                 }
                 Err(other) => return Err(other),
             }
@@ -2011,9 +2011,7 @@ impl ClientSession {
             )));
         }
         // Types always travel and long data goes inline: the backend may get this execute in
-        // more frames than the client sent, and its answer's sequence ids follow those.
-        let frames = |len: usize| crate::protocol::packet::frames_for(len) as u8;
-        let client_frames = frames(payload.len());
+        // more frames than the client sent (the client stream renumbers its answer).
         if !long_data.is_empty() {
             // Inline, the execute stands alone: replicated like any prepared write, and run
             // on whichever connection the statement routes to.
@@ -2032,7 +2030,6 @@ impl ClientSession {
                 }
             };
         }
-        client.set_forward_seq_shift(frames(5 + params.len()).wrapping_sub(client_frames));
         self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
         match class {
             WriteClass::Dml => {

@@ -482,7 +482,7 @@ impl ClientSession {
                 }
                 if raw.is_empty() {
                     if let Some(e) = summary.error.clone() {
-                        client.queue_packet(1, &e.encode());
+                        client.queue_packet(client.answer_seq(), &e.encode());
                     }
                 }
             }

@@ -44,11 +44,15 @@ pub struct PacketStream<S> {
     max_packet: Option<usize>,
     /// Bytes handed to the socket so far.
     written: u64,
+    /// The sequence id the answer to the client's current command starts at (None: frames
+    /// forwarded or queued raw keep their ids).
+    answer_seq: Option<u8>,
     /// Subtracted from the sequence id of every frame forwarded or queued raw into this
-    /// stream: the proxy sent the backend a command in more frames than the client sent it
-    /// (long data put inline), so the backend's answer starts at a higher sequence id than
-    /// the client expects.
-    forward_seq_shift: u8,
+    /// stream during the current command, learned from the first: the proxy may send the
+    /// backend a command in another number of 16 MiB frames than the client sent it (long
+    /// data put inline, a rewritten or split text), and the backend numbers its answer after
+    /// the frames it got.
+    forward_seq_shift: Option<u8>,
 }
 
 /// Reading a packet larger than the configured cap.
@@ -61,6 +65,19 @@ pub struct PacketTooLarge {
     pub last_seq: u8,
 }
 
+impl<S> PacketStream<S> {
+    /// The id a forwarded frame numbered `seq` by the backend gets here.
+    fn answer_seq_of(&mut self, seq: u8) -> u8 {
+        let Some(start) = self.answer_seq else {
+            return seq;
+        };
+        let shift = *self
+            .forward_seq_shift
+            .get_or_insert_with(|| seq.wrapping_sub(start));
+        seq.wrapping_sub(shift)
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     pub fn new(stream: S) -> Self {
         PacketStream {
@@ -69,7 +86,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             wbuf: BytesMut::with_capacity(16 * 1024),
             max_packet: None,
             written: 0,
-            forward_seq_shift: 0,
+            answer_seq: None,
+            forward_seq_shift: None,
         }
     }
 
@@ -155,13 +173,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         let at = to.wbuf.len();
         to.wbuf.extend_from_slice(&self.rbuf[..HEADER + info.len]);
         self.rbuf.advance(HEADER + info.len);
-        to.wbuf[at + 3] = info.seq.wrapping_sub(to.forward_seq_shift);
+        to.wbuf[at + 3] = to.answer_seq_of(info.seq);
     }
 
-    /// See `forward_seq_shift`; 0 (the usual case) leaves sequence ids as the backend sent
-    /// them.
-    pub fn set_forward_seq_shift(&mut self, shift: u8) {
-        self.forward_seq_shift = shift;
+    /// A new command from this (client) stream: its answer starts at sequence id `seq`, and
+    /// frames forwarded or queued raw are renumbered from there (see `forward_seq_shift`).
+    pub fn expect_answer_at(&mut self, seq: u8) {
+        self.answer_seq = Some(seq);
+        self.forward_seq_shift = None;
+    }
+
+    /// The sequence id the current command's answer starts at (1 outside a command).
+    pub fn answer_seq(&self) -> u8 {
+        self.answer_seq.unwrap_or(1)
     }
 
     /// Reads one logical packet (joining continuation frames).
@@ -239,13 +263,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     pub fn queue_raw(&mut self, frames: &[u8]) {
         let at = self.wbuf.len();
         self.wbuf.extend_from_slice(frames);
-        if self.forward_seq_shift != 0 {
+        if self.answer_seq.is_some() {
             let mut i = at;
             while i + HEADER <= self.wbuf.len() {
                 let len = usize::from(self.wbuf[i])
                     | usize::from(self.wbuf[i + 1]) << 8
                     | usize::from(self.wbuf[i + 2]) << 16;
-                self.wbuf[i + 3] = self.wbuf[i + 3].wrapping_sub(self.forward_seq_shift);
+                self.wbuf[i + 3] = self.answer_seq_of(self.wbuf[i + 3]);
                 i += HEADER + len;
             }
         }
@@ -321,7 +345,7 @@ mod tests {
         let mut client = PacketStream::new(a);
         let mut peer = PacketStream::new(b);
         // The backend answered from seq 3; the client expects 1.
-        client.set_forward_seq_shift(2);
+        client.expect_answer_at(1);
         client.queue_raw(&[1, 0, 0, 3, 0xAA, 2, 0, 0, 4, 0xBB, 0xCC]);
         client.flush().await.unwrap();
         let p = peer.read_packet().await.unwrap();
