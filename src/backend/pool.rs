@@ -280,16 +280,23 @@ impl BackendPool {
         let transport = self.transport().await;
         let mut opened = self.open(&transport, caps, collation, schema).await;
         if let (Err(e), Transport::Unix(path)) = (&opened, &transport) {
-            // The socket answered the check but not this connection (server restarted
-            // elsewhere, its socket removed): TCP until the backend is next marked down.
-            tracing::warn!(
-                backend = %self.addr,
-                socket = %path.display(),
-                error = %e,
-                "connecting over the server's Unix socket failed; using TCP for this backend"
-            );
-            *self.transport.lock() = Some(Transport::Tcp);
+            let socket_error = e.to_string();
             opened = self.open(&Transport::Tcp, caps, collation, schema).await;
+            if opened.is_ok() {
+                // The socket answered the check but not this connection (its file removed,
+                // the server restarted elsewhere) while TCP works: TCP until the backend is
+                // next marked down.
+                tracing::warn!(
+                    backend = %self.addr,
+                    socket = %path.display(),
+                    error = %socket_error,
+                    "connecting over the server's Unix socket failed but TCP works; using TCP for this backend"
+                );
+                *self.transport.lock() = Some(Transport::Tcp);
+            } else {
+                // Neither answers (the server is down): checked again on the next connect.
+                *self.transport.lock() = None;
+            }
         }
         match opened {
             Ok(c) => {

@@ -13,6 +13,7 @@ row is, and every table's schema and checksum are equal on all replicas.
 
 usage: python3 tests/soak/bank_chaos.py [BINARY] [SECONDS] [SEED]
        (defaults: target/release/myquorum, 120, time-based; exit 0 = PASS)
+       MYQ_PREFER_SOCKET=true: the proxy reaches the servers over their Unix sockets.
 Needs mariadbd, mariadb-install-db and PyMySQL (pip install pymysql).
 """
 import os, random, signal, subprocess, sys, threading, time
@@ -75,6 +76,7 @@ listen = "127.0.0.1:{PROXY}"
 user = "root"
 password = ""
 health_interval_ms = 300
+prefer_socket = {os.environ.get("MYQ_PREFER_SOCKET", "false")}
 [[users]]
 name = "root"
 password = ""
