@@ -91,6 +91,9 @@ pub struct ProxyConfig {
     pub read_max_lag_ms: u64,
     /// Address of the Prometheus endpoint (`GET /metrics`); empty means none.
     pub metrics_listen: String,
+    /// Unix socket path clients on this host may connect through as well (`mysql -S PATH`,
+    /// PHP's `localhost`); empty means none.
+    pub listen_socket: String,
 }
 
 impl Default for ProxyConfig {
@@ -106,6 +109,7 @@ impl Default for ProxyConfig {
             read_consistency: "session".into(),
             read_max_lag_ms: 1000,
             metrics_listen: String::new(),
+            listen_socket: String::new(),
         }
     }
 }
@@ -301,6 +305,9 @@ impl Config {
                 "metrics_listen = {:?}\n",
                 self.proxy.metrics_listen
             ));
+        }
+        if !self.proxy.listen_socket.is_empty() {
+            out.push_str(&format!("listen_socket = {:?}\n", self.proxy.listen_socket));
         }
         if !self.proxy.tls_cert.is_empty() {
             out.push_str(&format!(

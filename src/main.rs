@@ -192,8 +192,12 @@ fn main() -> ExitCode {
                     if let Some(p) = metrics_port {
                         cfg.proxy.metrics_listen = format!("127.0.0.1:{p}");
                     }
+                    let socket = match cfg.proxy.listen_socket.as_str() {
+                        "" => String::new(),
+                        s => format!(" or `mysql -S {s} -uroot`"),
+                    };
                     println!(
-                        "myquorum playground is up: connect with `mysql -h127.0.0.1 -P{port} -uroot` \
+                        "myquorum playground is up: connect with `mysql -h127.0.0.1 -P{port} -uroot`{socket} \
                          ({} shard(s) x {} replica(s), data in {}; Ctrl-C stops everything)",
                         spec.shards,
                         spec.replicas,

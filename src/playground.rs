@@ -240,8 +240,13 @@ pub fn start(spec: &PlaygroundSpec) -> Result<(Backends, Config), PlaygroundErro
     cfg.proxy.tls_key = key.display().to_string();
     // The log and the timestamp state live with the playground's data.
     cfg.replication.wal_dir = spec.dir.join("wal").display().to_string();
-    // Every server is on this host: the proxy talks to them over their Unix sockets.
+    // Every server is on this host: the proxy talks to them over their Unix sockets, and
+    // local clients may use the proxy's (`mysql -S`), when the path fits a socket address.
     cfg.backend.prefer_socket = true;
+    let socket = root.join("myquorum.sock");
+    if socket.as_os_str().len() < 100 {
+        cfg.proxy.listen_socket = socket.display().to_string();
+    }
     let path = spec.dir.join("proxy.toml");
     std::fs::write(&path, cfg.to_toml()).map_err(|source| PlaygroundError::Io {
         what: format!("writing {}", path.display()),

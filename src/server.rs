@@ -1,20 +1,24 @@
 //! The accept loop: connection limit, one task per client, graceful shutdown.
 //!
-//! Owns: the listening sockets' lifecycle (clients, and the metrics endpoint). May import:
-//! context, frontend, admin (the metrics text), protocol (the too-many-connections error),
-//! axum.
+//! Owns: the listening sockets' lifecycle (clients over TCP and the Unix socket, and the
+//! metrics endpoint). May import: context, frontend, admin (the metrics text), protocol (the
+//! too-many-connections error), axum.
 
 use crate::context::ProxyContext;
 use crate::protocol::{MysqlError, PacketStream};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 /// A bound proxy, ready to serve.
 pub struct Server {
     listener: TcpListener,
+    /// The Unix socket clients on this host may use, when `proxy.listen_socket` is set.
+    socket: Option<(UnixListener, PathBuf)>,
     /// The Prometheus endpoint's socket, when `proxy.metrics_listen` is set.
     metrics: Option<TcpListener>,
     ctx: Arc<ProxyContext>,
@@ -43,8 +47,16 @@ impl Server {
                 )
             })?),
         };
+        let socket = match ctx.config.proxy.listen_socket.as_str() {
+            "" => None,
+            path => {
+                let path = PathBuf::from(path);
+                Some((bind_unix(&path)?, path))
+            }
+        };
         Ok(Server {
             listener,
+            socket,
             metrics,
             ctx,
         })
@@ -71,13 +83,18 @@ impl Server {
             .replication
             .spawn(self.ctx.cluster.clone(), &shutdown);
         let limit = Arc::new(Semaphore::new(self.ctx.config.proxy.max_connections));
-        tracing::info!(addr = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(), "proxy listening");
+        tracing::info!(
+            addr = %self.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            socket = %self.socket.as_ref().map(|(_, p)| p.display().to_string()).unwrap_or_default(),
+            "proxy listening"
+        );
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                a = self.listener.accept() => a,
+                a = self.listener.accept() => a.map(|(tcp, peer)| (Either::Left(tcp), peer.to_string())),
+                a = accept_unix(&self.socket) => a.map(|unix| (Either::Right(unix), "unix socket".to_string())),
             };
-            let (tcp, peer) = match accepted {
+            let (client, peer) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed; continuing");
@@ -91,7 +108,7 @@ impl Server {
                     let cancel = shutdown.clone();
                     tokio::spawn(async move {
                         tokio::select! {
-                            _ = crate::frontend::serve_client(tcp, ctx) => {}
+                            _ = crate::frontend::serve_client(client, ctx) => {}
                             _ = cancel.cancelled() => {}
                         }
                         drop(permit);
@@ -100,7 +117,7 @@ impl Server {
                 Err(_) => {
                     tracing::warn!(%peer, "too many connections; refusing");
                     tokio::spawn(async move {
-                        let mut s = PacketStream::new(tcp);
+                        let mut s = PacketStream::new(client);
                         let e = MysqlError::new(
                             1040,
                             "08004",
@@ -111,7 +128,56 @@ impl Server {
                 }
             }
         }
+        if let Some((_, path)) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
         tracing::info!("proxy stopped accepting connections");
+    }
+}
+
+/// Binds the clients' Unix socket at `path`, replacing a stale one a killed proxy left (no
+/// one answers on it); a live one, or a file that is not a socket, is an error.
+fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let in_use = |why: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "cannot listen on {}: {why}; pick another proxy.listen_socket",
+                path.display()
+            ),
+        )
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(in_use("a file that is not a socket is there"));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(in_use("a running server answers on it"));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {}: {e}; pick another proxy.listen_socket",
+                path.display()
+            ),
+        )
+    })?;
+    // Any local user may connect, as to mysqld's socket: the login still authenticates.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))?;
+    Ok(listener)
+}
+
+/// The next client on the Unix socket (never, without one).
+async fn accept_unix(
+    socket: &Option<(UnixListener, PathBuf)>,
+) -> std::io::Result<tokio::net::UnixStream> {
+    match socket {
+        Some((listener, _)) => listener.accept().await.map(|(unix, _)| unix),
+        None => std::future::pending().await,
     }
 }
 

@@ -187,3 +187,77 @@ fn client_hello_in_the_same_write_as_the_ssl_request() {
         "login over TLS: {answer:?}"
     );
 }
+
+/// `proxy.listen_socket`: local clients connect through the proxy's Unix socket, which is
+/// private like TLS (caching_sha2_password's first login takes the password in clear over
+/// it, as MySQL allows); a stale socket a killed proxy left is replaced, a live one is not
+/// taken over, and the file goes when the proxy stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_clients_connect_through_the_proxys_unix_socket() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let path = db.dir.path().join("proxy.sock");
+    // What a kill -9 leaves: a socket file nobody answers on.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let mut cfg = sha2_config(&db, None);
+    cfg.proxy.listen_socket = path.display().to_string();
+    let proxy = Proxy::start(cfg.clone());
+    let opts = |pw: &str| -> Opts {
+        mysql_async::OptsBuilder::default()
+            .socket(Some(path.display().to_string()))
+            .user(Some("app"))
+            .pass(Some(pw))
+            .into()
+    };
+    let err = Conn::new(opts("bad")).await.unwrap_err();
+    assert!(
+        matches!(err, mysql_async::Error::Server(ref e) if e.code == 1045),
+        "{err:?}"
+    );
+    // First login of `app`: the full path, password in clear over the socket.
+    let mut c = Conn::new(opts("s3cret")).await.unwrap();
+    c.query_drop("CREATE DATABASE us; CREATE TABLE us.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO us.t VALUES (1), (2)")
+        .await
+        .unwrap();
+    // The mysql CLI, and the same data over TCP.
+    let out = std::process::Command::new("mysql")
+        .args(["-S", path.to_str().unwrap(), "-uroot", "-N", "-e"])
+        .arg("SELECT COUNT(*) FROM us.t")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    let mut tcp = Conn::new(Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap();
+    let n: Option<i64> = tcp.query_first("SELECT COUNT(*) FROM us.t").await.unwrap();
+    assert_eq!(n, Some(2));
+
+    // A second proxy does not take over a live socket.
+    cfg.replication.wal_dir = db.dir.path().join("wal2").display().to_string();
+    let ctx = std::sync::Arc::new(myquorum::context::ProxyContext::new(cfg).unwrap());
+    let err = myquorum::server::Server::bind(ctx.clone())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("a running server answers on it"),
+        "{err}"
+    );
+    drop(c);
+    drop(tcp);
+    drop(proxy);
+    assert!(!path.exists(), "the socket file outlived the proxy");
+    // Nor is a file that is not a socket removed.
+    std::fs::write(&path, "notes").unwrap();
+    let err = myquorum::server::Server::bind(ctx).await.err().unwrap();
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "notes");
+}

@@ -22,26 +22,35 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
+use tokio_util::either::Either;
 use tracing::Instrument;
+
+/// A client's socket: TCP, or the proxy's Unix socket (`proxy.listen_socket`).
+pub type ClientSocket = Either<TcpStream, UnixStream>;
 
 pub use commands::ClientSession;
 
 /// Serves one client connection until it quits or fails. Never panics on client input.
-pub async fn serve_client(tcp: TcpStream, ctx: Arc<ProxyContext>) {
+pub async fn serve_client(socket: ClientSocket, ctx: Arc<ProxyContext>) {
     let id = ctx.next_connection_id();
-    let peer = tcp.peer_addr().ok();
+    let peer = match &socket {
+        Either::Left(tcp) => {
+            let _ = tcp.set_nodelay(true);
+            tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+        }
+        Either::Right(_) => "unix socket".to_string(),
+    };
     let span = tracing::info_span!("conn", id);
     async move {
-        tracing::debug!(?peer, "client connected");
+        tracing::debug!(%peer, "client connected");
         ctx.counters
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
         ctx.counters
             .connections_active
             .fetch_add(1, Ordering::Relaxed);
-        let _ = tcp.set_nodelay(true);
-        let result = run(tcp, &ctx, id).await;
+        let result = run(socket, &ctx, id).await;
         ctx.counters
             .connections_active
             .fetch_sub(1, Ordering::Relaxed);
@@ -57,8 +66,11 @@ pub async fn serve_client(tcp: TcpStream, ctx: Arc<ProxyContext>) {
     .await
 }
 
-async fn run(tcp: TcpStream, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()> {
-    let mut stream = PacketStream::new(tcp);
+async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()> {
+    // A Unix socket is as private as TLS (MySQL treats it so): caching_sha2_password may take
+    // the password in clear over it.
+    let local = matches!(socket, Either::Right(_));
+    let mut stream = PacketStream::new(socket);
     let nonce = new_nonce();
     let server_caps = proxy_capabilities(ctx.tls.is_some());
     let greeting = encode_greeting(
@@ -83,8 +95,8 @@ async fn run(tcp: TcpStream, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()>
                 .await?;
             return Ok(());
         };
-        let (tcp, pending) = stream.into_parts();
-        let tls = acceptor.accept(tls::Rewind::new(pending, tcp)).await?;
+        let (socket, pending) = stream.into_parts();
+        let tls = acceptor.accept(tls::Rewind::new(pending, socket)).await?;
         let mut stream = PacketStream::new(tls);
         let hello = stream.read_packet().await?;
         let seq = hello.seq;
@@ -109,7 +121,7 @@ async fn run(tcp: TcpStream, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()>
         server_caps,
         hello_pkt.payload,
         seq,
-        false,
+        local,
     )
     .await
 }
