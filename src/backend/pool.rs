@@ -400,12 +400,18 @@ impl BackendPool {
                             Ok(Transport::Unix(Arc::from(std::path::Path::new(&path))))
                         }
                         Some((Some(_), socket_user)) => Err(format!(
-                            "the socket login is {socket_user}, not {tcp_user}'s user"
+                            "the socket login is {socket_user}, not {tcp_user}'s user; create \
+                             backend.user at host 'localhost' with the same rights to use it"
                         )),
-                        _ => Err(format!("{path} is another server's socket")),
+                        _ => Err(format!(
+                            "{path} is another server's socket (containers sharing a host?)"
+                        )),
                     }
                 }
-                Err(e) => Err(format!("logging in over {path} failed: {e}")),
+                Err(e) => Err(format!(
+                    "logging in over {path} failed: {e}; create backend.user at host \
+                     'localhost' with the same rights to use it"
+                )),
             };
             tcp.disconnect().await?;
             Ok(same)
@@ -419,7 +425,7 @@ impl BackendPool {
                 tracing::warn!(
                     backend = %self.addr,
                     reason = %why,
-                    "backend.prefer_socket: not using the server's Unix socket; data-path connections use TCP (grant backend.user the same rights at host 'localhost' to use it)"
+                    "backend.prefer_socket: not using the server's Unix socket; data-path connections use TCP"
                 );
                 Some(Transport::Tcp)
             }

@@ -270,6 +270,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
                     | usize::from(self.wbuf[i + 1]) << 8
                     | usize::from(self.wbuf[i + 2]) << 16;
                 self.wbuf[i + 3] = self.answer_seq_of(self.wbuf[i + 3]);
+                if self.forward_seq_shift == Some(0) {
+                    // The usual case: the rest is numbered as the client expects.
+                    break;
+                }
                 i += HEADER + len;
             }
         }
