@@ -310,7 +310,7 @@ pub fn sets_non_innodb_default_engine(sql: &str) -> Option<String> {
 }
 
 /// `SET STATEMENT var = value [, …] FOR <statement>` (MariaDB): the statement it runs.
-fn set_statement_target(sql: &str) -> Option<&str> {
+pub(crate) fn set_statement_target(sql: &str) -> Option<&str> {
     let mut toks = Lexer::new(sql);
     if !(toks.next()?.tok.is_word("SET") && toks.next()?.tok.is_word("STATEMENT")) {
         return None;

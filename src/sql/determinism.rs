@@ -3,7 +3,8 @@
 //! seeds, LAST_INSERT_ID()), which calls to rewrite to literals (UUID(), UUID_SHORT(),
 //! SYSDATE()), and which statements to refuse because no context makes them deterministic.
 //!
-//! Pure: no I/O. Owns: `WriteCheck`. May import: sql::lexer.
+//! Pure: no I/O. Owns: `WriteCheck`. May import: sql::lexer, sql::classify (the statement a
+//! `SET STATEMENT … FOR` runs).
 
 use super::lexer::{Lexer, Tok};
 use super::replicated_settings::REPLICATED_SETTINGS;
@@ -71,11 +72,13 @@ pub fn order_dependence(check: OrderCheck, info: &str, generated_ids: bool) -> O
                 None
             } else if duplicates > 0 {
                 Some(format!(
-                    "{duplicates} of the {records} rows the SELECT read collided on a unique key,                      and which one wins depends on the order the SELECT read them in; {advice}"
+                    "{duplicates} of the {records} rows the SELECT read collided on a unique key, \
+                     and which one wins depends on the order the SELECT read them in; {advice}"
                 ))
             } else if generated_ids {
                 Some(format!(
-                    "AUTO_INCREMENT values were given to {records} rows in the order the SELECT                      read them; {advice}"
+                    "AUTO_INCREMENT values were given to {records} rows in the order the SELECT \
+                     read them; {advice}"
                 ))
             } else {
                 None
@@ -86,7 +89,9 @@ pub fn order_dependence(check: OrderCheck, info: &str, generated_ids: bool) -> O
             let changed = info_count(info, "Changed")?;
             (matched > 1 && changed < matched).then(|| {
                 format!(
-                    "UPDATE IGNORE matched {matched} rows and changed {changed}: which rows are                      skipped over a duplicate key depends on the order they are updated in;                      {advice}"
+                    "UPDATE IGNORE matched {matched} rows and changed {changed}: which rows are \
+                     skipped over a duplicate key depends on the order they are updated in; \
+                     {advice}"
                 )
             })
         }
@@ -337,7 +342,10 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let mut last = 0usize;
     let mut has_limit = false;
     let mut has_order_by = false;
-    let first = toks.first().map(|t| t.tok);
+    // `SET STATEMENT … FOR <statement>` is judged as the statement it runs.
+    let body = super::classify::set_statement_target(sql).unwrap_or(sql);
+    let head: Vec<Tok<'_>> = Lexer::new(body).take(3).map(|t| t.tok).collect();
+    let first = head.first().copied();
     let is_update_or_delete = first.is_some_and(|t| t.is_word("UPDATE") || t.is_word("DELETE"));
     let is_insert_select = first.is_some_and(|t| t.is_word("INSERT") || t.is_word("REPLACE"))
         && toks.iter().any(|t| t.tok.is_word("SELECT"));
@@ -442,7 +450,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
         check.order_check = OrderCheck::InsertSelect;
     }
     let update_ignore = first.is_some_and(|t| t.is_word("UPDATE"))
-        && toks.iter().skip(1).take(2).any(|t| t.tok.is_word("IGNORE"));
+        && head.iter().skip(1).any(|t| t.is_word("IGNORE"));
     if !has_order_by && update_ignore {
         check.order_check = OrderCheck::UpdateIgnore;
     }
@@ -614,6 +622,11 @@ mod tests {
             ("UPDATE IGNORE t SET k = 1", OrderCheck::UpdateIgnore),
             ("UPDATE LOW_PRIORITY IGNORE t SET k = 1", OrderCheck::UpdateIgnore),
             ("UPDATE IGNORE t, u SET t.k = u.k WHERE t.id = u.id", OrderCheck::UpdateIgnore),
+            (
+                "SET STATEMENT sql_mode = '' FOR INSERT INTO t (a) SELECT a FROM s",
+                OrderCheck::InsertSelect,
+            ),
+            ("SET STATEMENT sql_mode = '' FOR UPDATE IGNORE t SET k = 1", OrderCheck::UpdateIgnore),
             // The statement fixes the order (the user's word that it is a unique key).
             ("INSERT INTO t SELECT * FROM s ORDER BY id", OrderCheck::None),
             ("UPDATE IGNORE t SET k = 1 ORDER BY id", OrderCheck::None),
@@ -710,6 +723,10 @@ mod tests {
             ("UPDATE t SET a = 1 LIMIT 1", "ORDER BY"),
             ("DELETE FROM t WHERE a > 1 LIMIT 10", "ORDER BY"),
             ("INSERT INTO t SELECT * FROM s LIMIT 5", "ORDER BY"),
+            (
+                "SET STATEMENT sql_mode = '' FOR UPDATE t SET a = 1 LIMIT 1",
+                "ORDER BY",
+            ),
             (
                 "INSERT INTO t VALUES (LOAD_FILE('/etc/passwd'))",
                 "LOAD_FILE",
