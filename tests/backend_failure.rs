@@ -136,8 +136,7 @@ async fn write_and_read(proxy: &Proxy, db: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_backends_are_reached_over_their_unix_sockets() {
     common::init_tracing();
-    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
-    let mut dbs = dbs;
+    let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
     let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
     cfg.backend.prefer_socket = true;
     let proxy = Proxy::start(cfg);
