@@ -73,6 +73,22 @@ pub struct Executed {
     pub warnings: Vec<TextRow>,
 }
 
+impl Executed {
+    /// A write that is not logged: `error` is the client's answer.
+    fn failed(error: MysqlError, infile_too_large: Option<usize>) -> Executed {
+        Executed {
+            summary: ResponseSummary {
+                error: Some(error),
+                ..ResponseSummary::default()
+            },
+            raw: Vec::new(),
+            statement: None,
+            infile_too_large,
+            warnings: Vec::new(),
+        }
+    }
+}
+
 pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -251,23 +267,17 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
                 e.message
             ))));
         }
-        return Ok(Executed {
-            summary: ResponseSummary {
-                error: Some(MysqlError::new(
-                    e.code,
-                    e.state_str(),
-                    format!(
-                        "myquorum could not set the statement context: {}",
-                        e.message
-                    ),
-                )),
-                ..ResponseSummary::default()
-            },
-            raw: Vec::new(),
-            statement: None,
+        return Ok(Executed::failed(
+            MysqlError::new(
+                e.code,
+                e.state_str(),
+                format!(
+                    "myquorum could not set the statement context: {}",
+                    e.message
+                ),
+            ),
             infile_too_large,
-            warnings: Vec::new(),
-        });
+        ));
     }
     let warnings = if summary.warnings > 0 && summary.error.is_none() {
         read_warnings(conn, plan.deprecate_eof).await?
@@ -283,17 +293,9 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         // the statement generated none it still holds an earlier statement's id, which the
         // replica's identical statement then does not use either (the replay sets insert_id
         // per statement, so nothing carries over).
-        conn.stream
-            .write_packet(0, &query("SELECT LAST_INSERT_ID()"))
+        let after = read_last_insert_id(conn, plan.deprecate_eof)
             .await
             .map_err(backend)?;
-        let after = read_first_row(&mut conn.stream, plan.deprecate_eof)
-            .await
-            .map_err(backend)?
-            .ok()
-            .flatten()
-            .and_then(|r| r.into_iter().next().flatten())
-            .and_then(|v| v.parse::<u64>().ok());
         if let Some(after) = after {
             insert_id = after;
         }
@@ -306,20 +308,12 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
                 undo_to_savepoint(conn, plan.deprecate_eof).await?;
             }
             // Autocommit: the caller rolls the proxy's transaction back.
-            return Ok(Executed {
-                summary: ResponseSummary {
-                    error: Some(MysqlError::new(
-                        1235,
-                        "42000",
-                        format!("myquorum: cannot replicate this write deterministically: {why}"),
-                    )),
-                    ..ResponseSummary::default()
-                },
-                raw: Vec::new(),
-                statement: None,
+            return Ok(Executed::failed(
+                MysqlError::not_supported(&format!(
+                    "cannot replicate this write deterministically: {why}"
+                )),
                 infile_too_large,
-                warnings: Vec::new(),
-            });
+            ));
         }
     }
     let statement = if summary.error.is_none() {
@@ -378,19 +372,27 @@ async fn order_decided(
     let Some(why) = order_dependence(check, &info, true) else {
         return Ok(None);
     };
-    conn.stream
-        .write_packet(0, &query("SELECT LAST_INSERT_ID()"))
-        .await
-        .map_err(RelayError::Backend)?;
-    let generated = read_first_row(&mut conn.stream, deprecate_eof)
+    let generated = read_last_insert_id(conn, deprecate_eof)
         .await
         .map_err(RelayError::Backend)?
+        == Some(insert_id);
+    Ok(generated.then_some(why))
+}
+
+/// The connection's LAST_INSERT_ID(), asked after a statement (None if unreadable).
+async fn read_last_insert_id(
+    conn: &mut BackendConn,
+    deprecate_eof: bool,
+) -> io::Result<Option<u64>> {
+    conn.stream
+        .write_packet(0, &query("SELECT LAST_INSERT_ID()"))
+        .await?;
+    Ok(read_first_row(&mut conn.stream, deprecate_eof)
+        .await?
         .ok()
         .flatten()
         .and_then(|r| r.into_iter().next().flatten())
-        .and_then(|v| v.parse::<u64>().ok())
-        == Some(insert_id);
-    Ok(generated.then_some(why))
+        .and_then(|v| v.parse::<u64>().ok()))
 }
 
 /// Undoes the statement run after `ORDER_CHECK_SAVEPOINT`; the transaction goes on, as after

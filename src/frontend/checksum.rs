@@ -188,7 +188,7 @@ impl ClientSession {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         if session.in_transaction {
-            return Err(Failure::Answer(super::writes::not_supported(
+            return Err(Failure::Answer(MysqlError::not_supported(
                 "PROXY CHECKSUM TABLE runs as its own transaction; COMMIT or ROLLBACK first",
             )));
         }
@@ -249,7 +249,7 @@ impl ClientSession {
         loop {
             let chunk = ranges.len() as u64;
             if chunk >= 1 << CHUNK_BITS {
-                return Err(Failure::Answer(super::writes::not_supported(&format!(
+                return Err(Failure::Answer(MysqlError::not_supported(&format!(
                     "more than {} chunks: SET {CHUNK_ROWS_VARIABLE} higher",
                     1u64 << CHUNK_BITS
                 ))));

@@ -820,7 +820,7 @@ impl ClientSession {
             Some(SqlPrepare::Execute { name, args }) => match session.sql_prepared.get(&name) {
                 None => return Ok(None),
                 Some(None) => {
-                    return Err(Failure::Answer(writes::not_supported(&format!(
+                    return Err(Failure::Answer(MysqlError::not_supported(&format!(
                         "EXECUTE {name}: the statement's text could not be read when it was \
                          prepared, so the proxy cannot tell whether it writes; prepare it again"
                     ))))
@@ -1783,7 +1783,7 @@ impl ClientSession {
         // that are not UTF-8 could not be kept exactly, so they are refused rather than
         // changed (values belong in parameters, which travel as sent).
         let Ok(text) = std::str::from_utf8(&payload[1..]) else {
-            return Err(Failure::Answer(writes::not_supported(
+            return Err(Failure::Answer(MysqlError::not_supported(
                 "a prepared statement's text must be valid UTF-8 (this one holds other bytes, \
                  e.g. a latin1 or binary literal); pass such values as parameters",
             )));
@@ -2051,7 +2051,7 @@ impl ClientSession {
                     .await;
             }
             WriteClass::Ddl => {
-                return Err(Failure::Answer(writes::not_supported(
+                return Err(Failure::Answer(MysqlError::not_supported(
                     "prepared DDL is not replicated; send DDL as a text statement",
                 )))
             }
@@ -2163,7 +2163,7 @@ async fn start_command(
 /// A statement refused (error 1235) for `why`, or allowed.
 fn refused_for(why: Option<String>) -> Result<(), Failure> {
     match why {
-        Some(why) => Err(Failure::Answer(writes::not_supported(&why))),
+        Some(why) => Err(Failure::Answer(MysqlError::not_supported(&why))),
         None => Ok(()),
     }
 }

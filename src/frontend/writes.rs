@@ -68,13 +68,13 @@ pub fn classify_write(
             && touches_schema(c, sql, session.schema.as_deref(), schema)
     };
     if changes(PROXY_SCHEMA) && !super::checksum::is_checksum_statement(sql) {
-        return Err(not_supported(
+        return Err(MysqlError::not_supported(
             "the myquorum schema is the proxy's own (its copy of the log on each replica): \
              it is not changed through the proxy",
         ));
     }
     if changes(SYSTEM_SCHEMA) {
-        return Err(not_supported(
+        return Err(MysqlError::not_supported(
             "the mysql schema is each server's own (accounts, time zones, logs; tables of \
              non-transactional engines): it is not changed through the proxy. Restore \
              application databases only (mysqldump --all-databases --ignore-database=mysql \
@@ -90,7 +90,7 @@ pub fn classify_write(
                 {
                     return Ok(WriteClass::Local);
                 }
-                return Err(not_supported(
+                return Err(MysqlError::not_supported(
                     "a write that also reads a temporary table cannot be replicated (followers do not have \
                      the session's temporary tables); use a regular table",
                 ));
@@ -100,7 +100,7 @@ pub fn classify_write(
                 .is_some_and(|t| t.tok.is_word("LOAD"))
                 && !is_load_data_local(sql)
             {
-                return Err(not_supported(
+                return Err(MysqlError::not_supported(
                     "LOAD DATA INFILE reads a file on the primary's host, which the other replicas \
                      do not have; use LOAD DATA LOCAL INFILE (the client sends the file)",
                 ));
@@ -111,14 +111,14 @@ pub fn classify_write(
         // DROP/ALTER/TRUNCATE/CREATE INDEX of the session's temporary table need no TEMPORARY
         // keyword; followers have no such table, so it stays on the primary.
         Kind::Ddl if !c.tables.is_empty() && c.tables.iter().all(temp) => Ok(WriteClass::Local),
-        Kind::Ddl if c.tables.iter().any(temp) => Err(not_supported(
+        Kind::Ddl if c.tables.iter().any(temp) => Err(MysqlError::not_supported(
             "a DDL that uses one of the session's temporary tables together with regular tables \
              cannot be replicated (followers do not have the temporary table); create the \
              regular table from a regular table or with an explicit definition",
         )),
         Kind::Ddl => {
             if defined_object(sql).as_deref() == Some("EVENT") {
-                return Err(not_supported(
+                return Err(MysqlError::not_supported(
                     "events are not supported: the event scheduler runs an event's statements \
                      inside each server, outside the proxy's log, so replicas would diverge; \
                      schedule the job outside the database and send its statements through \
@@ -126,12 +126,12 @@ pub fn classify_write(
                 ));
             }
             if let Some(engine) = non_innodb_engine(sql) {
-                return Err(not_supported(&non_innodb(&engine)));
+                return Err(MysqlError::not_supported(&non_innodb(&engine)));
             }
             if let Some(why) = defined_object(sql)
                 .and_then(|o| crate::sql::determinism::nondeterministic_definition(sql, &o))
             {
-                return Err(not_supported(&why));
+                return Err(MysqlError::not_supported(&why));
             }
             Ok(WriteClass::Ddl)
         }
@@ -161,10 +161,6 @@ fn non_innodb(engine: &str) -> String {
          log (and so the other replicas) never gets; use ENGINE=InnoDB (temporary tables may \
          use any engine)"
     )
-}
-
-pub fn not_supported(what: &str) -> MysqlError {
-    MysqlError::new(1235, "42000", format!("myquorum: {what}"))
 }
 
 fn commit_error(e: &CommitError) -> MysqlError {
@@ -282,7 +278,7 @@ impl ClientSession {
             check_write(sql, prepared.is_some(), &lits)
         };
         if let Some(why) = check.refused {
-            return Err(Failure::Answer(not_supported(&format!(
+            return Err(Failure::Answer(MysqlError::not_supported(&format!(
                 "cannot replicate this write deterministically: {why}"
             ))));
         }
@@ -297,7 +293,7 @@ impl ClientSession {
             ),
             (None, Some(_)) if std::str::from_utf8(&command[1..]).is_err() => {
                 // The rewrite was made on text where those bytes were masked.
-                return Err(Failure::Answer(not_supported(
+                return Err(Failure::Answer(MysqlError::not_supported(
                     "UUID()/UUID_SHORT()/SYSDATE() are rewritten to values for replication, \
                      which needs a statement text that is valid UTF-8; this one holds other \
                      bytes (a latin1 or binary literal): pass the value from the client",
@@ -885,13 +881,13 @@ pub fn commits_implicitly(c: &Classified) -> bool {
 /// Statements the proxy refuses on the write path because replicas could not follow them.
 pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> {
     if c.kind == Kind::Xa {
-        return Err(not_supported(
+        return Err(MysqlError::not_supported(
             "XA transactions are not supported (commits go through the proxy's log); \
              use BEGIN/COMMIT",
         ));
     }
     if c.flags.contains(Flags::SEQUENCE) {
-        return Err(not_supported(
+        return Err(MysqlError::not_supported(
             "sequences are not replicated: NEXTVAL()/SETVAL() would advance the primary's \
              sequence only, and after a failover the new primary would hand out its values \
              again; use an AUTO_INCREMENT column",
@@ -899,11 +895,11 @@ pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> 
     }
     if c.kind == Kind::Session {
         if let Some(engine) = sets_non_innodb_default_engine(sql) {
-            return Err(not_supported(&non_innodb(&engine)));
+            return Err(MysqlError::not_supported(&non_innodb(&engine)));
         }
     }
     if sets_isolation_by_expression(c, sql) {
-        return Err(not_supported(
+        return Err(MysqlError::not_supported(
             "the isolation level must be set with a literal (the proxy raises levels below \
              REPEATABLE READ to it, so replicas can replay the writes)",
         ));

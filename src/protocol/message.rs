@@ -22,6 +22,11 @@ pub struct MysqlError {
 }
 
 impl MysqlError {
+    /// What the proxy refuses to run (ER_NOT_SUPPORTED_YET), saying why.
+    pub fn not_supported(what: &str) -> Self {
+        MysqlError::new(1235, "42000", format!("myquorum: {what}"))
+    }
+
     pub fn new(code: u16, state: &str, message: impl Into<String>) -> Self {
         let mut s = [b'H', b'Y', b'0', b'0', b'0'];
         if state.len() == 5 {
