@@ -1538,7 +1538,9 @@ async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
 /// that copies a temporary table into a regular one is refused with 1235, and a regular table that reuses a dropped temporary table's name is
 /// replicated. Before, `ALTER TABLE tmp …` and `CREATE TABLE r LIKE tmp` were replayed and
 /// failed on every follower (all quarantined), and writes to a regular table named like a
-/// dropped temporary one stayed on the primary.
+/// dropped temporary one stayed on the primary. Only the created table becomes temporary
+/// (not the tables its SELECT reads), per schema, following renames; a column named
+/// `temporary` does not make a DDL local.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_on_temporary_tables_stays_on_the_primary() {
     common::init_tracing();
@@ -1582,10 +1584,53 @@ async fn ddl_on_temporary_tables_stays_on_the_primary() {
             "DROP TEMPORARY TABLE t2",
             "CREATE TABLE t2 (y INT)",
             "INSERT INTO t2 VALUES (7)",
+            // The regular table it reads from does not become temporary (SQLAlchemy's
+            // suite did this; the DELETE stayed on the primary and every follower was
+            // quarantined at the next INSERT).
+            "CREATE TEMPORARY TABLE copy AS SELECT a FROM src WHERE a > 0",
+            "DELETE FROM src",
+            "INSERT INTO src VALUES (8, 9)",
+            // A temporary table hides only its own schema's table of that name.
+            "CREATE DATABASE tt2",
+            "CREATE TABLE tt2.copy (a INT)",
+            "INSERT INTO tt2.copy VALUES (10)",
+            "INSERT INTO copy VALUES (11)",
+            // Renamed: the new name is the temporary one, the old name is free.
+            "CREATE TEMPORARY TABLE t3 (a INT)",
+            "ALTER TABLE t3 RENAME TO t4",
+            "INSERT INTO t4 VALUES (12)",
+            "CREATE TABLE t3 (z INT)",
+            "INSERT INTO t3 VALUES (13)",
+            // A column named `temporary` is not a temporary table.
+            "CREATE TABLE flags (id INT, temporary INT)",
+            "INSERT INTO flags VALUES (1, 1)",
+            "ALTER TABLE flags DROP temporary",
         ],
     )
     .await;
-    assert_replicas_identical(&dbs, &mut c, &["tt.tmp", "tt.t2", "tt.src"]).await;
+    let n: Option<u32> = c
+        .query_first("SELECT (SELECT COUNT(*) FROM copy) + (SELECT COUNT(*) FROM t4)")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(3), "the temporary tables are on the primary");
+    assert_replicas_identical(
+        &dbs,
+        &mut c,
+        &["tt.tmp", "tt.t2", "tt.src", "tt2.copy", "tt.t3", "tt.flags"],
+    )
+    .await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let v: Vec<(i32, i32, i32, i32)> = d
+            .query(
+                "SELECT (SELECT a FROM tt.src), (SELECT a FROM tt2.copy), (SELECT z FROM tt.t3), \
+                 (SELECT COUNT(*) FROM information_schema.columns \
+                  WHERE table_schema = 'tt' AND table_name = 'flags')",
+            )
+            .await
+            .unwrap();
+        assert_eq!(v, [(8, 10, 13, 1)], "{}", db.addr());
+    }
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
         let v: Vec<(i32, i32)> = d

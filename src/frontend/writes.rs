@@ -49,20 +49,12 @@ pub enum WriteClass {
     None,
 }
 
-fn table_name(t: &str) -> String {
-    t.rsplit('.')
-        .next()
-        .unwrap_or(t)
-        .trim_matches('`')
-        .to_ascii_lowercase()
-}
-
 pub fn classify_write(
     c: &Classified,
     sql: &str,
     session: &SessionState,
 ) -> Result<WriteClass, MysqlError> {
-    let temp = |t: &String| session.temp_tables.contains(&table_name(t));
+    let temp = |t: &String| session.temp_tables.contains(t, session.schema.as_deref());
     let changes = |schema: &str| {
         matches!(c.kind, Kind::Write | Kind::Call | Kind::Ddl)
             && touches_schema(c, sql, session.schema.as_deref(), schema)
@@ -844,23 +836,10 @@ impl ClientSession {
                 }
                 None => {}
             },
-            Kind::Ddl
-                if c.flags.contains(Flags::TEMP_TABLE)
-                    || c.tables
-                        .iter()
-                        .any(|t| session.temp_tables.contains(&table_name(t))) =>
-            {
-                let drop = Lexer::new(sql)
-                    .next()
-                    .is_some_and(|t| t.tok.is_word("DROP"));
-                for t in &c.tables {
-                    let name = table_name(t);
-                    if drop {
-                        session.temp_tables.retain(|x| *x != name);
-                    } else if !session.temp_tables.contains(&name) {
-                        session.temp_tables.push(name);
-                    }
-                }
+            Kind::Ddl if c.flags.contains(Flags::TEMP_TABLE) || !session.temp_tables.is_empty() => {
+                let changes = crate::sql::table_name_changes(sql);
+                let schema = session.schema.clone();
+                session.temp_tables.follow(&changes, schema.as_deref());
             }
             _ => {}
         }

@@ -11,6 +11,7 @@
 //! replication::{record, replay} (the pending writes and which settings replicate).
 
 pub mod diagnostics;
+pub mod temp_tables;
 
 use crate::protocol::relay::ResponseSummary;
 use crate::sql::{Classified, Flags, Kind, SessionChange};
@@ -114,7 +115,7 @@ pub struct SessionState {
     /// Savepoints of the open transaction and how many pending writes preceded each.
     pub savepoints: Vec<(String, usize)>,
     /// Temporary tables this session created (not replicated).
-    pub temp_tables: Vec<String>,
+    pub temp_tables: temp_tables::TempTables,
     /// SQL-level prepared statements (PREPARE … FROM) by lowercase name: their text, or
     /// None when it could not be read back.
     pub sql_prepared: HashMap<String, Option<String>>,
@@ -150,7 +151,7 @@ impl SessionState {
             last_write_ts: 0,
             pending: Vec::new(),
             savepoints: Vec::new(),
-            temp_tables: Vec::new(),
+            temp_tables: temp_tables::TempTables::default(),
             sql_prepared: HashMap::new(),
             diagnostics: None,
         };

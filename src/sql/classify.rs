@@ -488,6 +488,85 @@ fn ddl_tables(s: &Statement) -> Vec<String> {
     }
 }
 
+/// Which table names a DDL statement creates as temporary, drops or renames, as written
+/// (qualified or not): what the session's list of temporary tables follows.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TableNameChanges {
+    pub created_temporary: Vec<String>,
+    pub dropped: Vec<String>,
+    pub renamed: Vec<(String, String)>,
+}
+
+pub fn table_name_changes(sql: &str) -> TableNameChanges {
+    use sqlparser::ast::{AlterTableOperation, ObjectType, RenameTableNameKind};
+    let mut changes = TableNameChanges::default();
+    let Ok(stmts) = Parser::parse_sql(&MySqlDialect {}, sql) else {
+        changes.created_temporary = created_temporary_by_keywords(sql).into_iter().collect();
+        return changes;
+    };
+    for s in &stmts {
+        match s {
+            Statement::CreateTable(ct) if ct.temporary => {
+                changes.created_temporary.push(ct.name.to_string());
+            }
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                names,
+                ..
+            } => changes.dropped.extend(names.iter().map(|n| n.to_string())),
+            Statement::RenameTable(renames) => changes.renamed.extend(
+                renames
+                    .iter()
+                    .map(|r| (r.old_name.to_string(), r.new_name.to_string())),
+            ),
+            Statement::AlterTable(at) => {
+                for op in &at.operations {
+                    if let AlterTableOperation::RenameTable {
+                        table_name: RenameTableNameKind::To(new) | RenameTableNameKind::As(new),
+                    } = op
+                    {
+                        changes.renamed.push((at.name.to_string(), new.to_string()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    changes
+}
+
+/// `CREATE [OR REPLACE] TEMPORARY TABLE [IF NOT EXISTS] [db.]name …` read by keywords, for
+/// definitions the parser does not take (MariaDB-only options).
+fn created_temporary_by_keywords(sql: &str) -> Option<String> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).take(12).collect();
+    let mut rest = toks.iter().peekable();
+    if !rest.next()?.is_word("CREATE") {
+        return None;
+    }
+    if rest.peek().is_some_and(|t| t.is_word("OR")) {
+        rest.nth(1); // OR REPLACE
+    }
+    if !(rest.next()?.is_word("TEMPORARY") && rest.next()?.is_word("TABLE")) {
+        return None;
+    }
+    if rest.peek().is_some_and(|t| t.is_word("IF")) {
+        rest.nth(2); // IF NOT EXISTS
+    }
+    let mut name = String::new();
+    for t in rest {
+        match t {
+            Tok::Word(w) if name.is_empty() || name.ends_with('.') => name.push_str(w),
+            // (The lexer keeps a quoted name's doubled backticks.)
+            Tok::Quoted(w) if name.is_empty() || name.ends_with('.') => {
+                name.push_str(&format!("`{w}`"));
+            }
+            Tok::Punct('.') if !name.is_empty() => name.push('.'),
+            _ => break,
+        }
+    }
+    (!name.is_empty()).then_some(name)
+}
+
 /// Picks the kind that matters more when a text holds several statements.
 fn stronger(a: Kind, b: Kind) -> Kind {
     fn rank(k: Kind) -> u8 {
@@ -677,7 +756,16 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
             }
             Tok::Word(w) => {
                 let first = stmt_first.is_none();
-                if w.eq_ignore_ascii_case("TEMPORARY") {
+                // Only the statement's own `CREATE [OR REPLACE] TEMPORARY` / `DROP TEMPORARY`:
+                // TEMPORARY is not reserved, so a column may be named so (`ALTER TABLE t DROP
+                // temporary`), and such a DDL must still be replicated.
+                if w.eq_ignore_ascii_case("TEMPORARY")
+                    && (prev.is_some_and(|p| p.is_word("CREATE"))
+                        || prev.is_some_and(|p| p.is_word("REPLACE"))
+                            && prev2.is_some_and(|p| p.is_word("OR"))
+                        || prev.is_some_and(|p| p.is_word("DROP"))
+                            && stmt_first.is_some_and(|f| f.is_word("DROP")))
+                {
                     *flags |= Flags::TEMP_TABLE;
                 } else if w.eq_ignore_ascii_case("FOR")
                     && prev.is_some_and(|p| p.is_word("VALUE"))
@@ -993,9 +1081,25 @@ mod tests {
         assert!(classify("SELECT LAST_INSERT_ID()")
             .flags
             .contains(Flags::LAST_INSERT_ID));
-        assert!(classify("CREATE TEMPORARY TABLE t (a INT)")
-            .flags
-            .contains(Flags::TEMP_TABLE));
+        for temp in [
+            "CREATE TEMPORARY TABLE t (a INT)",
+            "create or replace temporary table t (a INT)",
+            "DROP TEMPORARY TABLE IF EXISTS t",
+        ] {
+            assert!(classify(temp).flags.contains(Flags::TEMP_TABLE), "{temp}");
+        }
+        // TEMPORARY is not reserved: a column may be named so, and such DDL is replicated.
+        for regular in [
+            "CREATE TABLE t (id INT, temporary INT)",
+            "ALTER TABLE t DROP temporary",
+            "ALTER TABLE t ADD COLUMN temporary INT",
+            "UPDATE t SET temporary = 1",
+        ] {
+            assert!(
+                !classify(regular).flags.contains(Flags::TEMP_TABLE),
+                "{regular}"
+            );
+        }
         assert!(classify("LOCK TABLES t WRITE")
             .flags
             .contains(Flags::TABLE_LOCK));
@@ -1027,5 +1131,23 @@ mod tests {
             p("START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT"),
             None
         );
+    }
+
+    #[test]
+    fn temporary_table_names_come_from_the_created_table_only() {
+        let c = table_name_changes("CREATE TEMPORARY TABLE tmp AS SELECT id FROM src");
+        assert_eq!(c.created_temporary, ["tmp"]);
+        assert!(table_name_changes("CREATE TABLE r AS SELECT id FROM src")
+            .created_temporary
+            .is_empty());
+        // Options the parser does not take: the name is read by keywords.
+        let c = table_name_changes(
+            "CREATE OR REPLACE TEMPORARY TABLE IF NOT EXISTS `d`.`t``x` (a INT) PAGE_CHECKSUM=1 TRANSACTIONAL=0",
+        );
+        assert_eq!(c.created_temporary, ["`d`.`t``x`"]);
+        let c = table_name_changes("DROP TEMPORARY TABLE a, d.b");
+        assert_eq!(c.dropped, ["a", "d.b"]);
+        let c = table_name_changes("ALTER TABLE a ADD COLUMN x INT, RENAME TO b");
+        assert_eq!(c.renamed, [("a".to_string(), "b".to_string())]);
     }
 }

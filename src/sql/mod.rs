@@ -14,7 +14,7 @@ pub mod rewrite;
 pub mod set;
 
 pub use cache::ClassifyCache;
-pub use classify::{classify, Classified, Flags, Kind};
+pub use classify::{classify, table_name_changes, Classified, Flags, Kind, TableNameChanges};
 pub use set::SessionChange;
 
 /// `s` as a single-quoted string literal (backslashes and quotes escaped), for statements the

@@ -1,0 +1,150 @@
+//! The session's temporary tables, by schema and name: a statement that touches only these
+//! stays on the primary (followers never have them), so a regular table must never be taken
+//! for one. Names compare exactly, as MariaDB's default `lower_case_table_names = 0` on
+//! Linux does; a temporary table created in one schema does not hide a same-named table in
+//! another.
+//!
+//! Owns: `TempTables`. May import: sql (the name changes a DDL makes).
+
+use crate::sql::TableNameChanges;
+
+#[derive(Debug, Default)]
+pub struct TempTables(Vec<(Option<String>, String)>);
+
+impl TempTables {
+    /// Whether `reference` (as written in a statement, maybe `db.t` or quoted) names one of
+    /// them while `schema` is the session's current one.
+    pub fn contains(&self, reference: &str, schema: Option<&str>) -> bool {
+        let key = qualify(reference, schema);
+        self.0.contains(&key)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Follows a DDL the primary ran successfully.
+    pub fn follow(&mut self, changes: &TableNameChanges, schema: Option<&str>) {
+        for created in &changes.created_temporary {
+            let key = qualify(created, schema);
+            if !self.0.contains(&key) {
+                self.0.push(key);
+            }
+        }
+        for dropped in &changes.dropped {
+            // A DROP of a name that is both takes the temporary table, as on the server.
+            self.remove(dropped, schema);
+        }
+        for (old, new) in &changes.renamed {
+            if self.remove(old, schema) {
+                self.0.push(qualify(new, schema));
+            }
+        }
+    }
+
+    fn remove(&mut self, reference: &str, schema: Option<&str>) -> bool {
+        let key = qualify(reference, schema);
+        let before = self.0.len();
+        self.0.retain(|k| *k != key);
+        self.0.len() != before
+    }
+}
+
+/// `db.t`, `` `d b`.`t` `` or `t` (in `schema`) as (schema, table), quotes removed.
+fn qualify(reference: &str, schema: Option<&str>) -> (Option<String>, String) {
+    let mut parts = split_name(reference);
+    let table = parts.pop().unwrap_or_default();
+    let db = parts.pop().or_else(|| schema.map(str::to_string));
+    (db, table)
+}
+
+fn split_name(reference: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = reference.trim().chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '`' if quoted && chars.peek() == Some(&'`') => {
+                chars.next();
+                if let Some(p) = parts.last_mut() {
+                    p.push('`');
+                }
+            }
+            '`' => quoted = !quoted,
+            '.' if !quoted => parts.push(String::new()),
+            c => {
+                if let Some(p) = parts.last_mut() {
+                    p.push(c);
+                }
+            }
+        }
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::table_name_changes;
+
+    fn after(statements: &[&str], schema: &str) -> TempTables {
+        let mut t = TempTables::default();
+        for sql in statements {
+            t.follow(&table_name_changes(sql), Some(schema));
+        }
+        t
+    }
+
+    #[test]
+    fn a_table_read_while_creating_one_is_not_temporary() {
+        let t = after(
+            &["CREATE TEMPORARY TABLE tmp AS SELECT s.id FROM source s WHERE s.v > 1"],
+            "app",
+        );
+        assert!(t.contains("tmp", Some("app")));
+        assert!(t.contains("app.tmp", Some("other")));
+        assert!(t.contains("`app`.`tmp`", None));
+        assert!(!t.contains("source", Some("app")));
+    }
+
+    #[test]
+    fn names_are_per_schema_and_exact() {
+        let t = after(&["CREATE TEMPORARY TABLE tmp (a INT)"], "app");
+        assert!(!t.contains("tmp", Some("other")));
+        assert!(!t.contains("other.tmp", Some("app")));
+        assert!(!t.contains("TMP", Some("app")));
+        let q = after(&["CREATE TEMPORARY TABLE `we``ird`.`a.b` (a INT)"], "app");
+        assert!(q.contains("`we``ird`.`a.b`", None));
+        assert!(!q.contains("a", Some("we`ird")));
+    }
+
+    #[test]
+    fn drops_and_renames_are_followed() {
+        let t = after(
+            &[
+                "CREATE TEMPORARY TABLE t1 (a INT)",
+                "CREATE OR REPLACE TEMPORARY TABLE IF NOT EXISTS t2 (a INT)",
+                "CREATE TEMPORARY TABLE t3 (a INT)",
+                "DROP TEMPORARY TABLE IF EXISTS t1",
+                "ALTER TABLE t2 RENAME TO t4",
+                "RENAME TABLE t3 TO t5, regular TO regular2",
+            ],
+            "app",
+        );
+        for gone in ["t1", "t2", "t3", "regular", "regular2"] {
+            assert!(!t.contains(gone, Some("app")), "{gone}");
+        }
+        assert!(t.contains("t4", Some("app")));
+        assert!(t.contains("t5", Some("app")));
+        // Not a table drop: the temporary table is still there.
+        let kept = after(
+            &["CREATE TEMPORARY TABLE t1 (a INT)", "DROP INDEX i ON t1"],
+            "app",
+        );
+        assert!(kept.contains("t1", Some("app")));
+    }
+}
