@@ -1311,12 +1311,13 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
         .await
         .unwrap();
     c.query_drop("SET @id = 2").await.unwrap();
-    let err = c.query_drop("EXECUTE del USING @id").await.unwrap_err();
-    assert_eq!(server_code(&err), 1235, "{err}");
+    // The variable's value is carried with the record (see user_variables_read_by_writes…).
+    c.query_drop("EXECUTE del USING @id").await.unwrap();
+    assert_eq!(c.affected_rows(), 1);
     let err = c.query_drop("SELECT NEXTVAL(sp.s)").await.unwrap_err();
     assert_eq!(server_code(&err), 1235, "{err}");
     c.query_drop("EXECUTE del USING 2").await.unwrap();
-    assert_eq!(c.affected_rows(), 1);
+    assert_eq!(c.affected_rows(), 0);
     assert_replicas_identical(&dbs, &mut c, &["sp.t", "sp.s"]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
@@ -1327,6 +1328,93 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
         assert_eq!(
             rows,
             [(1, "a!".into(), 5), (3, "d".into(), 5)],
+            "{}",
+            db.addr()
+        );
+    }
+}
+
+/// Writes that read user variables (`CALL p(@x)` as PyMySQL's and mysqlclient's `callproc`
+/// send it, `INSERT … VALUES (@x)`, `EXECUTE s USING @x`) carry each variable's value, type
+/// and collation in the record, as MySQL's statement binlog does. Before, they were refused
+/// with 1235 (Django's `cursor.callproc` failed). Values of every type a user variable can
+/// hold reach the followers exactly; a comparison decided by the variable's collation
+/// (latin1_german2_ci: 'Strasse' = 'Straße') matches on every replica; a write that assigns a
+/// variable is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_variables_read_by_writes_carry_their_values() {
+    type UvRow = (
+        i32,
+        Option<u64>,
+        Option<String>,
+        Option<f64>,
+        Option<String>,
+        Option<Vec<u8>>,
+        Option<String>,
+        i32,
+    );
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE uv",
+            "USE uv",
+            "CREATE TABLE t (id INT PRIMARY KEY, i BIGINT UNSIGNED, d DECIMAL(10,2), f DOUBLE, \
+             s VARCHAR(20) CHARACTER SET latin1, b VARBINARY(10), u VARCHAR(10), n INT DEFAULT 0)",
+            "SET @i = 18446744073709551615, @d = 5.55, @f = 0.1e0 + 0.2e0, \
+             @s = _latin1'Strasse' COLLATE latin1_german2_ci, @b = X'00FF10', @u = 'héllo'",
+            "INSERT INTO t (id, i, d, f, s, b, u) VALUES (1, @i, @d, @f, @s, @b, @u)",
+            "INSERT INTO t (id, i, d, f, s, b, u) VALUES (2, @never, @d * 2, @f * 3, CONCAT(@s, 'x'), @b, @u)",
+            // Decided by @s's collation (the literal's is weaker): true under latin1_german2_ci.
+            "UPDATE t SET n = n + 1 WHERE @s = 'Straße'",
+            "CREATE PROCEDURE addrow(IN k INT, IN v VARCHAR(10), OUT c INT) \
+             BEGIN INSERT INTO t (id, u) VALUES (k, v); SELECT COUNT(*) INTO c FROM t; END",
+            "SET @_addrow_0 = 3, @_addrow_1 = 'proc', @_addrow_2 = 0",
+            "CALL addrow(@_addrow_0, @_addrow_1, @_addrow_2)",
+            "PREPARE del FROM 'DELETE FROM t WHERE id = ?'",
+            "SET @id = 2",
+            "EXECUTE del USING @id",
+            "BEGIN",
+            "SET @k = 10",
+            "INSERT INTO t (id, u) VALUES (@k, 'txn')",
+            "SET @k = 11",
+            "INSERT INTO t (id, u) VALUES (@k, 'txn')",
+            "COMMIT",
+        ],
+    )
+    .await;
+    let out: Option<i64> = c.query_first("SELECT @_addrow_2").await.unwrap();
+    assert_eq!(out, Some(3), "the procedure's OUT parameter");
+    let err = c
+        .query_drop("UPDATE t SET n = (@z := 5) WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    assert_replicas_identical(&dbs, &mut c, &["uv.t"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let rows: Vec<UvRow> = d
+            .query("SELECT id, i, CAST(d AS CHAR), f, s, b, u, n FROM uv.t ORDER BY id")
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (
+                    1,
+                    Some(u64::MAX),
+                    Some("5.55".into()),
+                    Some(0.1 + 0.2),
+                    Some("Strasse".into()),
+                    Some(vec![0, 0xff, 0x10]),
+                    Some("héllo".into()),
+                    1
+                ),
+                (3, None, None, None, None, None, Some("proc".into()), 0),
+                (10, None, None, None, None, None, Some("txn".into()), 0),
+                (11, None, None, None, None, None, Some("txn".into()), 0),
+            ],
             "{}",
             db.addr()
         );

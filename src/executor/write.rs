@@ -13,13 +13,16 @@ use crate::protocol::relay::{
     buffer_response, read_response, relay_infile_keeping_copy, single_ok_payload, InfileCopy,
     RelayError, ResponseKind, ResponseSummary,
 };
-use crate::protocol::resultset::{read_first_row, read_rows, TextRow};
+use crate::protocol::resultset::{
+    read_first_row, read_first_row_typed, read_rows, TextRow, TypedValue,
+};
 use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::record::{Body, Statement};
 use crate::replication::replay::{query, wal_insert};
 use crate::router::ShardId;
 use crate::sql::determinism::{order_dependence, OrderCheck};
 use crate::sql::replicated_settings::{names, record_settings};
+use crate::sql::user_vars;
 use mysql_common::constants::CapabilityFlags;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -53,6 +56,9 @@ pub struct WritePlan<'a> {
     /// (`sql::determinism::OrderCheck`); inside a transaction a savepoint lets the
     /// statement be undone if it did.
     pub order_check: OrderCheck,
+    /// User variables the statement reads: their values are read just before it and
+    /// carried in the record's settings.
+    pub user_vars: Vec<String>,
 }
 
 /// Set in front of an `OrderCheck` write inside a transaction, to undo only that statement.
@@ -190,6 +196,10 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     if read_settings {
         conn.stream.queue_packet(0, &query(&settings_query(false)));
     }
+    if !plan.user_vars.is_empty() {
+        conn.stream
+            .queue_packet(0, &query(&user_vars::read_query(&plan.user_vars)));
+    }
     conn.stream.queue_packet(0, &query(&set));
     conn.stream.queue_packet(0, plan.command);
     // The next write sets its own timestamp; anything else resets it first.
@@ -235,6 +245,20 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
                     plan.read_settings,
                     &row.unwrap_or_default(),
                 )
+            }
+            Err(e) => context_error = Some(e),
+        }
+    }
+    if !plan.user_vars.is_empty() {
+        let row = read_first_row_typed(&mut conn.stream, plan.deprecate_eof)
+            .await
+            .map_err(backend)?;
+        match row.map(|r| user_var_assignments(&plan.user_vars, &r.unwrap_or_default())) {
+            Ok(Ok(assignments)) => settings.extend(assignments),
+            Ok(Err(why)) => {
+                context_error = Some(MysqlError::not_supported(&format!(
+                    "cannot replicate this write: {why}"
+                )))
             }
             Err(e) => context_error = Some(e),
         }
@@ -339,6 +363,36 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         infile_too_large,
         warnings,
     })
+}
+
+/// `@v = <literal>` for each variable from `user_vars::read_query`'s row.
+fn user_var_assignments(vars: &[String], row: &[TypedValue]) -> Result<Vec<String>, String> {
+    fn bytes(v: &TypedValue) -> Option<&[u8]> {
+        v.value.as_deref()
+    }
+    vars.iter()
+        .zip(row.chunks(user_vars::COLUMNS_PER_VARIABLE))
+        .map(|(var, cols)| match cols {
+            [value, charset, collation, hex] => user_vars::assignment(
+                var,
+                &user_vars::ReadValue {
+                    column_type: value.column_type,
+                    value: bytes(value),
+                    charset: bytes(charset),
+                    collation: bytes(collation),
+                    hex: bytes(hex),
+                },
+            ),
+            _ => Err(format!("the value of @{var} could not be read")),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|a| {
+            if a.len() == vars.len() {
+                Ok(a)
+            } else {
+                Err("the user variables' values could not be read".to_string())
+            }
+        })
 }
 
 /// Why row order decided the primary's result of an `OrderCheck` write (None: it did not).

@@ -368,6 +368,7 @@ impl ClientSession {
             infile_cap,
             is_dml: c.kind == Kind::Write,
             order_check: check.order_check,
+            user_vars: check.user_vars.clone(),
         };
         let Some(h) = self.held.as_mut() else {
             return Err(no_backend_connection());

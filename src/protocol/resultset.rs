@@ -165,6 +165,54 @@ pub async fn read_rows<S: AsyncRead + AsyncWrite + Unpin>(
     deprecate_eof: bool,
     max_rows: usize,
 ) -> std::io::Result<Result<Vec<TextRow>, super::MysqlError>> {
+    Ok(read_raw_rows(stream, deprecate_eof, max_rows)
+        .await?
+        .map(|(_, rows)| {
+            rows.into_iter()
+                .map(|row| {
+                    row.into_iter()
+                        .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                        .collect()
+                })
+                .collect()
+        }))
+}
+
+/// A value of a text-protocol row with its column's type, bytes as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedValue {
+    pub column_type: mysql_common::constants::ColumnType,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Reads a text-protocol result set's first row with each column's type (later rows are
+/// skipped). Err(MysqlError) when the server answered with an error.
+pub async fn read_first_row_typed<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    deprecate_eof: bool,
+) -> std::io::Result<Result<Option<Vec<TypedValue>>, super::MysqlError>> {
+    Ok(read_raw_rows(stream, deprecate_eof, 1)
+        .await?
+        .map(|(types, rows)| {
+            rows.into_iter().next().map(|row| {
+                types
+                    .into_iter()
+                    .zip(row)
+                    .map(|(column_type, value)| TypedValue { column_type, value })
+                    .collect()
+            })
+        }))
+}
+
+type RawRow = Vec<Option<Vec<u8>>>;
+
+async fn read_raw_rows<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    deprecate_eof: bool,
+    max_rows: usize,
+) -> std::io::Result<
+    Result<(Vec<mysql_common::constants::ColumnType>, Vec<RawRow>), super::MysqlError>,
+> {
     use super::message::{is_terminator, read_lenenc_int, ERR_HEADER, OK_HEADER};
     let bad = |w: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, w.to_string());
     let first = stream.read_packet().await?;
@@ -175,13 +223,15 @@ pub async fn read_rows<S: AsyncRead + AsyncWrite + Unpin>(
                     super::MysqlError::new(2027, "HY000", "malformed error packet")
                 })))
         }
-        Some(&OK_HEADER) => return Ok(Ok(Vec::new())),
+        Some(&OK_HEADER) => return Ok(Ok((Vec::new(), Vec::new()))),
         _ => {}
     }
     let mut b = &first.payload[..];
     let ncols = read_lenenc_int(&mut b).ok_or_else(|| bad("column count"))?;
+    let mut types = Vec::with_capacity(ncols.min(4096) as usize);
     for _ in 0..ncols {
-        stream.read_packet().await?;
+        let def = stream.read_packet().await?;
+        types.push(column_type(&def.payload).ok_or_else(|| bad("column definition"))?);
     }
     if !deprecate_eof {
         stream.read_packet().await?;
@@ -195,7 +245,7 @@ pub async fn read_rows<S: AsyncRead + AsyncWrite + Unpin>(
             )));
         }
         if is_terminator(&p.payload) {
-            return Ok(Ok(rows));
+            return Ok(Ok((types, rows)));
         }
         if rows.len() < max_rows {
             let mut b = &p.payload[..];
@@ -208,10 +258,25 @@ pub async fn read_rows<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 let n = read_lenenc_int(&mut b).ok_or_else(|| bad("row"))? as usize;
                 let v = b.get(..n).ok_or_else(|| bad("row"))?;
-                values.push(Some(String::from_utf8_lossy(v).into_owned()));
+                values.push(Some(v.to_vec()));
                 b = &b[n..];
             }
             rows.push(values);
         }
     }
+}
+
+/// The type byte of a Protocol::ColumnDefinition41: after six length-encoded strings
+/// (catalog, schema, table, org_table, name, org_name), the fixed-length fields' length,
+/// the character set (2 bytes) and the column length (4 bytes).
+fn column_type(def: &[u8]) -> Option<mysql_common::constants::ColumnType> {
+    use super::message::read_lenenc_int;
+    let mut b = def;
+    for _ in 0..6 {
+        let n = read_lenenc_int(&mut b)? as usize;
+        b = b.get(n..)?;
+    }
+    read_lenenc_int(&mut b)?;
+    let ty = *b.get(6)?;
+    mysql_common::constants::ColumnType::try_from(ty).ok()
 }

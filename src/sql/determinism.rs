@@ -26,6 +26,9 @@ pub struct WriteCheck {
     pub rewritten: Option<String>,
     /// Why the statement cannot be replicated deterministically.
     pub refused: Option<String>,
+    /// User variables it reads, as spelled (`x`, `'my var'`): their values are read on the
+    /// primary before it runs and carried in the record (`sql::user_vars`).
+    pub user_vars: Vec<String>,
     /// Whether its result may depend on the order rows are read in, which nothing in the
     /// statement fixes: the primary's answer decides (`order_dependence`).
     pub order_check: OrderCheck,
@@ -356,13 +359,24 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     };
     for (i, t) in toks.iter().enumerate() {
         match t.tok {
-            Tok::UserVar(v) => refuse(
-                &mut check,
-                format!(
-                    "the write uses user variable @{v}, whose value the followers do not have; \
-                     pass the value as a literal or a prepared-statement parameter"
-                ),
-            ),
+            Tok::UserVar(v) => {
+                let next = |k: usize| toks.get(i + k).map(|t| t.tok);
+                let assigned = next(1) == Some(Tok::Punct(':')) && next(2) == Some(Tok::Punct('='))
+                    || i > 0 && toks[i - 1].tok.is_word("INTO");
+                if assigned {
+                    // Its value after the statement would be the primary's alone, and a
+                    // later write reading it would need it from the same statement's rows.
+                    refuse(
+                        &mut check,
+                        format!(
+                            "the write assigns user variable @{v}; assign it in a statement of \
+                             its own (SET @{v} = …) and use it in the write"
+                        ),
+                    )
+                } else if !check.user_vars.iter().any(|u| u.eq_ignore_ascii_case(v)) {
+                    check.user_vars.push(v.to_string());
+                }
+            }
             Tok::SysVar(v) => {
                 let name = v.rsplit('.').next().unwrap_or(v);
                 if name.eq_ignore_ascii_case("last_insert_id")
@@ -731,8 +745,10 @@ mod tests {
                 "INSERT INTO t VALUES (LOAD_FILE('/etc/passwd'))",
                 "LOAD_FILE",
             ),
-            ("INSERT INTO t VALUES (@x)", "@x"),
-            ("UPDATE t SET a = (@n := @n + 1)", "@n"),
+            (
+                "UPDATE t SET a = (@n := @n + 1)",
+                "assigns user variable @n",
+            ),
             ("INSERT INTO t VALUES (@@hostname)", "hostname"),
             ("INSERT INTO t VALUES (CONNECTION_ID())", "CONNECTION_ID"),
             (
@@ -769,6 +785,19 @@ mod tests {
             let c = check_write(sql, false, &lit());
             let r = c.refused.unwrap_or_else(|| panic!("{sql} was not refused"));
             assert!(r.contains(why), "{sql}: {r}");
+        }
+    }
+
+    #[test]
+    fn user_variables_read_by_a_write_are_carried() {
+        for (sql, vars) in [
+            ("INSERT INTO t VALUES (@x, @X, @'y z')", vec!["x", "'y z'"]),
+            ("CALL p(@in, @out)", vec!["in", "out"]),
+            ("DELETE FROM t WHERE id = @id AND note = '@not'", vec!["id"]),
+        ] {
+            let c = check_write(sql, false, &lit());
+            assert_eq!(c.refused, None, "{sql}");
+            assert_eq!(c.user_vars, vars, "{sql}");
         }
     }
 }

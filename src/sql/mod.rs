@@ -12,6 +12,7 @@ pub mod prepare;
 pub mod replicated_settings;
 pub mod rewrite;
 pub mod set;
+pub mod user_vars;
 
 pub use cache::ClassifyCache;
 pub use classify::{classify, table_name_changes, Classified, Flags, Kind, TableNameChanges};
