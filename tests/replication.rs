@@ -1340,7 +1340,8 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
 /// with 1235 (Django's `cursor.callproc` failed). Values of every type a user variable can
 /// hold reach the followers exactly; a comparison decided by the variable's collation
 /// (latin1_german2_ci: 'Strasse' = 'Straße') matches on every replica; a write that assigns a
-/// variable is still refused.
+/// variable, `CREATE TABLE … SELECT @x` and a trigger reading the session's variable are
+/// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_variables_read_by_writes_carry_their_values() {
     type UvRow = (
@@ -1386,11 +1387,17 @@ async fn user_variables_read_by_writes_carry_their_values() {
     .await;
     let out: Option<i64> = c.query_first("SELECT @_addrow_2").await.unwrap();
     assert_eq!(out, Some(3), "the procedure's OUT parameter");
-    let err = c
-        .query_drop("UPDATE t SET n = (@z := 5) WHERE id = 1")
-        .await
-        .unwrap_err();
-    assert_eq!(server_code(&err), 1235, "{err}");
+    // Assigning in a write, and definitions that would read the session's variables on
+    // each server (a DDL's record carries none; a trigger would read the applier's): before,
+    // `CREATE TABLE … SELECT @x` gave the followers NULL.
+    for sql in [
+        "UPDATE t SET n = (@z := 5) WHERE id = 1",
+        "CREATE TABLE c AS SELECT @i AS v",
+        "CREATE TRIGGER who BEFORE INSERT ON t FOR EACH ROW SET NEW.u = @audit_user",
+    ] {
+        let err = c.query_drop(sql).await.unwrap_err();
+        assert_eq!(server_code(&err), 1235, "{sql}: {err}");
+    }
     assert_replicas_identical(&dbs, &mut c, &["uv.t"]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;

@@ -152,6 +152,22 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
         _ => return None,
     };
     let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    if let Some(var) = session_variable_read(&toks, object == "TABLE") {
+        return Some(if object == "TABLE" {
+            format!(
+                "CREATE TABLE … SELECT reads user variable @{var}, which the DDL's record does \
+                 not carry; create the table, then fill it with INSERT … SELECT (a write \
+                 carries the user variables it reads)"
+            )
+        } else {
+            format!(
+                "{what} reads user variable @{var} without setting it: it would read the \
+                 client session's value on the primary and another on each follower (the \
+                 proxy carries only the variables a statement names itself); pass the value \
+                 as a parameter or set it in the body"
+            )
+        });
+    }
     let call = toks.windows(3).find_map(|w| match w {
         [Tok::Word(f), Tok::Punct('('), next] => {
             let upper = f.to_ascii_uppercase();
@@ -165,6 +181,36 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
          value; compute the value in the application (or in the statement itself: a text \
          INSERT's UUID() is rewritten to a literal) and pass it in"
     ))
+}
+
+/// A user variable read that depends on the session: in a table definition any read, in a
+/// stored program's body a variable the body never assigns itself (`SET @v =`, `@v :=`,
+/// `INTO @v, @w`), which a trigger or procedure would take from whichever session runs it.
+fn session_variable_read<'a>(toks: &[Tok<'a>], any: bool) -> Option<&'a str> {
+    let mut assigned: Vec<&str> = Vec::new();
+    let mut read: Vec<&str> = Vec::new();
+    let mut into_list = false;
+    for (i, t) in toks.iter().enumerate() {
+        let Tok::UserVar(v) = *t else {
+            if !matches!(t, Tok::Punct(',')) {
+                into_list = t.is_word("INTO");
+            }
+            continue;
+        };
+        let prev = i.checked_sub(1).and_then(|p| toks.get(p));
+        let next = |k: usize| toks.get(i + k);
+        let sets = next(1) == Some(&Tok::Punct(':')) && next(2) == Some(&Tok::Punct('='))
+            || next(1) == Some(&Tok::Punct('='))
+                && prev.is_some_and(|p| p.is_word("SET") || *p == Tok::Punct(','))
+            || into_list;
+        if sets {
+            assigned.push(v);
+        } else {
+            read.push(v);
+        }
+    }
+    read.into_iter()
+        .find(|v| any || !assigned.iter().any(|a| a.eq_ignore_ascii_case(v)))
 }
 
 /// A table a stored program's body inserts into, and the columns it names (None: no column
@@ -798,6 +844,33 @@ mod tests {
             let c = check_write(sql, false, &lit());
             assert_eq!(c.refused, None, "{sql}");
             assert_eq!(c.user_vars, vars, "{sql}");
+        }
+    }
+
+    #[test]
+    fn definitions_reading_the_sessions_user_variables_are_refused() {
+        for (sql, object) in [
+            ("CREATE TABLE c AS SELECT @x AS v", "TABLE"),
+            (
+                "CREATE TRIGGER a BEFORE INSERT ON t FOR EACH ROW SET NEW.who = @audit_user",
+                "TRIGGER",
+            ),
+            (
+                "CREATE PROCEDURE p() BEGIN SET @n = 1; INSERT INTO t VALUES (@n + @offset); END",
+                "PROCEDURE",
+            ),
+        ] {
+            let why = nondeterministic_definition(sql, object)
+                .unwrap_or_else(|| panic!("{sql} was not refused"));
+            assert!(why.contains("user variable @"), "{sql}: {why}");
+        }
+        // Variables the body sets itself are scratch space, the same on every replica.
+        for sql in [
+            "CREATE PROCEDURE p() BEGIN SET @n = 1, @m = 2; SELECT COUNT(*) INTO @c, @d FROM t; \
+             INSERT INTO t VALUES (@n + @m + @c + @d); SELECT @k := 5; INSERT INTO t VALUES (@k); END",
+            "CREATE TRIGGER a BEFORE INSERT ON t FOR EACH ROW BEGIN SET @seen = 1; SET NEW.x = @seen; END",
+        ] {
+            assert_eq!(nondeterministic_definition(sql, "PROCEDURE"), None, "{sql}");
         }
     }
 }
