@@ -1393,6 +1393,7 @@ async fn user_variables_read_by_writes_carry_their_values() {
     for sql in [
         "UPDATE t SET n = (@z := 5) WHERE id = 1",
         "CREATE TABLE c AS SELECT @i AS v",
+        "CREATE TABLE c AS SELECT @@hostname AS h",
         "CREATE TRIGGER who BEFORE INSERT ON t FOR EACH ROW SET NEW.u = @audit_user",
     ] {
         let err = c.query_drop(sql).await.unwrap_err();
