@@ -1429,6 +1429,44 @@ async fn user_variables_read_by_writes_carry_their_values() {
     }
 }
 
+/// With autocommit off, a session keeps its backend connection from the start: Django's
+/// `atomic` sets autocommit off and a SAVEPOINT before any other statement, and two such
+/// sessions were handed the same pooled connection in turn, so the second one's ROLLBACK
+/// TO SAVEPOINT failed with 1305 (its savepoint lived in a connection another session then
+/// used). Reads stay on the primary until autocommit is back on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_with_autocommit_off_keep_their_savepoints() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE ac",
+            "CREATE TABLE ac.t (id INT PRIMARY KEY)",
+        ],
+    )
+    .await;
+    let mut a = connect(&proxy.url(Some("ac"))).await;
+    let mut b = connect(&proxy.url(Some("ac"))).await;
+    for s in [&mut a, &mut b] {
+        run_all(s, &["SET AUTOCOMMIT = 0", "SAVEPOINT x1"]).await;
+    }
+    run_all(&mut a, &["INSERT INTO t VALUES (1)"]).await;
+    run_all(
+        &mut b,
+        &[
+            "ROLLBACK TO SAVEPOINT x1",
+            "INSERT INTO t VALUES (2)",
+            "COMMIT",
+        ],
+    )
+    .await;
+    run_all(&mut a, &["ROLLBACK TO SAVEPOINT x1", "COMMIT"]).await;
+    let ids: Vec<i32> = a.query("SELECT id FROM t ORDER BY id").await.unwrap();
+    assert_eq!(ids, [2]);
+    assert_replicas_identical(&dbs, &mut c, &["ac.t"]).await;
+}
+
 /// Statement bytes that are not UTF-8 (latin1 literals from a latin1 client, `_binary`
 /// literals) reach every replica byte for byte, in a single statement, one with a final
 /// `;`, a multi-statement text and a DDL. Before, the logged text was decoded lossily

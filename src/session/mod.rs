@@ -317,12 +317,15 @@ impl SessionState {
     }
 
     /// Tracks transaction state from the server's status flags (authoritative: covers
-    /// BEGIN, implicit commits by DDL, autocommit=0, XA).
+    /// BEGIN, implicit commits by DDL, autocommit=0, XA). With autocommit off the session
+    /// keeps its connection even before the server reports a transaction: a SAVEPOINT set
+    /// first (Django's `atomic` on a fresh transaction does so) lives on that connection
+    /// until the transaction ends, and another session must not be handed it.
     pub fn note_status(&mut self, status: u16) {
         use mysql_common::constants::StatusFlags;
         self.in_transaction = status & StatusFlags::SERVER_STATUS_IN_TRANS.bits() != 0;
         self.autocommit = status & StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits() != 0;
-        if self.in_transaction {
+        if self.in_transaction || !self.autocommit {
             self.pin(PinReason::Transaction);
         } else {
             self.unpin(PinReason::Transaction);
