@@ -6,7 +6,7 @@
 //! Pure: no I/O. Owns: `WriteCheck`. May import: sql::lexer, sql::classify (the statement a
 //! `SET STATEMENT … FOR` runs).
 
-use super::lexer::{Lexer, Tok};
+use super::lexer::{Lexer, Spanned, Tok};
 use super::replicated_settings::REPLICATED_SETTINGS;
 
 /// Values the proxy substitutes for non-deterministic calls (chosen by the caller so this
@@ -399,7 +399,6 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let mut check = WriteCheck::default();
     let mut out = String::new();
     let mut last = 0usize;
-    let mut has_limit = false;
     let mut has_order_by = false;
     // `SET STATEMENT … FOR <statement>` is judged as the statement it runs.
     let body = super::classify::set_statement_target(sql).unwrap_or(sql);
@@ -462,9 +461,6 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 )
             }
             Tok::Word(w) => {
-                if w.eq_ignore_ascii_case("LIMIT") {
-                    has_limit = true;
-                }
                 if w.eq_ignore_ascii_case("BY") && i > 0 && toks[i - 1].tok.is_word("ORDER") {
                     has_order_by = true;
                 }
@@ -524,7 +520,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     if !has_order_by && update_ignore {
         check.order_check = OrderCheck::UpdateIgnore;
     }
-    if has_limit && !has_order_by && (is_update_or_delete || is_insert_select) {
+    if (is_update_or_delete || is_insert_select) && unordered_limit(&toks) {
         refuse(
             &mut check,
             "LIMIT without ORDER BY picks rows in an unspecified order, so replicas could \
@@ -537,6 +533,52 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
         check.rewritten = Some(out);
     }
     check
+}
+
+/// Whether a LIMIT picks rows without an ORDER BY at its own level (the statement, or the
+/// parenthesised subquery it closes). `EXISTS (… LIMIT 1)` (Django's `Exists()` always adds
+/// it) is true or false whichever row comes first, and an ORDER BY elsewhere (another
+/// subquery, a window's `OVER (ORDER BY …)`) orders other rows.
+fn unordered_limit(toks: &[Spanned<'_>]) -> bool {
+    struct Level {
+        exists: bool,
+        limit: bool,
+        ordered: bool,
+    }
+    let unordered = |l: &Level| l.limit && !l.ordered && !l.exists;
+    let mut levels = vec![Level {
+        exists: false,
+        limit: false,
+        ordered: false,
+    }];
+    for (i, t) in toks.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| toks[p].tok);
+        match t.tok {
+            Tok::Punct('(') => levels.push(Level {
+                exists: prev.is_some_and(|p| p.is_word("EXISTS")),
+                limit: false,
+                ordered: false,
+            }),
+            Tok::Punct(')') if levels.len() > 1 => {
+                if levels.pop().as_ref().is_some_and(unordered) {
+                    return true;
+                }
+            }
+            Tok::Word(w) => {
+                if let Some(level) = levels.last_mut() {
+                    if w.eq_ignore_ascii_case("LIMIT") {
+                        level.limit = true;
+                    } else if w.eq_ignore_ascii_case("BY")
+                        && prev.is_some_and(|p| p.is_word("ORDER"))
+                    {
+                        level.ordered = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    levels.iter().any(unordered)
 }
 
 #[cfg(test)]
@@ -885,6 +927,28 @@ mod tests {
             "CREATE TRIGGER a BEFORE INSERT ON t FOR EACH ROW BEGIN SET @seen = 1; SET NEW.x = @seen; END",
         ] {
             assert_eq!(nondeterministic_definition(sql, "PROCEDURE"), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_limit_counts_only_with_its_own_order_by() {
+        for sql in [
+            "DELETE FROM b WHERE EXISTS (SELECT 1 AS a FROM b U0 INNER JOIN o ON U0.id = o.b \
+             WHERE U0.id = b.id AND o.t = 3 LIMIT 1)",
+            "UPDATE t SET a = 1 WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.id = t.id LIMIT 1)",
+            "DELETE FROM t WHERE a = (SELECT a FROM s ORDER BY id LIMIT 1)",
+            "UPDATE t SET a = 1 ORDER BY id LIMIT 3",
+        ] {
+            assert_eq!(check_write(sql, false, &lit()).refused, None, "{sql}");
+        }
+        for sql in [
+            "DELETE FROM t WHERE a = (SELECT a FROM s LIMIT 1)",
+            "UPDATE t SET a = (SELECT a FROM s ORDER BY id LIMIT 1) LIMIT 2",
+            "DELETE FROM t WHERE id IN (SELECT id FROM (SELECT id FROM t LIMIT 5) d) ORDER BY id",
+            "INSERT INTO t SELECT a, ROW_NUMBER() OVER (ORDER BY a) FROM s LIMIT 5",
+        ] {
+            let why = check_write(sql, false, &lit()).refused;
+            assert!(why.is_some_and(|w| w.contains("LIMIT")), "{sql}");
         }
     }
 }
