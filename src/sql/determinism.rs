@@ -551,6 +551,7 @@ fn unordered_limit(toks: &[Spanned<'_>]) -> bool {
         limit: false,
         ordered: false,
     }];
+    let mut found = false;
     for (i, t) in toks.iter().enumerate() {
         let prev = i.checked_sub(1).map(|p| toks[p].tok);
         match t.tok {
@@ -560,9 +561,8 @@ fn unordered_limit(toks: &[Spanned<'_>]) -> bool {
                 ordered: false,
             }),
             Tok::Punct(')') if levels.len() > 1 => {
-                if levels.pop().as_ref().is_some_and(unordered) {
-                    return true;
-                }
+                let closed = levels.pop();
+                found |= closed.as_ref().is_some_and(unordered);
             }
             Tok::Word(w) => {
                 if let Some(level) = levels.last_mut() {
@@ -578,7 +578,7 @@ fn unordered_limit(toks: &[Spanned<'_>]) -> bool {
             _ => {}
         }
     }
-    levels.iter().any(unordered)
+    found || levels.iter().any(unordered)
 }
 
 #[cfg(test)]
