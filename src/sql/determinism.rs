@@ -152,7 +152,7 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
         _ => return None,
     };
     let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
-    if let Some(var) = session_variable_read(&toks, object == "TABLE") {
+    if let Some(var) = session_variable_read(sql, object == "TABLE") {
         return Some(if object == "TABLE" {
             format!(
                 "CREATE TABLE … SELECT reads user variable @{var}, which the DDL's record does \
@@ -196,7 +196,23 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
 /// A user variable read that depends on the session: in a table definition any read, in a
 /// stored program's body a variable the body never assigns itself (`SET @v =`, `@v :=`,
 /// `INTO @v, @w`), which a trigger or procedure would take from whichever session runs it.
-fn session_variable_read<'a>(toks: &[Tok<'a>], any: bool) -> Option<&'a str> {
+/// An account's host (`DEFINER = root@localhost`, `` `root`@`%` ``) is no variable: its `@`
+/// follows the user name directly.
+fn session_variable_read(sql: &str, any: bool) -> Option<&str> {
+    let spans: Vec<Spanned<'_>> = Lexer::new(sql).collect();
+    let toks: Vec<Tok<'_>> = spans
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            let account_host = matches!(s.tok, Tok::UserVar(_))
+                && i.checked_sub(1).is_some_and(|p| {
+                    spans[p].end == s.start
+                        && matches!(spans[p].tok, Tok::Word(_) | Tok::Quoted(_) | Tok::Str(_))
+                });
+            !account_host
+        })
+        .map(|(_, s)| s.tok)
+        .collect();
     let mut assigned: Vec<&str> = Vec::new();
     let mut read: Vec<&str> = Vec::new();
     let mut into_list = false;
@@ -920,8 +936,13 @@ mod tests {
                 "{sql}: {why}"
             );
         }
-        // Variables the body sets itself are scratch space, the same on every replica.
+        // Variables the body sets itself are scratch space, the same on every replica; an
+        // account's host is no variable.
         for sql in [
+            "CREATE DEFINER=`root`@`127.0.0.1` TRIGGER tr BEFORE INSERT ON o FOR EACH ROW \
+             SET NEW.amt = NEW.amt * 2",
+            "CREATE DEFINER = root@localhost PROCEDURE p() SELECT 1",
+            "CREATE DEFINER = 'app'@'%' PROCEDURE p() SELECT 1",
             "CREATE PROCEDURE p() BEGIN SET @n = 1, @m = 2; SELECT COUNT(*) INTO @c, @d FROM t; \
              INSERT INTO t VALUES (@n + @m + @c + @d); SELECT @k := 5; INSERT INTO t VALUES (@k); END",
             "CREATE TRIGGER a BEFORE INSERT ON t FOR EACH ROW BEGIN SET @seen = 1; SET NEW.x = @seen; END",
