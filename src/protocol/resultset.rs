@@ -171,7 +171,13 @@ pub async fn read_rows<S: AsyncRead + AsyncWrite + Unpin>(
             rows.into_iter()
                 .map(|row| {
                     row.into_iter()
-                        .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                        .map(|v| {
+                            v.map(|b| {
+                                String::from_utf8(b).unwrap_or_else(|e| {
+                                    String::from_utf8_lossy(e.as_bytes()).into_owned()
+                                })
+                            })
+                        })
                         .collect()
                 })
                 .collect()

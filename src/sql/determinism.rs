@@ -151,8 +151,9 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
         "FUNCTION" => "a stored function",
         _ => return None,
     };
-    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
-    if let Some(var) = session_variable_read(sql, object == "TABLE") {
+    let spans: Vec<Spanned<'_>> = Lexer::new(sql).collect();
+    let toks: Vec<Tok<'_>> = spans.iter().map(|t| t.tok).collect();
+    if let Some(var) = session_variable_read(&spans, object == "TABLE") {
         return Some(if object == "TABLE" {
             format!(
                 "CREATE TABLE … SELECT reads user variable @{var}, which the DDL's record does \
@@ -198,9 +199,8 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
 /// `INTO @v, @w`), which a trigger or procedure would take from whichever session runs it.
 /// An account's host (`DEFINER = root@localhost`, `` `root`@`%` ``) is no variable: its `@`
 /// follows the user name directly.
-fn session_variable_read(sql: &str, any: bool) -> Option<&str> {
-    let spans: Vec<Spanned<'_>> = Lexer::new(sql).collect();
-    let toks: Vec<Tok<'_>> = spans
+fn session_variable_read<'a>(spans: &[Spanned<'a>], any: bool) -> Option<&'a str> {
+    let toks: Vec<Tok<'a>> = spans
         .iter()
         .enumerate()
         .filter(|(i, s)| {
