@@ -15,6 +15,10 @@ impl TempTables {
     /// Whether `reference` (as written in a statement, maybe `db.t` or quoted) names one of
     /// them while `schema` is the session's current one.
     pub fn contains(&self, reference: &str, schema: Option<&str>) -> bool {
+        // Every write asks for each table it names; most sessions have none.
+        if self.0.is_empty() {
+            return false;
+        }
         let key = qualify(reference, schema);
         self.0.contains(&key)
     }
