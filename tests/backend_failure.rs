@@ -206,3 +206,146 @@ async fn a_socket_of_another_server_or_account_is_not_used() {
     assert_eq!(transports(&proxy).await, vec!["tcp"; 3]);
     common::converge::assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["o1.t", "o2.t"]).await;
 }
+
+/// The server closes connections idle past its wait_timeout (a my.cnf value DBAs lower to
+/// reap leaks, or a SET GLOBAL) and those a DBA KILLs. Pooled connections it closed are not
+/// handed out; a pinned session whose connection it closed ends as a direct client's would
+/// (its pool or reconnect logic then sees it), instead of answering its next statement
+/// with an error on a connection that looks alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_closes_are_not_used_again() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let mut admin = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+        .await
+        .unwrap();
+    admin
+        .query_drop("SET GLOBAL wait_timeout = 2")
+        .await
+        .unwrap();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let url = proxy.url(None);
+    let opts = || Opts::from_url(&url).unwrap();
+
+    // Unpinned sessions: several at once, so the pool keeps several idle connections.
+    let mut sessions = Vec::new();
+    for i in 0..3 {
+        let mut c = Conn::new(opts()).await.unwrap();
+        if i == 0 {
+            c.query_drop("CREATE DATABASE w; CREATE TABLE w.t (a INT)")
+                .await
+                .unwrap();
+        }
+        c.query_drop("INSERT INTO w.t VALUES (1)").await.unwrap();
+        sessions.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for c in &mut sessions {
+        c.query_drop("INSERT INTO w.t VALUES (2)")
+            .await
+            .expect("an idle pooled connection the server closed was handed out");
+        let one: Option<i64> = c
+            .query_first("SELECT 1")
+            .await
+            .expect("an idle pooled connection the server closed was handed out");
+        assert_eq!(one, Some(1));
+    }
+
+    // A pinned session (autocommit off) whose backend connection timed out: its client
+    // connection is closed, not kept with a dead backend behind it.
+    let mut pinned = Conn::new(opts()).await.unwrap();
+    pinned.query_drop("SET autocommit = 0").await.unwrap();
+    pinned.query_drop("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    match pinned.query_drop("SELECT 1").await {
+        Err(mysql_async::Error::Server(e)) => {
+            panic!("a pinned session whose connection the server closed answered {e}")
+        }
+        Err(_) => {}
+        Ok(()) => panic!("the pinned session's backend connection should have timed out"),
+    }
+
+    // A DBA's KILL of the backend thread of a pinned session (a transaction) ends it too.
+    admin
+        .query_drop("SET GLOBAL wait_timeout = 28800")
+        .await
+        .unwrap();
+    let mut in_transaction = Conn::new(opts()).await.unwrap();
+    in_transaction.query_drop("BEGIN").await.unwrap();
+    let thread: Option<u64> = in_transaction
+        .query_first("SELECT CONNECTION_ID()")
+        .await
+        .unwrap();
+    admin
+        .query_drop(format!("KILL {}", thread.unwrap()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    match in_transaction.query_drop("SELECT 1").await {
+        Err(mysql_async::Error::Server(e)) => {
+            panic!("a session whose backend thread was killed answered {e}")
+        }
+        Err(_) => {}
+        Ok(()) => panic!("the killed session went on"),
+    }
+
+    // Everything else still works.
+    let mut fresh = Conn::new(opts()).await.unwrap();
+    let one: Option<i64> = fresh.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    drop(sessions);
+}
+
+/// Appliers idle while nobody writes; a server's low wait_timeout (and interactive_timeout:
+/// replay connections are interactive) must not make every first write after a pause
+/// reconnect them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appliers_outlive_the_servers_wait_timeout() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let mut direct = Vec::new();
+    for db in &dbs {
+        let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+            .await
+            .unwrap();
+        c.query_drop("SET GLOBAL wait_timeout = 2, GLOBAL interactive_timeout = 2")
+            .await
+            .unwrap();
+        direct.push(c);
+    }
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = Conn::new(Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap();
+    c.query_drop("CREATE DATABASE i; CREATE TABLE i.t (a INT)")
+        .await
+        .unwrap();
+    let mut before = Vec::new();
+    for d in &mut direct[1..] {
+        before.push(aborted_clients(d).await);
+    }
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        c.query_drop(format!("INSERT INTO i.t VALUES ({round})"))
+            .await
+            .unwrap();
+    }
+    for (d, was) in direct[1..].iter_mut().zip(before) {
+        assert_eq!(
+            aborted_clients(d).await,
+            was,
+            "the server closed a follower's idle applier connection"
+        );
+    }
+    common::converge::assert_same_tables(&[&dbs[0], &dbs[1], &dbs[2]], &["i.t"]).await;
+}
+
+/// The server's count of connections it ended for idling past wait_timeout (or that went
+/// away without saying goodbye).
+async fn aborted_clients(c: &mut Conn) -> u64 {
+    let n: Option<(String, u64)> = c
+        .query_first("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")
+        .await
+        .unwrap();
+    n.unwrap().1
+}

@@ -153,7 +153,7 @@ fn backends(ctx: &ProxyContext, e: &mut Exposition) {
         ]
     };
     type Reading = fn(&crate::backend::pool::BackendPool) -> f64;
-    let families: [(&str, &str, &str, Reading); 8] = [
+    let families: [(&str, &str, &str, Reading); 9] = [
         (
             "myquorum_backend_up",
             "gauge",
@@ -177,6 +177,12 @@ fn backends(ctx: &ProxyContext, e: &mut Exposition) {
             "counter",
             "Connection attempts that failed.",
             |p| p.connect_failures.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "myquorum_backend_idle_closed_total",
+            "counter",
+            "Pooled idle connections the server had closed (its wait_timeout, a KILL), dropped at checkout.",
+            |p| p.closed_idle.load(Ordering::Relaxed) as f64,
         ),
         (
             "myquorum_backend_probe_seconds",

@@ -165,6 +165,38 @@ impl BackendConn {
         self.statements.values().map(Vec::len).sum()
     }
 
+    /// Whether the server has ended this idle connection or sent it something unasked (its
+    /// wait_timeout, a KILL, a shutdown): it cannot take another command. Never waits: a
+    /// socket with nothing to read answers at once (tokio answers from its readiness state
+    /// without a syscall when nothing arrived since the last read). May consume one byte of
+    /// unasked input, which makes the connection no worse.
+    pub fn closed_by_server(&self) -> bool {
+        if self.stream.has_buffered_input() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let read = match self.stream.get_ref() {
+            Either::Left(tcp) => tcp.try_read(&mut byte),
+            Either::Right(unix) => unix.try_read(&mut byte),
+        };
+        !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Resolves once the server ends this idle connection (see `closed_by_server`); pending
+    /// while it stays open.
+    pub async fn closed(&self) {
+        loop {
+            let ready = match self.stream.get_ref() {
+                Either::Left(tcp) => tcp.readable().await,
+                Either::Right(unix) => unix.readable().await,
+            };
+            // A readiness left over from the last answer reads nothing and is cleared.
+            if ready.is_err() || self.closed_by_server() {
+                return;
+            }
+        }
+    }
+
     pub async fn simple_command(
         &mut self,
         command: u8,

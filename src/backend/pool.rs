@@ -60,6 +60,8 @@ pub struct BackendPool {
     generation: watch::Sender<u64>,
     pub connects: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// Idle connections found closed by the server at checkout (its wait_timeout, a KILL).
+    pub closed_idle: AtomicU64,
     /// Server version seen in the last handshake.
     version: Mutex<Option<String>>,
     /// Round trips of real queries: EWMA (µs, 0 = none yet) and histogram.
@@ -102,6 +104,7 @@ impl BackendPool {
             generation: watch::channel(0).0,
             connects: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
+            closed_idle: AtomicU64::new(0),
             version: Mutex::new(None),
             latency_ewma_us: AtomicU64::new(0),
             probes: Mutex::new(ProbeWindow::default()),
@@ -251,21 +254,34 @@ impl BackendPool {
     ) -> io::Result<BackendConn> {
         let key = (caps & crate::protocol::handshake::RELAY_AFFECTING_CAPS).bits();
         let generation = self.generation();
-        {
-            let mut idle = self.idle.lock();
-            if let Some(list) = idle.get_mut(&key) {
+        loop {
+            let conn = {
+                let mut idle = self.idle.lock();
+                let Some(list) = idle.get_mut(&key) else {
+                    break;
+                };
                 // Prefer a connection already on the wanted schema.
                 let pos = list
                     .iter()
                     .rposition(|c| c.schema.as_deref() == schema)
                     .or(list.len().checked_sub(1));
-                if let Some(i) = pos {
-                    let conn = list.swap_remove(i);
-                    if conn.generation == generation {
-                        return Ok(conn);
-                    }
-                }
+                let Some(i) = pos else {
+                    break;
+                };
+                list.swap_remove(i)
+            };
+            if conn.generation != generation {
+                continue;
             }
+            // Idle connections outlive the server's wait_timeout (a my.cnf value, or a SET
+            // GLOBAL a client made) or a KILL; handing one out would fail the statement.
+            if conn.closed_by_server() {
+                self.closed_idle.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(backend = %self.addr, thread = conn.hello.connection_id,
+                    "pooled connection was closed by the server (its wait_timeout, or a KILL); dropped");
+                continue;
+            }
+            return Ok(conn);
         }
         self.connect(caps, collation, schema).await
     }

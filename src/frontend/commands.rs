@@ -214,19 +214,33 @@ impl ClientSession {
                         r = client.read_packet() => r,
                         _ = killed.cancelled() => continue,
                         _ = h.down.changed() => {
-                            if survivable(session) {
-                                let addr = h.conn.addr.clone();
-                                self.transaction_lost |= self.detach_lost_backend(session);
-                                tracing::info!(backend = %addr, transaction_lost = self.transaction_lost,
-                                    "pinned backend gone (down or no longer primary); the session continues on the new one");
+                            if self.pinned_backend_lost(client, session,
+                                "marked down by health checks, or no longer the primary after an election").await {
                                 continue;
                             }
-                            let e = MysqlError::new(2013, "HY000", format!(
-                                "Lost connection to backend {} (marked down by health checks, or no longer the \
-                                 primary after an election); this session's state ({}) is gone; reconnect",
-                                 h.conn.addr, pin_list(session)));
-                            tracing::warn!(backend = %h.conn.addr, "closing pinned session: backend is down");
-                            let _ = client.write_packet(0, &e.encode()).await;
+                            return Ok(());
+                        }
+                        _ = h.conn.closed() => {
+                            if killed.is_cancelled() {
+                                continue;
+                            }
+                            let (shard, replica) = (h.shard, h.replica);
+                            let (addr, thread) = (h.conn.addr.clone(), h.conn.hello.connection_id);
+                            if self.server_answers(shard, replica, session).await {
+                                // The server ended this one connection (its wait_timeout, a
+                                // KILL) and so the session: the client's own connection ends
+                                // too, as a direct one would, so its pool or its reconnect
+                                // logic sees what happened.
+                                tracing::info!(backend = %addr, thread, pinned = %pin_list(session),
+                                    "the server closed this pinned session's connection (its wait_timeout, or a KILL); closing the client's too");
+                                self.held = None;
+                                session.reset_transaction();
+                                let _ = client.shutdown().await;
+                                return Ok(());
+                            }
+                            if self.pinned_backend_lost(client, session, "the server went away").await {
+                                continue;
+                            }
                             return Ok(());
                         }
                     }
@@ -473,6 +487,61 @@ impl ClientSession {
         session.reset_transaction();
         session.unpin(PinReason::StatementAffinity);
         in_transaction
+    }
+
+    /// The pinned backend connection is gone while the session was idle (`why`). A session
+    /// whose state lived only in a transaction goes on with a new connection (the transaction
+    /// is reported rolled back at its next statement); any other is closed with an error.
+    /// Returns whether the session goes on.
+    async fn pinned_backend_lost<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        why: &str,
+    ) -> bool {
+        let Some(addr) = self.held.as_ref().map(|h| h.conn.addr.clone()) else {
+            return true;
+        };
+        if survivable(session) {
+            self.transaction_lost |= self.detach_lost_backend(session);
+            tracing::info!(backend = %addr, reason = why, transaction_lost = self.transaction_lost,
+                "pinned backend gone; the session continues on a new connection");
+            return true;
+        }
+        let e = MysqlError::new(
+            2013,
+            "HY000",
+            format!(
+                "Lost connection to backend {addr} ({why}); this session's state ({}) is gone; reconnect",
+                pin_list(session)
+            ),
+        );
+        tracing::warn!(backend = %addr, reason = why, "closing pinned session: its backend is gone");
+        let _ = client.write_packet(0, &e.encode()).await;
+        false
+    }
+
+    /// Whether a backend takes new connections (one is opened and pooled): tells a server
+    /// that ended one connection from one that went away.
+    async fn server_answers(
+        &self,
+        shard: ShardId,
+        replica: ReplicaId,
+        session: &SessionState,
+    ) -> bool {
+        let Some(pool) = self.ctx.cluster.pool(shard, replica) else {
+            return false;
+        };
+        if !pool.is_up() {
+            return false;
+        }
+        match pool.connect(self.caps, session.collation, None).await {
+            Ok(conn) => {
+                pool.checkin(conn);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Whether a command is ROLLBACK (text or prepared).

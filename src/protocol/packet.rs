@@ -147,6 +147,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         }
     }
 
+    /// Whether any input is buffered, whole frame or not (no I/O).
+    pub fn has_buffered_input(&self) -> bool {
+        !self.rbuf.is_empty()
+    }
+
     /// Whether a whole frame is already buffered (no I/O).
     pub fn has_buffered_frame(&self) -> bool {
         matches!(self.peek_header(), Some(h) if self.rbuf.len() >= HEADER + h.len)

@@ -33,10 +33,20 @@ pub fn replay_caps() -> CapabilityFlags {
 /// utf8mb4_general_ci: the replay connection's handshake collation.
 pub const REPLAY_COLLATION: u8 = 45;
 
-/// Opens a replay connection to `pool`'s server.
+/// The longest wait_timeout MariaDB and MySQL accept (a year, in seconds).
+const NO_IDLE_TIMEOUT: &str = "SET SESSION wait_timeout = 31536000";
+
+/// Opens a replay connection to `pool`'s server. Appliers idle as long as no one writes,
+/// so the server's wait_timeout (lowered in my.cnf to reap leaked connections) would end
+/// them and every first write after a pause would reconnect both of them.
 pub async fn connect(pool: &BackendPool) -> std::io::Result<Replayer> {
     let conn = pool.connect(replay_caps(), REPLAY_COLLATION, None).await?;
-    Ok(Replayer::new(conn))
+    let mut replayer = Replayer::new(conn);
+    if let Err(e) = replayer.execute(NO_IDLE_TIMEOUT).await? {
+        tracing::warn!(backend = %pool.addr, error = %e,
+            "could not lift wait_timeout on a replay connection; it reconnects when the server closes it");
+    }
+    Ok(replayer)
 }
 
 pub async fn run_applier(
