@@ -1271,6 +1271,74 @@ async fn writes_after_a_computed_set_replicate_with_the_primarys_settings() {
     assert_replicas_identical(&dbs, &mut c, &["cs.child"]).await;
 }
 
+/// Session limits and flags a write's result depends on travel with it: a recursive CTE
+/// past the default max_recursive_iterations, a recursive procedure under a raised
+/// max_sp_recursion_depth, REGEXP_REPLACE under other default_regex_flags, DDL under
+/// sql_if_exists and system_versioning_alter_history. And a follower's own
+/// max_statement_time (a my.cnf value) does not cut a replay short. Before, the CTE alone
+/// quarantined both followers (error 1931 there) and writes stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_limits_and_flags_a_write_depends_on_travel_with_it() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    for db in &dbs[1..] {
+        connect(&db.url(None))
+            .await
+            .query_drop("SET GLOBAL max_statement_time = 0.02")
+            .await
+            .unwrap();
+    }
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE sl",
+            "CREATE TABLE sl.n (n INT PRIMARY KEY)",
+            "SET SESSION max_recursive_iterations = 300000",
+            "INSERT INTO sl.n WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c \
+             WHERE n < 200000) SELECT n FROM c",
+            "CREATE TABLE sl.r (id INT PRIMARY KEY, v TEXT)",
+            "INSERT INTO sl.r VALUES (1, CONCAT('a', CHAR(10), 'b')), (2, 'a-b')",
+            "SET SESSION default_regex_flags = 'DOTALL'",
+            "UPDATE sl.r SET v = REGEXP_REPLACE(v, 'a.b', 'X') WHERE id = 1",
+            "SET SESSION default_regex_flags = ''",
+            "CREATE TABLE sl.depth (d INT)",
+            "CREATE PROCEDURE sl.down(k INT) BEGIN INSERT INTO sl.depth VALUES (k); \
+             IF k > 0 THEN CALL sl.down(k - 1); END IF; END",
+            "SET SESSION max_sp_recursion_depth = 5",
+            "CALL sl.down(4)",
+            "CREATE TABLE sl.v (a INT) WITH SYSTEM VERSIONING",
+            "SET SESSION system_versioning_alter_history = KEEP",
+            "ALTER TABLE sl.v ADD COLUMN b INT",
+            "SET SESSION sql_if_exists = 1",
+            "ALTER TABLE sl.v ADD COLUMN IF NOT EXISTS c INT",
+            "DROP TABLE sl.never_created",
+        ],
+    )
+    .await;
+    let v: Option<String> = c
+        .query_first("SELECT v FROM sl.r WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("X"), "DOTALL on the primary");
+    let depth: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM sl.depth")
+        .await
+        .unwrap();
+    assert_eq!(depth, Some(5));
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    // The comparison's own CHECKSUM TABLE must not be cut short.
+    for db in &dbs[1..] {
+        connect(&db.url(None))
+            .await
+            .query_drop("SET GLOBAL max_statement_time = 0")
+            .await
+            .unwrap();
+    }
+    assert_replicas_identical(&dbs, &mut c, &["sl.n", "sl.r", "sl.depth", "sl.v"]).await;
+}
+
 /// SQL-level prepared statements: an EXECUTE (or EXECUTE IMMEDIATE) of a write runs that
 /// statement with its arguments bound, through the log, since followers have no such
 /// prepared statement; DROP PREPARE is session state, not DDL; user-variable arguments and

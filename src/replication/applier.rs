@@ -33,18 +33,22 @@ pub fn replay_caps() -> CapabilityFlags {
 /// utf8mb4_general_ci: the replay connection's handshake collation.
 pub const REPLAY_COLLATION: u8 = 45;
 
-/// The longest wait_timeout MariaDB and MySQL accept (a year, in seconds).
-const NO_IDLE_TIMEOUT: &str = "SET SESSION wait_timeout = 31536000";
+/// No limit of the server's may cut a replay connection short: its wait_timeout (the
+/// longest MariaDB accepts, a year in seconds) and its max_statement_time (a statement the
+/// primary completed must complete here, however long it takes on this server).
+const NO_LIMITS: &str = "SET SESSION wait_timeout = 31536000, max_statement_time = 0";
 
 /// Opens a replay connection to `pool`'s server. Appliers idle as long as no one writes,
 /// so the server's wait_timeout (lowered in my.cnf to reap leaked connections) would end
-/// them and every first write after a pause would reconnect both of them.
+/// them and every first write after a pause would reconnect both of them; a my.cnf
+/// max_statement_time would quarantine a follower that replays a long statement.
 pub async fn connect(pool: &BackendPool) -> std::io::Result<Replayer> {
     let conn = pool.connect(replay_caps(), REPLAY_COLLATION, None).await?;
     let mut replayer = Replayer::new(conn);
-    if let Err(e) = replayer.execute(NO_IDLE_TIMEOUT).await? {
+    if let Err(e) = replayer.execute(NO_LIMITS).await? {
         tracing::warn!(backend = %pool.addr, error = %e,
-            "could not lift wait_timeout on a replay connection; it reconnects when the server closes it");
+            "could not lift wait_timeout and max_statement_time on a replay connection; \
+             it reconnects when the server closes it, and a replay over the time limit fails");
     }
     Ok(replayer)
 }

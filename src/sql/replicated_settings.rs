@@ -31,6 +31,12 @@ pub const REPLICATED_SETTINGS: &[&str] = &[
     "updatable_views_with_limit",
     "innodb_strict_mode",
     "old_mode",
+    "max_recursive_iterations",
+    "max_sp_recursion_depth",
+    "default_regex_flags",
+    "sql_if_exists",
+    "system_versioning_alter_history",
+    "system_versioning_insert_history",
 ];
 
 /// What an applier sets before each record's own settings (MariaDB 10.11's defaults, so
@@ -59,6 +65,18 @@ pub const BASELINE: &[(&str, &str)] = &[
     ("updatable_views_with_limit", "YES"),
     ("innodb_strict_mode", "1"),
     ("old_mode", "UTF8_IS_UTF8MB3"),
+    // A recursive CTE in INSERT … SELECT stops with error 1931 past this many rounds, and a
+    // recursive CALL past the depth: a session that raised them would quarantine every
+    // follower (measured: a 3000-row series, both followers out, writes stopped).
+    ("max_recursive_iterations", "1000"),
+    ("max_sp_recursion_depth", "0"),
+    // REGEXP and REGEXP_REPLACE match differently under other flags: silent divergence.
+    ("default_regex_flags", ""),
+    // DDL on a missing object succeeds (IF EXISTS) or fails; ALTER of a versioned table,
+    // and writes of row_start/row_end, are refused unless these allow them.
+    ("sql_if_exists", "0"),
+    ("system_versioning_alter_history", "ERROR"),
+    ("system_versioning_insert_history", "0"),
 ];
 
 /// Settings only DDL depends on (a database's default character set comes from them), read
