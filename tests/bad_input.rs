@@ -191,3 +191,46 @@ async fn prepared_statement_with_long_data() {
     let e = expect_error(&mut s, &exec).await;
     assert_eq!(e.code, 1243);
 }
+
+/// A statement of only comments is answered OK, as the server does (mysqlbinlog's output
+/// sends `/*!*/` after each `/*!\C charset */` line: a replay through the proxy stopped
+/// there with 1065); one with nothing at all is 1065. Statements that would write through a
+/// replication stream of the server's own (mysqlbinlog's `BINLOG '…'` row events, a
+/// replication channel) are refused: what they write reached the primary alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comment_only_statements_and_server_replication_streams() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap();
+    for sql in [
+        "/*!*/",
+        "/* only a comment */",
+        "-- a line comment\n",
+        "/*!40101 */",
+    ] {
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql:?}: {e}"));
+    }
+    let mut s = raw_login(proxy.port, "").await.unwrap();
+    assert_eq!(expect_error(&mut s, b"\x03 ;").await.code, 1065);
+    for sql in [
+        "BINLOG 'LO8Caw8HAAAA/AAAAAABAAABAAQAMTAuMTEuMTQtTWFyaWFEQi0wK2RlYjEydTItbG9nAAAAAAAA'",
+        "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = 1",
+        "START SLAVE",
+    ] {
+        match c.query_drop(sql).await {
+            Err(mysql_async::Error::Server(e)) => {
+                assert_eq!(e.code, 1235, "{sql}: {}", e.message);
+                assert!(e.message.contains("primary only"), "{}", e.message);
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    // The session goes on.
+    let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+}

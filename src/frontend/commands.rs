@@ -768,6 +768,12 @@ impl ClientSession {
                     Err(e) => Err(Failure::Answer(e)),
                 }
             }
+            // The server answers OK to a statement that is only comments (mysqlbinlog's
+            // output sends `/*!*/` after its `/*!\C utf8mb3 */` lines; a PITR replay through
+            // the proxy stopped there) and 1065 to one with nothing at all.
+            Target::Nothing if c.kind == Kind::Empty && !only_blanks(sql) => {
+                self.reply_ok(client, session, 1).await
+            }
             Target::Nothing if c.kind == Kind::Empty => Err(Failure::Answer(MysqlError::new(
                 1065,
                 "42000",
@@ -2288,6 +2294,11 @@ pub(super) fn no_backend_connection() -> Failure {
 pub(super) enum BackendCommand<'a> {
     Raw(&'a [u8]),
     Execute { sql: &'a Arc<str>, body: &'a [u8] },
+}
+
+/// Whether a statement's text is nothing but whitespace and semicolons (no comment either).
+fn only_blanks(sql: &str) -> bool {
+    sql.chars().all(|c| c.is_whitespace() || c == ';')
 }
 
 /// A session survives the loss of its pinned backend when nothing but a transaction lived

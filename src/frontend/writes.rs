@@ -873,6 +873,13 @@ pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> 
              again; use an AUTO_INCREMENT column",
         ));
     }
+    if let Some(what) = crate::sql::classify::server_replication_stream(sql) {
+        return Err(MysqlError::not_supported(&format!(
+            "{what}: what it writes would reach the primary only, outside the proxy's log. \
+             To bring in a ROW or MIXED binlog, replay it into a standalone server and load \
+             a dump of the result through the proxy"
+        )));
+    }
     if c.kind == Kind::Session {
         if let Some(engine) = sets_non_innodb_default_engine(sql) {
             return Err(MysqlError::not_supported(&non_innodb(&engine)));

@@ -840,6 +840,24 @@ pub fn plain_transaction_control(sql: &str) -> Option<Kind> {
     }
 }
 
+/// Statements that change data through a replication stream of the server's own (row
+/// events in `BINLOG '…'`, as mysqlbinlog prints them for ROW and MIXED binlogs; a
+/// replication channel pointed at another server): what they write never passes through
+/// the proxy's log, so it would land on the primary alone. The answer names what it is.
+pub fn server_replication_stream(sql: &str) -> Option<&'static str> {
+    let words: Vec<Tok<'_>> = Lexer::new(sql).take(2).map(|t| t.tok).collect();
+    let w = |i: usize, kw: &str| words.get(i).is_some_and(|t| t.is_word(kw));
+    if w(0, "BINLOG") {
+        Some("BINLOG statements (row events, as mysqlbinlog prints them)")
+    } else if w(0, "CHANGE") && (w(1, "MASTER") || w(1, "REPLICATION")) {
+        Some("CHANGE MASTER (a replication channel into the primary)")
+    } else if w(0, "START") && (w(1, "SLAVE") || w(1, "REPLICA") || w(1, "ALL")) {
+        Some("START SLAVE (a replication channel into the primary)")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -878,6 +896,30 @@ mod tests {
         );
         assert_eq!(k("EXPLAIN SELECT 1"), Kind::Read);
         assert_eq!(k("/* only a comment */"), Kind::Empty);
+    }
+
+    #[test]
+    fn replication_streams_of_the_server_are_named() {
+        for sql in [
+            "BINLOG 'LO8Caw8HAAAA'",
+            "binlog @binlog_fragment_0, @binlog_fragment_1",
+            "CHANGE MASTER TO MASTER_HOST='h'",
+            "CHANGE REPLICATION SOURCE TO SOURCE_HOST='h'",
+            "START SLAVE",
+            "start replica",
+            "START ALL SLAVES",
+        ] {
+            assert!(server_replication_stream(sql).is_some(), "{sql}");
+        }
+        for sql in [
+            "START TRANSACTION",
+            "STOP SLAVE",
+            "SHOW BINLOG EVENTS",
+            "SELECT 'BINLOG'",
+            "INSERT INTO binlog VALUES (1)",
+        ] {
+            assert!(server_replication_stream(sql).is_none(), "{sql}");
+        }
     }
 
     #[test]
