@@ -1339,6 +1339,80 @@ async fn session_limits_and_flags_a_write_depends_on_travel_with_it() {
     assert_replicas_identical(&dbs, &mut c, &["sl.n", "sl.r", "sl.depth", "sl.v"]).await;
 }
 
+/// A statement-format binlog replayed through the proxy, as `mysqlbinlog binlog | mysql`
+/// sends it for point-in-time recovery: its `SET TIMESTAMP` before each statement decides
+/// NOW() and the clock columns on every replica, as on the server it came from, and stays
+/// the session's clock after a write. Before, the proxy's own clock replaced it (the
+/// replayed rows got the replay's time), and the replay stopped at the first `/*!*/` with
+/// 1065 (see bad_input).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_binlog_keeps_its_clock() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    let binlog = "/*!40019 SET @@session.max_delayed_threads=0*/;
+SET time_zone = '+00:00';
+DELIMITER /*!*/;
+SET TIMESTAMP=1000000000/*!*/;
+SET @@session.pseudo_thread_id=5/*!*/;
+/*!\\C utf8mb4 *//*!*/;
+SET @@session.character_set_client=utf8mb4,@@session.collation_connection=45,@@session.collation_server=45/*!*/;
+CREATE DATABASE bl
+/*!*/;
+use `bl`/*!*/;
+SET TIMESTAMP=1000000001/*!*/;
+CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6), made DATETIME)
+/*!*/;
+SET TIMESTAMP=1000000002.250000/*!*/;
+BEGIN
+/*!*/;
+SET INSERT_ID=7/*!*/;
+INSERT INTO t (made) VALUES (NOW())
+/*!*/;
+COMMIT/*!*/;
+SET TIMESTAMP=1000000003/*!*/;
+INSERT INTO t (made) VALUES (NOW() + INTERVAL 1 DAY)
+/*!*/;
+DELIMITER ;
+SELECT NOW();
+";
+    let (ok, out, err) = common::mysql_cli(proxy.port, &[], binlog);
+    assert!(ok, "replay failed: {err}");
+    assert!(
+        out.contains("2001-09-09 01:46:43"),
+        "the session's clock after a write: {out}"
+    );
+    let rows: Vec<(i64, String, String)> = c
+        .query("SELECT id, CAST(at AS CHAR), CAST(made AS CHAR) FROM bl.t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                7,
+                "2001-09-09 01:46:42.250000".to_string(),
+                "2001-09-09 01:46:42".to_string()
+            ),
+            (
+                8,
+                "2001-09-09 01:46:43.000000".to_string(),
+                "2001-09-10 01:46:43".to_string()
+            ),
+        ]
+    );
+    // The proxy's clock again once the client lets go of its own.
+    c.query_drop("SET timestamp = DEFAULT").await.unwrap();
+    c.query_drop("INSERT INTO bl.t (made) VALUES (NOW())")
+        .await
+        .unwrap();
+    let recent: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM bl.t WHERE made > '2020-01-01' AND at > '2020-01-01'")
+        .await
+        .unwrap();
+    assert_eq!(recent, Some(1));
+    assert_replicas_identical(&dbs, &mut c, &["bl.t"]).await;
+}
+
 /// SQL-level prepared statements: an EXECUTE (or EXECUTE IMMEDIATE) of a write runs that
 /// statement with its arguments bound, through the log, since followers have no such
 /// prepared statement; DROP PREPARE is session state, not DDL; user-variable arguments and

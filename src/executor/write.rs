@@ -59,6 +59,8 @@ pub struct WritePlan<'a> {
     /// User variables the statement reads: their values are read just before it and
     /// carried in the record's settings.
     pub user_vars: Vec<String>,
+    /// The clock the client fixed (`SET timestamp`): the write's time instead of now.
+    pub timestamp_us: Option<u64>,
 }
 
 /// Set in front of an `OrderCheck` write inside a transaction, to undo only that statement.
@@ -164,7 +166,7 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut PacketStream<C>,
 ) -> Result<Executed, RelayError> {
     let backend = RelayError::Backend;
-    let timestamp_us = now_us();
+    let timestamp_us = plan.timestamp_us.unwrap_or_else(now_us);
     let rand_seeds = plan.needs_rand_seed.then(|| {
         let v: u64 = rand::random();
         (((v >> 32) as u32) % 0x3FFF_FFFF, (v as u32) % 0x3FFF_FFFF)
@@ -202,8 +204,9 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     }
     conn.stream.queue_packet(0, &query(&set));
     conn.stream.queue_packet(0, plan.command);
-    // The next write sets its own timestamp; anything else resets it first.
-    conn.timestamp_fixed = true;
+    // The next write sets its own timestamp; anything else resets it first (unless the
+    // client fixed it: then it is the session's own setting and stays).
+    conn.timestamp_fixed = plan.timestamp_us.is_none();
     conn.stream.flush().await.map_err(backend)?;
     let mut last_insert_id = None;
     let mut settings = known.unwrap_or_default();
@@ -553,8 +556,12 @@ fn queue_reset_after(conn: &mut BackendConn, unwrap_transaction: bool) -> bool {
     if !unwrap_transaction {
         return false;
     }
-    conn.stream
-        .queue_packet(0, &query("SET autocommit = 1, timestamp = DEFAULT"));
+    let reset = if conn.timestamp_fixed {
+        "SET autocommit = 1, timestamp = DEFAULT"
+    } else {
+        "SET autocommit = 1"
+    };
+    conn.stream.queue_packet(0, &query(reset));
     conn.timestamp_fixed = false;
     true
 }
@@ -583,17 +590,25 @@ pub fn queue_timestamp_reset(conn: &mut BackendConn) -> bool {
     true
 }
 
+/// A DDL record as the log holds it: the primary stores it in its own `myquorum.wal`.
+pub struct LoggedDdl<'a> {
+    pub shard: ShardId,
+    pub ts: u64,
+    pub payload: &'a [u8],
+}
+
 /// Runs a logged DDL statement on the primary (after the log holds it) and records it in
-/// the primary's `myquorum.wal`. Returns the DDL's answer.
+/// the primary's `myquorum.wal`. Returns the DDL's answer. `client_clock`: the session
+/// fixed `timestamp` itself, so it is left set afterwards.
 pub async fn execute_ddl(
     conn: &mut BackendConn,
     command: &[u8],
     statement: &Statement,
-    shard: ShardId,
-    ts: u64,
-    payload: &[u8],
+    logged: LoggedDdl<'_>,
     deprecate_eof: bool,
+    client_clock: bool,
 ) -> io::Result<(ResponseSummary, Vec<u8>, Vec<TextRow>)> {
+    let LoggedDdl { shard, ts, payload } = logged;
     // DDL commits implicitly: a transaction that ran nothing yet ends with it.
     conn.deferred_begin = None;
     conn.stream.queue_packet(
@@ -609,8 +624,13 @@ pub async fn execute_ddl(
     conn.stream.queue_packet(0, &query("SHOW WARNINGS"));
     conn.stream
         .queue_packet(0, &query(&wal_insert(shard, ts, payload)));
-    conn.stream
-        .queue_packet(0, &query("SET timestamp = DEFAULT"));
+    // A clock the client fixed is the session's own setting: it stays.
+    let reset = if client_clock {
+        "DO 0"
+    } else {
+        "SET timestamp = DEFAULT"
+    };
+    conn.stream.queue_packet(0, &query(reset));
     conn.timestamp_fixed = false;
     conn.stream.flush().await?;
     read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;

@@ -10,7 +10,7 @@
 use super::commands::{no_backend_connection, until_down, ClientSession, Failure};
 use crate::executor::write::{
     commit_on_primary, execute_ddl, execute_write, now_us, rollback_on_primary, send_wal_row,
-    Executed, WritePlan,
+    Executed, LoggedDdl, WritePlan,
 };
 use crate::protocol::relay::{patch_ok_status, RelayError, ResponseKind, ResponseSummary};
 use crate::protocol::resultset::TextRow;
@@ -369,6 +369,7 @@ impl ClientSession {
             is_dml: c.kind == Kind::Write,
             order_check: check.order_check,
             user_vars: check.user_vars.clone(),
+            timestamp_us: session.fixed_timestamp_us(),
         };
         let Some(h) = self.held.as_mut() else {
             return Err(no_backend_connection());
@@ -725,7 +726,7 @@ impl ClientSession {
             schema: session.schema.clone(),
             collation: session.collation,
             settings,
-            timestamp_us: now_us(),
+            timestamp_us: session.fixed_timestamp_us().unwrap_or_else(now_us),
             insert_id: 0,
             last_insert_id: None,
             rand_seeds: None,
@@ -757,6 +758,7 @@ impl ClientSession {
         drop(order);
         session.last_write_ts = ts;
         let deprecate_eof = self.deprecate_eof;
+        let client_clock = session.fixed_timestamp_us().is_some();
         let Some(h) = self.held.as_mut() else {
             log.primary_failed(ts, executed_on);
             return Err(no_backend_connection());
@@ -765,10 +767,13 @@ impl ClientSession {
             &mut h.conn,
             command,
             &statement,
-            shard,
-            ts,
-            &payload,
+            LoggedDdl {
+                shard,
+                ts,
+                payload: &payload,
+            },
             deprecate_eof,
+            client_clock,
         )
         .await
         {

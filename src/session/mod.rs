@@ -284,6 +284,14 @@ impl SessionState {
         }
     }
 
+    /// The clock the client fixed with `SET timestamp = <seconds>`, in microseconds: its
+    /// writes use it in place of the proxy's, as the server would (mysqlbinlog's output sets
+    /// it before every statement, so a replay keeps the original times).
+    pub fn fixed_timestamp_us(&self) -> Option<u64> {
+        let (_, fragment) = self.vars.iter().find(|(k, _)| k == "timestamp")?;
+        timestamp_us_of(fragment.split_once('=')?.1)
+    }
+
     /// Updates state and pins after a statement ran, from the server's answer.
     pub fn after_statement(&mut self, c: &Classified, summary: &ResponseSummary) {
         if let Some(status) = summary.status {
@@ -350,6 +358,26 @@ fn f_has(c: &Classified, f: Flags) -> bool {
 }
 
 /// Signature of a connection's replayable state.
+/// A `timestamp` value as microseconds: seconds with up to six decimals. DEFAULT, 0 (the
+/// server's clock again) and anything computed give None.
+pub fn timestamp_us_of(value: &str) -> Option<u64> {
+    let value = value.trim().trim_matches('\'');
+    let (secs, frac) = value.split_once('.').unwrap_or((value, ""));
+    if secs.is_empty()
+        || frac.len() > 6
+        || !secs.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let micros: u64 = format!("{frac:0<6}").parse().ok()?;
+    let us = secs
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1_000_000)?
+        .checked_add(micros)?;
+    (us != 0).then_some(us)
+}
+
 pub fn signature_of(collation: u8, vars: &[(String, String)]) -> u64 {
     let mut h = DefaultHasher::new();
     collation.hash(&mut h);
@@ -362,6 +390,24 @@ mod tests {
     use super::*;
     use crate::protocol::message::OkInfo;
     use crate::sql::classify;
+
+    #[test]
+    fn client_timestamps() {
+        assert_eq!(timestamp_us_of(" 1000000000"), Some(1_000_000_000_000_000));
+        assert_eq!(timestamp_us_of("1795354421.5"), Some(1_795_354_421_500_000));
+        assert_eq!(timestamp_us_of("1.000001"), Some(1_000_001));
+        for v in [
+            "DEFAULT",
+            "0",
+            "",
+            "UNIX_TIMESTAMP()",
+            "1.1234567",
+            "-5",
+            ".5",
+        ] {
+            assert_eq!(timestamp_us_of(v), None, "{v}");
+        }
+    }
 
     fn ok(status: u16) -> ResponseSummary {
         ResponseSummary {
