@@ -1342,9 +1342,10 @@ async fn session_limits_and_flags_a_write_depends_on_travel_with_it() {
 /// A statement-format binlog replayed through the proxy, as `mysqlbinlog binlog | mysql`
 /// sends it for point-in-time recovery: its `SET TIMESTAMP` before each statement decides
 /// NOW() and the clock columns on every replica, as on the server it came from, and stays
-/// the session's clock after a write. Before, the proxy's own clock replaced it (the
-/// replayed rows got the replay's time), and the replay stopped at the first `/*!*/` with
-/// 1065 (see bad_input).
+/// the session's clock after a write, and its `SET @@RAND_SEED1/2` decide the next RAND().
+/// Before, the proxy's own clock and seeds replaced them (the replayed rows got the replay's
+/// time and other random values), and the replay stopped at the first `/*!*/` with 1065
+/// (see bad_input).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_binlog_keeps_its_clock() {
     common::init_tracing();
@@ -1371,6 +1372,11 @@ INSERT INTO t (made) VALUES (NOW())
 COMMIT/*!*/;
 SET TIMESTAMP=1000000003/*!*/;
 INSERT INTO t (made) VALUES (NOW() + INTERVAL 1 DAY)
+/*!*/;
+CREATE TABLE r (x DOUBLE)
+/*!*/;
+SET @@RAND_SEED1=1, @@RAND_SEED2=2/*!*/;
+INSERT INTO r VALUES (RAND())
 /*!*/;
 DELIMITER ;
 SELECT NOW();
@@ -1400,6 +1406,15 @@ SELECT NOW();
             ),
         ]
     );
+    // The seeds the binlog set decide RAND(), as they do on a server.
+    let mut direct = connect(&dbs[1].url(None)).await;
+    direct
+        .query_drop("SET @@RAND_SEED1=1, @@RAND_SEED2=2")
+        .await
+        .unwrap();
+    let want: Option<f64> = direct.query_first("SELECT RAND()").await.unwrap();
+    let got: Option<f64> = c.query_first("SELECT x FROM bl.r").await.unwrap();
+    assert_eq!(got, want);
     // The proxy's clock again once the client lets go of its own.
     c.query_drop("SET timestamp = DEFAULT").await.unwrap();
     c.query_drop("INSERT INTO bl.t (made) VALUES (NOW())")
@@ -1410,7 +1425,7 @@ SELECT NOW();
         .await
         .unwrap();
     assert_eq!(recent, Some(1));
-    assert_replicas_identical(&dbs, &mut c, &["bl.t"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["bl.t", "bl.r"]).await;
 }
 
 /// SQL-level prepared statements: an EXECUTE (or EXECUTE IMMEDIATE) of a write runs that

@@ -61,6 +61,8 @@ pub struct WritePlan<'a> {
     pub user_vars: Vec<String>,
     /// The clock the client fixed (`SET timestamp`): the write's time instead of now.
     pub timestamp_us: Option<u64>,
+    /// Random seeds the client set for this write (`SessionState::take_rand_seeds`).
+    pub rand_seeds: Option<(u32, u32)>,
 }
 
 /// Set in front of an `OrderCheck` write inside a transaction, to undo only that statement.
@@ -168,8 +170,10 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     let backend = RelayError::Backend;
     let timestamp_us = plan.timestamp_us.unwrap_or_else(now_us);
     let rand_seeds = plan.needs_rand_seed.then(|| {
-        let v: u64 = rand::random();
-        (((v >> 32) as u32) % 0x3FFF_FFFF, (v as u32) % 0x3FFF_FFFF)
+        plan.rand_seeds.unwrap_or_else(|| {
+            let v: u64 = rand::random();
+            (((v >> 32) as u32) % 0x3FFF_FFFF, (v as u32) % 0x3FFF_FFFF)
+        })
     });
     let mut set = String::from("SET ");
     if plan.wrap_in_transaction {

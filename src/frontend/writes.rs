@@ -370,6 +370,11 @@ impl ClientSession {
             order_check: check.order_check,
             user_vars: check.user_vars.clone(),
             timestamp_us: session.fixed_timestamp_us(),
+            rand_seeds: if check.needs_rand_seed {
+                session.take_rand_seeds()
+            } else {
+                None
+            },
         };
         let Some(h) = self.held.as_mut() else {
             return Err(no_backend_connection());

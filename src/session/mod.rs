@@ -292,6 +292,22 @@ impl SessionState {
         timestamp_us_of(fragment.split_once('=')?.1)
     }
 
+    /// The random seeds the client set (`SET rand_seed1 = a, rand_seed2 = b`, as
+    /// mysqlbinlog's output does before a statement calling RAND()), taken for the next
+    /// write that needs seeds in place of the proxy's own. They are the server's generator
+    /// state, used up by that write, so they leave the session's replayed settings too.
+    pub fn take_rand_seeds(&mut self) -> Option<(u32, u32)> {
+        let seed = |name: &str| {
+            let (_, fragment) = self.vars.iter().find(|(k, _)| k == name)?;
+            fragment.split_once('=')?.1.trim().parse::<u32>().ok()
+        };
+        let seeds = (seed("rand_seed1")?, seed("rand_seed2")?);
+        self.vars
+            .retain(|(k, _)| k != "rand_seed1" && k != "rand_seed2");
+        self.signature = self.compute_signature();
+        Some(seeds)
+    }
+
     /// Updates state and pins after a statement ran, from the server's answer.
     pub fn after_statement(&mut self, c: &Classified, summary: &ResponseSummary) {
         if let Some(status) = summary.status {
