@@ -454,7 +454,7 @@ async fn global_status(db: &MariaDb, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_reads_go_to_replicas_and_read_their_writes() {
     common::init_tracing();
-    let (_a, b, c, _, proxy, mut s) = three_replicas(
+    let (a, b, c, _, proxy, mut s) = three_replicas(
         &[],
         &[
             "CREATE DATABASE pr",
@@ -463,6 +463,10 @@ async fn prepared_reads_go_to_replicas_and_read_their_writes() {
         ],
     )
     .await;
+    // The 300 reads take well under a second: on a loaded machine (the whole suite at once)
+    // the followers could still be applying the setup for all of them, and reads under
+    // `session` consistency then rightly stay on the primary.
+    common::converge::wait_converged(&[&a, &b, &c]).await;
     let before = [
         global_status(&b, "Com_stmt_execute").await,
         global_status(&c, "Com_stmt_execute").await,

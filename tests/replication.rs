@@ -1383,6 +1383,8 @@ SELECT NOW();
 ";
     let (ok, out, err) = common::mysql_cli(proxy.port, &[], binlog);
     assert!(ok, "replay failed: {err}");
+    // Another session's writes: read once every replica has them.
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
     assert!(
         out.contains("2001-09-09 01:46:43"),
         "the session's clock after a write: {out}"
