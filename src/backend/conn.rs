@@ -80,6 +80,8 @@ pub struct BackendConn {
     /// `state_signature` they were read under. Forgotten on COM_RESET_CONNECTION: the
     /// server then starts again from its globals, which may have changed.
     pub record_settings: Option<(u64, Vec<String>)>,
+    /// When it was last returned to its pool.
+    pub idle_since: std::time::Instant,
 }
 
 impl BackendConn {
@@ -137,6 +139,7 @@ impl BackendConn {
             deferred_begin: None,
             statements: HashMap::new(),
             record_settings: None,
+            idle_since: std::time::Instant::now(),
             generation,
         })
     }

@@ -275,7 +275,10 @@ impl BackendPool {
             }
             // Idle connections outlive the server's wait_timeout (a my.cnf value, or a SET
             // GLOBAL a client made) or a KILL; handing one out would fail the statement.
-            if conn.closed_by_server() {
+            // wait_timeout counts whole seconds, so one back for less than that is not
+            // asked: after an answer tokio's readiness is still set and the check would cost
+            // a read syscall on every statement of a busy pool.
+            if conn.idle_since.elapsed() >= MIN_WAIT_TIMEOUT && conn.closed_by_server() {
                 self.closed_idle.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(backend = %self.addr, thread = conn.hello.connection_id,
                     "pooled connection was closed by the server (its wait_timeout, or a KILL); dropped");
@@ -460,6 +463,7 @@ impl BackendPool {
         }
         // A transaction the proxy began for a session but never sent ends with the session.
         conn.deferred_begin = None;
+        conn.idle_since = std::time::Instant::now();
         let mut idle = self.idle.lock();
         let list = idle.entry(conn.caps_key).or_default();
         if list.len() < self.max_idle {
@@ -467,6 +471,9 @@ impl BackendPool {
         }
     }
 }
+
+/// The shortest wait_timeout a server accepts.
+const MIN_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// EWMA with weight 1/8 in microseconds (0 means no sample yet).
 /// The last `PROBE_WINDOW` probe round trips. Routing compares the fastest of them: a

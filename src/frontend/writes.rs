@@ -883,7 +883,12 @@ pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> 
              again; use an AUTO_INCREMENT column",
         ));
     }
-    if let Some(what) = crate::sql::classify::server_replication_stream(sql) {
+    // BINLOG and CHANGE MASTER classify as Admin, START SLAVE as Other: the check stays
+    // off the path of every other statement.
+    if let Some(what) = matches!(c.kind, Kind::Admin | Kind::Other)
+        .then(|| crate::sql::classify::server_replication_stream(sql))
+        .flatten()
+    {
         return Err(MysqlError::not_supported(&format!(
             "{what}: what it writes would reach the primary only, outside the proxy's log. \
              To bring in a ROW or MIXED binlog, replay it into a standalone server and load \

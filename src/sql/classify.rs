@@ -682,6 +682,8 @@ fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
         "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" => Kind::Write,
         // An anonymous compound statement runs like a procedure call.
         "BEGIN" if w(1) == "NOT" && w(2) == "ATOMIC" => Kind::Call,
+        // START SLAVE / REPLICA / ALL SLAVES starts a replication channel, not a transaction.
+        "START" if matches!(w(1), "SLAVE" | "REPLICA" | "ALL") => Kind::Admin,
         "BEGIN" | "START" => Kind::Begin,
         "COMMIT" => Kind::Commit,
         "ROLLBACK" if w(1) == "TO" => Kind::Savepoint,
@@ -936,6 +938,7 @@ mod tests {
             "START ALL SLAVES",
         ] {
             assert!(server_replication_stream(sql).is_some(), "{sql}");
+            assert_eq!(classify(sql).kind, Kind::Admin, "{sql}");
         }
         // mysqlbinlog's first statement, a format description event alone: session state.
         let fde = "BINLOG '\nLO8Caw8HAAAA/AAAAAABAAABAAQAMTAuMTEuMTQtTWFyaWFEQi0wK2RlYjEydTItbG9nAAAAAAAA\n\
