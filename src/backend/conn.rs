@@ -169,10 +169,10 @@ impl BackendConn {
     }
 
     /// Whether the server has ended this idle connection or sent it something unasked (its
-    /// wait_timeout, a KILL, a shutdown): it cannot take another command. Never waits: a
-    /// socket with nothing to read answers at once (tokio answers from its readiness state
-    /// without a syscall when nothing arrived since the last read). May consume one byte of
-    /// unasked input, which makes the connection no worse.
+    /// wait_timeout, a KILL, a shutdown): it cannot take another command. Never waits: tokio
+    /// answers from its readiness state, with a read syscall only while readiness from the
+    /// last answer is still set (see `BackendPool::checkout` for why it asks rarely). May
+    /// consume one byte of unasked input, which makes the connection no worse.
     pub fn closed_by_server(&self) -> bool {
         if self.stream.has_buffered_input() {
             return true;
