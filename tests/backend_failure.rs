@@ -257,13 +257,7 @@ async fn connections_the_server_closes_are_not_used_again() {
     pinned.query_drop("SET autocommit = 0").await.unwrap();
     pinned.query_drop("SELECT 1").await.unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    match pinned.query_drop("SELECT 1").await {
-        Err(mysql_async::Error::Server(e)) => {
-            panic!("a pinned session whose connection the server closed answered {e}")
-        }
-        Err(_) => {}
-        Ok(()) => panic!("the pinned session's backend connection should have timed out"),
-    }
+    assert_closed(&mut pinned, "a pinned session whose connection timed out").await;
 
     // A DBA's KILL of the backend thread of a pinned session (a transaction) ends it too.
     admin
@@ -281,13 +275,11 @@ async fn connections_the_server_closes_are_not_used_again() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    match in_transaction.query_drop("SELECT 1").await {
-        Err(mysql_async::Error::Server(e)) => {
-            panic!("a session whose backend thread was killed answered {e}")
-        }
-        Err(_) => {}
-        Ok(()) => panic!("the killed session went on"),
-    }
+    assert_closed(
+        &mut in_transaction,
+        "a session whose backend thread was killed",
+    )
+    .await;
 
     // Everything else still works.
     let mut fresh = Conn::new(opts()).await.unwrap();
@@ -348,4 +340,13 @@ async fn aborted_clients(c: &mut Conn) -> u64 {
         .await
         .unwrap();
     n.unwrap().1
+}
+
+/// The proxy closed `c`'s connection: its next statement fails without a server answer.
+async fn assert_closed(c: &mut Conn, who: &str) {
+    match c.query_drop("SELECT 1").await {
+        Err(mysql_async::Error::Server(e)) => panic!("{who} answered {e}"),
+        Err(_) => {}
+        Ok(()) => panic!("{who} went on"),
+    }
 }
