@@ -233,10 +233,7 @@ impl ClientSession {
                                 // logic sees what happened.
                                 tracing::info!(backend = %addr, thread, pinned = %pin_list(session),
                                     "the server closed this pinned session's connection (its wait_timeout, or a KILL); closing the client's too");
-                                self.held = None;
-                                session.reset_transaction();
-                                let _ = client.shutdown().await;
-                                return Ok(());
+                                return self.end_session(client, session).await;
                             }
                             if self.pinned_backend_lost(client, session, "the server went away").await {
                                 continue;
@@ -415,6 +412,16 @@ impl ClientSession {
         session: &mut SessionState,
     ) -> io::Result<()> {
         tracing::info!(user = %session.user, "session killed by KILL CONNECTION");
+        self.end_session(client, session).await
+    }
+
+    /// Ends the session without an answer: its backend connection is dropped (an open
+    /// transaction with it) and the client's connection closed.
+    async fn end_session<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+    ) -> io::Result<()> {
         self.held = None;
         session.reset_transaction();
         let _ = client.shutdown().await;

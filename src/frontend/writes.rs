@@ -727,11 +727,13 @@ impl ClientSession {
                 }
             }
         };
+        // The clock the client fixed, if any: the DDL's time, left set after it.
+        let client_clock = session.fixed_timestamp_us();
         let statement = Statement {
             schema: session.schema.clone(),
             collation: session.collation,
             settings,
-            timestamp_us: session.fixed_timestamp_us().unwrap_or_else(now_us),
+            timestamp_us: client_clock.unwrap_or_else(now_us),
             insert_id: 0,
             last_insert_id: None,
             rand_seeds: None,
@@ -763,7 +765,6 @@ impl ClientSession {
         drop(order);
         session.last_write_ts = ts;
         let deprecate_eof = self.deprecate_eof;
-        let client_clock = session.fixed_timestamp_us().is_some();
         let Some(h) = self.held.as_mut() else {
             log.primary_failed(ts, executed_on);
             return Err(no_backend_connection());
@@ -778,7 +779,7 @@ impl ClientSession {
                 payload: &payload,
             },
             deprecate_eof,
-            client_clock,
+            client_clock.is_some(),
         )
         .await
         {

@@ -373,7 +373,6 @@ fn f_has(c: &Classified, f: Flags) -> bool {
     c.flags.contains(f)
 }
 
-/// Signature of a connection's replayable state.
 /// A `timestamp` value as microseconds: seconds with up to six decimals. DEFAULT, 0 (the
 /// server's clock again) and anything computed give None.
 pub fn timestamp_us_of(value: &str) -> Option<u64> {
@@ -394,6 +393,7 @@ pub fn timestamp_us_of(value: &str) -> Option<u64> {
     (us != 0).then_some(us)
 }
 
+/// Signature of a connection's replayable state.
 pub fn signature_of(collation: u8, vars: &[(String, String)]) -> u64 {
     let mut h = DefaultHasher::new();
     collation.hash(&mut h);
