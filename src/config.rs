@@ -48,6 +48,10 @@ pub struct ReplicationConfig {
     /// its health checks pass again (Galera's SST on rejoin); one quarantined for diverging
     /// is left to the operator (`PROXY REBUILD REPLICA`).
     pub auto_rebuild: bool,
+    /// The largest replication record (a transaction's statements, a LOAD DATA LOCAL file
+    /// included) a commit may log; larger transactions are rolled back with an error. The
+    /// proxy holds a record in memory until every follower applied it. At most 1 GiB.
+    pub max_record_bytes: usize,
 }
 
 impl Default for ReplicationConfig {
@@ -63,6 +67,7 @@ impl Default for ReplicationConfig {
             wal_retain_s: 86_400,
             wal_segment_bytes: crate::wal::SEGMENT_BYTES,
             auto_rebuild: true,
+            max_record_bytes: 256 << 20,
         }
     }
 }
@@ -286,6 +291,13 @@ impl Config {
         if self.proxy.tls_cert.is_empty() != self.proxy.tls_key.is_empty() {
             return bad("proxy.tls_cert and proxy.tls_key must be set together".into());
         }
+        // The WAL frames a record with a 32-bit length and reads larger ones as corruption.
+        if !(1024..=1 << 30).contains(&self.replication.max_record_bytes) {
+            return bad(format!(
+                "replication.max_record_bytes = {} is out of range: from 1024 to 1073741824 (1 GiB)",
+                self.replication.max_record_bytes
+            ));
+        }
         Ok(())
     }
 
@@ -326,7 +338,7 @@ impl Config {
             ));
         }
         out.push_str(&format!(
-            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\nwal_retain_s = {}\nwal_segment_bytes = {}\nauto_rebuild = {}\n",
+            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\nwal_retain_s = {}\nwal_segment_bytes = {}\nauto_rebuild = {}\nmax_record_bytes = {}\n",
             self.replication.wal_dir,
             self.replication.commit_timeout_ms,
             self.replication.apply_batch,
@@ -335,7 +347,8 @@ impl Config {
             self.replication.election_min_uptime_ms,
             self.replication.wal_retain_s,
             self.replication.wal_segment_bytes,
-            self.replication.auto_rebuild
+            self.replication.auto_rebuild,
+            self.replication.max_record_bytes
         ));
         if let Some(t) = self.replication.failure_threshold {
             out.push_str(&format!("failure_threshold = {t}\n"));

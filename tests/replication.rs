@@ -434,46 +434,152 @@ async fn applied_log_rows_are_trimmed_on_every_replica() {
     assert_same_tables(&[&a, &b], &["trim.t"]).await;
 }
 
-/// A transaction whose record cannot be stored on the replicas (rows of `myquorum.wal` travel
-/// in one statement, bounded by max_allowed_packet) is refused at COMMIT with MySQL's
-/// "transaction too big" error and rolled back; it does not stall the log, and the session
-/// goes on.
+/// Bulk loads larger than one statement can carry to a replica (`myquorum.wal` rows travel
+/// hex-encoded in one statement, bounded by max_allowed_packet, here 1 MiB): a big
+/// transaction, big autocommit rows (one under LOCK TABLES) and a 3 MB LOAD DATA LOCAL file
+/// replicate, their records
+/// spread over several rows; a restarted proxy whose WAL was lost rebuilds the log from those
+/// rows and a follower that was down catches up from it. A transaction over
+/// `replication.max_record_bytes` is refused at COMMIT with MySQL's "transaction too big"
+/// error and rolled back, and the session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transaction_too_big_to_replicate_is_refused_and_rolled_back() {
+async fn bulk_loads_larger_than_a_statement_replicate() {
     common::init_tracing();
-    let (a, b) = (MariaDb::start(), MariaDb::start());
-    for db in [&a, &b] {
+    let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    for db in &dbs {
         let mut c = connect(&db.url(None)).await;
         c.query_drop("SET GLOBAL max_allowed_packet = 1048576")
             .await
             .unwrap();
     }
-    let proxy = Proxy::start(config_for(&[&a, &b]));
+    let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
+    cfg.replication.max_record_bytes = 8 << 20;
+    let shard_wal = std::path::Path::new(&cfg.replication.wal_dir).join("shard-0");
+    let proxy = Proxy::start(cfg.clone());
     let mut c = connect(&proxy.url(None)).await;
     c.query_drop("CREATE DATABASE big").await.unwrap();
-    c.query_drop("CREATE TABLE big.t (id INT PRIMARY KEY, v LONGTEXT)")
+    c.query_drop("CREATE TABLE big.t (id INT AUTO_INCREMENT PRIMARY KEY, v LONGTEXT, at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))")
         .await
         .unwrap();
-    let value = "x".repeat(700_000);
-    let err = c
-        .query_drop(format!("INSERT INTO big.t VALUES (1, '{value}')"))
+    c.query_drop("CREATE TABLE big.other (id INT)")
         .await
-        .unwrap_err();
-    match err {
+        .unwrap();
+    // 700 kB each: under the servers' packet limit, over what a statement carries of a record.
+    let value = |i: usize| format!("{i:04}-").repeat(140_000);
+    // One autocommit row larger than a statement's share (half of 1 MiB).
+    c.query_drop(format!("INSERT INTO big.t (v) VALUES ('{}')", value(0)))
+        .await
+        .unwrap();
+    // Under LOCK TABLES, which must cover every table the record's rows go to.
+    c.query_drop("LOCK TABLES big.t WRITE").await.unwrap();
+    c.query_drop(format!("INSERT INTO big.t (v) VALUES ('{}')", value(7)))
+        .await
+        .unwrap();
+    // The session still holds its table locks on the primary (its connection was kept).
+    match c.query_drop("SELECT COUNT(*) FROM big.other").await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1100, "{e:?}"),
+        other => panic!("big.other is readable: the session lost its locks: {other:?}"),
+    }
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    // About 4 MB in one transaction.
+    c.query_drop("BEGIN").await.unwrap();
+    for i in 1..=6 {
+        c.query_drop(format!("INSERT INTO big.t (v) VALUES ('{}')", value(i)))
+            .await
+            .unwrap();
+    }
+    c.query_drop("COMMIT").await.unwrap();
+    // A 3 MB LOAD DATA LOCAL file.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("rows.csv");
+    let lines: String = (0..30_000)
+        .map(|i| format!("{}\n", "y".repeat(90 + i % 20)))
+        .collect();
+    std::fs::write(&csv, lines).unwrap();
+    let (ok, _, err) = common::mysql_cli(
+        proxy.port,
+        &["--local-infile=1"],
+        &format!(
+            "LOAD DATA LOCAL INFILE '{}' INTO TABLE big.t (v);",
+            csv.display()
+        ),
+    );
+    assert!(ok, "{err}");
+    // Over replication.max_record_bytes: refused and rolled back; the session goes on.
+    c.query_drop("BEGIN").await.unwrap();
+    for i in 0..13 {
+        c.query_drop(format!(
+            "INSERT INTO big.t (v) VALUES ('{}')",
+            value(100 + i)
+        ))
+        .await
+        .unwrap();
+    }
+    match c.query_drop("COMMIT").await.unwrap_err() {
         mysql_async::Error::Server(ref e) => {
             assert_eq!((e.code, e.state.as_str()), (1197, "HY000"), "{e:?}");
-            assert!(e.message.contains("max_allowed_packet"), "{}", e.message);
+            assert!(e.message.contains("max_record_bytes"), "{}", e.message);
         }
         other => panic!("{other:?}"),
     }
-    c.query_drop("INSERT INTO big.t VALUES (2, 'small')")
+    c.query_drop("INSERT INTO big.t (v) VALUES ('small')")
         .await
         .unwrap();
-    wait_converged(&[&a, &b]).await;
-    for db in [&a, &b] {
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    let first = checksums(&dbs[0], &["big.t"]).await;
+    assert_eq!(first[1].1, 2 + 6 + 30_000 + 1, "{first:?}");
+    for db in &dbs[1..] {
+        assert_eq!(checksums(db, &["big.t"]).await, first, "{}", db.addr());
+    }
+    for db in &dbs {
         let mut r = connect(&db.url(None)).await;
-        let ids: Vec<i64> = r.query("SELECT id FROM big.t").await.unwrap();
-        assert_eq!(ids, vec![2], "on {}", db.addr());
+        let parts: Option<u64> = r
+            .query_first("SELECT COUNT(*) FROM myquorum.wal_part")
+            .await
+            .unwrap();
+        assert!(parts.unwrap_or(0) >= 3, "{}: {parts:?}", db.addr());
+        let incomplete: Option<u64> = r
+            .query_first(
+                "SELECT COUNT(*) FROM myquorum.wal w WHERE parts <> \
+                 (SELECT COUNT(*) FROM myquorum.wal_part p WHERE p.shard = w.shard AND p.ts = w.ts)",
+            )
+            .await
+            .unwrap();
+        assert_eq!(incomplete, Some(0), "{}", db.addr());
+    }
+
+    // A follower is down while another bulk transaction commits; then the proxy restarts
+    // without its WAL: the log is rebuilt from the replicas' rows, the big record whole.
+    dbs[2].kill9();
+    c.query_drop("BEGIN").await.unwrap();
+    for i in 0..4 {
+        c.query_drop(format!(
+            "INSERT INTO big.t (v) VALUES ('{}')",
+            value(200 + i)
+        ))
+        .await
+        .unwrap();
+    }
+    c.query_drop("COMMIT").await.unwrap();
+    drop(c);
+    drop(proxy);
+    std::fs::remove_dir_all(&shard_wal).unwrap();
+    dbs[2].restart();
+    let proxy = Proxy::start(cfg);
+    let mut c = connect(&proxy.url(None)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = c.query_drop("INSERT INTO big.t (v) VALUES ('after')").await {
+        assert!(
+            Instant::now() < deadline,
+            "writes did not open after a restart without the WAL: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    let first = checksums(&dbs[0], &["big.t"]).await;
+    assert_eq!(first[1].1, 2 + 6 + 30_000 + 1 + 4 + 1, "{first:?}");
+    for db in &dbs[1..] {
+        assert_eq!(checksums(db, &["big.t"]).await, first, "{}", db.addr());
     }
 }
 

@@ -5,7 +5,7 @@
 //! the extra statements cost no extra round trips.
 //!
 //! Owns: the command sequences run on the primary for writes. May import: backend
-//! (connection), protocol (responses), replication::{record, replay}.
+//! (connection), protocol (responses), replication::{record, replay, wal_table}.
 
 use crate::backend::BackendConn;
 use crate::protocol::message::OkInfo;
@@ -18,7 +18,8 @@ use crate::protocol::resultset::{
 };
 use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::record::{Body, Statement};
-use crate::replication::replay::{query, wal_insert};
+use crate::replication::replay::query;
+use crate::replication::wal_table::WalRows;
 use crate::router::ShardId;
 use crate::sql::determinism::{order_dependence, OrderCheck};
 use crate::sql::replicated_settings::{names, record_settings};
@@ -498,37 +499,69 @@ pub async fn read_warnings(
 
 /// Sends the record's `myquorum.wal` row into the primary's open transaction as soon as the
 /// record is sequenced, so it executes while the quorum is awaited; `commit_on_primary`
-/// reads its answer.
+/// reads its answers. A record larger than `chunk` takes several statements (its rows are
+/// made and sent one at a time); returns how many answers they give.
 pub async fn send_wal_row(
     conn: &mut BackendConn,
     shard: ShardId,
     ts: u64,
     payload: &[u8],
-) -> io::Result<()> {
-    conn.stream
-        .queue_packet(0, &query(&wal_insert(shard, ts, payload)));
-    conn.stream.flush().await
+    chunk: usize,
+) -> io::Result<usize> {
+    let mut answers = 0;
+    for sql in WalRows::new(shard, [(ts, payload)], true, chunk) {
+        conn.stream.queue_packet(0, &query(&sql));
+        conn.stream.flush().await?;
+        answers += 1;
+    }
+    Ok(answers)
 }
 
-/// Commits the primary's transaction (whose `myquorum.wal` row `send_wal_row` sent) after
-/// the quorum holds the record. Returns the COMMIT's answer (frames included, for an
-/// explicit COMMIT).
+/// Commits the primary's transaction (whose `myquorum.wal` row `send_wal_row` sent, in
+/// `wal_answers` statements) after the quorum holds the record. Returns the COMMIT's answer
+/// (frames included, for an explicit COMMIT).
 pub async fn commit_on_primary(
     conn: &mut BackendConn,
     ts: u64,
+    wal_answers: usize,
     unwrap_transaction: bool,
     deprecate_eof: bool,
 ) -> io::Result<(ResponseSummary, Vec<u8>)> {
+    let mut failed = None;
+    let mut wal_answers = wal_answers;
+    if wal_answers > 1 {
+        // A record over several statements is checked before COMMIT (a round trip only
+        // bulk loads pay): one failing would leave the primary's copy of it incomplete.
+        // Rolled back instead, the primary is repaired from the log like any primary whose
+        // COMMIT failed.
+        for _ in 0..wal_answers {
+            let insert =
+                read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+            failed = failed.or(insert.error);
+        }
+        if let Some(e) = failed {
+            rollback_on_primary(conn, unwrap_transaction, deprecate_eof).await?;
+            return Err(io::Error::other(format!(
+                "recording commit {ts} in the primary's myquorum.wal failed: {e}; rolled back there \
+                 and applied again from the log"
+            )));
+        }
+        wal_answers = 0;
+    }
     conn.stream.queue_packet(0, &query("COMMIT"));
     let reset = queue_reset_after(conn, unwrap_transaction);
     conn.stream.flush().await?;
-    let insert = read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    for _ in 0..wal_answers {
+        let insert =
+            read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+        failed = failed.or(insert.error);
+    }
     let (commit, raw) =
         buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
     if reset {
         read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     }
-    if let Some(e) = insert.error {
+    if let Some(e) = failed {
         return Err(io::Error::other(format!(
             "recording commit {ts} in the primary's myquorum.wal failed: {e}"
         )));
@@ -599,6 +632,8 @@ pub struct LoggedDdl<'a> {
     pub shard: ShardId,
     pub ts: u64,
     pub payload: &'a [u8],
+    /// The payload bytes one `myquorum.wal` statement carries.
+    pub chunk: usize,
 }
 
 /// Runs a logged DDL statement on the primary (after the log holds it) and records it in
@@ -612,7 +647,12 @@ pub async fn execute_ddl(
     deprecate_eof: bool,
     client_clock: bool,
 ) -> io::Result<(ResponseSummary, Vec<u8>, Vec<TextRow>)> {
-    let LoggedDdl { shard, ts, payload } = logged;
+    let LoggedDdl {
+        shard,
+        ts,
+        payload,
+        chunk,
+    } = logged;
     // DDL commits implicitly: a transaction that ran nothing yet ends with it.
     conn.deferred_begin = None;
     conn.stream.queue_packet(
@@ -626,8 +666,19 @@ pub async fn execute_ddl(
     conn.stream.queue_packet(0, command);
     // Pipelined before the record's row clears them: `IF [NOT] EXISTS` notes are common.
     conn.stream.queue_packet(0, &query("SHOW WARNINGS"));
-    conn.stream
-        .queue_packet(0, &query(&wal_insert(shard, ts, payload)));
+    // The DDL committed on its own: the record's rows are stored whole or not at all.
+    let rows = WalRows::new(shard, [(ts, payload)], true, chunk);
+    let own_transaction = rows.len() > 1;
+    let mut row_answers = 0;
+    for sql in own_transaction
+        .then(|| "START TRANSACTION".to_string())
+        .into_iter()
+        .chain(rows)
+        .chain(own_transaction.then(|| "COMMIT".to_string()))
+    {
+        conn.stream.queue_packet(0, &query(&sql));
+        row_answers += 1;
+    }
     // A clock the client fixed is the session's own setting: it stays.
     let reset = if client_clock {
         "DO 0"
@@ -643,7 +694,9 @@ pub async fn execute_ddl(
     let warnings = read_rows(&mut conn.stream, deprecate_eof, usize::from(u16::MAX))
         .await?
         .unwrap_or_default();
-    read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    for _ in 0..row_answers {
+        read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    }
     read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     Ok((summary, raw, warnings))
 }

@@ -525,6 +525,8 @@ impl ClientSession {
             .as_ref()
             .map(|h| h.replica)
             .unwrap_or(log.leader());
+        // Shared, not copied: a bulk load's record is hundreds of megabytes.
+        let payload: std::sync::Arc<[u8]> = payload.into();
         let (ts, snapshot) = match log.sequence(payload.clone(), executed_on).await {
             Ok(x) => x,
             Err(e) => {
@@ -547,9 +549,10 @@ impl ClientSession {
         // Read-your-writes: from now on this session's reads need a replica that applied it.
         session.last_write_ts = ts;
         let sent = match self.held.as_mut() {
-            Some(h) => send_wal_row(&mut h.conn, shard, ts, &payload).await,
+            Some(h) => send_wal_row(&mut h.conn, shard, ts, &payload, log.row_bytes()).await,
             None => Err(std::io::Error::other("no primary connection")),
         };
+        let wal_answers = *sent.as_ref().unwrap_or(&0);
         if let Err(e) = &sent {
             // Logged: it commits once the quorum holds it, whatever happens to this
             // connection (the primary is repaired, or its successor applies the whole log).
@@ -566,7 +569,9 @@ impl ClientSession {
                 let log = log.clone();
                 tokio::spawn(async move {
                     while log.await_quorum(ts, &snapshot).await.is_err() {}
-                    match commit_on_primary(&mut h.conn, ts, unwrap, deprecate_eof).await {
+                    match commit_on_primary(&mut h.conn, ts, wal_answers, unwrap, deprecate_eof)
+                        .await
+                    {
                         Ok(_) => log.primary_done(ts),
                         Err(_) => log.primary_failed(ts, executed_on),
                     }
@@ -586,7 +591,7 @@ impl ClientSession {
         // finish in the background (below) rather than dropped half-way.
         let mut commit = Box::pin(async move {
             let mut held = held;
-            let r = commit_on_primary(&mut held.conn, ts, unwrap, deprecate_eof).await;
+            let r = commit_on_primary(&mut held.conn, ts, wal_answers, unwrap, deprecate_eof).await;
             (r, held)
         });
         let finished = tokio::select! {
@@ -745,6 +750,7 @@ impl ClientSession {
             statements: vec![statement.clone()],
         }
         .encode();
+        let payload: std::sync::Arc<[u8]> = payload.into();
         let log = self.shard_log(shard)?;
         let executed_on = self
             .held
@@ -777,6 +783,7 @@ impl ClientSession {
                 shard,
                 ts,
                 payload: &payload,
+                chunk: log.row_bytes(),
             },
             deprecate_eof,
             client_clock.is_some(),

@@ -284,7 +284,7 @@ async fn next_records(
             tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         }
-        return Ok(Some(within_bytes(entries, log.max_record())));
+        return Ok(Some(within_bytes(entries, log.row_bytes())));
     }
 }
 
@@ -301,7 +301,7 @@ async fn receive_loop(
     let mut end = log.subscribe_sequenced();
     while let Some(entries) = next_records(log, &mut end, held, batch).await? {
         let started = std::time::Instant::now();
-        conn.receive(log.shard, &entries).await?;
+        conn.receive(log.shard, &entries, log.row_bytes()).await?;
         log.replicas[replica.0 as usize]
             .receive_latency
             .record(started.elapsed());
@@ -336,7 +336,8 @@ async fn apply_loop(
             }
         }
         let started = std::time::Instant::now();
-        conn.apply(log.shard, &entries, &ddl).await?;
+        conn.apply(log.shard, &entries, &ddl, log.row_bytes())
+            .await?;
         log.replicas[replica.0 as usize]
             .apply_latency
             .record(started.elapsed());
@@ -346,8 +347,9 @@ async fn apply_loop(
     Ok(())
 }
 
-/// The first records whose payloads fit in `max` bytes together (at least one): a batch
-/// travels as one statement, bounded by the replica's `max_allowed_packet`.
+/// The first records whose payloads fit in `max` bytes together (at least one): a batch's
+/// rows travel in one statement, bounded by the replica's `max_allowed_packet`; a larger
+/// record goes alone, over several rows.
 fn within_bytes(mut entries: Vec<LogEntry>, max: usize) -> Vec<LogEntry> {
     let mut total = 0usize;
     let keep = entries

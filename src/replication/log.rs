@@ -58,8 +58,17 @@ pub enum CommitError {
     LeaderChanged { shard: u32 },
     #[error("shard {shard} is electing a new primary and it did not finish within {timeout_ms} ms; retry when SHOW PROXY REPLICATION shows a primary")]
     Electing { shard: u32, timeout_ms: u64 },
-    #[error("this transaction's replication record is {bytes} bytes, more than the {max} bytes every replica can store (half the smallest max_allowed_packet); it was rolled back. Split it into smaller transactions or raise max_allowed_packet on every replica")]
+    #[error("this transaction's replication record is {bytes} bytes, more than the {max} bytes a record may hold (replication.max_record_bytes); it was rolled back. Split it into smaller transactions or raise replication.max_record_bytes")]
     TooLarge { bytes: usize, max: usize },
+}
+
+/// What bounds one shard's commits.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    /// How long a commit waits for the quorum before failing.
+    pub commit_timeout: Duration,
+    /// The largest record (payload bytes) a transaction may log.
+    pub max_record: usize,
 }
 
 struct SeqRequest {
@@ -179,6 +188,8 @@ pub struct ShardLog {
     /// Smallest `max_allowed_packet` seen on a replica (u64::MAX until one is known).
     packet_limit: AtomicU64,
     pub commit_timeout: Duration,
+    /// The largest record (payload bytes) a transaction may log.
+    max_record: usize,
     pub counters: LogCounters,
     /// Completed elections (failovers and switchovers).
     pub elections: AtomicU64,
@@ -195,7 +206,7 @@ impl ShardLog {
         failure_threshold: Option<usize>,
         wal: Wal,
         last_ts: u64,
-        commit_timeout: Duration,
+        limits: LogLimits,
     ) -> Result<Arc<ShardLog>, String> {
         let cabinet = Cabinet::new(n, leader, failure_threshold)?;
         tracing::info!(
@@ -247,7 +258,8 @@ impl ShardLog {
             open: watch::Sender::new(false),
             wal_broken: AtomicBool::new(false),
             packet_limit: AtomicU64::new(u64::MAX),
-            commit_timeout,
+            commit_timeout: limits.commit_timeout,
+            max_record: limits.max_record.min(crate::wal::MAX_RECORD - 64),
             counters: LogCounters::default(),
             elections: AtomicU64::new(0),
             latency: CommitLatency::default(),
@@ -375,15 +387,22 @@ impl ShardLog {
         }
     }
 
-    /// The largest record (payload bytes) every replica can store: rows of `myquorum.wal`
-    /// travel hex-encoded in one statement, so half the smallest `max_allowed_packet` less
-    /// the statement's own text; MariaDB's default (16 MiB) until a replica was asked.
-    pub fn max_record(&self) -> usize {
+    /// The payload bytes one statement storing `myquorum.wal` rows carries: rows travel
+    /// hex-encoded, so half the replicas' smallest `max_allowed_packet` less the statement's
+    /// own text; MariaDB's default (16 MiB) until a replica was asked. Larger records span
+    /// several rows (`wal_table`).
+    pub fn row_bytes(&self) -> usize {
         let limit = match self.packet_limit.load(Ordering::Relaxed) {
             u64::MAX => 16 << 20,
             l => l,
         };
-        (limit.saturating_sub(64 << 10) / 2) as usize
+        (limit.saturating_sub(64 << 10) / 2).max(1) as usize
+    }
+
+    /// The largest record (payload bytes) a transaction may log
+    /// (`replication.max_record_bytes`).
+    pub fn max_record(&self) -> usize {
+        self.max_record
     }
 
     /// Opens writes again after a pause (never after a WAL failure).
@@ -482,7 +501,7 @@ impl ShardLog {
     /// happens to the caller.
     pub async fn sequence(
         &self,
-        payload: Vec<u8>,
+        payload: Arc<[u8]>,
         executed_on: ReplicaId,
     ) -> Result<(u64, WeightSnapshot), CommitError> {
         if self.wal_broken.load(Ordering::Relaxed) {
@@ -550,7 +569,7 @@ impl ShardLog {
         let (reply, rx) = oneshot::channel();
         self.seq_tx
             .send(SeqMsg::Record(SeqRequest {
-                payload: payload.into(),
+                payload,
                 executed_on,
                 reply,
             }))

@@ -15,6 +15,7 @@ pub mod rebuild;
 pub mod record;
 pub mod recovery;
 pub mod replay;
+pub mod wal_table;
 
 use crate::backend::Cluster;
 use crate::config::Config;
@@ -97,7 +98,10 @@ impl Replication {
                 cfg.replication.failure_threshold,
                 wal,
                 last,
-                Duration::from_millis(cfg.replication.commit_timeout_ms),
+                log::LogLimits {
+                    commit_timeout: Duration::from_millis(cfg.replication.commit_timeout_ms),
+                    max_record: cfg.replication.max_record_bytes,
+                },
             )?;
             shards.push(log);
             recovered.push(rec.records);

@@ -9,6 +9,7 @@
 use super::applier::{connect, run_applier};
 use super::log::ShardLog;
 use super::replay::{LogEntry, PrimaryDdlOutcomes, Replayer};
+use super::wal_table::{self, unhex};
 use crate::backend::Cluster;
 use crate::router::{ReplicaId, ShardId};
 use crate::tso::TsoPair;
@@ -18,17 +19,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// Parses a `HEX(payload)` column.
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
-}
 
 /// Timestamps applied on a replica (rows of its `myquorum.wal` marked applied) at or above `from`.
 async fn present(r: &mut Replayer, shard: ShardId, from: u64) -> std::io::Result<HashSet<u64>> {
@@ -59,7 +49,8 @@ async fn present(r: &mut Replayer, shard: ShardId, from: u64) -> std::io::Result
     }
 }
 
-/// Records a replica holds above `after` (from its `myquorum.wal`).
+/// Records a replica holds above `after` (from its `myquorum.wal`). A record whose parts
+/// are not all readable ends the list there: what follows cannot be adopted past a gap.
 async fn records_above(
     r: &mut Replayer,
     shard: ShardId,
@@ -68,25 +59,39 @@ async fn records_above(
     let mut out = Vec::new();
     loop {
         let row = r
-            .query_row(&format!(
-                "SELECT ts, HEX(payload) FROM myquorum.wal WHERE shard = {} AND ts > {after} ORDER BY ts LIMIT 1",
-                shard.0
-            ))
+            .query_row(&wal_table::select_record_above(shard, after))
             .await?;
         let Ok(Some(row)) = row else { return Ok(out) };
-        let ts = row
-            .first()
-            .cloned()
-            .flatten()
-            .and_then(|t| t.parse::<u64>().ok());
-        let payload = row.get(1).cloned().flatten().and_then(|p| unhex(&p));
-        match (ts, payload) {
-            (Some(ts), Some(payload)) => {
-                out.push(WalRecord { ts, payload });
-                after = ts;
+        let column = |i: usize| row.get(i).cloned().flatten();
+        let ts = column(0).and_then(|t| t.parse::<u64>().ok());
+        let head = column(1).and_then(|p| unhex(&p));
+        let parts = column(2).and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+        let (Some(ts), Some(mut payload)) = (ts, head) else {
+            return Ok(out);
+        };
+        for part in 1..=parts {
+            let row = r
+                .query_row(&wal_table::select_part(shard, ts, part))
+                .await?;
+            match row
+                .ok()
+                .flatten()
+                .and_then(|row| row.first().cloned().flatten())
+            {
+                Some(hex) => match unhex(&hex) {
+                    Some(bytes) => payload.extend_from_slice(&bytes),
+                    None => return Ok(out),
+                },
+                None => {
+                    tracing::warn!(shard = shard.0, ts, part,
+                        "a record's continuation row is missing from this replica's myquorum.wal_part; \
+                         its copy of the log is read up to the record before");
+                    return Ok(out);
+                }
             }
-            _ => return Ok(out),
         }
+        out.push(WalRecord { ts, payload });
+        after = ts;
     }
 }
 
@@ -133,9 +138,14 @@ pub async fn repair_primary(
         records = missing.len(),
         "re-applying logged commits the primary lacks"
     );
-    r.apply(log.shard, &missing, &PrimaryDdlOutcomes::new())
-        .await
-        .map_err(|e| format!("re-applying on the primary: {e}"))?;
+    r.apply(
+        log.shard,
+        &missing,
+        &PrimaryDdlOutcomes::new(),
+        log.row_bytes(),
+    )
+    .await
+    .map_err(|e| format!("re-applying on the primary: {e}"))?;
     Ok(missing.iter().map(|e| e.ts).collect())
 }
 
@@ -603,18 +613,18 @@ async fn trim_replica_logs(log: &ShardLog, cluster: &Cluster, below: u64) {
         if keep_from == 0 {
             continue;
         }
-        let sql = format!(
-            "SET STATEMENT lock_wait_timeout = 1, innodb_lock_wait_timeout = 1 FOR \
-             DELETE FROM myquorum.wal WHERE shard = {} AND ts < {keep_from} ORDER BY ts LIMIT 20000",
-            log.shard.0
-        );
-        match r.execute(&sql).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(shard = log.shard.0, replica = i, error = %e,
-                    "trimming applied rows from myquorum.wal failed; retried later")
+        for sql in wal_table::trim(log.shard, keep_from) {
+            match r.execute(&sql).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(shard = log.shard.0, replica = i, error = %e,
+                        "trimming applied rows from myquorum.wal failed; retried later")
+                }
+                Err(e) => {
+                    tracing::debug!(replica = i, error = %e, "replica unreachable for trimming");
+                    break;
+                }
             }
-            Err(e) => tracing::debug!(replica = i, error = %e, "replica unreachable for trimming"),
         }
     }
 }

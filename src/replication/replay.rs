@@ -10,6 +10,7 @@
 //! every context starts from).
 
 use super::record::{Body, Record, RecordKind, Statement};
+use super::wal_table::{self, WalRows};
 use crate::backend::BackendConn;
 use crate::protocol::message::LOCAL_INFILE_HEADER;
 use crate::protocol::relay::{read_response, ResponseKind, ResponseSummary};
@@ -43,74 +44,6 @@ pub enum ApplyError {
     #[error("{0}")]
     Diverged(String),
 }
-
-pub fn hex(data: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(data.len() * 2);
-    for b in data {
-        out.extend_from_slice(&[DIGITS[(b >> 4) as usize], DIGITS[(b & 15) as usize]]);
-    }
-    // Only ASCII digits were written.
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// The statement that records `ts` as applied on a replica (the primary's COMMIT carries it).
-pub fn wal_insert(shard: ShardId, ts: u64, payload: &[u8]) -> String {
-    wal_rows(shard, [(ts, payload)], true)
-}
-
-/// Stores records in a replica's `myquorum.wal`: as received (`applied` false: durable, not
-/// yet executed; rows already there are left alone) or as applied (`applied` true: in the
-/// apply transaction, whether or not the row was received first).
-pub fn wal_rows<'a>(
-    shard: ShardId,
-    records: impl IntoIterator<Item = (u64, &'a [u8])>,
-    applied: bool,
-) -> String {
-    let mut q = String::from(if applied {
-        "INSERT INTO myquorum.wal (shard, ts, payload, applied) VALUES "
-    } else {
-        "INSERT IGNORE INTO myquorum.wal (shard, ts, payload, applied) VALUES "
-    });
-    for (i, (ts, payload)) in records.into_iter().enumerate() {
-        if i > 0 {
-            q.push(',');
-        }
-        q.push_str(&format!(
-            "({}, {ts}, x'{}', {})",
-            shard.0,
-            hex(payload),
-            u8::from(applied)
-        ));
-    }
-    if applied {
-        q.push_str(" ON DUPLICATE KEY UPDATE applied = 1");
-    }
-    q
-}
-
-/// Marks records this replica already holds as applied, without sending their payloads
-/// again (a record's row is as large as its statements: a 20 MB BLOB insert is 40 MB of hex).
-/// It changes one row per held record; fewer means some were never received here (recovery
-/// re-applying on a former primary), and `wal_rows(…, true)` then stores them.
-pub fn wal_mark_applied(shard: ShardId, ts: impl IntoIterator<Item = u64>) -> String {
-    let list: Vec<String> = ts.into_iter().map(|t| t.to_string()).collect();
-    format!(
-        "UPDATE myquorum.wal SET applied = 1 WHERE shard = {} AND applied = 0 AND ts IN ({})",
-        shard.0,
-        list.join(",")
-    )
-}
-
-pub const CREATE_SCHEMA: &str = "CREATE DATABASE IF NOT EXISTS myquorum";
-/// `applied` is 0 while a follower only holds a record (it counts for the quorum) and 1 once
-/// the record's statements ran there.
-pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS myquorum.wal (\
-    shard INT UNSIGNED NOT NULL, ts BIGINT UNSIGNED NOT NULL, payload LONGBLOB NOT NULL, \
-    applied TINYINT NOT NULL DEFAULT 1, PRIMARY KEY (shard, ts)) ENGINE=InnoDB";
-/// Tables created by myquorum before the received/applied split.
-const ADD_APPLIED: &str =
-    "ALTER TABLE myquorum.wal ADD COLUMN IF NOT EXISTS applied TINYINT NOT NULL DEFAULT 1";
 
 /// Where a replica stands in the log, from its `myquorum.wal`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -216,7 +149,7 @@ enum Expect {
         affected: Option<u64>,
         ts: u64,
     },
-    /// `wal_mark_applied` of this many records: fewer rows changed is no failure, it means
+    /// `wal_table::mark_applied` of this many records: fewer rows changed is no failure, it means
     /// the payloads must be stored (`run_pipeline` reports it).
     Marked(u64),
 }
@@ -274,9 +207,11 @@ impl Replayer {
     /// Creates `myquorum.wal` if missing and returns this replica's position in the log.
     pub async fn prepare_log_table(&mut self, shard: ShardId) -> Result<Position, ApplyError> {
         for sql in [
-            CREATE_SCHEMA,
-            CREATE_TABLE,
-            ADD_APPLIED,
+            wal_table::CREATE_SCHEMA,
+            wal_table::CREATE_TABLE,
+            wal_table::ADD_APPLIED,
+            wal_table::ADD_PARTS,
+            wal_table::CREATE_PART_TABLE,
             super::checksum::CREATE_TABLE,
         ] {
             self.execute(sql).await?.map_err(|e| {
@@ -312,19 +247,50 @@ impl Replayer {
         })
     }
 
-    /// Stores `entries` as received (durable here, not yet applied) in one autocommit
-    /// statement: the acknowledgement the Cabinet quorum counts.
+    /// Stores `entries` as received (durable here, not yet applied): the acknowledgement the
+    /// Cabinet quorum counts. One autocommit statement, or one transaction when a record
+    /// spans several rows. `chunk`: the payload bytes one statement carries.
     pub async fn receive(
         &mut self,
         shard: ShardId,
         entries: &[LogEntry],
+        chunk: usize,
     ) -> Result<(), ApplyError> {
-        let sql = wal_rows(shard, entries.iter().map(|e| (e.ts, &e.payload[..])), false);
-        self.execute(&sql).await?.map_err(|e| {
-            ApplyError::Diverged(format!(
-                "storing received records in myquorum.wal failed: {e}"
-            ))
-        })
+        let rows = WalRows::new(
+            shard,
+            entries.iter().map(|e| (e.ts, &e.payload[..])),
+            false,
+            chunk,
+        );
+        self.store_rows(rows, false, "storing received records in myquorum.wal")
+            .await
+    }
+
+    /// Runs `rows`' statements, in a transaction of their own when there are several and
+    /// none is open (`in_transaction`), so a record is stored whole or not at all.
+    async fn store_rows(
+        &mut self,
+        rows: WalRows<'_>,
+        in_transaction: bool,
+        what: &str,
+    ) -> Result<(), ApplyError> {
+        let failed = |e: MysqlError| ApplyError::Diverged(format!("{what} failed: {e}"));
+        let own = !in_transaction && rows.len() > 1;
+        if own {
+            self.execute("START TRANSACTION").await?.map_err(failed)?;
+        }
+        for sql in rows {
+            if let Err(e) = self.execute(&sql).await? {
+                if own {
+                    let _ = self.execute("ROLLBACK").await?;
+                }
+                return Err(failed(e));
+            }
+        }
+        if own {
+            self.execute("COMMIT").await?.map_err(failed)?;
+        }
+        Ok(())
     }
 
     async fn statement_id(&mut self, sql: &str) -> Result<u32, ApplyError> {
@@ -511,6 +477,7 @@ impl Replayer {
         shard: ShardId,
         entries: &[LogEntry],
         ddl: &PrimaryDdlOutcomes,
+        chunk: usize,
     ) -> Result<(), ApplyError> {
         let mut i = 0;
         while i < entries.len() {
@@ -538,14 +505,15 @@ impl Replayer {
                 // No timestamp reset afterwards: every replayed statement sets its own, and
                 // nothing else on a replay connection reads the clock.
                 cmds.push((
-                    query(&wal_mark_applied(shard, [entries[i].ts])),
+                    query(&wal_table::mark_applied(shard, [entries[i].ts])),
                     Expect::Marked(1),
                 ));
                 let result = self.run_pipeline(cmds).await;
                 // DROP DATABASE of the current schema leaves the connection without one.
                 self.schema = None;
                 if !result?.0 {
-                    self.store_applied(shard, &entries[i..=i]).await?;
+                    self.store_applied(shard, &entries[i..=i], chunk, false)
+                        .await?;
                 }
                 i += 1;
                 continue;
@@ -573,7 +541,10 @@ impl Replayer {
                 j += 1;
             }
             cmds.push((
-                query(&wal_mark_applied(shard, entries[i..j].iter().map(|e| e.ts))),
+                query(&wal_table::mark_applied(
+                    shard,
+                    entries[i..j].iter().map(|e| e.ts),
+                )),
                 Expect::Marked((j - i) as u64),
             ));
             let marked = match self.run_pipeline(cmds).await {
@@ -584,7 +555,7 @@ impl Replayer {
                 }
             };
             if !marked {
-                if let Err(e) = self.store_applied(shard, &entries[i..j]).await {
+                if let Err(e) = self.store_applied(shard, &entries[i..j], chunk, true).await {
                     self.abandon().await;
                     return Err(e);
                 }
@@ -603,13 +574,23 @@ impl Replayer {
         &mut self,
         shard: ShardId,
         entries: &[LogEntry],
+        chunk: usize,
+        in_transaction: bool,
     ) -> Result<(), ApplyError> {
         tracing::debug!(addr = %self.conn.addr, records = entries.len(),
             "applied records this replica did not hold: storing them with their payloads");
-        let sql = wal_rows(shard, entries.iter().map(|e| (e.ts, &e.payload[..])), true);
-        self.execute(&sql).await?.map_err(|e| {
-            ApplyError::Diverged(format!("recording the records in myquorum.wal failed: {e}"))
-        })
+        let rows = WalRows::new(
+            shard,
+            entries.iter().map(|e| (e.ts, &e.payload[..])),
+            true,
+            chunk,
+        );
+        self.store_rows(
+            rows,
+            in_transaction,
+            "recording the records in myquorum.wal",
+        )
+        .await
     }
 
     /// Rolls back a failed batch and forgets the connection's context.
@@ -729,32 +710,6 @@ mod tests {
     }
 
     #[test]
-    fn wal_rows_received_and_applied() {
-        let recs = [(7u64, &[0xABu8][..]), (9, &[0x01, 0x02][..])];
-        assert_eq!(
-            wal_rows(ShardId(2), recs, false),
-            "INSERT IGNORE INTO myquorum.wal (shard, ts, payload, applied) VALUES \
-             (2, 7, x'ab', 0),(2, 9, x'0102', 0)"
-        );
-        assert_eq!(
-            wal_rows(ShardId(2), recs, true),
-            "INSERT INTO myquorum.wal (shard, ts, payload, applied) VALUES \
-             (2, 7, x'ab', 1),(2, 9, x'0102', 1) ON DUPLICATE KEY UPDATE applied = 1"
-        );
-        assert_eq!(
-            wal_insert(ShardId(0), 5, b""),
-            "INSERT INTO myquorum.wal (shard, ts, payload, applied) VALUES (0, 5, x'', 1) \
-             ON DUPLICATE KEY UPDATE applied = 1"
-        );
-        // Held records are marked without their payloads; only held (applied = 0) rows
-        // count, so a missing row shows as fewer rows changed.
-        assert_eq!(
-            wal_mark_applied(ShardId(2), [7, 9]),
-            "UPDATE myquorum.wal SET applied = 1 WHERE shard = 2 AND applied = 0 AND ts IN (7,9)"
-        );
-    }
-
-    #[test]
     fn context_statements() {
         let s = Statement {
             schema: None,
@@ -779,6 +734,5 @@ mod tests {
         assert!(!set.contains("DEFAULT"), "{set}");
         assert!(set.contains("SESSION time_zone = 'SYSTEM'"), "{set}");
         assert!(set.ends_with("SESSION sql_mode = 'ANSI'"));
-        assert_eq!(hex(&[0, 0xAB, 0x10]), "00ab10");
     }
 }

@@ -39,8 +39,9 @@ pub fn hide_backend_socket(sql: &str) -> Option<String> {
     Some(out)
 }
 
-/// `LOCK TABLES …` also locks `myquorum.wal`: writes under table locks record their commit
-/// there, and MySQL refuses tables a LOCK TABLES session did not lock.
+/// `LOCK TABLES …` also locks `myquorum.wal` and `myquorum.wal_part`: writes under table
+/// locks record their commit there (a large record spans both), and MySQL refuses tables a
+/// LOCK TABLES session did not lock.
 pub fn lock_tables_with_log(sql: &str) -> Option<String> {
     let mut toks = Lexer::new(sql);
     let first = toks.next()?;
@@ -50,7 +51,9 @@ pub fn lock_tables_with_log(sql: &str) -> Option<String> {
         return None;
     }
     let body = sql.trim_end().trim_end_matches(';').trim_end();
-    Some(format!("{body}, myquorum.wal WRITE"))
+    Some(format!(
+        "{body}, myquorum.wal WRITE, myquorum.wal_part WRITE"
+    ))
 }
 
 #[cfg(test)]
@@ -75,7 +78,7 @@ mod tests {
     fn table_locks_include_the_log_table() {
         assert_eq!(
             lock_tables_with_log("LOCK TABLES `t` WRITE;").as_deref(),
-            Some("LOCK TABLES `t` WRITE, myquorum.wal WRITE")
+            Some("LOCK TABLES `t` WRITE, myquorum.wal WRITE, myquorum.wal_part WRITE")
         );
         assert_eq!(lock_tables_with_log("UNLOCK TABLES"), None);
     }

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 const HEADER: usize = 8;
 const TS_LEN: usize = 8;
 /// A record larger than this is corruption, not data.
-const MAX_RECORD: usize = 1 << 30;
+pub const MAX_RECORD: usize = 1 << 30;
 /// Roll to a new segment past this size.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// Records taken into one batch at most (one write + one sync).
