@@ -53,7 +53,16 @@ pub struct PacketStream<S> {
     /// data put inline, a rewritten or split text), and the backend numbers its answer after
     /// the frames it got.
     forward_seq_shift: Option<u8>,
+    /// The read buffer was grown for a frame larger than `KEEP_BUFFER` (BytesMut does not
+    /// show how much it holds once read from).
+    rbuf_grown: bool,
 }
+
+/// Buffers are made at this size, and one grown past `KEEP_BUFFER` for a large packet (a
+/// bulk load's statement or file) is dropped once empty: otherwise every connection that
+/// once carried one keeps its size for life, pooled ones included.
+const BUFFER: usize = 16 * 1024;
+const KEEP_BUFFER: usize = 1 << 20;
 
 /// Reading a packet larger than the configured cap.
 #[derive(Debug, thiserror::Error)]
@@ -82,12 +91,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     pub fn new(stream: S) -> Self {
         PacketStream {
             stream,
-            rbuf: BytesMut::with_capacity(16 * 1024),
-            wbuf: BytesMut::with_capacity(16 * 1024),
+            rbuf: BytesMut::with_capacity(BUFFER),
+            wbuf: BytesMut::with_capacity(BUFFER),
             max_packet: None,
             written: 0,
             answer_seq: None,
             forward_seq_shift: None,
+            rbuf_grown: false,
         }
     }
 
@@ -141,6 +151,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
                 if self.rbuf.len() >= HEADER + h.len {
                     return Ok(h);
                 }
+                self.rbuf_grown |= HEADER + h.len > KEEP_BUFFER;
                 self.rbuf.reserve(HEADER + h.len - self.rbuf.len());
             }
             self.fill().await?;
@@ -170,6 +181,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     /// Drops the buffered frame.
     pub fn consume_frame(&mut self, info: FrameInfo) {
         self.rbuf.advance(HEADER + info.len);
+        self.release_grown_read_buffer();
+    }
+
+    fn release_grown_read_buffer(&mut self) {
+        if self.rbuf_grown && self.rbuf.is_empty() {
+            self.rbuf = BytesMut::with_capacity(BUFFER);
+            self.rbuf_grown = false;
+        }
     }
 
     /// Moves the buffered frame, header and all, into another stream's write buffer: the
@@ -178,6 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         let at = to.wbuf.len();
         to.wbuf.extend_from_slice(&self.rbuf[..HEADER + info.len]);
         self.rbuf.advance(HEADER + info.len);
+        self.release_grown_read_buffer();
         to.wbuf[at + 3] = to.answer_seq_of(info.seq);
     }
 
@@ -300,6 +320,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             self.stream.write_all(&self.wbuf).await?;
             self.written += self.wbuf.len() as u64;
             self.wbuf.clear();
+            if self.wbuf.capacity() > KEEP_BUFFER {
+                self.wbuf = BytesMut::with_capacity(BUFFER);
+            }
         }
         self.stream.flush().await
     }
@@ -346,6 +369,26 @@ mod tests {
         assert_eq!((p.seq, p.payload.len()), (2, MAX_FRAME * 2 + 10));
         assert!(p.payload.iter().all(|&b| b == 9));
         writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn buffers_grown_for_a_large_packet_are_released_once_empty() {
+        let (a, b) = tokio::io::duplex(64 * 1024 * 1024);
+        let mut w = PacketStream::new(a);
+        let mut r = PacketStream::new(b);
+        let big = vec![5u8; 3 * KEEP_BUFFER];
+        w.queue_packet(0, &big);
+        w.flush().await.unwrap();
+        assert!(w.wbuf.capacity() <= KEEP_BUFFER, "{}", w.wbuf.capacity());
+        let f = r.next_frame().await.unwrap();
+        assert_eq!(r.frame_payload(f).len(), big.len());
+        assert!(r.rbuf_grown);
+        r.consume_frame(f);
+        assert!(!r.rbuf_grown && r.rbuf.capacity() <= KEEP_BUFFER);
+        w.queue_packet(1, b"after");
+        w.flush().await.unwrap();
+        let p = r.read_packet().await.unwrap();
+        assert_eq!((p.seq, p.payload), (1, b"after".to_vec()));
     }
 
     #[tokio::test]

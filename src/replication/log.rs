@@ -389,14 +389,16 @@ impl ShardLog {
 
     /// The payload bytes one statement storing `myquorum.wal` rows carries: rows travel
     /// hex-encoded, so half the replicas' smallest `max_allowed_packet` less the statement's
-    /// own text; MariaDB's default (16 MiB) until a replica was asked. Larger records span
-    /// several rows (`wal_table`).
+    /// own text (MariaDB's default, 16 MiB, until a replica was asked), and at most 4 MiB:
+    /// each statement exists three times over while it is sent (its text, its packet, the
+    /// socket buffer), so a bulk load's record costs the proxy a few chunks of memory per
+    /// connection, not a few copies of itself. Larger records span several rows (`wal_table`).
     pub fn row_bytes(&self) -> usize {
         let limit = match self.packet_limit.load(Ordering::Relaxed) {
             u64::MAX => 16 << 20,
             l => l,
         };
-        (limit.saturating_sub(64 << 10) / 2).max(1) as usize
+        (limit.saturating_sub(64 << 10) / 2).clamp(1, 4 << 20) as usize
     }
 
     /// The largest record (payload bytes) a transaction may log
