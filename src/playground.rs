@@ -141,6 +141,7 @@ pub fn start_server(
     datadir: &Path,
     port: u16,
     flush_at_commit: u8,
+    extra_args: &[&str],
 ) -> Result<Child, PlaygroundError> {
     let log = dir.join("server.log");
     let mut cmd = Command::new(&bin.server);
@@ -161,6 +162,7 @@ pub fn start_server(
             "--innodb-flush-log-at-trx-commit={flush_at_commit}"
         ))
         .arg("--user=root")
+        .args(extra_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -219,7 +221,7 @@ pub fn start(spec: &PlaygroundSpec) -> Result<(Backends, Config), PlaygroundErro
             let dir = root.join(format!("shard{s}-replica{r}"));
             let datadir = dir.join("data");
             init_datadir(&bin, &datadir)?;
-            let mut child = start_server(&bin, &dir, &datadir, port, spec.flush_at_commit)?;
+            let mut child = start_server(&bin, &dir, &datadir, port, spec.flush_at_commit, &[])?;
             wait_for_port(port, &mut child, Duration::from_secs(60))?;
             tracing::info!(shard = s, replica = r, port, "backend started");
             backends.children.push(child);

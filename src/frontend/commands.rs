@@ -24,6 +24,7 @@ use crate::replication::ddl_order::WriterGuard;
 use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
 use crate::session::diagnostics::Diagnostics;
 use crate::session::{PinReason, PreparedStatement, SessionState};
+use crate::sql::binlog::BinlogStatement;
 use crate::sql::prepare::{self, SqlPrepare};
 use crate::sql::{Classified, Flags, Kind, SessionChange};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
@@ -689,6 +690,23 @@ impl ClientSession {
                 let k = k.map_err(Failure::Answer)?;
                 return self.kill(client, session, k).await;
             }
+            match crate::sql::binlog::parse(sql) {
+                // Forwarded as well: the server checks it (and the BINLOG privilege).
+                Some(Ok(BinlogStatement::FormatDescription(literal))) => {
+                    session.binlog_format_description = Some(literal);
+                }
+                Some(Ok(BinlogStatement::Rows { literal, tables })) => {
+                    return self
+                        .run_binlog_rows(client, session, &c, &literal, &tables)
+                        .await;
+                }
+                Some(Err(why)) => {
+                    return Err(Failure::Answer(MysqlError::not_supported(&format!(
+                        "cannot replicate {why}"
+                    ))))
+                }
+                None => {}
+            }
         }
         if matches!(c.session, Some(SessionChange::Computed)) {
             if let Some(literal) = self.with_evaluated_values(session, &c, sql).await? {
@@ -1172,7 +1190,7 @@ impl ClientSession {
     }
 
     /// Counts replica reads and primary fallbacks (SHOW PROXY STATUS).
-    fn count_route(&self, route: Route) {
+    pub(super) fn count_route(&self, route: Route) {
         let counter = match route.reason {
             router::Reason::FreshReplica => &self.ctx.counters.replica_reads,
             router::Reason::NoFreshReplica => &self.ctx.counters.primary_fallbacks,
@@ -1190,7 +1208,13 @@ impl ClientSession {
     }
 
     /// Remembers where a statement went, for EXPLAIN LAST STATEMENT.
-    fn note_route(&mut self, sql: &str, c: &Arc<Classified>, route: Route, session: &SessionState) {
+    pub(super) fn note_route(
+        &mut self,
+        sql: &str,
+        c: &Arc<Classified>,
+        route: Route,
+        session: &SessionState,
+    ) {
         // Per statement: the text buffer is reused, not reallocated.
         let mut text = self.last_route.take().map(|l| l.sql).unwrap_or_default();
         text.clear();
@@ -1215,7 +1239,7 @@ impl ClientSession {
     }
 
     /// A text statement's route: plain autocommit reads may go to a replica.
-    fn route_statement(&mut self, c: &Classified, session: &SessionState) -> Route {
+    pub(super) fn route_statement(&mut self, c: &Classified, session: &SessionState) -> Route {
         self.reads_routed = self.reads_routed.wrapping_add(1);
         let consistency = self.consistency(session);
         let view = SessionView {

@@ -249,6 +249,52 @@ impl ClientSession {
             .ok_or_else(|| Failure::Answer(MysqlError::new(2003, "HY000", "no log for this shard")))
     }
 
+    /// The row events of a ROW or MIXED binlog replayed through the proxy (`sql::binlog`):
+    /// a write like any other, logged and run behind the session's format description,
+    /// which every server needs in the same statement (a pooled primary connection or a
+    /// follower's replay connection never saw the client's).
+    pub(super) async fn run_binlog_rows<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        c: &Classified,
+        literal: &str,
+        tables: &[(String, String)],
+    ) -> Result<(), Failure> {
+        let Some(format_description) = session.binlog_format_description.clone() else {
+            return Err(Failure::Answer(MysqlError::new(
+                1609,
+                "HY000",
+                "The BINLOG statement of type Table_map was not preceded by a format \
+                 description BINLOG statement",
+            )));
+        };
+        let mut write = c.clone();
+        write.kind = Kind::Write;
+        write.tables = tables.iter().map(|(s, t)| format!("{s}.{t}")).collect();
+        write.targets = write.tables.clone();
+        let write = Arc::new(write);
+        let sql = crate::sql::binlog::with_format_description(&format_description, literal);
+        // Row events name their schemas in table maps, not in the text classify_write reads.
+        for (schema, _) in tables {
+            if schema.eq_ignore_ascii_case(PROXY_SCHEMA)
+                || schema.eq_ignore_ascii_case(SYSTEM_SCHEMA)
+            {
+                return Err(Failure::Answer(MysqlError::not_supported(&format!(
+                    "these row events change the {schema} schema, which is not changed through \
+                     the proxy (each server's own); leave it out of the replay \
+                     (mysqlbinlog --database=<application database>)"
+                ))));
+            }
+        }
+        let route = self.route_statement(&write, session);
+        self.note_route(&sql, &write, route, session);
+        self.count_route(route);
+        let command = [&[0x03u8][..], sql.as_bytes()].concat();
+        self.run_dml(client, session, &write, route, &sql, &command, None)
+            .await
+    }
+
     /// Runs a DML write: on the primary with its context; autocommit writes are committed
     /// through the log before the client hears, transaction writes join the pending list.
     #[allow(clippy::too_many_arguments)]
@@ -891,16 +937,15 @@ pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> 
              again; use an AUTO_INCREMENT column",
         ));
     }
-    // BINLOG and CHANGE MASTER classify as Admin, START SLAVE as Other: the check stays
-    // off the path of every other statement.
+    // CHANGE MASTER and START SLAVE classify as Admin: the check stays off the path of
+    // every other statement.
     if let Some(what) = matches!(c.kind, Kind::Admin | Kind::Other)
         .then(|| crate::sql::classify::server_replication_stream(sql))
         .flatten()
     {
         return Err(MysqlError::not_supported(&format!(
             "{what}: what it writes would reach the primary only, outside the proxy's log. \
-             To bring in a ROW or MIXED binlog, replay it into a standalone server and load \
-             a dump of the result through the proxy"
+             To bring in another server's binlog, pipe mysqlbinlog's output through the proxy"
         )));
     }
     if c.kind == Kind::Session {

@@ -125,6 +125,9 @@ pub struct SessionState {
     /// The last statement's diagnostics when the proxy had to keep them itself (after a
     /// replicated write); taken at the start of every command.
     pub diagnostics: Option<diagnostics::Diagnostics>,
+    /// The base64 literal of the last `BINLOG` format description event (a mysqlbinlog
+    /// replay's first statement): row-event BINLOG statements are logged behind it.
+    pub binlog_format_description: Option<String>,
 }
 
 impl SessionState {
@@ -154,6 +157,7 @@ impl SessionState {
             temp_tables: temp_tables::TempTables::default(),
             sql_prepared: HashMap::new(),
             diagnostics: None,
+            binlog_format_description: None,
         };
         s.signature = s.compute_signature();
         s
@@ -173,6 +177,7 @@ impl SessionState {
         self.temp_tables.clear();
         self.sql_prepared.clear();
         self.diagnostics = None;
+        self.binlog_format_description = None;
         self.signature = self.compute_signature();
     }
 

@@ -842,48 +842,20 @@ pub fn plain_transaction_control(sql: &str) -> Option<Kind> {
     }
 }
 
-/// Statements that change data through a replication stream of the server's own (row
-/// events in `BINLOG '…'`, as mysqlbinlog prints them for ROW and MIXED binlogs; a
-/// replication channel pointed at another server): what they write never passes through
-/// the proxy's log, so it would land on the primary alone. The answer names what it is.
+/// Statements that change data through a replication stream of the server's own (a
+/// replication channel pointed at another server): what they write never passes through the
+/// proxy's log, so it would land on the primary alone. The answer names what it is. (BINLOG
+/// statements, mysqlbinlog's row events, are replicated: `sql::binlog`.)
 pub fn server_replication_stream(sql: &str) -> Option<&'static str> {
     let words: Vec<Tok<'_>> = Lexer::new(sql).take(2).map(|t| t.tok).collect();
     let w = |i: usize, kw: &str| words.get(i).is_some_and(|t| t.is_word(kw));
-    if w(0, "BINLOG") {
-        (!binlog_format_description_only(sql))
-            .then_some("BINLOG statements (row events, as mysqlbinlog prints them)")
-    } else if w(0, "CHANGE") && (w(1, "MASTER") || w(1, "REPLICATION")) {
+    if w(0, "CHANGE") && (w(1, "MASTER") || w(1, "REPLICATION")) {
         Some("CHANGE MASTER (a replication channel into the primary)")
     } else if w(0, "START") && (w(1, "SLAVE") || w(1, "REPLICA") || w(1, "ALL")) {
         Some("START SLAVE (a replication channel into the primary)")
     } else {
         None
     }
-}
-
-/// The binlog event type of a format description event.
-const FORMAT_DESCRIPTION_EVENT: u8 = 15;
-
-/// Whether `BINLOG '<base64>'` holds a single format description event: it only tells the
-/// session how to read later row events (mysqlbinlog prints one at the top of every output,
-/// STATEMENT binlogs included) and changes no data.
-fn binlog_format_description_only(sql: &str) -> bool {
-    use base64::Engine;
-    let Some((_, rest)) = sql.split_once('\'') else {
-        return false;
-    };
-    let Some((literal, _)) = rest.split_once('\'') else {
-        return false;
-    };
-    let text: String = literal.chars().filter(|c| !c.is_whitespace()).collect();
-    let Ok(event) = base64::engine::general_purpose::STANDARD.decode(text) else {
-        return false;
-    };
-    // Common header: timestamp (4), type (1), server id (4), event size (4), …
-    let size = event
-        .get(9..13)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-    event.get(4) == Some(&FORMAT_DESCRIPTION_EVENT) && size == Some(event.len())
 }
 
 #[cfg(test)]
@@ -929,8 +901,6 @@ mod tests {
     #[test]
     fn replication_streams_of_the_server_are_named() {
         for sql in [
-            "BINLOG 'LO8Caw8HAAAA'",
-            "binlog @binlog_fragment_0, @binlog_fragment_1",
             "CHANGE MASTER TO MASTER_HOST='h'",
             "CHANGE REPLICATION SOURCE TO SOURCE_HOST='h'",
             "START SLAVE",
@@ -940,18 +910,11 @@ mod tests {
             assert!(server_replication_stream(sql).is_some(), "{sql}");
             assert_eq!(classify(sql).kind, Kind::Admin, "{sql}");
         }
-        // mysqlbinlog's first statement, a format description event alone: session state.
-        let fde = "BINLOG '\nLO8Caw8HAAAA/AAAAAABAAABAAQAMTAuMTEuMTQtTWFyaWFEQi0wK2RlYjEydTItbG9nAAAAAAAA\n\
-                   AAAAAAAAAAAAAAAAAAAs7wJrEzgNAAgAEgAEBAQEEgAA5AAEGggAAAAICAgCAAAACgoKAAAAAAAA\n\
-                   CgoKAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n\
-                   AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n\
-                   AAAAAAAAAAAEEwQADQgICAoKCgEevLGJ\n'";
-        assert_eq!(server_replication_stream(fde), None);
         for sql in [
             "START TRANSACTION",
             "STOP SLAVE",
             "SHOW BINLOG EVENTS",
-            "SELECT 'BINLOG'",
+            "BINLOG 'LO8Caw8HAAAA'",
             "INSERT INTO binlog VALUES (1)",
         ] {
             assert!(server_replication_stream(sql).is_none(), "{sql}");

@@ -107,7 +107,7 @@ impl MariaDb {
         assert!(status.success());
         let bin = find_server().unwrap();
         let port = free_port();
-        let mut child = start_server(&bin, dir.path(), &datadir, port, 1).unwrap();
+        let mut child = start_server(&bin, dir.path(), &datadir, port, 1, &[]).unwrap();
         if let Err(e) = wait_for_port(port, &mut child, Duration::from_secs(60)) {
             let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
             panic!("{e}\n{log}");
@@ -131,10 +131,15 @@ impl MariaDb {
     }
 
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// Restarts the server with more command-line options (e.g. a binary log).
+    pub fn restart_with(&mut self, args: &[&str]) {
         self.kill9();
         let bin = find_server().unwrap();
         let datadir = self.dir.path().join("data");
-        let mut child = start_server(&bin, self.dir.path(), &datadir, self.port, 1).unwrap();
+        let mut child = start_server(&bin, self.dir.path(), &datadir, self.port, 1, args).unwrap();
         wait_for_port(self.port, &mut child, Duration::from_secs(60)).unwrap();
         self.child = Some(child);
     }
