@@ -440,8 +440,8 @@ async fn applied_log_rows_are_trimmed_on_every_replica() {
 /// replicate, their records
 /// spread over several rows; a restarted proxy whose WAL was lost rebuilds the log from those
 /// rows and a follower that was down catches up from it. A transaction over
-/// `replication.max_record_bytes` is refused at COMMIT with MySQL's "transaction too big"
-/// error and rolled back, and the session goes on.
+/// `replication.max_record_bytes` is refused at the write that crosses it with MySQL's
+/// "transaction too big" error and rolled back, and the session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_loads_larger_than_a_statement_replicate() {
     common::init_tracing();
@@ -505,23 +505,26 @@ async fn bulk_loads_larger_than_a_statement_replicate() {
         ),
     );
     assert!(ok, "{err}");
-    // Over replication.max_record_bytes: refused and rolled back; the session goes on.
+    // Over replication.max_record_bytes: refused at the write that crosses it (not kept in
+    // the proxy's memory until COMMIT) and rolled back; the session goes on.
     c.query_drop("BEGIN").await.unwrap();
+    let mut refused_at = None;
     for i in 0..13 {
-        c.query_drop(format!(
-            "INSERT INTO big.t (v) VALUES ('{}')",
-            value(100 + i)
-        ))
-        .await
-        .unwrap();
-    }
-    match c.query_drop("COMMIT").await.unwrap_err() {
-        mysql_async::Error::Server(ref e) => {
-            assert_eq!((e.code, e.state.as_str()), (1197, "HY000"), "{e:?}");
-            assert!(e.message.contains("max_record_bytes"), "{}", e.message);
+        let insert = format!("INSERT INTO big.t (v) VALUES ('{}')", value(100 + i));
+        match c.query_drop(insert).await {
+            Ok(()) => {}
+            Err(mysql_async::Error::Server(e)) => {
+                assert_eq!((e.code, e.state.as_str()), (1197, "HY000"), "{e:?}");
+                assert!(e.message.contains("max_record_bytes"), "{}", e.message);
+                refused_at = Some(i);
+                break;
+            }
+            Err(other) => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
+    // 12 rows of 700 kB are the first to pass 8 MiB.
+    assert_eq!(refused_at, Some(11));
+    c.query_drop("COMMIT").await.unwrap();
     c.query_drop("INSERT INTO big.t (v) VALUES ('small')")
         .await
         .unwrap();

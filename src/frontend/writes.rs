@@ -498,13 +498,40 @@ impl ClientSession {
                 session.pending.push(stmt);
                 let payload = Record {
                     kind: RecordKind::Transaction,
-                    statements: std::mem::take(&mut session.pending),
+                    statements: session.pending.take(),
                 }
                 .encode();
                 self.log_and_commit(session, c, shard, payload, false)
                     .await?;
             }
-            Some(stmt) => session.pending.push(stmt),
+            Some(stmt) => {
+                session.pending.push(stmt);
+                let max = self.shard_log(shard)?.max_record();
+                if session.pending.bytes() > max {
+                    // Its record could never be logged: stopped here rather than kept in
+                    // memory until COMMIT (MySQL's max_binlog_cache_size error).
+                    let bytes = session.pending.bytes();
+                    if let Some(h) = self.held.as_mut() {
+                        if let Err(e) =
+                            rollback_on_primary(&mut h.conn, false, self.deprecate_eof).await
+                        {
+                            return self.lost(session, c, e);
+                        }
+                    }
+                    session.reset_transaction();
+                    self.release_if_unpinned(session);
+                    return Err(Failure::Answer(MysqlError::new(
+                        1197,
+                        "HY000",
+                        format!(
+                            "myquorum: this transaction's writes take {bytes} bytes of its \
+                             replication record, more than replication.max_record_bytes \
+                             ({max}); the transaction was rolled back. Split it into smaller \
+                             transactions or raise replication.max_record_bytes"
+                        ),
+                    )));
+                }
+            }
             None => {
                 if wrap {
                     if let Some(h) = self.held.as_mut() {
@@ -696,7 +723,7 @@ impl ClientSession {
         self.hold_for(session, route).await?;
         let payload = Record {
             kind: RecordKind::Transaction,
-            statements: std::mem::take(&mut session.pending),
+            statements: session.pending.take(),
         }
         .encode();
         let (summary, raw) = self

@@ -39,6 +39,21 @@ pub struct Statement {
     pub body: Body,
 }
 
+impl Statement {
+    /// About the bytes it takes in a record (its body, settings and schema; the fixed fields
+    /// counted roughly): what bounds a transaction's record before it is encoded.
+    pub fn record_bytes(&self) -> usize {
+        let body = match &self.body {
+            Body::Text(t) => t.len(),
+            Body::Prepared { sql, params } => sql.len() + params.len(),
+            Body::LoadData { sql, data } => sql.len() + data.len(),
+        };
+        64 + body
+            + self.schema.as_ref().map_or(0, String::len)
+            + self.settings.iter().map(|s| s.len() + 4).sum::<usize>()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordKind {
     Transaction,

@@ -14,6 +14,7 @@ pub mod diagnostics;
 pub mod temp_tables;
 
 use crate::protocol::relay::ResponseSummary;
+use crate::replication::record::Statement;
 use crate::sql::{Classified, Flags, Kind, SessionChange};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -111,7 +112,7 @@ pub struct SessionState {
     /// Proxy-owned variables (myquorum_*).
     pub proxy_vars: Vec<(String, String)>,
     /// Writes of the open transaction, executed on the primary and not yet logged.
-    pub pending: Vec<crate::replication::record::Statement>,
+    pub pending: PendingWrites,
     /// Savepoints of the open transaction and how many pending writes preceded each.
     pub savepoints: Vec<(String, usize)>,
     /// Temporary tables this session created (not replicated).
@@ -128,6 +129,52 @@ pub struct SessionState {
     /// The base64 literal of the last `BINLOG` format description event (a mysqlbinlog
     /// replay's first statement): row-event BINLOG statements are logged behind it.
     pub binlog_format_description: Option<String>,
+}
+
+/// The open transaction's writes, with the bytes they take in its record: a transaction
+/// whose record could not be logged is stopped at the write that makes it too large, not
+/// kept in memory until its COMMIT.
+#[derive(Debug, Default)]
+pub struct PendingWrites {
+    statements: Vec<Statement>,
+    bytes: usize,
+}
+
+impl PendingWrites {
+    pub fn push(&mut self, s: Statement) {
+        self.bytes += s.record_bytes();
+        self.statements.push(s);
+    }
+
+    pub fn clear(&mut self) {
+        self.statements.clear();
+        self.bytes = 0;
+    }
+
+    /// Keeps the first `len` writes (ROLLBACK TO SAVEPOINT).
+    pub fn truncate(&mut self, len: usize) {
+        self.statements.truncate(len);
+        self.bytes = self.statements.iter().map(Statement::record_bytes).sum();
+    }
+
+    /// The writes, for their record; none are left.
+    pub fn take(&mut self) -> Vec<Statement> {
+        self.bytes = 0;
+        std::mem::take(&mut self.statements)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.statements.len()
+    }
+
+    /// About the bytes of the record they make (`Statement::record_bytes`).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 impl SessionState {
@@ -152,7 +199,7 @@ impl SessionState {
             autocommit: true,
             proxy_vars: Vec::new(),
             last_write_ts: 0,
-            pending: Vec::new(),
+            pending: PendingWrites::default(),
             savepoints: Vec::new(),
             temp_tables: temp_tables::TempTables::default(),
             sql_prepared: HashMap::new(),
@@ -411,6 +458,34 @@ mod tests {
     use super::*;
     use crate::protocol::message::OkInfo;
     use crate::sql::classify;
+
+    #[test]
+    fn pending_writes_keep_their_record_size() {
+        let write = |text: &str| Statement {
+            schema: Some("db".into()),
+            collation: 45,
+            settings: vec!["SESSION sql_mode = ''".into()],
+            timestamp_us: 1,
+            insert_id: 0,
+            last_insert_id: None,
+            rand_seeds: None,
+            affected: Some(1),
+            body: crate::replication::record::Body::Text(text.as_bytes().to_vec()),
+        };
+        let mut p = PendingWrites::default();
+        p.push(write("INSERT INTO t VALUES (1)"));
+        let one = p.bytes();
+        assert!(one > "INSERT INTO t VALUES (1)".len());
+        p.push(write(&"x".repeat(1000)));
+        assert_eq!(p.bytes(), one + write(&"x".repeat(1000)).record_bytes());
+        p.truncate(1);
+        assert_eq!((p.len(), p.bytes()), (1, one));
+        assert_eq!(p.take().len(), 1);
+        assert_eq!((p.len(), p.bytes()), (0, 0));
+        p.push(write("a"));
+        p.clear();
+        assert!(p.is_empty() && p.bytes() == 0);
+    }
 
     #[test]
     fn client_timestamps() {
