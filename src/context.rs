@@ -36,6 +36,8 @@ pub struct ProxyContext {
     pub read_consistency: crate::router::Consistency,
     /// Classification per statement digest, shared by all sessions.
     pub classify_cache: ClassifyCache,
+    /// Executions and time per statement digest (`SHOW PROXY QUERIES`).
+    pub digests: crate::digests::QueryDigests,
     /// Live client sessions by connection id, for KILL.
     pub sessions: crate::frontend::kill::SessionRegistry,
     /// Per (schema, procedure), lowercase: why a CALL of it is refused (it generates ids the
@@ -77,6 +79,7 @@ impl ProxyContext {
             counters: Counters::default(),
             read_consistency,
             classify_cache: ClassifyCache::new(10_000),
+            digests: crate::digests::QueryDigests::default(),
             sessions: Default::default(),
             call_checks: Default::default(),
             next_connection_id: AtomicU32::new(1),

@@ -23,6 +23,7 @@ pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod context;
+pub mod digests;
 pub mod executor;
 pub mod frontend;
 pub mod metrics;

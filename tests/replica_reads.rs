@@ -511,3 +511,91 @@ async fn prepared_reads_go_to_replicas_and_read_their_writes() {
     assert!(replica_reads >= 100, "{status:?}");
     drop(proxy);
 }
+
+/// `SHOW PROXY QUERIES` (ProxySQL's stats_mysql_query_digest): text and prepared executions
+/// of one statement shape count under one digest with its literals as `?`, with their time
+/// through the proxy and where they went (reads to replicas, writes to the primary);
+/// `PROXY RESET QUERIES` starts over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_digests_count_executions_time_and_destination() {
+    common::init_tracing();
+    let (a, b, c3) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let proxy = Proxy::start(config_for(&[&a, &b, &c3]));
+    let mut c = connect(&proxy.url(None)).await;
+    c.query_drop("CREATE DATABASE qd").await.unwrap();
+    c.query_drop("CREATE TABLE qd.t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO qd.t VALUES (1, 0), (2, 0), (3, 0)")
+        .await
+        .unwrap();
+    wait_applied(&[&a, &b, &c3]).await;
+    for i in 0..20 {
+        let _: Option<i64> = c
+            .query_first(format!("SELECT v FROM qd.t WHERE id = {}", i % 3 + 1))
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        let _: Option<i64> = c
+            .exec_first("SELECT v FROM qd.t WHERE id = ?", (i + 1,))
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        c.query_drop(format!(
+            "UPDATE qd.t SET v = v + 1 WHERE id = {}",
+            i % 3 + 1
+        ))
+        .await
+        .unwrap();
+    }
+    let rows: Vec<mysql_async::Row> = c.query("SHOW PROXY QUERIES").await.unwrap();
+    let find = |text: &str| {
+        rows.iter()
+            .find(|r| r.get::<String, _>("digest_text").as_deref() == Some(text))
+            .unwrap_or_else(|| panic!("no digest {text:?}"))
+    };
+    let num = |r: &mysql_async::Row, col: &str| -> f64 {
+        r.get::<String, _>(col).unwrap().parse().unwrap()
+    };
+    let select = find("SELECT v FROM qd.t WHERE id = ?");
+    assert_eq!(num(select, "count"), 23.0);
+    assert!(
+        num(select, "to_replica") >= 1.0,
+        "reads stayed off the replicas"
+    );
+    assert_eq!(
+        num(select, "to_primary") + num(select, "to_replica") + num(select, "by_proxy"),
+        23.0
+    );
+    assert!(num(select, "sum_ms") > 0.0);
+    assert!(num(select, "min_ms") <= num(select, "avg_ms"));
+    assert!(num(select, "avg_ms") <= num(select, "max_ms"));
+    let update = find("UPDATE qd.t SET v = v + ? WHERE id = ?");
+    assert_eq!(
+        (num(update, "count"), num(update, "to_primary")),
+        (5.0, 5.0)
+    );
+    let insert = find("INSERT INTO qd.t VALUES (?,...),...");
+    assert_eq!(num(insert, "count"), 1.0);
+    // The most total time first.
+    let sums: Vec<f64> = rows.iter().map(|r| num(r, "sum_ms")).collect();
+    assert!(sums.windows(2).all(|w| w[0] >= w[1]), "{sums:?}");
+    let cleared: Option<String> = c.query_first("PROXY RESET QUERIES").await.unwrap();
+    assert!(cleared.unwrap().ends_with("query digests cleared"));
+    let rows: Vec<mysql_async::Row> = c.query("SHOW PROXY QUERIES").await.unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r.get::<String, _>("digest_text").as_deref()
+                != Some("SELECT v FROM qd.t WHERE id = ?")),
+        "the reset kept old digests"
+    );
+    match c.query_drop("PROXY FROBNICATE").await {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 1064);
+            assert!(e.message.contains("PROXY RESET QUERIES"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+}

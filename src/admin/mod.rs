@@ -223,7 +223,7 @@ pub fn parse_switchover(
     command: &str,
 ) -> Option<Result<(crate::router::ShardId, Option<crate::router::ReplicaId>), MysqlError>> {
     let mut words = command.split_whitespace();
-    if words.next() != Some("proxy") {
+    if words.next() != Some("proxy") || words.next() != Some("switchover") {
         return None;
     }
     let usage = || {
@@ -233,9 +233,6 @@ pub fn parse_switchover(
             "myquorum: use PROXY SWITCHOVER [TO <replica number>] [SHARD <shard number>]",
         )
     };
-    if words.next() != Some("switchover") {
-        return Some(Err(usage()));
-    }
     let (mut shard, mut to) = (0u32, None);
     while let Some(w) = words.next() {
         let n = words.next().and_then(|v| v.parse::<u32>().ok());
@@ -288,6 +285,50 @@ fn processlist(ctx: &ProxyContext) -> Table {
     }
 }
 
+/// `SHOW PROXY QUERIES`: per statement digest, executions, time through the proxy and where
+/// they were served, the most total time first (ProxySQL's stats_mysql_query_digest; times
+/// in milliseconds, first/last seen in Unix seconds as there).
+fn queries(ctx: &ProxyContext) -> Table {
+    let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
+    Table {
+        columns: vec![
+            "digest",
+            "digest_text",
+            "count",
+            "sum_ms",
+            "avg_ms",
+            "min_ms",
+            "max_ms",
+            "to_primary",
+            "to_replica",
+            "by_proxy",
+            "first_seen",
+            "last_seen",
+        ],
+        rows: ctx
+            .digests
+            .rows()
+            .into_iter()
+            .map(|r| {
+                vec![
+                    Some(format!("{:016x}", r.digest)),
+                    Some(r.text),
+                    Some(r.count.to_string()),
+                    Some(ms(r.sum_us)),
+                    Some(ms(r.sum_us / r.count.max(1))),
+                    Some(ms(r.min_us)),
+                    Some(ms(r.max_us)),
+                    Some(r.primary.to_string()),
+                    Some(r.replica.to_string()),
+                    Some(r.proxy.to_string()),
+                    Some(r.first_seen.to_string()),
+                    Some(r.last_seen.to_string()),
+                ]
+            })
+            .collect(),
+    }
+}
+
 pub fn answer(
     ctx: &ProxyContext,
     command: &str,
@@ -310,6 +351,14 @@ pub fn answer(
                     ]
                 })
                 .collect(),
+        }),
+        "queries" => Ok(queries(ctx)),
+        "proxy reset queries" => Ok(Table {
+            columns: vec!["result"],
+            rows: vec![vec![Some(format!(
+                "{} query digests cleared",
+                ctx.digests.reset()
+            ))]],
         }),
         "status" => {
             let c = &ctx.counters;
@@ -364,11 +413,19 @@ pub fn answer(
             })
         }
         "explain last statement" => Ok(explain_last(ctx, client)),
+        other if other.starts_with("proxy ") => Err(MysqlError::new(
+            1064,
+            "42000",
+            format!(
+                "Unknown proxy command '{}': try PROXY SWITCHOVER, PROXY REBUILD REPLICA or PROXY RESET QUERIES",
+                other.to_uppercase()
+            ),
+        )),
         other => Err(MysqlError::new(
             1064,
             "42000",
             format!(
-                "Unknown proxy command 'SHOW PROXY {}': try SHOW PROXY BACKENDS, PINS, STATUS, SESSION or REPLICATION, or EXPLAIN LAST STATEMENT",
+                "Unknown proxy command 'SHOW PROXY {}': try SHOW PROXY BACKENDS, PROCESSLIST, PINS, QUERIES, STATUS, SESSION or REPLICATION, or EXPLAIN LAST STATEMENT",
                 other.to_uppercase()
             ),
         )),

@@ -91,6 +91,9 @@ pub struct ClientSession {
     spread_seed: u32,
     /// This session in the registry KILL uses.
     registry_entry: Arc<SessionEntry>,
+    /// Where the current command's last statement went (None: the proxy answered it), for
+    /// the query digest statistics.
+    served: Option<crate::digests::Served>,
 }
 
 /// Whether a session statement may set an isolation level (what `parse_set` made of it):
@@ -158,6 +161,7 @@ impl ClientSession {
             open_write: None,
             reads_routed: 0,
             spread_seed: rand::random(),
+            served: None,
         }
     }
 
@@ -348,11 +352,30 @@ impl ClientSession {
                     self.com_stmt_prepare(client, session, &pkt.payload, diagnostics)
                         .await
                 }
-                COM_STMT_EXECUTE
-                | COM_STMT_SEND_LONG_DATA
-                | COM_STMT_CLOSE
-                | COM_STMT_RESET
-                | COM_STMT_FETCH => {
+                COM_STMT_EXECUTE => {
+                    // Counted under its statement's digest, as a text query of that shape.
+                    let executed = pkt
+                        .payload
+                        .get(1..5)
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .and_then(|id| session.prepared.get(&id))
+                        .map(|p| (p.digest, p.sql.clone()));
+                    let started = std::time::Instant::now();
+                    self.served = None;
+                    let outcome = self
+                        .com_stmt(client, session, pkt.payload, diagnostics)
+                        .await;
+                    if let Some((digest, sql)) = executed {
+                        self.ctx.digests.record(
+                            digest,
+                            &sql,
+                            started.elapsed(),
+                            self.served.unwrap_or(crate::digests::Served::Proxy),
+                        );
+                    }
+                    outcome
+                }
+                COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE | COM_STMT_RESET | COM_STMT_FETCH => {
                     self.com_stmt(client, session, pkt.payload, diagnostics)
                         .await
                 }
@@ -619,7 +642,30 @@ impl ClientSession {
                 return self.answer_diagnostics(client, session, d, &q, false).await;
             }
         }
-        let c = self.ctx.classify_cache.classify(sql);
+        let (digest, c) = self.ctx.classify_cache.classify_keyed(sql);
+        let started = std::time::Instant::now();
+        self.served = None;
+        let outcome = self
+            .com_query_classified(client, session, sql, payload, c)
+            .await;
+        self.ctx.digests.record(
+            digest,
+            sql,
+            started.elapsed(),
+            self.served.unwrap_or(crate::digests::Served::Proxy),
+        );
+        outcome
+    }
+
+    /// `com_query` once the text is classified: one statement, or several run one by one.
+    async fn com_query_classified<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        sql: &str,
+        payload: &[u8],
+        c: Arc<Classified>,
+    ) -> Result<(), Failure> {
         if c.statements > 1 && !session.multi_statements {
             return Err(Failure::Answer(MysqlError::new(
                 1064,
@@ -1215,6 +1261,11 @@ impl ClientSession {
         route: Route,
         session: &SessionState,
     ) {
+        self.served = match route.target {
+            Target::Replica(..) => Some(crate::digests::Served::Replica),
+            Target::Primary(..) | Target::Pinned(..) => Some(crate::digests::Served::Primary),
+            _ => None,
+        };
         // Per statement: the text buffer is reused, not reallocated.
         let mut text = self.last_route.take().map(|l| l.sql).unwrap_or_default();
         text.clear();
@@ -1895,7 +1946,7 @@ impl ClientSession {
             )));
         };
         let sql: Arc<str> = Arc::from(text);
-        let c = self.ctx.classify_cache.classify(&sql);
+        let (digest, c) = self.ctx.classify_cache.classify_keyed(&sql);
         // Prepared on the primary (or the pinned connection) for the client's metadata; the
         // statement is not tied to that connection: executes prepare it where they run.
         let route = self.route(&c);
@@ -1933,6 +1984,7 @@ impl ClientSession {
                         num_params: p.num_params,
                         num_columns: p.num_columns,
                         classified: c.clone(),
+                        digest,
                         sql,
                         param_types: None,
                         long_data: Default::default(),

@@ -81,6 +81,8 @@ pub struct PreparedStatement {
     pub num_params: u16,
     pub num_columns: u16,
     pub classified: std::sync::Arc<Classified>,
+    /// Its digest (`ClassifyCache::digest`): executions count under it in query statistics.
+    pub digest: u64,
     /// The statement text (recorded with a write's parameters).
     pub sql: std::sync::Arc<str>,
     /// Parameter types from the last execute that bound them (later executes may omit them).

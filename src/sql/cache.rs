@@ -57,9 +57,14 @@ impl ClassifyCache {
     }
 
     pub fn classify(&self, sql: &str) -> Arc<Classified> {
+        self.classify_keyed(sql).1
+    }
+
+    /// `classify`, with the statement's digest (what query statistics are kept by).
+    pub fn classify_keyed(&self, sql: &str) -> (u64, Arc<Classified>) {
         let key = self.digest(sql);
         if let Some(hit) = self.map.get(&key) {
-            return hit.clone();
+            return (key, hit.clone());
         }
         let c = Arc::new(classify(sql));
         if cacheable(&c) {
@@ -70,7 +75,7 @@ impl ClassifyCache {
             }
             self.map.insert(key, c.clone());
         }
-        c
+        (key, c)
     }
 }
 
