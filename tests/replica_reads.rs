@@ -578,7 +578,24 @@ async fn query_digests_count_executions_time_and_destination() {
         (5.0, 5.0)
     );
     let insert = find("INSERT INTO qd.t VALUES (?,...),...");
-    assert_eq!(num(insert, "count"), 1.0);
+    assert_eq!(
+        (num(insert, "count"), num(insert, "to_primary")),
+        (1.0, 1.0)
+    );
+    // A transaction's writes and its COMMIT (run through the log) are the primary's too.
+    c.query_drop("BEGIN").await.unwrap();
+    c.exec_drop("UPDATE qd.t SET v = ? WHERE id = ?", (7, 1))
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let rows2: Vec<mysql_async::Row> = c.query("SHOW PROXY QUERIES").await.unwrap();
+    for text in ["UPDATE qd.t SET v = ? WHERE id = ?", "COMMIT"] {
+        let r = rows2
+            .iter()
+            .find(|r| r.get::<String, _>("digest_text").as_deref() == Some(text))
+            .unwrap_or_else(|| panic!("no digest {text:?}"));
+        assert_eq!(num(r, "to_primary"), 1.0, "{text}");
+    }
     // The most total time first.
     let sums: Vec<f64> = rows.iter().map(|r| num(r, "sum_ms")).collect();
     assert!(sums.windows(2).all(|w| w[0] >= w[1]), "{sums:?}");

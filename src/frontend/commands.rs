@@ -93,7 +93,7 @@ pub struct ClientSession {
     registry_entry: Arc<SessionEntry>,
     /// Where the current command's last statement went (None: the proxy answered it), for
     /// the query digest statistics.
-    served: Option<crate::digests::Served>,
+    pub(super) served: Option<crate::digests::Served>,
 }
 
 /// Whether a session statement may set an isolation level (what `parse_set` made of it):

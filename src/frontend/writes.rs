@@ -308,6 +308,8 @@ impl ClientSession {
         command: &[u8],
         prepared: Option<(Arc<str>, Vec<u8>)>,
     ) -> Result<(), Failure> {
+        // Writes run on the primary whatever route brought them here.
+        self.served = Some(crate::digests::Served::Primary);
         let check = {
             let lits = Literals {
                 uuid: &uuid_v4,
@@ -591,6 +593,7 @@ impl ClientSession {
         payload: Vec<u8>,
         unwrap: bool,
     ) -> Result<(ResponseSummary, Vec<u8>), Failure> {
+        self.served = Some(crate::digests::Served::Primary);
         let log = self.shard_log(shard)?;
         let deprecate_eof = self.deprecate_eof;
         let executed_on = self
@@ -774,6 +777,7 @@ impl ClientSession {
         route: Route,
         command: &[u8],
     ) -> Result<(), Failure> {
+        self.served = Some(crate::digests::Served::Primary);
         let shard = route_shard(route);
         if !session.pending.is_empty() {
             // DDL commits the open transaction implicitly, as on MySQL.
