@@ -366,12 +366,7 @@ impl ClientSession {
                         .com_stmt(client, session, pkt.payload, diagnostics)
                         .await;
                     if let Some((digest, sql)) = executed {
-                        self.ctx.digests.record(
-                            digest,
-                            &sql,
-                            started.elapsed(),
-                            self.served.unwrap_or(crate::digests::Served::Proxy),
-                        );
+                        self.count_digest(digest, &sql, started);
                     }
                     outcome
                 }
@@ -648,13 +643,19 @@ impl ClientSession {
         let outcome = self
             .com_query_classified(client, session, sql, payload, c)
             .await;
+        self.count_digest(digest, sql, started);
+        outcome
+    }
+
+    /// Counts a command that started at `started` under its statement digest, served where
+    /// `note_route` last said (`SHOW PROXY QUERIES`).
+    fn count_digest(&self, digest: u64, sql: &str, started: std::time::Instant) {
         self.ctx.digests.record(
             digest,
             sql,
             started.elapsed(),
             self.served.unwrap_or(crate::digests::Served::Proxy),
         );
-        outcome
     }
 
     /// `com_query` once the text is classified: one statement, or several run one by one.

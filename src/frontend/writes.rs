@@ -508,7 +508,12 @@ impl ClientSession {
             }
             Some(stmt) => {
                 session.pending.push(stmt);
-                let max = self.shard_log(shard)?.max_record();
+                // Borrowed, not cloned: this runs for every write of every transaction.
+                let max = self
+                    .ctx
+                    .replication
+                    .shard(shard)
+                    .map_or(usize::MAX, |log| log.max_record());
                 if session.pending.bytes() > max {
                     // Its record could never be logged: stopped here rather than kept in
                     // memory until COMMIT (MySQL's max_binlog_cache_size error).

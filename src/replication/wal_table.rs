@@ -31,7 +31,7 @@ pub const CREATE_PART_TABLE: &str = "CREATE TABLE IF NOT EXISTS myquorum.wal_par
     shard INT UNSIGNED NOT NULL, ts BIGINT UNSIGNED NOT NULL, part INT UNSIGNED NOT NULL, \
     payload LONGBLOB NOT NULL, PRIMARY KEY (shard, ts, part)) ENGINE=InnoDB";
 
-pub fn hex(data: &[u8]) -> String {
+fn hex(data: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = Vec::with_capacity(data.len() * 2);
     for b in data {
