@@ -525,6 +525,21 @@ async fn bulk_loads_larger_than_a_statement_replicate() {
     // 12 rows of 700 kB are the first to pass 8 MiB.
     assert_eq!(refused_at, Some(11));
     c.query_drop("COMMIT").await.unwrap();
+    // A LOAD DATA LOCAL file over it: the primary read it all, and rolls it back.
+    let huge = dir.path().join("huge.csv");
+    std::fs::write(&huge, format!("{}\n", "w".repeat(900)).repeat(10_000)).unwrap();
+    let (ok, _, err) = common::mysql_cli(
+        proxy.port,
+        &["--local-infile=1"],
+        &format!(
+            "LOAD DATA LOCAL INFILE '{}' INTO TABLE big.t (v);",
+            huge.display()
+        ),
+    );
+    assert!(
+        !ok && err.contains("1197") && err.contains("max_record_bytes"),
+        "{err}"
+    );
     c.query_drop("INSERT INTO big.t (v) VALUES ('small')")
         .await
         .unwrap();

@@ -466,8 +466,8 @@ impl ClientSession {
                 "HY000",
                 format!(
                     "myquorum: the LOAD DATA LOCAL file is {size} bytes, more than a replication \
-                     record can carry (half the replicas' smallest max_allowed_packet); the \
-                     transaction was rolled back. Split the file or raise max_allowed_packet"
+                     record may hold (replication.max_record_bytes); the transaction was rolled \
+                     back. Split the file or raise replication.max_record_bytes"
                 ),
             )));
         }
