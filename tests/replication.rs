@@ -2927,3 +2927,61 @@ async fn a_prepared_write_with_long_data_reaches_every_replica() {
         ]
     );
 }
+
+/// The primary refuses a record's `myquorum.wal` row while its transaction goes on (here a
+/// trigger planted on the primary; in life a lock wait timeout or a full disk): the write
+/// must not commit there without its row, or the repair that follows (the row is what says
+/// the primary has the record) applies it a second time. Autocommit and explicit
+/// transactions alike: the client hears OK (the quorum holds the record), the primary is
+/// repaired once, and every replica ends with each row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_refusing_its_log_row_applies_the_write_once() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE lr",
+            "CREATE TABLE lr.t (v INT)", // no key: a second application shows as a second row
+            "INSERT INTO lr.t VALUES (1)",
+        ],
+    )
+    .await;
+    let mut primary = connect(&dbs[0].url(None)).await;
+    run_all(
+        &mut primary,
+        &[
+            // MyISAM: disarming survives the refused statement's rollback.
+            "CREATE TABLE myquorum.fault (armed INT) ENGINE=MyISAM",
+            "INSERT INTO myquorum.fault VALUES (0)",
+            "CREATE TRIGGER myquorum.refuse_row BEFORE INSERT ON myquorum.wal FOR EACH ROW \
+             BEGIN IF (SELECT armed FROM myquorum.fault) = 1 THEN \
+             UPDATE myquorum.fault SET armed = 0; \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected: no log row'; END IF; END",
+        ],
+    )
+    .await;
+    let writes: [&[&str]; 2] = [
+        &["INSERT INTO lr.t VALUES (2)"],
+        &["BEGIN", "INSERT INTO lr.t VALUES (3)", "COMMIT"],
+    ];
+    for statements in writes {
+        primary
+            .query_drop("UPDATE myquorum.fault SET armed = 1")
+            .await
+            .unwrap();
+        run_all(&mut c, statements).await;
+        let armed: Option<i64> = primary
+            .query_first("SELECT armed FROM myquorum.fault")
+            .await
+            .unwrap();
+        assert_eq!(armed, Some(0), "the primary did not refuse {statements:?}");
+    }
+    c.query_drop("INSERT INTO lr.t VALUES (4)").await.unwrap();
+    assert_replicas_identical(&dbs, &mut c, &["lr.t"]).await;
+    let values: Vec<i64> = primary
+        .query("SELECT v FROM lr.t ORDER BY v")
+        .await
+        .unwrap();
+    assert_eq!(values, [1, 2, 3, 4]);
+}

@@ -520,6 +520,14 @@ pub async fn send_wal_row(
 /// Commits the primary's transaction (whose `myquorum.wal` row `send_wal_row` sent, in
 /// `wal_answers` statements) after the quorum holds the record. Returns the COMMIT's answer
 /// (frames included, for an explicit COMMIT).
+///
+/// The row's answers are read before COMMIT is sent: an INSERT the server refuses without
+/// ending the transaction (a lock wait timeout, a full disk, a trigger) would otherwise
+/// leave the COMMIT to commit the transaction's changes without their row, and the repair
+/// that follows (the row says whether the primary has a record) would apply them a second
+/// time. Rolled back instead, the primary is repaired from the log like any primary whose
+/// COMMIT failed. It costs no round trip: the rows were sent before the quorum wait and
+/// have answered by the time it ends.
 pub async fn commit_on_primary(
     conn: &mut BackendConn,
     ts: u64,
@@ -528,43 +536,25 @@ pub async fn commit_on_primary(
     deprecate_eof: bool,
 ) -> io::Result<(ResponseSummary, Vec<u8>)> {
     let mut failed = None;
-    let mut wal_answers = wal_answers;
-    if wal_answers > 1 {
-        // A record over several statements is checked before COMMIT (a round trip only
-        // bulk loads pay): one failing would leave the primary's copy of it incomplete.
-        // Rolled back instead, the primary is repaired from the log like any primary whose
-        // COMMIT failed.
-        for _ in 0..wal_answers {
-            let insert =
-                read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
-            failed = failed.or(insert.error);
-        }
-        if let Some(e) = failed {
-            rollback_on_primary(conn, unwrap_transaction, deprecate_eof).await?;
-            return Err(io::Error::other(format!(
-                "recording commit {ts} in the primary's myquorum.wal failed: {e}; rolled back there \
-                 and applied again from the log"
-            )));
-        }
-        wal_answers = 0;
-    }
-    conn.stream.queue_packet(0, &query("COMMIT"));
-    let reset = queue_reset_after(conn, unwrap_transaction);
-    conn.stream.flush().await?;
     for _ in 0..wal_answers {
         let insert =
             read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
         failed = failed.or(insert.error);
     }
+    if let Some(e) = failed {
+        rollback_on_primary(conn, unwrap_transaction, deprecate_eof).await?;
+        return Err(io::Error::other(format!(
+            "recording commit {ts} in the primary's myquorum.wal failed: {e}; rolled back there \
+             and applied again from the log"
+        )));
+    }
+    conn.stream.queue_packet(0, &query("COMMIT"));
+    let reset = queue_reset_after(conn, unwrap_transaction);
+    conn.stream.flush().await?;
     let (commit, raw) =
         buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
     if reset {
         read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
-    }
-    if let Some(e) = failed {
-        return Err(io::Error::other(format!(
-            "recording commit {ts} in the primary's myquorum.wal failed: {e}"
-        )));
     }
     Ok((commit, raw))
 }
