@@ -2933,7 +2933,8 @@ async fn a_prepared_write_with_long_data_reaches_every_replica() {
 /// must not commit there without its row, or the repair that follows (the row is what says
 /// the primary has the record) applies it a second time. Autocommit and explicit
 /// transactions alike: the client hears OK (the quorum holds the record), the primary is
-/// repaired once, and every replica ends with each row once.
+/// repaired once, and every replica ends with each row once. A DDL, which cannot be rolled
+/// back, has its row stored again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_refusing_its_log_row_applies_the_write_once() {
     common::init_tracing();
@@ -2961,9 +2962,13 @@ async fn a_primary_refusing_its_log_row_applies_the_write_once() {
         ],
     )
     .await;
-    let writes: [&[&str]; 2] = [
+    // A DDL cannot be rolled back: its row is stored again. Last, so that a primary
+    // without it would not converge (no later record would cover the hole).
+    let writes: [&[&str]; 4] = [
         &["INSERT INTO lr.t VALUES (2)"],
         &["BEGIN", "INSERT INTO lr.t VALUES (3)", "COMMIT"],
+        &["INSERT INTO lr.t VALUES (4)"], // once the primary was repaired, again
+        &["CREATE TABLE lr.u (x INT)"],
     ];
     for statements in writes {
         primary
@@ -2976,9 +2981,11 @@ async fn a_primary_refusing_its_log_row_applies_the_write_once() {
             .await
             .unwrap();
         assert_eq!(armed, Some(0), "the primary did not refuse {statements:?}");
+        // The primary is repaired in the background: armed again before that, the trigger
+        // would refuse the repair rather than the next write.
+        wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
     }
-    c.query_drop("INSERT INTO lr.t VALUES (4)").await.unwrap();
-    assert_replicas_identical(&dbs, &mut c, &["lr.t"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["lr.t", "lr.u"]).await;
     let values: Vec<i64> = primary
         .query("SELECT v FROM lr.t ORDER BY v")
         .await

@@ -657,15 +657,9 @@ pub async fn execute_ddl(
     // Pipelined before the record's row clears them: `IF [NOT] EXISTS` notes are common.
     conn.stream.queue_packet(0, &query("SHOW WARNINGS"));
     // The DDL committed on its own: the record's rows are stored whole or not at all.
-    let rows = WalRows::new(shard, [(ts, payload)], true, chunk);
-    let own_transaction = rows.len() > 1;
+    let (_, statements) = whole_or_not_at_all(WalRows::new(shard, [(ts, payload)], true, chunk));
     let mut row_answers = 0;
-    for sql in own_transaction
-        .then(|| "START TRANSACTION".to_string())
-        .into_iter()
-        .chain(rows)
-        .chain(own_transaction.then(|| "COMMIT".to_string()))
-    {
+    for sql in statements {
         conn.stream.queue_packet(0, &query(&sql));
         row_answers += 1;
     }
@@ -684,11 +678,60 @@ pub async fn execute_ddl(
     let warnings = read_rows(&mut conn.stream, deprecate_eof, usize::from(u16::MAX))
         .await?
         .unwrap_or_default();
+    let mut row_failed = None;
     for _ in 0..row_answers {
-        read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+        let answer =
+            read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+        row_failed = row_failed.or(answer.error);
     }
     read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+    if let Some(e) = row_failed {
+        // The DDL is done and cannot be undone: without its row the primary would look as
+        // if it lacked the record, and a repair would run the DDL there a second time. The
+        // rows are stored again (the same bytes: already there is fine).
+        let rows = WalRows::new(shard, [(ts, payload)], true, chunk);
+        if let Err(again) = store_rows_again(conn, rows, deprecate_eof).await? {
+            tracing::error!(shard = shard.0, ts, first = %e.message, again = %again,
+                "the primary ran a logged DDL but its myquorum.wal refuses the record's row: \
+                 fix what the error names on the primary; until the log is trimmed past this \
+                 record, a proxy restart would run the DDL there again");
+        }
+    }
     Ok((summary, raw, warnings))
+}
+
+/// `rows`' statements, inside a transaction of their own when there are several (a record
+/// is stored whole or not at all); whether they got one.
+fn whole_or_not_at_all(rows: WalRows<'_>) -> (bool, impl Iterator<Item = String> + '_) {
+    let own_transaction = rows.len() > 1;
+    let statements = own_transaction
+        .then(|| "START TRANSACTION".to_string())
+        .into_iter()
+        .chain(rows)
+        .chain(own_transaction.then(|| "COMMIT".to_string()));
+    (own_transaction, statements)
+}
+
+/// Runs `rows`' statements one at a time, in a transaction when there are several (rolled
+/// back if one fails). `Ok(Err(message))`: the server refused one.
+async fn store_rows_again(
+    conn: &mut BackendConn,
+    rows: WalRows<'_>,
+    deprecate_eof: bool,
+) -> io::Result<Result<(), String>> {
+    let (own_transaction, statements) = whole_or_not_at_all(rows);
+    for sql in statements {
+        conn.stream.write_packet(0, &query(&sql)).await?;
+        let answer =
+            read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+        if let Some(e) = answer.error {
+            if own_transaction {
+                rollback_on_primary(conn, false, deprecate_eof).await?;
+            }
+            return Ok(Err(e.message));
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// A COM_STMT_EXECUTE body normalized for replay: cursor flags cleared and the parameter

@@ -692,8 +692,8 @@ impl ClientSession {
                 // to the log before it leads) applies it. So the client hears OK.
                 log.primary_failed(ts, executed_on);
                 tracing::warn!(shard = shard.0, ts, error = %e,
-                    "primary connection lost at COMMIT after the quorum held the record; acknowledged \
-                     (it is applied on the primary when repaired, or on the next one)");
+                    "the primary's COMMIT failed after the quorum held the record (see the error); \
+                     acknowledged (it is applied on the primary when repaired, or on the next one)");
                 session.reset_transaction();
                 Ok(committed_in_log())
             }
