@@ -1,12 +1,14 @@
 //! State shared by every client connection: config, cluster, users, counters.
 //!
-//! Owns: `ProxyContext`. May import: config, backend, frontend::auth (user table).
+//! Owns: `ProxyContext`. May import: config, backend, frontend::auth (user table),
+//! protocol::handshake (what clients are offered).
 
 use crate::backend::Cluster;
 use crate::config::Config;
 use crate::frontend::auth::Authenticator;
 use crate::router::ShardId;
 use crate::sql::ClassifyCache;
+use mysql_common::constants::MariadbCapabilities;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 #[derive(Default)]
@@ -102,6 +104,18 @@ impl ProxyContext {
             .and_then(|p| p.server_version())
             .unwrap_or_else(|| "8.0.0".to_string());
         format!("{backend}-myquorum")
+    }
+
+    /// MariaDB's extended capabilities to offer a connecting client: extended column
+    /// metadata when every backend was reached and offers it, so that any connection a
+    /// session is given can carry it.
+    pub fn mariadb_capabilities(&self) -> MariadbCapabilities {
+        let mut pools = self.cluster.pools().peekable();
+        if pools.peek().is_some() && pools.all(|(_, _, p)| p.offers_extended_metadata()) {
+            crate::protocol::handshake::EXTENDED_METADATA
+        } else {
+            MariadbCapabilities::empty()
+        }
     }
 }
 

@@ -64,6 +64,8 @@ pub struct BackendPool {
     pub closed_idle: AtomicU64,
     /// Server version seen in the last handshake.
     version: Mutex<Option<String>>,
+    /// Whether that handshake offered MariaDB's extended column metadata.
+    extended_metadata: AtomicBool,
     /// Round trips of real queries: EWMA (µs, 0 = none yet) and histogram.
     latency_ewma_us: AtomicU64,
     pub latency: LatencyHistogram,
@@ -106,6 +108,7 @@ impl BackendPool {
             connect_failures: AtomicU64::new(0),
             closed_idle: AtomicU64::new(0),
             version: Mutex::new(None),
+            extended_metadata: AtomicBool::new(false),
             latency_ewma_us: AtomicU64::new(0),
             probes: Mutex::new(ProbeWindow::default()),
             probe_floor_us: AtomicU64::new(0),
@@ -204,6 +207,12 @@ impl BackendPool {
 
     pub fn server_version(&self) -> Option<String> {
         self.version.lock().clone()
+    }
+
+    /// The server was reached and offered MariaDB's extended column metadata.
+    pub fn offers_extended_metadata(&self) -> bool {
+        let seen = self.version.lock();
+        seen.is_some() && self.extended_metadata.load(Ordering::Relaxed)
     }
 
     /// Marks the backend down: idle connections are closed and pinned sessions notified.
@@ -320,6 +329,8 @@ impl BackendPool {
         match opened {
             Ok(c) => {
                 let mut v = self.version.lock();
+                self.extended_metadata
+                    .store(c.hello.offers_extended_metadata, Ordering::Relaxed);
                 if v.as_deref() != Some(c.hello.server_version.as_str()) {
                     *v = Some(c.hello.server_version.clone());
                 }

@@ -340,7 +340,7 @@ impl ClientSession {
             &["table", "replica", "address", "rows", "checksum", "result"],
             &rows,
             session.status_flags(),
-            self.deprecate_eof,
+            self.format(),
         );
         client.flush().await.map_err(Failure::Client)
     }

@@ -165,6 +165,11 @@ impl ClientSession {
         }
     }
 
+    /// How this client reads the result sets the proxy builds itself.
+    pub(super) fn format(&self) -> crate::protocol::resultset::ClientFormat {
+        crate::protocol::resultset::ClientFormat::of(self.caps)
+    }
+
     /// Puts a connection this session took back in its pool, unless a KILL QUERY may still
     /// reach it (then it is closed: the late KILL would stop another session's statement).
     fn check_in(&self, shard: ShardId, replica: ReplicaId, conn: BackendConn) {
@@ -711,7 +716,7 @@ impl ClientSession {
             &columns,
             &answer.rows,
             session.status_flags(),
-            self.deprecate_eof,
+            self.format(),
             binary,
         );
         session.diagnostics = Some(diagnostics.after_reading());
@@ -807,7 +812,7 @@ impl ClientSession {
                         &["result"],
                         &[vec![Some(msg)]],
                         status,
-                        self.deprecate_eof,
+                        self.format(),
                     );
                     return client.flush().await.map_err(Failure::Client);
                 }
@@ -833,7 +838,7 @@ impl ClientSession {
                             &table.columns,
                             &table.rows,
                             status,
-                            self.deprecate_eof,
+                            self.format(),
                         );
                         client.flush().await.map_err(Failure::Client)
                     }
@@ -1951,6 +1956,25 @@ impl ClientSession {
         // Prepared on the primary (or the pinned connection) for the client's metadata; the
         // statement is not tied to that connection: executes prepare it where they run.
         let route = self.route(&c);
+        match route.target {
+            // As MySQL answers statements its prepared protocol does not take.
+            Target::Proxy => {
+                return Err(Failure::Answer(MysqlError::new(
+                    1295,
+                    "HY000",
+                    "This command is not supported in the prepared statement protocol: \
+                     myquorum's own statements (SHOW PROXY …, PROXY …) run as text queries",
+                )))
+            }
+            Target::Nothing => {
+                return Err(Failure::Answer(MysqlError::new(
+                    1065,
+                    "42000",
+                    "Query was empty",
+                )))
+            }
+            _ => {}
+        }
         self.note_route(&sql, &c, route, session);
         session.before_statement(&c);
         self.hold_for(session, route).await?;

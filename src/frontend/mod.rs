@@ -17,7 +17,7 @@ use crate::protocol::handshake::{encode_greeting, is_ssl_request, new_nonce, pro
 use crate::protocol::message::{encode_ok, OkInfo};
 use crate::protocol::{MysqlError, PacketStream};
 use crate::session::SessionState;
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -73,11 +73,13 @@ async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Resu
     let mut stream = PacketStream::new(socket);
     let nonce = new_nonce();
     let server_caps = proxy_capabilities(ctx.tls.is_some());
+    let mariadb_caps = ctx.mariadb_capabilities();
     let greeting = encode_greeting(
         &ctx.server_version(),
         id,
         &nonce,
         server_caps,
+        mariadb_caps,
         45,
         &ctx.config.proxy.auth_plugin,
     );
@@ -105,7 +107,7 @@ async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Resu
             ctx,
             id,
             nonce,
-            server_caps,
+            (server_caps, mariadb_caps),
             hello.payload,
             seq,
             true,
@@ -118,7 +120,7 @@ async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Resu
         ctx,
         id,
         nonce,
-        server_caps,
+        (server_caps, mariadb_caps),
         hello_pkt.payload,
         seq,
         local,
@@ -133,7 +135,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Arc<ProxyContext>,
     id: u32,
     nonce: [u8; 20],
-    server_caps: CapabilityFlags,
+    (server_caps, mariadb_caps): (CapabilityFlags, MariadbCapabilities),
     hello_payload: Vec<u8>,
     hello_seq: u8,
     secure: bool,
@@ -146,7 +148,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
             return Ok(());
         }
     };
-    let caps = hello.caps & server_caps;
+    let caps = hello.session_caps(server_caps, mariadb_caps);
     let seq = match ctx
         .auth
         .authenticate(

@@ -7,7 +7,7 @@
 
 use super::message::{MysqlError, ERR_HEADER, OK_HEADER};
 use super::packet::PacketStream;
-use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
@@ -20,9 +20,12 @@ pub const CACHING_SHA2: &str = "caching_sha2_password";
 
 /// Capability flags whose value changes how the server formats responses or interprets
 /// commands. A backend connection is only reused for a client that negotiated the same
-/// values, so packets can be relayed unchanged.
+/// values, so packets can be relayed unchanged. CLIENT_LONG_PASSWORD is MariaDB's
+/// CLIENT_MYSQL: clear, the connection carries MariaDB's extended column metadata
+/// (`EXTENDED_METADATA`).
 pub const RELAY_AFFECTING_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(
-    CapabilityFlags::CLIENT_FOUND_ROWS.bits()
+    CapabilityFlags::CLIENT_LONG_PASSWORD.bits()
+        | CapabilityFlags::CLIENT_FOUND_ROWS.bits()
         | CapabilityFlags::CLIENT_IGNORE_SPACE.bits()
         | CapabilityFlags::CLIENT_MULTI_STATEMENTS.bits()
         | CapabilityFlags::CLIENT_LOCAL_FILES.bits()
@@ -30,9 +33,19 @@ pub const RELAY_AFFECTING_CAPS: CapabilityFlags = CapabilityFlags::from_bits_tru
         | CapabilityFlags::CLIENT_SESSION_TRACK.bits(),
 );
 
+/// MariaDB's extended capabilities the proxy negotiates: column definitions that carry a
+/// data type name and format (a JSON column is LONGTEXT with format `json`, which is how
+/// MariaDB-aware drivers such as Node's mysql2 know to parse it). Offered only when the
+/// backends offer it, and relayed unchanged on backend connections negotiated the same way.
+/// Progress reports, bulk execution and metadata caching are not: a statement may run on
+/// another backend connection than the one that prepared it.
+pub const EXTENDED_METADATA: MariadbCapabilities =
+    MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA;
+
 /// Everything the proxy offers clients. CLIENT_LONG_PASSWORD doubles as MariaDB's
-/// "CLIENT_MYSQL" bit: with it set, MariaDB's extended capabilities (progress reports,
-/// metadata caching) are never negotiated, so backend packets stay in the classic format.
+/// "CLIENT_MYSQL" bit: with it set, MariaDB's extended capabilities are not negotiated and
+/// packets stay in the classic format; `encode_greeting` clears it when it offers
+/// `EXTENDED_METADATA`.
 pub fn proxy_capabilities(tls: bool) -> CapabilityFlags {
     let mut c = CapabilityFlags::CLIENT_LONG_PASSWORD
         | CapabilityFlags::CLIENT_FOUND_ROWS
@@ -68,15 +81,22 @@ pub fn new_nonce() -> [u8; 20] {
     n
 }
 
-/// The server greeting (protocol version 10).
+/// The server greeting (protocol version 10). With `mariadb_caps`, as MariaDB greets:
+/// CLIENT_MYSQL clear and the extended capabilities in the last reserved bytes.
 pub fn encode_greeting(
     server_version: &str,
     connection_id: u32,
     nonce: &[u8; 20],
     caps: CapabilityFlags,
+    mariadb_caps: MariadbCapabilities,
     collation: u8,
     plugin: &str,
 ) -> Vec<u8> {
+    let caps = if mariadb_caps.is_empty() {
+        caps
+    } else {
+        caps - CapabilityFlags::CLIENT_LONG_PASSWORD
+    };
     let mut part1 = [0u8; 8];
     part1.copy_from_slice(&nonce[..8]);
     let mut part2 = nonce[8..].to_vec();
@@ -91,7 +111,8 @@ pub fn encode_greeting(
         collation,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         Some(plugin.as_bytes()),
-    );
+    )
+    .with_mariadb_ext_capabilities(mariadb_caps);
     let mut buf = Vec::with_capacity(128);
     pkt.serialize(&mut buf);
     buf
@@ -107,6 +128,26 @@ pub struct ClientHello {
     pub auth_response: Vec<u8>,
     pub database: Option<String>,
     pub plugin: Option<String>,
+    /// MariaDB's extended capabilities, when the client is MariaDB-aware (CLIENT_MYSQL clear).
+    pub mariadb_caps: MariadbCapabilities,
+}
+
+impl ClientHello {
+    /// The capabilities of the session: what both sides offered, with CLIENT_LONG_PASSWORD
+    /// standing for "classic column definitions" unless the client took `offered`'s
+    /// extended metadata (backend connections are then negotiated the same way).
+    pub fn session_caps(
+        &self,
+        server_caps: CapabilityFlags,
+        offered: MariadbCapabilities,
+    ) -> CapabilityFlags {
+        let caps = (self.caps & server_caps) | CapabilityFlags::CLIENT_LONG_PASSWORD;
+        if (self.mariadb_caps & offered).contains(EXTENDED_METADATA) {
+            caps - CapabilityFlags::CLIENT_LONG_PASSWORD
+        } else {
+            caps
+        }
+    }
 }
 
 /// A 32-byte handshake response with CLIENT_SSL is an SSL request: TLS starts next.
@@ -147,6 +188,11 @@ pub fn decode_client_hello(payload: &[u8]) -> Result<ClientHello, MysqlError> {
         plugin: resp
             .auth_plugin()
             .map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned()),
+        mariadb_caps: if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+            MariadbCapabilities::empty()
+        } else {
+            resp.mariadb_ext_capabilities()
+        },
     })
 }
 
@@ -199,7 +245,10 @@ pub fn verify_scramble(plugin: &str, nonce: &[u8], response: &[u8], password: &s
 pub struct BackendHello {
     pub server_version: String,
     pub connection_id: u32,
+    /// As negotiated: CLIENT_LONG_PASSWORD clear means extended metadata.
     pub caps: CapabilityFlags,
+    /// The server offers `EXTENDED_METADATA` (MariaDB 10.5 and later).
+    pub offers_extended_metadata: bool,
 }
 
 /// Runs the client side of the connection phase against a backend server.
@@ -220,11 +269,36 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .parse(())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad greeting: {e}")))?;
     let server_caps = hs.capabilities();
+    let offers_extended_metadata = !server_caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
+        && hs.mariadb_ext_capabilities().contains(EXTENDED_METADATA);
+    let extended = !wanted_caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD);
+    if extended && !offers_extended_metadata {
+        // The client parses an extra field in every column definition: classic ones
+        // relayed to it would be misread.
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "backend {} does not offer MariaDB's extended column metadata, which this \
+                 client negotiated with the proxy when the backends offered it; reconnect",
+                hs.server_version_str()
+            ),
+        ));
+    }
     let caps = (wanted_caps & server_caps)
         | CapabilityFlags::CLIENT_PROTOCOL_41
-        | CapabilityFlags::CLIENT_SECURE_CONNECTION
-        | CapabilityFlags::CLIENT_LONG_PASSWORD;
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION;
     let caps = caps - CapabilityFlags::CLIENT_SSL - CapabilityFlags::CLIENT_COMPRESS;
+    let (caps, mariadb_caps) = if extended {
+        (
+            caps - CapabilityFlags::CLIENT_LONG_PASSWORD,
+            EXTENDED_METADATA,
+        )
+    } else {
+        (
+            caps | CapabilityFlags::CLIENT_LONG_PASSWORD,
+            MariadbCapabilities::empty(),
+        )
+    };
     let nonce = hs.nonce();
     let plugin_name = hs
         .auth_plugin_name_str()
@@ -234,6 +308,7 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         server_version: hs.server_version_str().into_owned(),
         connection_id: hs.connection_id(),
         caps,
+        offers_extended_metadata,
     };
     let version = hs.server_version_parsed().unwrap_or((5, 7, 0));
     let auth_data = scramble_for(&plugin_name, &nonce, password);
@@ -246,7 +321,8 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         caps,
         None,
         16 * 1024 * 1024,
-    );
+    )
+    .with_mariadb_ext_capabilities(mariadb_caps);
     let mut buf = Vec::new();
     resp.serialize(&mut buf);
     // HandshakeResponse::new picks utf8mb4_general_ci; the proxy mirrors the client's
@@ -343,6 +419,7 @@ mod tests {
             42,
             &nonce,
             proxy_capabilities(false),
+            EXTENDED_METADATA,
             45,
             NATIVE_PASSWORD,
         );
@@ -351,6 +428,50 @@ mod tests {
         assert_eq!(hs.connection_id(), 42);
         assert_eq!(hs.nonce(), nonce.to_vec());
         assert_eq!(hs.auth_plugin_name_str().unwrap(), NATIVE_PASSWORD);
+        // Greeted as MariaDB greets: CLIENT_MYSQL clear, extended capabilities offered.
+        assert!(!hs
+            .capabilities()
+            .contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
+        assert_eq!(hs.mariadb_ext_capabilities(), EXTENDED_METADATA);
+    }
+
+    fn hello(caps: CapabilityFlags, mariadb_caps: MariadbCapabilities) -> Vec<u8> {
+        let resp = HandshakeResponse::new(
+            Some(vec![1; 20]),
+            (10, 11, 0),
+            Some(&b"app"[..]),
+            None::<&[u8]>,
+            Some(AuthPlugin::from_bytes(NATIVE_PASSWORD.as_bytes())),
+            caps,
+            None,
+            1 << 24,
+        )
+        .with_mariadb_ext_capabilities(mariadb_caps);
+        let mut buf = Vec::new();
+        resp.serialize(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn extended_metadata_only_for_mariadb_aware_clients_it_was_offered_to() {
+        let offered = proxy_capabilities(false);
+        let mariadb_client = offered - CapabilityFlags::CLIENT_LONG_PASSWORD;
+        let h = decode_client_hello(&hello(mariadb_client, EXTENDED_METADATA)).unwrap();
+        let caps = h.session_caps(offered, EXTENDED_METADATA);
+        assert!(!caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
+        // Not offered (backends without it): classic.
+        let caps = h.session_caps(offered, MariadbCapabilities::empty());
+        assert!(caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
+        // A MySQL client (CLIENT_MYSQL set): its reserved bytes mean nothing.
+        let h = decode_client_hello(&hello(offered, EXTENDED_METADATA)).unwrap();
+        assert!(h.mariadb_caps.is_empty());
+        let caps = h.session_caps(offered, EXTENDED_METADATA);
+        assert!(caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
+        // A MariaDB client asking for nothing extended, or a client that clears the bit
+        // without being MariaDB-aware: classic too.
+        let h = decode_client_hello(&hello(mariadb_client, MariadbCapabilities::empty())).unwrap();
+        let caps = h.session_caps(offered, EXTENDED_METADATA);
+        assert!(caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD));
     }
 }
 

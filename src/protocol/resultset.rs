@@ -4,15 +4,32 @@
 
 use super::message::{encode_terminator, put_lenenc_int, put_lenenc_str};
 use super::packet::PacketStream;
-use mysql_common::constants::{ColumnFlags, ColumnType};
-use mysql_common::packets::Column;
-use mysql_common::proto::MySerialize;
+use mysql_common::constants::{CapabilityFlags, ColumnFlags, ColumnType};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// utf8mb4_general_ci
 const UTF8MB4: u16 = 45;
 /// `binary`: numbers are sent as text in this charset.
 const BINARY: u16 = 63;
+
+/// The negotiated options that change how a client reads a result set's framing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientFormat {
+    /// CLIENT_DEPRECATE_EOF: no EOF after the column definitions; an OK ends the rows.
+    pub deprecate_eof: bool,
+    /// MariaDB's extended metadata (CLIENT_MYSQL clear, see `handshake::EXTENDED_METADATA`):
+    /// each column definition carries a block of data type name and format.
+    pub extended_metadata: bool,
+}
+
+impl ClientFormat {
+    pub fn of(caps: CapabilityFlags) -> Self {
+        ClientFormat {
+            deprecate_eof: caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF),
+            extended_metadata: !caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD),
+        }
+    }
+}
 
 /// How a proxy-built column is typed for the client (text protocol either way: drivers
 /// convert by the column's type, so a count must be an integer column to read as a number).
@@ -33,10 +50,10 @@ pub fn queue_text_resultset<S: AsyncRead + AsyncWrite + Unpin>(
     columns: &[&str],
     rows: &[Vec<Option<String>>],
     status: u16,
-    deprecate_eof: bool,
+    format: ClientFormat,
 ) -> u8 {
     let typed: Vec<(&str, ColumnKind)> = columns.iter().map(|c| (*c, ColumnKind::Text)).collect();
-    queue_resultset(out, seq, &typed, rows, status, deprecate_eof, false)
+    queue_resultset(out, seq, &typed, rows, status, format, false)
 }
 
 /// Queues a whole result set with typed columns starting at `seq`; returns the next sequence
@@ -49,11 +66,11 @@ pub fn queue_resultset<S: AsyncRead + AsyncWrite + Unpin>(
     columns: &[(&str, ColumnKind)],
     rows: &[Vec<Option<String>>],
     status: u16,
-    deprecate_eof: bool,
+    format: ClientFormat,
     binary: bool,
 ) -> u8 {
     let mut buf = Vec::with_capacity(256);
-    let mut seq = queue_columns(out, seq, columns, status, deprecate_eof, &mut buf);
+    let mut seq = queue_columns(out, seq, columns, status, format, &mut buf);
     for row in rows {
         buf.clear();
         if binary {
@@ -85,7 +102,7 @@ pub fn queue_resultset<S: AsyncRead + AsyncWrite + Unpin>(
         }
         seq = out.queue_packet(seq, &buf);
     }
-    out.queue_packet(seq, &encode_terminator(status, 0, deprecate_eof))
+    out.queue_packet(seq, &encode_terminator(status, 0, format.deprecate_eof))
 }
 
 /// The column count, definitions and (without DEPRECATE_EOF) their EOF.
@@ -94,7 +111,7 @@ fn queue_columns<S: AsyncRead + AsyncWrite + Unpin>(
     mut seq: u8,
     columns: &[(&str, ColumnKind)],
     status: u16,
-    deprecate_eof: bool,
+    format: ClientFormat,
     buf: &mut Vec<u8>,
 ) -> u8 {
     buf.clear();
@@ -125,22 +142,40 @@ fn queue_columns<S: AsyncRead + AsyncWrite + Unpin>(
                     | ColumnFlags::NUM_FLAG,
             ),
         };
-        Column::new(ty)
-            .with_schema(b"")
-            .with_table(b"")
-            .with_org_table(b"")
-            .with_name(name.as_bytes())
-            .with_org_name(name.as_bytes())
-            .with_character_set(charset)
-            .with_column_length(length)
-            .with_flags(flags)
-            .serialize(buf);
+        put_column_definition(buf, name, charset, length, ty, flags, format);
         seq = out.queue_packet(seq, buf);
     }
-    if !deprecate_eof {
+    if !format.deprecate_eof {
         seq = out.queue_packet(seq, &encode_terminator(status, 0, false));
     }
     seq
+}
+
+/// A Protocol::ColumnDefinition41 of a column with no table. Written here rather than by
+/// `mysql_common::packets::Column`, whose serializer puts the column length before the
+/// character set (clients then read a length of 1024 as an unknown collation).
+fn put_column_definition(
+    buf: &mut Vec<u8>,
+    name: &str,
+    charset: u16,
+    length: u32,
+    ty: ColumnType,
+    flags: ColumnFlags,
+    format: ClientFormat,
+) {
+    for text in [&b"def"[..], b"", b"", b"", name.as_bytes(), name.as_bytes()] {
+        put_lenenc_str(buf, text);
+    }
+    if format.extended_metadata {
+        // No data type name or format to tell: an empty block.
+        buf.push(0);
+    }
+    buf.push(0x0c);
+    buf.extend_from_slice(&charset.to_le_bytes());
+    buf.extend_from_slice(&length.to_le_bytes());
+    buf.push(ty as u8);
+    buf.extend_from_slice(&flags.bits().to_le_bytes());
+    buf.extend_from_slice(&[0, 0, 0]); // decimals, filler
 }
 
 /// A text-protocol row as strings (`None` for NULL).
@@ -272,17 +307,103 @@ async fn read_raw_rows<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// The type byte of a Protocol::ColumnDefinition41: after six length-encoded strings
-/// (catalog, schema, table, org_table, name, org_name), the fixed-length fields' length,
-/// the character set (2 bytes) and the column length (4 bytes).
+/// The type byte of a result set's Protocol::ColumnDefinition41. Its last 13 bytes are the
+/// fixed-length fields (their length 0x0c, character set, column length, type, flags,
+/// decimals, filler), whether or not MariaDB's extended metadata block precedes them.
 fn column_type(def: &[u8]) -> Option<mysql_common::constants::ColumnType> {
-    use super::message::read_lenenc_int;
-    let mut b = def;
-    for _ in 0..6 {
-        let n = read_lenenc_int(&mut b)? as usize;
-        b = b.get(n..)?;
+    let fixed = def.get(def.len().checked_sub(13)?..)?;
+    if fixed[0] != 0x0c {
+        return None;
     }
-    read_lenenc_int(&mut b)?;
-    let ty = *b.get(6)?;
-    mysql_common::constants::ColumnType::try_from(ty).ok()
+    mysql_common::constants::ColumnType::try_from(fixed[7]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where a column definition's six length-encoded names (catalog … org_name) end.
+    fn names_end(def: &[u8]) -> Option<usize> {
+        use crate::protocol::message::read_lenenc_int;
+        let mut b = def;
+        for _ in 0..6 {
+            let n = read_lenenc_int(&mut b)? as usize;
+            b = b.get(n..)?;
+        }
+        Some(def.len() - b.len())
+    }
+
+    fn definition(ty: ColumnType) -> Vec<u8> {
+        let mut buf = Vec::new();
+        put_column_definition(
+            &mut buf,
+            "doc",
+            UTF8MB4,
+            1024,
+            ty,
+            ColumnFlags::empty(),
+            ClientFormat::default(),
+        );
+        buf
+    }
+
+    #[test]
+    fn proxy_built_column_definitions_read_back_as_written() {
+        use mysql_common::io::ParseBuf;
+        use mysql_common::packets::Column;
+        let def = definition(ColumnType::MYSQL_TYPE_VAR_STRING);
+        let column: Column = ParseBuf(&def).parse(()).unwrap();
+        assert_eq!(column.name_str(), "doc");
+        assert_eq!(column.character_set(), UTF8MB4);
+        assert_eq!(column.column_length(), 1024);
+        assert_eq!(column.column_type(), ColumnType::MYSQL_TYPE_VAR_STRING);
+        // For a client that took MariaDB's extended metadata, an empty block after the
+        // names and the same fields after it.
+        let mut extended = Vec::new();
+        let format = ClientFormat {
+            deprecate_eof: true,
+            extended_metadata: true,
+        };
+        let ty = ColumnType::MYSQL_TYPE_LONGLONG;
+        put_column_definition(
+            &mut extended,
+            "n",
+            BINARY,
+            21,
+            ty,
+            ColumnFlags::NUM_FLAG,
+            format,
+        );
+        let at = names_end(&extended).unwrap();
+        assert_eq!(extended[at..at + 2], [0, 0x0c]);
+        let mut classic = extended.clone();
+        classic.remove(at);
+        let column: Column = ParseBuf(&classic).parse(()).unwrap();
+        assert_eq!(
+            (column.character_set(), column.column_length()),
+            (BINARY, 21)
+        );
+        assert_eq!(column_type(&extended), Some(ty));
+    }
+
+    #[test]
+    fn column_types_read_with_and_without_mariadb_extended_metadata() {
+        let classic = definition(ColumnType::MYSQL_TYPE_BLOB);
+        assert_eq!(column_type(&classic), Some(ColumnType::MYSQL_TYPE_BLOB));
+        // A JSON column as MariaDB describes it to a client that took extended metadata:
+        // a block holding format (1) = "json" after the names. Its length, 6, is also
+        // the fixed fields' length byte's neighbourhood: it must not be mistaken for it.
+        let mut extended = classic.clone();
+        let at = names_end(&extended).unwrap();
+        extended.splice(at..at, [6, 1, 4, b'j', b's', b'o', b'n']);
+        assert_eq!(column_type(&extended), Some(ColumnType::MYSQL_TYPE_BLOB));
+        let mut empty_block = definition(ColumnType::MYSQL_TYPE_LONGLONG);
+        let at = names_end(&empty_block).unwrap();
+        empty_block.insert(at, 0);
+        assert_eq!(
+            column_type(&empty_block),
+            Some(ColumnType::MYSQL_TYPE_LONGLONG)
+        );
+        assert_eq!(column_type(&classic[..10]), None);
+    }
 }
