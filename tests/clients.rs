@@ -500,6 +500,34 @@ async fn clients_that_prefer_the_unix_socket_stay_on_the_proxy() {
     assert!(rows.iter().any(|(k, _)| k == "connections_active"));
 }
 
+/// `SHOW PROXY <table> LIKE '<pattern>'` keeps the rows whose first column matches, as
+/// SHOW STATUS LIKE does (case-insensitive, `%`, `_`, `\` escapes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_tables_filter_like_show_status() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut c = connect(&proxy.url(None)).await;
+    let names = |rows: Vec<(String, String)>| rows.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    let all = names(c.query("SHOW PROXY STATUS").await.unwrap());
+    assert!(all.len() > 3, "{all:?}");
+    let conn = names(c.query("SHOW PROXY STATUS LIKE 'CONN%'").await.unwrap());
+    assert_eq!(conn, ["connections_active", "connections_total"]);
+    let one = names(
+        c.query("show proxy status like 'replica\\_reads';")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(one, ["replica_reads"]);
+    let none = names(c.query("SHOW PROXY STATUS LIKE 'nothing%'").await.unwrap());
+    assert!(none.is_empty(), "{none:?}");
+    let backends: Vec<Row> = c
+        .query(format!("SHOW PROXY BACKENDS LIKE '{}'", 0))
+        .await
+        .unwrap();
+    assert_eq!(backends.len(), 1);
+}
+
 /// KILL takes the proxy's connection ids (the handshake's, which the mysql CLI's Ctrl-C and
 /// JDBC query timeouts use): KILL QUERY stops that session's statement on whichever backend
 /// runs it and leaves the session usable; KILL ends the session (its open transaction rolled

@@ -4,7 +4,7 @@
 //! STATEMENT` (later).
 //!
 //! Owns: the content of proxy-answered result sets. May import: context, session, backend
-//! (read-only counters), replication (read-only positions).
+//! (read-only counters), replication (read-only positions), sql::like (`… LIKE` filters).
 
 pub mod metrics;
 
@@ -327,6 +327,29 @@ fn queries(ctx: &ProxyContext) -> Table {
             })
             .collect(),
     }
+}
+
+/// A SHOW PROXY table, filtered as SHOW STATUS LIKE filters when `sql` ends in `LIKE
+/// '<pattern>'`: the rows whose first column matches.
+pub fn answer_filtered(
+    ctx: &ProxyContext,
+    command: &str,
+    sql: &str,
+    session: &SessionState,
+    client: &ClientSession,
+) -> Result<Table, MysqlError> {
+    let like = command
+        .strip_suffix(" like")
+        .filter(|table| !table.starts_with("proxy "))
+        .zip(crate::sql::like::trailing_pattern(sql));
+    let Some((table, pattern)) = like else {
+        return answer(ctx, command, session, client);
+    };
+    let mut answered = answer(ctx, table, session, client)?;
+    answered.rows.retain(
+        |row| matches!(row.first(), Some(Some(v)) if crate::sql::like::matches(&pattern, v)),
+    );
+    Ok(answered)
 }
 
 pub fn answer(

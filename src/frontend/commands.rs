@@ -828,7 +828,7 @@ impl ClientSession {
                         }
                     }
                     Some(Err(e)) => Err(e),
-                    None => admin::answer(&self.ctx, cmd, session, self),
+                    None => admin::answer_filtered(&self.ctx, cmd, sql, session, self),
                 };
                 match answer {
                     Ok(table) => {

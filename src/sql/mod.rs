@@ -9,6 +9,7 @@ pub mod classify;
 pub mod determinism;
 pub mod diagnostics;
 pub mod lexer;
+pub mod like;
 pub mod prepare;
 pub mod replicated_settings;
 pub mod rewrite;
