@@ -72,6 +72,9 @@ impl Default for ReplicationConfig {
     }
 }
 
+/// The server's largest `wait_timeout`, in seconds.
+pub const MAX_WAIT_TIMEOUT_S: u64 = 31_536_000;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
@@ -99,6 +102,9 @@ pub struct ProxyConfig {
     /// Unix socket path clients on this host may connect through as well (`mysql -S PATH`,
     /// PHP's `localhost`); empty means none.
     pub listen_socket: String,
+    /// Seconds a client connection may sit idle before the proxy closes it, as the server's
+    /// `wait_timeout` does (a session that sets `wait_timeout` gets its own value).
+    pub wait_timeout_s: u64,
 }
 
 impl Default for ProxyConfig {
@@ -115,6 +121,7 @@ impl Default for ProxyConfig {
             read_max_lag_ms: 1000,
             metrics_listen: String::new(),
             listen_socket: String::new(),
+            wait_timeout_s: 28_800,
         }
     }
 }
@@ -252,6 +259,12 @@ impl Config {
         }
         if self.users.is_empty() {
             return bad("no [[users]] configured: clients could not log in".into());
+        }
+        if !(1..=MAX_WAIT_TIMEOUT_S).contains(&self.proxy.wait_timeout_s) {
+            return bad(format!(
+                "proxy.wait_timeout_s must be between 1 and {MAX_WAIT_TIMEOUT_S} (a year, the \
+                 server's limit)"
+            ));
         }
         if self.proxy.max_packet_size < 1024 {
             return bad("proxy.max_packet_size must be at least 1024 bytes".into());

@@ -23,6 +23,8 @@ pub struct Counters {
     pub primary_fallbacks: AtomicU64,
     /// SETs of an isolation level below REPEATABLE READ, run as REPEATABLE READ.
     pub isolation_raised: AtomicU64,
+    /// Client connections closed for sitting idle longer than their `wait_timeout`.
+    pub idle_timeouts: AtomicU64,
 }
 
 pub struct ProxyContext {

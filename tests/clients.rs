@@ -528,6 +528,70 @@ async fn proxy_tables_filter_like_show_status() {
     assert_eq!(backends.len(), 1);
 }
 
+/// A client idle longer than its `wait_timeout` is disconnected, as the server disconnects
+/// it: `proxy.wait_timeout_s` by default, the session's own `SET wait_timeout` when it set
+/// one (shorter or longer); an open transaction is rolled back with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_are_disconnected_after_their_wait_timeout() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let mut cfg = config_for(&[&db]);
+    cfg.proxy.wait_timeout_s = 2;
+    let proxy = Proxy::start(cfg);
+    let mut admin = connect(&proxy.url(None)).await;
+    admin.query_drop("CREATE DATABASE idle").await.unwrap();
+    admin
+        .query_drop("CREATE TABLE idle.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    drop(admin);
+    let url = proxy.url(None);
+    // Each client: what it runs, how long it then sits idle, whether it is still there.
+    let idle = |setup: &'static [&'static str], sleep_ms: u64| {
+        let url = url.clone();
+        async move {
+            let mut c = connect(&url).await;
+            for sql in setup {
+                c.query_drop(*sql).await.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)).await;
+            c.query_first::<i64, _>("SELECT 1").await.is_ok()
+        }
+    };
+    let (default_limit, own_shorter, own_longer, in_transaction, busy) = tokio::join!(
+        idle(&["SELECT 1"], 3500),
+        idle(&["SET SESSION wait_timeout = 1"], 1800),
+        idle(&["SET wait_timeout = 3600"], 3500),
+        idle(&["BEGIN", "INSERT INTO idle.t VALUES (1)"], 3500),
+        idle(&["SELECT 1"], 800),
+    );
+    assert!(
+        !default_limit,
+        "idle past proxy.wait_timeout_s and still connected"
+    );
+    assert!(
+        !own_shorter,
+        "idle past its own wait_timeout and still connected"
+    );
+    assert!(own_longer, "its own longer wait_timeout was not honoured");
+    assert!(
+        !in_transaction,
+        "idle in a transaction past wait_timeout and still connected"
+    );
+    assert!(busy, "closed before its wait_timeout");
+    let mut fresh = connect(&proxy.url(None)).await;
+    let rows: Option<i64> = fresh
+        .query_first("SELECT COUNT(*) FROM idle.t")
+        .await
+        .unwrap();
+    assert_eq!(rows, Some(0), "the idle transaction's insert was committed");
+    let counted: Vec<(String, String)> = fresh
+        .query("SHOW PROXY STATUS LIKE 'idle_timeouts'")
+        .await
+        .unwrap();
+    assert_eq!(counted, [("idle_timeouts".to_string(), "3".to_string())]);
+}
+
 /// KILL takes the proxy's connection ids (the handshake's, which the mysql CLI's Ctrl-C and
 /// JDBC query timeouts use): KILL QUERY stops that session's statement on whichever backend
 /// runs it and leaves the session usable; KILL ends the session (its open transaction rolled

@@ -125,6 +125,12 @@ fn proxy_counters(ctx: &ProxyContext, e: &mut Exposition) {
             "Isolation levels below REPEATABLE READ run as REPEATABLE READ.",
             load(&c.isolation_raised),
         ),
+        (
+            "myquorum_idle_timeouts_total",
+            "counter",
+            "Client connections closed after sitting idle for their wait_timeout.",
+            load(&c.idle_timeouts),
+        ),
     ] {
         e.family(name, kind, help);
         e.sample(name, &[], v);

@@ -396,6 +396,7 @@ pub fn answer(
                     kv("replica_reads", c.replica_reads.load(Ordering::Relaxed)),
                     kv("primary_fallbacks", c.primary_fallbacks.load(Ordering::Relaxed)),
                     kv("isolation_raised", c.isolation_raised.load(Ordering::Relaxed)),
+                    kv("idle_timeouts", c.idle_timeouts.load(Ordering::Relaxed)),
                     kv(
                         "elections",
                         ctx.replication

@@ -214,14 +214,25 @@ impl ClientSession {
         session: &mut SessionState,
     ) -> io::Result<()> {
         let killed = self.registry_entry.killed.clone();
+        // One timer for the session's idle limit, re-armed only when it fires early (the
+        // client was busy) or the limit got shorter: arming one per command cost ~3 % of
+        // point-select throughput.
+        let mut last_command = tokio::time::Instant::now();
+        let mut idle_timer = Box::pin(tokio::time::sleep(self.idle_limit(session)));
         loop {
             if killed.is_cancelled() {
                 return self.end_killed(client, session).await;
             }
+            let idle_limit = self.idle_limit(session);
+            let idle_due = last_command + idle_limit;
+            if idle_due < idle_timer.deadline() {
+                idle_timer.as_mut().reset(idle_due);
+            }
             let read = match self.held.as_mut() {
                 Some(h) => {
                     tokio::select! {
-                        r = client.read_packet() => r,
+                        r = client.read_packet() => Some(r),
+                        () = &mut idle_timer => None,
                         _ = killed.cancelled() => continue,
                         _ = h.down.changed() => {
                             if self.pinned_backend_lost(client, session,
@@ -253,10 +264,19 @@ impl ClientSession {
                     }
                 }
                 None => tokio::select! {
-                    r = client.read_packet() => r,
+                    r = client.read_packet() => Some(r),
+                    () = &mut idle_timer => None,
                     _ = killed.cancelled() => continue,
                 },
             };
+            let Some(read) = read else {
+                if last_command.elapsed() >= idle_limit {
+                    return self.end_idle(client, session, idle_limit).await;
+                }
+                idle_timer.as_mut().reset(idle_due);
+                continue;
+            };
+            last_command = tokio::time::Instant::now();
             let pkt = match read {
                 Ok(p) => p,
                 Err(e) => {
@@ -441,6 +461,33 @@ impl ClientSession {
 
     /// Ends the session without an answer: its backend connection is dropped (an open
     /// transaction with it) and the client's connection closed.
+    /// How long the client may be idle: the session's `wait_timeout` when it set one, else
+    /// `proxy.wait_timeout_s`.
+    fn idle_limit(&self, session: &SessionState) -> std::time::Duration {
+        let seconds = match session.wait_timeout() {
+            Some(set) => set.clamp(1, crate::config::MAX_WAIT_TIMEOUT_S as i64) as u64,
+            None => self.ctx.config.proxy.wait_timeout_s,
+        };
+        std::time::Duration::from_secs(seconds)
+    }
+
+    /// The client sent nothing for its `wait_timeout`: its connection is closed, as the
+    /// server closes one (an open transaction rolls back with the backend connection).
+    async fn end_idle<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        limit: std::time::Duration,
+    ) -> io::Result<()> {
+        tracing::info!(user = %session.user, idle_s = limit.as_secs(), in_transaction = session.in_transaction,
+            "client idle for its wait_timeout; closing its connection, as the server would");
+        self.ctx
+            .counters
+            .idle_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        self.end_session(client, session).await
+    }
+
     async fn end_session<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         client: &mut PacketStream<S>,

@@ -272,6 +272,13 @@ impl SessionState {
         self.pins != 0
     }
 
+    /// The `wait_timeout` the session set to a number, in seconds, as set (the caller
+    /// clamps it to the server's range, as the server does).
+    pub fn wait_timeout(&self) -> Option<i64> {
+        let (_, fragment) = self.vars.iter().find(|(k, _)| k == "wait_timeout")?;
+        fragment.rsplit('=').next()?.trim().parse().ok()
+    }
+
     pub fn pin_reasons(&self) -> Vec<PinReason> {
         PinReason::ALL
             .into_iter()
