@@ -322,8 +322,8 @@ impl Config {
         ));
         out.push_str(&format!("auth_plugin = {:?}\n", self.proxy.auth_plugin));
         out.push_str(&format!(
-            "read_consistency = {:?}\nread_max_lag_ms = {}\n",
-            self.proxy.read_consistency, self.proxy.read_max_lag_ms
+            "read_consistency = {:?}\nread_max_lag_ms = {}\nwait_timeout_s = {}\n",
+            self.proxy.read_consistency, self.proxy.read_max_lag_ms, self.proxy.wait_timeout_s
         ));
         if !self.proxy.metrics_listen.is_empty() {
             out.push_str(&format!(
@@ -393,8 +393,22 @@ mod tests {
         c.shards.push(ShardConfig {
             replicas: vec!["127.0.0.1:3307".into()],
         });
+        c.proxy.wait_timeout_s = 60;
         let back = Config::from_toml_str(&c.to_toml()).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn wait_timeout_in_the_servers_range() {
+        let shard = "[[shards]]\nreplicas=[\"127.0.0.1:3307\"]\n";
+        for bad in [0, MAX_WAIT_TIMEOUT_S + 1] {
+            let err = Config::from_toml_str(&format!("[proxy]\nwait_timeout_s = {bad}\n{shard}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("wait_timeout_s"), "{err}");
+        }
+        let ok = Config::from_toml_str(&format!("[proxy]\nwait_timeout_s = 5\n{shard}")).unwrap();
+        assert_eq!(ok.proxy.wait_timeout_s, 5);
     }
 
     #[test]
