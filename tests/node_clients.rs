@@ -8,12 +8,32 @@ use common::converge::assert_same_tables;
 use common::{config_for, repo_path, MariaDb, Proxy};
 use std::process::Command;
 
+/// The packages `package-lock.json` pins, installed first if missing (what `.ci/run` does,
+/// so that `cargo test` alone works where npm can reach its registry).
+fn install_packages() {
+    let dir = repo_path("tests/node");
+    if dir.join("node_modules/mysql2").is_dir() {
+        return;
+    }
+    let installed = Command::new("npm")
+        .args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        installed,
+        "the Node packages are not installed and `npm ci --prefix tests/node` failed"
+    );
+}
+
 fn run_script(port: u16, via_proxy: bool) -> String {
     let dir = repo_path("tests/node");
-    assert!(
-        dir.join("node_modules/mysql2").is_dir(),
-        "the Node packages are not installed: npm ci --prefix tests/node"
-    );
     let mut cmd = Command::new("node");
     cmd.arg(dir.join("orm_roundtrip.js"))
         .arg(port.to_string())
@@ -36,6 +56,7 @@ fn run_script(port: u16, via_proxy: bool) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mysql2_sequelize_and_knex_match_direct() {
     common::init_tracing();
+    install_packages();
     let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
     let direct = MariaDb::start();
     let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
