@@ -143,6 +143,15 @@ pub fn start_server(
     flush_at_commit: u8,
     extra_args: &[&str],
 ) -> Result<Child, PlaygroundError> {
+    // Something already listening there (a playground still running, another server) would
+    // answer `wait_for_port` while this server fails to bind and exits: the proxy would
+    // front the wrong server.
+    if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+        return Err(PlaygroundError::Failed(format!(
+            "port {port} is not free ({e}): another server, or a playground still running, \
+             listens there; stop it or pick other ports (--backend-port)"
+        )));
+    }
     let log = dir.join("server.log");
     let mut cmd = Command::new(&bin.server);
     cmd.arg("--no-defaults")

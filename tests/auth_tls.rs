@@ -242,6 +242,7 @@ async fn local_clients_connect_through_the_proxys_unix_socket() {
 
     // A second proxy does not take over a live socket.
     cfg.replication.wal_dir = db.dir.path().join("wal2").display().to_string();
+    cfg.proxy.listen = format!("127.0.0.1:{}", common::free_port());
     let ctx = std::sync::Arc::new(myquorum::context::ProxyContext::new(cfg).unwrap());
     let err = myquorum::server::Server::bind(ctx.clone())
         .await

@@ -424,7 +424,7 @@ async fn metrics_follow_a_follower_down_and_back() {
     common::init_tracing();
     let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
     let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
-    cfg.proxy.metrics_listen = "127.0.0.1:0".into();
+    cfg.proxy.metrics_listen = format!("127.0.0.1:{}", common::free_port());
     let proxy = Proxy::start(cfg);
     let url = proxy.url(None);
     create_schema(&url).await;

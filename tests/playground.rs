@@ -135,3 +135,40 @@ fn configcheck_names_unknown_keys() {
         "env overrides the file"
     );
 }
+
+/// A backend port something already listens on (a playground still running) is refused
+/// with the port named: the new server would fail to bind while the old one answered in
+/// its place, and the proxy would front the wrong server.
+#[test]
+fn a_playground_whose_backend_port_is_taken_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy_port = common::free_ports(2);
+    let taken = proxy_port + 1;
+    let _occupant = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_myquorum"))
+        .args(["playground", "--replicas", "1"])
+        .args(["--port", &proxy_port.to_string()])
+        .args(["--backend-port", &taken.to_string()])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the playground started on a taken port");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains(&format!("port {taken} is not free")), "{err}");
+    assert!(!port_open(proxy_port), "the proxy started anyway");
+}

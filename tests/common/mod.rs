@@ -178,7 +178,10 @@ pub struct Proxy {
 
 pub fn config_for(backends: &[&MariaDb]) -> Config {
     let mut cfg = Config::default();
-    cfg.proxy.listen = "127.0.0.1:0".into();
+    // A port from `free_port`, not one the OS picks at bind time: that one could be a port
+    // handed to a server still starting, which then fails to bind while its test talks to
+    // this proxy instead.
+    cfg.proxy.listen = format!("127.0.0.1:{}", free_port());
     cfg.backend.health_interval_ms = 200;
     cfg.backend.connect_timeout_ms = 2000;
     cfg.shards = vec![ShardConfig {

@@ -25,7 +25,7 @@ pub struct Relay {
 impl Relay {
     /// Listens on a free loopback port and forwards to `target` ("host:port").
     pub fn start(target: String) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", super::free_port())).unwrap();
         let port = listener.local_addr().unwrap().port();
         let faults = Arc::new(Faults::default());
         let f = faults.clone();
