@@ -106,17 +106,42 @@ impl MariaDb {
             .unwrap();
         assert!(status.success());
         let bin = find_server().unwrap();
-        let port = free_port();
-        let mut child = start_server(&bin, dir.path(), &datadir, port, 1, &[]).unwrap();
-        if let Err(e) = wait_for_port(port, &mut child, Duration::from_secs(60)) {
-            let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-            panic!("{e}\n{log}");
+        // A port `free_port` found free can be taken before the server binds it: an
+        // outgoing connection of a parallel test may get it as its local port. Another
+        // port then, as the server itself would need.
+        for attempt in 1.. {
+            let port = free_port();
+            let taken = |why: &str| {
+                assert!(
+                    attempt < 5,
+                    "no free port for a server after {attempt} tries: {why}"
+                );
+            };
+            let mut child = match start_server(&bin, dir.path(), &datadir, port, 1, &[]) {
+                Ok(child) => child,
+                Err(e) if e.to_string().contains("is not free") => {
+                    taken(&e.to_string());
+                    continue;
+                }
+                Err(e) => panic!("{e}"),
+            };
+            if let Err(e) = wait_for_port(port, &mut child, Duration::from_secs(60)) {
+                let log =
+                    std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                if log.contains("Address already in use") {
+                    let _ = child.wait();
+                    taken(&log);
+                    continue;
+                }
+                panic!("{e}\n{log}");
+            }
+            return MariaDb {
+                port,
+                dir,
+                child: Some(child),
+            };
         }
-        MariaDb {
-            port,
-            dir,
-            child: Some(child),
-        }
+        unreachable!("the loop returns or panics")
     }
 
     pub fn addr(&self) -> String {
