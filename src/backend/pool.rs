@@ -62,10 +62,9 @@ pub struct BackendPool {
     pub connect_failures: AtomicU64,
     /// Idle connections found closed by the server at checkout (its wait_timeout, a KILL).
     pub closed_idle: AtomicU64,
-    /// Server version seen in the last handshake.
-    version: Mutex<Option<String>>,
-    /// Whether that handshake offered MariaDB's extended column metadata.
-    extended_metadata: AtomicBool,
+    /// What the last handshake showed: the server version, and whether it offered MariaDB's
+    /// extended column metadata.
+    seen: Mutex<Option<(String, bool)>>,
     /// Round trips of real queries: EWMA (µs, 0 = none yet) and histogram.
     latency_ewma_us: AtomicU64,
     pub latency: LatencyHistogram,
@@ -107,8 +106,7 @@ impl BackendPool {
             connects: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             closed_idle: AtomicU64::new(0),
-            version: Mutex::new(None),
-            extended_metadata: AtomicBool::new(false),
+            seen: Mutex::new(None),
             latency_ewma_us: AtomicU64::new(0),
             probes: Mutex::new(ProbeWindow::default()),
             probe_floor_us: AtomicU64::new(0),
@@ -206,13 +204,15 @@ impl BackendPool {
     }
 
     pub fn server_version(&self) -> Option<String> {
-        self.version.lock().clone()
+        self.seen
+            .lock()
+            .as_ref()
+            .map(|(version, _)| version.clone())
     }
 
     /// The server was reached and offered MariaDB's extended column metadata.
     pub fn offers_extended_metadata(&self) -> bool {
-        let seen = self.version.lock();
-        seen.is_some() && self.extended_metadata.load(Ordering::Relaxed)
+        matches!(*self.seen.lock(), Some((_, true)))
     }
 
     /// Marks the backend down: idle connections are closed and pinned sessions notified.
@@ -328,11 +328,10 @@ impl BackendPool {
         }
         match opened {
             Ok(c) => {
-                let mut v = self.version.lock();
-                self.extended_metadata
-                    .store(c.hello.offers_extended_metadata, Ordering::Relaxed);
-                if v.as_deref() != Some(c.hello.server_version.as_str()) {
-                    *v = Some(c.hello.server_version.clone());
+                let mut seen = self.seen.lock();
+                let now = (&*c.hello.server_version, c.hello.offers_extended_metadata);
+                if seen.as_ref().map(|(v, e)| (v.as_str(), *e)) != Some(now) {
+                    *seen = Some((now.0.to_string(), now.1));
                 }
                 Ok(c)
             }
