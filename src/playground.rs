@@ -135,6 +135,19 @@ pub fn init_datadir(bin: &ServerBinaries, datadir: &Path) -> Result<(), Playgrou
 }
 
 /// Starts one server on 127.0.0.1:`port` with `datadir`; it dies with this process.
+/// Something already listening on `port` (a playground still running, another server)
+/// would answer `wait_for_port` while a server started there fails to bind and exits: the
+/// proxy would front the wrong server.
+pub fn ensure_port_free(port: u16) -> Result<(), PlaygroundError> {
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(PlaygroundError::Failed(format!(
+            "port {port} is not free ({e}): another server, or a playground still running, \
+             listens there; stop it or pick other ports (--backend-port)"
+        ))),
+    }
+}
+
 pub fn start_server(
     bin: &ServerBinaries,
     dir: &Path,
@@ -143,15 +156,7 @@ pub fn start_server(
     flush_at_commit: u8,
     extra_args: &[&str],
 ) -> Result<Child, PlaygroundError> {
-    // Something already listening there (a playground still running, another server) would
-    // answer `wait_for_port` while this server fails to bind and exits: the proxy would
-    // front the wrong server.
-    if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-        return Err(PlaygroundError::Failed(format!(
-            "port {port} is not free ({e}): another server, or a playground still running, \
-             listens there; stop it or pick other ports (--backend-port)"
-        )));
-    }
+    ensure_port_free(port)?;
     let log = dir.join("server.log");
     let mut cmd = Command::new(&bin.server);
     cmd.arg("--no-defaults")
@@ -219,6 +224,12 @@ pub fn start(spec: &PlaygroundSpec) -> Result<(Backends, Config), PlaygroundErro
     let mut cfg = Config::default();
     cfg.proxy.listen = format!("127.0.0.1:{}", spec.proxy_port);
     let mut port = spec.first_backend_port;
+    // Before any data directory is initialized: a taken port fails at once.
+    for p in (port as usize..port as usize + spec.shards * spec.replicas)
+        .filter_map(|p| u16::try_from(p).ok())
+    {
+        ensure_port_free(p)?;
+    }
     // mariadbd resolves a relative --datadir against its basedir (/usr), not our cwd.
     let root = std::path::absolute(&spec.dir).map_err(|source| PlaygroundError::Io {
         what: format!("resolving {}", spec.dir.display()),

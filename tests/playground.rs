@@ -137,8 +137,9 @@ fn configcheck_names_unknown_keys() {
 }
 
 /// A backend port something already listens on (a playground still running) is refused
-/// with the port named: the new server would fail to bind while the old one answered in
-/// its place, and the proxy would front the wrong server.
+/// with the port named, before any data directory is initialized: the new server would
+/// fail to bind while the old one answered in its place, and the proxy would front the
+/// wrong server.
 #[test]
 fn a_playground_whose_backend_port_is_taken_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,4 +172,6 @@ fn a_playground_whose_backend_port_is_taken_says_so() {
     assert!(!status.success());
     assert!(err.contains(&format!("port {taken} is not free")), "{err}");
     assert!(!port_open(proxy_port), "the proxy started anyway");
+    // Refused before any data directory was initialized.
+    assert!(!dir.path().join("shard0-replica0/data").exists());
 }
