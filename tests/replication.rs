@@ -3016,3 +3016,77 @@ async fn a_primary_refusing_its_log_row_applies_the_write_once() {
         .unwrap();
     assert_eq!(values, [1, 2, 3, 4]);
 }
+
+/// `Com_alter_table + Com_create_table + Com_create_db` of a server.
+async fn schema_changes(db: &MariaDb) -> u64 {
+    let mut c = connect(&db.url(None)).await;
+    let n: Option<u64> = c
+        .query_first(
+            "SELECT SUM(variable_value) FROM information_schema.global_status WHERE \
+             variable_name IN ('COM_ALTER_TABLE', 'COM_CREATE_TABLE', 'COM_CREATE_DB')",
+        )
+        .await
+        .unwrap();
+    n.unwrap_or(0)
+}
+
+/// A `myquorum.wal` left by an older myquorum (no `applied`/`parts` columns, no
+/// `wal_part` table) is brought up to date when the proxy starts; a proxy starting on
+/// replicas whose log tables are current runs no DDL on them at all (a no-op `ALTER … IF
+/// NOT EXISTS` per connect takes the table's metadata lock, against a rebuild's copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_tables_are_upgraded_once_and_then_left_alone() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    for db in &dbs {
+        let mut c = connect(&db.url(None)).await;
+        c.query_drop("CREATE DATABASE myquorum").await.unwrap();
+        c.query_drop(
+            "CREATE TABLE myquorum.wal (shard INT UNSIGNED NOT NULL, ts BIGINT UNSIGNED NOT \
+             NULL, payload LONGBLOB NOT NULL, PRIMARY KEY (shard, ts)) ENGINE=InnoDB",
+        )
+        .await
+        .unwrap();
+    }
+    let all = [&dbs[0], &dbs[1], &dbs[2]];
+    let cfg = config_for(&all);
+    let proxy = Proxy::start(cfg.clone());
+    let mut c = connect(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE up",
+            "CREATE TABLE up.t (id INT PRIMARY KEY, v LONGBLOB)",
+            "INSERT INTO up.t VALUES (1, 'a')",
+        ],
+    )
+    .await;
+    assert_replicas_identical(&dbs, &mut c, &["up.t"]).await;
+    for db in &dbs {
+        assert_eq!(column_count(db, "myquorum.wal").await, 5, "{}", db.addr());
+        assert_eq!(
+            column_count(db, "myquorum.wal_part").await,
+            4,
+            "{}",
+            db.addr()
+        );
+    }
+    drop(c);
+    drop(proxy);
+
+    let mut before = Vec::new();
+    for db in &dbs {
+        before.push(schema_changes(db).await);
+    }
+    let proxy = Proxy::start(cfg);
+    let mut c = connect(&proxy.url(None)).await;
+    c.query_drop("INSERT INTO up.t VALUES (2, 'b')")
+        .await
+        .unwrap();
+    assert_replicas_identical(&dbs, &mut c, &["up.t"]).await;
+    let mut after = Vec::new();
+    for db in &dbs {
+        after.push(schema_changes(db).await);
+    }
+    assert_eq!(before, after, "schema statements run by a restarted proxy");
+}

@@ -206,14 +206,16 @@ impl Replayer {
 
     /// Creates `myquorum.wal` if missing and returns this replica's position in the log.
     pub async fn prepare_log_table(&mut self, shard: ShardId) -> Result<Position, ApplyError> {
-        for sql in [
-            wal_table::CREATE_SCHEMA,
-            wal_table::CREATE_TABLE,
-            wal_table::ADD_APPLIED,
-            wal_table::ADD_PARTS,
-            wal_table::CREATE_PART_TABLE,
-            super::checksum::CREATE_TABLE,
-        ] {
+        // Schema changes only where something is missing: a no-op `ALTER … IF NOT EXISTS`
+        // still takes the table's metadata lock on every connect, against a rebuild's copy
+        // reading the same server.
+        let columns = self
+            .query_row(wal_table::EXISTING_COLUMNS)
+            .await?
+            .map_err(|e| ApplyError::Diverged(format!("cannot read the myquorum schema: {e}")))?
+            .and_then(|row| row.into_iter().next().flatten())
+            .unwrap_or_default();
+        for sql in wal_table::missing_schema(&columns) {
             self.execute(sql).await?.map_err(|e| {
                 ApplyError::Diverged(format!("cannot create the myquorum.wal table: {e}"))
             })?;

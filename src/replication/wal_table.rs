@@ -8,7 +8,8 @@
 //! rest: numbered rows of `myquorum.wal_part`, stored by separate statements in the same
 //! transaction, so a record is never half there.
 //!
-//! Owns: the text of those statements. May import: router (ShardId).
+//! Owns: the text of those statements, and which of the myquorum schema's are missing on a
+//! replica. May import: router (ShardId), replication::checksum (its table's DDL).
 
 use crate::router::ShardId;
 use std::collections::VecDeque;
@@ -30,6 +31,37 @@ pub const ADD_PARTS: &str =
 pub const CREATE_PART_TABLE: &str = "CREATE TABLE IF NOT EXISTS myquorum.wal_part (\
     shard INT UNSIGNED NOT NULL, ts BIGINT UNSIGNED NOT NULL, part INT UNSIGNED NOT NULL, \
     payload LONGBLOB NOT NULL, PRIMARY KEY (shard, ts, part)) ENGINE=InnoDB";
+
+/// One row, one value: `table.column` of every column in the myquorum schema, comma-separated.
+pub const EXISTING_COLUMNS: &str = "SELECT GROUP_CONCAT(LOWER(CONCAT(table_name, '.', \
+    column_name)) SEPARATOR ',') FROM information_schema.columns WHERE table_schema = 'myquorum'";
+
+/// The statements that bring the myquorum schema (the log tables and the checksum table) up
+/// to date, given `existing` as `EXISTING_COLUMNS` reads it.
+pub fn missing_schema(existing: &str) -> Vec<&'static str> {
+    let has = |column: &str| existing.split(',').any(|c| c == column);
+    let mut todo = Vec::new();
+    if !has("wal.shard") {
+        todo.push(CREATE_TABLE);
+    } else {
+        if !has("wal.applied") {
+            todo.push(ADD_APPLIED);
+        }
+        if !has("wal.parts") {
+            todo.push(ADD_PARTS);
+        }
+    }
+    if !has("wal_part.shard") {
+        todo.push(CREATE_PART_TABLE);
+    }
+    if !has("checksums.run") {
+        todo.push(super::checksum::CREATE_TABLE);
+    }
+    if !todo.is_empty() {
+        todo.insert(0, CREATE_SCHEMA);
+    }
+    todo
+}
 
 fn hex(data: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -236,6 +268,27 @@ pub fn trim(shard: ShardId, keep_from: u64) -> [String; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_missing_schema_is_created() {
+        let complete = "wal.shard,wal.ts,wal.payload,wal.applied,wal.parts,wal_part.shard,\
+                        wal_part.ts,wal_part.part,wal_part.payload,checksums.run,checksums.db";
+        assert!(missing_schema(complete).is_empty());
+        assert_eq!(
+            missing_schema(""),
+            vec![
+                CREATE_SCHEMA,
+                CREATE_TABLE,
+                CREATE_PART_TABLE,
+                super::super::checksum::CREATE_TABLE
+            ]
+        );
+        // A log table from before the received/applied split and multi-row records.
+        assert_eq!(
+            missing_schema("wal.shard,wal.ts,wal.payload,checksums.run"),
+            vec![CREATE_SCHEMA, ADD_APPLIED, ADD_PARTS, CREATE_PART_TABLE]
+        );
+    }
 
     #[test]
     fn records_that_fit_share_one_statement() {
