@@ -1,0 +1,103 @@
+//! Go's database/sql with go-sql-driver/mysql (server-side prepares and interpolated
+//! parameters) and Ruby's ActiveRecord with the mysql2 gem through the proxy (three
+//! replicas) see exactly what they see from one server direct, and what they wrote is the
+//! same on every replica. The drivers come from Debian (`.ci/run` installs them).
+
+mod common;
+
+use common::converge::{assert_same_tables, wait_converged};
+use common::{config_for, repo_path, MariaDb, Proxy};
+use std::process::Command;
+
+fn output_of(mut cmd: Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what} cannot run ({e}): see .ci/run for the packages"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Builds tests/go/roundtrip.go against Debian's packaged driver (GOPATH mode: the
+/// registry of Go modules is not reachable here).
+fn build_go_probe(dir: &std::path::Path) -> std::path::PathBuf {
+    let bin = dir.join("roundtrip");
+    let mut cmd = Command::new("go");
+    cmd.arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(repo_path("tests/go/roundtrip.go"))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", format!("/usr/share/gocode:{}", dir.display()))
+        .env("GOCACHE", dir.join("cache"));
+    output_of(cmd, "go build tests/go/roundtrip.go");
+    bin
+}
+
+fn go_transcript(bin: &std::path::Path, port: u16, interpolate: bool) -> String {
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!(
+        "root@tcp(127.0.0.1:{port})/?parseTime=true&multiStatements=true&interpolateParams={interpolate}"
+    ));
+    output_of(cmd, "the Go probe")
+}
+
+fn ruby_transcript(port: u16) -> String {
+    let mut cmd = Command::new("ruby");
+    cmd.arg(repo_path("tests/ruby/activerecord_roundtrip.rb"))
+        .arg(port.to_string());
+    output_of(cmd, "activerecord_roundtrip.rb")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_sql_driver_matches_direct() {
+    common::init_tracing();
+    let build_dir = tempfile::tempdir().unwrap();
+    let bin = build_go_probe(build_dir.path());
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let direct = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    for interpolate in [false, true] {
+        let (b1, b2, port, direct_port) = (bin.clone(), bin.clone(), proxy.port, direct.port);
+        let via = tokio::task::spawn_blocking(move || go_transcript(&b1, port, interpolate));
+        let straight =
+            tokio::task::spawn_blocking(move || go_transcript(&b2, direct_port, interpolate));
+        let (via, straight) = (via.await.unwrap(), straight.await.unwrap());
+        assert!(!via.contains("ERR "), "{via}");
+        assert!(via.contains("last insert id 5"), "{via}");
+        assert!(via.contains("timeout: context deadline exceeded"), "{via}");
+        assert_eq!(via, straight, "interpolateParams={interpolate}");
+        let all = [&dbs[0], &dbs[1], &dbs[2]];
+        wait_converged(&all).await;
+        assert_same_tables(&all, &["go_app.t"]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activerecord_matches_direct() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let direct = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let port = proxy.port;
+    let via = tokio::task::spawn_blocking(move || ruby_transcript(port));
+    let direct_port = direct.port;
+    let straight = tokio::task::spawn_blocking(move || ruby_transcript(direct_port));
+    let (via, straight) = (via.await.unwrap(), straight.await.unwrap());
+    assert!(
+        via.contains("savepoint: [\"ada2\", \"bobby\", \"outer\"]"),
+        "{via}"
+    );
+    assert!(
+        via.contains("stale: ActiveRecord::StaleObjectError"),
+        "{via}"
+    );
+    assert_eq!(via, straight);
+    let all = [&dbs[0], &dbs[1], &dbs[2]];
+    wait_converged(&all).await;
+    assert_same_tables(&all, &["ruby_app.authors", "ruby_app.posts"]).await;
+}
