@@ -3090,3 +3090,126 @@ async fn the_log_tables_are_upgraded_once_and_then_left_alone() {
     }
     assert_eq!(before, after, "schema statements run by a restarted proxy");
 }
+
+/// Every file under `dir`, recursively, concatenated.
+fn bytes_under(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            all.extend(bytes_under(&path));
+        } else {
+            all.extend(std::fs::read(&path).unwrap_or_default());
+        }
+    }
+    all
+}
+
+/// Account management through the proxy reaches every replica (each has its own `mysql`
+/// schema), with the clear-text passwords replaced by their hashes before anything goes
+/// into the log: neither the proxy's WAL nor any replica's `myquorum.wal` holds them, and
+/// the account logs in to any replica directly with its password. An account name's host
+/// (`'app'@'%'`) is no user variable and does not pin the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_replicate_with_their_passwords_hashed() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let all = [&dbs[0], &dbs[1], &dbs[2]];
+    let cfg = config_for(&all);
+    let wal_dir = std::path::PathBuf::from(&cfg.replication.wal_dir);
+    let proxy = Proxy::start(cfg);
+    let mut c = connect(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE app",
+            "CREATE TABLE app.t (id INT PRIMARY KEY)",
+            "CREATE USER 'app'@'%' IDENTIFIED BY 'it''s-secret-1'",
+        ],
+    )
+    .await;
+    let flags: Option<String> = c
+        .query_first("EXPLAIN LAST STATEMENT")
+        .await
+        .unwrap()
+        .map(|row: mysql_async::Row| row.get::<String, _>("flags").unwrap());
+    assert!(!flags.unwrap().contains("USER_VARIABLE"));
+    run_all(
+        &mut c,
+        &[
+            "GRANT SELECT, INSERT ON app.* TO 'app'@'%'",
+            "ALTER USER 'app'@'%' IDENTIFIED BY 'secret-2'",
+            "SET PASSWORD FOR 'app'@'%' = PASSWORD('secret-3')",
+            "CREATE ROLE reporting",
+            "GRANT SELECT ON app.* TO reporting",
+            "GRANT reporting TO 'app'@'%'",
+            "SET DEFAULT ROLE reporting FOR 'app'@'%'",
+            "REVOKE INSERT ON app.* FROM 'app'@'%'",
+            "CREATE USER 'gone'@'localhost' IDENTIFIED BY 'secret-4'",
+            "RENAME USER 'gone'@'localhost' TO 'gone2'@'localhost'",
+            "DROP USER 'gone2'@'localhost'",
+        ],
+    )
+    .await;
+    let refused = c
+        .query_drop("CREATE USER 'e'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('secret-5')")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&refused), 1235, "{refused}");
+    wait_converged(&all).await;
+    assert_none_quarantined(&mut c).await;
+
+    let mut grants = Vec::new();
+    for db in &dbs {
+        let mut direct = connect(&db.url(None)).await;
+        let g: Vec<String> = direct.query("SHOW GRANTS FOR 'app'@'%'").await.unwrap();
+        let accounts: Vec<(String, String)> = direct
+            .query("SELECT user, host FROM mysql.user WHERE user IN ('gone', 'gone2', 'e', 'reporting') ORDER BY user")
+            .await
+            .unwrap();
+        assert_eq!(
+            accounts,
+            [("reporting".to_string(), String::new())],
+            "{}",
+            db.addr()
+        );
+        let leaked: u64 = direct
+            .query_first("SELECT COUNT(*) FROM myquorum.wal WHERE payload LIKE '%secret%'")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            leaked,
+            0,
+            "clear-text password in {}'s myquorum.wal",
+            db.addr()
+        );
+        // The account logs in to this replica directly, with its last password.
+        let url = format!(
+            "mysql://app:secret-3@127.0.0.1:{}/?prefer_socket=false",
+            db.port
+        );
+        let mut app = connect(&url).await;
+        let role: Option<String> = app.query_first("SELECT CURRENT_ROLE()").await.unwrap();
+        assert_eq!(role.as_deref(), Some("reporting"), "{}", db.addr());
+        assert!(app
+            .query_drop("INSERT INTO app.t VALUES (1)")
+            .await
+            .is_err());
+        grants.push(g);
+    }
+    assert_eq!(grants[0], grants[1]);
+    assert_eq!(grants[0], grants[2]);
+    assert!(
+        grants[0]
+            .iter()
+            .any(|g| g.contains("IDENTIFIED BY PASSWORD '*")),
+        "{grants:?}"
+    );
+    let wal = bytes_under(&wal_dir);
+    assert!(!wal.is_empty());
+    assert!(
+        !wal.windows(6).any(|w| w == b"secret"),
+        "clear-text password in the proxy's WAL"
+    );
+}

@@ -792,6 +792,16 @@ impl ClientSession {
         self.open_write = None;
         session.before_statement(c);
         self.hold_for(session, route).await?;
+        let hashed = match self.hash_passwords(command).await {
+            Ok(hashed) => hashed,
+            Err(Ok(e)) => return Err(Failure::Answer(e)),
+            Err(Err(e)) => {
+                return self
+                    .finish(session, c, Err(RelayError::Backend(e)))
+                    .map(|_| ())
+            }
+        };
+        let command = hashed.as_deref().unwrap_or(command);
         // Followers run the DDL under the primary connection's settings (a restored dump
         // creates tables with `FOREIGN_KEY_CHECKS=0` set from a user variable).
         let settings = {
@@ -899,6 +909,44 @@ impl ClientSession {
         session.after_statement(c, &summary);
         self.release_if_unpinned(session);
         Ok(())
+    }
+
+    /// An account statement's text (`command`, a COM_QUERY) with each clear-text password
+    /// replaced by its hash, which the primary computes (`PASSWORD(<literal>)` on the held
+    /// connection: its character set and sql_mode read the literal as the statement would);
+    /// `None` when there is nothing to replace. What goes into the log, and what every
+    /// replica runs, the primary included.
+    async fn hash_passwords(
+        &mut self,
+        command: &[u8],
+    ) -> Result<Option<Vec<u8>>, Result<MysqlError, std::io::Error>> {
+        use crate::sql::accounts;
+        let text = &command[1..];
+        let Ok(sql) = std::str::from_utf8(text) else {
+            return Ok(None);
+        };
+        if !accounts::is_account_statement(sql) {
+            return Ok(None);
+        }
+        let found = accounts::passwords(sql).map_err(|why| Ok(MysqlError::not_supported(&why)))?;
+        if found.is_empty() {
+            return Ok(None);
+        }
+        let deprecate_eof = self.deprecate_eof;
+        let Some(h) = self.held.as_mut() else {
+            return Err(Err(std::io::Error::other("no backend connection held")));
+        };
+        let mut hashes = Vec::with_capacity(found.len());
+        for p in &found {
+            let expression = format!("PASSWORD({})", &sql[p.literal.clone()]);
+            let hash = crate::executor::select_value(&mut h.conn, &expression, deprecate_eof)
+                .await
+                .map_err(Err)?
+                .map_err(Ok)?;
+            hashes.push(hash.unwrap_or_default());
+        }
+        let hashed = accounts::with_hashes(sql, &found, &hashes);
+        Ok(Some([&command[..1], hashed.as_bytes()].concat()))
     }
 
     /// Bookkeeping after a statement the session forwarded normally: savepoints, rollbacks,

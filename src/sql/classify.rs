@@ -408,6 +408,13 @@ pub fn classify(sql: &str) -> Classified {
     if statements > 1 {
         flags |= Flags::MULTI_STATEMENT;
     }
+    // Accounts are each replica's own (its mysql schema): they go through the log like a
+    // DDL, which they are to the server too (an implicit commit, no rollback).
+    let kind = if statements == 1 && crate::sql::accounts::is_account_statement(sql) {
+        Kind::Ddl
+    } else {
+        kind
+    };
     let session = if kind == Kind::Session && statements == 1 {
         parse_set(sql)
     } else if kind == Kind::Session {
@@ -717,9 +724,12 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
     let mut prev: Option<Tok<'_>> = None;
     let mut prev2: Option<Tok<'_>> = None;
     let mut stmt_first: Option<Tok<'_>> = None;
+    let mut prev_span: Option<crate::sql::lexer::Spanned<'_>> = None;
     for t in Lexer::new(sql) {
+        let account_host = prev_span.is_some_and(|p| crate::sql::lexer::is_account_host(&p, &t));
+        prev_span = Some(t);
         match t.tok {
-            Tok::UserVar(_) => *flags |= Flags::USER_VARIABLE,
+            Tok::UserVar(_) if !account_host => *flags |= Flags::USER_VARIABLE,
             Tok::SysVar(v)
                 if v.eq_ignore_ascii_case("socket") || v.eq_ignore_ascii_case("global.socket") =>
             {

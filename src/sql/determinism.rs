@@ -6,7 +6,7 @@
 //! Pure: no I/O. Owns: `WriteCheck`. May import: sql::lexer, sql::classify (the statement a
 //! `SET STATEMENT … FOR` runs).
 
-use super::lexer::{Lexer, Spanned, Tok};
+use super::lexer::{is_account_host, Lexer, Spanned, Tok};
 use super::replicated_settings::REPLICATED_SETTINGS;
 
 /// Values the proxy substitutes for non-deterministic calls (chosen by the caller so this
@@ -204,12 +204,8 @@ fn session_variable_read<'a>(spans: &[Spanned<'a>], any: bool) -> Option<&'a str
         .iter()
         .enumerate()
         .filter(|(i, s)| {
-            let account_host = matches!(s.tok, Tok::UserVar(_))
-                && i.checked_sub(1).is_some_and(|p| {
-                    spans[p].end == s.start
-                        && matches!(spans[p].tok, Tok::Word(_) | Tok::Quoted(_) | Tok::Str(_))
-                });
-            !account_host
+            !i.checked_sub(1)
+                .is_some_and(|p| is_account_host(&spans[p], s))
         })
         .map(|(_, s)| s.tok)
         .collect();

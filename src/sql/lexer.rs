@@ -36,6 +36,14 @@ pub struct Spanned<'a> {
     pub end: usize,
 }
 
+/// Whether `cur` is the host part of an account name (`'app'@'%'`, `root@localhost`,
+/// `` `u`@`h` ``) rather than a user variable: its `@` follows the user name directly.
+pub fn is_account_host(prev: &Spanned<'_>, cur: &Spanned<'_>) -> bool {
+    matches!(cur.tok, Tok::UserVar(_))
+        && prev.end == cur.start
+        && matches!(prev.tok, Tok::Word(_) | Tok::Quoted(_) | Tok::Str(_))
+}
+
 pub struct Lexer<'a> {
     src: &'a str,
     pos: usize,

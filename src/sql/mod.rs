@@ -3,6 +3,7 @@
 //! Owns: everything the proxy learns from statement text. May import: sqlparser, std.
 //! Must not import: tokio, protocol, backend.
 
+pub mod accounts;
 pub mod binlog;
 pub mod cache;
 pub mod classify;
