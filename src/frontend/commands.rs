@@ -673,7 +673,8 @@ impl ClientSession {
             .rev()
             .find(|&i| text.is_char_boundary(i))
             .unwrap_or(0);
-        self.registry_entry.begin_command(&text[..shown]);
+        self.registry_entry
+            .begin_command(&crate::sql::accounts::masked(&text[..shown]));
         // One statement with a final `;` and trailing comments runs without them: with
         // multi-statements the server would answer the tail as a second, empty statement
         // (its OK, not the statement's, would be the one recorded and compared). Most texts
@@ -1322,7 +1323,7 @@ impl ClientSession {
         // Per statement: the text buffer is reused, not reallocated.
         let mut text = self.last_route.take().map(|l| l.sql).unwrap_or_default();
         text.clear();
-        text.extend(sql.chars().take(200));
+        text.extend(crate::sql::accounts::masked(sql).chars().take(200));
         self.last_route = Some(LastStatement {
             sql: text,
             classified: c.clone(),

@@ -13,8 +13,20 @@ use std::ops::Range;
 
 /// Whether `sql` (one statement) creates, changes or drops accounts, roles or privileges.
 pub fn is_account_statement(sql: &str) -> bool {
-    let words: Vec<Tok<'_>> = Lexer::new(sql).take(4).map(|t| t.tok).collect();
-    let w = |i: usize, kw: &str| words.get(i).is_some_and(|t| t.is_word(kw));
+    // On every statement's path (processlist text): no allocation.
+    let mut lexer = Lexer::new(sql);
+    let mut words: [Option<Tok<'_>>; 4] = [None; 4];
+    words[0] = lexer.next().map(|t| t.tok);
+    let leading = [
+        "GRANT", "REVOKE", "CREATE", "DROP", "ALTER", "RENAME", "SET",
+    ];
+    if !words[0].is_some_and(|t| leading.iter().any(|kw| t.is_word(kw))) {
+        return false;
+    }
+    for slot in &mut words[1..] {
+        *slot = lexer.next().map(|t| t.tok);
+    }
+    let w = |i: usize, kw: &str| words[i].is_some_and(|t| t.is_word(kw));
     let user_or_role = |i: usize| w(i, "USER") || w(i, "ROLE");
     w(0, "GRANT")
         || w(0, "REVOKE")
@@ -122,9 +134,46 @@ pub fn with_hashes(sql: &str, passwords: &[Password], hashes: &[String]) -> Stri
     out
 }
 
+/// `sql` as processlists show it: an account statement's string literals other than
+/// account names as `<secret>` (as MySQL shows passwords), anything else unchanged. Every
+/// literal, so that the forms `passwords` refuses are hidden too.
+pub fn masked(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !is_account_statement(sql) {
+        return sql.into();
+    }
+    let toks: Vec<Spanned<'_>> = Lexer::new(sql).collect();
+    let mut out = String::with_capacity(sql.len());
+    let mut at = 0;
+    for (i, t) in toks.iter().enumerate() {
+        let user_name = toks
+            .get(i + 1)
+            .is_some_and(|next| super::lexer::is_account_host(t, next));
+        if matches!(t.tok, Tok::Str(_)) && !user_name {
+            out.push_str(&sql[at..t.start]);
+            out.push_str("<secret>");
+            at = t.end;
+        }
+    }
+    out.push_str(&sql[at..]);
+    out.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processlists_show_no_passwords() {
+        assert_eq!(
+            masked("CREATE USER a IDENTIFIED BY 'x'"),
+            "CREATE USER a IDENTIFIED BY <secret>"
+        );
+        assert_eq!(
+            masked("SET PASSWORD FOR 'a'@'%' = PASSWORD('x')"),
+            "SET PASSWORD FOR 'a'@'%' = PASSWORD(<secret>)"
+        );
+        assert_eq!(masked("SELECT 'x'"), "SELECT 'x'");
+    }
 
     #[test]
     fn account_statements_are_recognised() {
