@@ -166,6 +166,45 @@ pub struct UserConfig {
     pub name: String,
     #[serde(default)]
     pub password: String,
+    /// The server account this user's statements run as, so the servers enforce its
+    /// privileges (ProxySQL passes each user's credentials through the same way). Unset:
+    /// the proxy's own `[backend]` account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_user: Option<String>,
+    /// `backend_user`'s password; unset: the same as `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_password: Option<String>,
+    /// May run the proxy's own statements (SHOW PROXY …, PROXY …; EXPLAIN LAST STATEMENT and
+    /// SHOW PROXY SESSION are anyone's). Unset: only users running as the proxy's account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<bool>,
+}
+
+impl UserConfig {
+    /// A user with the proxy's own backend account (an admin).
+    pub fn new(name: &str, password: &str) -> UserConfig {
+        UserConfig {
+            name: name.to_string(),
+            password: password.to_string(),
+            backend_user: None,
+            backend_password: None,
+            admin: None,
+        }
+    }
+
+    /// The server account its statements run as: `None` is the proxy's own.
+    pub fn backend_account(&self) -> Option<(String, String)> {
+        let user = self.backend_user.clone()?;
+        let password = self
+            .backend_password
+            .clone()
+            .unwrap_or_else(|| self.password.clone());
+        Some((user, password))
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.admin.unwrap_or(self.backend_user.is_none())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -180,10 +219,7 @@ impl Default for Config {
         Config {
             proxy: ProxyConfig::default(),
             backend: BackendConfig::default(),
-            users: vec![UserConfig {
-                name: "root".into(),
-                password: String::new(),
-            }],
+            users: vec![UserConfig::new("root", "")],
             shards: Vec::new(),
             replication: ReplicationConfig::default(),
         }
@@ -259,6 +295,18 @@ impl Config {
         }
         if self.users.is_empty() {
             return bad("no [[users]] configured: clients could not log in".into());
+        }
+        for u in &self.users {
+            if u.backend_password.is_some() && u.backend_user.is_none() {
+                return bad(format!(
+                    "users `{}`: backend_password without backend_user (set backend_user to the \
+                     server account, or drop backend_password to use the proxy's own account)",
+                    u.name
+                ));
+            }
+            if u.backend_user.as_deref() == Some("") {
+                return bad(format!("users `{}`: backend_user is empty", u.name));
+            }
         }
         if !(1..=MAX_WAIT_TIMEOUT_S).contains(&self.proxy.wait_timeout_s) {
             return bad(format!(
@@ -349,6 +397,15 @@ impl Config {
                 "\n[[users]]\nname = {:?}\npassword = {:?}\n",
                 u.name, u.password
             ));
+            if let Some(b) = &u.backend_user {
+                out.push_str(&format!("backend_user = {b:?}\n"));
+            }
+            if let Some(p) = &u.backend_password {
+                out.push_str(&format!("backend_password = {p:?}\n"));
+            }
+            if let Some(a) = u.admin {
+                out.push_str(&format!("admin = {a}\n"));
+            }
         }
         out.push_str(&format!(
             "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\nwal_retain_s = {}\nwal_segment_bytes = {}\nauto_rebuild = {}\nmax_record_bytes = {}\n",
@@ -396,6 +453,39 @@ mod tests {
         c.proxy.wait_timeout_s = 60;
         let back = Config::from_toml_str(&c.to_toml()).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn users_run_as_their_own_backend_account_when_given_one() {
+        let shard = "[[shards]]\nreplicas=[\"127.0.0.1:3307\"]\n";
+        let c = Config::from_toml_str(&format!(
+            "[[users]]\nname = \"root\"\n[[users]]\nname = \"app\"\npassword = \"pw\"\n\
+             backend_user = \"app_db\"\n[[users]]\nname = \"ops\"\nbackend_user = \"ops\"\n\
+             backend_password = \"other\"\nadmin = true\n{shard}"
+        ))
+        .unwrap();
+        let [root, app, ops] = &c.users[..] else {
+            panic!("{:?}", c.users)
+        };
+        assert_eq!((root.backend_account(), root.is_admin()), (None, true));
+        assert_eq!(
+            (app.backend_account(), app.is_admin()),
+            (Some(("app_db".into(), "pw".into())), false)
+        );
+        assert_eq!(
+            (ops.backend_account(), ops.is_admin()),
+            (Some(("ops".into(), "other".into())), true)
+        );
+        assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
+        let err = Config::from_toml_str(&format!(
+            "[[users]]\nname = \"x\"\nbackend_password = \"p\"\n{shard}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("backend_password without backend_user"),
+            "{err}"
+        );
     }
 
     #[test]

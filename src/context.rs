@@ -3,7 +3,7 @@
 //! Owns: `ProxyContext`. May import: config, backend, frontend::auth (user table),
 //! protocol::handshake (what clients are offered).
 
-use crate::backend::Cluster;
+use crate::backend::{BackendAccount, Cluster};
 use crate::config::Config;
 use crate::frontend::auth::Authenticator;
 use crate::router::ShardId;
@@ -47,10 +47,21 @@ pub struct ProxyContext {
     /// Per (schema, procedure), lowercase: why a CALL of it is refused (it generates ids the
     /// log cannot carry), or None. Cleared by procedure DDL through the proxy.
     pub call_checks: dashmap::DashMap<(String, String), Option<String>>,
+    /// Per configured user: the server account it runs as (`None`: the proxy's own) and
+    /// whether it may run the proxy's own statements.
+    access: std::collections::HashMap<String, (Option<std::sync::Arc<BackendAccount>>, bool)>,
     next_connection_id: AtomicU32,
 }
 
 impl ProxyContext {
+    /// Gives a session just logged in (or changed to) as `session.user` its backend account
+    /// and its admin right.
+    pub fn grant_access(&self, session: &mut crate::session::SessionState) {
+        let (account, admin) = self.access.get(&session.user).cloned().unwrap_or_default();
+        session.backend_account = account;
+        session.admin = admin;
+    }
+
     pub fn new(config: Config) -> Result<Self, String> {
         let read_consistency = crate::router::Consistency::parse(&config.proxy.read_consistency)
             .ok_or_else(|| {
@@ -65,6 +76,16 @@ impl ProxyContext {
             .users
             .iter()
             .map(|u| (u.name.clone(), u.password.clone()))
+            .collect();
+        let access = config
+            .users
+            .iter()
+            .map(|u| {
+                let account = u
+                    .backend_account()
+                    .map(|(user, password)| std::sync::Arc::new(BackendAccount { user, password }));
+                (u.name.clone(), (account, u.is_admin()))
+            })
             .collect();
         let tls = if config.proxy.tls_cert.is_empty() {
             None
@@ -86,6 +107,7 @@ impl ProxyContext {
             digests: crate::digests::QueryDigests::default(),
             sessions: Default::default(),
             call_checks: Default::default(),
+            access,
             next_connection_id: AtomicU32::new(1),
         })
     }

@@ -1,5 +1,6 @@
 //! caching_sha2_password (full path over RSA and over TLS, then the fast path) and TLS with
-//! real clients.
+//! real clients; users running as their own backend accounts, with the servers' privileges
+//! and the proxy's admin right.
 
 mod common;
 
@@ -10,10 +11,8 @@ use mysql_async::{Conn, Opts};
 fn sha2_config(db: &MariaDb, tls_dir: Option<&std::path::Path>) -> myquorum::config::Config {
     let mut cfg = config_for(&[db]);
     cfg.proxy.auth_plugin = "caching_sha2_password".into();
-    cfg.users.push(myquorum::config::UserConfig {
-        name: "app".into(),
-        password: "s3cret".into(),
-    });
+    cfg.users
+        .push(myquorum::config::UserConfig::new("app", "s3cret"));
     if let Some(dir) = tls_dir {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         myquorum::frontend::tls::write_self_signed(&cert, &key).unwrap();
@@ -261,4 +260,154 @@ async fn local_clients_connect_through_the_proxys_unix_socket() {
     let err = myquorum::server::Server::bind(ctx).await.err().unwrap();
     assert!(err.to_string().contains("not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "notes");
+}
+
+async fn status_counter(c: &mut Conn, name: &str) -> u64 {
+    let rows: Vec<(String, String)> = c.query("SHOW PROXY STATUS").await.unwrap();
+    rows.into_iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in SHOW PROXY STATUS"))
+}
+
+fn user_as(name: &str, password: &str, backend_user: &str) -> myquorum::config::UserConfig {
+    let mut u = myquorum::config::UserConfig::new(name, password);
+    u.backend_user = Some(backend_user.to_string());
+    u
+}
+
+/// A user configured with `backend_user` runs as that server account: the servers enforce
+/// its privileges (a table it may not read is refused, the session goes on), CURRENT_USER()
+/// is its account, its writes replicate and its reads still go to replicas. It may not run
+/// the proxy's admin statements. An account missing on a replica only moves that user's
+/// reads to the primary (the replica stays in), and one missing everywhere fails the login
+/// with the server's 1045, saying what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_runs_as_its_own_backend_account() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let all = [&dbs[0], &dbs[1], &dbs[2]];
+    let mut cfg = config_for(&all);
+    // The primary behind a relay that can slow it, so that reads prefer the followers.
+    let relay = common::relay::Relay::start(dbs[0].addr());
+    cfg.shards[0].replicas[0] = relay.addr();
+    cfg.users.push(user_as("app", "app-pw", "app"));
+    let mut ghost = user_as("ghost", "g", "ghost");
+    ghost.backend_password = Some("ghost-pw".into());
+    cfg.users.push(ghost);
+    cfg.users.push(user_as("nobody", "n", "nobody"));
+    let proxy = Proxy::start(cfg);
+    let url = |user: &str, password: &str| {
+        format!(
+            "mysql://{user}:{password}@127.0.0.1:{}/?prefer_socket=false",
+            proxy.port
+        )
+    };
+    let mut root = Conn::new(Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap();
+    for sql in [
+        "CREATE DATABASE app",
+        "CREATE TABLE app.t (id INT PRIMARY KEY, v INT)",
+        "CREATE DATABASE other",
+        "CREATE TABLE other.s (id INT PRIMARY KEY)",
+        "CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON app.* TO 'app'@'%'",
+        // The primary stores each record's log row in the client's own transaction.
+        "GRANT INSERT, UPDATE, SELECT (applied) ON myquorum.wal TO 'app'@'%'",
+        "GRANT INSERT ON myquorum.wal_part TO 'app'@'%'",
+    ] {
+        root.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // Created behind the proxy's back, on the primary only.
+    let mut primary = Conn::new(Opts::from_url(&dbs[0].url(None)).unwrap())
+        .await
+        .unwrap();
+    primary
+        .query_drop("CREATE USER 'ghost'@'%' IDENTIFIED BY 'ghost-pw'; GRANT SELECT ON app.* TO 'ghost'@'%'")
+        .await
+        .unwrap();
+
+    let mut app = Conn::new(Opts::from_url(&url("app", "app-pw")).unwrap())
+        .await
+        .unwrap();
+    let me: Option<String> = app.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(me.as_deref(), Some("app@%"));
+    app.query_drop("INSERT INTO app.t VALUES (1, 1), (2, 1)")
+        .await
+        .unwrap();
+    app.query_drop("BEGIN").await.unwrap();
+    app.query_drop("UPDATE app.t SET v = 2 WHERE id = 1")
+        .await
+        .unwrap();
+    app.query_drop("COMMIT").await.unwrap();
+    let denied = app.query_drop("SELECT * FROM other.s").await.unwrap_err();
+    assert!(
+        matches!(&denied, mysql_async::Error::Server(e) if e.code == 1142),
+        "{denied}"
+    );
+    let denied = app.query_drop("SHOW PROXY BACKENDS").await.unwrap_err();
+    assert!(
+        matches!(&denied, mysql_async::Error::Server(e) if e.code == 1227),
+        "{denied}"
+    );
+    let last: Option<mysql_async::Row> = app.query_first("EXPLAIN LAST STATEMENT").await.unwrap();
+    assert!(last.is_some());
+    common::converge::wait_converged(&all).await;
+
+    relay.set_delay_ms(3);
+    let before = status_counter(&mut root, "replica_reads").await;
+    for _ in 0..20 {
+        let sum: Option<i64> = app.query_first("SELECT SUM(v) FROM app.t").await.unwrap();
+        assert_eq!(sum, Some(3));
+    }
+    assert!(status_counter(&mut root, "replica_reads").await > before);
+
+    let mut ghost = Conn::new(Opts::from_url(&url("ghost", "g")).unwrap())
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let sum: Option<i64> = ghost.query_first("SELECT SUM(v) FROM app.t").await.unwrap();
+        assert_eq!(sum, Some(3));
+    }
+    // Without the log grants its writes are refused before they run, saying which grants;
+    // nothing pauses the shard's other writers.
+    let refused = ghost
+        .query_drop("INSERT INTO app.t VALUES (3, 3)")
+        .await
+        .unwrap_err();
+    match &refused {
+        mysql_async::Error::Server(e) => {
+            assert_eq!(e.code, 1142, "{refused}");
+            assert!(e.message.contains("ON myquorum.wal"), "{refused}");
+        }
+        other => panic!("not a server error: {other}"),
+    }
+    let started = std::time::Instant::now();
+    app.query_drop("INSERT INTO app.t VALUES (4, 0)")
+        .await
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let refused = Conn::new(Opts::from_url(&url("nobody", "n")).unwrap())
+        .await
+        .unwrap_err();
+    match &refused {
+        mysql_async::Error::Server(e) => {
+            assert_eq!(e.code, 1045, "{refused}");
+            assert!(e.message.contains("backend account `nobody`"), "{refused}");
+        }
+        other => panic!("not a server error: {other}"),
+    }
+    // The followers that refused `ghost` served reads and were never taken out.
+    let backends: Vec<mysql_async::Row> = root.query("SHOW PROXY BACKENDS").await.unwrap();
+    for b in &backends {
+        let (state, times_down): (String, u64) =
+            (b.get("health").unwrap(), b.get("times_down").unwrap());
+        assert_eq!((state.as_str(), times_down), ("up", 0), "{b:?}");
+    }
+    relay.set_delay_ms(0);
+    common::converge::wait_converged(&all).await;
+    common::converge::assert_same_tables(&all, &["app.t"]).await;
 }

@@ -447,10 +447,8 @@ async fn change_user_reauthenticates() {
     common::init_tracing();
     let db = MariaDb::start();
     let mut cfg = config_for(&[&db]);
-    cfg.users.push(myquorum::config::UserConfig {
-        name: "app".into(),
-        password: "s3cret".into(),
-    });
+    cfg.users
+        .push(myquorum::config::UserConfig::new("app", "s3cret"));
     let proxy = Proxy::start(cfg);
     // Wrong password at login.
     let err = Conn::new(

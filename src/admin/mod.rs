@@ -329,6 +329,25 @@ fn queries(ctx: &ProxyContext) -> Table {
     }
 }
 
+/// Whether proxy command `command` only shows the asking session's own state (anyone may
+/// run it; the others need `admin` in the proxy's `[[users]]`).
+pub fn is_about_own_session(command: &str) -> bool {
+    matches!(
+        command.strip_suffix(" like").unwrap_or(command),
+        "explain last statement" | "session" | "pins"
+    )
+}
+
+/// ER_SPECIFIC_ACCESS_DENIED_ERROR, as MySQL answers an admin statement a user may not run.
+pub fn not_an_admin() -> MysqlError {
+    MysqlError::new(
+        1227,
+        "42000",
+        "Access denied; you need the proxy's admin right for this operation (admin = true \
+         for this user in the proxy's [[users]])",
+    )
+}
+
 /// A SHOW PROXY table, filtered as SHOW STATUS LIKE filters when `sql` ends in `LIKE
 /// '<pattern>'`: the rows whose first column matches.
 pub fn answer_filtered(

@@ -52,8 +52,18 @@ pub struct ConnectParams {
     pub prefer_socket: bool,
 }
 
+/// A server account other than the proxy's own that a client's connections log in as
+/// (`[[users]] backend_user`): the servers then enforce that client's privileges.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendAccount {
+    pub user: String,
+    pub password: String,
+}
+
 pub struct BackendConn {
     pub stream: PacketStream<BackendSocket>,
+    /// The account it logged in as; `None`: the proxy's own (pool key, with `caps_key`).
+    pub account: Option<Arc<BackendAccount>>,
     pub addr: Arc<str>,
     pub hello: BackendHello,
     /// Relay-affecting capability bits this connection negotiated (pool key).
@@ -129,6 +139,7 @@ impl BackendConn {
         let caps_key = (hello.caps & crate::protocol::handshake::RELAY_AFFECTING_CAPS).bits();
         Ok(BackendConn {
             stream,
+            account: None,
             addr,
             hello,
             caps_key,

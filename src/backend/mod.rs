@@ -12,5 +12,5 @@ pub mod health;
 pub mod pool;
 
 pub use cluster::Cluster;
-pub use conn::{BackendConn, ConnectParams};
+pub use conn::{BackendAccount, BackendConn, ConnectParams};
 pub use pool::BackendPool;

@@ -5,7 +5,7 @@
 //! Owns: `BackendPool`. May import: backend::conn, protocol::handshake (capability set),
 //! mysql_async (control-path options and the socket check).
 
-use super::conn::{BackendConn, ConnectParams, Transport};
+use super::conn::{BackendAccount, BackendConn, ConnectParams, Transport};
 use crate::metrics::LatencyHistogram;
 use mysql_async::prelude::Queryable;
 use mysql_common::constants::CapabilityFlags;
@@ -49,11 +49,15 @@ fn user_part(account: &str) -> &str {
     account.rsplit_once('@').map_or(account, |(user, _)| user)
 }
 
+/// Idle connections are kept apart by account and by the capability bits that change
+/// response formats.
+type PoolKey = (Option<Arc<BackendAccount>>, u32);
+
 pub struct BackendPool {
     pub addr: Arc<str>,
     params: ConnectParams,
     max_idle: usize,
-    idle: Mutex<HashMap<u32, Vec<BackendConn>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<BackendConn>>>,
     up: AtomicBool,
     /// Bumped when the backend is marked down: connections from older generations are
     /// dropped, and sessions pinned to one are told.
@@ -254,14 +258,19 @@ impl BackendPool {
         self.idle.lock().values().map(Vec::len).sum()
     }
 
-    /// A connection negotiated with `caps`: an idle one if there is one, else a new one.
+    /// A connection negotiated with `caps` as `account` (`None`: the proxy's own): an idle
+    /// one if there is one, else a new one.
     pub async fn checkout(
         &self,
+        account: Option<&Arc<BackendAccount>>,
         caps: CapabilityFlags,
         collation: u8,
         schema: Option<&str>,
     ) -> io::Result<BackendConn> {
-        let key = (caps & crate::protocol::handshake::RELAY_AFFECTING_CAPS).bits();
+        let key = (
+            account.cloned(),
+            (caps & crate::protocol::handshake::RELAY_AFFECTING_CAPS).bits(),
+        );
         let generation = self.generation();
         loop {
             let conn = {
@@ -295,7 +304,50 @@ impl BackendPool {
             }
             return Ok(conn);
         }
-        self.connect(caps, collation, schema).await
+        match account {
+            Some(account) => self.connect_as(account, caps, collation, schema).await,
+            None => self.connect(caps, collation, schema).await,
+        }
+    }
+
+    /// A new connection as a client's own server account. Over TCP always: the socket
+    /// check (`learn_transport`) vouches for the proxy's account only, and over the socket
+    /// the server may match another row of mysql.user (an anonymous `''@localhost`) than
+    /// the `'user'@'%'` TCP logins get. A refusal (the account is missing or its password
+    /// differs on this server) comes back as the server's error, not as the backend down.
+    pub async fn connect_as(
+        &self,
+        account: &Arc<BackendAccount>,
+        caps: CapabilityFlags,
+        collation: u8,
+        schema: Option<&str>,
+    ) -> io::Result<BackendConn> {
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        let params = ConnectParams {
+            user: account.user.clone(),
+            password: account.password.clone(),
+            ..self.params.clone()
+        };
+        let opened = BackendConn::connect(
+            self.addr.clone(),
+            &Transport::Tcp,
+            &params,
+            caps,
+            collation,
+            schema,
+            self.generation(),
+        )
+        .await;
+        match opened {
+            Ok(mut c) => {
+                c.account = Some(account.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                self.connect_failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 
     pub async fn connect(
@@ -475,7 +527,9 @@ impl BackendPool {
         conn.deferred_begin = None;
         conn.idle_since = std::time::Instant::now();
         let mut idle = self.idle.lock();
-        let list = idle.entry(conn.caps_key).or_default();
+        let list = idle
+            .entry((conn.account.clone(), conn.caps_key))
+            .or_default();
         if list.len() < self.max_idle {
             list.push(conn);
         }

@@ -7,7 +7,7 @@
 pub mod write;
 
 use crate::backend::conn::{COM_INIT_DB, COM_QUERY, COM_RESET_CONNECTION};
-use crate::backend::{BackendConn, Cluster};
+use crate::backend::{BackendAccount, BackendConn, Cluster};
 use crate::protocol::relay::ResponseKind;
 use crate::protocol::MysqlError;
 use crate::router::{ReplicaId, ShardId};
@@ -35,12 +35,25 @@ pub enum AcquireError {
     Restore(MysqlError),
     #[error("no such backend: shard {0}, replica {1}")]
     NoSuchBackend(u32, u32),
+    /// The server refused the client's own account (`[[users]] backend_user`).
+    #[error("{error}")]
+    Refused { account: String, error: MysqlError },
 }
 
 impl AcquireError {
     pub fn to_mysql(&self) -> MysqlError {
         match self {
             AcquireError::Restore(e) => e.clone(),
+            // As a direct login with that account would be answered, plus what to do.
+            AcquireError::Refused { account, error } => MysqlError {
+                code: error.code,
+                state: error.state,
+                message: format!(
+                    "{} (the backend account `{account}` this user runs as: create it on every \
+                     replica, through the proxy so that it replicates)",
+                    error.message
+                ),
+            },
             // The server refused what the session asked for (an unknown or forbidden default
             // database): its own answer, as a direct connection would get it.
             AcquireError::Unreachable { source, .. } => match source
@@ -53,6 +66,25 @@ impl AcquireError {
             },
             other => MysqlError::new(2003, "HY000", other.to_string()),
         }
+    }
+}
+
+/// A client's own account refused by the server (missing there, another password): the
+/// server's answer, which says nothing about the backend's health.
+fn refused_or(
+    account: Option<&Arc<BackendAccount>>,
+    e: io::Error,
+    otherwise: impl FnOnce(io::Error) -> AcquireError,
+) -> AcquireError {
+    match (
+        account,
+        e.get_ref().and_then(|x| x.downcast_ref::<MysqlError>()),
+    ) {
+        (Some(a), Some(refusal)) => AcquireError::Refused {
+            account: a.user.clone(),
+            error: refusal.clone(),
+        },
+        _ => otherwise(e),
     }
 }
 
@@ -81,22 +113,57 @@ pub async fn acquire(
         role,
         source,
     };
+    let account = session.backend_account.as_ref();
     let mut conn = pool
-        .checkout(caps, session.collation, session.schema.as_deref())
+        .checkout(account, caps, session.collation, session.schema.as_deref())
         .await
-        .map_err(unreachable)?;
+        .map_err(|e| refused_or(account, e, unreachable))?;
     if conn.schema.is_some() && session.schema.is_none() {
         // No command leaves a connection without a default schema: open a fresh one.
-        conn = pool
-            .connect(caps, session.collation, None)
-            .await
-            .map_err(unreachable)?;
+        conn = match account {
+            Some(a) => pool.connect_as(a, caps, session.collation, None).await,
+            None => pool.connect(caps, session.collation, None).await,
+        }
+        .map_err(|e| refused_or(account, e, unreachable))?;
     }
     match restore_state(&mut conn, session).await {
         Ok(Ok(())) => Ok(conn),
         Ok(Err(e)) => Err(AcquireError::Restore(e)),
         Err(e) => Err(unreachable(e)),
     }
+}
+
+/// Whether `conn`'s account may store the log's rows as the write path does in the
+/// client's transaction (`EXPLAIN` checks the privileges without running anything). A
+/// missing log table (a proxy that never started on this server) is no verdict: `Ok`.
+pub async fn may_store_log_rows(
+    conn: &mut BackendConn,
+    deprecate_eof: bool,
+) -> io::Result<Result<(), MysqlError>> {
+    for sql in [
+        "EXPLAIN INSERT INTO myquorum.wal (shard, ts, payload, applied, parts) \
+         VALUES (0, 0, '', 1, 0) ON DUPLICATE KEY UPDATE applied = 1",
+        "EXPLAIN INSERT IGNORE INTO myquorum.wal_part (shard, ts, part, payload) \
+         VALUES (0, 0, 1, '')",
+    ] {
+        let mut p = Vec::with_capacity(1 + sql.len());
+        p.push(COM_QUERY);
+        p.extend_from_slice(sql.as_bytes());
+        conn.stream.write_packet(0, &p).await?;
+        let answer = crate::protocol::relay::read_response(
+            &mut conn.stream,
+            ResponseKind::ResultSets,
+            deprecate_eof,
+        )
+        .await?;
+        if let Some(e) = answer
+            .error
+            .filter(|e| matches!(e.code, 1142 | 1143 | 1044))
+        {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Statements one connection keeps prepared at most; beyond, they are all closed (an

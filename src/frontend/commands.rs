@@ -94,6 +94,26 @@ pub struct ClientSession {
     /// Where the current command's last statement went (None: the proxy answered it), for
     /// the query digest statistics.
     pub(super) served: Option<crate::digests::Served>,
+    /// The last `hold_for` failed for a reason of this session's, not of the backend's
+    /// health: the server refused the session's own account, or its state (a schema) could
+    /// not be restored there. A replica read then moves to the primary without taking the
+    /// replica out.
+    refused_here: bool,
+}
+
+/// Writes of a session whose backend account may not store the log's rows.
+fn log_grants_missing(account: &str, refused: &MysqlError) -> MysqlError {
+    MysqlError::new(
+        1142,
+        "42000",
+        format!(
+            "myquorum: the backend account `{account}` this user runs as may not store the \
+             log's rows on the primary ({}), so its writes cannot be replicated; grant it \
+             INSERT, UPDATE, SELECT (applied) ON myquorum.wal and INSERT ON myquorum.wal_part \
+             (through the proxy, so that every replica has the grant), then log in again",
+            refused.message
+        ),
+    )
 }
 
 /// Whether a session statement may set an isolation level (what `parse_set` made of it):
@@ -162,6 +182,7 @@ impl ClientSession {
             reads_routed: 0,
             spread_seed: rand::random(),
             served: None,
+            refused_here: false,
         }
     }
 
@@ -203,7 +224,19 @@ impl ClientSession {
                     executor::acquire(&self.ctx.cluster, shard, primary, session, self.caps).await;
             }
         }
-        let conn = acquired.map_err(|e| e.to_mysql())?;
+        let mut conn = acquired.map_err(|e| e.to_mysql())?;
+        if let Some(account) = session.backend_account.clone() {
+            // The record's log row goes into the primary in the client's own transaction, so
+            // under its account: one that may not write it gets its writes refused up front
+            // (a refused row would pause the shard's writes while the primary is repaired).
+            match executor::may_store_log_rows(&mut conn, self.deprecate_eof).await {
+                Ok(verdict) => {
+                    session.log_refusal =
+                        verdict.err().map(|e| log_grants_missing(&account.user, &e))
+                }
+                Err(e) => return Err(MysqlError::new(2013, "HY000", e.to_string())),
+            }
+        }
         self.check_in(shard, primary, conn);
         Ok(())
     }
@@ -517,7 +550,10 @@ impl ClientSession {
             let Some(pool) = self.ctx.cluster.pool(target.shard, target.replica) else {
                 return Err(Failure::Answer(kill::unknown_thread(target.thread)));
             };
-            let sent = match pool.checkout(self.caps, session.collation, None).await {
+            let sent = match pool
+                .checkout(None, self.caps, session.collation, None)
+                .await
+            {
                 Ok(mut conn) => {
                     let sql = format!("KILL QUERY {}", target.thread);
                     let answer = conn
@@ -828,6 +864,9 @@ impl ClientSession {
             Target::Proxy => {
                 let status = session.status_flags();
                 let cmd = c.proxy_command.as_deref().unwrap_or("");
+                if !session.admin && !admin::is_about_own_session(cmd) {
+                    return Err(Failure::Answer(admin::not_an_admin()));
+                }
                 match super::checksum::parse(sql) {
                     Some(Ok((db, table))) => {
                         return self.checksum_table(client, session, db, table).await
@@ -1413,6 +1452,7 @@ impl ClientSession {
         session: &SessionState,
         route: Route,
     ) -> Result<(), Failure> {
+        self.refused_here = false;
         let (shard, replica) = match route.target {
             Target::Primary(s, r) | Target::Pinned(s, r) | Target::Replica(s, r) => (s, r),
             _ => {
@@ -1460,6 +1500,10 @@ impl ClientSession {
                     executor::acquire(&self.ctx.cluster, shard, replica, session, self.caps).await;
             }
         }
+        self.refused_here = matches!(
+            acquired,
+            Err(AcquireError::Refused { .. } | AcquireError::Restore(_))
+        );
         let conn = acquired.map_err(|e| match e {
             AcquireError::Restore(e) => Failure::Answer(e),
             other => Failure::Answer(other.to_mysql()),
@@ -1637,7 +1681,10 @@ impl ClientSession {
             let primary = router::route(c, &self.ctx.cluster.topology(), SessionView::default());
             let leader = matches!(primary.target, Target::Primary(_, p) if p == replica);
             if let Some(pool) = self.ctx.cluster.pool(shard, replica) {
-                if leader {
+                if self.refused_here {
+                    tracing::debug!(backend = %pool.addr, user = %session.user, error = %why,
+                        "a replica cannot serve this session's read (its account or schema); read served by the primary");
+                } else if leader {
                     // Only health checks take the primary out (a stale pooled connection must
                     // not close every session pinned to it); the read is retried there.
                     tracing::debug!(backend = %pool.addr, error = %why, "read on the primary failed; retrying");
@@ -1968,6 +2015,7 @@ impl ClientSession {
         let multi = session.multi_statements;
         self.registry_entry.set_user(&user);
         *session = SessionState::new(user, db, collation, multi);
+        self.ctx.grant_access(session);
         if let Err(e) = self.check_login(session).await {
             client.write_packet(seq, &e.encode()).await?;
             return Ok(false);

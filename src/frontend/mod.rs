@@ -175,6 +175,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
         hello.collation,
         caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
     );
+    ctx.grant_access(&mut session);
     // KILL <id> from another client finds this session here.
     let registered = ctx
         .sessions

@@ -54,18 +54,32 @@ pub fn classify_write(
     sql: &str,
     session: &SessionState,
 ) -> Result<WriteClass, MysqlError> {
+    let class = classify_replicated_write(c, sql, session)?;
+    match (&session.log_refusal, class) {
+        (Some(refusal), WriteClass::Dml | WriteClass::Ddl) => Err(refusal.clone()),
+        _ => Ok(class),
+    }
+}
+
+fn classify_replicated_write(
+    c: &Classified,
+    sql: &str,
+    session: &SessionState,
+) -> Result<WriteClass, MysqlError> {
     let temp = |t: &String| session.temp_tables.contains(t, session.schema.as_deref());
     let changes = |schema: &str| {
         matches!(c.kind, Kind::Write | Kind::Call | Kind::Ddl)
             && touches_schema(c, sql, session.schema.as_deref(), schema)
     };
-    if changes(PROXY_SCHEMA) && !super::checksum::is_checksum_statement(sql) {
+    // Account statements name objects without changing them (GRANT … ON myquorum.wal).
+    let account = crate::sql::accounts::is_account_statement(sql);
+    if changes(PROXY_SCHEMA) && !super::checksum::is_checksum_statement(sql) && !account {
         return Err(MysqlError::not_supported(
             "the myquorum schema is the proxy's own (its copy of the log on each replica): \
              it is not changed through the proxy",
         ));
     }
-    if changes(SYSTEM_SCHEMA) {
+    if changes(SYSTEM_SCHEMA) && !account {
         return Err(MysqlError::not_supported(
             "the mysql schema is each server's own (accounts, time zones, logs; tables of \
              non-transactional engines): it is not changed through the proxy. Restore \

@@ -8,11 +8,13 @@
 //! themselves are session values, prepared on whichever connection runs them.
 //!
 //! Owns: `SessionState`, `PinReason`, pin counters. May import: sql, protocol::relay (summary),
-//! replication::{record, replay} (the pending writes and which settings replicate).
+//! replication::{record, replay} (the pending writes and which settings replicate),
+//! backend (the account a session runs as).
 
 pub mod diagnostics;
 pub mod temp_tables;
 
+use crate::backend::BackendAccount;
 use crate::protocol::relay::ResponseSummary;
 use crate::replication::record::Statement;
 use crate::sql::{Classified, Flags, Kind, SessionChange};
@@ -20,6 +22,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -97,6 +100,12 @@ pub struct PreparedStatement {
 #[derive(Debug)]
 pub struct SessionState {
     pub user: String,
+    /// The server account its statements run as (`None`: the proxy's own).
+    pub backend_account: Option<Arc<BackendAccount>>,
+    /// May run the proxy's own statements (SHOW PROXY …, PROXY …).
+    pub admin: bool,
+    /// Why its writes are refused: its backend account may not store the log's rows.
+    pub log_refusal: Option<crate::protocol::MysqlError>,
     pub schema: Option<String>,
     /// Collation from the handshake (mirrored to backend connections).
     pub collation: u8,
@@ -188,6 +197,9 @@ impl SessionState {
     ) -> Self {
         let mut s = SessionState {
             user,
+            backend_account: None,
+            admin: true,
+            log_refusal: None,
             schema,
             collation,
             vars: Vec::new(),
