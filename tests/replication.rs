@@ -3159,6 +3159,12 @@ async fn accounts_replicate_with_their_passwords_hashed() {
         .await
         .unwrap_err();
     assert_eq!(server_code(&refused), 1235, "{refused}");
+    // This session runs as the proxy's own backend account: its password is the proxy's.
+    let refused = c
+        .query_drop("SET PASSWORD = PASSWORD('secret-6')")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&refused), 1235, "{refused}");
     wait_converged(&all).await;
     assert_none_quarantined(&mut c).await;
 

@@ -73,6 +73,17 @@ fn classify_replicated_write(
     };
     // Account statements name objects without changing them (GRANT … ON myquorum.wal).
     let account = crate::sql::accounts::is_account_statement(sql);
+    if account
+        && session.backend_account.is_none()
+        && crate::sql::accounts::acts_on_current_user(sql)
+    {
+        return Err(MysqlError::not_supported(
+            "this session runs as the proxy's own backend account, so changing the current \
+             user's account would change the one the proxy reaches every server with: name \
+             the account (SET PASSWORD FOR 'user'@'host' = …), or give this user its own \
+             server account (backend_user in the proxy's [[users]])",
+        ));
+    }
     if changes(PROXY_SCHEMA) && !super::checksum::is_checksum_statement(sql) && !account {
         return Err(MysqlError::not_supported(
             "the myquorum schema is the proxy's own (its copy of the log on each replica): \

@@ -37,6 +37,17 @@ pub fn is_account_statement(sql: &str) -> bool {
         || w(0, "SET") && w(1, "DEFAULT") && w(2, "ROLE")
 }
 
+/// Whether account statement `sql` acts on the session's own account without naming it
+/// (`SET PASSWORD = …`, `CURRENT_USER`): through the proxy that is the backend account the
+/// session runs as.
+pub fn acts_on_current_user(sql: &str) -> bool {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    let own_password = toks.first().is_some_and(|t| t.is_word("SET"))
+        && toks.get(1).is_some_and(|t| t.is_word("PASSWORD"))
+        && toks.get(2) == Some(&Tok::Punct('='));
+    own_password || toks.iter().any(|t| t.is_word("CURRENT_USER"))
+}
+
 /// A clear-text password of an account statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Password {
@@ -192,6 +203,11 @@ mod tests {
         ] {
             assert!(is_account_statement(sql), "{sql}");
         }
+        assert!(acts_on_current_user("SET PASSWORD = PASSWORD('x')"));
+        assert!(acts_on_current_user(
+            "ALTER USER CURRENT_USER() IDENTIFIED BY 'x'"
+        ));
+        assert!(!acts_on_current_user("SET PASSWORD FOR a = PASSWORD('x')"));
         for sql in [
             "CREATE TABLE user (id INT)",
             "SET ROLE r",
