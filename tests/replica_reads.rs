@@ -454,8 +454,8 @@ async fn global_status(db: &MariaDb, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_reads_go_to_replicas_and_read_their_writes() {
     common::init_tracing();
-    let (a, b, c, _, proxy, mut s) = three_replicas(
-        &[],
+    let (a, b, c, relays, proxy, mut s) = three_replicas(
+        &[0],
         &[
             "CREATE DATABASE pr",
             "CREATE TABLE pr.t (id INT PRIMARY KEY, v INT NOT NULL)",
@@ -467,6 +467,13 @@ async fn prepared_reads_go_to_replicas_and_read_their_writes() {
     // the followers could still be applying the setup for all of them, and reads under
     // `session` consistency then rightly stay on the primary.
     common::converge::wait_converged(&[&a, &b, &c]).await;
+    // The primary slowed, so the followers are the fastest replicas: on a loaded machine
+    // the primary may otherwise measure fastest and rightly serve most reads (seen in CI:
+    // 61 of 300 on the followers), which says nothing about prepared statements.
+    let primary_relay = relays[0].as_ref().unwrap();
+    primary_relay.set_delay_ms(2);
+    // Let the latency figures see the delay (health probes every 200 ms).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let before = [
         global_status(&b, "Com_stmt_execute").await,
         global_status(&c, "Com_stmt_execute").await,
@@ -482,9 +489,10 @@ async fn prepared_reads_go_to_replicas_and_read_their_writes() {
         global_status(&b, "Com_stmt_execute").await,
         global_status(&c, "Com_stmt_execute").await,
     ];
+    primary_relay.set_delay_ms(0);
     let served: u64 = (0..2).map(|i| after[i] - before[i]).sum();
     assert!(
-        served >= 100,
+        served >= 250,
         "followers executed only {served} of 300 prepared reads"
     );
 
