@@ -270,6 +270,17 @@ async fn status_counter(c: &mut Conn, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in SHOW PROXY STATUS"))
 }
 
+/// `e` is the server's error `code` and its message mentions `says`.
+fn assert_server_error(e: &mysql_async::Error, code: u16, says: &str) {
+    match e {
+        mysql_async::Error::Server(s) => {
+            assert_eq!(s.code, code, "{e}");
+            assert!(s.message.contains(says), "{e}");
+        }
+        other => panic!("not a server error: {other}"),
+    }
+}
+
 fn user_as(name: &str, password: &str, backend_user: &str) -> myquorum::config::UserConfig {
     let mut u = myquorum::config::UserConfig::new(name, password);
     u.backend_user = Some(backend_user.to_string());
@@ -344,15 +355,9 @@ async fn each_user_runs_as_its_own_backend_account() {
         .unwrap();
     app.query_drop("COMMIT").await.unwrap();
     let denied = app.query_drop("SELECT * FROM other.s").await.unwrap_err();
-    assert!(
-        matches!(&denied, mysql_async::Error::Server(e) if e.code == 1142),
-        "{denied}"
-    );
+    assert_server_error(&denied, 1142, "other");
     let denied = app.query_drop("SHOW PROXY BACKENDS").await.unwrap_err();
-    assert!(
-        matches!(&denied, mysql_async::Error::Server(e) if e.code == 1227),
-        "{denied}"
-    );
+    assert_server_error(&denied, 1227, "admin");
     let last: Option<mysql_async::Row> = app.query_first("EXPLAIN LAST STATEMENT").await.unwrap();
     assert!(last.is_some());
     common::converge::wait_converged(&all).await;
@@ -378,13 +383,7 @@ async fn each_user_runs_as_its_own_backend_account() {
         .query_drop("INSERT INTO app.t VALUES (3, 3)")
         .await
         .unwrap_err();
-    match &refused {
-        mysql_async::Error::Server(e) => {
-            assert_eq!(e.code, 1142, "{refused}");
-            assert!(e.message.contains("ON myquorum.wal"), "{refused}");
-        }
-        other => panic!("not a server error: {other}"),
-    }
+    assert_server_error(&refused, 1142, "ON myquorum.wal");
     let started = std::time::Instant::now();
     app.query_drop("INSERT INTO app.t VALUES (4, 0)")
         .await
@@ -393,13 +392,7 @@ async fn each_user_runs_as_its_own_backend_account() {
     let refused = Conn::new(Opts::from_url(&url("nobody", "n")).unwrap())
         .await
         .unwrap_err();
-    match &refused {
-        mysql_async::Error::Server(e) => {
-            assert_eq!(e.code, 1045, "{refused}");
-            assert!(e.message.contains("backend account `nobody`"), "{refused}");
-        }
-        other => panic!("not a server error: {other}"),
-    }
+    assert_server_error(&refused, 1045, "backend account `nobody`");
     // The followers that refused `ghost` served reads and were never taken out.
     let backends: Vec<mysql_async::Row> = root.query("SHOW PROXY BACKENDS").await.unwrap();
     for b in &backends {
