@@ -1,6 +1,7 @@
-//! Pool of raw backend connections for one backend address, keyed by the capability bits
-//! that change response formats, plus the backend's up/down state and how its data-path
-//! connections reach it (TCP or its Unix socket).
+//! Pool of raw backend connections for one backend address, keyed by the account they log
+//! in as (the proxy's own, or a client's `backend_user`) and the capability bits that change
+//! response formats, plus the backend's up/down state and how its data-path connections
+//! reach it (TCP or its Unix socket).
 //!
 //! Owns: `BackendPool`. May import: backend::conn, protocol::handshake (capability set),
 //! mysql_async (control-path options and the socket check).
