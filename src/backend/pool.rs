@@ -305,6 +305,17 @@ impl BackendPool {
             }
             return Ok(conn);
         }
+        self.connect_for(account, caps, collation, schema).await
+    }
+
+    /// A new connection as `account` (`None`: the proxy's own).
+    pub async fn connect_for(
+        &self,
+        account: Option<&Arc<BackendAccount>>,
+        caps: CapabilityFlags,
+        collation: u8,
+        schema: Option<&str>,
+    ) -> io::Result<BackendConn> {
         match account {
             Some(account) => self.connect_as(account, caps, collation, schema).await,
             None => self.connect(caps, collation, schema).await,
@@ -316,7 +327,7 @@ impl BackendPool {
     /// the server may match another row of mysql.user (an anonymous `''@localhost`) than
     /// the `'user'@'%'` TCP logins get. A refusal (the account is missing or its password
     /// differs on this server) comes back as the server's error, not as the backend down.
-    pub async fn connect_as(
+    async fn connect_as(
         &self,
         account: &Arc<BackendAccount>,
         caps: CapabilityFlags,

@@ -120,11 +120,10 @@ pub async fn acquire(
         .map_err(|e| refused_or(account, e, unreachable))?;
     if conn.schema.is_some() && session.schema.is_none() {
         // No command leaves a connection without a default schema: open a fresh one.
-        conn = match account {
-            Some(a) => pool.connect_as(a, caps, session.collation, None).await,
-            None => pool.connect(caps, session.collation, None).await,
-        }
-        .map_err(|e| refused_or(account, e, unreachable))?;
+        conn = pool
+            .connect_for(account, caps, session.collation, None)
+            .await
+            .map_err(|e| refused_or(account, e, unreachable))?;
     }
     match restore_state(&mut conn, session).await {
         Ok(Ok(())) => Ok(conn),

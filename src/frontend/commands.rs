@@ -1362,7 +1362,12 @@ impl ClientSession {
         // Per statement: the text buffer is reused, not reallocated.
         let mut text = self.last_route.take().map(|l| l.sql).unwrap_or_default();
         text.clear();
-        text.extend(crate::sql::accounts::masked(sql).chars().take(200));
+        if c.kind == Kind::Ddl {
+            // Account statements are DDL: their passwords are not shown.
+            text.extend(crate::sql::accounts::masked(sql).chars().take(200));
+        } else {
+            text.extend(sql.chars().take(200));
+        }
         self.last_route = Some(LastStatement {
             sql: text,
             classified: c.clone(),

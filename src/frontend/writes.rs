@@ -72,7 +72,8 @@ fn classify_replicated_write(
             && touches_schema(c, sql, session.schema.as_deref(), schema)
     };
     // Account statements name objects without changing them (GRANT … ON myquorum.wal).
-    let account = crate::sql::accounts::is_account_statement(sql);
+    // (Classified as DDL: DML is not lexed again for it.)
+    let account = c.kind == Kind::Ddl && crate::sql::accounts::is_account_statement(sql);
     if account
         && session.backend_account.is_none()
         && crate::sql::accounts::acts_on_current_user(sql)
