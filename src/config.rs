@@ -52,6 +52,14 @@ pub struct ReplicationConfig {
     /// included) a commit may log; larger transactions are rolled back with an error. The
     /// proxy holds a record in memory until every follower applied it. At most 1 GiB.
     pub max_record_bytes: usize,
+    /// Leave `innodb_flush_log_at_trx_commit` as the servers have it. Otherwise (the
+    /// default) the proxy sets it to 2 on each shard's primary while it leads and to 1 on
+    /// followers: the primary's own fsync is redundant, since an acknowledged commit is on
+    /// disk in the WAL and on a follower (the primary counts for the quorum only once the
+    /// WAL synced the record) and a primary that lost commits in a crash gets them
+    /// re-applied from the log. Needs SUPER (or SYSTEM VARIABLES ADMIN) for the backend
+    /// account; without it the servers keep their own setting.
+    pub primary_syncs_commits: bool,
 }
 
 impl Default for ReplicationConfig {
@@ -68,6 +76,7 @@ impl Default for ReplicationConfig {
             wal_segment_bytes: crate::wal::SEGMENT_BYTES,
             auto_rebuild: true,
             max_record_bytes: 256 << 20,
+            primary_syncs_commits: false,
         }
     }
 }
@@ -408,7 +417,7 @@ impl Config {
             }
         }
         out.push_str(&format!(
-            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\nwal_retain_s = {}\nwal_segment_bytes = {}\nauto_rebuild = {}\nmax_record_bytes = {}\n",
+            "\n[replication]\nwal_dir = {:?}\ncommit_timeout_ms = {}\napply_batch = {}\ntso_servers = {:?}\nfailover = {}\nelection_min_uptime_ms = {}\nwal_retain_s = {}\nwal_segment_bytes = {}\nauto_rebuild = {}\nmax_record_bytes = {}\nprimary_syncs_commits = {}\n",
             self.replication.wal_dir,
             self.replication.commit_timeout_ms,
             self.replication.apply_batch,
@@ -418,7 +427,8 @@ impl Config {
             self.replication.wal_retain_s,
             self.replication.wal_segment_bytes,
             self.replication.auto_rebuild,
-            self.replication.max_record_bytes
+            self.replication.max_record_bytes,
+            self.replication.primary_syncs_commits
         ));
         if let Some(t) = self.replication.failure_threshold {
             out.push_str(&format!("failure_threshold = {t}\n"));

@@ -46,9 +46,11 @@ enum Cmd {
         /// Where data directories and the generated config live.
         #[arg(long, default_value = "playground")]
         dir: PathBuf,
-        /// innodb_flush_log_at_trx_commit of the backends: 1 syncs every commit; with 2 the
-        /// proxy's WAL is what makes an acknowledged write durable (its acknowledgement then
-        /// waits for the WAL's sync, like semi-sync's primary binlog).
+        /// innodb_flush_log_at_trx_commit of the backends: 1 syncs every commit (the proxy
+        /// then runs the primary at 2, see replication.primary_syncs_commits); with 2 every
+        /// server keeps it and the proxy's WAL is what makes an acknowledged write durable
+        /// (its acknowledgement then waits for the WAL's sync, like semi-sync's primary
+        /// binlog).
         #[arg(long, default_value_t = 1)]
         flush_at_commit: u8,
         /// Port of the Prometheus endpoint (`GET /metrics`); none when not given.

@@ -262,6 +262,9 @@ pub fn start(spec: &PlaygroundSpec) -> Result<(Backends, Config), PlaygroundErro
     cfg.proxy.tls_key = key.display().to_string();
     // The log and the timestamp state live with the playground's data.
     cfg.replication.wal_dir = spec.dir.join("wal").display().to_string();
+    // Servers started not to sync their commits keep that setting: the proxy would otherwise
+    // make the followers sync (flush_role).
+    cfg.replication.primary_syncs_commits = spec.flush_at_commit != 1;
     // Every server is on this host: the proxy talks to them over their Unix sockets, and
     // local clients may use the proxy's (`mysql -S`), when the path fits a socket address.
     cfg.backend.prefer_socket = true;

@@ -132,6 +132,10 @@ impl Server {
             let _ = std::fs::remove_file(path);
         }
         tracing::info!("proxy stopped accepting connections");
+        self.ctx
+            .replication
+            .restore_primary_flush(std::time::Duration::from_secs(3))
+            .await;
     }
 }
 

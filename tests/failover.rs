@@ -3,7 +3,8 @@
 //! old primary restarts and rejoins as a follower every replica is identical — several kills
 //! in a row; sysbench oltp_read_write rides through a kill; a manual switchover moves the
 //! primary and closes sessions still holding state on the old one; statements waiting on a
-//! hung primary are released when it is marked down.
+//! hung primary are released when it is marked down; the primary alone skips its commit fsync,
+//! and that setting moves with the role.
 
 mod common;
 
@@ -264,6 +265,237 @@ async fn switchover_moves_the_primary_and_the_old_one_follows() {
         .query_drop("INSERT INTO fo.acked VALUES (-200, 'still')")
         .await
         .unwrap();
+}
+
+/// `innodb_flush_log_at_trx_commit` on every server, in replica order.
+async fn flush_modes(dbs: &[&MariaDb]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for db in dbs {
+        let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+            .await
+            .unwrap();
+        let v: Option<u8> = c
+            .query_first("SELECT @@GLOBAL.innodb_flush_log_at_trx_commit")
+            .await
+            .unwrap();
+        out.push(v.unwrap());
+    }
+    out
+}
+
+/// Waits (10 s at most) until the servers run with `want`.
+async fn wait_flush_modes(dbs: &[&MariaDb], want: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = flush_modes(dbs).await;
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flush modes {now:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The primary commits without its own fsync (`innodb_flush_log_at_trx_commit = 2`, set by
+/// the proxy) and followers sync theirs (one started at 2 is set to 1); the roles' settings
+/// move with a switchover; a stopping proxy puts the primary back to 1; with
+/// `primary_syncs_commits` the servers' own settings are left alone. Writes stay identical
+/// everywhere throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_primary_skips_its_commit_fsync_and_that_follows_the_role() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let all = [&dbs[0], &dbs[1], &dbs[2]];
+    let mut c1 = Conn::new(Opts::from_url(&dbs[1].url(None)).unwrap())
+        .await
+        .unwrap();
+    c1.query_drop("SET GLOBAL innodb_flush_log_at_trx_commit = 2")
+        .await
+        .unwrap();
+    let cfg = config_for(&all);
+    assert!(!cfg.replication.primary_syncs_commits, "the default");
+    let proxy = Proxy::start(cfg.clone());
+    let url = proxy.url(None);
+    create_schema(&url).await;
+    wait_flush_modes(&all, &[2, 1, 1]).await;
+    let mut admin = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    let states: Vec<String> = admin
+        .query_map("SHOW PROXY REPLICATION", |row: mysql_async::Row| {
+            row.get::<String, _>("state").unwrap()
+        })
+        .await
+        .unwrap();
+    assert!(
+        states[0].starts_with("primary (no fsync per commit"),
+        "{states:?}"
+    );
+    assert_eq!(&states[1..], ["applying", "applying"], "{states:?}");
+    for i in 0..50 {
+        admin
+            .query_drop(format!("INSERT INTO fo.acked VALUES ({i}, 'before')"))
+            .await
+            .unwrap();
+    }
+    let result: Option<String> = admin.query_first("PROXY SWITCHOVER TO 1").await.unwrap();
+    assert!(result.unwrap().contains("replica 1"));
+    wait_flush_modes(&all, &[1, 2, 1]).await;
+    for i in 50..100 {
+        admin
+            .query_drop(format!("INSERT INTO fo.acked VALUES ({i}, 'after')"))
+            .await
+            .unwrap();
+    }
+    wait_rejoined(&proxy, ReplicaId(0)).await;
+    assert_acked_everywhere(&all, &(0..100).collect()).await;
+    drop(admin);
+    drop(proxy);
+    assert_eq!(
+        flush_modes(&all).await,
+        [1, 1, 1],
+        "a stopped proxy leaves the primary syncing"
+    );
+    // Left alone when asked to.
+    let c2 = Conn::new(Opts::from_url(&dbs[2].url(None)).unwrap()).await;
+    c2.unwrap()
+        .query_drop("SET GLOBAL innodb_flush_log_at_trx_commit = 2")
+        .await
+        .unwrap();
+    let mut cfg = cfg;
+    cfg.replication.primary_syncs_commits = true;
+    let proxy = Proxy::start(cfg);
+    let mut admin = Conn::new(Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap();
+    for i in 100..120 {
+        admin
+            .query_drop(format!("INSERT INTO fo.acked VALUES ({i}, 'own')"))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(flush_modes(&all).await, [1, 1, 2]);
+    wait_rejoined(&proxy, ReplicaId(2)).await;
+    assert_acked_everywhere(&all, &(0..120).collect()).await;
+}
+
+/// Replaces `db`'s data with `snapshot` (a copy taken right after a kill -9) while it is
+/// down for long enough to be marked down, and starts it again: the image of a machine
+/// crash that took the commits its primary made since, as one running without syncing them
+/// may lose.
+async fn come_back_without_recent_commits(
+    proxy: &Proxy,
+    db: &mut MariaDb,
+    snapshot: &std::path::Path,
+) {
+    db.kill9();
+    let data = db.dir.path().join("data");
+    std::fs::remove_dir_all(&data).unwrap();
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(snapshot)
+        .arg(&data)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let pool = proxy
+        .ctx
+        .cluster
+        .pool(myquorum::router::ShardId(0), leader(proxy))
+        .unwrap()
+        .clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pool.is_up() {
+        assert!(
+            Instant::now() < deadline,
+            "the primary was never marked down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.restart();
+}
+
+/// Inserts `ids` through the proxy, retrying each until it is acknowledged.
+async fn insert_until_acked(url: &str, ids: std::ops::Range<i64>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut conn: Option<Conn> = None;
+    for id in ids {
+        loop {
+            assert!(Instant::now() < deadline, "writes did not resume");
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => match Conn::new(Opts::from_url(url).unwrap()).await {
+                    Ok(c) => conn.insert(c),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            match common::writes::insert_id(c, "fo.acked", id, id).await {
+                Ok(()) => break,
+                Err(_) => {
+                    conn = None;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// A primary that comes back without its last commits (a machine crash while it did not
+/// sync them) and stays primary gets them re-applied from the log before writes open:
+/// with failover off (it is waited for), and with failover on while no election can finish
+/// (a follower is down too). Without that, it would serve and build on a state missing
+/// acknowledged writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_back_without_its_last_commits_gets_them_from_the_log() {
+    common::init_tracing();
+    let (mut a, b, mut c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let snapshot = tempfile::tempdir().unwrap();
+    let snapshot = snapshot.path().join("data");
+    let mut cfg = config_for(&[&a, &b, &c]);
+    cfg.replication.failover = false;
+    let proxy = Proxy::start(cfg.clone());
+    let url = proxy.url(None);
+    create_schema(&url).await;
+    insert_until_acked(&url, 0..30).await;
+    a.kill9();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(a.dir.path().join("data"))
+        .arg(&snapshot)
+        .status()
+        .unwrap()
+        .success();
+    assert!(copied);
+    a.restart();
+    insert_until_acked(&url, 30..60).await;
+    come_back_without_recent_commits(&proxy, &mut a, &snapshot).await;
+    insert_until_acked(&url, 60..70).await;
+    assert_eq!(leader(&proxy), ReplicaId(0));
+    assert_acked_everywhere(&[&a, &b, &c], &(0..70).collect()).await;
+    drop(proxy);
+
+    // Failover on, but with a follower down no election can finish before it returns.
+    cfg.replication.failover = true;
+    let proxy = Proxy::start(cfg);
+    let url = proxy.url(None);
+    insert_until_acked(&url, 70..100).await;
+    c.kill9();
+    come_back_without_recent_commits(&proxy, &mut a, &snapshot).await;
+    insert_until_acked(&url, 100..110).await;
+    assert_eq!(
+        leader(&proxy),
+        ReplicaId(0),
+        "no election could have finished"
+    );
+    c.restart();
+    wait_rejoined(&proxy, ReplicaId(2)).await;
+    assert_acked_everywhere(&[&a, &b, &c], &(0..110).collect()).await;
 }
 
 /// The proxy restarts while its primary is down: after a short wait it elects the follower

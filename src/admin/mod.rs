@@ -38,6 +38,9 @@ fn replication(ctx: &ProxyContext) -> Table {
             };
             let state = match replica_state(ctx, log, id) {
                 ReplicaStatus::Quarantined(q) => format!("quarantined: {q}"),
+                ReplicaStatus::Primary if r.flush_relaxed.load(Ordering::Relaxed) => {
+                    "primary (no fsync per commit: the WAL and a follower hold them)".to_string()
+                }
                 ReplicaStatus::Primary => "primary".to_string(),
                 ReplicaStatus::Rebuilding => {
                     "rebuilding (copying the primary's databases)".to_string()

@@ -91,8 +91,13 @@ pub async fn run_applier(
         if log.leader() == replica {
             // The primary applies nothing: its transactions are the log.
             let mut leadership = log.subscribe_leadership();
+            let lead = async {
+                super::flush_role::lead(&log, replica, &pool).await;
+                std::future::pending::<()>().await
+            };
             tokio::select! {
                 _ = leadership.wait_for(|l| l.leader != replica) => {}
+                _ = lead => {}
                 _ = cancel.cancelled() => return,
             }
             tracing::info!(
@@ -125,6 +130,10 @@ pub async fn run_applier(
         };
         if superseded() {
             return;
+        }
+        if let Err(e) = super::flush_role::follow(&log, replica, &mut replayer).await {
+            tracing::warn!(replica = replica.0, error = %e, "follower connection lost");
+            continue;
         }
         let position = match replayer.prepare_log_table(shard).await {
             Ok(p) => p,

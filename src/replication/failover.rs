@@ -4,6 +4,9 @@
 //! brings it to the end of the log, and it is promoted: routing, the log's leader, the
 //! Cabinet's top weight and the persisted leadership all move to it, then writes open. The
 //! old primary's sessions are closed; when it returns, its applier rejoins it as a follower.
+//! A primary that answers again before anyone else could be elected (or, with failover off,
+//! that is waited for) stays primary, but is first given every logged record it lacks: it
+//! may have lost its last commits with its machine.
 //!
 //! Leadership changes only when the primary is marked down or on request, never on score
 //! alone: that, and the penalty for a replica that just came back, is the hysteresis that
@@ -92,6 +95,17 @@ pub async fn run(
         };
         let (trigger, reply) = tokio::select! {
             _ = pool.wait_down(), if params.automatic => (Trigger::PrimaryDown, None),
+            _ = pool.wait_down(), if !params.automatic => {
+                let outcome = tokio::select! {
+                    r = await_return(&log, &cluster) => r,
+                    _ = cancel.cancelled() => return,
+                };
+                match outcome {
+                    Ok(msg) => tracing::info!(shard = log.shard.0, "{msg}"),
+                    Err(e) => tracing::warn!(shard = log.shard.0, "{e}"),
+                }
+                continue;
+            }
             req = requests.recv() => match req {
                 Some(r) => (Trigger::Switchover(r.to), Some(r.reply)),
                 None => return,
@@ -110,6 +124,67 @@ pub async fn run(
             let _ = reply.send(outcome);
         }
     }
+}
+
+/// Without automatic failover: writes wait (up to the commit timeout) while the primary is
+/// down, and when it answers again it is checked against the log before they open.
+async fn await_return(log: &ShardLog, cluster: &Cluster) -> Result<String, String> {
+    let leader = log.leader();
+    let pool = cluster
+        .pool(log.shard, leader)
+        .cloned()
+        .ok_or("the primary has no pool")?;
+    tracing::warn!(shard = log.shard.0, primary = leader.0, addr = %pool.addr,
+        "primary marked down and replication.failover is off: writes on this shard wait for          it (PROXY SWITCHOVER moves them elsewhere)");
+    let end = log.fence().await.map_err(|e| e.to_string())?;
+    loop {
+        while !pool.is_up() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        match repair_returned_primary(log, cluster, end).await {
+            Ok(n) => {
+                log.unfence();
+                return Ok(format!(
+                    "primary {} answers again ({n} logged records it lacked applied); writes open",
+                    leader.0
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(shard = log.shard.0, error = %e,
+                    "the returning primary could not be checked against the log; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// The primary answers again after health checks marked it down, and stays primary. A crash
+/// of its machine may have taken its last commits (it runs without syncing them,
+/// `flush_role`), so every logged record up to `end` that it lacks is applied before writes
+/// open. Sessions still committing on it finish first: their records would be applied twice.
+async fn repair_returned_primary(
+    log: &ShardLog,
+    cluster: &Cluster,
+    end: u64,
+) -> Result<usize, String> {
+    let leader = log.leader();
+    let deadline = Instant::now() + log.commit_timeout + Duration::from_secs(1);
+    while log.committing_on(leader) {
+        if Instant::now() > deadline {
+            return Err("sessions are still committing on it".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pool = cluster
+        .pool(log.shard, leader)
+        .ok_or("the primary has no pool")?;
+    let mut conn = super::applier::connect(pool)
+        .await
+        .map_err(|e| format!("connecting to it: {e}"))?;
+    let failed = log.failed_on_primary();
+    let applied = super::recovery::fill_gaps(log, &mut conn, 0, end).await?;
+    log.primary_repaired(&failed);
+    Ok(applied)
 }
 
 /// What the election needs to know about each replica now.
@@ -170,11 +245,21 @@ async fn election(
     loop {
         let switchover = matches!(trigger, Trigger::Switchover(_));
         if !switchover && old_pool.is_up() {
-            log.unfence();
-            return Ok(format!(
-                "primary {} answers again before an election could finish; it stays primary",
-                old.0
-            ));
+            match repair_returned_primary(log, cluster, end).await {
+                Ok(n) => {
+                    log.unfence();
+                    return Ok(format!(
+                        "primary {} answers again before an election could finish; it stays                          primary ({n} logged records it lacked applied)",
+                        old.0
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(shard = shard.0, error = %e,
+                        "the returning primary could not be checked against the log; electing on");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
         }
         let cands = candidates(log, cluster, end, params.min_uptime);
         let verdict = match switch_to {

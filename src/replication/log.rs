@@ -64,11 +64,15 @@ pub enum CommitError {
 
 /// What bounds one shard's commits.
 #[derive(Debug, Clone, Copy)]
-pub struct LogLimits {
+pub struct LogParams {
     /// How long a commit waits for the quorum before failing.
     pub commit_timeout: Duration,
     /// The largest record (payload bytes) a transaction may log.
     pub max_record: usize,
+    /// The proxy runs the primary without syncing its commits (`replication.
+    /// primary_syncs_commits = false`): the leader then counts for the quorum only once the
+    /// WAL has the record on disk.
+    pub relax_primary_flush: bool,
 }
 
 struct SeqRequest {
@@ -106,6 +110,8 @@ pub struct ReplicaState {
     /// when its applier connects). When not, what it holds counts for the quorum only once
     /// the proxy's WAL has the record on disk too.
     pub durable_hold: AtomicBool,
+    /// The proxy set this server's `innodb_flush_log_at_trx_commit` to 2 while it leads.
+    pub flush_relaxed: AtomicBool,
     /// Stopped because its results differed from the primary's.
     pub quarantined: Mutex<Option<String>>,
     /// A former primary: everything up to here is applied there, but records above it
@@ -190,6 +196,8 @@ pub struct ShardLog {
     pub commit_timeout: Duration,
     /// The largest record (payload bytes) a transaction may log.
     max_record: usize,
+    /// See `LogParams::relax_primary_flush`.
+    pub relax_primary_flush: bool,
     pub counters: LogCounters,
     /// Completed elections (failovers and switchovers).
     pub elections: AtomicU64,
@@ -206,7 +214,7 @@ impl ShardLog {
         failure_threshold: Option<usize>,
         wal: Wal,
         last_ts: u64,
-        limits: LogLimits,
+        params: LogParams,
     ) -> Result<Arc<ShardLog>, String> {
         let cabinet = Cabinet::new(n, leader, failure_threshold)?;
         tracing::info!(
@@ -231,6 +239,7 @@ impl ShardLog {
                     applied: AtomicU64::new(0),
                     live: AtomicBool::new(false),
                     durable_hold: AtomicBool::new(true),
+                    flush_relaxed: AtomicBool::new(false),
                     quarantined: Mutex::new(None),
                     gap_floor: AtomicU64::new(u64::MAX),
                     rebuilding: AtomicBool::new(false),
@@ -258,8 +267,9 @@ impl ShardLog {
             open: watch::Sender::new(false),
             wal_broken: AtomicBool::new(false),
             packet_limit: AtomicU64::new(u64::MAX),
-            commit_timeout: limits.commit_timeout,
-            max_record: limits.max_record.min(crate::wal::MAX_RECORD - 64),
+            commit_timeout: params.commit_timeout,
+            max_record: params.max_record.min(crate::wal::MAX_RECORD - 64),
+            relax_primary_flush: params.relax_primary_flush,
             counters: LogCounters::default(),
             elections: AtomicU64::new(0),
             latency: CommitLatency::default(),
@@ -488,7 +498,11 @@ impl ShardLog {
         (0..self.replicas.len() as u32)
             .map(ReplicaId)
             .filter(move |r| {
-                *r == leader || {
+                if *r == leader {
+                    // A primary that does not sync its commits holds nothing durable until
+                    // the WAL does.
+                    !self.relax_primary_flush || wal_has_it
+                } else {
                     let s = &self.replicas[r.0 as usize];
                     s.held.load(Ordering::Acquire) >= ts
                         && (wal_has_it || s.durable_hold.load(Ordering::Acquire))
@@ -596,13 +610,18 @@ impl ShardLog {
         loop {
             acks.borrow_and_update();
             durable.borrow_and_update();
+            let mut leader_holds = false;
             for r in self.holders(ts, snapshot.leader) {
-                if r != snapshot.leader && !order.contains(&r) {
+                if r == snapshot.leader {
+                    leader_holds = true;
+                } else if !order.contains(&r) {
                     order.push(r);
                 }
             }
             let mut holders = order.clone();
-            holders.push(snapshot.leader);
+            if leader_holds {
+                holders.push(snapshot.leader);
+            }
             if snapshot.committed(holders) {
                 self.cabinet.lock().reweight(snapshot.clock, &order);
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -702,6 +721,16 @@ impl ShardLog {
     /// primary's in-flight commits).
     pub fn in_flight_on(&self, replica: ReplicaId) -> bool {
         self.in_flight.lock().values().any(|r| *r == replica)
+    }
+
+    /// Sessions are still committing on `replica`: records in flight there whose COMMIT has
+    /// not failed yet.
+    pub fn committing_on(&self, replica: ReplicaId) -> bool {
+        let failed = self.failed_on_primary.lock();
+        self.in_flight
+            .lock()
+            .iter()
+            .any(|(ts, r)| *r == replica && !failed.contains(ts))
     }
 
     /// Records a replica applied up to `ts` (so it holds them too).

@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod ddl_order;
 pub mod election;
 pub mod failover;
+pub mod flush_role;
 pub mod log;
 pub mod rebuild;
 pub mod record;
@@ -98,9 +99,10 @@ impl Replication {
                 cfg.replication.failure_threshold,
                 wal,
                 last,
-                log::LogLimits {
+                log::LogParams {
                     commit_timeout: Duration::from_millis(cfg.replication.commit_timeout_ms),
                     max_record: cfg.replication.max_record_bytes,
+                    relax_primary_flush: !cfg.replication.primary_syncs_commits,
                 },
             )?;
             shards.push(log);
@@ -155,6 +157,23 @@ impl Replication {
             return Err("the proxy is still starting; retry shortly".into());
         };
         rebuild::rebuild(log, cluster, replica, self.apply_batch, cancel).await
+    }
+
+    /// At shutdown: every primary syncs its commits again (`flush_role`), within `limit`.
+    pub async fn restore_primary_flush(&self, limit: Duration) {
+        let Some((cluster, _)) = self.running.lock().clone() else {
+            return;
+        };
+        let restores = async {
+            for log in &self.shards {
+                if let Some(pool) = cluster.pool(log.shard, log.leader()) {
+                    flush_role::restore(log, pool).await;
+                }
+            }
+        };
+        if tokio::time::timeout(limit, restores).await.is_err() {
+            tracing::warn!("primaries did not answer at shutdown: innodb_flush_log_at_trx_commit may stay 2 on them until the proxy's next start");
+        }
     }
 
     pub fn shard(&self, id: ShardId) -> Option<&Arc<ShardLog>> {
