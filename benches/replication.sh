@@ -2,9 +2,10 @@
 # Write throughput with replication, one run, same machine:
 #   direct    one mariadbd, no replication
 #   semisync  three mariadbd, MariaDB semi-synchronous replication (AFTER_SYNC, wait for 1)
-#   myquorum  three mariadbd behind the proxy (WAL + Cabinet quorum, playground), replicas
-#             syncing every commit (innodb_flush_log_at_trx_commit=1): an acknowledged write
-#             is on disk on the primary, on a follower and in the proxy's WAL
+#   myquorum  three mariadbd behind the proxy (WAL + Cabinet quorum, playground), followers
+#             syncing every commit (innodb_flush_log_at_trx_commit=1) and the primary not
+#             (the proxy sets it to 2, replication.primary_syncs_commits = false): an
+#             acknowledged write is on disk on a follower and in the proxy's WAL
 #   mq_f2     the same with replicas at innodb_flush_log_at_trx_commit=2: an acknowledgement
 #             waits for the proxy's WAL sync instead of the replicas' (semi-sync's durability
 #             class: one log synced, a second replica holding the write)

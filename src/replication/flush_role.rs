@@ -128,6 +128,15 @@ pub async fn restore(log: &ShardLog, pool: &BackendPool) {
     if !state.flush_relaxed.load(Ordering::Acquire) {
         return;
     }
+    if !pool.is_up() {
+        tracing::warn!(
+            shard = log.shard.0,
+            replica = leader.0,
+            "primary down at shutdown: innodb_flush_log_at_trx_commit stays 2 there until its \
+             restart or the proxy's next start; set it to 1 there if the proxy is not coming back"
+        );
+        return;
+    }
     let outcome = match connect(pool).await {
         Ok(mut conn) => set(&mut conn, FOLLOWING).await,
         Err(e) => Err(e),

@@ -62,7 +62,7 @@ pub enum CommitError {
     TooLarge { bytes: usize, max: usize },
 }
 
-/// What bounds one shard's commits.
+/// What bounds one shard's commits, and what its primary's commits rest on.
 #[derive(Debug, Clone, Copy)]
 pub struct LogParams {
     /// How long a commit waits for the quorum before failing.
