@@ -134,35 +134,38 @@ pub async fn acquire(
 
 /// Whether `conn`'s account may store the log's rows as the write path does in the
 /// client's transaction (`EXPLAIN` checks the privileges without running anything). A
-/// missing log table (a proxy that never started on this server) is no verdict: `Ok`.
+/// missing log table (a proxy that never started on this server) is no verdict: `Ok`. Both
+/// checks go in one round trip.
 pub async fn may_store_log_rows(
     conn: &mut BackendConn,
     deprecate_eof: bool,
 ) -> io::Result<Result<(), MysqlError>> {
-    for sql in [
+    const CHECKS: [&str; 2] = [
         "EXPLAIN INSERT INTO myquorum.wal (shard, ts, payload, applied, parts) \
          VALUES (0, 0, '', 1, 0) ON DUPLICATE KEY UPDATE applied = 1",
         "EXPLAIN INSERT IGNORE INTO myquorum.wal_part (shard, ts, part, payload) \
          VALUES (0, 0, 1, '')",
-    ] {
+    ];
+    for sql in CHECKS {
         let mut p = Vec::with_capacity(1 + sql.len());
         p.push(COM_QUERY);
         p.extend_from_slice(sql.as_bytes());
-        conn.stream.write_packet(0, &p).await?;
+        conn.stream.queue_packet(0, &p);
+    }
+    conn.stream.flush().await?;
+    let mut refused = None;
+    for _ in CHECKS {
         let answer = crate::protocol::relay::read_response(
             &mut conn.stream,
             ResponseKind::ResultSets,
             deprecate_eof,
         )
         .await?;
-        if let Some(e) = answer
+        refused = refused.or(answer
             .error
-            .filter(|e| matches!(e.code, 1142 | 1143 | 1044))
-        {
-            return Ok(Err(e));
-        }
+            .filter(|e| matches!(e.code, 1142 | 1143 | 1044)));
     }
-    Ok(Ok(()))
+    Ok(refused.map_or(Ok(()), Err))
 }
 
 /// Statements one connection keeps prepared at most; beyond, they are all closed (an
