@@ -57,7 +57,7 @@ pub struct ReplicationConfig {
     /// followers: the primary's own fsync is redundant, since an acknowledged commit is on
     /// disk in the WAL and on a follower (the primary counts for the quorum only once the
     /// WAL synced the record) and a primary that lost commits in a crash gets them
-    /// re-applied from the log. Needs SUPER (or SYSTEM VARIABLES ADMIN) for the backend
+    /// re-applied from the log. Needs SUPER (MySQL 8: SYSTEM_VARIABLES_ADMIN) for the backend
     /// account; without it the servers keep their own setting.
     pub primary_syncs_commits: bool,
 }

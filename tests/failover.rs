@@ -381,6 +381,48 @@ async fn only_the_primary_skips_its_commit_fsync_and_that_follows_the_role() {
     assert_acked_everywhere(&all, &(0..120).collect()).await;
 }
 
+/// A backend account without SUPER cannot change the flush setting: the proxy says so and
+/// goes on with the servers' own (the primary keeps syncing), writes reach every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_super_the_servers_keep_their_flush_setting() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let all = [&dbs[0], &dbs[1], &dbs[2]];
+    for db in all {
+        let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+            .await
+            .unwrap();
+        for host in ["%", "localhost"] {
+            c.query_drop(format!("CREATE USER 'nosuper'@'{host}' IDENTIFIED BY 'pw'"))
+                .await
+                .unwrap();
+            c.query_drop(format!("GRANT ALL PRIVILEGES ON *.* TO 'nosuper'@'{host}'"))
+                .await
+                .unwrap();
+            c.query_drop(format!("REVOKE SUPER ON *.* FROM 'nosuper'@'{host}'"))
+                .await
+                .unwrap();
+        }
+    }
+    let mut cfg = config_for(&all);
+    cfg.backend.user = "nosuper".into();
+    cfg.backend.password = "pw".into();
+    let proxy = Proxy::start(cfg);
+    let url = proxy.url(None);
+    create_schema(&url).await;
+    insert_until_acked(&url, 0..50).await;
+    assert_eq!(flush_modes(&all).await, [1, 1, 1]);
+    let mut admin = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    let states: Vec<String> = admin
+        .query_map("SHOW PROXY REPLICATION", |row: mysql_async::Row| {
+            row.get::<String, _>("state").unwrap()
+        })
+        .await
+        .unwrap();
+    assert_eq!(states, ["primary", "applying", "applying"]);
+    assert_acked_everywhere(&all, &(0..50).collect()).await;
+}
+
 /// Replaces `db`'s data with `snapshot` (a copy taken right after a kill -9) while it is
 /// down for long enough to be marked down, and starts it again: the image of a machine
 /// crash that took the commits its primary made since, as one running without syncing them
