@@ -131,11 +131,7 @@ pub async fn run_applier(
         if superseded() {
             return;
         }
-        if let Err(e) = super::flush_role::follow(&log, replica, &mut replayer).await {
-            tracing::warn!(replica = replica.0, error = %e, "follower connection lost");
-            continue;
-        }
-        let position = match replayer.prepare_log_table(shard).await {
+        let mut position = match replayer.prepare_log_table(shard).await {
             Ok(p) => p,
             Err(ApplyError::Io(e)) => {
                 tracing::warn!(replica = replica.0, error = %e, "follower connection lost");
@@ -146,6 +142,11 @@ pub async fn run_applier(
                 return;
             }
         };
+        if let Err(e) = super::flush_role::follow(&log, replica, &mut replayer, &mut position).await
+        {
+            tracing::warn!(replica = replica.0, error = %e, "follower connection lost");
+            continue;
+        }
         let trimmed = crate::wal::trimmed_floor(log.wal.dir());
         if position.applied < trimmed {
             // The log no longer holds every record it lacks (it was away, or is a new, empty

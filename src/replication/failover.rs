@@ -135,7 +135,8 @@ async fn await_return(log: &ShardLog, cluster: &Cluster) -> Result<String, Strin
         .cloned()
         .ok_or("the primary has no pool")?;
     tracing::warn!(shard = log.shard.0, primary = leader.0, addr = %pool.addr,
-        "primary marked down and replication.failover is off: writes on this shard wait for          it (PROXY SWITCHOVER moves them elsewhere)");
+        "primary marked down and replication.failover is off: writes on this shard wait for \
+         it (PROXY SWITCHOVER moves them elsewhere)");
     let end = log.fence().await.map_err(|e| e.to_string())?;
     loop {
         while !pool.is_up() {
@@ -249,7 +250,8 @@ async fn election(
                 Ok(n) => {
                     log.unfence();
                     return Ok(format!(
-                        "primary {} answers again before an election could finish; it stays                          primary ({n} logged records it lacked applied)",
+                        "primary {} answers again before an election could finish; it stays \
+                         primary ({n} logged records it lacked applied)",
                         old.0
                     ));
                 }

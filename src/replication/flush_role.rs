@@ -14,7 +14,7 @@
 
 use super::applier::connect;
 use super::log::ShardLog;
-use super::replay::Replayer;
+use super::replay::{Position, Replayer};
 use crate::backend::BackendPool;
 use crate::protocol::message::MysqlError;
 use crate::router::ReplicaId;
@@ -51,32 +51,35 @@ async fn set(conn: &mut Replayer, value: u8) -> std::io::Result<Result<Option<u8
         .map(|()| current))
 }
 
-/// On a follower's applier connection, before its position (and so whether its holds are
-/// durable) is read: back to syncing every commit.
+/// On a follower's applier connection, once its `position` was read and before its holds
+/// count: back to syncing every commit (`position.durable_commits` follows).
 pub async fn follow(
     log: &ShardLog,
     replica: ReplicaId,
     conn: &mut Replayer,
+    position: &mut Position,
 ) -> std::io::Result<()> {
-    if !log.relax_primary_flush {
-        return Ok(());
-    }
-    match set(conn, FOLLOWING).await? {
-        Ok(Some(old)) => tracing::info!(
-            shard = log.shard.0,
-            replica = replica.0,
-            old,
-            "follower syncs its commits again (innodb_flush_log_at_trx_commit = 1)"
-        ),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(shard = log.shard.0, replica = replica.0, error = %e,
-            "cannot set innodb_flush_log_at_trx_commit = 1 on a follower; its own setting stays \
-             (if it does not sync, its holds count once the WAL synced). Grant the backend \
-             account SUPER, or set replication.primary_syncs_commits = true"),
-    }
     log.replicas[replica.0 as usize]
         .flush_relaxed
         .store(false, Ordering::Release);
+    if !log.relax_primary_flush || position.durable_commits {
+        return Ok(());
+    }
+    let set = format!("SET GLOBAL innodb_flush_log_at_trx_commit = {FOLLOWING}");
+    match conn.execute(&set).await? {
+        Ok(()) => {
+            position.durable_commits = true;
+            tracing::info!(
+                shard = log.shard.0,
+                replica = replica.0,
+                "follower syncs its commits again (innodb_flush_log_at_trx_commit = 1)"
+            );
+        }
+        Err(e) => tracing::warn!(shard = log.shard.0, replica = replica.0, error = %e,
+            "cannot set innodb_flush_log_at_trx_commit = 1 on a follower; its own setting stays \
+             (its holds count once the WAL synced them). Grant the backend account SUPER, or \
+             set replication.primary_syncs_commits = true"),
+    }
     Ok(())
 }
 
