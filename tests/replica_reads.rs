@@ -624,3 +624,101 @@ async fn query_digests_count_executions_time_and_destination() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Ports that served `sql` `n` times through `s` (`sql` reads `@@port`).
+async fn ports_serving(s: &mut Conn, sql: &str, n: usize) -> std::collections::BTreeSet<u16> {
+    let mut out = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        let port: Option<u16> = s.query_first(sql).await.unwrap();
+        out.insert(port.unwrap());
+    }
+    out
+}
+
+/// A comment hint routes one read as MaxScale's `route to master` does: `myquorum=primary`
+/// reads on the primary although the followers are faster (text and prepared, and through
+/// the `mysql` CLI with `--comments`); `myquorum=strong` reads everything committed
+/// although the session reads `eventual` and a follower has stopped applying. A hint inside
+/// a string is no hint, and a hint never sends a transaction's read to a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comment_hints_route_single_reads() {
+    common::init_tracing();
+    let (a, b, c, relays, proxy, mut s) = three_replicas(
+        &[0],
+        &[
+            "CREATE DATABASE h",
+            "CREATE TABLE h.t (id INT PRIMARY KEY, v INT NOT NULL)",
+            "INSERT INTO h.t VALUES (1, 0)",
+        ],
+    )
+    .await;
+    common::converge::wait_converged(&[&a, &b, &c]).await;
+    relays[0].as_ref().unwrap().set_delay_ms(2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let followers: std::collections::BTreeSet<u16> = [b.port, c.port].into();
+    let plain = ports_serving(&mut s, "SELECT @@port", 40).await;
+    assert!(plain.is_subset(&followers), "plain reads: {plain:?}");
+    for sql in [
+        "SELECT /* myquorum=primary */ @@port",
+        "/*+ myquorum=primary */ SELECT @@port",
+        "SELECT @@port -- myquorum=primary",
+    ] {
+        let ports = ports_serving(&mut s, sql, 20).await;
+        assert_eq!(ports, [a.port].into(), "{sql}");
+        let reason: Vec<String> = s
+            .query_map("EXPLAIN LAST STATEMENT", |row: mysql_async::Row| {
+                row.get::<String, _>("reason").unwrap()
+            })
+            .await
+            .unwrap();
+        assert!(reason[0].contains("myquorum=primary"), "{reason:?}");
+    }
+    let in_string = ports_serving(
+        &mut s,
+        "SELECT @@port WHERE '/* myquorum=primary */' <> ''",
+        20,
+    )
+    .await;
+    assert!(in_string.is_subset(&followers), "{in_string:?}");
+    let prepared: Option<u16> = s
+        .exec_first("SELECT /*+ myquorum=primary */ @@port + ?", (0,))
+        .await
+        .unwrap();
+    assert_eq!(prepared, Some(a.port));
+    // The MariaDB CLI strips comments unless told to keep them.
+    let (ok, out, err) = common::mysql_cli(
+        proxy.port,
+        &["-N", "--comments"],
+        "SELECT /* myquorum=primary */ @@port;\n",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), a.port.to_string());
+    // Inside a transaction every read is on the primary already; `eventual` or not, the
+    // hint cannot move it.
+    s.query_drop("BEGIN").await.unwrap();
+    let ports = ports_serving(&mut s, "SELECT /* myquorum=eventual */ @@port", 5).await;
+    assert_eq!(ports, [a.port].into());
+    s.query_drop("COMMIT").await.unwrap();
+
+    // `strong` for one read in an `eventual` session, a follower not applying, another
+    // session writing.
+    let mut lock = connect(&c.url(None)).await;
+    lock.query_drop("LOCK TABLES h.t READ").await.unwrap();
+    s.query_drop("SET myquorum_read_consistency = 'eventual'")
+        .await
+        .unwrap();
+    let mut writer = connect(&proxy.url(None)).await;
+    for i in 1..=100i64 {
+        writer
+            .exec_drop("UPDATE h.t SET v = ? WHERE id = 1", (i,))
+            .await
+            .unwrap();
+        let v: Option<i64> = s
+            .query_first("SELECT /* myquorum=strong */ v FROM h.t WHERE id = 1")
+            .await
+            .unwrap();
+        assert_eq!(v, Some(i), "a strong-hinted read missed a committed write");
+    }
+    lock.query_drop("UNLOCK TABLES").await.unwrap();
+    drop(proxy);
+}

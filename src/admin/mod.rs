@@ -605,6 +605,9 @@ fn explain_last(ctx: &ProxyContext, client: &ClientSession) -> Table {
             "a plain autocommit read, but no replica was fresh enough or healthy: \
              the primary served it (counted in primary_fallbacks)"
         }
+        Reason::HintPrimary => {
+            "a plain autocommit read whose comment asked for the primary (myquorum=primary)"
+        }
         Reason::SessionPinned => {
             "the session is pinned to one backend connection (see SHOW PROXY SESSION)"
         }

@@ -377,6 +377,7 @@ impl ClientSession {
                         targets: Vec::new(),
                         session: Some(SessionChange::Schema(db)),
                         proxy_command: None,
+                        hint: None,
                     };
                     self.forward(client, session, &c, &pkt.payload, ResponseKind::Single)
                         .await

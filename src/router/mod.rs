@@ -5,6 +5,7 @@
 //!
 //! Owns: `Route`, `Topology`, identifier newtypes. May import: sql.
 
+use crate::sql::classify::ReadHint;
 use crate::sql::{Classified, Flags, Kind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -106,6 +107,8 @@ pub enum Reason {
     FreshReplica,
     /// A plain read, but no replica was fresh enough (or healthy): the primary serves it.
     NoFreshReplica,
+    /// A plain read whose comment asked for the primary (`/* myquorum=primary */`).
+    HintPrimary,
     SessionPinned,
     ProxyCommand,
     EmptyStatement,
@@ -181,6 +184,19 @@ pub fn route_read(
     };
     if !is_replica_read(c, &session) {
         return r;
+    }
+    let mut session = session;
+    match c.hint {
+        Some(ReadHint::Primary) => {
+            return Route {
+                target: r.target,
+                reason: Reason::HintPrimary,
+            }
+        }
+        Some(ReadHint::Strong) => session.consistency = Consistency::Strong,
+        Some(ReadHint::Session) => session.consistency = Consistency::Session,
+        Some(ReadHint::Eventual) => session.consistency = Consistency::Eventual,
+        None => {}
     }
     match pick_replica(&reads(shard), &session) {
         Some(id) => Route {
@@ -278,6 +294,58 @@ mod tests {
 
     fn read_route(sql: &str, view: SessionView, rv: ReadView) -> Route {
         route_read(&classify(sql), &topo(), view, |_| rv)
+    }
+
+    #[test]
+    fn comment_hints_steer_plain_reads_only() {
+        // The session wrote at 90: only the primary has it. Replica 1 is within the
+        // `eventual` lag (log end 100 − 30 ≤ 80), replica 2 is not.
+        let session = SessionView {
+            last_write_ts: 90,
+            ..SessionView::default()
+        };
+        let fast_stale = || reads([0, 80, 40], [5000, 800, 300]);
+        let r = read_route("SELECT * FROM t", session, fast_stale());
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(0)));
+        let r = read_route(
+            "SELECT /* myquorum=primary */ * FROM t",
+            session,
+            fast_stale(),
+        );
+        assert_eq!(r.target, Target::Primary(ShardId(0), ReplicaId(0)));
+        assert_eq!(r.reason, Reason::HintPrimary);
+        let r = read_route(
+            "SELECT /*+ myquorum=eventual */ * FROM t",
+            session,
+            fast_stale(),
+        );
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(1)));
+        // `strong` in an `eventual` session: only the whole log will do (the primary here).
+        let eventual = SessionView {
+            consistency: Consistency::Eventual,
+            ..session
+        };
+        let r = read_route("SELECT * FROM t", eventual, fast_stale());
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(1)));
+        let r = read_route("SELECT * FROM t -- myquorum=strong", eventual, fast_stale());
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(0)));
+        // Never a replica for what must run on the primary.
+        let in_tx = SessionView {
+            in_transaction: true,
+            ..session
+        };
+        let r = read_route(
+            "SELECT /* myquorum=eventual */ * FROM t",
+            in_tx,
+            fast_stale(),
+        );
+        assert_eq!(r.reason, Reason::PrimaryOnly);
+        let r = read_route(
+            "SELECT /* myquorum=eventual */ * FROM t FOR UPDATE",
+            session,
+            fast_stale(),
+        );
+        assert_eq!(r.reason, Reason::PrimaryOnly);
     }
 
     #[test]

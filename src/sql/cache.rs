@@ -5,7 +5,7 @@
 //!
 //! Owns: `ClassifyCache`. May import: sql::{lexer, classify}, dashmap.
 
-use super::classify::{classify, Classified, Flags, Kind};
+use super::classify::{classify, read_hint, Classified, Flags, Kind};
 use super::lexer::{Lexer, Tok};
 use dashmap::DashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -63,7 +63,18 @@ impl ClassifyCache {
     /// `classify`, with the statement's digest (what query statistics are kept by).
     pub fn classify_keyed(&self, sql: &str) -> (u64, Arc<Classified>) {
         let key = self.digest(sql);
-        if let Some(hit) = self.map.get(&key) {
+        // The digest leaves comments out (statistics count a hinted read with its shape), but
+        // a routing hint changes the classification.
+        let entry = match read_hint(sql) {
+            None => key,
+            Some(hint) => {
+                let mut h = self.hasher.build_hasher();
+                h.write_u64(key);
+                h.write_u8(hint as u8 + 1);
+                h.finish()
+            }
+        };
+        if let Some(hit) = self.map.get(&entry) {
             return (key, hit.clone());
         }
         let c = Arc::new(classify(sql));
@@ -73,7 +84,7 @@ impl ClassifyCache {
                 // starting over is as good as any eviction policy.
                 self.map.clear();
             }
-            self.map.insert(key, c.clone());
+            self.map.insert(entry, c.clone());
         }
         (key, c)
     }

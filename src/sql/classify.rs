@@ -88,6 +88,43 @@ pub struct Classified {
     /// For `SHOW PROXY …`: the words after PROXY, lowercased.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_command: Option<String>,
+    /// A routing hint in a comment (`/* myquorum=primary */`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<ReadHint>,
+}
+
+/// What a comment may ask of a read's routing, as MaxScale's `route to master` hints do.
+/// It never sends to a replica what must run on the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ReadHint {
+    /// `myquorum=primary`: read on the primary.
+    Primary,
+    /// `myquorum=strong`: a replica holding everything logged, else the primary.
+    Strong,
+    /// `myquorum=session`: a replica holding the session's writes.
+    Session,
+    /// `myquorum=eventual`: any replica within the configured lag.
+    Eventual,
+}
+
+/// The first `myquorum=<hint>` word in `sql`'s comments. Unknown hints are no hint.
+pub fn read_hint(sql: &str) -> Option<ReadHint> {
+    const MARK: &str = "myquorum=";
+    // Statements without the mark (nearly all) cost one substring search.
+    if !sql.contains(MARK) {
+        return None;
+    }
+    crate::sql::lexer::comments(sql)
+        .into_iter()
+        .flat_map(|c| c.trim_start_matches('+').split_whitespace())
+        .filter_map(|w| w.strip_prefix(MARK))
+        .find_map(|h| match h.to_ascii_lowercase().as_str() {
+            "primary" | "master" => Some(ReadHint::Primary),
+            "strong" => Some(ReadHint::Strong),
+            "session" => Some(ReadHint::Session),
+            "eventual" => Some(ReadHint::Eventual),
+            _ => None,
+        })
 }
 
 /// `EXPLAIN LAST STATEMENT`: the proxy says where the session's previous statement went.
@@ -449,6 +486,7 @@ pub fn classify(sql: &str) -> Classified {
         targets,
         session,
         proxy_command,
+        hint: read_hint(sql),
     }
 }
 
@@ -871,6 +909,38 @@ pub fn server_replication_stream(sql: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_hints_come_from_comments_only() {
+        assert_eq!(
+            read_hint("SELECT /* myquorum=primary */ 1"),
+            Some(ReadHint::Primary)
+        );
+        assert_eq!(
+            read_hint("/*+ myquorum=master */ SELECT 1"),
+            Some(ReadHint::Primary)
+        );
+        assert_eq!(
+            read_hint("SELECT 1 /* app=x myquorum=Eventual */"),
+            Some(ReadHint::Eventual)
+        );
+        assert_eq!(
+            read_hint("SELECT 1 # myquorum=strong"),
+            Some(ReadHint::Strong)
+        );
+        assert_eq!(
+            read_hint("SELECT 1 -- myquorum=session"),
+            Some(ReadHint::Session)
+        );
+        assert_eq!(read_hint("SELECT 'myquorum=primary'"), None);
+        assert_eq!(read_hint("SELECT '/* myquorum=primary */'"), None);
+        assert_eq!(read_hint("SELECT /* myquorum=sometimes */ 1"), None);
+        assert_eq!(read_hint("SELECT 1"), None);
+        assert_eq!(
+            classify("SELECT /* myquorum=primary */ 1").hint,
+            Some(ReadHint::Primary)
+        );
+    }
 
     #[test]
     fn kinds() {

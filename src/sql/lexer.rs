@@ -303,9 +303,54 @@ pub fn without_final_semicolon(sql: &str) -> &str {
     sql
 }
 
+/// The text of every plain comment in `sql` (`/* … */`, `/*+ … */`, `# …`, `-- …`), not of
+/// executable ones (`/*! … */`, whose content is SQL) nor anything inside strings or quoted
+/// names.
+pub fn comments(sql: &str) -> Vec<&str> {
+    let lexer = Lexer::new(sql);
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &b[i..];
+        match b[i] {
+            b'\'' | b'"' | b'`' => i = lexer.quoted_end(i, b[i]),
+            b'/' if rest.starts_with(b"/*!") || rest.starts_with(b"/*M!") => i += 3,
+            b'/' if rest.starts_with(b"/*") => {
+                let end = find(&rest[2..], b"*/").map_or(b.len(), |e| i + 2 + e);
+                out.push(&sql[i + 2..end]);
+                i = end + 2;
+            }
+            b'#' | b'-'
+                if b[i] == b'#'
+                    || (rest.starts_with(b"--")
+                        && rest.get(2).is_none_or(|c| c.is_ascii_whitespace())) =>
+            {
+                let start = if b[i] == b'#' { i + 1 } else { i + 2 };
+                let end = rest
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |e| i + e);
+                out.push(&sql[start..end]);
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comments_are_found_outside_strings_only() {
+        let sql = "SELECT /*+ a */ 'x /* no */' , `b -- no`, /*!50000 1 */ 2 # c\n-- d\n--e";
+        assert_eq!(comments(sql), ["+ a ", " c", " d"]);
+        assert_eq!(comments("SELECT 1 /* open"), [" open"]);
+        assert!(comments("SELECT 'it''s /* x */'").is_empty());
+    }
 
     #[test]
     fn a_compound_statement_is_one_statement() {
