@@ -29,11 +29,11 @@ MARIADBD=$(command -v mariadbd || echo /usr/sbin/mariadbd)
 start_db() { # name port extra-args...
   local name=$1 port=$2; shift 2
   local d="$WORK/$name"
-  mkdir -p "$d"
+  mkdir -p "$d/tmp"  # own tmpdir: a starting server deletes every #sql* file in it
   mariadb-install-db --no-defaults --datadir="$d/data" --auth-root-authentication-method=normal \
     --skip-test-db --user=root >"$d/install.log" 2>&1
   "$MARIADBD" --no-defaults --datadir="$d/data" --port="$port" --bind-address=127.0.0.1 \
-    --socket="$d/sock" --pid-file="$d/pid" --log-error="$d/err.log" --skip-networking=0 \
+    --socket="$d/sock" --tmpdir="$d/tmp" --pid-file="$d/pid" --log-error="$d/err.log" --skip-networking=0 \
     --skip-name-resolve --innodb-buffer-pool-size=128M --innodb-log-file-size=64M \
     --max-connections=1000 --user=root "$@" &
   PIDS+=($!)

@@ -158,6 +158,14 @@ pub fn start_server(
 ) -> Result<Child, PlaygroundError> {
     ensure_port_free(port)?;
     let log = dir.join("server.log");
+    // A server starting removes every `#sql*` file in its tmpdir: with /tmp shared, starting
+    // or restarting one server deleted the internal temporary tables of the others under
+    // their running queries ("Error on delete of '/tmp/#sql-temptable-…'").
+    let tmpdir = dir.join("tmp");
+    std::fs::create_dir_all(&tmpdir).map_err(|source| PlaygroundError::Io {
+        what: format!("creating {}", tmpdir.display()),
+        source,
+    })?;
     let mut cmd = Command::new(&bin.server);
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", datadir.display()))
@@ -166,6 +174,7 @@ pub fn start_server(
         .arg(format!("--socket={}", dir.join("server.sock").display()))
         .arg(format!("--pid-file={}", dir.join("server.pid").display()))
         .arg(format!("--log-error={}", log.display()))
+        .arg(format!("--tmpdir={}", tmpdir.display()))
         .arg("--skip-networking=0")
         .arg("--skip-name-resolve")
         .arg("--innodb-buffer-pool-size=128M")

@@ -40,7 +40,9 @@ class Db:
     def __init__(self, i):
         self.i, self.port = i, PORTS[i]
         self.dir = f"{WORK}/db{i}"
-        os.makedirs(self.dir)
+        # Its own tmpdir: a starting server deletes every #sql* file in it, which in a
+        # shared /tmp are the other servers' live temporary tables.
+        os.makedirs(f"{self.dir}/tmp")
         subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.dir}/data",
                         "--auth-root-authentication-method=normal", "--skip-test-db", "--user=root"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
@@ -52,7 +54,7 @@ class Db:
         self.proc = subprocess.Popen(
             ["mariadbd", "--no-defaults", f"--datadir={self.dir}/data", f"--port={self.port}",
              "--bind-address=127.0.0.1", f"--socket={self.dir}/sock", f"--pid-file={self.dir}/pid",
-             f"--log-error={self.dir}/err.log", "--skip-name-resolve", "--innodb-buffer-pool-size=64M",
+             f"--log-error={self.dir}/err.log", f"--tmpdir={self.dir}/tmp", "--skip-name-resolve", "--innodb-buffer-pool-size=64M",
              "--max-connections=500", "--user=root"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(120):
