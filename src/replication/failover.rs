@@ -17,7 +17,7 @@
 
 use super::election::{elect, Candidate, Rules, Verdict};
 use super::log::ShardLog;
-use crate::backend::Cluster;
+use crate::backend::{BackendPool, Cluster};
 use crate::router::ReplicaId;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -142,7 +142,7 @@ async fn await_return(log: &ShardLog, cluster: &Cluster) -> Result<String, Strin
         while !pool.is_up() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        match repair_returned_primary(log, cluster, end).await {
+        match repair_returned_primary(log, &pool, end).await {
             Ok(n) => {
                 log.unfence();
                 return Ok(format!(
@@ -165,7 +165,7 @@ async fn await_return(log: &ShardLog, cluster: &Cluster) -> Result<String, Strin
 /// open. Sessions still committing on it finish first: their records would be applied twice.
 async fn repair_returned_primary(
     log: &ShardLog,
-    cluster: &Cluster,
+    pool: &BackendPool,
     end: u64,
 ) -> Result<usize, String> {
     let leader = log.leader();
@@ -176,9 +176,6 @@ async fn repair_returned_primary(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pool = cluster
-        .pool(log.shard, leader)
-        .ok_or("the primary has no pool")?;
     let mut conn = super::applier::connect(pool)
         .await
         .map_err(|e| format!("connecting to it: {e}"))?;
@@ -246,7 +243,7 @@ async fn election(
     loop {
         let switchover = matches!(trigger, Trigger::Switchover(_));
         if !switchover && old_pool.is_up() {
-            match repair_returned_primary(log, cluster, end).await {
+            match repair_returned_primary(log, &old_pool, end).await {
                 Ok(n) => {
                     log.unfence();
                     return Ok(format!(
