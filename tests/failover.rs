@@ -443,21 +443,27 @@ async fn come_back_without_recent_commits(
         .unwrap()
         .success();
     assert!(ok);
+    wait_marked_down(proxy, leader(proxy)).await;
+    db.restart();
+}
+
+/// Waits (20 s at most) until health checks mark `replica` down.
+async fn wait_marked_down(proxy: &Proxy, replica: ReplicaId) {
     let pool = proxy
         .ctx
         .cluster
-        .pool(myquorum::router::ShardId(0), leader(proxy))
+        .pool(myquorum::router::ShardId(0), replica)
         .unwrap()
         .clone();
     let deadline = Instant::now() + Duration::from_secs(20);
     while pool.is_up() {
         assert!(
             Instant::now() < deadline,
-            "the primary was never marked down"
+            "replica {} was never marked down",
+            replica.0
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    db.restart();
 }
 
 /// Inserts `ids` through the proxy, retrying each until it is acknowledged.
@@ -528,6 +534,8 @@ async fn a_primary_back_without_its_last_commits_gets_them_from_the_log() {
     let url = proxy.url(None);
     insert_until_acked(&url, 70..100).await;
     c.kill9();
+    // Known down before the primary goes: otherwise it still counts as a live candidate.
+    wait_marked_down(&proxy, ReplicaId(2)).await;
     come_back_without_recent_commits(&proxy, &mut a, &snapshot).await;
     insert_until_acked(&url, 100..110).await;
     assert_eq!(
