@@ -51,6 +51,11 @@ async fn set(conn: &mut Replayer, value: u8) -> std::io::Result<Result<Option<u8
         .map(|()| current))
 }
 
+/// `set` over a fresh connection to `pool`'s server.
+async fn set_on(pool: &BackendPool, value: u8) -> std::io::Result<Result<Option<u8>, MysqlError>> {
+    set(&mut connect(pool).await?, value).await
+}
+
 /// On a follower's applier connection, once its `position` was read and before its holds
 /// count: back to syncing every commit (`position.durable_commits` follows).
 pub async fn follow(
@@ -91,10 +96,7 @@ pub async fn lead(log: &ShardLog, replica: ReplicaId, pool: &BackendPool) {
     }
     let mut backoff = Duration::from_millis(100);
     loop {
-        let outcome = match connect(pool).await {
-            Ok(mut conn) => set(&mut conn, LEADING).await,
-            Err(e) => Err(e),
-        };
+        let outcome = set_on(pool, LEADING).await;
         match outcome {
             Ok(Ok(changed)) => {
                 log.replicas[replica.0 as usize]
@@ -140,10 +142,7 @@ pub async fn restore(log: &ShardLog, pool: &BackendPool) {
         );
         return;
     }
-    let outcome = match connect(pool).await {
-        Ok(mut conn) => set(&mut conn, FOLLOWING).await,
-        Err(e) => Err(e),
-    };
+    let outcome = set_on(pool, FOLLOWING).await;
     match outcome {
         Ok(Ok(_)) => {
             state.flush_relaxed.store(false, Ordering::Release);
