@@ -153,6 +153,12 @@ pub struct BackendConfig {
     /// server as the same account; TCP otherwise. Loopback TCP costs both the proxy and the
     /// server more CPU per packet. The account must exist for host `localhost` too.
     pub prefer_socket: bool,
+    /// TLS to the servers over TCP, in MySQL's `--ssl-mode` terms: "off", "required"
+    /// (encrypted, certificate not checked), "verify_ca" (it must chain to `tls_ca`) or
+    /// "verify_identity" (and name the address in `[[shards]]`). Unix sockets stay plain.
+    pub tls: String,
+    /// PEM file of the CA that signed the servers' certificates (the verifying modes).
+    pub tls_ca: String,
 }
 
 impl Default for BackendConfig {
@@ -165,6 +171,8 @@ impl Default for BackendConfig {
             health_interval_ms: 1000,
             health_failures: 2,
             prefer_socket: false,
+            tls: "off".into(),
+            tls_ca: String::new(),
         }
     }
 }
@@ -323,6 +331,13 @@ impl Config {
                  server's limit)"
             ));
         }
+        if crate::backend::tls::TlsMode::parse(&self.backend.tls).is_none() {
+            return bad(format!(
+                "backend.tls = {:?}: use one of {}",
+                self.backend.tls,
+                crate::backend::tls::TlsMode::NAMES.join(", ")
+            ));
+        }
         if self.proxy.max_packet_size < 1024 {
             return bad("proxy.max_packet_size must be at least 1024 bytes".into());
         }
@@ -398,8 +413,12 @@ impl Config {
             ));
         }
         out.push_str(&format!(
-            "\n[backend]\nuser = {:?}\npassword = {:?}\nprefer_socket = {}\n",
-            self.backend.user, self.backend.password, self.backend.prefer_socket
+            "\n[backend]\nuser = {:?}\npassword = {:?}\nprefer_socket = {}\ntls = {:?}\ntls_ca = {:?}\n",
+            self.backend.user,
+            self.backend.password,
+            self.backend.prefer_socket,
+            self.backend.tls,
+            self.backend.tls_ca
         ));
         for u in &self.users {
             out.push_str(&format!(
@@ -452,6 +471,21 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn backend_tls_mode_is_checked() {
+        let base = "[[shards]]\nreplicas=[\"127.0.0.1:3307\"]\n[[users]]\nname = \"u\"\n";
+        let ok = Config::from_toml_str(&format!(
+            "[backend]\ntls = \"verify_ca\"\ntls_ca = \"/etc/ca.pem\"\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(ok.backend.tls, "verify_ca");
+        assert_eq!(Config::from_toml_str(&ok.to_toml()).unwrap(), ok);
+        let err = Config::from_toml_str(&format!("[backend]\ntls = \"REQUIRED\"\n{base}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("verify_identity"), "{err}");
     }
 
     #[test]

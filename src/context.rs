@@ -70,7 +70,7 @@ impl ProxyContext {
                     config.proxy.read_consistency
                 )
             })?;
-        let cluster = std::sync::Arc::new(Cluster::from_config(&config));
+        let cluster = std::sync::Arc::new(Cluster::from_config(&config)?);
         let replication = crate::replication::Replication::open(&config)?;
         let users = config
             .users

@@ -404,3 +404,153 @@ async fn each_user_runs_as_its_own_backend_account() {
     common::converge::wait_converged(&all).await;
     common::converge::assert_same_tables(&all, &["app.t"]).await;
 }
+
+/// A self-signed certificate for `names` (its own CA) in `dir` as `<stem>.pem` and
+/// `<stem>-key.pem`; returns the certificate's path.
+fn server_cert(dir: &std::path::Path, stem: &str, names: &[&str]) -> std::path::PathBuf {
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = dir.join(format!("{stem}.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(
+        dir.join(format!("{stem}-key.pem")),
+        ck.key_pair.serialize_pem(),
+    )
+    .unwrap();
+    cert
+}
+
+/// Restarts `db` serving TLS with `dir`'s `<stem>` certificate.
+fn serve_tls(db: &mut MariaDb, dir: &std::path::Path, stem: &str) {
+    let cert = format!("--ssl-cert={}", dir.join(format!("{stem}.pem")).display());
+    let key = format!(
+        "--ssl-key={}",
+        dir.join(format!("{stem}-key.pem")).display()
+    );
+    db.restart_with(&[&cert, &key]);
+}
+
+async fn proxy_error(proxy: &Proxy) -> String {
+    let attempt = async {
+        let mut c = Conn::new(Opts::from_url(&proxy.url(None))?).await?;
+        c.query_drop("SELECT 1").await
+    };
+    match attempt.await {
+        Ok(()) => "no error".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `backend.tls`: the proxy's account on the servers requires TLS (REQUIRE SSL), so every
+/// connection the proxy makes — pooled data path, appliers, health checks — must be
+/// encrypted for reads, writes and replication to work. Then the certificate checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connections_use_tls_and_check_the_certificate() {
+    common::init_tracing();
+    let certs = tempfile::tempdir().unwrap();
+    let ca = server_cert(certs.path(), "local", &["localhost", "127.0.0.1"]);
+    let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    for db in dbs.iter_mut() {
+        serve_tls(db, certs.path(), "local");
+        let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+            .await
+            .unwrap();
+        c.query_drop(
+            "CREATE USER 'mq'@'%' IDENTIFIED BY 'pw' REQUIRE SSL; \
+             GRANT ALL PRIVILEGES ON *.* TO 'mq'@'%' WITH GRANT OPTION",
+        )
+        .await
+        .unwrap();
+    }
+    let all = [&dbs[0], &dbs[1], &dbs[2]];
+    let mut cfg = config_for(&all);
+    cfg.backend.user = "mq".into();
+    cfg.backend.password = "pw".into();
+    cfg.backend.tls = "verify_identity".into();
+    cfg.backend.tls_ca = ca.display().to_string();
+    let proxy = Proxy::start(cfg.clone());
+    let mut c = Conn::new(Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap();
+    // The statement runs on a pooled backend connection: its session is encrypted.
+    let version: Option<(String, String)> = c
+        .query_first("SHOW SESSION STATUS LIKE 'Ssl_version'")
+        .await
+        .unwrap();
+    let version = version.map(|(_, v)| v).unwrap_or_default();
+    assert!(version.starts_with("TLS"), "{version:?}");
+    c.query_drop("CREATE DATABASE app").await.unwrap();
+    c.query_drop("CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await
+        .unwrap();
+    for i in 0..20 {
+        c.exec_drop("INSERT INTO app.t VALUES (?, ?)", (i, format!("row {i}")))
+            .await
+            .unwrap();
+    }
+    c.query_drop("BEGIN").await.unwrap();
+    c.query_drop("UPDATE app.t SET v = 'changed' WHERE id < 5")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let n: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM app.t WHERE v = 'changed'")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(5));
+    // The followers' appliers log in as `mq` too: they applied everything over TLS.
+    common::converge::wait_converged(&all).await;
+    common::converge::assert_same_tables(&all, &["app.t"]).await;
+    // Health checks (mysql_async, also `mq`) keep every server up.
+    let states: Vec<(String, String)> = c
+        .query_map("SHOW PROXY BACKENDS", |row: mysql_async::Row| {
+            (
+                row.get::<String, _>("health").unwrap(),
+                row.get::<String, _>("transport").unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+    let want = ("up".to_string(), "tls (verify_identity)".to_string());
+    assert!(states.iter().all(|s| *s == want), "{states:?}");
+    drop(c);
+    drop(proxy);
+
+    // Without TLS the same account is refused by the servers.
+    let mut plain = cfg.clone();
+    plain.backend.tls = "off".into();
+    let e = proxy_error(&Proxy::start(plain)).await;
+    assert!(e.contains("mq"), "{e}");
+
+    // A certificate issued for another name: verify_identity refuses it, verify_ca (same
+    // CA) and required accept it, and another CA is refused.
+    let mut other = MariaDb::start();
+    let misnamed = server_cert(certs.path(), "misnamed", &["db.example.internal"]);
+    serve_tls(&mut other, certs.path(), "misnamed");
+    let single = |mode: &str, ca: &std::path::Path| {
+        let mut cfg = config_for(&[&other]);
+        cfg.backend.tls = mode.into();
+        cfg.backend.tls_ca = ca.display().to_string();
+        cfg
+    };
+    let e = proxy_error(&Proxy::start(single("verify_identity", &misnamed))).await;
+    assert!(e.contains("TLS to backend"), "{e}");
+    assert_eq!(
+        proxy_error(&Proxy::start(single("verify_ca", &misnamed))).await,
+        "no error"
+    );
+    assert_eq!(
+        proxy_error(&Proxy::start(single("required", std::path::Path::new("")))).await,
+        "no error"
+    );
+    let e = proxy_error(&Proxy::start(single("verify_ca", &ca))).await;
+    assert!(e.contains("TLS to backend"), "{e}");
+
+    // A server without a certificate cannot give TLS: the error says what to do.
+    let bare = MariaDb::start();
+    let mut cfg = config_for(&[&bare]);
+    cfg.backend.tls = "required".into();
+    let e = proxy_error(&Proxy::start(cfg)).await;
+    assert!(e.contains("does not offer TLS"), "{e}");
+}

@@ -523,7 +523,7 @@ fn backends(ctx: &ProxyContext) -> Table {
                 weight,
                 Some(pool.down_events.load(Ordering::Relaxed).to_string()),
                 Some(pool.uptime_secs().to_string()),
-                Some(pool.transport_now().to_string()),
+                Some(pool.transport_label()),
             ]
         })
         .collect();

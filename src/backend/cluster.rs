@@ -2,10 +2,11 @@
 //! topology the router reads. The topology changes only when a shard elects a new primary;
 //! readers take a snapshot (`topology()`), so a statement routes against one consistent view.
 //!
-//! Owns: `Cluster`. May import: backend::{pool, health}, router (topology types), config.
+//! Owns: `Cluster`. May import: backend::{pool, health, tls}, router (topology types), config.
 
 use super::health::{run_health_checks, HealthParams};
 use super::pool::BackendPool;
+use super::tls::BackendTls;
 use super::ConnectParams;
 use crate::config::Config;
 use crate::router::{ReplicaId, ShardId, ShardTopology, Topology};
@@ -20,12 +21,14 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn from_config(cfg: &Config) -> Cluster {
+    /// The pools of every configured server; fails on unusable TLS settings.
+    pub fn from_config(cfg: &Config) -> Result<Cluster, String> {
         let params = ConnectParams {
             user: cfg.backend.user.clone(),
             password: cfg.backend.password.clone(),
             connect_timeout: Duration::from_millis(cfg.backend.connect_timeout_ms),
             prefer_socket: cfg.backend.prefer_socket,
+            tls: BackendTls::new(&cfg.backend.tls, &cfg.backend.tls_ca)?,
         };
         let pools: Vec<Vec<Arc<BackendPool>>> = cfg
             .shards
@@ -54,10 +57,10 @@ impl Cluster {
                 })
                 .collect(),
         };
-        Cluster {
+        Ok(Cluster {
             topology: RwLock::new(Arc::new(topology)),
             pools,
-        }
+        })
     }
 
     /// The topology now (cheap: one shared snapshot until the next election).
@@ -113,6 +116,7 @@ impl Cluster {
             let p = HealthParams {
                 user: cfg.backend.user.clone(),
                 password: cfg.backend.password.clone(),
+                tls: pool.params.tls.clone(),
                 interval: Duration::from_millis(cfg.backend.health_interval_ms),
                 failures_to_down: cfg.backend.health_failures.max(1),
                 timeout: Duration::from_millis(cfg.backend.connect_timeout_ms),

@@ -4,20 +4,95 @@
 //!
 //! Owns: `BackendConn`. May import: protocol (handshake, framing), config.
 
-use crate::protocol::handshake::{client_handshake, BackendHello};
+use super::tls::BackendTls;
+use crate::protocol::handshake::{read_greeting, send_reply, BackendHello};
 use crate::protocol::message::{MysqlError, OkInfo, ERR_HEADER, OK_HEADER};
 use crate::protocol::packet::PacketStream;
 use mysql_common::constants::CapabilityFlags;
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_util::either::Either;
+use tokio_rustls::client::TlsStream;
 
-/// A data-path socket: TCP, or the server's Unix socket when it shares the proxy's host.
-pub type BackendSocket = Either<TcpStream, UnixStream>;
+/// A data-path socket: TCP (encrypted when `backend.tls` asks), or the server's Unix socket
+/// when it shares the proxy's host.
+pub enum BackendSocket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl BackendSocket {
+    /// The TCP connection under TLS, or the plain socket: readiness and liveness checks look
+    /// at it directly.
+    fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            BackendSocket::Tcp(tcp) => Some(tcp),
+            BackendSocket::Tls(tls) => Some(tls.get_ref().0),
+            BackendSocket::Unix(_) => None,
+        }
+    }
+}
+
+macro_rules! each_socket {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            BackendSocket::Tcp($s) => $e,
+            BackendSocket::Unix($s) => $e,
+            BackendSocket::Tls($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for BackendSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        each_socket!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for BackendSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each_socket!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        each_socket!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            BackendSocket::Tcp(s) => s.is_write_vectored(),
+            BackendSocket::Unix(s) => s.is_write_vectored(),
+            BackendSocket::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_socket!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_socket!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
 
 /// How data-path connections reach a backend (`backend.prefer_socket`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +125,8 @@ pub struct ConnectParams {
     pub connect_timeout: Duration,
     /// Use a loopback backend's Unix socket (see `Transport`).
     pub prefer_socket: bool,
+    /// TLS on TCP connections (`backend.tls`); None: plain.
+    pub tls: Option<Arc<BackendTls>>,
 }
 
 /// A server account other than the proxy's own that a client's connections log in as
@@ -105,25 +182,52 @@ impl BackendConn {
         generation: u64,
     ) -> io::Result<BackendConn> {
         let fut = async {
-            let socket = match transport {
-                Transport::Unix(path) => Either::Right(UnixStream::connect(&**path).await?),
+            let mut stream = match transport {
+                Transport::Unix(path) => {
+                    PacketStream::new(BackendSocket::Unix(UnixStream::connect(&**path).await?))
+                }
                 Transport::Tcp => {
                     let tcp = TcpStream::connect(&*addr).await?;
                     tcp.set_nodelay(true)?;
-                    Either::Left(tcp)
+                    PacketStream::new(BackendSocket::Tcp(tcp))
                 }
             };
-            let mut stream = PacketStream::new(socket);
-            let hello = client_handshake(
-                &mut stream,
-                &params.user,
-                &params.password,
-                schema,
-                caps,
-                collation,
-            )
-            .await?;
-            Ok::<_, io::Error>((stream, hello))
+            let greeting = read_greeting(&mut stream).await?;
+            let (user, password) = (&params.user, &params.password);
+            let tls = params
+                .tls
+                .as_ref()
+                .filter(|_| stream.get_ref().tcp().is_some());
+            let Some(tls) = tls else {
+                let reply = greeting.reply(user, password, schema, caps, collation, false)?;
+                let hello = send_reply(&mut stream, &greeting, reply, password, 0, false).await?;
+                return Ok::<_, io::Error>((stream, hello));
+            };
+            if !greeting.offers_tls() {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "backend {addr} does not offer TLS (backend.tls = \"{}\"): start it \
+                         with ssl_cert and ssl_key, or set backend.tls = \"off\"",
+                        tls.mode.name()
+                    ),
+                ));
+            }
+            let reply = greeting.reply(user, password, schema, caps, collation, true)?;
+            stream
+                .write_packet(greeting.next_seq(0), reply.ssl_request())
+                .await?;
+            let (socket, unread) = stream.into_parts();
+            let (BackendSocket::Tcp(tcp), true) = (socket, unread.is_empty()) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("backend {addr} sent data before the TLS handshake"),
+                ));
+            };
+            let tls = tls.connect(&addr, tcp).await?;
+            let mut stream = PacketStream::new(BackendSocket::Tls(Box::new(tls)));
+            let hello = send_reply(&mut stream, &greeting, reply, password, 1, true).await?;
+            Ok((stream, hello))
         };
         let (stream, hello) = tokio::time::timeout(params.connect_timeout, fut)
             .await
@@ -189,9 +293,13 @@ impl BackendConn {
             return true;
         }
         let mut byte = [0u8; 1];
+        // Under TLS the byte read is a record's: the connection is given up either way.
         let read = match self.stream.get_ref() {
-            Either::Left(tcp) => tcp.try_read(&mut byte),
-            Either::Right(unix) => unix.try_read(&mut byte),
+            BackendSocket::Unix(unix) => unix.try_read(&mut byte),
+            socket => match socket.tcp() {
+                Some(tcp) => tcp.try_read(&mut byte),
+                None => return true,
+            },
         };
         !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
@@ -201,8 +309,11 @@ impl BackendConn {
     pub async fn closed(&self) {
         loop {
             let ready = match self.stream.get_ref() {
-                Either::Left(tcp) => tcp.readable().await,
-                Either::Right(unix) => unix.readable().await,
+                BackendSocket::Unix(unix) => unix.readable().await,
+                socket => match socket.tcp() {
+                    Some(tcp) => tcp.readable().await,
+                    None => return,
+                },
             };
             // A readiness left over from the last answer reads nothing and is cleared.
             if ready.is_err() || self.closed_by_server() {

@@ -13,13 +13,14 @@ use tokio_util::sync::CancellationToken;
 pub struct HealthParams {
     pub user: String,
     pub password: String,
+    pub tls: Option<Arc<super::tls::BackendTls>>,
     pub interval: Duration,
     pub failures_to_down: u32,
     pub timeout: Duration,
 }
 
 fn opts_for(addr: &str, p: &HealthParams) -> Option<mysql_async::Opts> {
-    super::pool::control_opts_for(addr, &p.user, &p.password)
+    super::pool::control_opts_for(addr, &p.user, &p.password, p.tls.as_deref())
 }
 
 /// The stored functions that may write, read from `mysql.proc` itself. Not from

@@ -10,6 +10,7 @@ pub mod conn;
 pub mod copy;
 pub mod health;
 pub mod pool;
+pub mod tls;
 
 pub use cluster::Cluster;
 pub use conn::{BackendAccount, BackendConn, ConnectParams};

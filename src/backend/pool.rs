@@ -7,6 +7,7 @@
 //! mysql_async (control-path options and the socket check).
 
 use super::conn::{BackendAccount, BackendConn, ConnectParams, Transport};
+use super::tls::BackendTls;
 use crate::metrics::LatencyHistogram;
 use mysql_async::prelude::Queryable;
 use mysql_common::constants::CapabilityFlags;
@@ -18,8 +19,13 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// Control-path (mysql_async) options for `addr` (host:port): TCP always, as the proxy
-/// sees the server.
-pub fn control_opts_for(addr: &str, user: &str, password: &str) -> Option<mysql_async::Opts> {
+/// sees the server, with the data path's TLS settings.
+pub fn control_opts_for(
+    addr: &str,
+    user: &str,
+    password: &str,
+    tls: Option<&BackendTls>,
+) -> Option<mysql_async::Opts> {
     let (host, port) = addr.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
     Some(
@@ -29,6 +35,7 @@ pub fn control_opts_for(addr: &str, user: &str, password: &str) -> Option<mysql_
             .user(Some(user.to_string()))
             .pass(Some(password.to_string()))
             .prefer_socket(false)
+            .ssl_opts(tls.map(BackendTls::ssl_opts))
             .into(),
     )
 }
@@ -56,7 +63,7 @@ type PoolKey = (Option<Arc<BackendAccount>>, u32);
 
 pub struct BackendPool {
     pub addr: Arc<str>,
-    params: ConnectParams,
+    pub(super) params: ConnectParams,
     max_idle: usize,
     idle: Mutex<HashMap<PoolKey, Vec<BackendConn>>>,
     up: AtomicBool,
@@ -130,7 +137,12 @@ impl BackendPool {
     /// Options for a control-path (mysql_async) connection to this server with the pool's
     /// credentials; None when the address is not host:port.
     pub fn control_opts(&self) -> Option<mysql_async::Opts> {
-        control_opts_for(&self.addr, &self.params.user, &self.params.password)
+        control_opts_for(
+            &self.addr,
+            &self.params.user,
+            &self.params.password,
+            self.params.tls.as_deref(),
+        )
     }
 
     /// Seconds since it was last marked up (0 while down).
@@ -423,6 +435,15 @@ impl BackendPool {
             self.generation(),
         )
         .await
+    }
+
+    /// How data-path connections reach this backend now, as SHOW PROXY BACKENDS words it:
+    /// "tcp" (until a socket is learned), "tls (verify_ca)", or "unix:<path>".
+    pub fn transport_label(&self) -> String {
+        match (self.transport_now(), &self.params.tls) {
+            (Transport::Tcp, Some(tls)) => format!("tls ({})", tls.mode.name()),
+            (t, _) => t.to_string(),
+        }
     }
 
     /// How data-path connections reach this backend now ("tcp" until learned).

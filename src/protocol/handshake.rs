@@ -251,15 +251,40 @@ pub struct BackendHello {
     pub offers_extended_metadata: bool,
 }
 
-/// Runs the client side of the connection phase against a backend server.
-pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+/// A backend's greeting, read and parsed: what the rest of the connection phase needs.
+pub struct Greeting {
+    seq: u8,
+    server_caps: CapabilityFlags,
+    offers_extended_metadata: bool,
+    nonce: Vec<u8>,
+    plugin: String,
+    server_version: String,
+    version: (u16, u16, u16),
+    connection_id: u32,
+}
+
+/// The handshake response for one greeting, encoded once: its first 32 bytes are also the
+/// SSL request that goes in front of TLS (the same fields, cut short, as clients send).
+pub struct HandshakeReply {
+    bytes: Vec<u8>,
+    hello: BackendHello,
+}
+
+/// Length of an SSL request: capabilities, max packet, collation, filler (MariaDB's
+/// extended capabilities in its last 4 bytes).
+const SSL_REQUEST_LEN: usize = 32;
+
+impl HandshakeReply {
+    /// The SSL request to send (sequence 1) before starting TLS.
+    pub fn ssl_request(&self) -> &[u8] {
+        &self.bytes[..SSL_REQUEST_LEN.min(self.bytes.len())]
+    }
+}
+
+/// Reads and parses the server's greeting (or its refusal).
+pub async fn read_greeting<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut PacketStream<S>,
-    user: &str,
-    password: &str,
-    database: Option<&str>,
-    wanted_caps: CapabilityFlags,
-    collation: u8,
-) -> io::Result<BackendHello> {
+) -> io::Result<Greeting> {
     let greeting = stream.read_packet().await?;
     if greeting.payload.first() == Some(&ERR_HEADER) {
         return Err(server_error(&greeting.payload));
@@ -269,75 +294,138 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .parse(())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad greeting: {e}")))?;
     let server_caps = hs.capabilities();
-    let offers_extended_metadata = !server_caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
-        && hs.mariadb_ext_capabilities().contains(EXTENDED_METADATA);
-    let extended = !wanted_caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD);
-    if extended && !offers_extended_metadata {
-        // The client parses an extra field in every column definition: classic ones
-        // relayed to it would be misread.
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "backend {} does not offer MariaDB's extended column metadata, which this \
-                 client negotiated with the proxy when the backends offered it; reconnect",
-                hs.server_version_str()
-            ),
-        ));
-    }
-    let caps = (wanted_caps & server_caps)
-        | CapabilityFlags::CLIENT_PROTOCOL_41
-        | CapabilityFlags::CLIENT_SECURE_CONNECTION;
-    let caps = caps - CapabilityFlags::CLIENT_SSL - CapabilityFlags::CLIENT_COMPRESS;
-    let (caps, mariadb_caps) = if extended {
-        (
-            caps - CapabilityFlags::CLIENT_LONG_PASSWORD,
-            EXTENDED_METADATA,
-        )
-    } else {
-        (
-            caps | CapabilityFlags::CLIENT_LONG_PASSWORD,
-            MariadbCapabilities::empty(),
-        )
-    };
-    let nonce = hs.nonce();
-    let plugin_name = hs
-        .auth_plugin_name_str()
-        .map(|s| s.into_owned())
-        .unwrap_or_else(|| NATIVE_PASSWORD.to_string());
-    let hello = BackendHello {
+    Ok(Greeting {
+        seq: greeting.seq,
+        server_caps,
+        offers_extended_metadata: !server_caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
+            && hs.mariadb_ext_capabilities().contains(EXTENDED_METADATA),
+        nonce: hs.nonce(),
+        plugin: hs
+            .auth_plugin_name_str()
+            .map(|s| s.into_owned())
+            .unwrap_or_else(|| NATIVE_PASSWORD.to_string()),
         server_version: hs.server_version_str().into_owned(),
+        version: hs.server_version_parsed().unwrap_or((5, 7, 0)),
         connection_id: hs.connection_id(),
-        caps,
-        offers_extended_metadata,
-    };
-    let version = hs.server_version_parsed().unwrap_or((5, 7, 0));
-    let auth_data = scramble_for(&plugin_name, &nonce, password);
-    let resp = HandshakeResponse::new(
-        Some(auth_data),
-        version,
-        Some(user.as_bytes()),
-        database.map(|d| d.as_bytes()),
-        Some(AuthPlugin::from_bytes(plugin_name.as_bytes())),
-        caps,
-        None,
-        16 * 1024 * 1024,
-    )
-    .with_mariadb_ext_capabilities(mariadb_caps);
-    let mut buf = Vec::new();
-    resp.serialize(&mut buf);
-    // HandshakeResponse::new picks utf8mb4_general_ci; the proxy mirrors the client's
-    // collation instead (byte 8 of the response).
-    buf[8] = collation;
-    drop(resp);
+    })
+}
+
+impl Greeting {
+    /// The server accepts TLS (it was started with a certificate).
+    pub fn offers_tls(&self) -> bool {
+        self.server_caps.contains(CapabilityFlags::CLIENT_SSL)
+    }
+
+    /// The sequence number of the client's next packet (`extra`: packets already sent).
+    pub fn next_seq(&self, extra: u8) -> u8 {
+        self.seq.wrapping_add(1).wrapping_add(extra)
+    }
+
+    /// Negotiates capabilities and encodes the handshake response. `tls`: it goes over TLS
+    /// (CLIENT_SSL set, its prefix sent first as the SSL request).
+    pub fn reply(
+        &self,
+        user: &str,
+        password: &str,
+        database: Option<&str>,
+        wanted_caps: CapabilityFlags,
+        collation: u8,
+        tls: bool,
+    ) -> io::Result<HandshakeReply> {
+        let extended = !wanted_caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD);
+        if extended && !self.offers_extended_metadata {
+            // The client parses an extra field in every column definition: classic ones
+            // relayed to it would be misread.
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "backend {} does not offer MariaDB's extended column metadata, which this \
+                     client negotiated with the proxy when the backends offered it; reconnect",
+                    self.server_version
+                ),
+            ));
+        }
+        let caps = (wanted_caps & self.server_caps)
+            | CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_SECURE_CONNECTION;
+        let caps = caps - CapabilityFlags::CLIENT_SSL - CapabilityFlags::CLIENT_COMPRESS;
+        let caps = if tls {
+            caps | CapabilityFlags::CLIENT_SSL
+        } else {
+            caps
+        };
+        let (caps, mariadb_caps) = if extended {
+            (
+                caps - CapabilityFlags::CLIENT_LONG_PASSWORD,
+                EXTENDED_METADATA,
+            )
+        } else {
+            (
+                caps | CapabilityFlags::CLIENT_LONG_PASSWORD,
+                MariadbCapabilities::empty(),
+            )
+        };
+        let hello = BackendHello {
+            server_version: self.server_version.clone(),
+            connection_id: self.connection_id,
+            caps,
+            offers_extended_metadata: self.offers_extended_metadata,
+        };
+        let auth_data = scramble_for(&self.plugin, &self.nonce, password);
+        let resp = HandshakeResponse::new(
+            Some(auth_data),
+            self.version,
+            Some(user.as_bytes()),
+            database.map(|d| d.as_bytes()),
+            Some(AuthPlugin::from_bytes(self.plugin.as_bytes())),
+            caps,
+            None,
+            16 * 1024 * 1024,
+        )
+        .with_mariadb_ext_capabilities(mariadb_caps);
+        let mut bytes = Vec::new();
+        resp.serialize(&mut bytes);
+        // HandshakeResponse::new picks utf8mb4_general_ci; the proxy mirrors the client's
+        // collation instead (byte 8 of the response).
+        bytes[8] = collation;
+        Ok(HandshakeReply { bytes, hello })
+    }
+}
+
+/// Runs the client side of the connection phase against a backend server, in plain text.
+pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    user: &str,
+    password: &str,
+    database: Option<&str>,
+    wanted_caps: CapabilityFlags,
+    collation: u8,
+) -> io::Result<BackendHello> {
+    let greeting = read_greeting(stream).await?;
+    let reply = greeting.reply(user, password, database, wanted_caps, collation, false)?;
+    send_reply(stream, &greeting, reply, password, 0, false).await
+}
+
+/// Sends the handshake response (at sequence `greeting.next_seq(sent)`) and runs the auth
+/// exchange to its end. `tls`: the connection is encrypted, so a server that asks for the
+/// password itself (caching_sha2_password's full authentication) may have it.
+pub async fn send_reply<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    greeting: &Greeting,
+    reply: HandshakeReply,
+    password: &str,
+    sent: u8,
+    tls: bool,
+) -> io::Result<BackendHello> {
     stream
-        .write_packet(greeting.seq.wrapping_add(1), &buf)
+        .write_packet(greeting.next_seq(sent), &reply.bytes)
         .await?;
-    let mut plugin_name = plugin_name;
+    let mut plugin_name = greeting.plugin.clone();
     loop {
         let pkt = stream.read_packet().await?;
         let seq = pkt.seq.wrapping_add(1);
         match pkt.payload.first() {
-            Some(&OK_HEADER) => return Ok(hello),
+            Some(&OK_HEADER) => return Ok(reply.hello),
             Some(&ERR_HEADER) => return Err(server_error(&pkt.payload)),
             Some(&0xFE) => {
                 // Auth switch: new plugin and nonce.
@@ -353,12 +441,19 @@ pub async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Some(&0x01) if plugin_name == CACHING_SHA2 => match pkt.payload.get(1) {
                 Some(&SHA2_FAST_AUTH_SUCCESS) => continue,
+                Some(&SHA2_PERFORM_FULL_AUTH) if tls => {
+                    // Over TLS the password itself is the answer (as MySQL clients send it).
+                    let mut clear = password.as_bytes().to_vec();
+                    clear.push(0);
+                    stream.write_packet(seq, &clear).await?;
+                }
                 _ => {
                     return Err(io::Error::new(
                         io::ErrorKind::PermissionDenied,
                         "backend asks for full caching_sha2_password authentication; give the \
-                         proxy's backend user mysql_native_password or log in once with a \
-                         MySQL client so the server caches it",
+                         proxy's backend user mysql_native_password, connect to the backends \
+                         with TLS (backend.tls), or log in once with a MySQL client so the \
+                         server caches it",
                     ))
                 }
             },
