@@ -170,8 +170,6 @@ pub struct ShardLog {
     tail_floor: AtomicU64,
     /// Last sequenced timestamp: the end of the log followers apply up to.
     sequenced: watch::Sender<u64>,
-    /// Last timestamp durable in the WAL.
-    durable: watch::Sender<u64>,
     /// Bumped whenever a replica's applied position moves.
     acks: watch::Sender<u64>,
     cabinet: Mutex<Cabinet>,
@@ -257,7 +255,6 @@ impl ShardLog {
             tail: RwLock::new(BTreeMap::new()),
             tail_floor: AtomicU64::new(last_ts),
             sequenced: watch::Sender::new(last_ts),
-            durable: watch::Sender::new(last_ts),
             acks: watch::Sender::new(0),
             cabinet: Mutex::new(cabinet),
             in_flight: Mutex::new(BTreeMap::new()),
@@ -464,7 +461,7 @@ impl ShardLog {
 
     /// The last timestamp the WAL holds durably (at or below `last_sequenced`).
     pub fn last_durable(&self) -> u64 {
-        *self.durable.borrow()
+        self.wal.durable()
     }
 
     pub fn subscribe_sequenced(&self) -> watch::Receiver<u64> {
@@ -605,7 +602,7 @@ impl ShardLog {
         let started = Instant::now();
         let deadline = started + self.commit_timeout;
         let mut acks = self.acks.subscribe();
-        let mut durable = self.durable.subscribe();
+        let mut durable = self.wal.subscribe_durable();
         let mut order: Vec<ReplicaId> = Vec::new();
         loop {
             acks.borrow_and_update();
@@ -855,7 +852,6 @@ impl ShardLog {
             .append_batch(records)
             .await
             .unwrap_or_else(|_| Err(io::Error::other("WAL writer stopped")))?;
-        self.durable.send_modify(|d| *d = (*d).max(last));
         self.sequenced.send_modify(|d| *d = (*d).max(last));
         Ok(())
     }
@@ -867,8 +863,13 @@ async fn run_sequencer(
     tso: Arc<TsoPair>,
     mut last_ts: u64,
 ) {
-    let (durable_tx, durable_rx) = mpsc::unbounded_channel();
-    tokio::spawn(watch_durability(log.clone(), durable_rx));
+    // The writer publishes durability itself; a failed write closes the shard's writes.
+    let failed = log.wal.failed();
+    let watched = log.clone();
+    tokio::spawn(async move {
+        let reason = failed.await;
+        watched.wal_failed(&io::Error::other(reason));
+    });
     let mut barrier: Option<oneshot::Sender<u64>> = None;
     while let Some(first) = rx.recv().await {
         let mut msgs = vec![first];
@@ -935,11 +936,9 @@ async fn run_sequencer(
                 payload: r.payload.to_vec(),
             })
             .collect();
-        // Queued in timestamp order on the writer thread; durability is reported in order.
-        let written = log.wal.append_batch(records);
-        if durable_tx.send((last_ts, written)).is_err() {
-            tracing::error!(shard = log.shard.0, "WAL watcher stopped");
-        }
+        // Queued in timestamp order on the writer thread, which reports durability in order
+        // (`Wal::subscribe_durable`) and failure (`Wal::failed`) itself.
+        drop(log.wal.append_batch(records));
         {
             let mut tail = log.tail.write();
             for (ts, r) in &stamped {
@@ -956,30 +955,6 @@ async fn run_sequencer(
         }
         if let Some(b) = barrier.take() {
             let _ = b.send(last_ts);
-        }
-    }
-}
-
-/// Publishes WAL durability in log order. A failed write stops the shard's writes: records
-/// already shipped stay in the log (replicas hold them) and a restart rebuilds the WAL from
-/// the replicas' copies.
-async fn watch_durability(
-    log: Arc<ShardLog>,
-    mut rx: mpsc::UnboundedReceiver<(u64, oneshot::Receiver<io::Result<()>>)>,
-) {
-    while let Some((last_ts, written)) = rx.recv().await {
-        match written.await {
-            Ok(Ok(())) => {
-                log.durable.send_replace(last_ts);
-            }
-            Ok(Err(e)) => {
-                log.wal_failed(&e);
-                return;
-            }
-            Err(_) => {
-                log.wal_failed(&io::Error::other("WAL writer stopped"));
-                return;
-            }
         }
     }
 }

@@ -9,7 +9,8 @@
 //! order.
 //!
 //! Durability: `append` resolves Ok only after `sync_data` returned for the batch holding the
-//! record. Cancellation: dropping an append future does not withdraw the record (it may still
+//! record; the writer also publishes the highest durable timestamp (`subscribe_durable`) and,
+//! when a write fails and it stops, why (`failed`). Cancellation: dropping an append future does not withdraw the record (it may still
 //! become durable); callers treat a dropped append as "outcome unknown".
 //!
 //! Segments are preallocated with zeros (as PostgreSQL does its WAL segments) and written in
@@ -24,8 +25,9 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 const HEADER: usize = 8;
 const TS_LEN: usize = 8;
@@ -76,6 +78,12 @@ enum Request {
 pub struct Wal {
     tx: mpsc::UnboundedSender<Request>,
     dir: PathBuf,
+    /// The highest timestamp durable in the log, published by the writer thread itself
+    /// right after each sync: a commit waiting for it is woken without a task in between.
+    durable: Arc<watch::Sender<u64>>,
+    /// Why the writer stopped, once it has (a failed write or sync: nothing after it is
+    /// durable).
+    failure: Arc<watch::Sender<Option<String>>>,
 }
 
 fn crc_of(ts: u64, payload: &[u8]) -> u32 {
@@ -335,7 +343,11 @@ impl Wal {
         }
         remove_spares(dir)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let durable = Arc::new(watch::Sender::new(last_ts));
+        let failure = Arc::new(watch::Sender::new(None));
         let writer = Writer {
+            durable: durable.clone(),
+            failure: failure.clone(),
             spare: None,
             dir: dir.to_path_buf(),
             active: None,
@@ -352,6 +364,8 @@ impl Wal {
             Wal {
                 tx,
                 dir: dir.to_path_buf(),
+                durable,
+                failure,
             },
             recovered,
         ))
@@ -359,6 +373,32 @@ impl Wal {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The highest timestamp durable in the log (records are appended in timestamp order).
+    pub fn durable(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    /// Follows `durable`.
+    pub fn subscribe_durable(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
+    /// Resolves with the reason once the writer has stopped on a failure (pending while it
+    /// works; never resolves for a log that is merely dropped).
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut failure = self.failure.subscribe();
+        async move {
+            let reason = match failure.wait_for(Option::is_some).await {
+                Ok(reason) => reason.clone(),
+                Err(_) => None,
+            };
+            match reason {
+                Some(reason) => reason,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Queues records (ts strictly increasing and above everything appended before) and
@@ -398,11 +438,24 @@ impl Wal {
     }
 }
 
+/// Raises the durable mark (never lowers it).
+fn publish_durable(durable: &watch::Sender<u64>, ts: u64) {
+    durable.send_if_modified(|d| {
+        let raise = ts > *d;
+        if raise {
+            *d = ts;
+        }
+        raise
+    });
+}
+
 fn writer_gone() -> io::Error {
     io::Error::other("the WAL writer stopped (an earlier write failed); restart the proxy")
 }
 
 struct Writer {
+    durable: Arc<watch::Sender<u64>>,
+    failure: Arc<watch::Sender<Option<String>>>,
     /// The helper thread zero-filling the next segment, if one was started.
     spare: Option<std::thread::JoinHandle<io::Result<PathBuf>>>,
     dir: PathBuf,
@@ -413,6 +466,15 @@ struct Writer {
     reopen_len: Option<u64>,
     segment_bytes: u64,
     stats: WalStats,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.failure
+                .send_replace(Some("the WAL writer thread panicked".into()));
+        }
+    }
 }
 
 impl Writer {
@@ -438,6 +500,14 @@ impl Writer {
                 let started = Instant::now();
                 let result = self.write_batch(appends.iter().flat_map(|(r, _)| r.iter()));
                 let failed = result.is_err();
+                let last = appends
+                    .iter()
+                    .flat_map(|(r, _)| r.last())
+                    .map(|r| r.ts)
+                    .max();
+                if let (false, Some(last)) = (failed, last) {
+                    publish_durable(&self.durable, last);
+                }
                 tracing::trace!(
                     records = n,
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -449,11 +519,12 @@ impl Writer {
                         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
                     });
                 }
-                if failed {
+                if let Err(e) = result {
                     // A failed write or sync leaves the file's state unknown: stop, so no later
                     // record is acknowledged after a hole.
-                    tracing::error!(dir = %self.dir.display(), error = ?result.err(),
+                    tracing::error!(dir = %self.dir.display(), error = %e,
                         "WAL write failed; the writer stops and writes fail until the proxy is restarted");
+                    self.failure.send_replace(Some(e.to_string()));
                     return;
                 }
             }
@@ -752,6 +823,31 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert!(names().iter().all(|n| n.ends_with(".seg")), "{:?}", names());
+    }
+
+    #[tokio::test]
+    async fn durability_and_failure_are_published_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open_sized(dir.path(), 4096).unwrap();
+        let mut durable = wal.subscribe_durable();
+        assert_eq!(wal.durable(), 0);
+        wal.append(1, vec![1u8; 3000]).await.unwrap();
+        wal.append(2, vec![2u8; 3000]).await.unwrap();
+        assert!(durable.has_changed().unwrap());
+        assert_eq!(*durable.borrow_and_update(), 2);
+        // The next record rolls to segment 3, whose name is taken by a directory: the write
+        // fails, the writer stops and says why, and nothing later is durable.
+        let blocker = dir.path().join(segment_name(3));
+        fs::create_dir(&blocker).unwrap();
+        fs::write(blocker.join("x"), b"x").unwrap();
+        let failed = wal.failed();
+        assert!(wal.append(3, vec![3u8; 10]).await.is_err());
+        let reason = tokio::time::timeout(std::time::Duration::from_secs(5), failed)
+            .await
+            .unwrap();
+        assert!(!reason.is_empty());
+        assert_eq!(wal.durable(), 2);
+        assert!(wal.append(4, vec![4u8; 10]).await.is_err());
     }
 
     #[tokio::test]
