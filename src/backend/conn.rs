@@ -29,13 +29,22 @@ pub enum BackendSocket {
 }
 
 impl BackendSocket {
-    /// The TCP connection under TLS, or the plain socket: readiness and liveness checks look
-    /// at it directly.
-    fn tcp(&self) -> Option<&TcpStream> {
+    /// A non-blocking read from the socket itself (under TLS, from the TCP connection: the
+    /// byte is a record's, so only for a connection that is given up if anything arrives).
+    fn try_read_raw(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            BackendSocket::Tcp(tcp) => Some(tcp),
-            BackendSocket::Tls(tls) => Some(tls.get_ref().0),
-            BackendSocket::Unix(_) => None,
+            BackendSocket::Tcp(tcp) => tcp.try_read(buf),
+            BackendSocket::Unix(unix) => unix.try_read(buf),
+            BackendSocket::Tls(tls) => tls.get_ref().0.try_read(buf),
+        }
+    }
+
+    /// Waits until the socket itself has something to read (or is closed).
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            BackendSocket::Tcp(tcp) => tcp.readable().await,
+            BackendSocket::Unix(unix) => unix.readable().await,
+            BackendSocket::Tls(tls) => tls.get_ref().0.readable().await,
         }
     }
 }
@@ -194,10 +203,11 @@ impl BackendConn {
             };
             let greeting = read_greeting(&mut stream).await?;
             let (user, password) = (&params.user, &params.password);
+            // A Unix socket stays plain, as MySQL clients leave it: it never leaves the host.
             let tls = params
                 .tls
                 .as_ref()
-                .filter(|_| stream.get_ref().tcp().is_some());
+                .filter(|_| matches!(transport, Transport::Tcp));
             let Some(tls) = tls else {
                 let reply = greeting.reply(user, password, schema, caps, collation, false)?;
                 let hello = send_reply(&mut stream, &greeting, reply, password, 0, false).await?;
@@ -293,14 +303,7 @@ impl BackendConn {
             return true;
         }
         let mut byte = [0u8; 1];
-        // Under TLS the byte read is a record's: the connection is given up either way.
-        let read = match self.stream.get_ref() {
-            BackendSocket::Unix(unix) => unix.try_read(&mut byte),
-            socket => match socket.tcp() {
-                Some(tcp) => tcp.try_read(&mut byte),
-                None => return true,
-            },
-        };
+        let read = self.stream.get_ref().try_read_raw(&mut byte);
         !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
@@ -308,13 +311,7 @@ impl BackendConn {
     /// while it stays open.
     pub async fn closed(&self) {
         loop {
-            let ready = match self.stream.get_ref() {
-                BackendSocket::Unix(unix) => unix.readable().await,
-                socket => match socket.tcp() {
-                    Some(tcp) => tcp.readable().await,
-                    None => return,
-                },
-            };
+            let ready = self.stream.get_ref().readable().await;
             // A readiness left over from the last answer reads nothing and is cleared.
             if ready.is_err() || self.closed_by_server() {
                 return;

@@ -10,8 +10,9 @@
 //!
 //! Durability: `append` resolves Ok only after `sync_data` returned for the batch holding the
 //! record; the writer also publishes the highest durable timestamp (`subscribe_durable`) and,
-//! when a write fails and it stops, why (`failed`). Cancellation: dropping an append future does not withdraw the record (it may still
-//! become durable); callers treat a dropped append as "outcome unknown".
+//! when a write fails and it stops, why (`failed`). Cancellation: dropping an append future
+//! does not withdraw the record (it may still become durable); callers treat a dropped
+//! append as "outcome unknown".
 //!
 //! Segments are preallocated with zeros (as PostgreSQL does its WAL segments) and written in
 //! place: a sync of a file that grows must also commit its new size to the filesystem journal,
@@ -154,10 +155,12 @@ fn read_segment(path: &Path, mut visit: impl FnMut(WalRecord) -> bool) -> io::Re
         let Some((len, crc)) = frame_header(&header) else {
             return Ok(());
         };
-        body.resize(len, 0);
-        match r.read_exact(&mut body) {
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            other => other?,
+        // Read as it comes rather than sized up front: a torn header's length can be anything
+        // up to MAX_RECORD.
+        body.clear();
+        (&mut r).take(len as u64).read_to_end(&mut body)?;
+        if body.len() < len {
+            return Ok(());
         }
         let more = frame_record(&body, crc).is_some_and(&mut visit);
         if !more {
