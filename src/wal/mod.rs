@@ -774,6 +774,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_torn_header_ends_the_read_without_sizing_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open_sized(dir.path(), 4096).unwrap();
+        wal.append(1, rec(1, 100).payload).await.unwrap();
+        let (_, seg) = segments(dir.path()).unwrap().pop().unwrap();
+        // A header claiming the largest record, where the next frame would go.
+        let mut f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.seek(SeekFrom::Start((HEADER + TS_LEN + 100) as u64))
+            .unwrap();
+        f.write_all(&(MAX_RECORD as u32).to_le_bytes()).unwrap();
+        f.write_all(&[9u8; 4]).unwrap();
+        drop(f);
+        let got = read_after(dir.path(), 0, 10).unwrap();
+        assert_eq!(got, vec![rec(1, 100)]);
+    }
+
+    #[tokio::test]
     async fn a_segment_written_before_preallocation_reopens_and_grows() {
         let dir = tempfile::tempdir().unwrap();
         let mut frames = Vec::new();
