@@ -721,6 +721,14 @@ async fn metrics_follow_a_follower_down_and_back() {
     assert!(body.contains("# TYPE myquorum_shard_commits_total counter"));
     let commits = sample(&body, "myquorum_shard_commits_total{shard=\"0\"}").unwrap();
     assert!(commits >= 5.0, "{commits}");
+    // Every commit phase was timed, the WAL's own write + fsync among them.
+    for phase in ["sequence", "wal_sync", "quorum", "primary_commit"] {
+        let name = format!(
+            "myquorum_commit_phase_seconds{{shard=\"0\",phase=\"{phase}\",quantile=\"0.5\"}}"
+        );
+        let p50 = sample(&body, &name).unwrap_or_default();
+        assert!(p50 > 0.0 && p50 < 5.0, "{name} = {p50}");
+    }
     let state = |r: u32, s: &str| {
         format!("myquorum_replica_state{{shard=\"0\",replica=\"{r}\",state=\"{s}\"}}")
     };

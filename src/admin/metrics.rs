@@ -361,12 +361,13 @@ fn replication(ctx: &ProxyContext, e: &mut Exposition) {
     e.family(
         "myquorum_commit_phase_seconds",
         "gauge",
-        "Commit latency by phase: wal (timestamp + durable append), quorum (until the Cabinet quorum held it), primary_commit.",
+        "Commit latency by phase: sequence (timestamp, queued on the WAL and sent to the followers), wal_sync (the WAL's write + fsync of a batch, which runs during the quorum wait), quorum (until the Cabinet quorum held it), primary_commit.",
     );
     for log in shards {
         let shard = log.shard.0.to_string();
         for (phase, h) in [
-            ("wal", &log.latency.sequence),
+            ("sequence", &log.latency.sequence),
+            ("wal_sync", log.wal.sync_latency()),
             ("quorum", &log.latency.quorum),
             ("primary_commit", &log.latency.primary_commit),
         ] {

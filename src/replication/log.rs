@@ -137,9 +137,11 @@ pub struct ReplicaState {
 /// Where a replicated commit spends its time, shown by SHOW PROXY REPLICATION.
 #[derive(Default)]
 pub struct CommitLatency {
-    /// Timestamp + WAL append until durable (group commit included).
+    /// Timestamp, queued on the WAL writer and published to the followers (not yet durable:
+    /// the WAL's own write + sync is `Wal::sync_latency`).
     pub sequence: LatencyHistogram,
-    /// Durable until the Cabinet quorum holds the record.
+    /// Sequenced until the Cabinet quorum holds the record (the WAL sync and the followers'
+    /// holds run meanwhile).
     pub quorum: LatencyHistogram,
     /// COMMIT (with the myquorum.wal row) on the primary.
     pub primary_commit: LatencyHistogram,

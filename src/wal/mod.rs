@@ -21,8 +21,10 @@
 //! frame are a torn tail and are zeroed on open. The next segment is zero-filled by a helper
 //! thread while the current one fills, so a roll does not stall commits.
 //!
-//! Owns: files under the shard's WAL directory. May import: std, tokio (channels only).
+//! Owns: files under the shard's WAL directory. May import: std, tokio (channels only),
+//! metrics (the sync latency histogram).
 
+use crate::metrics::LatencyHistogram;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -85,6 +87,8 @@ pub struct Wal {
     /// Why the writer stopped, once it has (a failed write or sync: nothing after it is
     /// durable).
     failure: Arc<watch::Sender<Option<String>>>,
+    /// Write + sync of each batch, as the writer thread timed it.
+    sync_latency: Arc<LatencyHistogram>,
 }
 
 fn crc_of(ts: u64, payload: &[u8]) -> u32 {
@@ -348,9 +352,11 @@ impl Wal {
         let (tx, rx) = mpsc::unbounded_channel();
         let durable = Arc::new(watch::Sender::new(last_ts));
         let failure = Arc::new(watch::Sender::new(None));
+        let sync_latency = Arc::new(LatencyHistogram::new());
         let writer = Writer {
             durable: durable.clone(),
             failure: failure.clone(),
+            sync_latency: sync_latency.clone(),
             spare: None,
             dir: dir.to_path_buf(),
             active: None,
@@ -369,6 +375,7 @@ impl Wal {
                 dir: dir.to_path_buf(),
                 durable,
                 failure,
+                sync_latency,
             },
             recovered,
         ))
@@ -381,6 +388,11 @@ impl Wal {
     /// The highest timestamp durable in the log (records are appended in timestamp order).
     pub fn durable(&self) -> u64 {
         *self.durable.borrow()
+    }
+
+    /// How long each batch's write and sync took (the disk's part of a commit).
+    pub fn sync_latency(&self) -> &LatencyHistogram {
+        &self.sync_latency
     }
 
     /// Follows `durable`.
@@ -459,6 +471,7 @@ fn writer_gone() -> io::Error {
 struct Writer {
     durable: Arc<watch::Sender<u64>>,
     failure: Arc<watch::Sender<Option<String>>>,
+    sync_latency: Arc<LatencyHistogram>,
     /// The helper thread zero-filling the next segment, if one was started.
     spare: Option<std::thread::JoinHandle<io::Result<PathBuf>>>,
     dir: PathBuf,
@@ -509,6 +522,7 @@ impl Writer {
                     .map(|r| r.ts)
                     .max();
                 if let (false, Some(last)) = (failed, last) {
+                    self.sync_latency.record(started.elapsed());
                     publish_durable(&self.durable, last);
                 }
                 tracing::trace!(
