@@ -131,3 +131,16 @@ done
 for port in 3521 3522 3523 3531 3532 3533; do
   echo "replica $port: $(mysql -h127.0.0.1 -P"$port" -uroot -N -e 'CHECKSUM TABLE sbtest.sbtest1' | cut -f2)"
 done
+# Where myquorum's commits spent their time, over all runs (p50/p99 ms): the primary's row
+# carries the shard-wide phases, the followers' rows their receive (hold) and apply times.
+for port in 6501 6502; do
+  echo "commit phases, playground on $port:"
+  mysql -h127.0.0.1 -P"$port" -uroot -e 'SHOW PROXY REPLICATION' |
+    awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+      $col["state"] ~ /^primary/ {
+        printf "  shard: sequence %s  wal_sync %s  quorum %s  primary_commit %s\n",
+          $col["sequence_ms_p50/p99"], $col["wal_sync_ms_p50/p99"], $col["quorum_ms_p50/p99"],
+          $col["primary_commit_ms_p50/p99"]; next }
+      { printf "  follower %s: receive %s  apply %s\n", $col["replica"],
+          $col["receive_ms_p50/p99"], $col["apply_ms_p50/p99"] }'
+done
