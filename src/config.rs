@@ -159,6 +159,10 @@ pub struct BackendConfig {
     pub tls: String,
     /// PEM file of the CA that signed the servers' certificates (the verifying modes).
     pub tls_ca: String,
+    /// The proxy's client certificate (PEM chain) and key, presented to the servers over TLS:
+    /// for accounts created `REQUIRE X509` (or SUBJECT / ISSUER). Both or neither.
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for BackendConfig {
@@ -173,6 +177,8 @@ impl Default for BackendConfig {
             prefer_socket: false,
             tls: "off".into(),
             tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -413,12 +419,14 @@ impl Config {
             ));
         }
         out.push_str(&format!(
-            "\n[backend]\nuser = {:?}\npassword = {:?}\nprefer_socket = {}\ntls = {:?}\ntls_ca = {:?}\n",
+            "\n[backend]\nuser = {:?}\npassword = {:?}\nprefer_socket = {}\ntls = {:?}\ntls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
             self.backend.user,
             self.backend.password,
             self.backend.prefer_socket,
             self.backend.tls,
-            self.backend.tls_ca
+            self.backend.tls_ca,
+            self.backend.tls_cert,
+            self.backend.tls_key
         ));
         for u in &self.users {
             out.push_str(&format!(

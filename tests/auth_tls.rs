@@ -431,6 +431,19 @@ fn serve_tls(db: &mut MariaDb, dir: &std::path::Path, stem: &str) {
     db.restart_with(&[&cert, &key]);
 }
 
+/// Creates the proxy's account `user` (password `pw`) on `db` directly, with TLS `require`d.
+async fn proxy_account(db: &MariaDb, user: &str, require: &str) {
+    let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+        .await
+        .unwrap();
+    c.query_drop(format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY 'pw' REQUIRE {require}; \
+         GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%' WITH GRANT OPTION"
+    ))
+    .await
+    .unwrap();
+}
+
 async fn proxy_error(proxy: &Proxy) -> String {
     let attempt = async {
         let mut c = Conn::new(Opts::from_url(&proxy.url(None))?).await?;
@@ -453,15 +466,7 @@ async fn backend_connections_use_tls_and_check_the_certificate() {
     let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
     for db in dbs.iter_mut() {
         serve_tls(db, certs.path(), "local");
-        let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
-            .await
-            .unwrap();
-        c.query_drop(
-            "CREATE USER 'mq'@'%' IDENTIFIED BY 'pw' REQUIRE SSL; \
-             GRANT ALL PRIVILEGES ON *.* TO 'mq'@'%' WITH GRANT OPTION",
-        )
-        .await
-        .unwrap();
+        proxy_account(db, "mq", "SSL").await;
     }
     let all = [&dbs[0], &dbs[1], &dbs[2]];
     let mut cfg = config_for(&all);
@@ -553,4 +558,86 @@ async fn backend_connections_use_tls_and_check_the_certificate() {
     cfg.backend.tls = "required".into();
     let e = proxy_error(&Proxy::start(cfg)).await;
     assert!(e.contains("does not offer TLS"), "{e}");
+}
+
+/// `backend.tls_cert`/`tls_key`: an account created `REQUIRE X509` logs in only with a client
+/// certificate the server's CA signed. The proxy presents one on the data path and the
+/// control path (health probes), so reads, writes and health work; without it the server
+/// refuses the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_opens_x509_accounts() {
+    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    // Distinct subjects: a leaf whose subject equals its issuer reads as self-signed.
+    let named = |names: Vec<String>, cn: &str| {
+        let mut p = CertificateParams::new(names).unwrap();
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p
+    };
+    let mut ca_params = named(Vec::new(), "myquorum test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = write("ca.pem", ca_cert.pem());
+    let signed = |names: Vec<String>, cn: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = named(names, cn).signed_by(&key, &ca_cert, &ca_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = signed(vec!["127.0.0.1".into()], "server");
+    let (client_cert, client_key) = signed(vec!["myquorum-proxy".into()], "myquorum-proxy");
+    let server_cert = write("server.pem", server_cert);
+    let server_key = write("server-key.pem", server_key);
+    let client_cert = write("client.pem", client_cert);
+    let client_key = write("client-key.pem", client_key);
+
+    let mut db = MariaDb::start();
+    db.restart_with(&[
+        &format!("--ssl-ca={ca}"),
+        &format!("--ssl-cert={server_cert}"),
+        &format!("--ssl-key={server_key}"),
+    ]);
+    proxy_account(&db, "mqx", "X509").await;
+    let mut cfg = config_for(&[&db]);
+    cfg.backend.user = "mqx".into();
+    cfg.backend.password = "pw".into();
+    cfg.backend.tls = "verify_identity".into();
+    cfg.backend.tls_ca = ca.clone();
+    cfg.backend.tls_cert = client_cert;
+    cfg.backend.tls_key = client_key;
+    let proxy = Proxy::start(cfg.clone());
+    let mut c = Conn::new(Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap();
+    let user: Option<String> = c.query_first("SELECT CURRENT_USER()").await.unwrap();
+    assert_eq!(user.as_deref(), Some("mqx@%"));
+    c.query_drop("CREATE DATABASE x509; CREATE TABLE x509.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO x509.t VALUES (1), (2)")
+        .await
+        .unwrap();
+    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM x509.t").await.unwrap();
+    assert_eq!(n, Some(2));
+    let health: Vec<String> = c
+        .query_map("SHOW PROXY BACKENDS", |row: mysql_async::Row| {
+            row.get::<String, _>("health").unwrap()
+        })
+        .await
+        .unwrap();
+    assert_eq!(health, ["up"]);
+    drop(c);
+    drop(proxy);
+    // The same account without the certificate is refused by the server.
+    cfg.backend.tls_cert.clear();
+    cfg.backend.tls_key.clear();
+    let e = proxy_error(&Proxy::start(cfg)).await;
+    assert!(e.contains("mqx"), "{e}");
 }

@@ -28,7 +28,7 @@ impl Cluster {
             password: cfg.backend.password.clone(),
             connect_timeout: Duration::from_millis(cfg.backend.connect_timeout_ms),
             prefer_socket: cfg.backend.prefer_socket,
-            tls: BackendTls::new(&cfg.backend.tls, &cfg.backend.tls_ca)?,
+            tls: BackendTls::new(&cfg.backend)?,
         };
         let pools: Vec<Vec<Arc<BackendPool>>> = cfg
             .shards

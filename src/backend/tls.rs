@@ -6,12 +6,13 @@
 //! Owns: backend TLS settings and certificate checks. May import: rustls, tokio-rustls,
 //! mysql_async (SslOpts), config.
 
+use crate::config::BackendConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,9 @@ pub struct BackendTls {
     pub mode: TlsMode,
     connector: TlsConnector,
     ca: Option<PathBuf>,
+    /// The proxy's own certificate chain and key (`tls_cert`, `tls_key`), for accounts
+    /// created `REQUIRE X509` or `REQUIRE SUBJECT/ISSUER`.
+    identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl std::fmt::Debug for BackendTls {
@@ -62,21 +66,43 @@ impl std::fmt::Debug for BackendTls {
         f.debug_struct("BackendTls")
             .field("mode", &self.mode)
             .field("ca", &self.ca)
+            .field("identity", &self.identity)
             .finish()
     }
 }
 
 impl BackendTls {
-    /// Builds the settings for `mode` (a `TlsMode::NAMES` value) and the CA file `ca` (PEM;
-    /// needed by the verifying modes). None for "off".
-    pub fn new(mode: &str, ca: &str) -> Result<Option<Arc<BackendTls>>, String> {
-        let mode = TlsMode::parse(mode).ok_or_else(|| {
+    /// Builds the settings `[backend]` asks for: `tls` (a `TlsMode::NAMES` value), `tls_ca`
+    /// (PEM; needed by the verifying modes), `tls_cert` + `tls_key` (PEM; optional, both or
+    /// neither). None for "off".
+    pub fn new(cfg: &BackendConfig) -> Result<Option<Arc<BackendTls>>, String> {
+        let ca = cfg.tls_ca.as_str();
+        let mode = TlsMode::parse(&cfg.tls).ok_or_else(|| {
             format!(
-                "backend.tls = {mode:?}: use one of {}",
+                "backend.tls = {:?}: use one of {}",
+                cfg.tls,
                 TlsMode::NAMES.join(", ")
             )
         })?;
+        let identity = match (cfg.tls_cert.as_str(), cfg.tls_key.as_str()) {
+            ("", "") => None,
+            ("", _) | (_, "") => {
+                return Err(
+                    "backend.tls_cert and backend.tls_key go together: the proxy's \
+                     certificate (PEM chain) and its private key (PEM)"
+                        .into(),
+                )
+            }
+            (cert, key) => Some((cert, key)),
+        };
         if mode == TlsMode::Off {
+            if identity.is_some() {
+                return Err(
+                    "backend.tls_cert is set but backend.tls = \"off\": choose a TLS \
+                     mode (\"required\" or stricter) to present it"
+                        .into(),
+                );
+            }
             return Ok(None);
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -121,12 +147,30 @@ impl BackendTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("backend TLS: {e}"))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier);
+        let config = match identity {
+            None => config.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("backend.tls_cert {cert}: {e}"))?;
+                if chain.is_empty() {
+                    return Err(format!(
+                        "backend.tls_cert {cert} holds no certificate (expected PEM)"
+                    ));
+                }
+                let private = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("backend.tls_key {key}: {e}"))?;
+                config
+                    .with_client_auth_cert(chain, private)
+                    .map_err(|e| format!("backend.tls_cert/tls_key: {e}"))?
+            }
+        };
         Ok(Some(Arc::new(BackendTls {
             mode,
             connector: TlsConnector::from(Arc::new(config)),
             ca: (!ca.is_empty()).then(|| PathBuf::from(ca)),
+            identity: identity.map(|(c, k)| (PathBuf::from(c), PathBuf::from(k))),
         })))
     }
 
@@ -161,6 +205,9 @@ impl BackendTls {
                 .with_disable_built_in_roots(true),
             None => opts,
         };
+        let opts = opts.with_client_identity(self.identity.as_ref().map(|(cert, key)| {
+            mysql_async::ClientIdentity::new(cert.clone().into(), key.clone().into())
+        }));
         match self.mode {
             TlsMode::Off | TlsMode::Required => opts
                 .with_danger_accept_invalid_certs(true)
@@ -230,20 +277,54 @@ impl ServerCertVerifier for CertificateCheck {
 mod tests {
     use super::*;
 
+    fn cfg(mode: &str, ca: &str, cert: &str, key: &str) -> BackendConfig {
+        BackendConfig {
+            tls: mode.into(),
+            tls_ca: ca.into(),
+            tls_cert: cert.into(),
+            tls_key: key.into(),
+            ..BackendConfig::default()
+        }
+    }
+
     #[test]
     fn modes_parse_and_verifying_ones_need_a_ca() {
         assert_eq!(TlsMode::parse("verify_ca"), Some(TlsMode::VerifyCa));
         assert_eq!(TlsMode::parse("REQUIRED"), None);
-        assert!(BackendTls::new("off", "").unwrap().is_none());
+        assert!(BackendTls::new(&cfg("off", "", "", "")).unwrap().is_none());
         assert_eq!(
-            BackendTls::new("required", "").unwrap().unwrap().mode,
+            BackendTls::new(&cfg("required", "", "", ""))
+                .unwrap()
+                .unwrap()
+                .mode,
             TlsMode::Required
         );
-        let e = BackendTls::new("verify_identity", "").unwrap_err();
+        let e = BackendTls::new(&cfg("verify_identity", "", "", "")).unwrap_err();
         assert!(e.contains("needs backend.tls_ca"), "{e}");
-        let e = BackendTls::new("preferred", "").unwrap_err();
+        let e = BackendTls::new(&cfg("preferred", "", "", "")).unwrap_err();
         assert!(e.contains("verify_identity"), "{e}");
-        let e = BackendTls::new("verify_ca", "/nonexistent/ca.pem").unwrap_err();
+        let e = BackendTls::new(&cfg("verify_ca", "/nonexistent/ca.pem", "", "")).unwrap_err();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_a_tls_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let ck = rcgen::generate_simple_self_signed(vec!["myquorum".to_string()]).unwrap();
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let e = BackendTls::new(&cfg("required", "", cert, "")).unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        let e = BackendTls::new(&cfg("off", "", cert, key)).unwrap_err();
+        assert!(e.contains("choose a TLS mode"), "{e}");
+        let tls = BackendTls::new(&cfg("required", "", cert, key))
+            .unwrap()
+            .unwrap();
+        assert!(tls.identity.is_some());
+        // The key file given as the certificate holds no certificate.
+        let e = BackendTls::new(&cfg("required", "", key, key)).unwrap_err();
+        assert!(e.contains("holds no certificate"), "{e}");
     }
 }
