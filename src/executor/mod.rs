@@ -199,6 +199,20 @@ pub async fn select_value(
     )
 }
 
+/// Every row of `sql`'s result on `conn` (the session's connection), read here rather than
+/// relayed; a server error comes back as `Ok(Err(..))`.
+pub async fn query_rows(
+    conn: &mut BackendConn,
+    sql: &str,
+    deprecate_eof: bool,
+) -> io::Result<Result<Vec<crate::protocol::resultset::TextRow>, MysqlError>> {
+    let mut p = Vec::with_capacity(1 + sql.len());
+    p.push(COM_QUERY);
+    p.extend_from_slice(sql.as_bytes());
+    conn.stream.write_packet(0, &p).await?;
+    crate::protocol::resultset::read_rows(&mut conn.stream, deprecate_eof, usize::MAX).await
+}
+
 pub async fn ensure_prepared(
     conn: &mut BackendConn,
     sql: &Arc<str>,

@@ -74,8 +74,10 @@ pub struct ClientSession {
     pub(super) caps: CapabilityFlags,
     pub(super) deprecate_eof: bool,
     nonce: [u8; 20],
-    /// The client connection is TLS.
+    /// The client connection is TLS or a local socket (a private transport).
     secure: bool,
+    /// The client connection's TLS session, if it is TLS (its `Ssl_version`, `Ssl_cipher`).
+    client_tls: Option<super::tls::ClientTls>,
     pub(super) held: Option<Held>,
     /// The last statement sent to a backend, how it was classified and routed (for EXPLAIN
     /// LAST STATEMENT and SHOW PROXY SESSION).
@@ -165,7 +167,7 @@ impl ClientSession {
         ctx: Arc<ProxyContext>,
         caps: CapabilityFlags,
         nonce: [u8; 20],
-        secure: bool,
+        (secure, client_tls): (bool, Option<super::tls::ClientTls>),
         registry_entry: Arc<SessionEntry>,
     ) -> Self {
         ClientSession {
@@ -175,6 +177,7 @@ impl ClientSession {
             caps,
             nonce,
             secure,
+            client_tls,
             held: None,
             last_route: None,
             transaction_lost: false,
@@ -861,6 +864,9 @@ impl ClientSession {
             self.note_route(sql, &c, route, session);
         }
         self.count_route(route);
+        if route.target != Target::Proxy && crate::sql::classify::shows_session_status(sql) {
+            return self.session_status(client, session, &c, route, sql).await;
+        }
         match route.target {
             Target::Proxy => {
                 let status = session.status_flags();
@@ -1214,6 +1220,67 @@ impl ClientSession {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// SHOW [SESSION] STATUS, answered with the server's rows except the two that describe
+    /// the connection's encryption: `Ssl_version` and `Ssl_cipher` are the client's own
+    /// connection's (empty when it is not TLS), not the pooled backend connection's. MySQL's
+    /// manual gives `Ssl_cipher` as the way to check that a connection is encrypted; relayed,
+    /// it would describe the proxy's link to the server instead (encrypted with
+    /// `backend.tls` whatever the client did, and the reverse).
+    async fn session_status<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        sql: &str,
+    ) -> Result<(), Failure> {
+        self.hold_for(session, route).await?;
+        let deprecate_eof = self.deprecate_eof;
+        let Some(h) = self.held.as_mut() else {
+            return Err(no_backend_connection());
+        };
+        let rows = match executor::query_rows(&mut h.conn, sql, deprecate_eof).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => return Err(Failure::Answer(e)),
+            Err(e) => {
+                return self
+                    .finish(session, c, Err(RelayError::Backend(e)))
+                    .map(|_| ())
+            }
+        };
+        let tls = self.client_tls.as_ref();
+        let own = |name: &str| {
+            if name.eq_ignore_ascii_case("Ssl_version") {
+                Some(tls.map(|t| t.version.clone()).unwrap_or_default())
+            } else if name.eq_ignore_ascii_case("Ssl_cipher") {
+                Some(tls.map(|t| t.cipher.clone()).unwrap_or_default())
+            } else {
+                None
+            }
+        };
+        let rows: Vec<crate::protocol::resultset::TextRow> = rows
+            .into_iter()
+            .map(|mut row| {
+                let name = row.first().cloned().flatten().unwrap_or_default();
+                if let (Some(value), Some(slot)) = (own(&name), row.get_mut(1)) {
+                    *slot = Some(value);
+                }
+                row
+            })
+            .collect();
+        crate::protocol::resultset::queue_text_resultset(
+            client,
+            1,
+            &["Variable_name", "Value"],
+            &rows,
+            session.status_flags(),
+            self.format(),
+        );
+        client.flush().await.map_err(Failure::Client)?;
+        self.release_if_unpinned(session);
         Ok(())
     }
 

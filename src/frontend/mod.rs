@@ -99,6 +99,7 @@ async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Resu
         };
         let (socket, pending) = stream.into_parts();
         let tls = acceptor.accept(tls::Rewind::new(pending, socket)).await?;
+        let client_tls = tls::ClientTls::of(tls.get_ref().1);
         let mut stream = PacketStream::new(tls);
         let hello = stream.read_packet().await?;
         let seq = hello.seq;
@@ -110,7 +111,7 @@ async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Resu
             (server_caps, mariadb_caps),
             hello.payload,
             seq,
-            true,
+            (true, Some(client_tls)),
         )
         .await;
     }
@@ -123,7 +124,7 @@ async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Resu
         (server_caps, mariadb_caps),
         hello_pkt.payload,
         seq,
-        local,
+        (local, None),
     )
     .await
 }
@@ -138,7 +139,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     (server_caps, mariadb_caps): (CapabilityFlags, MariadbCapabilities),
     hello_payload: Vec<u8>,
     hello_seq: u8,
-    secure: bool,
+    (secure, client_tls): (bool, Option<tls::ClientTls>),
 ) -> io::Result<()> {
     let seq = hello_seq.wrapping_add(1);
     let hello = match auth::parse_hello(&hello_payload) {
@@ -180,7 +181,13 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     let registered = ctx
         .sessions
         .register(id, &hello.user, hello.database.as_deref());
-    let mut client = ClientSession::new(ctx.clone(), caps, nonce, secure, registered.entry.clone());
+    let mut client = ClientSession::new(
+        ctx.clone(),
+        caps,
+        nonce,
+        (secure, client_tls),
+        registered.entry.clone(),
+    );
     // The default shard's primary must be reachable, and the schema must exist: check both
     // now, so a bad database name fails the login as it does on MySQL.
     if let Err(e) = client.check_login(&mut session).await {

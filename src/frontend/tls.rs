@@ -95,3 +95,49 @@ pub fn write_self_signed(
         .map_err(|e| format!("writing {}: {e}", key_path.display()))?;
     Ok(())
 }
+
+/// The client connection's TLS session as the server's `Ssl_version` and `Ssl_cipher` status
+/// variables name it (OpenSSL's names, which MySQL clients and tools compare against).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    pub version: String,
+    pub cipher: String,
+}
+
+impl ClientTls {
+    pub fn of(conn: &rustls::ServerConnection) -> ClientTls {
+        use rustls::{CipherSuite as C, ProtocolVersion as V};
+        let version = match conn.protocol_version() {
+            Some(V::TLSv1_3) => "TLSv1.3".to_string(),
+            Some(V::TLSv1_2) => "TLSv1.2".to_string(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        let cipher = match conn.negotiated_cipher_suite().map(|s| s.suite()) {
+            Some(C::TLS13_AES_128_GCM_SHA256) => "TLS_AES_128_GCM_SHA256".to_string(),
+            Some(C::TLS13_AES_256_GCM_SHA384) => "TLS_AES_256_GCM_SHA384".to_string(),
+            Some(C::TLS13_CHACHA20_POLY1305_SHA256) => "TLS_CHACHA20_POLY1305_SHA256".to_string(),
+            Some(C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256) => {
+                "ECDHE-ECDSA-AES128-GCM-SHA256".to_string()
+            }
+            Some(C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384) => {
+                "ECDHE-ECDSA-AES256-GCM-SHA384".to_string()
+            }
+            Some(C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256) => {
+                "ECDHE-ECDSA-CHACHA20-POLY1305".to_string()
+            }
+            Some(C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) => {
+                "ECDHE-RSA-AES128-GCM-SHA256".to_string()
+            }
+            Some(C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384) => {
+                "ECDHE-RSA-AES256-GCM-SHA384".to_string()
+            }
+            Some(C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256) => {
+                "ECDHE-RSA-CHACHA20-POLY1305".to_string()
+            }
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        ClientTls { version, cipher }
+    }
+}

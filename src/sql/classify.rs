@@ -634,6 +634,22 @@ fn stronger(a: Kind, b: Kind) -> Kind {
     }
 }
 
+/// `SHOW [SESSION | LOCAL] STATUS …` (not GLOBAL): the statement whose `Ssl_*` rows
+/// describe the connection it runs on.
+pub fn shows_session_status(sql: &str) -> bool {
+    let mut words = Lexer::new(sql).map(|t| t.tok);
+    if !words.next().is_some_and(|t| t.is_word("SHOW")) {
+        return false;
+    }
+    match words.next() {
+        Some(t) if t.is_word("SESSION") || t.is_word("LOCAL") => {
+            words.next().is_some_and(|t| t.is_word("STATUS"))
+        }
+        Some(t) => t.is_word("STATUS"),
+        None => false,
+    }
+}
+
 fn kind_of_statement(s: &Statement) -> Kind {
     use Statement as S;
     match s {
@@ -909,6 +925,16 @@ pub fn server_replication_stream(sql: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_status_is_recognised() {
+        assert!(shows_session_status("SHOW STATUS"));
+        assert!(shows_session_status("show session status like 'Ssl%'"));
+        assert!(shows_session_status("/* x */ SHOW LOCAL STATUS WHERE 1"));
+        assert!(!shows_session_status("SHOW GLOBAL STATUS"));
+        assert!(!shows_session_status("SHOW VARIABLES"));
+        assert!(!shows_session_status("SELECT 'SHOW STATUS'"));
+    }
 
     #[test]
     fn read_hints_come_from_comments_only() {
