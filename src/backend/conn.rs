@@ -5,7 +5,7 @@
 //! Owns: `BackendConn`. May import: protocol (handshake, framing), config.
 
 use super::tls::BackendTls;
-use crate::protocol::handshake::{read_greeting, send_reply, BackendHello};
+use crate::protocol::handshake::{client_handshake, read_greeting, send_reply, BackendHello};
 use crate::protocol::message::{MysqlError, OkInfo, ERR_HEADER, OK_HEADER};
 use crate::protocol::packet::PacketStream;
 use mysql_common::constants::CapabilityFlags;
@@ -201,7 +201,6 @@ impl BackendConn {
                     PacketStream::new(BackendSocket::Tcp(tcp))
                 }
             };
-            let greeting = read_greeting(&mut stream).await?;
             let (user, password) = (&params.user, &params.password);
             // A Unix socket stays plain, as MySQL clients leave it: it never leaves the host.
             let tls = params
@@ -209,10 +208,11 @@ impl BackendConn {
                 .as_ref()
                 .filter(|_| matches!(transport, Transport::Tcp));
             let Some(tls) = tls else {
-                let reply = greeting.reply(user, password, schema, caps, collation, false)?;
-                let hello = send_reply(&mut stream, &greeting, reply, password, 0, false).await?;
+                let hello =
+                    client_handshake(&mut stream, user, password, schema, caps, collation).await?;
                 return Ok::<_, io::Error>((stream, hello));
             };
+            let greeting = read_greeting(&mut stream).await?;
             if !greeting.offers_tls() {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,

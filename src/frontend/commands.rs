@@ -864,7 +864,7 @@ impl ClientSession {
             self.note_route(sql, &c, route, session);
         }
         self.count_route(route);
-        if route.target != Target::Proxy && crate::sql::classify::shows_session_status(sql) {
+        if route.target != Target::Proxy && c.flags.contains(Flags::SESSION_STATUS) {
             return self.session_status(client, session, &c, route, sql).await;
         }
         match route.target {

@@ -62,6 +62,9 @@ bitflags! {
         const READS_SOCKET = 1 << 14;
         /// Advances a sequence (NEXTVAL, SETVAL, NEXT VALUE FOR).
         const SEQUENCE = 1 << 15;
+        /// `SHOW [SESSION | LOCAL] STATUS`: its `Ssl_*` rows describe the connection it
+        /// runs on, so the proxy answers those from the client's own.
+        const SESSION_STATUS = 1 << 16;
     }
 }
 
@@ -375,6 +378,9 @@ pub fn classify(sql: &str) -> Classified {
     }
     let mut flags = Flags::empty();
     scan_flags(sql, &mut flags);
+    if shows_session_status(sql) {
+        flags |= Flags::SESSION_STATUS;
+    }
     let mut words = Lexer::new(sql).take(2).map(|t| t.tok);
     let explain_last = is_explain_last_statement(sql);
     let first = words.next();
@@ -636,7 +642,7 @@ fn stronger(a: Kind, b: Kind) -> Kind {
 
 /// `SHOW [SESSION | LOCAL] STATUS …` (not GLOBAL): the statement whose `Ssl_*` rows
 /// describe the connection it runs on.
-pub fn shows_session_status(sql: &str) -> bool {
+fn shows_session_status(sql: &str) -> bool {
     let mut words = Lexer::new(sql).map(|t| t.tok);
     if !words.next().is_some_and(|t| t.is_word("SHOW")) {
         return false;
@@ -934,6 +940,12 @@ mod tests {
         assert!(!shows_session_status("SHOW GLOBAL STATUS"));
         assert!(!shows_session_status("SHOW VARIABLES"));
         assert!(!shows_session_status("SELECT 'SHOW STATUS'"));
+        assert!(classify("SHOW STATUS LIKE 'Ssl_cipher'")
+            .flags
+            .contains(Flags::SESSION_STATUS));
+        assert!(!classify("SHOW GLOBAL STATUS")
+            .flags
+            .contains(Flags::SESSION_STATUS));
     }
 
     #[test]
