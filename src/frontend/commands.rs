@@ -88,7 +88,8 @@ pub struct ClientSession {
     /// Held while this session has a write transaction open on its shard's primary (or an
     /// autocommit write running): a DDL is sequenced after it (`replication::ddl_order`).
     pub(super) open_write: Option<WriterGuard>,
-    /// Reads routed so far and a per-session seed: spread reads over equally fast replicas.
+    /// Reads routed so far and a per-session seed: spread reads over equally fast replicas
+    /// (`router::read_spread`).
     reads_routed: u32,
     spread_seed: u32,
     /// This session in the registry KILL uses.
@@ -1464,7 +1465,7 @@ impl ClientSession {
             in_transaction: session.in_transaction || !session.autocommit,
             consistency,
             last_write_ts: session.last_write_ts,
-            spread: self.reads_routed ^ self.spread_seed,
+            spread: router::read_spread(self.spread_seed, self.reads_routed),
         };
         let ctx = &self.ctx;
         router::route_read(c, &ctx.cluster.topology(), view, |shard| {
