@@ -240,7 +240,7 @@ def primary_index():
         rows = cur.fetchall()
         c.close()
         for r in rows:
-            if r["state"] == "primary":
+            if r["state"].startswith("primary"):  # "primary (no fsync per commit: …)"
                 return int(r["replica"]), rows
         return None, rows
     except Exception:
@@ -289,7 +289,7 @@ ok = False
 for _ in range(240):
     p, rows = primary_index()
     states = [(r["state"], int(r["behind_ts"])) for r in rows]
-    if rows and all(s in ("primary", "applying") for s, _ in states) and all(b == 0 for _, b in states):
+    if rows and all(s == "applying" or s.startswith("primary") for s, _ in states) and all(b == 0 for _, b in states):
         ok = True
         break
     time.sleep(0.5)
