@@ -1020,14 +1020,15 @@ async fn a_follower_down_longer_than_the_retention_no_longer_holds_the_log() {
     };
     assert_eq!(has_last(&dbs[1]).await, 1);
     assert_eq!(has_last(&dbs[2]).await, 0);
-    // Rebuilt online, it holds everything again and follows the log.
+    // Rebuilt online from the primary (asked for: a follower would donate by default), it
+    // holds everything again and follows the log.
     let answer: String = c
-        .query_first("PROXY REBUILD REPLICA 2")
+        .query_first("PROXY REBUILD REPLICA 2 FROM 0")
         .await
         .unwrap()
         .unwrap();
     assert!(
-        answer.contains("replica 2 rebuilt from replica 0"),
+        answer.contains("replica 2 rebuilt from replica 0 (the primary)"),
         "{answer}"
     );
     c.query_drop("INSERT INTO ret.t VALUES (-2)").await.unwrap();
@@ -1230,6 +1231,11 @@ async fn a_quarantined_follower_is_rebuilt_online() {
         ("PROXY REBUILD REPLICA 1", "is not quarantined"),
         ("PROXY REBUILD REPLICA 7", "no replica 7"),
         ("PROXY REBUILD", "use PROXY REBUILD REPLICA"),
+        (
+            "PROXY REBUILD REPLICA 2 FROM 2",
+            "cannot be rebuilt from itself",
+        ),
+        ("PROXY REBUILD REPLICA 2 FROM 9", "no replica 9"),
     ] {
         let e = c.query_drop(cmd).await.unwrap_err();
         assert!(e.to_string().contains(says), "{cmd}: {e}");
@@ -1245,8 +1251,9 @@ async fn a_quarantined_follower_is_rebuilt_online() {
         .unwrap()
         .unwrap();
     eprintln!("{answer}");
+    // The caught-up follower donates, not the primary.
     assert!(
-        answer.contains("replica 2 rebuilt from replica 0")
+        answer.contains("replica 2 rebuilt from replica 1 (a follower)")
             && answer.contains("1 triggers")
             && answer.contains("2 views")
             && answer.contains("2 routines"),

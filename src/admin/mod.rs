@@ -188,12 +188,18 @@ fn backend_health(
     }
 }
 
-/// `PROXY REBUILD REPLICA <replica> [SHARD <shard>]` (shard 0 by default): the shard and the
-/// replica, a syntax error, or None for another command.
-#[allow(clippy::type_complexity)]
-pub fn parse_rebuild(
-    command: &str,
-) -> Option<Result<(crate::router::ShardId, crate::router::ReplicaId), MysqlError>> {
+/// What `PROXY REBUILD REPLICA` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildRequest {
+    pub shard: crate::router::ShardId,
+    pub replica: crate::router::ReplicaId,
+    /// The replica to copy from (`None`: the proxy picks, a follower before the primary).
+    pub from: Option<crate::router::ReplicaId>,
+}
+
+/// `PROXY REBUILD REPLICA <replica> [FROM <replica>] [SHARD <shard>]` (shard 0 by default):
+/// the request, a syntax error, or None for another command.
+pub fn parse_rebuild(command: &str) -> Option<Result<RebuildRequest, MysqlError>> {
     let mut words = command.split_whitespace();
     if words.next() != Some("proxy") || words.next() != Some("rebuild") {
         return None;
@@ -202,21 +208,27 @@ pub fn parse_rebuild(
         MysqlError::new(
             1064,
             "42000",
-            "myquorum: use PROXY REBUILD REPLICA <replica number> [SHARD <shard number>]",
+            "myquorum: use PROXY REBUILD REPLICA <replica number> [FROM <replica number>] \
+             [SHARD <shard number>]",
         )
     };
-    let (mut shard, mut replica) = (0u32, None);
+    let (mut shard, mut replica, mut from) = (0u32, None, None);
     while let Some(w) = words.next() {
         let n = words.next().and_then(|v| v.parse::<u32>().ok());
         match (w, n) {
             ("replica", Some(n)) => replica = Some(n),
+            ("from", Some(n)) => from = Some(crate::router::ReplicaId(n)),
             ("shard", Some(n)) => shard = n,
             _ => return Some(Err(usage())),
         }
     }
     Some(
         replica
-            .map(|r| (crate::router::ShardId(shard), crate::router::ReplicaId(r)))
+            .map(|r| RebuildRequest {
+                shard: crate::router::ShardId(shard),
+                replica: crate::router::ReplicaId(r),
+                from,
+            })
             .ok_or_else(usage),
     )
 }
@@ -640,18 +652,25 @@ mod tests {
     use crate::router::{ReplicaId, ShardId};
 
     #[test]
-    fn rebuild_takes_a_replica_and_an_optional_shard() {
+    fn rebuild_takes_a_replica_an_optional_source_and_shard() {
         let ok = |cmd: &str| parse_rebuild(cmd).map(|r| r.map_err(|e| e.code));
+        let req = |shard, replica, from: Option<u32>| {
+            Some(Ok(RebuildRequest {
+                shard: ShardId(shard),
+                replica: ReplicaId(replica),
+                from: from.map(ReplicaId),
+            }))
+        };
+        assert_eq!(ok("proxy rebuild replica 2"), req(0, 2, None));
+        assert_eq!(ok("proxy rebuild replica 1 shard 3"), req(3, 1, None));
+        assert_eq!(ok("proxy rebuild replica 2 from 0"), req(0, 2, Some(0)));
         assert_eq!(
-            ok("proxy rebuild replica 2"),
-            Some(Ok((ShardId(0), ReplicaId(2))))
-        );
-        assert_eq!(
-            ok("proxy rebuild replica 1 shard 3"),
-            Some(Ok((ShardId(3), ReplicaId(1))))
+            ok("proxy rebuild replica 2 from 1 shard 4"),
+            req(4, 2, Some(1))
         );
         assert_eq!(ok("proxy rebuild"), Some(Err(1064)));
         assert_eq!(ok("proxy rebuild replica x"), Some(Err(1064)));
+        assert_eq!(ok("proxy rebuild replica 2 from"), Some(Err(1064)));
         assert_eq!(ok("proxy rebuild shard 1"), Some(Err(1064)));
         assert_eq!(ok("proxy switchover to 1"), None);
     }

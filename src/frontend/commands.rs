@@ -883,16 +883,17 @@ impl ClientSession {
                     None => {}
                 }
                 if let Some(parsed) = admin::parse_rebuild(cmd) {
-                    let (shard, replica) = parsed.map_err(Failure::Answer)?;
+                    let req = parsed.map_err(Failure::Answer)?;
                     tracing::info!(
-                        shard = shard.0,
-                        replica = replica.0,
+                        shard = req.shard.0,
+                        replica = req.replica.0,
+                        from = ?req.from.map(|r| r.0),
                         "rebuild requested by a client"
                     );
                     let msg = self
                         .ctx
                         .replication
-                        .rebuild(shard, replica)
+                        .rebuild(req.shard, req.replica, req.from)
                         .await
                         .map_err(|e| {
                             Failure::Answer(MysqlError::new(

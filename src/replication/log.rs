@@ -118,7 +118,7 @@ pub struct ReplicaState {
     /// that were in flight when it lost leadership may be missing below its highest
     /// applied row (u64::MAX: no gaps).
     pub gap_floor: AtomicU64,
-    /// `PROXY REBUILD REPLICA` is copying the primary's databases to it.
+    /// `PROXY REBUILD REPLICA` is copying a donor's databases to it.
     pub rebuilding: AtomicBool,
     /// Quarantined for being down longer than the log is kept for it (not for diverging):
     /// with `auto_rebuild` it is rebuilt once it is back.

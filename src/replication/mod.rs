@@ -146,9 +146,14 @@ impl Replication {
         })?
     }
 
-    /// Replaces a quarantined follower's databases with a snapshot copy of the primary's and
-    /// starts its applier again (`rebuild`); the outcome in words.
-    pub async fn rebuild(&self, shard: ShardId, replica: ReplicaId) -> Result<String, String> {
+    /// Replaces a quarantined follower's databases with a snapshot copy of another replica's
+    /// (`from`, or one `rebuild` picks) and starts its applier again; the outcome in words.
+    pub async fn rebuild(
+        &self,
+        shard: ShardId,
+        replica: ReplicaId,
+        from: Option<ReplicaId>,
+    ) -> Result<String, String> {
         let log = self
             .shard(shard)
             .ok_or_else(|| format!("no shard {}", shard.0))?
@@ -156,7 +161,7 @@ impl Replication {
         let Some((cluster, cancel)) = self.running.lock().clone() else {
             return Err("the proxy is still starting; retry shortly".into());
         };
-        rebuild::rebuild(log, cluster, replica, self.apply_batch, cancel).await
+        rebuild::rebuild(log, cluster, replica, from, self.apply_batch, cancel).await
     }
 
     /// At shutdown: every primary syncs its commits again (`flush_role`), within `limit`.

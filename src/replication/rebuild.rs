@@ -1,12 +1,18 @@
 //! `PROXY REBUILD REPLICA`: brings a quarantined follower back without restarting the proxy.
-//! Its application databases are replaced by a copy of the primary's taken in one consistent
+//! Its application databases are replaced by a copy of a donor's taken in one consistent
 //! snapshot (`backend::copy`), `myquorum.wal` included, and its applier starts again: it
 //! applies the records the snapshot lacked and follows the log as before.
 //!
-//! The snapshot's log position: `primary_low_water()` read just before the snapshot starts,
-//! so every record at or below it is in the copy. Records above it may or may not be (their
-//! primary commits were in flight), which is the state a former primary is left in, so the
-//! applier fills them the same way (`gap_floor`, `recovery::fill_gaps`). From that moment the
+//! The donor is a caught-up follower when there is one (`choose_donor`), as MySQL's InnoDB
+//! Cluster clones from a secondary: the copy's long snapshot and reads then load a server
+//! that serves no writes, and a client's DDL on the primary does not wait for the copy's
+//! metadata locks. The primary donates when no follower can, or when asked (`FROM`).
+//!
+//! The snapshot's log position, read just before the snapshot starts: a follower donor's
+//! applied position (it applies in order, so everything up to it is in the copy), or the
+//! primary's `primary_low_water()`. Records above it may or may not be in the copy (applied
+//! or committed meanwhile), which is the state a former primary is left in, so the applier
+//! fills them the same way (`gap_floor`, `recovery::fill_gaps`). From that moment the
 //! replica counts in the log's low water again, so the WAL keeps what it will need; it does
 //! not count for the quorum or serve reads until its applier is connected.
 //!
@@ -34,10 +40,60 @@ impl Drop for Rebuilding<'_> {
 /// How long the command waits for the rebuilt replica's applier to connect before answering.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
+/// A replica as a possible donor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DonorView {
+    pub id: ReplicaId,
+    pub leads: bool,
+    /// A follower that is up, connected, neither quarantined nor rebuilding, with no gaps
+    /// left from a former leadership: every record up to `applied` is in its databases.
+    pub caught_up: bool,
+    pub applied: u64,
+}
+
+/// The replica `target` is copied from: `requested` when it can donate; otherwise the
+/// caught-up follower that applied the most, or the primary when there is none.
+pub fn choose_donor(
+    target: ReplicaId,
+    requested: Option<ReplicaId>,
+    replicas: &[DonorView],
+) -> Result<ReplicaId, String> {
+    if let Some(from) = requested {
+        if from == target {
+            return Err(format!(
+                "replica {} cannot be rebuilt from itself; name another replica after FROM",
+                from.0
+            ));
+        }
+        let Some(d) = replicas.iter().find(|r| r.id == from) else {
+            return Err(format!("there is no replica {} to copy from", from.0));
+        };
+        if d.leads || d.caught_up {
+            return Ok(from);
+        }
+        let leader = replicas.iter().find(|r| r.leads).map(|r| r.id.0);
+        return Err(format!(
+            "replica {} cannot donate: it is not a caught-up follower (down, quarantined, \
+             rebuilding or still filling gaps); copy from the primary (FROM {}) or leave FROM \
+             out",
+            from.0,
+            leader.map(|l| l.to_string()).unwrap_or_else(|| "?".into())
+        ));
+    }
+    replicas
+        .iter()
+        .filter(|r| r.id != target && !r.leads && r.caught_up)
+        .max_by_key(|r| (r.applied, std::cmp::Reverse(r.id)))
+        .or_else(|| replicas.iter().find(|r| r.leads))
+        .map(|r| r.id)
+        .ok_or_else(|| "no replica can donate a copy (no primary)".to_string())
+}
+
 pub async fn rebuild(
     log: Arc<ShardLog>,
     cluster: Arc<Cluster>,
     replica: ReplicaId,
+    from: Option<ReplicaId>,
     batch: usize,
     cancel: CancellationToken,
 ) -> Result<String, String> {
@@ -56,14 +112,31 @@ pub async fn rebuild(
     let Some(why) = state.quarantined.lock().clone() else {
         return Err(format!(
             "replica {n} is not quarantined; only a quarantined replica is rebuilt (its \
-             databases are replaced by the primary's)"
+             databases are replaced by a copy of another replica's)"
         ));
     };
     if state.rebuilding.swap(true, Ordering::AcqRel) {
         return Err(format!("replica {n} is already being rebuilt"));
     }
     let _rebuilding = Rebuilding(&state.rebuilding);
-    let (Some(source), Some(target)) = (cluster.pool(shard, leader), cluster.pool(shard, replica))
+    let donors: Vec<DonorView> = (0..log.replicas.len() as u32)
+        .map(ReplicaId)
+        .map(|id| {
+            let s = &log.replicas[id.0 as usize];
+            DonorView {
+                id,
+                leads: id == leader,
+                caught_up: s.live.load(Ordering::Acquire)
+                    && s.quarantined.lock().is_none()
+                    && !s.rebuilding.load(Ordering::Acquire)
+                    && s.gap_floor.load(Ordering::Acquire) == u64::MAX
+                    && cluster.pool(shard, id).is_some_and(|p| p.is_up()),
+                applied: s.applied.load(Ordering::Acquire),
+            }
+        })
+        .collect();
+    let donor = choose_donor(replica, from, &donors)?;
+    let (Some(source), Some(target)) = (cluster.pool(shard, donor), cluster.pool(shard, replica))
     else {
         return Err(format!("shard {} has no backend for replica {n}", shard.0));
     };
@@ -78,11 +151,22 @@ pub async fn rebuild(
     // stops: the one started after the copy is the only one.
     state.applier_epoch.fetch_add(1, Ordering::AcqRel);
     let epoch = log.leadership().epoch;
-    tracing::info!(shard = shard.0, replica = n, source = %source.addr, target = %target.addr,
-        quarantined_for = %why, "rebuild started: copying the primary's databases");
+    let donor_role = if donor == leader {
+        "the primary"
+    } else {
+        "a follower"
+    };
+    tracing::info!(shard = shard.0, replica = n, donor = donor.0, donor_role, source = %source.addr,
+        target = %target.addr, quarantined_for = %why, "rebuild started: copying the donor's databases");
     let floor = AtomicU64::new(0);
     let at_snapshot = || {
-        let f = log.primary_low_water();
+        let f = if donor == leader {
+            log.primary_low_water()
+        } else {
+            log.replicas[donor.0 as usize]
+                .applied
+                .load(Ordering::Acquire)
+        };
         floor.store(f, Ordering::Release);
         // Everything up to `f` is in the copy; from now the log is kept for it from there.
         state.gap_floor.store(f, Ordering::Release);
@@ -95,6 +179,7 @@ pub async fn rebuild(
     let report = match copied {
         Ok(r) if log.leadership().epoch == epoch => r,
         Ok(_) => {
+            // A donor follower may have been promoted mid-copy, or the primary donor demoted.
             let e = "the primary changed during the copy; run the rebuild again".to_string();
             log.quarantine(replica, format!("rebuild failed: {e}"));
             return Err(e);
@@ -146,9 +231,9 @@ pub async fn rebuild(
         "its applier has not connected yet (see the proxy's log)".to_string()
     };
     Ok(format!(
-        "replica {n} rebuilt from replica {}: {} databases, {} tables, {} rows, {} views, {} \
-         routines, {} triggers, {} events in {:.1} s; {status}",
-        leader.0,
+        "replica {n} rebuilt from replica {} ({donor_role}): {} databases, {} tables, {} rows, \
+         {} views, {} routines, {} triggers, {} events in {:.1} s; {status}",
+        donor.0,
         report.databases,
         report.tables,
         report.rows,
@@ -158,4 +243,68 @@ pub async fn rebuild(
         report.events,
         report.seconds
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: u32, leads: bool, caught_up: bool, applied: u64) -> DonorView {
+        DonorView {
+            id: ReplicaId(id),
+            leads,
+            caught_up,
+            applied,
+        }
+    }
+
+    #[test]
+    fn a_caught_up_follower_donates_before_the_primary() {
+        let target = ReplicaId(2);
+        let three = [
+            view(0, true, false, 0),
+            view(1, false, true, 90),
+            view(2, false, false, 10),
+        ];
+        assert_eq!(choose_donor(target, None, &three), Ok(ReplicaId(1)));
+        // The follower that applied the most.
+        let five = [
+            view(0, true, false, 0),
+            view(1, false, true, 80),
+            view(2, false, false, 10),
+            view(3, false, true, 95),
+            view(4, false, false, 99),
+        ];
+        assert_eq!(choose_donor(target, None, &five), Ok(ReplicaId(3)));
+        // No follower can: the primary.
+        let lagging = [
+            view(0, true, false, 0),
+            view(1, false, false, 90),
+            view(2, false, false, 10),
+        ];
+        assert_eq!(choose_donor(target, None, &lagging), Ok(ReplicaId(0)));
+    }
+
+    #[test]
+    fn a_requested_donor_must_be_able_to_donate() {
+        let target = ReplicaId(2);
+        let three = [
+            view(0, true, false, 0),
+            view(1, false, false, 90),
+            view(2, false, false, 10),
+        ];
+        assert_eq!(
+            choose_donor(target, Some(ReplicaId(0)), &three),
+            Ok(ReplicaId(0))
+        );
+        let e = choose_donor(target, Some(ReplicaId(1)), &three).unwrap_err();
+        assert!(
+            e.contains("replica 1 cannot donate") && e.contains("FROM 0"),
+            "{e}"
+        );
+        let e = choose_donor(target, Some(ReplicaId(2)), &three).unwrap_err();
+        assert!(e.contains("from itself"), "{e}");
+        let e = choose_donor(target, Some(ReplicaId(7)), &three).unwrap_err();
+        assert!(e.contains("no replica 7"), "{e}");
+    }
 }

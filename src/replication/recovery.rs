@@ -538,7 +538,8 @@ fn rebuild_returned_followers(
         let (log, cluster, cancel) = (log.clone(), cluster.clone(), cancel.clone());
         tokio::spawn(async move {
             let shard = log.shard.0;
-            match super::rebuild::rebuild(log.clone(), cluster, replica, batch, cancel).await {
+            match super::rebuild::rebuild(log.clone(), cluster, replica, None, batch, cancel).await
+            {
                 Ok(done) => tracing::info!(shard, replica = i, "{done}"),
                 Err(e) => tracing::warn!(shard, replica = i, error = %e,
                     "automatic rebuild failed; retried in a minute (or run PROXY REBUILD REPLICA)"),
