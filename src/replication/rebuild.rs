@@ -3,7 +3,7 @@
 //! snapshot (`backend::copy`), `myquorum.wal` included, and its applier starts again: it
 //! applies the records the snapshot lacked and follows the log as before.
 //!
-//! The donor is a caught-up follower when there is one (`choose_donor`), as MySQL's InnoDB
+//! The donor is a live follower when there is one (`choose_donor`), as MySQL's InnoDB
 //! Cluster clones from a secondary: the copy's long snapshot and reads then load a server
 //! that serves no writes, and a client's DDL on the primary does not wait for the copy's
 //! metadata locks. The primary donates when no follower can, or when asked (`FROM`).
@@ -47,12 +47,12 @@ pub struct DonorView {
     pub leads: bool,
     /// A follower that is up, connected, neither quarantined nor rebuilding, with no gaps
     /// left from a former leadership: every record up to `applied` is in its databases.
-    pub caught_up: bool,
+    pub can_donate: bool,
     pub applied: u64,
 }
 
 /// The replica `target` is copied from: `requested` when it can donate; otherwise the
-/// caught-up follower that applied the most, or the primary when there is none.
+/// live follower that applied the most, or the primary when there is none.
 pub fn choose_donor(
     target: ReplicaId,
     requested: Option<ReplicaId>,
@@ -68,12 +68,12 @@ pub fn choose_donor(
         let Some(d) = replicas.iter().find(|r| r.id == from) else {
             return Err(format!("there is no replica {} to copy from", from.0));
         };
-        if d.leads || d.caught_up {
+        if d.leads || d.can_donate {
             return Ok(from);
         }
         let leader = replicas.iter().find(|r| r.leads).map(|r| r.id.0);
         return Err(format!(
-            "replica {} cannot donate: it is not a caught-up follower (down, quarantined, \
+            "replica {} cannot donate: it is not a live follower applying in order (down, quarantined, \
              rebuilding or still filling gaps); copy from the primary (FROM {}) or leave FROM \
              out",
             from.0,
@@ -82,7 +82,7 @@ pub fn choose_donor(
     }
     replicas
         .iter()
-        .filter(|r| r.id != target && !r.leads && r.caught_up)
+        .filter(|r| r.id != target && !r.leads && r.can_donate)
         .max_by_key(|r| (r.applied, std::cmp::Reverse(r.id)))
         .or_else(|| replicas.iter().find(|r| r.leads))
         .map(|r| r.id)
@@ -126,7 +126,7 @@ pub async fn rebuild(
             DonorView {
                 id,
                 leads: id == leader,
-                caught_up: s.live.load(Ordering::Acquire)
+                can_donate: s.live.load(Ordering::Acquire)
                     && s.quarantined.lock().is_none()
                     && !s.rebuilding.load(Ordering::Acquire)
                     && s.gap_floor.load(Ordering::Acquire) == u64::MAX
@@ -249,17 +249,17 @@ pub async fn rebuild(
 mod tests {
     use super::*;
 
-    fn view(id: u32, leads: bool, caught_up: bool, applied: u64) -> DonorView {
+    fn view(id: u32, leads: bool, can_donate: bool, applied: u64) -> DonorView {
         DonorView {
             id: ReplicaId(id),
             leads,
-            caught_up,
+            can_donate,
             applied,
         }
     }
 
     #[test]
-    fn a_caught_up_follower_donates_before_the_primary() {
+    fn a_live_follower_donates_before_the_primary() {
         let target = ReplicaId(2);
         let three = [
             view(0, true, false, 0),
