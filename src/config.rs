@@ -249,8 +249,45 @@ impl Default for Config {
     }
 }
 
+/// What reloading a config file changes in a running proxy: its users at once (added,
+/// removed, changed: password, server account or admin right), and the sections that only a
+/// restart applies (`restart_for`), which stay as they were.
+#[derive(Debug, Default, PartialEq)]
+pub struct ReloadPlan {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub restart_for: Vec<&'static str>,
+}
+
+impl ReloadPlan {
+    /// One line for the log and the admin statement's answer.
+    pub fn summary(&self) -> String {
+        let names = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        let mut out = format!(
+            "users reloaded (added: {}; removed: {}; changed: {})",
+            names(&self.added),
+            names(&self.removed),
+            names(&self.changed)
+        );
+        if !self.restart_for.is_empty() {
+            out.push_str(&format!(
+                "; changed but not applied until a restart: [{}]",
+                self.restart_for.join("], [")
+            ));
+        }
+        out
+    }
+}
+
 /// CLI overrides: only the keys the user actually passed.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct CliOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
@@ -285,6 +322,37 @@ impl Config {
         let cfg: Config = fig.extract().map_err(Box::new)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// What loading `new` over this config changes (`ReloadPlan`).
+    pub fn reload_plan(&self, new: &Config) -> ReloadPlan {
+        let find =
+            |users: &[UserConfig], name: &str| users.iter().find(|u| u.name == name).cloned();
+        let mut plan = ReloadPlan::default();
+        for u in &new.users {
+            match find(&self.users, &u.name) {
+                None => plan.added.push(u.name.clone()),
+                Some(old) if old != *u => plan.changed.push(u.name.clone()),
+                Some(_) => {}
+            }
+        }
+        for u in &self.users {
+            if find(&new.users, &u.name).is_none() {
+                plan.removed.push(u.name.clone());
+            }
+        }
+        let sections = [
+            ("proxy", self.proxy != new.proxy),
+            ("backend", self.backend != new.backend),
+            ("replication", self.replication != new.replication),
+            ("shards", self.shards != new.shards),
+        ];
+        plan.restart_for = sections
+            .into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(name, _)| name)
+            .collect();
+        plan
     }
 
     pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
@@ -479,6 +547,42 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn a_reload_applies_users_and_names_what_needs_a_restart() {
+        let shard = "[[shards]]\nreplicas=[\"127.0.0.1:3307\"]\n";
+        let old = Config::from_toml_str(&format!(
+            "{shard}[[users]]\nname = \"root\"\n[[users]]\nname = \"app\"\npassword = \"a\"\n\
+             [[users]]\nname = \"gone\"\n"
+        ))
+        .unwrap();
+        assert_eq!(old.reload_plan(&old), ReloadPlan::default());
+        let new = Config::from_toml_str(&format!(
+            "{shard}[[users]]\nname = \"root\"\n[[users]]\nname = \"app\"\npassword = \"b\"\n\
+             [[users]]\nname = \"new\"\nbackend_user = \"n\"\n\
+             [proxy]\nread_max_lag_ms = 5\n[replication]\ncommit_timeout_ms = 9\n"
+        ))
+        .unwrap();
+        let plan = old.reload_plan(&new);
+        assert_eq!(
+            plan,
+            ReloadPlan {
+                added: vec!["new".into()],
+                removed: vec!["gone".into()],
+                changed: vec!["app".into()],
+                restart_for: vec!["proxy", "replication"],
+            }
+        );
+        assert_eq!(
+            plan.summary(),
+            "users reloaded (added: new; removed: gone; changed: app); changed but not applied \
+             until a restart: [proxy], [replication]"
+        );
+        // An admin right given is a change too.
+        let mut admin = old.clone();
+        admin.users[1].admin = Some(false);
+        assert_eq!(old.reload_plan(&admin).changed, vec!["app".to_string()]);
     }
 
     #[test]

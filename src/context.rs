@@ -1,10 +1,10 @@
 //! State shared by every client connection: config, cluster, users, counters.
 //!
-//! Owns: `ProxyContext`. May import: config, backend, frontend::auth (user table),
-//! protocol::handshake (what clients are offered).
+//! Owns: `ProxyContext` and reloading its users from the config file. May import: config,
+//! backend, frontend::auth (user table), protocol::handshake (what clients are offered).
 
 use crate::backend::{BackendAccount, Cluster};
-use crate::config::Config;
+use crate::config::{CliOverrides, Config};
 use crate::frontend::auth::Authenticator;
 use crate::router::ShardId;
 use crate::sql::ClassifyCache;
@@ -48,16 +48,64 @@ pub struct ProxyContext {
     /// log cannot carry), or None. Cleared by procedure DDL through the proxy.
     pub call_checks: dashmap::DashMap<(String, String), Option<String>>,
     /// Per configured user: the server account it runs as (`None`: the proxy's own) and
-    /// whether it may run the proxy's own statements.
-    access: std::collections::HashMap<String, (Option<std::sync::Arc<BackendAccount>>, bool)>,
+    /// whether it may run the proxy's own statements. Replaced by a config reload.
+    access: parking_lot::RwLock<UserAccess>,
+    /// The file the config came from, for `PROXY RELOAD` and SIGHUP (`None`: built in code).
+    config_source: Option<ConfigSource>,
     next_connection_id: AtomicU32,
+}
+
+type UserAccess = std::collections::HashMap<String, (Option<std::sync::Arc<BackendAccount>>, bool)>;
+
+/// Where the running config was loaded from, and what that file said when last read (a
+/// reload applies what changed in the file since, not what the command line set on top).
+pub struct ConfigSource {
+    pub path: std::path::PathBuf,
+    pub overrides: CliOverrides,
+    loaded: parking_lot::Mutex<Config>,
+}
+
+impl ConfigSource {
+    pub fn new(path: std::path::PathBuf, overrides: CliOverrides, loaded: Config) -> Self {
+        ConfigSource {
+            path,
+            overrides,
+            loaded: parking_lot::Mutex::new(loaded),
+        }
+    }
+}
+
+fn user_access(config: &Config) -> UserAccess {
+    config
+        .users
+        .iter()
+        .map(|u| {
+            let account = u
+                .backend_account()
+                .map(|(user, password)| std::sync::Arc::new(BackendAccount { user, password }));
+            (u.name.clone(), (account, u.is_admin()))
+        })
+        .collect()
+}
+
+fn user_passwords(config: &Config) -> std::collections::HashMap<String, String> {
+    config
+        .users
+        .iter()
+        .map(|u| (u.name.clone(), u.password.clone()))
+        .collect()
 }
 
 impl ProxyContext {
     /// Gives a session just logged in (or changed to) as `session.user` its backend account
     /// and its admin right.
     pub fn grant_access(&self, session: &mut crate::session::SessionState) {
-        let (account, admin) = self.access.get(&session.user).cloned().unwrap_or_default();
+        let (account, admin) = self
+            .access
+            .read()
+            .get(&session.user)
+            .cloned()
+            .unwrap_or_default();
         session.backend_account = account;
         session.admin = admin;
     }
@@ -72,21 +120,8 @@ impl ProxyContext {
             })?;
         let cluster = std::sync::Arc::new(Cluster::from_config(&config)?);
         let replication = crate::replication::Replication::open(&config)?;
-        let users = config
-            .users
-            .iter()
-            .map(|u| (u.name.clone(), u.password.clone()))
-            .collect();
-        let access = config
-            .users
-            .iter()
-            .map(|u| {
-                let account = u
-                    .backend_account()
-                    .map(|(user, password)| std::sync::Arc::new(BackendAccount { user, password }));
-                (u.name.clone(), (account, u.is_admin()))
-            })
-            .collect();
+        let users = user_passwords(&config);
+        let access = parking_lot::RwLock::new(user_access(&config));
         let tls = if config.proxy.tls_cert.is_empty() {
             None
         } else {
@@ -108,8 +143,45 @@ impl ProxyContext {
             sessions: Default::default(),
             call_checks: Default::default(),
             access,
+            config_source: None,
             next_connection_id: AtomicU32::new(1),
         })
+    }
+
+    /// Records the file the config came from, so `PROXY RELOAD` and SIGHUP can read it again.
+    pub fn with_config_source(mut self, source: ConfigSource) -> Self {
+        self.config_source = Some(source);
+        self
+    }
+
+    /// Reads the config file again and applies its users (logins from now on use them; the
+    /// sessions already in stay). Other sections that changed are named, not applied: they
+    /// need a restart. A file that does not load changes nothing.
+    pub fn reload(&self) -> Result<String, String> {
+        let source = self.config_source.as_ref().ok_or_else(|| {
+            "this proxy was not started from a config file (myquorum serve --config FILE); \
+             there is nothing to reload"
+                .to_string()
+        })?;
+        let new = Config::load(Some(&source.path), &source.overrides).map_err(|e| {
+            format!(
+                "{e} (in {}); the running configuration is kept: fix the file and reload again",
+                source.path.display()
+            )
+        })?;
+        let mut loaded = source.loaded.lock();
+        let plan = loaded.reload_plan(&new);
+        self.auth.replace_users(user_passwords(&new));
+        *self.access.write() = user_access(&new);
+        *loaded = new;
+        let summary = plan.summary();
+        if plan.restart_for.is_empty() {
+            tracing::info!(path = %source.path.display(), "config reloaded: {summary}");
+        } else {
+            tracing::warn!(path = %source.path.display(),
+                "config reloaded: {summary}; restart the proxy to apply those sections");
+        }
+        Ok(summary)
     }
 
     pub fn next_connection_id(&self) -> u32 {

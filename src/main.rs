@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use myquorum::config::{CliOverrides, Config};
-use myquorum::context::ProxyContext;
+use myquorum::context::{ConfigSource, ProxyContext};
 use myquorum::playground::{self, PlaygroundSpec};
 use myquorum::server::Server;
 use std::path::PathBuf;
@@ -93,8 +93,14 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-async fn serve(cfg: Config) -> Result<(), String> {
-    let ctx = Arc::new(ProxyContext::new(cfg)?);
+/// `source`: the file the config came from, read again by `PROXY RELOAD` (and on SIGHUP when
+/// `reload_on_hangup`: a daemon's convention; a playground in a terminal keeps SIGHUP's
+/// default of ending it when the terminal closes).
+async fn serve(cfg: Config, source: ConfigSource, reload_on_hangup: bool) -> Result<(), String> {
+    let ctx = Arc::new(ProxyContext::new(cfg)?.with_config_source(source));
+    if reload_on_hangup {
+        reload_on_sighup(ctx.clone())?;
+    }
     let server = Server::bind(ctx).await.map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
     let signal_token = shutdown.clone();
@@ -129,6 +135,22 @@ async fn tso(parity: myquorum::tso::Parity, listen: String, state: PathBuf) -> R
     .map_err(|e| e.to_string())
 }
 
+/// Reloads the config file on each SIGHUP; the outcome goes to the log.
+fn reload_on_sighup(ctx: Arc<ProxyContext>) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups =
+        signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config file");
+            if let Err(e) = ctx.reload() {
+                tracing::error!("config reload failed: {e}");
+            }
+        }
+    });
+    Ok(())
+}
+
 async fn wait_for_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -147,9 +169,17 @@ fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Serve { config, listen } => Config::load(Some(&config), &CliOverrides { listen })
-            .map_err(|e| e.to_string())
-            .and_then(|cfg| runtime().map_err(|e| e.to_string())?.block_on(serve(cfg))),
+        Cmd::Serve { config, listen } => {
+            let overrides = CliOverrides { listen };
+            Config::load(Some(&config), &overrides)
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| {
+                    let source = ConfigSource::new(config, overrides, cfg.clone());
+                    runtime()
+                        .map_err(|e| e.to_string())?
+                        .block_on(serve(cfg, source, true))
+                })
+        }
         Cmd::Tso {
             parity,
             listen,
@@ -191,6 +221,11 @@ fn main() -> ExitCode {
             // tied to this process's lifetime, not to a worker thread's.
             match playground::start(&spec) {
                 Ok((backends, mut cfg)) => {
+                    let source = ConfigSource::new(
+                        spec.dir.join("proxy.toml"),
+                        CliOverrides::default(),
+                        cfg.clone(),
+                    );
                     if let Some(p) = metrics_port {
                         cfg.proxy.metrics_listen = format!("127.0.0.1:{p}");
                     }
@@ -207,7 +242,7 @@ fn main() -> ExitCode {
                     );
                     let r = runtime()
                         .map_err(|e| e.to_string())
-                        .and_then(|rt| rt.block_on(serve(cfg)));
+                        .and_then(|rt| rt.block_on(serve(cfg, source, false)));
                     drop(backends);
                     r
                 }

@@ -650,3 +650,108 @@ async fn a_client_certificate_opens_x509_accounts() {
     let e = proxy_error(&Proxy::start(cfg)).await;
     assert!(e.contains("mqx"), "{e}");
 }
+
+/// Users come from the config file and change without a restart, as with PgBouncer's RELOAD
+/// or ProxySQL's LOAD MYSQL USERS TO RUNTIME: `myquorum serve` reads the file again on SIGHUP
+/// and on `PROXY RELOAD`. A changed password and a new user count from the next login, a
+/// session already in stays, a removed user can no longer log in, a file that does not load
+/// changes nothing, and sections that need a restart are named, not applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reloads_its_users_on_sighup_and_proxy_reload() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let mut cfg = config_for(&[&db]);
+    let mut app = myquorum::config::UserConfig::new("app", "first");
+    app.admin = Some(false);
+    cfg.users.push(app);
+    let port: u16 = cfg
+        .proxy
+        .listen
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let conf = db.dir.path().join("proxy.toml");
+    std::fs::write(&conf, cfg.to_toml()).unwrap();
+    let mut proxy = std::process::Command::new(env!("CARGO_BIN_EXE_myquorum"))
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .stderr(std::fs::File::create(db.dir.path().join("proxy.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let url =
+        |user: &str, pw: &str| format!("mysql://{user}:{pw}@127.0.0.1:{port}/?prefer_socket=false");
+    let login = |user: &str, pw: &str| {
+        let url = url(user, pw);
+        async move { Conn::new(Opts::from_url(&url).unwrap()).await }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut root = loop {
+        if let Ok(c) = login("root", "").await {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "proxy did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut kept = login("app", "first").await.unwrap();
+    assert_denied(&url("ops", "o1")).await;
+
+    // app's password changes, ops is added, and a [proxy] setting changes: SIGHUP.
+    let mut edited = cfg.clone();
+    edited.users[1].password = "second".into();
+    edited
+        .users
+        .push(myquorum::config::UserConfig::new("ops", "o1"));
+    edited.proxy.read_max_lag_ms += 1;
+    std::fs::write(&conf, edited.to_toml()).unwrap();
+    unsafe { libc::kill(proxy.id() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut ops = loop {
+        if let Ok(c) = login("ops", "o1").await {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ops cannot log in after SIGHUP"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    ops.query_drop("SELECT 1").await.unwrap();
+    assert_denied(&url("app", "first")).await;
+    login("app", "second").await.unwrap();
+    // The session that logged in before the change goes on.
+    let one: Option<i64> = kept.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    let log = std::fs::read_to_string(db.dir.path().join("proxy.log")).unwrap();
+    assert!(
+        log.contains("users reloaded (added: ops; removed: none; changed: app)")
+            && log.contains("changed but not applied until a restart: [proxy]"),
+        "{log}"
+    );
+
+    // A file that does not load changes nothing, and says why.
+    std::fs::write(&conf, format!("{}\nbogus_key = 1\n", edited.to_toml())).unwrap();
+    let e = root.query_drop("PROXY RELOAD").await.unwrap_err();
+    assert_server_error(&e, 1105, "the running configuration is kept");
+    assert!(e.to_string().contains("bogus_key"), "{e}");
+    login("ops", "o1").await.unwrap();
+
+    // ops removed and the [proxy] setting back as it was: PROXY RELOAD says so.
+    std::fs::write(&conf, cfg.to_toml()).unwrap();
+    let answer: Option<String> = root.query_first("PROXY RELOAD").await.unwrap();
+    assert_eq!(
+        answer.as_deref(),
+        Some(
+            "users reloaded (added: none; removed: ops; changed: app); changed but not \
+             applied until a restart: [proxy]"
+        )
+    );
+    assert_denied(&url("ops", "o1")).await;
+    login("app", "first").await.unwrap();
+    // Only an admin may reload.
+    let e = kept.query_drop("PROXY RELOAD").await.unwrap_err();
+    assert_server_error(&e, 1227, "");
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}

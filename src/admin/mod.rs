@@ -412,6 +412,14 @@ pub fn answer(
                 .collect(),
         }),
         "queries" => Ok(queries(ctx)),
+        // PgBouncer's RELOAD, ProxySQL's LOAD MYSQL USERS TO RUNTIME: users from the file.
+        "proxy reload" | "proxy reload config" => match ctx.reload() {
+            Ok(summary) => Ok(Table {
+                columns: vec!["result"],
+                rows: vec![vec![Some(summary)]],
+            }),
+            Err(e) => Err(MysqlError::new(1105, "HY000", format!("myquorum: {e}"))),
+        },
         "proxy reset queries" => Ok(Table {
             columns: vec!["result"],
             rows: vec![vec![Some(format!(
@@ -477,7 +485,7 @@ pub fn answer(
             1064,
             "42000",
             format!(
-                "Unknown proxy command '{}': try PROXY SWITCHOVER, PROXY REBUILD REPLICA or PROXY RESET QUERIES",
+                "Unknown proxy command '{}': try PROXY SWITCHOVER, PROXY REBUILD REPLICA, PROXY RELOAD or PROXY RESET QUERIES",
                 other.to_uppercase()
             ),
         )),

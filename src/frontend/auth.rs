@@ -11,7 +11,7 @@ use crate::protocol::handshake::{
     SHA2_REQUEST_PUBLIC_KEY,
 };
 use crate::protocol::{MysqlError, PacketStream};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use rsa::{Oaep, RsaPrivateKey};
 use std::collections::{HashMap, HashSet};
@@ -21,8 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Configured users and what authentication remembers about them.
 pub struct Authenticator {
-    /// name → password
-    users: HashMap<String, String>,
+    /// name → password; replaced whole by a config reload.
+    users: RwLock<HashMap<String, String>>,
     /// Users that completed a full caching_sha2_password authentication with their current
     /// password (MySQL's in-memory cache).
     sha2_cache: Mutex<HashSet<(String, String)>>,
@@ -43,10 +43,17 @@ pub fn access_denied(user: &str, password_given: bool) -> MysqlError {
 impl Authenticator {
     pub fn new(users: HashMap<String, String>) -> Self {
         Authenticator {
-            users,
+            users: RwLock::new(users),
             sha2_cache: Mutex::new(HashSet::new()),
             rsa: OnceLock::new(),
         }
+    }
+
+    /// Takes the users of a reloaded config. Sessions already logged in stay (as MySQL keeps
+    /// the sessions of a dropped user); a changed password is checked from the next login on:
+    /// the caching_sha2_password cache is keyed by the password too.
+    pub fn replace_users(&self, users: HashMap<String, String>) {
+        *self.users.write() = users;
     }
 
     /// The proxy's RSA key pair for caching_sha2_password over plain TCP, made on first use.
@@ -75,7 +82,7 @@ impl Authenticator {
         mut seq: u8,
         secure: bool,
     ) -> io::Result<(u8, Result<(), MysqlError>)> {
-        let Some(password) = self.users.get(user) else {
+        let Some(password) = self.users.read().get(user).cloned() else {
             return Ok((seq, Err(access_denied(user, !response.is_empty()))));
         };
         let mut plugin = plugin.unwrap_or(NATIVE_PASSWORD).to_string();
@@ -91,7 +98,7 @@ impl Authenticator {
             response = pkt.payload;
         }
         if plugin == NATIVE_PASSWORD || password.is_empty() {
-            return Ok(if verify_scramble(&plugin, nonce, &response, password) {
+            return Ok(if verify_scramble(&plugin, nonce, &response, &password) {
                 (seq, Ok(()))
             } else {
                 (seq, Err(access_denied(user, !response.is_empty())))
@@ -99,7 +106,7 @@ impl Authenticator {
         }
         let key = (user.to_string(), password.clone());
         if self.sha2_cache.lock().contains(&key) {
-            if !verify_scramble(CACHING_SHA2, nonce, &response, password) {
+            if !verify_scramble(CACHING_SHA2, nonce, &response, &password) {
                 return Ok((seq, Err(access_denied(user, !response.is_empty()))));
             }
             let next = stream
