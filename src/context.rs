@@ -98,16 +98,18 @@ fn user_passwords(config: &Config) -> std::collections::HashMap<String, String> 
 
 impl ProxyContext {
     /// Gives a session just logged in (or changed to) as `session.user` its backend account
-    /// and its admin right.
-    pub fn grant_access(&self, session: &mut crate::session::SessionState) {
-        let (account, admin) = self
-            .access
-            .read()
-            .get(&session.user)
-            .cloned()
-            .unwrap_or_default();
+    /// and its admin right. A user a config reload removed after its password was checked is
+    /// refused: the default would be the proxy's own account.
+    pub fn grant_access(
+        &self,
+        session: &mut crate::session::SessionState,
+    ) -> Result<(), crate::protocol::MysqlError> {
+        let Some((account, admin)) = self.access.read().get(&session.user).cloned() else {
+            return Err(crate::frontend::auth::access_denied(&session.user, true));
+        };
         session.backend_account = account;
         session.admin = admin;
+        Ok(())
     }
 
     pub fn new(config: Config) -> Result<Self, String> {
@@ -171,8 +173,12 @@ impl ProxyContext {
         })?;
         let mut loaded = source.loaded.lock();
         let plan = loaded.reload_plan(&new);
+        // Both tables change under the access lock; a login between its password check and
+        // `grant_access` is still covered there.
+        let mut access = self.access.write();
         self.auth.replace_users(user_passwords(&new));
-        *self.access.write() = user_access(&new);
+        *access = user_access(&new);
+        drop(access);
         *loaded = new;
         let summary = plan.summary();
         if plan.restart_for.is_empty() {

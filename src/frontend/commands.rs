@@ -2090,7 +2090,11 @@ impl ClientSession {
         let multi = session.multi_statements;
         self.registry_entry.set_user(&user);
         *session = SessionState::new(user, db, collation, multi);
-        self.ctx.grant_access(session);
+        let granted = self.ctx.grant_access(session);
+        if let Err(e) = granted {
+            client.write_packet(seq, &e.encode()).await?;
+            return Ok(false);
+        }
         if let Err(e) = self.check_login(session).await {
             client.write_packet(seq, &e.encode()).await?;
             return Ok(false);

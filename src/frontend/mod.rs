@@ -176,7 +176,10 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
         hello.collation,
         caps.contains(CapabilityFlags::CLIENT_MULTI_STATEMENTS),
     );
-    ctx.grant_access(&mut session);
+    if let Err(e) = ctx.grant_access(&mut session) {
+        stream.write_packet(seq, &e.encode()).await?;
+        return Ok(());
+    }
     // KILL <id> from another client finds this session here.
     let registered = ctx
         .sessions
