@@ -116,6 +116,29 @@ pub struct ProxyConfig {
     pub wait_timeout_s: u64,
 }
 
+impl ProxyConfig {
+    /// Settings a reload applies at once (each is read where it is used: per read, per idle
+    /// wait), with how to read them for a comparison.
+    #[allow(clippy::type_complexity)]
+    pub const LIVE: [(&'static str, fn(&ProxyConfig) -> String); 3] = [
+        ("proxy.read_consistency", |p| {
+            p.read_consistency.to_ascii_lowercase()
+        }),
+        ("proxy.read_max_lag_ms", |p| p.read_max_lag_ms.to_string()),
+        ("proxy.wait_timeout_s", |p| p.wait_timeout_s.to_string()),
+    ];
+
+    /// This section with the live settings blanked: what only a restart applies.
+    fn without_live(&self) -> ProxyConfig {
+        ProxyConfig {
+            read_consistency: String::new(),
+            read_max_lag_ms: 0,
+            wait_timeout_s: 0,
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
@@ -257,6 +280,8 @@ pub struct ReloadPlan {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<String>,
+    /// `[proxy]` settings that changed and apply at once (`ProxyConfig::LIVE`).
+    pub applied: Vec<&'static str>,
     pub restart_for: Vec<&'static str>,
 }
 
@@ -276,6 +301,9 @@ impl ReloadPlan {
             names(&self.removed),
             names(&self.changed)
         );
+        if !self.applied.is_empty() {
+            out.push_str(&format!("; applied: {}", self.applied.join(", ")));
+        }
         if !self.restart_for.is_empty() {
             out.push_str(&format!(
                 "; changed but not applied until a restart: [{}]",
@@ -341,8 +369,16 @@ impl Config {
                 plan.removed.push(u.name.clone());
             }
         }
+        plan.applied = ProxyConfig::LIVE
+            .iter()
+            .filter(|(_, value)| value(&self.proxy) != value(&new.proxy))
+            .map(|(name, _)| *name)
+            .collect();
         let sections = [
-            ("proxy", self.proxy != new.proxy),
+            (
+                "proxy",
+                self.proxy.without_live() != new.proxy.without_live(),
+            ),
             ("backend", self.backend != new.backend),
             ("replication", self.replication != new.replication),
             ("shards", self.shards != new.shards),
@@ -561,7 +597,8 @@ mod tests {
         let new = Config::from_toml_str(&format!(
             "{shard}[[users]]\nname = \"root\"\n[[users]]\nname = \"app\"\npassword = \"b\"\n\
              [[users]]\nname = \"new\"\nbackend_user = \"n\"\n\
-             [proxy]\nread_max_lag_ms = 5\n[replication]\ncommit_timeout_ms = 9\n"
+             [proxy]\nread_max_lag_ms = 5\nread_consistency = \"Session\"\nmax_connections = 7\n\
+             [replication]\ncommit_timeout_ms = 9\n"
         ))
         .unwrap();
         let plan = old.reload_plan(&new);
@@ -571,14 +608,27 @@ mod tests {
                 added: vec!["new".into()],
                 removed: vec!["gone".into()],
                 changed: vec!["app".into()],
+                // The consistency's case is no change; max_connections needs a restart.
+                applied: vec!["proxy.read_max_lag_ms"],
                 restart_for: vec!["proxy", "replication"],
             }
         );
         assert_eq!(
             plan.summary(),
-            "users reloaded (added: new; removed: gone; changed: app); changed but not applied \
-             until a restart: [proxy], [replication]"
+            "users reloaded (added: new; removed: gone; changed: app); applied: \
+             proxy.read_max_lag_ms; changed but not applied until a restart: [proxy], \
+             [replication]"
         );
+        // Only live settings changed: nothing waits for a restart.
+        let mut live = old.clone();
+        live.proxy.read_consistency = "eventual".into();
+        live.proxy.wait_timeout_s = 60;
+        let plan = old.reload_plan(&live);
+        assert_eq!(
+            plan.applied,
+            vec!["proxy.read_consistency", "proxy.wait_timeout_s"]
+        );
+        assert!(plan.restart_for.is_empty(), "{plan:?}");
         // An admin right given is a change too.
         let mut admin = old.clone();
         admin.users[1].admin = Some(false);

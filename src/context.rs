@@ -36,8 +36,8 @@ pub struct ProxyContext {
     /// Client-side TLS, when a certificate is configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub counters: Counters,
-    /// The default read consistency (from `proxy.read_consistency`).
-    pub read_consistency: crate::router::Consistency,
+    /// `[proxy]` settings a config reload changes in place.
+    pub live: LiveSettings,
     /// Classification per statement digest, shared by all sessions.
     pub classify_cache: ClassifyCache,
     /// Executions and time per statement digest (`SHOW PROXY QUERIES`).
@@ -53,6 +53,52 @@ pub struct ProxyContext {
     /// The file the config came from, for `PROXY RELOAD` and SIGHUP (`None`: built in code).
     config_source: Option<ConfigSource>,
     next_connection_id: AtomicU32,
+}
+
+/// The `[proxy]` settings a reload applies at once (`ProxyConfig::LIVE`): each is read where
+/// it is used, so a new value counts from the next read routed or idle wait begun.
+pub struct LiveSettings {
+    read_consistency: std::sync::atomic::AtomicU8,
+    read_max_lag_ms: AtomicU64,
+    wait_timeout_s: AtomicU64,
+}
+
+impl LiveSettings {
+    fn new(config: &Config) -> LiveSettings {
+        let live = LiveSettings {
+            read_consistency: Default::default(),
+            read_max_lag_ms: Default::default(),
+            wait_timeout_s: Default::default(),
+        };
+        live.store(config);
+        live
+    }
+
+    /// `config` passed `Config::validate`, which checks the consistency's name.
+    fn store(&self, config: &Config) {
+        let p = &config.proxy;
+        let consistency =
+            crate::router::Consistency::parse(&p.read_consistency).unwrap_or_default();
+        self.read_consistency
+            .store(consistency as u8, Ordering::Relaxed);
+        self.read_max_lag_ms
+            .store(p.read_max_lag_ms, Ordering::Relaxed);
+        self.wait_timeout_s
+            .store(p.wait_timeout_s, Ordering::Relaxed);
+    }
+
+    /// The default consistency of autocommit reads (`proxy.read_consistency`).
+    pub fn read_consistency(&self) -> crate::router::Consistency {
+        crate::router::Consistency::from_u8(self.read_consistency.load(Ordering::Relaxed))
+    }
+
+    pub fn read_max_lag_ms(&self) -> u64 {
+        self.read_max_lag_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn wait_timeout_s(&self) -> u64 {
+        self.wait_timeout_s.load(Ordering::Relaxed)
+    }
 }
 
 type UserAccess = std::collections::HashMap<String, (Option<std::sync::Arc<BackendAccount>>, bool)>;
@@ -113,13 +159,13 @@ impl ProxyContext {
     }
 
     pub fn new(config: Config) -> Result<Self, String> {
-        let read_consistency = crate::router::Consistency::parse(&config.proxy.read_consistency)
-            .ok_or_else(|| {
-                format!(
-                    "proxy.read_consistency = {:?}: use \"strong\", \"session\" or \"eventual\"",
-                    config.proxy.read_consistency
-                )
-            })?;
+        crate::router::Consistency::parse(&config.proxy.read_consistency).ok_or_else(|| {
+            format!(
+                "proxy.read_consistency = {:?}: use \"strong\", \"session\" or \"eventual\"",
+                config.proxy.read_consistency
+            )
+        })?;
+        let live = LiveSettings::new(&config);
         let cluster = std::sync::Arc::new(Cluster::from_config(&config)?);
         let replication = crate::replication::Replication::open(&config)?;
         let users = user_passwords(&config);
@@ -139,7 +185,7 @@ impl ProxyContext {
             auth: Authenticator::new(users),
             tls,
             counters: Counters::default(),
-            read_consistency,
+            live,
             classify_cache: ClassifyCache::new(10_000),
             digests: crate::digests::QueryDigests::default(),
             sessions: Default::default(),
@@ -157,8 +203,8 @@ impl ProxyContext {
     }
 
     /// Reads the config file again and applies its users (logins from now on use them; the
-    /// sessions already in stay). Other sections that changed are named, not applied: they
-    /// need a restart. A file that does not load changes nothing.
+    /// sessions already in stay) and the live `[proxy]` settings. Other settings that changed
+    /// are named, not applied: they need a restart. A file that does not load changes nothing.
     pub fn reload(&self) -> Result<String, String> {
         let source = self.config_source.as_ref().ok_or_else(|| {
             "this proxy was not started from a config file (myquorum serve --config FILE); \
@@ -179,6 +225,7 @@ impl ProxyContext {
         self.auth.replace_users(user_passwords(&new));
         *access = user_access(&new);
         drop(access);
+        self.live.store(&new);
         *loaded = new;
         let summary = plan.summary();
         if plan.restart_for.is_empty() {
@@ -254,7 +301,7 @@ impl ProxyContext {
             replicas,
             log_end: log.last_sequenced(),
             // Timestamps carry milliseconds shifted left by 18, then the parity bit.
-            max_lag_ts: self.config.proxy.read_max_lag_ms << 19,
+            max_lag_ts: self.live.read_max_lag_ms() << 19,
         }
     }
 }

@@ -654,8 +654,9 @@ async fn a_client_certificate_opens_x509_accounts() {
 /// Users come from the config file and change without a restart, as with PgBouncer's RELOAD
 /// or ProxySQL's LOAD MYSQL USERS TO RUNTIME: `myquorum serve` reads the file again on SIGHUP
 /// and on `PROXY RELOAD`. A changed password and a new user count from the next login, a
-/// session already in stays, a removed user can no longer log in, a file that does not load
-/// changes nothing, and sections that need a restart are named, not applied.
+/// session already in stays, a removed user can no longer log in, the default read
+/// consistency changes at once, a file that does not load changes nothing, and settings that
+/// need a restart are named, not applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reloads_its_users_on_sighup_and_proxy_reload() {
     common::init_tracing();
@@ -703,7 +704,9 @@ async fn serve_reloads_its_users_on_sighup_and_proxy_reload() {
     edited
         .users
         .push(myquorum::config::UserConfig::new("ops", "o1"));
-    edited.proxy.read_max_lag_ms += 1;
+    // One setting that applies at once, one that needs a restart.
+    edited.proxy.read_consistency = "eventual".into();
+    edited.proxy.max_connections += 1;
     std::fs::write(&conf, edited.to_toml()).unwrap();
     unsafe { libc::kill(proxy.id() as i32, libc::SIGHUP) };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -717,7 +720,15 @@ async fn serve_reloads_its_users_on_sighup_and_proxy_reload() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    ops.query_drop("SELECT 1").await.unwrap();
+    // The new default consistency holds for reads from now on.
+    ops.query_drop("SELECT 1 FROM mysql.user LIMIT 1")
+        .await
+        .unwrap();
+    let explained: Vec<mysql_async::Row> = ops.query("EXPLAIN LAST STATEMENT").await.unwrap();
+    assert_eq!(
+        explained[0].get::<String, _>("read_consistency").as_deref(),
+        Some("eventual")
+    );
     assert_denied(&url("app", "first")).await;
     login("app", "second").await.unwrap();
     // The session that logged in before the change goes on.
@@ -725,8 +736,10 @@ async fn serve_reloads_its_users_on_sighup_and_proxy_reload() {
     assert_eq!(one, Some(1));
     let log = std::fs::read_to_string(db.dir.path().join("proxy.log")).unwrap();
     assert!(
-        log.contains("users reloaded (added: ops; removed: none; changed: app)")
-            && log.contains("changed but not applied until a restart: [proxy]"),
+        log.contains(
+            "users reloaded (added: ops; removed: none; changed: app); applied: \
+             proxy.read_consistency; changed but not applied until a restart: [proxy]"
+        ),
         "{log}"
     );
 
@@ -743,8 +756,8 @@ async fn serve_reloads_its_users_on_sighup_and_proxy_reload() {
     assert_eq!(
         answer.as_deref(),
         Some(
-            "users reloaded (added: none; removed: ops; changed: app); changed but not \
-             applied until a restart: [proxy]"
+            "users reloaded (added: none; removed: ops; changed: app); applied: \
+             proxy.read_consistency; changed but not applied until a restart: [proxy]"
         )
     );
     assert_denied(&url("ops", "o1")).await;

@@ -504,7 +504,7 @@ impl ClientSession {
     fn idle_limit(&self, session: &SessionState) -> std::time::Duration {
         let seconds = match session.wait_timeout() {
             Some(set) => set.clamp(1, crate::config::MAX_WAIT_TIMEOUT_S as i64) as u64,
-            None => self.ctx.config.proxy.wait_timeout_s,
+            None => self.ctx.live.wait_timeout_s(),
         };
         std::time::Duration::from_secs(seconds)
     }
@@ -1454,7 +1454,7 @@ impl ClientSession {
             .iter()
             .find(|(k, _)| k == "myquorum_read_consistency")
             .and_then(|(_, v)| router::Consistency::parse(v))
-            .unwrap_or(self.ctx.read_consistency)
+            .unwrap_or_else(|| self.ctx.live.read_consistency())
     }
 
     /// A text statement's route: plain autocommit reads may go to a replica.

@@ -54,6 +54,15 @@ pub enum Consistency {
 }
 
 impl Consistency {
+    /// The inverse of `as u8`.
+    pub fn from_u8(v: u8) -> Consistency {
+        match v {
+            0 => Consistency::Strong,
+            2 => Consistency::Eventual,
+            _ => Consistency::Session,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Consistency> {
         match s.to_ascii_lowercase().as_str() {
             "strong" => Some(Consistency::Strong),
@@ -403,6 +412,17 @@ mod tests {
             reads([0, 60, 75], [5000, 4000, 300]),
         );
         assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(2)));
+    }
+
+    #[test]
+    fn consistency_round_trips_through_u8() {
+        for c in [
+            Consistency::Strong,
+            Consistency::Session,
+            Consistency::Eventual,
+        ] {
+            assert_eq!(Consistency::from_u8(c as u8), c);
+        }
     }
 
     #[test]
