@@ -361,8 +361,9 @@ async fn reads_survive_a_hung_follower() {
     let mut r = connect(&proxy.url(None)).await;
     // Let the probes' latency figures settle (every 200 ms).
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // A session reads from one replica for a run of 64 reads: 200 cover all three.
     let b_before = com_select(&b).await;
-    for _ in 0..60 {
+    for _ in 0..200 {
         let v: Option<i64> = r.query_first("SELECT id FROM hung.t").await.unwrap();
         assert_eq!(v, Some(1));
     }
@@ -374,6 +375,17 @@ async fn reads_survive_a_hung_follower() {
             .map(|row| row.unwrap().into_iter().map(|v| format!("{v:?}")).collect())
             .collect();
         panic!("b got no share of the reads ({b_reads}): {rows:?}");
+    }
+    // Hang b while the session's run is on it, so the next reads are sent to it.
+    for _ in 0..200 {
+        r.query_drop("SELECT id FROM hung.t").await.unwrap();
+        let last: Vec<mysql_async::Row> = r.query("EXPLAIN LAST STATEMENT").await.unwrap();
+        if last[0]
+            .get::<String, _>("target")
+            .is_some_and(|t| t.contains("replica 1"))
+        {
+            break;
+        }
     }
     relay.set_blackhole(true);
     let started = Instant::now();
