@@ -1,7 +1,8 @@
 //! Go's database/sql with go-sql-driver/mysql (server-side prepares and interpolated
-//! parameters) and Ruby's ActiveRecord with the mysql2 gem through the proxy (three
-//! replicas) see exactly what they see from one server direct, and what they wrote is the
-//! same on every replica. The drivers come from Debian (`.ci/run` installs them).
+//! parameters), Ruby's ActiveRecord with the mysql2 gem and Java's JDBC with MariaDB
+//! Connector/J (client- and server-side prepares) through the proxy (three replicas) see
+//! exactly what they see from one server direct, and what they wrote is the same on every
+//! replica. The drivers come from Debian (`.ci/run` installs them).
 
 mod common;
 
@@ -100,4 +101,64 @@ async fn activerecord_matches_direct() {
     let all = [&dbs[0], &dbs[1], &dbs[2]];
     wait_converged(&all).await;
     assert_same_tables(&all, &["ruby_app.authors", "ruby_app.posts"]).await;
+}
+
+/// Debian's MariaDB Connector/J (libmariadb-java), the driver behind jdbc:mariadb URLs.
+const CONNECTOR_J: &str = "/usr/share/java/mariadb-java-client.jar";
+
+/// Compiles tests/java/JdbcRoundtrip.java into `dir`.
+fn build_java_probe(dir: &std::path::Path) {
+    let mut cmd = Command::new("javac");
+    cmd.arg("-d")
+        .arg(dir)
+        .arg("-cp")
+        .arg(CONNECTOR_J)
+        .arg(repo_path("tests/java/JdbcRoundtrip.java"));
+    output_of(cmd, "javac tests/java/JdbcRoundtrip.java");
+}
+
+fn java_transcript(dir: &std::path::Path, port: u16, server_prepares: bool) -> String {
+    let mut cmd = Command::new("java");
+    cmd.arg("-cp")
+        .arg(format!("{CONNECTOR_J}:{}", dir.display()))
+        .arg("JdbcRoundtrip")
+        .arg(port.to_string())
+        .arg(server_prepares.to_string());
+    output_of(cmd, "JdbcRoundtrip")
+}
+
+/// Generated keys (single and batch), a duplicate key's SQLState and error code with the
+/// connection still valid, a savepoint rolled back, a rolled-back transaction, a procedure's
+/// OUT parameter, a 1 MiB blob, typed rows, a streamed read and the metadata ORMs ask for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_connector_j_matches_direct() {
+    common::init_tracing();
+    let build_dir = tempfile::tempdir().unwrap();
+    build_java_probe(build_dir.path());
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let direct = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    for server_prepares in [false, true] {
+        let (d1, d2) = (build_dir.path().to_owned(), build_dir.path().to_owned());
+        let (port, direct_port) = (proxy.port, direct.port);
+        let via = tokio::task::spawn_blocking(move || java_transcript(&d1, port, server_prepares));
+        let straight =
+            tokio::task::spawn_blocking(move || java_transcript(&d2, direct_port, server_prepares));
+        let (via, straight) = (via.await.unwrap(), straight.await.unwrap());
+        for line in [
+            "batch keys 2 3 4 5 6",
+            "duplicate: SQLIntegrityConstraintViolationException state 23000 code 1062",
+            "valid after error: true",
+            "  row n=0:Long",
+            "procedure out 36.00",
+            "same true",
+            "done",
+        ] {
+            assert!(via.contains(line), "missing {line:?}:\n{via}");
+        }
+        assert_eq!(via, straight, "useServerPrepStmts={server_prepares}");
+        let all = [&dbs[0], &dbs[1], &dbs[2]];
+        wait_converged(&all).await;
+        assert_same_tables(&all, &["java_app.t"]).await;
+    }
 }
