@@ -25,6 +25,10 @@ pub struct Counters {
     pub isolation_raised: AtomicU64,
     /// Client connections closed for sitting idle longer than their `wait_timeout`.
     pub idle_timeouts: AtomicU64,
+    /// Waits for a client's next command that polled (`proxy.busy_poll_us`), and those
+    /// whose command arrived while polling.
+    pub client_polls: AtomicU64,
+    pub client_poll_hits: AtomicU64,
 }
 
 pub struct ProxyContext {
@@ -61,6 +65,7 @@ pub struct LiveSettings {
     read_consistency: std::sync::atomic::AtomicU8,
     read_max_lag_ms: AtomicU64,
     wait_timeout_s: AtomicU64,
+    busy_poll_us: AtomicU64,
 }
 
 impl LiveSettings {
@@ -69,6 +74,7 @@ impl LiveSettings {
             read_consistency: Default::default(),
             read_max_lag_ms: Default::default(),
             wait_timeout_s: Default::default(),
+            busy_poll_us: Default::default(),
         };
         live.store(config);
         live
@@ -85,6 +91,12 @@ impl LiveSettings {
             .store(p.read_max_lag_ms, Ordering::Relaxed);
         self.wait_timeout_s
             .store(p.wait_timeout_s, Ordering::Relaxed);
+        self.busy_poll_us.store(p.busy_poll_us, Ordering::Relaxed);
+    }
+
+    /// How long a session polls for its client's next command (`proxy.busy_poll_us`).
+    pub fn busy_poll_us(&self) -> u64 {
+        self.busy_poll_us.load(Ordering::Relaxed)
     }
 
     /// The default consistency of autocommit reads (`proxy.read_consistency`).

@@ -126,6 +126,18 @@ fn proxy_counters(ctx: &ProxyContext, e: &mut Exposition) {
             load(&c.isolation_raised),
         ),
         (
+            "myquorum_client_polls_total",
+            "counter",
+            "Waits for a client's next command that polled its socket (proxy.busy_poll_us).",
+            load(&c.client_polls),
+        ),
+        (
+            "myquorum_client_poll_hits_total",
+            "counter",
+            "Polled waits whose command arrived while polling (no wake-up paid).",
+            load(&c.client_poll_hits),
+        ),
+        (
             "myquorum_idle_timeouts_total",
             "counter",
             "Client connections closed after sitting idle for their wait_timeout.",

@@ -441,6 +441,8 @@ pub fn answer(
                     kv("primary_fallbacks", c.primary_fallbacks.load(Ordering::Relaxed)),
                     kv("isolation_raised", c.isolation_raised.load(Ordering::Relaxed)),
                     kv("idle_timeouts", c.idle_timeouts.load(Ordering::Relaxed)),
+                    kv("client_polls", c.client_polls.load(Ordering::Relaxed)),
+                    kv("client_poll_hits", c.client_poll_hits.load(Ordering::Relaxed)),
                     kv(
                         "elections",
                         ctx.replication

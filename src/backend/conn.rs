@@ -11,6 +11,7 @@ use crate::protocol::packet::PacketStream;
 use mysql_common::constants::CapabilityFlags;
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -193,12 +194,19 @@ impl BackendConn {
         let fut = async {
             let mut stream = match transport {
                 Transport::Unix(path) => {
-                    PacketStream::new(BackendSocket::Unix(UnixStream::connect(&**path).await?))
+                    let unix = UnixStream::connect(&**path).await?;
+                    let fd = unix.as_raw_fd();
+                    let mut stream = PacketStream::new(BackendSocket::Unix(unix));
+                    stream.set_poll_fd(fd);
+                    stream
                 }
                 Transport::Tcp => {
                     let tcp = TcpStream::connect(&*addr).await?;
                     tcp.set_nodelay(true)?;
-                    PacketStream::new(BackendSocket::Tcp(tcp))
+                    let fd = tcp.as_raw_fd();
+                    let mut stream = PacketStream::new(BackendSocket::Tcp(tcp));
+                    stream.set_poll_fd(fd);
+                    stream
                 }
             };
             let (user, password) = (&params.user, &params.password);

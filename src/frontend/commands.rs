@@ -102,6 +102,8 @@ pub struct ClientSession {
     /// not be restored there. A replica read then moves to the primary without taking the
     /// replica out.
     refused_here: bool,
+    /// Whether this session's client answers fast enough to poll for (`busy_poll`).
+    client_poll: super::busy_poll::ClientPoll,
 }
 
 /// Writes of a session whose backend account may not store the log's rows.
@@ -182,6 +184,7 @@ impl ClientSession {
             held: None,
             last_route: None,
             transaction_lost: false,
+            client_poll: Default::default(),
             open_write: None,
             reads_routed: 0,
             spread_seed: rand::random(),
@@ -265,6 +268,8 @@ impl ClientSession {
             if idle_due < idle_timer.deadline() {
                 idle_timer.as_mut().reset(idle_due);
             }
+            self.client_poll
+                .before_wait(client, self.ctx.live.busy_poll_us(), &self.ctx.counters);
             let read = match self.held.as_mut() {
                 Some(h) => {
                     tokio::select! {
@@ -314,6 +319,7 @@ impl ClientSession {
                 continue;
             };
             last_command = tokio::time::Instant::now();
+            let _at_work = self.client_poll.at_work();
             let pkt = match read {
                 Ok(p) => p,
                 Err(e) => {
@@ -1736,11 +1742,12 @@ impl ClientSession {
                 (Ok(Err(e)), _) => return Err(Failure::Answer(e)),
                 (Ok(Ok(bytes)), Some(h)) => {
                     payload = bytes;
+                    let poll = super::busy_poll::answer_budget(self.ctx.live.busy_poll_us());
                     // A hung replica answers nothing; its health probes mark it down, and
                     // the read moves on then.
                     until_down(
                         &h.down,
-                        start_command(&mut h.conn, &payload, deprecate_eof, true),
+                        start_command(&mut h.conn, &payload, deprecate_eof, true, poll),
                         |e| e,
                     )
                     .await
@@ -1796,6 +1803,7 @@ impl ClientSession {
                 kind,
                 deprecate_eof,
                 reads_clock(c),
+                super::busy_poll::answer_budget(self.ctx.live.busy_poll_us()),
             );
             until_down(&h.down, relay, RelayError::Backend).await
         };
@@ -2295,8 +2303,10 @@ impl ClientSession {
                 let Some(h) = self.held.as_mut() else {
                     return Err(Failure::Answer(unknown_stmt(client_id, op)));
                 };
+                let poll = super::busy_poll::answer_budget(self.ctx.live.busy_poll_us());
                 let result =
-                    send_and_relay(&mut h.conn, client, &bytes, kind, deprecate_eof, true).await;
+                    send_and_relay(&mut h.conn, client, &bytes, kind, deprecate_eof, true, poll)
+                        .await;
                 self.finish(session, &stmt.classified, result).map(|_| ())
             }
             _ => {
@@ -2481,8 +2491,9 @@ async fn send_and_relay<S: AsyncRead + AsyncWrite + Unpin>(
     kind: ResponseKind,
     deprecate_eof: bool,
     reads_clock: bool,
+    poll: Option<std::time::Duration>,
 ) -> Result<ResponseSummary, RelayError> {
-    start_command(conn, payload, deprecate_eof, reads_clock)
+    start_command(conn, payload, deprecate_eof, reads_clock, poll)
         .await
         .map_err(RelayError::Backend)?;
     relay_response(&mut conn.stream, client, kind, deprecate_eof, None).await
@@ -2497,10 +2508,14 @@ async fn start_command(
     payload: &[u8],
     deprecate_eof: bool,
     reads_clock: bool,
+    poll: Option<std::time::Duration>,
 ) -> io::Result<()> {
     let begin = queue_deferred_begin(conn);
     let reset = reads_clock && queue_timestamp_reset(conn);
     conn.stream.write_packet(0, payload).await?;
+    if let Some(budget) = poll {
+        conn.stream.poll_for_input(budget, || true);
+    }
     if begin {
         let answer = read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
         if let Some(e) = answer.error {

@@ -6,6 +6,7 @@
 //! backend (connection handles), admin, context.
 
 pub mod auth;
+mod busy_poll;
 mod checksum;
 mod commands;
 pub mod kill;
@@ -70,7 +71,12 @@ async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Resu
     // A Unix socket is as private as TLS (MySQL treats it so): caching_sha2_password may take
     // the password in clear over it.
     let local = matches!(socket, Either::Right(_));
+    let fd = match &socket {
+        Either::Left(tcp) => std::os::fd::AsRawFd::as_raw_fd(tcp),
+        Either::Right(unix) => std::os::fd::AsRawFd::as_raw_fd(unix),
+    };
     let mut stream = PacketStream::new(socket);
+    stream.set_poll_fd(fd);
     let nonce = new_nonce();
     let server_caps = proxy_capabilities(ctx.tls.is_some());
     let mariadb_caps = ctx.mariadb_capabilities();
