@@ -94,7 +94,8 @@ impl LiveSettings {
         self.busy_poll_us.store(p.busy_poll_us, Ordering::Relaxed);
     }
 
-    /// How long a session polls for its client's next command (`proxy.busy_poll_us`).
+    /// How long a lone session polls for its client's next command, and for a read's answer,
+    /// before sleeping (`proxy.busy_poll_us`).
     pub fn busy_poll_us(&self) -> u64 {
         self.busy_poll_us.load(Ordering::Relaxed)
     }
