@@ -1,14 +1,14 @@
-//! Polling for a client's next command instead of sleeping until it comes
-//! (`proxy.busy_poll_us`).
+//! Polling for a client's next command, and for a read's answer, instead of sleeping until
+//! it comes (`proxy.busy_poll_us`).
 //!
 //! A command through the proxy wakes it twice (the client's command, the server's answer)
 //! where a direct connection wakes nobody in between, and on a VM a wake-up costs tens of
 //! µs. The one that is cheap to avoid is the client's next command inside a transaction or
 //! a run of statements: it follows the previous answer within microseconds, so a session
 //! that polls its client socket for a short while gets it without its thread going to
-//! sleep. Polling burns CPU and holds a runtime worker, so only when one client is busy:
+//! sleep; likewise the answer to a read it just sent. Polling burns CPU and holds a runtime worker, so only when one client is busy:
 //! no other session started a command in the last `ALONE_FOR` (with several busy clients
-//! the cores are needed — polling cost 8 % of sysbench write_only at 8 threads when only
+//! the cores are needed — sysbench write_only at 8 threads looked 4–8 % slower when only
 //! "nobody else at work right now" was required — and wake-ups are shared by several
 //! events anyway), nobody else is working on a command, one session at a time, and a
 //! session whose client does not answer that fast stops polling (an interactive or
@@ -42,12 +42,17 @@ fn clock_us() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
+/// Whether one session alone has started commands for `ALONE_FOR`.
+fn one_starter_lately() -> bool {
+    clock_us().saturating_sub(STARTER_CHANGED_US.load(Ordering::Relaxed))
+        >= ALONE_FOR.as_micros() as u64
+}
+
 /// Whether only `session` started commands lately and nobody is at work.
 fn alone(session: u32) -> bool {
     AT_WORK.load(Ordering::Relaxed) == 0
         && LAST_STARTER.load(Ordering::Relaxed) == session
-        && clock_us().saturating_sub(STARTER_CHANGED_US.load(Ordering::Relaxed))
-            >= ALONE_FOR.as_micros() as u64
+        && one_starter_lately()
 }
 
 /// Polls that came up empty in a row after which a session stops polling.
@@ -67,12 +72,10 @@ impl Drop for AtWork {
 /// How long to poll for the answer to a command the current session just sent to a server
 /// (None: sleep until it comes): `budget_us` when this session is the only one at work and
 /// has had the proxy to itself for a while. Such an answer is due within the command's
-/// execution time, a wake-up saved on every statement of a lone client (point selects at
-/// one thread: 11.4k → 16.5k QPS); a slow query costs the budget once.
+/// execution time, a wake-up saved on every statement of a lone client; a slow query costs
+/// the budget once.
 pub fn answer_budget(budget_us: u64) -> Option<Duration> {
-    let alone = AT_WORK.load(Ordering::Relaxed) == 1
-        && clock_us().saturating_sub(STARTER_CHANGED_US.load(Ordering::Relaxed))
-            >= ALONE_FOR.as_micros() as u64;
+    let alone = AT_WORK.load(Ordering::Relaxed) == 1 && one_starter_lately();
     (budget_us > 0 && alone).then(|| Duration::from_micros(budget_us))
 }
 
