@@ -106,6 +106,11 @@ pub struct ClientSession {
     client_poll: super::busy_poll::ClientPoll,
 }
 
+/// How long to poll for the answer to a read the current session sends now (`busy_poll`).
+fn answer_poll(ctx: &ProxyContext) -> Option<std::time::Duration> {
+    super::busy_poll::answer_budget(ctx.live.busy_poll_us())
+}
+
 /// Writes of a session whose backend account may not store the log's rows.
 fn log_grants_missing(account: &str, refused: &MysqlError) -> MysqlError {
     MysqlError::new(
@@ -1742,7 +1747,7 @@ impl ClientSession {
                 (Ok(Err(e)), _) => return Err(Failure::Answer(e)),
                 (Ok(Ok(bytes)), Some(h)) => {
                     payload = bytes;
-                    let poll = super::busy_poll::answer_budget(self.ctx.live.busy_poll_us());
+                    let poll = answer_poll(&self.ctx);
                     // A hung replica answers nothing; its health probes mark it down, and
                     // the read moves on then.
                     until_down(
@@ -1803,7 +1808,7 @@ impl ClientSession {
                 kind,
                 deprecate_eof,
                 reads_clock(c),
-                super::busy_poll::answer_budget(self.ctx.live.busy_poll_us()),
+                answer_poll(&self.ctx),
             );
             until_down(&h.down, relay, RelayError::Backend).await
         };
@@ -2303,7 +2308,7 @@ impl ClientSession {
                 let Some(h) = self.held.as_mut() else {
                     return Err(Failure::Answer(unknown_stmt(client_id, op)));
                 };
-                let poll = super::busy_poll::answer_budget(self.ctx.live.busy_poll_us());
+                let poll = answer_poll(&self.ctx);
                 let result =
                     send_and_relay(&mut h.conn, client, &bytes, kind, deprecate_eof, true, poll)
                         .await;
