@@ -1695,6 +1695,93 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
     }
 }
 
+/// UUID(), UUID_SHORT() and SYSDATE() in prepared writes (the binary protocol, as Go's,
+/// Node's and mysql_async's drivers send parameters): each execution gets its own values,
+/// the same on every replica. Before, such writes were refused with 1235. And a call MySQL
+/// evaluates once per row — `UPDATE … SET g = UUID()` over several rows, `INSERT … SELECT
+/// UUID()` — is refused with 1235 and undone, text or prepared, inside a transaction or
+/// not, where it affects one row it runs: before, every row got the same UUID (measured:
+/// `UPDATE u SET g = UUID()` gave three rows one value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_prepared_writes_get_values_and_per_row_calls_one_row() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE pu",
+            "CREATE TABLE pu.t (id INT PRIMARY KEY, g CHAR(36), s BIGINT UNSIGNED, \
+             at DATETIME(6), note VARCHAR(20))",
+            "CREATE TABLE pu.copy (id INT PRIMARY KEY, g CHAR(36))",
+        ],
+    )
+    .await;
+    let insert = "INSERT INTO pu.t VALUES (?, UUID(), UUID_SHORT(), SYSDATE(6), ?)";
+    for i in 0..4 {
+        c.exec_drop(insert, (i, format!("n{i}"))).await.unwrap();
+    }
+    c.query_drop("BEGIN").await.unwrap();
+    c.exec_drop(insert, (10, "tx")).await.unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let distinct: (i64, i64, i64) = c
+        .query_first("SELECT COUNT(DISTINCT g), COUNT(DISTINCT s), COUNT(at) FROM pu.t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(distinct, (5, 5, 5));
+    let before: Vec<(i32, String)> = c.query("SELECT id, g FROM pu.t ORDER BY id").await.unwrap();
+    // Several rows: refused, nothing changed.
+    let err = c
+        .query_drop("UPDATE pu.t SET g = UUID()")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    assert!(err.to_string().contains("5 rows matched"), "{err}");
+    let err = c
+        .exec_drop(
+            "UPDATE pu.t SET note = ?, g = UUID() WHERE id < ?",
+            ("x", 3),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    let err = c
+        .query_drop("INSERT INTO pu.copy SELECT id, UUID() FROM pu.t ORDER BY id")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    // In a transaction the refused statement alone is undone; the rest commits.
+    c.query_drop("BEGIN").await.unwrap();
+    c.exec_drop(
+        "UPDATE pu.t SET g = UUID(), note = ? WHERE id = ?",
+        ("one", 1),
+    )
+    .await
+    .unwrap();
+    let err = c
+        .exec_drop("UPDATE pu.t SET g = UUID() WHERE id > ?", (1,))
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    c.query_drop("INSERT INTO pu.copy SELECT id, UUID() FROM pu.t WHERE id = 2")
+        .await
+        .unwrap();
+    c.query_drop("COMMIT").await.unwrap();
+    let after: Vec<(i32, String)> = c.query("SELECT id, g FROM pu.t ORDER BY id").await.unwrap();
+    assert_ne!(after[1], before[1], "id 1 got a new UUID");
+    assert_eq!(after[0], before[0]);
+    assert_eq!(
+        after[2..],
+        before[2..],
+        "the refused updates changed nothing"
+    );
+    let notes: Vec<String> = c.query("SELECT note FROM pu.t ORDER BY id").await.unwrap();
+    assert_eq!(notes, ["n0", "one", "n2", "n3", "tx"]);
+    let copied: Vec<i32> = c.query("SELECT id FROM pu.copy").await.unwrap();
+    assert_eq!(copied, [2]);
+    assert_replicas_identical(&dbs, &mut c, &["pu.t", "pu.copy"]).await;
+}
+
 /// Writes that read user variables (`CALL p(@x)` as PyMySQL's and mysqlclient's `callproc`
 /// send it, `INSERT … VALUES (@x)`, `EXECUTE s USING @x`) carry each variable's value, type
 /// and collation in the record, as MySQL's statement binlog does. Before, they were refused

@@ -21,7 +21,7 @@ use crate::replication::record::{Body, Statement};
 use crate::replication::replay::query;
 use crate::replication::wal_table::WalRows;
 use crate::router::ShardId;
-use crate::sql::determinism::{order_dependence, OrderCheck};
+use crate::sql::determinism::{order_dependence, per_row_dependence, OrderCheck, PerRowCall};
 use crate::sql::replicated_settings::{names, record_settings};
 use crate::sql::user_vars;
 use mysql_common::constants::CapabilityFlags;
@@ -57,6 +57,9 @@ pub struct WritePlan<'a> {
     /// (`sql::determinism::OrderCheck`); inside a transaction a savepoint lets the
     /// statement be undone if it did.
     pub order_check: OrderCheck,
+    /// A rewritten call the server would evaluate once per row: the primary's answer must
+    /// show one row (`sql::determinism::per_row_dependence`), else it is undone likewise.
+    pub per_row_call: Option<PerRowCall>,
     /// User variables the statement reads: their values are read just before it and
     /// carried in the record's settings.
     pub user_vars: Vec<String>,
@@ -190,7 +193,8 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     }
     // The transaction the client began (answered by the proxy) starts on the server here.
     let begin = queue_deferred_begin(conn);
-    let savepoint = plan.order_check != OrderCheck::None && !plan.wrap_in_transaction;
+    let checked_after = plan.order_check != OrderCheck::None || plan.per_row_call.is_some();
+    let savepoint = checked_after && !plan.wrap_in_transaction;
     if savepoint {
         conn.stream.queue_packet(0, &query(ORDER_CHECK_SAVEPOINT));
     }
@@ -333,8 +337,9 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     if summary.error.is_none() && summary.result_sets == 0 {
+        let checks = (plan.order_check, plan.per_row_call);
         if let Some(why) =
-            order_decided(conn, plan.order_check, plan.deprecate_eof, &raw, insert_id).await?
+            result_undecided(conn, checks, plan.deprecate_eof, &raw, insert_id).await?
         {
             if savepoint {
                 undo_to_savepoint(conn, plan.deprecate_eof).await?;
@@ -403,18 +408,19 @@ fn user_var_assignments(vars: &[String], row: &[TypedValue]) -> Result<Vec<Strin
         })
 }
 
-/// Why row order decided the primary's result of an `OrderCheck` write (None: it did not).
-/// Whether AUTO_INCREMENT values were generated is asked of the server only when that alone
-/// would decide: the OK packet's id is also set by explicit values, LAST_INSERT_ID() only by
-/// generated ones.
-async fn order_decided(
+/// Why the primary's result of a write is not what its replay gives, from its OK packet:
+/// row order decided it (`OrderCheck`), or one literal stood for a call MySQL evaluates per
+/// row (`PerRowCall`). None: neither. Whether AUTO_INCREMENT values were generated is asked
+/// of the server only when that alone would decide: the OK packet's id is also set by
+/// explicit values, LAST_INSERT_ID() only by generated ones.
+async fn result_undecided(
     conn: &mut BackendConn,
-    check: OrderCheck,
+    (check, per_row_call): (OrderCheck, Option<PerRowCall>),
     deprecate_eof: bool,
     raw: &[u8],
     insert_id: u64,
 ) -> Result<Option<String>, RelayError> {
-    if check == OrderCheck::None {
+    if check == OrderCheck::None && per_row_call.is_none() {
         return Ok(None);
     }
     let session_track = conn
@@ -425,6 +431,9 @@ async fn order_decided(
         return Ok(None);
     };
     let info = String::from_utf8_lossy(info);
+    if let Some(why) = per_row_call.and_then(|call| per_row_dependence(call, &info)) {
+        return Ok(Some(why));
+    }
     if let Some(why) = order_dependence(check, &info, false) {
         return Ok(Some(why));
     }

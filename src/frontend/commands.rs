@@ -158,7 +158,7 @@ fn command_name(command: u8) -> &'static str {
     }
 }
 
-fn malformed() -> MysqlError {
+pub(super) fn malformed() -> MysqlError {
     MysqlError::new(1835, "HY000", "Malformed communication packet")
 }
 
@@ -2419,7 +2419,11 @@ impl ClientSession {
                         route,
                         &stmt.sql,
                         &payload,
-                        Some((stmt.sql.clone(), params)),
+                        Some(writes::PreparedExecute {
+                            text: stmt.sql.clone(),
+                            params,
+                            num_params: stmt.num_params,
+                        }),
                     )
                     .await;
             }

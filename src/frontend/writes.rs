@@ -7,11 +7,12 @@
 //! handles, records), sql (determinism, classify), frontend::checksum (its statement),
 //! session, protocol.
 
-use super::commands::{no_backend_connection, until_down, ClientSession, Failure};
+use super::commands::{malformed, no_backend_connection, until_down, ClientSession, Failure};
 use crate::executor::write::{
     commit_on_primary, execute_ddl, execute_write, now_us, rollback_on_primary, send_wal_row,
     Executed, LoggedDdl, WritePlan,
 };
+use crate::protocol::execute::{add_params, AddedParam};
 use crate::protocol::relay::{patch_ok_status, RelayError, ResponseKind, ResponseSummary};
 use crate::protocol::resultset::TextRow;
 use crate::protocol::{MysqlError, PacketStream};
@@ -24,7 +25,7 @@ use crate::sql::classify::{
     defined_object, non_innodb_engine, sets_non_innodb_default_engine, touches_schema,
     PROXY_SCHEMA, SYSTEM_SCHEMA,
 };
-use crate::sql::determinism::{check_write, Literals};
+use crate::sql::determinism::{check_write, Injected, Literals};
 use crate::sql::lexer::{Lexer, Tok};
 use crate::sql::{Classified, Flags, Kind, SessionChange};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
@@ -47,6 +48,39 @@ pub enum WriteClass {
     Local,
     /// Not a write.
     None,
+}
+
+/// A prepared write's execute: the statement's text, its normalized parameter body
+/// (`normalize_execute`, long data inline) and how many parameters the body has.
+pub(super) struct PreparedExecute {
+    pub text: Arc<str>,
+    pub params: Vec<u8>,
+    pub num_params: u16,
+}
+
+impl PreparedExecute {
+    /// The execute of `text`, the statement with calls replaced by placeholders
+    /// (`WriteCheck::injected`), carrying their values among the client's.
+    fn with_calls_replaced(
+        self,
+        text: &str,
+        injected: &[(u16, Injected)],
+    ) -> Result<PreparedExecute, Failure> {
+        let added: Vec<AddedParam> = injected
+            .iter()
+            .map(|(at, value)| match value {
+                Injected::Text(s) => AddedParam::string(*at, s),
+                Injected::Unsigned(n) => AddedParam::unsigned(*at, *n),
+            })
+            .collect();
+        let params = add_params(&self.params, self.num_params, &added)
+            .map_err(|_| Failure::Answer(malformed()))?;
+        Ok(PreparedExecute {
+            text: Arc::from(text),
+            params,
+            num_params: self.num_params + added.len() as u16,
+        })
+    }
 }
 
 pub fn classify_write(
@@ -332,7 +366,7 @@ impl ClientSession {
         route: Route,
         sql: &str,
         command: &[u8],
-        prepared: Option<(Arc<str>, Vec<u8>)>,
+        prepared: Option<PreparedExecute>,
     ) -> Result<(), Failure> {
         // Writes run on the primary whatever route brought them here.
         self.served = Some(crate::digests::Served::Primary);
@@ -348,13 +382,19 @@ impl ClientSession {
                 "cannot replicate this write deterministically: {why}"
             ))));
         }
+        // A prepared write with calls rewritten runs as the statement with placeholders in
+        // their place, its execute carrying their values.
+        let prepared = match (prepared, &check.rewritten) {
+            (Some(p), Some(text)) => Some(p.with_calls_replaced(text, &check.injected)?),
+            (p, _) => p,
+        };
         let rewritten_cmd;
         let (command, body) = match (&prepared, &check.rewritten) {
-            (Some((text, params)), _) => (
+            (Some(p), _) => (
                 command,
                 Body::Prepared {
-                    sql: text.to_string(),
-                    params: params.clone(),
+                    sql: p.text.to_string(),
+                    params: p.params.clone(),
                 },
             ),
             (None, Some(_)) if std::str::from_utf8(&command[1..]).is_err() => {
@@ -405,7 +445,7 @@ impl ClientSession {
         // when needed), with its parameter types always sent.
         let execute;
         let command = match &prepared {
-            Some((text, params)) => {
+            Some(PreparedExecute { text, params, .. }) => {
                 let deprecate_eof = self.deprecate_eof;
                 let Some(h) = self.held.as_mut() else {
                     return Err(no_backend_connection());
@@ -442,6 +482,7 @@ impl ClientSession {
             infile_cap,
             is_dml: c.kind == Kind::Write,
             order_check: check.order_check,
+            per_row_call: check.per_row_call,
             user_vars: check.user_vars.clone(),
             timestamp_us: session.fixed_timestamp_us(),
             rand_seeds: if check.needs_rand_seed {

@@ -1,6 +1,7 @@
-//! COM_STMT_EXECUTE parameters: where each value lies in a body, and putting values a client
+//! COM_STMT_EXECUTE parameters: where each value lies in a body, putting values a client
 //! sent ahead with COM_STMT_SEND_LONG_DATA back inline, so the execute stands alone — it can
-//! go to any connection, be recorded in the log and be replayed on every follower.
+//! go to any connection, be recorded in the log and be replayed on every follower — and
+//! adding the parameters the proxy put in place of non-deterministic calls.
 //!
 //! Pure: no I/O. May import: protocol::message (length-encoded values).
 
@@ -87,6 +88,102 @@ pub fn inline_long_data(
     Ok(out)
 }
 
+/// A parameter the proxy adds to an execute: its place among the statement's parameters
+/// (as the server numbers them), its two type bytes and its binary value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedParam {
+    pub at: u16,
+    pub type_bytes: [u8; 2],
+    pub value: Vec<u8>,
+}
+
+impl AddedParam {
+    /// A VAR_STRING.
+    pub fn string(at: u16, s: &str) -> AddedParam {
+        let mut value = Vec::with_capacity(s.len() + 1);
+        put_lenenc_str(&mut value, s.as_bytes());
+        AddedParam {
+            at,
+            type_bytes: [253, 0],
+            value,
+        }
+    }
+
+    /// An unsigned LONGLONG.
+    pub fn unsigned(at: u16, n: u64) -> AddedParam {
+        AddedParam {
+            at,
+            type_bytes: [8, 0x80],
+            value: n.to_le_bytes().to_vec(),
+        }
+    }
+}
+
+/// `body`, a normalized execute body with `num_params` parameters (see `inline_long_data`;
+/// with none it is only flags and iterations), with `added` (in ascending `at`) placed
+/// among them: the body of the same execute for the statement that has those placeholders
+/// too.
+pub fn add_params(
+    body: &[u8],
+    num_params: u16,
+    added: &[AddedParam],
+) -> Result<Vec<u8>, InlineError> {
+    if added.is_empty() {
+        return Ok(body.to_vec());
+    }
+    let n = usize::from(num_params);
+    let total = n + added.len();
+    let (flags, bitmap, types, mut rest) = if n == 0 {
+        (
+            body.get(..5).ok_or(InlineError::Malformed)?,
+            &[][..],
+            &[][..],
+            &[][..],
+        )
+    } else {
+        let bitmap_len = n.div_ceil(8);
+        let head_len = 5 + bitmap_len + 1 + 2 * n;
+        let head = body.get(..head_len).ok_or(InlineError::Malformed)?;
+        (
+            &head[..5],
+            &head[5..5 + bitmap_len],
+            &head[5 + bitmap_len + 1..],
+            &body[head_len..],
+        )
+    };
+    let extra: usize = added.iter().map(|a| a.value.len() + 3).sum();
+    let mut out = Vec::with_capacity(body.len() + extra + 2);
+    out.extend_from_slice(flags);
+    let bitmap_at = out.len();
+    out.resize(bitmap_at + total.div_ceil(8), 0);
+    out.push(1);
+    let mut values = Vec::with_capacity(rest.len() + extra);
+    let (mut next_added, mut original) = (added.iter().peekable(), 0usize);
+    for i in 0..total {
+        if let Some(a) = next_added.next_if(|a| usize::from(a.at) == i) {
+            out.extend_from_slice(&a.type_bytes);
+            values.extend_from_slice(&a.value);
+            continue;
+        }
+        let o = original;
+        original += 1;
+        let ty = *types.get(2 * o).ok_or(InlineError::Malformed)?;
+        out.extend_from_slice(&types[2 * o..2 * o + 2]);
+        if bitmap[o / 8] & (1 << (o % 8)) != 0 {
+            out[bitmap_at + i / 8] |= 1 << (i % 8);
+            continue;
+        }
+        let len = value_len(ty, rest).ok_or(InlineError::Malformed)?;
+        values.extend_from_slice(rest.get(..len).ok_or(InlineError::Malformed)?);
+        rest = &rest[len..];
+    }
+    if !rest.is_empty() || original != n || next_added.next().is_some() {
+        return Err(InlineError::Malformed);
+    }
+    out.extend_from_slice(&values);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +214,43 @@ mod tests {
         want.extend_from_slice(&[2, b'a', b'b']);
         want.extend_from_slice(&[4, 0xE8, 0x07, 1, 2]);
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn added_parameters_go_between_the_clients() {
+        // The client's (NULL, VAR_STRING "ab", TINY 5); added: a string first and an
+        // unsigned after "ab".
+        let mut body = head(&[0b001], &[253, 0, 253, 0, 1, 0]);
+        body.extend_from_slice(&[2, b'a', b'b', 5]);
+        let added = [AddedParam::string(0, "u-1"), AddedParam::unsigned(3, 42)];
+        let out = add_params(&body, 3, &added).unwrap();
+        let mut want = head(&[0b00010], &[253, 0, 253, 0, 253, 0, 8, 0x80, 1, 0]);
+        want.extend_from_slice(&[3, b'u', b'-', b'1', 2, b'a', b'b']);
+        want.extend_from_slice(&42u64.to_le_bytes());
+        want.push(5);
+        assert_eq!(out, want);
+        // Nine parameters: the bitmap grows to two bytes; the client's NULL keeps its bit.
+        let body = head(&[0xFF], &[6, 0].repeat(8));
+        let out = add_params(&body, 8, &[AddedParam::string(8, "x")]).unwrap();
+        let mut want = head(&[0xFF, 0], &[[6, 0].repeat(8), vec![253, 0]].concat());
+        want.extend_from_slice(&[1, b'x']);
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_statement_without_parameters_gets_a_parameter_block() {
+        let out = add_params(&[0, 1, 0, 0, 0], 0, &[AddedParam::unsigned(0, 7)]).unwrap();
+        let mut want = head(&[0], &[8, 0x80]);
+        want.extend_from_slice(&7u64.to_le_bytes());
+        assert_eq!(out, want);
+        // An added place past the end, or a body cut short, does not parse.
+        assert!(add_params(&[0, 1, 0, 0, 0], 0, &[AddedParam::unsigned(1, 7)]).is_err());
+        assert!(add_params(&head(&[0], &[1, 0]), 1, &[AddedParam::unsigned(0, 7)]).is_err());
+        // Nothing added (SYSDATE() became NOW()): the body as it was.
+        assert_eq!(
+            add_params(&[0, 1, 0, 0, 0], 0, &[]).unwrap(),
+            [0, 1, 0, 0, 0]
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What a write needs so that re-executing it on a follower gives the primary's result, as
 //! MySQL's statement-based binlog decides it: which per-statement context to capture (random
 //! seeds, LAST_INSERT_ID()), which calls to rewrite to literals (UUID(), UUID_SHORT(),
-//! SYSDATE()), and which statements to refuse because no context makes them deterministic.
+//! SYSDATE(); placeholders with injected values in prepared statements) and which of them
+//! the primary's answer must show were called for one row, and which statements to refuse
+//! because no context makes them deterministic.
 //!
 //! Pure: no I/O. Owns: `WriteCheck`. May import: sql::lexer, sql::classify (the statement a
 //! `SET STATEMENT … FOR` runs).
@@ -32,6 +34,42 @@ pub struct WriteCheck {
     /// Whether its result may depend on the order rows are read in, which nothing in the
     /// statement fixes: the primary's answer decides (`order_dependence`).
     pub order_check: OrderCheck,
+    /// A prepared statement's rewritten calls: each became a `?` placeholder at this
+    /// position (counted over the rewritten text's placeholders) and takes this value, so
+    /// the primary and every follower execute it with the same literal.
+    pub injected: Vec<(u16, Injected)>,
+    /// A rewritten UUID()/UUID_SHORT() the server would evaluate once per row: one literal
+    /// stands for every row, which is MySQL's result only when one row is affected; the
+    /// primary's answer decides (`per_row_dependence`).
+    pub per_row_call: Option<PerRowCall>,
+}
+
+/// A value put in place of a call in a prepared write (`WriteCheck::injected`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injected {
+    /// UUID(): a string.
+    Text(String),
+    /// UUID_SHORT(): an unsigned 64-bit integer.
+    Unsigned(u64),
+}
+
+/// Where a rewritten call sits, which says which count of the primary's answer is the
+/// number of times MySQL would have called it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerRowCall {
+    /// UUID or UUID_SHORT.
+    pub function: &'static str,
+    pub counted: RowsCounted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RowsCounted {
+    /// `ON DUPLICATE KEY UPDATE …`: once per row that collided ("Duplicates").
+    Duplicates,
+    /// UPDATE: once per matched row ("Rows matched").
+    Matched,
+    /// `INSERT/REPLACE … SELECT`: once per row the SELECT gave ("Records").
+    Records,
 }
 
 /// Writes MySQL's statement binlog calls unsafe because the order a SELECT (or an UPDATE)
@@ -99,6 +137,27 @@ pub fn order_dependence(check: OrderCheck, info: &str, generated_ids: bool) -> O
             })
         }
     }
+}
+
+/// Why one literal in place of a per-row call (`PerRowCall`) did not give MySQL's result,
+/// from the primary's OK packet info: the call stood for more than one row, which MySQL
+/// would each have given their own value. None when it stood for at most one (or the info
+/// is missing: a single-row answer carries none).
+pub fn per_row_dependence(call: PerRowCall, info: &str) -> Option<String> {
+    let (label, what) = match call.counted {
+        RowsCounted::Duplicates => ("Duplicates", "rows collided on a unique key"),
+        RowsCounted::Matched => ("Rows matched", "rows matched"),
+        RowsCounted::Records => ("Records", "rows were selected"),
+    };
+    let rows = info_count(info, label)?;
+    let f = call.function;
+    (rows > 1).then(|| {
+        format!(
+            "{rows} {what}, and MySQL would call {f}() once for each of them, but the proxy \
+             replicates one value per call; change one row per statement, or compute the \
+             values in the application"
+        )
+    })
 }
 
 /// Functions whose result differs between servers or executions and that no recorded
@@ -404,8 +463,9 @@ fn refused_sysvar(var: &str) -> Option<String> {
          it first and pass the value"
     ))
 }
-/// Checks one write statement. `prepared` statements cannot have calls rewritten (the text
-/// is prepared once and executed many times), so those calls are refused there.
+/// Checks one write statement. In a `prepared` statement (its text is prepared once and
+/// executed many times) a UUID()/UUID_SHORT() call becomes a `?` placeholder whose value
+/// each execution injects (`WriteCheck::injected`); in a text statement, the literal.
 pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck {
     let toks: Vec<_> = Lexer::new(sql).collect();
     let mut check = WriteCheck::default();
@@ -417,8 +477,17 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let head: Vec<Tok<'_>> = Lexer::new(body).take(3).map(|t| t.tok).collect();
     let first = head.first().copied();
     let is_update_or_delete = first.is_some_and(|t| t.is_word("UPDATE") || t.is_word("DELETE"));
-    let is_insert_select = first.is_some_and(|t| t.is_word("INSERT") || t.is_word("REPLACE"))
-        && toks.iter().any(|t| t.tok.is_word("SELECT"));
+    let is_insert = first.is_some_and(|t| t.is_word("INSERT") || t.is_word("REPLACE"));
+    let is_insert_select = is_insert && toks.iter().any(|t| t.tok.is_word("SELECT"));
+    let is_update = first.is_some_and(|t| t.is_word("UPDATE"));
+    // Where the scan is, for calls the server evaluates once per row: in the rows an
+    // INSERT's SELECT gives (not in a VALUES list, where each call is one row's), or in
+    // its ON DUPLICATE KEY UPDATE.
+    let mut depth = 0usize;
+    let mut insert_values = false;
+    let mut after_select = false;
+    let mut after_duplicate = false;
+    let mut placeholders: u16 = 0;
     let refuse = |check: &mut WriteCheck, why: String| {
         if check.refused.is_none() {
             check.refused = Some(why);
@@ -426,6 +495,18 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     };
     for (i, t) in toks.iter().enumerate() {
         match t.tok {
+            Tok::Param => placeholders = placeholders.saturating_add(1),
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth = depth.saturating_sub(1),
+            Tok::Word(w) if w.eq_ignore_ascii_case("SELECT") => after_select = true,
+            Tok::Word(w) if w.eq_ignore_ascii_case("DUPLICATE") => after_duplicate = true,
+            Tok::Word(w)
+                if depth == 0
+                    && !after_select
+                    && (w.eq_ignore_ascii_case("VALUES") || w.eq_ignore_ascii_case("VALUE")) =>
+            {
+                insert_values = true
+            }
             Tok::UserVar(v) => {
                 let next = |k: usize| toks.get(i + k).map(|t| t.tok);
                 let assigned = next(1) == Some(Tok::Punct(':')) && next(2) == Some(Tok::Punct('='))
@@ -489,22 +570,46 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 match upper.as_str() {
                     "RAND" if empty_args => check.needs_rand_seed = true,
                     "LAST_INSERT_ID" if empty_args => check.needs_last_insert_id = true,
-                    "UUID" | "UUID_SHORT" | "SYSDATE" if prepared => refuse(
-                        &mut check,
-                        format!(
-                            "{upper}() in a prepared write cannot be made deterministic; \
-                             compute the value in the application or use a text statement"
-                        ),
-                    ),
                     "UUID" | "UUID_SHORT" if empty_args => {
+                        let function = if upper == "UUID" {
+                            "UUID"
+                        } else {
+                            "UUID_SHORT"
+                        };
+                        let counted = if is_update {
+                            Some(RowsCounted::Matched)
+                        } else if is_insert && after_duplicate {
+                            Some(RowsCounted::Duplicates)
+                        } else if is_insert && after_select && !insert_values {
+                            Some(RowsCounted::Records)
+                        } else {
+                            None
+                        };
+                        if let Some(counted) = counted {
+                            // The widest count wins: Records ≥ Matched, Duplicates.
+                            if check.per_row_call.is_none_or(|p| p.counted < counted) {
+                                check.per_row_call = Some(PerRowCall { function, counted });
+                            }
+                        }
                         let close = toks[i + 2].end;
                         out.push_str(&sql[last..t.start]);
-                        if upper == "UUID" {
-                            out.push('\'');
-                            out.push_str(&(lit.uuid)());
-                            out.push('\'');
+                        let value = if function == "UUID" {
+                            Injected::Text((lit.uuid)())
                         } else {
-                            out.push_str(&(lit.uuid_short)().to_string());
+                            Injected::Unsigned((lit.uuid_short)())
+                        };
+                        match value {
+                            _ if prepared => {
+                                out.push('?');
+                                let at = placeholders.saturating_add(check.injected.len() as u16);
+                                check.injected.push((at, value));
+                            }
+                            Injected::Text(uuid) => {
+                                out.push('\'');
+                                out.push_str(&uuid);
+                                out.push('\'');
+                            }
+                            Injected::Unsigned(n) => out.push_str(&n.to_string()),
                         }
                         last = close;
                     }
@@ -837,8 +942,97 @@ mod tests {
                 "INSERT INTO t VALUES ('11111111-2222-4333-8444-555555555555', 42, NOW(), NOW(3))"
             )
         );
-        let c = check_write("INSERT INTO t VALUES (UUID())", true, &lit());
-        assert!(c.refused.unwrap().contains("prepared"));
+    }
+
+    #[test]
+    fn prepared_calls_become_placeholders_with_injected_values() {
+        let c = check_write(
+            "INSERT INTO t VALUES (?, UUID(), '?', ?, UUID_SHORT(), SYSDATE())",
+            true,
+            &lit(),
+        );
+        assert_eq!(c.refused, None);
+        assert_eq!(
+            c.rewritten.as_deref(),
+            Some("INSERT INTO t VALUES (?, ?, '?', ?, ?, NOW())")
+        );
+        let uuid = "11111111-2222-4333-8444-555555555555".to_string();
+        assert_eq!(
+            c.injected,
+            vec![(1, Injected::Text(uuid)), (3, Injected::Unsigned(42))]
+        );
+        assert_eq!(c.per_row_call, None);
+        // Text statements get literals and inject nothing.
+        let c = check_write("INSERT INTO t VALUES (?, UUID())", false, &lit());
+        assert!(c.injected.is_empty());
+    }
+
+    #[test]
+    fn calls_evaluated_once_per_row_are_checked_against_the_row_count() {
+        let per_row = |sql: &str| check_write(sql, false, &lit()).per_row_call;
+        let call = |function, counted| Some(PerRowCall { function, counted });
+        for (sql, want) in [
+            (
+                "UPDATE t SET g = UUID() WHERE id = 1",
+                call("UUID", RowsCounted::Matched),
+            ),
+            (
+                "UPDATE t, u SET t.g = UUID_SHORT()",
+                call("UUID_SHORT", RowsCounted::Matched),
+            ),
+            (
+                "INSERT INTO t SELECT UUID(), a FROM s",
+                call("UUID", RowsCounted::Records),
+            ),
+            (
+                "INSERT INTO t (SELECT UUID(), a FROM s)",
+                call("UUID", RowsCounted::Records),
+            ),
+            (
+                "INSERT INTO t VALUES (1, 'a'), (2, 'b') ON DUPLICATE KEY UPDATE g = UUID()",
+                call("UUID", RowsCounted::Duplicates),
+            ),
+            (
+                "INSERT INTO t SELECT UUID(), a FROM s ON DUPLICATE KEY UPDATE g = UUID()",
+                call("UUID", RowsCounted::Records),
+            ),
+            // One call per VALUES row (a subquery in a row is that row's): MySQL's result.
+            ("INSERT INTO t VALUES (UUID(), 1), (UUID(), 2)", None),
+            (
+                "INSERT INTO t VALUES ((SELECT MAX(a) FROM s), UUID())",
+                None,
+            ),
+            ("INSERT INTO t SET g = UUID()", None),
+            ("DELETE FROM t WHERE g = UUID()", None),
+        ] {
+            assert_eq!(per_row(sql), want, "{sql}");
+        }
+        let update = PerRowCall {
+            function: "UUID",
+            counted: RowsCounted::Matched,
+        };
+        assert_eq!(
+            per_row_dependence(update, "Rows matched: 1  Changed: 1  Warnings: 0"),
+            None
+        );
+        let why = per_row_dependence(update, "Rows matched: 3  Changed: 3  Warnings: 0");
+        assert!(why.unwrap().starts_with("3 rows matched"));
+        let select = PerRowCall {
+            function: "UUID_SHORT",
+            counted: RowsCounted::Records,
+        };
+        assert!(per_row_dependence(select, "Records: 2  Duplicates: 0  Warnings: 0").is_some());
+        let odku = PerRowCall {
+            function: "UUID",
+            counted: RowsCounted::Duplicates,
+        };
+        assert_eq!(
+            per_row_dependence(odku, "Records: 5  Duplicates: 1  Warnings: 0"),
+            None
+        );
+        assert!(per_row_dependence(odku, "Records: 5  Duplicates: 2  Warnings: 0").is_some());
+        // A single-row answer has no info: one row.
+        assert_eq!(per_row_dependence(update, ""), None);
     }
 
     #[test]
