@@ -297,7 +297,9 @@ fn user_as(name: &str, password: &str, backend_user: &str) -> myquorum::config::
 
 /// A user configured with `backend_user` runs as that server account: the servers enforce
 /// its privileges (a table it may not read is refused, the session goes on), CURRENT_USER()
-/// is its account, its writes replicate and its reads still go to replicas. It may not run
+/// is its account, its writes replicate — with USER() and CURRENT_USER() in them taking its
+/// values on every replica, text or prepared, where followers once wrote their own replay
+/// account's — and its reads still go to replicas. It may not run
 /// the proxy's admin statements. An account missing on a replica only moves that user's
 /// reads to the primary (the replica stays in), and one missing everywhere fails the login
 /// with the server's 1045, saying what to do.
@@ -328,6 +330,8 @@ async fn each_user_runs_as_its_own_backend_account() {
     for sql in [
         "CREATE DATABASE app",
         "CREATE TABLE app.t (id INT PRIMARY KEY, v INT)",
+        "CREATE TABLE app.audit (id INT PRIMARY KEY, who VARCHAR(80), acct VARCHAR(80), \
+         role VARCHAR(80))",
         "CREATE DATABASE other",
         "CREATE TABLE other.s (id INT PRIMARY KEY)",
         "CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'",
@@ -362,6 +366,15 @@ async fn each_user_runs_as_its_own_backend_account() {
         .await
         .unwrap();
     app.query_drop("COMMIT").await.unwrap();
+    app.query_drop("INSERT INTO app.audit VALUES (1, USER(), CURRENT_USER, CURRENT_ROLE())")
+        .await
+        .unwrap();
+    app.exec_drop(
+        "INSERT INTO app.audit VALUES (?, SESSION_USER(), CURRENT_USER(), CURRENT_ROLE())",
+        (2,),
+    )
+    .await
+    .unwrap();
     let denied = app.query_drop("SELECT * FROM other.s").await.unwrap_err();
     assert_server_error(&denied, 1142, "other");
     let denied = app.query_drop("SHOW PROXY BACKENDS").await.unwrap_err();
@@ -410,7 +423,16 @@ async fn each_user_runs_as_its_own_backend_account() {
     }
     relay.set_delay_ms(0);
     common::converge::wait_converged(&all).await;
-    common::converge::assert_same_tables(&all, &["app.t"]).await;
+    common::converge::assert_same_tables(&all, &["app.t", "app.audit"]).await;
+    let audit: Vec<(i32, String, String, Option<String>)> = primary
+        .query("SELECT id, who, acct, role FROM app.audit ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 2);
+    for (_, who, acct, role) in &audit {
+        assert!(who.starts_with("app@"), "{audit:?}");
+        assert_eq!((acct.as_str(), role), ("app@%", &None), "{audit:?}");
+    }
 }
 
 /// A self-signed certificate for `names` (its own CA) in `dir` as `<stem>.pem` and

@@ -21,7 +21,9 @@ use crate::replication::record::{Body, Statement};
 use crate::replication::replay::query;
 use crate::replication::wal_table::WalRows;
 use crate::router::ShardId;
-use crate::sql::determinism::{order_dependence, per_row_dependence, OrderCheck, PerRowCall};
+use crate::sql::determinism::{
+    order_dependence, per_row_dependence, Identity, OrderCheck, PerRowCall,
+};
 use crate::sql::replicated_settings::{names, record_settings};
 use crate::sql::user_vars;
 use mysql_common::constants::CapabilityFlags;
@@ -448,6 +450,28 @@ async fn result_undecided(
         .map_err(RelayError::Backend)?
         == Some(insert_id);
     Ok(generated.then_some(why))
+}
+
+/// What the account functions give on `conn` (USER(), CURRENT_USER(), CURRENT_ROLE()), for
+/// a write that calls them: its record carries these values, not the follower's own.
+pub async fn read_identity(
+    conn: &mut BackendConn,
+    deprecate_eof: bool,
+) -> io::Result<Result<Identity, MysqlError>> {
+    conn.stream
+        .write_packet(0, &query("SELECT USER(), CURRENT_USER(), CURRENT_ROLE()"))
+        .await?;
+    Ok(read_first_row(&mut conn.stream, deprecate_eof)
+        .await?
+        .map(|row| {
+            let mut values = row.unwrap_or_default().into_iter();
+            let (user, current_user) = (values.next().flatten(), values.next().flatten());
+            Identity {
+                user: user.unwrap_or_default(),
+                current_user: current_user.unwrap_or_default(),
+                current_role: values.next().flatten(),
+            }
+        }))
 }
 
 /// The connection's LAST_INSERT_ID(), asked after a statement (None if unreadable).

@@ -9,8 +9,8 @@
 
 use super::commands::{malformed, no_backend_connection, until_down, ClientSession, Failure};
 use crate::executor::write::{
-    commit_on_primary, execute_ddl, execute_write, now_us, rollback_on_primary, send_wal_row,
-    Executed, LoggedDdl, WritePlan,
+    commit_on_primary, execute_ddl, execute_write, now_us, read_identity, rollback_on_primary,
+    send_wal_row, Executed, LoggedDdl, WritePlan,
 };
 use crate::protocol::execute::{add_params, AddedParam};
 use crate::protocol::relay::{patch_ok_status, RelayError, ResponseKind, ResponseSummary};
@@ -71,6 +71,7 @@ impl PreparedExecute {
             .map(|(at, value)| match value {
                 Injected::Text(s) => AddedParam::string(*at, s),
                 Injected::Unsigned(n) => AddedParam::unsigned(*at, *n),
+                Injected::Null => AddedParam::null(*at),
             })
             .collect();
         let params = add_params(&self.params, self.num_params, &added)
@@ -370,13 +371,30 @@ impl ClientSession {
     ) -> Result<(), Failure> {
         // Writes run on the primary whatever route brought them here.
         self.served = Some(crate::digests::Served::Primary);
-        let check = {
+        let checked = |identity| {
             let lits = Literals {
                 uuid: &uuid_v4,
                 uuid_short: &|| rand::random::<u64>() >> 8,
+                identity,
             };
             check_write(sql, prepared.is_some(), &lits)
         };
+        let mut check = checked(None);
+        if check.refused.is_none() && check.needs_identity {
+            // USER(), CURRENT_USER(), …: the primary connection's values, as literals.
+            session.before_statement(c);
+            self.hold_for(session, route).await?;
+            let deprecate_eof = self.deprecate_eof;
+            let Some(h) = self.held.as_mut() else {
+                return Err(no_backend_connection());
+            };
+            let identity = match read_identity(&mut h.conn, deprecate_eof).await {
+                Ok(Ok(identity)) => identity,
+                Ok(Err(e)) => return Err(Failure::Answer(e)),
+                Err(e) => return self.lost(session, c, e),
+            };
+            check = checked(Some(&identity));
+        }
         if let Some(why) = check.refused {
             return Err(Failure::Answer(MysqlError::not_supported(&format!(
                 "cannot replicate this write deterministically: {why}"

@@ -89,12 +89,12 @@ pub fn inline_long_data(
 }
 
 /// A parameter the proxy adds to an execute: its place among the statement's parameters
-/// (as the server numbers them), its two type bytes and its binary value.
+/// (as the server numbers them), its two type bytes and its binary value (None: NULL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddedParam {
     pub at: u16,
     pub type_bytes: [u8; 2],
-    pub value: Vec<u8>,
+    pub value: Option<Vec<u8>>,
 }
 
 impl AddedParam {
@@ -105,7 +105,16 @@ impl AddedParam {
         AddedParam {
             at,
             type_bytes: [253, 0],
-            value,
+            value: Some(value),
+        }
+    }
+
+    /// A NULL.
+    pub fn null(at: u16) -> AddedParam {
+        AddedParam {
+            at,
+            type_bytes: [6, 0],
+            value: None,
         }
     }
 
@@ -114,7 +123,7 @@ impl AddedParam {
         AddedParam {
             at,
             type_bytes: [8, 0x80],
-            value: n.to_le_bytes().to_vec(),
+            value: Some(n.to_le_bytes().to_vec()),
         }
     }
 }
@@ -151,7 +160,10 @@ pub fn add_params(
             &body[head_len..],
         )
     };
-    let extra: usize = added.iter().map(|a| a.value.len() + 3).sum();
+    let extra: usize = added
+        .iter()
+        .map(|a| a.value.as_ref().map_or(2, |v| v.len() + 3))
+        .sum();
     let mut out = Vec::with_capacity(body.len() + extra + 2);
     out.extend_from_slice(flags);
     let bitmap_at = out.len();
@@ -162,7 +174,10 @@ pub fn add_params(
     for i in 0..total {
         if let Some(a) = next_added.next_if(|a| usize::from(a.at) == i) {
             out.extend_from_slice(&a.type_bytes);
-            values.extend_from_slice(&a.value);
+            match &a.value {
+                Some(v) => values.extend_from_slice(v),
+                None => out[bitmap_at + i / 8] |= 1 << (i % 8),
+            }
             continue;
         }
         let o = original;
@@ -222,9 +237,13 @@ mod tests {
         // unsigned after "ab".
         let mut body = head(&[0b001], &[253, 0, 253, 0, 1, 0]);
         body.extend_from_slice(&[2, b'a', b'b', 5]);
-        let added = [AddedParam::string(0, "u-1"), AddedParam::unsigned(3, 42)];
+        let added = [
+            AddedParam::string(0, "u-1"),
+            AddedParam::unsigned(3, 42),
+            AddedParam::null(5),
+        ];
         let out = add_params(&body, 3, &added).unwrap();
-        let mut want = head(&[0b00010], &[253, 0, 253, 0, 253, 0, 8, 0x80, 1, 0]);
+        let mut want = head(&[0b100010], &[253, 0, 253, 0, 253, 0, 8, 0x80, 1, 0, 6, 0]);
         want.extend_from_slice(&[3, b'u', b'-', b'1', 2, b'a', b'b']);
         want.extend_from_slice(&42u64.to_le_bytes());
         want.push(5);

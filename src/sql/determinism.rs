@@ -16,6 +16,66 @@ use super::replicated_settings::REPLICATED_SETTINGS;
 pub struct Literals<'a> {
     pub uuid: &'a dyn Fn() -> String,
     pub uuid_short: &'a dyn Fn() -> u64,
+    /// Who the session is on the primary, once read there (`WriteCheck::needs_identity`).
+    pub identity: Option<&'a Identity>,
+}
+
+/// What the account functions give on the primary's connection: USER() (also
+/// SESSION_USER(), SYSTEM_USER()), CURRENT_USER() and CURRENT_ROLE(). A follower's replay
+/// connection is another session (the proxy's account), so a write calling them carries
+/// the primary's values as literals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub current_user: String,
+    pub current_role: Option<String>,
+}
+
+impl Identity {
+    /// The value of account function `upper` (None: not one of them).
+    fn value(&self, upper: &str) -> Option<Option<&str>> {
+        match upper {
+            "USER" | "SESSION_USER" | "SYSTEM_USER" => Some(Some(&self.user)),
+            "CURRENT_USER" => Some(Some(&self.current_user)),
+            "CURRENT_ROLE" => Some(self.current_role.as_deref()),
+            _ => None,
+        }
+    }
+}
+
+/// Account functions: their values depend on the session's account (`Identity`).
+const ACCOUNT_FUNCTIONS: &[&str] = &[
+    "USER",
+    "SESSION_USER",
+    "SYSTEM_USER",
+    "CURRENT_USER",
+    "CURRENT_ROLE",
+];
+
+/// Words after which `name(` names a table, not a call (`INSERT INTO user() VALUES ()`).
+const BEFORE_TABLE_NAMES: &[&str] = &[
+    "INTO",
+    "INSERT",
+    "REPLACE",
+    "IGNORE",
+    "LOW_PRIORITY",
+    "DELAYED",
+    "HIGH_PRIORITY",
+    "TABLE",
+];
+
+/// A string as a SQL literal that reads the same under any sql_mode and client character
+/// set: quoted when it is printable ASCII without quotes or backslashes, else hex with its
+/// character set.
+fn string_literal(s: &str) -> String {
+    if s.bytes()
+        .any(|b| b == b'\'' || b == b'\\' || !(0x20..0x80).contains(&b))
+    {
+        let hex: String = s.bytes().map(|b| format!("{b:02X}")).collect();
+        format!("_utf8mb4 X'{hex}'")
+    } else {
+        format!("'{s}'")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -24,6 +84,9 @@ pub struct WriteCheck {
     pub needs_rand_seed: bool,
     /// LAST_INSERT_ID() read: record the connection's value before the statement.
     pub needs_last_insert_id: bool,
+    /// An account function (USER(), CURRENT_USER(), …) is called and `Literals` had no
+    /// `identity`: read it on the primary and check again with it.
+    pub needs_identity: bool,
     /// The text to execute and record, when calls were rewritten.
     pub rewritten: Option<String>,
     /// Why the statement cannot be replicated deterministically.
@@ -51,6 +114,8 @@ pub enum Injected {
     Text(String),
     /// UUID_SHORT(): an unsigned 64-bit integer.
     Unsigned(u64),
+    /// CURRENT_ROLE() with no role set.
+    Null,
 }
 
 /// Where a rewritten call sits, which says which count of the primary's answer is the
@@ -560,14 +625,38 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 let is_call = toks
                     .get(i + 1)
                     .is_some_and(|n| matches!(n.tok, Tok::Punct('(')));
-                if !is_call {
+                let names_table = i.checked_sub(1).is_some_and(|p| {
+                    matches!(toks[p].tok, Tok::Punct('.'))
+                        || BEFORE_TABLE_NAMES.iter().any(|k| toks[p].tok.is_word(k))
+                });
+                // CURRENT_USER is a call without parentheses too (a reserved word).
+                let bare_current_user = !is_call && w.eq_ignore_ascii_case("CURRENT_USER");
+                if !is_call && !bare_current_user || names_table {
                     continue;
                 }
                 let upper = w.to_ascii_uppercase();
                 let empty_args = toks
                     .get(i + 2)
                     .is_some_and(|n| matches!(n.tok, Tok::Punct(')')));
+                let call_end = if bare_current_user {
+                    Some(t.end)
+                } else {
+                    empty_args.then(|| toks[i + 2].end)
+                };
                 match upper.as_str() {
+                    f if ACCOUNT_FUNCTIONS.contains(&f) && call_end.is_some() => {
+                        let Some(identity) = lit.identity else {
+                            check.needs_identity = true;
+                            continue;
+                        };
+                        let value = match identity.value(f).unwrap_or_default() {
+                            Some(v) => Injected::Text(v.to_string()),
+                            None => Injected::Null,
+                        };
+                        out.push_str(&sql[last..t.start]);
+                        put_value(&mut out, &mut check, placeholders, prepared, value);
+                        last = call_end.unwrap_or(t.end);
+                    }
                     "RAND" if empty_args => check.needs_rand_seed = true,
                     "LAST_INSERT_ID" if empty_args => check.needs_last_insert_id = true,
                     "UUID" | "UUID_SHORT" if empty_args => {
@@ -598,19 +687,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                         } else {
                             Injected::Unsigned((lit.uuid_short)())
                         };
-                        match value {
-                            _ if prepared => {
-                                out.push('?');
-                                let at = placeholders.saturating_add(check.injected.len() as u16);
-                                check.injected.push((at, value));
-                            }
-                            Injected::Text(uuid) => {
-                                out.push('\'');
-                                out.push_str(&uuid);
-                                out.push('\'');
-                            }
-                            Injected::Unsigned(n) => out.push_str(&n.to_string()),
-                        }
+                        put_value(&mut out, &mut check, placeholders, prepared, value);
                         last = close;
                     }
                     "SYSDATE" => {
@@ -650,6 +727,28 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
         check.rewritten = Some(out);
     }
     check
+}
+
+/// Puts `value` where a call was: in a prepared statement a `?` with the value injected at
+/// its place (`placeholders`: the client's placeholders before it), else a literal.
+fn put_value(
+    out: &mut String,
+    check: &mut WriteCheck,
+    placeholders: u16,
+    prepared: bool,
+    value: Injected,
+) {
+    if prepared {
+        out.push('?');
+        let at = placeholders.saturating_add(check.injected.len() as u16);
+        check.injected.push((at, value));
+        return;
+    }
+    match value {
+        Injected::Text(s) => out.push_str(&string_literal(&s)),
+        Injected::Unsigned(n) => out.push_str(&n.to_string()),
+        Injected::Null => out.push_str("NULL"),
+    }
 }
 
 /// Whether a LIMIT picks rows without an ORDER BY at its own level (the statement, or the
@@ -821,7 +920,70 @@ mod tests {
         Literals {
             uuid: &|| "11111111-2222-4333-8444-555555555555".to_string(),
             uuid_short: &|| 42,
+            identity: None,
         }
+    }
+
+    #[test]
+    fn account_functions_take_the_primarys_values() {
+        let sql = "INSERT INTO audit (who, acct, role, n) VALUES (USER(), CURRENT_USER, \
+                   CURRENT_ROLE(), ?) ON DUPLICATE KEY UPDATE who = session_user()";
+        let c = check_write(sql, false, &lit());
+        assert!(c.needs_identity && c.rewritten.is_none() && c.refused.is_none());
+        let identity = Identity {
+            user: "app@10.0.0.5".into(),
+            current_user: "app@%".into(),
+            current_role: None,
+        };
+        let with = Literals {
+            identity: Some(&identity),
+            ..lit()
+        };
+        let c = check_write(sql, false, &with);
+        assert!(!c.needs_identity);
+        assert_eq!(
+            c.rewritten.as_deref(),
+            Some(
+                "INSERT INTO audit (who, acct, role, n) VALUES ('app@10.0.0.5', 'app@%', NULL, ?) \
+                 ON DUPLICATE KEY UPDATE who = 'app@10.0.0.5'"
+            )
+        );
+        let c = check_write(sql, true, &with);
+        assert_eq!(
+            c.rewritten.as_deref(),
+            Some(
+                "INSERT INTO audit (who, acct, role, n) VALUES (?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE who = ?"
+            )
+        );
+        let text = |s: &str| Injected::Text(s.into());
+        assert_eq!(
+            c.injected,
+            [
+                (0, text("app@10.0.0.5")),
+                (1, text("app@%")),
+                (2, Injected::Null),
+                (4, text("app@10.0.0.5")),
+            ]
+        );
+        // Odd account names travel as hex; a table named `user` is no call.
+        let odd = Identity {
+            user: "o'b\\x@h".into(),
+            ..identity.clone()
+        };
+        let c = check_write(
+            "INSERT INTO user() VALUES (); UPDATE db.user SET a = USER()",
+            false,
+            &Literals {
+                identity: Some(&odd),
+                ..lit()
+            },
+        );
+        assert_eq!(
+            c.rewritten.as_deref(),
+            Some("INSERT INTO user() VALUES (); UPDATE db.user SET a = _utf8mb4 X'6F27625C784068'")
+        );
+        assert!(!check_write("INSERT INTO user() VALUES ()", false, &lit()).needs_identity);
     }
 
     #[test]
