@@ -553,6 +553,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let mut after_select = false;
     let mut after_duplicate = false;
     let mut placeholders: u16 = 0;
+    let mut numbers_rows = false;
     let refuse = |check: &mut WriteCheck, why: String| {
         if check.refused.is_none() {
             check.refused = Some(why);
@@ -658,6 +659,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                         last = call_end.unwrap_or(t.end);
                     }
                     "RAND" if empty_args => check.needs_rand_seed = true,
+                    "ROWNUM" => numbers_rows = true,
                     "LAST_INSERT_ID" if empty_args => check.needs_last_insert_id = true,
                     "UUID" | "UUID_SHORT" if empty_args => {
                         let function = if upper == "UUID" {
@@ -713,6 +715,14 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
         && head.iter().skip(1).any(|t| t.is_word("IGNORE"));
     if !has_order_by && update_ignore {
         check.order_check = OrderCheck::UpdateIgnore;
+    }
+    if numbers_rows && !has_order_by {
+        refuse(
+            &mut check,
+            "ROWNUM() numbers rows in the order they are read, which can differ between \
+             replicas; add ORDER BY on a unique key"
+                .into(),
+        );
     }
     if (is_update_or_delete || is_insert_select) && unordered_limit(&toks) {
         refuse(
@@ -994,6 +1004,7 @@ mod tests {
             "DELETE FROM t WHERE id IN (1,2) ORDER BY id LIMIT 1",
             "INSERT INTO t SELECT * FROM s ORDER BY id LIMIT 10",
             "UPDATE t SET c = 'LIMIT' WHERE id = 1",
+            "INSERT INTO t SELECT ROWNUM(), a FROM s ORDER BY id",
         ] {
             let c = check_write(sql, false, &lit());
             assert_eq!(c, WriteCheck::default(), "{sql}");
@@ -1200,6 +1211,8 @@ mod tests {
     #[test]
     fn non_deterministic_writes_are_refused() {
         for (sql, why) in [
+            ("UPDATE t SET pos = ROWNUM()", "ROWNUM"),
+            ("INSERT INTO t SELECT ROWNUM(), a FROM s", "ROWNUM"),
             ("UPDATE t SET a = 1 LIMIT 1", "ORDER BY"),
             ("DELETE FROM t WHERE a > 1 LIMIT 10", "ORDER BY"),
             ("INSERT INTO t SELECT * FROM s LIMIT 5", "ORDER BY"),
