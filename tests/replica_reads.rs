@@ -651,7 +651,8 @@ async fn ports_serving(s: &mut Conn, sql: &str, n: usize) -> std::collections::B
 /// reads on the primary although the followers are faster (text and prepared, and through
 /// the `mysql` CLI with `--comments`); `myquorum=strong` reads everything committed
 /// although the session reads `eventual` and a follower has stopped applying. A hint inside
-/// a string is no hint, and a hint never sends a transaction's read to a replica.
+/// a string is no hint, and a hint never sends a transaction's read to a replica. (And a
+/// write right after a replica read that left warnings goes to the primary.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn comment_hints_route_single_reads() {
     common::init_tracing();
@@ -670,6 +671,39 @@ async fn comment_hints_route_single_reads() {
     let followers: std::collections::BTreeSet<u16> = [b.port, c.port].into();
     let plain = ports_serving(&mut s, "SELECT @@port", 40).await;
     assert!(plain.is_subset(&followers), "plain reads: {plain:?}");
+    // A replica read that leaves a warning keeps its connection for SHOW WARNINGS, and a
+    // write right after goes to the primary, text and prepared. It used to follow the pin
+    // onto the replica and fail with 1213 ("the primary changed").
+    for (id, prepared) in [(10, false), (11, true)] {
+        let port: Option<u16> = if prepared {
+            s.exec_first("SELECT @@port FROM h.t WHERE id = ?", ("1x",))
+                .await
+                .unwrap()
+        } else {
+            s.query_first("SELECT @@port FROM h.t WHERE id = '1x'")
+                .await
+                .unwrap()
+        };
+        assert!(followers.contains(&port.unwrap()), "{port:?}");
+        let warnings: Vec<(String, u16, String)> = s.query("SHOW WARNINGS").await.unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].2.contains("1x"), "{warnings:?}");
+        if prepared {
+            s.exec_drop("INSERT INTO h.t VALUES (?, 0)", (id,))
+                .await
+                .unwrap();
+        } else {
+            s.query_drop(format!("INSERT INTO h.t VALUES ({id}, 0)"))
+                .await
+                .unwrap();
+        }
+    }
+    let mut on_primary = connect(&a.url(None)).await;
+    let ids: Vec<i32> = on_primary
+        .query("SELECT id FROM h.t WHERE id >= 10 ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(ids, [10, 11]);
     for sql in [
         "SELECT /* myquorum=primary */ @@port",
         "/*+ myquorum=primary */ SELECT @@port",

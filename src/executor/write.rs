@@ -805,6 +805,49 @@ pub fn normalize_execute(
 mod tests {
     use super::*;
 
+    /// Client and server payloads are decoded from whatever bytes arrive: none may panic a
+    /// session's task. Pseudo-random payloads, executes shaped like real ones half the time.
+    #[test]
+    fn no_payload_panics_the_decoders() {
+        use crate::protocol::execute::{add_params, inline_long_data, AddedParam};
+        use crate::protocol::handshake::{decode_change_user, decode_client_hello};
+        use crate::protocol::relay::PrepareOk;
+        use crate::replication::record::Record;
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let caps = crate::protocol::handshake::proxy_capabilities(false);
+        for round in 0..50_000 {
+            let len = (next() % 48) as usize;
+            let mut payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 2 == 0 {
+                // [0x17][id][flags][iterations = 1], then bitmap, bound, types, values.
+                let mut head = vec![0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0];
+                head.append(&mut payload);
+                payload = head;
+            }
+            let num_params = (next() % 10) as u16;
+            let mut types = None;
+            if let Some(body) = normalize_execute(&payload, num_params, &mut types) {
+                let long = std::collections::BTreeMap::from([(0u16, vec![1u8, 2])]);
+                let _ = inline_long_data(&body, num_params, &long);
+                let added = [AddedParam::string(1, "u"), AddedParam::null(num_params)];
+                let _ = add_params(&body, num_params, &added);
+            }
+            let _ = (
+                decode_client_hello(&payload),
+                decode_change_user(&payload, caps),
+            );
+            let _ = (OkInfo::decode(&payload), OkInfo::message(&payload, true));
+            let _ = (MysqlError::decode(&payload), PrepareOk::decode(&payload));
+            let _ = (Record::decode(&payload), single_ok_payload(&payload));
+        }
+    }
+
     #[test]
     fn settings_read_from_the_primary_are_carried_where_off_the_baseline() {
         let value = |name: &str| match name {

@@ -834,6 +834,7 @@ impl ClientSession {
     ) -> Result<(), Failure> {
         // A statement of a multi-statement text replaces what an earlier one kept.
         session.diagnostics = None;
+        self.end_replica_affinity(session, &c);
         if let Some(SessionChange::Proxy(name, value)) = &c.session {
             return self.set_proxy_variable(client, session, name, value).await;
         }
@@ -1687,6 +1688,36 @@ impl ClientSession {
     }
 
     /// After a command: keep the connection while the session is pinned, else return it.
+    /// A read that left warnings or a found-rows count keeps its replica connection for the
+    /// next few statements (`PinReason::StatementAffinity`), which may ask for them. A
+    /// statement that cannot ask and must not run on a replica — a write, DDL, a
+    /// transaction, a SET, a locking read — ends that: the replica connection goes back and
+    /// the statement routes as usual. Before, it followed the pin: a write ran on the
+    /// replica and failed at commit ("the primary changed"), 1213 to the client.
+    fn end_replica_affinity(&mut self, session: &mut SessionState, c: &Classified) {
+        let asks_previous = c
+            .flags
+            .intersects(Flags::LAST_INSERT_ID | Flags::FOUND_ROWS | Flags::WARNINGS_QUERY);
+        let replica_read = c.kind == Kind::Read && !c.flags.contains(Flags::LOCKING_READ);
+        if asks_previous || replica_read || !session.pinned_only_by(PinReason::StatementAffinity) {
+            return;
+        }
+        let Some(h) = &self.held else {
+            return;
+        };
+        let on_primary = self
+            .ctx
+            .cluster
+            .topology()
+            .shards
+            .iter()
+            .any(|s| s.id == h.shard && s.primary == h.replica);
+        if !on_primary {
+            session.unpin(PinReason::StatementAffinity);
+            self.release_if_unpinned(session);
+        }
+    }
+
     pub(super) fn release_if_unpinned(&mut self, session: &SessionState) {
         if session.is_pinned() {
             return;
@@ -2358,6 +2389,7 @@ impl ClientSession {
         if let Some(call) = self.stored_function_call(&stmt.classified, &stmt.sql) {
             stmt.classified = call;
         }
+        self.end_replica_affinity(session, &stmt.classified);
         let class = writes::classify_write(&stmt.classified, &stmt.sql, session)
             .map_err(Failure::Answer)?;
         let flags = payload.get(5).copied().unwrap_or(0);

@@ -305,6 +305,11 @@ impl SessionState {
         }
     }
 
+    /// Whether `reason` is the only thing pinning the session.
+    pub fn pinned_only_by(&self, reason: PinReason) -> bool {
+        self.pins == reason.bit()
+    }
+
     pub fn unpin(&mut self, reason: PinReason) {
         self.pins &= !reason.bit();
     }

@@ -10,7 +10,7 @@
 //!
 //! Owns: decoding BINLOG literals. May import: sql::lexer.
 
-use super::lexer::{Lexer, Tok};
+use super::lexer::{str_contents, Lexer, Tok};
 use base64::Engine;
 
 /// Binlog event types (the common header's fifth byte).
@@ -45,14 +45,15 @@ pub fn parse(sql: &str) -> Option<Result<BinlogStatement, String>> {
     if !toks.next()?.tok.is_word("BINLOG") {
         return None;
     }
+    // The token keeps its quotes; base64 needs no escapes.
     let literal = match toks.next().map(|t| t.tok) {
-        // The token keeps its quotes; base64 needs no escapes.
-        Some(Tok::Str(s)) if s.len() >= 2 => s[1..s.len() - 1].to_string(),
-        _ => {
-            return Some(Err(
-                "a BINLOG statement takes one quoted base64 literal".into()
-            ))
-        }
+        Some(Tok::Str(s)) => str_contents(s),
+        _ => None,
+    };
+    let Some(literal) = literal.map(str::to_string) else {
+        return Some(Err(
+            "a BINLOG statement takes one quoted base64 literal".into()
+        ));
     };
     Some(read_events(&literal).map(|events| {
         if events.iter().all(|e| e.kind == FORMAT_DESCRIPTION_EVENT) {

@@ -9,7 +9,7 @@
 //!
 //! Owns: recognising those forms. May import: sql::lexer.
 
-use super::lexer::{Lexer, Tok};
+use super::lexer::{str_contents, Lexer, Tok};
 
 /// What a diagnostics statement asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,9 +83,11 @@ pub fn parse(sql: &str) -> Option<DiagnosticsQuery> {
                 name = q.replace("``", "`");
                 i += 1;
             }
-            Some(Tok::Str(s)) if s.len() >= 2 => {
-                name = s[1..s.len() - 1].to_string();
-                i += 1;
+            Some(Tok::Str(s)) => {
+                if let Some(inner) = str_contents(s) {
+                    name = inner.to_string();
+                    i += 1;
+                }
             }
             _ => {}
         }

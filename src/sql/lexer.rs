@@ -38,6 +38,14 @@ pub struct Spanned<'a> {
 
 /// Whether `cur` is the host part of an account name (`'app'@'%'`, `root@localhost`,
 /// `` `u`@`h` ``) rather than a user variable: its `@` follows the user name directly.
+/// The text between a string literal token's quotes, escapes as written (None when the
+/// literal is unterminated: its last byte may be inside a character).
+pub fn str_contents(literal: &str) -> Option<&str> {
+    let quote = literal.chars().next().filter(|q| matches!(q, '\'' | '"'))?;
+    let inner = literal[1..].strip_suffix(quote)?;
+    Some(inner)
+}
+
 pub fn is_account_host(prev: &Spanned<'_>, cur: &Spanned<'_>) -> bool {
     matches!(cur.tok, Tok::UserVar(_))
         && prev.end == cur.start
@@ -138,7 +146,10 @@ impl<'a> Iterator for Lexer<'a> {
             b'`' => {
                 let end = self.quoted_end(start, c);
                 self.pos = end;
-                Tok::Quoted(&src[start + 1..end.saturating_sub(1).max(start + 1)])
+                // Unterminated, the name runs to the end (whose last byte may be inside a
+                // character).
+                let closed = end > start + 1 && b[end - 1] == b'`';
+                Tok::Quoted(&src[start + 1..if closed { end - 1 } else { end }])
             }
             b'@' => {
                 let sys = b.get(start + 1) == Some(&b'@');

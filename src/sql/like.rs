@@ -4,7 +4,7 @@
 //!
 //! Owns: LIKE matching for the proxy's own tables. May import: sql::lexer.
 
-use super::lexer::{Lexer, Tok};
+use super::lexer::{str_contents, Lexer, Tok};
 
 /// The pattern of a statement ending in `LIKE '<pattern>'` (a final `;` allowed).
 pub fn trailing_pattern(sql: &str) -> Option<String> {
@@ -13,9 +13,9 @@ pub fn trailing_pattern(sql: &str) -> Option<String> {
         toks.pop();
     }
     match toks.as_slice() {
-        [.., like, Tok::Str(s)] if like.is_word("LIKE") && s.len() >= 2 => {
+        [.., like, Tok::Str(s)] if like.is_word("LIKE") => {
             let quote = &s[..1];
-            Some(s[1..s.len() - 1].replace(&quote.repeat(2), quote))
+            Some(str_contents(s)?.replace(&quote.repeat(2), quote))
         }
         _ => None,
     }
