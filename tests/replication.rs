@@ -437,7 +437,8 @@ async fn applied_log_rows_are_trimmed_on_every_replica() {
 
 /// Bulk loads larger than one statement can carry to a replica (`myquorum.wal` rows travel
 /// hex-encoded in one statement, bounded by max_allowed_packet, here 1 MiB): a big
-/// transaction, big autocommit rows (one under LOCK TABLES) and a 3 MB LOAD DATA LOCAL file
+/// transaction, big autocommit rows (one under LOCK TABLES; another session's write goes on
+/// under a LOCK TABLES … READ) and a 3 MB LOAD DATA LOCAL file
 /// replicate, their records
 /// spread over several rows; a restarted proxy whose WAL was lost rebuilds the log from those
 /// rows and a follower that was down catches up from it. A transaction over
@@ -481,6 +482,18 @@ async fn bulk_loads_larger_than_a_statement_replicate() {
         Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1100, "{e:?}"),
         other => panic!("big.other is readable: the session lost its locks: {other:?}"),
     }
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    // READ locks (mysqldump's default) leave other sessions' writes alone: the log table
+    // is not locked for them.
+    c.query_drop("LOCK TABLES big.t READ").await.unwrap();
+    let mut other = connect(&proxy.url(None)).await;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        other.query_drop("INSERT INTO big.other VALUES (1)"),
+    )
+    .await
+    .expect("a write waited for another session's LOCK TABLES … READ")
+    .unwrap();
     c.query_drop("UNLOCK TABLES").await.unwrap();
     // About 4 MB in one transaction.
     c.query_drop("BEGIN").await.unwrap();

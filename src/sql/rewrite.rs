@@ -39,15 +39,22 @@ pub fn hide_backend_socket(sql: &str) -> Option<String> {
     Some(out)
 }
 
-/// `LOCK TABLES …` also locks `myquorum.wal` and `myquorum.wal_part`: writes under table
-/// locks record their commit there (a large record spans both), and MySQL refuses tables a
-/// LOCK TABLES session did not lock.
+/// `LOCK TABLES …` with a WRITE lock also locks `myquorum.wal` and `myquorum.wal_part`:
+/// writes under table locks record their commit there (a large record spans both), and
+/// MySQL refuses tables a LOCK TABLES session did not lock. That lock is exclusive, so
+/// every other session's commit waits until UNLOCK TABLES; READ locks alone (mysqldump's
+/// `--lock-tables`, its default) allow no write, so they lock only what they name. Locking
+/// the log for them stalled the shard's writes for a whole dump, and a writer caught
+/// between a LOCK TABLES and its log row lost a deadlock after its quorum, pausing writes.
 pub fn lock_tables_with_log(sql: &str) -> Option<String> {
     let mut toks = Lexer::new(sql);
     let first = toks.next()?;
     let second = toks.next()?;
     if !(first.tok.is_word("LOCK") && (second.tok.is_word("TABLES") || second.tok.is_word("TABLE")))
     {
+        return None;
+    }
+    if !toks.any(|t| t.tok.is_word("WRITE")) {
         return None;
     }
     let body = sql.trim_end().trim_end_matches(';').trim_end();
@@ -79,6 +86,14 @@ mod tests {
         assert_eq!(
             lock_tables_with_log("LOCK TABLES `t` WRITE;").as_deref(),
             Some("LOCK TABLES `t` WRITE, myquorum.wal WRITE, myquorum.wal_part WRITE")
+        );
+        assert_eq!(
+            lock_tables_with_log("LOCK TABLES a READ, b LOW_PRIORITY WRITE").as_deref(),
+            Some("LOCK TABLES a READ, b LOW_PRIORITY WRITE, myquorum.wal WRITE, myquorum.wal_part WRITE")
+        );
+        assert_eq!(
+            lock_tables_with_log("LOCK TABLES a READ LOCAL, b READ"),
+            None
         );
         assert_eq!(lock_tables_with_log("UNLOCK TABLES"), None);
     }
