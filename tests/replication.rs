@@ -1708,6 +1708,69 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
     }
 }
 
+/// An apply batch is all or nothing even when a statement's failure ends the transaction
+/// on the server (a deadlock; here a lock wait timeout under innodb_rollback_on_timeout):
+/// the statements pipelined behind it used to run and commit one by one, leaving half a
+/// record applied and marked applied. On a primary being repaired (a fuzzing client's
+/// LOCK TABLES made its log row lose a deadlock) the committed half failed every retry
+/// with a duplicate key and the shard's writes stayed closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_batch_the_server_ends_leaves_nothing_behind() {
+    common::init_tracing();
+    let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    dbs[2].restart_with(&[
+        "--innodb-rollback-on-timeout=1",
+        "--innodb-lock-wait-timeout=1",
+    ]);
+    let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
+    cfg.replication.auto_rebuild = false;
+    let proxy = Proxy::start(cfg);
+    let mut c = connect(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE rt",
+            "CREATE TABLE rt.t (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO rt.t VALUES (1, 0)",
+        ],
+    )
+    .await;
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    // Someone holds row 1 on that follower, directly.
+    let mut blocker = connect(&dbs[2].url(None)).await;
+    blocker.query_drop("BEGIN").await.unwrap();
+    blocker
+        .query_drop("SELECT * FROM rt.t WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    run_all(
+        &mut c,
+        &[
+            "BEGIN",
+            "UPDATE rt.t SET v = 1 WHERE id = 1",
+            "INSERT INTO rt.t VALUES (2, 2)",
+            "COMMIT",
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !replica_states(&mut c).await[2].contains("quarantined") {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            replica_states(&mut c).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    blocker.query_drop("ROLLBACK").await.unwrap();
+    let mut follower = connect(&dbs[2].url(None)).await;
+    let rows: Vec<(i32, i32)> = follower
+        .query("SELECT id, v FROM rt.t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(rows, [(1, 0)], "half of the record was applied");
+}
+
 /// UUID(), UUID_SHORT() and SYSDATE() in prepared writes (the binary protocol, as Go's,
 /// Node's and mysql_async's drivers send parameters): each execution gets its own values,
 /// the same on every replica. Before, such writes were refused with 1235. And a call MySQL

@@ -1029,6 +1029,36 @@ impl ClientSession {
                     None
                 }
                 .map(|s| [&[COM_QUERY][..], s.as_bytes()].concat());
+                // A LOCK TABLES that locks the log table first waits, as a DDL does, until
+                // no other session has a write transaction open, holding new ones back: one
+                // holding locks on a table it names would wait for it at its log row while
+                // it waits for them, and lose that deadlock after its quorum (the shard then
+                // pauses until the primary is repaired: measured with a fuzzing client).
+                // Unlike a DDL it does not go ahead after the wait: it fails as a lock wait
+                // would. The gate is left before the statement runs: the server may make it
+                // wait for a session that waits at the gate (two sessions taking table
+                // locks hung so), which nothing would detect. Later writers wait at their
+                // commit for UNLOCK TABLES.
+                if c.kind == Kind::Lock && rewritten.is_some() {
+                    if session.pending.is_empty() {
+                        self.open_write = None;
+                    }
+                    let log = self.shard_log(writes::route_shard(route))?;
+                    if !log.ddl_order.ddl(writes::DDL_ORDER_WAIT).await.ordered {
+                        return Err(Failure::Answer(MysqlError::new(
+                            1205,
+                            "HY000",
+                            format!(
+                                "Lock wait timeout exceeded; try restarting transaction \
+                                 (myquorum: LOCK TABLES … WRITE also locks the proxy's log \
+                                 table, and {} other session(s) kept a write transaction open \
+                                 for {:?}; retry when they have committed)",
+                                log.ddl_order.open_writers(),
+                                writes::DDL_ORDER_WAIT
+                            ),
+                        )));
+                    }
+                }
                 let payload = rewritten.as_deref().unwrap_or(payload);
                 let summary = self
                     .run_on_backend(

@@ -35,7 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How long a DDL waits for the write transactions open when it arrived (and holds new ones
 /// back) before it is sequenced anyway.
-const DDL_ORDER_WAIT: Duration = Duration::from_secs(2);
+pub(super) const DDL_ORDER_WAIT: Duration = Duration::from_secs(2);
 
 /// How a statement takes part in replication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,7 +302,7 @@ fn savepoint_name(sql: &str) -> Option<(String, &'static str)> {
 }
 
 impl ClientSession {
-    fn shard_log(&self, shard: ShardId) -> Result<Arc<ShardLog>, Failure> {
+    pub(super) fn shard_log(&self, shard: ShardId) -> Result<Arc<ShardLog>, Failure> {
         self.ctx
             .replication
             .shard(shard)

@@ -131,6 +131,9 @@ pub fn ddl_error_changed_nothing(code: u16) -> bool {
 }
 
 /// What to check in one pipelined command's answer.
+/// Opens an apply batch's transaction (see `Replayer::apply`).
+const BATCH_BEGIN: &str = "SET autocommit = 0";
+
 enum Expect {
     Ok(&'static str),
     Statement {
@@ -520,7 +523,12 @@ impl Replayer {
                 i += 1;
                 continue;
             }
-            let mut cmds = vec![(query("START TRANSACTION"), Expect::Ok("START TRANSACTION"))];
+            // Not START TRANSACTION: the batch is pipelined, and a statement that ends the
+            // transaction by failing (a deadlock rolls all of it back) would leave the
+            // statements behind it to run and commit one by one; with autocommit off they
+            // run in a new transaction that `abandon` rolls back. Found re-applying on a
+            // primary under table locks: a committed half record failed every retry.
+            let mut cmds = vec![(query(BATCH_BEGIN), Expect::Ok(BATCH_BEGIN))];
             let mut j = i;
             while j < entries.len() {
                 let rec = if j == i {
@@ -562,7 +570,7 @@ impl Replayer {
                     return Err(e);
                 }
             }
-            self.execute("COMMIT").await?.map_err(|e| {
+            self.end_batch("COMMIT").await?.map_err(|e| {
                 ApplyError::Diverged(format!("COMMIT of applied records failed: {e}"))
             })?;
             i = j;
@@ -595,9 +603,25 @@ impl Replayer {
         .await
     }
 
+    /// Ends a batch begun with `BATCH_BEGIN` (COMMIT or ROLLBACK) and turns autocommit back
+    /// on, in one round trip. Returns the first statement's answer.
+    async fn end_batch(&mut self, end: &str) -> io::Result<Result<(), MysqlError>> {
+        self.conn.stream.queue_packet(0, &query(end));
+        self.conn
+            .stream
+            .queue_packet(0, &query("SET autocommit = 1"));
+        self.conn.stream.flush().await?;
+        let ended = self.read_answer().await?;
+        let reset = self.read_answer().await?;
+        Ok(match ended.error.or(reset.error) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        })
+    }
+
     /// Rolls back a failed batch and forgets the connection's context.
     async fn abandon(&mut self) {
-        let _ = self.execute("ROLLBACK").await;
+        let _ = self.end_batch("ROLLBACK").await;
         self.context = None;
         self.schema = None;
     }
