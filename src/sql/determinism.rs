@@ -32,13 +32,12 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The value of account function `upper` (None: not one of them).
-    fn value(&self, upper: &str) -> Option<Option<&str>> {
-        match upper {
-            "USER" | "SESSION_USER" | "SYSTEM_USER" => Some(Some(&self.user)),
-            "CURRENT_USER" => Some(Some(&self.current_user)),
-            "CURRENT_ROLE" => Some(self.current_role.as_deref()),
-            _ => None,
+    /// The value of `function`, one of `ACCOUNT_FUNCTIONS` (None: SQL NULL).
+    fn value(&self, function: &str) -> Option<&str> {
+        match function {
+            "CURRENT_USER" => Some(&self.current_user),
+            "CURRENT_ROLE" => self.current_role.as_deref(),
+            _ => Some(&self.user),
         }
     }
 }
@@ -650,10 +649,9 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                             check.needs_identity = true;
                             continue;
                         };
-                        let value = match identity.value(f).unwrap_or_default() {
-                            Some(v) => Injected::Text(v.to_string()),
-                            None => Injected::Null,
-                        };
+                        let value = identity
+                            .value(f)
+                            .map_or(Injected::Null, |v| Injected::Text(v.to_string()));
                         out.push_str(&sql[last..t.start]);
                         put_value(&mut out, &mut check, placeholders, prepared, value);
                         last = call_end.unwrap_or(t.end);
