@@ -1735,14 +1735,7 @@ impl ClientSession {
         let Some(h) = &self.held else {
             return;
         };
-        let on_primary = self
-            .ctx
-            .cluster
-            .topology()
-            .shards
-            .iter()
-            .any(|s| s.id == h.shard && s.primary == h.replica);
-        if !on_primary {
+        if self.ctx.cluster.primary_id(h.shard) != Some(h.replica) {
             session.unpin(PinReason::StatementAffinity);
             self.release_if_unpinned(session);
         }

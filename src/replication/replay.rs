@@ -604,7 +604,7 @@ impl Replayer {
     }
 
     /// Ends a batch begun with `BATCH_BEGIN` (COMMIT or ROLLBACK) and turns autocommit back
-    /// on, in one round trip. Returns the first statement's answer.
+    /// on, in one round trip. Returns the first error of the two.
     async fn end_batch(&mut self, end: &str) -> io::Result<Result<(), MysqlError>> {
         self.conn.stream.queue_packet(0, &query(end));
         self.conn
