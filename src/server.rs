@@ -76,6 +76,9 @@ impl Server {
         self.ctx
             .cluster
             .spawn_health_checks(&self.ctx.config, &shutdown);
+        self.ctx
+            .cluster
+            .spawn_schema_facts(&self.ctx.config, &shutdown);
         if let Some(listener) = self.metrics.take() {
             serve_metrics(listener, self.ctx.clone(), shutdown.clone());
         }

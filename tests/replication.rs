@@ -3397,3 +3397,185 @@ async fn accounts_replicate_with_their_passwords_hashed() {
         "clear-text password in the proxy's WAL"
     );
 }
+
+/// Statements the primary's server ran for `SET …` so far (`Com_set_option`).
+async fn set_commands(db: &MariaDb) -> u64 {
+    let mut c = connect(&db.url(None)).await;
+    let row: Option<(String, u64)> = c
+        .query_first("SHOW GLOBAL STATUS LIKE 'Com_set_option'")
+        .await
+        .unwrap();
+    row.unwrap().1
+}
+
+/// Runs `write` in a transaction of `c` and says whether the primary was sent a SET for it
+/// (in a transaction nothing else is: no autocommit switch, and BEGIN goes as BEGIN).
+async fn write_sets_clock(c: &mut Conn, primary: &MariaDb, write: &str) -> bool {
+    c.query_drop("BEGIN").await.unwrap();
+    let before = set_commands(primary).await;
+    c.query_drop(write)
+        .await
+        .unwrap_or_else(|e| panic!("{write}: {e}"));
+    let after = set_commands(primary).await;
+    c.query_drop("COMMIT").await.unwrap();
+    after > before
+}
+
+/// A write sets the primary's clock (`SET timestamp`) and carries it only when something may
+/// read it: its text (NOW(), an unknown function) or its table (a TIMESTAMP column, a
+/// default or ON UPDATE expression, a virtual column, a trigger, a cascading foreign key).
+/// Others go without (one command fewer on every replica), and a trigger or default added
+/// later counts from that DDL on. Another session's write runs between each two, so a
+/// clock left from an earlier statement would give the followers another time than the
+/// primary: the replicas must stay identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_writes_that_may_read_the_clock_set_it() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    let mut other = connect(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE ck",
+            "CREATE TABLE ck.plain (id INT PRIMARY KEY, v BIGINT)",
+            "CREATE TABLE ck.later (id INT PRIMARY KEY, v BIGINT)",
+            "CREATE TABLE ck.other (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6))",
+            "CREATE TABLE ck.dflt (id INT PRIMARY KEY, v INT, \
+               made DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6))",
+            "CREATE TABLE ck.onupd (id INT PRIMARY KEY, v INT, \
+               changed DATETIME(6) NULL ON UPDATE CURRENT_TIMESTAMP(6))",
+            "CREATE TABLE ck.ts (id INT PRIMARY KEY, at TIMESTAMP(6) NULL)",
+            "CREATE TABLE ck.expr (id INT PRIMARY KEY, \
+               micros BIGINT DEFAULT (UNIX_TIMESTAMP(NOW(6)) * 1000000))",
+            "CREATE TABLE ck.virt (id INT PRIMARY KEY, v INT, d DATETIME(6), \
+               recent INT AS (d > NOW(6) - INTERVAL 1 SECOND) VIRTUAL)",
+            "CREATE TABLE ck.trig (id INT PRIMARY KEY, at DATETIME(6))",
+            "CREATE TRIGGER ck.trig_at BEFORE INSERT ON ck.trig FOR EACH ROW SET NEW.at = NOW(6)",
+            "CREATE TABLE ck.parent (id INT PRIMARY KEY)",
+            "CREATE TABLE ck.child (id INT PRIMARY KEY, p INT, \
+               changed DATETIME(6) NULL ON UPDATE CURRENT_TIMESTAMP(6), \
+               FOREIGN KEY (p) REFERENCES ck.parent (id) ON UPDATE CASCADE)",
+            "INSERT INTO ck.parent VALUES (1)",
+            "INSERT INTO ck.child (id, p) VALUES (1, 1)",
+            "INSERT INTO ck.virt (id, v, d) VALUES (1, 0, '2000-01-01')",
+        ],
+    )
+    .await;
+    let primary = &dbs[0];
+    // The table facts are read in the background after a write asked: within a few seconds
+    // writes to the plain tables go without the clock (other tests' DDL in this process
+    // makes them be read again now and then).
+    let mut id = 0;
+    for table in ["ck.plain", "ck.later"] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            id += 1;
+            other
+                .query_drop("INSERT INTO ck.other (at) VALUES (NOW(6))")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let sql = format!("INSERT INTO {table} VALUES ({id}, {id})");
+            if !write_sets_clock(&mut c, primary, &sql).await {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "every write to {table} set the clock"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Each table is written once (which asks for its facts), then again once they were
+    // read: both times the clock is set.
+    let facts = proxy
+        .ctx
+        .cluster
+        .schema_facts(myquorum::router::ShardId(0))
+        .unwrap()
+        .clone();
+    let tables = [
+        "plain", "dflt", "onupd", "ts", "expr", "virt", "trig", "parent", "child",
+    ];
+    for round in 0..2 {
+        if round == 1 {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !tables
+                .iter()
+                .all(|t| facts.knows(&("ck".to_string(), t.to_string())))
+            {
+                assert!(Instant::now() < deadline, "table facts not read");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let k = 1000 * (round + 1);
+        for write in [
+            format!("INSERT INTO ck.plain VALUES ({k}, UNIX_TIMESTAMP(NOW(6)) * 1000000)"),
+            format!("UPDATE ck.plain SET v = UNIX_TIMESTAMP(NOW(6)) * 1000000 WHERE id = {k}"),
+            format!("INSERT INTO ck.dflt (id, v) VALUES ({k}, 1)"),
+            format!("INSERT INTO ck.onupd VALUES ({k}, 1, NULL)"),
+            format!("UPDATE ck.onupd SET v = v + 1 WHERE id = {k}"),
+            format!("INSERT INTO ck.ts VALUES ({k}, NULL)"),
+            format!("INSERT INTO ck.expr (id) VALUES ({k})"),
+            "UPDATE ck.virt SET v = v + 1 WHERE recent = 0".to_string(),
+            format!("INSERT INTO ck.trig (id) VALUES ({k})"),
+            "UPDATE ck.parent SET id = id + 1".to_string(),
+            format!("INSERT INTO ck.child (id, p) SELECT {k}, id FROM ck.parent"),
+        ] {
+            other
+                .query_drop("INSERT INTO ck.other (at) VALUES (NOW(6))")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(
+                write_sets_clock(&mut c, primary, &write).await,
+                "{write} went without the clock"
+            );
+        }
+    }
+    // A plain table gets a default that reads the clock, another a trigger: the next
+    // writes to them set it, however soon after.
+    run_all(
+        &mut c,
+        &[
+            "ALTER TABLE ck.later ADD COLUMN at DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6)",
+            "CREATE TRIGGER ck.plain_v BEFORE INSERT ON ck.plain FOR EACH ROW \
+               SET NEW.v = UNIX_TIMESTAMP(NOW(6)) * 1000000",
+        ],
+    )
+    .await;
+    for write in [
+        format!("INSERT INTO ck.later (id, v) VALUES ({}, 1)", id + 1),
+        format!("INSERT INTO ck.plain VALUES ({}, 0)", id + 2),
+        format!("UPDATE ck.later SET v = 2 WHERE id = {}", id + 1),
+    ] {
+        other
+            .query_drop("INSERT INTO ck.other (at) VALUES (NOW(6))")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            write_sets_clock(&mut c, primary, &write).await,
+            "{write} went without the clock after the DDL"
+        );
+    }
+    assert_replicas_identical(
+        &dbs,
+        &mut c,
+        &[
+            "ck.plain",
+            "ck.later",
+            "ck.other",
+            "ck.dflt",
+            "ck.onupd",
+            "ck.ts",
+            "ck.expr",
+            "ck.virt",
+            "ck.trig",
+            "ck.parent",
+            "ck.child",
+        ],
+    )
+    .await;
+    drop(proxy);
+}

@@ -2,10 +2,11 @@
 //! topology the router reads. The topology changes only when a shard elects a new primary;
 //! readers take a snapshot (`topology()`), so a statement routes against one consistent view.
 //!
-//! Owns: `Cluster`. May import: backend::{pool, health, tls}, router (topology types), config.
+//! Owns: `Cluster`. May import: backend::{pool, health, tls, schema_facts}, router (topology types), config.
 
 use super::health::{run_health_checks, HealthParams};
 use super::pool::BackendPool;
+use super::schema_facts::{run_refresh, SchemaFacts};
 use super::tls::BackendTls;
 use super::ConnectParams;
 use crate::config::Config;
@@ -18,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Cluster {
     topology: RwLock<Arc<Topology>>,
     pools: Vec<Vec<Arc<BackendPool>>>,
+    /// Per shard: which tables writes may run on without the clock set.
+    schema_facts: Vec<Arc<SchemaFacts>>,
 }
 
 impl Cluster {
@@ -59,6 +62,7 @@ impl Cluster {
         };
         Ok(Cluster {
             topology: RwLock::new(Arc::new(topology)),
+            schema_facts: pools.iter().map(|_| Arc::default()).collect(),
             pools,
         })
     }
@@ -101,6 +105,25 @@ impl Cluster {
                 .enumerate()
                 .map(move |(r, p)| (ShardId(s as u32), ReplicaId(r as u32), p))
         })
+    }
+
+    pub fn schema_facts(&self, shard: ShardId) -> Option<&Arc<SchemaFacts>> {
+        self.schema_facts.get(shard.0 as usize)
+    }
+
+    /// Starts one task per shard keeping its `SchemaFacts`, read on its primary.
+    pub fn spawn_schema_facts(self: &Arc<Self>, cfg: &Config, cancel: &CancellationToken) {
+        let retry = Duration::from_millis(cfg.backend.health_interval_ms);
+        for (i, facts) in self.schema_facts.iter().enumerate() {
+            let cluster = self.clone();
+            let shard = ShardId(i as u32);
+            tokio::spawn(run_refresh(
+                facts.clone(),
+                move || cluster.primary(shard).cloned(),
+                retry,
+                cancel.clone(),
+            ));
+        }
     }
 
     pub fn role(&self, shard: ShardId, replica: ReplicaId) -> &'static str {

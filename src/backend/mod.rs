@@ -1,6 +1,7 @@
 //! Backend connections: the only module that opens connections to database servers.
 //! Data path: raw pooled connections relayed packet by packet (`conn`, `pool`).
-//! Control path: mysql_async for health probes (`health`) and replica rebuilds (`copy`).
+//! Control path: mysql_async for health probes (`health`), replica rebuilds (`copy`) and the
+//! table definitions writes depend on (`schema_facts`).
 //!
 //! May import: protocol, config, session (signatures), sql (quoting). Must not import:
 //! frontend.
@@ -10,6 +11,7 @@ pub mod conn;
 pub mod copy;
 pub mod health;
 pub mod pool;
+pub mod schema_facts;
 pub mod tls;
 
 pub use cluster::Cluster;

@@ -67,6 +67,10 @@ pub struct WritePlan<'a> {
     pub user_vars: Vec<String>,
     /// The clock the client fixed (`SET timestamp`): the write's time instead of now.
     pub timestamp_us: Option<u64>,
+    /// The statement may read the server's clock: it is fixed first and recorded. When
+    /// nothing in it or its tables reads it (`sql::clock`, `backend::schema_facts`) the
+    /// record carries timestamp 0 and no replica is sent a `SET timestamp`.
+    pub reads_clock: bool,
     /// Random seeds the client set for this write (`SessionState::take_rand_seeds`).
     pub rand_seeds: Option<(u32, u32)>,
 }
@@ -181,18 +185,22 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
             (((v >> 32) as u32) % 0x3FFF_FFFF, (v as u32) % 0x3FFF_FFFF)
         })
     });
-    let mut set = String::from("SET ");
+    let mut assignments = Vec::new();
     if plan.wrap_in_transaction {
-        set.push_str("autocommit = 0, ");
+        assignments.push("autocommit = 0".to_string());
     }
-    set.push_str(&format!(
-        "timestamp = {}.{:06}",
-        timestamp_us / 1_000_000,
-        timestamp_us % 1_000_000
-    ));
+    if plan.reads_clock {
+        assignments.push(format!(
+            "timestamp = {}.{:06}",
+            timestamp_us / 1_000_000,
+            timestamp_us % 1_000_000
+        ));
+    }
     if let Some((a, b)) = rand_seeds {
-        set.push_str(&format!(", rand_seed1 = {a}, rand_seed2 = {b}"));
+        assignments.push(format!("rand_seed1 = {a}, rand_seed2 = {b}"));
     }
+    // One command fewer per statement when there is nothing to set.
+    let set = (!assignments.is_empty()).then(|| format!("SET {}", assignments.join(", ")));
     // The transaction the client began (answered by the proxy) starts on the server here.
     let begin = queue_deferred_begin(conn);
     let checked_after = plan.order_check != OrderCheck::None || plan.per_row_call.is_some();
@@ -213,11 +221,15 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         conn.stream
             .queue_packet(0, &query(&user_vars::read_query(&plan.user_vars)));
     }
-    conn.stream.queue_packet(0, &query(&set));
+    if let Some(set) = &set {
+        conn.stream.queue_packet(0, &query(set));
+    }
     conn.stream.queue_packet(0, plan.command);
-    // The next write sets its own timestamp; anything else resets it first (unless the
-    // client fixed it: then it is the session's own setting and stays).
-    conn.timestamp_fixed = plan.timestamp_us.is_none();
+    if plan.reads_clock {
+        // The next write sets its own timestamp; anything else resets it first (unless
+        // the client fixed it: then it is the session's own setting and stays).
+        conn.timestamp_fixed = plan.timestamp_us.is_none();
+    }
     conn.stream.flush().await.map_err(backend)?;
     let mut last_insert_id = None;
     let mut settings = known.unwrap_or_default();
@@ -277,9 +289,15 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
             Err(e) => context_error = Some(e),
         }
     }
-    let set_answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
-        .await
-        .map_err(backend)?;
+    let set_error = match set {
+        Some(_) => {
+            read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
+                .await
+                .map_err(backend)?
+                .error
+        }
+        None => None,
+    };
     let infile = match plan.infile_cap {
         Some(cap) => relay_infile_keeping_copy(&mut conn.stream, client, cap).await?,
         None => InfileCopy::NotAsked,
@@ -294,7 +312,7 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         (body, InfileCopy::TooLarge(n)) => (body, Some(n)),
         (body, _) => (body, None),
     };
-    if let Some(e) = set_answer.error.or(context_error) {
+    if let Some(e) = set_error.or(context_error) {
         // The context could not be set: the statement's result cannot be replicated.
         if summary.error.is_none() && !plan.wrap_in_transaction {
             // It ran anyway, inside the client's transaction, where no rollback of the
@@ -361,7 +379,7 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
             schema: plan.schema,
             collation: plan.collation,
             settings,
-            timestamp_us,
+            timestamp_us: if plan.reads_clock { timestamp_us } else { 0 },
             insert_id,
             last_insert_id,
             rand_seeds,

@@ -994,7 +994,11 @@ impl ClientSession {
                     WriteClass::Ddl => {
                         self.refuse_generated_ids_in_programs(session, &c, route, sql)
                             .await?;
+                        // What reads the clock may change: writes set it until the
+                        // tables were read again.
+                        let change = self.schema_change(route).await;
                         let done = self.run_ddl(client, session, &c, route, payload).await;
+                        drop(change);
                         if mentions_procedure(sql) {
                             // A procedure created, replaced or dropped: CALLs are judged anew.
                             self.ctx.call_checks.clear();

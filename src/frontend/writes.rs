@@ -8,6 +8,7 @@
 //! session, protocol.
 
 use super::commands::{malformed, no_backend_connection, until_down, ClientSession, Failure};
+use crate::backend::schema_facts::{ClocklessWrite, SchemaChange, TableKey};
 use crate::executor::write::{
     commit_on_primary, execute_ddl, execute_write, now_us, read_identity, rollback_on_primary,
     send_wal_row, Executed, LoggedDdl, WritePlan,
@@ -356,6 +357,47 @@ impl ClientSession {
             .await
     }
 
+    /// Whether this write may run without the proxy fixing the server's clock first: its
+    /// text reads none (`sql::clock`) and neither do its tables (`SchemaFacts`). A session
+    /// with temporary tables always sets it: one may hide a table of the same name.
+    fn clockless_write(
+        &self,
+        session: &SessionState,
+        c: &Classified,
+        sql: &str,
+        shard: ShardId,
+        body: &Body,
+    ) -> Option<ClocklessWrite> {
+        let plain = c.kind == Kind::Write
+            && c.statements == 1
+            && !c.flags.contains(Flags::FALLBACK)
+            && !matches!(body, Body::LoadData { .. })
+            && session.temp_tables.is_empty();
+        if !plain || crate::sql::clock::may_read_clock(sql) {
+            return None;
+        }
+        let schema = session.schema.as_deref();
+        let tables: Option<Vec<TableKey>> = c
+            .tables
+            .iter()
+            .map(|t| match crate::sql::qualified_name(t, schema) {
+                (Some(db), table) => Some((db, table)),
+                (None, _) => None,
+            })
+            .collect();
+        self.ctx
+            .cluster
+            .schema_facts(shard)?
+            .clockless_write(&tables?)
+    }
+
+    /// Marks a statement that may change table definitions (a DDL, a CALL whose procedure
+    /// may run one) from before it runs on the primary until the guard is dropped.
+    pub(super) async fn schema_change(&self, route: Route) -> Option<SchemaChange> {
+        let facts = self.ctx.cluster.schema_facts(route_shard(route))?;
+        Some(facts.change().await)
+    }
+
     /// Runs a DML write: on the primary with its context; autocommit writes are committed
     /// through the log before the client hears, transaction writes join the pending list.
     #[allow(clippy::too_many_arguments)]
@@ -459,6 +501,13 @@ impl ClientSession {
             let log = self.shard_log(shard)?;
             self.open_write = Some(log.ddl_order.writer(started, DDL_ORDER_WAIT).await);
         }
+        // Held until the primary answered: a schema change waits for it.
+        let clockless = self.clockless_write(session, c, sql, shard, &body);
+        let schema_change = if c.kind == Kind::Call {
+            self.schema_change(route).await
+        } else {
+            None
+        };
         // A prepared write runs as that connection's server statement (prepared there first
         // when needed), with its parameter types always sent.
         let execute;
@@ -503,6 +552,7 @@ impl ClientSession {
             per_row_call: check.per_row_call,
             user_vars: check.user_vars.clone(),
             timestamp_us: session.fixed_timestamp_us(),
+            reads_clock: clockless.is_none(),
             rand_seeds: if check.needs_rand_seed {
                 session.take_rand_seeds()
             } else {
@@ -527,6 +577,7 @@ impl ClientSession {
                 return Err(Failure::Client(e));
             }
         };
+        drop((clockless, schema_change));
         let Executed {
             mut summary,
             mut raw,

@@ -27,7 +27,8 @@ pub struct Statement {
     pub collation: u8,
     /// Replayable SET fragments that matter for re-execution (`SESSION sql_mode = '…'`, …).
     pub settings: Vec<String>,
-    /// `SET timestamp` in microseconds since the epoch.
+    /// `SET timestamp` in microseconds since the epoch; 0 when the statement reads no clock
+    /// (`sql::clock`, `backend::schema_facts`): replicas are sent none.
     pub timestamp_us: u64,
     /// First auto-increment value the primary generated (0: none).
     pub insert_id: u64,

@@ -63,21 +63,29 @@ pub struct Position {
     pub system_time_zone: String,
 }
 
-/// `SET timestamp = …, insert_id = …` (and the optional ones) for one statement.
-pub fn statement_context(s: &Statement) -> String {
-    let mut q = format!(
-        "SET timestamp = {}.{:06}, insert_id = {}",
-        s.timestamp_us / 1_000_000,
-        s.timestamp_us % 1_000_000,
-        s.insert_id
-    );
+/// `SET timestamp = …, insert_id = …` (and the optional ones) for one statement; None when
+/// there is nothing to set: the statement reads no clock (timestamp 0), generated no id,
+/// and no earlier `insert_id` may still be waiting on the connection (`insert_id_pending`:
+/// the server keeps one until an insert uses it).
+pub fn statement_context(s: &Statement, insert_id_pending: bool) -> Option<String> {
+    let mut parts = Vec::new();
+    if s.timestamp_us != 0 {
+        parts.push(format!(
+            "timestamp = {}.{:06}",
+            s.timestamp_us / 1_000_000,
+            s.timestamp_us % 1_000_000
+        ));
+    }
+    if s.insert_id != 0 || insert_id_pending {
+        parts.push(format!("insert_id = {}", s.insert_id));
+    }
     if let Some(id) = s.last_insert_id {
-        q.push_str(&format!(", last_insert_id = {id}"));
+        parts.push(format!("last_insert_id = {id}"));
     }
     if let Some((a, b)) = s.rand_seeds {
-        q.push_str(&format!(", rand_seed1 = {a}, rand_seed2 = {b}"));
+        parts.push(format!("rand_seed1 = {a}, rand_seed2 = {b}"));
     }
-    q
+    (!parts.is_empty()).then(|| format!("SET {}", parts.join(", ")))
 }
 
 /// The SET that gives a connection `collation` and `settings` from any earlier context.
@@ -166,6 +174,8 @@ pub struct Replayer {
     /// resolve against the schema at PREPARE.
     prepared: HashMap<(Option<String>, String), u32>,
     deprecate_eof: bool,
+    /// An `insert_id` was set that no insert may have used yet (`statement_context`).
+    insert_id_pending: bool,
 }
 
 impl Replayer {
@@ -180,6 +190,7 @@ impl Replayer {
             context: None,
             prepared: HashMap::new(),
             deprecate_eof,
+            insert_id_pending: false,
         }
     }
 
@@ -349,10 +360,10 @@ impl Replayer {
             ));
             self.context = Some(ctx);
         }
-        cmds.push((
-            query(&statement_context(s)),
-            Expect::Ok("statement context"),
-        ));
+        if let Some(set) = statement_context(s, self.insert_id_pending) {
+            cmds.push((query(&set), Expect::Ok("statement context")));
+            self.insert_id_pending = s.insert_id != 0;
+        }
         let payload = match &s.body {
             Body::LoadData { sql, data } => {
                 cmds.push((
@@ -484,6 +495,21 @@ impl Replayer {
         ddl: &PrimaryDdlOutcomes,
         chunk: usize,
     ) -> Result<(), ApplyError> {
+        let applied = self.apply_entries(shard, entries, ddl, chunk).await;
+        if applied.is_err() {
+            // A context queued behind a failure may not have reached the server.
+            self.insert_id_pending = true;
+        }
+        applied
+    }
+
+    async fn apply_entries(
+        &mut self,
+        shard: ShardId,
+        entries: &[LogEntry],
+        ddl: &PrimaryDdlOutcomes,
+        chunk: usize,
+    ) -> Result<(), ApplyError> {
         let mut i = 0;
         while i < entries.len() {
             let rec = decode(&entries[i])?;
@@ -507,13 +533,14 @@ impl Replayer {
                         }
                     }
                 }
-                // No timestamp reset afterwards: every replayed statement sets its own, and
-                // nothing else on a replay connection reads the clock.
+                // No timestamp reset afterwards: every replayed statement that reads the
+                // clock sets its own, and nothing else on a replay connection reads it.
                 cmds.push((
                     query(&wal_table::mark_applied(shard, [entries[i].ts])),
                     Expect::Marked(1),
                 ));
                 let result = self.run_pipeline(cmds).await;
+                crate::backend::schema_facts::note_replayed_ddl();
                 // DROP DATABASE of the current schema leaves the connection without one.
                 self.schema = None;
                 if !result?.0 {
@@ -624,6 +651,7 @@ impl Replayer {
         let _ = self.end_batch("ROLLBACK").await;
         self.context = None;
         self.schema = None;
+        self.insert_id_pending = true;
     }
 }
 
@@ -749,8 +777,33 @@ mod tests {
             body: Body::Text(b"x".to_vec()),
         };
         assert_eq!(
-            statement_context(&s),
-            "SET timestamp = 1700000000.000042, insert_id = 7, last_insert_id = 6, rand_seed1 = 1, rand_seed2 = 2"
+            statement_context(&s, false).as_deref(),
+            Some("SET timestamp = 1700000000.000042, insert_id = 7, last_insert_id = 6, rand_seed1 = 1, rand_seed2 = 2")
+        );
+        // A statement reading no clock and generating no id needs nothing set, unless an
+        // earlier insert_id may still wait on the connection.
+        let clockless = Statement {
+            timestamp_us: 0,
+            insert_id: 0,
+            last_insert_id: None,
+            rand_seeds: None,
+            ..s.clone()
+        };
+        assert_eq!(statement_context(&clockless, false), None);
+        assert_eq!(
+            statement_context(&clockless, true).as_deref(),
+            Some("SET insert_id = 0")
+        );
+        assert_eq!(
+            statement_context(
+                &Statement {
+                    insert_id: 9,
+                    ..clockless
+                },
+                false
+            )
+            .as_deref(),
+            Some("SET insert_id = 9")
         );
         let set = settings_statement(45, &s.settings);
         // The baseline first (never DEFAULT: the follower's own globals), then the record's.

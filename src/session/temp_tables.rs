@@ -6,7 +6,7 @@
 //!
 //! Owns: `TempTables`. May import: sql (the name changes a DDL makes).
 
-use crate::sql::TableNameChanges;
+use crate::sql::{qualified_name as qualify, TableNameChanges};
 
 #[derive(Debug, Default)]
 pub struct TempTables(Vec<(Option<String>, String)>);
@@ -56,38 +56,6 @@ impl TempTables {
         self.0.retain(|k| *k != key);
         self.0.len() != before
     }
-}
-
-/// `db.t`, `` `d b`.`t` `` or `t` (in `schema`) as (schema, table), quotes removed.
-fn qualify(reference: &str, schema: Option<&str>) -> (Option<String>, String) {
-    let mut parts = split_name(reference);
-    let table = parts.pop().unwrap_or_default();
-    let db = parts.pop().or_else(|| schema.map(str::to_string));
-    (db, table)
-}
-
-fn split_name(reference: &str) -> Vec<String> {
-    let mut parts = vec![String::new()];
-    let mut chars = reference.trim().chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '`' if quoted && chars.peek() == Some(&'`') => {
-                chars.next();
-                if let Some(p) = parts.last_mut() {
-                    p.push('`');
-                }
-            }
-            '`' => quoted = !quoted,
-            '.' if !quoted => parts.push(String::new()),
-            c => {
-                if let Some(p) = parts.last_mut() {
-                    p.push(c);
-                }
-            }
-        }
-    }
-    parts
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod binlog;
 pub mod cache;
 pub mod classify;
+pub mod clock;
 pub mod determinism;
 pub mod diagnostics;
 pub mod lexer;
@@ -30,6 +31,38 @@ pub fn quote_string(s: &str) -> String {
 /// `s` as a backquoted identifier.
 pub fn quote_identifier(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
+}
+
+/// `db.t`, `` `d b`.`t` `` or `t` (in `schema`) as (schema, table), quotes removed.
+pub fn qualified_name(reference: &str, schema: Option<&str>) -> (Option<String>, String) {
+    let mut parts = split_name(reference);
+    let table = parts.pop().unwrap_or_default();
+    let db = parts.pop().or_else(|| schema.map(str::to_string));
+    (db, table)
+}
+
+fn split_name(reference: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let mut chars = reference.trim().chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '`' if quoted && chars.peek() == Some(&'`') => {
+                chars.next();
+                if let Some(p) = parts.last_mut() {
+                    p.push('`');
+                }
+            }
+            '`' => quoted = !quoted,
+            '.' if !quoted => parts.push(String::new()),
+            c => {
+                if let Some(p) = parts.last_mut() {
+                    p.push(c);
+                }
+            }
+        }
+    }
+    parts
 }
 
 /// Statement text comes from clients: whatever bytes they send (decoded lossily where not
@@ -168,6 +201,7 @@ mod robustness {
                 determinism::check_write(&sql, false, &lits),
                 determinism::check_write(&sql, true, &lits),
             );
+            let _ = clock::may_read_clock(&sql);
             let _ = determinism::nondeterministic_definition(&sql, "TRIGGER");
             let _ = determinism::nondeterministic_definition(&sql, "TABLE");
             let _ = (
