@@ -65,9 +65,9 @@ pub struct Position {
 
 /// `SET timestamp = …, insert_id = …` (and the optional ones) for one statement; None when
 /// there is nothing to set: the statement reads no clock (timestamp 0), generated no id,
-/// and no earlier `insert_id` may still be waiting on the connection (`insert_id_pending`:
-/// the server keeps one until an insert uses it).
-pub fn statement_context(s: &Statement, insert_id_pending: bool) -> Option<String> {
+/// and `reset_insert_id` is false (no earlier `insert_id` waits on the connection that it
+/// could take: the server keeps one until an insert uses it, in a trigger too).
+pub fn statement_context(s: &Statement, reset_insert_id: bool) -> Option<String> {
     let mut parts = Vec::new();
     if s.timestamp_us != 0 {
         parts.push(format!(
@@ -76,7 +76,7 @@ pub fn statement_context(s: &Statement, insert_id_pending: bool) -> Option<Strin
             s.timestamp_us % 1_000_000
         ));
     }
-    if s.insert_id != 0 || insert_id_pending {
+    if s.insert_id != 0 || reset_insert_id {
         parts.push(format!("insert_id = {}", s.insert_id));
     }
     if let Some(id) = s.last_insert_id {
@@ -86,6 +86,19 @@ pub fn statement_context(s: &Statement, insert_id_pending: bool) -> Option<Strin
         parts.push(format!("rand_seed1 = {a}, rand_seed2 = {b}"));
     }
     (!parts.is_empty()).then(|| format!("SET {}", parts.join(", ")))
+}
+
+/// Whether replaying `s` may generate an auto-increment value. An UPDATE or DELETE that
+/// read no clock on the primary cannot: that took tables without triggers and no stored
+/// function calls (`sql::clock`, `backend::schema_facts`), and only an insert generates.
+pub fn may_generate_ids(s: &Statement) -> bool {
+    let text = match &s.body {
+        Body::Text(sql) => String::from_utf8_lossy(sql),
+        Body::Prepared { sql, .. } => sql.as_str().into(),
+        Body::LoadData { .. } => return true,
+    };
+    let first = crate::sql::lexer::Lexer::new(&text).next().map(|t| t.tok);
+    s.timestamp_us != 0 || !first.is_some_and(|t| t.is_word("UPDATE") || t.is_word("DELETE"))
 }
 
 /// The SET that gives a connection `collation` and `settings` from any earlier context.
@@ -360,9 +373,12 @@ impl Replayer {
             ));
             self.context = Some(ctx);
         }
-        if let Some(set) = statement_context(s, self.insert_id_pending) {
+        let reset_insert_id = self.insert_id_pending && may_generate_ids(s);
+        if let Some(set) = statement_context(s, reset_insert_id) {
             cmds.push((query(&set), Expect::Ok("statement context")));
-            self.insert_id_pending = s.insert_id != 0;
+            if s.insert_id != 0 || reset_insert_id {
+                self.insert_id_pending = s.insert_id != 0;
+            }
         }
         let payload = match &s.body {
             Body::LoadData { sql, data } => {
@@ -597,7 +613,7 @@ impl Replayer {
                     return Err(e);
                 }
             }
-            self.end_batch("COMMIT").await?.map_err(|e| {
+            self.commit_batch().await?.map_err(|e| {
                 ApplyError::Diverged(format!("COMMIT of applied records failed: {e}"))
             })?;
             i = j;
@@ -630,10 +646,21 @@ impl Replayer {
         .await
     }
 
-    /// Ends a batch begun with `BATCH_BEGIN` (COMMIT or ROLLBACK) and turns autocommit back
-    /// on, in one round trip. Returns the first error of the two.
-    async fn end_batch(&mut self, end: &str) -> io::Result<Result<(), MysqlError>> {
-        self.conn.stream.queue_packet(0, &query(end));
+    /// Commits a batch begun with `BATCH_BEGIN`: turning autocommit back on commits the
+    /// open transaction (and reports a failure to), one command instead of two.
+    async fn commit_batch(&mut self) -> io::Result<Result<(), MysqlError>> {
+        self.conn
+            .stream
+            .write_packet(0, &query("SET autocommit = 1"))
+            .await?;
+        let ended = self.read_answer().await?;
+        Ok(ended.error.map_or(Ok(()), Err))
+    }
+
+    /// Rolls back a batch begun with `BATCH_BEGIN` and turns autocommit back on, in one
+    /// round trip. Returns the first error of the two.
+    async fn rollback_batch(&mut self) -> io::Result<Result<(), MysqlError>> {
+        self.conn.stream.queue_packet(0, &query("ROLLBACK"));
         self.conn
             .stream
             .queue_packet(0, &query("SET autocommit = 1"));
@@ -648,7 +675,7 @@ impl Replayer {
 
     /// Rolls back a failed batch and forgets the connection's context.
     async fn abandon(&mut self) {
-        let _ = self.end_batch("ROLLBACK").await;
+        let _ = self.rollback_batch().await;
         self.context = None;
         self.schema = None;
         self.insert_id_pending = true;
@@ -794,6 +821,27 @@ mod tests {
             statement_context(&clockless, true).as_deref(),
             Some("SET insert_id = 0")
         );
+        // An UPDATE or DELETE that read no clock took no trigger: it generates no id.
+        for sql in ["UPDATE t SET v = 1 WHERE id = 2", " delete FROM t"] {
+            let s = Statement {
+                body: Body::Text(sql.as_bytes().to_vec()),
+                ..clockless.clone()
+            };
+            assert!(!may_generate_ids(&s), "{sql}");
+            assert!(may_generate_ids(&Statement {
+                timestamp_us: 1,
+                ..s
+            }));
+        }
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "WITH x AS (SELECT 1) UPDATE t SET v = 1",
+        ] {
+            assert!(may_generate_ids(&Statement {
+                body: Body::Text(sql.as_bytes().to_vec()),
+                ..clockless.clone()
+            }));
+        }
         assert_eq!(
             statement_context(
                 &Statement {
