@@ -599,15 +599,13 @@ pub async fn commit_on_primary(
              and applied again from the log"
         )));
     }
-    conn.stream.queue_packet(0, &query("COMMIT"));
-    let reset = queue_reset_after(conn, unwrap_transaction);
-    conn.stream.flush().await?;
-    let (commit, raw) =
-        buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
-    if reset {
-        read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+    // A wrapped autocommit write commits by turning autocommit back on (the server commits
+    // the open transaction then, and reports a failure to): one command, not two.
+    if !queue_reset_after(conn, unwrap_transaction) {
+        conn.stream.queue_packet(0, &query("COMMIT"));
     }
-    Ok((commit, raw))
+    conn.stream.flush().await?;
+    buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await
 }
 
 /// Rolls back the primary's transaction (the record never reached the log).
