@@ -7,7 +7,10 @@ THREADS clients (default 3) send pseudo-random writes to three tables for SECOND
 ORDER BY … LIMIT), with NOW(6), UUID(), RAND() with and without a seed, SYSDATE(),
 LAST_INSERT_ID(), USER(), CURRENT_USER, user variables, subqueries and an ON UPDATE
 CURRENT_TIMESTAMP column, 40 % of them in transactions with savepoints rolled back and
-some transactions rolled back, and replica reads that leave warnings in between.
+some transactions rolled back, and replica reads that leave warnings in between. A fourth
+table starts with nothing that reads the clock (its writes go without `SET timestamp`)
+while one more client keeps adding and removing a trigger and a DEFAULT CURRENT_TIMESTAMP
+column on it: every write after such a DDL must set the clock again.
 Deadlocks, duplicate keys and the proxy's 1235 refusals are expected and counted. At the
 end `PROXY CHECKSUM TABLE` must show every replica with the primary's rows and no replica
 may be quarantined.
@@ -33,6 +36,7 @@ cur.execute("DROP DATABASE IF EXISTS sq"); cur.execute("CREATE DATABASE sq")
 cur.execute("CREATE TABLE sq.r (id INT AUTO_INCREMENT PRIMARY KEY, k INT NOT NULL, s VARCHAR(200), f DOUBLE, ts DATETIME(6), u CHAR(36), n INT NOT NULL DEFAULT 0, upd TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6), UNIQUE KEY (k))")
 cur.execute("CREATE TABLE sq.log (id BIGINT AUTO_INCREMENT PRIMARY KEY, r_id BIGINT, note VARCHAR(100), at DATETIME(6))")
 cur.execute("CREATE TABLE sq.agg (k INT PRIMARY KEY, total DOUBLE, cnt INT)")
+cur.execute("CREATE TABLE sq.p (id INT PRIMARY KEY, v BIGINT, w VARCHAR(40))")
 
 errors = {}
 lock = threading.Lock()
@@ -61,7 +65,40 @@ def stmt(rnd):
         f"DELETE r FROM r JOIN agg ON agg.k = r.k WHERE agg.cnt > {rnd.randint(3, 9)}",
         f"INSERT INTO log (r_id, note, at) SELECT id, s, ts FROM r WHERE k = {a}",
         f"UPDATE r SET s = {expr} ORDER BY k DESC LIMIT 3",
+        f"INSERT INTO p (id, v, w) VALUES ({k}, {k}, 'a') ON DUPLICATE KEY UPDATE v = v + 1",
+        f"UPDATE p SET v = v * 3 % 1000003, w = CONCAT('u', {a}) WHERE id BETWEEN {a} AND {b}",
+        f"DELETE FROM p WHERE id = {a}",
+        f"INSERT INTO p (id, v) SELECT k + 2000, cnt FROM agg WHERE k < {a} ORDER BY k ON DUPLICATE KEY UPDATE v = VALUES(v)",
     ])
+
+
+SCHEMA_CHURN = [
+    "CREATE TRIGGER p_bi BEFORE INSERT ON p FOR EACH ROW SET NEW.w = CAST(NOW(6) AS CHAR)",
+    "DROP TRIGGER p_bi",
+    "ALTER TABLE p ADD COLUMN at DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)",
+    "CREATE TRIGGER p_bu BEFORE UPDATE ON p FOR EACH ROW SET NEW.w = CAST(NOW(6) AS CHAR)",
+    "ALTER TABLE p DROP COLUMN at",
+    "DROP TRIGGER p_bu",
+]
+
+
+def schema_churn():
+    """Adds and removes what makes writes to sq.p read the clock, every 0.3–1.5 s."""
+    rnd = random.Random(SEED)
+    conn = connect()
+    churn = conn.cursor()
+    end = time.time() + SECONDS
+    step = 0
+    while time.time() < end:
+        time.sleep(rnd.uniform(0.3, 1.5))
+        try:
+            churn.execute(SCHEMA_CHURN[step % len(SCHEMA_CHURN)])
+            step += 1
+        except pymysql.MySQLError as e:
+            with lock:
+                errors[("ddl", error_code(e))] = errors.get(("ddl", error_code(e)), 0) + 1
+    with lock:
+        errors["ddl done"] = step
 
 class Prepared:
     """Writes as server-side prepared statements, the rest as text, on one connection."""
@@ -132,11 +169,12 @@ def worker(i):
                 conn, cur = open_client()
 
 ts = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+ts.append(threading.Thread(target=schema_churn))
 [t.start() for t in ts]; [t.join() for t in ts]
 print("errors:", errors)
 time.sleep(3)
 ok = True
-for t in ["sq.r", "sq.log", "sq.agg"]:
+for t in ["sq.r", "sq.log", "sq.agg", "sq.p"]:
     cur.execute(f"PROXY CHECKSUM TABLE {t}")
     rows = cur.fetchall()
     if len({(r[3], r[4]) for r in rows}) != 1:
