@@ -996,7 +996,15 @@ impl ClientSession {
             .sequence(payload.clone(), executed_on)
             .await
             .map_err(|e| Failure::Answer(commit_error(&e)))?;
-        drop(order);
+        // New write transactions stay behind the gate until the DDL has run on the primary,
+        // not only until it was sequenced: one let through in between could write the table
+        // there before the DDL takes its metadata lock (no trigger yet, the old columns)
+        // and commit after it, so followers, which replay in log order, would run it after
+        // the DDL. Found by random_writes.py's schema churn: an INSERT … ON DUPLICATE KEY
+        // UPDATE changed 12 rows on the primary and none on the followers (a BEFORE UPDATE
+        // trigger created in that window), both followers quarantined. The wait stays
+        // bounded: writers go ahead after DDL_ORDER_WAIT, and by then a running DDL holds
+        // its lock, so their statements queue behind it on the server.
         session.last_write_ts = ts;
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
@@ -1033,6 +1041,7 @@ impl ClientSession {
                 )));
             }
         };
+        drop(order);
         // Followers hold their own result against this one.
         log.record_ddl_outcome(ts, summary.error.as_ref().map(|e| e.code));
         log.primary_done(ts);

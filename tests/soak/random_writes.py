@@ -18,6 +18,7 @@ may be quarantined.
 usage: python3 tests/soak/random_writes.py PORT SECONDS SEED [THREADS]   (exit 0 = PASS)
        PREPARED=1: the writes go through server-side prepared statements (the binary
        protocol, mysql-connector-python's prepared cursor: pip install mysql-connector-python).
+       CHURN=0: no schema changes during the run.
        Drops and recreates database `sq`. Needs PyMySQL (pip install pymysql).
 """
 import os, random, sys, threading, time
@@ -169,7 +170,8 @@ def worker(i):
                 conn, cur = open_client()
 
 ts = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-ts.append(threading.Thread(target=schema_churn))
+if os.environ.get("CHURN") != "0":
+    ts.append(threading.Thread(target=schema_churn))
 [t.start() for t in ts]; [t.join() for t in ts]
 print("errors:", errors)
 time.sleep(3)
