@@ -43,7 +43,8 @@ impl Drop for WriterGuard {
     }
 }
 
-/// Held by a DDL until it is sequenced.
+/// Held by a DDL until it ran on the primary (sequenced first): writers that have not
+/// started a transaction wait meanwhile, bounded.
 pub struct DdlGuard<'a> {
     order: &'a DdlOrder,
     _serial: tokio::sync::MutexGuard<'a, ()>,
