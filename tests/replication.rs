@@ -3409,8 +3409,15 @@ async fn set_commands(db: &MariaDb) -> u64 {
 }
 
 /// Runs `write` in a transaction of `c` and says whether the primary was sent a SET for it
-/// (in a transaction nothing else is: no autocommit switch, and BEGIN goes as BEGIN).
-async fn write_sets_clock(c: &mut Conn, primary: &MariaDb, write: &str) -> bool {
+/// (in a transaction nothing else is: no autocommit switch, and BEGIN goes as BEGIN). Just
+/// before, `other` writes with the clock set, so the followers' replay connection was last
+/// given another time than the one `c`'s primary connection may still hold.
+async fn write_sets_clock(c: &mut Conn, other: &mut Conn, primary: &MariaDb, write: &str) -> bool {
+    other
+        .query_drop("INSERT INTO ck.other (at) VALUES (NOW(6))")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
     c.query_drop("BEGIN").await.unwrap();
     let before = set_commands(primary).await;
     c.query_drop(write)
@@ -3470,13 +3477,8 @@ async fn only_writes_that_may_read_the_clock_set_it() {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             id += 1;
-            other
-                .query_drop("INSERT INTO ck.other (at) VALUES (NOW(6))")
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
             let sql = format!("INSERT INTO {table} VALUES ({id}, {id})");
-            if !write_sets_clock(&mut c, primary, &sql).await {
+            if !write_sets_clock(&mut c, &mut other, primary, &sql).await {
                 break;
             }
             assert!(
@@ -3522,13 +3524,8 @@ async fn only_writes_that_may_read_the_clock_set_it() {
             "UPDATE ck.parent SET id = id + 1".to_string(),
             format!("INSERT INTO ck.child (id, p) SELECT {k}, id FROM ck.parent"),
         ] {
-            other
-                .query_drop("INSERT INTO ck.other (at) VALUES (NOW(6))")
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
             assert!(
-                write_sets_clock(&mut c, primary, &write).await,
+                write_sets_clock(&mut c, &mut other, primary, &write).await,
                 "{write} went without the clock"
             );
         }
@@ -3549,13 +3546,8 @@ async fn only_writes_that_may_read_the_clock_set_it() {
         format!("INSERT INTO ck.plain VALUES ({}, 0)", id + 2),
         format!("UPDATE ck.later SET v = 2 WHERE id = {}", id + 1),
     ] {
-        other
-            .query_drop("INSERT INTO ck.other (at) VALUES (NOW(6))")
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(
-            write_sets_clock(&mut c, primary, &write).await,
+            write_sets_clock(&mut c, &mut other, primary, &write).await,
             "{write} went without the clock after the DDL"
         );
     }
