@@ -624,8 +624,9 @@ pub async fn rollback_on_primary(
     Ok(())
 }
 
-/// After the end of a transaction: back to autocommit for a wrapped autocommit write (and
-/// the server's clock with it, free in the same SET). Otherwise the clock stays fixed until
+/// At the end of a transaction: back to autocommit for a wrapped autocommit write (and
+/// the server's clock with it, free in the same SET), which also commits it when no
+/// ROLLBACK was queued in front. Otherwise the clock stays fixed until
 /// a statement that may read it (`queue_timestamp_reset`): the next write sets its own, and
 /// BEGIN/COMMIT do not read it. Returns whether a command was queued (read its answer).
 fn queue_reset_after(conn: &mut BackendConn, unwrap_transaction: bool) -> bool {
