@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::converge::global_status;
 use common::relay::Relay;
 use common::{config_for, MariaDb, Proxy};
 use mysql_async::prelude::*;
@@ -15,12 +16,7 @@ async fn connect(url: &str) -> Conn {
 }
 
 async fn com_select(db: &MariaDb) -> u64 {
-    let mut c = connect(&db.url(None)).await;
-    let row: Option<(String, u64)> = c
-        .query_first("SHOW GLOBAL STATUS LIKE 'Com_select'")
-        .await
-        .unwrap();
-    row.unwrap().1
+    global_status(db, "Com_select").await
 }
 
 /// Waits until every follower applied what the primary has (their myquorum.wal agrees).
@@ -448,15 +444,6 @@ async fn read_your_writes_with_a_slowed_follower() {
         "only {replica_reads} reads were routed by freshness"
     );
     relay.set_delay_ms(0);
-}
-
-async fn global_status(db: &MariaDb, name: &str) -> u64 {
-    let mut c = connect(&db.url(None)).await;
-    let row: Option<(String, u64)> = c
-        .query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))
-        .await
-        .unwrap();
-    row.unwrap().1
 }
 
 /// Prepared statements (binary protocol, as ORMs and sysbench use them) are not tied to the

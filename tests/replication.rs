@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::converge::{assert_same_tables, checksums, wait_converged};
+use common::converge::{assert_same_tables, checksums, global_status, wait_converged};
 use common::{config_for, MariaDb, Proxy};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
@@ -700,13 +700,7 @@ async fn followers_that_do_not_sync_commits_count_after_the_wal_sync() {
 }
 
 async fn com_begin(db: &MariaDb) -> u64 {
-    let mut c = connect(&db.url(None)).await;
-    let (_, n): (String, u64) = c
-        .query_first("SHOW GLOBAL STATUS LIKE 'Com_begin'")
-        .await
-        .unwrap()
-        .unwrap();
-    n
+    global_status(db, "Com_begin").await
 }
 
 /// A plain BEGIN is answered by the proxy and reaches the primary in front of the
@@ -3398,16 +3392,6 @@ async fn accounts_replicate_with_their_passwords_hashed() {
     );
 }
 
-/// Statements the primary's server ran for `SET …` so far (`Com_set_option`).
-async fn set_commands(db: &MariaDb) -> u64 {
-    let mut c = connect(&db.url(None)).await;
-    let row: Option<(String, u64)> = c
-        .query_first("SHOW GLOBAL STATUS LIKE 'Com_set_option'")
-        .await
-        .unwrap();
-    row.unwrap().1
-}
-
 /// Runs `write` in a transaction of `c` and says whether the primary was sent a SET for it
 /// (in a transaction nothing else is: no autocommit switch, and BEGIN goes as BEGIN). Just
 /// before, `other` writes with the clock set, so the followers' replay connection was last
@@ -3419,11 +3403,11 @@ async fn write_sets_clock(c: &mut Conn, other: &mut Conn, primary: &MariaDb, wri
         .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     c.query_drop("BEGIN").await.unwrap();
-    let before = set_commands(primary).await;
+    let before = global_status(primary, "Com_set_option").await;
     c.query_drop(write)
         .await
         .unwrap_or_else(|e| panic!("{write}: {e}"));
-    let after = set_commands(primary).await;
+    let after = global_status(primary, "Com_set_option").await;
     c.query_drop("COMMIT").await.unwrap();
     after > before
 }

@@ -6,6 +6,18 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts};
 use std::time::{Duration, Instant};
 
+/// A server counter from `SHOW GLOBAL STATUS` on `db` (`Com_select`, `Com_set_option`, …).
+pub async fn global_status(db: &MariaDb, name: &str) -> u64 {
+    let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+        .await
+        .unwrap();
+    let row: Option<(String, u64)> = c
+        .query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))
+        .await
+        .unwrap();
+    row.unwrap().1
+}
+
 /// The last record applied on `db` (None while it is unreachable).
 pub async fn applied_ts(db: &MariaDb) -> Option<u64> {
     let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())
