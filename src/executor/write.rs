@@ -840,7 +840,15 @@ mod tests {
         let caps = crate::protocol::handshake::proxy_capabilities(false);
         for round in 0..50_000 {
             let len = (next() % 48) as usize;
-            let mut payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // A quarter of the bytes from length-prefix markers and extremes, so that huge
+            // length-encoded values (0xfe + 8 bytes) come up.
+            const EDGES: [u8; 8] = [0x00, 0x01, 0x08, 0xfb, 0xfc, 0xfd, 0xfe, 0xff];
+            let mut payload: Vec<u8> = (0..len)
+                .map(|_| match next() {
+                    r if r % 4 == 0 => EDGES[(r >> 8) as usize % EDGES.len()],
+                    r => r as u8,
+                })
+                .collect();
             if round % 2 == 0 {
                 // [0x17][id][flags][iterations = 1], then bitmap, bound, types, values.
                 let mut head = vec![0x17, 1, 0, 0, 0, 0, 1, 0, 0, 0];

@@ -28,7 +28,8 @@ fn value_len(ty: u8, rest: &[u8]) -> Option<usize> {
         _ => {
             let mut after = rest;
             let n = read_lenenc_int(&mut after)?;
-            (rest.len() - after.len()) + usize::try_from(n).ok()?
+            // A length prefix near 2^64 from a client must not wrap around.
+            (rest.len() - after.len()).checked_add(usize::try_from(n).ok()?)?
         }
     })
 }
@@ -307,6 +308,17 @@ mod tests {
         body.extend_from_slice(&[5, b'a', b'b']);
         assert_eq!(
             inline_long_data(&body, 1, &BTreeMap::new()),
+            Err(InlineError::Malformed)
+        );
+        // A length prefix of 2^64 - 9 (a client's): the size must not wrap around to 0.
+        let mut body = head(&[0], &[253, 0]);
+        body.extend_from_slice(&[0xfe, 0xf7, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            inline_long_data(&body, 1, &BTreeMap::new()),
+            Err(InlineError::Malformed)
+        );
+        assert_eq!(
+            add_params(&body, 1, &[AddedParam::null(1)]),
             Err(InlineError::Malformed)
         );
         // Trailing bytes after the last value.
