@@ -3555,3 +3555,82 @@ async fn only_writes_that_may_read_the_clock_set_it() {
     .await;
     drop(proxy);
 }
+
+/// A session without a default database: MariaDB's answers are its own (NULL for
+/// DATABASE(), 1046 for an unqualified name), and followers, whose replay connection may
+/// still have an earlier record's database selected, do the same. Before, an unqualified
+/// CREATE TABLE made both followers create it in that database (both quarantined, writes
+/// stopped), DATABASE() wrote that database's name there, and a write after `DROP
+/// DATABASE` of the session's own database quarantined both followers too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_without_a_default_database_replicate_as_on_the_primary() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE nd",
+            "CREATE TABLE nd.t (id INT PRIMARY KEY, db VARCHAR(64))",
+            "CREATE TABLE nd.keep (id INT)",
+            // Followers' replay connections now have `nd` selected.
+            "USE nd",
+            "INSERT INTO t VALUES (1, DATABASE())",
+        ],
+    )
+    .await;
+    let mut none = connect(&proxy.url(None)).await;
+    run_all(
+        &mut none,
+        &[
+            "INSERT INTO nd.t VALUES (2, DATABASE())",
+            "INSERT INTO nd.t VALUES (3, SCHEMA())",
+        ],
+    )
+    .await;
+    none.exec_drop("INSERT INTO nd.t VALUES (?, DATABASE())", (4,))
+        .await
+        .unwrap();
+    for (ddl, code) in [
+        ("CREATE TABLE made (a INT)", 1046),
+        ("DROP TABLE nd.keep, keep", 1046),
+        ("CREATE TABLE nd.copy AS SELECT DATABASE() AS db", 1235),
+    ] {
+        let e = none.query_drop(ddl).await.unwrap_err();
+        assert_eq!(server_code(&e), code, "{ddl}: {e}");
+    }
+    // Dropping the session's own database leaves it without one.
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE gone",
+            "USE gone",
+            "DROP DATABASE gone",
+            "INSERT INTO nd.t VALUES (5, DATABASE())",
+        ],
+    )
+    .await;
+    let ids: Vec<(i32, Option<String>)> = c
+        .query("SELECT id, db FROM nd.t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(
+        ids,
+        [
+            (1, Some("nd".to_string())),
+            (2, None),
+            (3, None),
+            (4, None),
+            (5, None)
+        ]
+    );
+    assert_replicas_identical(&dbs, &mut c, &["nd.t", "nd.keep"]).await;
+    for db in &dbs {
+        let mut direct = connect(&db.url(None)).await;
+        let made: Vec<String> = direct
+            .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_NAME = 'made'")
+            .await
+            .unwrap();
+        assert!(made.is_empty(), "{}: {made:?}", db.addr());
+    }
+    drop(proxy);
+}

@@ -182,6 +182,18 @@ fn classify_replicated_write(
             if let Some(engine) = non_innodb_engine(sql) {
                 return Err(MysqlError::not_supported(&non_innodb(&engine)));
             }
+            if session.schema.is_none()
+                && defined_object(sql).as_deref() == Some("TABLE")
+                && crate::sql::determinism::calls_database(sql)
+            {
+                // Evaluated on each replica, where a follower's replay connection may still
+                // have an earlier record's database (no command deselects one).
+                return Err(MysqlError::not_supported(
+                    "DATABASE() in a table definition or CREATE TABLE … SELECT is NULL here \
+                     (no default database) but could name another database on the other \
+                     replicas; select a database first (USE db) or write the name",
+                ));
+            }
             if let Some(why) = defined_object(sql)
                 .and_then(|o| crate::sql::determinism::nondeterministic_definition(sql, &o))
             {
@@ -413,11 +425,13 @@ impl ClientSession {
     ) -> Result<(), Failure> {
         // Writes run on the primary whatever route brought them here.
         self.served = Some(crate::digests::Served::Primary);
+        let no_database = session.schema.is_none();
         let checked = |identity| {
             let lits = Literals {
                 uuid: &uuid_v4,
                 uuid_short: &|| rand::random::<u64>() >> 8,
                 identity,
+                no_database,
             };
             check_write(sql, prepared.is_some(), &lits)
         };
@@ -460,7 +474,8 @@ impl ClientSession {
             (None, Some(_)) if std::str::from_utf8(&command[1..]).is_err() => {
                 // The rewrite was made on text where those bytes were masked.
                 return Err(Failure::Answer(MysqlError::not_supported(
-                    "UUID()/UUID_SHORT()/SYSDATE() are rewritten to values for replication, \
+                    "UUID()/UUID_SHORT()/SYSDATE() (and DATABASE() without a default database) \
+                     are rewritten to values for replication, \
                      which needs a statement text that is valid UTF-8; this one holds other \
                      bytes (a latin1 or binary literal): pass the value from the client",
                 )));
@@ -1042,6 +1057,20 @@ impl ClientSession {
             }
         };
         drop(order);
+        if summary.error.is_none() {
+            let dropped = std::str::from_utf8(&command[1..])
+                .ok()
+                .and_then(crate::sql::classify::dropped_database);
+            if dropped.is_some() && dropped == session.schema {
+                // The server left the connection without a default database. Kept, the
+                // session's next write would be logged under the dropped one, and every
+                // follower would fail to select it (both quarantined: writes stopped).
+                session.schema = None;
+                if let Some(h) = self.held.as_mut() {
+                    h.conn.schema = None;
+                }
+            }
+        }
         // Followers hold their own result against this one.
         log.record_ddl_outcome(ts, summary.error.as_ref().map(|e| e.code));
         log.primary_done(ts);

@@ -145,6 +145,9 @@ pub fn ddl_error_changed_nothing(code: u16) -> bool {
         code,
         1044 | 1045 | 1142 | 1143 | 1227 | 1370 // access denied
             | 1064 | 1149 // syntax
+            // No database selected: an unqualified name, found while parsing. A follower's
+            // replay connection may still have an earlier record's database and run it.
+            | 1046
             | 1205 | 1213 // lock wait timeout (also metadata locks), deadlock
             | 1317 | 1927 | 1969 // interrupted, killed, max_statement_time
             | 1290 | 1792 // read-only server or transaction
@@ -780,7 +783,7 @@ mod tests {
 
     #[test]
     fn ddl_errors_that_changed_nothing_on_the_primary() {
-        for refused in [1142, 1064, 1205, 1213, 1317, 1969, 1290] {
+        for refused in [1142, 1064, 1046, 1205, 1213, 1317, 1969, 1290] {
             assert!(ddl_error_changed_nothing(refused), "{refused}");
         }
         // Table exists / unknown table: a DROP TABLE a, b that drops a and fails on b

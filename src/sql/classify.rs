@@ -205,6 +205,22 @@ pub fn defined_object(sql: &str) -> Option<String> {
     })
 }
 
+/// The database `DROP DATABASE|SCHEMA [IF EXISTS] name` drops. When it is the session's
+/// own, the server leaves the connection without a default database.
+pub fn dropped_database(sql: &str) -> Option<String> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    let (first, second) = (toks.first()?, toks.get(1)?);
+    if !(first.is_word("DROP") && (second.is_word("DATABASE") || second.is_word("SCHEMA"))) {
+        return None;
+    }
+    let at = if toks.get(2)?.is_word("IF") { 4 } else { 2 };
+    match toks.get(at)? {
+        Tok::Word(w) => Some(w.to_string()),
+        Tok::Quoted(w) => Some(w.replace("``", "`")),
+        _ => None,
+    }
+}
+
 /// The proxy's own schema on every replica (the log copy, checksum runs).
 pub const PROXY_SCHEMA: &str = "myquorum";
 
@@ -1222,6 +1238,19 @@ mod tests {
             ("DROP EVENT ev", None),
         ] {
             assert_eq!(defined_object(sql).as_deref(), object, "{sql}");
+        }
+    }
+
+    #[test]
+    fn dropped_databases_are_named() {
+        for (sql, db) in [
+            ("DROP DATABASE shop", Some("shop")),
+            ("drop schema if exists `my``db`;", Some("my`db")),
+            ("DROP DATABASE IF EXISTS s2", Some("s2")),
+            ("DROP TABLE shop.t", None),
+            ("DROP DATABASE", None),
+        ] {
+            assert_eq!(dropped_database(sql).as_deref(), db, "{sql}");
         }
     }
 

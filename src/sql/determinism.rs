@@ -18,6 +18,10 @@ pub struct Literals<'a> {
     pub uuid_short: &'a dyn Fn() -> u64,
     /// Who the session is on the primary, once read there (`WriteCheck::needs_identity`).
     pub identity: Option<&'a Identity>,
+    /// The session has no default database: DATABASE()/SCHEMA() are NULL on the primary,
+    /// while a follower's replay connection keeps the database of an earlier record (no
+    /// command deselects one), so they become NULL literals.
+    pub no_database: bool,
 }
 
 /// What the account functions give on the primary's connection: USER() (also
@@ -261,6 +265,16 @@ const PER_SERVER_FUNCTIONS: &[&str] = &[
     "CONNECTION_ID",
     "RANDOM_BYTES",
 ];
+
+/// Whether `sql` calls DATABASE() or SCHEMA() (the session's default database).
+pub fn calls_database(sql: &str) -> bool {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    toks.windows(3).any(|w| {
+        (w[0].is_word("DATABASE") || w[0].is_word("SCHEMA"))
+            && w[1] == Tok::Punct('(')
+            && w[2] == Tok::Punct(')')
+    })
+}
 
 /// For a `CREATE`/`ALTER` of a table, trigger, procedure or function (`object`, as
 /// `classify::defined_object` names it): why it would let replicas diverge — a call in a
@@ -656,6 +670,11 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                         put_value(&mut out, &mut check, placeholders, prepared, value);
                         last = call_end.unwrap_or(t.end);
                     }
+                    "DATABASE" | "SCHEMA" if empty_args && lit.no_database => {
+                        out.push_str(&sql[last..t.start]);
+                        put_value(&mut out, &mut check, placeholders, prepared, Injected::Null);
+                        last = toks[i + 2].end;
+                    }
                     "RAND" if empty_args => check.needs_rand_seed = true,
                     "ROWNUM" => numbers_rows = true,
                     "LAST_INSERT_ID" if empty_args => check.needs_last_insert_id = true,
@@ -929,6 +948,7 @@ mod tests {
             uuid: &|| "11111111-2222-4333-8444-555555555555".to_string(),
             uuid_short: &|| 42,
             identity: None,
+            no_database: false,
         }
     }
 
@@ -1113,6 +1133,39 @@ mod tests {
                 "INSERT INTO t VALUES ('11111111-2222-4333-8444-555555555555', 42, NOW(), NOW(3))"
             )
         );
+    }
+
+    #[test]
+    fn database_calls_are_found() {
+        assert!(calls_database("CREATE TABLE d.t AS SELECT database() AS d"));
+        assert!(calls_database(
+            "CREATE TABLE d.t (a INT DEFAULT (SCHEMA ( )))"
+        ));
+        assert!(!calls_database("CREATE DATABASE d"));
+        assert!(!calls_database(
+            "CREATE TABLE d.t (database INT, schema INT)"
+        ));
+    }
+
+    #[test]
+    fn database_is_null_in_sessions_without_one() {
+        let none = Literals {
+            no_database: true,
+            ..lit()
+        };
+        let sql = "INSERT INTO d.t (database, v) VALUES (DATABASE(), schema ( ))";
+        assert_eq!(
+            check_write(sql, false, &none).rewritten.as_deref(),
+            Some("INSERT INTO d.t (database, v) VALUES (NULL, NULL)")
+        );
+        let c = check_write("UPDATE d.t SET v = ? WHERE w = DATABASE()", true, &none);
+        assert_eq!(
+            c.rewritten.as_deref(),
+            Some("UPDATE d.t SET v = ? WHERE w = ?")
+        );
+        assert_eq!(c.injected, vec![(1, Injected::Null)]);
+        // With a default database followers select the same one first.
+        assert_eq!(check_write(sql, false, &lit()).rewritten, None);
     }
 
     #[test]

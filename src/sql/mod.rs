@@ -174,6 +174,7 @@ mod robustness {
             uuid: &|| "u".into(),
             uuid_short: &|| 1,
             identity: None,
+            no_database: false,
         };
         let cache = ClassifyCache::new(64);
         for sql in texts(0x9E37_79B9_7F4A_7C15, 20_000) {
