@@ -3634,3 +3634,118 @@ async fn sessions_without_a_default_database_replicate_as_on_the_primary() {
     }
     drop(proxy);
 }
+
+/// A DDL the primary refuses because of the session's own state (LOCK TABLES in force) ran
+/// nothing there; followers, whose replay connection holds no such locks, would run it and
+/// succeed, and success where the primary failed quarantines them (both: writes stopped).
+/// Found by the mutation test in `tests/bad_input.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_refused_for_the_sessions_table_locks_is_not_run_on_followers() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE lk",
+            "CREATE TABLE lk.a (id INT)",
+            "CREATE TABLE lk.w (id INT)",
+            "INSERT INTO lk.w VALUES (1)",
+            "LOCK TABLES lk.a WRITE",
+        ],
+    )
+    .await;
+    for (ddl, code) in [
+        ("CREATE TABLE lk.b (a INT)", 1100),
+        ("TRUNCATE TABLE lk.w", 1100),
+        ("CREATE DATABASE lk2", 1192),
+    ] {
+        let e = c.query_drop(ddl).await.unwrap_err();
+        assert_eq!(server_code(&e), code, "{ddl}: {e}");
+    }
+    // READ locks alone do not cover the log table, so the primary could not store the
+    // record's row either: refused before it is logged.
+    run_all(&mut c, &["UNLOCK TABLES", "LOCK TABLES lk.a READ"]).await;
+    for ddl in [
+        "ALTER TABLE lk.a ADD COLUMN y INT",
+        "CREATE TABLE lk.r (a INT)",
+    ] {
+        let e = c.query_drop(ddl).await.unwrap_err();
+        assert_eq!(server_code(&e), 1192, "{ddl}: {e}");
+    }
+    run_all(&mut c, &["UNLOCK TABLES", "INSERT INTO lk.a VALUES (1)"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["lk.a", "lk.w"]).await;
+    // A restart's recovery finds every record's row on the primary: it runs none of the
+    // refused DDL statements there.
+    drop(c);
+    drop(proxy);
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Writes wait for the start-up recovery.
+    while let Err(e) = c.query_drop("INSERT INTO lk.a VALUES (2)").await {
+        assert!(Instant::now() < deadline, "no write after the restart: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_replicas_identical(&dbs, &mut c, &["lk.a", "lk.w"]).await;
+    for db in &dbs {
+        let mut direct = connect(&db.url(None)).await;
+        let made: Vec<String> = direct
+            .query(
+                "SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA IN ('lk', 'lk2') AND TABLE_NAME NOT IN ('a', 'w') \
+                 UNION SELECT SCHEMA_NAME FROM information_schema.SCHEMATA \
+                 WHERE SCHEMA_NAME = 'lk2'",
+            )
+            .await
+            .unwrap();
+        assert!(made.is_empty(), "{}: {made:?}", db.addr());
+    }
+    drop(proxy);
+}
+
+/// A DDL's row in the primary's `myquorum.wal` is committed even when the session has
+/// autocommit off (PyMySQL's default) and rolls back afterwards: without the row a restart's
+/// recovery took the primary for lacking the record and ran the DDL there again — here a
+/// TRUNCATE that deleted what was written after it. Found by the mutation test in
+/// `tests/bad_input.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_of_an_autocommit_off_session_stays_recorded_on_the_primary() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE ac",
+            "CREATE TABLE ac.t (id INT PRIMARY KEY)",
+            "INSERT INTO ac.t VALUES (1)",
+        ],
+    )
+    .await;
+    let mut off = connect(&proxy.url(None)).await;
+    run_all(
+        &mut off,
+        &["SET autocommit = 0", "TRUNCATE TABLE ac.t", "ROLLBACK"],
+    )
+    .await;
+    drop(off);
+    run_all(&mut c, &["INSERT INTO ac.t VALUES (2)"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["ac.t"]).await;
+    drop(c);
+    drop(proxy);
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Writes wait for the start-up recovery.
+    while let Err(e) = c.query_drop("INSERT INTO ac.t VALUES (3)").await {
+        assert!(Instant::now() < deadline, "no write after the restart: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_replicas_identical(&dbs, &mut c, &["ac.t"]).await;
+    let mut primary = connect(&dbs[0].url(None)).await;
+    let ids: Vec<i32> = primary
+        .query("SELECT id FROM ac.t ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(ids, [2, 3]);
+    drop(proxy);
+}

@@ -713,6 +713,13 @@ pub async fn execute_ddl(
         conn.stream.queue_packet(0, &query(&sql));
         row_answers += 1;
     }
+    // With autocommit off (PyMySQL's default), or after a DDL that failed inside the
+    // client's transaction (no implicit commit then), the row would wait in an open
+    // transaction that the client may roll back: the primary would then lack the record,
+    // and a restart's recovery would run the DDL there a second time (a TRUNCATE deleting
+    // what was written since). The client's replicated writes were committed before the
+    // DDL; only its reads' snapshot ends with this COMMIT.
+    conn.stream.queue_packet(0, &query("COMMIT"));
     // A clock the client fixed is the session's own setting: it stays.
     let reset = if client_clock {
         "DO 0"
@@ -734,6 +741,8 @@ pub async fn execute_ddl(
             read_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
         row_failed = row_failed.or(answer.error);
     }
+    let commit = read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+    row_failed = row_failed.or(commit.error);
     read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     if let Some(e) = row_failed {
         // The DDL is done and cannot be undone: without its row the primary would look as
@@ -781,7 +790,10 @@ async fn store_rows_again(
             return Ok(Err(e.message));
         }
     }
-    Ok(Ok(()))
+    // Committed even with autocommit off (see `execute_ddl`).
+    conn.stream.write_packet(0, &query("COMMIT")).await?;
+    let commit = read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+    Ok(commit.error.map_or(Ok(()), |e| Err(e.message)))
 }
 
 /// A COM_STMT_EXECUTE body normalized for replay: cursor flags cleared and the parameter

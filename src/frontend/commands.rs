@@ -1033,6 +1033,9 @@ impl ClientSession {
                     None
                 }
                 .map(|s| [&[COM_QUERY][..], s.as_bytes()].concat());
+                if c.flags.contains(Flags::TABLE_LOCK) && c.kind == Kind::Lock {
+                    session.table_locks_cover_log = rewritten.is_some();
+                }
                 // A LOCK TABLES that locks the log table first waits, as a DDL does, until
                 // no other session has a write transaction open, holding new ones back: one
                 // holding locks on a table it names would wait for it at its log row while

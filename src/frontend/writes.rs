@@ -935,6 +935,14 @@ impl ClientSession {
     ) -> Result<(), Failure> {
         self.served = Some(crate::digests::Served::Primary);
         let shard = route_shard(route);
+        if session.holds_read_locks_only() {
+            // Refused before it is logged: see `holds_read_locks_only`.
+            return Err(Failure::Answer(MysqlError::new(
+                1192,
+                "HY000",
+                "Can't execute the given command because you have active locked tables:                  this session holds READ table locks; run UNLOCK TABLES first",
+            )));
+        }
         if !session.pending.is_empty() {
             // DDL commits the open transaction implicitly, as on MySQL.
             self.commit_pending::<S>(None, session, c, route).await?;

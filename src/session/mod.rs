@@ -134,6 +134,9 @@ pub struct SessionState {
     /// Log timestamp of this session's last replicated write: `session` consistency reads
     /// only go to replicas that applied it.
     pub last_write_ts: u64,
+    /// The session's LOCK TABLES also locked the log table (it has a WRITE lock, see
+    /// `sql::rewrite::lock_tables_with_log`): a DDL's record row can be stored meanwhile.
+    pub table_locks_cover_log: bool,
     /// The last statement's diagnostics when the proxy had to keep them itself (after a
     /// replicated write); taken at the start of every command.
     pub diagnostics: Option<diagnostics::Diagnostics>,
@@ -213,6 +216,7 @@ impl SessionState {
             autocommit: true,
             proxy_vars: Vec::new(),
             last_write_ts: 0,
+            table_locks_cover_log: false,
             pending: PendingWrites::default(),
             savepoints: Vec::new(),
             temp_tables: temp_tables::TempTables::default(),
@@ -289,6 +293,14 @@ impl SessionState {
     pub fn wait_timeout(&self) -> Option<i64> {
         let (_, fragment) = self.vars.iter().find(|(k, _)| k == "wait_timeout")?;
         fragment.rsplit('=').next()?.trim().parse().ok()
+    }
+
+    /// Whether LOCK TABLES is in force with READ locks only. MariaDB refuses almost every
+    /// DDL then (1099, 1100, 1192), and it also refuses the record's row in the primary's
+    /// `myquorum.wal`, so a restart's recovery would take the primary for lacking the
+    /// record and run the DDL there, unlocked, where it succeeds.
+    pub fn holds_read_locks_only(&self) -> bool {
+        self.pins & PinReason::TableLock.bit() != 0 && !self.table_locks_cover_log
     }
 
     pub fn pin_reasons(&self) -> Vec<PinReason> {
