@@ -1351,6 +1351,28 @@ async fn run_all(c: &mut Conn, statements: &[&str]) {
     }
 }
 
+/// `query` lists nothing on any replica (each server read directly).
+async fn assert_on_no_replica(dbs: &[MariaDb; 3], query: &str) {
+    for db in dbs {
+        let mut direct = connect(&db.url(None)).await;
+        let found: Vec<String> = direct.query(query).await.unwrap();
+        assert!(found.is_empty(), "{}: {found:?}", db.addr());
+    }
+}
+
+/// A new proxy on `dbs` and a session that ran `write` through it (writes wait for the
+/// start-up recovery).
+async fn restarted_with_write(dbs: &[MariaDb; 3], write: &str) -> (Proxy, Conn) {
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = c.query_drop(write).await {
+        assert!(Instant::now() < deadline, "no write after the restart: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (proxy, c)
+}
+
 /// Every replica caught up with the log, none quarantined, `tables` identical everywhere.
 async fn assert_replicas_identical(dbs: &[MariaDb; 3], c: &mut Conn, tables: &[&str]) {
     let dbs = [&dbs[0], &dbs[1], &dbs[2]];
@@ -3624,14 +3646,11 @@ async fn sessions_without_a_default_database_replicate_as_on_the_primary() {
         ]
     );
     assert_replicas_identical(&dbs, &mut c, &["nd.t", "nd.keep"]).await;
-    for db in &dbs {
-        let mut direct = connect(&db.url(None)).await;
-        let made: Vec<String> = direct
-            .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_NAME = 'made'")
-            .await
-            .unwrap();
-        assert!(made.is_empty(), "{}: {made:?}", db.addr());
-    }
+    assert_on_no_replica(
+        &dbs,
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_NAME = 'made'",
+    )
+    .await;
     drop(proxy);
 }
 
@@ -3678,28 +3697,15 @@ async fn ddl_refused_for_the_sessions_table_locks_is_not_run_on_followers() {
     // refused DDL statements there.
     drop(c);
     drop(proxy);
-    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
-    let mut c = connect(&proxy.url(None)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // Writes wait for the start-up recovery.
-    while let Err(e) = c.query_drop("INSERT INTO lk.a VALUES (2)").await {
-        assert!(Instant::now() < deadline, "no write after the restart: {e}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (proxy, mut c) = restarted_with_write(&dbs, "INSERT INTO lk.a VALUES (2)").await;
     assert_replicas_identical(&dbs, &mut c, &["lk.a", "lk.w"]).await;
-    for db in &dbs {
-        let mut direct = connect(&db.url(None)).await;
-        let made: Vec<String> = direct
-            .query(
-                "SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES \
-                 WHERE TABLE_SCHEMA IN ('lk', 'lk2') AND TABLE_NAME NOT IN ('a', 'w') \
-                 UNION SELECT SCHEMA_NAME FROM information_schema.SCHEMATA \
-                 WHERE SCHEMA_NAME = 'lk2'",
-            )
-            .await
-            .unwrap();
-        assert!(made.is_empty(), "{}: {made:?}", db.addr());
-    }
+    assert_on_no_replica(
+        &dbs,
+        "SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA IN ('lk', 'lk2') AND TABLE_NAME NOT IN ('a', 'w') \
+         UNION SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'lk2'",
+    )
+    .await;
     drop(proxy);
 }
 
@@ -3732,14 +3738,7 @@ async fn ddl_of_an_autocommit_off_session_stays_recorded_on_the_primary() {
     assert_replicas_identical(&dbs, &mut c, &["ac.t"]).await;
     drop(c);
     drop(proxy);
-    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
-    let mut c = connect(&proxy.url(None)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // Writes wait for the start-up recovery.
-    while let Err(e) = c.query_drop("INSERT INTO ac.t VALUES (3)").await {
-        assert!(Instant::now() < deadline, "no write after the restart: {e}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (proxy, mut c) = restarted_with_write(&dbs, "INSERT INTO ac.t VALUES (3)").await;
     assert_replicas_identical(&dbs, &mut c, &["ac.t"]).await;
     let mut primary = connect(&dbs[0].url(None)).await;
     let ids: Vec<i32> = primary

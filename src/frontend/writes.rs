@@ -940,7 +940,8 @@ impl ClientSession {
             return Err(Failure::Answer(MysqlError::new(
                 1192,
                 "HY000",
-                "Can't execute the given command because you have active locked tables:                  this session holds READ table locks; run UNLOCK TABLES first",
+                "Can't execute the given command because you have active locked tables: \
+                 this session holds READ table locks; run UNLOCK TABLES first",
             )));
         }
         if !session.pending.is_empty() {
