@@ -3710,9 +3710,10 @@ async fn ddl_refused_for_the_sessions_table_locks_is_not_run_on_followers() {
 }
 
 /// A DDL's row in the primary's `myquorum.wal` is committed even when the session has
-/// autocommit off (PyMySQL's default) and rolls back afterwards: without the row a restart's
-/// recovery took the primary for lacking the record and ran the DDL there again — here a
-/// TRUNCATE that deleted what was written after it. Found by the mutation test in
+/// autocommit off (PyMySQL's default) and rolls back afterwards, and stored even when the
+/// session is read-only: without the row a restart's recovery took the primary for lacking
+/// the record and ran the DDL there again — here a TRUNCATE that deleted what was written
+/// after it. Found by the mutation test in
 /// `tests/bad_input.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_of_an_autocommit_off_session_stays_recorded_on_the_primary() {
@@ -3734,6 +3735,16 @@ async fn ddl_of_an_autocommit_off_session_stays_recorded_on_the_primary() {
     )
     .await;
     drop(off);
+    // A read-only session's DDL is refused (1792), and so is its row on the session's
+    // connection: it is stored on one of the proxy's own.
+    let mut read_only = connect(&proxy.url(None)).await;
+    run_all(&mut read_only, &["SET SESSION tx_read_only = 1"]).await;
+    let e = read_only
+        .query_drop("CREATE TABLE ac.ro (a INT)")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&e), 1792, "{e}");
+    drop(read_only);
     run_all(&mut c, &["INSERT INTO ac.t VALUES (2)"]).await;
     assert_replicas_identical(&dbs, &mut c, &["ac.t"]).await;
     drop(c);
@@ -3746,5 +3757,10 @@ async fn ddl_of_an_autocommit_off_session_stays_recorded_on_the_primary() {
         .await
         .unwrap();
     assert_eq!(ids, [2, 3]);
+    assert_on_no_replica(
+        &dbs,
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_NAME = 'ro'",
+    )
+    .await;
     drop(proxy);
 }

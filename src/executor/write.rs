@@ -678,7 +678,8 @@ pub struct LoggedDdl<'a> {
 
 /// Runs a logged DDL statement on the primary (after the log holds it) and records it in
 /// the primary's `myquorum.wal`. Returns the DDL's answer. `client_clock`: the session
-/// fixed `timestamp` itself, so it is left set afterwards.
+/// fixed `timestamp` itself, so it is left set afterwards. `primary`: the primary's pool,
+/// to store the row on a connection of the proxy's own when the session's refuses it.
 pub async fn execute_ddl(
     conn: &mut BackendConn,
     command: &[u8],
@@ -686,6 +687,7 @@ pub async fn execute_ddl(
     logged: LoggedDdl<'_>,
     deprecate_eof: bool,
     client_clock: bool,
+    primary: Option<&crate::backend::BackendPool>,
 ) -> io::Result<(ResponseSummary, Vec<u8>, Vec<TextRow>)> {
     let LoggedDdl {
         shard,
@@ -749,7 +751,28 @@ pub async fn execute_ddl(
         // if it lacked the record, and a repair would run the DDL there a second time. The
         // rows are stored again (the same bytes: already there is fine).
         let rows = WalRows::new(shard, [(ts, payload)], true, chunk);
-        if let Err(again) = store_rows_again(conn, rows, deprecate_eof).await? {
+        let mut stored = store_rows_again(conn, rows, deprecate_eof).await?;
+        if stored.is_err() {
+            // The session's own state refuses it (a read-only session, READ table locks):
+            // a connection of the proxy's own has none of that.
+            if let Some(pool) = primary {
+                stored = match crate::replication::applier::connect(pool).await {
+                    Ok(mut own) => {
+                        let eof = own
+                            .conn
+                            .hello
+                            .caps
+                            .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+                        let rows = WalRows::new(shard, [(ts, payload)], true, chunk);
+                        store_rows_again(&mut own.conn, rows, eof)
+                            .await
+                            .unwrap_or_else(|io| Err(io.to_string()))
+                    }
+                    Err(io) => Err(io.to_string()),
+                };
+            }
+        }
+        if let Err(again) = stored {
             tracing::error!(shard = shard.0, ts, first = %e.message, again = %again,
                 "the primary ran a logged DDL but its myquorum.wal refuses the record's row: \
                  fix what the error names on the primary; until the log is trimmed past this \

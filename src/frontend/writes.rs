@@ -1047,6 +1047,13 @@ impl ClientSession {
             },
             deprecate_eof,
             client_clock.is_some(),
+            // Not under LOCK TABLES: with a WRITE lock the session holds the log table, and
+            // the other connection would wait for it behind the session that waits for it.
+            self.ctx
+                .cluster
+                .pool(shard, executed_on)
+                .filter(|_| !session.pin_reasons().contains(&PinReason::TableLock))
+                .map(|p| &**p),
         )
         .await
         {
