@@ -497,4 +497,15 @@ async fn mutated_commands_never_panic_a_session() {
     // Every write the proxy let through replicated as it ran on the primary.
     drop(session);
     common::converge::assert_same_tables(&[&a, &b, &c], &["f.t", "f.a", "f.c"]).await;
+    // None stopped applying (a follower that ran what the primary refused is quarantined).
+    let states: Vec<String> = bystander
+        .query_map("SHOW PROXY REPLICATION", |row: mysql_async::Row| {
+            row.get::<String, _>(3).unwrap_or_default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        states.iter().all(|s| !s.contains("quarantined")),
+        "{states:?}"
+    );
 }
