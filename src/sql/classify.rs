@@ -1273,6 +1273,8 @@ mod tests {
             "CREATE TEMPORARY TABLE t (a INT)",
             "create or replace temporary table t (a INT)",
             "DROP TEMPORARY TABLE IF EXISTS t",
+            // MariaDB's whitespace includes vertical tab and form feed.
+            "CREATE\x0bTEMPORARY\x0cTABLE t (a INT)",
         ] {
             assert!(classify(temp).flags.contains(Flags::TEMP_TABLE), "{temp}");
         }

@@ -57,6 +57,13 @@ pub struct Lexer<'a> {
     pos: usize,
 }
 
+/// Whitespace as MariaDB's lexer sees it: vertical tab (0x0B) too, which Rust's
+/// `is_ascii_whitespace` leaves out. `CREATE\x0bTEMPORARY TABLE t …` is a temporary
+/// table to the server; read as something else here, it was logged and replayed.
+pub fn is_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
+}
+
 impl<'a> Lexer<'a> {
     pub fn new(src: &'a str) -> Self {
         Lexer { src, pos: 0 }
@@ -69,7 +76,7 @@ impl<'a> Lexer<'a> {
     fn skip_space_and_comments(&mut self) {
         let b = self.bytes();
         loop {
-            while self.pos < b.len() && b[self.pos].is_ascii_whitespace() {
+            while self.pos < b.len() && is_space(b[self.pos]) {
                 self.pos += 1;
             }
             let rest = &b[self.pos..];
@@ -87,7 +94,7 @@ impl<'a> Lexer<'a> {
                     None => self.pos = b.len(),
                 }
             } else if rest.starts_with(b"#")
-                || (rest.starts_with(b"--") && rest.get(2).is_none_or(|c| c.is_ascii_whitespace()))
+                || (rest.starts_with(b"--") && rest.get(2).is_none_or(|&c| is_space(c)))
             {
                 match rest.iter().position(|&c| c == b'\n') {
                     Some(i) => self.pos += i + 1,
@@ -334,8 +341,7 @@ pub fn comments(sql: &str) -> Vec<&str> {
             }
             b'#' | b'-'
                 if b[i] == b'#'
-                    || (rest.starts_with(b"--")
-                        && rest.get(2).is_none_or(|c| c.is_ascii_whitespace())) =>
+                    || (rest.starts_with(b"--") && rest.get(2).is_none_or(|&c| is_space(c))) =>
             {
                 let start = if b[i] == b'#' { i + 1 } else { i + 2 };
                 let end = rest
