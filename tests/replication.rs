@@ -2207,8 +2207,8 @@ async fn a_read_calling_a_data_changing_stored_function_is_replicated() {
     }
 }
 
-/// DDL on the session's temporary table (DROP/ALTER/TRUNCATE/CREATE INDEX need no TEMPORARY
-/// keyword) stays on the primary, as does filling it from a regular table; a DDL or write
+/// DDL on the session's temporary table (DROP/ALTER/TRUNCATE/CREATE INDEX/DROP INDEX need no
+/// TEMPORARY keyword) stays on the primary, as does filling it from a regular table; a DDL or write
 /// that copies a temporary table into a regular one is refused with 1235, and a regular table that reuses a dropped temporary table's name is
 /// replicated. Before, `ALTER TABLE tmp …` and `CREATE TABLE r LIKE tmp` were replayed and
 /// failed on every follower (all quarantined), and writes to a regular table named like a
@@ -2227,6 +2227,8 @@ async fn ddl_on_temporary_tables_stays_on_the_primary() {
             "CREATE TEMPORARY TABLE tmp (a INT)",
             "INSERT INTO tmp VALUES (1), (2)",
             "ALTER TABLE tmp ADD COLUMN b INT",
+            "CREATE INDEX ia ON tmp (a)",
+            "DROP INDEX ia ON tmp",
             "CREATE INDEX ia ON tmp (a)",
             "TRUNCATE TABLE tmp",
             // Filling the temporary table from a regular one changes only the temporary table.
