@@ -752,25 +752,14 @@ pub async fn execute_ddl(
         // rows are stored again (the same bytes: already there is fine).
         let rows = WalRows::new(shard, [(ts, payload)], true, chunk);
         let mut stored = store_rows_again(conn, rows, deprecate_eof).await?;
-        if stored.is_err() {
-            // The session's own state refuses it (a read-only session, READ table locks):
-            // a connection of the proxy's own has none of that.
-            if let Some(pool) = primary {
-                stored = match crate::replication::applier::connect(pool).await {
-                    Ok(mut own) => {
-                        let eof = own
-                            .conn
-                            .hello
-                            .caps
-                            .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-                        let rows = WalRows::new(shard, [(ts, payload)], true, chunk);
-                        store_rows_again(&mut own.conn, rows, eof)
-                            .await
-                            .unwrap_or_else(|io| Err(io.to_string()))
-                    }
-                    Err(io) => Err(io.to_string()),
-                };
-            }
+        if let (Err(_), Some(pool)) = (&stored, primary) {
+            // The session's own state refuses it (a read-only session): a connection of
+            // the proxy's own has none of that.
+            stored = store_rows_on_own_connection(
+                pool,
+                WalRows::new(shard, [(ts, payload)], true, chunk),
+            )
+            .await;
         }
         if let Err(again) = stored {
             tracing::error!(shard = shard.0, ts, first = %e.message, again = %again,
@@ -780,6 +769,21 @@ pub async fn execute_ddl(
         }
     }
     Ok((summary, raw, warnings))
+}
+
+/// Stores `rows` on a new replay connection to `pool` (the proxy's own account, no session
+/// state), as `store_rows_again` does.
+async fn store_rows_on_own_connection(
+    pool: &crate::backend::BackendPool,
+    rows: WalRows<'_>,
+) -> Result<(), String> {
+    let mut own = crate::replication::applier::connect(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    let deprecate_eof = own.deprecate_eof();
+    store_rows_again(&mut own.conn, rows, deprecate_eof)
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
 }
 
 /// `rows`' statements, inside a transaction of their own when there are several (a record

@@ -1052,7 +1052,7 @@ impl ClientSession {
             self.ctx
                 .cluster
                 .pool(shard, executed_on)
-                .filter(|_| !session.pin_reasons().contains(&PinReason::TableLock))
+                .filter(|_| !session.holds_table_locks())
                 .map(|p| &**p),
         )
         .await

@@ -300,7 +300,12 @@ impl SessionState {
     /// `myquorum.wal`, so a restart's recovery would take the primary for lacking the
     /// record and run the DDL there, unlocked, where it succeeds.
     pub fn holds_read_locks_only(&self) -> bool {
-        self.pins & PinReason::TableLock.bit() != 0 && !self.table_locks_cover_log
+        self.holds_table_locks() && !self.table_locks_cover_log
+    }
+
+    /// Whether LOCK TABLES is in force (the session is pinned for it).
+    pub fn holds_table_locks(&self) -> bool {
+        self.pins & PinReason::TableLock.bit() != 0
     }
 
     pub fn pin_reasons(&self) -> Vec<PinReason> {
