@@ -3656,6 +3656,88 @@ async fn sessions_without_a_default_database_replicate_as_on_the_primary() {
     drop(proxy);
 }
 
+/// A session whose database another session dropped keeps it selected, as on MySQL: its
+/// unqualified names fail (1146, 1049) while qualified writes, DATABASE() and re-creating
+/// the database work. Followers replay its records under the same state; before, their
+/// `USE` of the missing database failed and both were quarantined (writes stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_database_another_session_dropped_replicates_as_on_the_primary() {
+    common::init_tracing();
+    let (dbs, proxy, mut other) = three_replicas().await;
+    run_all(
+        &mut other,
+        &[
+            "CREATE DATABASE kept",
+            "CREATE TABLE kept.t (id INT PRIMARY KEY, db VARCHAR(64))",
+            "CREATE DATABASE gone",
+        ],
+    )
+    .await;
+    let mut s = connect(&proxy.url(Some("gone"))).await;
+    // A temporary table holds the session on one primary connection, which keeps `gone`
+    // selected as MySQL's session does (a pooled connection cannot select it any more).
+    run_all(
+        &mut s,
+        &[
+            "CREATE TABLE t (a INT)",
+            "CREATE TEMPORARY TABLE pin (a INT)",
+        ],
+    )
+    .await;
+    other.query_drop("DROP DATABASE gone").await.unwrap();
+    let db: Option<String> = s.query_first("SELECT DATABASE()").await.unwrap().unwrap();
+    assert_eq!(db.as_deref(), Some("gone"));
+    s.query_drop("INSERT INTO kept.t VALUES (1, DATABASE())")
+        .await
+        .unwrap();
+    s.exec_drop("INSERT INTO kept.t VALUES (?, DATABASE())", (2,))
+        .await
+        .unwrap();
+    // A transaction: its failed unqualified statement leaves it open.
+    s.query_drop("BEGIN").await.unwrap();
+    s.query_drop("INSERT INTO kept.t VALUES (3, DATABASE())")
+        .await
+        .unwrap();
+    let e = s.query_drop("INSERT INTO t VALUES (1)").await.unwrap_err();
+    assert_eq!(server_code(&e), 1146, "{e}");
+    s.query_drop("COMMIT").await.unwrap();
+    s.query_drop("CREATE TABLE kept.made AS SELECT DATABASE() AS db")
+        .await
+        .unwrap();
+    let e = s.query_drop("CREATE TABLE unq (a INT)").await.unwrap_err();
+    assert_eq!(server_code(&e), 1049, "{e}");
+    // Writes from other sessions and databases go on in between.
+    other
+        .query_drop("INSERT INTO kept.t VALUES (4, DATABASE())")
+        .await
+        .unwrap();
+    run_all(
+        &mut s,
+        &[
+            "CREATE DATABASE gone",
+            "CREATE TABLE unq (a INT)",
+            "INSERT INTO unq VALUES (7)",
+        ],
+    )
+    .await;
+    let rows: Vec<(i32, Option<String>)> = other
+        .query("SELECT id, db FROM kept.t ORDER BY id")
+        .await
+        .unwrap();
+    let gone = Some("gone".to_string());
+    assert_eq!(
+        rows,
+        [
+            (1, gone.clone()),
+            (2, gone.clone()),
+            (3, gone.clone()),
+            (4, None)
+        ]
+    );
+    assert_replicas_identical(&dbs, &mut other, &["kept.t", "kept.made", "gone.unq"]).await;
+    drop(proxy);
+}
+
 /// A DDL the primary refuses because of the session's own state (LOCK TABLES in force) ran
 /// nothing there; followers, whose replay connection holds no such locks, would run it and
 /// succeed, and success where the primary failed quarantines them (both: writes stopped).

@@ -687,7 +687,7 @@ pub async fn execute_ddl(
     logged: LoggedDdl<'_>,
     deprecate_eof: bool,
     client_clock: bool,
-    primary: Option<&crate::backend::BackendPool>,
+    primary: Option<&std::sync::Arc<crate::backend::BackendPool>>,
 ) -> io::Result<(ResponseSummary, Vec<u8>, Vec<TextRow>)> {
     let LoggedDdl {
         shard,
@@ -774,7 +774,7 @@ pub async fn execute_ddl(
 /// Stores `rows` on a new replay connection to `pool` (the proxy's own account, no session
 /// state), as `store_rows_again` does.
 async fn store_rows_on_own_connection(
-    pool: &crate::backend::BackendPool,
+    pool: &std::sync::Arc<crate::backend::BackendPool>,
     rows: WalRows<'_>,
 ) -> Result<(), String> {
     let mut own = crate::replication::applier::connect(pool)

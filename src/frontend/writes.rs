@@ -1052,8 +1052,7 @@ impl ClientSession {
             self.ctx
                 .cluster
                 .pool(shard, executed_on)
-                .filter(|_| !session.holds_table_locks())
-                .map(|p| &**p),
+                .filter(|_| !session.holds_table_locks()),
         )
         .await
         {

@@ -42,9 +42,9 @@ const NO_LIMITS: &str = "SET SESSION wait_timeout = 31536000, max_statement_time
 /// so the server's wait_timeout (lowered in my.cnf to reap leaked connections) would end
 /// them and every first write after a pause would reconnect both of them; a my.cnf
 /// max_statement_time would quarantine a follower that replays a long statement.
-pub async fn connect(pool: &BackendPool) -> std::io::Result<Replayer> {
+pub async fn connect(pool: &Arc<BackendPool>) -> std::io::Result<Replayer> {
     let conn = pool.connect(replay_caps(), REPLAY_COLLATION, None).await?;
-    let mut replayer = Replayer::new(conn);
+    let mut replayer = Replayer::new(conn, Some(pool.clone()));
     if let Err(e) = replayer.execute(NO_LIMITS).await? {
         tracing::warn!(backend = %pool.addr, error = %e,
             "could not lift wait_timeout and max_statement_time on a replay connection; \

@@ -165,7 +165,7 @@ async fn await_return(log: &ShardLog, cluster: &Cluster) -> Result<String, Strin
 /// open. Sessions still committing on it finish first: their records would be applied twice.
 async fn repair_returned_primary(
     log: &ShardLog,
-    pool: &BackendPool,
+    pool: &Arc<BackendPool>,
     end: u64,
 ) -> Result<usize, String> {
     let leader = log.leader();

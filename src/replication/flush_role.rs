@@ -19,6 +19,7 @@ use crate::backend::BackendPool;
 use crate::protocol::message::MysqlError;
 use crate::router::ReplicaId;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `innodb_flush_log_at_trx_commit` while leading: written to the OS at each commit, synced
@@ -52,7 +53,10 @@ async fn set(conn: &mut Replayer, value: u8) -> std::io::Result<Result<Option<u8
 }
 
 /// `set` over a fresh connection to `pool`'s server.
-async fn set_on(pool: &BackendPool, value: u8) -> std::io::Result<Result<Option<u8>, MysqlError>> {
+async fn set_on(
+    pool: &Arc<BackendPool>,
+    value: u8,
+) -> std::io::Result<Result<Option<u8>, MysqlError>> {
     set(&mut connect(pool).await?, value).await
 }
 
@@ -90,7 +94,7 @@ pub async fn follow(
 
 /// While `replica` leads: stops its per-commit fsync, retrying until its server answers.
 /// Returns once set, or refused (then it keeps syncing, which is only slower).
-pub async fn lead(log: &ShardLog, replica: ReplicaId, pool: &BackendPool) {
+pub async fn lead(log: &ShardLog, replica: ReplicaId, pool: &Arc<BackendPool>) {
     if !log.relax_primary_flush {
         return;
     }
@@ -127,7 +131,7 @@ pub async fn lead(log: &ShardLog, replica: ReplicaId, pool: &BackendPool) {
 }
 
 /// At shutdown: the primary syncs each commit again, as a server without the proxy must.
-pub async fn restore(log: &ShardLog, pool: &BackendPool) {
+pub async fn restore(log: &ShardLog, pool: &Arc<BackendPool>) {
     let leader = log.leader();
     let state = &log.replicas[leader.0 as usize];
     if !state.flush_relaxed.load(Ordering::Acquire) {

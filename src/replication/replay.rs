@@ -5,19 +5,20 @@
 //! every answer was checked, so a failed statement leaves nothing behind.
 //!
 //! Used by the follower appliers and by recovery of the primary.
-//! Owns: a replica connection's replay state. May import: backend (connection), protocol,
-//! replication::{record, checksum (its table)}, sql::replicated_settings (the baseline
-//! every context starts from).
+//! Owns: a replica connection's replay state. May import: backend (connection, pool),
+//! protocol, replication::{record, checksum (its table), applier::connect (a second
+//! connection to the same server)}, sql::{replicated_settings (the baseline every context
+//! starts from), quote_identifier}.
 
 use super::record::{Body, Record, RecordKind, Statement};
 use super::wal_table::{self, WalRows};
-use crate::backend::BackendConn;
+use crate::backend::{BackendConn, BackendPool};
 use crate::protocol::message::LOCAL_INFILE_HEADER;
 use crate::protocol::relay::{read_response, ResponseKind, ResponseSummary};
 use crate::protocol::resultset::read_first_row;
 use crate::protocol::MysqlError;
 use crate::router::ShardId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 
@@ -25,6 +26,9 @@ const COM_INIT_DB: u8 = 0x02;
 const COM_QUERY: u8 = 0x03;
 const COM_STMT_PREPARE: u8 = 0x16;
 const COM_STMT_EXECUTE: u8 = 0x17;
+
+/// ER_BAD_DB_ERROR: `USE` of a database that does not exist.
+const UNKNOWN_DATABASE: u16 = 1049;
 
 /// Whether a pipeline's `Expect::Marked` changed as many rows as it had records.
 struct MarkedAll(bool);
@@ -164,6 +168,10 @@ const BATCH_BEGIN: &str = "SET autocommit = 0";
 
 enum Expect {
     Ok(&'static str),
+    /// `USE` of a record's database: where it does not exist here, the pipeline's failure
+    /// names it (`Replayer::unknown_schema`) so the batch can be applied again with the
+    /// primary's state for it (`select_schema`).
+    Use(String),
     Statement {
         affected: Option<u64>,
         ts: u64,
@@ -196,10 +204,17 @@ pub struct Replayer {
     deprecate_eof: bool,
     /// An `insert_id` was set that no insert may have used yet (`statement_context`).
     insert_id_pending: bool,
+    /// The server, for a second connection (`select_dropped_schema`).
+    pool: Option<Arc<BackendPool>>,
+    /// Databases records selected that do not exist here (their `USE` failed): selected
+    /// with `select_schema` before a batch, never with a pipelined `USE`.
+    dropped_schemas: HashSet<String>,
+    /// Set by `run_pipeline` when a pipelined `USE` found no such database.
+    unknown_schema: Option<String>,
 }
 
 impl Replayer {
-    pub fn new(conn: BackendConn) -> Replayer {
+    pub fn new(conn: BackendConn, pool: Option<Arc<BackendPool>>) -> Replayer {
         let deprecate_eof = conn
             .hello
             .caps
@@ -211,6 +226,9 @@ impl Replayer {
             prepared: HashMap::new(),
             deprecate_eof,
             insert_id_pending: false,
+            pool,
+            dropped_schemas: HashSet::new(),
+            unknown_schema: None,
         }
     }
 
@@ -371,9 +389,7 @@ impl Replayer {
     ) -> Result<(), ApplyError> {
         if let Some(db) = &s.schema {
             if self.schema.as_deref() != Some(db.as_str()) {
-                let mut p = vec![COM_INIT_DB];
-                p.extend_from_slice(db.as_bytes());
-                cmds.push((p, Expect::Ok("USE")));
+                cmds.push((init_db(db), Expect::Use(db.clone())));
                 self.schema = Some(db.clone());
             }
         }
@@ -441,6 +457,7 @@ impl Replayer {
         cmds: Vec<(Vec<u8>, Expect)>,
     ) -> Result<MarkedAll, ApplyError> {
         let mut failure = None;
+        self.unknown_schema = None;
         let mut marked_all = MarkedAll(true);
         let mut rest = cmds.into_iter();
         loop {
@@ -478,6 +495,11 @@ impl Replayer {
                     }
                 } else {
                     let s = self.read_answer().await?;
+                    if let (Expect::Use(db), Some(e)) = (&expect, &s.error) {
+                        if e.code == UNKNOWN_DATABASE && failure.is_none() {
+                            self.unknown_schema = Some(db.clone());
+                        }
+                    }
                     check(expect, s, &mut failure, &self.conn.addr);
                 }
             }
@@ -556,6 +578,11 @@ impl Replayer {
                     }
                     _ => {
                         for s in &rec.statements {
+                            if let Some(db) = &s.schema {
+                                // Not pipelined: a DDL behind a failed USE would run
+                                // under the previous database, and not in a transaction.
+                                self.select_schema(db).await?;
+                            }
                             self.queue_statement(s, ts, Some(primary), &mut cmds)
                                 .await?;
                         }
@@ -583,25 +610,33 @@ impl Replayer {
             // statements behind it to run and commit one by one; with autocommit off they
             // run in a new transaction that `abandon` rolls back. Found re-applying on a
             // primary under table locks: a committed half record failed every retry.
+            if let Some(db) = self.dropped_schema_of(&rec) {
+                // Its state is reached with DDL, so before the batch's transaction.
+                self.select_schema(&db).await?;
+            }
             let mut cmds = vec![(query(BATCH_BEGIN), Expect::Ok(BATCH_BEGIN))];
             let mut j = i;
+            let mut queued = Ok(());
             while j < entries.len() {
                 let rec = if j == i {
                     rec.clone()
                 } else {
                     decode(&entries[j])?
                 };
-                if rec.kind == RecordKind::Ddl {
+                if rec.kind == RecordKind::Ddl || (j > i && self.dropped_schema_of(&rec).is_some())
+                {
                     break;
                 }
                 for s in &rec.statements {
-                    if let Err(e) = self
+                    queued = self
                         .queue_statement(s, entries[j].ts, None, &mut cmds)
-                        .await
-                    {
-                        self.abandon().await;
-                        return Err(e);
+                        .await;
+                    if queued.is_err() {
+                        break;
                     }
+                }
+                if queued.is_err() {
+                    break;
                 }
                 j += 1;
             }
@@ -612,11 +647,23 @@ impl Replayer {
                 )),
                 Expect::Marked((j - i) as u64),
             ));
-            let marked = match self.run_pipeline(cmds).await {
+            let ran = match queued {
+                Ok(()) => self.run_pipeline(cmds).await,
+                Err(e) => Err(e),
+            };
+            let marked = match ran {
                 Ok(MarkedAll(all)) => all,
                 Err(e) => {
                     self.abandon().await;
-                    return Err(e);
+                    match self.unknown_schema.take() {
+                        // A database this replica lacks: the batch again, with the
+                        // primary's state for it (`dropped_schema_of`). Once per database.
+                        Some(db) if !self.dropped_schemas.contains(&db) => {
+                            self.dropped_schemas.insert(db);
+                            continue;
+                        }
+                        _ => return Err(e),
+                    }
                 }
             };
             if !marked {
@@ -631,6 +678,83 @@ impl Replayer {
             i = j;
         }
         Ok(())
+    }
+
+    /// The database `rec` starts in when this replica lacks it and the connection has not
+    /// selected it yet: a batch starts there, after selecting it (`select_schema`).
+    fn dropped_schema_of(&self, rec: &Record) -> Option<String> {
+        let db = rec.statements.first()?.schema.as_ref()?;
+        (self.dropped_schemas.contains(db) && self.schema.as_ref() != Some(db)).then(|| db.clone())
+    }
+
+    /// Selects `db` outside any transaction. Where it does not exist here, the record's
+    /// session had it selected on the primary after another session dropped it, and MySQL
+    /// keeps it selected there (DATABASE() names it, unqualified names fail with 1146 or
+    /// 1049, qualified ones work): `select_dropped_schema` gives this connection that state.
+    async fn select_schema(&mut self, db: &str) -> Result<(), ApplyError> {
+        if self.schema.as_deref() == Some(db) {
+            return Ok(());
+        }
+        self.conn.stream.write_packet(0, &init_db(db)).await?;
+        match self.read_answer().await?.error {
+            None => {
+                self.schema = Some(db.to_string());
+                self.dropped_schemas.remove(db);
+                Ok(())
+            }
+            Some(e) if e.code == UNKNOWN_DATABASE => self.select_dropped_schema(db).await,
+            Some(e) => Err(ApplyError::Diverged(format!("USE {db} failed: {e}"))),
+        }
+    }
+
+    /// Creates `db`, selects it, and drops it from a second connection: dropping the
+    /// selected database on this one would leave it with none. Readers of this replica may
+    /// see the empty database for that moment.
+    async fn select_dropped_schema(&mut self, db: &str) -> Result<(), ApplyError> {
+        let Some(pool) = self.pool.clone() else {
+            return Err(ApplyError::Diverged(format!(
+                "database {db} does not exist here, and this connection cannot reproduce a \
+                 session that has it selected"
+            )));
+        };
+        tracing::info!(addr = %self.conn.addr, db,
+            "a record's session had a database selected that another session dropped: \
+             replaying it with that database selected and absent, as on the primary");
+        let mut dropper = super::applier::connect(&pool).await?;
+        let name = crate::sql::quote_identifier(db);
+        self.execute(&format!("CREATE DATABASE {name}"))
+            .await?
+            .map_err(|e| ApplyError::Diverged(format!("creating {db} to select it failed: {e}")))?;
+        self.conn.stream.write_packet(0, &init_db(db)).await?;
+        let used = self.read_answer().await?.error;
+        let dropped = dropper.execute(&format!("DROP DATABASE {name}")).await;
+        match (used, dropped) {
+            (None, Ok(Ok(()))) => {
+                self.schema = Some(db.to_string());
+                self.dropped_schemas.insert(db.to_string());
+                Ok(())
+            }
+            (used, dropped) => {
+                // Nothing may stay behind: the database exists on no other replica.
+                self.schema = None;
+                let cleanup = self
+                    .execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .await;
+                let dropped = dropped?;
+                if let Err(e) = cleanup? {
+                    tracing::error!(addr = %self.conn.addr, db, error = %e,
+                        "could not drop the database created to select it; drop it on this \
+                         server by hand, it exists on no other replica");
+                }
+                let why = match (used, dropped) {
+                    (Some(e), _) | (None, Err(e)) => e.to_string(),
+                    (None, Ok(())) => String::new(),
+                };
+                Err(ApplyError::Diverged(format!(
+                    "selecting the dropped database {db} as on the primary failed: {why}"
+                )))
+            }
+        }
     }
 
     /// Stores `entries` in `myquorum.wal` as applied, payloads included: for records this
@@ -694,6 +818,13 @@ impl Replayer {
     }
 }
 
+/// `COM_INIT_DB` of `db`.
+fn init_db(db: &str) -> Vec<u8> {
+    let mut p = vec![COM_INIT_DB];
+    p.extend_from_slice(db.as_bytes());
+    p
+}
+
 /// Checks one answer against what the primary got; the first failure is kept.
 fn check(expect: Expect, s: ResponseSummary, failure: &mut Option<String>, addr: &str) {
     if failure.is_some() {
@@ -724,6 +855,9 @@ fn check(expect: Expect, s: ResponseSummary, failure: &mut Option<String>, addr:
         },
         (Expect::Ok(what), Some(e)) => {
             *failure = Some(format!("{what} failed: {e}"));
+        }
+        (Expect::Use(db), Some(e)) => {
+            *failure = Some(format!("USE {db} failed: {e}"));
         }
         (Expect::Statement { ts, .. } | Expect::LoadData { ts, .. }, Some(e)) => {
             *failure = Some(format!(
