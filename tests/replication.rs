@@ -3794,11 +3794,11 @@ async fn ddl_refused_for_the_sessions_table_locks_is_not_run_on_followers() {
 }
 
 /// A DDL's row in the primary's `myquorum.wal` is committed even when the session has
-/// autocommit off (PyMySQL's default) and rolls back afterwards, and stored even when the
-/// session is read-only: without the row a restart's recovery took the primary for lacking
-/// the record and ran the DDL there again — here a TRUNCATE that deleted what was written
-/// after it. Found by the mutation test in
-/// `tests/bad_input.rs`.
+/// autocommit off (PyMySQL's default) and rolls back afterwards: without the row a
+/// restart's recovery took the primary for lacking the record and ran the DDL there again —
+/// here a TRUNCATE that deleted what was written after it. A read-only session's DDL, whose
+/// row the server refuses as it refuses the DDL, is refused before it is logged, also under
+/// LOCK TABLES. Found by the mutation test in `tests/bad_input.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_of_an_autocommit_off_session_stays_recorded_on_the_primary() {
     common::init_tracing();
@@ -3819,8 +3819,6 @@ async fn ddl_of_an_autocommit_off_session_stays_recorded_on_the_primary() {
     )
     .await;
     drop(off);
-    // A read-only session's DDL is refused (1792), and so is its row on the session's
-    // connection: it is stored on one of the proxy's own.
     let mut read_only = connect(&proxy.url(None)).await;
     run_all(&mut read_only, &["SET SESSION tx_read_only = 1"]).await;
     let e = read_only
@@ -3828,6 +3826,22 @@ async fn ddl_of_an_autocommit_off_session_stays_recorded_on_the_primary() {
         .await
         .unwrap_err();
     assert_eq!(server_code(&e), 1792, "{e}");
+    // Under a WRITE lock taken before the session turned read-only.
+    run_all(
+        &mut read_only,
+        &[
+            "SET SESSION tx_read_only = 0",
+            "LOCK TABLES ac.t WRITE",
+            "SET SESSION tx_read_only = 1",
+        ],
+    )
+    .await;
+    let e = read_only
+        .query_drop("TRUNCATE TABLE ac.t")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&e), 1792, "{e}");
+    run_all(&mut read_only, &["UNLOCK TABLES"]).await;
     drop(read_only);
     run_all(&mut c, &["INSERT INTO ac.t VALUES (2)"]).await;
     assert_replicas_identical(&dbs, &mut c, &["ac.t"]).await;

@@ -126,19 +126,31 @@ fn settings_query(ddl: bool) -> String {
     format!("SELECT {}", cols.join(", "))
 }
 
-/// The settings a DDL record made on `conn` carries, always read (DDL is rare, and it also
-/// depends on the server character set: a database's default).
-pub async fn ddl_settings_of(
+/// What a DDL on `conn` needs to know first, read in one round trip.
+pub struct DdlContext {
+    /// The settings its record carries, always read (DDL is rare, and it also depends on
+    /// the server character set: a database's default).
+    pub settings: Vec<String>,
+    /// The session is read-only (`tx_read_only`): MariaDB refuses every DDL with 1792.
+    pub read_only: bool,
+}
+
+pub async fn ddl_context_of(
     conn: &mut BackendConn,
     collation: u8,
     deprecate_eof: bool,
-) -> io::Result<Result<Vec<String>, MysqlError>> {
-    conn.stream
-        .write_packet(0, &query(&settings_query(true)))
-        .await?;
+) -> io::Result<Result<DdlContext, MysqlError>> {
+    let sql = format!("{}, @@session.tx_read_only", settings_query(true));
+    conn.stream.write_packet(0, &query(&sql)).await?;
     Ok(read_first_row(&mut conn.stream, deprecate_eof)
         .await?
-        .map(|row| settings_from_row(collation, &row.unwrap_or_default(), true)))
+        .map(|row| {
+            let row = row.unwrap_or_default();
+            DdlContext {
+                settings: settings_from_row(collation, &row, true),
+                read_only: row.get(names(true).count()).and_then(|v| v.as_deref()) == Some("1"),
+            }
+        }))
 }
 
 fn known_settings(conn: &BackendConn, always_read: bool) -> Option<Vec<String>> {
@@ -678,8 +690,7 @@ pub struct LoggedDdl<'a> {
 
 /// Runs a logged DDL statement on the primary (after the log holds it) and records it in
 /// the primary's `myquorum.wal`. Returns the DDL's answer. `client_clock`: the session
-/// fixed `timestamp` itself, so it is left set afterwards. `primary`: the primary's pool,
-/// to store the row on a connection of the proxy's own when the session's refuses it.
+/// fixed `timestamp` itself, so it is left set afterwards.
 pub async fn execute_ddl(
     conn: &mut BackendConn,
     command: &[u8],
@@ -687,7 +698,6 @@ pub async fn execute_ddl(
     logged: LoggedDdl<'_>,
     deprecate_eof: bool,
     client_clock: bool,
-    primary: Option<&std::sync::Arc<crate::backend::BackendPool>>,
 ) -> io::Result<(ResponseSummary, Vec<u8>, Vec<TextRow>)> {
     let LoggedDdl {
         shard,
@@ -751,17 +761,7 @@ pub async fn execute_ddl(
         // if it lacked the record, and a repair would run the DDL there a second time. The
         // rows are stored again (the same bytes: already there is fine).
         let rows = WalRows::new(shard, [(ts, payload)], true, chunk);
-        let mut stored = store_rows_again(conn, rows, deprecate_eof).await?;
-        if let (Err(_), Some(pool)) = (&stored, primary) {
-            // The session's own state refuses it (a read-only session): a connection of
-            // the proxy's own has none of that.
-            stored = store_rows_on_own_connection(
-                pool,
-                WalRows::new(shard, [(ts, payload)], true, chunk),
-            )
-            .await;
-        }
-        if let Err(again) = stored {
+        if let Err(again) = store_rows_again(conn, rows, deprecate_eof).await? {
             tracing::error!(shard = shard.0, ts, first = %e.message, again = %again,
                 "the primary ran a logged DDL but its myquorum.wal refuses the record's row: \
                  fix what the error names on the primary; until the log is trimmed past this \
@@ -769,21 +769,6 @@ pub async fn execute_ddl(
         }
     }
     Ok((summary, raw, warnings))
-}
-
-/// Stores `rows` on a new replay connection to `pool` (the proxy's own account, no session
-/// state), as `store_rows_again` does.
-async fn store_rows_on_own_connection(
-    pool: &std::sync::Arc<crate::backend::BackendPool>,
-    rows: WalRows<'_>,
-) -> Result<(), String> {
-    let mut own = crate::replication::applier::connect(pool)
-        .await
-        .map_err(|e| e.to_string())?;
-    let deprecate_eof = own.deprecate_eof();
-    store_rows_again(&mut own.conn, rows, deprecate_eof)
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()))
 }
 
 /// `rows`' statements, inside a transaction of their own when there are several (a record

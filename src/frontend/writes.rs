@@ -969,13 +969,22 @@ impl ClientSession {
             let Some(h) = self.held.as_mut() else {
                 return Err(super::commands::no_backend_connection());
             };
-            let read = crate::executor::write::ddl_settings_of(
+            let read = crate::executor::write::ddl_context_of(
                 &mut h.conn,
                 session.collation,
                 deprecate_eof,
             );
             match read.await {
-                Ok(Ok(settings)) => settings,
+                Ok(Ok(ddl)) if ddl.read_only => {
+                    // MariaDB's answer, before it is logged: its row would be refused there
+                    // too, and a primary without the row runs the DDL again at a restart.
+                    return Err(Failure::Answer(MysqlError::new(
+                        1792,
+                        "25006",
+                        "Cannot execute statement in a READ ONLY transaction",
+                    )));
+                }
+                Ok(Ok(ddl)) => ddl.settings,
                 Ok(Err(e)) => return Err(Failure::Answer(e)),
                 Err(e) => {
                     return self
@@ -1047,12 +1056,6 @@ impl ClientSession {
             },
             deprecate_eof,
             client_clock.is_some(),
-            // Not under LOCK TABLES: with a WRITE lock the session holds the log table, and
-            // the other connection would wait for it behind the session that waits for it.
-            self.ctx
-                .cluster
-                .pool(shard, executed_on)
-                .filter(|_| !session.holds_table_locks()),
         )
         .await
         {

@@ -232,11 +232,6 @@ impl Replayer {
         }
     }
 
-    /// Whether the connection negotiated CLIENT_DEPRECATE_EOF (how answers end).
-    pub fn deprecate_eof(&self) -> bool {
-        self.deprecate_eof
-    }
-
     /// Runs a statement whose answer is OK (or a result set, discarded).
     pub async fn execute(&mut self, sql: &str) -> io::Result<Result<(), MysqlError>> {
         self.conn.stream.write_packet(0, &query(sql)).await?;
