@@ -1033,9 +1033,6 @@ impl ClientSession {
                     None
                 }
                 .map(|s| [&[COM_QUERY][..], s.as_bytes()].concat());
-                if c.flags.contains(Flags::TABLE_LOCK) && c.kind == Kind::Lock {
-                    session.table_locks_cover_log = rewritten.is_some();
-                }
                 // A LOCK TABLES that locks the log table first waits, as a DDL does, until
                 // no other session has a write transaction open, holding new ones back: one
                 // holding locks on a table it names would wait for it at its log row while
@@ -1077,6 +1074,14 @@ impl ClientSession {
                         ResponseKind::ResultSets,
                     )
                     .await?;
+                if c.flags.contains(Flags::TABLE_LOCK)
+                    && c.kind == Kind::Lock
+                    && summary.error.is_none()
+                {
+                    // Only now: a LOCK TABLES refused at the gate above, or while parsing,
+                    // leaves the earlier locks in force.
+                    session.table_locks_cover_log = rewritten.is_some();
+                }
                 self.after_forwarded(session, &c, sql, summary.error.is_none());
                 if c.flags.contains(Flags::SQL_PREPARE) {
                     self.note_sql_prepare(session, &c, route, sql, summary.error.is_none())
