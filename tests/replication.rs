@@ -3811,6 +3811,133 @@ async fn ddl_refused_for_the_sessions_table_locks_is_not_run_on_followers() {
     drop(proxy);
 }
 
+/// Another session's LOCK TABLES … WRITE holds the log table until UNLOCK TABLES; a session
+/// with short lock timeouts (an application's, or a my.cnf's) waits that long for its
+/// record's row all the same. Before, the row failed after the DDL had run: a restart then
+/// ran the TRUNCATE on the primary a second time and deleted the row written after it
+/// there. Found by the mutation test's concurrent session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_short_lock_timeouts_do_not_fail_its_log_rows() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE sl",
+            "CREATE TABLE sl.locked (id INT)",
+            "CREATE TABLE sl.t (id INT PRIMARY KEY)",
+            "INSERT INTO sl.t VALUES (1)",
+            "LOCK TABLES sl.locked WRITE",
+        ],
+    )
+    .await;
+    let mut hasty = connect(&proxy.url(None)).await;
+    hasty
+        .query_drop(
+            "SET SESSION lock_wait_timeout = 1, innodb_lock_wait_timeout = 1, \
+             max_statement_time = 1",
+        )
+        .await
+        .unwrap();
+    let ddl =
+        tokio::spawn(async move { hasty.query_drop("TRUNCATE TABLE sl.t").await.map(|_| hasty) });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!ddl.is_finished(), "the row did not wait for UNLOCK TABLES");
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    let mut hasty = ddl.await.unwrap().unwrap();
+    run_all(&mut hasty, &["INSERT INTO sl.t VALUES (2)"]).await;
+    // A commit's row likewise (before, it failed after the quorum: the primary lacked the
+    // acknowledged write and writes paused until it was repaired).
+    c.query_drop("LOCK TABLES sl.locked WRITE").await.unwrap();
+    let write = tokio::spawn(async move {
+        hasty
+            .query_drop("INSERT INTO sl.t VALUES (4)")
+            .await
+            .map(|_| hasty)
+    });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !write.is_finished(),
+        "the row did not wait for UNLOCK TABLES"
+    );
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    let mut hasty = write.await.unwrap().unwrap();
+    run_all(&mut hasty, &["DELETE FROM sl.t WHERE id = 4"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["sl.t"]).await;
+    drop((c, hasty));
+    drop(proxy);
+    let (proxy, mut c) = restarted_with_write(&dbs, "INSERT INTO sl.t VALUES (3)").await;
+    assert_replicas_identical(&dbs, &mut c, &["sl.t"]).await;
+    let ids: Vec<i32> = c.query("SELECT id FROM sl.t ORDER BY id").await.unwrap();
+    assert_eq!(ids, [2, 3]);
+    drop(proxy);
+}
+
+/// A session holding LOCK TABLES … WRITE can always go on to its UNLOCK TABLES, whatever
+/// other sessions' DDL waits for. Before, DDL statements took turns through the proxy for
+/// the whole of their run: another session's DDL whose log row waited for the locked log
+/// table, or that itself waited on the primary for a locked table, kept the turn, and the
+/// locking session's next DDL waited for it behind its own locks, for the server's
+/// lock_wait_timeout (a day by default). Found by the mutation test's concurrent session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_waiting_on_a_sessions_table_locks_does_not_hold_that_session_back() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE dl",
+            "CREATE TABLE dl.a (id INT)",
+            "LOCK TABLES dl.a WRITE",
+        ],
+    )
+    .await;
+    async fn within<F: std::future::Future>(what: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(20), what)
+            .await
+            .expect("the session holding the locks was held back")
+    }
+    // Another session's DDL runs; its row waits for the log table.
+    let mut other = connect(&proxy.url(None)).await;
+    let created = tokio::spawn(async move {
+        other
+            .query_drop("CREATE TABLE dl.b (id INT)")
+            .await
+            .map(|_| other)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    within(c.query_drop("ALTER TABLE dl.a ADD COLUMN x INT"))
+        .await
+        .unwrap();
+    // Another session's DDL waits on the primary for a locked table: the locking session's
+    // DDL gets the lock wait error after a bound rather than wait behind it.
+    let mut other = connect(&proxy.url(None)).await;
+    let altered = tokio::spawn(async move {
+        other
+            .query_drop("ALTER TABLE dl.a ADD COLUMN y INT")
+            .await
+            .map(|_| other)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let e = within(c.query_drop("ALTER TABLE dl.a ADD COLUMN z INT"))
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&e), 1205, "{e}");
+    c.query_drop("UNLOCK TABLES").await.unwrap();
+    within(created).await.unwrap().unwrap();
+    within(altered).await.unwrap().unwrap();
+    let columns: Vec<String> = c
+        .query(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'dl' \
+             AND TABLE_NAME = 'a' ORDER BY ORDINAL_POSITION",
+        )
+        .await
+        .unwrap();
+    assert_eq!(columns, ["id", "x", "y"]);
+    assert_replicas_identical(&dbs, &mut c, &["dl.a", "dl.b"]).await;
+    drop(proxy);
+}
+
 /// A DDL's row in the primary's `myquorum.wal` is committed even when the session has
 /// autocommit off (PyMySQL's default) and rolls back afterwards: without the row a
 /// restart's recovery took the primary for lacking the record and ran the DDL there again —

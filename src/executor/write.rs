@@ -573,7 +573,8 @@ pub async fn send_wal_row(
 ) -> io::Result<usize> {
     let mut answers = 0;
     for sql in WalRows::new(shard, [(ts, payload)], true, chunk) {
-        conn.stream.queue_packet(0, &query(&sql));
+        conn.stream
+            .queue_packet(0, &query(&without_time_limits(&sql)));
         conn.stream.flush().await?;
         answers += 1;
     }
@@ -690,7 +691,11 @@ pub struct LoggedDdl<'a> {
 
 /// Runs a logged DDL statement on the primary (after the log holds it) and records it in
 /// the primary's `myquorum.wal`. Returns the DDL's answer. `client_clock`: the session
-/// fixed `timestamp` itself, so it is left set afterwards.
+/// fixed `timestamp` itself, so it is left set afterwards. `ran` is called once the DDL
+/// itself has answered, before its row's answers are awaited: the row may wait for another
+/// session's LOCK TABLES … WRITE (it holds the log table), and what `ran` releases (the
+/// DDL gate) must not be held meanwhile, or that session's own next DDL, waiting for the
+/// gate, could never reach its UNLOCK TABLES.
 pub async fn execute_ddl(
     conn: &mut BackendConn,
     command: &[u8],
@@ -698,6 +703,7 @@ pub async fn execute_ddl(
     logged: LoggedDdl<'_>,
     deprecate_eof: bool,
     client_clock: bool,
+    ran: impl FnOnce(),
 ) -> io::Result<(ResponseSummary, Vec<u8>, Vec<TextRow>)> {
     let LoggedDdl {
         shard,
@@ -744,6 +750,7 @@ pub async fn execute_ddl(
     read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     let (summary, raw) =
         buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    ran();
     let warnings = read_rows(&mut conn.stream, deprecate_eof, usize::from(u16::MAX))
         .await?
         .unwrap_or_default();
@@ -771,6 +778,21 @@ pub async fn execute_ddl(
     Ok((summary, raw, warnings))
 }
 
+/// A `myquorum.wal` row statement on a client's connection, freed of the session's time
+/// limits. Another session's LOCK TABLES … WRITE holds the log table until UNLOCK TABLES,
+/// and a lock_wait_timeout, innodb_lock_wait_timeout or max_statement_time shorter than
+/// that (an application's, or a my.cnf's) failed the row: a commit's after its quorum held
+/// the record (acknowledged, but the primary lacked it and writes paused until it was
+/// repaired), a DDL's after it ran (a restart ran it there again). Found by the mutation
+/// test's concurrent session, which sets them to 2 s. The client's own statements keep
+/// its limits.
+fn without_time_limits(row: &str) -> String {
+    format!(
+        "SET STATEMENT lock_wait_timeout = 31536000, innodb_lock_wait_timeout = 100000000, \
+         max_statement_time = 0 FOR {row}"
+    )
+}
+
 /// `rows`' statements, inside a transaction of their own when there are several (a record
 /// is stored whole or not at all); whether they got one.
 fn whole_or_not_at_all(rows: WalRows<'_>) -> (bool, impl Iterator<Item = String> + '_) {
@@ -778,7 +800,7 @@ fn whole_or_not_at_all(rows: WalRows<'_>) -> (bool, impl Iterator<Item = String>
     let statements = own_transaction
         .then(|| "START TRANSACTION".to_string())
         .into_iter()
-        .chain(rows)
+        .chain(rows.map(|row| without_time_limits(&row)))
         .chain(own_transaction.then(|| "COMMIT".to_string()));
     (own_transaction, statements)
 }

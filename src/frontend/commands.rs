@@ -1048,7 +1048,11 @@ impl ClientSession {
                         self.open_write = None;
                     }
                     let log = self.shard_log(writes::route_shard(route))?;
-                    if !log.ddl_order.ddl(writes::DDL_ORDER_WAIT).await.ordered {
+                    let turn = session
+                        .holds_table_locks()
+                        .then_some(writes::DDL_ORDER_WAIT);
+                    let gate = log.ddl_order.ddl(writes::DDL_ORDER_WAIT, turn).await;
+                    if !gate.is_some_and(|g| g.ordered) {
                         return Err(Failure::Answer(MysqlError::new(
                             1205,
                             "HY000",

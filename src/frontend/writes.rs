@@ -1018,7 +1018,20 @@ impl ClientSession {
             .as_ref()
             .map(|h| h.replica)
             .unwrap_or(log.leader());
-        let order = log.ddl_order.ddl(DDL_ORDER_WAIT).await;
+        // Under table locks the turn is bounded: the DDL before this one may be waiting on
+        // the primary for those locks, and this session could never unlock them.
+        let turn = session.holds_table_locks().then_some(DDL_ORDER_WAIT);
+        let Some(order) = log.ddl_order.ddl(DDL_ORDER_WAIT, turn).await else {
+            return Err(Failure::Answer(MysqlError::new(
+                1205,
+                "HY000",
+                format!(
+                    "Lock wait timeout exceeded; try restarting transaction (myquorum: another \
+                     session's DDL has waited over {DDL_ORDER_WAIT:?}, perhaps for a table this \
+                     session locked; UNLOCK TABLES, then retry)"
+                ),
+            )));
+        };
         if !order.ordered {
             tracing::warn!(shard = shard.0, open_write_transactions = log.ddl_order.open_writers(),
                 "a DDL goes into the log ahead of write transactions still open after {DDL_ORDER_WAIT:?}; \
@@ -1056,6 +1069,8 @@ impl ClientSession {
             },
             deprecate_eof,
             client_clock.is_some(),
+            // The DDL ran on the primary: what the gate holds back may go on.
+            move || drop(order),
         )
         .await
         {
@@ -1074,7 +1089,6 @@ impl ClientSession {
                 )));
             }
         };
-        drop(order);
         if summary.error.is_none() {
             let dropped = std::str::from_utf8(&command[1..])
                 .ok()

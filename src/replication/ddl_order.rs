@@ -87,10 +87,20 @@ impl DdlOrder {
         }
     }
 
-    /// A DDL is about to be sequenced: waits up to `max_wait` for the open write
-    /// transactions to end, keeping new ones from starting meanwhile.
-    pub async fn ddl(&self, max_wait: Duration) -> DdlGuard<'_> {
-        let serial = self.ddl.lock().await;
+    /// A DDL is about to be sequenced: waits for its turn (DDL statements run one at a
+    /// time), up to `turn_wait` when given, then up to `max_wait` for the open write
+    /// transactions to end, keeping new ones from starting meanwhile. `None`: its turn did
+    /// not come. A session holding table locks must bound its turn: the DDL before it may
+    /// be waiting on the server for those very locks.
+    pub async fn ddl(
+        &self,
+        max_wait: Duration,
+        turn_wait: Option<Duration>,
+    ) -> Option<DdlGuard<'_>> {
+        let serial = match turn_wait {
+            Some(bound) => tokio::time::timeout(bound, self.ddl.lock()).await.ok()?,
+            None => self.ddl.lock().await,
+        };
         self.state.lock().ddl_waiting = true;
         let mut guard = DdlGuard {
             order: self,
@@ -104,10 +114,10 @@ impl DdlOrder {
             notified.as_mut().enable();
             if self.state.lock().writers == 0 {
                 guard.ordered = true;
-                return guard;
+                return Some(guard);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return guard;
+                return Some(guard);
             }
         }
     }
@@ -127,7 +137,7 @@ mod tests {
         let open = order.writer(false, Duration::from_secs(2)).await;
         let o = order.clone();
         let ddl = tokio::spawn(async move {
-            let g = o.ddl(Duration::from_secs(2)).await;
+            let g = o.ddl(Duration::from_secs(2), None).await.unwrap();
             let ordered = g.ordered;
             // Sequencing happens here; a new writer that arrived meanwhile is still waiting.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -157,7 +167,7 @@ mod tests {
         let order = Arc::new(DdlOrder::default());
         let _forgotten = order.writer(false, Duration::from_secs(2)).await;
         let started = Instant::now();
-        let g = order.ddl(Duration::from_secs(2)).await;
+        let g = order.ddl(Duration::from_secs(2), None).await.unwrap();
         assert!(!g.ordered);
         assert_eq!(started.elapsed(), Duration::from_secs(2));
         drop(g);
@@ -165,5 +175,26 @@ mod tests {
         let started = Instant::now();
         let _w = order.writer(false, Duration::from_secs(2)).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ddl_waits_for_its_turn_only_as_long_as_told() {
+        let order = Arc::new(DdlOrder::default());
+        let first = order.ddl(Duration::from_secs(2), None).await.unwrap();
+        let started = Instant::now();
+        assert!(order
+            .ddl(Duration::from_secs(2), Some(Duration::from_secs(2)))
+            .await
+            .is_none());
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        let o = order.clone();
+        let unbounded =
+            tokio::spawn(
+                async move { o.ddl(Duration::from_secs(2), None).await.map(|g| g.ordered) },
+            );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!unbounded.is_finished());
+        drop(first);
+        assert_eq!(unbounded.await.unwrap(), Some(true));
     }
 }
