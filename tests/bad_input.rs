@@ -463,10 +463,12 @@ async fn concurrent_session(
 ) -> u32 {
     use mysql_async::prelude::Queryable;
     use std::time::Duration;
-    // (Not dropping the database the mutated session may have selected: run so, with
-    // 8,000 commands, seed 24 once left a DATABASE() value NULL on the primary and the
-    // name on the followers; not explained yet.)
-    const STATEMENTS: [&str; 6] = [
+    // Dropping and re-creating the database the mutated session may have selected found
+    // a trigger that could not switch back to it leaving the primary's connection without
+    // a database (DATABASE() NULL there, the name on the followers).
+    const STATEMENTS: [&str; 8] = [
+        "DROP DATABASE IF EXISTS zz",
+        "CREATE DATABASE IF NOT EXISTS zz",
         "DROP TABLE IF EXISTS f.q",
         "CREATE TABLE IF NOT EXISTS f.q (a INT)",
         "ALTER TABLE f.q ADD COLUMN IF NOT EXISTS b INT",

@@ -442,6 +442,73 @@ async fn session_state_follows_the_session_across_pooled_connections() {
     }
 }
 
+/// No command deselects a database, so a pooled connection another session left on its
+/// database must not serve a session without one: its unqualified names would read and
+/// write that database where MySQL answers 1046. Replicated, the write was logged without a
+/// database, and DATABASE() was NULL on a connection whose database a third session dropped
+/// while the proxy still took it for selected (the mutation test's DATABASE() divergence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_a_database_never_gets_another_sessions() {
+    common::init_tracing();
+    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let proxy = Proxy::start(config_for(&[&a, &b, &c]));
+    let mut setup = connect(&proxy.url(None)).await;
+    setup.query_drop("CREATE DATABASE app").await.unwrap();
+    setup
+        .query_drop("CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
+        .await
+        .unwrap();
+    // Pinned (a user variable): the pools' only connections without a database stay out.
+    setup.query_drop("SET @pinned = 1").await.unwrap();
+    for round in 0..5 {
+        // Leaves pooled connections (primary and replicas) on `app`.
+        let mut with_db = connect(&proxy.url(Some("app"))).await;
+        with_db
+            .query_drop(format!("INSERT INTO t VALUES ({}, 'app')", 10 + round))
+            .await
+            .unwrap();
+        let _: Option<u32> = with_db.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+        with_db.disconnect().await.unwrap();
+        let mut without = connect(&proxy.url(None)).await;
+        let db: Option<Option<String>> = without.query_first("SELECT DATABASE()").await.unwrap();
+        assert_eq!(db, Some(None), "round {round}");
+        let e = without
+            .query_drop("INSERT INTO t VALUES (100, 'stray')")
+            .await
+            .unwrap_err();
+        assert_eq!(server_error(e).0, 1046, "round {round}");
+        let e = without.query_drop("SELECT * FROM t").await.unwrap_err();
+        assert_eq!(server_error(e).0, 1046, "round {round}");
+        // The database dropped and made again by a session without one: the pooled
+        // connections that had it selected must select it again.
+        without.query_drop("DROP DATABASE app").await.unwrap();
+        without.query_drop("CREATE DATABASE app").await.unwrap();
+        without
+            .query_drop("CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
+            .await
+            .unwrap();
+        let mut again = connect(&proxy.url(Some("app"))).await;
+        again
+            .query_drop("INSERT INTO t VALUES (1, DATABASE())")
+            .await
+            .unwrap();
+        again.disconnect().await.unwrap();
+        without.disconnect().await.unwrap();
+        common::converge::wait_converged(&[&a, &b, &c]).await;
+        for db in [&a, &b, &c] {
+            let mut direct = connect(&db.url(Some("app"))).await;
+            let rows: Vec<(u32, String)> = direct.query("SELECT id, v FROM t").await.unwrap();
+            assert_eq!(
+                rows,
+                vec![(1, "app".to_string())],
+                "round {round}, {}",
+                db.port
+            );
+            direct.disconnect().await.unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_user_reauthenticates() {
     common::init_tracing();

@@ -3738,6 +3738,108 @@ async fn a_session_whose_database_another_session_dropped_replicates_as_on_the_p
     drop(proxy);
 }
 
+/// A stored routine or trigger run while the session's database is gone (another session
+/// dropped it) cannot switch back to it: MariaDB leaves the session without a database
+/// (Note 1049). The proxy took the session for still in it, so its next DATABASE() was
+/// NULL on the primary and the database's name on the followers (the mutation test found
+/// it, through a trigger); and a follower's replay connection, left without a database the
+/// same way, replayed another session's records in that database without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routine_that_cannot_return_to_a_dropped_database_leaves_the_session_without_one() {
+    common::init_tracing();
+    let (dbs, proxy, mut other) = three_replicas().await;
+    run_all(
+        &mut other,
+        &[
+            "CREATE DATABASE f",
+            "CREATE TABLE f.t (id INT PRIMARY KEY, db VARCHAR(64))",
+            "CREATE TABLE f.a (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))",
+            "CREATE TRIGGER f.up BEFORE INSERT ON f.a FOR EACH ROW SET NEW.v = UPPER(NEW.v)",
+            "CREATE FUNCTION f.seven() RETURNS INT DETERMINISTIC RETURN 7",
+            "CREATE VIEW f.v AS SELECT f.seven() AS s",
+            "CREATE DATABASE zz",
+        ],
+    )
+    .await;
+    // Two sessions in `zz`, each held on its primary connection (a user variable), so they
+    // keep it selected once it is dropped, as MySQL's sessions do.
+    let mut m = connect(&proxy.url(Some("zz"))).await;
+    let mut n = connect(&proxy.url(Some("zz"))).await;
+    let mut p = connect(&proxy.url(Some("zz"))).await;
+    let mut q = connect(&proxy.url(Some("zz"))).await;
+    for s in [&mut m, &mut n, &mut p, &mut q] {
+        s.query_drop("SET @held = 1").await.unwrap();
+    }
+    other.query_drop("DROP DATABASE zz").await.unwrap();
+    // The trigger runs in `f` and cannot return to `zz`.
+    m.query_drop("INSERT INTO f.a (v) VALUES ('x')")
+        .await
+        .unwrap();
+    let db: Option<Option<String>> = m.query_first("SELECT DATABASE()").await.unwrap();
+    assert_eq!(db, Some(None));
+    // `n` still has it selected, on the primary and (replayed) on the followers.
+    n.query_drop("INSERT INTO f.t VALUES (1, DATABASE())")
+        .await
+        .unwrap();
+    // A function called by a write does the same.
+    n.query_drop("INSERT INTO f.t VALUES (f.seven(), DATABASE())")
+        .await
+        .unwrap();
+    n.query_drop("INSERT INTO f.t VALUES (2, DATABASE())")
+        .await
+        .unwrap();
+    // A read relayed as it is (in a transaction: on the primary) does the same, through a
+    // view calling the function.
+    run_all(
+        &mut p,
+        &[
+            "BEGIN",
+            "SELECT * FROM f.v",
+            "INSERT INTO f.t VALUES (5, DATABASE())",
+            "COMMIT",
+        ],
+    )
+    .await;
+    // A transaction that stays in it keeps it through its record.
+    run_all(
+        &mut q,
+        &[
+            "BEGIN",
+            "INSERT INTO f.t VALUES (10, DATABASE())",
+            "INSERT INTO f.t VALUES (11, DATABASE())",
+            "COMMIT",
+        ],
+    )
+    .await;
+    other.query_drop("CREATE DATABASE zz").await.unwrap();
+    m.query_drop("INSERT INTO f.t VALUES (3, DATABASE())")
+        .await
+        .unwrap();
+    n.query_drop("INSERT INTO f.t VALUES (4, DATABASE())")
+        .await
+        .unwrap();
+    let rows: Vec<(i32, Option<String>)> = other
+        .query("SELECT id, db FROM f.t ORDER BY id")
+        .await
+        .unwrap();
+    let zz = Some("zz".to_string());
+    assert_eq!(
+        rows,
+        [
+            (1, zz.clone()),
+            (2, None),
+            (3, None),
+            (4, None),
+            (5, None),
+            (7, None),
+            (10, zz.clone()),
+            (11, zz)
+        ]
+    );
+    assert_replicas_identical(&dbs, &mut other, &["f.t", "f.a"]).await;
+    drop(proxy);
+}
+
 /// A DDL the primary refuses because of the session's own state (LOCK TABLES in force) ran
 /// nothing there; followers, whose replay connection holds no such locks, would run it and
 /// succeed, and success where the primary failed quarantines them (both: writes stopped).

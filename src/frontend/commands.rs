@@ -1888,6 +1888,30 @@ impl ClientSession {
                 pool.reads.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let warned = result
+            .as_ref()
+            .is_ok_and(|s| s.warnings > 0 && s.error.is_none());
+        if warned && h.conn.schema.is_some() && !matches!(c.session, Some(SessionChange::Schema(_)))
+        {
+            // A stored routine or trigger may have left the connection without its database
+            // (`Diagnostics::left_without_database`); SHOW WARNINGS keeps the list the
+            // client may still read.
+            match crate::executor::write::read_warnings(&mut h.conn, deprecate_eof).await {
+                Ok(warnings) => {
+                    let left = Diagnostics {
+                        warnings,
+                        ..Diagnostics::default()
+                    };
+                    if left.left_without_database() {
+                        if session.schema == h.conn.schema {
+                            session.schema = None;
+                        }
+                        h.conn.schema = None;
+                    }
+                }
+                Err(e) => return self.finish(session, c, Err(e)),
+            }
+        }
         self.finish(session, c, result)
     }
 

@@ -714,7 +714,17 @@ impl ClientSession {
             }
         }
         if summary.error.is_none() {
-            session.diagnostics = Some(diagnostics_of(&summary, warnings));
+            let diagnostics = diagnostics_of(&summary, warnings);
+            if diagnostics.left_without_database() {
+                // As the server left it: kept, the session's next writes would be logged in
+                // the database its connection no longer has, and a follower replaying them
+                // there would give DATABASE() and unqualified names another meaning.
+                session.schema = None;
+                if let Some(h) = self.held.as_mut() {
+                    h.conn.schema = None;
+                }
+            }
+            session.diagnostics = Some(diagnostics);
         }
         client.queue_raw(&raw);
         client.flush().await.map_err(Failure::Client)?;

@@ -633,6 +633,18 @@ impl Replayer {
                 if queued.is_err() {
                     break;
                 }
+                if self
+                    .schema
+                    .as_ref()
+                    .is_some_and(|db| self.dropped_schemas.contains(db))
+                {
+                    // A stored routine or trigger the record ran cannot switch back to a
+                    // database this replica lacks, and MariaDB then leaves the connection
+                    // without one: the next record in it selects it again (a new batch,
+                    // `dropped_schema_of`). Within the record the primary's session named
+                    // the database it still had (it forgets one so left).
+                    self.schema = None;
+                }
                 j += 1;
             }
             cmds.push((

@@ -34,6 +34,20 @@ impl Diagnostics {
             .is_some_and(|l| l.eq_ignore_ascii_case("Error"))
     }
 
+    /// Whether the statement left the connection without a default database: MariaDB's
+    /// Note 1049 (Unknown database) after a stored routine or trigger ran in its own
+    /// database and could not switch back to the session's, which another session dropped
+    /// meanwhile. The server clears the connection's database then, so DATABASE() is NULL
+    /// and unqualified names fail with 1046 from the next statement on.
+    pub fn left_without_database(&self) -> bool {
+        self.warnings.iter().any(|r| {
+            r.first()
+                .and_then(|l| l.as_deref())
+                .is_some_and(|l| l.eq_ignore_ascii_case("Note"))
+                && r.get(1).and_then(|c| c.as_deref()) == Some("1049")
+        })
+    }
+
     fn error_count(&self) -> usize {
         self.warnings.iter().filter(|r| Self::is_error(r)).count()
     }
@@ -153,5 +167,17 @@ mod tests {
         let q = parse("SELECT ROW_COUNT()").expect("parsed");
         assert_eq!(after.answer(&q).rows, vec![vec![Some("-1".into())]]);
         assert_eq!(after.warnings, diagnostics().warnings);
+    }
+
+    #[test]
+    fn a_routine_that_could_not_switch_back_left_no_database() {
+        assert!(!diagnostics().left_without_database());
+        let mut d = diagnostics();
+        d.warnings.push(row("Note", 1049, "Unknown database 'zz'"));
+        assert!(d.left_without_database());
+        // An error of that code is the statement's own (USE of a missing database).
+        d.warnings.pop();
+        d.warnings.push(row("Error", 1049, "Unknown database 'zz'"));
+        assert!(!d.left_without_database());
     }
 }
