@@ -188,6 +188,21 @@ async fn errors_keep_code_sqlstate_and_warnings() {
     drop(r);
     let count: Option<u32> = c.query_first("SELECT @@warning_count").await.unwrap();
     assert_eq!(count, Some(2));
+    // In a database the proxy lists a relayed statement's warnings itself (a routine may
+    // have left the connection without its database); what the client asks next still
+    // answers as the server would have (its SHOW WARNINGS made ROW_COUNT() -1 there).
+    let mut d = connect(&proxy.url(Some("mysql"))).await;
+    d.query_drop("SET @a = 1/0").await.unwrap();
+    let rc: Option<i64> = d.query_first("SELECT ROW_COUNT()").await.unwrap();
+    assert_eq!(rc, Some(0));
+    d.query_drop("SET @b = 1/0").await.unwrap();
+    let warnings: Vec<(String, u16, String)> = d.query("SHOW WARNINGS").await.unwrap();
+    assert_eq!(warnings.iter().map(|w| w.1).collect::<Vec<_>>(), [1365]);
+    d.query_drop("SET @c = 1/0").await.unwrap();
+    let count: Option<u32> = d.query_first("SELECT @@warning_count").await.unwrap();
+    assert_eq!(count, Some(1));
+    let db: Option<String> = d.query_first("SELECT DATABASE()").await.unwrap();
+    assert_eq!(db.as_deref(), Some("mysql"));
 }
 
 /// Every answer of `steps` as text, statement by statement (errors as their code).

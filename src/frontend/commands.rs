@@ -1888,26 +1888,27 @@ impl ClientSession {
                 pool.reads.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let warned = result
-            .as_ref()
-            .is_ok_and(|s| s.warnings > 0 && s.error.is_none());
-        if warned && h.conn.schema.is_some() && !matches!(c.session, Some(SessionChange::Schema(_)))
-        {
+        let warned = match &result {
+            Ok(s) if s.warnings > 0 && s.error.is_none() => Some(s),
+            _ => None,
+        };
+        let listed =
+            h.conn.schema.is_some() && !matches!(c.session, Some(SessionChange::Schema(_)));
+        if let (Some(summary), true) = (warned, listed) {
             // A stored routine or trigger may have left the connection without its database
-            // (`Diagnostics::left_without_database`); SHOW WARNINGS keeps the list the
-            // client may still read.
+            // (`Diagnostics::left_without_database`).
             match crate::executor::write::read_warnings(&mut h.conn, deprecate_eof).await {
                 Ok(warnings) => {
-                    let left = Diagnostics {
-                        warnings,
-                        ..Diagnostics::default()
-                    };
-                    if left.left_without_database() {
+                    let kept = super::writes::diagnostics_of(summary, warnings);
+                    if kept.left_without_database() {
                         if session.schema == h.conn.schema {
                             session.schema = None;
                         }
                         h.conn.schema = None;
                     }
+                    // SHOW WARNINGS set the server's ROW_COUNT() to -1: the next diagnostics
+                    // statement is answered from these, as after a replicated write.
+                    session.diagnostics = Some(kept);
                 }
                 Err(e) => return self.finish(session, c, Err(e)),
             }

@@ -263,9 +263,10 @@ fn committed_in_log() -> (ResponseSummary, Vec<u8>) {
     )
 }
 
-/// What SHOW WARNINGS and ROW_COUNT() must answer after a replicated statement whose answer
-/// was `summary`, with the warnings listed right after it.
-fn diagnostics_of(summary: &ResponseSummary, warnings: Vec<TextRow>) -> Diagnostics {
+/// What SHOW WARNINGS and ROW_COUNT() must answer after a replicated statement (or a
+/// relayed one whose warnings the proxy listed) whose answer was `summary`, with the
+/// warnings listed right after it.
+pub(super) fn diagnostics_of(summary: &ResponseSummary, warnings: Vec<TextRow>) -> Diagnostics {
     let row_count = match summary.ok {
         Some(ok) if summary.error.is_none() && summary.result_sets == 0 => {
             i64::try_from(ok.affected_rows).unwrap_or(i64::MAX)

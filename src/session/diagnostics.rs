@@ -3,6 +3,8 @@
 //! INSERT, COMMIT, the clock reset) clear the server's warning list and zero its
 //! ROW_COUNT(), so SHOW WARNINGS, `@@warning_count` and ROW_COUNT() are answered from here
 //! instead (MySQL's semantics: kept until the next statement, which is not one of these).
+//! Likewise after a relayed statement with warnings whose list the proxy read itself (it
+//! looks for `left_without_database`): its SHOW WARNINGS set the server's ROW_COUNT() to -1.
 //!
 //! Owns: `Diagnostics` and the answers it gives. May import: sql::diagnostics,
 //! protocol::resultset (column kinds and rows).
