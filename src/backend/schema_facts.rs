@@ -374,8 +374,10 @@ mod tests {
         facts.store(changes, vec![(key("t"), true)], fresh);
         let write = facts.clockless_write(&[key("t")]).expect("clock-free");
         let f = facts.clone();
+        // Taken before the spawn: the task may first run a little after the sleep below
+        // began, and its own clock then read under 100 ms (seen on a loaded CI machine).
+        let started = tokio::time::Instant::now();
         let change = tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
             let _g = f.change().await;
             started.elapsed()
         });
