@@ -51,6 +51,11 @@ pub struct ProxyContext {
     /// Per (schema, procedure), lowercase: why a CALL of it is refused (it generates ids the
     /// log cannot carry), or None. Cleared by procedure DDL through the proxy.
     pub call_checks: dashmap::DashMap<(String, String), Option<String>>,
+    /// A DROP DATABASE has gone through the proxy: from then on a session's database may
+    /// be missing, and a stored routine or trigger may leave a connection without it
+    /// (`Diagnostics::left_without_database`). Until then a relayed statement's warnings
+    /// are not listed to look for that.
+    pub databases_dropped: std::sync::atomic::AtomicBool,
     /// Per configured user: the server account it runs as (`None`: the proxy's own) and
     /// whether it may run the proxy's own statements. Replaced by a config reload.
     access: parking_lot::RwLock<UserAccess>,
@@ -203,6 +208,7 @@ impl ProxyContext {
             digests: crate::digests::QueryDigests::default(),
             sessions: Default::default(),
             call_checks: Default::default(),
+            databases_dropped: Default::default(),
             access,
             config_source: None,
             next_connection_id: AtomicU32::new(1),

@@ -1892,8 +1892,9 @@ impl ClientSession {
             Ok(s) if s.warnings > 0 && s.error.is_none() => Some(s),
             _ => None,
         };
-        let listed =
-            h.conn.schema.is_some() && !matches!(c.session, Some(SessionChange::Schema(_)));
+        let listed = h.conn.schema.is_some()
+            && !matches!(c.session, Some(SessionChange::Schema(_)))
+            && self.ctx.databases_dropped.load(Ordering::Relaxed);
         if let (Some(summary), true) = (warned, listed) {
             // A stored routine or trigger may have left the connection without its database
             // (`Diagnostics::left_without_database`).

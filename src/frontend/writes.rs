@@ -1104,6 +1104,11 @@ impl ClientSession {
             let dropped = std::str::from_utf8(&command[1..])
                 .ok()
                 .and_then(crate::sql::classify::dropped_database);
+            if dropped.is_some() {
+                self.ctx
+                    .databases_dropped
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             if dropped.is_some() && dropped == session.schema {
                 // The server left the connection without a default database. Kept, the
                 // session's next write would be logged under the dropped one, and every
