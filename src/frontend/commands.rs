@@ -1901,12 +1901,7 @@ impl ClientSession {
             match crate::executor::write::read_warnings(&mut h.conn, deprecate_eof).await {
                 Ok(warnings) => {
                     let kept = super::writes::diagnostics_of(summary, warnings);
-                    if kept.left_without_database() {
-                        if session.schema == h.conn.schema {
-                            session.schema = None;
-                        }
-                        h.conn.schema = None;
-                    }
+                    self.forget_database_if_left(session, &kept);
                     // SHOW WARNINGS set the server's ROW_COUNT() to -1: the next diagnostics
                     // statement is answered from these, as after a replicated write.
                     session.diagnostics = Some(kept);
@@ -1915,6 +1910,21 @@ impl ClientSession {
             }
         }
         self.finish(session, c, result)
+    }
+
+    /// After a statement whose warnings show a routine left the held connection without
+    /// its database (`Diagnostics::left_without_database`): the connection and the session
+    /// in it have none now, as on the server.
+    pub(super) fn forget_database_if_left(&mut self, session: &mut SessionState, d: &Diagnostics) {
+        if !d.left_without_database() {
+            return;
+        }
+        if let Some(h) = self.held.as_mut() {
+            if session.schema == h.conn.schema {
+                session.schema = None;
+            }
+            h.conn.schema = None;
+        }
     }
 
     /// A plain BEGIN in autocommit mode is answered here and reaches the primary in front of

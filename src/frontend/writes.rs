@@ -716,15 +716,10 @@ impl ClientSession {
         }
         if summary.error.is_none() {
             let diagnostics = diagnostics_of(&summary, warnings);
-            if diagnostics.left_without_database() {
-                // As the server left it: kept, the session's next writes would be logged in
-                // the database its connection no longer has, and a follower replaying them
-                // there would give DATABASE() and unqualified names another meaning.
-                session.schema = None;
-                if let Some(h) = self.held.as_mut() {
-                    h.conn.schema = None;
-                }
-            }
+            // Kept, the session's next writes would be logged in the database its connection
+            // no longer has, and a follower replaying them there would give DATABASE() and
+            // unqualified names another meaning.
+            self.forget_database_if_left(session, &diagnostics);
             session.diagnostics = Some(diagnostics);
         }
         client.queue_raw(&raw);
