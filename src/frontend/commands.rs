@@ -316,6 +316,11 @@ impl ClientSession {
                     _ = killed.cancelled() => continue,
                 },
             };
+            if killed.is_cancelled() {
+                // A command that arrived with the KILL (select! picks among ready branches
+                // at random) is not run: the KILL was answered before it was sent.
+                return self.end_killed(client, session).await;
+            }
             let Some(read) = read else {
                 if last_command.elapsed() >= idle_limit {
                     return self.end_idle(client, session, idle_limit).await;
