@@ -460,6 +460,103 @@ async fn session_state_follows_the_session_across_pooled_connections() {
     }
 }
 
+/// A session whose database another session dropped stays usable, as on MySQL: `SELECT 1`,
+/// qualified reads and writes, a transaction and `USE` of another database all work once
+/// its statements need new backend connections (the pooled ones that had it selected are
+/// gone). The proxy refused every one of them with 1049, and the session never recovered.
+/// Unqualified names fail: with 1046 here (a new connection cannot select a database that
+/// does not exist), 1146 on MySQL. Created again, the database serves the session again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_database_was_dropped_stays_usable() {
+    common::init_tracing();
+    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let proxy = Proxy::start(config_for(&[&a, &b, &c]));
+    let mut other = connect(&proxy.url(None)).await;
+    for sql in [
+        "CREATE DATABASE gone",
+        "CREATE TABLE gone.t (id INT PRIMARY KEY)",
+        "CREATE DATABASE kept",
+        "CREATE TABLE kept.t (id INT PRIMARY KEY)",
+    ] {
+        other.query_drop(sql).await.unwrap();
+    }
+    let mut session = connect(&proxy.url(Some("gone"))).await;
+    session
+        .query_drop("INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let _: Option<u32> = session.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    // The followers' replay connections move to `kept`, so that only client connections
+    // are left on `gone` when it is dropped.
+    other.query_drop("USE kept").await.unwrap();
+    other
+        .query_drop("INSERT INTO t VALUES (100)")
+        .await
+        .unwrap();
+    other.query_drop("DROP DATABASE gone").await.unwrap();
+    common::converge::wait_converged(&[&a, &b, &c]).await;
+    // The pooled connections that still have it selected (MySQL's state for the session)
+    // go away, so what follows needs new ones.
+    for db in [&a, &b, &c] {
+        let mut direct = connect(&db.url(None)).await;
+        let ids: Vec<u64> = direct
+            .query("SELECT id FROM information_schema.processlist WHERE db = 'gone'")
+            .await
+            .unwrap();
+        for id in ids {
+            direct.query_drop(format!("KILL {id}")).await.unwrap();
+        }
+        direct.disconnect().await.unwrap();
+    }
+    // Pooled connections are checked for a server-side close after a second idle.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let one: Option<u32> = session.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1));
+    session
+        .query_drop("INSERT INTO kept.t VALUES (1)")
+        .await
+        .unwrap();
+    session.query_drop("BEGIN").await.unwrap();
+    session
+        .query_drop("INSERT INTO kept.t VALUES (2)")
+        .await
+        .unwrap();
+    session.query_drop("COMMIT").await.unwrap();
+    let n: Option<u32> = session
+        .query_first("SELECT COUNT(*) FROM kept.t")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(3));
+    let e = session.query_drop("SELECT * FROM t").await.unwrap_err();
+    assert_eq!(server_error(e).0, 1046);
+    // Made again, it serves the session's unqualified names again.
+    other.query_drop("CREATE DATABASE gone").await.unwrap();
+    other
+        .query_drop("CREATE TABLE gone.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    session
+        .query_drop("INSERT INTO t VALUES (7)")
+        .await
+        .unwrap();
+    session.query_drop("USE kept").await.unwrap();
+    let db: Option<String> = session.query_first("SELECT DATABASE()").await.unwrap();
+    assert_eq!(db.as_deref(), Some("kept"));
+    let n: Option<u32> = session.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    assert_eq!(n, Some(3));
+    common::converge::wait_converged(&[&a, &b, &c]).await;
+    for db in [&a, &b, &c] {
+        let mut direct = connect(&db.url(None)).await;
+        let kept: Vec<u32> = direct
+            .query("SELECT id FROM kept.t ORDER BY id")
+            .await
+            .unwrap();
+        let gone: Vec<u32> = direct.query("SELECT id FROM gone.t").await.unwrap();
+        assert_eq!((kept, gone), (vec![1, 2, 100], vec![7]), "{}", db.port);
+        direct.disconnect().await.unwrap();
+    }
+}
+
 /// No command deselects a database, so a pooled connection another session left on its
 /// database must not serve a session without one: its unqualified names would read and
 /// write that database where MySQL answers 1046. Replicated, the write was logged without a

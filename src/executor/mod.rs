@@ -114,22 +114,57 @@ pub async fn acquire(
         source,
     };
     let account = session.backend_account.as_ref();
-    let mut conn = pool
+    let without_schema = || pool.connect_for(account, caps, session.collation, None);
+    let mut conn = match pool
         .checkout(account, caps, session.collation, session.schema.as_deref())
         .await
-        .map_err(|e| refused_or(account, e, unreachable))?;
+    {
+        Ok(conn) => conn,
+        // Opened with the session's database in the handshake, which another session
+        // dropped since (see below).
+        Err(e) if is_unknown_database(&e) => without_schema()
+            .await
+            .map_err(|e| refused_or(account, e, unreachable))?,
+        Err(e) => return Err(refused_or(account, e, unreachable)),
+    };
     if conn.schema.is_some() && session.schema.is_none() {
         // No command leaves a connection without a default schema: open a fresh one.
-        conn = pool
-            .connect_for(account, caps, session.collation, None)
+        conn = without_schema()
             .await
             .map_err(|e| refused_or(account, e, unreachable))?;
     }
     match restore_state(&mut conn, session).await {
         Ok(Ok(())) => Ok(conn),
+        Ok(Err(e)) if e.code == UNKNOWN_DATABASE && session.schema.is_some() => {
+            // The session's database was dropped by another session. MySQL keeps it the
+            // session's default (qualified names, USE of another one, BEGIN and COMMIT
+            // all work; unqualified names fail): a connection without a default database
+            // is the closest a new connection can get, where unqualified names fail with
+            // 1046 instead. Refusing every statement with 1049 left the session unusable.
+            if conn.schema.is_some() {
+                conn = without_schema()
+                    .await
+                    .map_err(|e| refused_or(account, e, unreachable))?;
+            }
+            match restore_settings(&mut conn, session).await {
+                Ok(Ok(())) => Ok(conn),
+                Ok(Err(e)) => Err(AcquireError::Restore(e)),
+                Err(e) => Err(unreachable(e)),
+            }
+        }
         Ok(Err(e)) => Err(AcquireError::Restore(e)),
         Err(e) => Err(unreachable(e)),
     }
+}
+
+/// ER_BAD_DB_ERROR: a default database that does not exist (any more).
+const UNKNOWN_DATABASE: u16 = 1049;
+
+/// The server refused a connection's default database: it does not exist.
+fn is_unknown_database(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|x| x.downcast_ref::<MysqlError>())
+        .is_some_and(|e| e.code == UNKNOWN_DATABASE)
 }
 
 /// Whether `conn`'s account may store the log's rows as the write path does in the
@@ -263,6 +298,25 @@ pub async fn restore_state(
     conn: &mut BackendConn,
     session: &SessionState,
 ) -> io::Result<Result<(), MysqlError>> {
+    if let Err(e) = restore_settings(conn, session).await? {
+        return Ok(Err(e));
+    }
+    if let Some(db) = &session.schema {
+        if conn.schema.as_deref() != Some(db.as_str()) {
+            if let Err(e) = conn.simple_command(COM_INIT_DB, db.as_bytes()).await? {
+                return Ok(Err(e));
+            }
+            conn.schema = Some(db.clone());
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Applies the session's variables (not its schema) to `conn` where they differ.
+async fn restore_settings(
+    conn: &mut BackendConn,
+    session: &SessionState,
+) -> io::Result<Result<(), MysqlError>> {
     if conn.state_signature != session.signature() {
         let base = signature_of(conn.base_collation, &[]);
         if conn.state_signature != base {
@@ -277,14 +331,6 @@ pub async fn restore_state(
             }
         }
         conn.state_signature = session.signature();
-    }
-    if let Some(db) = &session.schema {
-        if conn.schema.as_deref() != Some(db.as_str()) {
-            if let Err(e) = conn.simple_command(COM_INIT_DB, db.as_bytes()).await? {
-                return Ok(Err(e));
-            }
-            conn.schema = Some(db.clone());
-        }
     }
     Ok(Ok(()))
 }
