@@ -237,6 +237,17 @@ impl ClientSession {
             }
         }
         let mut conn = acquired.map_err(|e| e.to_mysql())?;
+        if let Some(db) = session.schema.as_deref() {
+            if conn.schema.as_deref() != Some(db) {
+                // `acquire` opens a connection without a default database where the
+                // session's was dropped; at login it was never there: the server's answer.
+                return Err(MysqlError::new(
+                    1049,
+                    "42000",
+                    format!("Unknown database '{db}'"),
+                ));
+            }
+        }
         if let Some(account) = session.backend_account.clone() {
             // The record's log row goes into the primary in the client's own transaction, so
             // under its account: one that may not write it gets its writes refused up front
