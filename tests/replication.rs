@@ -4109,3 +4109,84 @@ async fn ddl_of_an_autocommit_off_session_stays_recorded_on_the_primary() {
     .await;
     drop(proxy);
 }
+
+/// A follower whose replay connection is lost after a DDL ran there but before its record
+/// was marked applied (a KILL here; a crash or a network cut the same) runs the record again
+/// when it reconnects, and the DDL's second run fails: "Duplicate column name". That
+/// quarantined the follower although it held exactly the primary's schema. Now the record's
+/// row says the DDL was started (committed before it runs), and an error meaning "already
+/// done" from a started DDL counts as its first run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ddl_whose_connection_was_lost_after_it_ran_is_not_run_twice() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE dm",
+            "CREATE TABLE dm.t (id INT PRIMARY KEY)",
+            "INSERT INTO dm.t VALUES (1)",
+        ],
+    )
+    .await;
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    // On follower 2 a reader holds dm.t's metadata lock: the ALTER waits there.
+    let mut reader = connect(&dbs[2].url(None)).await;
+    reader.query_drop("BEGIN").await.unwrap();
+    reader.query_drop("SELECT * FROM dm.t").await.unwrap();
+    c.query_drop("ALTER TABLE dm.t ADD COLUMN v INT")
+        .await
+        .unwrap();
+    let mut direct = connect(&dbs[2].url(None)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: Option<u32> = direct
+            .query_first(
+                "SELECT COUNT(*) FROM information_schema.processlist \
+                 WHERE info LIKE 'ALTER TABLE dm.t%'",
+            )
+            .await
+            .unwrap();
+        if waiting == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ALTER never reached follower 2"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The log table locked, the ALTER runs once the reader is done and the record's mark
+    // waits behind it: the connection is killed there.
+    let mut locker = connect(&dbs[2].url(None)).await;
+    locker
+        .query_drop("LOCK TABLES myquorum.wal READ")
+        .await
+        .unwrap();
+    reader.query_drop("COMMIT").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let marking = loop {
+        let ids: Vec<u64> = direct
+            .query(
+                "SELECT id FROM information_schema.processlist \
+                 WHERE info LIKE 'UPDATE myquorum.wal SET applied = 1%'",
+            )
+            .await
+            .unwrap();
+        if let Some(id) = ids.first() {
+            break *id;
+        }
+        assert!(Instant::now() < deadline, "the mark never waited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(column_count(&dbs[2], "dm.t").await, 2, "the ALTER ran");
+    direct.query_drop(format!("KILL {marking}")).await.unwrap();
+    locker.query_drop("UNLOCK TABLES").await.unwrap();
+    c.query_drop("INSERT INTO dm.t VALUES (2, 2)")
+        .await
+        .unwrap();
+    assert_replicas_identical(&dbs, &mut c, &["dm.t"]).await;
+    for db in &dbs {
+        assert_eq!(column_count(db, "dm.t").await, 2, "{}", db.addr());
+    }
+}

@@ -139,6 +139,22 @@ enum DdlOnPrimary {
     Failed(u16),
 }
 
+/// Errors a DDL gets when what it does is already done: the second run of a CREATE, DROP,
+/// ADD or RENAME that completed. A DDL commits by itself, before its record is marked
+/// applied, so a replay connection lost in between leaves it unknown whether it ran.
+fn already_done(code: u16) -> bool {
+    matches!(
+        code,
+        1007 | 1008 // database exists, does not exist
+            | 1050 | 1051 | 1146 // table exists, unknown table, no such table
+            | 1054 | 1060 | 1061 | 1091 // unknown column, duplicate column or key, can't drop
+            | 1304 | 1305 // routine exists, does not exist
+            | 1359 | 1360 // trigger exists, does not exist
+            | 1396 // CREATE / DROP USER of an account that is there, not there
+            | 1826 // duplicate foreign key name
+    )
+}
+
 /// Errors after which the primary changed nothing that a replica could repeat: the
 /// statement was refused before it ran (privileges, syntax, read-only) or interrupted by a
 /// lock wait, deadlock, timeout or KILL there. Followers do not run such a DDL at all: run
@@ -177,9 +193,13 @@ enum Expect {
         ts: u64,
     },
     /// DDL: the same outcome as on the primary (which ran the same text on the same schema).
+    /// `may_have_run`: this replica started it before (`wal_table::mark_started`) and lost
+    /// the connection before the record was marked: an `already_done` error is its own
+    /// first run.
     Ddl {
         ts: u64,
         primary: DdlOnPrimary,
+        may_have_run: bool,
     },
     /// LOAD DATA LOCAL: the server asks for the file, gets `data`, then answers as a
     /// statement.
@@ -379,7 +399,7 @@ impl Replayer {
         &mut self,
         s: &Statement,
         ts: u64,
-        ddl: Option<DdlOnPrimary>,
+        ddl: Option<(DdlOnPrimary, bool)>,
         cmds: &mut Vec<(Vec<u8>, Expect)>,
     ) -> Result<(), ApplyError> {
         if let Some(db) = &s.schema {
@@ -434,7 +454,11 @@ impl Replayer {
             }
         };
         let expect = match ddl {
-            Some(primary) => Expect::Ddl { ts, primary },
+            Some((primary, may_have_run)) => Expect::Ddl {
+                ts,
+                primary,
+                may_have_run,
+            },
             None => Expect::Statement {
                 affected: s.affected,
                 ts,
@@ -572,13 +596,14 @@ impl Replayer {
                             "not replaying a DDL the primary refused");
                     }
                     _ => {
+                        let may_have_run = self.ddl_started(shard, ts).await?;
                         for s in &rec.statements {
                             if let Some(db) = &s.schema {
                                 // Not pipelined: a DDL behind a failed USE would run
                                 // under the previous database, and not in a transaction.
                                 self.select_schema(db).await?;
                             }
-                            self.queue_statement(s, ts, Some(primary), &mut cmds)
+                            self.queue_statement(s, ts, Some((primary, may_have_run)), &mut cmds)
                                 .await?;
                         }
                     }
@@ -685,6 +710,27 @@ impl Replayer {
             i = j;
         }
         Ok(())
+    }
+
+    /// Whether this replica started DDL record `ts` before (its row says so); if not, the
+    /// row is marked started now, committed before the DDL runs. A record this replica
+    /// does not hold has no row to mark: its DDL runs unmarked.
+    async fn ddl_started(&mut self, shard: ShardId, ts: u64) -> Result<bool, ApplyError> {
+        let failed = |e: MysqlError| {
+            ApplyError::Diverged(format!("marking DDL record {ts} started failed: {e}"))
+        };
+        let state = self
+            .query_row(&wal_table::select_applied(shard, ts))
+            .await?
+            .map_err(failed)?
+            .and_then(|row| row.into_iter().next().flatten());
+        if state.as_deref() == Some(wal_table::STARTED) {
+            return Ok(true);
+        }
+        self.execute(&wal_table::mark_started(shard, ts))
+            .await?
+            .map_err(failed)?;
+        Ok(false)
     }
 
     /// The database `rec` starts in when this replica lacks it and the connection has not
@@ -838,7 +884,19 @@ fn check(expect: Expect, s: ResponseSummary, failure: &mut Option<String>, addr:
         return;
     }
     match (expect, s.error) {
-        (Expect::Ddl { ts, primary }, error) => match (primary, error) {
+        (
+            Expect::Ddl {
+                ts,
+                primary,
+                may_have_run,
+            },
+            error,
+        ) => match (primary, error) {
+            (DdlOnPrimary::Succeeded, Some(e)) if may_have_run && already_done(e.code) => {
+                tracing::warn!(ts, error = %e, addr,
+                    "a DDL record this replica started before its connection was lost had \
+                     already run here; marked applied");
+            }
             (DdlOnPrimary::Unknown, Some(e)) => {
                 tracing::warn!(ts, error = %e, addr,
                     "a logged DDL statement failed on this replica (its result on the primary is unknown)");
@@ -910,11 +968,17 @@ mod tests {
             error: Some(MysqlError::new(code, "42S01", "refused".to_string())),
             ..ResponseSummary::default()
         };
-        let run = |primary, answer| {
+        let run_after = |may_have_run, primary, answer| {
             let mut failure = None;
-            check(Expect::Ddl { ts: 9, primary }, answer, &mut failure, "r");
+            let expect = Expect::Ddl {
+                ts: 9,
+                primary,
+                may_have_run,
+            };
+            check(expect, answer, &mut failure, "r");
             failure
         };
+        let run = |primary, answer| run_after(false, primary, answer);
         assert_eq!(run(DdlOnPrimary::Succeeded, ok.clone()), None);
         let f = run(DdlOnPrimary::Succeeded, err(1050)).unwrap();
         assert!(
@@ -928,7 +992,14 @@ mod tests {
         assert_eq!(run(DdlOnPrimary::Failed(1050), err(1005)), None);
         // Logged before a restart: the primary may well have failed the same way.
         assert_eq!(run(DdlOnPrimary::Unknown, err(1050)), None);
-        assert_eq!(run(DdlOnPrimary::Unknown, ok), None);
+        assert_eq!(run(DdlOnPrimary::Unknown, ok.clone()), None);
+        // Started here before a lost connection: "already exists" is its own first run;
+        // another error is not, nor is "already exists" for a DDL never started here.
+        assert_eq!(run_after(true, DdlOnPrimary::Succeeded, err(1060)), None);
+        assert_eq!(run_after(true, DdlOnPrimary::Succeeded, ok.clone()), None);
+        assert!(run_after(true, DdlOnPrimary::Succeeded, err(1005)).is_some());
+        assert!(run_after(false, DdlOnPrimary::Succeeded, err(1060)).is_some());
+        assert!(run_after(true, DdlOnPrimary::Failed(1050), ok).is_some());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use std::collections::VecDeque;
 
 pub const CREATE_SCHEMA: &str = "CREATE DATABASE IF NOT EXISTS myquorum";
 /// `applied` is 0 while a follower only holds a record (it counts for the quorum) and 1 once
-/// the record's statements ran there; `parts` counts its `myquorum.wal_part` rows.
+/// the record's statements ran there (2: a DDL record's statement was started, see
+/// `mark_started`); `parts` counts its `myquorum.wal_part` rows.
 pub const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS myquorum.wal (\
     shard INT UNSIGNED NOT NULL, ts BIGINT UNSIGNED NOT NULL, payload LONGBLOB NOT NULL, \
     applied TINYINT NOT NULL DEFAULT 1, parts INT UNSIGNED NOT NULL DEFAULT 0, \
@@ -230,9 +231,30 @@ fn parts_of(len: usize, chunk: usize) -> u32 {
 pub fn mark_applied(shard: ShardId, ts: impl IntoIterator<Item = u64>) -> String {
     let list: Vec<String> = ts.into_iter().map(|t| t.to_string()).collect();
     format!(
-        "UPDATE myquorum.wal SET applied = 1 WHERE shard = {} AND applied = 0 AND ts IN ({})",
+        "UPDATE myquorum.wal SET applied = 1 WHERE shard = {} AND applied <> 1 AND ts IN ({})",
         shard.0,
         list.join(",")
+    )
+}
+
+/// `applied` of a DDL record whose statement a follower started: a DDL commits by itself,
+/// before the record is marked applied, so after a lost connection this says it may have
+/// run (`Replayer` then takes "already exists" errors of its second run for its first).
+pub const STARTED: &str = "2";
+
+/// Marks held DDL record `ts` as started, in its own transaction, before its DDL runs.
+pub fn mark_started(shard: ShardId, ts: u64) -> String {
+    format!(
+        "UPDATE myquorum.wal SET applied = {STARTED} WHERE shard = {} AND ts = {ts} AND applied = 0",
+        shard.0
+    )
+}
+
+/// The `applied` column of record `ts` (no row: not held here).
+pub fn select_applied(shard: ShardId, ts: u64) -> String {
+    format!(
+        "SELECT applied FROM myquorum.wal WHERE shard = {} AND ts = {ts}",
+        shard.0
     )
 }
 
@@ -320,7 +342,7 @@ mod tests {
         // count, so a missing row shows as fewer rows changed.
         assert_eq!(
             mark_applied(ShardId(2), [7, 9]),
-            "UPDATE myquorum.wal SET applied = 1 WHERE shard = 2 AND applied = 0 AND ts IN (7,9)"
+            "UPDATE myquorum.wal SET applied = 1 WHERE shard = 2 AND applied <> 1 AND ts IN (7,9)"
         );
     }
 
