@@ -226,8 +226,9 @@ fn parts_of(len: usize, chunk: usize) -> u32 {
 
 /// Marks records this replica already holds as applied, without sending their payloads
 /// again (a record's row is as large as its statements: a 20 MB BLOB insert is 40 MB of hex).
-/// It changes one row per held record; fewer means some were never received here (recovery
-/// re-applying on a former primary), and `WalRows` as applied then stores them.
+/// It changes one row per held record (held, or a DDL started: `mark_started`); fewer means
+/// some were never received here (recovery re-applying on a former primary), and `WalRows`
+/// as applied then stores them.
 pub fn mark_applied(shard: ShardId, ts: impl IntoIterator<Item = u64>) -> String {
     let list: Vec<String> = ts.into_iter().map(|t| t.to_string()).collect();
     format!(
@@ -338,8 +339,8 @@ mod tests {
               ON DUPLICATE KEY UPDATE applied = 1"
             ]
         );
-        // Held records are marked without their payloads; only held (applied = 0) rows
-        // count, so a missing row shows as fewer rows changed.
+        // Held records are marked without their payloads; only rows not applied yet (held,
+        // or a DDL started) count, so a missing row shows as fewer rows changed.
         assert_eq!(
             mark_applied(ShardId(2), [7, 9]),
             "UPDATE myquorum.wal SET applied = 1 WHERE shard = 2 AND applied <> 1 AND ts IN (7,9)"
