@@ -460,6 +460,56 @@ async fn session_state_follows_the_session_across_pooled_connections() {
     }
 }
 
+/// A login naming a database that was dropped is refused with 1049, as MySQL refuses it,
+/// also when pooled connections still have it selected (the server keeps a dropped
+/// database selected on a connection that had it, so handing out such a connection let the
+/// login in). Logins to other databases, and the sessions already in it, go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_to_a_dropped_database_is_refused_though_pooled_connections_had_it() {
+    common::init_tracing();
+    let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
+    let proxy = Proxy::start(config_for(&[&a, &b, &c]));
+    let mut other = connect(&proxy.url(None)).await;
+    other.query_drop("CREATE DATABASE gone").await.unwrap();
+    other
+        .query_drop("CREATE TABLE gone.t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    common::converge::wait_converged(&[&a, &b, &c]).await;
+    // Leaves pooled connections on the primary with `gone` selected.
+    let mut sessions = Vec::new();
+    for id in 1..=2 {
+        let mut s = connect(&proxy.url(Some("gone"))).await;
+        s.query_drop(format!("INSERT INTO t VALUES ({id})"))
+            .await
+            .unwrap();
+        // A locking read runs on the primary, and its connection goes back to the pool.
+        let _: Option<u32> = s
+            .query_first("SELECT COUNT(*) FROM t FOR UPDATE")
+            .await
+            .unwrap();
+        sessions.push(s);
+    }
+    other.query_drop("DROP DATABASE gone").await.unwrap();
+    for _ in 0..3 {
+        let e = Conn::new(Opts::from_url(&proxy.url(Some("gone"))).unwrap())
+            .await
+            .unwrap_err();
+        let (code, _, message) = server_error(e);
+        assert_eq!((code, message.contains("gone")), (1049, true), "{message}");
+    }
+    for url in [proxy.url(None), proxy.url(Some("mysql"))] {
+        let mut fine = connect(&url).await;
+        let one: Option<u32> = fine.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1));
+    }
+    // The sessions that had it selected go on, as on MySQL.
+    for s in &mut sessions {
+        let one: Option<u32> = s.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1));
+    }
+}
+
 /// A session whose database another session dropped stays usable, as on MySQL: `SELECT 1`,
 /// qualified reads and writes, a transaction and `USE` of another database all work once
 /// its statements need new backend connections (the pooled ones that had it selected are

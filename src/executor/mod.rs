@@ -312,6 +312,20 @@ pub async fn restore_state(
     Ok(Ok(()))
 }
 
+/// Selects `db` on `conn` even where the connection has it selected already: the server
+/// keeps a database that was dropped selected on a connection that had it, so only
+/// selecting it again tells whether it still exists.
+pub async fn reselect_database(
+    conn: &mut BackendConn,
+    db: &str,
+) -> io::Result<Result<(), MysqlError>> {
+    let selected = conn.simple_command(COM_INIT_DB, db.as_bytes()).await?;
+    if selected.is_ok() {
+        conn.schema = Some(db.to_string());
+    }
+    Ok(selected.map(|_| ()))
+}
+
 /// Applies the session's variables (not its schema) to `conn` where they differ.
 async fn restore_settings(
     conn: &mut BackendConn,

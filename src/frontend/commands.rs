@@ -247,6 +247,15 @@ impl ClientSession {
                     format!("Unknown database '{db}'"),
                 ));
             }
+            if self.ctx.databases_dropped.load(Ordering::Relaxed) {
+                // A pooled connection keeps a database dropped since selected, as the server
+                // does: only selecting it again says whether it still exists.
+                match executor::reselect_database(&mut conn, db).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => return Err(MysqlError::new(2013, "HY000", e.to_string())),
+                }
+            }
         }
         if let Some(account) = session.backend_account.clone() {
             // The record's log row goes into the primary in the client's own transaction, so
