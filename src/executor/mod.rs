@@ -59,7 +59,7 @@ impl AcquireError {
             AcquireError::Unreachable { source, .. } => match source
                 .get_ref()
                 .and_then(|e| e.downcast_ref::<MysqlError>())
-                .filter(|e| matches!(e.code, 1044 | 1049))
+                .filter(|e| matches!(e.code, 1044 | UNKNOWN_DATABASE))
             {
                 Some(e) => e.clone(),
                 None => MysqlError::new(2003, "HY000", self.to_string()),
@@ -301,21 +301,16 @@ pub async fn restore_state(
     if let Err(e) = restore_settings(conn, session).await? {
         return Ok(Err(e));
     }
-    if let Some(db) = &session.schema {
-        if conn.schema.as_deref() != Some(db.as_str()) {
-            if let Err(e) = conn.simple_command(COM_INIT_DB, db.as_bytes()).await? {
-                return Ok(Err(e));
-            }
-            conn.schema = Some(db.clone());
-        }
+    match &session.schema {
+        Some(db) if conn.schema.as_deref() != Some(db.as_str()) => select_database(conn, db).await,
+        _ => Ok(Ok(())),
     }
-    Ok(Ok(()))
 }
 
-/// Selects `db` on `conn` even where the connection has it selected already: the server
-/// keeps a database that was dropped selected on a connection that had it, so only
-/// selecting it again tells whether it still exists.
-pub async fn reselect_database(
+/// Selects `db` on `conn` (`COM_INIT_DB`) and records it there. Also where the connection
+/// has it selected already: the server keeps a database that was dropped selected on a
+/// connection that had it, so only selecting it again tells whether it still exists.
+pub async fn select_database(
     conn: &mut BackendConn,
     db: &str,
 ) -> io::Result<Result<(), MysqlError>> {

@@ -250,7 +250,7 @@ impl ClientSession {
             if self.ctx.databases_dropped.load(Ordering::Relaxed) {
                 // A pooled connection keeps a database dropped since selected, as the server
                 // does: only selecting it again says whether it still exists.
-                match executor::reselect_database(&mut conn, db).await {
+                match executor::select_database(&mut conn, db).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return Err(e),
                     Err(e) => return Err(MysqlError::new(2013, "HY000", e.to_string())),
