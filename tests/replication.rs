@@ -2519,6 +2519,147 @@ async fn writes_whose_result_depends_on_row_order_are_refused_when_it_did() {
     assert_replicas_identical(&dbs, &mut c, &["ro.a", "ro.n", "ro.u"]).await;
 }
 
+/// pt-online-schema-change's way of altering a table: a new table, triggers that copy each
+/// changed row into it, then the rows copied in primary-key chunks with `INSERT IGNORE …
+/// SELECT … FORCE INDEX(PRIMARY)`. Rows the triggers copied first collide with the chunk's:
+/// that is not order-dependent, as the clustered index fixes the order the rows are read in
+/// on every replica, so the copy runs (it was refused with 1235 as soon as the application
+/// wrote during the copy). The same chunk read without the hint is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_schema_change_copies_rows_through_the_primary_key() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE osc",
+            "USE osc",
+            "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20), n INT, \
+             updated TIMESTAMP DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP)",
+            "INSERT INTO t (v, n) SELECT CONCAT('v', seq), seq FROM seq_1_to_200 ORDER BY seq",
+            "CREATE TABLE _t_new LIKE t",
+            "ALTER TABLE _t_new ADD COLUMN extra INT NOT NULL DEFAULT 7",
+            "CREATE TRIGGER pt_osc_del AFTER DELETE ON t FOR EACH ROW \
+             DELETE IGNORE FROM _t_new WHERE _t_new.id <=> OLD.id",
+            "CREATE TRIGGER pt_osc_upd AFTER UPDATE ON t FOR EACH ROW \
+             REPLACE INTO _t_new (id, v, n, updated) VALUES (NEW.id, NEW.v, NEW.n, NEW.updated)",
+            "CREATE TRIGGER pt_osc_ins AFTER INSERT ON t FOR EACH ROW \
+             REPLACE INTO _t_new (id, v, n, updated) VALUES (NEW.id, NEW.v, NEW.n, NEW.updated)",
+            // The application writes during the copy: its rows reach the new table first.
+            "UPDATE t SET n = n + 1000 WHERE id IN (5, 20, 60, 130)",
+            "DELETE FROM t WHERE id = 99",
+            "INSERT INTO t (v, n) VALUES ('late', 1)",
+        ],
+    )
+    .await;
+    let copy = "INSERT LOW_PRIORITY IGNORE INTO `osc`.`_t_new` (`id`, `v`, `n`, `updated`) \
+                SELECT `id`, `v`, `n`, `updated` FROM `osc`.`t` FORCE INDEX(`PRIMARY`) \
+                WHERE ((`id` >= ?)) AND ((`id` <= ?)) LOCK IN SHARE MODE \
+                /*pt-online-schema-change 4242 copy nibble*/";
+    // Without the hint the server may read the chunk in any order: still checked.
+    let unhinted = "INSERT IGNORE INTO osc._t_new (id, v, n, updated) \
+                    SELECT id, v, n, updated FROM osc.t WHERE id >= 1 AND id <= 50";
+    let err = c.query_drop(unhinted).await.unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    // Chunks of 50, text and prepared, as DBD::mysql sends them either way.
+    for (i, low) in (1..=201).step_by(50).enumerate() {
+        let high = low + 49;
+        if i % 2 == 0 {
+            let text = copy
+                .replacen('?', &low.to_string(), 1)
+                .replacen('?', &high.to_string(), 1);
+            c.query_drop(&text)
+                .await
+                .unwrap_or_else(|e| panic!("chunk {low}..{high}: {e}"));
+        } else {
+            c.exec_drop(copy, (low, high))
+                .await
+                .unwrap_or_else(|e| panic!("prepared chunk {low}..{high}: {e}"));
+        }
+    }
+    run_all(
+        &mut c,
+        &[
+            "RENAME TABLE osc.t TO osc._t_old, osc._t_new TO osc.t",
+            "DROP TABLE osc._t_old",
+        ],
+    )
+    .await;
+    let (rows, bumped, extra): (i64, i64, i64) = c
+        .query_first("SELECT COUNT(*), SUM(n > 1000), SUM(extra = 7) FROM osc.t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((rows, bumped, extra), (200, 4, 200));
+    let gone: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM osc.t WHERE id = 99")
+        .await
+        .unwrap();
+    assert_eq!(gone, Some(0));
+    assert_replicas_identical(&dbs, &mut c, &["osc.t"]).await;
+}
+
+/// A write reading with SKIP LOCKED acts, on the primary, on the rows no other transaction
+/// holds; a follower replaying it alone skips none. It quarantined every follower (2
+/// affected rows there, 1 on the primary) and so stopped all writes. Now it is refused
+/// with 1235, as is a procedure using it, while the job-queue pattern (a locking read with
+/// SKIP LOCKED, then writes by key) works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reading_with_skip_locked_are_refused() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE q",
+            "CREATE TABLE q.jobs (id INT PRIMARY KEY, taken INT NOT NULL DEFAULT 0)",
+            "CREATE TABLE q.done (id INT PRIMARY KEY)",
+            "INSERT INTO q.jobs (id) VALUES (1), (2), (3)",
+        ],
+    )
+    .await;
+    let mut holder = connect(&proxy.url(None)).await;
+    run_all(
+        &mut holder,
+        &["BEGIN", "SELECT * FROM q.jobs WHERE id = 1 FOR UPDATE"],
+    )
+    .await;
+    for write in [
+        "INSERT INTO q.done SELECT id FROM q.jobs FOR UPDATE SKIP LOCKED",
+        "UPDATE q.jobs SET taken = 1 WHERE id IN \
+         (SELECT id FROM q.done LOCK IN SHARE MODE SKIP LOCKED)",
+    ] {
+        let err = c.query_drop(write).await.unwrap_err();
+        assert_eq!(server_code(&err), 1235, "{write}: {err}");
+        assert!(err.to_string().contains("SKIP LOCKED"), "{err}");
+    }
+    let err = c
+        .query_drop(
+            "CREATE PROCEDURE q.take() BEGIN DECLARE j INT; \
+             SELECT id INTO j FROM q.jobs ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED; \
+             UPDATE q.jobs SET taken = 1 WHERE id = j; END",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    // The queue pattern: a locking read skips the held job, the write names its key.
+    run_all(&mut c, &["BEGIN"]).await;
+    let free: Vec<i64> = c
+        .query("SELECT id FROM q.jobs ORDER BY id FOR UPDATE SKIP LOCKED")
+        .await
+        .unwrap();
+    assert_eq!(free, [2, 3]);
+    run_all(
+        &mut c,
+        &["UPDATE q.jobs SET taken = 1 WHERE id = 2", "COMMIT"],
+    )
+    .await;
+    run_all(&mut holder, &["COMMIT"]).await;
+    let done: Option<i64> = c.query_first("SELECT COUNT(*) FROM q.done").await.unwrap();
+    assert_eq!(done, Some(0));
+    assert_replicas_identical(&dbs, &mut c, &["q.jobs", "q.done"]).await;
+}
+
 /// `PROXY CHECKSUM TABLE` computes a table's checksum on every replica at the same point of
 /// the log (a write through the log, as pt-table-checksum does over statement replication),
 /// so replicas match while writes go on, and a replica changed behind the proxy's back is

@@ -306,6 +306,14 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
             )
         });
     }
+    if skips_locked_rows(&toks) {
+        return Some(format!(
+            "{what} reads with SKIP LOCKED: on the primary it skips the rows other \
+             transactions hold, a follower replaying alone skips none, so they would act on \
+             other rows; pick the rows in the application (SELECT … FOR UPDATE SKIP LOCKED \
+             through the proxy is a read) and pass their keys in"
+        ));
+    }
     if object == "TABLE" {
         // CREATE TABLE … SELECT evaluates on each replica: server variables there are its own.
         let server_local = toks.iter().find_map(|t| match t {
@@ -725,7 +733,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
             _ => {}
         }
     }
-    if !has_order_by && is_insert_select {
+    if !has_order_by && is_insert_select && !reads_in_primary_key_order(&toks) {
         check.order_check = OrderCheck::InsertSelect;
     }
     let update_ignore = first.is_some_and(|t| t.is_word("UPDATE"))
@@ -738,6 +746,16 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
             &mut check,
             "ROWNUM() numbers rows in the order they are read, which can differ between \
              replicas; add ORDER BY on a unique key"
+                .into(),
+        );
+    }
+    let plain: Vec<Tok<'_>> = toks.iter().map(|t| t.tok).collect();
+    if skips_locked_rows(&plain) {
+        refuse(
+            &mut check,
+            "SKIP LOCKED skips the rows other transactions hold on the primary, and a \
+             follower replaying the write alone would skip none; select the rows first \
+             (SELECT … FOR UPDATE SKIP LOCKED is a read) and write them by key"
                 .into(),
         );
     }
@@ -782,6 +800,88 @@ fn put_value(
 /// parenthesised subquery it closes). `EXISTS (… LIMIT 1)` (Django's `Exists()` always adds
 /// it) is true or false whichever row comes first, and an ORDER BY elsewhere (another
 /// subquery, a window's `OVER (ORDER BY …)`) orders other rows.
+/// Whether the statement reads with `SKIP LOCKED`, whose rows depend on the locks other
+/// transactions hold at that moment: MySQL's statement binlog calls it unsafe.
+fn skips_locked_rows(toks: &[Tok<'_>]) -> bool {
+    toks.windows(2)
+        .any(|w| w[0].is_word("SKIP") && w[1].is_word("LOCKED"))
+}
+
+/// Whether an `INSERT … SELECT` reads one table through its primary key and nothing else:
+/// `SELECT … FROM t [[AS] a] FORCE INDEX (PRIMARY)` followed by nothing or by WHERE, LOCK
+/// IN SHARE MODE, FOR UPDATE, ON DUPLICATE KEY UPDATE or RETURNING, with no join, union,
+/// grouping, DISTINCT, window or subquery. The server can then only walk the clustered
+/// index, so every replica reads the rows in primary-key order, as an ORDER BY on it would
+/// make them. pt-online-schema-change copies rows so; they collide with rows its triggers
+/// already copied, which without this was refused as order-dependent.
+fn reads_in_primary_key_order(toks: &[Spanned<'_>]) -> bool {
+    const SPOILERS: &[&str] = &[
+        "JOIN",
+        "STRAIGHT_JOIN",
+        "UNION",
+        "EXCEPT",
+        "INTERSECT",
+        "DISTINCT",
+        "DISTINCTROW",
+        "GROUP",
+        "HAVING",
+        "WINDOW",
+        "OVER",
+    ];
+    const FOLLOWERS: &[&str] = &["WHERE", "LOCK", "FOR", "ON", "RETURNING"];
+    let word_at = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.tok.is_word(w));
+    let name_at = |i: usize| {
+        toks.get(i)
+            .is_some_and(|t| matches!(t.tok, Tok::Word(_) | Tok::Quoted(_)))
+    };
+    let selects = toks.iter().filter(|t| t.tok.is_word("SELECT")).count();
+    if selects != 1
+        || toks
+            .iter()
+            .any(|t| SPOILERS.iter().any(|s| t.tok.is_word(s)))
+    {
+        return false;
+    }
+    let Some(from) = toks.iter().position(|t| t.tok.is_word("FROM")) else {
+        return false;
+    };
+    // The table, maybe qualified.
+    let mut i = from + 1;
+    if !name_at(i) {
+        return false;
+    }
+    i += 1;
+    if matches!(toks.get(i).map(|t| t.tok), Some(Tok::Punct('.'))) {
+        if !name_at(i + 1) {
+            return false;
+        }
+        i += 2;
+    }
+    // Its alias, maybe after AS.
+    if word_at(i, "AS") {
+        i += 1;
+    }
+    if name_at(i) && !word_at(i, "FORCE") {
+        i += 1;
+    }
+    let primary = toks.get(i + 3).is_some_and(|t| match t.tok {
+        Tok::Word(w) | Tok::Quoted(w) => w.eq_ignore_ascii_case("PRIMARY"),
+        _ => false,
+    });
+    let hint = word_at(i, "FORCE")
+        && (word_at(i + 1, "INDEX") || word_at(i + 1, "KEY"))
+        && matches!(toks.get(i + 2).map(|t| t.tok), Some(Tok::Punct('(')))
+        && primary
+        && matches!(toks.get(i + 4).map(|t| t.tok), Some(Tok::Punct(')')));
+    if !hint {
+        return false;
+    }
+    match toks.get(i + 5).map(|t| t.tok) {
+        None | Some(Tok::Punct(';')) => true,
+        Some(next) => FOLLOWERS.iter().any(|w| next.is_word(w)),
+    }
+}
+
 fn unordered_limit(toks: &[Spanned<'_>]) -> bool {
     struct Level {
         exists: bool,
@@ -924,6 +1024,14 @@ mod definition_tests {
             .as_deref(),
             Some("CONNECTION_ID")
         );
+        let skipping = check(
+            "CREATE PROCEDURE take() BEGIN DECLARE j INT; \
+             SELECT id INTO j FROM jobs LIMIT 1 FOR UPDATE SKIP LOCKED; \
+             UPDATE jobs SET taken = 1 WHERE id = j; END",
+            "PROCEDURE",
+        )
+        .unwrap_or_default();
+        assert!(skipping.contains("SKIP LOCKED"), "{skipping}");
         // Deterministic, or fixed by the recorded timestamp: fine.
         for (sql, object) in [
             (
@@ -1051,6 +1159,50 @@ mod tests {
             ("INSERT INTO t SELECT * FROM s ORDER BY id", OrderCheck::None),
             ("UPDATE IGNORE t SET k = 1 ORDER BY id", OrderCheck::None),
             ("INSERT INTO t VALUES (1), (2)", OrderCheck::None),
+            // Read through the primary key alone: its order (pt-online-schema-change's copy).
+            (
+                "INSERT LOW_PRIORITY IGNORE INTO `osc`.`_t_new` (`id`, `v`) SELECT `id`, `v` \
+                 FROM `osc`.`t` FORCE INDEX(`PRIMARY`) WHERE ((`id` >= ?)) AND ((`id` <= ?)) \
+                 LOCK IN SHARE MODE /*pt-online-schema-change 1 copy nibble*/",
+                OrderCheck::None,
+            ),
+            ("INSERT INTO t SELECT * FROM s AS x FORCE KEY (PRIMARY)", OrderCheck::None),
+            ("REPLACE INTO t SELECT * FROM d.s x FORCE INDEX (PRIMARY) FOR UPDATE", OrderCheck::None),
+            // … but not when anything else may decide it.
+            ("INSERT INTO t SELECT * FROM s FORCE INDEX (k)", OrderCheck::InsertSelect),
+            ("INSERT INTO t SELECT * FROM s USE INDEX (PRIMARY)", OrderCheck::InsertSelect),
+            (
+                "INSERT INTO t SELECT * FROM s FORCE INDEX FOR JOIN (PRIMARY)",
+                OrderCheck::InsertSelect,
+            ),
+            (
+                "INSERT INTO t SELECT s.* FROM s FORCE INDEX (PRIMARY) JOIN u ON u.id = s.id",
+                OrderCheck::InsertSelect,
+            ),
+            (
+                "INSERT INTO t SELECT s.* FROM s FORCE INDEX (PRIMARY), u WHERE u.id = s.id",
+                OrderCheck::InsertSelect,
+            ),
+            (
+                "INSERT INTO t SELECT DISTINCT a FROM s FORCE INDEX (PRIMARY)",
+                OrderCheck::InsertSelect,
+            ),
+            (
+                "INSERT INTO t SELECT k, COUNT(*) FROM s FORCE INDEX (PRIMARY) GROUP BY k",
+                OrderCheck::InsertSelect,
+            ),
+            (
+                "INSERT INTO t SELECT a FROM s FORCE INDEX (PRIMARY) UNION SELECT a FROM u",
+                OrderCheck::InsertSelect,
+            ),
+            (
+                "INSERT INTO t SELECT a FROM s FORCE INDEX (PRIMARY) WHERE a IN (SELECT a FROM u)",
+                OrderCheck::InsertSelect,
+            ),
+            (
+                "INSERT INTO t SELECT ROW_NUMBER() OVER (), a FROM s FORCE INDEX (PRIMARY)",
+                OrderCheck::InsertSelect,
+            ),
             ("UPDATE t SET k = 1", OrderCheck::None),
             ("UPDATE t SET note = 'IGNORE' WHERE id = 1", OrderCheck::None),
         ] {
@@ -1310,6 +1462,14 @@ mod tests {
             (
                 "INSERT INTO t SELECT * FROM performance_schema.threads",
                 "performance_schema",
+            ),
+            (
+                "INSERT INTO done SELECT id FROM jobs FOR UPDATE SKIP LOCKED",
+                "SKIP LOCKED",
+            ),
+            (
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM q LOCK IN SHARE MODE SKIP LOCKED)",
+                "SKIP LOCKED",
             ),
         ] {
             let c = check_write(sql, false, &lit());

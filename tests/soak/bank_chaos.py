@@ -16,7 +16,7 @@ usage: python3 tests/soak/bank_chaos.py [BINARY] [SECONDS] [SEED]
        MYQ_PREFER_SOCKET=true: the proxy reaches the servers over their Unix sockets.
 Needs mariadbd, mariadb-install-db and PyMySQL (pip install pymysql).
 """
-import os, random, signal, subprocess, sys, threading, time
+import os, random, re, signal, subprocess, sys, threading, time
 import pymysql
 
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/release/myquorum")
@@ -310,7 +310,10 @@ for d in dbs:
         cur.execute(f"SHOW CREATE TABLE bank.{n}")
         create = cur.fetchone()[1]
         cur.execute(f"CHECKSUM TABLE bank.{n}")
-        sc.append((n, create.split("AUTO_INCREMENT=")[0], cur.fetchone()[1]))
+        # The table's AUTO_INCREMENT= counter is not compared: a transaction that was rolled
+        # back (refused for want of a quorum, or cut by a fault) used ids on the replica that
+        # was primary then and nowhere else, as on MySQL.
+        sc.append((n, re.sub(r" AUTO_INCREMENT=\d+", "", create), cur.fetchone()[1]))
     schemas.append(sc)
     log(f"db{d.i}: {len(names)} tables in bank")
 if any(s != schemas[0] for s in schemas):
