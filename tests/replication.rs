@@ -2599,6 +2599,89 @@ async fn an_online_schema_change_copies_rows_through_the_primary_key() {
     assert_replicas_identical(&dbs, &mut c, &["osc.t"]).await;
 }
 
+/// `DELETE … WHERE … LIMIT n` without ORDER BY (a purge job, pt-archiver's bulk delete) may
+/// remove any n matching rows, and a follower could pick others. It was refused with 1235;
+/// now the proxy reads the table's primary key on the primary and runs (and logs) the
+/// statement with `ORDER BY` it, one of the orders it allowed, text or prepared, in a
+/// transaction too. A table without a primary key is still refused, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unordered_limit_on_one_table_is_ordered_by_its_primary_key() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE pg",
+            "USE pg",
+            // The index on k reads rows in another order than the primary key.
+            "CREATE TABLE expiring (id INT PRIMARY KEY, k INT NOT NULL, note VARCHAR(10), KEY (k))",
+            "INSERT INTO expiring (id, k) SELECT seq, (seq * 37) % 100 FROM seq_1_to_100",
+            "CREATE TABLE pair (a INT, b INT, v INT, PRIMARY KEY (b, a))",
+            "INSERT INTO pair SELECT seq % 3, seq, 0 FROM seq_1_to_20",
+            "CREATE TABLE nopk (k INT, v INT)",
+            "INSERT INTO nopk VALUES (1, 1), (2, 2)",
+        ],
+    )
+    .await;
+    let before = ids(
+        &mut c,
+        "SELECT id FROM pg.expiring WHERE k < 50 ORDER BY id",
+    )
+    .await;
+    c.query_drop("DELETE FROM expiring WHERE k < 50 LIMIT 10")
+        .await
+        .unwrap();
+    assert_eq!(c.affected_rows(), 10);
+    let after = ids(
+        &mut c,
+        "SELECT id FROM pg.expiring WHERE k < 50 ORDER BY id",
+    )
+    .await;
+    assert_eq!(after, before[10..], "the ten lowest ids go");
+    // Prepared, with the LIMIT a parameter.
+    c.exec_drop(
+        "UPDATE pg.expiring SET note = 'seen' WHERE k >= ? LIMIT ?",
+        (50, 5),
+    )
+    .await
+    .unwrap();
+    let seen = ids(
+        &mut c,
+        "SELECT id FROM pg.expiring WHERE note = 'seen' ORDER BY id",
+    )
+    .await;
+    let high = ids(
+        &mut c,
+        "SELECT id FROM pg.expiring WHERE k >= 50 ORDER BY id",
+    )
+    .await;
+    assert_eq!(seen, high[..5]);
+    // In a transaction, and on a two-column key.
+    run_all(
+        &mut c,
+        &[
+            "BEGIN",
+            "DELETE FROM pg.expiring WHERE note IS NULL LIMIT 3",
+            "UPDATE pair SET v = 1 WHERE a = 1 LIMIT 2",
+            "COMMIT",
+        ],
+    )
+    .await;
+    let pair = ids(&mut c, "SELECT b FROM pg.pair WHERE v = 1 ORDER BY b").await;
+    assert_eq!(pair, [1, 4]);
+    let err = c.query_drop("DELETE FROM nopk LIMIT 1").await.unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    assert!(err.to_string().contains("no primary key"), "{err}");
+    let left: Option<i64> = c.query_first("SELECT COUNT(*) FROM pg.nopk").await.unwrap();
+    assert_eq!(left, Some(2));
+    assert_replicas_identical(&dbs, &mut c, &["pg.expiring", "pg.pair", "pg.nopk"]).await;
+}
+
+/// The first column of `sql`'s rows, as integers.
+async fn ids(c: &mut Conn, sql: &str) -> Vec<i64> {
+    c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 /// A write reading with SKIP LOCKED acts, on the primary, on the rows no other transaction
 /// holds; a follower replaying it alone skips none. It quarantined every follower (2
 /// affected rows there, 1 on the primary) and so stopped all writes. Now it is refused

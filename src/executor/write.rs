@@ -504,6 +504,33 @@ pub async fn read_identity(
         }))
 }
 
+/// The primary key's columns, in key order, of `table` (in `schema`, else the connection's
+/// database) as `conn` sees it: empty when it has none. For an UPDATE/DELETE whose LIMIT has
+/// no ORDER BY (`WriteCheck::needs_primary_key`).
+pub async fn read_primary_key(
+    conn: &mut BackendConn,
+    deprecate_eof: bool,
+    schema: Option<&str>,
+    table: &str,
+) -> io::Result<Result<Vec<String>, MysqlError>> {
+    let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
+    let name = match schema {
+        Some(db) => format!("{}.{}", quote(db), quote(table)),
+        None => quote(table),
+    };
+    let sql = format!("SHOW KEYS FROM {name} WHERE Key_name = 'PRIMARY'");
+    conn.stream.write_packet(0, &query(&sql)).await?;
+    // Columns: Table, Non_unique, Key_name, Seq_in_index, Column_name, …; rows come in
+    // Seq_in_index order.
+    Ok(read_rows(&mut conn.stream, deprecate_eof, usize::MAX)
+        .await?
+        .map(|rows| {
+            rows.into_iter()
+                .filter_map(|row| row.into_iter().nth(4).flatten())
+                .collect()
+        }))
+}
+
 /// The connection's LAST_INSERT_ID(), asked after a statement (None if unreadable).
 async fn read_last_insert_id(
     conn: &mut BackendConn,

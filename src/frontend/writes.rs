@@ -10,8 +10,8 @@
 use super::commands::{malformed, no_backend_connection, until_down, ClientSession, Failure};
 use crate::backend::schema_facts::{ClocklessWrite, SchemaChange, TableKey};
 use crate::executor::write::{
-    commit_on_primary, execute_ddl, execute_write, now_us, read_identity, rollback_on_primary,
-    send_wal_row, Executed, LoggedDdl, WritePlan,
+    commit_on_primary, execute_ddl, execute_write, now_us, read_identity, read_primary_key,
+    rollback_on_primary, send_wal_row, Executed, LoggedDdl, WritePlan,
 };
 use crate::protocol::execute::{add_params, AddedParam};
 use crate::protocol::relay::{patch_ok_status, RelayError, ResponseKind, ResponseSummary};
@@ -427,16 +427,18 @@ impl ClientSession {
         // Writes run on the primary whatever route brought them here.
         self.served = Some(crate::digests::Served::Primary);
         let no_database = session.schema.is_none();
-        let checked = |identity| {
+        let checked = |identity, primary_key| {
             let lits = Literals {
                 uuid: &uuid_v4,
                 uuid_short: &|| rand::random::<u64>() >> 8,
                 identity,
                 no_database,
+                primary_key,
             };
             check_write(sql, prepared.is_some(), &lits)
         };
-        let mut check = checked(None);
+        let mut check = checked(None, None);
+        let mut identity = None;
         if check.refused.is_none() && check.needs_identity {
             // USER(), CURRENT_USER(), …: the primary connection's values, as literals.
             session.before_statement(c);
@@ -445,12 +447,28 @@ impl ClientSession {
             let Some(h) = self.held.as_mut() else {
                 return Err(no_backend_connection());
             };
-            let identity = match read_identity(&mut h.conn, deprecate_eof).await {
-                Ok(Ok(identity)) => identity,
+            identity = match read_identity(&mut h.conn, deprecate_eof).await {
+                Ok(Ok(identity)) => Some(identity),
                 Ok(Err(e)) => return Err(Failure::Answer(e)),
                 Err(e) => return self.lost(session, c, e),
             };
-            check = checked(Some(&identity));
+            check = checked(identity.as_ref(), None);
+        }
+        if let (None, Some((schema, table))) = (&check.refused, check.needs_primary_key.take()) {
+            // An unordered LIMIT on one table: ordered by its primary key, read on the primary.
+            session.before_statement(c);
+            self.hold_for(session, route).await?;
+            let deprecate_eof = self.deprecate_eof;
+            let Some(h) = self.held.as_mut() else {
+                return Err(no_backend_connection());
+            };
+            let read = read_primary_key(&mut h.conn, deprecate_eof, schema.as_deref(), &table);
+            let key = match read.await {
+                Ok(Ok(key)) => key,
+                Ok(Err(e)) => return Err(Failure::Answer(e)),
+                Err(e) => return self.lost(session, c, e),
+            };
+            check = checked(identity.as_ref(), Some(&key));
         }
         if let Some(why) = check.refused {
             return Err(Failure::Answer(MysqlError::not_supported(&format!(
@@ -476,9 +494,11 @@ impl ClientSession {
                 // The rewrite was made on text where those bytes were masked.
                 return Err(Failure::Answer(MysqlError::not_supported(
                     "UUID()/UUID_SHORT()/SYSDATE() (and DATABASE() without a default database) \
-                     are rewritten to values for replication, \
+                     are rewritten to values for replication, and an unordered LIMIT gets \
+                     ORDER BY the primary key, \
                      which needs a statement text that is valid UTF-8; this one holds other \
-                     bytes (a latin1 or binary literal): pass the value from the client",
+                     bytes (a latin1 or binary literal): pass the value from the client, or \
+                     add the ORDER BY",
                 )));
             }
             (None, Some(text)) => {

@@ -22,6 +22,9 @@ pub struct Literals<'a> {
     /// while a follower's replay connection keeps the database of an earlier record (no
     /// command deselects one), so they become NULL literals.
     pub no_database: bool,
+    /// The primary key of the one table an UPDATE/DELETE with an unordered LIMIT changes,
+    /// once read on the primary (`WriteCheck::needs_primary_key`); empty: it has none.
+    pub primary_key: Option<&'a [String]>,
 }
 
 /// What the account functions give on the primary's connection: USER() (also
@@ -108,6 +111,11 @@ pub struct WriteCheck {
     /// stands for every row, which is MySQL's result only when one row is affected; the
     /// primary's answer decides (`per_row_dependence`).
     pub per_row_call: Option<PerRowCall>,
+    /// A single-table UPDATE/DELETE whose LIMIT has no ORDER BY, checked without
+    /// `Literals::primary_key`: read that table's (schema as written, table) primary key on
+    /// the primary and check again. With the key the LIMIT gets `ORDER BY` it, one of the
+    /// orders the statement allowed, which every replica then follows.
+    pub needs_primary_key: Option<(Option<String>, String)>,
 }
 
 /// A value put in place of a call in a prepared write (`WriteCheck::injected`).
@@ -575,6 +583,15 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let mut after_duplicate = false;
     let mut placeholders: u16 = 0;
     let mut numbers_rows = false;
+    let limits = limit_order(&toks);
+    // An unordered LIMIT the primary key can order: the target, and the key once read.
+    let keyed_target = (is_update_or_delete && limits.top_unordered && !limits.nested_unordered)
+        .then(|| single_target(body))
+        .flatten();
+    let key = keyed_target
+        .as_ref()
+        .and(lit.primary_key)
+        .filter(|k| !k.is_empty());
     let refuse = |check: &mut WriteCheck, why: String| {
         if check.refused.is_none() {
             check.refused = Some(why);
@@ -587,6 +604,11 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
             Tok::Punct(')') => depth = depth.saturating_sub(1),
             Tok::Word(w) if w.eq_ignore_ascii_case("SELECT") => after_select = true,
             Tok::Word(w) if w.eq_ignore_ascii_case("DUPLICATE") => after_duplicate = true,
+            Tok::Word(w) if depth == 0 && w.eq_ignore_ascii_case("LIMIT") && key.is_some() => {
+                out.push_str(&sql[last..t.start]);
+                out.push_str(&order_by(key.unwrap_or_default()));
+                last = t.start;
+            }
             Tok::Word(w)
                 if depth == 0
                     && !after_select
@@ -759,13 +781,25 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 .into(),
         );
     }
-    if (is_update_or_delete || is_insert_select) && unordered_limit(&toks) {
-        refuse(
-            &mut check,
-            "LIMIT without ORDER BY picks rows in an unspecified order, so replicas could \
-             change different rows; add ORDER BY on a unique key"
-                .into(),
-        );
+    let unordered = limits.top_unordered || limits.nested_unordered;
+    if (is_update_or_delete || is_insert_select) && unordered {
+        match (&keyed_target, lit.primary_key) {
+            (Some(_), Some(k)) if !k.is_empty() => {}
+            (Some(target), None) => check.needs_primary_key = Some(target.clone()),
+            (Some(_), Some(_)) => refuse(
+                &mut check,
+                "LIMIT without ORDER BY picks rows in an unspecified order, so replicas could \
+                 change different rows, and the table has no primary key the proxy could \
+                 order them by; add ORDER BY on a unique key"
+                    .into(),
+            ),
+            (None, _) => refuse(
+                &mut check,
+                "LIMIT without ORDER BY picks rows in an unspecified order, so replicas could \
+                 change different rows; add ORDER BY on a unique key"
+                    .into(),
+            ),
+        }
     }
     if last > 0 {
         out.push_str(&sql[last..]);
@@ -882,7 +916,72 @@ fn reads_in_primary_key_order(toks: &[Spanned<'_>]) -> bool {
     }
 }
 
-fn unordered_limit(toks: &[Spanned<'_>]) -> bool {
+/// `ORDER BY` the key's columns, quoted, with a space after it (it goes before `LIMIT`).
+fn order_by(key: &[String]) -> String {
+    let columns: Vec<String> = key
+        .iter()
+        .map(|c| format!("`{}`", c.replace('`', "``")))
+        .collect();
+    format!("ORDER BY {} ", columns.join(", "))
+}
+
+/// The one table a single-table `UPDATE`/`DELETE` changes, as written (schema, table);
+/// None for the multi-table forms (which cannot have a LIMIT) or anything not parsed.
+fn single_target(body: &str) -> Option<(Option<String>, String)> {
+    let toks: Vec<Tok<'_>> = Lexer::new(body).map(|t| t.tok).collect();
+    let name = |t: Option<&Tok<'_>>| match t {
+        Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => Some(w.to_string()),
+        _ => None,
+    };
+    let delete = toks.first()?.is_word("DELETE");
+    let mut i = 1;
+    while ["LOW_PRIORITY", "QUICK", "IGNORE"]
+        .iter()
+        .any(|m| toks.get(i).is_some_and(|t| t.is_word(m)))
+    {
+        i += 1;
+    }
+    if delete {
+        if !toks.get(i)?.is_word("FROM") {
+            return None;
+        }
+        i += 1;
+    }
+    let first = name(toks.get(i))?;
+    let (schema, table) = if toks.get(i + 1) == Some(&Tok::Punct('.')) {
+        i += 3;
+        (Some(first), name(toks.get(i - 1))?)
+    } else {
+        i += 1;
+        (None, first)
+    };
+    // What follows the table (and its alias) must start the single-table form's clauses.
+    if toks.get(i).is_some_and(|t| t.is_word("AS")) {
+        i += 1;
+    }
+    let clause = |t: Option<&Tok<'_>>| {
+        let words: &[&str] = if delete {
+            &["WHERE", "LIMIT", "RETURNING"]
+        } else {
+            &["SET"]
+        };
+        t.is_some_and(|t| words.iter().any(|w| t.is_word(w)))
+    };
+    if clause(toks.get(i)) || name(toks.get(i)).is_some() && clause(toks.get(i + 1)) {
+        Some((schema, table))
+    } else {
+        None
+    }
+}
+
+/// Whether a LIMIT lacks an ORDER BY at its own level: the statement's own (`top`), or a
+/// subquery's (`nested`; `EXISTS (… LIMIT 1)` is the same whichever row comes first).
+struct LimitOrder {
+    top_unordered: bool,
+    nested_unordered: bool,
+}
+
+fn limit_order(toks: &[Spanned<'_>]) -> LimitOrder {
     struct Level {
         exists: bool,
         limit: bool,
@@ -921,7 +1020,10 @@ fn unordered_limit(toks: &[Spanned<'_>]) -> bool {
             _ => {}
         }
     }
-    found || levels.iter().any(unordered)
+    LimitOrder {
+        top_unordered: levels.first().is_some_and(unordered),
+        nested_unordered: found || levels.iter().skip(1).any(unordered),
+    }
 }
 
 #[cfg(test)]
@@ -1057,6 +1159,7 @@ mod tests {
             uuid_short: &|| 42,
             identity: None,
             no_database: false,
+            primary_key: None,
         }
     }
 
@@ -1416,13 +1519,7 @@ mod tests {
         for (sql, why) in [
             ("UPDATE t SET pos = ROWNUM()", "ROWNUM"),
             ("INSERT INTO t SELECT ROWNUM(), a FROM s", "ROWNUM"),
-            ("UPDATE t SET a = 1 LIMIT 1", "ORDER BY"),
-            ("DELETE FROM t WHERE a > 1 LIMIT 10", "ORDER BY"),
             ("INSERT INTO t SELECT * FROM s LIMIT 5", "ORDER BY"),
-            (
-                "SET STATEMENT sql_mode = '' FOR UPDATE t SET a = 1 LIMIT 1",
-                "ORDER BY",
-            ),
             (
                 "INSERT INTO t VALUES (LOAD_FILE('/etc/passwd'))",
                 "LOAD_FILE",
@@ -1540,12 +1637,83 @@ mod tests {
         }
         for sql in [
             "DELETE FROM t WHERE a = (SELECT a FROM s LIMIT 1)",
-            "UPDATE t SET a = (SELECT a FROM s ORDER BY id LIMIT 1) LIMIT 2",
             "DELETE FROM t WHERE id IN (SELECT id FROM (SELECT id FROM t LIMIT 5) d) ORDER BY id",
             "INSERT INTO t SELECT a, ROW_NUMBER() OVER (ORDER BY a) FROM s LIMIT 5",
         ] {
             let why = check_write(sql, false, &lit()).refused;
             assert!(why.is_some_and(|w| w.contains("LIMIT")), "{sql}");
+        }
+    }
+
+    #[test]
+    fn an_unordered_limit_of_one_table_is_ordered_by_its_primary_key() {
+        let key = ["id".to_string(), "odd`name".to_string()];
+        let keyed = Literals {
+            primary_key: Some(&key),
+            ..lit()
+        };
+        for (sql, target, ordered) in [
+            (
+                "DELETE FROM sessions WHERE expires < NOW() LIMIT 1000",
+                (None, "sessions"),
+                "DELETE FROM sessions WHERE expires < NOW() ORDER BY `id`, `odd``name` LIMIT 1000",
+            ),
+            (
+                "DELETE LOW_PRIORITY QUICK IGNORE FROM `d`.`t` WHERE (((`id` >= ?))) LIMIT ?",
+                (Some("d"), "t"),
+                "DELETE LOW_PRIORITY QUICK IGNORE FROM `d`.`t` WHERE (((`id` >= ?))) \
+                 ORDER BY `id`, `odd``name` LIMIT ?",
+            ),
+            (
+                "UPDATE jobs AS j SET state = 'x' WHERE state = 'new' LIMIT 5",
+                (None, "jobs"),
+                "UPDATE jobs AS j SET state = 'x' WHERE state = 'new' ORDER BY `id`, `odd``name` \
+                 LIMIT 5",
+            ),
+            (
+                "UPDATE t SET a = (SELECT a FROM s ORDER BY id LIMIT 1) LIMIT 2",
+                (None, "t"),
+                "UPDATE t SET a = (SELECT a FROM s ORDER BY id LIMIT 1) ORDER BY `id`, \
+                 `odd``name` LIMIT 2",
+            ),
+            (
+                "SET STATEMENT sql_mode = '' FOR DELETE FROM d.t LIMIT 3",
+                (Some("d"), "t"),
+                "SET STATEMENT sql_mode = '' FOR DELETE FROM d.t ORDER BY `id`, `odd``name` \
+                 LIMIT 3",
+            ),
+        ] {
+            let first = check_write(sql, false, &lit());
+            assert_eq!(first.refused, None, "{sql}");
+            let want = (target.0.map(str::to_string), target.1.to_string());
+            assert_eq!(first.needs_primary_key, Some(want), "{sql}");
+            let again = check_write(sql, false, &keyed);
+            assert_eq!(
+                (again.refused, again.needs_primary_key),
+                (None, None),
+                "{sql}"
+            );
+            let ordered: String = ordered.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(again.rewritten.as_deref(), Some(ordered.as_str()), "{sql}");
+        }
+        // A table without a primary key: refused as before, saying why.
+        let keyless = Literals {
+            primary_key: Some(&[]),
+            ..lit()
+        };
+        let why = check_write("UPDATE t SET a = 1 LIMIT 1", false, &keyless).refused;
+        assert!(why.is_some_and(|w| w.contains("no primary key")));
+        // Not one table, or a subquery's LIMIT unordered too: refused without a lookup.
+        for sql in [
+            "UPDATE t, u SET t.a = 1 WHERE t.id = u.id LIMIT 1",
+            "UPDATE t JOIN u ON t.id = u.id SET t.a = 1 LIMIT 1",
+            "DELETE t FROM t WHERE a = 1 LIMIT 1",
+            "DELETE FROM t PARTITION (p1) WHERE a = 1 LIMIT 1",
+            "DELETE FROM t WHERE a = (SELECT a FROM s LIMIT 1) LIMIT 2",
+        ] {
+            let c = check_write(sql, false, &lit());
+            assert!(c.needs_primary_key.is_none(), "{sql}");
+            assert!(c.refused.is_some_and(|w| w.contains("LIMIT")), "{sql}");
         }
     }
 }
