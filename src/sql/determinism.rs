@@ -755,6 +755,8 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
             _ => {}
         }
     }
+    // The LIMIT got ORDER BY the primary key: the statement's order is fixed.
+    has_order_by |= key.is_some();
     if !has_order_by && is_insert_select && !reads_in_primary_key_order(&toks) {
         check.order_check = OrderCheck::InsertSelect;
     }
@@ -1696,6 +1698,13 @@ mod tests {
             let ordered: String = ordered.split_whitespace().collect::<Vec<_>>().join(" ");
             assert_eq!(again.rewritten.as_deref(), Some(ordered.as_str()), "{sql}");
         }
+        // Ordered, UPDATE IGNORE's skipped rows no longer depend on the plan.
+        let ignore = check_write("UPDATE IGNORE t SET k = 1 LIMIT 5", false, &keyed);
+        assert_eq!(ignore.order_check, OrderCheck::None);
+        assert_eq!(
+            check_write("UPDATE IGNORE t SET k = 1 LIMIT 5", false, &lit()).order_check,
+            OrderCheck::UpdateIgnore
+        );
         // A table without a primary key: refused as before, saying why.
         let keyless = Literals {
             primary_key: Some(&[]),
