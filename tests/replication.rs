@@ -2603,7 +2603,8 @@ async fn an_online_schema_change_copies_rows_through_the_primary_key() {
 /// remove any n matching rows, and a follower could pick others. It was refused with 1235;
 /// now the proxy reads the table's primary key on the primary and runs (and logs) the
 /// statement with `ORDER BY` it, one of the orders it allowed, text or prepared, in a
-/// transaction too. A table without a primary key is still refused, saying so.
+/// transaction too; an ORDER BY whose ties would leave the choice to each server gets the
+/// key as its last column. A table without a primary key is still refused, saying so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unordered_limit_on_one_table_is_ordered_by_its_primary_key() {
     common::init_tracing();
@@ -2669,6 +2670,21 @@ async fn an_unordered_limit_on_one_table_is_ordered_by_its_primary_key() {
     .await;
     let pair = ids(&mut c, "SELECT b FROM pg.pair WHERE v = 1 ORDER BY b").await;
     assert_eq!(pair, [1, 4]);
+    // An ORDER BY with ties (a purge by date) takes the key as its last tiebreaker.
+    let grp0 = ids(
+        &mut c,
+        "SELECT id FROM pg.expiring WHERE id % 4 = 0 ORDER BY id",
+    )
+    .await;
+    c.query_drop("DELETE FROM pg.expiring ORDER BY id % 4 LIMIT 4")
+        .await
+        .unwrap();
+    let left = ids(
+        &mut c,
+        "SELECT id FROM pg.expiring WHERE id % 4 = 0 ORDER BY id",
+    )
+    .await;
+    assert_eq!(left, grp0[4..]);
     let err = c.query_drop("DELETE FROM nopk LIMIT 1").await.unwrap_err();
     assert_eq!(server_code(&err), 1235, "{err}");
     assert!(err.to_string().contains("no primary key"), "{err}");

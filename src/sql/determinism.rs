@@ -585,7 +585,9 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let mut numbers_rows = false;
     let limits = limit_order(&toks);
     // An unordered LIMIT the primary key can order: the target, and the key once read.
-    let keyed_target = (is_update_or_delete && limits.top_unordered && !limits.nested_unordered)
+    // A LIMIT on one table, with or without ORDER BY: the key orders it, or breaks the ties
+    // of an ORDER BY that need not be unique (`ORDER BY created LIMIT 1000`).
+    let keyed_target = (is_update_or_delete && limits.top_limit && !limits.nested_unordered)
         .then(|| single_target(body))
         .flatten();
     let key = keyed_target
@@ -606,7 +608,8 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
             Tok::Word(w) if w.eq_ignore_ascii_case("DUPLICATE") => after_duplicate = true,
             Tok::Word(w) if depth == 0 && w.eq_ignore_ascii_case("LIMIT") && key.is_some() => {
                 out.push_str(&sql[last..t.start]);
-                out.push_str(&order_by(key.unwrap_or_default()));
+                let key = key.unwrap_or_default();
+                out.push_str(&order_by(key, !limits.top_unordered));
                 last = t.start;
             }
             Tok::Word(w)
@@ -783,11 +786,14 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 .into(),
         );
     }
+    if lit.primary_key.is_none() {
+        check.needs_primary_key = keyed_target.clone();
+    }
     let unordered = limits.top_unordered || limits.nested_unordered;
     if (is_update_or_delete || is_insert_select) && unordered {
         match (&keyed_target, lit.primary_key) {
+            (Some(_), None) => {}
             (Some(_), Some(k)) if !k.is_empty() => {}
-            (Some(target), None) => check.needs_primary_key = Some(target.clone()),
             (Some(_), Some(_)) => refuse(
                 &mut check,
                 "LIMIT without ORDER BY picks rows in an unspecified order, so replicas could \
@@ -918,13 +924,15 @@ fn reads_in_primary_key_order(toks: &[Spanned<'_>]) -> bool {
     }
 }
 
-/// `ORDER BY` the key's columns, quoted, with a space after it (it goes before `LIMIT`).
-fn order_by(key: &[String]) -> String {
+/// `ORDER BY` the key's columns, quoted, or only `, <columns>` when they continue an ORDER
+/// BY the statement has; with a space after it (it goes before `LIMIT`).
+fn order_by(key: &[String], continues: bool) -> String {
     let columns: Vec<String> = key
         .iter()
         .map(|c| format!("`{}`", c.replace('`', "``")))
         .collect();
-    format!("ORDER BY {} ", columns.join(", "))
+    let lead = if continues { ", " } else { "ORDER BY " };
+    format!("{lead}{} ", columns.join(", "))
 }
 
 /// The one table a single-table `UPDATE`/`DELETE` changes, as written (schema, table);
@@ -976,9 +984,11 @@ fn single_target(body: &str) -> Option<(Option<String>, String)> {
     }
 }
 
-/// Whether a LIMIT lacks an ORDER BY at its own level: the statement's own (`top`), or a
-/// subquery's (`nested`; `EXISTS (… LIMIT 1)` is the same whichever row comes first).
+/// Whether the statement has a LIMIT of its own, and whether a LIMIT lacks an ORDER BY at
+/// its own level: the statement's own (`top`), or a subquery's (`nested`; `EXISTS (…
+/// LIMIT 1)` is the same whichever row comes first).
 struct LimitOrder {
+    top_limit: bool,
     top_unordered: bool,
     nested_unordered: bool,
 }
@@ -1023,6 +1033,7 @@ fn limit_order(toks: &[Spanned<'_>]) -> LimitOrder {
         }
     }
     LimitOrder {
+        top_limit: levels.first().is_some_and(|l| l.limit),
         top_unordered: levels.first().is_some_and(unordered),
         nested_unordered: found || levels.iter().skip(1).any(unordered),
     }
@@ -1232,7 +1243,7 @@ mod tests {
         for sql in [
             "INSERT INTO t (a, b) VALUES (1, NOW())",
             "UPDATE t SET a = a + 1 WHERE id = 5",
-            "DELETE FROM t WHERE id IN (1,2) ORDER BY id LIMIT 1",
+            "DELETE FROM t WHERE id IN (1,2) ORDER BY id",
             "INSERT INTO t SELECT * FROM s ORDER BY id LIMIT 10",
             "UPDATE t SET c = 'LIMIT' WHERE id = 1",
             "INSERT INTO t SELECT ROWNUM(), a FROM s ORDER BY id",
@@ -1697,6 +1708,39 @@ mod tests {
             );
             let ordered: String = ordered.split_whitespace().collect::<Vec<_>>().join(" ");
             assert_eq!(again.rewritten.as_deref(), Some(ordered.as_str()), "{sql}");
+        }
+        // An ORDER BY that need not be unique gets the key as its last tiebreaker; without
+        // a key it is taken at its word, as before.
+        let sql = "DELETE FROM logs WHERE level = ? ORDER BY created DESC LIMIT 1000";
+        let first = check_write(sql, true, &lit());
+        assert_eq!(first.refused, None);
+        assert_eq!(first.needs_primary_key, Some((None, "logs".to_string())));
+        assert_eq!(
+            check_write(sql, true, &keyed).rewritten.as_deref(),
+            Some(
+                "DELETE FROM logs WHERE level = ? ORDER BY created DESC , `id`, `odd``name` \
+                 LIMIT 1000"
+            )
+        );
+        let keyless = check_write(
+            sql,
+            true,
+            &Literals {
+                primary_key: Some(&[]),
+                ..lit()
+            },
+        );
+        assert_eq!((keyless.refused, keyless.rewritten), (None, None));
+        // Without a LIMIT of its own, nothing to look up.
+        for sql in [
+            "DELETE FROM logs ORDER BY created",
+            "UPDATE t SET a = 1 WHERE EXISTS (SELECT 1 FROM s WHERE s.id = t.id LIMIT 1)",
+        ] {
+            assert_eq!(
+                check_write(sql, false, &lit()).needs_primary_key,
+                None,
+                "{sql}"
+            );
         }
         // Ordered, UPDATE IGNORE's skipped rows no longer depend on the plan.
         let ignore = check_write("UPDATE IGNORE t SET k = 1 LIMIT 5", false, &keyed);
