@@ -2685,12 +2685,34 @@ async fn an_unordered_limit_on_one_table_is_ordered_by_its_primary_key() {
     )
     .await;
     assert_eq!(left, grp0[4..]);
+    // Archiving: copy, then delete, the same rows, ties broken the same way by both.
+    run_all(
+        &mut c,
+        &[
+            "CREATE TABLE pg.archive LIKE pg.expiring",
+            "INSERT INTO pg.archive SELECT * FROM pg.expiring e ORDER BY e.id % 4 LIMIT 6",
+            "DELETE FROM pg.expiring ORDER BY id % 4 LIMIT 6",
+        ],
+    )
+    .await;
+    let archived = ids(&mut c, "SELECT id FROM pg.archive ORDER BY id").await;
+    assert_eq!(archived, grp0[4..10], "the next six of the first group");
+    let both: Option<i64> = c
+        .query_first("SELECT COUNT(*) FROM pg.archive a JOIN pg.expiring e USING (id)")
+        .await
+        .unwrap();
+    assert_eq!(both, Some(0), "what was copied is what was deleted");
     let err = c.query_drop("DELETE FROM nopk LIMIT 1").await.unwrap_err();
     assert_eq!(server_code(&err), 1235, "{err}");
     assert!(err.to_string().contains("no primary key"), "{err}");
     let left: Option<i64> = c.query_first("SELECT COUNT(*) FROM pg.nopk").await.unwrap();
     assert_eq!(left, Some(2));
-    assert_replicas_identical(&dbs, &mut c, &["pg.expiring", "pg.pair", "pg.nopk"]).await;
+    assert_replicas_identical(
+        &dbs,
+        &mut c,
+        &["pg.expiring", "pg.pair", "pg.nopk", "pg.archive"],
+    )
+    .await;
 }
 
 /// The first column of `sql`'s rows, as integers.

@@ -463,12 +463,18 @@ impl ClientSession {
                 return Err(no_backend_connection());
             };
             let read = read_primary_key(&mut h.conn, deprecate_eof, schema.as_deref(), &table);
-            let key = match read.await {
-                Ok(Ok(key)) => key,
-                Ok(Err(e)) => return Err(Failure::Answer(e)),
+            let (key, unreadable) = match read.await {
+                Ok(Ok(key)) => (key, None),
+                // No such table, a sequence-engine table (`seq_1_to_100`), …: like a table
+                // without a key. An ORDER BY is then taken at its word, as before.
+                Ok(Err(e)) => (Vec::new(), Some(e)),
                 Err(e) => return self.lost(session, c, e),
             };
             check = checked(identity.as_ref(), Some(&key));
+            if let (Some(_), Some(e)) = (&check.refused, unreadable) {
+                // The statement would have failed on its table the same way.
+                return Err(Failure::Answer(e));
+            }
         }
         if let Some(why) = check.refused {
             return Err(Failure::Answer(MysqlError::not_supported(&format!(

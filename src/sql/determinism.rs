@@ -584,34 +584,40 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let mut placeholders: u16 = 0;
     let mut numbers_rows = false;
     let limits = limit_order(&toks);
-    // An unordered LIMIT the primary key can order: the target, and the key once read.
-    // A LIMIT on one table, with or without ORDER BY: the key orders it, or breaks the ties
-    // of an ORDER BY that need not be unique (`ORDER BY created LIMIT 1000`).
-    let keyed_target = (is_update_or_delete && limits.top_limit && !limits.nested_unordered)
-        .then(|| single_target(body))
-        .flatten();
-    let key = keyed_target
+    // Rows a LIMIT or an ORDER BY picks from one table: its primary key, once read, orders
+    // them or breaks the ties of an ORDER BY that need not be unique.
+    let key_order = if is_update_or_delete {
+        update_or_delete_key_order(&toks, &limits, body)
+    } else if is_insert_select {
+        insert_select_key_order(&toks, &limits)
+    } else {
+        None
+    };
+    let key = key_order
         .as_ref()
         .and(lit.primary_key)
         .filter(|k| !k.is_empty());
+    let key_text = match (&key_order, key) {
+        (Some(o), Some(key)) => Some((o.at, o.text(key))),
+        _ => None,
+    };
     let refuse = |check: &mut WriteCheck, why: String| {
         if check.refused.is_none() {
             check.refused = Some(why);
         }
     };
     for (i, t) in toks.iter().enumerate() {
+        if let Some((at, text)) = key_text.as_ref().filter(|(at, _)| *at == t.start) {
+            out.push_str(&sql[last..*at]);
+            out.push_str(text);
+            last = *at;
+        }
         match t.tok {
             Tok::Param => placeholders = placeholders.saturating_add(1),
             Tok::Punct('(') => depth += 1,
             Tok::Punct(')') => depth = depth.saturating_sub(1),
             Tok::Word(w) if w.eq_ignore_ascii_case("SELECT") => after_select = true,
             Tok::Word(w) if w.eq_ignore_ascii_case("DUPLICATE") => after_duplicate = true,
-            Tok::Word(w) if depth == 0 && w.eq_ignore_ascii_case("LIMIT") && key.is_some() => {
-                out.push_str(&sql[last..t.start]);
-                let key = key.unwrap_or_default();
-                out.push_str(&order_by(key, !limits.top_unordered));
-                last = t.start;
-            }
             Tok::Word(w)
                 if depth == 0
                     && !after_select
@@ -786,12 +792,18 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 .into(),
         );
     }
+    if let Some((at, text)) = key_text.filter(|(at, _)| *at >= sql.len()) {
+        // After the statement's last word.
+        out.push_str(&sql[last..]);
+        out.push_str(&text);
+        last = at;
+    }
     if lit.primary_key.is_none() {
-        check.needs_primary_key = keyed_target.clone();
+        check.needs_primary_key = key_order.as_ref().map(|o| o.table.clone());
     }
     let unordered = limits.top_unordered || limits.nested_unordered;
     if (is_update_or_delete || is_insert_select) && unordered {
-        match (&keyed_target, lit.primary_key) {
+        match (&key_order, lit.primary_key) {
             (Some(_), None) => {}
             (Some(_), Some(k)) if !k.is_empty() => {}
             (Some(_), Some(_)) => refuse(
@@ -810,7 +822,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
         }
     }
     if last > 0 {
-        out.push_str(&sql[last..]);
+        out.push_str(sql.get(last..).unwrap_or_default());
         check.rewritten = Some(out);
     }
     check
@@ -924,15 +936,203 @@ fn reads_in_primary_key_order(toks: &[Spanned<'_>]) -> bool {
     }
 }
 
-/// `ORDER BY` the key's columns, quoted, or only `, <columns>` when they continue an ORDER
-/// BY the statement has; with a space after it (it goes before `LIMIT`).
-fn order_by(key: &[String], continues: bool) -> String {
-    let columns: Vec<String> = key
-        .iter()
-        .map(|c| format!("`{}`", c.replace('`', "``")))
-        .collect();
-    let lead = if continues { ", " } else { "ORDER BY " };
-    format!("{lead}{} ", columns.join(", "))
+/// Where a write's rows are picked by a LIMIT or an ORDER BY on one table, whose primary key
+/// (`WriteCheck::needs_primary_key`) then fixes the order: `ORDER BY <key>` before the
+/// LIMIT, or `, <key>` at the end of the statement's own ORDER BY.
+struct KeyOrder {
+    /// The table whose key is read: (schema as written, table).
+    table: (Option<String>, String),
+    /// How the key's columns are named in the statement (the SELECT's alias or table, for
+    /// an INSERT … SELECT whose select list could hide a bare column name); None: bare.
+    qualifier: Option<String>,
+    /// Byte offset the text goes in at (the text's length: after its last word).
+    at: usize,
+    /// The statement has an ORDER BY there already: the key continues it.
+    continues: bool,
+}
+
+impl KeyOrder {
+    fn text(&self, key: &[String]) -> String {
+        let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
+        let columns: Vec<String> = key
+            .iter()
+            .map(|c| match &self.qualifier {
+                Some(q) => format!("{q}.{}", quote(c)),
+                None => quote(c),
+            })
+            .collect();
+        let lead = if self.continues { ", " } else { "ORDER BY " };
+        format!("{lead}{} ", columns.join(", "))
+    }
+}
+
+/// Index of the first `word` at parenthesis depth 0.
+fn top_level(toks: &[Spanned<'_>], word: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    toks.iter().position(|t| {
+        match t.tok {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth = depth.saturating_sub(1),
+            _ => return depth == 0 && t.tok.is_word(word),
+        }
+        false
+    })
+}
+
+/// A single-table UPDATE/DELETE with a LIMIT of its own (and none unordered in a
+/// subquery): the key goes in front of that LIMIT.
+fn update_or_delete_key_order(
+    toks: &[Spanned<'_>],
+    limits: &LimitOrder,
+    body: &str,
+) -> Option<KeyOrder> {
+    if !limits.top_limit || limits.nested_unordered {
+        return None;
+    }
+    Some(KeyOrder {
+        table: single_target(body)?,
+        qualifier: None,
+        at: toks[top_level(toks, "LIMIT")?].start,
+        continues: !limits.top_unordered,
+    })
+}
+
+/// An `INSERT … SELECT` reading one table (no join, union, grouping, DISTINCT, window or
+/// subquery) with an ORDER BY or a LIMIT of its own: the key ends that ORDER BY, or goes in
+/// front of the LIMIT.
+fn insert_select_key_order(toks: &[Spanned<'_>], limits: &LimitOrder) -> Option<KeyOrder> {
+    if limits.nested_unordered {
+        return None;
+    }
+    let (table, qualifier) = one_table_read(toks)?;
+    let order =
+        top_level(toks, "ORDER").filter(|&i| toks.get(i + 1).is_some_and(|t| t.tok.is_word("BY")));
+    let (at, continues) = match order {
+        Some(i) => {
+            // The ORDER BY list ends at the next clause at depth 0, or with the statement.
+            let mut depth = 0usize;
+            let end = toks[i..].iter().position(|t| {
+                match t.tok {
+                    Tok::Punct('(') => depth += 1,
+                    Tok::Punct(')') => depth = depth.saturating_sub(1),
+                    Tok::Punct(';') => return depth == 0,
+                    _ => {
+                        return depth == 0
+                            && ["LIMIT", "ON", "RETURNING", "FOR", "LOCK", "INTO"]
+                                .iter()
+                                .any(|w| t.tok.is_word(w))
+                    }
+                }
+                false
+            });
+            let at = match end {
+                Some(e) => toks[i + e].start,
+                None => toks.last()?.end,
+            };
+            (at, true)
+        }
+        None if limits.top_limit => (toks[top_level(toks, "LIMIT")?].start, false),
+        None => return None,
+    };
+    Some(KeyOrder {
+        table,
+        qualifier: Some(qualifier),
+        at,
+        continues,
+    })
+}
+
+/// The one table an `INSERT … SELECT`'s SELECT reads, as written (schema, table), and how
+/// its columns are qualified (its alias, else its name): None when it reads more than one
+/// table, or anything could reorder its rows past an ORDER BY (a join, union, grouping,
+/// DISTINCT, window or subquery).
+fn one_table_read(toks: &[Spanned<'_>]) -> Option<((Option<String>, String), String)> {
+    const SPOILERS: &[&str] = &[
+        "JOIN",
+        "STRAIGHT_JOIN",
+        "UNION",
+        "EXCEPT",
+        "INTERSECT",
+        "DISTINCT",
+        "DISTINCTROW",
+        "GROUP",
+        "HAVING",
+        "WINDOW",
+        "OVER",
+    ];
+    let selects = toks.iter().filter(|t| t.tok.is_word("SELECT")).count();
+    if selects != 1
+        || toks
+            .iter()
+            .any(|t| SPOILERS.iter().any(|s| t.tok.is_word(s)))
+    {
+        return None;
+    }
+    let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
+    let name = |i: usize| match toks.get(i).map(|t| t.tok) {
+        Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => Some(w.to_string()),
+        _ => None,
+    };
+    let from = top_level(toks, "FROM")?;
+    let mut i = from + 1;
+    let first = name(i)?;
+    let (schema, table) = if matches!(toks.get(i + 1).map(|t| t.tok), Some(Tok::Punct('.'))) {
+        i += 3;
+        (Some(first), name(i - 1)?)
+    } else {
+        i += 1;
+        (None, first)
+    };
+    let mut qualifier = match &schema {
+        Some(db) => format!("{}.{}", quote(db), quote(&table)),
+        None => quote(&table),
+    };
+    if toks.get(i).is_some_and(|t| t.tok.is_word("AS")) {
+        i += 1;
+        qualifier = quote(&name(i)?);
+        i += 1;
+    } else if let Some(alias) = name(i).filter(|_| {
+        const CLAUSES: &[&str] = &[
+            "WHERE",
+            "ORDER",
+            "LIMIT",
+            "FORCE",
+            "USE",
+            "IGNORE",
+            "ON",
+            "FOR",
+            "LOCK",
+            "RETURNING",
+            "PARTITION",
+            "INTO",
+        ];
+        !CLAUSES.iter().any(|c| toks[i].tok.is_word(c))
+    }) {
+        qualifier = quote(&alias);
+        i += 1;
+    }
+    // One table: no comma join before its clauses (an index hint's list is in parentheses).
+    let mut depth = 0usize;
+    for t in &toks[i..] {
+        const CLAUSES: &[&str] = &[
+            "WHERE",
+            "ORDER",
+            "LIMIT",
+            "ON",
+            "FOR",
+            "LOCK",
+            "RETURNING",
+            "INTO",
+        ];
+        match t.tok {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth = depth.saturating_sub(1),
+            Tok::Punct(',') if depth == 0 => return None,
+            _ if depth == 0 && CLAUSES.iter().any(|c| t.tok.is_word(c)) => break,
+            _ => {}
+        }
+    }
+    Some(((schema, table), qualifier))
 }
 
 /// The one table a single-table `UPDATE`/`DELETE` changes, as written (schema, table);
@@ -1244,9 +1444,9 @@ mod tests {
             "INSERT INTO t (a, b) VALUES (1, NOW())",
             "UPDATE t SET a = a + 1 WHERE id = 5",
             "DELETE FROM t WHERE id IN (1,2) ORDER BY id",
-            "INSERT INTO t SELECT * FROM s ORDER BY id LIMIT 10",
+            "INSERT INTO t SELECT s.* FROM s JOIN u ON u.id = s.id ORDER BY s.id LIMIT 10",
             "UPDATE t SET c = 'LIMIT' WHERE id = 1",
-            "INSERT INTO t SELECT ROWNUM(), a FROM s ORDER BY id",
+            "INSERT INTO t SELECT ROWNUM(), a FROM s, u ORDER BY id",
         ] {
             let c = check_write(sql, false, &lit());
             assert_eq!(c, WriteCheck::default(), "{sql}");
@@ -1532,7 +1732,10 @@ mod tests {
         for (sql, why) in [
             ("UPDATE t SET pos = ROWNUM()", "ROWNUM"),
             ("INSERT INTO t SELECT ROWNUM(), a FROM s", "ROWNUM"),
-            ("INSERT INTO t SELECT * FROM s LIMIT 5", "ORDER BY"),
+            (
+                "INSERT INTO t SELECT s.a FROM s JOIN u ON u.id = s.id LIMIT 5",
+                "ORDER BY",
+            ),
             (
                 "INSERT INTO t VALUES (LOAD_FILE('/etc/passwd'))",
                 "LOAD_FILE",
@@ -1735,6 +1938,63 @@ mod tests {
         for sql in [
             "DELETE FROM logs ORDER BY created",
             "UPDATE t SET a = 1 WHERE EXISTS (SELECT 1 FROM s WHERE s.id = t.id LIMIT 1)",
+        ] {
+            assert_eq!(
+                check_write(sql, false, &lit()).needs_primary_key,
+                None,
+                "{sql}"
+            );
+        }
+        // INSERT … SELECT from one table: the key, qualified, ends its ORDER BY or orders
+        // its LIMIT.
+        let single = |k: &str| Some((None, k.to_string()));
+        for (sql, target, ordered) in [
+            (
+                "INSERT INTO archive SELECT * FROM logs WHERE created < ? ORDER BY created LIMIT 1000",
+                single("logs"),
+                "INSERT INTO archive SELECT * FROM logs WHERE created < ? ORDER BY created , \
+                 `logs`.`id`, `logs`.`odd``name` LIMIT 1000",
+            ),
+            (
+                "INSERT INTO a (k) SELECT k FROM d.s AS x ORDER BY k",
+                Some((Some("d".to_string()), "s".to_string())),
+                "INSERT INTO a (k) SELECT k FROM d.s AS x ORDER BY k, `x`.`id`, `x`.`odd``name`",
+            ),
+            (
+                "INSERT INTO t SELECT * FROM d.s LIMIT 5",
+                Some((Some("d".to_string()), "s".to_string())),
+                "INSERT INTO t SELECT * FROM d.s ORDER BY `d`.`s`.`id`, `d`.`s`.`odd``name` LIMIT 5",
+            ),
+            (
+                "INSERT INTO t SELECT a FROM s y ORDER BY a DESC ON DUPLICATE KEY UPDATE v = 1",
+                single("s"),
+                "INSERT INTO t SELECT a FROM s y ORDER BY a DESC , `y`.`id`, `y`.`odd``name` \
+                 ON DUPLICATE KEY UPDATE v = 1",
+            ),
+            (
+                "INSERT INTO t SELECT a FROM s FORCE INDEX (k) ORDER BY a;",
+                single("s"),
+                "INSERT INTO t SELECT a FROM s FORCE INDEX (k) ORDER BY a, `s`.`id`, \
+                 `s`.`odd``name` ;",
+            ),
+        ] {
+            let first = check_write(sql, false, &lit());
+            assert_eq!(first.refused, None, "{sql}");
+            assert_eq!(first.needs_primary_key, target, "{sql}");
+            let again = check_write(sql, false, &keyed);
+            let got = again.rewritten.unwrap_or_default();
+            let got: String = got.split_whitespace().collect::<Vec<_>>().join(" ");
+            let ordered: String = ordered.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(got, ordered, "{sql}");
+            assert_eq!(again.order_check, OrderCheck::None, "{sql}");
+        }
+        for sql in [
+            "INSERT INTO t SELECT a FROM s, u ORDER BY a LIMIT 2",
+            "INSERT INTO t SELECT s.a FROM s JOIN u ON u.id = s.id ORDER BY a",
+            "INSERT INTO t SELECT DISTINCT a FROM s ORDER BY a",
+            "INSERT INTO t SELECT a FROM s WHERE a IN (SELECT a FROM u) ORDER BY a",
+            "INSERT INTO t SELECT a FROM s",
+            "INSERT INTO t VALUES (1)",
         ] {
             assert_eq!(
                 check_write(sql, false, &lit()).needs_primary_key,
