@@ -3121,6 +3121,11 @@ async fn definitions_evaluated_per_replica_are_refused() {
         "CREATE PROCEDURE nd.add(i INT) INSERT INTO log VALUES (NULL, i)",
         "CREATE FUNCTION nd.g(i INT) RETURNS INT MODIFIES SQL DATA \
          BEGIN REPLACE INTO nd.log SET t_id = i; RETURN 1; END",
+        // Each replica would pick its own row.
+        "CREATE PROCEDURE nd.take() BEGIN DECLARE j INT; \
+         SELECT id INTO j FROM nd.t WHERE u IS NULL LIMIT 1; \
+         UPDATE nd.t SET u = 'taken' WHERE id = j; END",
+        "CREATE TABLE nd.first2 AS SELECT * FROM nd.t LIMIT 2",
     ] {
         let err = c.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&err), 1235, "{sql}: {err}");

@@ -322,6 +322,17 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
              through the proxy is a read) and pass their keys in"
         ));
     }
+    let unordered_limit = spans
+        .split(|t| t.tok == Tok::Punct(';'))
+        .map(limit_order)
+        .any(|l| l.top_unordered || l.nested_unordered);
+    if unordered_limit {
+        return Some(format!(
+            "{what} has a LIMIT without ORDER BY at its level: each replica runs it on its \
+             own and may pick other rows (`SELECT … INTO v … LIMIT 1` then a write using v \
+             included); add ORDER BY on a unique key"
+        ));
+    }
     if object == "TABLE" {
         // CREATE TABLE … SELECT evaluates on each replica: server variables there are its own.
         let server_local = toks.iter().find_map(|t| match t {
@@ -1347,6 +1358,46 @@ mod definition_tests {
         )
         .unwrap_or_default();
         assert!(skipping.contains("SKIP LOCKED"), "{skipping}");
+        for (sql, object) in [
+            (
+                "CREATE PROCEDURE next_job() BEGIN DECLARE j INT; \
+                 SELECT id INTO j FROM jobs WHERE state = 'new' LIMIT 1; \
+                 UPDATE jobs SET state = 'taken' WHERE id = j; END",
+                "PROCEDURE",
+            ),
+            (
+                "CREATE TRIGGER ai AFTER INSERT ON t FOR EACH ROW \
+                 DELETE FROM recent WHERE k = NEW.k LIMIT 1",
+                "TRIGGER",
+            ),
+            (
+                "CREATE TABLE top10 AS SELECT * FROM scores LIMIT 10",
+                "TABLE",
+            ),
+        ] {
+            let why = check(sql, object).unwrap_or_default();
+            assert!(why.contains("LIMIT without ORDER BY"), "{sql}: {why}");
+        }
+        // Ordered at each statement's own level, or EXISTS: fine.
+        for (sql, object) in [
+            (
+                "CREATE PROCEDURE next_job() BEGIN DECLARE j INT; \
+                 SELECT id INTO j FROM jobs WHERE state = 'new' ORDER BY id LIMIT 1; \
+                 UPDATE jobs SET state = 'taken' WHERE id = j; END",
+                "PROCEDURE",
+            ),
+            (
+                "CREATE FUNCTION has_new() RETURNS INT RETURN \
+                 EXISTS (SELECT 1 FROM jobs WHERE state = 'new' LIMIT 1)",
+                "FUNCTION",
+            ),
+            (
+                "CREATE TABLE top10 AS SELECT * FROM scores ORDER BY id LIMIT 10",
+                "TABLE",
+            ),
+        ] {
+            assert_eq!(check(sql, object), None, "{sql}");
+        }
         // Deterministic, or fixed by the recorded timestamp: fine.
         for (sql, object) in [
             (
