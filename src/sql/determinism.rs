@@ -326,7 +326,17 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
         .split(|t| t.tok == Tok::Punct(';'))
         .map(limit_order)
         .any(|l| l.top_unordered || l.nested_unordered);
-    if unordered_limit {
+    // A procedure that only reads (a report) returns its rows and changes nothing; a
+    // function's value, a trigger's and a table's rows are written wherever they are used.
+    let writes = object != "PROCEDURE"
+        || toks.iter().any(|t| {
+            [
+                "INSERT", "UPDATE", "DELETE", "REPLACE", "CALL", "TRUNCATE", "LOAD",
+            ]
+            .iter()
+            .any(|w| t.is_word(w))
+        });
+    if unordered_limit && writes {
         return Some(format!(
             "{what} has a LIMIT without ORDER BY at its level: each replica runs it on its \
              own and may pick other rows (`SELECT … INTO v … LIMIT 1` then a write using v \
@@ -1390,6 +1400,10 @@ mod definition_tests {
                 "CREATE FUNCTION has_new() RETURNS INT RETURN \
                  EXISTS (SELECT 1 FROM jobs WHERE state = 'new' LIMIT 1)",
                 "FUNCTION",
+            ),
+            (
+                "CREATE PROCEDURE sample() BEGIN SELECT * FROM jobs LIMIT 10; END",
+                "PROCEDURE",
             ),
             (
                 "CREATE TABLE top10 AS SELECT * FROM scores ORDER BY id LIMIT 10",
