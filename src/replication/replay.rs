@@ -191,6 +191,8 @@ enum Expect {
     Statement {
         affected: Option<u64>,
         ts: u64,
+        /// The statement's first characters, for a failure's reason.
+        text: Box<str>,
     },
     /// DDL: the same outcome as on the primary (which ran the same text on the same schema).
     /// `may_have_run`: this replica started it before (`wal_table::mark_started`) and lost
@@ -462,6 +464,7 @@ impl Replayer {
             None => Expect::Statement {
                 affected: s.affected,
                 ts,
+                text: statement_start(&s.body),
             },
         };
         cmds.push((payload, expect));
@@ -498,7 +501,11 @@ impl Replayer {
                     self.send_infile(&data).await?;
                     let s = self.read_answer().await?;
                     check(
-                        Expect::Statement { affected, ts },
+                        Expect::Statement {
+                            affected,
+                            ts,
+                            text: "LOAD DATA".into(),
+                        },
                         s,
                         &mut failure,
                         &self.conn.addr,
@@ -933,19 +940,34 @@ fn check(expect: Expect, s: ResponseSummary, failure: &mut Option<String>, addr:
             Expect::Statement {
                 affected: Some(want),
                 ts,
+                text,
             },
             None,
         ) => {
             let got = s.ok.map(|o| o.affected_rows);
             if got.is_some_and(|g| g != want) {
                 *failure = Some(format!(
-                    "record {ts}: {} affected rows here, {want} on the primary",
+                    "record {ts}: {} affected rows here, {want} on the primary: {text}",
                     got.unwrap_or(0)
                 ));
             }
         }
         _ => {}
     }
+}
+
+/// A statement's first 160 characters, for a reason an operator reads.
+fn statement_start(body: &Body) -> Box<str> {
+    const SHOWN: usize = 160;
+    let text = match body {
+        Body::Text(sql) => String::from_utf8_lossy(&sql[..sql.len().min(SHOWN * 4)]),
+        Body::Prepared { sql, .. } | Body::LoadData { sql, .. } => sql.as_str().into(),
+    };
+    let mut shown: String = text.chars().take(SHOWN).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    shown.into()
 }
 
 fn decode(e: &LogEntry) -> Result<Record, ApplyError> {
@@ -960,6 +982,35 @@ fn decode(e: &LogEntry) -> Result<Record, ApplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_affected_rows_mismatch_names_the_statement() {
+        let answer = ResponseSummary {
+            ok: Some(crate::protocol::message::OkInfo {
+                affected_rows: 3,
+                last_insert_id: 0,
+                status: 0,
+                warnings: 0,
+            }),
+            ..ResponseSummary::default()
+        };
+        let long = format!("DELETE FROM f.a WHERE id > 5000 {}", "AND 1 ".repeat(40));
+        let expect = Expect::Statement {
+            affected: Some(5),
+            ts: 7,
+            text: statement_start(&Body::Text(long.into_bytes())),
+        };
+        let mut failure = None;
+        check(expect, answer, &mut failure, "r");
+        let failure = failure.unwrap_or_default();
+        assert!(
+            failure.starts_with(
+                "record 7: 3 affected rows here, 5 on the primary: DELETE FROM f.a WHERE id > 5000"
+            ),
+            "{failure}"
+        );
+        assert!(failure.ends_with('…') && failure.len() < 260, "{failure}");
+    }
 
     #[test]
     fn a_replayed_ddl_must_end_as_it_did_on_the_primary() {
