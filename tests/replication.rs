@@ -2715,6 +2715,42 @@ async fn an_unordered_limit_on_one_table_is_ordered_by_its_primary_key() {
     .await;
 }
 
+/// COM_RESET_CONNECTION rolls back the session's open transaction and puts autocommit back
+/// on, as on MySQL; a write after it is its own transaction and reaches every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_connection_ends_the_transaction_on_every_replica() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE rc",
+            "CREATE TABLE rc.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(10))",
+        ],
+    )
+    .await;
+    for (open, before, after) in [
+        ("SET autocommit = 0", "a1", "a2"),
+        ("START TRANSACTION", "b1", "b2"),
+    ] {
+        let mut s = connect(&proxy.url(None)).await;
+        run_all(&mut s, &[open]).await;
+        s.exec_drop("INSERT INTO rc.t (v) VALUES (?)", (before,))
+            .await
+            .unwrap();
+        s.reset().await.unwrap();
+        let autocommit: Option<i64> = s.query_first("SELECT @@autocommit").await.unwrap();
+        assert_eq!(autocommit, Some(1), "after {open}");
+        s.exec_drop("INSERT INTO rc.t (v) VALUES (?)", (after,))
+            .await
+            .unwrap();
+        drop(s);
+    }
+    let rows: Vec<String> = c.query("SELECT v FROM rc.t ORDER BY id").await.unwrap();
+    assert_eq!(rows, ["a2", "b2"]);
+    assert_replicas_identical(&dbs, &mut c, &["rc.t"]).await;
+}
+
 /// The first column of `sql`'s rows, as integers.
 async fn ids(c: &mut Conn, sql: &str) -> Vec<i64> {
     c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
