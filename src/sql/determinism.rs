@@ -890,55 +890,12 @@ fn skips_locked_rows(toks: &[Tok<'_>]) -> bool {
 /// make them. pt-online-schema-change copies rows so; they collide with rows its triggers
 /// already copied, which without this was refused as order-dependent.
 fn reads_in_primary_key_order(toks: &[Spanned<'_>]) -> bool {
-    const SPOILERS: &[&str] = &[
-        "JOIN",
-        "STRAIGHT_JOIN",
-        "UNION",
-        "EXCEPT",
-        "INTERSECT",
-        "DISTINCT",
-        "DISTINCTROW",
-        "GROUP",
-        "HAVING",
-        "WINDOW",
-        "OVER",
-    ];
     const FOLLOWERS: &[&str] = &["WHERE", "LOCK", "FOR", "ON", "RETURNING"];
+    let Some(read) = one_table_read(toks) else {
+        return false;
+    };
+    let i = read.next;
     let word_at = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.tok.is_word(w));
-    let name_at = |i: usize| {
-        toks.get(i)
-            .is_some_and(|t| matches!(t.tok, Tok::Word(_) | Tok::Quoted(_)))
-    };
-    let selects = toks.iter().filter(|t| t.tok.is_word("SELECT")).count();
-    if selects != 1
-        || toks
-            .iter()
-            .any(|t| SPOILERS.iter().any(|s| t.tok.is_word(s)))
-    {
-        return false;
-    }
-    let Some(from) = toks.iter().position(|t| t.tok.is_word("FROM")) else {
-        return false;
-    };
-    // The table, maybe qualified.
-    let mut i = from + 1;
-    if !name_at(i) {
-        return false;
-    }
-    i += 1;
-    if matches!(toks.get(i).map(|t| t.tok), Some(Tok::Punct('.'))) {
-        if !name_at(i + 1) {
-            return false;
-        }
-        i += 2;
-    }
-    // Its alias, maybe after AS.
-    if word_at(i, "AS") {
-        i += 1;
-    }
-    if name_at(i) && !word_at(i, "FORCE") {
-        i += 1;
-    }
     let primary = toks.get(i + 3).is_some_and(|t| match t.tok {
         Tok::Word(w) | Tok::Quoted(w) => w.eq_ignore_ascii_case("PRIMARY"),
         _ => false,
@@ -1025,7 +982,9 @@ fn insert_select_key_order(toks: &[Spanned<'_>], limits: &LimitOrder) -> Option<
     if limits.nested_unordered {
         return None;
     }
-    let (table, qualifier) = one_table_read(toks)?;
+    let TableRead {
+        table, qualifier, ..
+    } = one_table_read(toks)?;
     let order =
         top_level(toks, "ORDER").filter(|&i| toks.get(i + 1).is_some_and(|t| t.tok.is_word("BY")));
     let (at, continues) = match order {
@@ -1063,11 +1022,20 @@ fn insert_select_key_order(toks: &[Spanned<'_>], limits: &LimitOrder) -> Option<
     })
 }
 
-/// The one table an `INSERT … SELECT`'s SELECT reads, as written (schema, table), and how
-/// its columns are qualified (its alias, else its name): None when it reads more than one
+/// The one table an `INSERT … SELECT`'s SELECT reads.
+struct TableRead {
+    /// As written: (schema, table).
+    table: (Option<String>, String),
+    /// How its columns are qualified: its alias, else its name.
+    qualifier: String,
+    /// The token after the table and its alias (an index hint, a clause).
+    next: usize,
+}
+
+/// The one table an `INSERT … SELECT`'s SELECT reads: None when it reads more than one
 /// table, or anything could reorder its rows past an ORDER BY (a join, union, grouping,
 /// DISTINCT, window or subquery).
-fn one_table_read(toks: &[Spanned<'_>]) -> Option<((Option<String>, String), String)> {
+fn one_table_read(toks: &[Spanned<'_>]) -> Option<TableRead> {
     const SPOILERS: &[&str] = &[
         "JOIN",
         "STRAIGHT_JOIN",
@@ -1132,6 +1100,7 @@ fn one_table_read(toks: &[Spanned<'_>]) -> Option<((Option<String>, String), Str
         qualifier = quote(&alias);
         i += 1;
     }
+    let next = i;
     // One table: no comma join before its clauses (an index hint's list is in parentheses).
     let mut depth = 0usize;
     for t in &toks[i..] {
@@ -1153,7 +1122,11 @@ fn one_table_read(toks: &[Spanned<'_>]) -> Option<((Option<String>, String), Str
             _ => {}
         }
     }
-    Some(((schema, table), qualifier))
+    Some(TableRead {
+        table: (schema, table),
+        qualifier,
+        next,
+    })
 }
 
 /// The one table a single-table `UPDATE`/`DELETE` changes, as written (schema, table);
