@@ -314,7 +314,7 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
             )
         });
     }
-    if skips_locked_rows(&toks) {
+    if skips_locked_rows(toks.iter().copied()) {
         return Some(format!(
             "{what} reads with SKIP LOCKED: on the primary it skips the rows other \
              transactions hold, a follower replaying alone skips none, so they would act on \
@@ -803,8 +803,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 .into(),
         );
     }
-    let plain: Vec<Tok<'_>> = toks.iter().map(|t| t.tok).collect();
-    if skips_locked_rows(&plain) {
+    if skips_locked_rows(toks.iter().map(|t| t.tok)) {
         refuse(
             &mut check,
             "SKIP LOCKED skips the rows other transactions hold on the primary, and a \
@@ -877,9 +876,15 @@ fn put_value(
 /// subquery, a window's `OVER (ORDER BY …)`) orders other rows.
 /// Whether the statement reads with `SKIP LOCKED`, whose rows depend on the locks other
 /// transactions hold at that moment: MySQL's statement binlog calls it unsafe.
-fn skips_locked_rows(toks: &[Tok<'_>]) -> bool {
-    toks.windows(2)
-        .any(|w| w[0].is_word("SKIP") && w[1].is_word("LOCKED"))
+fn skips_locked_rows<'a>(toks: impl IntoIterator<Item = Tok<'a>>) -> bool {
+    let mut after_skip = false;
+    for t in toks {
+        if after_skip && t.is_word("LOCKED") {
+            return true;
+        }
+        after_skip = t.is_word("SKIP");
+    }
+    false
 }
 
 /// Whether an `INSERT … SELECT` reads one table through its primary key and nothing else:
