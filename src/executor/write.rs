@@ -5,7 +5,8 @@
 //! the extra statements cost no extra round trips.
 //!
 //! Owns: the command sequences run on the primary for writes. May import: backend
-//! (connection), protocol (responses), replication::{record, replay, wal_table}.
+//! (connection), protocol (responses), replication::{record, replay, wal_table}, sql
+//! (determinism, replicated settings, user variables, identifier quoting).
 
 use crate::backend::BackendConn;
 use crate::protocol::message::OkInfo;
@@ -513,7 +514,7 @@ pub async fn read_primary_key(
     schema: Option<&str>,
     table: &str,
 ) -> io::Result<Result<Vec<String>, MysqlError>> {
-    let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
+    let quote = crate::sql::quote_identifier;
     let name = match schema {
         Some(db) => format!("{}.{}", quote(db), quote(table)),
         None => quote(table),

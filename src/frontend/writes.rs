@@ -411,6 +411,24 @@ impl ClientSession {
         Some(facts.change().await)
     }
 
+    /// The session's primary connection, held for the write, for a query its determinism
+    /// check needs answered first (the account functions' values, a primary key); with
+    /// whether the client negotiated CLIENT_DEPRECATE_EOF.
+    async fn primary_for_check(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+    ) -> Result<(&mut crate::backend::BackendConn, bool), Failure> {
+        session.before_statement(c);
+        self.hold_for(session, route).await?;
+        let deprecate_eof = self.deprecate_eof;
+        match self.held.as_mut() {
+            Some(h) => Ok((&mut h.conn, deprecate_eof)),
+            None => Err(no_backend_connection()),
+        }
+    }
+
     /// Runs a DML write: on the primary with its context; autocommit writes are committed
     /// through the log before the client hears, transaction writes join the pending list.
     #[allow(clippy::too_many_arguments)]
@@ -441,13 +459,8 @@ impl ClientSession {
         let mut identity = None;
         if check.refused.is_none() && check.needs_identity {
             // USER(), CURRENT_USER(), …: the primary connection's values, as literals.
-            session.before_statement(c);
-            self.hold_for(session, route).await?;
-            let deprecate_eof = self.deprecate_eof;
-            let Some(h) = self.held.as_mut() else {
-                return Err(no_backend_connection());
-            };
-            identity = match read_identity(&mut h.conn, deprecate_eof).await {
+            let (conn, deprecate_eof) = self.primary_for_check(session, c, route).await?;
+            identity = match read_identity(conn, deprecate_eof).await {
                 Ok(Ok(identity)) => Some(identity),
                 Ok(Err(e)) => return Err(Failure::Answer(e)),
                 Err(e) => return self.lost(session, c, e),
@@ -456,13 +469,8 @@ impl ClientSession {
         }
         if let (None, Some((schema, table))) = (&check.refused, check.needs_primary_key.take()) {
             // An unordered LIMIT on one table: ordered by its primary key, read on the primary.
-            session.before_statement(c);
-            self.hold_for(session, route).await?;
-            let deprecate_eof = self.deprecate_eof;
-            let Some(h) = self.held.as_mut() else {
-                return Err(no_backend_connection());
-            };
-            let read = read_primary_key(&mut h.conn, deprecate_eof, schema.as_deref(), &table);
+            let (conn, deprecate_eof) = self.primary_for_check(session, c, route).await?;
+            let read = read_primary_key(conn, deprecate_eof, schema.as_deref(), &table);
             let (key, unreadable) = match read.await {
                 Ok(Ok(key)) => (key, None),
                 // No such table, a sequence-engine table (`seq_1_to_100`), …: like a table

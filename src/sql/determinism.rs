@@ -604,7 +604,12 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let mut after_duplicate = false;
     let mut placeholders: u16 = 0;
     let mut numbers_rows = false;
-    let limits = limit_order(&toks);
+    // Only these writes are judged by their LIMITs (an INSERT … VALUES has none to judge).
+    let limits = if is_update_or_delete || is_insert_select {
+        limit_order(&toks)
+    } else {
+        LimitOrder::default()
+    };
     // Rows a LIMIT or an ORDER BY picks from one table: its primary key, once read, orders
     // them or breaks the ties of an ORDER BY that need not be unique.
     let key_order = if is_update_or_delete {
@@ -936,7 +941,7 @@ struct KeyOrder {
 
 impl KeyOrder {
     fn text(&self, key: &[String]) -> String {
-        let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
+        let quote = super::quote_identifier;
         let columns: Vec<String> = key
             .iter()
             .map(|c| match &self.qualifier {
@@ -1062,7 +1067,7 @@ fn one_table_read(toks: &[Spanned<'_>]) -> Option<TableRead> {
     {
         return None;
     }
-    let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
+    let quote = super::quote_identifier;
     let name = |i: usize| match toks.get(i).map(|t| t.tok) {
         Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => Some(w.to_string()),
         _ => None,
@@ -1186,6 +1191,7 @@ fn single_target(body: &str) -> Option<(Option<String>, String)> {
 /// Whether the statement has a LIMIT of its own, and whether a LIMIT lacks an ORDER BY at
 /// its own level: the statement's own (`top`), or a subquery's (`nested`; `EXISTS (…
 /// LIMIT 1)` is the same whichever row comes first).
+#[derive(Default)]
 struct LimitOrder {
     top_limit: bool,
     top_unordered: bool,
