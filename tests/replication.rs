@@ -4121,6 +4121,9 @@ async fn a_routine_that_cannot_return_to_a_dropped_database_leaves_the_session_w
     n.query_drop("INSERT INTO f.t VALUES (4, DATABASE())")
         .await
         .unwrap();
+    // `other` reads from a replica with its own writes (session consistency): `n`'s last
+    // record may not have reached it yet, so every replica catches up first.
+    assert_replicas_identical(&dbs, &mut other, &["f.t", "f.a"]).await;
     let rows: Vec<(i32, Option<String>)> = other
         .query("SELECT id, db FROM f.t ORDER BY id")
         .await
@@ -4139,7 +4142,6 @@ async fn a_routine_that_cannot_return_to_a_dropped_database_leaves_the_session_w
             (11, zz)
         ]
     );
-    assert_replicas_identical(&dbs, &mut other, &["f.t", "f.a"]).await;
     drop(proxy);
 }
 
