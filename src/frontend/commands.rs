@@ -1037,7 +1037,7 @@ impl ClientSession {
                     }
                     WriteClass::Local | WriteClass::None => {}
                 }
-                if self.settle_pending(client, session, &c, route).await? {
+                if self.settle_pending(client, session, &c, sql, route).await? {
                     return Ok(());
                 }
                 let rewritten = if c.flags.contains(Flags::READS_SOCKET) {
@@ -2569,7 +2569,7 @@ impl ClientSession {
         writes::refuse_unreplicable(&stmt.classified, &stmt.sql).map_err(Failure::Answer)?;
         let route = self.route(&stmt.classified);
         if self
-            .settle_pending(client, session, &stmt.classified, route)
+            .settle_pending(client, session, &stmt.classified, &stmt.sql, route)
             .await?
         {
             return Ok(());

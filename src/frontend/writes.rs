@@ -948,6 +948,7 @@ impl ClientSession {
         client: &mut PacketStream<S>,
         session: &mut SessionState,
         c: &Classified,
+        sql: &str,
         route: Route,
     ) -> Result<bool, Failure> {
         if session.pending.is_empty() {
@@ -957,7 +958,7 @@ impl ClientSession {
             self.commit_pending(Some(client), session, c, route).await?;
             return Ok(true);
         }
-        if commits_implicitly(c) {
+        if commits_implicitly(c, sql) {
             self.commit_pending::<S>(None, session, c, route).await?;
         }
         Ok(false)
@@ -1247,10 +1248,18 @@ impl ClientSession {
 }
 
 /// Statements that commit an open transaction implicitly (MySQL's list, as far as the
-/// proxy forwards them itself).
-pub fn commits_implicitly(c: &Classified) -> bool {
+/// proxy forwards them itself). A DDL reaching here touches only the session's temporary
+/// tables (the others go through the log, which commits first): MariaDB still commits
+/// before an ALTER, CREATE/DROP INDEX, TRUNCATE, RENAME or plain DROP TABLE of a temporary
+/// table, even one that then fails, and before CREATE TEMPORARY SEQUENCE; only CREATE
+/// TEMPORARY TABLE and DROP TEMPORARY TABLE/SEQUENCE leave the transaction open.
+pub fn commits_implicitly(c: &Classified, sql: &str) -> bool {
     match c.kind {
         Kind::Begin | Kind::Lock | Kind::Admin => true,
+        Kind::Ddl => {
+            !c.flags.contains(Flags::TEMP_TABLE)
+                || crate::sql::classify::defined_object(sql).as_deref() == Some("SEQUENCE")
+        }
         Kind::Session => matches!(&c.session, Some(SessionChange::Vars(v))
             if v.iter().any(|(k, f)| k == "autocommit" && (f.ends_with("1") || f.to_ascii_uppercase().ends_with("ON")))),
         _ => false,
