@@ -2819,6 +2819,168 @@ async fn a_ddl_on_a_temporary_table_commits_the_transaction_on_every_replica() {
     assert_eq!(rows, kept);
 }
 
+/// A statement that begins, ends or commits a transaction, takes table locks or changes
+/// the database or a setting does so inside EXECUTE IMMEDIATE or PREPARE/EXECUTE too (the
+/// server runs them all there), and through the binary protocol. The proxy forwarded them
+/// as opaque EXECUTEs: an `EXECUTE IMMEDIATE 'ROLLBACK'` left the proxy holding writes the
+/// primary had dropped (a later COMMIT logged them to the followers only), an `EXECUTE
+/// IMMEDIATE 'COMMIT'` committed on the primary alone, and BACKUP STAGE / BACKUP LOCK
+/// committed on the primary without a record. Now each reaches the log as the statement
+/// would. SHUTDOWN, which would stop the primary behind the client's back, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_statements_inside_execute_act_on_every_replica() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE ex",
+            "CREATE TABLE ex.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40), \
+             ts TIMESTAMP NULL)",
+        ],
+    )
+    .await;
+    let cases: &[&[&str]] = &[
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('rolled1')",
+            "EXECUTE IMMEDIATE 'ROLLBACK'",
+            "COMMIT",
+        ],
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('kept1')",
+            "EXECUTE IMMEDIATE 'COMMIT'",
+            "ROLLBACK",
+        ],
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('rolled2')",
+            "PREPARE r FROM 'ROLLBACK'",
+            "EXECUTE r",
+            "COMMIT",
+        ],
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('kept2')",
+            "EXECUTE IMMEDIATE 'BEGIN'",
+            "ROLLBACK",
+        ],
+        &[
+            "SET autocommit = 0",
+            "INSERT INTO ex.t (v) VALUES ('kept3')",
+            "EXECUTE IMMEDIATE 'SET autocommit = 1'",
+            "ROLLBACK",
+        ],
+        &[
+            "EXECUTE IMMEDIATE 'SET autocommit = 0'",
+            "INSERT INTO ex.t (v) VALUES ('rolled3')",
+            "ROLLBACK",
+        ],
+        &[
+            "EXECUTE IMMEDIATE 'START TRANSACTION'",
+            "INSERT INTO ex.t (v) VALUES ('rolled4')",
+            "ROLLBACK",
+        ],
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('kept4')",
+            "SAVEPOINT a",
+            "INSERT INTO ex.t (v) VALUES ('rolled5')",
+            "EXECUTE IMMEDIATE 'ROLLBACK TO SAVEPOINT a'",
+            "COMMIT",
+        ],
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('kept5')",
+            "EXECUTE IMMEDIATE 'LOCK TABLES ex.t WRITE'",
+            "ROLLBACK",
+            "UNLOCK TABLES",
+        ],
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('kept6')",
+            "BACKUP STAGE START",
+            "BACKUP STAGE END",
+            "ROLLBACK",
+        ],
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('kept7')",
+            "EXECUTE IMMEDIATE 'BACKUP STAGE START'",
+            "BACKUP STAGE END",
+            "ROLLBACK",
+        ],
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('kept8')",
+            "BACKUP LOCK ex.t",
+            "BACKUP UNLOCK",
+            "ROLLBACK",
+        ],
+        &[
+            "EXECUTE IMMEDIATE 'USE ex'",
+            "INSERT INTO t (v) VALUES ('kept9')",
+        ],
+        &[
+            "EXECUTE IMMEDIATE 'SET time_zone = ''+05:00'''",
+            "INSERT INTO ex.t (v, ts) VALUES ('kept10', '2020-01-01 05:00:00')",
+        ],
+    ];
+    for case in cases {
+        let mut s = connect(&proxy.url(None)).await;
+        run_all(&mut s, case).await;
+    }
+    // The same through the binary protocol (sysbench and most drivers prepare BEGIN/COMMIT).
+    let mut s = connect(&proxy.url(None)).await;
+    for (sql, kept) in [("ROLLBACK", 0), ("BACKUP STAGE START", 1)] {
+        s.query_drop("BEGIN").await.unwrap();
+        let v = format!("bin {sql}");
+        s.exec_drop("INSERT INTO ex.t (v) VALUES (?)", (&v,))
+            .await
+            .unwrap();
+        s.exec_drop(sql, ()).await.unwrap();
+        run_all(&mut s, &["ROLLBACK"]).await;
+        if sql.starts_with("BACKUP") {
+            s.query_drop("BACKUP STAGE END").await.unwrap();
+        }
+        let n: Option<i64> = s
+            .exec_first("SELECT COUNT(*) FROM ex.t WHERE v = ?", (&v,))
+            .await
+            .unwrap();
+        assert_eq!(n, Some(kept), "{sql}");
+    }
+    for sql in ["SHUTDOWN", "EXECUTE IMMEDIATE 'SHUTDOWN'"] {
+        let err = s.query_drop(sql).await.unwrap_err();
+        assert_eq!(server_code(&err), 1235, "{sql}: {err}");
+    }
+    assert_replicas_identical(&dbs, &mut c, &["ex.t"]).await;
+    let rows: Vec<(String, Option<String>)> = c
+        .query(
+            "SELECT v, CAST(CONVERT_TZ(ts, @@time_zone, '+00:00') AS CHAR) FROM ex.t ORDER BY id",
+        )
+        .await
+        .unwrap();
+    let kept: Vec<&str> = rows.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(
+        kept,
+        [
+            "kept1",
+            "kept2",
+            "kept3",
+            "kept4",
+            "kept5",
+            "kept6",
+            "kept7",
+            "kept8",
+            "kept9",
+            "kept10",
+            "bin BACKUP STAGE START"
+        ]
+    );
+    assert_eq!(rows[9].1.as_deref(), Some("2020-01-01 00:00:00"));
+}
+
 /// The first column of `sql`'s rows, as integers.
 async fn ids(c: &mut Conn, sql: &str) -> Vec<i64> {
     c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))

@@ -997,9 +997,11 @@ impl ClientSession {
             Target::Primary(..) | Target::Pinned(..) | Target::Replica(..) => {
                 writes::refuse_unreplicable(&c, sql).map_err(Failure::Answer)?;
                 if c.flags.contains(Flags::SQL_PREPARE) {
-                    if let Some(bound) = self.sql_prepared_write(session, &c, route, sql).await? {
+                    if let Some(bound) = self.sql_prepared_in_place(session, &c, route, sql).await?
+                    {
                         // Run the statement itself in place of the EXECUTE: followers have
-                        // no such prepared statement, so only the statement can be logged.
+                        // no such prepared statement, so only the statement can be logged;
+                        // and the session follows what it does to the transaction.
                         let bc = self.ctx.classify_cache.classify(&bound);
                         let payload = [&[COM_QUERY][..], bound.as_bytes()].concat();
                         return Box::pin(self.run_statement(client, session, bc, &bound, &payload))
@@ -1139,8 +1141,9 @@ impl ClientSession {
     }
 
     /// For an EXECUTE or EXECUTE IMMEDIATE whose statement is a replicated write (or
-    /// advances a sequence): that statement with its arguments bound.
-    async fn sql_prepared_write(
+    /// advances a sequence), or one the session must follow (`followed_by_the_session`):
+    /// that statement with its arguments bound.
+    async fn sql_prepared_in_place(
         &mut self,
         session: &mut SessionState,
         c: &Classified,
@@ -1177,7 +1180,7 @@ impl ClientSession {
                 writes::classify_write(&bc, &bound, session).map_err(Failure::Answer)?,
                 WriteClass::Dml | WriteClass::Ddl
             );
-        Ok(replicated.then_some(bound))
+        Ok((replicated || followed_by_the_session(&bc)).then_some(bound))
     }
 
     /// Refuses a trigger, procedure or function whose body inserts into a table with an
@@ -2736,6 +2739,28 @@ pub(super) enum BackendCommand<'a> {
 }
 
 /// Whether a statement's text is nothing but whitespace and semicolons (no comment either).
+/// A statement the session must see run to stay true to its connection, when it comes
+/// inside EXECUTE or EXECUTE IMMEDIATE (the server runs all of these there): it begins,
+/// ends or commits a transaction (whose writes the proxy holds until COMMIT), takes table
+/// locks, or changes the database or a setting that writes are replayed with. Left to the
+/// server: reads, and a nested PREPARE/EXECUTE/DEALLOCATE (which the server refuses).
+fn followed_by_the_session(c: &Classified) -> bool {
+    match c.kind {
+        Kind::Read | Kind::Other | Kind::Empty | Kind::Proxy => false,
+        Kind::Session => !c.flags.contains(Flags::SQL_PREPARE),
+        Kind::Write
+        | Kind::Begin
+        | Kind::Commit
+        | Kind::Rollback
+        | Kind::Savepoint
+        | Kind::Ddl
+        | Kind::Admin
+        | Kind::Call
+        | Kind::Xa
+        | Kind::Lock => true,
+    }
+}
+
 fn only_blanks(sql: &str) -> bool {
     sql.chars().all(|c| c.is_whitespace() || c == ';')
 }

@@ -1266,7 +1266,8 @@ pub fn commits_implicitly(c: &Classified, sql: &str) -> bool {
     }
 }
 
-/// Statements the proxy refuses on the write path because replicas could not follow them.
+/// Statements the proxy refuses on the write path because replicas could not follow them
+/// (or, SHUTDOWN, because they would act on one server behind the client's back).
 pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> {
     if c.kind == Kind::Xa {
         return Err(MysqlError::not_supported(
@@ -1279,6 +1280,17 @@ pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> 
             "sequences are not replicated: NEXTVAL()/SETVAL() would advance the primary's \
              sequence only, and after a failover the new primary would hand out its values \
              again; use an AUTO_INCREMENT column",
+        ));
+    }
+    if c.kind == Kind::Admin
+        && Lexer::new(sql)
+            .next()
+            .is_some_and(|t| t.tok.is_word("SHUTDOWN"))
+    {
+        // The client sees one server; this would stop whichever is the primary now.
+        return Err(MysqlError::not_supported(
+            "SHUTDOWN through the proxy would stop the shard's primary (and a failover would \
+             follow); stop a server on its host or through its own port, or stop the proxy",
         ));
     }
     // CHANGE MASTER and START SLAVE classify as Admin: the check stays off the path of

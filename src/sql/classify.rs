@@ -769,6 +769,8 @@ fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
             *flags |= Flags::SIDE_EFFECTS;
             Kind::Read
         }
+        // LOAD INDEX INTO CACHE preloads a MyISAM key cache: the server's own, no write.
+        "LOAD" if w(1) == "INDEX" => Kind::Other,
         "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" => Kind::Write,
         // An anonymous compound statement runs like a procedure call.
         "BEGIN" if w(1) == "NOT" && w(2) == "ATOMIC" => Kind::Call,
@@ -795,7 +797,9 @@ fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
         "LOCK" | "UNLOCK" => Kind::Lock,
         "SIGNAL" | "RESIGNAL" | "HANDLER" => Kind::Other,
         "GRANT" | "REVOKE" | "FLUSH" | "KILL" | "ANALYZE" | "OPTIMIZE" | "CHECK" | "REPAIR"
-        | "PURGE" | "RESET" | "INSTALL" | "UNINSTALL" | "SHUTDOWN" | "BINLOG" | "CHANGE" => {
+        | "PURGE" | "RESET" | "INSTALL" | "UNINSTALL" | "SHUTDOWN" | "BINLOG" | "CHANGE"
+        // BACKUP STAGE / BACKUP LOCK commit the open transaction, as FLUSH does.
+        | "BACKUP" => {
             Kind::Admin
         }
         _ => Kind::Other,
@@ -1037,6 +1041,12 @@ mod tests {
         );
         assert_eq!(k("EXPLAIN SELECT 1"), Kind::Read);
         assert_eq!(k("/* only a comment */"), Kind::Empty);
+        // These commit the open transaction on the server, as FLUSH does.
+        assert_eq!(k("BACKUP STAGE START"), Kind::Admin);
+        assert_eq!(k("backup lock t"), Kind::Admin);
+        // Not LOAD DATA: a key-cache preload that writes nothing.
+        assert_eq!(k("LOAD INDEX INTO CACHE t"), Kind::Other);
+        assert_eq!(k("LOAD DATA LOCAL INFILE 'f' INTO TABLE t"), Kind::Write);
     }
 
     #[test]
