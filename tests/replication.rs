@@ -170,8 +170,14 @@ async fn three_replicas_stay_identical_through_a_follower_kill() {
     // The follower returns and catches up from the log.
     c3.restart();
     assert_identical(&[&a, &b, &c3]).await;
-    // The proxy shows every replica applying, with Cabinet weights.
+    // The proxy shows every replica applying, with Cabinet weights (once the health probes
+    // saw the follower back: its data may have caught up a probe interval earlier).
     let mut admin = connect(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replica_states(&mut admin).await[2] != "applying" {
+        assert!(Instant::now() < deadline, "{:?}", replica_states(&mut admin).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let rows: Vec<(u32, u32, String, String)> = admin
         .query("SHOW PROXY REPLICATION")
         .await
@@ -2922,6 +2928,29 @@ async fn transaction_statements_inside_execute_act_on_every_replica() {
             "EXECUTE IMMEDIATE 'USE ex'",
             "INSERT INTO t (v) VALUES ('kept9')",
         ],
+        // The chained transaction is the primary's next one: its ROLLBACK takes it back.
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('chained1')",
+            "COMMIT AND CHAIN",
+            "INSERT INTO ex.t (v) VALUES ('rolled6')",
+            "ROLLBACK",
+        ],
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('chained2')",
+            "EXECUTE IMMEDIATE 'COMMIT AND CHAIN'",
+            "INSERT INTO ex.t (v) VALUES ('rolled7')",
+            "ROLLBACK",
+        ],
+        &[
+            "SET completion_type = 1",
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('chained3')",
+            "COMMIT AND NO CHAIN",
+            "INSERT INTO ex.t (v) VALUES ('unchained')",
+            "ROLLBACK",
+        ],
         &[
             "EXECUTE IMMEDIATE 'SET time_zone = ''+05:00'''",
             "INSERT INTO ex.t (v, ts) VALUES ('kept10', '2020-01-01 05:00:00')",
@@ -2954,6 +2983,20 @@ async fn transaction_statements_inside_execute_act_on_every_replica() {
         let err = s.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&err), 1235, "{sql}: {err}");
     }
+    // COMMIT RELEASE commits, answers, then ends the session, as MySQL's does.
+    run_all(
+        &mut s,
+        &[
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('released')",
+            "COMMIT RELEASE",
+        ],
+    )
+    .await;
+    assert!(
+        s.query_drop("SELECT 1").await.is_err(),
+        "the session outlived COMMIT RELEASE"
+    );
     assert_replicas_identical(&dbs, &mut c, &["ex.t"]).await;
     let rows: Vec<(String, Option<String>)> = c
         .query(
@@ -2974,11 +3017,16 @@ async fn transaction_statements_inside_execute_act_on_every_replica() {
             "kept7",
             "kept8",
             "kept9",
+            "chained1",
+            "chained2",
+            "chained3",
+            "unchained",
             "kept10",
-            "bin BACKUP STAGE START"
+            "bin BACKUP STAGE START",
+            "released"
         ]
     );
-    assert_eq!(rows[9].1.as_deref(), Some("2020-01-01 00:00:00"));
+    assert_eq!(rows[13].1.as_deref(), Some("2020-01-01 00:00:00"));
 }
 
 /// The first column of `sql`'s rows, as integers.

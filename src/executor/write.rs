@@ -620,11 +620,16 @@ pub async fn send_wal_row(
 /// time. Rolled back instead, the primary is repaired from the log like any primary whose
 /// COMMIT failed. It costs no round trip: the rows were sent before the quorum wait and
 /// have answered by the time it ends.
+///
+/// `commit` is the statement that commits: the client's own COMMIT (`COMMIT AND CHAIN`
+/// opens the next transaction there, `AND NO CHAIN` overrides `completion_type`), or
+/// `COMMIT` for a transaction that ends implicitly.
 pub async fn commit_on_primary(
     conn: &mut BackendConn,
     ts: u64,
     wal_answers: usize,
     unwrap_transaction: bool,
+    commit: &str,
     deprecate_eof: bool,
 ) -> io::Result<(ResponseSummary, Vec<u8>)> {
     let mut failed = None;
@@ -643,7 +648,7 @@ pub async fn commit_on_primary(
     // A wrapped autocommit write commits by turning autocommit back on (the server commits
     // the open transaction then, and reports a failure to): one command, not two.
     if !queue_reset_after(conn, unwrap_transaction) {
-        conn.stream.queue_packet(0, &query("COMMIT"));
+        conn.stream.queue_packet(0, &query(commit));
     }
     conn.stream.flush().await?;
     buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await

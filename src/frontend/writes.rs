@@ -664,7 +664,7 @@ impl ClientSession {
                     statements: vec![stmt],
                 }
                 .encode();
-                self.log_and_commit(session, c, shard, payload, true)
+                self.log_and_commit(session, c, shard, payload, true, "COMMIT")
                     .await?;
                 let status = (summary.status.unwrap_or(0)
                     & !StatusFlags::SERVER_STATUS_IN_TRANS.bits())
@@ -689,7 +689,7 @@ impl ClientSession {
                     statements: session.pending.take(),
                 }
                 .encode();
-                self.log_and_commit(session, c, shard, payload, false)
+                self.log_and_commit(session, c, shard, payload, false, "COMMIT")
                     .await?;
             }
             Some(stmt) => {
@@ -779,8 +779,9 @@ impl ClientSession {
         .map(|_| ())
     }
 
-    /// Sequences `payload`, waits for the quorum, then commits on the primary. On failure
-    /// before the log has the record, the primary's transaction is rolled back.
+    /// Sequences `payload`, waits for the quorum, then commits on the primary with `commit`
+    /// (see `commit_on_primary`). On failure before the log has the record, the primary's
+    /// transaction is rolled back.
     async fn log_and_commit(
         &mut self,
         session: &mut SessionState,
@@ -788,6 +789,7 @@ impl ClientSession {
         shard: ShardId,
         payload: Vec<u8>,
         unwrap: bool,
+        commit: &str,
     ) -> Result<(ResponseSummary, Vec<u8>), Failure> {
         self.served = Some(crate::digests::Served::Primary);
         let log = self.shard_log(shard)?;
@@ -839,11 +841,18 @@ impl ClientSession {
             tracing::warn!(shard = shard.0, ts, error = %e, "quorum wait timed out; finishing in the background");
             if let Some(mut h) = self.held.take() {
                 let log = log.clone();
+                let commit = commit.to_owned();
                 tokio::spawn(async move {
                     while log.await_quorum(ts, &snapshot).await.is_err() {}
-                    match commit_on_primary(&mut h.conn, ts, wal_answers, unwrap, deprecate_eof)
-                        .await
-                    {
+                    let done = commit_on_primary(
+                        &mut h.conn,
+                        ts,
+                        wal_answers,
+                        unwrap,
+                        &commit,
+                        deprecate_eof,
+                    );
+                    match done.await {
                         Ok(_) => log.primary_done(ts),
                         Err(_) => log.primary_failed(ts, executed_on),
                     }
@@ -861,9 +870,19 @@ impl ClientSession {
         let mut down = held.down.clone();
         // The COMMIT owns its connection, so that if the primary hangs it can be left to
         // finish in the background (below) rather than dropped half-way.
+        // Owned: the COMMIT may be left to finish in a task of its own.
+        let commit_text = commit.to_owned();
         let mut commit = Box::pin(async move {
             let mut held = held;
-            let r = commit_on_primary(&mut held.conn, ts, wal_answers, unwrap, deprecate_eof).await;
+            let r = commit_on_primary(
+                &mut held.conn,
+                ts,
+                wal_answers,
+                unwrap,
+                &commit_text,
+                deprecate_eof,
+            )
+            .await;
             (r, held)
         });
         let finished = tokio::select! {
@@ -917,6 +936,7 @@ impl ClientSession {
         session: &mut SessionState,
         c: &Classified,
         route: Route,
+        commit: &str,
     ) -> Result<(), Failure> {
         let shard = route_shard(route);
         self.hold_for(session, route).await?;
@@ -926,7 +946,7 @@ impl ClientSession {
         }
         .encode();
         let (summary, raw) = self
-            .log_and_commit(session, c, shard, payload, false)
+            .log_and_commit(session, c, shard, payload, false, commit)
             .await?;
         if let Some(client) = client {
             client.queue_raw(&raw);
@@ -955,11 +975,22 @@ impl ClientSession {
             return Ok(false);
         }
         if c.kind == Kind::Commit {
-            self.commit_pending(Some(client), session, c, route).await?;
+            // The client's own COMMIT: it may chain the next transaction, or release.
+            self.commit_pending(Some(client), session, c, route, sql)
+                .await?;
+            if crate::sql::classify::commit_releases(sql) {
+                // MySQL ends the session after answering; the primary's connection is
+                // closed by its server already.
+                self.held = None;
+                return Err(Failure::Client(std::io::Error::other(
+                    "the client's COMMIT … RELEASE ended the session",
+                )));
+            }
             return Ok(true);
         }
         if commits_implicitly(c, sql) {
-            self.commit_pending::<S>(None, session, c, route).await?;
+            self.commit_pending::<S>(None, session, c, route, "COMMIT")
+                .await?;
         }
         Ok(false)
     }
@@ -987,7 +1018,8 @@ impl ClientSession {
         }
         if !session.pending.is_empty() {
             // DDL commits the open transaction implicitly, as on MySQL.
-            self.commit_pending::<S>(None, session, c, route).await?;
+            self.commit_pending::<S>(None, session, c, route, "COMMIT")
+                .await?;
         }
         // Its own transaction just ended: it must not wait for itself.
         self.open_write = None;

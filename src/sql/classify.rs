@@ -939,6 +939,18 @@ pub fn plain_transaction_control(sql: &str) -> Option<Kind> {
     }
 }
 
+/// A COMMIT that ends the session after it (`COMMIT RELEASE`, not `COMMIT NO RELEASE`).
+pub fn commit_releases(sql: &str) -> bool {
+    let mut prev_no = false;
+    for t in Lexer::new(sql) {
+        if t.tok.is_word("RELEASE") && !prev_no {
+            return true;
+        }
+        prev_no = t.tok.is_word("NO");
+    }
+    false
+}
+
 /// Statements that change data through a replication stream of the server's own (a
 /// replication channel pointed at another server): what they write never passes through the
 /// proxy's log, so it would land on the primary alone. The answer names what it is. (BINLOG
@@ -1333,6 +1345,10 @@ mod tests {
         assert_eq!(p("START TRANSACTION WITH CONSISTENT SNAPSHOT"), None);
         assert_eq!(p("BEGIN NOT ATOMIC SELECT 1; END"), None);
         assert_eq!(p("COMMIT AND CHAIN"), None);
+        assert!(commit_releases("COMMIT RELEASE"));
+        assert!(commit_releases("commit work and no chain release"));
+        assert!(!commit_releases("COMMIT NO RELEASE"));
+        assert!(!commit_releases("COMMIT AND CHAIN"));
         assert_eq!(p("ROLLBACK TO SAVEPOINT a"), None);
         assert_eq!(p("COMMIT;"), None);
         assert_eq!(
