@@ -175,7 +175,11 @@ async fn three_replicas_stay_identical_through_a_follower_kill() {
     let mut admin = connect(&url).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while replica_states(&mut admin).await[2] != "applying" {
-        assert!(Instant::now() < deadline, "{:?}", replica_states(&mut admin).await);
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            replica_states(&mut admin).await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rows: Vec<(u32, u32, String, String)> = admin
@@ -3027,6 +3031,111 @@ async fn transaction_statements_inside_execute_act_on_every_replica() {
         ]
     );
     assert_eq!(rows[13].1.as_deref(), Some("2020-01-01 00:00:00"));
+}
+
+/// A deadlock on a locking read (not a write) inside a transaction rolls the whole
+/// transaction back on the primary, and so does a lock wait timeout under
+/// `innodb_rollback_on_timeout`. The proxy kept the transaction's earlier writes and logged
+/// them at the client's COMMIT: the followers got rows the primary had dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_the_primary_rolled_back_on_an_error_leaves_no_record() {
+    common::init_tracing();
+    let mut dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    dbs[0].restart_with(&["--innodb-rollback-on-timeout=1"]);
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE dl",
+            "CREATE TABLE dl.k (id INT PRIMARY KEY)",
+            "CREATE TABLE dl.t (id INT PRIMARY KEY)",
+            "INSERT INTO dl.k VALUES (1), (2)",
+        ],
+    )
+    .await;
+    for binary in [false, true] {
+        let base = if binary { 1000 } else { 0 };
+        let mut victim = connect(&proxy.url(None)).await;
+        let mut other = connect(&proxy.url(None)).await;
+        // The victim is the transaction with fewer changes: one row against fifty.
+        run_all(&mut victim, &["BEGIN"]).await;
+        victim
+            .query_drop(format!("INSERT INTO dl.t VALUES ({})", base + 1))
+            .await
+            .unwrap();
+        run_all(
+            &mut victim,
+            &["SELECT id FROM dl.k WHERE id = 1 FOR UPDATE"],
+        )
+        .await;
+        let rows: Vec<String> = (0..50).map(|i| format!("({})", base + 100 + i)).collect();
+        run_all(
+            &mut other,
+            &[
+                "BEGIN",
+                &format!("INSERT INTO dl.t VALUES {}", rows.join(", ")),
+                "SELECT id FROM dl.k WHERE id = 2 FOR UPDATE",
+            ],
+        )
+        .await;
+        let waiting = tokio::spawn(async move {
+            run_all(
+                &mut other,
+                &["SELECT id FROM dl.k WHERE id = 1 FOR UPDATE", "COMMIT"],
+            )
+            .await;
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let locking = "SELECT id FROM dl.k WHERE id = 2 FOR UPDATE";
+        let err = if binary {
+            victim.exec_drop(locking, ()).await.unwrap_err()
+        } else {
+            victim.query_drop(locking).await.unwrap_err()
+        };
+        assert_eq!(server_code(&err), 1213, "{err}");
+        waiting.await.unwrap();
+        // Nothing of the victim's is left to commit.
+        victim.query_drop("COMMIT").await.unwrap();
+        victim
+            .query_drop(format!("INSERT INTO dl.t VALUES ({})", base + 2))
+            .await
+            .unwrap();
+    }
+    // A lock wait timeout, on a locking read and on a write.
+    let mut holder = connect(&proxy.url(None)).await;
+    run_all(
+        &mut holder,
+        &["BEGIN", "SELECT id FROM dl.k WHERE id = 1 FOR UPDATE"],
+    )
+    .await;
+    for (n, waits) in [
+        (3, "SELECT id FROM dl.k WHERE id = 1 FOR UPDATE"),
+        (4, "UPDATE dl.k SET id = 5 WHERE id = 1"),
+    ] {
+        let mut s = connect(&proxy.url(None)).await;
+        run_all(
+            &mut s,
+            &[
+                "SET innodb_lock_wait_timeout = 1",
+                "BEGIN",
+                &format!("INSERT INTO dl.t VALUES ({n})"),
+            ],
+        )
+        .await;
+        let err = s.query_drop(waits).await.unwrap_err();
+        assert_eq!(server_code(&err), 1205, "{err}");
+        run_all(&mut s, &["COMMIT"]).await;
+    }
+    run_all(&mut holder, &["COMMIT"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["dl.t", "dl.k"]).await;
+    let ids: Vec<i64> = c
+        .query("SELECT id FROM dl.t WHERE id < 100 OR id BETWEEN 1000 AND 1099 ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(ids, [2, 1002]);
+    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM dl.t").await.unwrap();
+    assert_eq!(n, Some(2 * 51));
 }
 
 /// The first column of `sql`'s rows, as integers.

@@ -1114,6 +1114,10 @@ impl ClientSession {
                     session.table_locks_cover_log = rewritten.is_some();
                 }
                 self.after_forwarded(session, &c, sql, summary.error.is_none());
+                if let Some(e) = &summary.error {
+                    // A locking read that deadlocked ended the transaction.
+                    self.forget_rolled_back(session, &c, route, e.code).await?;
+                }
                 if c.flags.contains(Flags::SQL_PREPARE) {
                     self.note_sql_prepare(session, &c, route, sql, summary.error.is_none())
                         .await?;
@@ -2613,6 +2617,10 @@ impl ClientSession {
             &stmt.sql,
             summary.error.is_none(),
         );
+        if let Some(e) = &summary.error {
+            self.forget_rolled_back(session, &stmt.classified, route, e.code)
+                .await?;
+        }
         Ok(())
     }
 }

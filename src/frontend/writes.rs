@@ -736,10 +736,8 @@ impl ClientSession {
                     }
                     summary.status = Some(StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits());
                 }
-                if summary.error.as_ref().is_some_and(|e| e.code == 1213) {
-                    // A deadlock rolls the whole transaction back on the server.
-                    session.pending.clear();
-                    session.savepoints.clear();
+                if let Some(e) = &summary.error {
+                    self.forget_rolled_back(session, c, route, e.code).await?;
                 }
                 if raw.is_empty() {
                     if let Some(e) = summary.error.clone() {
@@ -1235,6 +1233,33 @@ impl ClientSession {
 
     /// Bookkeeping after a statement the session forwarded normally: savepoints, rollbacks,
     /// temporary tables.
+    /// After a server error in the session's transaction: the writes held for its record
+    /// are dropped if the server rolled the whole transaction back. A deadlock always does;
+    /// some errors do at times (`may_roll_back_the_transaction`), and then the primary says
+    /// whether its transaction is still open. Kept, the writes the primary dropped would
+    /// reach the followers at COMMIT.
+    pub(super) async fn forget_rolled_back(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        code: u16,
+    ) -> Result<(), Failure> {
+        let rolled_back = code == 1213
+            || may_roll_back_the_transaction(code)
+                && !session.pending.is_empty()
+                && self
+                    .select_value(session, c, route, "@@in_transaction")
+                    .await?
+                    .as_deref()
+                    == Some("0");
+        if rolled_back {
+            session.pending.clear();
+            session.savepoints.clear();
+        }
+        Ok(())
+    }
+
     pub(super) fn after_forwarded(
         &self,
         session: &mut SessionState,
@@ -1277,6 +1302,13 @@ impl ClientSession {
             _ => {}
         }
     }
+}
+
+/// Server errors after which InnoDB may have rolled back the whole transaction rather than
+/// the statement, depending on the server's settings or state: a lock wait timeout (with
+/// `innodb_rollback_on_timeout`), a full lock table, too many concurrent transactions.
+fn may_roll_back_the_transaction(code: u16) -> bool {
+    matches!(code, 1205 | 1206 | 1637)
 }
 
 /// Statements that commit an open transaction implicitly (MySQL's list, as far as the
