@@ -1230,8 +1230,12 @@ impl ClientSession {
         let verdict = match self.ctx.call_checks.get(&key).map(|v| v.clone()) {
             Some(v) => v,
             None => {
+                // information_schema, not mysql.proc: reading that Aria table inside the
+                // client's transaction makes every later SAVEPOINT in it fail with 1178
+                // (the procedure's own, or the client's).
                 let lookup = format!(
-                    "(SELECT body FROM mysql.proc WHERE db = {} AND name = {} AND type = 'PROCEDURE')",
+                    "(SELECT ROUTINE_DEFINITION FROM information_schema.ROUTINES \
+                     WHERE ROUTINE_SCHEMA = {} AND ROUTINE_NAME = {} AND ROUTINE_TYPE = 'PROCEDURE')",
                     crate::sql::quote_string(&db),
                     crate::sql::quote_string(&name)
                 );

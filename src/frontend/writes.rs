@@ -1235,9 +1235,10 @@ impl ClientSession {
     /// temporary tables.
     /// After a server error in the session's transaction: the writes held for its record
     /// are dropped if the server rolled the whole transaction back. A deadlock always does;
-    /// some errors do at times (`may_roll_back_the_transaction`), and then the primary says
-    /// whether its transaction is still open. Kept, the writes the primary dropped would
-    /// reach the followers at COMMIT.
+    /// some errors do at times (`may_roll_back_the_transaction`), and so may a failed CALL
+    /// (an exit handler's `ROLLBACK; RESIGNAL`): then the primary says whether its
+    /// transaction is still open. Kept, the writes the primary dropped would reach the
+    /// followers at COMMIT.
     pub(super) async fn forget_rolled_back(
         &mut self,
         session: &mut SessionState,
@@ -1246,7 +1247,7 @@ impl ClientSession {
         code: u16,
     ) -> Result<(), Failure> {
         let rolled_back = code == 1213
-            || may_roll_back_the_transaction(code)
+            || (may_roll_back_the_transaction(code) || c.kind == Kind::Call)
                 && !session.pending.is_empty()
                 && self
                     .select_value(session, c, route, "@@in_transaction")

@@ -4,7 +4,8 @@
 //! random seeds) and the primary's affected-row count to compare against.
 //!
 //! Encoding is a small versioned binary format (the WAL and `myquorum.wal` hold it).
-//! Pure: no I/O. Owns: `Record`, `Statement`. May import: std.
+//! Pure: no I/O. Owns: `Record`, `Statement`. May import: std, sql::classify (what a
+//! statement's text runs).
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
@@ -41,6 +42,16 @@ pub struct Statement {
 }
 
 impl Statement {
+    /// Runs a stored program (`sql::classify::runs_a_program`), which may end the
+    /// transaction it runs in.
+    pub fn runs_a_program(&self) -> bool {
+        match &self.body {
+            Body::Text(t) => crate::sql::classify::runs_a_program(&String::from_utf8_lossy(t)),
+            Body::Prepared { sql, .. } => crate::sql::classify::runs_a_program(sql),
+            Body::LoadData { .. } => false,
+        }
+    }
+
     /// About the bytes it takes in a record (its body, settings and schema; the fixed fields
     /// counted roughly): what bounds a transaction's record before it is encoded.
     pub fn record_bytes(&self) -> usize {

@@ -8,7 +8,7 @@
 //! Owns: a replica connection's replay state. May import: backend (connection, pool),
 //! protocol, replication::{record, checksum (its table), applier::connect (a second
 //! connection to the same server)}, sql::{replicated_settings (the baseline every context
-//! starts from), quote_identifier}.
+//! starts from), quote_identifier, classify::runs_a_program (through `Statement`)}.
 
 use super::record::{Body, Record, RecordKind, Statement};
 use super::wal_table::{self, WalRows};
@@ -644,13 +644,23 @@ impl Replayer {
             let mut cmds = vec![(query(BATCH_BEGIN), Expect::Ok(BATCH_BEGIN))];
             let mut j = i;
             let mut queued = Ok(());
+            // A record that runs a stored program goes in a batch of its own: a ROLLBACK or
+            // COMMIT inside the program ended the primary session's transaction only, and
+            // here would end the other records' too (a ROLLBACK dropped them, silently).
+            let runs_a_program =
+                |rec: &Record| rec.statements.iter().any(Statement::runs_a_program);
+            let first_alone = runs_a_program(&rec);
             while j < entries.len() {
                 let rec = if j == i {
                     rec.clone()
                 } else {
                     decode(&entries[j])?
                 };
-                if rec.kind == RecordKind::Ddl || (j > i && self.dropped_schema_of(&rec).is_some())
+                if rec.kind == RecordKind::Ddl
+                    || (j > i
+                        && (first_alone
+                            || runs_a_program(&rec)
+                            || self.dropped_schema_of(&rec).is_some()))
                 {
                     break;
                 }

@@ -365,6 +365,19 @@ pub fn sets_non_innodb_default_engine(sql: &str) -> Option<String> {
     None
 }
 
+/// A CALL or an anonymous compound statement (`BEGIN NOT ATOMIC … END`), maybe behind
+/// `SET STATEMENT … FOR`: a program whose statements may COMMIT, ROLLBACK or start a
+/// transaction, ending whichever transaction its connection had open.
+pub fn runs_a_program(sql: &str) -> bool {
+    let sql = set_statement_target(sql).unwrap_or(sql);
+    let mut words = Lexer::new(sql).map(|t| t.tok);
+    match words.next() {
+        Some(w) if w.is_word("CALL") => true,
+        Some(w) if w.is_word("BEGIN") => words.next().is_some_and(|n| n.is_word("NOT")),
+        _ => false,
+    }
+}
+
 /// `SET STATEMENT var = value [, …] FOR <statement>` (MariaDB): the statement it runs.
 pub(crate) fn set_statement_target(sql: &str) -> Option<&str> {
     let mut toks = Lexer::new(sql);
@@ -811,6 +824,11 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
     let mut prev: Option<Tok<'_>> = None;
     let mut prev2: Option<Tok<'_>> = None;
     let mut stmt_first: Option<Tok<'_>> = None;
+    // Tokens of the current statement before this one.
+    let mut pos = 0usize;
+    // In a stored program's body (`CREATE PROCEDURE … BEGIN …; …; END`): its `;` end no
+    // statement of the text, and its statements are not the text's own.
+    let mut body = false;
     let mut prev_span: Option<crate::sql::lexer::Spanned<'_>> = None;
     for t in Lexer::new(sql) {
         let account_host = prev_span.is_some_and(|p| crate::sql::lexer::is_account_host(&p, &t));
@@ -858,12 +876,15 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                 // Only the statement's own `CREATE [OR REPLACE] TEMPORARY` / `DROP TEMPORARY`:
                 // TEMPORARY is not reserved, so a column may be named so (`ALTER TABLE t DROP
                 // temporary`), and such a DDL must still be replicated.
+                // A program's body may create its own (`BEGIN CREATE TEMPORARY TABLE …`):
+                // that does not make the program's definition a temporary table's.
                 if w.eq_ignore_ascii_case("TEMPORARY")
-                    && (prev.is_some_and(|p| p.is_word("CREATE"))
-                        || prev.is_some_and(|p| p.is_word("REPLACE"))
+                    && !body
+                    && (pos == 1 && prev.is_some_and(|p| p.is_word("CREATE") || p.is_word("DROP"))
+                        || pos == 3
+                            && prev.is_some_and(|p| p.is_word("REPLACE"))
                             && prev2.is_some_and(|p| p.is_word("OR"))
-                        || prev.is_some_and(|p| p.is_word("DROP"))
-                            && stmt_first.is_some_and(|f| f.is_word("DROP")))
+                            && stmt_first.is_some_and(|f| f.is_word("CREATE")))
                 {
                     *flags |= Flags::TEMP_TABLE;
                 } else if w.eq_ignore_ascii_case("FOR")
@@ -907,10 +928,26 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                 if first {
                     stmt_first = Some(t.tok);
                 }
+                if !body
+                    && pos < 16
+                    && stmt_first.is_some_and(|f| f.is_word("CREATE"))
+                    && ["PROCEDURE", "FUNCTION", "TRIGGER", "EVENT", "PACKAGE"]
+                        .iter()
+                        .any(|o| w.eq_ignore_ascii_case(o))
+                {
+                    body = true;
+                }
             }
-            Tok::Punct(';') => stmt_first = None,
+            Tok::Punct(';') if !body => {
+                stmt_first = None;
+                pos = 0;
+                prev2 = None;
+                prev = None;
+                continue;
+            }
             _ => {}
         }
+        pos += 1;
         prev2 = prev;
         prev = Some(t.tok);
     }
@@ -1059,6 +1096,21 @@ mod tests {
         // Not LOAD DATA: a key-cache preload that writes nothing.
         assert_eq!(k("LOAD INDEX INTO CACHE t"), Kind::Other);
         assert_eq!(k("LOAD DATA LOCAL INFILE 'f' INTO TABLE t"), Kind::Write);
+        for program in [
+            "CALL p()",
+            "call db.p(1)",
+            "BEGIN NOT ATOMIC ROLLBACK; END",
+            "SET STATEMENT max_statement_time = 1 FOR CALL p()",
+        ] {
+            assert!(runs_a_program(program), "{program}");
+        }
+        for other in [
+            "BEGIN",
+            "INSERT INTO calls VALUES (1)",
+            "SET STATEMENT a = 1 FOR SELECT 1",
+        ] {
+            assert!(!runs_a_program(other), "{other}");
+        }
     }
 
     #[test]
@@ -1305,6 +1357,7 @@ mod tests {
             "DROP TEMPORARY TABLE IF EXISTS t",
             // MariaDB's whitespace includes vertical tab and form feed.
             "CREATE\x0bTEMPORARY\x0cTABLE t (a INT)",
+            "SELECT 1; CREATE TEMPORARY TABLE t (a INT)",
         ] {
             assert!(classify(temp).flags.contains(Flags::TEMP_TABLE), "{temp}");
         }
@@ -1314,6 +1367,11 @@ mod tests {
             "ALTER TABLE t DROP temporary",
             "ALTER TABLE t ADD COLUMN temporary INT",
             "UPDATE t SET temporary = 1",
+            // A program whose body makes a temporary table is a regular definition (it
+            // was kept on the primary only, and the followers never had the procedure).
+            "CREATE PROCEDURE p() BEGIN CREATE TEMPORARY TABLE tt (a INT); DROP TEMPORARY TABLE tt; END",
+            "CREATE PROCEDURE p() BEGIN SELECT 1; CREATE TEMPORARY TABLE tt (a INT); END",
+            "CREATE DEFINER = CURRENT_USER PROCEDURE p() CREATE TEMPORARY TABLE tt (a INT)",
         ] {
             assert!(
                 !classify(regular).flags.contains(Flags::TEMP_TABLE),
