@@ -2750,7 +2750,6 @@ pub(super) enum BackendCommand<'a> {
     Execute { sql: &'a Arc<str>, body: &'a [u8] },
 }
 
-/// Whether a statement's text is nothing but whitespace and semicolons (no comment either).
 /// A statement the session must see run to stay true to its connection, when it comes
 /// inside EXECUTE or EXECUTE IMMEDIATE (the server runs all of these there): it begins,
 /// ends or commits a transaction (whose writes the proxy holds until COMMIT), takes table
@@ -2773,6 +2772,7 @@ fn followed_by_the_session(c: &Classified) -> bool {
     }
 }
 
+/// Whether a statement's text is nothing but whitespace and semicolons (no comment either).
 fn only_blanks(sql: &str) -> bool {
     sql.chars().all(|c| c.is_whitespace() || c == ';')
 }

@@ -866,9 +866,8 @@ impl ClientSession {
         };
         let started = std::time::Instant::now();
         let mut down = held.down.clone();
-        // The COMMIT owns its connection, so that if the primary hangs it can be left to
-        // finish in the background (below) rather than dropped half-way.
-        // Owned: the COMMIT may be left to finish in a task of its own.
+        // The COMMIT owns its connection (and its text), so that if the primary hangs it can
+        // be left to finish in the background (below) rather than dropped half-way.
         let commit_text = commit.to_owned();
         let mut commit = Box::pin(async move {
             let mut held = held;
@@ -973,13 +972,18 @@ impl ClientSession {
             return Ok(false);
         }
         if c.kind == Kind::Commit {
-            // The client's own COMMIT: it may chain the next transaction, or release.
-            self.commit_pending(Some(client), session, c, route, sql)
+            // The client's own COMMIT runs on the primary: it may chain the next transaction
+            // there. One that releases ends the client's session after its answer, as
+            // MySQL's does, but not the primary connection (it may go back to the pool).
+            let releases = crate::sql::classify::commit_releases(sql);
+            let commit = if releases {
+                "COMMIT AND NO CHAIN NO RELEASE"
+            } else {
+                sql
+            };
+            self.commit_pending(Some(client), session, c, route, commit)
                 .await?;
-            if crate::sql::classify::commit_releases(sql) {
-                // MySQL ends the session after answering; the primary's connection is
-                // closed by its server already.
-                self.held = None;
+            if releases {
                 return Err(Failure::Client(std::io::Error::other(
                     "the client's COMMIT … RELEASE ended the session",
                 )));
@@ -1231,8 +1235,6 @@ impl ClientSession {
         Ok(Some([&command[..1], hashed.as_bytes()].concat()))
     }
 
-    /// Bookkeeping after a statement the session forwarded normally: savepoints, rollbacks,
-    /// temporary tables.
     /// After a server error in the session's transaction: the writes held for its record
     /// are dropped if the server rolled the whole transaction back. A deadlock always does;
     /// some errors do at times (`may_roll_back_the_transaction`), and so may a failed CALL
@@ -1261,6 +1263,8 @@ impl ClientSession {
         Ok(())
     }
 
+    /// Bookkeeping after a statement the session forwarded normally: savepoints, rollbacks,
+    /// temporary tables.
     pub(super) fn after_forwarded(
         &self,
         session: &mut SessionState,
