@@ -173,8 +173,9 @@ pub fn ddl_error_changed_nothing(code: u16) -> bool {
             | 1290 | 1792 // read-only server or transaction
             // The session's state forbids it, checked before it runs: LOCK TABLES in force
             // (a table not locked, or locked for READ), an open transaction where none may
-            // be, a global read lock, an active XA transaction, inside a stored function.
-            | 1099 | 1100 | 1192 | 1223 | 1399 | 1422
+            // be, a global read lock, an active XA transaction, inside a stored function,
+            // the session's own BACKUP STAGE.
+            | 1099 | 1100 | 1192 | 1223 | 1399 | 1422 | 4145
     )
 }
 
@@ -1065,7 +1066,9 @@ mod tests {
 
     #[test]
     fn ddl_errors_that_changed_nothing_on_the_primary() {
-        for refused in [1142, 1064, 1046, 1205, 1213, 1317, 1969, 1290, 1100, 1192] {
+        for refused in [
+            1142, 1064, 1046, 1205, 1213, 1317, 1969, 1290, 1100, 1192, 4145,
+        ] {
             assert!(ddl_error_changed_nothing(refused), "{refused}");
         }
         // Table exists / unknown table: a DROP TABLE a, b that drops a and fails on b

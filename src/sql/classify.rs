@@ -474,7 +474,15 @@ pub fn classify(sql: &str) -> Classified {
             }
             let n = split_statements(sql).len();
             let kind = keyword_kind(sql, &mut flags);
-            (kind, Vec::new(), n)
+            // Whether a DDL names one of the session's temporary tables decides if it is
+            // replicated at all, so a DDL the parser does not take (MariaDB's `ADD COLUMN
+            // IF NOT EXISTS`) still gets its tables, by keywords.
+            let tables = if kind == Kind::Ddl && n == 1 {
+                ddl_tables_by_keywords(sql)
+            } else {
+                Vec::new()
+            };
+            (kind, tables, n)
         }
     };
     if statements > 1 {
@@ -639,8 +647,15 @@ fn created_temporary_by_keywords(sql: &str) -> Option<String> {
     if rest.peek().is_some_and(|t| t.is_word("IF")) {
         rest.nth(2); // IF NOT EXISTS
     }
+    read_table_name(&mut rest)
+}
+
+/// A `[db.]name` at the front of `toks`, as written; the token after it stays in `toks`.
+fn read_table_name<'a, 't: 'a>(
+    toks: &mut std::iter::Peekable<impl Iterator<Item = &'a Tok<'t>>>,
+) -> Option<String> {
     let mut name = String::new();
-    for t in rest {
+    while let Some(t) = toks.peek() {
         match t {
             Tok::Word(w) if name.is_empty() || name.ends_with('.') => name.push_str(w),
             // (The lexer keeps a quoted name's doubled backticks.)
@@ -650,8 +665,72 @@ fn created_temporary_by_keywords(sql: &str) -> Option<String> {
             Tok::Punct('.') if !name.is_empty() => name.push('.'),
             _ => break,
         }
+        toks.next();
     }
     (!name.is_empty()).then_some(name)
+}
+
+/// The tables of a table DDL the parser does not take, read by keywords: `ALTER [ONLINE]
+/// [IGNORE] TABLE [IF EXISTS] t`, `TRUNCATE [TABLE] t`, `DROP [TEMPORARY] TABLE [IF
+/// EXISTS] t[, …]`, `RENAME TABLE a TO b[, …]`, `CREATE … INDEX … ON t`, `DROP INDEX … ON
+/// t`, `CREATE [OR REPLACE] TABLE [IF NOT EXISTS] t … [LIKE s]`. Empty for anything else.
+fn ddl_tables_by_keywords(sql: &str) -> Vec<String> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).take(64).collect();
+    let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(w));
+    let mut tables = Vec::new();
+    // Names read from position `at`, each after IF [NOT] EXISTS, separated by `sep`.
+    let mut names_from = |mut at: usize, list: bool| loop {
+        if word(at, "IF") {
+            at += if word(at + 1, "NOT") { 3 } else { 2 };
+        }
+        let mut rest = toks[at.min(toks.len())..].iter().peekable();
+        let Some(name) = read_table_name(&mut rest) else {
+            break;
+        };
+        tables.push(name);
+        let used = toks.len() - at - rest.len();
+        at += used;
+        if list && toks.get(at) == Some(&Tok::Punct(',')) {
+            at += 1;
+        } else {
+            break;
+        }
+    };
+    let after = |from: usize, kw: &str| (from..toks.len()).find(|&i| word(i, kw)).map(|i| i + 1);
+    if word(0, "ALTER") {
+        if let Some(at) = after(1, "TABLE").filter(|&i| i <= 4) {
+            names_from(at, false);
+        }
+    } else if word(0, "TRUNCATE") {
+        names_from(if word(1, "TABLE") { 2 } else { 1 }, false);
+    } else if word(0, "DROP") && (word(1, "TABLE") || word(1, "TEMPORARY") && word(2, "TABLE")) {
+        names_from(if word(1, "TABLE") { 2 } else { 3 }, true);
+    } else if (word(0, "CREATE") || word(0, "DROP")) && (1..6).any(|i| word(i, "INDEX")) {
+        if let Some(at) = after(2, "ON") {
+            names_from(at, false);
+        }
+    } else if word(0, "CREATE") {
+        if let Some(at) = after(1, "TABLE").filter(|&i| i <= 5) {
+            names_from(at, false);
+            if let Some(like) = after(at, "LIKE") {
+                names_from(like, false);
+            }
+        }
+    } else if word(0, "RENAME") && word(1, "TABLE") {
+        let mut at = 2;
+        while let Some(to) = after(at, "TO") {
+            names_from(at, false);
+            names_from(to, false);
+            match toks
+                .get(to..)
+                .and_then(|r| r.iter().position(|t| *t == Tok::Punct(',')))
+            {
+                Some(comma) => at = to + comma + 1,
+                None => break,
+            }
+        }
+    }
+    tables
 }
 
 /// Picks the kind that matters more when a text holds several statements.
@@ -1096,6 +1175,28 @@ mod tests {
         // Not LOAD DATA: a key-cache preload that writes nothing.
         assert_eq!(k("LOAD INDEX INTO CACHE t"), Kind::Other);
         assert_eq!(k("LOAD DATA LOCAL INFILE 'f' INTO TABLE t"), Kind::Write);
+        // DDL the parser does not take keeps its tables (a temporary table's stays local).
+        for (sql, tables) in [
+            (
+                "ALTER TABLE f.tmp ADD COLUMN IF NOT EXISTS b INT",
+                vec!["f.tmp"],
+            ),
+            (
+                "ALTER ONLINE IGNORE TABLE IF EXISTS `d`.`t` ADD COLUMN IF NOT EXISTS b INT",
+                vec!["`d`.`t`"],
+            ),
+            ("DROP TABLE IF EXISTS a, b.c WAIT 1", vec!["a", "b.c"]),
+            (
+                "CREATE INDEX IF NOT EXISTS i ON tmp (a) WAIT 1",
+                vec!["tmp"],
+            ),
+            (
+                "RENAME TABLE a TO b, c TO d WAIT 1",
+                vec!["a", "b", "c", "d"],
+            ),
+        ] {
+            assert_eq!(classify(sql).tables, tables, "{sql}");
+        }
         for program in [
             "CALL p()",
             "call db.p(1)",
