@@ -34,6 +34,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// How the proxy commits a transaction on the primary unless the client's own COMMIT does.
+const PLAIN_COMMIT: &str = "COMMIT";
+
 /// How long a DDL waits for the write transactions open when it arrived (and holds new ones
 /// back) before it is sequenced anyway.
 pub(super) const DDL_ORDER_WAIT: Duration = Duration::from_secs(2);
@@ -664,7 +667,7 @@ impl ClientSession {
                     statements: vec![stmt],
                 }
                 .encode();
-                self.log_and_commit(session, c, shard, payload, true, "COMMIT")
+                self.log_and_commit(session, c, shard, payload, true, PLAIN_COMMIT)
                     .await?;
                 let status = (summary.status.unwrap_or(0)
                     & !StatusFlags::SERVER_STATUS_IN_TRANS.bits())
@@ -689,7 +692,7 @@ impl ClientSession {
                     statements: session.pending.take(),
                 }
                 .encode();
-                self.log_and_commit(session, c, shard, payload, false, "COMMIT")
+                self.log_and_commit(session, c, shard, payload, false, PLAIN_COMMIT)
                     .await?;
             }
             Some(stmt) => {
@@ -867,8 +870,13 @@ impl ClientSession {
         let started = std::time::Instant::now();
         let mut down = held.down.clone();
         // The COMMIT owns its connection (and its text), so that if the primary hangs it can
-        // be left to finish in the background (below) rather than dropped half-way.
-        let commit_text = commit.to_owned();
+        // be left to finish in the background (below) rather than dropped half-way. Only a
+        // client's own COMMIT text is copied: not on every autocommit write's path.
+        let commit_text: std::borrow::Cow<'static, str> = if commit == PLAIN_COMMIT {
+            PLAIN_COMMIT.into()
+        } else {
+            commit.to_owned().into()
+        };
         let mut commit = Box::pin(async move {
             let mut held = held;
             let r = commit_on_primary(
@@ -991,7 +999,7 @@ impl ClientSession {
             return Ok(true);
         }
         if commits_implicitly(c, sql) {
-            self.commit_pending::<S>(None, session, c, route, "COMMIT")
+            self.commit_pending::<S>(None, session, c, route, PLAIN_COMMIT)
                 .await?;
         }
         Ok(false)
@@ -1020,7 +1028,7 @@ impl ClientSession {
         }
         if !session.pending.is_empty() {
             // DDL commits the open transaction implicitly, as on MySQL.
-            self.commit_pending::<S>(None, session, c, route, "COMMIT")
+            self.commit_pending::<S>(None, session, c, route, PLAIN_COMMIT)
                 .await?;
         }
         // Its own transaction just ended: it must not wait for itself.
