@@ -2989,6 +2989,16 @@ async fn transaction_statements_inside_execute_act_on_every_replica() {
         let err = s.query_drop(sql).await.unwrap_err();
         assert_eq!(server_code(&err), 1235, "{sql}: {err}");
     }
+    // A mangled COMMIT is the server's syntax error and commits nothing (it was logged and
+    // its garbage text sent to the primary as the COMMIT).
+    run_all(
+        &mut s,
+        &["BEGIN", "INSERT INTO ex.t (v) VALUES ('mangled commit')"],
+    )
+    .await;
+    let err = s.query_drop("COMMIT AND CHAIN x").await.unwrap_err();
+    assert_eq!(server_code(&err), 1064, "{err}");
+    run_all(&mut s, &["ROLLBACK"]).await;
     // COMMIT RELEASE commits, answers, then ends the session, as MySQL's does.
     run_all(
         &mut s,

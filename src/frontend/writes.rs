@@ -980,18 +980,17 @@ impl ClientSession {
             return Ok(false);
         }
         if c.kind == Kind::Commit {
-            // The client's own COMMIT runs on the primary: it may chain the next transaction
-            // there. One that releases ends the client's session after its answer, as
-            // MySQL's does, but not the primary connection (it may go back to the pool).
-            let releases = crate::sql::classify::commit_releases(sql);
-            let commit = if releases {
-                "COMMIT AND NO CHAIN NO RELEASE"
-            } else {
-                sql
+            // The client's own COMMIT, as the primary runs it: it may chain the next
+            // transaction there. One that releases ends the client's session after its
+            // answer, as MySQL's does, but not the primary connection (it may go back to
+            // the pool). A text that is no COMMIT the server would take is left to the
+            // server's error, with the transaction still open.
+            let Some(end) = crate::sql::classify::commit_end(sql) else {
+                return Ok(false);
             };
-            self.commit_pending(Some(client), session, c, route, commit)
+            self.commit_pending(Some(client), session, c, route, end.on_primary())
                 .await?;
-            if releases {
+            if end.release == Some(true) {
                 return Err(Failure::Client(std::io::Error::other(
                     "the client's COMMIT … RELEASE ended the session",
                 )));

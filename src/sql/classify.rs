@@ -1055,16 +1055,57 @@ pub fn plain_transaction_control(sql: &str) -> Option<Kind> {
     }
 }
 
-/// A COMMIT that ends the session after it (`COMMIT RELEASE`, not `COMMIT NO RELEASE`).
-pub fn commit_releases(sql: &str) -> bool {
-    let mut prev_no = false;
+/// What a COMMIT statement asks for after it, when its text is one:
+/// `COMMIT [WORK] [AND [NO] CHAIN] [[NO] RELEASE]`. `None` for any other text (a mangled
+/// COMMIT is the server's to refuse, and commits nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CommitEnd {
+    /// `AND CHAIN` (true) or `AND NO CHAIN` (false); else `completion_type` decides.
+    pub chain: Option<bool>,
+    /// `RELEASE` (true) or `NO RELEASE` (false); else `completion_type` decides.
+    pub release: Option<bool>,
+}
+
+pub fn commit_end(sql: &str) -> Option<CommitEnd> {
+    let mut words = Vec::with_capacity(6);
     for t in Lexer::new(sql) {
-        if t.tok.is_word("RELEASE") && !prev_no {
-            return true;
+        match t.tok {
+            Tok::Word(w) if words.len() < 7 => words.push(w.to_ascii_uppercase()),
+            Tok::Punct(';') => {}
+            _ => return None,
         }
-        prev_no = t.tok.is_word("NO");
     }
-    false
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let rest = match w.as_slice() {
+        ["COMMIT", "WORK", rest @ ..] | ["COMMIT", rest @ ..] => rest,
+        _ => return None,
+    };
+    let (chain, rest) = match rest {
+        ["AND", "CHAIN", rest @ ..] => (Some(true), rest),
+        ["AND", "NO", "CHAIN", rest @ ..] => (Some(false), rest),
+        rest => (None, rest),
+    };
+    let release = match rest {
+        [] => None,
+        // (`AND CHAIN RELEASE` is the server's syntax error.)
+        ["RELEASE"] if chain != Some(true) => Some(true),
+        ["NO", "RELEASE"] => Some(false),
+        _ => return None,
+    };
+    Some(CommitEnd { chain, release })
+}
+
+impl CommitEnd {
+    /// The COMMIT the primary runs for it: chained as asked, never releasing its
+    /// connection (the proxy ends the client's session itself).
+    pub fn on_primary(&self) -> &'static str {
+        match (self.chain, self.release) {
+            (Some(false), _) | (None, Some(true)) => "COMMIT AND NO CHAIN NO RELEASE",
+            (Some(true), _) => "COMMIT AND CHAIN NO RELEASE",
+            (None, Some(false)) => "COMMIT NO RELEASE",
+            (None, None) => "COMMIT",
+        }
+    }
 }
 
 /// Statements that change data through a replication stream of the server's own (a
@@ -1504,10 +1545,29 @@ mod tests {
         assert_eq!(p("START TRANSACTION WITH CONSISTENT SNAPSHOT"), None);
         assert_eq!(p("BEGIN NOT ATOMIC SELECT 1; END"), None);
         assert_eq!(p("COMMIT AND CHAIN"), None);
-        assert!(commit_releases("COMMIT RELEASE"));
-        assert!(commit_releases("commit work and no chain release"));
-        assert!(!commit_releases("COMMIT NO RELEASE"));
-        assert!(!commit_releases("COMMIT AND CHAIN"));
+        let end = |sql| commit_end(sql).map(|e| (e.chain, e.release, e.on_primary()));
+        assert_eq!(end("COMMIT"), Some((None, None, "COMMIT")));
+        assert_eq!(end("commit work;"), Some((None, None, "COMMIT")));
+        assert_eq!(
+            end("COMMIT AND CHAIN"),
+            Some((Some(true), None, "COMMIT AND CHAIN NO RELEASE"))
+        );
+        assert_eq!(
+            end("commit work and no chain release"),
+            Some((Some(false), Some(true), "COMMIT AND NO CHAIN NO RELEASE"))
+        );
+        assert_eq!(
+            end("COMMIT NO RELEASE"),
+            Some((None, Some(false), "COMMIT NO RELEASE"))
+        );
+        // Mangled: the server's error, nothing committed (the fuzzer sent these).
+        assert_eq!(end("COMMIT AND CHAIN\u{1}x"), None);
+        assert_eq!(end("COMMIT AND CHAIN RELEASE"), None);
+        assert_eq!(
+            end("COMMIT RELEASE"),
+            Some((None, Some(true), "COMMIT AND NO CHAIN NO RELEASE"))
+        );
+        assert_eq!(end("COMMIT RELEASE WORK"), None);
         assert_eq!(p("ROLLBACK TO SAVEPOINT a"), None);
         assert_eq!(p("COMMIT;"), None);
         assert_eq!(
