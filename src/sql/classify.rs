@@ -1070,6 +1070,7 @@ pub fn commit_end(sql: &str) -> Option<CommitEnd> {
     let mut words = Vec::with_capacity(6);
     for t in Lexer::new(sql) {
         match t.tok {
+            // (Seven at most: `COMMIT WORK AND NO CHAIN NO RELEASE`.)
             Tok::Word(w) if words.len() < 7 => words.push(w.to_ascii_uppercase()),
             Tok::Punct(';') => {}
             _ => return None,
@@ -1568,6 +1569,11 @@ mod tests {
             Some((None, Some(true), "COMMIT AND NO CHAIN NO RELEASE"))
         );
         assert_eq!(end("COMMIT RELEASE WORK"), None);
+        assert_eq!(
+            end("COMMIT WORK AND NO CHAIN NO RELEASE"),
+            Some((Some(false), Some(false), "COMMIT AND NO CHAIN NO RELEASE"))
+        );
+        assert_eq!(end("COMMIT WORK AND NO CHAIN NO RELEASE NOW"), None);
         assert_eq!(p("ROLLBACK TO SAVEPOINT a"), None);
         assert_eq!(p("COMMIT;"), None);
         assert_eq!(
