@@ -633,21 +633,18 @@ pub fn table_name_changes(sql: &str) -> TableNameChanges {
 /// `CREATE [OR REPLACE] TEMPORARY TABLE [IF NOT EXISTS] [db.]name …` read by keywords, for
 /// definitions the parser does not take (MariaDB-only options).
 fn created_temporary_by_keywords(sql: &str) -> Option<String> {
-    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).take(12).collect();
-    let mut rest = toks.iter().peekable();
-    if !rest.next()?.is_word("CREATE") {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).take(5).collect();
+    let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(w));
+    let temporary = if word(1, "OR") && word(2, "REPLACE") {
+        3
+    } else {
+        1
+    };
+    if !(word(0, "CREATE") && word(temporary, "TEMPORARY") && word(temporary + 1, "TABLE")) {
         return None;
     }
-    if rest.peek().is_some_and(|t| t.is_word("OR")) {
-        rest.nth(1); // OR REPLACE
-    }
-    if !(rest.next()?.is_word("TEMPORARY") && rest.next()?.is_word("TABLE")) {
-        return None;
-    }
-    if rest.peek().is_some_and(|t| t.is_word("IF")) {
-        rest.nth(2); // IF NOT EXISTS
-    }
-    read_table_name(&mut rest)
+    // The created table is the first one such a definition names.
+    ddl_tables_by_keywords(sql).into_iter().next()
 }
 
 /// A `[db.]name` at the front of `toks`, as written; the token after it stays in `toks`.
@@ -678,7 +675,8 @@ fn ddl_tables_by_keywords(sql: &str) -> Vec<String> {
     let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).take(64).collect();
     let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(w));
     let mut tables = Vec::new();
-    // Names read from position `at`, each after IF [NOT] EXISTS, separated by `sep`.
+    // Names read from position `at`, each after an optional IF [NOT] EXISTS; with `list`,
+    // a comma-separated list of them.
     let mut names_from = |mut at: usize, list: bool| loop {
         if word(at, "IF") {
             at += if word(at + 1, "NOT") { 3 } else { 2 };
