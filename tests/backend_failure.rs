@@ -350,3 +350,73 @@ async fn assert_closed(c: &mut Conn, who: &str) {
         Ok(()) => panic!("{who} went on"),
     }
 }
+
+/// A write whose record is logged but whose quorum wait times out (both followers hang)
+/// finishes in the background on the session's backend connection. A session that kept
+/// state there (a temporary table) is closed after that answer, as a server's connection
+/// that died would be. Before, it went on with a new connection: its next insert into its
+/// temporary table reached the regular table of that name on the primary alone, unlogged
+/// (the mutation test found it, by a commit that failed on the primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_state_went_with_its_backend_connection_is_closed() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    let relays = [
+        common::relay::Relay::start(dbs[1].addr()),
+        common::relay::Relay::start(dbs[2].addr()),
+    ];
+    let mut cfg = config_for(&[&dbs[0], &dbs[1], &dbs[2]]);
+    cfg.shards[0].replicas[1] = relays[0].addr();
+    cfg.shards[0].replicas[2] = relays[1].addr();
+    cfg.replication.commit_timeout_ms = 1500;
+    let proxy = Proxy::start(cfg);
+    let url = proxy.url(None);
+    let mut c = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    for sql in [
+        "CREATE DATABASE sl",
+        "CREATE TABLE sl.t (id INT PRIMARY KEY)",
+        "CREATE TABLE sl.w (id INT PRIMARY KEY)",
+        // Hides the regular sl.t for this session only.
+        "CREATE TEMPORARY TABLE sl.t (id INT PRIMARY KEY)",
+        "INSERT INTO sl.t VALUES (1)",
+    ] {
+        c.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    for r in &relays {
+        r.set_blackhole(true);
+    }
+    let timed_out = c.query_drop("INSERT INTO sl.w VALUES (1)").await;
+    for r in &relays {
+        r.set_blackhole(false);
+    }
+    assert!(
+        matches!(&timed_out, Err(mysql_async::Error::Server(_))),
+        "the write did not time out: {timed_out:?}"
+    );
+    match c.query_drop("INSERT INTO sl.t VALUES (2)").await {
+        Err(mysql_async::Error::Server(e)) => panic!("the session went on: {e}"),
+        Err(_) => {}
+        Ok(()) => panic!("the session went on without its temporary table"),
+    }
+    // The logged write commits everywhere; the regular sl.t stays empty everywhere.
+    let mut fresh = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+    fresh
+        .query_drop("INSERT INTO sl.w VALUES (2)")
+        .await
+        .unwrap();
+    let dbs = [&dbs[0], &dbs[1], &dbs[2]];
+    common::converge::wait_converged(&dbs).await;
+    common::converge::assert_same_tables(&dbs, &["sl.t", "sl.w"]).await;
+    for db in dbs {
+        let mut direct = Conn::new(Opts::from_url(&db.url(None)).unwrap())
+            .await
+            .unwrap();
+        let rows: Vec<(i64, i64)> = direct
+            .query("SELECT (SELECT COUNT(*) FROM sl.t), (SELECT COUNT(*) FROM sl.w)")
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![(0, 2)], "{}", db.addr());
+    }
+}

@@ -350,6 +350,16 @@ fn seed_commands() -> Vec<Vec<u8>> {
         "CREATE TRIGGER f.tr BEFORE INSERT ON f.a FOR EACH ROW SET NEW.v = UPPER(NEW.v)",
         "DROP TRIGGER IF EXISTS f.tr",
         "CREATE INDEX i ON f.t (v)",
+        // Transaction ends the proxy must follow: inside EXECUTE, chained, in a program, on
+        // a temporary table (a DDL on one commits; the fuzzer found it).
+        "EXECUTE IMMEDIATE 'COMMIT'",
+        "EXECUTE IMMEDIATE 'ROLLBACK'",
+        "COMMIT AND CHAIN",
+        "CREATE PROCEDURE IF NOT EXISTS f.rb() ROLLBACK",
+        "CALL f.rb()",
+        "BACKUP STAGE START",
+        "BACKUP STAGE END",
+        "ALTER TABLE f.tmp ADD COLUMN IF NOT EXISTS b INT",
         "DROP INDEX i ON f.t",
         "SET foreign_key_checks = 0",
         "CREATE PROCEDURE f.p() INSERT INTO f.t VALUES (30, 'p')",

@@ -4656,6 +4656,7 @@ async fn ddl_refused_for_the_sessions_table_locks_is_not_run_on_followers() {
             "CREATE TABLE lk.a (id INT)",
             "CREATE TABLE lk.w (id INT)",
             "INSERT INTO lk.w VALUES (1)",
+            "CREATE PROCEDURE lk.rb() ROLLBACK",
             "LOCK TABLES lk.a WRITE",
         ],
     )
@@ -4678,6 +4679,16 @@ async fn ddl_refused_for_the_sessions_table_locks_is_not_run_on_followers() {
         let e = c.query_drop(ddl).await.unwrap_err();
         assert_eq!(server_code(&e), 1192, "{ddl}: {e}");
     }
+    // Nor could it store the row of a write naming no table, which the server would run
+    // under READ locks (a CALL): before, the primary's COMMIT then failed, writes paused to
+    // repair it, and the session went on with a new connection, without its locks.
+    let e = c.query_drop("CALL lk.rb()").await.unwrap_err();
+    assert_eq!(server_code(&e), 1192, "{e}");
+    let e = c
+        .query_drop("INSERT INTO lk.w VALUES (2)")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&e), 1100, "the session lost its locks: {e}");
     // A LOCK TABLES that fails on a missing table has released the earlier locks first (one
     // refused while parsing has not): the DDL runs, as on MariaDB.
     let e = c

@@ -390,6 +390,9 @@ impl ClientSession {
                 }
             }
             let out_before = client.bytes_out();
+            // State the session keeps on its backend connection (temporary tables, table
+            // locks, variables, SQL prepared statements), beyond a transaction.
+            let held_state = self.held.is_some() && !survivable(session);
             // What the processlist shows: the command (a query's text, set by com_query from
             // the text it decodes anyway).
             if command != COM_QUERY {
@@ -517,6 +520,17 @@ impl ClientSession {
                     }
                 }
                 Err(Failure::Client(e)) => return Err(e),
+            }
+            if held_state && self.held.is_none() && !survivable(session) {
+                // The write path let the connection go after its record was logged (the
+                // primary's COMMIT failed, or the quorum wait timed out): the client heard
+                // the commit, but what the session kept there is gone. Going on with a new
+                // connection would run its next statements without them (a write to a
+                // temporary table would reach the regular table it hid, unlogged), so the
+                // session ends, as a server's connection does when it dies.
+                tracing::warn!(user = %session.user, state = %pin_list(session),
+                    "the session's backend connection was lost after its write was logged;                      closing the client connection (its temporary tables, locks and variables                      are gone): reconnect");
+                return self.end_session(client, session).await;
             }
         }
     }

@@ -447,6 +447,14 @@ impl ClientSession {
     ) -> Result<(), Failure> {
         // Writes run on the primary whatever route brought them here.
         self.served = Some(crate::digests::Served::Primary);
+        if session.holds_read_locks_only() && c.tables.is_empty() {
+            // A write naming no table (a CALL, a function that writes) is the one kind
+            // MariaDB may run under READ locks alone; its record's row could then not be
+            // stored on the primary (see `holds_read_locks_only`), which would pause the
+            // shard's writes to repair it. Writes naming a table fail there anyway (1099,
+            // 1100).
+            return Err(Failure::Answer(read_locks_refusal()));
+        }
         let no_database = session.schema.is_none();
         let checked = |identity, primary_key| {
             let lits = Literals {
@@ -1018,12 +1026,7 @@ impl ClientSession {
         let shard = route_shard(route);
         if session.holds_read_locks_only() {
             // Refused before it is logged: see `holds_read_locks_only`.
-            return Err(Failure::Answer(MysqlError::new(
-                1192,
-                "HY000",
-                "Can't execute the given command because you have active locked tables: \
-                 this session holds READ table locks; run UNLOCK TABLES first",
-            )));
+            return Err(Failure::Answer(read_locks_refusal()));
         }
         if !session.pending.is_empty() {
             // DDL commits the open transaction implicitly, as on MySQL.
@@ -1402,4 +1405,14 @@ pub fn sets_isolation_by_expression(c: &Classified, sql: &str) -> bool {
     }
     let lower = sql.to_ascii_lowercase();
     lower.contains("tx_isolation") || lower.contains("transaction_isolation")
+}
+
+/// A replicated write refused because the session holds READ table locks only.
+fn read_locks_refusal() -> MysqlError {
+    MysqlError::new(
+        1192,
+        "HY000",
+        "Can't execute the given command because you have active locked tables: this session \
+         holds READ table locks; run UNLOCK TABLES first",
+    )
 }
