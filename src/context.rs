@@ -48,9 +48,9 @@ pub struct ProxyContext {
     pub digests: crate::digests::QueryDigests,
     /// Live client sessions by connection id, for KILL.
     pub sessions: crate::frontend::kill::SessionRegistry,
-    /// Per (schema, procedure), lowercase: why a CALL of it is refused (it generates ids the
-    /// log cannot carry), or None. Cleared by procedure DDL through the proxy.
-    pub call_checks: dashmap::DashMap<(String, String), Option<String>>,
+    /// Per (schema, procedure), lowercase: what its body was found to do. Cleared by
+    /// procedure DDL through the proxy.
+    pub call_checks: dashmap::DashMap<(String, String), CallCheck>,
     /// A DROP DATABASE has gone through the proxy: from then on a session's database may
     /// be missing, and a stored routine or trigger may leave a connection without it
     /// (`Diagnostics::left_without_database`). Until then a relayed statement's warnings
@@ -323,4 +323,13 @@ impl ProxyContext {
             max_lag_ts: self.live.read_max_lag_ms() << 19,
         }
     }
+}
+
+/// What a stored procedure's body was found to do, judged once per procedure.
+#[derive(Clone, Debug, Default)]
+pub struct CallCheck {
+    /// Why a CALL of it is refused (it generates ids the log cannot carry), if it is.
+    pub refusal: Option<String>,
+    /// It may start a transaction, committing the caller's open one part-way through.
+    pub starts_transaction: bool,
 }

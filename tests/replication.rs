@@ -3177,6 +3177,8 @@ async fn stored_programs_that_end_transactions_replicate_as_on_the_primary() {
              INSERT INTO sp.t VALUES ('undone'); ROLLBACK TO SAVEPOINT s; END",
             "CREATE PROCEDURE sp.scratch() BEGIN \
              CREATE TEMPORARY TABLE IF NOT EXISTS tt (a INT); DROP TEMPORARY TABLE tt; END",
+            "CREATE PROCEDURE sp.st(x VARCHAR(40)) BEGIN \
+             START TRANSACTION; INSERT INTO sp.t VALUES (x); END",
             "INSERT INTO sp.t VALUES ('taken')",
         ],
     )
@@ -3234,12 +3236,27 @@ async fn stored_programs_that_end_transactions_replicate_as_on_the_primary() {
         ],
     )
     .await;
+    // A START TRANSACTION inside a CALL commits the caller's pending writes on the primary
+    // part-way through: refused then (before, a ROLLBACK after it left 'before the call' on
+    // the primary alone). With nothing pending it runs.
+    run_all(
+        &mut s,
+        &["BEGIN", "INSERT INTO sp.t VALUES ('before the call')"],
+    )
+    .await;
+    let err = s.query_drop("CALL sp.st('in the call')").await.unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    run_all(
+        &mut s,
+        &["ROLLBACK", "BEGIN", "CALL sp.st('called first')", "COMMIT"],
+    )
+    .await;
     assert_replicas_identical(&dbs, &mut c, &["sp.t"]).await;
     let rows: Vec<String> = c
         .query("SELECT v FROM sp.t WHERE v NOT LIKE 'w%' ORDER BY v")
         .await
         .unwrap();
-    assert_eq!(rows, ["kept", "taken"]);
+    assert_eq!(rows, ["called first", "kept", "taken"]);
     let writes: Option<i64> = c
         .query_first("SELECT COUNT(*) FROM sp.t WHERE v LIKE 'w%'")
         .await

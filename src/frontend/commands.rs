@@ -8,7 +8,7 @@ use super::kill::{self, BackendThread, SessionEntry};
 use super::writes::{self, WriteClass};
 use crate::admin;
 use crate::backend::BackendConn;
-use crate::context::ProxyContext;
+use crate::context::{CallCheck, ProxyContext};
 use crate::executor::write::{normalize_execute, queue_deferred_begin, queue_timestamp_reset};
 use crate::executor::{self, ensure_prepared, AcquireError};
 use crate::protocol::execute::{inline_long_data, InlineError};
@@ -1025,7 +1025,7 @@ impl ClientSession {
                 match writes::classify_write(&c, sql, session).map_err(Failure::Answer)? {
                     WriteClass::Dml => {
                         if c.kind == Kind::Call {
-                            self.refuse_generated_ids_in_call(session, &c, route, sql)
+                            self.refuse_unreplicable_call(session, &c, route, sql)
                                 .await?;
                         }
                         return self
@@ -1224,10 +1224,13 @@ impl ClientSession {
     }
 
     /// Refuses a CALL of a procedure whose body generates ids (`generated_id_insert`): one
-    /// created on the servers directly, which the definition check never saw. The verdict is
-    /// cached per procedure (`ProxyContext::call_checks`) until a procedure DDL through the
-    /// proxy; a procedure that does not exist is left to the server's error.
-    async fn refuse_generated_ids_in_call(
+    /// created on the servers directly, which the definition check never saw. And one that
+    /// may start a transaction while this session's writes are pending: on the primary that
+    /// commits them part-way through the CALL, and the proxy could not tell which of them
+    /// committed (a later ROLLBACK left them on the primary alone). The verdict is cached
+    /// per procedure (`ProxyContext::call_checks`) until a procedure DDL through the proxy;
+    /// a procedure that does not exist is left to the server's error.
+    async fn refuse_unreplicable_call(
         &mut self,
         session: &mut SessionState,
         c: &Classified,
@@ -1241,7 +1244,7 @@ impl ClientSession {
             return Ok(());
         };
         let key = (db.to_ascii_lowercase(), name.to_ascii_lowercase());
-        let verdict = match self.ctx.call_checks.get(&key).map(|v| v.clone()) {
+        let check = match self.ctx.call_checks.get(&key).map(|v| v.clone()) {
             Some(v) => v,
             None => {
                 // information_schema, not mysql.proc: reading that Aria table inside the
@@ -1257,14 +1260,25 @@ impl ClientSession {
                     return Ok(());
                 };
                 let what = format!("procedure {db}.{name}");
-                let v = self
-                    .generated_id_insert(session, c, route, &body, Some(db.clone()), &what)
-                    .await?;
-                self.ctx.call_checks.insert(key, v.clone());
-                v
+                let check = CallCheck {
+                    refusal: self
+                        .generated_id_insert(session, c, route, &body, Some(db.clone()), &what)
+                        .await?,
+                    starts_transaction: crate::sql::classify::starts_transaction(&body),
+                };
+                self.ctx.call_checks.insert(key, check.clone());
+                check
             }
         };
-        refused_for(verdict)
+        if check.starts_transaction && !session.pending.is_empty() {
+            return Err(Failure::Answer(MysqlError::not_supported(&format!(
+                "procedure {db}.{name} may start a transaction (START TRANSACTION), which on \
+                 the primary commits this session's open transaction part-way through the \
+                 CALL, where the proxy cannot follow which of its writes committed: COMMIT \
+                 (or ROLLBACK) before the CALL"
+            ))));
+        }
+        refused_for(check.refusal)
     }
 
     /// Why a stored program's `body` (unqualified tables in `home`) would give each replica
@@ -2565,7 +2579,7 @@ impl ClientSession {
             WriteClass::Dml => {
                 let route = self.route(&stmt.classified);
                 if stmt.classified.kind == Kind::Call {
-                    self.refuse_generated_ids_in_call(session, &stmt.classified, route, &stmt.sql)
+                    self.refuse_unreplicable_call(session, &stmt.classified, route, &stmt.sql)
                         .await?;
                 }
                 return self

@@ -149,6 +149,34 @@ pub fn calls_function_in(sql: &str, names: &std::collections::HashSet<String>) -
     })
 }
 
+/// Whether a stored program's `body` may start a transaction: a START TRANSACTION among its
+/// statements, or in a string it may run as dynamic SQL (PREPARE … FROM, EXECUTE
+/// IMMEDIATE). On the server that commits the caller's open transaction part-way through
+/// the CALL. (BEGIN opens a compound statement in a program, never a transaction.)
+pub fn starts_transaction(body: &str) -> bool {
+    let mut previous_start = false;
+    for t in Lexer::new(body) {
+        if previous_start && t.tok.is_word("TRANSACTION") {
+            return true;
+        }
+        previous_start = t.tok.is_word("START");
+        if let Tok::Str(quoted) = t.tok {
+            let words: Vec<String> = quoted
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .filter(|w| !w.is_empty())
+                .map(str::to_ascii_uppercase)
+                .collect();
+            if words
+                .windows(2)
+                .any(|w| w[0] == "START" && w[1] == "TRANSACTION")
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// The (lowercase) name a `CREATE [OR REPLACE] [DEFINER = …] [AGGREGATE] FUNCTION [IF NOT
 /// EXISTS] [db.]name` defines.
 pub fn created_function(sql: &str) -> Option<String> {
@@ -1125,6 +1153,26 @@ pub fn server_replication_stream(sql: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_program_that_starts_a_transaction() {
+        for body in [
+            "BEGIN START TRANSACTION; INSERT INTO t VALUES (1); END",
+            "start\n  transaction",
+            "BEGIN EXECUTE IMMEDIATE 'START TRANSACTION'; END",
+            "BEGIN PREPARE s FROM \"start   transaction\"; EXECUTE s; END",
+        ] {
+            assert!(starts_transaction(body), "{body}");
+        }
+        for body in [
+            "BEGIN INSERT INTO t VALUES (1); COMMIT; END",
+            "BEGIN ROLLBACK; END",
+            "BEGIN INSERT INTO t (start, transaction) VALUES (1, 2); END",
+            "BEGIN INSERT INTO t VALUES ('start'); END",
+        ] {
+            assert!(!starts_transaction(body), "{body}");
+        }
+    }
+
     use super::*;
 
     #[test]
