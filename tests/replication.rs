@@ -3013,6 +3013,65 @@ async fn transaction_statements_inside_execute_act_on_every_replica() {
         s.query_drop("SELECT 1").await.is_err(),
         "the session outlived COMMIT RELEASE"
     );
+    // Under completion_type = 2 the proxy's own commits (an autocommit write's, a DDL's
+    // row in the log) end nothing: before, each DDL made the primary close its connection.
+    let opened = global_status(&dbs[0], "Connections").await;
+    let mut s = connect(&proxy.url(None)).await;
+    s.query_drop("SET completion_type = 2").await.unwrap();
+    for i in 0..5 {
+        run_all(
+            &mut s,
+            &[
+                &format!("INSERT INTO ex.t (v) VALUES ('autocommit {i}')"),
+                &format!("CREATE TABLE ex.ddl{i} (a INT)"),
+            ],
+        )
+        .await;
+    }
+    run_all(&mut s, &["SELECT 1"]).await;
+    let reconnects = global_status(&dbs[0], "Connections").await - opened;
+    assert!(reconnects < 4, "{reconnects} connections opened for 5 DDL");
+    // A plain COMMIT or ROLLBACK then ends the client's session (not the backend
+    // connection, which the proxy pooled dead: the next login failed with 9003).
+    for (set, end, v) in [
+        (
+            "SET completion_type = 2",
+            "COMMIT",
+            "released by completion",
+        ),
+        (
+            "SET completion_type = 'RELEASE'",
+            "ROLLBACK",
+            "rolled back by release",
+        ),
+        ("DO 0", "ROLLBACK RELEASE", "rolled back with release"),
+    ] {
+        let mut s = connect(&proxy.url(None)).await;
+        let insert = format!("INSERT INTO ex.t (v) VALUES ('{v}')");
+        run_all(&mut s, &[set, "BEGIN", &insert, end]).await;
+        match s.query_drop("SELECT 1").await {
+            Err(mysql_async::Error::Server(e)) => panic!("{set}; {end}: {e}"),
+            Err(_) => {}
+            Ok(()) => panic!("{set}; {end}: the session went on"),
+        }
+    }
+    let mut s = connect(&proxy.url(None)).await;
+    run_all(
+        &mut s,
+        &[
+            "SET completion_type = 2",
+            "BEGIN",
+            "INSERT INTO ex.t (v) VALUES ('released by a prepared COMMIT')",
+        ],
+    )
+    .await;
+    s.exec_drop("COMMIT", ()).await.unwrap();
+    assert!(
+        matches!(s.query_drop("SELECT 1").await, Err(e) if !matches!(e, mysql_async::Error::Server(_))),
+        "the session outlived a prepared COMMIT under completion_type = 2"
+    );
+    let mut s = connect(&proxy.url(None)).await;
+    run_all(&mut s, &["INSERT INTO ex.t (v) VALUES ('pool intact')"]).await;
     assert_replicas_identical(&dbs, &mut c, &["ex.t"]).await;
     let rows: Vec<(String, Option<String>)> = c
         .query(
@@ -3039,7 +3098,15 @@ async fn transaction_statements_inside_execute_act_on_every_replica() {
             "unchained",
             "kept10",
             "bin BACKUP STAGE START",
-            "released"
+            "released",
+            "autocommit 0",
+            "autocommit 1",
+            "autocommit 2",
+            "autocommit 3",
+            "autocommit 4",
+            "released by completion",
+            "released by a prepared COMMIT",
+            "pool intact"
         ]
     );
     assert_eq!(rows[13].1.as_deref(), Some("2020-01-01 00:00:00"));

@@ -32,6 +32,12 @@ use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// How the proxy ends a transaction it opened or ends for itself on a client's connection:
+/// explicitly neither chained nor released, since the connection carries the client's
+/// `completion_type` (with 2, a plain COMMIT would make the server close it).
+pub const OWN_COMMIT: &str = "COMMIT AND NO CHAIN NO RELEASE";
+pub const OWN_ROLLBACK: &str = "ROLLBACK AND NO CHAIN NO RELEASE";
+
 /// What the session knows about a write before it runs.
 pub struct WritePlan<'a> {
     /// The command to send (COM_QUERY with the possibly rewritten text, or COM_STMT_EXECUTE).
@@ -660,7 +666,7 @@ pub async fn rollback_on_primary(
     unwrap_transaction: bool,
     deprecate_eof: bool,
 ) -> io::Result<()> {
-    conn.stream.queue_packet(0, &query("ROLLBACK"));
+    conn.stream.queue_packet(0, &query(OWN_ROLLBACK));
     let reset = queue_reset_after(conn, unwrap_transaction);
     conn.stream.flush().await?;
     read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
@@ -770,7 +776,7 @@ pub async fn execute_ddl(
     // and a restart's recovery would run the DDL there a second time (a TRUNCATE deleting
     // what was written since). The client's replicated writes were committed before the
     // DDL; only its reads' snapshot ends with this COMMIT.
-    conn.stream.queue_packet(0, &query("COMMIT"));
+    conn.stream.queue_packet(0, &query(OWN_COMMIT));
     // A clock the client fixed is the session's own setting: it stays.
     let reset = if client_clock {
         "DO 0"
@@ -834,7 +840,7 @@ fn whole_or_not_at_all(rows: WalRows<'_>) -> (bool, impl Iterator<Item = String>
         .then(|| "START TRANSACTION".to_string())
         .into_iter()
         .chain(rows.map(|row| without_time_limits(&row)))
-        .chain(own_transaction.then(|| "COMMIT".to_string()));
+        .chain(own_transaction.then(|| OWN_COMMIT.to_string()));
     (own_transaction, statements)
 }
 
@@ -858,7 +864,7 @@ async fn store_rows_again(
         }
     }
     // Committed even with autocommit off (see `execute_ddl`).
-    conn.stream.write_packet(0, &query("COMMIT")).await?;
+    conn.stream.write_packet(0, &query(OWN_COMMIT)).await?;
     let commit = read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     Ok(commit.error.map_or(Ok(()), |e| Err(e.message)))
 }

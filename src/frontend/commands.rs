@@ -25,6 +25,7 @@ use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
 use crate::session::diagnostics::Diagnostics;
 use crate::session::{PinReason, PreparedStatement, SessionState};
 use crate::sql::binlog::BinlogStatement;
+use crate::sql::classify::CommitEnd;
 use crate::sql::prepare::{self, SqlPrepare};
 use crate::sql::{Classified, Flags, Kind, SessionChange};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
@@ -1056,7 +1057,10 @@ impl ClientSession {
                 if self.settle_pending(client, session, &c, sql, route).await? {
                     return Ok(());
                 }
-                let rewritten = if c.flags.contains(Flags::READS_SOCKET) {
+                let releasing = releasing_end(&c, sql, session);
+                let rewritten = if let Some(end) = releasing {
+                    Some(end.on_primary().to_string())
+                } else if c.flags.contains(Flags::READS_SOCKET) {
                     crate::sql::rewrite::hide_backend_socket(sql)
                 } else if c.flags.contains(Flags::TABLE_LOCK) && c.kind == Kind::Lock {
                     crate::sql::rewrite::lock_tables_with_log(sql)
@@ -1128,6 +1132,9 @@ impl ClientSession {
                     session.table_locks_cover_log = rewritten.is_some();
                 }
                 self.after_forwarded(session, &c, sql, summary.error.is_none());
+                if releasing.is_some() && summary.error.is_none() {
+                    return Err(released());
+                }
                 if let Some(e) = &summary.error {
                     // A locking read that deadlocked ended the transaction.
                     self.forget_rolled_back(session, &c, route, e.code).await?;
@@ -2613,6 +2620,30 @@ impl ClientSession {
         {
             return Ok(());
         }
+        if let Some(end) = releasing_end(&stmt.classified, &stmt.sql, session) {
+            // Its answer is an OK packet, the same for a text query.
+            let text = [&[COM_QUERY][..], end.on_primary().as_bytes()].concat();
+            let summary = self
+                .run_on_backend(
+                    client,
+                    session,
+                    &stmt.classified,
+                    route,
+                    BackendCommand::Raw(&text),
+                    ResponseKind::ResultSets,
+                )
+                .await?;
+            self.after_forwarded(
+                session,
+                &stmt.classified,
+                &stmt.sql,
+                summary.error.is_none(),
+            );
+            return match summary.error {
+                None => Err(released()),
+                Some(_) => Ok(()),
+            };
+        }
         // A cursor stays open on the connection that executes it.
         let cursor = flags != 0;
         let route = if cursor {
@@ -2731,6 +2762,26 @@ fn mentions_procedure(sql: &str) -> bool {
     crate::sql::lexer::Lexer::new(sql)
         .take(12)
         .any(|t| t.tok.is_word("PROCEDURE"))
+}
+
+/// A COMMIT or ROLLBACK that releases (RELEASE, or `completion_type = 2`): it ends the
+/// client's session, not the backend connection (`CommitEnd::on_primary`). Left to the
+/// server, it closed that connection, and the proxy pooled it dead or served the client
+/// on without its session.
+fn releasing_end(c: &Classified, sql: &str, session: &SessionState) -> Option<CommitEnd> {
+    if !matches!(c.kind, Kind::Commit | Kind::Rollback) {
+        return None;
+    }
+    crate::sql::classify::transaction_end(sql)
+        .map(|end| end.under_completion_release(session.completion_releases()))
+        .filter(CommitEnd::releases)
+}
+
+/// How a session ends after its releasing COMMIT or ROLLBACK was answered.
+pub(super) fn released() -> Failure {
+    Failure::Client(io::Error::other(
+        "the client's COMMIT or ROLLBACK … RELEASE ended the session",
+    ))
 }
 
 fn reads_clock(c: &Classified) -> bool {

@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How the proxy commits a transaction on the primary unless the client's own COMMIT does.
-const PLAIN_COMMIT: &str = "COMMIT";
+const PLAIN_COMMIT: &str = crate::executor::write::OWN_COMMIT;
 
 /// How long a DDL waits for the write transactions open when it arrived (and holds new ones
 /// back) before it is sequenced anyway.
@@ -996,12 +996,11 @@ impl ClientSession {
             let Some(end) = crate::sql::classify::commit_end(sql) else {
                 return Ok(false);
             };
+            let end = end.under_completion_release(session.completion_releases());
             self.commit_pending(Some(client), session, c, route, end.on_primary())
                 .await?;
-            if end.release == Some(true) {
-                return Err(Failure::Client(std::io::Error::other(
-                    "the client's COMMIT … RELEASE ended the session",
-                )));
+            if end.releases() {
+                return Err(super::commands::released());
             }
             return Ok(true);
         }

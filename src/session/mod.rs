@@ -295,6 +295,17 @@ impl SessionState {
         fragment.rsplit('=').next()?.trim().parse().ok()
     }
 
+    /// Whether the session set `completion_type` to RELEASE (2): its plain COMMIT and
+    /// ROLLBACK end it.
+    pub fn completion_releases(&self) -> bool {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == "completion_type")
+            .and_then(|(_, fragment)| fragment.rsplit('=').next())
+            .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"'))
+            .is_some_and(|v| v == "2" || v.eq_ignore_ascii_case("RELEASE"))
+    }
+
     /// Whether LOCK TABLES is in force with READ locks only. MariaDB refuses almost every
     /// DDL then (1099, 1100, 1192), and it also refuses the record's row in the primary's
     /// `myquorum.wal`, so a restart's recovery would take the primary for lacking the

@@ -1081,18 +1081,26 @@ pub fn plain_transaction_control(sql: &str) -> Option<Kind> {
     }
 }
 
-/// What a COMMIT statement asks for after it, when its text is one:
-/// `COMMIT [WORK] [AND [NO] CHAIN] [[NO] RELEASE]`. `None` for any other text (a mangled
-/// COMMIT is the server's to refuse, and commits nothing).
+/// What a COMMIT or ROLLBACK statement asks for after it, when its text is one:
+/// `COMMIT|ROLLBACK [WORK] [AND [NO] CHAIN] [[NO] RELEASE]`. `None` for any other text (a
+/// mangled one is the server's to refuse, and ends nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CommitEnd {
+    /// A ROLLBACK (else a COMMIT).
+    pub rollback: bool,
     /// `AND CHAIN` (true) or `AND NO CHAIN` (false); else `completion_type` decides.
     pub chain: Option<bool>,
     /// `RELEASE` (true) or `NO RELEASE` (false); else `completion_type` decides.
     pub release: Option<bool>,
 }
 
+/// A COMMIT's `CommitEnd` (see there).
 pub fn commit_end(sql: &str) -> Option<CommitEnd> {
+    transaction_end(sql).filter(|e| !e.rollback)
+}
+
+/// A COMMIT's or ROLLBACK's `CommitEnd` (see there).
+pub fn transaction_end(sql: &str) -> Option<CommitEnd> {
     let mut words = Vec::with_capacity(6);
     for t in Lexer::new(sql) {
         match t.tok {
@@ -1103,8 +1111,9 @@ pub fn commit_end(sql: &str) -> Option<CommitEnd> {
         }
     }
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
-    let rest = match w.as_slice() {
-        ["COMMIT", "WORK", rest @ ..] | ["COMMIT", rest @ ..] => rest,
+    let (rollback, rest) = match w.as_slice() {
+        [verb @ ("COMMIT" | "ROLLBACK"), "WORK", rest @ ..]
+        | [verb @ ("COMMIT" | "ROLLBACK"), rest @ ..] => (*verb == "ROLLBACK", rest),
         _ => return None,
     };
     let (chain, rest) = match rest {
@@ -1119,18 +1128,45 @@ pub fn commit_end(sql: &str) -> Option<CommitEnd> {
         ["NO", "RELEASE"] => Some(false),
         _ => return None,
     };
-    Some(CommitEnd { chain, release })
+    Some(CommitEnd {
+        rollback,
+        chain,
+        release,
+    })
 }
 
 impl CommitEnd {
-    /// The COMMIT the primary runs for it: chained as asked, never releasing its
-    /// connection (the proxy ends the client's session itself).
+    /// Under `completion_type = RELEASE` (2), one without NO RELEASE releases: also one
+    /// that chains (the server then chains and closes the connection; measured on 10.11).
+    pub fn under_completion_release(self, completion_releases: bool) -> CommitEnd {
+        if completion_releases && self.release.is_none() {
+            CommitEnd {
+                release: Some(true),
+                ..self
+            }
+        } else {
+            self
+        }
+    }
+
+    /// Whether the client's session ends after it.
+    pub fn releases(&self) -> bool {
+        self.release == Some(true)
+    }
+
+    /// The statement the primary runs for it: chained as asked, never releasing its
+    /// connection (the proxy ends the client's session itself, and then nothing is to
+    /// chain).
     pub fn on_primary(&self) -> &'static str {
-        match (self.chain, self.release) {
-            (Some(false), _) | (None, Some(true)) => "COMMIT AND NO CHAIN NO RELEASE",
-            (Some(true), _) => "COMMIT AND CHAIN NO RELEASE",
-            (None, Some(false)) => "COMMIT NO RELEASE",
-            (None, None) => "COMMIT",
+        match (self.rollback, self.chain, self.release) {
+            (false, Some(false), _) | (false, _, Some(true)) => "COMMIT AND NO CHAIN NO RELEASE",
+            (false, Some(true), _) => "COMMIT AND CHAIN NO RELEASE",
+            (false, None, Some(false)) => "COMMIT NO RELEASE",
+            (false, None, None) => "COMMIT",
+            (true, Some(false), _) | (true, _, Some(true)) => "ROLLBACK AND NO CHAIN NO RELEASE",
+            (true, Some(true), _) => "ROLLBACK AND CHAIN NO RELEASE",
+            (true, None, Some(false)) => "ROLLBACK NO RELEASE",
+            (true, None, None) => "ROLLBACK",
         }
     }
 }
@@ -1620,6 +1656,37 @@ mod tests {
             Some((Some(false), Some(false), "COMMIT AND NO CHAIN NO RELEASE"))
         );
         assert_eq!(end("COMMIT WORK AND NO CHAIN NO RELEASE NOW"), None);
+        assert_eq!(end("ROLLBACK"), None);
+        let ends = |sql, releases| {
+            transaction_end(sql).map(|e| {
+                let e = e.under_completion_release(releases);
+                (e.releases(), e.on_primary())
+            })
+        };
+        assert_eq!(ends("ROLLBACK", false), Some((false, "ROLLBACK")));
+        assert_eq!(
+            ends("rollback work release", false),
+            Some((true, "ROLLBACK AND NO CHAIN NO RELEASE"))
+        );
+        assert_eq!(
+            ends("ROLLBACK", true),
+            Some((true, "ROLLBACK AND NO CHAIN NO RELEASE"))
+        );
+        assert_eq!(
+            ends("COMMIT", true),
+            Some((true, "COMMIT AND NO CHAIN NO RELEASE"))
+        );
+        // NO RELEASE overrides completion_type; a chain does not (the server chains, then
+        // closes the connection).
+        assert_eq!(
+            ends("COMMIT AND CHAIN", true),
+            Some((true, "COMMIT AND NO CHAIN NO RELEASE"))
+        );
+        assert_eq!(
+            ends("ROLLBACK NO RELEASE", true),
+            Some((false, "ROLLBACK NO RELEASE"))
+        );
+        assert_eq!(ends("ROLLBACK TO SAVEPOINT a", true), None);
         assert_eq!(p("ROLLBACK TO SAVEPOINT a"), None);
         assert_eq!(p("COMMIT;"), None);
         assert_eq!(
