@@ -332,4 +332,6 @@ pub struct CallCheck {
     pub refusal: Option<String>,
     /// It may start a transaction, committing the caller's open one part-way through.
     pub starts_transaction: bool,
+    /// It may roll back the transaction it runs in (a ROLLBACK not to a savepoint).
+    pub may_roll_back: bool,
 }

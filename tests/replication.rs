@@ -2790,6 +2790,9 @@ async fn a_ddl_on_a_temporary_table_commits_the_transaction_on_every_replica() {
         ("ALTER TABLE tmp ADD COLUMN IF NOT EXISTS c INT", None),
         ("TRUNCATE TABLE tmp", None),
         ("DROP TABLE tmp", None),
+        // Renamed, it stays the session's own (it was refused with 1235).
+        ("RENAME TABLE tmp TO tmp_renamed", None),
+        ("ALTER TABLE tmp RENAME TO tmp_altered", None),
     ];
     let mut kept = Vec::new();
     for (n, (ddl, error)) in committing.into_iter().enumerate() {
@@ -2826,6 +2829,22 @@ async fn a_ddl_on_a_temporary_table_commits_the_transaction_on_every_replica() {
         )
         .await;
     }
+    // The renamed table is still the session's temporary one: its writes stay on the
+    // primary (logged, they would quarantine the followers, which lack it).
+    let mut s = connect(&proxy.url(Some("tt"))).await;
+    run_all(
+        &mut s,
+        &[
+            "CREATE TEMPORARY TABLE tmp (a INT)",
+            "RENAME TABLE tmp TO tmp_renamed",
+            "INSERT INTO tmp_renamed VALUES (1)",
+            "ALTER TABLE tmp_renamed RENAME TO tmp_again",
+            "INSERT INTO tmp_again VALUES (2)",
+        ],
+    )
+    .await;
+    let n: Option<i64> = s.query_first("SELECT SUM(a) FROM tmp_again").await.unwrap();
+    assert_eq!(n, Some(3));
     assert_replicas_identical(&dbs, &mut c, &["tt.t"]).await;
     let rows: Vec<String> = c.query("SELECT v FROM tt.t ORDER BY id").await.unwrap();
     assert_eq!(rows, kept);
@@ -3246,6 +3265,9 @@ async fn stored_programs_that_end_transactions_replicate_as_on_the_primary() {
              CREATE TEMPORARY TABLE IF NOT EXISTS tt (a INT); DROP TEMPORARY TABLE tt; END",
             "CREATE PROCEDURE sp.st(x VARCHAR(40)) BEGIN \
              START TRANSACTION; INSERT INTO sp.t VALUES (x); END",
+            "CREATE PROCEDURE sp.st_or_rb(x VARCHAR(40)) BEGIN \
+             IF x = 'undo' THEN ROLLBACK; END IF; START TRANSACTION; \
+             INSERT INTO sp.t VALUES (x); END",
             "INSERT INTO sp.t VALUES ('taken')",
         ],
     )
@@ -3304,26 +3326,34 @@ async fn stored_programs_that_end_transactions_replicate_as_on_the_primary() {
     )
     .await;
     // A START TRANSACTION inside a CALL commits the caller's pending writes on the primary
-    // part-way through: refused then (before, a ROLLBACK after it left 'before the call' on
-    // the primary alone). With nothing pending it runs.
+    // part-way through, unseen (before, a ROLLBACK after it left 'before the call' on the
+    // primary alone): they are committed first, and the CALL runs in the next transaction,
+    // which the ROLLBACK takes back, as on MariaDB. A body that may also roll back is
+    // refused then.
     run_all(
         &mut s,
-        &["BEGIN", "INSERT INTO sp.t VALUES ('before the call')"],
+        &[
+            "BEGIN",
+            "INSERT INTO sp.t VALUES ('before the call')",
+            "CALL sp.st('in the call')",
+            "ROLLBACK",
+            "BEGIN",
+            "CALL sp.st('called first')",
+            "COMMIT",
+            "BEGIN",
+            "INSERT INTO sp.t VALUES ('before a call that may roll back')",
+        ],
     )
     .await;
-    let err = s.query_drop("CALL sp.st('in the call')").await.unwrap_err();
+    let err = s.query_drop("CALL sp.st_or_rb('x')").await.unwrap_err();
     assert_eq!(server_code(&err), 1235, "{err}");
-    run_all(
-        &mut s,
-        &["ROLLBACK", "BEGIN", "CALL sp.st('called first')", "COMMIT"],
-    )
-    .await;
+    run_all(&mut s, &["ROLLBACK"]).await;
     assert_replicas_identical(&dbs, &mut c, &["sp.t"]).await;
     let rows: Vec<String> = c
         .query("SELECT v FROM sp.t WHERE v NOT LIKE 'w%' ORDER BY v")
         .await
         .unwrap();
-    assert_eq!(rows, ["called first", "kept", "taken"]);
+    assert_eq!(rows, ["before the call", "called first", "kept", "taken"]);
     let writes: Option<i64> = c
         .query_first("SELECT COUNT(*) FROM sp.t WHERE v LIKE 'w%'")
         .await

@@ -1025,8 +1025,8 @@ impl ClientSession {
                 }
                 match writes::classify_write(&c, sql, session).map_err(Failure::Answer)? {
                     WriteClass::Dml => {
-                        if c.kind == Kind::Call {
-                            self.refuse_unreplicable_call(session, &c, route, sql)
+                        if c.kind == Kind::Call && self.check_call(session, &c, route, sql).await? {
+                            self.commit_pending::<S>(None, session, &c, route, CHAINED_COMMIT)
                                 .await?;
                         }
                         return self
@@ -1231,24 +1231,27 @@ impl ClientSession {
     }
 
     /// Refuses a CALL of a procedure whose body generates ids (`generated_id_insert`): one
-    /// created on the servers directly, which the definition check never saw. And one that
-    /// may start a transaction while this session's writes are pending: on the primary that
-    /// commits them part-way through the CALL, and the proxy could not tell which of them
-    /// committed (a later ROLLBACK left them on the primary alone). The verdict is cached
-    /// per procedure (`ProxyContext::call_checks`) until a procedure DDL through the proxy;
-    /// a procedure that does not exist is left to the server's error.
-    async fn refuse_unreplicable_call(
+    /// created on the servers directly, which the definition check never saw. Returns whether
+    /// the session's pending writes must be committed first: the body may start a
+    /// transaction, which on the primary commits them part-way through the CALL, unseen (the
+    /// status flags show a transaction before and after), so a later ROLLBACK left them on
+    /// the primary alone. Committed first, with the next transaction chained, the CALL then
+    /// runs as in the client's transaction. Where the body may also roll back (which would
+    /// have dropped them instead), it is refused. The verdict is cached per procedure
+    /// (`ProxyContext::call_checks`) until a procedure DDL through the proxy; a procedure
+    /// that does not exist is left to the server's error.
+    async fn check_call(
         &mut self,
         session: &mut SessionState,
         c: &Classified,
         route: Route,
         sql: &str,
-    ) -> Result<(), Failure> {
+    ) -> Result<bool, Failure> {
         let Some((db, name)) = crate::sql::determinism::called_procedure(sql) else {
-            return Ok(());
+            return Ok(false);
         };
         let Some(db) = db.or_else(|| session.schema.clone()) else {
-            return Ok(());
+            return Ok(false);
         };
         let key = (db.to_ascii_lowercase(), name.to_ascii_lowercase());
         let check = match self.ctx.call_checks.get(&key).map(|v| v.clone()) {
@@ -1264,7 +1267,7 @@ impl ClientSession {
                     crate::sql::quote_string(&name)
                 );
                 let Some(body) = self.select_value(session, c, route, &lookup).await? else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 let what = format!("procedure {db}.{name}");
                 let check = CallCheck {
@@ -1272,20 +1275,23 @@ impl ClientSession {
                         .generated_id_insert(session, c, route, &body, Some(db.clone()), &what)
                         .await?,
                     starts_transaction: crate::sql::classify::starts_transaction(&body),
+                    may_roll_back: crate::sql::classify::may_roll_back(&body),
                 };
                 self.ctx.call_checks.insert(key, check.clone());
                 check
             }
         };
-        if check.starts_transaction && !session.pending.is_empty() {
+        refused_for(check.refusal)?;
+        let commits_pending = check.starts_transaction && !session.pending.is_empty();
+        if commits_pending && check.may_roll_back {
             return Err(Failure::Answer(MysqlError::not_supported(&format!(
                 "procedure {db}.{name} may start a transaction (START TRANSACTION), which on \
                  the primary commits this session's open transaction part-way through the \
-                 CALL, where the proxy cannot follow which of its writes committed: COMMIT \
-                 (or ROLLBACK) before the CALL"
+                 CALL, and may also roll back, which would drop it instead: the proxy cannot \
+                 follow which happened. COMMIT (or ROLLBACK) before the CALL"
             ))));
         }
-        refused_for(check.refusal)
+        Ok(commits_pending)
     }
 
     /// Why a stored program's `body` (unqualified tables in `home`) would give each replica
@@ -2585,9 +2591,19 @@ impl ClientSession {
         match class {
             WriteClass::Dml => {
                 let route = self.route(&stmt.classified);
-                if stmt.classified.kind == Kind::Call {
-                    self.refuse_unreplicable_call(session, &stmt.classified, route, &stmt.sql)
-                        .await?;
+                if stmt.classified.kind == Kind::Call
+                    && self
+                        .check_call(session, &stmt.classified, route, &stmt.sql)
+                        .await?
+                {
+                    self.commit_pending::<S>(
+                        None,
+                        session,
+                        &stmt.classified,
+                        route,
+                        CHAINED_COMMIT,
+                    )
+                    .await?;
                 }
                 return self
                     .run_dml(
@@ -2776,6 +2792,10 @@ fn releasing_end(c: &Classified, sql: &str, session: &SessionState) -> Option<Co
         .map(|end| end.under_completion_release(session.completion_releases()))
         .filter(CommitEnd::releases)
 }
+
+/// The COMMIT of a session's pending writes ahead of a CALL that would commit them itself
+/// (`check_call`): the CALL then runs in the next transaction, as in the client's.
+const CHAINED_COMMIT: &str = "COMMIT AND CHAIN NO RELEASE";
 
 /// How a session ends after its releasing COMMIT or ROLLBACK was answered.
 pub(super) fn released() -> Failure {

@@ -168,6 +168,7 @@ fn classify_replicated_write(
         // DROP/ALTER/TRUNCATE/CREATE INDEX of the session's temporary table need no TEMPORARY
         // keyword; followers have no such table, so it stays on the primary.
         Kind::Ddl if !c.tables.is_empty() && c.tables.iter().all(temp) => Ok(WriteClass::Local),
+        Kind::Ddl if renames_temporary_tables_only(c, sql, session) => Ok(WriteClass::Local),
         Kind::Ddl if c.tables.iter().any(temp) => Err(MysqlError::not_supported(
             "a DDL that uses one of the session's temporary tables together with regular tables \
              cannot be replicated (followers do not have the temporary table); create the \
@@ -206,6 +207,28 @@ fn classify_replicated_write(
         }
         _ => Ok(WriteClass::None),
     }
+}
+
+/// `RENAME TABLE tmp TO tmp2` (or `ALTER TABLE tmp RENAME TO tmp2`) of the session's
+/// temporary tables: the new names are theirs too, so it touches nothing else.
+fn renames_temporary_tables_only(c: &Classified, sql: &str, session: &SessionState) -> bool {
+    let schema = session.schema.as_deref();
+    if !c
+        .tables
+        .iter()
+        .any(|t| session.temp_tables.contains(t, schema))
+    {
+        return false;
+    }
+    let changes = crate::sql::table_name_changes(sql);
+    if changes.renamed.is_empty() {
+        return false;
+    }
+    let mut renamed = session.temp_tables.clone();
+    renamed.follow(&changes, schema);
+    c.tables
+        .iter()
+        .all(|t| session.temp_tables.contains(t, schema) || renamed.contains(t, schema))
 }
 
 /// `LOAD DATA|XML [LOW_PRIORITY|CONCURRENT] LOCAL INFILE …`: the client sends the file.

@@ -8,7 +8,7 @@
 
 use crate::sql::{qualified_name as qualify, TableNameChanges};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct TempTables(Vec<(Option<String>, String)>);
 
 impl TempTables {

@@ -154,27 +154,42 @@ pub fn calls_function_in(sql: &str, names: &std::collections::HashSet<String>) -
 /// IMMEDIATE). On the server that commits the caller's open transaction part-way through
 /// the CALL. (BEGIN opens a compound statement in a program, never a transaction.)
 pub fn starts_transaction(body: &str) -> bool {
-    let mut previous_start = false;
+    program_words(body)
+        .windows(2)
+        .any(|w| w[0] == "START" && w[1] == "TRANSACTION")
+}
+
+/// Whether a stored program's `body` may roll back the transaction it runs in: a ROLLBACK
+/// other than `ROLLBACK [WORK] TO [SAVEPOINT] …`, among its statements or in a string it
+/// may run as dynamic SQL.
+pub fn may_roll_back(body: &str) -> bool {
+    let words = program_words(body);
+    words.iter().enumerate().any(|(i, w)| {
+        let next = |k: usize| words.get(i + k).map(String::as_str);
+        w == "ROLLBACK"
+            && next(1) != Some("TO")
+            && !(next(1) == Some("WORK") && next(2) == Some("TO"))
+    })
+}
+
+/// The words of a program body, uppercase, with those of its string literals in place (a
+/// string may be run as dynamic SQL).
+fn program_words(body: &str) -> Vec<String> {
+    let mut words = Vec::new();
     for t in Lexer::new(body) {
-        if previous_start && t.tok.is_word("TRANSACTION") {
-            return true;
-        }
-        previous_start = t.tok.is_word("START");
-        if let Tok::Str(quoted) = t.tok {
-            let words: Vec<String> = quoted
-                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-                .filter(|w| !w.is_empty())
-                .map(str::to_ascii_uppercase)
-                .collect();
-            if words
-                .windows(2)
-                .any(|w| w[0] == "START" && w[1] == "TRANSACTION")
-            {
-                return true;
-            }
+        match t.tok {
+            Tok::Word(w) => words.push(w.to_ascii_uppercase()),
+            Tok::Str(quoted) => words.extend(
+                quoted
+                    .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_ascii_uppercase),
+            ),
+            // Anything else between two words keeps them apart (`start, transaction`).
+            _ => words.push(String::new()),
         }
     }
-    false
+    words
 }
 
 /// The (lowercase) name a `CREATE [OR REPLACE] [DEFINER = …] [AGGREGATE] FUNCTION [IF NOT
@@ -1206,6 +1221,21 @@ mod tests {
             "BEGIN INSERT INTO t VALUES ('start'); END",
         ] {
             assert!(!starts_transaction(body), "{body}");
+        }
+        for body in [
+            "BEGIN ROLLBACK; END",
+            "BEGIN DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END; END",
+            "BEGIN EXECUTE IMMEDIATE 'rollback work'; END",
+            "BEGIN ROLLBACK AND CHAIN; END",
+        ] {
+            assert!(may_roll_back(body), "{body}");
+        }
+        for body in [
+            "BEGIN SAVEPOINT s; ROLLBACK TO SAVEPOINT s; END",
+            "BEGIN SAVEPOINT s; ROLLBACK WORK TO s; END",
+            "BEGIN START TRANSACTION; COMMIT; END",
+        ] {
+            assert!(!may_roll_back(body), "{body}");
         }
     }
 
