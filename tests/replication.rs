@@ -5116,3 +5116,76 @@ async fn a_ddl_whose_connection_was_lost_after_it_ran_is_not_run_twice() {
         assert_eq!(column_count(db, "dm.t").await, 2, "{}", db.addr());
     }
 }
+
+/// BACKUP STAGE, BACKUP LOCK and FLUSH TABLES WITH READ LOCK hold locks on the connection
+/// that ran them, until released or closed. The session keeps that connection: before, it
+/// went back to the pool with the lock held, the session's next BACKUP STAGE ran elsewhere,
+/// and every later DDL on the primary (the followers waiting behind it) hung until that
+/// connection closed (the mutation test, seed 17). A session that ends releases its locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_and_global_read_locks_stay_with_their_session() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE bk",
+            "CREATE TABLE bk.t (id INT PRIMARY KEY)",
+        ],
+    )
+    .await;
+    let mut a = connect(&proxy.url(None)).await;
+    run_all(&mut a, &["BACKUP STAGE START"]).await;
+    // The backup's own session cannot store a write's log row on the primary: refused
+    // before it runs (a DDL ran there and its row failed, so the primary's copy of the log
+    // lacked it and a restart would have run it again).
+    for sql in ["CREATE TABLE bk.x (a INT)", "INSERT INTO bk.t VALUES (5)"] {
+        let e = a.query_drop(sql).await.unwrap_err();
+        assert_eq!(server_code(&e), 4145, "{sql}: {e}");
+    }
+    run_all(&mut a, &["BACKUP STAGE BLOCK_DDL"]).await;
+    // Another session's DDL waits for the backup, as on MariaDB, and runs after its END.
+    let url = proxy.url(None);
+    let ddl = tokio::spawn(async move {
+        let mut b = connect(&url).await;
+        b.query_drop("CREATE TABLE bk.n (a INT)").await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!ddl.is_finished(), "the DDL ran during BLOCK_DDL");
+    run_all(&mut a, &["BACKUP STAGE END"]).await;
+    tokio::time::timeout(Duration::from_secs(10), ddl)
+        .await
+        .expect("the DDL still waits after BACKUP STAGE END")
+        .unwrap()
+        .unwrap();
+    // A session that ends with the lock held releases it.
+    run_all(&mut a, &["BACKUP STAGE START", "BACKUP STAGE BLOCK_DDL"]).await;
+    a.disconnect().await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        c.query_drop("CREATE TABLE bk.m (a INT)"),
+    )
+    .await
+    .expect("a closed session's BACKUP STAGE still blocks DDL")
+    .unwrap();
+    // FLUSH TABLES WITH READ LOCK: writers wait until the same session's UNLOCK TABLES.
+    let mut f = connect(&proxy.url(None)).await;
+    run_all(&mut f, &["FLUSH TABLES WITH READ LOCK", "SELECT 1"]).await;
+    let url = proxy.url(None);
+    let write = tokio::spawn(async move {
+        let mut w = connect(&url).await;
+        w.query_drop("INSERT INTO bk.t VALUES (1)").await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !write.is_finished(),
+        "a write ran under the global read lock"
+    );
+    run_all(&mut f, &["UNLOCK TABLES"]).await;
+    tokio::time::timeout(Duration::from_secs(10), write)
+        .await
+        .expect("the write still waits after UNLOCK TABLES")
+        .unwrap()
+        .unwrap();
+    assert_replicas_identical(&dbs, &mut c, &["bk.t", "bk.n", "bk.m"]).await;
+}

@@ -96,6 +96,18 @@ pub fn classify_write(
     let class = classify_replicated_write(c, sql, session)?;
     match (&session.log_refusal, class) {
         (Some(refusal), WriteClass::Dml | WriteClass::Ddl) => Err(refusal.clone()),
+        // The server refuses the record's row in the primary's log to the session holding
+        // a backup lock (4145) after a DDL ran: a restart's recovery would run it there
+        // again, and the primary's copy of the log lacks it.
+        (None, WriteClass::Dml | WriteClass::Ddl) if session.holds_backup_lock() => {
+            Err(MysqlError::new(
+                4145,
+                "HY000",
+                "Can't execute the command as you have a BACKUP STAGE active (myquorum: this \
+                 session holds a backup lock, under which the primary cannot store the \
+                 write's log row; run BACKUP STAGE END or BACKUP UNLOCK first)",
+            ))
+        }
         _ => Ok(class),
     }
 }

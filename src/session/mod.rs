@@ -39,10 +39,12 @@ pub enum PinReason {
     Xa,
     /// LAST_INSERT_ID(), FOUND_ROWS(), SHOW WARNINGS read state of the previous statement.
     StatementAffinity,
+    /// BACKUP STAGE or BACKUP LOCK: held by the connection until END/UNLOCK or it closes.
+    BackupLock,
 }
 
 impl PinReason {
-    pub const ALL: [PinReason; 10] = [
+    pub const ALL: [PinReason; 11] = [
         PinReason::Transaction,
         PinReason::TemporaryTable,
         PinReason::UserVariable,
@@ -53,6 +55,7 @@ impl PinReason {
         PinReason::UnreplayableSet,
         PinReason::Xa,
         PinReason::StatementAffinity,
+        PinReason::BackupLock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +70,7 @@ impl PinReason {
             PinReason::UnreplayableSet => "unreplayable_set",
             PinReason::Xa => "xa_transaction",
             PinReason::StatementAffinity => "statement_affinity",
+            PinReason::BackupLock => "backup_lock",
         }
     }
 
@@ -76,7 +80,8 @@ impl PinReason {
 }
 
 /// How many times sessions became pinned, per reason (process-wide, for SHOW PROXY PINS).
-pub static PIN_EVENTS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
+pub static PIN_EVENTS: [AtomicU64; PinReason::ALL.len()] =
+    [const { AtomicU64::new(0) }; PinReason::ALL.len()];
 
 /// A prepared statement as the client knows it.
 #[derive(Debug, Clone)]
@@ -314,6 +319,11 @@ impl SessionState {
         self.holds_table_locks() && !self.table_locks_cover_log
     }
 
+    /// Whether the session holds a BACKUP STAGE or BACKUP LOCK.
+    pub fn holds_backup_lock(&self) -> bool {
+        self.pins & PinReason::BackupLock.bit() != 0
+    }
+
     /// Whether LOCK TABLES is in force (the session is pinned for it).
     pub fn holds_table_locks(&self) -> bool {
         self.pins & PinReason::TableLock.bit() != 0
@@ -370,6 +380,11 @@ impl SessionState {
         if f.contains(Flags::ADVISORY_LOCK) {
             self.pin(PinReason::AdvisoryLock);
         }
+        if f.contains(Flags::BACKUP_LOCK) {
+            // Pooled with the lock held, the connection blocked every DDL (and, from
+            // BLOCK_COMMIT, every commit) on the primary until it closed.
+            self.pin(PinReason::BackupLock);
+        }
         if f.contains(Flags::SQL_PREPARE) {
             self.pin(PinReason::SqlPrepare);
         }
@@ -421,6 +436,9 @@ impl SessionState {
         }
         if f_has(c, Flags::UNLOCK_TABLES) && summary.error.is_none() {
             self.unpin(PinReason::TableLock);
+        }
+        if f_has(c, Flags::BACKUP_UNLOCK) && summary.error.is_none() {
+            self.unpin(PinReason::BackupLock);
         }
         if c.kind == Kind::Lock
             && f_has(c, Flags::TABLE_LOCK)

@@ -65,6 +65,11 @@ bitflags! {
         /// `SHOW [SESSION | LOCAL] STATUS`: its `Ssl_*` rows describe the connection it
         /// runs on, so the proxy answers those from the client's own.
         const SESSION_STATUS = 1 << 16;
+        /// BACKUP STAGE (but END) or BACKUP LOCK: a lock the connection holds until
+        /// released.
+        const BACKUP_LOCK = 1 << 17;
+        /// BACKUP STAGE END or BACKUP UNLOCK.
+        const BACKUP_UNLOCK = 1 << 18;
     }
 }
 
@@ -933,6 +938,11 @@ fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
         | "PURGE" | "RESET" | "INSTALL" | "UNINSTALL" | "SHUTDOWN" | "BINLOG" | "CHANGE"
         // BACKUP STAGE / BACKUP LOCK commit the open transaction, as FLUSH does.
         | "BACKUP" => {
+            *flags |= match (w(1), w(2)) {
+                ("STAGE", "END") | ("UNLOCK", _) => Flags::BACKUP_UNLOCK,
+                ("STAGE", _) | ("LOCK", _) => Flags::BACKUP_LOCK,
+                _ => Flags::empty(),
+            };
             Kind::Admin
         }
         _ => Kind::Other,
@@ -1026,6 +1036,16 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                     && stmt_first.is_some_and(|f| f.is_word("SHOW"))
                 {
                     *flags |= Flags::WARNINGS_QUERY;
+                } else if stmt_first.is_some_and(|f| f.is_word("FLUSH"))
+                    && (w.eq_ignore_ascii_case("LOCK")
+                        && prev.is_some_and(|p| p.is_word("READ"))
+                        && prev2.is_some_and(|p| p.is_word("WITH"))
+                        || w.eq_ignore_ascii_case("EXPORT")
+                            && prev.is_some_and(|p| p.is_word("FOR")))
+                {
+                    // FLUSH TABLES … WITH READ LOCK / FOR EXPORT: table locks until UNLOCK
+                    // TABLES (pooled, the connection kept every writer out).
+                    *flags |= Flags::TABLE_LOCK;
                 } else if !first
                     && (w.eq_ignore_ascii_case("TABLES") || w.eq_ignore_ascii_case("TABLE"))
                     && prev.is_some_and(|p| p.is_word("LOCK") || p.is_word("UNLOCK"))
@@ -1325,6 +1345,19 @@ mod tests {
         assert_eq!(k("/* only a comment */"), Kind::Empty);
         // These commit the open transaction on the server, as FLUSH does.
         assert_eq!(k("BACKUP STAGE START"), Kind::Admin);
+        for (sql, flag) in [
+            ("BACKUP STAGE START", Flags::BACKUP_LOCK),
+            ("backup stage block_commit", Flags::BACKUP_LOCK),
+            ("BACKUP LOCK t", Flags::BACKUP_LOCK),
+            ("BACKUP STAGE END", Flags::BACKUP_UNLOCK),
+            ("BACKUP UNLOCK", Flags::BACKUP_UNLOCK),
+            ("FLUSH TABLES WITH READ LOCK", Flags::TABLE_LOCK),
+            ("FLUSH TABLES t1, t2 WITH READ LOCK", Flags::TABLE_LOCK),
+            ("FLUSH TABLES t FOR EXPORT", Flags::TABLE_LOCK),
+        ] {
+            assert!(classify(sql).flags.contains(flag), "{sql}");
+        }
+        assert!(!classify("FLUSH TABLES").flags.contains(Flags::TABLE_LOCK));
         assert_eq!(k("backup lock t"), Kind::Admin);
         // Not LOAD DATA: a key-cache preload that writes nothing.
         assert_eq!(k("LOAD INDEX INTO CACHE t"), Kind::Other);
