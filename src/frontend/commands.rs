@@ -530,7 +530,9 @@ impl ClientSession {
                 // temporary table would reach the regular table it hid, unlogged), so the
                 // session ends, as a server's connection does when it dies.
                 tracing::warn!(user = %session.user, state = %pin_list(session),
-                    "the session's backend connection was lost after its write was logged;                      closing the client connection (its temporary tables, locks and variables                      are gone): reconnect");
+                    "the session's backend connection was lost after its write was logged; \
+                     closing the client connection (its temporary tables, locks and variables \
+                     are gone): reconnect");
                 return self.end_session(client, session).await;
             }
         }
