@@ -2638,30 +2638,10 @@ impl ClientSession {
         {
             return Ok(());
         }
-        if let Some(end) = releasing_end(&stmt.classified, &stmt.sql, session) {
-            // Its answer is an OK packet, the same for a text query.
-            let text = [&[COM_QUERY][..], end.on_primary().as_bytes()].concat();
-            let summary = self
-                .run_on_backend(
-                    client,
-                    session,
-                    &stmt.classified,
-                    route,
-                    BackendCommand::Raw(&text),
-                    ResponseKind::ResultSets,
-                )
-                .await?;
-            self.after_forwarded(
-                session,
-                &stmt.classified,
-                &stmt.sql,
-                summary.error.is_none(),
-            );
-            return match summary.error {
-                None => Err(released()),
-                Some(_) => Ok(()),
-            };
-        }
+        // A releasing COMMIT or ROLLBACK goes as its text (`releasing_end`): its answer is an
+        // OK packet, the same for a text query.
+        let releasing = releasing_end(&stmt.classified, &stmt.sql, session)
+            .map(|end| [&[COM_QUERY][..], end.on_primary().as_bytes()].concat());
         // A cursor stays open on the connection that executes it.
         let cursor = flags != 0;
         let route = if cursor {
@@ -2678,9 +2658,12 @@ impl ClientSession {
         if let Some(f) = body.first_mut() {
             *f = flags;
         }
-        let command = BackendCommand::Execute {
-            sql: &stmt.sql,
-            body: &body,
+        let command = match &releasing {
+            Some(text) => BackendCommand::Raw(text),
+            None => BackendCommand::Execute {
+                sql: &stmt.sql,
+                body: &body,
+            },
         };
         let summary = self
             .run_on_backend(
@@ -2698,6 +2681,9 @@ impl ClientSession {
             &stmt.sql,
             summary.error.is_none(),
         );
+        if releasing.is_some() && summary.error.is_none() {
+            return Err(released());
+        }
         if let Some(e) = &summary.error {
             self.forget_rolled_back(session, &stmt.classified, route, e.code)
                 .await?;
@@ -2883,10 +2869,7 @@ fn only_blanks(sql: &str) -> bool {
 /// connection; they are prepared wherever they run next). Temporary tables, user variables,
 /// locks, open cursors or long data are gone, so such sessions are closed.
 fn survivable(session: &SessionState) -> bool {
-    session
-        .pin_reasons()
-        .iter()
-        .all(|r| matches!(r, PinReason::Transaction | PinReason::StatementAffinity))
+    !session.pinned_beyond_transaction()
 }
 
 /// The answer for a transaction lost with its backend: the code (and SQLSTATE) drivers and

@@ -319,6 +319,12 @@ impl SessionState {
         self.holds_table_locks() && !self.table_locks_cover_log
     }
 
+    /// Whether the session keeps state on its connection beyond a transaction and the
+    /// previous statement's results (checked per command: no allocation).
+    pub fn pinned_beyond_transaction(&self) -> bool {
+        self.pins & !(PinReason::Transaction.bit() | PinReason::StatementAffinity.bit()) != 0
+    }
+
     /// Whether the session holds a BACKUP STAGE or BACKUP LOCK.
     pub fn holds_backup_lock(&self) -> bool {
         self.pins & PinReason::BackupLock.bit() != 0
@@ -548,6 +554,20 @@ mod tests {
     use super::*;
     use crate::protocol::message::OkInfo;
     use crate::sql::classify;
+
+    #[test]
+    fn state_beyond_a_transaction_is_told_apart() {
+        let mut s = SessionState::new("u".into(), None, 45, false);
+        s.pin(PinReason::Transaction);
+        s.pin(PinReason::StatementAffinity);
+        assert!(!s.pinned_beyond_transaction());
+        for reason in [PinReason::TemporaryTable, PinReason::BackupLock] {
+            s.pin(reason);
+            assert!(s.pinned_beyond_transaction(), "{reason:?}");
+            s.unpin(reason);
+        }
+        assert!(!s.pinned_beyond_transaction());
+    }
 
     #[test]
     fn pending_writes_keep_their_record_size() {
