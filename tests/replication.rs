@@ -3268,6 +3268,10 @@ async fn stored_programs_that_end_transactions_replicate_as_on_the_primary() {
             "CREATE PROCEDURE sp.st_or_rb(x VARCHAR(40)) BEGIN \
              IF x = 'undo' THEN ROLLBACK; END IF; START TRANSACTION; \
              INSERT INTO sp.t VALUES (x); END",
+            // The same, one CALL deeper (unqualified: the caller's database).
+            "CREATE PROCEDURE sp.outer_st(x VARCHAR(40)) BEGIN CALL st(x); END",
+            "CREATE PROCEDURE sp.outer_st_or_rb(x VARCHAR(40)) \
+             BEGIN SET @s = 'CALL sp.st_or_rb(?)'; PREPARE s FROM @s; EXECUTE s USING x; END",
             "INSERT INTO sp.t VALUES ('taken')",
         ],
     )
@@ -3347,13 +3351,40 @@ async fn stored_programs_that_end_transactions_replicate_as_on_the_primary() {
     .await;
     let err = s.query_drop("CALL sp.st_or_rb('x')").await.unwrap_err();
     assert_eq!(server_code(&err), 1235, "{err}");
+    run_all(
+        &mut s,
+        &[
+            "ROLLBACK",
+            "BEGIN",
+            "INSERT INTO sp.t VALUES ('before a nested call')",
+            "CALL sp.outer_st('in the nested call')",
+            "ROLLBACK",
+            "BEGIN",
+            "INSERT INTO sp.t VALUES ('before a nested call that may roll back')",
+        ],
+    )
+    .await;
+    let err = s
+        .query_drop("CALL sp.outer_st_or_rb('y')")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
     run_all(&mut s, &["ROLLBACK"]).await;
     assert_replicas_identical(&dbs, &mut c, &["sp.t"]).await;
     let rows: Vec<String> = c
         .query("SELECT v FROM sp.t WHERE v NOT LIKE 'w%' ORDER BY v")
         .await
         .unwrap();
-    assert_eq!(rows, ["before the call", "called first", "kept", "taken"]);
+    assert_eq!(
+        rows,
+        [
+            "before a nested call",
+            "before the call",
+            "called first",
+            "kept",
+            "taken"
+        ]
+    );
     let writes: Option<i64> = c
         .query_first("SELECT COUNT(*) FROM sp.t WHERE v LIKE 'w%'")
         .await
@@ -3797,6 +3828,27 @@ async fn definitions_evaluated_per_replica_are_refused() {
     assert_eq!(server_code(&err), 1235, "{err}");
     c.exec_drop("CALL direct_add_id(?)", (100,)).await.unwrap();
     c.query_drop("CALL nd.direct_add_id(101)").await.unwrap();
+    // Reached through another procedure it is refused as well: when the caller is defined
+    // through the proxy, and when it is called (made on the servers directly).
+    let err = c
+        .query_drop("CREATE PROCEDURE nd.via(i INT) CALL direct_add(i)")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    assert!(err.to_string().contains("nd.direct_add"), "{err}");
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        d.query_drop("CREATE PROCEDURE nd.via(i INT) BEGIN CALL nd.direct_add_id(i); CALL direct_add(i); END")
+            .await
+            .unwrap();
+    }
+    let err = c.query_drop("CALL nd.via(9)").await.unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    assert!(
+        err.to_string()
+            .contains("nd.direct_add (which nd.via calls)"),
+        "{err}"
+    );
     assert_replicas_identical(&dbs, &mut c, &["nd.t", "nd.log"]).await;
 }
 

@@ -1210,8 +1210,9 @@ impl ClientSession {
         Ok((replicated || followed_by_the_session(&bc)).then_some(bound))
     }
 
-    /// Refuses a trigger, procedure or function whose body inserts into a table with an
-    /// AUTO_INCREMENT column it leaves for the server to fill (`generated_id_insert`).
+    /// Refuses a trigger, procedure or function whose body, or the body of a procedure it
+    /// calls, inserts into a table with an AUTO_INCREMENT column it leaves for the server to
+    /// fill (`generated_id_insert`). A callee created later is judged when called.
     async fn refuse_generated_ids_in_programs(
         &mut self,
         session: &mut SessionState,
@@ -1227,14 +1228,24 @@ impl ClientSession {
         let home = crate::sql::determinism::program_schema(sql).or_else(|| session.schema.clone());
         let what = format!("this {}", object.to_ascii_lowercase());
         let verdict = self
-            .generated_id_insert(session, c, route, sql, home, &what)
+            .generated_id_insert(session, c, route, sql, home.clone(), &what)
             .await?;
-        refused_for(verdict)
+        refused_for(verdict)?;
+        for (db, name) in crate::sql::determinism::procedures_called(sql) {
+            let Some(db) = db.or_else(|| home.clone()) else {
+                continue;
+            };
+            if let Some(check) = self.judge_procedure(session, c, route, &db, &name).await? {
+                refused_for(check.refusal)?;
+            }
+        }
+        Ok(())
     }
 
-    /// Refuses a CALL of a procedure whose body generates ids (`generated_id_insert`): one
-    /// created on the servers directly, which the definition check never saw. Returns whether
-    /// the session's pending writes must be committed first: the body may start a
+    /// Refuses a CALL of a procedure whose body, or the body of a procedure it calls,
+    /// generates ids (`generated_id_insert`): one created on the servers directly, which the
+    /// definition check never saw, or one reached through another. Returns whether the
+    /// session's pending writes must be committed first: a body may start a
     /// transaction, which on the primary commits them part-way through the CALL, unseen (the
     /// status flags show a transaction before and after), so a later ROLLBACK left them on
     /// the primary alone. Committed first, with the next transaction chained, the CALL then
@@ -1259,25 +1270,8 @@ impl ClientSession {
         let check = match self.ctx.call_checks.get(&key).map(|v| v.clone()) {
             Some(v) => v,
             None => {
-                // information_schema, not mysql.proc: reading that Aria table inside the
-                // client's transaction makes every later SAVEPOINT in it fail with 1178
-                // (the procedure's own, or the client's).
-                let lookup = format!(
-                    "(SELECT ROUTINE_DEFINITION FROM information_schema.ROUTINES \
-                     WHERE ROUTINE_SCHEMA = {} AND ROUTINE_NAME = {} AND ROUTINE_TYPE = 'PROCEDURE')",
-                    crate::sql::quote_string(&db),
-                    crate::sql::quote_string(&name)
-                );
-                let Some(body) = self.select_value(session, c, route, &lookup).await? else {
+                let Some(check) = self.judge_procedure(session, c, route, &db, &name).await? else {
                     return Ok(false);
-                };
-                let what = format!("procedure {db}.{name}");
-                let check = CallCheck {
-                    refusal: self
-                        .generated_id_insert(session, c, route, &body, Some(db.clone()), &what)
-                        .await?,
-                    starts_transaction: crate::sql::classify::starts_transaction(&body),
-                    may_roll_back: crate::sql::classify::may_roll_back(&body),
                 };
                 self.ctx.call_checks.insert(key, check.clone());
                 check
@@ -1294,6 +1288,63 @@ impl ClientSession {
             ))));
         }
         Ok(commits_pending)
+    }
+
+    /// What procedure `db.name` may do, with the procedures it calls (to a bound: MariaDB
+    /// nests CALLs up to max_sp_recursion_depth, and a body names its callees statically or
+    /// in strings). None when it does not exist.
+    async fn judge_procedure(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        db: &str,
+        name: &str,
+    ) -> Result<Option<CallCheck>, Failure> {
+        /// Procedures read per judgement; a program calling more is judged on these.
+        const MOST_PROCEDURES: usize = 64;
+        let mut check = CallCheck::default();
+        let mut queue = vec![(db.to_string(), name.to_string())];
+        let mut seen = std::collections::HashSet::new();
+        while let Some((pdb, pname)) = queue.pop() {
+            if seen.len() >= MOST_PROCEDURES
+                || !seen.insert((pdb.clone(), pname.to_ascii_lowercase()))
+            {
+                continue;
+            }
+            // information_schema, not mysql.proc: reading that Aria table inside the
+            // client's transaction makes every later SAVEPOINT in it fail with 1178 (the
+            // procedure's own, or the client's).
+            let lookup = format!(
+                "(SELECT ROUTINE_DEFINITION FROM information_schema.ROUTINES \
+                 WHERE ROUTINE_SCHEMA = {} AND ROUTINE_NAME = {} AND ROUTINE_TYPE = 'PROCEDURE')",
+                crate::sql::quote_string(&pdb),
+                crate::sql::quote_string(&pname)
+            );
+            let Some(body) = self.select_value(session, c, route, &lookup).await? else {
+                if seen.len() == 1 {
+                    return Ok(None);
+                }
+                // A callee that does not exist fails the CALL there, on every replica.
+                continue;
+            };
+            let what = if seen.len() == 1 {
+                format!("procedure {db}.{name}")
+            } else {
+                format!("procedure {pdb}.{pname} (which {db}.{name} calls)")
+            };
+            if check.refusal.is_none() {
+                check.refusal = self
+                    .generated_id_insert(session, c, route, &body, Some(pdb.clone()), &what)
+                    .await?;
+            }
+            check.starts_transaction |= crate::sql::classify::starts_transaction(&body);
+            check.may_roll_back |= crate::sql::classify::may_roll_back(&body);
+            for (callee_db, callee) in crate::sql::determinism::procedures_called(&body) {
+                queue.push((callee_db.unwrap_or_else(|| pdb.clone()), callee));
+            }
+        }
+        Ok(Some(check))
     }
 
     /// Why a stored program's `body` (unqualified tables in `home`) would give each replica

@@ -521,6 +521,11 @@ pub fn called_procedure(sql: &str) -> Option<(Option<String>, String)> {
     if !toks.next()?.is_word("CALL") {
         return None;
     }
+    called_name(&mut toks)
+}
+
+/// The `[db.]name` after a CALL.
+fn called_name<'a>(toks: &mut impl Iterator<Item = Tok<'a>>) -> Option<(Option<String>, String)> {
     let name = |t: Option<Tok<'_>>| match t {
         Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => Some(w.to_string()),
         _ => None,
@@ -529,6 +534,31 @@ pub fn called_procedure(sql: &str) -> Option<(Option<String>, String)> {
     match toks.next() {
         Some(Tok::Punct('.')) => Some((Some(first), name(toks.next())?)),
         _ => Some((None, first)),
+    }
+}
+
+/// The procedures a stored program's `body` calls (`CALL [db.]name`), also from strings it
+/// may run as dynamic SQL (`PREPARE s FROM 'CALL q()'`). Unqualified names are the caller's
+/// to resolve: inside a routine they name its own database.
+pub fn procedures_called(body: &str) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    collect_calls(body, true, &mut out);
+    out
+}
+
+fn collect_calls(sql: &str, with_strings: bool, out: &mut Vec<(Option<String>, String)>) {
+    let mut toks = Lexer::new(sql).map(|t| t.tok);
+    while let Some(t) = toks.next() {
+        match t {
+            // CALL is reserved: as a bare word it starts a CALL statement.
+            Tok::Word(w) if w.eq_ignore_ascii_case("CALL") => {
+                out.extend(called_name(&mut toks));
+            }
+            Tok::Str(quoted) if with_strings && quoted.len() >= 2 => {
+                collect_calls(&quoted[1..quoted.len() - 1], false, out);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -1299,6 +1329,18 @@ mod definition_tests {
             Some((None, "p".to_string()))
         );
         assert_eq!(super::called_procedure("SELECT 1"), None);
+        assert_eq!(
+            super::procedures_called(
+                "BEGIN IF x THEN CALL q(1); END IF; CALL `o`.r; \
+                 SET @s = 'CALL d.dyn()'; SELECT 'call' AS `call`; END"
+            ),
+            [
+                (None, "q".to_string()),
+                (Some("o".to_string()), "r".to_string()),
+                (Some("d".to_string()), "dyn".to_string()),
+            ]
+        );
+        assert!(super::procedures_called("BEGIN INSERT INTO t VALUES (1); END").is_empty());
         assert!(!t(None, "audit", Some(&["ID", "sid"])).generates("id"));
         assert!(t(None, "audit", None).generates("id"));
     }
