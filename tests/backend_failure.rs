@@ -266,8 +266,10 @@ async fn connections_the_server_closes_are_not_used_again() {
         .unwrap();
     let mut in_transaction = Conn::new(opts()).await.unwrap();
     in_transaction.query_drop("BEGIN").await.unwrap();
+    // CONNECTION_ID() through the proxy is the session's proxy id; read with a server's
+    // processlist it is that server's thread.
     let thread: Option<u64> = in_transaction
-        .query_first("SELECT CONNECTION_ID()")
+        .query_first("SELECT ID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
         .await
         .unwrap();
     admin

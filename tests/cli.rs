@@ -93,19 +93,35 @@ fn admin_commands_local_infile_and_charset() {
     common::init_tracing();
     let db = MariaDb::start();
     let proxy = Proxy::start(config_for(&[&db]));
-    let admin = |cmd: &str| {
-        let out = Command::new("mysqladmin")
+    let run_admin = |cmd: &str| {
+        Command::new("mysqladmin")
             .args(["-h127.0.0.1", &format!("-P{}", proxy.port), "-uroot", cmd])
             .output()
-            .expect("mysqladmin (mariadb-client)");
+            .expect("mysqladmin (mariadb-client)")
+    };
+    let admin = |cmd: &str| {
+        let out = run_admin(cmd);
         assert!(
             out.status.success(),
-            "{}",
+            "{cmd}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(admin("status").contains("Uptime:"));
+    assert!(admin("ping").contains("alive"));
+    // COM_REFRESH reaches the primary (before: "Unknown command"); the processlist is the
+    // proxy's (its own session is listed, with the statement mysqladmin sent).
+    admin("refresh");
+    let listed = admin("processlist");
+    assert!(listed.contains("| Progress |"), "{listed}");
+    assert!(listed.contains("show processlist"), "{listed}");
+    // COM_SHUTDOWN is refused as SHUTDOWN is (it would stop the primary), and the server
+    // is still there.
+    let out = run_admin("shutdown");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("would stop the shard's primary"), "{err}");
     assert!(admin("ping").contains("alive"));
 
     let dir = tempfile::tempdir().unwrap();

@@ -822,6 +822,131 @@ async fn idle_clients_are_disconnected_after_their_wait_timeout() {
     assert_eq!(counted, [("idle_timeouts".to_string(), "3".to_string())]);
 }
 
+/// Through the proxy a session has one id: the handshake's, which CONNECTION_ID() gives
+/// (text and prepared, in reads and in writes, replicated as that value), SHOW [FULL]
+/// PROCESSLIST lists (the proxy's sessions, in MariaDB's columns; a user who is not a proxy
+/// admin sees their own) and KILL takes. Before, CONNECTION_ID() gave the thread of whichever
+/// backend connection the statement ran on, a write calling it was refused, and SHOW
+/// PROCESSLIST listed a backend's threads, whose ids KILL does not take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_has_one_id_for_connection_id_processlist_and_kill() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let mut cfg = config_for(&[&db]);
+    let mut viewer = myquorum::config::UserConfig::new("viewer", "pw");
+    viewer.admin = Some(false);
+    cfg.users.push(viewer);
+    let proxy = Proxy::start(cfg);
+    let mut a = connect(&proxy.url(None)).await;
+    let mut b = connect(&proxy.url(None)).await;
+    let a_id = a.id() as u64;
+    for sql in ["SELECT CONNECTION_ID()", "SELECT connection_id() AS me"] {
+        let got: Option<u64> = a.query_first(sql).await.unwrap();
+        assert_eq!(got, Some(a_id), "{sql}");
+        let got: Option<u64> = a.exec_first(sql, ()).await.unwrap();
+        assert_eq!(got, Some(a_id), "prepared {sql}");
+    }
+    // The column keeps its name.
+    let row: Row = a
+        .query_first("SELECT CONNECTION_ID(), 2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&*row.columns_ref()[0].name_str(), "CONNECTION_ID()");
+    for sql in [
+        "CREATE DATABASE cid",
+        "CREATE TABLE cid.jobs (id INT PRIMARY KEY, owner BIGINT UNSIGNED)",
+        "INSERT INTO cid.jobs VALUES (1, NULL), (2, NULL), (3, NULL)",
+        "INSERT INTO cid.jobs VALUES (4, CONNECTION_ID())",
+        "SET @me = CONNECTION_ID()",
+    ] {
+        a.query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    a.exec_drop(
+        "UPDATE cid.jobs SET owner = CONNECTION_ID() WHERE id = ?",
+        (2,),
+    )
+    .await
+    .unwrap();
+    b.query_drop("UPDATE cid.jobs SET owner = CONNECTION_ID() WHERE id = 3")
+        .await
+        .unwrap();
+    let owners: Vec<(i32, Option<u64>)> = a
+        .query("SELECT id, owner FROM cid.jobs WHERE owner = @me OR owner = CONNECTION_ID() + 0 ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(owners, [(2, Some(a_id)), (4, Some(a_id))]);
+    let mut direct = connect(&db.url(None)).await;
+    let stored: Vec<(i32, Option<u64>)> = direct
+        .query("SELECT id, owner FROM cid.jobs ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        [
+            (1, None),
+            (2, Some(a_id)),
+            (3, Some(b.id() as u64)),
+            (4, Some(a_id))
+        ]
+    );
+    // Read with a server's processlist, it is that server's thread (the row is its own).
+    let found: Option<u64> = a
+        .query_first("SELECT ID FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()")
+        .await
+        .unwrap();
+    assert!(found.is_some());
+
+    // SHOW PROCESSLIST: the proxy's sessions, under those ids.
+    let a_runs = tokio::spawn(async move {
+        let r: Option<i64> = a.query_first("SELECT SLEEP(1.5)").await.unwrap();
+        (a, r)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let listed: Vec<Row> = b.query("SHOW FULL PROCESSLIST").await.unwrap();
+    assert_eq!(
+        &*listed[0]
+            .columns_ref()
+            .iter()
+            .map(|c| c.name_str().to_string())
+            .collect::<Vec<_>>(),
+        ["Id", "User", "Host", "db", "Command", "Time", "State", "Info", "Progress"]
+    );
+    let ids: Vec<u64> = listed
+        .iter()
+        .map(|r| r.get::<String, _>("Id").unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, [a_id, b.id() as u64]);
+    let a_row = &listed[0];
+    assert_eq!(a_row.get::<String, _>("Command").as_deref(), Some("Query"));
+    assert_eq!(
+        a_row.get::<String, _>("Info").as_deref(),
+        Some("SELECT SLEEP(1.5)")
+    );
+    assert!(a_row
+        .get::<String, _>("Host")
+        .is_some_and(|h| h.starts_with("127.0.0.1:")));
+    // Not an admin: only one's own sessions.
+    let viewer_url = proxy.url(None).replace("root@", "viewer:pw@");
+    let mut v = connect(&viewer_url).await;
+    let seen: Vec<Row> = v.query("SHOW PROCESSLIST").await.unwrap();
+    let seen: Vec<String> = seen
+        .iter()
+        .map(|r| r.get::<String, _>("Id").unwrap())
+        .collect();
+    assert_eq!(seen, [v.id().to_string()]);
+    let (mut a, slept) = a_runs.await.unwrap();
+    assert_eq!(slept, Some(0));
+    // The id CONNECTION_ID() gave is the one KILL takes.
+    let a_said: Option<u64> = a.query_first("SELECT CONNECTION_ID()").await.unwrap();
+    b.query_drop(format!("KILL {}", a_said.unwrap()))
+        .await
+        .unwrap();
+    assert!(a.query_drop("SELECT 1").await.is_err(), "a was not killed");
+}
+
 /// KILL takes the proxy's connection ids (the handshake's, which the mysql CLI's Ctrl-C and
 /// JDBC query timeouts use): KILL QUERY stops that session's statement on whichever backend
 /// runs it and leaves the session usable; KILL ends the session (its open transaction rolled

@@ -302,6 +302,52 @@ fn processlist(ctx: &ProxyContext) -> Table {
     }
 }
 
+/// `SHOW [FULL] PROCESSLIST` through the proxy: its sessions in MariaDB's columns, under the
+/// ids KILL takes; State says where a running statement runs. As on a server without the
+/// PROCESS privilege, a user who is not a proxy admin sees their own sessions only; Info is
+/// cut at 100 characters unless FULL.
+fn server_processlist(ctx: &ProxyContext, session: &SessionState, full: bool) -> Table {
+    /// What SHOW PROCESSLIST shows of a statement (MariaDB's PROCESS_LIST_WIDTH).
+    const INFO_CHARS: usize = 100;
+    let rows = ctx
+        .sessions
+        .processlist()
+        .into_iter()
+        .filter(|p| session.admin || p.user == session.user)
+        .map(|p| {
+            let state = p.backend.and_then(|b| {
+                ctx.cluster
+                    .pool(b.shard, b.replica)
+                    .map(|pool| format!("running on {} (thread {})", pool.addr, b.thread))
+            });
+            let info = p.info.map(|i| {
+                if full {
+                    i
+                } else {
+                    i.chars().take(INFO_CHARS).collect()
+                }
+            });
+            vec![
+                Some(p.id.to_string()),
+                Some(p.user),
+                Some(p.host),
+                p.schema,
+                Some(if p.busy { "Query" } else { "Sleep" }.to_string()),
+                Some(p.seconds.to_string()),
+                Some(state.unwrap_or_default()),
+                info,
+                Some("0.000".to_string()),
+            ]
+        })
+        .collect();
+    Table {
+        columns: vec![
+            "Id", "User", "Host", "db", "Command", "Time", "State", "Info", "Progress",
+        ],
+        rows,
+    }
+}
+
 /// `SHOW PROXY QUERIES`: per statement digest, executions, time through the proxy and where
 /// they were served, the most total time first (ProxySQL's stats_mysql_query_digest; times
 /// in milliseconds, first/last seen in Unix seconds as there).
@@ -351,7 +397,11 @@ fn queries(ctx: &ProxyContext) -> Table {
 pub fn is_about_own_session(command: &str) -> bool {
     matches!(
         command.strip_suffix(" like").unwrap_or(command),
-        "explain last statement" | "session" | "pins"
+        "explain last statement"
+            | "session"
+            | "pins"
+            | "show processlist"
+            | "show full processlist"
     )
 }
 
@@ -397,6 +447,8 @@ pub fn answer(
     match command {
         "backends" => Ok(backends(ctx)),
         "processlist" => Ok(processlist(ctx)),
+        "show processlist" => Ok(server_processlist(ctx, session, false)),
+        "show full processlist" => Ok(server_processlist(ctx, session, true)),
         "replication" => Ok(replication(ctx)),
         "pins" => Ok(Table {
             columns: vec!["reason", "times_pinned", "this_session"],

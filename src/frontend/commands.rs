@@ -39,6 +39,8 @@ const COM_QUIT: u8 = 0x01;
 const COM_INIT_DB: u8 = 0x02;
 const COM_QUERY: u8 = 0x03;
 const COM_FIELD_LIST: u8 = 0x04;
+const COM_REFRESH: u8 = 0x07;
+const COM_SHUTDOWN: u8 = 0x08;
 const COM_STATISTICS: u8 = 0x09;
 const COM_PING: u8 = 0x0E;
 const COM_CHANGE_USER: u8 = 0x11;
@@ -155,8 +157,24 @@ fn command_name(command: u8) -> &'static str {
         COM_STMT_FETCH => "Fetch",
         COM_CHANGE_USER => "Change user",
         COM_RESET_CONNECTION => "Reset connection",
+        COM_REFRESH => "Refresh",
         _ => "Command",
     }
+}
+
+/// Why a COM_REFRESH (`mariadb-admin refresh`, `mysql_refresh()`) is refused: resetting a
+/// replication stream (REFRESH_SLAVE, REFRESH_MASTER) would act on one server outside the
+/// proxy's log, as RESET SLAVE/MASTER would. Its other flags (tables, logs, hosts, threads,
+/// privileges, status) are the server's to carry out.
+fn refresh_refusal(flags: u8) -> Option<MysqlError> {
+    const REFRESH_SLAVE: u8 = 64;
+    const REFRESH_MASTER: u8 = 128;
+    (flags & (REFRESH_SLAVE | REFRESH_MASTER) != 0).then(|| {
+        MysqlError::not_supported(
+            "COM_REFRESH of the replication state (REFRESH_SLAVE, REFRESH_MASTER) is not \
+             supported through the proxy, which replicates itself; run it on a server directly",
+        )
+    })
 }
 
 pub(super) fn malformed() -> MysqlError {
@@ -477,6 +495,8 @@ impl ClientSession {
                     self.com_stmt(client, session, pkt.payload, diagnostics)
                         .await
                 }
+                COM_REFRESH => self.com_refresh(client, session, &pkt.payload).await,
+                COM_SHUTDOWN => Err(Failure::Answer(writes::shutdown_refused())),
                 _ => Err(Failure::Answer(MysqlError::new(
                     1047,
                     "08S01",
@@ -785,6 +805,11 @@ impl ClientSession {
             }
         }
         let (digest, c) = self.ctx.classify_cache.classify_keyed(sql);
+        let own_id = self.with_own_connection_id(sql, &c);
+        let (sql, payload, c) = match &own_id {
+            Some((text, payload, c)) => (text.as_str(), &payload[..], c.clone()),
+            None => (sql, payload, c),
+        };
         let started = std::time::Instant::now();
         self.served = None;
         let outcome = self
@@ -792,6 +817,23 @@ impl ClientSession {
             .await;
         self.count_digest(digest, sql, started);
         outcome
+    }
+
+    /// `sql` with CONNECTION_ID() made this session's id on the proxy
+    /// (`rewrite::connection_id`), as a COM_QUERY payload, classified; None when it calls
+    /// none. Classified uncached: the text is this session's alone.
+    fn with_own_connection_id(
+        &self,
+        sql: &str,
+        c: &Classified,
+    ) -> Option<(String, Vec<u8>, Arc<Classified>)> {
+        if !c.flags.contains(Flags::CONNECTION_ID) {
+            return None;
+        }
+        let text = crate::sql::rewrite::connection_id(sql, self.registry_entry.id)?;
+        let payload = [&[COM_QUERY][..], text.as_bytes()].concat();
+        let c = Arc::new(crate::sql::classify(&text));
+        Some((text, payload, c))
     }
 
     /// Counts a command that started at `started` under its statement digest, served where
@@ -2209,6 +2251,29 @@ impl ClientSession {
         .map(|_| ())
     }
 
+    /// COM_REFRESH goes to the primary as the FLUSH it stands for would (the server carries
+    /// out its flags: FLUSH TABLES cannot be combined with the others in one statement).
+    /// Like FLUSH it commits the open transaction, so pending writes go through the log
+    /// first.
+    async fn com_refresh<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        payload: &[u8],
+    ) -> Result<(), Failure> {
+        let flags = payload.get(1).copied().unwrap_or(0);
+        if let Some(refusal) = refresh_refusal(flags) {
+            return Err(Failure::Answer(refusal));
+        }
+        const STANDS_FOR: &str = "FLUSH TABLES";
+        let c = self.ctx.classify_cache.classify(STANDS_FOR);
+        let route = self.route(&c);
+        self.settle_pending(client, session, &c, STANDS_FOR, route)
+            .await?;
+        self.forward(client, session, &c, payload, ResponseKind::Single)
+            .await
+    }
+
     async fn com_set_option<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         client: &mut PacketStream<S>,
@@ -2375,8 +2440,15 @@ impl ClientSession {
                  e.g. a latin1 or binary literal); pass such values as parameters",
             )));
         };
-        let sql: Arc<str> = Arc::from(text);
-        let (digest, c) = self.ctx.classify_cache.classify_keyed(&sql);
+        let (digest, c) = self.ctx.classify_cache.classify_keyed(text);
+        let (sql, c, own_payload): (Arc<str>, _, _) = match self.with_own_connection_id(text, &c) {
+            Some((own, _, c)) => {
+                let payload = [&[COM_STMT_PREPARE][..], own.as_bytes()].concat();
+                (Arc::from(own), c, Some(payload))
+            }
+            None => (Arc::from(text), c, None),
+        };
+        let payload = own_payload.as_deref().unwrap_or(payload);
         // Prepared on the primary (or the pinned connection) for the client's metadata; the
         // statement is not tied to that connection: executes prepare it where they run.
         let route = self.route(&c);
@@ -2941,5 +3013,19 @@ fn pin_list(session: &SessionState) -> String {
         "none".into()
     } else {
         names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn com_refresh_of_replication_state_is_refused() {
+        // mariadb-admin refresh: every flag but privileges, status, slave and master.
+        assert!(refresh_refusal(2 | 4 | 8 | 32).is_none());
+        assert!(refresh_refusal(1 | 16).is_none());
+        assert_eq!(refresh_refusal(4 | 64).map(|e| e.code), Some(1235));
+        assert_eq!(refresh_refusal(128).map(|e| e.code), Some(1235));
     }
 }

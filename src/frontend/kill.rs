@@ -117,6 +117,11 @@ struct Running {
 
 /// One session as KILL sees it.
 pub struct SessionEntry {
+    /// The session's connection id: the handshake's, which KILL takes and CONNECTION_ID()
+    /// gives through the proxy.
+    pub id: u32,
+    /// Where the client connected from (`ip:port`, or `localhost` over the Unix socket).
+    host: String,
     user: Mutex<String>,
     running: Mutex<Running>,
     /// Cancelled by `KILL CONNECTION`: the session ends.
@@ -199,6 +204,7 @@ impl Drop for Registered<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
     pub id: u32,
+    pub host: String,
     pub user: String,
     pub schema: Option<String>,
     pub busy: bool,
@@ -219,8 +225,16 @@ pub struct KillPlan {
 }
 
 impl SessionRegistry {
-    pub fn register(&self, id: u32, user: &str, schema: Option<&str>) -> Registered<'_> {
+    pub fn register(
+        &self,
+        id: u32,
+        host: &str,
+        user: &str,
+        schema: Option<&str>,
+    ) -> Registered<'_> {
         let entry = Arc::new(SessionEntry {
+            id,
+            host: host.to_string(),
             user: Mutex::new(user.to_string()),
             running: Mutex::new(Running {
                 busy: false,
@@ -249,6 +263,7 @@ impl SessionRegistry {
                 let r = e.value().running.lock();
                 Process {
                     id: *e.key(),
+                    host: e.value().host.clone(),
                     user: e.value().user.lock().clone(),
                     schema: r.schema.clone(),
                     busy: r.busy,
@@ -310,7 +325,7 @@ mod tests {
     #[test]
     fn only_a_running_statement_of_ones_own_session_is_stopped() {
         let registry = SessionRegistry::default();
-        let a = registry.register(1, "app", None);
+        let a = registry.register(1, "127.0.0.1:40000", "app", None);
         let thread = BackendThread {
             shard: ShardId(0),
             replica: ReplicaId(0),

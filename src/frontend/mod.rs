@@ -40,7 +40,8 @@ pub async fn serve_client(socket: ClientSocket, ctx: Arc<ProxyContext>) {
             let _ = tcp.set_nodelay(true);
             tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default()
         }
-        Either::Right(_) => "unix socket".to_string(),
+        // As MariaDB shows a client of its Unix socket.
+        Either::Right(_) => "localhost".to_string(),
     };
     let span = tracing::info_span!("conn", id);
     async move {
@@ -51,7 +52,7 @@ pub async fn serve_client(socket: ClientSocket, ctx: Arc<ProxyContext>) {
         ctx.counters
             .connections_active
             .fetch_add(1, Ordering::Relaxed);
-        let result = run(socket, &ctx, id).await;
+        let result = run(socket, &ctx, id, &peer).await;
         ctx.counters
             .connections_active
             .fetch_sub(1, Ordering::Relaxed);
@@ -67,7 +68,7 @@ pub async fn serve_client(socket: ClientSocket, ctx: Arc<ProxyContext>) {
     .await
 }
 
-async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Result<()> {
+async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32, peer: &str) -> io::Result<()> {
     // A Unix socket is as private as TLS (MySQL treats it so): caching_sha2_password may take
     // the password in clear over it.
     let local = matches!(socket, Either::Right(_));
@@ -112,7 +113,7 @@ async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Resu
         return run_session(
             stream,
             ctx,
-            id,
+            (id, peer),
             nonce,
             (server_caps, mariadb_caps),
             hello.payload,
@@ -125,7 +126,7 @@ async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Resu
     run_session(
         stream,
         ctx,
-        id,
+        (id, peer),
         nonce,
         (server_caps, mariadb_caps),
         hello_pkt.payload,
@@ -140,7 +141,7 @@ async fn run(socket: ClientSocket, ctx: &Arc<ProxyContext>, id: u32) -> io::Resu
 async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: PacketStream<S>,
     ctx: &Arc<ProxyContext>,
-    id: u32,
+    (id, peer): (u32, &str),
     nonce: [u8; 20],
     (server_caps, mariadb_caps): (CapabilityFlags, MariadbCapabilities),
     hello_payload: Vec<u8>,
@@ -189,7 +190,7 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     // KILL <id> from another client finds this session here.
     let registered = ctx
         .sessions
-        .register(id, &hello.user, hello.database.as_deref());
+        .register(id, peer, &hello.user, hello.database.as_deref());
     let mut client = ClientSession::new(
         ctx.clone(),
         caps,

@@ -1400,11 +1400,7 @@ pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> 
             .next()
             .is_some_and(|t| t.tok.is_word("SHUTDOWN"))
     {
-        // The client sees one server; this would stop whichever is the primary now.
-        return Err(MysqlError::not_supported(
-            "SHUTDOWN through the proxy would stop the shard's primary (and a failover would \
-             follow); stop a server on its host or through its own port, or stop the proxy",
-        ));
+        return Err(shutdown_refused());
     }
     // CHANGE MASTER and START SLAVE classify as Admin: the check stays off the path of
     // every other statement.
@@ -1429,6 +1425,15 @@ pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> 
         ));
     }
     Ok(())
+}
+
+/// SHUTDOWN (the statement, or COM_SHUTDOWN from `mariadb-admin shutdown`): the client sees
+/// one server, and this would stop whichever is the primary now.
+pub fn shutdown_refused() -> MysqlError {
+    MysqlError::not_supported(
+        "SHUTDOWN through the proxy would stop the shard's primary (and a failover would \
+         follow); stop a server on its host or through its own port, or stop the proxy",
+    )
 }
 
 /// A SET of `tx_isolation`/`transaction_isolation` to something other than a literal

@@ -70,6 +70,8 @@ bitflags! {
         const BACKUP_LOCK = 1 << 17;
         /// BACKUP STAGE END or BACKUP UNLOCK.
         const BACKUP_UNLOCK = 1 << 18;
+        /// Calls CONNECTION_ID() (rewritten to the proxy's id for the session).
+        const CONNECTION_ID = 1 << 19;
     }
 }
 
@@ -142,6 +144,24 @@ fn is_explain_last_statement(sql: &str) -> bool {
         && words[0].is_word("EXPLAIN")
         && words[1].is_word("LAST")
         && words[2].is_word("STATEMENT")
+}
+
+/// `SHOW [FULL] PROCESSLIST`, which the proxy answers with its own sessions (the ids KILL
+/// and CONNECTION_ID() give through it; a backend's list has its own threads, shared by
+/// every client): the proxy command it stands for.
+fn server_processlist(sql: &str) -> Option<&'static str> {
+    let words: Vec<Tok> = Lexer::new(sql).map(|t| t.tok).take(4).collect();
+    match words.as_slice() {
+        [show, list] if show.is_word("SHOW") && list.is_word("PROCESSLIST") => {
+            Some("show processlist")
+        }
+        [show, full, list]
+            if show.is_word("SHOW") && full.is_word("FULL") && list.is_word("PROCESSLIST") =>
+        {
+            Some("show full processlist")
+        }
+        _ => None,
+    }
 }
 
 /// Whether `sql` calls a function named in `names` (lowercase; a qualified `db.f(` counts
@@ -460,10 +480,12 @@ pub fn classify(sql: &str) -> Classified {
     }
     let mut words = Lexer::new(sql).take(2).map(|t| t.tok);
     let explain_last = is_explain_last_statement(sql);
+    let processlist = server_processlist(sql);
     let first = words.next();
     // `PROXY SWITCHOVER …`: an operator command the proxy runs itself.
     let proxy_verb = first.is_some_and(|t| t.is_word("PROXY"));
     let proxy = explain_last
+        || processlist.is_some()
         || proxy_verb
         || first.is_some_and(|t| t.is_word("SHOW"))
             && words.next().is_some_and(|t| t.is_word("PROXY"));
@@ -553,8 +575,15 @@ pub fn classify(sql: &str) -> Classified {
     if let Some(SessionChange::Global) = session {
         flags |= Flags::GLOBAL_CHANGE;
     }
+    let kind = if processlist.is_some() {
+        Kind::Proxy
+    } else {
+        kind
+    };
     let proxy_command = if explain_last {
         Some("explain last statement".to_string())
+    } else if let Some(command) = processlist {
+        Some(command.to_string())
     } else if kind == Kind::Proxy {
         Some(
             Lexer::new(sql)
@@ -998,6 +1027,8 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                         *flags |= Flags::SIDE_EFFECTS | Flags::SEQUENCE;
                     } else if is("LASTVAL") {
                         *flags |= Flags::SIDE_EFFECTS;
+                    } else if is("CONNECTION_ID") {
+                        *flags |= Flags::CONNECTION_ID;
                     }
                 }
             }
@@ -1337,6 +1368,18 @@ mod tests {
             Some("backends")
         );
         assert_eq!(k("explain last statement;"), Kind::Proxy);
+        assert_eq!(
+            classify("show full processlist").proxy_command.as_deref(),
+            Some("show full processlist")
+        );
+        assert_eq!(
+            classify("SHOW PROCESSLIST").proxy_command.as_deref(),
+            Some("show processlist")
+        );
+        assert_eq!(
+            k("SELECT * FROM information_schema.PROCESSLIST"),
+            Kind::Read
+        );
         assert_eq!(
             classify("EXPLAIN LAST STATEMENT").proxy_command.as_deref(),
             Some("explain last statement")

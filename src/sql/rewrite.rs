@@ -63,6 +63,103 @@ pub fn lock_tables_with_log(sql: &str) -> Option<String> {
     ))
 }
 
+/// Words that may stand right before a select item (the SELECT and its modifiers).
+const SELECT_LIST_START: &[&str] = &[
+    "SELECT",
+    "ALL",
+    "DISTINCT",
+    "DISTINCTROW",
+    "HIGH_PRIORITY",
+    "STRAIGHT_JOIN",
+    "SQL_SMALL_RESULT",
+    "SQL_BIG_RESULT",
+    "SQL_BUFFER_RESULT",
+    "SQL_CACHE",
+    "SQL_NO_CACHE",
+    "SQL_CALC_FOUND_ROWS",
+];
+
+/// Words that end a select list.
+const SELECT_LIST_END: &[&str] = &[
+    "FROM",
+    "INTO",
+    "UNION",
+    "EXCEPT",
+    "INTERSECT",
+    "WHERE",
+    "GROUP",
+    "HAVING",
+    "WINDOW",
+    "ORDER",
+    "LIMIT",
+    "FOR",
+    "LOCK",
+];
+
+/// Replaces `CONNECTION_ID()` with `id`, the session's id on the proxy: the one its
+/// handshake gave, which KILL takes and SHOW PROCESSLIST lists. Forwarded, it would give
+/// the thread of whichever backend connection the statement ran on (shared with other
+/// clients, another one from one statement to the next), and in a write each replica its
+/// own. A whole select item keeps its column name (`17 AS `CONNECTION_ID()``). A statement
+/// that names a PROCESSLIST is left alone: there it means the backend's thread.
+pub fn connection_id(sql: &str, id: u32) -> Option<String> {
+    let toks: Vec<_> = Lexer::new(sql).collect();
+    if toks.iter().any(|t| t.tok.is_word("PROCESSLIST")) {
+        return None;
+    }
+    let is_word_in = |t: Option<&crate::sql::lexer::Spanned<'_>>, words: &[&str]| {
+        t.is_some_and(|t| words.iter().any(|w| t.tok.is_word(w)))
+    };
+    let mut out = String::with_capacity(sql.len() + 32);
+    let mut last = 0;
+    // Parentheses open, and whether the top level is in a select list.
+    let mut depth = 0usize;
+    let mut in_select_list = false;
+    for (i, t) in toks.iter().enumerate() {
+        match t.tok {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth = depth.saturating_sub(1),
+            Tok::Punct(';') => (depth, in_select_list) = (0, false),
+            Tok::Word(w) if depth == 0 && w.eq_ignore_ascii_case("SELECT") => in_select_list = true,
+            Tok::Word(_) if depth == 0 && is_word_in(Some(t), SELECT_LIST_END) => {
+                in_select_list = false
+            }
+            _ => {}
+        }
+        let Tok::Word(w) = t.tok else { continue };
+        let call = w.eq_ignore_ascii_case("CONNECTION_ID")
+            && toks.get(i + 1).is_some_and(|n| n.tok == Tok::Punct('('))
+            && toks.get(i + 2).is_some_and(|n| n.tok == Tok::Punct(')'));
+        // `db.connection_id()` is a stored function of that name.
+        let qualified = i > 0 && toks[i - 1].tok == Tok::Punct('.');
+        if !call || qualified {
+            continue;
+        }
+        let close = toks[i + 2].end;
+        let before = i.checked_sub(1).map(|p| &toks[p]);
+        let after = toks.get(i + 3);
+        let whole_item = depth == 0
+            && in_select_list
+            && (before.is_some_and(|b| b.tok == Tok::Punct(','))
+                || is_word_in(before, SELECT_LIST_START))
+            && (after.is_none_or(|a| matches!(a.tok, Tok::Punct(',') | Tok::Punct(';')))
+                || is_word_in(after, SELECT_LIST_END));
+        out.push_str(&sql[last..t.start]);
+        out.push_str(&id.to_string());
+        if whole_item {
+            out.push_str(" AS `");
+            out.push_str(&sql[t.start..close].replace('`', "``"));
+            out.push('`');
+        }
+        last = close;
+    }
+    if last == 0 {
+        return None;
+    }
+    out.push_str(&sql[last..]);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +193,48 @@ mod tests {
             None
         );
         assert_eq!(lock_tables_with_log("UNLOCK TABLES"), None);
+    }
+
+    #[test]
+    fn connection_id_becomes_the_sessions_id() {
+        let r = |sql| connection_id(sql, 17);
+        assert_eq!(
+            r("SELECT CONNECTION_ID()").as_deref(),
+            Some("SELECT 17 AS `CONNECTION_ID()`")
+        );
+        assert_eq!(
+            r("select 1, connection_id() , 2 from t").as_deref(),
+            Some("select 1, 17 AS `connection_id()` , 2 from t")
+        );
+        assert_eq!(
+            r("SELECT CONNECTION_ID() AS me, CONNECTION_ID() c").as_deref(),
+            Some("SELECT 17 AS me, 17 c")
+        );
+        // Inside an expression or a clause: the value alone.
+        assert_eq!(
+            r("SELECT a FROM t WHERE b IN (1, CONNECTION_ID()) ORDER BY a, CONNECTION_ID()")
+                .as_deref(),
+            Some("SELECT a FROM t WHERE b IN (1, 17) ORDER BY a, 17")
+        );
+        assert_eq!(
+            r("UPDATE jobs SET owner = CONNECTION_ID() WHERE owner IS NULL").as_deref(),
+            Some("UPDATE jobs SET owner = 17 WHERE owner IS NULL")
+        );
+        assert_eq!(
+            r("INSERT INTO t (c) VALUES (CONNECTION_ID())").as_deref(),
+            Some("INSERT INTO t (c) VALUES (17)")
+        );
+        assert_eq!(
+            r("SET @me = CONNECTION_ID(); SELECT CONNECTION_ID()").as_deref(),
+            Some("SET @me = 17; SELECT 17 AS `CONNECTION_ID()`")
+        );
+        // A server's processlist, a stored function, a column, a string: left alone.
+        assert_eq!(
+            r("SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()"),
+            None
+        );
+        assert_eq!(r("SELECT app.connection_id()"), None);
+        assert_eq!(r("SELECT connection_id FROM t"), None);
+        assert_eq!(r("SELECT 'CONNECTION_ID()'"), None);
     }
 }
