@@ -947,6 +947,81 @@ async fn a_session_has_one_id_for_connection_id_processlist_and_kill() {
     assert!(a.query_drop("SELECT 1").await.is_err(), "a was not killed");
 }
 
+/// A HANDLER lives on one backend connection, holding its table's metadata lock until
+/// HANDLER … CLOSE: the session keeps that connection meanwhile (its reads find the
+/// handler), and a session that ends with one open takes the connection with it. Before,
+/// the connection went back to the pool after HANDLER … OPEN: the session's next HANDLER
+/// READ could land elsewhere, and the idle pooled connection kept the table's lock, so
+/// every later DDL on it waited (fuzz seed 56: writes and DDL on the table hung).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_keep_their_connection_and_leave_with_it() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut a = connect(&proxy.url(None)).await;
+    let mut b = connect(&proxy.url(None)).await;
+    for sql in [
+        "CREATE DATABASE hd",
+        "CREATE TABLE hd.t (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO hd.t VALUES (1, 10), (2, 20)",
+    ] {
+        a.query_drop(sql).await.unwrap();
+    }
+    a.query_drop("HANDLER hd.t OPEN AS h").await.unwrap();
+    // Another session holds a primary connection meanwhile (the pool's most recently
+    // returned one, had the handler's gone back).
+    b.query_drop("BEGIN").await.unwrap();
+    let locked: Option<i32> = b
+        .query_first("SELECT v FROM hd.t WHERE id = 2 FOR UPDATE")
+        .await
+        .unwrap();
+    assert_eq!(locked, Some(20));
+    let first: Vec<(i32, i32)> = a.query("HANDLER h READ `PRIMARY` FIRST").await.unwrap();
+    assert_eq!(first, [(1, 10)]);
+    let next: Vec<(i32, i32)> = a.query("HANDLER h READ `PRIMARY` NEXT").await.unwrap();
+    assert_eq!(next, [(2, 20)]);
+    a.query_drop("HANDLER h CLOSE").await.unwrap();
+    b.query_drop("COMMIT").await.unwrap();
+    // A session leaving with a handler open leaves nothing locked behind: when it quits,
+    // and when a failed COM_CHANGE_USER ends it.
+    b.query_drop("SET SESSION lock_wait_timeout = 3")
+        .await
+        .unwrap();
+    for failed_change_user in [false, true] {
+        // b holds a connection of its own (the pool's last one could be a's).
+        b.query_drop("BEGIN").await.unwrap();
+        b.query_drop("SELECT v FROM hd.t WHERE id = 1 FOR UPDATE")
+            .await
+            .unwrap();
+        a.query_drop("HANDLER hd.t OPEN").await.unwrap();
+        if failed_change_user {
+            let err = a
+                .change_user(
+                    mysql_async::ChangeUserOpts::default()
+                        .with_user(Some("nobody".into()))
+                        .with_pass(Some("wrong".into())),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(server_error(err).0, 1045);
+            drop(a);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        } else {
+            a.disconnect().await.unwrap();
+        }
+        for sql in ["LOCK TABLES hd.t WRITE", "UNLOCK TABLES"] {
+            let started = std::time::Instant::now();
+            b.query_drop(sql).await.unwrap_or_else(|e| {
+                panic!(
+                    "{sql} after {:?} ({failed_change_user}): {e}",
+                    started.elapsed()
+                )
+            });
+        }
+        a = connect(&proxy.url(None)).await;
+    }
+}
+
 /// KILL takes the proxy's connection ids (the handshake's, which the mysql CLI's Ctrl-C and
 /// JDBC query timeouts use): KILL QUERY stops that session's statement on whichever backend
 /// runs it and leaves the session usable; KILL ends the session (its open transaction rolled

@@ -41,10 +41,13 @@ pub enum PinReason {
     StatementAffinity,
     /// BACKUP STAGE or BACKUP LOCK: held by the connection until END/UNLOCK or it closes.
     BackupLock,
+    /// `HANDLER … OPEN`: the handler (and its metadata lock on the table) lives on the
+    /// connection until `HANDLER … CLOSE`.
+    Handler,
 }
 
 impl PinReason {
-    pub const ALL: [PinReason; 11] = [
+    pub const ALL: [PinReason; 12] = [
         PinReason::Transaction,
         PinReason::TemporaryTable,
         PinReason::UserVariable,
@@ -56,6 +59,7 @@ impl PinReason {
         PinReason::Xa,
         PinReason::StatementAffinity,
         PinReason::BackupLock,
+        PinReason::Handler,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl PinReason {
             PinReason::Xa => "xa_transaction",
             PinReason::StatementAffinity => "statement_affinity",
             PinReason::BackupLock => "backup_lock",
+            PinReason::Handler => "handler",
         }
     }
 
@@ -118,6 +123,8 @@ pub struct SessionState {
     vars: Vec<(String, String)>,
     signature: u64,
     pins: u16,
+    /// Handlers the session opened and has not closed (`PinReason::Handler`).
+    open_handlers: u32,
     /// Statements left during which StatementAffinity holds.
     affinity_left: u8,
     pub prepared: HashMap<u32, PreparedStatement>,
@@ -213,6 +220,7 @@ impl SessionState {
             vars: Vec::new(),
             signature: 0,
             pins: 0,
+            open_handlers: 0,
             affinity_left: 0,
             prepared: HashMap::new(),
             next_stmt_id: 1,
@@ -237,6 +245,7 @@ impl SessionState {
     pub fn reset(&mut self) {
         self.vars.clear();
         self.pins = 0;
+        self.open_handlers = 0;
         self.affinity_left = 0;
         self.prepared.clear();
         self.in_transaction = false;
@@ -394,6 +403,11 @@ impl SessionState {
         if f.contains(Flags::SQL_PREPARE) {
             self.pin(PinReason::SqlPrepare);
         }
+        if f.contains(Flags::HANDLER_OPEN) {
+            // Pooled with a handler open, the connection kept the table's metadata lock:
+            // every later write and DDL on it waited behind an idle connection.
+            self.pin(PinReason::Handler);
+        }
         if c.kind == Kind::Xa {
             self.pin(PinReason::Xa);
         }
@@ -445,6 +459,20 @@ impl SessionState {
         }
         if f_has(c, Flags::BACKUP_UNLOCK) && summary.error.is_none() {
             self.unpin(PinReason::BackupLock);
+        }
+        if f_has(c, Flags::HANDLER_OPEN) && summary.error.is_none() {
+            self.open_handlers += 1;
+        }
+        if f_has(c, Flags::HANDLER_CLOSE) && summary.error.is_none() {
+            self.open_handlers = self.open_handlers.saturating_sub(1);
+        }
+        if c.flags
+            .intersects(Flags::HANDLER_OPEN | Flags::HANDLER_CLOSE)
+            && self.open_handlers == 0
+        {
+            // (A handler the server closed by itself, its table dropped, keeps the session
+            // pinned until its HANDLER … CLOSE or the session's end.)
+            self.unpin(PinReason::Handler);
         }
         if c.kind == Kind::Lock
             && f_has(c, Flags::TABLE_LOCK)
@@ -689,6 +717,36 @@ mod tests {
         s.after_statement(&c, &ok(0x0002));
         assert!(!s.pin_reasons().contains(&PinReason::TableLock));
         s.reset();
+        assert!(!s.is_pinned());
+    }
+
+    #[test]
+    fn open_handlers_pin_until_the_last_is_closed() {
+        let mut s = SessionState::new("u".into(), None, 45, false);
+        let failed = ResponseSummary {
+            error: Some(crate::protocol::MysqlError::new(1066, "42000", "x")),
+            ..ResponseSummary::default()
+        };
+        for sql in ["HANDLER t OPEN", "HANDLER u OPEN AS h"] {
+            let c = classify(sql);
+            s.before_statement(&c);
+            s.after_statement(&c, &ok(0x0002));
+        }
+        // A second OPEN of the same name fails and changes nothing.
+        let again = classify("HANDLER t OPEN");
+        s.before_statement(&again);
+        s.after_statement(&again, &failed);
+        let close = classify("HANDLER t CLOSE");
+        s.before_statement(&close);
+        s.after_statement(&close, &ok(0x0002));
+        assert!(s.pin_reasons().contains(&PinReason::Handler));
+        let close = classify("HANDLER h CLOSE");
+        s.before_statement(&close);
+        s.after_statement(&close, &ok(0x0002));
+        assert!(!s.is_pinned());
+        // A failed first OPEN leaves the session unpinned.
+        s.before_statement(&again);
+        s.after_statement(&again, &failed);
         assert!(!s.is_pinned());
     }
 

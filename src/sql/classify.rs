@@ -72,6 +72,10 @@ bitflags! {
         const BACKUP_UNLOCK = 1 << 18;
         /// Calls CONNECTION_ID() (rewritten to the proxy's id for the session).
         const CONNECTION_ID = 1 << 19;
+        /// `HANDLER … OPEN`: a handler the connection keeps until `HANDLER … CLOSE`.
+        const HANDLER_OPEN = 1 << 20;
+        /// `HANDLER … CLOSE`.
+        const HANDLER_CLOSE = 1 << 21;
     }
 }
 
@@ -1086,6 +1090,18 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                     } else {
                         *flags |= Flags::TABLE_LOCK;
                     }
+                } else if !body
+                    && (w.eq_ignore_ascii_case("OPEN") || w.eq_ignore_ascii_case("CLOSE"))
+                    && stmt_first.is_some_and(|f| f.is_word("HANDLER"))
+                    && (pos == 2 || pos == 4 && prev2 == Some(Tok::Punct('.')))
+                {
+                    // `HANDLER [db.]t OPEN` / `HANDLER t CLOSE`: a handler lives on the
+                    // connection, holding the table's metadata lock until closed.
+                    *flags |= if w.eq_ignore_ascii_case("OPEN") {
+                        Flags::HANDLER_OPEN
+                    } else {
+                        Flags::HANDLER_CLOSE
+                    };
                 } else if first
                     && (w.eq_ignore_ascii_case("PREPARE")
                         || w.eq_ignore_ascii_case("EXECUTE")
@@ -1380,6 +1396,12 @@ mod tests {
             k("SELECT * FROM information_schema.PROCESSLIST"),
             Kind::Read
         );
+        let f = |sql: &str| classify(sql).flags;
+        assert!(f("HANDLER f.t OPEN AS h").contains(Flags::HANDLER_OPEN));
+        assert!(f("handler t open").contains(Flags::HANDLER_OPEN));
+        assert!(f("HANDLER h CLOSE").contains(Flags::HANDLER_CLOSE));
+        assert!(!f("HANDLER h READ FIRST").intersects(Flags::HANDLER_OPEN | Flags::HANDLER_CLOSE));
+        assert!(!f("HANDLER open READ FIRST").contains(Flags::HANDLER_OPEN));
         assert_eq!(
             classify("EXPLAIN LAST STATEMENT").proxy_command.as_deref(),
             Some("explain last statement")
