@@ -3392,6 +3392,55 @@ async fn stored_programs_that_end_transactions_replicate_as_on_the_primary() {
     assert!(writes.unwrap_or(0) > 100, "{writes:?}");
 }
 
+/// ANALYZE, OPTIMIZE and REPAIR TABLE reach every replica, as MariaDB's binlog carries them
+/// to its replicas: histograms collected through the proxy are there for the followers'
+/// plans (before, only the server the statement ran on had them). LOCAL stays where it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_maintenance_reaches_every_replica() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE st",
+            "CREATE TABLE st.a (id INT PRIMARY KEY, v INT)",
+            "CREATE TABLE st.b (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO st.a VALUES (1, 1), (2, 2), (3, 2)",
+            "INSERT INTO st.b VALUES (1, 1)",
+            "USE st",
+        ],
+    )
+    .await;
+    let stats: Vec<mysql_async::Row> = c.query("ANALYZE TABLE a PERSISTENT FOR ALL").await.unwrap();
+    assert!(!stats.is_empty());
+    c.query_drop("ANALYZE LOCAL TABLE st.b PERSISTENT FOR ALL")
+        .await
+        .unwrap();
+    c.query_drop("OPTIMIZE TABLE st.a").await.unwrap();
+    // The first replica is the primary.
+    let primary = 0;
+    let count = |table: &'static str| {
+        format!("SELECT COUNT(*) FROM mysql.column_stats WHERE db_name = 'st' AND table_name = '{table}'")
+    };
+    for (i, db) in dbs.iter().enumerate() {
+        let mut d = connect(&db.url(None)).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n: Option<i64> = d.query_first(count("a")).await.unwrap();
+            if n == Some(2) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {i}: {n:?} column stats of st.a"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let local: Option<i64> = d.query_first(count("b")).await.unwrap();
+        assert_eq!(local, Some(if i == primary { 2 } else { 0 }), "replica {i}");
+    }
+}
+
 /// The first column of `sql`'s rows, as integers.
 async fn ids(c: &mut Conn, sql: &str) -> Vec<i64> {
     c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))

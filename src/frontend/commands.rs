@@ -1176,6 +1176,12 @@ impl ClientSession {
                     session.table_locks_cover_log = rewritten.is_some();
                 }
                 self.after_forwarded(session, &c, sql, summary.error.is_none());
+                if c.kind == Kind::Admin
+                    && summary.error.is_none()
+                    && crate::sql::classify::runs_on_every_replica(sql)
+                {
+                    self.spread_maintenance(route, session, sql);
+                }
                 if releasing.is_some() && summary.error.is_none() {
                     return Err(released());
                 }
@@ -1190,6 +1196,23 @@ impl ClientSession {
                 Ok(())
             }
         }
+    }
+
+    /// Maintenance that the server's own replication would carry to its replicas
+    /// (`classify::runs_on_every_replica`: ANALYZE TABLE and the like), done where the
+    /// session ran it, is run by the shard's other replicas too, in the background.
+    fn spread_maintenance(&self, route: Route, session: &SessionState, sql: &str) {
+        let (Target::Primary(shard, ran_on) | Target::Pinned(shard, ran_on)) = route.target else {
+            return;
+        };
+        let others = self
+            .ctx
+            .cluster
+            .pools()
+            .filter(|(s, r, _)| *s == shard && *r != ran_on)
+            .map(|(_, _, pool)| pool.clone())
+            .collect();
+        crate::backend::maintenance::run_on_replicas(others, session.schema.clone(), sql);
     }
 
     /// A read that calls a stored function of any backend (the health probes list them),

@@ -7,8 +7,9 @@
 //! session. `KILL USER` and `KILL QUERY ID` are refused: the backend threads they would reach
 //! are shared by every client (and by the proxy itself).
 //!
-//! The registry also answers `SHOW PROXY PROCESSLIST`: each session with what it runs and
-//! where, under the ids KILL takes.
+//! The registry also answers `SHOW PROXY PROCESSLIST` and `SHOW [FULL] PROCESSLIST`: each
+//! session with what it runs and where, under the ids KILL takes (and CONNECTION_ID()
+//! gives through the proxy).
 //!
 //! Owns: `Kill` (the parsed statement) and `SessionRegistry`. May import: sql::lexer,
 //! protocol (errors), router ids, tokio-util (cancellation).

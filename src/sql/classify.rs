@@ -168,6 +168,24 @@ fn server_processlist(sql: &str) -> Option<&'static str> {
     }
 }
 
+/// Maintenance MariaDB writes to its binlog, so that its replicas run it too: ANALYZE,
+/// OPTIMIZE and REPAIR TABLE, and FLUSH PRIVILEGES, without NO_WRITE_TO_BINLOG or LOCAL.
+/// (`ANALYZE SELECT …` is MariaDB's EXPLAIN ANALYZE, not maintenance.)
+pub fn runs_on_every_replica(sql: &str) -> bool {
+    let words: Vec<Tok> = Lexer::new(sql).map(|t| t.tok).take(3).collect();
+    match words.as_slice() {
+        [verb, object, ..]
+            if ["ANALYZE", "OPTIMIZE", "REPAIR"]
+                .iter()
+                .any(|v| verb.is_word(v)) =>
+        {
+            object.is_word("TABLE") || object.is_word("TABLES")
+        }
+        [flush, privileges] => flush.is_word("FLUSH") && privileges.is_word("PRIVILEGES"),
+        _ => false,
+    }
+}
+
 /// Whether `sql` calls a function named in `names` (lowercase; a qualified `db.f(` counts
 /// by its last part).
 pub fn calls_function_in(sql: &str, names: &std::collections::HashSet<String>) -> bool {
@@ -1396,6 +1414,19 @@ mod tests {
             k("SELECT * FROM information_schema.PROCESSLIST"),
             Kind::Read
         );
+        for (sql, every) in [
+            ("ANALYZE TABLE t PERSISTENT FOR ALL", true),
+            ("optimize table a, b", true),
+            ("REPAIR TABLE t QUICK", true),
+            ("FLUSH PRIVILEGES", true),
+            ("ANALYZE LOCAL TABLE t", false),
+            ("OPTIMIZE NO_WRITE_TO_BINLOG TABLE t", false),
+            ("ANALYZE SELECT * FROM t", false),
+            ("FLUSH LOCAL PRIVILEGES", false),
+            ("FLUSH TABLES", false),
+        ] {
+            assert_eq!(runs_on_every_replica(sql), every, "{sql}");
+        }
         let f = |sql: &str| classify(sql).flags;
         assert!(f("HANDLER f.t OPEN AS h").contains(Flags::HANDLER_OPEN));
         assert!(f("handler t open").contains(Flags::HANDLER_OPEN));
