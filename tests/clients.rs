@@ -928,6 +928,20 @@ async fn a_session_has_one_id_for_connection_id_processlist_and_kill() {
     assert!(a_row
         .get::<String, _>("Host")
         .is_some_and(|h| h.starts_with("127.0.0.1:")));
+    // Where each runs: a's statement on the server; b's, this SHOW, on the proxy.
+    assert_eq!(
+        a_row.get::<String, _>("State"),
+        Some(format!("running on {} (thread {})", db.addr(), {
+            let t: Option<u64> = direct
+                .query_first(
+                    "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'",
+                )
+                .await
+                .unwrap();
+            t.unwrap()
+        }))
+    );
+    assert_eq!(listed[1].get::<String, _>("State").as_deref(), Some(""));
     // Not an admin: only one's own sessions.
     let viewer_url = proxy.url(None).replace("root@", "viewer:pw@");
     let mut v = connect(&viewer_url).await;

@@ -303,10 +303,16 @@ fn processlist(ctx: &ProxyContext) -> Table {
 }
 
 /// `SHOW [FULL] PROCESSLIST` through the proxy: its sessions in MariaDB's columns, under the
-/// ids KILL takes; State says where a running statement runs. As on a server without the
-/// PROCESS privilege, a user who is not a proxy admin sees their own sessions only; Info is
-/// cut at 100 characters unless FULL.
-fn server_processlist(ctx: &ProxyContext, session: &SessionState, full: bool) -> Table {
+/// ids KILL takes; State says where a running statement runs (nothing for the asking
+/// session's own, which the proxy answers). As on a server without the PROCESS privilege, a
+/// user who is not a proxy admin sees their own sessions only; Info is cut at 100
+/// characters unless FULL.
+fn server_processlist(
+    ctx: &ProxyContext,
+    session: &SessionState,
+    asking: u32,
+    full: bool,
+) -> Table {
     /// What SHOW PROCESSLIST shows of a statement (MariaDB's PROCESS_LIST_WIDTH).
     const INFO_CHARS: usize = 100;
     let rows = ctx
@@ -315,7 +321,7 @@ fn server_processlist(ctx: &ProxyContext, session: &SessionState, full: bool) ->
         .into_iter()
         .filter(|p| session.admin || p.user == session.user)
         .map(|p| {
-            let state = p.backend.and_then(|b| {
+            let state = p.backend.filter(|_| p.id != asking).and_then(|b| {
                 ctx.cluster
                     .pool(b.shard, b.replica)
                     .map(|pool| format!("running on {} (thread {})", pool.addr, b.thread))
@@ -447,8 +453,13 @@ pub fn answer(
     match command {
         "backends" => Ok(backends(ctx)),
         "processlist" => Ok(processlist(ctx)),
-        "show processlist" => Ok(server_processlist(ctx, session, false)),
-        "show full processlist" => Ok(server_processlist(ctx, session, true)),
+        "show processlist" => Ok(server_processlist(ctx, session, client.connection_id(), false)),
+        "show full processlist" => Ok(server_processlist(
+            ctx,
+            session,
+            client.connection_id(),
+            true,
+        )),
         "replication" => Ok(replication(ctx)),
         "pins" => Ok(Table {
             columns: vec!["reason", "times_pinned", "this_session"],

@@ -217,6 +217,11 @@ impl ClientSession {
         }
     }
 
+    /// The session's connection id (the handshake's; KILL and SHOW PROCESSLIST use it).
+    pub fn connection_id(&self) -> u32 {
+        self.registry_entry.id
+    }
+
     /// How this client reads the result sets the proxy builds itself.
     pub(super) fn format(&self) -> crate::protocol::resultset::ClientFormat {
         crate::protocol::resultset::ClientFormat::of(self.caps)
@@ -830,7 +835,7 @@ impl ClientSession {
         if !c.flags.contains(Flags::CONNECTION_ID) {
             return None;
         }
-        let text = crate::sql::rewrite::connection_id(sql, self.registry_entry.id)?;
+        let text = crate::sql::rewrite::connection_id(sql, self.connection_id())?;
         let payload = [&[COM_QUERY][..], text.as_bytes()].concat();
         let c = Arc::new(crate::sql::classify(&text));
         Some((text, payload, c))
