@@ -2740,6 +2740,10 @@ impl ClientSession {
                 }
             };
         }
+        if !crate::protocol::execute::values_fit(&params, stmt.num_params) {
+            // The server would read a value cut short from past the packet's end.
+            return Err(Failure::Answer(malformed()));
+        }
         self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
         match class {
             WriteClass::Dml => {

@@ -89,6 +89,32 @@ pub fn inline_long_data(
     Ok(out)
 }
 
+/// Whether the values of a normalized execute body (see `inline_long_data`) are exactly what
+/// its types and null bitmap say: none cut short, nothing after the last. MariaDB reads a
+/// string whose length prefix runs past the packet's end from whatever its buffer held
+/// before (the tail of an earlier statement), so each server would store other bytes.
+pub fn values_fit(body: &[u8], num_params: u16) -> bool {
+    let n = usize::from(num_params);
+    let bitmap_len = n.div_ceil(8);
+    let head_len = 5 + bitmap_len + 1 + 2 * n;
+    let Some(head) = body.get(..head_len) else {
+        return false;
+    };
+    let bitmap = &head[5..5 + bitmap_len];
+    let types = &head[5 + bitmap_len + 1..];
+    let mut rest = &body[head_len..];
+    for i in 0..n {
+        if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+            continue;
+        }
+        match value_len(types[2 * i], rest).and_then(|len| rest.get(len..)) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 /// A parameter the proxy adds to an execute: its place among the statement's parameters
 /// (as the server numbers them), its two type bytes and its binary value (None: NULL).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +325,23 @@ mod tests {
             );
             assert_eq!(out.len(), body.len() + prefix.len() + len);
         }
+    }
+
+    #[test]
+    fn values_must_fill_the_body_exactly() {
+        // Two parameters: a LONG and a VAR_STRING.
+        let h = head(&[0], &[3, 0, 253, 0]);
+        let whole = [&h[..], &[7, 0, 0, 0], &[2, b'x', b'y']].concat();
+        assert!(values_fit(&whole, 2));
+        // The string's length runs past the end (the fuzzed execute of seed 75).
+        let cut = [&h[..], &[7, 0, 0, 0], &[9, b'x', b'y']].concat();
+        assert!(!values_fit(&cut, 2));
+        let trailing = [&whole[..], &[0]].concat();
+        assert!(!values_fit(&trailing, 2));
+        // NULL takes no bytes.
+        let null = [&head(&[2], &[3, 0, 253, 0])[..], &[7, 0, 0, 0]].concat();
+        assert!(values_fit(&null, 2));
+        assert!(!values_fit(&h[..4], 2));
     }
 
     #[test]
