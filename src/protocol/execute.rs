@@ -94,6 +94,10 @@ pub fn inline_long_data(
 /// string whose length prefix runs past the packet's end from whatever its buffer held
 /// before (the tail of an earlier statement), so each server would store other bytes.
 pub fn values_fit(body: &[u8], num_params: u16) -> bool {
+    if num_params == 0 {
+        // Flags and iterations only (clients send no bitmap or types then).
+        return true;
+    }
     let n = usize::from(num_params);
     let bitmap_len = n.div_ceil(8);
     let head_len = 5 + bitmap_len + 1 + 2 * n;
@@ -342,6 +346,8 @@ mod tests {
         let null = [&head(&[2], &[3, 0, 253, 0])[..], &[7, 0, 0, 0]].concat();
         assert!(values_fit(&null, 2));
         assert!(!values_fit(&h[..4], 2));
+        // No parameters: flags and iterations, nothing else to read.
+        assert!(values_fit(&[0, 1, 0, 0, 0], 0));
     }
 
     #[test]
