@@ -100,11 +100,18 @@ const SELECT_LIST_END: &[&str] = &[
 /// handshake gave, which KILL takes and SHOW PROCESSLIST lists. Forwarded, it would give
 /// the thread of whichever backend connection the statement ran on (shared with other
 /// clients, another one from one statement to the next), and in a write each replica its
-/// own. A whole select item keeps its column name (`17 AS `CONNECTION_ID()``). A statement
-/// that names a PROCESSLIST is left alone: there it means the backend's thread.
+/// own. A whole select item keeps its column name (`17 AS `CONNECTION_ID()``). Left alone:
+/// a statement that names a PROCESSLIST (there it means the backend's thread), and a text
+/// with a CREATE or ALTER, whose stored program, view or default evaluates the call later,
+/// on each server (baking in this session's id would change what it means; the DDL checks
+/// refuse what cannot be replicated).
 pub fn connection_id(sql: &str, id: u32) -> Option<String> {
     let toks: Vec<_> = Lexer::new(sql).collect();
-    if toks.iter().any(|t| t.tok.is_word("PROCESSLIST")) {
+    let starts_statement = |i: usize| i == 0 || toks[i - 1].tok == Tok::Punct(';');
+    if toks.iter().enumerate().any(|(i, t)| {
+        t.tok.is_word("PROCESSLIST")
+            || starts_statement(i) && (t.tok.is_word("CREATE") || t.tok.is_word("ALTER"))
+    }) {
         return None;
     }
     let is_word_in = |t: Option<&crate::sql::lexer::Spanned<'_>>, words: &[&str]| {
@@ -234,6 +241,11 @@ mod tests {
             None
         );
         assert_eq!(r("SELECT app.connection_id()"), None);
+        assert_eq!(
+            r("CREATE FUNCTION f() RETURNS BIGINT NO SQL RETURN CONNECTION_ID()"),
+            None
+        );
+        assert_eq!(r("SELECT 1; CREATE VIEW v AS SELECT CONNECTION_ID()"), None);
         assert_eq!(r("SELECT connection_id FROM t"), None);
         assert_eq!(r("SELECT 'CONNECTION_ID()'"), None);
     }
