@@ -26,6 +26,13 @@ async fn raw_login(port: u16, password: &str) -> std::io::Result<PacketStream<Tc
     Ok(s)
 }
 
+/// A mysql_async session through the proxy (the statements around the raw ones).
+async fn connect(proxy: &Proxy) -> mysql_async::Conn {
+    mysql_async::Conn::new(mysql_async::Opts::from_url(&proxy.url(None)).unwrap())
+        .await
+        .unwrap()
+}
+
 async fn expect_error(s: &mut PacketStream<TcpStream>, payload: &[u8]) -> MysqlError {
     s.write_packet(0, payload).await.unwrap();
     let p = s.read_packet().await.unwrap();
@@ -38,10 +45,7 @@ async fn bad_input_gets_errors_and_others_keep_working() {
     common::init_tracing();
     let db = MariaDb::start();
     let proxy = Proxy::start(config_for(&[&db]));
-    let mut bystander =
-        mysql_async::Conn::new(mysql_async::Opts::from_url(&proxy.url(None)).unwrap())
-            .await
-            .unwrap();
+    let mut bystander = connect(&proxy).await;
     bystander.query_drop("CREATE DATABASE k").await.unwrap();
 
     // A garbage handshake response.
@@ -119,10 +123,7 @@ async fn an_execute_value_cut_short_is_refused() {
     common::init_tracing();
     let db = MariaDb::start();
     let proxy = Proxy::start(config_for(&[&db]));
-    let mut bystander =
-        mysql_async::Conn::new(mysql_async::Opts::from_url(&proxy.url(None)).unwrap())
-            .await
-            .unwrap();
+    let mut bystander = connect(&proxy).await;
     bystander.query_drop("CREATE DATABASE k").await.unwrap();
     bystander
         .query_drop("CREATE TABLE k.t (id INT AUTO_INCREMENT PRIMARY KEY, v VARBINARY(40))")
@@ -253,9 +254,7 @@ async fn comment_only_statements_and_server_replication_streams() {
     common::init_tracing();
     let db = MariaDb::start();
     let proxy = Proxy::start(config_for(&[&db]));
-    let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(&proxy.url(None)).unwrap())
-        .await
-        .unwrap();
+    let mut c = connect(&proxy).await;
     for sql in [
         "/*!*/",
         "/* only a comment */",
@@ -580,10 +579,7 @@ async fn mutated_commands_never_panic_a_session() {
     }));
     let (a, b, c) = (MariaDb::start(), MariaDb::start(), MariaDb::start());
     let proxy = Proxy::start(config_for(&[&a, &b, &c]));
-    let mut bystander =
-        mysql_async::Conn::new(mysql_async::Opts::from_url(&proxy.url(None)).unwrap())
-            .await
-            .unwrap();
+    let mut bystander = connect(&proxy).await;
     for sql in [
         "CREATE DATABASE f",
         "CREATE TABLE f.t (id INT PRIMARY KEY, v VARCHAR(40))",
