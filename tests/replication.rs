@@ -2119,6 +2119,9 @@ async fn a_mysqldump_restored_through_the_proxy_reaches_every_replica() {
          ON o.uid = u.id WHERE o.amt > 5",
         "CREATE TRIGGER app.tr BEFORE INSERT ON app.orders FOR EACH ROW SET NEW.amt = NEW.amt * 2",
         "CREATE PROCEDURE app.total() SELECT SUM(amt) FROM app.orders",
+        // Dumped as CREATE SEQUENCE and `DO SETVAL(`ids`, 10100, 0)`.
+        "CREATE SEQUENCE app.ids START WITH 100 INCREMENT BY 10",
+        "SELECT NEXTVAL(app.ids)",
     ] {
         s.query_drop(sql).await.unwrap();
     }
@@ -2151,7 +2154,14 @@ async fn a_mysqldump_restored_through_the_proxy_reaches_every_replica() {
         assert_eq!(objects, Some((1, 1, 1)), "{}", db.addr());
         let names: Vec<String> = d.query("SELECT name FROM app.big").await.unwrap();
         assert_eq!(names, ["ann"], "{}", db.addr());
+        let next: Option<i64> = d
+            .query_first("SELECT next_not_cached_value FROM app.ids")
+            .await
+            .unwrap();
+        assert_eq!(next, Some(10100), "{}", db.addr());
     }
+    let next: Option<i64> = c.query_first("SELECT NEXTVAL(app.ids)").await.unwrap();
+    assert_eq!(next, Some(10100));
 }
 
 /// A read that calls a stored function which may change data (`SELECT next_id()`, the
@@ -5289,4 +5299,124 @@ async fn backup_and_global_read_locks_stay_with_their_session() {
         .unwrap()
         .unwrap();
     assert_replicas_identical(&dbs, &mut c, &["bk.t", "bk.n", "bk.m"]).await;
+}
+
+/// MariaDB sequences through the proxy. A follower replaying NEXTVAL would hand itself its
+/// own next value (each server caches a range and drops it on restart), so each value is
+/// taken on the primary, written into the statement as a literal, and logged with
+/// `DO SETVAL` for the followers. Rows are the same everywhere, LASTVAL is the session's
+/// own whichever pooled connection it runs on, a dump's SETVAL replays, and a new primary
+/// continues past every value handed out. Statements that would call NEXTVAL once per row
+/// are refused. Before, every sequence call was refused with 1235.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE sq",
+            "USE sq",
+            "CREATE SEQUENCE s",
+            // Hibernate 6's id sequences on MariaDB.
+            "CREATE SEQUENCE by50 START WITH 1 INCREMENT BY 50",
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, parent BIGINT, v VARCHAR(10))",
+        ],
+    )
+    .await;
+    let ids: Vec<Option<i64>> = vec![
+        c.query_first("SELECT NEXTVAL(by50)").await.unwrap(),
+        c.query_first("select next value for by50").await.unwrap(),
+    ];
+    assert_eq!(ids, [Some(1), Some(51)]);
+    let row: mysql_async::Row = c
+        .query_first("SELECT NEXTVAL(s), LASTVAL(s)")
+        .await
+        .unwrap()
+        .unwrap();
+    let names: Vec<String> = row
+        .columns_ref()
+        .iter()
+        .map(|c| c.name_str().into())
+        .collect();
+    assert_eq!(names, ["NEXTVAL(s)", "LASTVAL(s)"]);
+    assert_eq!(mysql_async::from_row::<(i64, i64)>(row), (1, 1));
+    run_all(
+        &mut c,
+        &[
+            "INSERT INTO t VALUES (NEXTVAL(s), NULL, 'a')",
+            "INSERT INTO t VALUES (NEXT VALUE FOR s, LASTVAL(s), 'b'), \
+             (NEXTVAL(s), PREVIOUS VALUE FOR s, 'c')",
+            "BEGIN",
+            "INSERT INTO t VALUES (NEXTVAL(s), LASTVAL(s), 'd')",
+            "COMMIT",
+            "BEGIN",
+            "INSERT INTO t VALUES (NEXTVAL(s), NULL, 'gone')",
+            "ROLLBACK",
+        ],
+    )
+    .await;
+    // Another session takes the next value on the same pooled connections: LASTVAL stays
+    // each session's own (a rolled-back NEXTVAL is not given back, as on MariaDB).
+    let mut other = connect(&proxy.url(Some("sq"))).await;
+    let theirs: Option<Option<i64>> = other.query_first("SELECT LASTVAL(s)").await.unwrap();
+    assert_eq!(theirs, Some(None));
+    let taken: Option<i64> = other.query_first("SELECT NEXTVAL(s)").await.unwrap();
+    assert_eq!(taken, Some(7));
+    let mine: Option<i64> = c.query_first("SELECT LASTVAL(s)").await.unwrap();
+    assert_eq!(mine, Some(6));
+    let set: Option<i64> = c.query_first("SELECT SETVAL(s, 1000)").await.unwrap();
+    assert_eq!(set, Some(1000));
+    for refused in [
+        "UPDATE t SET parent = NEXTVAL(s)",
+        "INSERT INTO t SELECT NEXTVAL(s), NULL, 'x' FROM t",
+        "SELECT NEXTVAL(s) FROM t",
+        "SET @id = NEXTVAL(s)",
+        "CREATE TABLE d (id BIGINT DEFAULT NEXTVAL(s))",
+    ] {
+        let e = c.query_drop(refused).await.unwrap_err();
+        assert_eq!(server_code(&e), 1235, "{refused}: {e}");
+    }
+    let e = c
+        .exec_drop("INSERT INTO t VALUES (NEXTVAL(s), ?, 'p')", (1,))
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&e), 1235, "{e}");
+    let rows: Vec<(i64, Option<i64>, String)> = c
+        .query("SELECT id, parent, v FROM t ORDER BY id")
+        .await
+        .unwrap();
+    let expected = [
+        (2, None, "a"),
+        (3, Some(3), "b"),
+        (4, Some(4), "c"),
+        (5, Some(5), "d"),
+    ]
+    .map(|(id, parent, v)| (id, parent, v.to_string()));
+    assert_eq!(rows, expected);
+    assert_replicas_identical(&dbs, &mut c, &["sq.t"]).await;
+    // Each new primary goes on past every value the old ones handed out.
+    let mut admin = connect(&proxy.url(None)).await;
+    let (mut last_s, mut last_by50) = (1000, 51);
+    for to in [1, 2] {
+        let moved: Option<String> = admin
+            .query_first(format!("PROXY SWITCHOVER TO {to}"))
+            .await
+            .unwrap();
+        assert!(
+            moved.is_some_and(|m| m.contains("primary now")),
+            "switchover to {to}"
+        );
+        let s: Option<i64> = c.query_first("SELECT NEXTVAL(s)").await.unwrap();
+        let by50: Option<i64> = c.query_first("SELECT NEXTVAL(by50)").await.unwrap();
+        let (s, by50) = (s.unwrap(), by50.unwrap());
+        assert!(s > last_s && by50 > last_by50, "replica {to}: {s}, {by50}");
+        (last_s, last_by50) = (s, by50);
+        c.query_drop(format!(
+            "INSERT INTO t VALUES (NEXTVAL(s), LASTVAL(s), 'on {to}')"
+        ))
+        .await
+        .unwrap();
+    }
+    assert_replicas_identical(&dbs, &mut c, &["sq.t"]).await;
 }

@@ -927,6 +927,9 @@ impl ClientSession {
         if let Some(SessionChange::Proxy(name, value)) = &c.session {
             return self.set_proxy_variable(client, session, name, value).await;
         }
+        if c.flags.contains(Flags::SEQUENCE) && c.kind != Kind::Proxy {
+            return self.run_with_sequences(client, session, &c, sql).await;
+        }
         if c.kind == Kind::Admin {
             if let Some(k) = kill::parse(sql) {
                 let k = k.map_err(Failure::Answer)?;
@@ -1079,7 +1082,7 @@ impl ClientSession {
                                 .await?;
                         }
                         return self
-                            .run_dml(client, session, &c, route, sql, payload, None)
+                            .run_dml(client, session, &c, route, sql, payload, None, &[])
                             .await;
                     }
                     WriteClass::Ddl => {
@@ -1562,7 +1565,7 @@ impl ClientSession {
 
     /// `SELECT <expression>` on the routed backend: its value (None for NULL) or the
     /// server's error.
-    async fn evaluate(
+    pub(super) async fn evaluate(
         &mut self,
         session: &mut SessionState,
         c: &Classified,
@@ -2694,6 +2697,13 @@ impl ClientSession {
         if let Some(call) = self.stored_function_call(&stmt.classified, &stmt.sql) {
             stmt.classified = call;
         }
+        if stmt.classified.flags.contains(Flags::SEQUENCE) {
+            return Err(Failure::Answer(MysqlError::not_supported(
+                "a prepared statement that calls a sequence is not replicated (each value is \
+                 taken on the primary and written into the statement's text); send it as a \
+                 text query",
+            )));
+        }
         self.end_replica_affinity(session, &stmt.classified);
         let class = writes::classify_write(&stmt.classified, &stmt.sql, session)
             .map_err(Failure::Answer)?;
@@ -2775,6 +2785,7 @@ impl ClientSession {
                             params,
                             num_params: stmt.num_params,
                         }),
+                        &[],
                     )
                     .await;
             }

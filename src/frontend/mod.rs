@@ -10,6 +10,7 @@ mod busy_poll;
 mod checksum;
 mod commands;
 pub mod kill;
+mod sequences;
 pub mod tls;
 mod writes;
 

@@ -404,7 +404,7 @@ impl ClientSession {
         self.note_route(&sql, &write, route, session);
         self.count_route(route);
         let command = [&[0x03u8][..], sql.as_bytes()].concat();
-        self.run_dml(client, session, &write, route, &sql, &command, None)
+        self.run_dml(client, session, &write, route, &sql, &command, None, &[])
             .await
     }
 
@@ -469,6 +469,8 @@ impl ClientSession {
 
     /// Runs a DML write: on the primary with its context; autocommit writes are committed
     /// through the log before the client hears, transaction writes join the pending list.
+    /// `follower_sync` texts are logged after it for the followers alone (`DO SETVAL` for
+    /// the sequence values it took on the primary, `sql::sequences`).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_dml<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
@@ -479,6 +481,7 @@ impl ClientSession {
         sql: &str,
         command: &[u8],
         prepared: Option<PreparedExecute>,
+        follower_sync: &[String],
     ) -> Result<(), Failure> {
         // Writes run on the primary whatever route brought them here.
         self.served = Some(crate::digests::Served::Primary);
@@ -703,11 +706,12 @@ impl ClientSession {
                 ),
             )));
         }
-        match statement {
-            Some(stmt) if wrap => {
+        let statements = statement.map(|stmt| with_follower_sync(stmt, follower_sync));
+        match statements {
+            Some(statements) if wrap => {
                 let payload = Record {
                     kind: RecordKind::Transaction,
-                    statements: vec![stmt],
+                    statements,
                 }
                 .encode();
                 self.log_and_commit(session, c, shard, payload, true, PLAIN_COMMIT)
@@ -719,7 +723,7 @@ impl ClientSession {
                 patch_ok_status(&mut raw, status);
                 summary.status = Some(status);
             }
-            Some(stmt)
+            Some(statements)
                 if c.kind == Kind::Call
                     && summary
                         .status
@@ -729,7 +733,7 @@ impl ClientSession {
                 // implicit commit, inside it): the primary already committed the session's
                 // statements, so they are logged now, as one record with the CALL. A later
                 // ROLLBACK of the client's would otherwise drop them from the log only.
-                session.pending.push(stmt);
+                statements.into_iter().for_each(|s| session.pending.push(s));
                 let payload = Record {
                     kind: RecordKind::Transaction,
                     statements: session.pending.take(),
@@ -738,8 +742,8 @@ impl ClientSession {
                 self.log_and_commit(session, c, shard, payload, false, PLAIN_COMMIT)
                     .await?;
             }
-            Some(stmt) => {
-                session.pending.push(stmt);
+            Some(statements) => {
+                statements.into_iter().for_each(|s| session.pending.push(s));
                 // Borrowed, not cloned: this runs for every write of every transaction.
                 let max = self
                     .ctx
@@ -1360,6 +1364,25 @@ fn may_roll_back_the_transaction(code: u16) -> bool {
     matches!(code, 1205 | 1206 | 1637)
 }
 
+/// A write's statement as the log records it, followed by `follower_sync` texts in its
+/// context (schema, settings): statements only the followers run, after it.
+fn with_follower_sync(stmt: Statement, follower_sync: &[String]) -> Vec<Statement> {
+    let mut statements = Vec::with_capacity(1 + follower_sync.len());
+    for text in follower_sync {
+        statements.push(Statement {
+            timestamp_us: 0,
+            insert_id: 0,
+            last_insert_id: None,
+            rand_seeds: None,
+            affected: None,
+            body: Body::Text(text.as_bytes().to_vec()),
+            ..stmt.clone()
+        });
+    }
+    statements.insert(0, stmt);
+    statements
+}
+
 /// Statements that commit an open transaction implicitly (MySQL's list, as far as the
 /// proxy forwards them itself). A DDL reaching here touches only the session's temporary
 /// tables (the others go through the log, which commits first): MariaDB still commits
@@ -1386,13 +1409,6 @@ pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> 
         return Err(MysqlError::not_supported(
             "XA transactions are not supported (commits go through the proxy's log); \
              use BEGIN/COMMIT",
-        ));
-    }
-    if c.flags.contains(Flags::SEQUENCE) {
-        return Err(MysqlError::not_supported(
-            "sequences are not replicated: NEXTVAL()/SETVAL() would advance the primary's \
-             sequence only, and after a failover the new primary would hand out its values \
-             again; use an AUTO_INCREMENT column",
         ));
     }
     if c.kind == Kind::Admin

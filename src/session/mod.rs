@@ -107,6 +107,9 @@ pub struct PreparedStatement {
     pub long_data_too_large: bool,
 }
 
+/// A sequence as (schema, name), its schema the session's when the name has none.
+pub type SequenceKey = (Option<String>, String);
+
 #[derive(Debug)]
 pub struct SessionState {
     pub user: String,
@@ -155,6 +158,9 @@ pub struct SessionState {
     /// The base64 literal of the last `BINLOG` format description event (a mysqlbinlog
     /// replay's first statement): row-event BINLOG statements are logged behind it.
     pub binlog_format_description: Option<String>,
+    /// The last value NEXTVAL gave this session, by sequence (schema, name): its LASTVAL,
+    /// which a pooled connection would not know (`sql::sequences`).
+    pub sequence_last: HashMap<SequenceKey, String>,
 }
 
 /// The open transaction's writes, with the bytes they take in its record: a transaction
@@ -236,6 +242,7 @@ impl SessionState {
             sql_prepared: HashMap::new(),
             diagnostics: None,
             binlog_format_description: None,
+            sequence_last: HashMap::new(),
         };
         s.signature = s.compute_signature();
         s
@@ -257,6 +264,7 @@ impl SessionState {
         self.sql_prepared.clear();
         self.diagnostics = None;
         self.binlog_format_description = None;
+        self.sequence_last.clear();
         self.signature = self.compute_signature();
     }
 

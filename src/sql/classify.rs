@@ -60,7 +60,7 @@ bitflags! {
         const SIDE_EFFECTS = 1 << 13;
         /// Reads @@socket (rewritten so clients do not bypass the proxy).
         const READS_SOCKET = 1 << 14;
-        /// Advances a sequence (NEXTVAL, SETVAL, NEXT VALUE FOR).
+        /// Calls a sequence (NEXTVAL, SETVAL, LASTVAL, NEXT/PREVIOUS VALUE FOR: `sql::sequences`).
         const SEQUENCE = 1 << 15;
         /// `SHOW [SESSION | LOCAL] STATUS`: its `Ssl_*` rows describe the connection it
         /// runs on, so the proxy answers those from the client's own.
@@ -1045,10 +1045,8 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                         *flags |= Flags::LAST_INSERT_ID;
                     } else if is("FOUND_ROWS") || is("ROW_COUNT") {
                         *flags |= Flags::FOUND_ROWS;
-                    } else if is("NEXTVAL") || is("SETVAL") {
+                    } else if is("NEXTVAL") || is("SETVAL") || is("LASTVAL") {
                         *flags |= Flags::SIDE_EFFECTS | Flags::SEQUENCE;
-                    } else if is("LASTVAL") {
-                        *flags |= Flags::SIDE_EFFECTS;
                     } else if is("CONNECTION_ID") {
                         *flags |= Flags::CONNECTION_ID;
                     }
@@ -1072,7 +1070,7 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                     *flags |= Flags::TEMP_TABLE;
                 } else if w.eq_ignore_ascii_case("FOR")
                     && prev.is_some_and(|p| p.is_word("VALUE"))
-                    && prev2.is_some_and(|p| p.is_word("NEXT"))
+                    && prev2.is_some_and(|p| p.is_word("NEXT") || p.is_word("PREVIOUS"))
                 {
                     *flags |= Flags::SIDE_EFFECTS | Flags::SEQUENCE;
                 } else if w.eq_ignore_ascii_case("SQL_CALC_FOUND_ROWS") {
@@ -1570,10 +1568,12 @@ mod tests {
             "SELECT NEXTVAL(s)",
             "SELECT NEXT VALUE FOR s",
             "SELECT SETVAL(s, 10)",
+            "SELECT LASTVAL(s)",
+            "SELECT PREVIOUS VALUE FOR s",
         ] {
             assert!(classify(text).flags.contains(Flags::SEQUENCE), "{text}");
         }
-        assert!(!classify("SELECT LASTVAL(s)")
+        assert!(!classify("SELECT lastval FROM t")
             .flags
             .contains(Flags::SEQUENCE));
         let names: std::collections::HashSet<String> = ["next_id".to_string()].into();

@@ -15,6 +15,7 @@ pub mod like;
 pub mod prepare;
 pub mod replicated_settings;
 pub mod rewrite;
+pub mod sequences;
 pub mod set;
 pub mod user_vars;
 

@@ -2,7 +2,7 @@
 //!
 //! Owns: text rewrites. May import: sql::lexer.
 
-use super::lexer::{Lexer, Tok};
+use super::lexer::{Lexer, Spanned, Tok};
 
 /// Replaces reads of `@@socket` with NULL (keeping the column name). Clients such as
 /// mysql_async read `@@socket` right after connecting and, on a loopback address, reconnect
@@ -114,7 +114,30 @@ pub fn connection_id(sql: &str, id: u32) -> Option<String> {
     }) {
         return None;
     }
-    let is_word_in = |t: Option<&crate::sql::lexer::Spanned<'_>>, words: &[&str]| {
+    let calls: Vec<(usize, usize, String)> = toks
+        .iter()
+        .enumerate()
+        .filter(|&(i, t)| {
+            t.tok.is_word("CONNECTION_ID")
+                && toks.get(i + 1).is_some_and(|n| n.tok == Tok::Punct('('))
+                && toks.get(i + 2).is_some_and(|n| n.tok == Tok::Punct(')'))
+                // `db.connection_id()` is a stored function of that name.
+                && !(i > 0 && toks[i - 1].tok == Tok::Punct('.'))
+        })
+        .map(|(i, _)| (i, i + 2, id.to_string()))
+        .collect();
+    (!calls.is_empty()).then(|| with_literals(sql, &toks, &calls))
+}
+
+/// `sql` with each call (tokens `first..=last` of `toks`) replaced by its literal, in token
+/// order. A call that is a whole item of a top-level select list keeps its column name
+/// (`17 AS `CONNECTION_ID()``), as the client would have seen it.
+pub(crate) fn with_literals(
+    sql: &str,
+    toks: &[Spanned<'_>],
+    calls: &[(usize, usize, String)],
+) -> String {
+    let is_word_in = |t: Option<&Spanned<'_>>, words: &[&str]| {
         t.is_some_and(|t| words.iter().any(|w| t.tok.is_word(w)))
     };
     let mut out = String::with_capacity(sql.len() + 32);
@@ -122,7 +145,19 @@ pub fn connection_id(sql: &str, id: u32) -> Option<String> {
     // Parentheses open, and whether the top level is in a select list.
     let mut depth = 0usize;
     let mut in_select_list = false;
+    let mut next_call = calls.iter().peekable();
+    // The last token of the call being replaced: its words (`NEXT VALUE FOR s`) are no
+    // keywords of the statement.
+    let mut in_call_until = None;
     for (i, t) in toks.iter().enumerate() {
+        if in_call_until.is_some_and(|end| i <= end) {
+            match t.tok {
+                Tok::Punct('(') => depth += 1,
+                Tok::Punct(')') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            continue;
+        }
         match t.tok {
             Tok::Punct('(') => depth += 1,
             Tok::Punct(')') => depth = depth.saturating_sub(1),
@@ -133,18 +168,13 @@ pub fn connection_id(sql: &str, id: u32) -> Option<String> {
             }
             _ => {}
         }
-        let Tok::Word(w) = t.tok else { continue };
-        let call = w.eq_ignore_ascii_case("CONNECTION_ID")
-            && toks.get(i + 1).is_some_and(|n| n.tok == Tok::Punct('('))
-            && toks.get(i + 2).is_some_and(|n| n.tok == Tok::Punct(')'));
-        // `db.connection_id()` is a stored function of that name.
-        let qualified = i > 0 && toks[i - 1].tok == Tok::Punct('.');
-        if !call || qualified {
+        let Some((_, end, literal)) = next_call.next_if(|(first, _, _)| *first == i) else {
             continue;
-        }
-        let close = toks[i + 2].end;
+        };
+        in_call_until = Some(*end);
+        let close = toks[*end].end;
         let before = i.checked_sub(1).map(|p| &toks[p]);
-        let after = toks.get(i + 3);
+        let after = toks.get(end + 1);
         let whole_item = depth == 0
             && in_select_list
             && (before.is_some_and(|b| b.tok == Tok::Punct(','))
@@ -152,7 +182,7 @@ pub fn connection_id(sql: &str, id: u32) -> Option<String> {
             && (after.is_none_or(|a| matches!(a.tok, Tok::Punct(',') | Tok::Punct(';')))
                 || is_word_in(after, SELECT_LIST_END));
         out.push_str(&sql[last..t.start]);
-        out.push_str(&id.to_string());
+        out.push_str(literal);
         if whole_item {
             out.push_str(" AS `");
             out.push_str(&sql[t.start..close].replace('`', "``"));
@@ -160,11 +190,8 @@ pub fn connection_id(sql: &str, id: u32) -> Option<String> {
         }
         last = close;
     }
-    if last == 0 {
-        return None;
-    }
     out.push_str(&sql[last..]);
-    Some(out)
+    out
 }
 
 #[cfg(test)]

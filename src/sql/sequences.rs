@@ -1,0 +1,311 @@
+//! MariaDB sequence calls in a statement (NEXTVAL(s) / NEXT VALUE FOR s, LASTVAL(s) /
+//! PREVIOUS VALUE FOR s, SETVAL(s, …)) and where the proxy can replicate them.
+//!
+//! A sequence hands out values from a cache it refills outside any transaction, so NEXTVAL
+//! replayed on a follower gives that follower's next value, not the primary's: they part as
+//! soon as one server restarts and drops its cache. So the proxy takes each value on the
+//! primary first (`SELECT NEXTVAL(s)`), puts it in the statement as a literal, and logs
+//! `DO SETVAL(s, v)` with the statement for the followers: their sequence is then past every
+//! value a logged statement used, and a new primary after a failover never hands one out
+//! again. LASTVAL(s) is the session's own, answered from the values the proxy took (a pooled
+//! connection's would be another session's, or NULL). SETVAL, whose arguments MariaDB takes
+//! only as constants, replays as it ran.
+//!
+//! That needs each NEXTVAL to be evaluated exactly once where it is written: in a SELECT
+//! without FROM (or FROM DUAL), in DO, or in an INSERT/REPLACE's VALUES or SET. Where the
+//! server would evaluate it once per row (UPDATE, INSERT … SELECT, a SELECT over a table,
+//! ON DUPLICATE KEY UPDATE), or later on each server (a column DEFAULT, a stored program),
+//! the statement is refused with the reason.
+//!
+//! Pure: no I/O. Owns: `SequenceCall`. May import: sql::lexer, sql::rewrite.
+
+use super::lexer::{Lexer, Spanned, Tok};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceOp {
+    /// NEXTVAL(s), NEXT VALUE FOR s.
+    Next,
+    /// LASTVAL(s), PREVIOUS VALUE FOR s.
+    Last,
+    /// SETVAL(s, …).
+    Set,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceCall {
+    pub op: SequenceOp,
+    /// The sequence as written (`s`, `` `db`.`s` ``).
+    pub name: String,
+    /// The call's first and last token.
+    first: usize,
+    last: usize,
+}
+
+/// The calls in `sql`, in text order, or why the statement cannot be replicated with them.
+pub fn check(sql: &str) -> Result<Vec<SequenceCall>, String> {
+    let toks: Vec<_> = Lexer::new(sql).collect();
+    let calls = calls(&toks, sql);
+    let first = toks
+        .iter()
+        .find(|t| t.tok != Tok::Punct('('))
+        .map(|t| t.tok);
+    let is = |w: &str| first.is_some_and(|f| f.is_word(w));
+    if is("CREATE") || is("ALTER") {
+        // CREATE SEQUENCE and other definitions without calls are plain DDL.
+        return match calls.first() {
+            None => Ok(calls),
+            Some(c) => Err(format!(
+                "{} in a definition (a column DEFAULT, a view, a trigger or a stored program) \
+                 is evaluated later on each server by itself, from that server's own sequence; \
+                 take the value in the statement that writes it (INSERT … VALUES \
+                 (NEXTVAL(s), …)) instead",
+                c.op.spelled()
+            )),
+        };
+    }
+    let select_like = is("SELECT") || is("DO");
+    let insert = is("INSERT") || is("REPLACE");
+    // A FROM other than `FROM DUAL` reads rows: a call in its statement may run per row.
+    let reads_rows = toks.iter().enumerate().any(|(i, t)| {
+        t.tok.is_word("FROM") && !toks.get(i + 1).is_some_and(|n| n.tok.is_word("DUAL"))
+    });
+    for c in &calls {
+        let before = &toks[..c.first];
+        let after_word = |w: &str| before.iter().any(|t| t.tok.is_word(w));
+        let once = match c.op {
+            SequenceOp::Last => continue,
+            SequenceOp::Next if insert => !after_word("SELECT") && !after_word("DUPLICATE"),
+            SequenceOp::Next | SequenceOp::Set => {
+                select_like && !reads_rows && !toks.iter().any(|t| t.tok.is_word("INTO"))
+            }
+        };
+        if !once {
+            return Err(format!(
+                "{} here may be evaluated once per row, or not where it is written, and the \
+                 proxy replicates a sequence by taking each value on the primary and writing \
+                 it in as a literal; use it in SELECT (without FROM), DO, or an INSERT's \
+                 VALUES/SET list, or take the value first (SELECT NEXTVAL(s)) and pass it",
+                c.op.spelled()
+            ));
+        }
+    }
+    Ok(calls)
+}
+
+/// `sql` with each NEXTVAL and LASTVAL call replaced by its literal (`values` holds one per
+/// call of `check`, in order; SETVAL calls are left as they are). A whole select item keeps
+/// its column name.
+pub fn with_values(sql: &str, calls: &[SequenceCall], values: &[String]) -> String {
+    let toks: Vec<_> = Lexer::new(sql).collect();
+    let replaced: Vec<(usize, usize, String)> = calls
+        .iter()
+        .zip(values)
+        .filter(|(c, _)| c.op != SequenceOp::Set)
+        .map(|(c, v)| (c.first, c.last, v.clone()))
+        .collect();
+    super::rewrite::with_literals(sql, &toks, &replaced)
+}
+
+/// Whether `value` is what a sequence gives (an integer), safe to write into a statement.
+pub fn is_sequence_value(value: &str) -> bool {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    !digits.is_empty() && digits.len() <= 20 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl SequenceOp {
+    fn spelled(self) -> &'static str {
+        match self {
+            SequenceOp::Next => "NEXTVAL()/NEXT VALUE FOR",
+            SequenceOp::Last => "LASTVAL()/PREVIOUS VALUE FOR",
+            SequenceOp::Set => "SETVAL()",
+        }
+    }
+}
+
+/// A sequence's name at token `at`: one identifier or `db.name`; the index of its last token.
+fn name_at(toks: &[Spanned<'_>], at: usize) -> Option<usize> {
+    let ident = |i: usize| {
+        toks.get(i)
+            .is_some_and(|t| matches!(t.tok, Tok::Word(_) | Tok::Quoted(_)))
+    };
+    if !ident(at) {
+        return None;
+    }
+    if toks.get(at + 1).is_some_and(|t| t.tok == Tok::Punct('.')) && ident(at + 2) {
+        return Some(at + 2);
+    }
+    Some(at)
+}
+
+fn calls(toks: &[Spanned<'_>], sql: &str) -> Vec<SequenceCall> {
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        let word = |k: usize, w: &str| toks.get(k).is_some_and(|t| t.tok.is_word(w));
+        let qualified = i > 0 && toks[i - 1].tok == Tok::Punct('.');
+        let call = |op| {
+            if qualified || !toks.get(i + 1).is_some_and(|t| t.tok == Tok::Punct('(')) {
+                return None;
+            }
+            let name_end = name_at(toks, i + 2)?;
+            let close = if op == SequenceOp::Set {
+                closing_paren(toks, i + 1)?
+            } else {
+                Some(name_end + 1)
+                    .filter(|&k| toks.get(k).is_some_and(|t| t.tok == Tok::Punct(')')))?
+            };
+            Some((op, i + 2, name_end, close))
+        };
+        let value_for = |op| {
+            let name_end = name_at(toks, i + 3)?;
+            Some((op, i + 3, name_end, name_end))
+        };
+        let hit = match toks[i].tok {
+            Tok::Word(w) if w.eq_ignore_ascii_case("NEXTVAL") => call(SequenceOp::Next),
+            Tok::Word(w) if w.eq_ignore_ascii_case("LASTVAL") => call(SequenceOp::Last),
+            Tok::Word(w) if w.eq_ignore_ascii_case("SETVAL") => call(SequenceOp::Set),
+            Tok::Word(w)
+                if w.eq_ignore_ascii_case("NEXT") && word(i + 1, "VALUE") && word(i + 2, "FOR") =>
+            {
+                value_for(SequenceOp::Next)
+            }
+            Tok::Word(w)
+                if w.eq_ignore_ascii_case("PREVIOUS")
+                    && word(i + 1, "VALUE")
+                    && word(i + 2, "FOR") =>
+            {
+                value_for(SequenceOp::Last)
+            }
+            _ => None,
+        };
+        match hit {
+            Some((op, name_start, name_end, last)) => {
+                found.push(SequenceCall {
+                    op,
+                    name: sql[toks[name_start].start..toks[name_end].end].to_string(),
+                    first: i,
+                    last,
+                });
+                // SETVAL's arguments are constants: nothing to find inside.
+                i = last + 1;
+            }
+            None => i += 1,
+        }
+    }
+    found
+}
+
+/// The token closing the parenthesis at `open`.
+fn closing_paren(toks: &[Spanned<'_>], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (k, t) in toks.iter().enumerate().skip(open) {
+        match t.tok {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(k);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(sql: &str) -> Vec<(SequenceOp, String)> {
+        check(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .into_iter()
+            .map(|c| (c.op, c.name))
+            .collect()
+    }
+
+    #[test]
+    fn calls_are_found_in_every_spelling() {
+        use SequenceOp::*;
+        assert_eq!(
+            ops("SELECT NEXTVAL(s), next value for `d`.`s2`, LASTVAL(d.s), PREVIOUS VALUE FOR s"),
+            vec![
+                (Next, "s".into()),
+                (Next, "`d`.`s2`".into()),
+                (Last, "d.s".into()),
+                (Last, "s".into())
+            ]
+        );
+        assert_eq!(ops("SELECT SETVAL(s, 1000, 0, 0)"), vec![(Set, "s".into())]);
+        assert_eq!(ops("DO setval(`s`, 5)"), vec![(Set, "`s`".into())]);
+        // A stored function of that name, and a column so named, are not sequence calls.
+        assert!(ops("SELECT app.nextval(s), nextval FROM t").is_empty());
+    }
+
+    #[test]
+    fn values_become_literals_keeping_column_names() {
+        let sql = "SELECT NEXTVAL(s), 1 + next value for s AS n, LASTVAL(s)";
+        let calls = check(sql).unwrap();
+        let values = ["5".to_string(), "6".to_string(), "6".to_string()];
+        assert_eq!(
+            with_values(sql, &calls, &values),
+            "SELECT 5 AS `NEXTVAL(s)`, 1 + 6 AS n, 6 AS `LASTVAL(s)`"
+        );
+        let sql = "INSERT INTO t (id, v) VALUES (NEXTVAL(s), 'a'), (NEXT VALUE FOR s, 'b')";
+        let calls = check(sql).unwrap();
+        assert_eq!(
+            with_values(sql, &calls, &["7".into(), "8".into()]),
+            "INSERT INTO t (id, v) VALUES (7, 'a'), (8, 'b')"
+        );
+        let sql = "SELECT SETVAL(s, 10), NEXTVAL(s)";
+        let calls = check(sql).unwrap();
+        assert_eq!(
+            with_values(sql, &calls, &[String::new(), "11".into()]),
+            "SELECT SETVAL(s, 10), 11 AS `NEXTVAL(s)`"
+        );
+    }
+
+    #[test]
+    fn only_calls_evaluated_once_where_written_are_taken() {
+        for ok in [
+            "SELECT NEXTVAL(s)",
+            "SELECT NEXTVAL(s) FROM DUAL",
+            "DO NEXTVAL(s)",
+            "INSERT INTO t VALUES (NEXTVAL(s), 1)",
+            "INSERT INTO t SET id = NEXT VALUE FOR s, v = 1",
+            "REPLACE INTO t VALUES (NEXTVAL(s), (SELECT MAX(v) FROM u))",
+            "UPDATE t SET parent = LASTVAL(s) WHERE id > 3",
+            "SELECT SETVAL(`s`, 1001, 0)",
+        ] {
+            assert!(check(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "SELECT NEXTVAL(s) FROM t",
+            "SELECT NEXTVAL(s) FROM seq_1_to_50",
+            "SELECT NEXTVAL(s) INTO @id",
+            "UPDATE t SET id = NEXTVAL(s)",
+            "DELETE FROM t WHERE id = NEXTVAL(s)",
+            "INSERT INTO t SELECT NEXTVAL(s), v FROM u",
+            "INSERT INTO t VALUES (1, 2) ON DUPLICATE KEY UPDATE id = NEXTVAL(s)",
+            "SET @id = NEXTVAL(s)",
+            "CALL p(NEXTVAL(s))",
+            "INSERT INTO t VALUES (SETVAL(s, 5))",
+            "CREATE TABLE t (id BIGINT DEFAULT NEXTVAL(s))",
+            "ALTER TABLE t ALTER id SET DEFAULT LASTVAL(s)",
+            "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.id = NEXTVAL(s)",
+        ] {
+            assert!(check(refused).is_err(), "{refused}");
+        }
+        assert!(check("CREATE SEQUENCE s START WITH 1 INCREMENT BY 50").is_ok());
+    }
+
+    #[test]
+    fn only_integers_are_sequence_values() {
+        assert!(is_sequence_value("-9223372036854775807"));
+        assert!(is_sequence_value("42"));
+        assert!(!is_sequence_value(""));
+        assert!(!is_sequence_value("1; DROP TABLE t"));
+        assert!(!is_sequence_value("1e3"));
+    }
+}
