@@ -5306,8 +5306,9 @@ async fn backup_and_global_read_locks_stay_with_their_session() {
 /// taken on the primary, written into the statement as a literal, and logged with
 /// `DO SETVAL` for the followers. Rows are the same everywhere, LASTVAL is the session's
 /// own whichever pooled connection it runs on, a dump's SETVAL replays, and a new primary
-/// continues past every value handed out. Statements that would call NEXTVAL once per row
-/// are refused. Before, every sequence call was refused with 1235.
+/// continues past every value handed out. Prepared statements get the values as parameters
+/// the proxy adds. Statements that would call NEXTVAL once per row are refused. Before,
+/// every sequence call was refused with 1235.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
     common::init_tracing();
@@ -5377,11 +5378,16 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
         let e = c.query_drop(refused).await.unwrap_err();
         assert_eq!(server_code(&e), 1235, "{refused}: {e}");
     }
-    let e = c
-        .exec_drop("INSERT INTO t VALUES (NEXTVAL(s), ?, 'p')", (1,))
-        .await
-        .unwrap_err();
-    assert_eq!(server_code(&e), 1235, "{e}");
+    // Prepared (binary protocol), each statement executed twice: the calls become
+    // parameters the proxy adds to every execute.
+    for _ in 0..2 {
+        let taken: Option<i64> = c.exec_first("SELECT NEXTVAL(s)", ()).await.unwrap();
+        c.exec_drop("INSERT INTO t VALUES (NEXTVAL(s), ?, 'p')", (taken,))
+            .await
+            .unwrap();
+    }
+    let last: Option<i64> = c.exec_first("SELECT LASTVAL(s)", ()).await.unwrap();
+    assert_eq!(last, Some(1004));
     let rows: Vec<(i64, Option<i64>, String)> = c
         .query("SELECT id, parent, v FROM t ORDER BY id")
         .await
@@ -5391,13 +5397,15 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
         (3, Some(3), "b"),
         (4, Some(4), "c"),
         (5, Some(5), "d"),
+        (1002, Some(1001), "p"),
+        (1004, Some(1003), "p"),
     ]
     .map(|(id, parent, v)| (id, parent, v.to_string()));
     assert_eq!(rows, expected);
     assert_replicas_identical(&dbs, &mut c, &["sq.t"]).await;
     // Each new primary goes on past every value the old ones handed out.
     let mut admin = connect(&proxy.url(None)).await;
-    let (mut last_s, mut last_by50) = (1000, 51);
+    let (mut last_s, mut last_by50) = (1004, 51);
     for to in [1, 2] {
         let moved: Option<String> = admin
             .query_first(format!("PROXY SWITCHOVER TO {to}"))

@@ -2697,13 +2697,6 @@ impl ClientSession {
         if let Some(call) = self.stored_function_call(&stmt.classified, &stmt.sql) {
             stmt.classified = call;
         }
-        if stmt.classified.flags.contains(Flags::SEQUENCE) {
-            return Err(Failure::Answer(MysqlError::not_supported(
-                "a prepared statement that calls a sequence is not replicated (each value is \
-                 taken on the primary and written into the statement's text); send it as a \
-                 text query",
-            )));
-        }
         self.end_replica_affinity(session, &stmt.classified);
         let class = writes::classify_write(&stmt.classified, &stmt.sql, session)
             .map_err(Failure::Answer)?;
@@ -2755,6 +2748,16 @@ impl ClientSession {
             return Err(Failure::Answer(malformed()));
         }
         self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
+        if stmt.classified.flags.contains(Flags::SEQUENCE) {
+            let execute = writes::PreparedExecute {
+                text: stmt.sql.clone(),
+                params,
+                num_params: stmt.num_params,
+            };
+            return self
+                .execute_with_sequences(client, session, &stmt.classified, execute, &payload)
+                .await;
+        }
         match class {
             WriteClass::Dml => {
                 let route = self.route(&stmt.classified);

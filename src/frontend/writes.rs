@@ -65,7 +65,7 @@ pub(super) struct PreparedExecute {
 impl PreparedExecute {
     /// The execute of `text`, the statement with calls replaced by placeholders
     /// (`WriteCheck::injected`), carrying their values among the client's.
-    fn with_calls_replaced(
+    pub(super) fn with_calls_replaced(
         self,
         text: &str,
         injected: &[(u16, Injected)],
@@ -75,6 +75,7 @@ impl PreparedExecute {
             .map(|(at, value)| match value {
                 Injected::Text(s) => AddedParam::string(*at, s),
                 Injected::Unsigned(n) => AddedParam::unsigned(*at, *n),
+                Injected::Signed(n) => AddedParam::signed(*at, *n),
                 Injected::Null => AddedParam::null(*at),
             })
             .collect();

@@ -157,6 +157,15 @@ impl AddedParam {
             value: Some(n.to_le_bytes().to_vec()),
         }
     }
+
+    /// A signed LONGLONG.
+    pub fn signed(at: u16, n: i64) -> AddedParam {
+        AddedParam {
+            at,
+            type_bytes: [8, 0],
+            value: Some(n.to_le_bytes().to_vec()),
+        }
+    }
 }
 
 /// `body`, a normalized execute body with `num_params` parameters (see `inline_long_data`;

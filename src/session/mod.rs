@@ -160,7 +160,7 @@ pub struct SessionState {
     pub binlog_format_description: Option<String>,
     /// The last value NEXTVAL gave this session, by sequence (schema, name): its LASTVAL,
     /// which a pooled connection would not know (`sql::sequences`).
-    pub sequence_last: HashMap<SequenceKey, String>,
+    pub sequence_last: HashMap<SequenceKey, i64>,
 }
 
 /// The open transaction's writes, with the bytes they take in its record: a transaction

@@ -125,6 +125,8 @@ pub enum Injected {
     Text(String),
     /// UUID_SHORT(): an unsigned 64-bit integer.
     Unsigned(u64),
+    /// A sequence's value (`sql::sequences`): a signed 64-bit integer.
+    Signed(i64),
     /// CURRENT_ROLE() with no role set.
     Null,
 }
@@ -902,6 +904,7 @@ fn put_value(
     match value {
         Injected::Text(s) => out.push_str(&string_literal(&s)),
         Injected::Unsigned(n) => out.push_str(&n.to_string()),
+        Injected::Signed(n) => out.push_str(&n.to_string()),
         Injected::Null => out.push_str("NULL"),
     }
 }

@@ -106,6 +106,27 @@ pub fn with_values(sql: &str, calls: &[SequenceCall], values: &[String]) -> Stri
     super::rewrite::with_literals(sql, &toks, &replaced)
 }
 
+/// For a prepared statement: `sql` with each NEXTVAL and LASTVAL call replaced by a `?`
+/// placeholder, and each one's position among the new text's placeholders, in call order
+/// (the value each execute adds there, `protocol::execute::add_params`).
+pub fn with_placeholders(sql: &str, calls: &[SequenceCall]) -> (String, Vec<u16>) {
+    let toks: Vec<_> = Lexer::new(sql).collect();
+    let mut replaced = Vec::new();
+    let mut positions = Vec::new();
+    for c in calls.iter().filter(|c| c.op != SequenceOp::Set) {
+        let before = toks[..c.first]
+            .iter()
+            .filter(|t| t.tok == Tok::Param)
+            .count();
+        positions.push((before + positions.len()) as u16);
+        replaced.push((c.first, c.last, "?".to_string()));
+    }
+    (
+        super::rewrite::with_literals(sql, &toks, &replaced),
+        positions,
+    )
+}
+
 /// Whether `value` is what a sequence gives (an integer), safe to write into a statement.
 pub fn is_sequence_value(value: &str) -> bool {
     let digits = value.strip_prefix('-').unwrap_or(value);
@@ -263,6 +284,25 @@ mod tests {
         assert_eq!(
             with_values(sql, &calls, &[String::new(), "11".into()]),
             "SELECT SETVAL(s, 10), 11 AS `NEXTVAL(s)`"
+        );
+    }
+
+    #[test]
+    fn prepared_calls_become_placeholders_among_the_clients() {
+        let sql = "INSERT INTO t VALUES (?, NEXTVAL(s), ?, LASTVAL(s))";
+        let calls = check(sql).unwrap();
+        assert_eq!(
+            with_placeholders(sql, &calls),
+            ("INSERT INTO t VALUES (?, ?, ?, ?)".to_string(), vec![1, 3])
+        );
+        let sql = "SELECT NEXTVAL(s), SETVAL(s2, 5)";
+        let calls = check(sql).unwrap();
+        assert_eq!(
+            with_placeholders(sql, &calls),
+            (
+                "SELECT ? AS `NEXTVAL(s)`, SETVAL(s2, 5)".to_string(),
+                vec![0]
+            )
         );
     }
 
