@@ -112,6 +112,10 @@ impl ClientSession {
             ));
         }
         let calls = sequences::check(sql).map_err(|why| refused(&why))?;
+        if calls.is_empty() {
+            // `NEXTVAL()`, `db.nextval(x)`: nothing to take a value for.
+            return Err(refused("the proxy cannot tell which sequence it calls"));
+        }
         // Refused before any value is taken (the session's writes are refused, …).
         let class = writes::classify_write(&as_write(c), sql, session).map_err(Failure::Answer)?;
         let taken = self.take_values(session, c, &calls).await?;
@@ -157,6 +161,9 @@ impl ClientSession {
         payload: &[u8],
     ) -> Result<(), Failure> {
         let calls = sequences::check(&execute.text).map_err(|why| refused(&why))?;
+        if calls.is_empty() {
+            return Err(refused("the proxy cannot tell which sequence it calls"));
+        }
         let write = Arc::new(as_write(c));
         if writes::classify_write(&write, &execute.text, session).map_err(Failure::Answer)?
             == WriteClass::Local
