@@ -5381,6 +5381,19 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
         let e = c.query_drop(refused).await.unwrap_err();
         assert_eq!(server_code(&e), 1235, "{refused}: {e}");
     }
+    // A temporary sequence is the session's, on the primary only: followers get its values
+    // in the statements, and no SETVAL (they have no such sequence). (Its session stays
+    // pinned to the primary's connection, which the switchovers below end.)
+    run_all(&mut other, &["CREATE TEMPORARY SEQUENCE ts START WITH 500"]).await;
+    let tmp: Option<i64> = other.query_first("SELECT NEXTVAL(ts)").await.unwrap();
+    assert_eq!(tmp, Some(500));
+    run_all(
+        &mut other,
+        &["INSERT INTO t VALUES (NEXTVAL(ts), LASTVAL(s), 'tmp')"],
+    )
+    .await;
+    let e = other.query_drop("SELECT SETVAL(ts, 9)").await.unwrap_err();
+    assert_eq!(server_code(&e), 1235, "{e}");
     // Prepared (binary protocol), each statement executed twice: the calls become
     // parameters the proxy adds to every execute.
     for _ in 0..2 {
@@ -5400,6 +5413,7 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
         (3, Some(3), "b"),
         (4, Some(4), "c"),
         (5, Some(5), "d"),
+        (501, Some(7), "tmp"),
         (1002, Some(1001), "p"),
         (1004, Some(1003), "p"),
     ]

@@ -25,7 +25,8 @@ struct Taken {
     /// One per call, in order: the value of a NEXTVAL or LASTVAL (None: NULL); SETVAL's
     /// are unused.
     values: Vec<Option<i64>>,
-    /// `DO SETVAL(s, v)` for each sequence NEXTVAL advanced, with its last value.
+    /// `DO SETVAL(s, v)` for each sequence NEXTVAL advanced, with its last value (none for
+    /// the session's temporary sequences).
     follower_sync: Vec<String>,
 }
 
@@ -57,7 +58,16 @@ impl ClientSession {
         // Per sequence: its name as written and the last value taken.
         let mut taken: Vec<(SequenceKey, &str, i64)> = Vec::new();
         for call in calls {
-            let key = crate::sql::qualified_name(&call.name, session.schema.as_deref());
+            let schema = session.schema.as_deref();
+            // A temporary sequence is the session's, on the primary only: no follower has it.
+            let temporary = session.temp_tables.contains(&call.name, schema);
+            if temporary && call.op == SequenceOp::Set {
+                return Err(refused(
+                    "SETVAL of a temporary sequence (the proxy would log it for followers, \
+                     which do not have it); recreate the sequence with the START you need",
+                ));
+            }
+            let key = crate::sql::qualified_name(&call.name, schema);
             let value = match call.op {
                 SequenceOp::Next => {
                     let next = format!("NEXTVAL({})", call.name);
@@ -79,6 +89,7 @@ impl ClientSession {
                     session.sequence_last.insert(key.clone(), value);
                     match taken.iter_mut().find(|(k, _, _)| *k == key) {
                         Some(t) => t.2 = value,
+                        None if temporary => {}
                         None => taken.push((key, &call.name, value)),
                     }
                     Some(value)

@@ -693,6 +693,9 @@ pub struct TableNameChanges {
 
 pub fn table_name_changes(sql: &str) -> TableNameChanges {
     use sqlparser::ast::{AlterTableOperation, ObjectType, RenameTableNameKind};
+    if let Some(changes) = sequence_name_changes(sql) {
+        return changes;
+    }
     let mut changes = TableNameChanges::default();
     let Ok(stmts) = Parser::parse_sql(&MySqlDialect {}, sql) else {
         changes.created_temporary = created_temporary_by_keywords(sql).into_iter().collect();
@@ -727,6 +730,49 @@ pub fn table_name_changes(sql: &str) -> TableNameChanges {
         }
     }
     changes
+}
+
+/// `CREATE [OR REPLACE] TEMPORARY SEQUENCE [IF NOT EXISTS] name …` and `DROP [TEMPORARY]
+/// SEQUENCE [IF EXISTS] name[, …]`: a sequence is a table to MariaDB, and a temporary one is
+/// the session's own like a temporary table (`sql::sequences` must not log it for the
+/// followers). None for any other statement.
+fn sequence_name_changes(sql: &str) -> Option<TableNameChanges> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(w));
+    let mut changes = TableNameChanges::default();
+    let (mut at, list) = if word(0, "CREATE") {
+        let temporary = if word(1, "OR") && word(2, "REPLACE") {
+            3
+        } else {
+            1
+        };
+        if !(word(temporary, "TEMPORARY") && word(temporary + 1, "SEQUENCE")) {
+            return None;
+        }
+        (temporary + 2, false)
+    } else if word(0, "DROP")
+        && (word(1, "SEQUENCE") || word(1, "TEMPORARY") && word(2, "SEQUENCE"))
+    {
+        (if word(1, "SEQUENCE") { 2 } else { 3 }, true)
+    } else {
+        return None;
+    };
+    if word(at, "IF") {
+        at += if word(at + 1, "NOT") { 3 } else { 2 };
+    }
+    let mut rest = toks[at.min(toks.len())..].iter().peekable();
+    while let Some(name) = read_table_name(&mut rest) {
+        if list {
+            changes.dropped.push(name);
+        } else {
+            changes.created_temporary.push(name);
+            break;
+        }
+        if rest.next_if(|t| **t == Tok::Punct(',')).is_none() {
+            break;
+        }
+    }
+    Some(changes)
 }
 
 /// `CREATE [OR REPLACE] TEMPORARY TABLE [IF NOT EXISTS] [db.]name …` read by keywords, for
@@ -1866,6 +1912,13 @@ mod tests {
             "CREATE OR REPLACE TEMPORARY TABLE IF NOT EXISTS `d`.`t``x` (a INT) PAGE_CHECKSUM=1 TRANSACTIONAL=0",
         );
         assert_eq!(c.created_temporary, ["`d`.`t``x`"]);
+        let c = table_name_changes("CREATE OR REPLACE TEMPORARY SEQUENCE IF NOT EXISTS d.ts");
+        assert_eq!(c.created_temporary, ["d.ts"]);
+        assert!(table_name_changes("CREATE SEQUENCE s")
+            .created_temporary
+            .is_empty());
+        let c = table_name_changes("DROP TEMPORARY SEQUENCE IF EXISTS ts, `d`.s2");
+        assert_eq!(c.dropped, ["ts", "`d`.s2"]);
         let c = table_name_changes("DROP TEMPORARY TABLE a, d.b");
         assert_eq!(c.dropped, ["a", "d.b"]);
         let c = table_name_changes("ALTER TABLE a ADD COLUMN x INT, RENAME TO b");
