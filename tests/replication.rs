@@ -1673,8 +1673,9 @@ async fn a_row_binlog_replays_to_every_replica() {
 
 /// SQL-level prepared statements: an EXECUTE (or EXECUTE IMMEDIATE) of a write runs that
 /// statement with its arguments bound, through the log, since followers have no such
-/// prepared statement; DROP PREPARE is session state, not DDL; user-variable arguments and
-/// sequences are refused with 1235 rather than left on the primary alone. Before, the
+/// prepared statement; DROP PREPARE is session state, not DDL; user-variable arguments are
+/// carried and a sequence's value is taken on the primary rather than left to each
+/// replica (see sequences_replicate_and_a_new_primary_reuses_no_value). Before, the
 /// EXECUTE ran on the primary only (rows missing on followers) and DROP PREPARE was
 /// replayed as DDL, which quarantined every follower.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1714,11 +1715,18 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
     // The variable's value is carried with the record (see user_variables_read_by_writes…).
     c.query_drop("EXECUTE del USING @id").await.unwrap();
     assert_eq!(c.affected_rows(), 1);
-    let err = c.query_drop("SELECT NEXTVAL(sp.s)").await.unwrap_err();
-    assert_eq!(server_code(&err), 1235, "{err}");
+    let next: Option<i64> = c.query_first("SELECT NEXTVAL(sp.s)").await.unwrap();
+    assert_eq!(next, Some(1));
+    // Run in place of the EXECUTE, with the value taken on the primary (`sql::sequences`).
+    c.query_drop(
+        "EXECUTE IMMEDIATE 'INSERT INTO sp.t (id, v) VALUES (NEXTVAL(sp.s) + 10, ?)' USING 'seq'",
+    )
+    .await
+    .unwrap();
     c.query_drop("EXECUTE del USING 2").await.unwrap();
     assert_eq!(c.affected_rows(), 0);
-    assert_replicas_identical(&dbs, &mut c, &["sp.t", "sp.s"]).await;
+    // (A sequence's row is each server's: the primary's shows its cache.)
+    assert_replicas_identical(&dbs, &mut c, &["sp.t"]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
         let rows: Vec<(i32, String, i32)> = d
@@ -1727,7 +1735,11 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
             .unwrap();
         assert_eq!(
             rows,
-            [(1, "a!".into(), 5), (3, "d".into(), 5)],
+            [
+                (1, "a!".into(), 5),
+                (3, "d".into(), 5),
+                (12, "seq".into(), 5)
+            ],
             "{}",
             db.addr()
         );
