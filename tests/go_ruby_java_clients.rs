@@ -129,7 +129,8 @@ fn java_transcript(dir: &std::path::Path, port: u16, server_prepares: bool) -> S
 
 /// Generated keys (single and batch), a duplicate key's SQLState and error code with the
 /// connection still valid, a savepoint rolled back, a rolled-back transaction, a procedure's
-/// OUT parameter, a 1 MiB blob, typed rows, a streamed read and the metadata ORMs ask for.
+/// OUT parameter, a 1 MiB blob, typed rows, a streamed read, the metadata ORMs ask for, and
+/// ids from a sequence (values and column types as a direct server gives them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jdbc_connector_j_matches_direct() {
     common::init_tracing();
@@ -152,6 +153,9 @@ async fn jdbc_connector_j_matches_direct() {
             "  row n=0:Long",
             "procedure out 36.00",
             "same true",
+            "  row nextval(t_seq)=1:Long",
+            "  row next value for t_seq=51:Long",
+            "  row id=101:Long name=from_sequence:String",
             "done",
         ] {
             assert!(via.contains(line), "missing {line:?}:\n{via}");

@@ -130,12 +130,7 @@ impl ClientSession {
         // Refused before any value is taken (the session's writes are refused, …).
         let class = writes::classify_write(&as_write(c), sql, session).map_err(Failure::Answer)?;
         let taken = self.take_values(session, c, &calls).await?;
-        let literals: Vec<String> = taken
-            .values
-            .iter()
-            .map(|v| v.map_or_else(|| "NULL".to_string(), |v| v.to_string()))
-            .collect();
-        let text = sequences::with_values(sql, &calls, &literals);
+        let text = sequences::with_values(sql, &calls, &taken.values);
         let payload = [&[COM_QUERY][..], text.as_bytes()].concat();
         let rewritten = self.ctx.classify_cache.classify(&text);
         let sets = calls.iter().any(|call| call.op == SequenceOp::Set);

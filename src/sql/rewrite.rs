@@ -114,7 +114,7 @@ pub fn connection_id(sql: &str, id: u32) -> Option<String> {
     }) {
         return None;
     }
-    let calls: Vec<(usize, usize, String)> = toks
+    let calls: Vec<Replacement> = toks
         .iter()
         .enumerate()
         .filter(|&(i, t)| {
@@ -124,19 +124,37 @@ pub fn connection_id(sql: &str, id: u32) -> Option<String> {
                 // `db.connection_id()` is a stored function of that name.
                 && !(i > 0 && toks[i - 1].tok == Tok::Punct('.'))
         })
-        .map(|(i, _)| (i, i + 2, id.to_string()))
+        .map(|(i, _)| Replacement::same(i, i + 2, id.to_string()))
         .collect();
     (!calls.is_empty()).then(|| with_literals(sql, &toks, &calls))
 }
 
-/// `sql` with each call (tokens `first..=last` of `toks`) replaced by its literal, in token
-/// order. A call that is a whole item of a top-level select list keeps its column name
-/// (`17 AS `CONNECTION_ID()``), as the client would have seen it.
-pub(crate) fn with_literals(
-    sql: &str,
-    toks: &[Spanned<'_>],
-    calls: &[(usize, usize, String)],
-) -> String {
+/// A call (tokens `first..=last`) and what takes its place.
+pub(crate) struct Replacement {
+    pub first: usize,
+    pub last: usize,
+    pub literal: String,
+    /// What takes its place when it is a whole select item (then followed by the call's
+    /// text as column name): an expression with the call's column type, where the literal
+    /// alone would show the client another.
+    pub item: String,
+}
+
+impl Replacement {
+    pub fn same(first: usize, last: usize, literal: String) -> Replacement {
+        Replacement {
+            first,
+            last,
+            item: literal.clone(),
+            literal,
+        }
+    }
+}
+
+/// `sql` with each call (`Replacement`, in token order) replaced. A call that is a whole
+/// item of a top-level select list keeps its column name (`17 AS `CONNECTION_ID()``), as the
+/// client would have seen it.
+pub(crate) fn with_literals(sql: &str, toks: &[Spanned<'_>], calls: &[Replacement]) -> String {
     let is_word_in = |t: Option<&Spanned<'_>>, words: &[&str]| {
         t.is_some_and(|t| words.iter().any(|w| t.tok.is_word(w)))
     };
@@ -168,13 +186,13 @@ pub(crate) fn with_literals(
             }
             _ => {}
         }
-        let Some((_, end, literal)) = next_call.next_if(|(first, _, _)| *first == i) else {
+        let Some(call) = next_call.next_if(|c| c.first == i) else {
             continue;
         };
-        in_call_until = Some(*end);
-        let close = toks[*end].end;
+        in_call_until = Some(call.last);
+        let close = toks[call.last].end;
         let before = i.checked_sub(1).map(|p| &toks[p]);
-        let after = toks.get(end + 1);
+        let after = toks.get(call.last + 1);
         let whole_item = depth == 0
             && in_select_list
             && (before.is_some_and(|b| b.tok == Tok::Punct(','))
@@ -182,11 +200,13 @@ pub(crate) fn with_literals(
             && (after.is_none_or(|a| matches!(a.tok, Tok::Punct(',') | Tok::Punct(';')))
                 || is_word_in(after, SELECT_LIST_END));
         out.push_str(&sql[last..t.start]);
-        out.push_str(literal);
         if whole_item {
+            out.push_str(&call.item);
             out.push_str(" AS `");
             out.push_str(&sql[t.start..close].replace('`', "``"));
             out.push('`');
+        } else {
+            out.push_str(&call.literal);
         }
         last = close;
     }

@@ -20,6 +20,7 @@
 //! Pure: no I/O. Owns: `SequenceCall`. May import: sql::lexer, sql::rewrite.
 
 use super::lexer::{Lexer, Spanned, Tok};
+use super::rewrite::Replacement;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SequenceOp {
@@ -92,16 +93,29 @@ pub fn check(sql: &str) -> Result<Vec<SequenceCall>, String> {
     Ok(calls)
 }
 
-/// `sql` with each NEXTVAL and LASTVAL call replaced by its literal (`values` holds one per
-/// call of `check`, in order; SETVAL calls are left as they are). A whole select item keeps
-/// its column name.
-pub fn with_values(sql: &str, calls: &[SequenceCall], values: &[String]) -> String {
+/// The lowest value a sequence takes: an IFNULL with it types the value as the call's
+/// BIGINT (a small literal alone is an INT column, which Connector/J gives as Integer where
+/// the call gave Long).
+const BIGINT_LOW: &str = "-9223372036854775807";
+
+/// `sql` with each NEXTVAL and LASTVAL call replaced by its value (`values` holds one per
+/// call of `check`, in order, None for NULL; SETVAL calls are left as they are). A whole
+/// select item keeps its column name and its column type: nullable BIGINT(20).
+pub fn with_values(sql: &str, calls: &[SequenceCall], values: &[Option<i64>]) -> String {
     let toks: Vec<_> = Lexer::new(sql).collect();
-    let replaced: Vec<(usize, usize, String)> = calls
+    let replaced: Vec<Replacement> = calls
         .iter()
         .zip(values)
         .filter(|(c, _)| c.op != SequenceOp::Set)
-        .map(|(c, v)| (c.first, c.last, v.clone()))
+        .map(|(c, v)| Replacement {
+            first: c.first,
+            last: c.last,
+            literal: v.map_or_else(|| "NULL".to_string(), |v| v.to_string()),
+            item: match v {
+                Some(v) => format!("NULLIF(IFNULL({v}, {BIGINT_LOW}), NULL)"),
+                None => format!("NULLIF(IFNULL(NULL, {BIGINT_LOW}), {BIGINT_LOW})"),
+            },
+        })
         .collect();
     super::rewrite::with_literals(sql, &toks, &replaced)
 }
@@ -119,7 +133,7 @@ pub fn with_placeholders(sql: &str, calls: &[SequenceCall]) -> (String, Vec<u16>
             .filter(|t| t.tok == Tok::Param)
             .count();
         positions.push((before + positions.len()) as u16);
-        replaced.push((c.first, c.last, "?".to_string()));
+        replaced.push(Replacement::same(c.first, c.last, "?".to_string()));
     }
     (
         super::rewrite::with_literals(sql, &toks, &replaced),
@@ -268,22 +282,28 @@ mod tests {
     fn values_become_literals_keeping_column_names() {
         let sql = "SELECT NEXTVAL(s), 1 + next value for s AS n, LASTVAL(s)";
         let calls = check(sql).unwrap();
-        let values = ["5".to_string(), "6".to_string(), "6".to_string()];
         assert_eq!(
-            with_values(sql, &calls, &values),
-            "SELECT 5 AS `NEXTVAL(s)`, 1 + 6 AS n, 6 AS `LASTVAL(s)`"
+            with_values(sql, &calls, &[Some(5), Some(6), None]),
+            "SELECT NULLIF(IFNULL(5, -9223372036854775807), NULL) AS `NEXTVAL(s)`, 1 + 6 AS n, \
+             NULLIF(IFNULL(NULL, -9223372036854775807), -9223372036854775807) AS `LASTVAL(s)`"
         );
         let sql = "INSERT INTO t (id, v) VALUES (NEXTVAL(s), 'a'), (NEXT VALUE FOR s, 'b')";
         let calls = check(sql).unwrap();
         assert_eq!(
-            with_values(sql, &calls, &["7".into(), "8".into()]),
+            with_values(sql, &calls, &[Some(7), Some(8)]),
             "INSERT INTO t (id, v) VALUES (7, 'a'), (8, 'b')"
         );
         let sql = "SELECT SETVAL(s, 10), NEXTVAL(s)";
         let calls = check(sql).unwrap();
         assert_eq!(
-            with_values(sql, &calls, &[String::new(), "11".into()]),
-            "SELECT SETVAL(s, 10), 11 AS `NEXTVAL(s)`"
+            with_values(sql, &calls, &[None, Some(-11)]),
+            "SELECT SETVAL(s, 10), NULLIF(IFNULL(-11, -9223372036854775807), NULL) AS `NEXTVAL(s)`"
+        );
+        let sql = "UPDATE t SET parent = LASTVAL(s)";
+        let calls = check(sql).unwrap();
+        assert_eq!(
+            with_values(sql, &calls, &[None]),
+            "UPDATE t SET parent = NULL"
         );
     }
 

@@ -182,6 +182,22 @@ public class JdbcRoundtrip {
                 out(s.toString());
             }
             out("isolation " + c.getTransactionIsolation());
+
+            // Ids from a sequence, as Hibernate's sequence generator takes them on MariaDB:
+            // 50 at a time, then inserted explicitly; and the sequence in the INSERT itself.
+            try (Statement s = c.createStatement()) {
+                s.execute("DROP SEQUENCE IF EXISTS t_seq");
+                s.execute("CREATE SEQUENCE t_seq START WITH 1 INCREMENT BY 50");
+            }
+            rows(c, "select nextval(t_seq)");
+            rows(c, "select next value for t_seq");
+            try (PreparedStatement ps = c.prepareStatement(
+                    "INSERT INTO t (id, name) VALUES (NEXTVAL(t_seq), ?)")) {
+                ps.setString(1, "from_sequence");
+                out("sequence insert count " + ps.executeUpdate());
+            }
+            rows(c, "SELECT id, name FROM t WHERE name = ?", "from_sequence");
+            rows(c, "SELECT LASTVAL(t_seq), PREVIOUS VALUE FOR t_seq");
         }
         out("done");
     }
