@@ -846,13 +846,25 @@ async fn a_session_has_one_id_for_connection_id_processlist_and_kill() {
         let got: Option<u64> = a.exec_first(sql, ()).await.unwrap();
         assert_eq!(got, Some(a_id), "prepared {sql}");
     }
-    // The column keeps its name.
+    // The column keeps its name and type: INT UNSIGNED NOT NULL (Connector/J gives Long
+    // for it, Integer for a signed INT).
     let row: Row = a
         .query_first("SELECT CONNECTION_ID(), 2")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(&*row.columns_ref()[0].name_str(), "CONNECTION_ID()");
+    let column = &row.columns_ref()[0];
+    assert_eq!(&*column.name_str(), "CONNECTION_ID()");
+    assert_eq!(
+        column.column_type(),
+        mysql_async::consts::ColumnType::MYSQL_TYPE_LONG
+    );
+    let flags = column.flags();
+    assert!(
+        flags.contains(mysql_async::consts::ColumnFlags::UNSIGNED_FLAG)
+            && flags.contains(mysql_async::consts::ColumnFlags::NOT_NULL_FLAG),
+        "{flags:?}"
+    );
     for sql in [
         "CREATE DATABASE cid",
         "CREATE TABLE cid.jobs (id INT PRIMARY KEY, owner BIGINT UNSIGNED)",

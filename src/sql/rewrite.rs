@@ -100,7 +100,8 @@ const SELECT_LIST_END: &[&str] = &[
 /// handshake gave, which KILL takes and SHOW PROCESSLIST lists. Forwarded, it would give
 /// the thread of whichever backend connection the statement ran on (shared with other
 /// clients, another one from one statement to the next), and in a write each replica its
-/// own. A whole select item keeps its column name (`17 AS `CONNECTION_ID()``). Left alone:
+/// own. A whole select item keeps its column name and type (`COALESCE(CAST(17 AS UNSIGNED),
+/// …) AS `CONNECTION_ID()``). Left alone:
 /// a statement that names a PROCESSLIST (there it means the backend's thread), and a text
 /// with a CREATE or ALTER, whose stored program, view or default evaluates the call later,
 /// on each server (baking in this session's id would change what it means; the DDL checks
@@ -124,7 +125,14 @@ pub fn connection_id(sql: &str, id: u32) -> Option<String> {
                 // `db.connection_id()` is a stored function of that name.
                 && !(i > 0 && toks[i - 1].tok == Tok::Punct('.'))
         })
-        .map(|(i, _)| Replacement::same(i, i + 2, id.to_string()))
+        .map(|(i, _)| Replacement {
+            first: i,
+            last: i + 2,
+            literal: id.to_string(),
+            // The call's column: INT(10) UNSIGNED NOT NULL (a bare `17` is a signed INT(2),
+            // which Connector/J gives as Integer where the call gave Long).
+            item: format!("COALESCE(CAST({id} AS UNSIGNED), CAST(1000000000 AS UNSIGNED))"),
+        })
         .collect();
     (!calls.is_empty()).then(|| with_literals(sql, &toks, &calls))
 }
@@ -152,7 +160,7 @@ impl Replacement {
 }
 
 /// `sql` with each call (`Replacement`, in token order) replaced. A call that is a whole
-/// item of a top-level select list keeps its column name (`17 AS `CONNECTION_ID()``), as the
+/// item of a top-level select list keeps its column name (`… AS `CONNECTION_ID()``), as the
 /// client would have seen it.
 pub(crate) fn with_literals(sql: &str, toks: &[Spanned<'_>], calls: &[Replacement]) -> String {
     let is_word_in = |t: Option<&Spanned<'_>>, words: &[&str]| {
@@ -254,11 +262,11 @@ mod tests {
         let r = |sql| connection_id(sql, 17);
         assert_eq!(
             r("SELECT CONNECTION_ID()").as_deref(),
-            Some("SELECT 17 AS `CONNECTION_ID()`")
+            Some("SELECT COALESCE(CAST(17 AS UNSIGNED), CAST(1000000000 AS UNSIGNED)) AS `CONNECTION_ID()`")
         );
         assert_eq!(
             r("select 1, connection_id() , 2 from t").as_deref(),
-            Some("select 1, 17 AS `connection_id()` , 2 from t")
+            Some("select 1, COALESCE(CAST(17 AS UNSIGNED), CAST(1000000000 AS UNSIGNED)) AS `connection_id()` , 2 from t")
         );
         assert_eq!(
             r("SELECT CONNECTION_ID() AS me, CONNECTION_ID() c").as_deref(),
@@ -280,7 +288,7 @@ mod tests {
         );
         assert_eq!(
             r("SET @me = CONNECTION_ID(); SELECT CONNECTION_ID()").as_deref(),
-            Some("SET @me = 17; SELECT 17 AS `CONNECTION_ID()`")
+            Some("SET @me = 17; SELECT COALESCE(CAST(17 AS UNSIGNED), CAST(1000000000 AS UNSIGNED)) AS `CONNECTION_ID()`")
         );
         // A server's processlist, a stored function, a column, a string: left alone.
         assert_eq!(
