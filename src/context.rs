@@ -51,6 +51,8 @@ pub struct ProxyContext {
     /// Per (schema, procedure), lowercase: what its body was found to do. Cleared by
     /// procedure DDL through the proxy.
     pub call_checks: dashmap::DashMap<(String, String), CallCheck>,
+    /// How far a logged SETVAL put the followers' sequences (`frontend::sequences`).
+    pub sequence_reservations: crate::frontend::SequenceReservations,
     /// A DROP DATABASE has gone through the proxy: from then on a session's database may
     /// be missing, and a stored routine or trigger may leave a connection without it
     /// (`Diagnostics::left_without_database`). Until then a relayed statement's warnings
@@ -208,6 +210,7 @@ impl ProxyContext {
             digests: crate::digests::QueryDigests::default(),
             sessions: Default::default(),
             call_checks: Default::default(),
+            sequence_reservations: Default::default(),
             databases_dropped: Default::default(),
             access,
             config_source: None,

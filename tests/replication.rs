@@ -5318,8 +5318,9 @@ async fn backup_and_global_read_locks_stay_with_their_session() {
 /// taken on the primary, written into the statement as a literal, and logged with
 /// `DO SETVAL` for the followers. Rows are the same everywhere, LASTVAL is the session's
 /// own whichever pooled connection it runs on, a dump's SETVAL replays, and a new primary
-/// continues past every value handed out. Prepared statements get the values as parameters
-/// the proxy adds. Statements that would call NEXTVAL once per row are refused. Before,
+/// continues past every value handed out. The SETVAL logged for an autocommit NEXTVAL
+/// reaches a cache further, so the next values log nothing. Prepared statements get the
+/// values as parameters the proxy adds. Statements that would call NEXTVAL once per row are refused. Before,
 /// every sequence call was refused with 1235.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
@@ -5342,6 +5343,31 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
         c.query_first("select next value for by50").await.unwrap(),
     ];
     assert_eq!(ids, [Some(1), Some(51)]);
+    // The first value logged a SETVAL a cache further (1 + 50 × 1000) for the followers, so
+    // the next ones log nothing: they cost a read of the primary, not a quorum.
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    for db in &dbs[1..] {
+        let mut d = connect(&db.url(None)).await;
+        let next: Option<i64> = d
+            .query_first("SELECT next_not_cached_value FROM sq.by50")
+            .await
+            .unwrap();
+        assert_eq!(next, Some(50_051), "{}", db.addr());
+    }
+    let log_end = || async {
+        let mut d = connect(&dbs[0].url(None)).await;
+        let end: Option<i64> = d
+            .query_first("SELECT MAX(ts) FROM myquorum.wal")
+            .await
+            .unwrap();
+        end
+    };
+    let before = log_end().await;
+    for expected in [101, 151, 201] {
+        let id: Option<i64> = c.query_first("SELECT NEXTVAL(by50)").await.unwrap();
+        assert_eq!(id, Some(expected));
+    }
+    assert_eq!(log_end().await, before, "covered values logged a record");
     let row: mysql_async::Row = c
         .query_first("SELECT NEXTVAL(s), LASTVAL(s)")
         .await
@@ -5434,7 +5460,12 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
     assert_replicas_identical(&dbs, &mut c, &["sq.t"]).await;
     // Each new primary goes on past every value the old ones handed out.
     let mut admin = connect(&proxy.url(None)).await;
-    let (mut last_s, mut last_by50) = (1004, 51);
+    // A DDL clears the reservations: RESTART brings values back below them, and the
+    // followers, replaying it, too.
+    run_all(&mut c, &["ALTER SEQUENCE by50 RESTART WITH 1"]).await;
+    let restarted: Option<i64> = c.query_first("SELECT NEXTVAL(by50)").await.unwrap();
+    assert_eq!(restarted, Some(1));
+    let (mut last_s, mut last_by50) = (1004, 1);
     for to in [1, 2] {
         let moved: Option<String> = admin
             .query_first(format!("PROXY SWITCHOVER TO {to}"))

@@ -1093,6 +1093,9 @@ impl ClientSession {
                         let change = self.schema_change(route).await;
                         let done = self.run_ddl(client, session, &c, route, payload).await;
                         drop(change);
+                        // ALTER SEQUENCE … RESTART, DROP and CREATE OR REPLACE may bring a
+                        // sequence's values back below what was reserved.
+                        self.ctx.sequence_reservations.clear();
                         if mentions_procedure(sql) {
                             // A procedure created, replaced or dropped: CALLs are judged anew.
                             self.ctx.call_checks.clear();

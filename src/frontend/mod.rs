@@ -32,6 +32,7 @@ use tracing::Instrument;
 pub type ClientSocket = Either<TcpStream, UnixStream>;
 
 pub use commands::ClientSession;
+pub use sequences::Reservations as SequenceReservations;
 
 /// Serves one client connection until it quits or fails. Never panics on client input.
 pub async fn serve_client(socket: ClientSocket, ctx: Arc<ProxyContext>) {

@@ -8,13 +8,16 @@
 //! Owns: the sequence half of `ClientSession`. May import: sql::sequences, frontend::writes
 //! (run_dml), session, protocol.
 
-use super::commands::{ClientSession, Failure};
+use super::commands::{no_backend_connection, ClientSession, Failure};
 use super::writes::{self, PreparedExecute, WriteClass};
+use crate::protocol::relay::RelayError;
 use crate::protocol::{MysqlError, PacketStream};
+use crate::router::ShardId;
 use crate::session::{SequenceKey, SessionState};
 use crate::sql::determinism::Injected;
-use crate::sql::sequences::{self, SequenceCall, SequenceOp};
+use crate::sql::sequences::{self, Definition, Reserved, SequenceCall, SequenceOp};
 use crate::sql::{Classified, Kind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -25,9 +28,60 @@ struct Taken {
     /// One per call, in order: the value of a NEXTVAL or LASTVAL (None: NULL); SETVAL's
     /// are unused.
     values: Vec<Option<i64>>,
-    /// `DO SETVAL(s, v)` for each sequence NEXTVAL advanced, with its last value (none for
-    /// the session's temporary sequences).
+    /// `DO SETVAL(s, …)` for each sequence NEXTVAL advanced past what the followers already
+    /// hold: to its last value, or a cache's worth further (`reserving`). None for the
+    /// session's temporary sequences.
     follower_sync: Vec<String>,
+    /// Reservations the record makes, noted once the quorum holds it, and the
+    /// `Reservations::generation` they were made at.
+    reserving: Vec<(ReservationKey, Reserved)>,
+    generation: u64,
+}
+
+/// A sequence on a shard.
+pub type ReservationKey = (ShardId, SequenceKey);
+
+/// How far a logged SETVAL has put every follower's sequence, by sequence: values up to
+/// there need none of their own. Only records of autocommit statements reserve (a
+/// transaction's could roll back and take its SETVAL along), and any DDL through the proxy
+/// clears them (ALTER SEQUENCE … RESTART may bring values back below); a reservation whose
+/// record was logged before such a clear is not noted after it. A failover needs nothing:
+/// the new primary applied the reserving record, so it gives values past it.
+#[derive(Default)]
+pub struct Reservations {
+    held: dashmap::DashMap<ReservationKey, Reserved>,
+    /// Clears so far.
+    generation: AtomicU64,
+}
+
+impl Reservations {
+    fn get(&self, key: &ReservationKey) -> Option<Reserved> {
+        self.held.get(key).map(|r| *r)
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Notes reservations whose record the quorum holds, taken at `generation`.
+    fn note(&self, generation: u64, reserving: Vec<(ReservationKey, Reserved)>) {
+        for (key, r) in reserving {
+            let mut entry = self.held.entry(key).or_insert(r);
+            if !sequences::covered_by(entry.high, r.high, r.increment) {
+                *entry = r;
+            }
+        }
+        if self.generation() != generation {
+            // A DDL cleared them meanwhile: what was just noted may be stale.
+            self.clear();
+        }
+    }
+
+    /// After a DDL.
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.held.clear();
+    }
 }
 
 fn refused(why: &str) -> Failure {
@@ -53,7 +107,9 @@ impl ClientSession {
         c: &Classified,
         calls: &[SequenceCall],
     ) -> Result<Taken, Failure> {
+        let generation = self.ctx.sequence_reservations.generation();
         let route = self.route_statement(c, session);
+        let shard = writes::route_shard(route);
         let mut values = Vec::with_capacity(calls.len());
         // Per sequence: its name as written and the last value taken.
         let mut taken: Vec<(SequenceKey, &str, i64)> = Vec::new();
@@ -99,14 +155,64 @@ impl ClientSession {
             };
             values.push(value);
         }
-        let follower_sync = taken
-            .iter()
-            .map(|(_, name, value)| format!("DO SETVAL({name}, {value})"))
-            .collect();
+        // Only an autocommit statement's record stands alone: it may reserve.
+        let may_reserve = session.autocommit && !session.in_transaction;
+        let mut follower_sync = Vec::new();
+        let mut reserving = Vec::new();
+        for (key, name, value) in taken {
+            let key = (shard, key);
+            let held = self.ctx.sequence_reservations.get(&key);
+            if held.is_some_and(|r| sequences::covered_by(r.high, value, r.increment)) {
+                continue;
+            }
+            let definition = match may_reserve {
+                true => self.read_definition(session, c, route, name).await?,
+                false => None,
+            };
+            match definition.and_then(|d| Some((sequences::reservation(value, &d)?, d))) {
+                Some((high, d)) => {
+                    follower_sync.push(format!("DO SETVAL({name}, {high})"));
+                    let increment = d.increment;
+                    reserving.push((key, Reserved { high, increment }));
+                }
+                None => follower_sync.push(format!("DO SETVAL({name}, {value})")),
+            }
+        }
         Ok(Taken {
             values,
             follower_sync,
+            reserving,
+            generation,
         })
+    }
+
+    /// The sequence's definition as the primary has it; None when it cannot be read (the
+    /// proxy then logs a SETVAL for each value).
+    async fn read_definition(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: crate::router::Route,
+        name: &str,
+    ) -> Result<Option<Definition>, Failure> {
+        self.hold_for(session, route).await?;
+        let deprecate_eof = self.deprecate_eof;
+        let Some(h) = self.held.as_mut() else {
+            return Err(no_backend_connection());
+        };
+        let query = sequences::definition_query(name);
+        match crate::executor::query_rows(&mut h.conn, &query, deprecate_eof).await {
+            Ok(Ok(rows)) => Ok(rows
+                .first()
+                .and_then(|row| sequences::parse_definition(row))),
+            Ok(Err(e)) => {
+                tracing::debug!(sequence = name, error = %e, "sequence definition unreadable; a SETVAL per value");
+                Ok(None)
+            }
+            Err(e) => self
+                .finish(session, c, Err(RelayError::Backend(e)))
+                .map(|_| None),
+        }
     }
 
     /// Runs a text statement that calls a sequence (`Flags::SEQUENCE`).
@@ -142,17 +248,34 @@ impl ClientSession {
         let route = self.route_statement(&write, session);
         self.note_route(&text, &write, route, session);
         self.count_route(route);
-        self.run_dml(
-            client,
-            session,
-            &write,
-            route,
-            &text,
-            &payload,
-            None,
-            &taken.follower_sync,
-        )
-        .await
+        let ran = self
+            .run_dml(
+                client,
+                session,
+                &write,
+                route,
+                &text,
+                &payload,
+                None,
+                &taken.follower_sync,
+            )
+            .await;
+        self.logged(ran, session, taken)
+    }
+
+    /// After a statement went through `run_dml`: its reservations hold when its record is
+    /// in the log and committed (autocommit), that is when it succeeded.
+    fn logged(
+        &self,
+        ran: Result<(), Failure>,
+        session: &SessionState,
+        taken: Taken,
+    ) -> Result<(), Failure> {
+        if ran.is_ok() && session.pending.is_empty() && !session.in_transaction {
+            let reservations = &self.ctx.sequence_reservations;
+            reservations.note(taken.generation, taken.reserving);
+        }
+        ran
     }
 
     /// Runs the execute of a prepared statement that calls a sequence: its NEXTVAL and
@@ -194,16 +317,18 @@ impl ClientSession {
         let route = self.route_statement(&write, session);
         self.note_route(&text, &write, route, session);
         self.count_route(route);
-        self.run_dml(
-            client,
-            session,
-            &write,
-            route,
-            &text,
-            payload,
-            Some(execute),
-            &taken.follower_sync,
-        )
-        .await
+        let ran = self
+            .run_dml(
+                client,
+                session,
+                &write,
+                route,
+                &text,
+                payload,
+                Some(execute),
+                &taken.follower_sync,
+            )
+            .await;
+        self.logged(ran, session, taken)
     }
 }

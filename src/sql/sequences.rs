@@ -141,6 +141,71 @@ pub fn with_placeholders(sql: &str, calls: &[SequenceCall]) -> (String, Vec<u16>
     )
 }
 
+/// What the proxy reads of a sequence's definition (its row: `increment`, `cache_size`,
+/// `cycle_option`, `minimum_value`, `maximum_value`) to log one SETVAL for many values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Definition {
+    pub increment: i64,
+    pub cache: i64,
+    pub cycles: bool,
+    pub min: i64,
+    pub max: i64,
+}
+
+/// The query reading a sequence's `Definition`, in that order.
+pub fn definition_query(name: &str) -> String {
+    format!("SELECT increment, cache_size, cycle_option, minimum_value, maximum_value FROM {name}")
+}
+
+/// A `definition_query` row.
+pub fn parse_definition(row: &[Option<String>]) -> Option<Definition> {
+    let int = |i: usize| row.get(i)?.as_deref()?.parse::<i64>().ok();
+    Some(Definition {
+        increment: int(0)?,
+        cache: int(1)?,
+        cycles: int(2)? != 0,
+        min: int(3)?,
+        max: int(4)?,
+    })
+}
+
+/// A reservation made: followers' sequence is set to `high`, which goes `increment`'s way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    pub high: i64,
+    pub increment: i64,
+}
+
+/// How far the followers' sequence may be set after the primary gave `value`: a cache's
+/// worth further (`cache` increments, as the server reserves for itself), within the
+/// sequence's bounds. Values up to there then need no SETVAL of their own: the followers
+/// are already past them. None when there is nothing to gain or it would not be safe: no
+/// cache, or a CYCLE sequence (its values come round again).
+pub fn reservation(value: i64, def: &Definition) -> Option<i64> {
+    if def.cycles || def.cache <= 1 || def.increment == 0 {
+        return None;
+    }
+    let ahead = def
+        .increment
+        .checked_mul(def.cache)
+        .and_then(|d| value.checked_add(d))?;
+    let bounded = if def.increment > 0 {
+        ahead.min(def.max)
+    } else {
+        ahead.max(def.min)
+    };
+    covered_by(bounded, value, def.increment).then_some(bounded)
+}
+
+/// Whether a SETVAL to `high` already puts a sequence going `increment`'s way past `value`.
+pub fn covered_by(high: i64, value: i64, increment: i64) -> bool {
+    if increment > 0 {
+        value <= high
+    } else {
+        value >= high
+    }
+}
+
 /// Whether `value` is what a sequence gives (an integer), safe to write into a statement.
 pub fn is_sequence_value(value: &str) -> bool {
     let digits = value.strip_prefix('-').unwrap_or(value);
@@ -358,6 +423,35 @@ mod tests {
             assert!(check(refused).is_err(), "{refused}");
         }
         assert!(check("CREATE SEQUENCE s START WITH 1 INCREMENT BY 50").is_ok());
+    }
+
+    #[test]
+    fn a_reservation_reaches_a_cache_further_within_bounds() {
+        let up = Definition {
+            increment: 50,
+            cache: 1000,
+            cycles: false,
+            min: 1,
+            max: i64::MAX - 1,
+        };
+        assert_eq!(reservation(51, &up), Some(50_051));
+        assert!(covered_by(50_051, 50_051, 50) && !covered_by(50_051, 50_101, 50));
+        // Near the end it stops at the maximum; past it there is nothing to reserve.
+        let near_end = Definition { max: 100, ..up };
+        assert_eq!(reservation(51, &near_end), Some(100));
+        assert_eq!(reservation(i64::MAX - 10, &up), None);
+        let down = Definition {
+            increment: -1,
+            cache: 20,
+            cycles: false,
+            min: 0,
+            max: 100,
+        };
+        assert_eq!(reservation(90, &down), Some(70));
+        assert_eq!(reservation(10, &down), Some(0));
+        assert!(covered_by(70, 75, -1) && !covered_by(70, 69, -1));
+        assert_eq!(reservation(5, &Definition { cycles: true, ..up }), None);
+        assert_eq!(reservation(5, &Definition { cache: 0, ..up }), None);
     }
 
     #[test]
