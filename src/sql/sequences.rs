@@ -14,7 +14,7 @@
 //! That needs each NEXTVAL to be evaluated exactly once where it is written: in a SELECT
 //! without FROM (or FROM DUAL), in DO, or in an INSERT/REPLACE's VALUES or SET. Where the
 //! server would evaluate it once per row (UPDATE, INSERT … SELECT, a SELECT over a table,
-//! ON DUPLICATE KEY UPDATE), or later on each server (a column DEFAULT, a stored program),
+//! ON DUPLICATE KEY UPDATE, RETURNING), or later on each server (a column DEFAULT, a stored program),
 //! the statement is refused with the reason.
 //!
 //! Pure: no I/O. Owns: `SequenceCall`. May import: sql::lexer, sql::rewrite.
@@ -75,7 +75,9 @@ pub fn check(sql: &str) -> Result<Vec<SequenceCall>, String> {
         let after_word = |w: &str| before.iter().any(|t| t.tok.is_word(w));
         let once = match c.op {
             SequenceOp::Last => continue,
-            SequenceOp::Next if insert => !after_word("SELECT") && !after_word("DUPLICATE"),
+            SequenceOp::Next if insert => {
+                !after_word("SELECT") && !after_word("DUPLICATE") && !after_word("RETURNING")
+            }
             SequenceOp::Next | SequenceOp::Set => {
                 select_like && !reads_rows && !toks.iter().any(|t| t.tok.is_word("INTO"))
             }
@@ -413,6 +415,7 @@ mod tests {
             "DELETE FROM t WHERE id = NEXTVAL(s)",
             "INSERT INTO t SELECT NEXTVAL(s), v FROM u",
             "INSERT INTO t VALUES (1, 2) ON DUPLICATE KEY UPDATE id = NEXTVAL(s)",
+            "INSERT INTO t VALUES (1), (2) RETURNING id, NEXTVAL(s)",
             "SET @id = NEXTVAL(s)",
             "CALL p(NEXTVAL(s))",
             "INSERT INTO t VALUES (SETVAL(s, 5))",
