@@ -156,6 +156,7 @@ async fn jdbc_connector_j_matches_direct() {
             "  row nextval(t_seq)=1:Long",
             "  row next value for t_seq=51:Long",
             "  row id=101:Long name=from_sequence:String",
+            "  row next_id=151:Long",
             "done",
         ] {
             assert!(via.contains(line), "missing {line:?}:\n{via}");

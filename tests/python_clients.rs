@@ -1,4 +1,5 @@
-//! PyMySQL and SQLAlchemy through the proxy read exactly what they read direct.
+//! PyMySQL and SQLAlchemy through the proxy read exactly what they read direct, ids from a
+//! sequence included.
 
 mod common;
 
@@ -29,5 +30,8 @@ fn pymysql_and_sqlalchemy_match_direct() {
     let via = run_script(proxy.port, "through_proxy");
     let direct = run_script(db.port, "direct");
     assert!(via.contains("sqlalchemy.rows"));
+    // Ids from a sequence, as SQLAlchemy takes them (`SELECT nextval(items_seq) AS …`).
+    assert!(via.contains(r#"["sqlalchemy.sequence_key", [4]]"#), "{via}");
+    assert!(via.contains(r#"["sqlalchemy.next_value", 5]"#), "{via}");
     assert_eq!(via, direct);
 }

@@ -201,18 +201,22 @@ pub(crate) fn with_literals(sql: &str, toks: &[Spanned<'_>], calls: &[Replacemen
         let close = toks[call.last].end;
         let before = i.checked_sub(1).map(|p| &toks[p]);
         let after = toks.get(call.last + 1);
-        let whole_item = depth == 0
+        // An item's column shows the call's type (`item`) whatever follows it: an alias, or
+        // an operator (the item expression has the literal's value); a whole one its name.
+        let starts_item = depth == 0
             && in_select_list
             && (before.is_some_and(|b| b.tok == Tok::Punct(','))
-                || is_word_in(before, SELECT_LIST_START))
-            && (after.is_none_or(|a| matches!(a.tok, Tok::Punct(',') | Tok::Punct(';')))
-                || is_word_in(after, SELECT_LIST_END));
+                || is_word_in(before, SELECT_LIST_START));
+        let ends_item = after.is_none_or(|a| matches!(a.tok, Tok::Punct(',') | Tok::Punct(';')))
+            || is_word_in(after, SELECT_LIST_END);
         out.push_str(&sql[last..t.start]);
-        if whole_item {
+        if starts_item {
             out.push_str(&call.item);
-            out.push_str(" AS `");
-            out.push_str(&sql[t.start..close].replace('`', "``"));
-            out.push('`');
+            if ends_item {
+                out.push_str(" AS `");
+                out.push_str(&sql[t.start..close].replace('`', "``"));
+                out.push('`');
+            }
         } else {
             out.push_str(&call.literal);
         }
@@ -270,7 +274,10 @@ mod tests {
         );
         assert_eq!(
             r("SELECT CONNECTION_ID() AS me, CONNECTION_ID() c").as_deref(),
-            Some("SELECT 17 AS me, 17 c")
+            Some(
+                "SELECT COALESCE(CAST(17 AS UNSIGNED), CAST(1000000000 AS UNSIGNED)) AS me, \
+                 COALESCE(CAST(17 AS UNSIGNED), CAST(1000000000 AS UNSIGNED)) c"
+            )
         );
         // Inside an expression or a clause: the value alone.
         assert_eq!(

@@ -360,6 +360,13 @@ mod tests {
             with_values(sql, &calls, &[Some(7), Some(8)]),
             "INSERT INTO t (id, v) VALUES (7, 'a'), (8, 'b')"
         );
+        // An aliased item keeps the type (SQLAlchemy: `SELECT nextval(s) AS next_value_1`).
+        let sql = "SELECT nextval(s) AS next_value_1";
+        let calls = check(sql).unwrap();
+        assert_eq!(
+            with_values(sql, &calls, &[Some(3)]),
+            "SELECT NULLIF(IFNULL(3, -9223372036854775807), NULL) AS next_value_1"
+        );
         let sql = "SELECT SETVAL(s, 10), NEXTVAL(s)";
         let calls = check(sql).unwrap();
         assert_eq!(

@@ -198,6 +198,7 @@ public class JdbcRoundtrip {
             }
             rows(c, "SELECT id, name FROM t WHERE name = ?", "from_sequence");
             rows(c, "SELECT LASTVAL(t_seq), PREVIOUS VALUE FOR t_seq");
+            rows(c, "SELECT NEXTVAL(t_seq) AS next_id");
         }
         out("done");
     }

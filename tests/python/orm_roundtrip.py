@@ -78,4 +78,22 @@ with engine.connect() as c:
     assert r10.dt == datetime.datetime(2000, 1, 1, 12, 0, 0, 654321)
     dump.append(("sqlalchemy.columns", [(col.name, str(col.type)) for col in table.columns]))
     dump.append(("sqlalchemy.rows", [repr(tuple(r)) for r in rows]))
+# Ids from a sequence: SQLAlchemy creates it with the table, puts nextval() in the INSERTs
+# (several rows in one statement for executemany) and reads the new key back.
+seq_meta = sa.MetaData()
+items_seq = sa.Sequence("items_seq", start=1, increment=1)
+items = sa.Table(
+    "items", seq_meta,
+    sa.Column("id", sa.BigInteger, items_seq, primary_key=True),
+    sa.Column("name", sa.String(20)),
+)
+seq_meta.create_all(engine)
+with engine.begin() as c:
+    c.execute(items.insert(), [{"name": "a"}, {"name": "b"}, {"name": "c"}])
+    key = c.execute(items.insert().values(name="d")).inserted_primary_key
+    dump.append(("sqlalchemy.sequence_key", list(key)))
+    dump.append(("sqlalchemy.next_value", c.execute(sa.select(items_seq.next_value())).scalar()))
+with engine.connect() as c:
+    dump.append(("sqlalchemy.sequence_rows",
+                 [repr(tuple(r)) for r in c.execute(sa.select(items).order_by(items.c.id))]))
 print(json.dumps(dump, sort_keys=True))
