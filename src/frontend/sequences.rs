@@ -90,6 +90,16 @@ fn refused(why: &str) -> Failure {
     )))
 }
 
+/// The sequence calls of a statement the classifier flagged, or why it is refused.
+fn calls_in(sql: &str) -> Result<Vec<SequenceCall>, Failure> {
+    let calls = sequences::check(sql).map_err(|why| refused(&why))?;
+    if calls.is_empty() {
+        // `NEXTVAL()`, `db.nextval(x)`: nothing to take a value for.
+        return Err(refused("the proxy cannot tell which sequence it calls"));
+    }
+    Ok(calls)
+}
+
 /// Runs as a write naming no table when it is a SELECT or DO: its record carries the SETVALs.
 fn as_write(c: &Classified) -> Classified {
     Classified {
@@ -228,11 +238,7 @@ impl ClientSession {
                 "it is part of a multi-statement text; send it as a statement of its own",
             ));
         }
-        let calls = sequences::check(sql).map_err(|why| refused(&why))?;
-        if calls.is_empty() {
-            // `NEXTVAL()`, `db.nextval(x)`: nothing to take a value for.
-            return Err(refused("the proxy cannot tell which sequence it calls"));
-        }
+        let calls = calls_in(sql)?;
         // Refused before any value is taken (the session's writes are refused, …).
         let class = writes::classify_write(&as_write(c), sql, session).map_err(Failure::Answer)?;
         let taken = self.take_values(session, c, &calls).await?;
@@ -245,32 +251,31 @@ impl ClientSession {
             return Box::pin(self.run_statement(client, session, rewritten, &text, &payload)).await;
         }
         let write = Arc::new(as_write(&rewritten));
-        let route = self.route_statement(&write, session);
-        self.note_route(&text, &write, route, session);
-        self.count_route(route);
-        let ran = self
-            .run_dml(
-                client,
-                session,
-                &write,
-                route,
-                &text,
-                &payload,
-                None,
-                &taken.follower_sync,
-            )
-            .await;
-        self.logged(ran, session, taken)
+        self.run_logged(client, session, &write, &text, &payload, None, taken)
+            .await
     }
 
-    /// After a statement went through `run_dml`: its reservations hold when its record is
-    /// in the log and committed (autocommit), that is when it succeeded.
-    fn logged(
-        &self,
-        ran: Result<(), Failure>,
-        session: &SessionState,
+    /// Runs the statement, with its values in, through the log, followed by the SETVALs for
+    /// the followers. Its reservations hold once its record is committed (an autocommit
+    /// statement that succeeded).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_logged<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        write: &Arc<Classified>,
+        text: &str,
+        payload: &[u8],
+        prepared: Option<PreparedExecute>,
         taken: Taken,
     ) -> Result<(), Failure> {
+        let route = self.route_statement(write, session);
+        self.note_route(text, write, route, session);
+        self.count_route(route);
+        let sync = &taken.follower_sync;
+        let ran = self
+            .run_dml(client, session, write, route, text, payload, prepared, sync)
+            .await;
         if ran.is_ok() && session.pending.is_empty() && !session.in_transaction {
             let reservations = &self.ctx.sequence_reservations;
             reservations.note(taken.generation, taken.reserving);
@@ -289,10 +294,7 @@ impl ClientSession {
         execute: PreparedExecute,
         payload: &[u8],
     ) -> Result<(), Failure> {
-        let calls = sequences::check(&execute.text).map_err(|why| refused(&why))?;
-        if calls.is_empty() {
-            return Err(refused("the proxy cannot tell which sequence it calls"));
-        }
+        let calls = calls_in(&execute.text)?;
         let write = Arc::new(as_write(c));
         if writes::classify_write(&write, &execute.text, session).map_err(Failure::Answer)?
             == WriteClass::Local
@@ -314,21 +316,15 @@ impl ClientSession {
             .map(|(at, (_, v))| (at, v.map_or(Injected::Null, Injected::Signed)))
             .collect();
         let execute = execute.with_calls_replaced(&text, &injected)?;
-        let route = self.route_statement(&write, session);
-        self.note_route(&text, &write, route, session);
-        self.count_route(route);
-        let ran = self
-            .run_dml(
-                client,
-                session,
-                &write,
-                route,
-                &text,
-                payload,
-                Some(execute),
-                &taken.follower_sync,
-            )
-            .await;
-        self.logged(ran, session, taken)
+        self.run_logged(
+            client,
+            session,
+            &write,
+            &text,
+            payload,
+            Some(execute),
+            taken,
+        )
+        .await
     }
 }

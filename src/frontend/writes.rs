@@ -707,9 +707,15 @@ impl ClientSession {
                 ),
             )));
         }
-        let statements = statement.map(|stmt| with_follower_sync(stmt, follower_sync));
-        match statements {
-            Some(statements) if wrap => {
+        // No allocation unless there is something for the followers alone.
+        let statement = statement.map(|stmt| {
+            let sync = follower_statements(&stmt, follower_sync);
+            (stmt, sync)
+        });
+        match statement {
+            Some((stmt, sync)) if wrap => {
+                let mut statements = vec![stmt];
+                statements.extend(sync);
                 let payload = Record {
                     kind: RecordKind::Transaction,
                     statements,
@@ -724,7 +730,7 @@ impl ClientSession {
                 patch_ok_status(&mut raw, status);
                 summary.status = Some(status);
             }
-            Some(statements)
+            Some((stmt, sync))
                 if c.kind == Kind::Call
                     && summary
                         .status
@@ -734,7 +740,8 @@ impl ClientSession {
                 // implicit commit, inside it): the primary already committed the session's
                 // statements, so they are logged now, as one record with the CALL. A later
                 // ROLLBACK of the client's would otherwise drop them from the log only.
-                statements.into_iter().for_each(|s| session.pending.push(s));
+                session.pending.push(stmt);
+                sync.into_iter().for_each(|s| session.pending.push(s));
                 let payload = Record {
                     kind: RecordKind::Transaction,
                     statements: session.pending.take(),
@@ -743,8 +750,9 @@ impl ClientSession {
                 self.log_and_commit(session, c, shard, payload, false, PLAIN_COMMIT)
                     .await?;
             }
-            Some(statements) => {
-                statements.into_iter().for_each(|s| session.pending.push(s));
+            Some((stmt, sync)) => {
+                session.pending.push(stmt);
+                sync.into_iter().for_each(|s| session.pending.push(s));
                 // Borrowed, not cloned: this runs for every write of every transaction.
                 let max = self
                     .ctx
@@ -1365,12 +1373,12 @@ fn may_roll_back_the_transaction(code: u16) -> bool {
     matches!(code, 1205 | 1206 | 1637)
 }
 
-/// A write's statement as the log records it, followed by `follower_sync` texts in its
-/// context (schema, settings): statements only the followers run, after it.
-fn with_follower_sync(stmt: Statement, follower_sync: &[String]) -> Vec<Statement> {
-    let mut statements = Vec::with_capacity(1 + follower_sync.len());
-    for text in follower_sync {
-        statements.push(Statement {
+/// `follower_sync` texts as statements in the context (schema, settings) of `stmt`, the
+/// write they follow in its record: statements only the followers run.
+fn follower_statements(stmt: &Statement, follower_sync: &[String]) -> Vec<Statement> {
+    follower_sync
+        .iter()
+        .map(|text| Statement {
             timestamp_us: 0,
             insert_id: 0,
             last_insert_id: None,
@@ -1378,10 +1386,8 @@ fn with_follower_sync(stmt: Statement, follower_sync: &[String]) -> Vec<Statemen
             affected: None,
             body: Body::Text(text.as_bytes().to_vec()),
             ..stmt.clone()
-        });
-    }
-    statements.insert(0, stmt);
-    statements
+        })
+        .collect()
 }
 
 /// Statements that commit an open transaction implicitly (MySQL's list, as far as the
