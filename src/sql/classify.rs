@@ -737,7 +737,7 @@ pub fn table_name_changes(sql: &str) -> TableNameChanges {
 /// the session's own like a temporary table (`sql::sequences` must not log it for the
 /// followers). None for any other statement.
 fn sequence_name_changes(sql: &str) -> Option<TableNameChanges> {
-    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).take(64).collect();
     let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(w));
     let mut changes = TableNameChanges::default();
     let (mut at, list) = if word(0, "CREATE") {
