@@ -5404,6 +5404,18 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
     assert_eq!(taken, Some(7));
     let mine: Option<i64> = c.query_first("SELECT LASTVAL(s)").await.unwrap();
     assert_eq!(mine, Some(6));
+    // In a multi-statement text (mysql_async asks for them), each statement in turn.
+    let mut results = c
+        .query_iter("SELECT NEXTVAL(s); SELECT LASTVAL(s) AS last")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !results.is_empty() {
+        let values: Vec<i64> = results.collect().await.unwrap();
+        seen.push(values);
+    }
+    drop(results);
+    assert_eq!(seen, [[8], [8]]);
     let set: Option<i64> = c.query_first("SELECT SETVAL(s, 1000)").await.unwrap();
     assert_eq!(set, Some(1000));
     for refused in [

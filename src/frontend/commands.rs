@@ -870,13 +870,14 @@ impl ClientSession {
             )));
         }
         if c.statements > 1
-            && !matches!(
+            && (!matches!(
                 c.kind,
                 Kind::Read | Kind::Session | Kind::Empty | Kind::Other
-            )
+            ) || c.flags.contains(Flags::SEQUENCE))
         {
-            // Each statement goes its own way (writes through the log); the answers are
-            // joined into one multi-result response.
+            // Each statement goes its own way (writes, and reads that take a sequence's
+            // value, through the log); the answers are joined into one multi-result
+            // response.
             return self.run_multi(client, session, sql, &payload[1..]).await;
         }
         self.run_statement(client, session, c, sql, payload).await

@@ -234,6 +234,7 @@ impl ClientSession {
         sql: &str,
     ) -> Result<(), Failure> {
         if c.statements > 1 {
+            // `com_query` runs a multi-statement text calling a sequence one by one.
             return Err(refused(
                 "it is part of a multi-statement text; send it as a statement of its own",
             ));
