@@ -5422,7 +5422,7 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
         "UPDATE t SET parent = NEXTVAL(s)",
         "INSERT INTO t SELECT NEXTVAL(s), NULL, 'x' FROM t",
         "SELECT NEXTVAL(s) FROM t",
-        "SET @id = NEXTVAL(s)",
+        "SET @id = (SELECT NEXTVAL(s) FROM t LIMIT 1)",
         "CREATE TABLE d (id BIGINT DEFAULT NEXTVAL(s))",
         // No sequence named (the server's syntax error): nothing to take (this once
         // recursed until the proxy's stack overflowed).
@@ -5444,6 +5444,19 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
     .await;
     let e = other.query_drop("SELECT SETVAL(ts, 9)").await.unwrap_err();
     assert_eq!(server_code(&e), 1235, "{e}");
+    // A user variable takes a value: its SETVAL goes through the log on its own (NOCACHE:
+    // no reservation, so each value's own). (The variable pins its session, which the
+    // switchovers below end: another one.)
+    let mut vars = connect(&proxy.url(Some("sq"))).await;
+    run_all(
+        &mut vars,
+        &[
+            "CREATE SEQUENCE nc NOCACHE",
+            "SET @n = NEXTVAL(nc)",
+            "INSERT INTO t VALUES (@n + 2000, @n, 'var')",
+        ],
+    )
+    .await;
     // Prepared (binary protocol), each statement executed twice: the calls become
     // parameters the proxy adds to every execute.
     for _ in 0..2 {
@@ -5466,10 +5479,24 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
         (501, Some(7), "tmp"),
         (1002, Some(1001), "p"),
         (1004, Some(1003), "p"),
+        (2001, Some(1), "var"),
     ]
     .map(|(id, parent, v)| (id, parent, v.to_string()));
     assert_eq!(rows, expected);
     assert_replicas_identical(&dbs, &mut c, &["sq.t"]).await;
+    for db in &dbs[1..] {
+        let mut d = connect(&db.url(None)).await;
+        let next: Option<i64> = d
+            .query_first("SELECT next_not_cached_value FROM sq.nc")
+            .await
+            .unwrap();
+        assert_eq!(
+            next,
+            Some(2),
+            "{}: the SET's value reached the followers",
+            db.addr()
+        );
+    }
     // Each new primary goes on past every value the old ones handed out.
     let mut admin = connect(&proxy.url(None)).await;
     // A DDL clears the reservations: RESTART brings values back below them, and the

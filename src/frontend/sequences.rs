@@ -10,7 +10,7 @@
 
 use super::commands::{no_backend_connection, ClientSession, Failure};
 use super::writes::{self, PreparedExecute, WriteClass};
-use crate::protocol::relay::RelayError;
+use crate::protocol::relay::{MemoryIo, RelayError};
 use crate::protocol::{MysqlError, PacketStream};
 use crate::router::ShardId;
 use crate::session::{SequenceKey, SessionState};
@@ -251,8 +251,29 @@ impl ClientSession {
             // LASTVAL only, or a write to a temporary table: a plain statement now.
             return Box::pin(self.run_statement(client, session, rewritten, &text, &payload)).await;
         }
+        if rewritten.kind == Kind::Session {
+            // `SET @id = NEXTVAL(s)`: the SETVAL goes through the log by itself first; the
+            // client hears the SET's own answer.
+            self.log_follower_sync(session, taken).await?;
+            return Box::pin(self.run_statement(client, session, rewritten, &text, &payload)).await;
+        }
         let write = Arc::new(as_write(&rewritten));
         self.run_logged(client, session, &write, &text, &payload, None, taken)
+            .await
+    }
+
+    /// Logs `taken`'s SETVALs for the followers in a record of their own (with `DO 0`,
+    /// which is all the primary runs), its answer dropped.
+    async fn log_follower_sync(
+        &mut self,
+        session: &mut SessionState,
+        taken: Taken,
+    ) -> Result<(), Failure> {
+        const NOTHING: &str = "DO 0";
+        let write = Arc::new(as_write(&self.ctx.classify_cache.classify(NOTHING)));
+        let payload = [&[COM_QUERY][..], NOTHING.as_bytes()].concat();
+        let mut answer = PacketStream::new(MemoryIo::keeping());
+        self.run_logged(&mut answer, session, &write, NOTHING, &payload, None, taken)
             .await
     }
 

@@ -12,7 +12,8 @@
 //! only as constants, replays as it ran.
 //!
 //! That needs each NEXTVAL to be evaluated exactly once where it is written: in a SELECT
-//! without FROM (or FROM DUAL), in DO, or in an INSERT/REPLACE's VALUES or SET. Where the
+//! without FROM (or FROM DUAL), in DO, in an INSERT/REPLACE's VALUES or SET, or in a SET of
+//! user variables. Where the
 //! server would evaluate it once per row (UPDATE, INSERT … SELECT, a SELECT over a table,
 //! ON DUPLICATE KEY UPDATE, RETURNING), or later on each server (a column DEFAULT, a stored program),
 //! the statement is refused with the reason.
@@ -66,6 +67,11 @@ pub fn check(sql: &str) -> Result<Vec<SequenceCall>, String> {
     }
     let select_like = is("SELECT") || is("DO");
     let insert = is("INSERT") || is("REPLACE");
+    // `SET @id = NEXTVAL(s)`: user variables only, each value taken once.
+    let sets_user_variable = is("SET")
+        && toks
+            .get(1)
+            .is_some_and(|t| matches!(t.tok, Tok::UserVar(_)));
     // A FROM other than `FROM DUAL` reads rows: a call in its statement may run per row.
     let reads_rows = toks.iter().enumerate().any(|(i, t)| {
         t.tok.is_word("FROM") && !toks.get(i + 1).is_some_and(|n| n.tok.is_word("DUAL"))
@@ -78,6 +84,7 @@ pub fn check(sql: &str) -> Result<Vec<SequenceCall>, String> {
             SequenceOp::Next if insert => {
                 !after_word("SELECT") && !after_word("DUPLICATE") && !after_word("RETURNING")
             }
+            SequenceOp::Next if sets_user_variable => !reads_rows,
             SequenceOp::Next | SequenceOp::Set => {
                 select_like && !reads_rows && !toks.iter().any(|t| t.tok.is_word("INTO"))
             }
@@ -411,6 +418,7 @@ mod tests {
             "REPLACE INTO t VALUES (NEXTVAL(s), (SELECT MAX(v) FROM u))",
             "UPDATE t SET parent = LASTVAL(s) WHERE id > 3",
             "SELECT SETVAL(`s`, 1001, 0)",
+            "SET @id = NEXTVAL(s), @next = NEXT VALUE FOR s",
         ] {
             assert!(check(ok).is_ok(), "{ok}");
         }
@@ -423,7 +431,9 @@ mod tests {
             "INSERT INTO t SELECT NEXTVAL(s), v FROM u",
             "INSERT INTO t VALUES (1, 2) ON DUPLICATE KEY UPDATE id = NEXTVAL(s)",
             "INSERT INTO t VALUES (1), (2) RETURNING id, NEXTVAL(s)",
-            "SET @id = NEXTVAL(s)",
+            "SET @id = (SELECT NEXTVAL(s) FROM t LIMIT 1)",
+            "SET @@session.x = NEXTVAL(s)",
+            "SET @id = SETVAL(s, 5)",
             "CALL p(NEXTVAL(s))",
             "INSERT INTO t VALUES (SETVAL(s, 5))",
             "CREATE TABLE t (id BIGINT DEFAULT NEXTVAL(s))",
