@@ -4,12 +4,15 @@
 Three mariadbd and a myquorum proxy (ports 3721-3723, 6701). Six clients run bank transfers
 (BEGIN; two UPDATEs; INSERT; COMMIT, some with a savepoint rolled back) and autocommit inserts
 with UUID(); one client runs DDL (CREATE/ALTER/DROP TABLE, CREATE INDEX) and inserts into the
-tables it makes. Every 4-9 s a random fault: kill -9 of the proxy (restarted), kill -9 of the
+tables it makes; one takes ids from a sequence (CACHE 50, so its SETVALs for the followers
+come often) with `SELECT NEXTVAL` and with NEXTVAL in INSERTs. Every 4-9 s a random fault: kill -9 of the proxy (restarted), kill -9 of the
 primary or a follower (restarted after 1-6 s, failover elects a new primary), SIGSTOP of a
 replica for 1-4 s. At the end, once every replica is live and caught up, each replica is read
 directly: the balances sum to the start, match the transfers present, every acknowledged
 transfer and insert is there, nothing that failed before COMMIT is, no savepoint-rolled-back
-row is, and every table's schema and checksum are equal on all replicas.
+row is, every table's schema and checksum are equal on all replicas, every acknowledged
+sequence id is there, and no sequence value was handed out twice (a duplicate key on an id
+the sequence gave: a new primary that went back below a value its predecessor gave).
 
 usage: python3 tests/soak/bank_chaos.py [BINARY] [SECONDS] [SEED]
        (defaults: target/release/myquorum, 120, time-based; exit 0 = PASS)
@@ -114,10 +117,13 @@ cur.execute("CREATE TABLE bank.transfers (id BIGINT PRIMARY KEY, src INT, dst IN
 cur.execute("CREATE TABLE bank.events (id BIGINT AUTO_INCREMENT PRIMARY KEY, tag BIGINT NOT NULL, "
             "u VARCHAR(40))")
 cur.execute("INSERT INTO bank.accounts VALUES " + ",".join(f"({i},{START})" for i in range(ACCOUNTS)))
+cur.execute("CREATE SEQUENCE bank.ids CACHE 50")
+cur.execute("CREATE TABLE bank.seq_rows (id BIGINT PRIMARY KEY, how CHAR(1) NOT NULL)")
 c.close()
 
 acked, not_committed, unknown = set(), set(), set()
 ev_acked, ev_unknown = set(), set()
+seq_acked, seq_twice = set(), []
 lock = threading.Lock()
 stop = threading.Event()
 counter = [0]
@@ -227,8 +233,44 @@ def ddl_worker():
                 pass
             conn = None
 
+def sequence_worker():
+    rnd = random.Random(SEED * 13)
+    conn = None
+    while not stop.is_set():
+        if conn is None:
+            try:
+                conn = pymysql.connect(host="127.0.0.1", port=PROXY, user="root", autocommit=True,
+                                       connect_timeout=2, read_timeout=15, write_timeout=15)
+            except Exception:
+                time.sleep(0.2)
+                continue
+        value = None
+        try:
+            cur = conn.cursor()
+            if rnd.random() < 0.5:
+                cur.execute("SELECT NEXTVAL(bank.ids)")
+                value = cur.fetchone()[0]
+                cur.execute("INSERT INTO bank.seq_rows VALUES (%s, 's')", (value,))
+            else:
+                cur.execute("INSERT INTO bank.seq_rows VALUES (NEXTVAL(bank.ids), 'i')")
+                cur.execute("SELECT LASTVAL(bank.ids)")
+                value = cur.fetchone()[0]
+            with lock:
+                seq_acked.add(value)
+        except Exception as e:
+            note_err(e)
+            if e.args and e.args[0] == 1062:
+                with lock:
+                    seq_twice.append((value, str(e)))
+            try:
+                conn.close()
+            except Exception:
+                pass
+            conn = None
+
 threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(THREADS)]
 threads.append(threading.Thread(target=ddl_worker, daemon=True))
+threads.append(threading.Thread(target=sequence_worker, daemon=True))
 for t in threads:
     t.start()
 
@@ -303,8 +345,10 @@ schemas = []
 for d in dbs:
     c = pymysql.connect(host="127.0.0.1", port=d.port, user="root")
     cur = c.cursor()
-    cur.execute("SHOW TABLES FROM bank")
-    names = sorted(r[0] for r in cur.fetchall())
+    # A sequence's row is each server's own: the primary's shows its cache, a follower's the
+    # last SETVAL logged.
+    cur.execute("SHOW FULL TABLES FROM bank")
+    names = sorted(r[0] for r in cur.fetchall() if r[1] != "SEQUENCE")
     sc = []
     for n in names:
         cur.execute(f"SHOW CREATE TABLE bank.{n}")
@@ -357,8 +401,16 @@ for d in dbs:
     lost_ev = ev_acked - ev
     if lost_ev:
         problems.append(f"{len(lost_ev)} acknowledged events lost")
+    cur.execute("SELECT id FROM bank.seq_rows")
+    seq_ids = {r[0] for r in cur.fetchall()}
+    lost_seq = seq_acked - seq_ids
+    if lost_seq:
+        problems.append(f"{len(lost_seq)} acknowledged sequence ids lost: {sorted(lost_seq)[:10]}")
+    if seq_twice:
+        problems.append(f"{len(seq_twice)} sequence values handed out twice: {seq_twice[:3]}")
     log(f"db{d.i}: transfers={len(ids)} (unknown committed {len(ids & unknown)}/{len(unknown)}) "
-        f"events={len(ev)} " + ("OK" if not problems else "PROBLEMS: " + "; ".join(problems)))
+        f"events={len(ev)} sequence ids={len(seq_ids)} (acked {len(seq_acked)}) "
+        + ("OK" if not problems else "PROBLEMS: " + "; ".join(problems)))
     bad |= bool(problems)
 if len(set(sums)) != 1:
     log("CHECKSUMS DIFFER:", sums)
