@@ -5,20 +5,20 @@
 //! replayed on a follower gives that follower's next value, not the primary's: they part as
 //! soon as one server restarts and drops its cache. So the proxy takes each value on the
 //! primary first (`SELECT NEXTVAL(s)`), puts it in the statement as a literal, and logs
-//! `DO SETVAL(s, v)` with the statement for the followers: their sequence is then past every
-//! value a logged statement used, and a new primary after a failover never hands one out
-//! again. LASTVAL(s) is the session's own, answered from the values the proxy took (a pooled
-//! connection's would be another session's, or NULL). SETVAL, whose arguments MariaDB takes
-//! only as constants, replays as it ran.
+//! `DO SETVAL(s, v)` with the statement for the followers (or a cache further: `reservation`):
+//! their sequence is then past every value a logged statement used, and a new primary after a
+//! failover never hands one out again. LASTVAL(s) is the session's own, answered from the
+//! values the proxy took (a pooled connection's would be another session's, or NULL). SETVAL,
+//! whose arguments MariaDB takes only as constants, replays as it ran.
 //!
 //! That needs each NEXTVAL to be evaluated exactly once where it is written: in a SELECT
 //! without FROM (or FROM DUAL), in DO, in an INSERT/REPLACE's VALUES or SET, or in a SET of
-//! user variables. Where the
-//! server would evaluate it once per row (UPDATE, INSERT … SELECT, a SELECT over a table,
-//! ON DUPLICATE KEY UPDATE, RETURNING), or later on each server (a column DEFAULT, a stored program),
-//! the statement is refused with the reason.
+//! user variables. Where the server would evaluate it once per row (UPDATE, INSERT … SELECT,
+//! a SELECT over a table, ON DUPLICATE KEY UPDATE, RETURNING), or later on each server (a
+//! column DEFAULT, a stored program), the statement is refused with the reason.
 //!
-//! Pure: no I/O. Owns: `SequenceCall`. May import: sql::lexer, sql::rewrite.
+//! Pure: no I/O. Owns: `SequenceCall`, `Definition`, `Reserved`. May import: sql::lexer,
+//! sql::rewrite.
 
 use super::lexer::{Lexer, Spanned, Tok};
 use super::rewrite::Replacement;
@@ -93,8 +93,9 @@ pub fn check(sql: &str) -> Result<Vec<SequenceCall>, String> {
             return Err(format!(
                 "{} here may be evaluated once per row, or not where it is written, and the \
                  proxy replicates a sequence by taking each value on the primary and writing \
-                 it in as a literal; use it in SELECT (without FROM), DO, or an INSERT's \
-                 VALUES/SET list, or take the value first (SELECT NEXTVAL(s)) and pass it",
+                 it in as a literal; use it in SELECT (without FROM), DO, SET @v = …, or an \
+                 INSERT's VALUES/SET list, or take the value first (SELECT NEXTVAL(s)) and \
+                 pass it",
                 c.op.spelled()
             ));
         }
