@@ -139,15 +139,21 @@ def note_err(e):
     with lock:
         errors[k] = errors.get(k, 0) + 1
 
+def worker_connection():
+    """A load client's connection to the proxy, or None while it does not answer."""
+    try:
+        return pymysql.connect(host="127.0.0.1", port=PROXY, user="root", autocommit=True,
+                               connect_timeout=2, read_timeout=15, write_timeout=15)
+    except Exception:
+        return None
+
 def client(n):
     conn = None
     rnd = random.Random(SEED * 100 + n)
     while not stop.is_set():
         if conn is None:
-            try:
-                conn = pymysql.connect(host="127.0.0.1", port=PROXY, user="root", autocommit=True,
-                                       connect_timeout=2, read_timeout=15, write_timeout=15)
-            except Exception:
+            conn = worker_connection()
+            if conn is None:
                 time.sleep(0.2)
                 continue
         tid = next_id()
@@ -200,10 +206,8 @@ def ddl_worker():
     while not stop.is_set():
         time.sleep(rnd.uniform(0.3, 1.5))
         if conn is None:
-            try:
-                conn = pymysql.connect(host="127.0.0.1", port=PROXY, user="root", autocommit=True,
-                                       connect_timeout=2, read_timeout=15, write_timeout=15)
-            except Exception:
+            conn = worker_connection()
+            if conn is None:
                 continue
         k += 1
         r = rnd.random()
@@ -238,10 +242,8 @@ def sequence_worker():
     conn = None
     while not stop.is_set():
         if conn is None:
-            try:
-                conn = pymysql.connect(host="127.0.0.1", port=PROXY, user="root", autocommit=True,
-                                       connect_timeout=2, read_timeout=15, write_timeout=15)
-            except Exception:
+            conn = worker_connection()
+            if conn is None:
                 time.sleep(0.2)
                 continue
         value = None
