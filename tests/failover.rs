@@ -181,6 +181,15 @@ async fn switchover_moves_the_primary_and_the_old_one_follows() {
         .query_drop("INSERT INTO fo.acked VALUES (-1, 'open tx')")
         .await
         .unwrap();
+    // Sessions whose state lives on their connection to the old primary.
+    let mut holding = Vec::new();
+    for _ in 0..2 {
+        let mut c = Conn::new(Opts::from_url(&url).unwrap()).await.unwrap();
+        c.query_drop("CREATE TEMPORARY TABLE fo.scratch (a INT)")
+            .await
+            .unwrap();
+        holding.push(c);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Acks = Arc::default();
     let writers: Vec<_> = (1..=2)
@@ -216,13 +225,44 @@ async fn switchover_moves_the_primary_and_the_old_one_follows() {
         .query_drop("INSERT INTO fo.acked VALUES (-2, 'after')")
         .await
         .unwrap();
+    // A session whose temporary table went with the old primary's connection hears so as
+    // the answer to its next statement (an error written before it asked arrived out of
+    // sequence: mysql_async reported PacketsOutOfSync), then its connection closes.
+    let mut lost = holding.remove(0);
+    match lost.query_drop("INSERT INTO fo.scratch VALUES (1)").await {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 9013, "{e:?}");
+            assert!(e.message.contains("temporary_table"), "{e:?}");
+        }
+        other => panic!("a session whose state was lost: {other:?}"),
+    }
+    let closed = lost.query_drop("SELECT 1").await;
+    assert!(
+        matches!(closed, Err(ref e) if !matches!(e, mysql_async::Error::Server(_))),
+        "the session went on without its state: {closed:?}"
+    );
+    // A pool's reset drops that state anyway: the connection goes on, without the table.
+    let mut reset = holding.remove(0);
+    assert!(reset.reset().await.unwrap());
+    let e = reset
+        .query_drop("SELECT * FROM fo.scratch")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, mysql_async::Error::Server(s) if s.code == 1146),
+        "{e:?}"
+    );
+    reset
+        .query_drop("INSERT INTO fo.acked VALUES (-3, 'reset')")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();
     }
     let mut acked: BTreeSet<i64> = acks.lock().iter().map(|(id, _)| *id).collect();
-    acked.insert(-2);
+    acked.extend([-2, -3]);
     assert_acked_everywhere(&[&dbs[0], &dbs[1], &dbs[2]], &acked).await;
     for db in &dbs {
         let mut c = Conn::new(Opts::from_url(&db.url(None)).unwrap())

@@ -88,6 +88,11 @@ pub struct ClientSession {
     /// The backend under this session's open transaction was lost while the client was idle:
     /// its next statement (unless ROLLBACK) hears that the transaction was rolled back.
     transaction_lost: bool,
+    /// The backend connection holding this session's state (temporary tables, locks, user
+    /// variables, …) was lost while the client was idle: the next command that expects an
+    /// answer hears this error, then the connection closes. A COM_RESET_CONNECTION or
+    /// COM_CHANGE_USER, which drop that state anyway, goes on as usual.
+    state_lost: Option<MysqlError>,
     /// Held while this session has a write transaction open on its shard's primary (or an
     /// autocommit write running): a DDL is sequenced after it (`replication::ddl_order`).
     pub(super) open_write: Option<WriterGuard>,
@@ -208,6 +213,7 @@ impl ClientSession {
             held: None,
             last_route: None,
             transaction_lost: false,
+            state_lost: None,
             client_poll: Default::default(),
             open_write: None,
             reads_routed: 0,
@@ -326,11 +332,9 @@ impl ClientSession {
                         () = &mut idle_timer => None,
                         _ = killed.cancelled() => continue,
                         _ = h.down.changed() => {
-                            if self.pinned_backend_lost(client, session,
-                                "marked down by health checks, or no longer the primary after an election").await {
-                                continue;
-                            }
-                            return Ok(());
+                            self.pinned_backend_lost(session,
+                                "marked down by health checks, or no longer the primary after a switchover or an election");
+                            continue;
                         }
                         _ = h.conn.closed() => {
                             if killed.is_cancelled() {
@@ -347,10 +351,8 @@ impl ClientSession {
                                     "the server closed this pinned session's connection (its wait_timeout, or a KILL); closing the client's too");
                                 return self.end_session(client, session).await;
                             }
-                            if self.pinned_backend_lost(client, session, "the server went away").await {
-                                continue;
-                            }
-                            return Ok(());
+                            self.pinned_backend_lost(session, "the server went away");
+                            continue;
                         }
                     }
                 }
@@ -403,6 +405,21 @@ impl ClientSession {
                 client.write_packet(seq, &malformed().encode()).await?;
                 continue;
             };
+            if let Some(lost) = self.state_lost.take() {
+                match command {
+                    COM_RESET_CONNECTION | COM_CHANGE_USER => {}
+                    COM_QUIT => return Ok(()),
+                    // No answer is expected, so none can carry the error.
+                    COM_STMT_CLOSE | COM_STMT_SEND_LONG_DATA => {
+                        self.state_lost = Some(lost);
+                        continue;
+                    }
+                    _ => {
+                        client.write_packet(seq, &lost.encode()).await?;
+                        return self.end_session(client, session).await;
+                    }
+                }
+            }
             // Only commands that expect an answer hear it.
             if self.transaction_lost && matches!(command, COM_QUERY | COM_STMT_EXECUTE) {
                 self.transaction_lost = false;
@@ -688,34 +705,31 @@ impl ClientSession {
 
     /// The pinned backend connection is gone while the session was idle (`why`). A session
     /// whose state lived only in a transaction goes on with a new connection (the transaction
-    /// is reported rolled back at its next statement); any other is closed with an error.
-    /// Returns whether the session goes on.
-    async fn pinned_backend_lost<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        client: &mut PacketStream<S>,
-        session: &mut SessionState,
-        why: &str,
-    ) -> bool {
+    /// is reported rolled back at its next statement); any other hears an error at its next
+    /// command and is closed then (`state_lost`). An error written while the client waits
+    /// for nothing arrives with sequence 0 before its next command's answer: mysql_async and
+    /// go-sql-driver then report packets out of sync instead of the error.
+    fn pinned_backend_lost(&mut self, session: &mut SessionState, why: &str) {
         let Some(addr) = self.held.as_ref().map(|h| h.conn.addr.clone()) else {
-            return true;
+            return;
         };
         if survivable(session) {
             self.transaction_lost |= self.detach_lost_backend(session);
             tracing::info!(backend = %addr, reason = why, transaction_lost = self.transaction_lost,
                 "pinned backend gone; the session continues on a new connection");
-            return true;
+            return;
         }
-        let e = MysqlError::new(
+        let pinned = pin_list(session);
+        self.detach_lost_backend(session);
+        tracing::warn!(backend = %addr, reason = why, %pinned,
+            "pinned backend gone; the session's next command hears so and its connection closes");
+        self.state_lost = Some(MysqlError::new(
             2013,
             "HY000",
             format!(
-                "Lost connection to backend {addr} ({why}); this session's state ({}) is gone; reconnect",
-                pin_list(session)
+                "Lost connection to backend {addr} ({why}); this session's state ({pinned}) is gone; reconnect"
             ),
-        );
-        tracing::warn!(backend = %addr, reason = why, "closing pinned session: its backend is gone");
-        let _ = client.write_packet(0, &e.encode()).await;
-        false
+        ));
     }
 
     /// Whether a backend takes new connections (one is opened and pooled): tells a server
