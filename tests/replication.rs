@@ -5454,9 +5454,14 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
             "CREATE SEQUENCE nc NOCACHE",
             "SET @n = NEXTVAL(nc)",
             "INSERT INTO t VALUES (@n + 2000, @n, 'var')",
+            // So does one written into a temporary table, which only the primary has.
+            "CREATE TEMPORARY TABLE kept (v BIGINT)",
+            "INSERT INTO kept VALUES (NEXTVAL(nc))",
         ],
     )
     .await;
+    let kept: Option<i64> = vars.query_first("SELECT v FROM kept").await.unwrap();
+    assert_eq!(kept, Some(2));
     // Prepared (binary protocol), each statement executed twice: the calls become
     // parameters the proxy adds to every execute.
     for _ in 0..2 {
@@ -5492,8 +5497,8 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
             .unwrap();
         assert_eq!(
             next,
-            Some(2),
-            "{}: the SET's value reached the followers",
+            Some(3),
+            "{}: the SET's and the temporary table's values reached the followers",
             db.addr()
         );
     }

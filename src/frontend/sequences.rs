@@ -247,13 +247,15 @@ impl ClientSession {
         let payload = [&[COM_QUERY][..], text.as_bytes()].concat();
         let rewritten = self.ctx.classify_cache.classify(&text);
         let sets = calls.iter().any(|call| call.op == SequenceOp::Set);
-        if taken.follower_sync.is_empty() && !sets || class == WriteClass::Local {
-            // LASTVAL only, or a write to a temporary table: a plain statement now.
+        if taken.follower_sync.is_empty() && !sets {
+            // LASTVAL only, or values the followers' sequences already cover.
             return Box::pin(self.run_statement(client, session, rewritten, &text, &payload)).await;
         }
-        if rewritten.kind == Kind::Session {
-            // `SET @id = NEXTVAL(s)`: the SETVAL goes through the log by itself first; the
-            // client hears the SET's own answer.
+        if rewritten.kind == Kind::Session || class == WriteClass::Local {
+            // `SET @id = NEXTVAL(s)`, or a write to a temporary table (the primary's alone):
+            // the SETVAL goes through the log by itself first; the client hears the
+            // statement's own answer. Its value may leave the session, so no later primary
+            // may hand it out again.
             self.log_follower_sync(session, taken).await?;
             return Box::pin(self.run_statement(client, session, rewritten, &text, &payload)).await;
         }
