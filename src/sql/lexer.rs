@@ -220,7 +220,10 @@ impl<'a> Iterator for Lexer<'a> {
 /// EVENT (BEGIN … END, IF … END IF, loops, CASE) do not split, as the server's parser sees it.
 /// A statement's bytes as text with the same byte offsets: bytes that are not valid UTF-8
 /// (a latin1 or binary literal sent as raw bytes) become `x`, so lexing and splitting work
-/// on the text while whatever is executed or logged is cut from the original bytes.
+/// on the text while whatever is executed or logged is cut from the original bytes. The
+/// two such bytes that some of the server's 8-bit character sets take for a space between
+/// words (`SERVER_SPACE_BYTES`) become a space: `DROP\xA0TRIGGER …` from a latin1 client
+/// is a DROP TRIGGER to the server, and the proxy must see it so.
 pub fn offset_preserving_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     match std::str::from_utf8(bytes) {
         Ok(s) => std::borrow::Cow::Borrowed(s),
@@ -228,12 +231,23 @@ pub fn offset_preserving_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
             let mut out = String::with_capacity(bytes.len());
             for chunk in bytes.utf8_chunks() {
                 out.push_str(chunk.valid());
-                out.extend(std::iter::repeat_n('x', chunk.invalid().len()));
+                out.extend(chunk.invalid().iter().map(|b| match b {
+                    b if SERVER_SPACE_BYTES.contains(b) => ' ',
+                    _ => 'x',
+                }));
             }
             std::borrow::Cow::Owned(out)
         }
     }
 }
+
+/// Bytes above ASCII that MariaDB 10.11's lexer skips as whitespace in some client
+/// character sets (measured with `SET NAMES cs` and `SELECT<byte>1` for every 8-bit one):
+/// 0xA0 (no-break space) in latin1, latin2, latin5, latin7, cp1250, dec8, greek, hebrew,
+/// armscii8 and geostd8; 0xFF in cp852, cp866 and keybcs2. Neither is valid UTF-8 alone. In
+/// the other character sets they are letters or invalid, so a statement that splits there
+/// for the proxy alone is one the server refuses or reads as the same kind.
+const SERVER_SPACE_BYTES: [u8; 2] = [0xA0, 0xFF];
 
 /// `BEGIN NOT ATOMIC …` (a compound statement outside a routine), not a transaction.
 pub fn is_begin_not_atomic(toks: &[Spanned<'_>]) -> bool {
@@ -394,6 +408,11 @@ mod tests {
             offset_preserving_text("naïve".as_bytes()),
             std::borrow::Cow::Borrowed("naïve")
         ));
+        // The bytes a latin1 (0xA0) or cp852 (0xFF) server skips as spaces stay spaces.
+        assert_eq!(
+            offset_preserving_text(b"\xa0DROP\xa0TRIGGER\xffIF EXISTS f.tr\xe9"),
+            " DROP TRIGGER IF EXISTS f.trx"
+        );
     }
 
     #[test]
