@@ -2080,6 +2080,37 @@ async fn statement_bytes_that_are_not_utf8_replicate_byte_for_byte() {
     }
 }
 
+/// A versioned comment (`/*!NNNNN … */`) runs where the server runs it: MariaDB skips five-digit
+/// versions from MySQL 5.7 (50700) on, and six-digit ones above its own version, so a
+/// statement behind such a comment is what follows it. Before, the proxy read every such
+/// comment's content as SQL: `/*!99999 x */ INSERT …` ran on the primary alone (an unknown
+/// word to the proxy), and `/*!50700 SELECT */ INSERT …` was a read sent to a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioned_comments_run_as_the_server_runs_them() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE vc",
+            "CREATE TABLE vc.t (id INT PRIMARY KEY)",
+            "/*!99999 skipped */ INSERT INTO vc.t VALUES (1)",
+            "/*!50700 SELECT */ INSERT INTO vc.t VALUES (2)",
+            "/*!999999 SELECT 1, */ INSERT INTO vc.t VALUES (3)",
+            "/*M!100000 INSERT INTO vc.t VALUES (4) */",
+            "/*!40101 INSERT INTO vc.t VALUES (5) */",
+            "/*M!99999 INSERT */ INTO vc.t VALUES (6)",
+        ],
+    )
+    .await;
+    assert_replicas_identical(&dbs, &mut c, &["vc.t"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let ids: Vec<i32> = d.query("SELECT id FROM vc.t ORDER BY id").await.unwrap();
+        assert_eq!(ids, [1, 2, 3, 4, 5, 6], "{}", db.addr());
+    }
+}
+
 /// MariaDB's `SET STATEMENT … FOR <statement>` is the statement it runs: a write or DDL goes
 /// through the log with its prefix (followers run it under the same settings). Before, it
 /// was taken for a session SET and ran on the primary alone. An anonymous compound statement

@@ -4,7 +4,8 @@
 //! reach it (TCP or its Unix socket).
 //!
 //! Owns: `BackendPool`. May import: backend::conn, protocol::handshake (capability set),
-//! mysql_async (control-path options and the socket check).
+//! mysql_async (control-path options and the socket check), sql::lexer (the version seen,
+//! which decides the versioned comments the servers run).
 
 use super::conn::{BackendAccount, BackendConn, ConnectParams, Transport};
 use super::tls::BackendTls;
@@ -407,6 +408,7 @@ impl BackendPool {
                 let mut seen = self.seen.lock();
                 let now = (&*c.hello.server_version, c.hello.offers_extended_metadata);
                 if seen.as_ref().map(|(v, e)| (v.as_str(), *e)) != Some(now) {
+                    crate::sql::lexer::note_server_version(now.0);
                     *seen = Some((now.0.to_string(), now.1));
                 }
                 Ok(c)

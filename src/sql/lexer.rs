@@ -2,7 +2,8 @@
 //! variables and function calls outside strings and comments, and parse SET. It allocates
 //! nothing: tokens borrow the input.
 //!
-//! Owns: MySQL's lexical rules (quotes, escapes, comments, `/*! … */`). May import: std only.
+//! Owns: MySQL's lexical rules (quotes, escapes, comments, `/*! … */` and which of them the
+//! backends' version runs). May import: std only.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tok<'a> {
@@ -52,9 +53,53 @@ pub fn is_account_host(prev: &Spanned<'_>, cur: &Spanned<'_>) -> bool {
         && matches!(prev.tok, Tok::Word(_) | Tok::Quoted(_) | Tok::Str(_))
 }
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 pub struct Lexer<'a> {
     src: &'a str,
     pos: usize,
+}
+
+/// The backends' version as MariaDB writes it in comments (10.11.14 is 101114): decides
+/// which `/*!NNNNNN … */` comments the servers run. Until a backend was reached, 10.11.0.
+static SERVER_VERSION_ID: AtomicU32 = AtomicU32::new(101_100);
+
+/// Notes a backend's version string (`10.11.14-MariaDB-0+deb12u2`), for
+/// `versioned_comment_runs`. Replicas of one shard are expected to run one version.
+pub fn note_server_version(version: &str) {
+    if let Some(id) = version_id(version) {
+        SERVER_VERSION_ID.store(id, Ordering::Relaxed);
+    }
+}
+
+/// `10.11.14-…` as 101114 (MariaDB's handshake says `5.5.5-10.11.14-…`, for old clients).
+fn version_id(version: &str) -> Option<u32> {
+    let version = version.strip_prefix("5.5.5-").unwrap_or(version);
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    let (major, minor, patch) = (parts.next()??, parts.next()??, parts.next()??);
+    Some(major.min(99) * 10_000 + minor.min(99) * 100 + patch.min(99))
+}
+
+/// Whether MariaDB runs the content of `/*!<version> … */` (`/*M!<version> … */` when
+/// `mariadb_only`), as measured on 10.11: five digits are a MySQL version, run below 5.7
+/// (50700) only, as MariaDB skips MySQL-5.7-and-later syntax, except after `M!`; six digits
+/// run up to the server's own version; none, or another count, is read as SQL (the digits
+/// then make the server's syntax error). A comment the server skips must be skipped here
+/// too: `/*!99999 x */ DROP TABLE t` drops the table.
+fn versioned_comment_runs(mariadb_only: bool, version: &[u8]) -> bool {
+    let Some(v) = std::str::from_utf8(version)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return true;
+    };
+    match version.len() {
+        5 => mariadb_only || v < 50_700,
+        6 => v <= SERVER_VERSION_ID.load(Ordering::Relaxed),
+        _ => true,
+    }
 }
 
 /// Whitespace as MariaDB's lexer sees it: vertical tab (0x0B) too, which Rust's
@@ -81,10 +126,21 @@ impl<'a> Lexer<'a> {
             }
             let rest = &b[self.pos..];
             if rest.starts_with(b"/*!") || rest.starts_with(b"/*M!") {
-                // Executable comment: its content is SQL; skip the marker and version.
-                self.pos += if rest[2] == b'M' { 4 } else { 3 };
-                while self.pos < b.len() && b[self.pos].is_ascii_digit() {
-                    self.pos += 1;
+                let marker = if rest[2] == b'M' { 4 } else { 3 };
+                let digits = rest[marker..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
+                let version = &rest[marker..marker + digits];
+                if versioned_comment_runs(marker == 4, version) {
+                    // Executable comment: its content is SQL; skip the marker and version.
+                    self.pos += marker + digits;
+                } else {
+                    // The server skips it whole, like any comment.
+                    match find(&rest[2..], b"*/") {
+                        Some(i) => self.pos += 2 + i + 2,
+                        None => self.pos = b.len(),
+                    }
                 }
             } else if rest.starts_with(b"*/") {
                 self.pos += 2;
@@ -437,6 +493,36 @@ mod tests {
                 Tok::Quoted("t``q"),
             ]
         );
+    }
+
+    #[test]
+    fn versioned_comments_the_server_skips_are_skipped() {
+        let words = |sql| -> Vec<String> {
+            Lexer::new(sql)
+                .map(|t| match t.tok {
+                    Tok::Word(w) | Tok::Number(w) => w.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        };
+        // MySQL 5.7-and-later comments are skipped; older ones and MariaDB's run.
+        assert_eq!(words("/*!99999 x */ DROP TABLE t"), ["DROP", "TABLE", "t"]);
+        assert_eq!(words("/*!50700 SELECT */ DROP t"), ["DROP", "t"]);
+        assert_eq!(words("/*!50699 DROP */ t"), ["DROP", "t"]);
+        assert_eq!(
+            words("/*!40101 SET x=1 */"),
+            ["SET", "x", "Punct('=')", "1"]
+        );
+        assert_eq!(words("/*M!99999 DROP */ t"), ["DROP", "t"]);
+        assert_eq!(words("/*!DROP*/ t"), ["DROP", "t"]);
+        // Six digits run up to the servers' version (10.11.0 until one was reached).
+        assert_eq!(words("/*!100000 DROP */ t"), ["DROP", "t"]);
+        assert_eq!(words("/*M!999999\\- sandbox */ SELECT 1"), ["SELECT", "1"]);
+        assert_eq!(words("/*!999999 DROP */ SELECT 1"), ["SELECT", "1"]);
+        assert_eq!(version_id("10.11.14-MariaDB-0+deb12u2"), Some(101_114));
+        assert_eq!(version_id("5.5.5-10.11.14-MariaDB"), Some(101_114));
+        assert_eq!(version_id("8.0.35"), Some(80_035));
+        assert_eq!(version_id("garbage"), None);
     }
 
     #[test]
