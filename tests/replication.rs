@@ -2084,7 +2084,8 @@ async fn statement_bytes_that_are_not_utf8_replicate_byte_for_byte() {
 /// versions from MySQL 5.7 (50700) on, and six-digit ones above its own version, so a
 /// statement behind such a comment is what follows it. Before, the proxy read every such
 /// comment's content as SQL: `/*!99999 x */ INSERT …` ran on the primary alone (an unknown
-/// word to the proxy), and `/*!50700 SELECT */ INSERT …` was a read sent to a follower.
+/// word to the proxy), and `/*!50700 SELECT */ INSERT …` was a read sent to a follower. So
+/// did a `--` comment ended by a control character rather than a space.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versioned_comments_run_as_the_server_runs_them() {
     common::init_tracing();
@@ -2100,6 +2101,8 @@ async fn versioned_comments_run_as_the_server_runs_them() {
             "/*M!100000 INSERT INTO vc.t VALUES (4) */",
             "/*!40101 INSERT INTO vc.t VALUES (5) */",
             "/*M!99999 INSERT */ INTO vc.t VALUES (6)",
+            // `--` and a control character start a comment too (`--x` is two minuses).
+            "--\x01 a comment\nINSERT INTO vc.t VALUES (7)",
         ],
     )
     .await;
@@ -2107,7 +2110,7 @@ async fn versioned_comments_run_as_the_server_runs_them() {
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
         let ids: Vec<i32> = d.query("SELECT id FROM vc.t ORDER BY id").await.unwrap();
-        assert_eq!(ids, [1, 2, 3, 4, 5, 6], "{}", db.addr());
+        assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7], "{}", db.addr());
     }
 }
 

@@ -102,6 +102,16 @@ fn versioned_comment_runs(mariadb_only: bool, version: &[u8]) -> bool {
     }
 }
 
+/// Whether `rest` starts a `-- ` comment: two dashes and then the end, a space or a control
+/// character (MariaDB 10.11 takes `--\x01` and `--\x7f` for a comment too, measured; `--x`
+/// is two minus signs). `--\x01\nDROP TABLE t` drops the table.
+fn starts_dash_comment(rest: &[u8]) -> bool {
+    rest.starts_with(b"--")
+        && rest
+            .get(2)
+            .is_none_or(|&c| is_space(c) || c < 0x20 || c == 0x7F)
+}
+
 /// Whitespace as MariaDB's lexer sees it: vertical tab (0x0B) too, which Rust's
 /// `is_ascii_whitespace` leaves out. `CREATE\x0bTEMPORARY TABLE t …` is a temporary
 /// table to the server; read as something else here, it was logged and replayed.
@@ -149,9 +159,7 @@ impl<'a> Lexer<'a> {
                     Some(i) => self.pos += 2 + i + 2,
                     None => self.pos = b.len(),
                 }
-            } else if rest.starts_with(b"#")
-                || (rest.starts_with(b"--") && rest.get(2).is_none_or(|&c| is_space(c)))
-            {
+            } else if rest.starts_with(b"#") || starts_dash_comment(rest) {
                 match rest.iter().position(|&c| c == b'\n') {
                     Some(i) => self.pos += i + 1,
                     None => self.pos = b.len(),
@@ -409,10 +417,7 @@ pub fn comments(sql: &str) -> Vec<&str> {
                 out.push(&sql[i + 2..end]);
                 i = end + 2;
             }
-            b'#' | b'-'
-                if b[i] == b'#'
-                    || (rest.starts_with(b"--") && rest.get(2).is_none_or(|&c| is_space(c))) =>
-            {
+            b'#' | b'-' if b[i] == b'#' || starts_dash_comment(rest) => {
                 let start = if b[i] == b'#' { i + 1 } else { i + 2 };
                 let end = rest
                     .iter()
@@ -493,6 +498,23 @@ mod tests {
                 Tok::Quoted("t``q"),
             ]
         );
+    }
+
+    #[test]
+    fn dash_comments_start_at_a_control_character_too() {
+        let words = |sql| -> Vec<&str> {
+            Lexer::new(sql)
+                .filter_map(|t| match t.tok {
+                    Tok::Word(w) => Some(w),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(words("--\x01 c\nDROP TABLE t"), ["DROP", "TABLE", "t"]);
+        assert_eq!(words("--\x7f\nDROP t"), ["DROP", "t"]);
+        assert_eq!(words("-- c\nDROP t"), ["DROP", "t"]);
+        assert_eq!(words("SELECT 1 --x"), ["SELECT", "x"]);
+        assert_eq!(comments("SELECT 1 --\x1fnote"), ["\x1fnote"]);
     }
 
     #[test]
