@@ -477,6 +477,27 @@ fn seed_commands() -> Vec<Vec<u8>> {
         "CREATE TABLE zz.q (a INT)",
         "INSERT INTO q VALUES (1)",
         "INSERT INTO f.t VALUES (90, DATABASE()) ON DUPLICATE KEY UPDATE v = DATABASE()",
+        // Foreign-key actions that change a child whose row reads the clock, system
+        // versioning (row_start/row_end), values that come from the session's reads.
+        "UPDATE f.p SET id = id + 10 WHERE id < 5",
+        "DELETE FROM f.p WHERE id > 10",
+        "INSERT INTO f.p VALUES (3, 3) ON DUPLICATE KEY UPDATE v = v + 1",
+        "INSERT INTO f.ch (id, pid) VALUES (12, 3)",
+        "UPDATE f.sv SET x = x + 1 WHERE id = 1",
+        "INSERT INTO f.sv (id, x) VALUES (2, 2)",
+        "DELETE HISTORY FROM f.sv BEFORE SYSTEM_TIME NOW() - INTERVAL 1 SECOND",
+        "SET STATEMENT system_versioning_alter_history = KEEP FOR ALTER TABLE f.sv ADD COLUMN IF NOT EXISTS y INT DEFAULT 7",
+        "SELECT v INTO @w FROM f.t WHERE id = 1",
+        "INSERT INTO f.t VALUES (13, @w) ON DUPLICATE KEY UPDATE v = @w",
+        "SET @m = (SELECT MAX(id) FROM f.t)",
+        "INSERT INTO f.a (id, v) VALUES (@m + 1000, 'm')",
+        "UPDATE f.t, f.p SET f.t.v = 'j', f.p.v = f.p.v + 1 WHERE f.t.id = f.p.id",
+        "CREATE TABLE IF NOT EXISTS f.l LIKE f.t",
+        "INSERT INTO f.l SELECT id + 300, v FROM f.a LIMIT 2",
+        "SET sql_mode = ''",
+        "INSERT INTO f.p VALUES (4, 'abc')",
+        "UPDATE f.t SET v = JSON_OBJECT('at', NOW(6)) WHERE id = 1",
+        "INSERT INTO f.c (v) SELECT MAX(v) FROM f.c",
     ]
     .iter()
     .map(|q| [&[0x03][..], q.as_bytes()].concat())
@@ -596,6 +617,14 @@ async fn mutated_commands_never_panic_a_session() {
          at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6))",
         "INSERT INTO f.t VALUES (1, 'a')",
         "INSERT INTO f.c (v) VALUES (NOW())",
+        "CREATE TABLE f.p (id INT PRIMARY KEY, v INT)",
+        "CREATE TABLE f.ch (id INT PRIMARY KEY, pid INT, \
+         at TIMESTAMP(6) NULL DEFAULT NULL ON UPDATE CURRENT_TIMESTAMP(6), \
+         FOREIGN KEY (pid) REFERENCES f.p (id) ON DELETE SET NULL ON UPDATE CASCADE)",
+        "CREATE TABLE f.sv (id INT PRIMARY KEY, x INT) WITH SYSTEM VERSIONING",
+        "INSERT INTO f.p VALUES (1, 1), (2, 2)",
+        "INSERT INTO f.ch (id, pid) VALUES (10, 1), (11, 2)",
+        "INSERT INTO f.sv VALUES (1, 1)",
     ] {
         bystander.query_drop(sql).await.unwrap();
     }
@@ -673,6 +702,31 @@ async fn mutated_commands_never_panic_a_session() {
     // Every write the proxy let through replicated as it ran on the primary.
     drop(session);
     common::converge::assert_same_tables(&[&a, &b, &c], &["f.t", "f.a", "f.c"]).await;
+    // So did every table the session created, and the versioned table's history.
+    let mut listed = Vec::new();
+    for db in [&a, &b, &c] {
+        let mut direct = mysql_async::Conn::from_url(db.url(None)).await.unwrap();
+        let tables: Vec<String> = direct
+            .query(
+                "SELECT CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA IN ('f', 'zz') AND TABLE_TYPE <> 'SEQUENCE' \
+                 AND TABLE_TYPE <> 'VIEW' ORDER BY 1",
+            )
+            .await
+            .unwrap();
+        let history: Vec<mysql_async::Row> = direct
+            .query(
+                "SELECT *, row_start, row_end FROM f.sv FOR SYSTEM_TIME ALL ORDER BY id, row_start",
+            )
+            .await
+            .unwrap_or_default();
+        let history: Vec<Vec<mysql_async::Value>> =
+            history.into_iter().map(|r| r.unwrap()).collect();
+        listed.push((tables, history));
+    }
+    assert!(listed.iter().all(|l| *l == listed[0]), "{listed:?}");
+    let names: Vec<&str> = listed[0].0.iter().map(String::as_str).collect();
+    common::converge::assert_same_tables(&[&a, &b, &c], &names).await;
     // None stopped applying (a follower that ran what the primary refused is quarantined).
     let states: Vec<String> = bystander
         .query_map("SHOW PROXY REPLICATION", |row: mysql_async::Row| {
