@@ -2047,8 +2047,13 @@ async fn statement_bytes_that_are_not_utf8_replicate_byte_for_byte() {
     .await
     .unwrap();
     c.query_drop("SET NAMES latin1").await.unwrap();
-    let statements: [&[u8]; 5] = [
+    let statements: [&[u8]; 7] = [
         b"INSERT INTO l1.t VALUES (1, 'caf\xe9', _binary'\xff\xfe')",
+        // Rewritten by the proxy (UUID() to a value, CONNECTION_ID() to the session's id)
+        // beside a latin1 literal: the literal's bytes are kept. Before, CONNECTION_ID()'s
+        // rewrite stored 'cx' (the lexer's mask) and UUID()'s was refused.
+        b"INSERT INTO l1.t VALUES (5, CONCAT('\xe9', LEFT(UUID(), 0)), NULL)",
+        b"INSERT INTO l1.t VALUES (CONNECTION_ID() + 1000, 'c\xe9', NULL)",
         b"INSERT INTO l1.t VALUES (2, 'na\xefve', NULL);",
         b"INSERT INTO l1.t VALUES (3, '\xe0', NULL); UPDATE l1.t SET v = CONCAT(v, '\xe8') WHERE id = 1",
         // A latin1 server skips 0xA0 (no-break space) between words, as a space: these are
@@ -2074,6 +2079,8 @@ async fn statement_bytes_that_are_not_utf8_replicate_byte_for_byte() {
             ("6E61EF7665", None, "E9"),
             ("E0", None, "E9"),
             ("6E62A0", None, "E9"),
+            ("E9", None, "E9"),
+            ("63E9", None, "E9"),
         ]
         .map(|(v, b, d)| (v.to_string(), b.map(String::from), d.to_string()));
         assert_eq!(rows, want, "{}", db.addr());

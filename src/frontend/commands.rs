@@ -824,7 +824,7 @@ impl ClientSession {
             }
         }
         let (digest, c) = self.ctx.classify_cache.classify_keyed(sql);
-        let own_id = self.with_own_connection_id(sql, &c);
+        let own_id = self.with_own_connection_id(sql, payload, &c)?;
         let (sql, payload, c) = match &own_id {
             Some((text, payload, c)) => (text.as_str(), &payload[..], c.clone()),
             None => (sql, payload, c),
@@ -841,18 +841,22 @@ impl ClientSession {
     /// `sql` with CONNECTION_ID() made this session's id on the proxy
     /// (`rewrite::connection_id`), as a COM_QUERY payload, classified; None when it calls
     /// none. Classified uncached: the text is this session's alone.
+    #[allow(clippy::type_complexity)]
     fn with_own_connection_id(
         &self,
         sql: &str,
+        payload: &[u8],
         c: &Classified,
-    ) -> Option<(String, Vec<u8>, Arc<Classified>)> {
+    ) -> Result<Option<(String, Vec<u8>, Arc<Classified>)>, Failure> {
         if !c.flags.contains(Flags::CONNECTION_ID) {
-            return None;
+            return Ok(None);
         }
-        let text = crate::sql::rewrite::connection_id(sql, self.connection_id())?;
-        let payload = [&[COM_QUERY][..], text.as_bytes()].concat();
+        let Some(text) = crate::sql::rewrite::connection_id(sql, self.connection_id()) else {
+            return Ok(None);
+        };
+        let payload = rewritten_payload(payload, sql, &text)?;
         let c = Arc::new(crate::sql::classify(&text));
-        Some((text, payload, c))
+        Ok(Some((text, payload, c)))
     }
 
     /// Counts a command that started at `started` under its statement digest, served where
@@ -943,7 +947,9 @@ impl ClientSession {
             return self.set_proxy_variable(client, session, name, value).await;
         }
         if c.flags.contains(Flags::SEQUENCE) && c.kind != Kind::Proxy {
-            return self.run_with_sequences(client, session, &c, sql).await;
+            return self
+                .run_with_sequences(client, session, &c, sql, payload)
+                .await;
         }
         if c.kind == Kind::Admin {
             if let Some(k) = kill::parse(sql) {
@@ -972,7 +978,7 @@ impl ClientSession {
             if let Some(literal) = self.with_evaluated_values(session, &c, sql).await? {
                 let lc = self.ctx.classify_cache.classify(&literal);
                 if matches!(lc.session, Some(SessionChange::Vars(_))) {
-                    let payload = [&[COM_QUERY][..], literal.as_bytes()].concat();
+                    let payload = rewritten_payload(payload, sql, &literal)?;
                     return Box::pin(self.run_statement(client, session, lc, &literal, &payload))
                         .await;
                 }
@@ -1147,7 +1153,8 @@ impl ClientSession {
                 } else {
                     None
                 }
-                .map(|s| [&[COM_QUERY][..], s.as_bytes()].concat());
+                .map(|s| rewritten_payload(payload, sql, &s))
+                .transpose()?;
                 // A LOCK TABLES that locks the log table first waits, as a DDL does, until
                 // no other session has a write transaction open, holding new ones back: one
                 // holding locks on a table it names would wait for it at its log row while
@@ -2490,13 +2497,12 @@ impl ClientSession {
             )));
         };
         let (digest, c) = self.ctx.classify_cache.classify_keyed(text);
-        let (sql, c, own_payload): (Arc<str>, _, _) = match self.with_own_connection_id(text, &c) {
-            Some((own, _, c)) => {
-                let payload = [&[COM_STMT_PREPARE][..], own.as_bytes()].concat();
-                (Arc::from(own), c, Some(payload))
-            }
-            None => (Arc::from(text), c, None),
-        };
+        let (sql, c, own_payload): (Arc<str>, _, _) =
+            match self.with_own_connection_id(text, payload, &c)? {
+                // The payload keeps the COM_STMT_PREPARE byte.
+                Some((own, payload, c)) => (Arc::from(own), c, Some(payload)),
+                None => (Arc::from(text), c, None),
+            };
         let payload = own_payload.as_deref().unwrap_or(payload);
         // Prepared on the primary (or the pinned connection) for the client's metadata; the
         // statement is not tied to that connection: executes prepare it where they run.
@@ -3049,6 +3055,28 @@ fn followed_by_the_session(c: &Classified) -> bool {
 /// Whether a statement's text is nothing but whitespace and semicolons (no comment either).
 fn only_blanks(sql: &str) -> bool {
     sql.chars().all(|c| c.is_whitespace() || c == ';')
+}
+
+/// The COM_QUERY payload for `rewritten`, a rewrite of `sql`, the text the proxy lexed for
+/// `payload` (its command byte, then the client's bytes): those bytes kept wherever the
+/// rewrite kept the text (`rewrite::onto_original`). A latin1 client's `'café'` beside a
+/// rewritten CONNECTION_ID() was stored as `'cafx'` (the lexer's mask) before. Refused with
+/// 1235 when the rewrite changed text around bytes that are not UTF-8.
+pub(super) fn rewritten_payload(
+    payload: &[u8],
+    sql: &str,
+    rewritten: &str,
+) -> Result<Vec<u8>, Failure> {
+    let original = payload.get(1..).unwrap_or_default();
+    match crate::sql::rewrite::onto_original(original, sql, rewritten) {
+        Some(bytes) => Ok([&payload[..1], &bytes[..]].concat()),
+        None => Err(Failure::Answer(MysqlError::not_supported(
+            "the proxy rewrites part of this statement (values it fixes for replication, \
+             this session's CONNECTION_ID(), a computed SET) where the text holds bytes that \
+             are not UTF-8 (a latin1 or binary literal); send those as a separate statement, \
+             or in hex (X'…')",
+        ))),
+    }
 }
 
 /// A session survives the loss of its pinned backend when nothing but a transaction lived

@@ -8,7 +8,7 @@
 //! Owns: the sequence half of `ClientSession`. May import: sql::sequences, frontend::writes
 //! (run_dml), session, protocol.
 
-use super::commands::{no_backend_connection, ClientSession, Failure};
+use super::commands::{no_backend_connection, rewritten_payload, ClientSession, Failure};
 use super::writes::{self, PreparedExecute, WriteClass};
 use crate::protocol::relay::{MemoryIo, RelayError};
 use crate::protocol::{MysqlError, PacketStream};
@@ -232,6 +232,7 @@ impl ClientSession {
         session: &mut SessionState,
         c: &Classified,
         sql: &str,
+        payload: &[u8],
     ) -> Result<(), Failure> {
         if c.statements > 1 {
             // `com_query` runs a multi-statement text calling a sequence one by one.
@@ -244,7 +245,7 @@ impl ClientSession {
         let class = writes::classify_write(&as_write(c), sql, session).map_err(Failure::Answer)?;
         let taken = self.take_values(session, c, &calls).await?;
         let text = sequences::with_values(sql, &calls, &taken.values);
-        let payload = [&[COM_QUERY][..], text.as_bytes()].concat();
+        let payload = rewritten_payload(payload, sql, &text)?;
         let rewritten = self.ctx.classify_cache.classify(&text);
         let sets = calls.iter().any(|call| call.op == SequenceOp::Set);
         if taken.follower_sync.is_empty() && !sets {

@@ -554,20 +554,11 @@ impl ClientSession {
                     params: p.params.clone(),
                 },
             ),
-            (None, Some(_)) if std::str::from_utf8(&command[1..]).is_err() => {
-                // The rewrite was made on text where those bytes were masked.
-                return Err(Failure::Answer(MysqlError::not_supported(
-                    "UUID()/UUID_SHORT()/SYSDATE() (and DATABASE() without a default database) \
-                     are rewritten to values for replication, and an unordered LIMIT gets \
-                     ORDER BY the primary key, \
-                     which needs a statement text that is valid UTF-8; this one holds other \
-                     bytes (a latin1 or binary literal): pass the value from the client, or \
-                     add the ORDER BY",
-                )));
-            }
             (None, Some(text)) => {
-                rewritten_cmd = [&[0x03u8][..], text.as_bytes()].concat();
-                (&rewritten_cmd[..], Body::Text(text.as_bytes().to_vec()))
+                // The rewrite was made on the lexed text, where bytes that are not UTF-8
+                // are masked: the client's bytes are kept around what it changed.
+                rewritten_cmd = super::commands::rewritten_payload(command, sql, text)?;
+                (&rewritten_cmd[..], Body::Text(rewritten_cmd[1..].to_vec()))
             }
             (None, None) if is_load_data_local(sql) => (
                 command,
@@ -1289,7 +1280,11 @@ impl ClientSession {
             hashes.push(hash.unwrap_or_default());
         }
         let hashed = accounts::with_hashes(sql, &found, &hashes);
-        Ok(Some([&command[..1], hashed.as_bytes()].concat()))
+        match super::commands::rewritten_payload(command, sql, &hashed) {
+            Ok(payload) => Ok(Some(payload)),
+            Err(Failure::Answer(e)) => Err(Ok(e)),
+            Err(_) => Err(Ok(MysqlError::not_supported("account statement rewrite"))),
+        }
     }
 
     /// After a server error in the session's transaction: the writes held for its record

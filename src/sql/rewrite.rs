@@ -4,6 +4,39 @@
 
 use super::lexer::{Lexer, Spanned, Tok};
 
+/// The bytes to send for `rewritten`, a rewrite of `view`, the text the proxy lexed for the
+/// client's `original` bytes (`lexer::offset_preserving_text`: bytes that are not UTF-8,
+/// a latin1 client's `'café'`, are masked there). Text the rewrite kept keeps the client's
+/// bytes: what it changed is the one span where `view` and `rewritten` differ. None when
+/// that span holds masked bytes: the rewrite cannot be carried onto them.
+pub fn onto_original(original: &[u8], view: &str, rewritten: &str) -> Option<Vec<u8>> {
+    let (view, new) = (view.as_bytes(), rewritten.as_bytes());
+    if view == original {
+        return Some(new.to_vec());
+    }
+    if view.len() != original.len() {
+        return None;
+    }
+    let prefix = view.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let room = view.len().min(new.len()) - prefix;
+    let suffix = view
+        .iter()
+        .rev()
+        .zip(new.iter().rev())
+        .take(room)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let changed = prefix..view.len() - suffix;
+    if view[changed.clone()] != original[changed] {
+        return None;
+    }
+    let mut out = Vec::with_capacity(new.len());
+    out.extend_from_slice(&original[..prefix]);
+    out.extend_from_slice(&new[prefix..new.len() - suffix]);
+    out.extend_from_slice(&original[view.len() - suffix..]);
+    Some(out)
+}
+
 /// Replaces reads of `@@socket` with NULL (keeping the column name). Clients such as
 /// mysql_async read `@@socket` right after connecting and, on a loopback address, reconnect
 /// to that Unix socket — which is the backend's, so they would silently bypass the proxy.
@@ -228,6 +261,27 @@ pub(crate) fn with_literals(sql: &str, toks: &[Spanned<'_>], calls: &[Replacemen
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_rewrite_keeps_the_bytes_it_did_not_change() {
+        let original = b"INSERT INTO t VALUES (CONNECTION_ID(), 'caf\xe9')";
+        let view = super::super::lexer::offset_preserving_text(original);
+        let rewritten = view.replace("CONNECTION_ID()", "7");
+        assert_eq!(
+            onto_original(original, &view, &rewritten).unwrap(),
+            b"INSERT INTO t VALUES (7, 'caf\xe9')"
+        );
+        // UTF-8 text: the rewrite as it is.
+        assert_eq!(
+            onto_original(b"SELECT 1", "SELECT 1", "SELECT 2").unwrap(),
+            b"SELECT 2"
+        );
+        // Two changes around a masked byte: refused rather than sending the mask.
+        let original = b"SELECT CONNECTION_ID(), '\xe9', CONNECTION_ID()";
+        let view = super::super::lexer::offset_preserving_text(original);
+        let rewritten = view.replace("CONNECTION_ID()", "7");
+        assert_eq!(onto_original(original, &view, &rewritten), None);
+    }
+
     use super::*;
 
     #[test]
