@@ -2121,6 +2121,49 @@ async fn versioned_comments_run_as_the_server_runs_them() {
     }
 }
 
+/// With NO_BACKSLASH_ESCAPES in the session's sql_mode a backslash in a string is a plain
+/// character, and the proxy lexes so (the server's status flag tells it). Before, it read
+/// `'C:\temp\', UUID()` as one unterminated string, so UUID() was not fixed to a value and
+/// each replica stored its own; and `SELECT '\'; INSERT …; -- '` was a single read to it,
+/// so the INSERT ran on the primary alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_backslash_escapes_is_lexed_as_the_server_lexes_it() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE nbe",
+            "CREATE TABLE nbe.t (id INT PRIMARY KEY, v VARCHAR(40), u VARCHAR(36))",
+            "SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')",
+            "INSERT INTO nbe.t VALUES (1, 'C:\\temp\\', UUID())",
+        ],
+    )
+    .await;
+    let mut results = c
+        .query_iter("SELECT '\\' AS s; INSERT INTO nbe.t VALUES (2, 'b', NULL); -- '")
+        .await
+        .unwrap();
+    while !results.is_empty() {
+        let _: Vec<mysql_async::Row> = results.collect().await.unwrap();
+    }
+    drop(results);
+    assert_replicas_identical(&dbs, &mut c, &["nbe.t"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let rows: Vec<(i32, String)> = d
+            .query("SELECT id, v FROM nbe.t ORDER BY id")
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            [(1, "C:\\temp\\".to_string()), (2, "b".to_string())],
+            "{}",
+            db.addr()
+        );
+    }
+}
+
 /// MariaDB's `SET STATEMENT … FOR <statement>` is the statement it runs: a write or DDL goes
 /// through the log with its prefix (followers run it under the same settings). Before, it
 /// was taken for a session SET and ran on the primary alone. An anonymous compound statement

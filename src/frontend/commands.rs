@@ -801,7 +801,13 @@ impl ClientSession {
         self.ctx.counters.statements.fetch_add(1, Ordering::Relaxed);
         // Same byte offsets as the payload: what runs and what is logged is cut from the
         // client's bytes, never from this text.
-        let text = crate::sql::lexer::offset_preserving_text(&payload[1..]);
+        let mut text = crate::sql::lexer::offset_preserving_text(&payload[1..]);
+        if session.no_backslash_escapes && text.contains('\\') {
+            // Lexed as the server lexes it; what runs is still the client's bytes.
+            if let Some(view) = crate::sql::lexer::without_backslash_escapes(&text) {
+                text = std::borrow::Cow::Owned(view);
+            }
+        }
         let shown = (0..=text.len().min(PROCESSLIST_INFO_BYTES))
             .rev()
             .find(|&i| text.is_char_boundary(i))

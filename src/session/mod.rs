@@ -133,6 +133,9 @@ pub struct SessionState {
     pub prepared: HashMap<u32, PreparedStatement>,
     next_stmt_id: u32,
     pub multi_statements: bool,
+    /// The server said NO_BACKSLASH_ESCAPES is in the session's sql_mode (a status flag of
+    /// its last answer): a backslash in a string literal is then a plain character.
+    pub no_backslash_escapes: bool,
     pub in_transaction: bool,
     pub autocommit: bool,
     /// Proxy-owned variables (myquorum_*).
@@ -231,6 +234,7 @@ impl SessionState {
             prepared: HashMap::new(),
             next_stmt_id: 1,
             multi_statements,
+            no_backslash_escapes: false,
             in_transaction: false,
             autocommit: true,
             proxy_vars: Vec::new(),
@@ -257,6 +261,7 @@ impl SessionState {
         self.prepared.clear();
         self.in_transaction = false;
         self.autocommit = true;
+        self.no_backslash_escapes = false;
         self.proxy_vars.clear();
         self.pending.clear();
         self.savepoints.clear();
@@ -460,7 +465,10 @@ impl SessionState {
     /// Updates state and pins after a statement ran, from the server's answer.
     pub fn after_statement(&mut self, c: &Classified, summary: &ResponseSummary) {
         if let Some(status) = summary.status {
+            use mysql_common::constants::StatusFlags;
             self.note_status(status);
+            self.no_backslash_escapes =
+                status & StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES.bits() != 0;
         }
         if f_has(c, Flags::UNLOCK_TABLES) && summary.error.is_none() {
             self.unpin(PinReason::TableLock);
@@ -539,6 +547,11 @@ impl SessionState {
         }
         if self.in_transaction {
             s |= StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+        }
+        // Client libraries escape strings by this flag (mysql_real_escape_string): an
+        // answer of the proxy's own without it would make them escape with backslashes.
+        if self.no_backslash_escapes {
+            s |= StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES.bits();
         }
         s
     }

@@ -305,6 +305,59 @@ pub fn offset_preserving_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// `text` as the lexer must see it when the session's sql_mode has NO_BACKSLASH_ESCAPES: a
+/// backslash in a string literal is a plain character there, so each one inside a quoted
+/// string becomes `/` (same offsets; strings end where the server ends them). Without it,
+/// `'C:\temp\', UUID()` was one unterminated string to the proxy, and `SELECT '\'; DROP
+/// TABLE t; -- '` a single read. None when nothing changes.
+pub fn without_backslash_escapes(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &b[i..];
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                let mut j = i + 1;
+                while j < b.len() {
+                    if b[j] == q {
+                        if b.get(j + 1) == Some(&q) {
+                            j += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    if b[j] == b'\\' {
+                        out.get_or_insert_with(|| b.to_vec())[j] = b'/';
+                    }
+                    j += 1;
+                }
+                i = j + 1;
+            }
+            b'`' => {
+                i += 1 + b[i + 1..]
+                    .iter()
+                    .position(|&c| c == b'`')
+                    .unwrap_or(b.len());
+                i += 1;
+            }
+            b'/' if rest.starts_with(b"/*")
+                && !rest.starts_with(b"/*!")
+                && !rest.starts_with(b"/*M!") =>
+            {
+                i = find(&rest[2..], b"*/").map_or(b.len(), |e| i + 2 + e + 2);
+            }
+            b'#' => i += rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len()),
+            b'-' if starts_dash_comment(rest) => {
+                i += rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len())
+            }
+            _ => i += 1,
+        }
+    }
+    // Only ASCII backslashes were replaced by ASCII: still UTF-8.
+    out.and_then(|v| String::from_utf8(v).ok())
+}
+
 /// Bytes above ASCII that MariaDB 10.11's lexer skips as whitespace in some client
 /// character sets (measured with `SET NAMES cs` and `SELECT<byte>1` for every 8-bit one):
 /// 0xA0 (no-break space) in latin1, latin2, latin5, latin7, cp1250, dec8, greek, hebrew,
@@ -498,6 +551,22 @@ mod tests {
                 Tok::Quoted("t``q"),
             ]
         );
+    }
+
+    #[test]
+    fn without_backslash_escapes_strings_end_where_the_server_ends_them() {
+        let sql = "SELECT '\\'; DROP TABLE t; -- '";
+        let view = without_backslash_escapes(sql).unwrap();
+        assert_eq!(view, "SELECT '/'; DROP TABLE t; -- '");
+        assert_eq!(split_statements(&view).len(), 2);
+        let sql = "INSERT INTO t VALUES ('C:\\temp\\', \"a\\\", UUID()) -- x\\";
+        assert_eq!(
+            without_backslash_escapes(sql).unwrap(),
+            "INSERT INTO t VALUES ('C:/temp/', \"a/\", UUID()) -- x\\"
+        );
+        // Outside strings, and in names and comments, backslashes stay.
+        assert_eq!(without_backslash_escapes("SELECT `a\\` /* \\' */ 1"), None);
+        assert_eq!(without_backslash_escapes("SELECT 'a''b'"), None);
     }
 
     #[test]
