@@ -5,6 +5,8 @@
 //! Owns: MySQL's lexical rules (quotes, escapes, comments, `/*! … */` and which of them the
 //! backends' version runs). May import: std only.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tok<'a> {
     /// Unquoted word: keyword or identifier.
@@ -52,8 +54,6 @@ pub fn is_account_host(prev: &Spanned<'_>, cur: &Spanned<'_>) -> bool {
         && prev.end == cur.start
         && matches!(prev.tok, Tok::Word(_) | Tok::Quoted(_) | Tok::Str(_))
 }
-
-use std::sync::atomic::{AtomicU32, Ordering};
 
 pub struct Lexer<'a> {
     src: &'a str,
