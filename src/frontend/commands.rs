@@ -860,7 +860,7 @@ impl ClientSession {
         let Some(text) = crate::sql::rewrite::connection_id(sql, self.connection_id()) else {
             return Ok(None);
         };
-        let payload = rewritten_payload(payload, sql, &text)?;
+        let payload = rewritten_payload(payload, sql, &text).map_err(Failure::Answer)?;
         let c = Arc::new(crate::sql::classify(&text));
         Ok(Some((text, payload, c)))
     }
@@ -984,7 +984,8 @@ impl ClientSession {
             if let Some(literal) = self.with_evaluated_values(session, &c, sql).await? {
                 let lc = self.ctx.classify_cache.classify(&literal);
                 if matches!(lc.session, Some(SessionChange::Vars(_))) {
-                    let payload = rewritten_payload(payload, sql, &literal)?;
+                    let payload =
+                        rewritten_payload(payload, sql, &literal).map_err(Failure::Answer)?;
                     return Box::pin(self.run_statement(client, session, lc, &literal, &payload))
                         .await;
                 }
@@ -1160,7 +1161,8 @@ impl ClientSession {
                     None
                 }
                 .map(|s| rewritten_payload(payload, sql, &s))
-                .transpose()?;
+                .transpose()
+                .map_err(Failure::Answer)?;
                 // A LOCK TABLES that locks the log table first waits, as a DDL does, until
                 // no other session has a write transaction open, holding new ones back: one
                 // holding locks on a table it names would wait for it at its log row while
@@ -3072,16 +3074,16 @@ pub(super) fn rewritten_payload(
     payload: &[u8],
     sql: &str,
     rewritten: &str,
-) -> Result<Vec<u8>, Failure> {
+) -> Result<Vec<u8>, MysqlError> {
     let original = payload.get(1..).unwrap_or_default();
     match crate::sql::rewrite::onto_original(original, sql, rewritten) {
         Some(bytes) => Ok([&payload[..1], &bytes[..]].concat()),
-        None => Err(Failure::Answer(MysqlError::not_supported(
+        None => Err(MysqlError::not_supported(
             "the proxy rewrites part of this statement (values it fixes for replication, \
              this session's CONNECTION_ID(), a computed SET) where the text holds bytes that \
              are not UTF-8 (a latin1 or binary literal); send those as a separate statement, \
              or in hex (X'…')",
-        ))),
+        )),
     }
 }
 

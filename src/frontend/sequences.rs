@@ -245,7 +245,7 @@ impl ClientSession {
         let class = writes::classify_write(&as_write(c), sql, session).map_err(Failure::Answer)?;
         let taken = self.take_values(session, c, &calls).await?;
         let text = sequences::with_values(sql, &calls, &taken.values);
-        let payload = rewritten_payload(payload, sql, &text)?;
+        let payload = rewritten_payload(payload, sql, &text).map_err(Failure::Answer)?;
         let rewritten = self.ctx.classify_cache.classify(&text);
         let sets = calls.iter().any(|call| call.op == SequenceOp::Set);
         if taken.follower_sync.is_empty() && !sets {

@@ -557,7 +557,8 @@ impl ClientSession {
             (None, Some(text)) => {
                 // The rewrite was made on the lexed text, where bytes that are not UTF-8
                 // are masked: the client's bytes are kept around what it changed.
-                rewritten_cmd = super::commands::rewritten_payload(command, sql, text)?;
+                rewritten_cmd = super::commands::rewritten_payload(command, sql, text)
+                    .map_err(Failure::Answer)?;
                 (&rewritten_cmd[..], Body::Text(rewritten_cmd[1..].to_vec()))
             }
             (None, None) if is_load_data_local(sql) => (
@@ -1280,11 +1281,9 @@ impl ClientSession {
             hashes.push(hash.unwrap_or_default());
         }
         let hashed = accounts::with_hashes(sql, &found, &hashes);
-        match super::commands::rewritten_payload(command, sql, &hashed) {
-            Ok(payload) => Ok(Some(payload)),
-            Err(Failure::Answer(e)) => Err(Ok(e)),
-            Err(_) => Err(Ok(MysqlError::not_supported("account statement rewrite"))),
-        }
+        super::commands::rewritten_payload(command, sql, &hashed)
+            .map(Some)
+            .map_err(Ok)
     }
 
     /// After a server error in the session's transaction: the writes held for its record

@@ -58,6 +58,8 @@ pub fn is_account_host(prev: &Spanned<'_>, cur: &Spanned<'_>) -> bool {
 pub struct Lexer<'a> {
     src: &'a str,
     pos: usize,
+    /// NO_BACKSLASH_ESCAPES: a backslash in a string is a plain character.
+    no_backslash_escapes: bool,
 }
 
 /// The backends' version as MariaDB writes it in comments (10.11.14 is 101114): decides
@@ -121,7 +123,11 @@ pub fn is_space(c: u8) -> bool {
 
 impl<'a> Lexer<'a> {
     pub fn new(src: &'a str) -> Self {
-        Lexer { src, pos: 0 }
+        Lexer {
+            src,
+            pos: 0,
+            no_backslash_escapes: false,
+        }
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -174,7 +180,7 @@ impl<'a> Lexer<'a> {
         let b = self.bytes();
         let mut i = start + 1;
         while i < b.len() {
-            if b[i] == b'\\' && q != b'`' {
+            if b[i] == b'\\' && q != b'`' && !self.no_backslash_escapes {
                 i += 2;
                 continue;
             }
@@ -311,47 +317,14 @@ pub fn offset_preserving_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 /// `'C:\temp\', UUID()` was one unterminated string to the proxy, and `SELECT '\'; DROP
 /// TABLE t; -- '` a single read. None when nothing changes.
 pub fn without_backslash_escapes(text: &str) -> Option<String> {
-    let b = text.as_bytes();
+    let mut lexer = Lexer::new(text);
+    lexer.no_backslash_escapes = true;
     let mut out: Option<Vec<u8>> = None;
-    let mut i = 0;
-    while i < b.len() {
-        let rest = &b[i..];
-        match b[i] {
-            q @ (b'\'' | b'"') => {
-                let mut j = i + 1;
-                while j < b.len() {
-                    if b[j] == q {
-                        if b.get(j + 1) == Some(&q) {
-                            j += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    if b[j] == b'\\' {
-                        out.get_or_insert_with(|| b.to_vec())[j] = b'/';
-                    }
-                    j += 1;
-                }
-                i = j + 1;
+    for t in lexer {
+        if let Tok::Str(literal) = t.tok {
+            for (at, _) in literal.match_indices('\\') {
+                out.get_or_insert_with(|| text.as_bytes().to_vec())[t.start + at] = b'/';
             }
-            b'`' => {
-                i += 1 + b[i + 1..]
-                    .iter()
-                    .position(|&c| c == b'`')
-                    .unwrap_or(b.len());
-                i += 1;
-            }
-            b'/' if rest.starts_with(b"/*")
-                && !rest.starts_with(b"/*!")
-                && !rest.starts_with(b"/*M!") =>
-            {
-                i = find(&rest[2..], b"*/").map_or(b.len(), |e| i + 2 + e + 2);
-            }
-            b'#' => i += rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len()),
-            b'-' if starts_dash_comment(rest) => {
-                i += rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len())
-            }
-            _ => i += 1,
         }
     }
     // Only ASCII backslashes were replaced by ASCII: still UTF-8.
