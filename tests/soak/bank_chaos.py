@@ -139,12 +139,14 @@ def note_err(e):
     with lock:
         errors[k] = errors.get(k, 0) + 1
 
-def worker_connection():
-    """A load client's connection to the proxy, or None while it does not answer."""
+def worker_connection(retry_pause=0.2):
+    """A load client's connection to the proxy, or None (after `retry_pause` seconds) while
+    it does not answer."""
     try:
         return pymysql.connect(host="127.0.0.1", port=PROXY, user="root", autocommit=True,
                                connect_timeout=2, read_timeout=15, write_timeout=15)
     except Exception:
+        time.sleep(retry_pause)
         return None
 
 def client(n):
@@ -154,7 +156,6 @@ def client(n):
         if conn is None:
             conn = worker_connection()
             if conn is None:
-                time.sleep(0.2)
                 continue
         tid = next_id()
         kind = rnd.random()
@@ -206,7 +207,7 @@ def ddl_worker():
     while not stop.is_set():
         time.sleep(rnd.uniform(0.3, 1.5))
         if conn is None:
-            conn = worker_connection()
+            conn = worker_connection(retry_pause=0)
             if conn is None:
                 continue
         k += 1
@@ -244,7 +245,6 @@ def sequence_worker():
         if conn is None:
             conn = worker_connection()
             if conn is None:
-                time.sleep(0.2)
                 continue
         value = None
         try:
