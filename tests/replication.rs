@@ -2198,6 +2198,70 @@ async fn mariadb_set_statement_and_compound_statements_are_replicated() {
     }
 }
 
+/// MariaDB runs IF, CASE, WHILE, REPEAT, LOOP and FOR as statements of their own, outside
+/// any program: each is one statement logged like a CALL. Before, `IF … END IF` and `CASE …
+/// END CASE` ran on the primary alone (the proxy did not know the word) and the loops were
+/// split at their inner `;`. Inside a program's body, `IF (…) THEN`, `IF EXISTS (…) THEN`,
+/// FOR loops and the IF() and REPEAT() functions no longer end the CREATE early: a
+/// procedure with `IF (a > 1) THEN` was refused as several statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compound_statements_and_program_blocks_are_replicated() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE cs",
+            "CREATE TABLE cs.t (id INT PRIMARY KEY, note VARCHAR(20))",
+            "IF 1 THEN INSERT INTO cs.t VALUES (1, 'if'); END IF",
+            "IF (SELECT COUNT(*) FROM cs.t) > 5 THEN DO 1; ELSEIF 1 THEN \
+             INSERT INTO cs.t VALUES (2, 'elseif'); END IF",
+            "CASE WHEN 1 THEN INSERT INTO cs.t VALUES (3, 'case'); END CASE",
+            "WHILE (SELECT COUNT(*) FROM cs.t) < 5 DO \
+             INSERT INTO cs.t SELECT MAX(id) + 1, 'while' FROM cs.t; END WHILE",
+            "REPEAT INSERT INTO cs.t VALUES (10, 'repeat'); UNTIL 1 END REPEAT",
+            "FOR i IN 11..12 DO INSERT INTO cs.t VALUES (i, 'for'); END FOR",
+            "CREATE PROCEDURE cs.p(n INT) BEGIN \
+               IF (n > 1) THEN INSERT INTO cs.t VALUES (n, REPEAT('p', 2)); END IF; \
+               IF EXISTS (SELECT 1 FROM cs.t WHERE id = n) THEN \
+                 UPDATE cs.t SET note = IF(n > 100, 'big', 'small') WHERE id = n; END IF; \
+               DROP TEMPORARY TABLE IF EXISTS cs.scratch; \
+               FOR i IN 1..2 DO UPDATE cs.t SET note = CONCAT(note, i) WHERE id = n; END FOR; \
+             END",
+            "CREATE FUNCTION cs.twice(a INT) RETURNS INT DETERMINISTIC BEGIN \
+               IF (a IS NULL) THEN RETURN 0; END IF; RETURN a * 2; END",
+            "CREATE TRIGGER cs.tr BEFORE INSERT ON cs.t FOR EACH ROW \
+               IF (NEW.id > 500) THEN SET NEW.note = 'trigger'; END IF",
+            "CALL cs.p(200)",
+            "INSERT INTO cs.t VALUES (cs.twice(300), 'x')",
+        ],
+    )
+    .await;
+    assert_replicas_identical(&dbs, &mut c, &["cs.t"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let rows: Vec<(i32, String)> = d
+            .query("SELECT id, note FROM cs.t ORDER BY id")
+            .await
+            .unwrap();
+        let expected = [
+            (1, "if"),
+            (2, "elseif"),
+            (3, "case"),
+            (4, "while"),
+            (5, "while"),
+            (10, "repeat"),
+            (11, "for"),
+            (12, "for"),
+            (200, "big12"),
+            (600, "trigger"),
+        ];
+        let expected: Vec<(i32, String)> =
+            expected.iter().map(|(i, n)| (*i, n.to_string())).collect();
+        assert_eq!(rows, expected, "{}", db.addr());
+    }
+}
+
 /// A mysqldump restored through the proxy (how users load data) ends identical on every
 /// replica, views, triggers and routines included. The dump turns foreign key checks off
 /// with a SET that reads a user variable (`SET @OLD_FOREIGN_KEY_CHECKS=@@FOREIGN_KEY_CHECKS,

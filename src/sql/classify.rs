@@ -8,7 +8,7 @@
 //!
 //! Owns: `Classified`. May import: sql::lexer, sql::set, sqlparser.
 
-use super::lexer::{split_statements, Lexer, Tok};
+use super::lexer::{is_compound_statement, split_statements, Lexer, Tok};
 use super::set::{parse_set, SessionChange};
 use bitflags::bitflags;
 use sqlparser::ast::Statement;
@@ -455,17 +455,14 @@ pub fn sets_non_innodb_default_engine(sql: &str) -> Option<String> {
     None
 }
 
-/// A CALL or an anonymous compound statement (`BEGIN NOT ATOMIC … END`), maybe behind
+/// A CALL or an anonymous compound statement (`BEGIN NOT ATOMIC … END`, `IF … END IF`,
+/// a loop: `lexer::is_compound_statement`), maybe behind
 /// `SET STATEMENT … FOR`: a program whose statements may COMMIT, ROLLBACK or start a
 /// transaction, ending whichever transaction its connection had open.
 pub fn runs_a_program(sql: &str) -> bool {
     let sql = set_statement_target(sql).unwrap_or(sql);
-    let mut words = Lexer::new(sql).map(|t| t.tok);
-    match words.next() {
-        Some(w) if w.is_word("CALL") => true,
-        Some(w) if w.is_word("BEGIN") => words.next().is_some_and(|n| n.is_word("NOT")),
-        _ => false,
-    }
+    let toks: Vec<_> = Lexer::new(sql).take(3).collect();
+    toks.first().is_some_and(|t| t.tok.is_word("CALL")) || is_compound_statement(&toks)
 }
 
 /// `SET STATEMENT var = value [, …] FOR <statement>` (MariaDB): the statement it runs.
@@ -1009,6 +1006,7 @@ fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
         "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" => Kind::Write,
         // An anonymous compound statement runs like a procedure call.
         "BEGIN" if w(1) == "NOT" && w(2) == "ATOMIC" => Kind::Call,
+        "IF" | "CASE" | "WHILE" | "REPEAT" | "LOOP" | "FOR" => Kind::Call,
         // START SLAVE / REPLICA / ALL SLAVES starts a replication channel, not a transaction.
         "START" if matches!(w(1), "SLAVE" | "REPLICA" | "ALL") => Kind::Admin,
         "BEGIN" | "START" => Kind::Begin,
@@ -1528,6 +1526,8 @@ mod tests {
             "CALL p()",
             "call db.p(1)",
             "BEGIN NOT ATOMIC ROLLBACK; END",
+            "IF 1 THEN ROLLBACK; END IF",
+            "for i in 1..2 do commit; end for",
             "SET STATEMENT max_statement_time = 1 FOR CALL p()",
         ] {
             assert!(runs_a_program(program), "{program}");
@@ -1635,9 +1635,19 @@ mod tests {
             Some("next_id")
         );
         assert_eq!(created_function("CREATE TABLE f (id INT)"), None);
-        let c =
-            classify("BEGIN NOT ATOMIC INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); END");
-        assert_eq!((c.kind, c.statements), (Kind::Call, 1));
+        for compound in [
+            "BEGIN NOT ATOMIC INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); END",
+            "IF 1 THEN INSERT INTO t VALUES (1); END IF",
+            "IF (1) THEN INSERT INTO t VALUES (1); ELSE DO 1; END IF",
+            "CASE WHEN 1 THEN INSERT INTO t VALUES (10); END CASE",
+            "WHILE 1 DO INSERT INTO t VALUES (1); END WHILE",
+            "REPEAT INSERT INTO t VALUES (1); UNTIL 1 END REPEAT",
+            "LOOP INSERT INTO t VALUES (1); END LOOP",
+            "FOR i IN 1..2 DO INSERT INTO t VALUES (i); END FOR",
+        ] {
+            let c = classify(compound);
+            assert_eq!((c.kind, c.statements), (Kind::Call, 1), "{compound}");
+        }
         let c = classify(
             "SET STATEMENT max_statement_time = 5, sql_mode = '' FOR INSERT INTO t VALUES (1)",
         );

@@ -344,6 +344,72 @@ pub fn is_begin_not_atomic(toks: &[Spanned<'_>]) -> bool {
     matches!(toks, [b, n, a, ..] if b.tok.is_word("BEGIN") && n.tok.is_word("NOT") && a.tok.is_word("ATOMIC"))
 }
 
+/// A compound statement outside a stored program, one statement up to its END: `BEGIN NOT
+/// ATOMIC … END`, or (as MariaDB 10.11 runs them at the top level, measured) `IF … END IF`,
+/// `CASE … END CASE`, `WHILE … END WHILE`, `REPEAT … END REPEAT`, `LOOP … END LOOP` and
+/// `FOR … END FOR`. (The server takes no label before them there.)
+pub fn is_compound_statement(toks: &[Spanned<'_>]) -> bool {
+    is_begin_not_atomic(toks)
+        || toks.first().is_some_and(|t| {
+            ["IF", "CASE", "WHILE", "REPEAT", "LOOP", "FOR"]
+                .iter()
+                .any(|k| t.tok.is_word(k))
+        })
+}
+
+/// Whether the word at `toks[i]` opens a block of a stored program's body that an END
+/// closes. IF, REPEAT and FOR are also a function, a function and a clause, so they open
+/// one only in their statement form: IF when a THEN follows its condition (not `IF(a, b,
+/// c)`, not `DROP TABLE IF EXISTS`), REPEAT when no `(` follows (not `REPEAT('a', 3)`),
+/// FOR when `name IN` follows (not `FOR UPDATE`, `CURSOR FOR`, `FOR EACH ROW`). A CASE
+/// expression ends with END as the statement does.
+fn opens_block(toks: &[Spanned<'_>], i: usize) -> bool {
+    let Tok::Word(w) = toks[i].tok else {
+        return false;
+    };
+    let is = |k: &str| w.eq_ignore_ascii_case(k);
+    let tok = |k: usize| toks.get(i + k).map(|t| t.tok);
+    if is("BEGIN") || is("LOOP") || is("WHILE") || is("CASE") {
+        true
+    } else if is("REPEAT") {
+        tok(1) != Some(Tok::Punct('('))
+    } else if is("FOR") {
+        matches!(tok(1), Some(Tok::Word(_) | Tok::Quoted(_)))
+            && tok(2).is_some_and(|t| t.is_word("IN"))
+    } else if is("IF") {
+        condition_then_follows(&toks[i + 1..])
+    } else {
+        false
+    }
+}
+
+/// Whether THEN ends the condition that starts `toks`, before the statement ends:
+/// parenthesized groups and CASE … END expressions are skipped whole.
+fn condition_then_follows(toks: &[Spanned<'_>]) -> bool {
+    let (mut parens, mut cases) = (0i32, 0i32);
+    for t in toks {
+        match t.tok {
+            Tok::Punct('(') => parens += 1,
+            Tok::Punct(')') => parens -= 1,
+            Tok::Punct(';') if parens <= 0 => return false,
+            Tok::Word(w) if parens <= 0 => {
+                if w.eq_ignore_ascii_case("CASE") {
+                    cases += 1;
+                } else if w.eq_ignore_ascii_case("END") {
+                    if cases == 0 {
+                        return false;
+                    }
+                    cases -= 1;
+                } else if cases == 0 && w.eq_ignore_ascii_case("THEN") {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 pub fn split_statements(src: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
@@ -354,7 +420,6 @@ pub fn split_statements(src: &str) -> Vec<(usize, usize)> {
     let mut prev_end = false;
     let toks: Vec<Spanned<'_>> = Lexer::new(src).collect();
     for (i, &t) in toks.iter().enumerate() {
-        let next_is_paren = toks.get(i + 1).is_some_and(|n| n.tok == Tok::Punct('('));
         if t.tok == Tok::Punct(';') && depth <= 0 {
             if let Some(s) = start.take() {
                 out.push((s, last_end));
@@ -367,8 +432,7 @@ pub fn split_statements(src: &str) -> Vec<(usize, usize)> {
         }
         if start.is_none() {
             first_is_create = t.tok.is_word("CREATE");
-            // MariaDB's anonymous compound statement: one statement up to its END.
-            if is_begin_not_atomic(&toks[i..]) {
+            if is_compound_statement(&toks[i..]) {
                 first_is_create = true;
                 routine = true;
             }
@@ -382,17 +446,12 @@ pub fn split_statements(src: &str) -> Vec<(usize, usize)> {
                     routine = true;
                 }
                 if routine {
-                    let opens = is("BEGIN")
-                        || is("LOOP")
-                        || is("WHILE")
-                        || is("REPEAT")
-                        || is("CASE")
-                        || (is("IF") && !next_is_paren);
+                    // `END IF`, `END LOOP`, …: the word after END closes, it does not open.
                     if is("END") {
                         depth -= 1;
                         prev_end = true;
                     } else {
-                        if opens && !prev_end {
+                        if !prev_end && opens_block(&toks, i) {
                             depth += 1;
                         }
                         prev_end = false;
@@ -478,6 +537,52 @@ mod tests {
         assert_eq!(pieces.len(), 2);
         assert!(sql[pieces[0].0..pieces[0].1].ends_with("END WHILE; END"));
         assert_eq!(split_statements("BEGIN; INSERT INTO t VALUES (1)").len(), 2);
+    }
+
+    #[test]
+    fn blocks_of_a_program_end_where_the_server_ends_them() {
+        let one = |sql: &str| assert_eq!(split_statements(sql), [(0, sql.len())], "{sql}");
+        // Top-level compound statements (MariaDB runs them without multi-statements).
+        one("IF 1 THEN INSERT INTO t VALUES (1); END IF");
+        one("IF (SELECT 1) THEN DO 1; ELSEIF 0 THEN DO 2; ELSE DO 3; END IF");
+        one("CASE WHEN 1 THEN INSERT INTO t VALUES (1); ELSE BEGIN END; END CASE");
+        one("WHILE (SELECT COUNT(*) FROM t) < 3 DO INSERT INTO t VALUES (1); END WHILE");
+        one("REPEAT INSERT INTO t VALUES (1); UNTIL 1 END REPEAT");
+        one("LOOP INSERT INTO t VALUES (1); END LOOP");
+        one("FOR i IN 1..2 DO INSERT INTO t VALUES (i); END FOR");
+        // Bodies of routines: an IF with a parenthesized condition, IF [NOT] EXISTS, the
+        // IF() and REPEAT() functions, FOR loops beside FOR UPDATE and cursors.
+        one("CREATE PROCEDURE p() BEGIN IF (1) THEN SELECT 1; END IF; SELECT 2; END");
+        one(
+            "CREATE PROCEDURE p() BEGIN IF EXISTS (SELECT 1 FROM t) THEN DELETE FROM t; \
+             END IF; DROP TABLE IF EXISTS u; CREATE TABLE IF NOT EXISTS u (a INT); END",
+        );
+        one(
+            "CREATE FUNCTION f(a INT) RETURNS INT BEGIN SET a = IF(a > 1, 2, 3); \
+             RETURN REPEAT('a', a) + CASE WHEN a THEN 1 END; END",
+        );
+        one(
+            "CREATE PROCEDURE p() BEGIN DECLARE c CURSOR FOR SELECT a FROM t FOR UPDATE; \
+             FOR r IN c DO SELECT r.a; END FOR; lbl: FOR i IN 1..3 DO ITERATE lbl; END FOR lbl; \
+             END",
+        );
+        one(
+            "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW IF NEW.a > 1 THEN \
+             SET NEW.a = 1; END IF",
+        );
+        one("CREATE PROCEDURE p() IF CASE WHEN 1 THEN 1 END THEN SELECT 1; END IF");
+        assert_eq!(
+            split_statements(
+                "IF 1 THEN DO 1; END IF; SELECT IF(1, 2, 3); REPEAT SELECT 1; \
+                 UNTIL 1 END REPEAT"
+            )
+            .len(),
+            3
+        );
+        assert_eq!(
+            split_statements("DROP TABLE IF EXISTS t; SELECT 1").len(),
+            2
+        );
     }
 
     #[test]
