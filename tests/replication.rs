@@ -2262,6 +2262,40 @@ async fn compound_statements_and_program_blocks_are_replicated() {
     }
 }
 
+/// A multi-statement text the SQL parser rejects is judged statement by statement from its
+/// keywords. Before, only the first statement's words counted: `DO 1; INSERT … ON
+/// DUPLICATE KEY UPDATE a = VALUE(a)` was a DO, and the whole text ran on the primary alone.
+/// A statement whose first word starts no statement is refused by the proxy itself (1064):
+/// the server refuses it too, unless it reads the text otherwise than the proxy, and then
+/// it would have run on the primary alone. The connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_of_a_text_the_parser_rejects_is_judged() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE kw",
+            "CREATE TABLE kw.t (a INT PRIMARY KEY, n INT DEFAULT 0)",
+            "DO 1; INSERT INTO kw.t VALUES (1, 0) ON DUPLICATE KEY UPDATE n = VALUE(n) + 1",
+            "SELECT 1; INSERT INTO kw.t VALUES (1, 5) ON DUPLICATE KEY UPDATE n = VALUE(n) + 1",
+        ],
+    )
+    .await;
+    for sql in ["FROB TABLE kw.t", "SELECT 1; FROB TABLE kw.t"] {
+        match c.query_drop(sql).await {
+            Err(mysql_async::Error::Server(e)) => {
+                assert_eq!((e.code, e.state.as_str()), (1064, "42000"), "{sql}: {e:?}");
+                assert!(e.message.contains("FROB"), "{}", e.message);
+            }
+            other => panic!("{sql}: expected 1064, got {other:?}"),
+        }
+    }
+    let n: Option<i32> = c.query_first("SELECT n FROM kw.t").await.unwrap();
+    assert_eq!(n, Some(6));
+    assert_replicas_identical(&dbs, &mut c, &["kw.t"]).await;
+}
+
 /// A mysqldump restored through the proxy (how users load data) ends identical on every
 /// replica, views, triggers and routines included. The dump turns foreign key checks off
 /// with a SET that reads a user variable (`SET @OLD_FOREIGN_KEY_CHECKS=@@FOREIGN_KEY_CHECKS,

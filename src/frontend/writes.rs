@@ -1406,6 +1406,18 @@ pub fn commits_implicitly(c: &Classified, sql: &str) -> bool {
 /// Statements the proxy refuses on the write path because replicas could not follow them
 /// (or, SHUTDOWN, because they would act on one server behind the client's back).
 pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> {
+    if c.flags.contains(Flags::UNKNOWN_STATEMENT) {
+        let start: String = sql.trim_start().chars().take(60).collect();
+        return Err(MysqlError::new(
+            1064,
+            "42000",
+            format!(
+                "You have an error in your SQL syntax: myquorum knows no statement that starts \
+                 like '{start}', and does not send what it could not replicate; check the \
+                 statement's first word"
+            ),
+        ));
+    }
     if c.kind == Kind::Xa {
         return Err(MysqlError::not_supported(
             "XA transactions are not supported (commits go through the proxy's log); \

@@ -76,6 +76,11 @@ bitflags! {
         const HANDLER_OPEN = 1 << 20;
         /// `HANDLER … CLOSE`.
         const HANDLER_CLOSE = 1 << 21;
+        /// A statement starts with a word that starts no statement the proxy knows. The
+        /// server refuses such a text, unless it reads it otherwise than the proxy (a byte,
+        /// a comment or a mode the proxy's lexer does not follow); then it would run on the
+        /// primary alone, outside the log. So the proxy refuses it itself.
+        const UNKNOWN_STATEMENT = 1 << 22;
     }
 }
 
@@ -551,7 +556,10 @@ pub fn classify(sql: &str) -> Classified {
             }
             // The parser has no variant for some statements; the keywords decide then.
             let kind = if kind == Kind::Other {
-                keyword_kind(sql, &mut Flags::empty())
+                let mut keyword_flags = Flags::empty();
+                let kind = keyword_kind_of_each(sql, &split_statements(sql), &mut keyword_flags);
+                flags |= keyword_flags & Flags::UNKNOWN_STATEMENT;
+                kind
             } else {
                 kind
             };
@@ -561,8 +569,9 @@ pub fn classify(sql: &str) -> Classified {
             if !proxy {
                 flags |= Flags::FALLBACK;
             }
-            let n = split_statements(sql).len();
-            let kind = keyword_kind(sql, &mut flags);
+            let pieces = split_statements(sql);
+            let n = pieces.len();
+            let kind = keyword_kind_of_each(sql, &pieces, &mut flags);
             // Whether a DDL names one of the session's temporary tables decides if it is
             // replicated at all, so a DDL the parser does not take (MariaDB's `ADD COLUMN
             // IF NOT EXISTS`) still gets its tables, by keywords.
@@ -974,6 +983,27 @@ fn kind_of_statement(s: &Statement) -> Kind {
     }
 }
 
+/// Kind from the leading keywords of each statement (`pieces`, from `split_statements`),
+/// the strongest: `DO 1; INSERT … VALUE(a)` (a text the parser rejects) is a write, not a
+/// DO sent to the primary with the INSERT unlogged.
+fn keyword_kind_of_each(sql: &str, pieces: &[(usize, usize)], flags: &mut Flags) -> Kind {
+    match pieces {
+        [_, _, ..] => pieces
+            .iter()
+            .filter_map(|&(start, end)| sql.get(start..end))
+            .enumerate()
+            // `SELECT 1; SHOW PROXY …` goes to the server (which refuses the second), as
+            // before: only a text that starts with a proxy command is the proxy's.
+            .map(|(i, piece)| match keyword_kind(piece, flags) {
+                Kind::Proxy if i > 0 => Kind::Read,
+                kind => kind,
+            })
+            .reduce(stronger)
+            .unwrap_or(Kind::Empty),
+        _ => keyword_kind(sql, flags),
+    }
+}
+
 /// Kind from the leading keywords, for text the parser rejects.
 fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
     let words: Vec<String> = Lexer::new(sql)
@@ -1028,7 +1058,9 @@ fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
         "CALL" => Kind::Call,
         "XA" => Kind::Xa,
         "LOCK" | "UNLOCK" => Kind::Lock,
-        "SIGNAL" | "RESIGNAL" | "HANDLER" => Kind::Other,
+        // Statements of the connection (a diagnostics area, a raised condition, a handler,
+        // a key cache, the server's own replication threads): neither read nor write.
+        "SIGNAL" | "RESIGNAL" | "HANDLER" | "GET" | "CACHE" | "STOP" => Kind::Other,
         "GRANT" | "REVOKE" | "FLUSH" | "KILL" | "ANALYZE" | "OPTIMIZE" | "CHECK" | "REPAIR"
         | "PURGE" | "RESET" | "INSTALL" | "UNINSTALL" | "SHUTDOWN" | "BINLOG" | "CHANGE"
         // BACKUP STAGE / BACKUP LOCK commit the open transaction, as FLUSH does.
@@ -1040,7 +1072,11 @@ fn keyword_kind(sql: &str, flags: &mut Flags) -> Kind {
             };
             Kind::Admin
         }
-        _ => Kind::Other,
+        "" => Kind::Other,
+        _ => {
+            *flags |= Flags::UNKNOWN_STATEMENT;
+            Kind::Other
+        }
     }
 }
 
@@ -1500,6 +1536,35 @@ mod tests {
         // Not LOAD DATA: a key-cache preload that writes nothing.
         assert_eq!(k("LOAD INDEX INTO CACHE t"), Kind::Other);
         assert_eq!(k("LOAD DATA LOCAL INFILE 'f' INTO TABLE t"), Kind::Write);
+        // A word that starts no statement is refused, alone or behind another statement;
+        // the connection's own statements, and a parenthesized query, are not.
+        let unknown = |sql: &str| classify(sql).flags.contains(Flags::UNKNOWN_STATEMENT);
+        for sql in [
+            "DROPx TRIGGER IF EXISTS f.tr",
+            "SELECT 1; DROPx TABLE t",
+            "SELECT 1; PRAGMA x",
+            "DECLARE x INT",
+            "SET STATEMENT a = 1 FOR FROB t",
+        ] {
+            assert!(unknown(sql), "{sql}");
+        }
+        for sql in [
+            "GET DIAGNOSTICS @n = NUMBER",
+            "SIGNAL SQLSTATE '45000'",
+            "HANDLER t READ FIRST",
+            "CACHE INDEX t IN hot",
+            "STOP SLAVE",
+            "(SELECT 1) UNION (SELECT 2)",
+            "SELECT 1; SHOW PROXY STATUS",
+            "/* c */ SELECT 1",
+            "",
+        ] {
+            assert!(!unknown(sql), "{sql}");
+        }
+        // The parser rejects `VALUE(a)`: each statement's first words decide.
+        let c = classify("DO 1; INSERT INTO t VALUES (1) ON DUPLICATE KEY UPDATE a = VALUE(a)");
+        assert_eq!((c.kind, c.statements), (Kind::Write, 2));
+        assert_eq!(k("SELECT 1; SHOW PROXY STATUS"), Kind::Read);
         // DDL the parser does not take keeps its tables (a temporary table's stays local).
         for (sql, tables) in [
             (
