@@ -2234,9 +2234,20 @@ async fn compound_statements_and_program_blocks_are_replicated() {
                IF (NEW.id > 500) THEN SET NEW.note = 'trigger'; END IF",
             "CALL cs.p(200)",
             "INSERT INTO cs.t VALUES (cs.twice(300), 'x')",
+            // Called once: fixed to one value, the same on every replica.
+            "IF 1 THEN INSERT INTO cs.t VALUES (450, LEFT(UUID(), 8)); END IF",
         ],
     )
     .await;
+    // A loop would repeat the one value where the server gives a new one on each pass.
+    let looped = "FOR i IN 1..2 DO INSERT INTO cs.t VALUES (800 + i, LEFT(UUID(), 8)); END FOR";
+    match c.query_drop(looped).await {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!(e.code, 1235, "{e:?}");
+            assert!(e.message.contains("loop"), "{}", e.message);
+        }
+        other => panic!("{looped}: expected 1235, got {other:?}"),
+    }
     assert_replicas_identical(&dbs, &mut c, &["cs.t"]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
@@ -2256,8 +2267,14 @@ async fn compound_statements_and_program_blocks_are_replicated() {
             (200, "big12"),
             (600, "trigger"),
         ];
+        let uuid: Option<String> = d
+            .query_first("SELECT note FROM cs.t WHERE id = 450")
+            .await
+            .unwrap();
+        assert_eq!(uuid.map(|u| u.len()), Some(8), "{}", db.addr());
         let expected: Vec<(i32, String)> =
             expected.iter().map(|(i, n)| (*i, n.to_string())).collect();
+        let rows: Vec<(i32, String)> = rows.into_iter().filter(|(id, _)| *id != 450).collect();
         assert_eq!(rows, expected, "{}", db.addr());
     }
 }

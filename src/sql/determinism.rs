@@ -8,7 +8,9 @@
 //! Pure: no I/O. Owns: `WriteCheck`. May import: sql::lexer, sql::classify (the statement a
 //! `SET STATEMENT … FOR` runs).
 
-use super::lexer::{is_account_host, Lexer, Spanned, Tok};
+use super::lexer::{
+    holds_a_loop, inner_statement, is_account_host, is_compound_statement, Lexer, Spanned, Tok,
+};
 use super::replicated_settings::REPLICATED_SETTINGS;
 
 /// Values the proxy substitutes for non-deterministic calls (chosen by the caller so this
@@ -611,6 +613,42 @@ fn refused_sysvar(var: &str) -> Option<String> {
          it first and pass the value"
     ))
 }
+/// Why UUID()/UUID_SHORT() at `toks[i]` in a compound statement cannot be one value: a loop
+/// runs it again, and in an UPDATE or an INSERT … SELECT / ON DUPLICATE KEY UPDATE the
+/// server calls it once per row (the proxy counts the rows of a statement of its own, not
+/// of one inside a compound statement).
+fn repeated_in_compound(
+    toks: &[Spanned<'_>],
+    i: usize,
+    function: &str,
+    looping: bool,
+) -> Option<String> {
+    if looping {
+        return Some(format!(
+            "{function}() in a compound statement with a loop: the proxy fixes each call to \
+             one value for every replica, and the loop would repeat it where the server gives \
+             a new one on each pass; generate the values in the application, or write one \
+             row per statement"
+        ));
+    }
+    let (start, end) = inner_statement(toks, i);
+    let inner = &toks[start..end];
+    let per_row = inner.first().is_some_and(|t| t.tok.is_word("UPDATE"))
+        || inner
+            .first()
+            .is_some_and(|t| t.tok.is_word("INSERT") || t.tok.is_word("REPLACE"))
+            && inner
+                .iter()
+                .any(|t| t.tok.is_word("SELECT") || t.tok.is_word("DUPLICATE"));
+    per_row.then(|| {
+        format!(
+            "{function}() in an UPDATE or INSERT … SELECT inside a compound statement: the \
+             server calls it once per row, and the proxy replicates one value per call; run \
+             that statement on its own (the proxy then checks how many rows it touched)"
+        )
+    })
+}
+
 /// Checks one write statement. In a `prepared` statement (its text is prepared once and
 /// executed many times) a UUID()/UUID_SHORT() call becomes a `?` placeholder whose value
 /// each execution injects (`WriteCheck::injected`); in a text statement, the literal.
@@ -628,6 +666,10 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let is_insert = first.is_some_and(|t| t.is_word("INSERT") || t.is_word("REPLACE"));
     let is_insert_select = is_insert && toks.iter().any(|t| t.tok.is_word("SELECT"));
     let is_update = first.is_some_and(|t| t.is_word("UPDATE"));
+    // A compound statement (`BEGIN NOT ATOMIC`, IF, a loop) runs its own statements: a call
+    // fixed to one value is right only where the server calls it once.
+    let compound = is_compound_statement(&Lexer::new(body).take(3).collect::<Vec<_>>());
+    let looping = compound && holds_a_loop(&toks);
     // Where the scan is, for calls the server evaluates once per row: in the rows an
     // INSERT's SELECT gives (not in a VALUES list, where each call is one row's), or in
     // its ON DUPLICATE KEY UPDATE.
@@ -791,6 +833,11 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                         } else {
                             None
                         };
+                        if compound {
+                            if let Some(why) = repeated_in_compound(&toks, i, function, looping) {
+                                refuse(&mut check, why);
+                            }
+                        }
                         if let Some(counted) = counted {
                             // The widest count wins: Records ≥ Matched, Duplicates.
                             if check.per_row_call.is_none_or(|p| p.counted < counted) {
@@ -807,6 +854,13 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                         put_value(&mut out, &mut check, placeholders, prepared, value);
                         last = close;
                     }
+                    "SYSDATE" if looping => refuse(
+                        &mut check,
+                        "SYSDATE() in a compound statement's loop gives a later time on each \
+                         pass, and the proxy replays the write at one recorded time; use NOW() \
+                         (the statement's time) or pass the times in"
+                            .into(),
+                    ),
                     "SYSDATE" => {
                         // NOW() follows the recorded timestamp; SYSDATE() would not.
                         out.push_str(&sql[last..t.start]);
@@ -1652,6 +1706,36 @@ mod tests {
             order_dependence(OrderCheck::None, "Records: 9  Duplicates: 9", true),
             None
         );
+    }
+
+    #[test]
+    fn calls_a_compound_statement_repeats_are_refused() {
+        let refused = |sql: &str| check_write(sql, false, &lit()).refused;
+        // Called once: fixed to a literal, as in a statement of its own.
+        for sql in [
+            "BEGIN NOT ATOMIC INSERT INTO t VALUES (1, UUID()); END",
+            "IF 1 THEN INSERT INTO t VALUES (1, UUID_SHORT()), (2, UUID()); END IF",
+            "IF (SELECT COUNT(*) FROM t) = 0 THEN INSERT INTO t VALUES (UUID()); END IF",
+            "BEGIN NOT ATOMIC DECLARE u CHAR(36) DEFAULT UUID(); INSERT INTO t VALUES (u); END",
+            "IF 1 THEN UPDATE t SET at = SYSDATE() WHERE id = 1; END IF",
+            "FOR i IN 1..3 DO INSERT INTO t VALUES (i, RAND()); END FOR",
+        ] {
+            assert_eq!(refused(sql), None, "{sql}");
+        }
+        for sql in [
+            "FOR i IN 1..3 DO INSERT INTO t VALUES (i, UUID()); END FOR",
+            "BEGIN NOT ATOMIC DECLARE i INT DEFAULT 0; WHILE i < 3 DO \
+             INSERT INTO t VALUES (UUID_SHORT()); SET i = i + 1; END WHILE; END",
+            "REPEAT INSERT INTO t VALUES (UUID()); UNTIL 1 END REPEAT",
+            "IF 1 THEN UPDATE t SET u = UUID(); END IF",
+            "IF 1 THEN INSERT INTO t SELECT id, UUID() FROM s; END IF",
+            "BEGIN NOT ATOMIC INSERT INTO t VALUES (1, 'a') ON DUPLICATE KEY UPDATE u = UUID(); END",
+            "WHILE 0 DO INSERT INTO t VALUES (SYSDATE()); END WHILE",
+        ] {
+            assert!(refused(sql).is_some(), "{sql}");
+        }
+        // Outside a compound statement, the statement's own checks apply (a VALUES list).
+        assert_eq!(refused("INSERT INTO t VALUES (UUID()), (UUID())"), None);
     }
 
     #[test]

@@ -383,6 +383,42 @@ fn opens_block(toks: &[Spanned<'_>], i: usize) -> bool {
     }
 }
 
+/// Whether a compound statement's tokens hold a loop (WHILE, LOOP, REPEAT or FOR), whose
+/// statements the server runs again on each pass.
+pub fn holds_a_loop(toks: &[Spanned<'_>]) -> bool {
+    let mut after_end = false;
+    toks.iter().enumerate().any(|(i, t)| {
+        let loops = !after_end
+            && ["WHILE", "LOOP", "REPEAT", "FOR"]
+                .iter()
+                .any(|k| t.tok.is_word(k))
+            && opens_block(toks, i);
+        after_end = t.tok.is_word("END");
+        loops
+    })
+}
+
+/// The range of `toks` (start, end) holding the statement of a compound statement that
+/// `toks[i]` sits in: from after the word or `;` that starts a statement there (THEN, ELSE,
+/// DO, BEGIN, ATOMIC, LOOP, REPEAT) to before the next `;`.
+pub fn inner_statement(toks: &[Spanned<'_>], i: usize) -> (usize, usize) {
+    let starts_after = |t: &Spanned<'_>| {
+        t.tok == Tok::Punct(';')
+            || ["THEN", "ELSE", "DO", "BEGIN", "ATOMIC", "LOOP", "REPEAT"]
+                .iter()
+                .any(|k| t.tok.is_word(k))
+    };
+    let start = toks[..i]
+        .iter()
+        .rposition(starts_after)
+        .map_or(0, |p| p + 1);
+    let end = toks[i..]
+        .iter()
+        .position(|t| t.tok == Tok::Punct(';'))
+        .map_or(toks.len(), |p| i + p);
+    (start, end)
+}
+
 /// Whether THEN ends the condition that starts `toks`, before the statement ends:
 /// parenthesized groups and CASE … END expressions are skipped whole.
 fn condition_then_follows(toks: &[Spanned<'_>]) -> bool {
