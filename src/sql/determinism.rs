@@ -895,6 +895,22 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 .into(),
         );
     }
+    // The statements inside a compound statement are not rewritten: a LIMIT must be
+    // ordered already, as in a procedure's body.
+    if compound
+        && toks
+            .split(|t| t.tok == Tok::Punct(';'))
+            .map(limit_order)
+            .any(|l| l.top_unordered || l.nested_unordered)
+    {
+        refuse(
+            &mut check,
+            "a LIMIT without ORDER BY at its level inside a compound statement: each replica \
+             may pick other rows (the proxy orders a LIMIT by the primary key only in a \
+             statement of its own); add ORDER BY on a unique key"
+                .into(),
+        );
+    }
     if skips_locked_rows(toks.iter().map(|t| t.tok)) {
         refuse(
             &mut check,
@@ -1719,6 +1735,7 @@ mod tests {
             "BEGIN NOT ATOMIC DECLARE u CHAR(36) DEFAULT UUID(); INSERT INTO t VALUES (u); END",
             "IF 1 THEN UPDATE t SET at = SYSDATE() WHERE id = 1; END IF",
             "FOR i IN 1..3 DO INSERT INTO t VALUES (i, RAND()); END FOR",
+            "IF 1 THEN DELETE FROM t WHERE a > 1 ORDER BY a LIMIT 1; END IF",
         ] {
             assert_eq!(refused(sql), None, "{sql}");
         }
@@ -1731,6 +1748,8 @@ mod tests {
             "IF 1 THEN INSERT INTO t SELECT id, UUID() FROM s; END IF",
             "BEGIN NOT ATOMIC INSERT INTO t VALUES (1, 'a') ON DUPLICATE KEY UPDATE u = UUID(); END",
             "WHILE 0 DO INSERT INTO t VALUES (SYSDATE()); END WHILE",
+            "IF 1 THEN DELETE FROM t WHERE a > 1 LIMIT 1; END IF",
+            "BEGIN NOT ATOMIC UPDATE t SET a = 1 WHERE a IN (SELECT a FROM u LIMIT 2); END",
         ] {
             assert!(refused(sql).is_some(), "{sql}");
         }
