@@ -1153,6 +1153,12 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                     && prev2.is_some_and(|p| p.is_word("NEXT") || p.is_word("PREVIOUS"))
                 {
                     *flags |= Flags::SIDE_EFFECTS | Flags::SEQUENCE;
+                } else if (w.eq_ignore_ascii_case("OUTFILE") || w.eq_ignore_ascii_case("DUMPFILE"))
+                    && prev.is_some_and(|p| p.is_word("INTO"))
+                {
+                    // A file written on the server's host: the primary's, not whichever
+                    // replica a read would go to.
+                    *flags |= Flags::SIDE_EFFECTS;
                 } else if w.eq_ignore_ascii_case("SQL_CALC_FOUND_ROWS") {
                     *flags |= Flags::FOUND_ROWS;
                 } else if (w.eq_ignore_ascii_case("UPDATE") || w.eq_ignore_ascii_case("SHARE"))
@@ -1536,6 +1542,12 @@ mod tests {
         // Not LOAD DATA: a key-cache preload that writes nothing.
         assert_eq!(k("LOAD INDEX INTO CACHE t"), Kind::Other);
         assert_eq!(k("LOAD DATA LOCAL INFILE 'f' INTO TABLE t"), Kind::Write);
+        for sql in [
+            "SELECT * FROM t INTO OUTFILE '/tmp/t.csv'",
+            "SELECT a INTO DUMPFILE '/tmp/a' FROM t",
+        ] {
+            assert!(classify(sql).flags.contains(Flags::SIDE_EFFECTS), "{sql}");
+        }
         // A word that starts no statement is refused, alone or behind another statement;
         // the connection's own statements, and a parenthesized query, are not.
         let unknown = |sql: &str| classify(sql).flags.contains(Flags::UNKNOWN_STATEMENT);
