@@ -2164,6 +2164,82 @@ async fn no_backslash_escapes_is_lexed_as_the_server_lexes_it() {
     }
 }
 
+/// NO_BACKSLASH_ESCAPES in the servers' global sql_mode: a session starts in it, before any
+/// answer of its own says so (the backends' greeting does). Before, a session's first
+/// statement was lexed with backslash escapes: `'C:\temp\', UUID()` was one unterminated
+/// string, so UUID() was left to each replica, and `SELECT '\'; INSERT …; -- '` a single read
+/// that ran the INSERT on the primary alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_no_backslash_escapes_is_followed_from_the_first_statement() {
+    common::init_tracing();
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        d.query_drop("SET GLOBAL sql_mode = CONCAT(@@global.sql_mode, ',NO_BACKSLASH_ESCAPES')")
+            .await
+            .unwrap();
+    }
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE gnbe",
+            "CREATE TABLE gnbe.t (id INT PRIMARY KEY, v VARCHAR(40), u VARCHAR(36))",
+        ],
+    )
+    .await;
+    // Each as the first statement of a new session (client libraries mostly send a SET
+    // NAMES or read settings first, whose answer carries the flag).
+    for sql in [
+        "INSERT INTO gnbe.t VALUES (1, 'C:\\temp\\', UUID())",
+        "SELECT '\\' AS s; INSERT INTO gnbe.t VALUES (2, 'b', NULL); -- '",
+    ] {
+        use myquorum::protocol::handshake::{client_handshake, proxy_capabilities};
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+            .await
+            .unwrap();
+        let mut s = myquorum::protocol::PacketStream::new(tcp);
+        client_handshake(&mut s, "root", "", None, proxy_capabilities(false), 45)
+            .await
+            .unwrap();
+        s.write_packet(0, [&[0x03][..], sql.as_bytes()].concat().as_slice())
+            .await
+            .unwrap();
+        // Answers up to the INSERT's OK: no error on the way.
+        loop {
+            let p = s.read_packet().await.unwrap();
+            assert_ne!(
+                p.payload[0],
+                0xFF,
+                "{sql}: {:?}",
+                String::from_utf8_lossy(&p.payload)
+            );
+            if p.payload[0] == 0x00 && p.payload.len() >= 7 {
+                let (_, rest) = p.payload.split_at(1);
+                // affected rows 1 (one byte), insert id 0 (one byte), then status flags.
+                if rest[0] == 1 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_replicas_identical(&dbs, &mut c, &["gnbe.t"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let rows: Vec<(i32, String)> = d
+            .query("SELECT id, v FROM gnbe.t ORDER BY id")
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            [(1, "C:\\temp\\".to_string()), (2, "b".to_string())],
+            "{}",
+            db.addr()
+        );
+    }
+}
+
 /// MariaDB's `SET STATEMENT … FOR <statement>` is the statement it runs: a write or DDL goes
 /// through the log with its prefix (followers run it under the same settings). Before, it
 /// was taken for a session SET and ran on the primary alone. An anonymous compound statement

@@ -405,6 +405,7 @@ impl BackendPool {
         }
         match opened {
             Ok(c) => {
+                crate::sql::lexer::note_server_no_backslash_escapes(c.hello.no_backslash_escapes);
                 let mut seen = self.seen.lock();
                 let now = (&*c.hello.server_version, c.hello.offers_extended_metadata);
                 if seen.as_ref().map(|(v, e)| (v.as_str(), *e)) != Some(now) {

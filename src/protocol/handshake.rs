@@ -249,6 +249,9 @@ pub struct BackendHello {
     pub caps: CapabilityFlags,
     /// The server offers `EXTENDED_METADATA` (MariaDB 10.5 and later).
     pub offers_extended_metadata: bool,
+    /// The greeting's status flags had NO_BACKSLASH_ESCAPES: the server's global sql_mode
+    /// has it, so a session there starts in that mode.
+    pub no_backslash_escapes: bool,
 }
 
 /// A backend's greeting, read and parsed: what the rest of the connection phase needs.
@@ -256,6 +259,7 @@ pub struct Greeting {
     seq: u8,
     server_caps: CapabilityFlags,
     offers_extended_metadata: bool,
+    no_backslash_escapes: bool,
     nonce: Vec<u8>,
     plugin: String,
     server_version: String,
@@ -299,6 +303,9 @@ pub async fn read_greeting<S: AsyncRead + AsyncWrite + Unpin>(
         server_caps,
         offers_extended_metadata: !server_caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
             && hs.mariadb_ext_capabilities().contains(EXTENDED_METADATA),
+        no_backslash_escapes: hs
+            .status_flags()
+            .contains(StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES),
         nonce: hs.nonce(),
         plugin: hs
             .auth_plugin_name_str()
@@ -370,6 +377,7 @@ impl Greeting {
             connection_id: self.connection_id,
             caps,
             offers_extended_metadata: self.offers_extended_metadata,
+            no_backslash_escapes: self.no_backslash_escapes,
         };
         let auth_data = scramble_for(&self.plugin, &self.nonce, password);
         let resp = HandshakeResponse::new(

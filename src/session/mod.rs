@@ -234,7 +234,8 @@ impl SessionState {
             prepared: HashMap::new(),
             next_stmt_id: 1,
             multi_statements,
-            no_backslash_escapes: false,
+            // As the server starts a session: from its global sql_mode.
+            no_backslash_escapes: crate::sql::lexer::server_no_backslash_escapes(),
             in_transaction: false,
             autocommit: true,
             proxy_vars: Vec::new(),
@@ -261,7 +262,7 @@ impl SessionState {
         self.prepared.clear();
         self.in_transaction = false;
         self.autocommit = true;
-        self.no_backslash_escapes = false;
+        self.no_backslash_escapes = crate::sql::lexer::server_no_backslash_escapes();
         self.proxy_vars.clear();
         self.pending.clear();
         self.savepoints.clear();
