@@ -2148,6 +2148,18 @@ async fn no_backslash_escapes_is_lexed_as_the_server_lexes_it() {
         let _: Vec<mysql_async::Row> = results.collect().await.unwrap();
     }
     drop(results);
+    // A prepared text is judged and logged as sent: one whose strings end elsewhere in this
+    // mode is refused; a backslash that moves nothing is fine.
+    match c
+        .exec_drop("INSERT INTO nbe.t VALUES (?, 'D:\\', UUID())", (3,))
+        .await
+    {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1235, "{e:?}"),
+        other => panic!("expected 1235, got {other:?}"),
+    }
+    c.exec_drop("INSERT INTO nbe.t VALUES (?, 'E:\\\\x', NULL)", (4,))
+        .await
+        .unwrap();
     assert_replicas_identical(&dbs, &mut c, &["nbe.t"]).await;
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
@@ -2157,7 +2169,11 @@ async fn no_backslash_escapes_is_lexed_as_the_server_lexes_it() {
             .unwrap();
         assert_eq!(
             rows,
-            [(1, "C:\\temp\\".to_string()), (2, "b".to_string())],
+            [
+                (1, "C:\\temp\\".to_string()),
+                (2, "b".to_string()),
+                (4, "E:\\\\x".to_string())
+            ],
             "{}",
             db.addr()
         );

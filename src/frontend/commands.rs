@@ -2504,6 +2504,18 @@ impl ClientSession {
                  e.g. a latin1 or binary literal); pass such values as parameters",
             )));
         };
+        if session.no_backslash_escapes
+            && text.contains('\\')
+            && crate::sql::lexer::backslashes_move_tokens(text)
+        {
+            // The text is kept, judged and logged as it is: lexed as the server lexes it
+            // here, its strings would end elsewhere than in every check the proxy makes.
+            return Err(Failure::Answer(MysqlError::not_supported(
+                "a prepared statement whose string literals end elsewhere under \
+                 NO_BACKSLASH_ESCAPES (a backslash before a quote): pass the value as a \
+                 parameter",
+            )));
+        }
         let (digest, c) = self.ctx.classify_cache.classify_keyed(text);
         let (sql, c, own_payload): (Arc<str>, _, _) =
             match self.with_own_connection_id(text, payload, &c)? {

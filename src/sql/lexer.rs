@@ -345,6 +345,16 @@ pub fn without_backslash_escapes(text: &str) -> Option<String> {
     out.and_then(|v| String::from_utf8(v).ok())
 }
 
+/// Whether `text` splits into other tokens under NO_BACKSLASH_ESCAPES than with backslash
+/// escapes (a string that ends elsewhere): only then does the mode change what it is.
+pub fn backslashes_move_tokens(text: &str) -> bool {
+    let mut plain = Lexer::new(text);
+    plain.no_backslash_escapes = true;
+    !Lexer::new(text)
+        .map(|t| (t.start, t.end))
+        .eq(plain.map(|t| (t.start, t.end)))
+}
+
 /// Bytes above ASCII that MariaDB 10.11's lexer skips as whitespace in some client
 /// character sets (measured with `SET NAMES cs` and `SELECT<byte>1` for every 8-bit one):
 /// 0xA0 (no-break space) in latin1, latin2, latin5, latin7, cp1250, dec8, greek, hebrew,
@@ -587,6 +597,16 @@ mod tests {
         assert_eq!(pieces.len(), 2);
         assert!(sql[pieces[0].0..pieces[0].1].ends_with("END WHILE; END"));
         assert_eq!(split_statements("BEGIN; INSERT INTO t VALUES (1)").len(), 2);
+    }
+
+    #[test]
+    fn backslashes_move_tokens_only_where_a_string_ends_elsewhere() {
+        assert!(!backslashes_move_tokens("SELECT 'a\\\\b', ?"));
+        assert!(!backslashes_move_tokens("INSERT INTO t VALUES (?, 'x')"));
+        assert!(backslashes_move_tokens(
+            "INSERT INTO t VALUES ('C:\\temp\\', ?)"
+        ));
+        assert!(backslashes_move_tokens("SELECT '\\'; DELETE FROM t; -- '"));
     }
 
     #[test]
