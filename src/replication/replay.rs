@@ -234,6 +234,23 @@ pub struct Replayer {
     dropped_schemas: HashSet<String>,
     /// Set by `run_pipeline` when a pipelined `USE` found no such database.
     unknown_schema: Option<String>,
+    /// Set by `run_pipeline` when its first failure was a deadlock or lock wait timeout
+    /// (`is_lock_conflict`): another transaction on this replica, not the record.
+    lock_conflict: bool,
+}
+
+/// Times a batch that failed on a lock conflict is applied again before the replica is
+/// quarantined (MySQL's SQL thread retries a transaction `slave_transaction_retries` = 10
+/// times).
+const LOCK_CONFLICT_RETRIES: u32 = 10;
+
+/// A deadlock or lock wait timeout (InnoDB's, or a metadata lock's). The applier is the only
+/// writer of replicated rows on a follower, so the other transaction is the replica's own:
+/// maintenance the proxy runs on every replica (OPTIMIZE TABLE rebuilds the table and waits
+/// for an exclusive metadata lock: fuzz seed 263), or a client connected to it directly. The
+/// record is not at fault; applying it again is.
+fn is_lock_conflict(code: u16) -> bool {
+    matches!(code, 1205 | 1213)
 }
 
 impl Replayer {
@@ -252,6 +269,7 @@ impl Replayer {
             pool,
             dropped_schemas: HashSet::new(),
             unknown_schema: None,
+            lock_conflict: false,
         }
     }
 
@@ -481,6 +499,7 @@ impl Replayer {
     ) -> Result<MarkedAll, ApplyError> {
         let mut failure = None;
         self.unknown_schema = None;
+        self.lock_conflict = false;
         let mut marked_all = MarkedAll(true);
         let mut rest = cmds.into_iter();
         loop {
@@ -498,9 +517,12 @@ impl Replayer {
             }
             self.conn.stream.flush().await?;
             for expect in segment {
+                let first = failure.is_none();
                 if let Expect::LoadData { data, affected, ts } = expect {
                     self.send_infile(&data).await?;
                     let s = self.read_answer().await?;
+                    self.lock_conflict |=
+                        first && s.error.as_ref().is_some_and(|e| is_lock_conflict(e.code));
                     check(
                         Expect::Statement {
                             affected,
@@ -513,6 +535,8 @@ impl Replayer {
                     );
                 } else if let Expect::Marked(records) = expect {
                     let s = self.read_answer().await?;
+                    self.lock_conflict |=
+                        first && s.error.as_ref().is_some_and(|e| is_lock_conflict(e.code));
                     match (s.error, s.ok) {
                         (Some(e), _) if failure.is_none() => {
                             failure = Some(format!("marking records applied failed: {e}"));
@@ -522,12 +546,17 @@ impl Replayer {
                     }
                 } else {
                     let s = self.read_answer().await?;
+                    // Whether this answer's error is the failure kept: a DDL's expected
+                    // error (the primary's own) is none.
+                    let conflict =
+                        first && s.error.as_ref().is_some_and(|e| is_lock_conflict(e.code));
                     if let (Expect::Use(db), Some(e)) = (&expect, &s.error) {
                         if e.code == UNKNOWN_DATABASE && failure.is_none() {
                             self.unknown_schema = Some(db.clone());
                         }
                     }
                     check(expect, s, &mut failure, &self.conn.addr);
+                    self.lock_conflict |= conflict && failure.is_some();
                 }
             }
         }
@@ -588,6 +617,7 @@ impl Replayer {
         chunk: usize,
     ) -> Result<(), ApplyError> {
         let mut i = 0;
+        let mut conflicts = 0u32;
         while i < entries.len() {
             let rec = decode(&entries[i])?;
             if rec.kind == RecordKind::Ddl {
@@ -626,11 +656,17 @@ impl Replayer {
                 crate::backend::schema_facts::note_replayed_ddl();
                 // DROP DATABASE of the current schema leaves the connection without one.
                 self.schema = None;
+                if let Err(e) = &result {
+                    if self.lock_conflict_again(&mut conflicts, e).await {
+                        continue;
+                    }
+                }
                 if !result?.0 {
                     self.store_applied(shard, &entries[i..=i], chunk, false)
                         .await?;
                 }
                 i += 1;
+                conflicts = 0;
                 continue;
             }
             // Not START TRANSACTION: the batch is pipelined, and a statement that ends the
@@ -705,6 +741,9 @@ impl Replayer {
                 Ok(MarkedAll(all)) => all,
                 Err(e) => {
                     self.abandon().await;
+                    if self.lock_conflict_again(&mut conflicts, &e).await {
+                        continue;
+                    }
                     match self.unknown_schema.take() {
                         // A database this replica lacks: the batch again, with the
                         // primary's state for it (`dropped_schema_of`). Once per database.
@@ -726,8 +765,25 @@ impl Replayer {
                 ApplyError::Diverged(format!("COMMIT of applied records failed: {e}"))
             })?;
             i = j;
+            conflicts = 0;
         }
         Ok(())
+    }
+
+    /// After a failed batch: whether its failure was a lock conflict to apply it again for
+    /// (`is_lock_conflict`), after a pause that grows with each attempt; false once
+    /// `LOCK_CONFLICT_RETRIES` attempts failed so.
+    async fn lock_conflict_again(&mut self, conflicts: &mut u32, e: &ApplyError) -> bool {
+        if !self.lock_conflict || *conflicts >= LOCK_CONFLICT_RETRIES {
+            return false;
+        }
+        *conflicts += 1;
+        tracing::warn!(addr = %self.conn.addr, attempt = *conflicts, error = %e,
+            "a lock conflict with another transaction on this replica (maintenance such as \
+             OPTIMIZE TABLE, or a client connected to it directly) failed an apply batch; \
+             applying it again");
+        tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(*conflicts))).await;
+        true
     }
 
     /// Whether this replica started DDL record `ts` before (its row says so); if not, the
