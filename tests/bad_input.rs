@@ -498,6 +498,17 @@ fn seed_commands() -> Vec<Vec<u8>> {
         "INSERT INTO f.p VALUES (4, 'abc')",
         "UPDATE f.t SET v = JSON_OBJECT('at', NOW(6)) WHERE id = 1",
         "INSERT INTO f.c (v) SELECT MAX(v) FROM f.c",
+        // Compound statements outside a program, and a program body with IF (…) THEN. (Their
+        // conditions read no table others write: a plain read there sees the primary's
+        // snapshot, not the log's order; see the README.)
+        "IF 1 THEN UPDATE f.t SET v = 'if' WHERE id = 1; END IF",
+        "FOR i IN 1..2 DO INSERT INTO f.t VALUES (400 + i, 'for') ON DUPLICATE KEY UPDATE v = 'f2'; END FOR",
+        "CASE WHEN DAYOFWEEK(NOW()) > 0 THEN DELETE FROM f.a WHERE id > 1000; ELSE DO 0; END CASE",
+        "BEGIN NOT ATOMIC DECLARE n INT DEFAULT 7; INSERT INTO f.a (id, v) VALUES (2000 + n, 'b') ON DUPLICATE KEY UPDATE v = 'b2'; END",
+        "CREATE PROCEDURE IF NOT EXISTS f.pr(k INT) BEGIN IF (k > 1) THEN UPDATE f.t SET v = REPEAT('r', 2) WHERE id = k; END IF; END",
+        "CALL f.pr(2)",
+        "IF 1 THEN INSERT IGNORE INTO f.t VALUES (450, LEFT(UUID(), 8)); END IF",
+        "REPEAT DELETE FROM f.t WHERE id = 401; UNTIL 1 END REPEAT",
     ]
     .iter()
     .map(|q| [&[0x03][..], q.as_bytes()].concat())
