@@ -1407,14 +1407,17 @@ pub fn commits_implicitly(c: &Classified, sql: &str) -> bool {
 /// (or, SHUTDOWN, because they would act on one server behind the client's back).
 pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> {
     if c.flags.contains(Flags::UNKNOWN_STATEMENT) {
-        let start: String = sql.trim_start().chars().take(60).collect();
+        // The server's own words for it: clients and their tests compare them.
+        let at = crate::sql::classify::unknown_statement_start(sql).unwrap_or(0);
+        let near: String = sql.get(at..).unwrap_or(sql).chars().take(80).collect();
+        let line = 1 + sql.get(..at).unwrap_or("").matches('\n').count();
         return Err(MysqlError::new(
             1064,
             "42000",
             format!(
-                "You have an error in your SQL syntax: myquorum knows no statement that starts \
-                 like '{start}', and does not send what it could not replicate; check the \
-                 statement's first word"
+                "You have an error in your SQL syntax; check the manual that corresponds to \
+                 your MariaDB server version for the right syntax to use near '{near}' at \
+                 line {line}"
             ),
         ));
     }

@@ -983,6 +983,23 @@ fn kind_of_statement(s: &Statement) -> Kind {
     }
 }
 
+/// Where the first statement of `sql` that starts with an unknown word starts (the byte
+/// offset of that word; `Flags::UNKNOWN_STATEMENT`), for the error the server would give.
+pub fn unknown_statement_start(sql: &str) -> Option<usize> {
+    // `SET STATEMENT … FOR <statement>`: the statement is the text's tail.
+    let target = set_statement_target(sql).unwrap_or(sql);
+    let offset = sql.len() - target.len();
+    split_statements(target)
+        .into_iter()
+        .find_map(|(start, end)| {
+            let mut flags = Flags::empty();
+            keyword_kind(target.get(start..end)?, &mut flags);
+            flags
+                .contains(Flags::UNKNOWN_STATEMENT)
+                .then_some(offset + start)
+        })
+}
+
 /// Kind from the leading keywords of each statement (`pieces`, from `split_statements`),
 /// the strongest: `DO 1; INSERT … VALUE(a)` (a text the parser rejects) is a write, not a
 /// DO sent to the primary with the INSERT unlogged.
@@ -1573,6 +1590,12 @@ mod tests {
         ] {
             assert!(!unknown(sql), "{sql}");
         }
+        assert_eq!(unknown_statement_start("SELECT 1;\n FROB t"), Some(11));
+        assert_eq!(unknown_statement_start("SELECT 1"), None);
+        assert_eq!(
+            unknown_statement_start("SET STATEMENT a = 1 FOR FROB t"),
+            Some(24)
+        );
         // The parser rejects `VALUE(a)`: each statement's first words decide.
         let c = classify("DO 1; INSERT INTO t VALUES (1) ON DUPLICATE KEY UPDATE a = VALUE(a)");
         assert_eq!((c.kind, c.statements), (Kind::Write, 2));
