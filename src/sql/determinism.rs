@@ -660,7 +660,8 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let mut has_order_by = false;
     // `SET STATEMENT … FOR <statement>` is judged as the statement it runs.
     let body = super::classify::set_statement_target(sql).unwrap_or(sql);
-    let head: Vec<Tok<'_>> = Lexer::new(body).take(3).map(|t| t.tok).collect();
+    let head_spans: Vec<Spanned<'_>> = Lexer::new(body).take(3).collect();
+    let head: Vec<Tok<'_>> = head_spans.iter().map(|t| t.tok).collect();
     let first = head.first().copied();
     let is_update_or_delete = first.is_some_and(|t| t.is_word("UPDATE") || t.is_word("DELETE"));
     let is_insert = first.is_some_and(|t| t.is_word("INSERT") || t.is_word("REPLACE"));
@@ -668,7 +669,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let is_update = first.is_some_and(|t| t.is_word("UPDATE"));
     // A compound statement (`BEGIN NOT ATOMIC`, IF, a loop) runs its own statements: a call
     // fixed to one value is right only where the server calls it once.
-    let compound = is_compound_statement(&Lexer::new(body).take(3).collect::<Vec<_>>());
+    let compound = is_compound_statement(&head_spans);
     let looping = compound && holds_a_loop(&toks);
     // Where the scan is, for calls the server evaluates once per row: in the rows an
     // INSERT's SELECT gives (not in a VALUES list, where each call is one row's), or in
