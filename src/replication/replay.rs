@@ -253,6 +253,11 @@ fn is_lock_conflict(code: u16) -> bool {
     matches!(code, 1205 | 1213)
 }
 
+/// Whether `s` is an error answer for a lock conflict (`is_lock_conflict`).
+fn answers_lock_conflict(s: &ResponseSummary) -> bool {
+    s.error.as_ref().is_some_and(|e| is_lock_conflict(e.code))
+}
+
 impl Replayer {
     pub fn new(conn: BackendConn, pool: Option<Arc<BackendPool>>) -> Replayer {
         let deprecate_eof = conn
@@ -517,12 +522,14 @@ impl Replayer {
             }
             self.conn.stream.flush().await?;
             for expect in segment {
+                // Whether this answer's error becomes the failure kept (a DDL's expected
+                // error, the primary's own, does not) and is a lock conflict.
                 let first = failure.is_none();
+                let conflict;
                 if let Expect::LoadData { data, affected, ts } = expect {
                     self.send_infile(&data).await?;
                     let s = self.read_answer().await?;
-                    self.lock_conflict |=
-                        first && s.error.as_ref().is_some_and(|e| is_lock_conflict(e.code));
+                    conflict = answers_lock_conflict(&s);
                     check(
                         Expect::Statement {
                             affected,
@@ -535,8 +542,7 @@ impl Replayer {
                     );
                 } else if let Expect::Marked(records) = expect {
                     let s = self.read_answer().await?;
-                    self.lock_conflict |=
-                        first && s.error.as_ref().is_some_and(|e| is_lock_conflict(e.code));
+                    conflict = answers_lock_conflict(&s);
                     match (s.error, s.ok) {
                         (Some(e), _) if failure.is_none() => {
                             failure = Some(format!("marking records applied failed: {e}"));
@@ -546,18 +552,15 @@ impl Replayer {
                     }
                 } else {
                     let s = self.read_answer().await?;
-                    // Whether this answer's error is the failure kept: a DDL's expected
-                    // error (the primary's own) is none.
-                    let conflict =
-                        first && s.error.as_ref().is_some_and(|e| is_lock_conflict(e.code));
+                    conflict = answers_lock_conflict(&s);
                     if let (Expect::Use(db), Some(e)) = (&expect, &s.error) {
                         if e.code == UNKNOWN_DATABASE && failure.is_none() {
                             self.unknown_schema = Some(db.clone());
                         }
                     }
                     check(expect, s, &mut failure, &self.conn.addr);
-                    self.lock_conflict |= conflict && failure.is_some();
                 }
+                self.lock_conflict |= first && conflict && failure.is_some();
             }
         }
         match failure {
