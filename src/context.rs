@@ -337,4 +337,7 @@ pub struct CallCheck {
     pub starts_transaction: bool,
     /// It may roll back the transaction it runs in (a ROLLBACK not to a savepoint).
     pub may_roll_back: bool,
+    /// The words and quoted identifiers of the bodies (each once): what may name one of the
+    /// caller's temporary tables.
+    pub identifiers: std::collections::BTreeSet<String>,
 }

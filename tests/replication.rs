@@ -5894,3 +5894,138 @@ async fn sequences_replicate_and_a_new_primary_reuses_no_value() {
     }
     assert_replicas_identical(&dbs, &mut c, &["sq.t"]).await;
 }
+
+/// A program (CALL, or a compound statement) that fails part-way inside the client's
+/// transaction leaves none of its writes behind: on the primary the statements before the
+/// failing one ran, and the log has no record of the program, so they would stay on the
+/// primary alone at COMMIT. The proxy undoes the program's writes (a savepoint before it);
+/// the client's own writes around it stay, and an exit handler's ROLLBACK still ends the
+/// whole transaction, as on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_failing_inside_a_transaction_leaves_no_partial_writes() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE pf",
+            "CREATE TABLE pf.t (id INT PRIMARY KEY)",
+            "CREATE PROCEDURE pf.dup(n INT) BEGIN \
+               INSERT INTO pf.t VALUES (n); INSERT INTO pf.t VALUES (n); END",
+            "CREATE PROCEDURE pf.undoes(n INT) BEGIN \
+               DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END; \
+               INSERT INTO pf.t VALUES (n); INSERT INTO pf.t VALUES (n); END",
+        ],
+    )
+    .await;
+    let failing = [
+        "CALL pf.dup(10)",
+        "BEGIN NOT ATOMIC INSERT INTO pf.t VALUES (11); INSERT INTO pf.t VALUES (11); END",
+        "FOR i IN 12..13 DO INSERT INTO pf.t VALUES (12); END FOR",
+    ];
+    // Each failing program inside a transaction that goes on and commits.
+    for (n, program) in failing.iter().enumerate() {
+        let before = 100 + 2 * n as i32;
+        run_all(
+            &mut c,
+            &["BEGIN", &format!("INSERT INTO pf.t VALUES ({before})")],
+        )
+        .await;
+        match c.query_drop(*program).await {
+            Err(e) => assert_eq!(server_code(&e), 1062, "{program}: {e:?}"),
+            Ok(()) => panic!("{program}: succeeded"),
+        }
+        run_all(
+            &mut c,
+            &[
+                &format!("INSERT INTO pf.t VALUES ({})", before + 1),
+                "COMMIT",
+            ],
+        )
+        .await;
+    }
+    // With autocommit off, the failing program is the transaction's first statement.
+    run_all(&mut c, &["SET autocommit = 0"]).await;
+    match c.query_drop("CALL pf.dup(20)").await {
+        Err(e) => assert_eq!(server_code(&e), 1062, "{e:?}"),
+        Ok(()) => panic!("CALL pf.dup(20) succeeded"),
+    }
+    run_all(
+        &mut c,
+        &[
+            "INSERT INTO pf.t VALUES (200)",
+            "COMMIT",
+            "SET autocommit = 1",
+        ],
+    )
+    .await;
+    // The handler rolls the whole transaction back: the write before the CALL goes too.
+    run_all(&mut c, &["BEGIN", "INSERT INTO pf.t VALUES (300)"]).await;
+    match c.query_drop("CALL pf.undoes(30)").await {
+        Err(e) => assert_eq!(server_code(&e), 1062, "{e:?}"),
+        Ok(()) => panic!("CALL pf.undoes(30) succeeded"),
+    }
+    run_all(&mut c, &["INSERT INTO pf.t VALUES (301)", "COMMIT"]).await;
+    assert_replicas_identical(&dbs, &mut c, &["pf.t"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let ids: Vec<i32> = d.query("SELECT id FROM pf.t ORDER BY id").await.unwrap();
+        assert_eq!(
+            ids,
+            [100, 101, 102, 103, 104, 105, 200, 301],
+            "{}",
+            db.addr()
+        );
+    }
+}
+
+/// A temporary table hides a regular table of its name on the primary, for this session;
+/// followers have only the regular one. A write whose tables the proxy cannot list (a
+/// compound statement, a CALL, a text its parser rejects) and that names one of the
+/// session's temporary tables is refused: replicated, it changed the regular table on the
+/// followers and the temporary one on the primary (fuzz seed 261: row 401 on the primary
+/// only). Once the temporary table is dropped the same statements replicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn programs_naming_a_temporary_table_are_refused_not_split() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE tt",
+            "USE tt",
+            "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))",
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+            "CREATE PROCEDURE drop_two() DELETE FROM t WHERE id = 2",
+            "CREATE TEMPORARY TABLE t (id INT)",
+        ],
+    )
+    .await;
+    let writes = [
+        "REPEAT DELETE FROM t WHERE id = 1; UNTIL 1 END REPEAT",
+        "CALL drop_two()",
+        // The parser rejects SOUNDS LIKE.
+        "UPDATE t SET v = 'z' WHERE id = 3 AND v SOUNDS LIKE 'c'",
+    ];
+    for write in writes {
+        match c.query_drop(write).await {
+            Err(e) => {
+                assert_eq!(server_code(&e), 1235, "{write}: {e:?}");
+                assert!(e.to_string().contains("temporary"), "{write}: {e}");
+            }
+            Ok(()) => panic!("{write}: accepted while a temporary t hides tt.t"),
+        }
+    }
+    // The session goes on: its temporary table is still there.
+    run_all(&mut c, &["INSERT INTO t VALUES (7)"]).await;
+    let hidden: Option<i64> = c.query_first("SELECT COUNT(*) FROM t").await.unwrap();
+    assert_eq!(hidden, Some(1));
+    run_all(&mut c, &["DROP TEMPORARY TABLE t"]).await;
+    run_all(&mut c, &writes).await;
+    assert_replicas_identical(&dbs, &mut c, &["tt.t"]).await;
+    for db in &dbs {
+        let mut d = connect(&db.url(None)).await;
+        let rows: Vec<(i32, String)> = d.query("SELECT id, v FROM tt.t ORDER BY id").await.unwrap();
+        assert_eq!(rows, [(3, "z".to_string())], "{}", db.addr());
+    }
+}

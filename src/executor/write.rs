@@ -69,6 +69,11 @@ pub struct WritePlan<'a> {
     /// A rewritten call the server would evaluate once per row: the primary's answer must
     /// show one row (`sql::determinism::per_row_dependence`), else it is undone likewise.
     pub per_row_call: Option<PerRowCall>,
+    /// A program (CALL, compound statement) inside the client's transaction: if it fails,
+    /// the writes its statements made before the failing one are undone (a savepoint before
+    /// it). The server keeps them, but the log has no record of a failed statement, so at
+    /// COMMIT they would stay on the primary alone.
+    pub undo_if_failed: bool,
     /// User variables the statement reads: their values are read just before it and
     /// carried in the record's settings.
     pub user_vars: Vec<String>,
@@ -82,8 +87,13 @@ pub struct WritePlan<'a> {
     pub rand_seeds: Option<(u32, u32)>,
 }
 
-/// Set in front of an `OrderCheck` write inside a transaction, to undo only that statement.
+/// Set in front of an `OrderCheck` write or a program inside a transaction, to undo only
+/// that statement.
 const ORDER_CHECK_SAVEPOINT: &str = "SAVEPOINT myquorum_order_check";
+
+/// ER_CHECK_NOT_IMPLEMENTED, SAVEPOINT's answer in a transaction that wrote a table whose
+/// engine keeps none.
+const NO_SAVEPOINTS_HERE: u16 = 1178;
 
 /// A write executed on the primary, its answer held back.
 pub struct Executed {
@@ -223,7 +233,7 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     // The transaction the client began (answered by the proxy) starts on the server here.
     let begin = queue_deferred_begin(conn);
     let checked_after = plan.order_check != OrderCheck::None || plan.per_row_call.is_some();
-    let savepoint = checked_after && !plan.wrap_in_transaction;
+    let savepoint = (checked_after || plan.undo_if_failed) && !plan.wrap_in_transaction;
     if savepoint {
         conn.stream.queue_packet(0, &query(ORDER_CHECK_SAVEPOINT));
     }
@@ -259,11 +269,17 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
             .map_err(backend)?;
         context_error = answer.error;
     }
+    let mut savepoint_set = savepoint;
     if savepoint {
         let answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
             .await
             .map_err(backend)?;
-        context_error = context_error.or(answer.error);
+        match answer.error {
+            // A table whose engine keeps no savepoints (Aria) is in the transaction. A program
+            // runs anyway (most succeed); only if it fails is the transaction lost.
+            Some(e) if e.code == NO_SAVEPOINTS_HERE && !checked_after => savepoint_set = false,
+            e => context_error = context_error.or(e),
+        }
     }
     if plan.needs_last_insert_id {
         match read_first_row(&mut conn.stream, plan.deprecate_eof)
@@ -354,6 +370,16 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
             infile_too_large,
         ));
     }
+    if savepoint && plan.undo_if_failed && summary.error.is_some() {
+        if !savepoint_set {
+            return Err(backend(io::Error::other(
+                "a program failed part-way inside a transaction that holds a table whose \
+                 engine keeps no savepoints (Aria), so the proxy cannot undo what it wrote \
+                 before failing; the transaction is rolled back",
+            )));
+        }
+        undo_to_savepoint(conn, plan.deprecate_eof, Undo::FailedProgram).await?;
+    }
     let warnings = if summary.warnings > 0 && summary.error.is_none() {
         read_warnings(conn, plan.deprecate_eof).await?
     } else {
@@ -381,7 +407,7 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
             result_undecided(conn, checks, plan.deprecate_eof, &raw, insert_id).await?
         {
             if savepoint {
-                undo_to_savepoint(conn, plan.deprecate_eof).await?;
+                undo_to_savepoint(conn, plan.deprecate_eof, Undo::OrderDependent).await?;
             }
             // Autocommit: the caller rolls the proxy's transaction back.
             return Ok(Executed::failed(
@@ -554,10 +580,29 @@ async fn read_last_insert_id(
         .and_then(|v| v.parse::<u64>().ok()))
 }
 
-/// Undoes the statement run after `ORDER_CHECK_SAVEPOINT`; the transaction goes on, as after
-/// a statement the server refused. If that fails the connection is given up, which rolls the
-/// whole transaction back on the server: the statement must not stay unrecorded.
-async fn undo_to_savepoint(conn: &mut BackendConn, deprecate_eof: bool) -> Result<(), RelayError> {
+/// Why the proxy rolls back to `ORDER_CHECK_SAVEPOINT`.
+#[derive(Clone, Copy)]
+enum Undo {
+    /// The write's result depended on row order: the transaction goes on, as after a
+    /// statement the server refused.
+    OrderDependent,
+    /// A program failed part-way (`WritePlan::undo_if_failed`). Its savepoint is gone when
+    /// the program or the server ended the transaction (an exit handler's ROLLBACK, a
+    /// deadlock): then there is nothing to undo, and the caller asks the primary whether its
+    /// transaction is still open.
+    FailedProgram,
+}
+
+/// Undoes the statement run after `ORDER_CHECK_SAVEPOINT`. If that fails the connection is
+/// given up, which rolls the whole transaction back on the server: the statement's writes
+/// must not stay unrecorded.
+async fn undo_to_savepoint(
+    conn: &mut BackendConn,
+    deprecate_eof: bool,
+    why: Undo,
+) -> Result<(), RelayError> {
+    /// ER_SP_DOES_NOT_EXIST: no such savepoint.
+    const NO_SAVEPOINT: u16 = 1305;
     let undo = format!("ROLLBACK TO {ORDER_CHECK_SAVEPOINT}");
     conn.stream
         .write_packet(0, &query(&undo))
@@ -566,14 +611,23 @@ async fn undo_to_savepoint(conn: &mut BackendConn, deprecate_eof: bool) -> Resul
     let answer = read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof)
         .await
         .map_err(RelayError::Backend)?;
-    match answer.error {
-        None => Ok(()),
-        Some(e) => Err(RelayError::Backend(io::Error::other(format!(
-            "undoing a write whose result depended on row order failed ({}); the transaction \
-             is rolled back",
+    let what = match (why, answer.error) {
+        (_, None) => return Ok(()),
+        (Undo::FailedProgram, Some(e)) if e.code == NO_SAVEPOINT => return Ok(()),
+        (Undo::OrderDependent, Some(e)) => {
+            format!(
+                "undoing a write whose result depended on row order failed ({})",
+                e.message
+            )
+        }
+        (Undo::FailedProgram, Some(e)) => format!(
+            "undoing the writes of a program that failed part-way failed ({})",
             e.message
-        )))),
-    }
+        ),
+    };
+    Err(RelayError::Backend(io::Error::other(format!(
+        "{what}; the transaction is rolled back"
+    ))))
 }
 
 /// The server's warnings for the statement just run on `conn` (SHOW WARNINGS), read before

@@ -1384,6 +1384,13 @@ impl ClientSession {
             }
         };
         refused_for(check.refusal)?;
+        let words = check.identifiers.iter().map(String::as_str);
+        if let Some(table) = session.temp_tables.first_named(words) {
+            return Err(Failure::Answer(super::writes::temporary_table_named(
+                table,
+                &format!("procedure {db}.{name}"),
+            )));
+        }
         let commits_pending = check.starts_transaction && !session.pending.is_empty();
         if commits_pending && check.may_roll_back {
             return Err(Failure::Answer(MysqlError::not_supported(&format!(
@@ -1446,6 +1453,9 @@ impl ClientSession {
             }
             check.starts_transaction |= crate::sql::classify::starts_transaction(&body);
             check.may_roll_back |= crate::sql::classify::may_roll_back(&body);
+            check
+                .identifiers
+                .extend(crate::session::temp_tables::identifiers(&body).map(str::to_string));
             for (callee_db, callee) in crate::sql::determinism::procedures_called(&body) {
                 queue.push((callee_db.unwrap_or_else(|| pdb.clone()), callee));
             }

@@ -21,6 +21,7 @@ use crate::replication::log::{CommitError, ShardLog};
 use crate::replication::record::{Body, Record, RecordKind, Statement};
 use crate::router::{Route, ShardId, Target};
 use crate::session::diagnostics::Diagnostics;
+use crate::session::temp_tables::identifiers;
 use crate::session::{PinReason, SessionState};
 use crate::sql::classify::{
     defined_object, non_innodb_engine, sets_non_innodb_default_engine, touches_schema,
@@ -153,6 +154,16 @@ fn classify_replicated_write(
     }
     match c.kind {
         Kind::Write | Kind::Call => {
+            // A program's tables, or those of a text the parser rejects, are not listed: a
+            // mention of a temporary table's name may be that table (which followers lack),
+            // or one it hides on the primary alone.
+            let unlisted = c.kind == Kind::Call || c.flags.contains(Flags::FALLBACK);
+            if let Some(name) = unlisted
+                .then(|| session.temp_tables.first_named(identifiers(sql)))
+                .flatten()
+            {
+                return Err(temporary_table_named(name, "this statement"));
+            }
             if c.tables.iter().any(temp) {
                 // Only temporary tables change (`INSERT INTO tmp SELECT … FROM regular` fills a
                 // report table): the primary alone has them.
@@ -220,6 +231,18 @@ fn classify_replicated_write(
         }
         _ => Ok(WriteClass::None),
     }
+}
+
+/// The refusal of a write whose tables the proxy cannot list (`what`) that names `table`,
+/// one of the session's temporary tables.
+pub(super) fn temporary_table_named(table: &str, what: &str) -> MysqlError {
+    MysqlError::not_supported(&format!(
+        "{what} names {table}, one of this session's temporary tables, in a form the proxy \
+         cannot list the tables of (a stored program or compound statement, or a statement \
+         its parser rejects): on the primary it may write the temporary table, or read it, \
+         where the followers have no such table or a regular one of that name. Drop the \
+         temporary table first (DROP TEMPORARY TABLE {table}), or use another name for it"
+    ))
 }
 
 /// `RENAME TABLE tmp TO tmp2` (or `ALTER TABLE tmp RENAME TO tmp2`) of the session's
@@ -642,6 +665,7 @@ impl ClientSession {
             is_dml: c.kind == Kind::Write,
             order_check: check.order_check,
             per_row_call: check.per_row_call,
+            undo_if_failed: c.kind == Kind::Call,
             user_vars: check.user_vars.clone(),
             timestamp_us: session.fixed_timestamp_us(),
             reads_clock: clockless.is_none(),

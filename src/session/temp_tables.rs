@@ -4,8 +4,9 @@
 //! Linux does; a temporary table created in one schema does not hide a same-named table in
 //! another.
 //!
-//! Owns: `TempTables`. May import: sql (the name changes a DDL makes).
+//! Owns: `TempTables`. May import: sql (the name changes a DDL makes, the lexer).
 
+use crate::sql::lexer::{Lexer, Tok};
 use crate::sql::{qualified_name as qualify, TableNameChanges};
 
 #[derive(Debug, Default, Clone)]
@@ -21,6 +22,19 @@ impl TempTables {
         }
         let key = qualify(reference, schema);
         self.0.contains(&key)
+    }
+
+    /// The first of these tables that one of `words` names, in any schema: for a text whose
+    /// tables the proxy could not list (a program, a statement the parser rejects), where
+    /// any mention may be that table, hiding a regular one of the same name on the primary.
+    pub fn first_named<'w>(&self, words: impl IntoIterator<Item = &'w str>) -> Option<&str> {
+        if self.0.is_empty() {
+            return None;
+        }
+        words
+            .into_iter()
+            .find_map(|w| self.0.iter().find(|(_, name)| name == w))
+            .map(|(_, name)| name.as_str())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -56,6 +70,14 @@ impl TempTables {
         self.0.retain(|k| *k != key);
         self.0.len() != before
     }
+}
+
+/// The words and quoted identifiers of `sql`: what may name a table.
+pub fn identifiers(sql: &str) -> impl Iterator<Item = &str> {
+    Lexer::new(sql).filter_map(|t| match t.tok {
+        Tok::Word(w) | Tok::Quoted(w) => Some(w),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -118,5 +140,30 @@ mod tests {
             "app",
         );
         assert!(kept.contains("t1", Some("app")));
+    }
+
+    #[test]
+    fn a_text_naming_a_temporary_table_in_any_schema_is_found() {
+        let t = after(&["CREATE TEMPORARY TABLE f.t (id INT)"], "app");
+        let named = |sql| t.first_named(identifiers(sql)).map(str::to_string);
+        assert_eq!(
+            named("REPEAT DELETE FROM f.t WHERE id = 1; UNTIL 1 END REPEAT"),
+            Some("t".to_string())
+        );
+        assert_eq!(
+            named("IF 1 THEN DELETE FROM `t`; END IF"),
+            Some("t".to_string())
+        );
+        assert_eq!(named("IF 1 THEN DELETE FROM f.u; END IF"), None);
+        // A string is no name; names compare exactly (lower_case_table_names = 0).
+        assert_eq!(
+            named("IF 1 THEN INSERT INTO f.u VALUES ('t'); END IF"),
+            None
+        );
+        assert_eq!(named("IF 1 THEN DELETE FROM T; END IF"), None);
+        assert_eq!(
+            TempTables::default().first_named(identifiers("DELETE FROM t")),
+            None
+        );
     }
 }
