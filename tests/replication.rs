@@ -6029,3 +6029,71 @@ async fn programs_naming_a_temporary_table_are_refused_not_split() {
         assert_eq!(rows, [(3, "z".to_string())], "{}", db.addr());
     }
 }
+
+/// A program the proxy wraps in its own transaction runs SERIALIZABLE: its plain reads lock
+/// and see the latest committed rows, as a follower replaying the log in order does. Under
+/// REPEATABLE READ a read after another session's commit still saw the snapshot from before
+/// it, and the value it wrote differed on the followers (fuzz seed 261). The level is for
+/// that transaction alone: the connection's next transaction is REPEATABLE READ again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_reads_what_a_follower_replaying_it_reads() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE ps",
+            "USE ps",
+            "CREATE TABLE other (id INT PRIMARY KEY)",
+            "CREATE TABLE a (id INT PRIMARY KEY, v INT)",
+            "CREATE TABLE b (id INT PRIMARY KEY, v INT)",
+            "INSERT INTO other VALUES (1)",
+            "INSERT INTO a VALUES (1, 1)",
+            // The first read takes the snapshot; the second reads `a` after the pause.
+            "CREATE PROCEDURE copy_later(k INT) BEGIN \
+               DECLARE n, x INT; \
+               SELECT COUNT(*) INTO n FROM other; \
+               DO SLEEP(1); \
+               SELECT v INTO x FROM a WHERE id = 1; \
+               INSERT INTO b VALUES (k, x); END",
+            "CREATE PROCEDURE noop() DO 1",
+        ],
+    )
+    .await;
+    let url = proxy.url(Some("ps"));
+    let updater = tokio::spawn(async move {
+        let mut u = connect(&url).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        u.query_drop("UPDATE a SET v = 2 WHERE id = 1")
+            .await
+            .unwrap();
+    });
+    run_all(&mut c, &["CALL copy_later(1)"]).await;
+    updater.await.unwrap();
+    run_all(
+        &mut c,
+        &[
+            "IF 1 THEN INSERT INTO b SELECT 2, COUNT(*) FROM other; END IF",
+            "CALL noop()",
+        ],
+    )
+    .await;
+    // The session's next transaction on that connection.
+    run_all(
+        &mut c,
+        &["BEGIN", "UPDATE a SET v = v WHERE id = 1", "DO SLEEP(0.2)"],
+    )
+    .await;
+    let level: Option<String> = c
+        .query_first(
+            "SELECT trx_isolation_level FROM information_schema.innodb_trx \
+             WHERE trx_query LIKE '%trx_isolation_level%'",
+        )
+        .await
+        .unwrap();
+    run_all(&mut c, &["COMMIT"]).await;
+    assert_eq!(level.as_deref(), Some("REPEATABLE READ"));
+    assert_replicas_identical(&dbs, &mut c, &["ps.b"]).await;
+    let rows: Vec<(i32, i32)> = c.query("SELECT id, v FROM ps.b ORDER BY id").await.unwrap();
+    assert_eq!(rows, [(1, 2), (2, 1)]);
+}

@@ -165,6 +165,11 @@ pub struct BackendConn {
     /// A replicated write left `timestamp` set to the proxy's value (reset lazily, before
     /// the next statement that is not such a write, so NOW() is the server's again).
     pub timestamp_fixed: bool,
+    /// The open transaction was made SERIALIZABLE for itself (`SET TRANSACTION ISOLATION
+    /// LEVEL`, a wrapped program's): only an explicit COMMIT or ROLLBACK ends that level.
+    /// Measured on MariaDB 10.11: the `SET autocommit = 1` that commits a wrapped write
+    /// leaves it to the next transaction, another client's on a pooled connection.
+    pub serializable_once: bool,
     /// A plain BEGIN the proxy answered itself: it travels in front of the session's next
     /// statement on this connection (one round trip fewer per transaction, as vtgate does),
     /// and a transaction that runs nothing never reaches the server.
@@ -269,6 +274,7 @@ impl BackendConn {
             schema: schema.map(str::to_string),
             state_signature: crate::session::signature_of(collation, &[]),
             timestamp_fixed: false,
+            serializable_once: false,
             deferred_begin: None,
             statements: HashMap::new(),
             record_settings: None,
@@ -342,6 +348,7 @@ impl BackendConn {
             self.record_settings = None;
             self.deferred_begin = None;
             self.timestamp_fixed = false;
+            self.serializable_once = false;
         }
         self.stream.write_packet(0, &payload).await?;
         let resp = self.stream.read_packet().await?;

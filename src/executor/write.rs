@@ -74,6 +74,12 @@ pub struct WritePlan<'a> {
     /// it). The server keeps them, but the log has no record of a failed statement, so at
     /// COMMIT they would stay on the primary alone.
     pub undo_if_failed: bool,
+    /// A program (CALL, compound statement) the proxy wraps in its own transaction: it runs
+    /// SERIALIZABLE, where InnoDB makes its plain reads locking. Under REPEATABLE READ they
+    /// read the transaction's snapshot, which may lack rows committed before this record in
+    /// the log; a follower replaying in log order reads those rows, and a value read into
+    /// a local variable and written differs (fuzz seed 261's `SELECT COUNT(*) INTO n`).
+    pub serializable: bool,
     /// User variables the statement reads: their values are read just before it and
     /// carried in the record's settings.
     pub user_vars: Vec<String>,
@@ -232,6 +238,13 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     let set = (!assignments.is_empty()).then(|| format!("SET {}", assignments.join(", ")));
     // The transaction the client began (answered by the proxy) starts on the server here.
     let begin = queue_deferred_begin(conn);
+    let serializable = plan.serializable && plan.wrap_in_transaction;
+    if serializable {
+        // Before `autocommit = 0`: it applies to the transaction the statement starts.
+        conn.stream
+            .queue_packet(0, &query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"));
+        conn.serializable_once = true;
+    }
     let checked_after = plan.order_check != OrderCheck::None || plan.per_row_call.is_some();
     let savepoint = (checked_after || plan.undo_if_failed) && !plan.wrap_in_transaction;
     if savepoint {
@@ -270,6 +283,12 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         context_error = answer.error;
     }
     let mut savepoint_set = savepoint;
+    if serializable {
+        let answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
+            .await
+            .map_err(backend)?;
+        context_error = context_error.or(answer.error);
+    }
     if savepoint {
         let answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
             .await
@@ -707,11 +726,22 @@ pub async fn commit_on_primary(
     }
     // A wrapped autocommit write commits by turning autocommit back on (the server commits
     // the open transaction then, and reports a failure to): one command, not two.
-    if !queue_reset_after(conn, unwrap_transaction) {
+    let answers = queue_reset_after(conn, unwrap_transaction);
+    if answers == 0 {
         conn.stream.queue_packet(0, &query(commit));
     }
     conn.stream.flush().await?;
-    buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await
+    let answer = buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    if answers < 2 {
+        return Ok(answer);
+    }
+    // The COMMIT's, then the reset's.
+    let reset = buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
+    Ok(if answer.0.error.is_some() {
+        answer
+    } else {
+        reset
+    })
 }
 
 /// Rolls back the primary's transaction (the record never reached the log).
@@ -721,10 +751,10 @@ pub async fn rollback_on_primary(
     deprecate_eof: bool,
 ) -> io::Result<()> {
     conn.stream.queue_packet(0, &query(OWN_ROLLBACK));
-    let reset = queue_reset_after(conn, unwrap_transaction);
+    conn.serializable_once = false;
+    let answers = 1 + queue_reset_after(conn, unwrap_transaction);
     conn.stream.flush().await?;
-    read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
-    if reset {
+    for _ in 0..answers {
         read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     }
     Ok(())
@@ -734,10 +764,16 @@ pub async fn rollback_on_primary(
 /// the server's clock with it, free in the same SET), which also commits it when no
 /// ROLLBACK was queued in front. Otherwise the clock stays fixed until
 /// a statement that may read it (`queue_timestamp_reset`): the next write sets its own, and
-/// BEGIN/COMMIT do not read it. Returns whether a command was queued (read its answer).
-fn queue_reset_after(conn: &mut BackendConn, unwrap_transaction: bool) -> bool {
+/// BEGIN/COMMIT do not read it. A transaction made SERIALIZABLE for itself is committed
+/// explicitly first (`BackendConn::serializable_once`). Returns how many commands were
+/// queued (read their answers).
+fn queue_reset_after(conn: &mut BackendConn, unwrap_transaction: bool) -> usize {
     if !unwrap_transaction {
-        return false;
+        return 0;
+    }
+    let commit_first = std::mem::take(&mut conn.serializable_once);
+    if commit_first {
+        conn.stream.queue_packet(0, &query(OWN_COMMIT));
     }
     let reset = if conn.timestamp_fixed {
         "SET autocommit = 1, timestamp = DEFAULT"
@@ -746,7 +782,7 @@ fn queue_reset_after(conn: &mut BackendConn, unwrap_transaction: bool) -> bool {
     };
     conn.stream.queue_packet(0, &query(reset));
     conn.timestamp_fixed = false;
-    true
+    1 + usize::from(commit_first)
 }
 
 /// Queues the BEGIN the proxy answered for the client (see `BackendConn::deferred_begin`)

@@ -666,6 +666,7 @@ impl ClientSession {
             order_check: check.order_check,
             per_row_call: check.per_row_call,
             undo_if_failed: c.kind == Kind::Call,
+            serializable: c.kind == Kind::Call,
             user_vars: check.user_vars.clone(),
             timestamp_us: session.fixed_timestamp_us(),
             reads_clock: clockless.is_none(),
