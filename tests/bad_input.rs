@@ -509,6 +509,10 @@ fn seed_commands() -> Vec<Vec<u8>> {
         "CALL f.pr(2)",
         "IF 1 THEN INSERT IGNORE INTO f.t VALUES (450, LEFT(UUID(), 8)); END IF",
         "REPEAT DELETE FROM f.t WHERE id = 401; UNTIL 1 END REPEAT",
+        // A program failing part-way, in or out of a transaction (its first INSERT is undone).
+        "CREATE PROCEDURE IF NOT EXISTS f.dup(k INT) BEGIN INSERT INTO f.t VALUES (k, 'd1'); INSERT INTO f.t VALUES (k, 'd2'); END",
+        "CALL f.dup(470)",
+        "BEGIN NOT ATOMIC INSERT INTO f.a (id, v) VALUES (480, 'n1'); INSERT INTO f.a (id, v) VALUES (480, 'n2'); END",
     ]
     .iter()
     .map(|q| [&[0x03][..], q.as_bytes()].concat())
