@@ -2,8 +2,9 @@
 """Fault soak for myquorum's replication (run by hand; not part of `cargo test`).
 
 Three mariadbd and a myquorum proxy (ports 3721-3723, 6701). Six clients run bank transfers
-(BEGIN; two UPDATEs; INSERT; COMMIT, some with a savepoint rolled back) and autocommit inserts
-with UUID(); one client runs DDL (CREATE/ALTER/DROP TABLE, CREATE INDEX) and inserts into the
+(BEGIN; two UPDATEs; INSERT; COMMIT, some with a savepoint rolled back; some as an autocommit
+CALL of a procedure that reads the source balance with a plain SELECT … INTO and writes what it
+read, which only a serializable run keeps consistent) and autocommit inserts with UUID(); one client runs DDL (CREATE/ALTER/DROP TABLE, CREATE INDEX) and inserts into the
 tables it makes; one takes ids from a sequence (CACHE 50, so its SETVALs for the followers
 come often) with `SELECT NEXTVAL` and with NEXTVAL in INSERTs. Every 4-9 s a random fault: kill -9 of the proxy (restarted), kill -9 of the
 primary or a follower (restarted after 1-6 s, failover elects a new primary), SIGSTOP of a
@@ -117,6 +118,17 @@ cur.execute("CREATE TABLE bank.transfers (id BIGINT PRIMARY KEY, src INT, dst IN
 cur.execute("CREATE TABLE bank.events (id BIGINT AUTO_INCREMENT PRIMARY KEY, tag BIGINT NOT NULL, "
             "u VARCHAR(40))")
 cur.execute("INSERT INTO bank.accounts VALUES " + ",".join(f"({i},{START})" for i in range(ACCOUNTS)))
+# Writes the balance it read (a lost update under REPEATABLE READ's snapshot read; the proxy
+# runs an autocommit program SERIALIZABLE, so its reads lock and agree with the log's order).
+cur.execute("CREATE PROCEDURE bank.transfer(t BIGINT, s INT, d INT, amt INT) BEGIN "
+            "DECLARE bal BIGINT; "
+            "SELECT balance INTO bal FROM bank.accounts WHERE id = s; "
+            "IF bal >= amt THEN "
+            "UPDATE bank.accounts SET balance = bal - amt WHERE id = s; "
+            "UPDATE bank.accounts SET balance = balance + amt WHERE id = d; "
+            "INSERT INTO bank.transfers (id, src, dst, amount) VALUES (t, s, d, amt); "
+            "ELSE INSERT INTO bank.transfers (id, src, dst, amount) VALUES (t, s, d, 0); "
+            "END IF; END")
 cur.execute("CREATE SEQUENCE bank.ids CACHE 50")
 cur.execute("CREATE TABLE bank.seq_rows (id BIGINT PRIMARY KEY, how CHAR(1) NOT NULL)")
 c.close()
@@ -162,7 +174,13 @@ def client(n):
         phase = "before"
         try:
             cur = conn.cursor()
-            if kind < 0.75:
+            if kind < 0.15:
+                a, b = rnd.sample(range(ACCOUNTS), 2)
+                phase = "commit"
+                cur.execute("CALL bank.transfer(%s, %s, %s, %s)", (tid, a, b, rnd.randint(1, 9)))
+                with lock:
+                    acked.add(tid)
+            elif kind < 0.75:
                 a, b = rnd.sample(range(ACCOUNTS), 2)
                 amt = rnd.randint(1, 9)
                 cur.execute("BEGIN")
