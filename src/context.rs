@@ -337,6 +337,9 @@ pub struct CallCheck {
     pub starts_transaction: bool,
     /// It may roll back the transaction it runs in (a ROLLBACK not to a savepoint).
     pub may_roll_back: bool,
+    /// It may change data (`classify::may_write`): else it only reads, and runs under the
+    /// session's isolation level rather than SERIALIZABLE.
+    pub may_write: bool,
     /// The words and quoted identifiers of the bodies (each once): what may name one of the
     /// caller's temporary tables.
     pub identifiers: std::collections::BTreeSet<String>,

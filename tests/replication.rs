@@ -6057,6 +6057,7 @@ async fn a_program_reads_what_a_follower_replaying_it_reads() {
                SELECT v INTO x FROM a WHERE id = 1; \
                INSERT INTO b VALUES (k, x); END",
             "CREATE PROCEDURE noop() DO 1",
+            "CREATE PROCEDURE report() SELECT COUNT(*) FROM a",
         ],
     )
     .await;
@@ -6093,6 +6094,18 @@ async fn a_program_reads_what_a_follower_replaying_it_reads() {
         .unwrap();
     run_all(&mut c, &["COMMIT"]).await;
     assert_eq!(level.as_deref(), Some("REPEATABLE READ"));
+    // A program that only reads keeps the session's level: its reads do not wait for a
+    // writer's row locks (SERIALIZABLE's would, up to innodb_lock_wait_timeout).
+    let mut writer = connect(&proxy.url(Some("ps"))).await;
+    run_all(&mut writer, &["BEGIN", "UPDATE a SET v = 3 WHERE id = 1"]).await;
+    let counted = tokio::time::timeout(
+        Duration::from_secs(5),
+        c.query_first::<i64, _>("CALL report()"),
+    )
+    .await
+    .expect("a read-only CALL waited for a writer's lock");
+    assert_eq!(counted.unwrap(), Some(1));
+    run_all(&mut writer, &["ROLLBACK"]).await;
     assert_replicas_identical(&dbs, &mut c, &["ps.b"]).await;
     let rows: Vec<(i32, i32)> = c.query("SELECT id, v FROM ps.b ORDER BY id").await.unwrap();
     assert_eq!(rows, [(1, 2), (2, 1)]);

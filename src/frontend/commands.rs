@@ -1453,6 +1453,7 @@ impl ClientSession {
             }
             check.starts_transaction |= crate::sql::classify::starts_transaction(&body);
             check.may_roll_back |= crate::sql::classify::may_roll_back(&body);
+            check.may_write |= crate::sql::classify::may_write(&body);
             check
                 .identifiers
                 .extend(crate::session::temp_tables::identifiers(&body).map(str::to_string));

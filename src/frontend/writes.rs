@@ -432,6 +432,21 @@ impl ClientSession {
             .await
     }
 
+    /// Whether a program (a CALL, or a compound statement) may change anything
+    /// (`classify::may_write`): one that only reads (a report) runs under the session's
+    /// level, not SERIALIZABLE, whose locking reads would hold up writers meanwhile. A
+    /// procedure not judged yet (`check_call` judges it first) counts as writing.
+    fn program_may_write(&self, session: &SessionState, sql: &str) -> bool {
+        let Some((db, name)) = crate::sql::determinism::called_procedure(sql) else {
+            return crate::sql::classify::may_write(sql);
+        };
+        let Some(db) = db.or_else(|| session.schema.clone()) else {
+            return true;
+        };
+        let key = (db.to_ascii_lowercase(), name.to_ascii_lowercase());
+        self.ctx.call_checks.get(&key).is_none_or(|c| c.may_write)
+    }
+
     /// Whether this write may run without the proxy fixing the server's clock first: its
     /// text reads none (`sql::clock`) and neither do its tables (`SchemaFacts`). A session
     /// with temporary tables always sets it: one may hide a table of the same name.
@@ -666,7 +681,7 @@ impl ClientSession {
             order_check: check.order_check,
             per_row_call: check.per_row_call,
             undo_if_failed: c.kind == Kind::Call,
-            serializable: c.kind == Kind::Call,
+            serializable: c.kind == Kind::Call && self.program_may_write(session, sql),
             user_vars: check.user_vars.clone(),
             timestamp_us: session.fixed_timestamp_us(),
             reads_clock: clockless.is_none(),

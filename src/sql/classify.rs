@@ -224,6 +224,19 @@ pub fn may_roll_back(body: &str) -> bool {
     })
 }
 
+/// Whether a stored program's `body` (or a compound statement) may change data, schema or
+/// a sequence: a statement that writes, a CALL or dynamic SQL, among its statements or in a
+/// string it may run. A body with none of these only reads.
+pub fn may_write(body: &str) -> bool {
+    const CHANGING: [&str; 15] = [
+        "INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME",
+        "LOAD", "CALL", "EXECUTE", "SETVAL", "NEXTVAL", "NEXT",
+    ];
+    program_words(body)
+        .iter()
+        .any(|w| CHANGING.contains(&w.as_str()))
+}
+
 /// The words of a program body, uppercase, with those of its string literals in place (a
 /// string may be run as dynamic SQL).
 fn program_words(body: &str) -> Vec<String> {
@@ -1486,6 +1499,26 @@ mod tests {
         assert_eq!(k("COMMIT"), Kind::Commit);
         assert_eq!(k("ROLLBACK"), Kind::Rollback);
         assert_eq!(k("ROLLBACK TO SAVEPOINT a"), Kind::Savepoint);
+        // Only a program that may change something runs SERIALIZABLE.
+        for (body, writes) in [
+            (
+                "BEGIN SELECT * FROM t; SELECT COUNT(*) INTO n FROM u; END",
+                false,
+            ),
+            ("IF 1 THEN SELECT a FROM t; END IF", false),
+            (
+                "BEGIN SELECT a INTO x FROM t; UPDATE u SET b = x; END",
+                true,
+            ),
+            ("BEGIN CALL other(); END", true),
+            (
+                "BEGIN SET @s = 'insert into t values (1)'; PREPARE p FROM @s; END",
+                true,
+            ),
+            ("BEGIN DO NEXTVAL(s); END", true),
+        ] {
+            assert_eq!(super::may_write(body), writes, "{body}");
+        }
         assert_eq!(k("CREATE TABLE t (id INT PRIMARY KEY)"), Kind::Ddl);
         assert_eq!(k("SET autocommit=0"), Kind::Session);
         assert_eq!(k("USE db"), Kind::Session);
