@@ -6033,8 +6033,9 @@ async fn programs_naming_a_temporary_table_are_refused_not_split() {
 /// A program the proxy wraps in its own transaction runs SERIALIZABLE: its plain reads lock
 /// and see the latest committed rows, as a follower replaying the log in order does. Under
 /// REPEATABLE READ a read after another session's commit still saw the snapshot from before
-/// it, and the value it wrote differed on the followers (fuzz seed 261). The level is for
-/// that transaction alone: the connection's next transaction is REPEATABLE READ again.
+/// it, and the value it wrote differed on the followers (fuzz seed 261). So does a program
+/// that starts the client's transaction. The level is for that transaction alone: the
+/// connection's next transaction is REPEATABLE READ again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_reads_what_a_follower_replaying_it_reads() {
     common::init_tracing();
@@ -6061,16 +6062,31 @@ async fn a_program_reads_what_a_follower_replaying_it_reads() {
         ],
     )
     .await;
-    let url = proxy.url(Some("ps"));
-    let updater = tokio::spawn(async move {
-        let mut u = connect(&url).await;
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        u.query_drop("UPDATE a SET v = 2 WHERE id = 1")
-            .await
-            .unwrap();
-    });
-    run_all(&mut c, &["CALL copy_later(1)"]).await;
-    updater.await.unwrap();
+    // In autocommit mode, as the first statement of a BEGIN, and with autocommit off: each
+    // time the transaction starts with the program. Another session changes `a` while the
+    // program pauses.
+    for (k, before, after) in [
+        (1, &[][..], &[][..]),
+        (3, &["BEGIN"][..], &["COMMIT"][..]),
+        (
+            4,
+            &["SET autocommit = 0"][..],
+            &["COMMIT", "SET autocommit = 1"][..],
+        ),
+    ] {
+        let url = proxy.url(Some("ps"));
+        let updater = tokio::spawn(async move {
+            let mut u = connect(&url).await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            u.query_drop(format!("UPDATE a SET v = {} WHERE id = 1", k.max(2)))
+                .await
+                .unwrap();
+        });
+        run_all(&mut c, before).await;
+        run_all(&mut c, &[&format!("CALL copy_later({k})")]).await;
+        run_all(&mut c, after).await;
+        updater.await.unwrap();
+    }
     run_all(
         &mut c,
         &[
@@ -6108,5 +6124,5 @@ async fn a_program_reads_what_a_follower_replaying_it_reads() {
     run_all(&mut writer, &["ROLLBACK"]).await;
     assert_replicas_identical(&dbs, &mut c, &["ps.b"]).await;
     let rows: Vec<(i32, i32)> = c.query("SELECT id, v FROM ps.b ORDER BY id").await.unwrap();
-    assert_eq!(rows, [(1, 2), (2, 1)]);
+    assert_eq!(rows, [(1, 2), (2, 1), (3, 3), (4, 4)]);
 }

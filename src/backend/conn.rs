@@ -165,10 +165,12 @@ pub struct BackendConn {
     /// A replicated write left `timestamp` set to the proxy's value (reset lazily, before
     /// the next statement that is not such a write, so NOW() is the server's again).
     pub timestamp_fixed: bool,
-    /// The open transaction was made SERIALIZABLE for itself (`SET TRANSACTION ISOLATION
-    /// LEVEL`, a wrapped program's): only an explicit COMMIT or ROLLBACK ends that level.
-    /// Measured on MariaDB 10.11: the `SET autocommit = 1` that commits a wrapped write
-    /// leaves it to the next transaction, another client's on a pooled connection.
+    /// The proxy set a one-shot SERIALIZABLE level here for a program's transaction
+    /// (`SET TRANSACTION ISOLATION LEVEL`) and has not ended it yet. COMMIT, ROLLBACK, BEGIN
+    /// and DDL end it; measured on MariaDB 10.11, the `SET autocommit = 1` that commits a
+    /// wrapped write leaves it to the next transaction, another client's on a pooled
+    /// connection, so the proxy's next such SET also assigns the session's level to itself,
+    /// which ends it.
     pub serializable_once: bool,
     /// A plain BEGIN the proxy answered itself: it travels in front of the session's next
     /// statement on this connection (one round trip fewer per transaction, as vtgate does),

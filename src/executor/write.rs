@@ -74,8 +74,9 @@ pub struct WritePlan<'a> {
     /// it). The server keeps them, but the log has no record of a failed statement, so at
     /// COMMIT they would stay on the primary alone.
     pub undo_if_failed: bool,
-    /// A program (CALL, compound statement) the proxy wraps in its own transaction: it runs
-    /// SERIALIZABLE, where InnoDB makes its plain reads locking. Under REPEATABLE READ they
+    /// A program (CALL, compound statement) that starts the server's transaction (the proxy's
+    /// wrap, the client's deferred BEGIN, or autocommit off with none open): the transaction
+    /// runs SERIALIZABLE, where InnoDB makes plain reads locking. Under REPEATABLE READ they
     /// read the transaction's snapshot, which may lack rows committed before this record in
     /// the log; a follower replaying in log order reads those rows, and a value read into
     /// a local variable and written differs (fuzz seed 261's `SELECT COUNT(*) INTO n`).
@@ -236,15 +237,14 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     }
     // One command fewer per statement when there is nothing to set.
     let set = (!assignments.is_empty()).then(|| format!("SET {}", assignments.join(", ")));
-    // The transaction the client began (answered by the proxy) starts on the server here.
-    let begin = queue_deferred_begin(conn);
-    let serializable = plan.serializable && plan.wrap_in_transaction;
-    if serializable {
-        // Before `autocommit = 0`: it applies to the transaction the statement starts.
+    if plan.serializable {
+        // Before the BEGIN or `autocommit = 0`: it is for the transaction starting here.
         conn.stream
             .queue_packet(0, &query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"));
         conn.serializable_once = true;
     }
+    // The transaction the client began (answered by the proxy) starts on the server here.
+    let begin = queue_deferred_begin(conn);
     let checked_after = plan.order_check != OrderCheck::None || plan.per_row_call.is_some();
     let savepoint = (checked_after || plan.undo_if_failed) && !plan.wrap_in_transaction;
     if savepoint {
@@ -276,6 +276,17 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
     let mut last_insert_id = None;
     let mut settings = known.unwrap_or_default();
     let mut context_error: Option<MysqlError> = None;
+    if plan.serializable {
+        let answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
+            .await
+            .map_err(backend)?;
+        if let Some(e) = answer.error {
+            // (A transaction the proxy did not know of was open: 1568.) The program runs at
+            // the session's level, as it did before SERIALIZABLE was asked for.
+            tracing::debug!(error = %e.message, "SERIALIZABLE not set for a program");
+            conn.serializable_once = false;
+        }
+    }
     if begin {
         let answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
             .await
@@ -283,12 +294,6 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         context_error = answer.error;
     }
     let mut savepoint_set = savepoint;
-    if serializable {
-        let answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
-            .await
-            .map_err(backend)?;
-        context_error = context_error.or(answer.error);
-    }
     if savepoint {
         let answer = read_response(&mut conn.stream, ResponseKind::Single, plan.deprecate_eof)
             .await
@@ -726,22 +731,11 @@ pub async fn commit_on_primary(
     }
     // A wrapped autocommit write commits by turning autocommit back on (the server commits
     // the open transaction then, and reports a failure to): one command, not two.
-    let answers = queue_reset_after(conn, unwrap_transaction);
-    if answers == 0 {
+    if !queue_reset_after(conn, unwrap_transaction) {
         conn.stream.queue_packet(0, &query(commit));
     }
     conn.stream.flush().await?;
-    let answer = buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
-    if answers < 2 {
-        return Ok(answer);
-    }
-    // The COMMIT's, then the reset's.
-    let reset = buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await?;
-    Ok(if answer.0.error.is_some() {
-        answer
-    } else {
-        reset
-    })
+    buffer_response(&mut conn.stream, ResponseKind::ResultSets, deprecate_eof).await
 }
 
 /// Rolls back the primary's transaction (the record never reached the log).
@@ -751,10 +745,10 @@ pub async fn rollback_on_primary(
     deprecate_eof: bool,
 ) -> io::Result<()> {
     conn.stream.queue_packet(0, &query(OWN_ROLLBACK));
-    conn.serializable_once = false;
-    let answers = 1 + queue_reset_after(conn, unwrap_transaction);
+    let reset = queue_reset_after(conn, unwrap_transaction);
     conn.stream.flush().await?;
-    for _ in 0..answers {
+    read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
+    if reset {
         read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof).await?;
     }
     Ok(())
@@ -764,25 +758,24 @@ pub async fn rollback_on_primary(
 /// the server's clock with it, free in the same SET), which also commits it when no
 /// ROLLBACK was queued in front. Otherwise the clock stays fixed until
 /// a statement that may read it (`queue_timestamp_reset`): the next write sets its own, and
-/// BEGIN/COMMIT do not read it. A transaction made SERIALIZABLE for itself is committed
-/// explicitly first (`BackendConn::serializable_once`). Returns how many commands were
-/// queued (read their answers).
-fn queue_reset_after(conn: &mut BackendConn, unwrap_transaction: bool) -> usize {
+/// BEGIN/COMMIT do not read it. A one-shot isolation level the proxy set
+/// (`BackendConn::serializable_once`) goes in the same SET: assigning the session's level
+/// to itself, after the commit, ends it (measured). Returns whether a command was queued
+/// (read its answer).
+fn queue_reset_after(conn: &mut BackendConn, unwrap_transaction: bool) -> bool {
     if !unwrap_transaction {
-        return 0;
+        return false;
     }
-    let commit_first = std::mem::take(&mut conn.serializable_once);
-    if commit_first {
-        conn.stream.queue_packet(0, &query(OWN_COMMIT));
+    let mut reset = String::from("SET autocommit = 1");
+    if conn.timestamp_fixed {
+        reset.push_str(", timestamp = DEFAULT");
     }
-    let reset = if conn.timestamp_fixed {
-        "SET autocommit = 1, timestamp = DEFAULT"
-    } else {
-        "SET autocommit = 1"
-    };
-    conn.stream.queue_packet(0, &query(reset));
+    if std::mem::take(&mut conn.serializable_once) {
+        reset.push_str(", tx_isolation = @@session.tx_isolation");
+    }
+    conn.stream.queue_packet(0, &query(&reset));
     conn.timestamp_fixed = false;
-    1 + usize::from(commit_first)
+    true
 }
 
 /// Queues the BEGIN the proxy answered for the client (see `BackendConn::deferred_begin`)

@@ -664,6 +664,14 @@ impl ClientSession {
             None => command,
         };
         let wrap = session.autocommit && !session.in_transaction;
+        // Only a transaction that starts with the program can be made SERIALIZABLE.
+        let starts_transaction = !session.in_transaction
+            || self
+                .held
+                .as_ref()
+                .is_some_and(|h| h.conn.deferred_begin.is_some());
+        let serializable =
+            c.kind == Kind::Call && starts_transaction && self.program_may_write(session, sql);
         let plan = WritePlan {
             command,
             body,
@@ -681,7 +689,7 @@ impl ClientSession {
             order_check: check.order_check,
             per_row_call: check.per_row_call,
             undo_if_failed: c.kind == Kind::Call,
-            serializable: c.kind == Kind::Call && self.program_may_write(session, sql),
+            serializable,
             user_vars: check.user_vars.clone(),
             timestamp_us: session.fixed_timestamp_us(),
             reads_clock: clockless.is_none(),
