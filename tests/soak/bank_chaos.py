@@ -3,7 +3,7 @@
 
 Three mariadbd and a myquorum proxy (ports 3721-3723, 6701). Six clients run bank transfers
 (BEGIN; two UPDATEs; INSERT; COMMIT, some with a savepoint rolled back; some as an autocommit
-CALL of a procedure that reads the source balance with a plain SELECT … INTO and writes what it
+CALL, alone or first after BEGIN, of a procedure that reads the source balance with a plain SELECT … INTO and writes what it
 read, which only a serializable run keeps consistent) and autocommit inserts with UUID(); one client runs DDL (CREATE/ALTER/DROP TABLE, CREATE INDEX) and inserts into the
 tables it makes; one takes ids from a sequence (CACHE 50, so its SETVALs for the followers
 come often) with `SELECT NEXTVAL` and with NEXTVAL in INSERTs. Every 4-9 s a random fault: kill -9 of the proxy (restarted), kill -9 of the
@@ -176,8 +176,16 @@ def client(n):
             cur = conn.cursor()
             if kind < 0.15:
                 a, b = rnd.sample(range(ACCOUNTS), 2)
-                phase = "commit"
+                # Alone, or as the first statement of the client's transaction.
+                in_begin = rnd.random() < 0.5
+                if in_begin:
+                    cur.execute("BEGIN")
+                else:
+                    phase = "commit"
                 cur.execute("CALL bank.transfer(%s, %s, %s, %s)", (tid, a, b, rnd.randint(1, 9)))
+                if in_begin:
+                    phase = "commit"
+                    cur.execute("COMMIT")
                 with lock:
                     acked.add(tid)
             elif kind < 0.75:
