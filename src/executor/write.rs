@@ -766,14 +766,19 @@ fn queue_reset_after(conn: &mut BackendConn, unwrap_transaction: bool) -> bool {
     if !unwrap_transaction {
         return false;
     }
-    let mut reset = String::from("SET autocommit = 1");
-    if conn.timestamp_fixed {
-        reset.push_str(", timestamp = DEFAULT");
-    }
-    if std::mem::take(&mut conn.serializable_once) {
-        reset.push_str(", tx_isolation = @@session.tx_isolation");
-    }
-    conn.stream.queue_packet(0, &query(&reset));
+    // Every autocommit write passes here: no text is built.
+    let reset = match (
+        conn.timestamp_fixed,
+        std::mem::take(&mut conn.serializable_once),
+    ) {
+        (false, false) => "SET autocommit = 1",
+        (true, false) => "SET autocommit = 1, timestamp = DEFAULT",
+        (false, true) => "SET autocommit = 1, tx_isolation = @@session.tx_isolation",
+        (true, true) => {
+            "SET autocommit = 1, timestamp = DEFAULT, tx_isolation = @@session.tx_isolation"
+        }
+    };
+    conn.stream.queue_packet(0, &query(reset));
     conn.timestamp_fixed = false;
     true
 }

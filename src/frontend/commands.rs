@@ -1369,10 +1369,9 @@ impl ClientSession {
         let Some((db, name)) = crate::sql::determinism::called_procedure(sql) else {
             return Ok(false);
         };
-        let Some(db) = db.or_else(|| session.schema.clone()) else {
+        let Some((db, key)) = procedure_key(session, db, &name) else {
             return Ok(false);
         };
-        let key = (db.to_ascii_lowercase(), name.to_ascii_lowercase());
         let check = match self.ctx.call_checks.get(&key).map(|v| v.clone()) {
             Some(v) => v,
             None => {
@@ -2975,7 +2974,18 @@ async fn start_command(
     conn.stream.next_frame().await.map(|_| ())
 }
 
-/// Statements that cannot read the server's clock: a fixed `timestamp` may stay for them.
+/// A called procedure's schema (the session's when the CALL names none) and its key in
+/// `ProxyContext::call_checks`; None without a schema.
+pub(super) fn procedure_key(
+    session: &SessionState,
+    db: Option<String>,
+    name: &str,
+) -> Option<(String, (String, String))> {
+    let db = db.or_else(|| session.schema.clone())?;
+    let key = (db.to_ascii_lowercase(), name.to_ascii_lowercase());
+    Some((db, key))
+}
+
 /// A statement refused (error 1235) for `why`, or allowed.
 fn refused_for(why: Option<String>) -> Result<(), Failure> {
     match why {

@@ -440,11 +440,9 @@ impl ClientSession {
         let Some((db, name)) = crate::sql::determinism::called_procedure(sql) else {
             return crate::sql::classify::may_write(sql);
         };
-        let Some(db) = db.or_else(|| session.schema.clone()) else {
-            return true;
-        };
-        let key = (db.to_ascii_lowercase(), name.to_ascii_lowercase());
-        self.ctx.call_checks.get(&key).is_none_or(|c| c.may_write)
+        super::commands::procedure_key(session, db, &name)
+            .and_then(|(_, key)| self.ctx.call_checks.get(&key).map(|c| c.may_write))
+            .unwrap_or(true)
     }
 
     /// Whether this write may run without the proxy fixing the server's clock first: its
