@@ -1361,6 +1361,17 @@ async fn run_all(c: &mut Conn, statements: &[&str]) {
     }
 }
 
+/// `sql` fails through `c` with server error `code`; returns the error's message.
+async fn expect_error(c: &mut Conn, sql: &str, code: u16) -> String {
+    match c.query_drop(sql).await {
+        Err(e) => {
+            assert_eq!(server_code(&e), code, "{sql}: {e:?}");
+            e.to_string()
+        }
+        Ok(()) => panic!("{sql}: succeeded, expected error {code}"),
+    }
+}
+
 /// `query` lists nothing on any replica (each server read directly).
 async fn assert_on_no_replica(dbs: &[MariaDb; 3], query: &str) {
     for db in dbs {
@@ -5931,10 +5942,7 @@ async fn a_program_failing_inside_a_transaction_leaves_no_partial_writes() {
             &["BEGIN", &format!("INSERT INTO pf.t VALUES ({before})")],
         )
         .await;
-        match c.query_drop(*program).await {
-            Err(e) => assert_eq!(server_code(&e), 1062, "{program}: {e:?}"),
-            Ok(()) => panic!("{program}: succeeded"),
-        }
+        expect_error(&mut c, program, 1062).await;
         run_all(
             &mut c,
             &[
@@ -5946,10 +5954,7 @@ async fn a_program_failing_inside_a_transaction_leaves_no_partial_writes() {
     }
     // With autocommit off, the failing program is the transaction's first statement.
     run_all(&mut c, &["SET autocommit = 0"]).await;
-    match c.query_drop("CALL pf.dup(20)").await {
-        Err(e) => assert_eq!(server_code(&e), 1062, "{e:?}"),
-        Ok(()) => panic!("CALL pf.dup(20) succeeded"),
-    }
+    expect_error(&mut c, "CALL pf.dup(20)", 1062).await;
     run_all(
         &mut c,
         &[
@@ -5961,10 +5966,7 @@ async fn a_program_failing_inside_a_transaction_leaves_no_partial_writes() {
     .await;
     // The handler rolls the whole transaction back: the write before the CALL goes too.
     run_all(&mut c, &["BEGIN", "INSERT INTO pf.t VALUES (300)"]).await;
-    match c.query_drop("CALL pf.undoes(30)").await {
-        Err(e) => assert_eq!(server_code(&e), 1062, "{e:?}"),
-        Ok(()) => panic!("CALL pf.undoes(30) succeeded"),
-    }
+    expect_error(&mut c, "CALL pf.undoes(30)", 1062).await;
     run_all(&mut c, &["INSERT INTO pf.t VALUES (301)", "COMMIT"]).await;
     assert_replicas_identical(&dbs, &mut c, &["pf.t"]).await;
     for db in &dbs {
@@ -6008,13 +6010,8 @@ async fn programs_naming_a_temporary_table_are_refused_not_split() {
         "UPDATE t SET v = 'z' WHERE id = 3 AND v SOUNDS LIKE 'c'",
     ];
     for write in writes {
-        match c.query_drop(write).await {
-            Err(e) => {
-                assert_eq!(server_code(&e), 1235, "{write}: {e:?}");
-                assert!(e.to_string().contains("temporary"), "{write}: {e}");
-            }
-            Ok(()) => panic!("{write}: accepted while a temporary t hides tt.t"),
-        }
+        let message = expect_error(&mut c, write, 1235).await;
+        assert!(message.contains("temporary"), "{write}: {message}");
     }
     // The session goes on: its temporary table is still there.
     run_all(&mut c, &["INSERT INTO t VALUES (7)"]).await;
