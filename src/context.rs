@@ -340,6 +340,9 @@ pub struct CallCheck {
     /// It may change data (`classify::may_write`): else it only reads, and runs under the
     /// session's isolation level rather than SERIALIZABLE.
     pub may_write: bool,
+    /// It may change a table's definition (`classify::may_change_schema`): its CALL marks a
+    /// schema change while it runs.
+    pub may_change_schema: bool,
     /// The words and quoted identifiers of the bodies (each once): what may name one of the
     /// caller's temporary tables.
     pub identifiers: std::collections::BTreeSet<String>,

@@ -314,7 +314,7 @@ fn replication(ctx: &ProxyContext, e: &mut Exposition) {
         |r| &r.apply_latency,
     );
     type ShardReading = fn(&ShardLog) -> f64;
-    let shard_families: [(&str, &str, &str, ShardReading); 6] = [
+    let shard_families: [(&str, &str, &str, ShardReading); 7] = [
         (
             "myquorum_shard_commits_total",
             "counter",
@@ -332,6 +332,13 @@ fn replication(ctx: &ProxyContext, e: &mut Exposition) {
             "counter",
             "Commits refused because too little weight was reachable.",
             |l| l.counters.no_quorum.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "myquorum_shard_certification_conflicts_total",
+            "counter",
+            "Transactions rolled back because a stored program in them read a table another \
+             transaction wrote after their snapshot (retry them).",
+            |l| l.counters.conflicts.load(Ordering::Relaxed) as f64,
         ),
         (
             "myquorum_shard_quorum_timeouts_total",

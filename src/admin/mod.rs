@@ -84,6 +84,7 @@ fn replication(ctx: &ProxyContext) -> Table {
                 Some(log.latency.quorum.summary()),
                 Some(log.latency.primary_commit.summary()),
                 Some(r.system_time_zone.lock().clone()),
+                Some(c.conflicts.load(Ordering::Relaxed).to_string()),
             ]);
         }
     }
@@ -108,6 +109,7 @@ fn replication(ctx: &ProxyContext) -> Table {
             "quorum_ms_p50/p99",
             "primary_commit_ms_p50/p99",
             "system_time_zone",
+            "certification_conflicts",
         ],
         rows,
     }

@@ -63,6 +63,9 @@ struct Known {
     changes: Option<u64>,
     clock_free: HashSet<TableKey>,
     needs_clock: HashSet<TableKey>,
+    /// Of those read, the base tables a write changes alone: no trigger and no foreign key
+    /// whose action changes another table (`replication::certify`).
+    contained: HashSet<TableKey>,
     /// Asked about, not read yet.
     wanted: HashSet<TableKey>,
 }
@@ -157,6 +160,37 @@ impl SchemaFacts {
         all_free.then_some(guard)
     }
 
+    /// Whether a write to `tables` changes those tables alone (no trigger or cascading
+    /// foreign key changes others): only when every one is known so since the last schema
+    /// change. Unknown ones are asked for, as `clockless_write` does.
+    pub fn writes_only_themselves(&self, tables: &[TableKey]) -> bool {
+        if tables.is_empty() || self.changing.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        let changes = self.changes();
+        let mut known = self.known.lock();
+        let fresh = known.changes == Some(changes);
+        let mut all = fresh;
+        let mut asked = false;
+        for t in tables {
+            if known.contained.contains(t) {
+                continue;
+            }
+            all = false;
+            let read = known.clock_free.contains(t) || known.needs_clock.contains(t);
+            let room =
+                known.clock_free.len() + known.needs_clock.len() + known.wanted.len() < MAX_KNOWN;
+            if room && !read && known.wanted.insert(t.clone()) {
+                asked = true;
+            }
+        }
+        drop(known);
+        if asked {
+            self.wake.notify_one();
+        }
+        all
+    }
+
     /// Whether `table`'s facts were read since the last schema change, either way.
     pub fn knows(&self, table: &TableKey) -> bool {
         let changes = self.changes();
@@ -214,7 +248,7 @@ impl SchemaFacts {
     }
 
     /// Stores what was read at `changes`, unless a schema change started since.
-    fn store(&self, changes: u64, read: Vec<(TableKey, bool)>, fresh: bool) {
+    fn store(&self, changes: u64, read: Vec<(TableKey, TableFacts)>, fresh: bool) {
         if self.changing.load(Ordering::SeqCst) > 0 || self.changes() != changes {
             return;
         }
@@ -222,10 +256,23 @@ impl SchemaFacts {
         if !fresh {
             known.clock_free.clear();
             known.needs_clock.clear();
+            known.contained.clear();
         }
-        for (table, free) in read {
+        for (
+            table,
+            TableFacts {
+                clock_free,
+                contained,
+            },
+        ) in read
+        {
             known.wanted.remove(&table);
-            if free {
+            if contained {
+                known.contained.insert(table.clone());
+            } else {
+                known.contained.remove(&table);
+            }
+            if clock_free {
                 known.clock_free.insert(table);
             } else {
                 known.needs_clock.insert(table);
@@ -239,13 +286,28 @@ impl SchemaFacts {
 /// columns, triggers and foreign keys that may read the clock.
 type FactsRow = (Option<String>, u64, u64, u64);
 
-/// Whether a write to `table` reads no clock, from `TABLE_FACTS_QUERY`'s row.
-fn clock_free_row(row: FactsRow) -> bool {
-    let (table_type, clock_columns, triggers, acting_foreign_keys) = row;
-    table_type.as_deref() == Some("BASE TABLE")
-        && clock_columns == 0
-        && triggers == 0
-        && acting_foreign_keys == 0
+/// What one table's row says about writes to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct TableFacts {
+    /// A write to it reads no clock.
+    clock_free: bool,
+    /// A write to it changes no other table.
+    contained: bool,
+}
+
+/// A table's facts from `TABLE_FACTS_QUERY`'s row (None: unknown, neither).
+fn table_facts(row: Option<FactsRow>) -> TableFacts {
+    let Some((table_type, clock_columns, triggers, acting_foreign_keys)) = row else {
+        return TableFacts::default();
+    };
+    let base = table_type.as_deref() == Some("BASE TABLE");
+    // A system-versioned table's history rows are its own.
+    let versioned = table_type.as_deref() == Some("SYSTEM VERSIONED");
+    let contained = (base || versioned) && triggers == 0 && acting_foreign_keys == 0;
+    TableFacts {
+        clock_free: base && contained && clock_columns == 0,
+        contained,
+    }
 }
 
 /// Keeps one shard's facts: reads the tables writes asked about, and all known ones again
@@ -301,12 +363,11 @@ pub async fn run_refresh(
                 .exec_first(TABLE_FACTS_QUERY, (s, t, s, t, s, t, s, t))
                 .await;
             match row {
-                Ok(row) => {
-                    let free = row.is_some_and(clock_free_row);
-                    read.push(((schema, table), free));
-                }
+                Ok(row) => read.push(((schema, table), table_facts(row))),
                 // A server error (two tables whose names differ only in case): unknown.
-                Err(mysql_async::Error::Server(_)) => read.push(((schema, table), false)),
+                Err(mysql_async::Error::Server(_)) => {
+                    read.push(((schema, table), TableFacts::default()))
+                }
                 Err(e) => {
                     tracing::debug!(backend = %pool.addr, error = %e,
                         "reading table definitions failed; writes set the clock meanwhile");
@@ -335,6 +396,14 @@ mod tests {
         ("app".into(), t.into())
     }
 
+    /// A plain table's facts (`clock_free`), or one with a TIMESTAMP column's.
+    fn plain(clock_free: bool) -> TableFacts {
+        TableFacts {
+            clock_free,
+            contained: true,
+        }
+    }
+
     #[tokio::test]
     async fn only_tables_read_since_the_last_change_go_without_the_clock() {
         let facts = Arc::new(SchemaFacts::default());
@@ -343,35 +412,53 @@ mod tests {
         let (changes, mut tables, fresh) = facts.work().expect("wanted");
         tables.sort();
         assert_eq!(tables, vec![key("t"), key("u")]);
-        facts.store(changes, vec![(key("t"), true), (key("u"), false)], fresh);
+        facts.store(
+            changes,
+            vec![(key("t"), plain(true)), (key("u"), plain(false))],
+            fresh,
+        );
         assert!(facts.clockless_write(&[key("t")]).is_some());
         assert!(facts.clockless_write(&[key("t"), key("u")]).is_none());
         assert!(facts.work().is_none(), "u is known to need the clock");
+        // Both change only themselves.
+        assert!(facts.writes_only_themselves(&[key("t"), key("u")]));
+        assert!(!facts.writes_only_themselves(&[key("t"), key("v")]));
+        assert!(facts.work().is_some(), "v is asked for");
 
         // A change: nothing goes without the clock while it runs, nor after it until read.
         let change = facts.change().await;
         assert!(facts.clockless_write(&[key("t")]).is_none());
+        assert!(!facts.writes_only_themselves(&[key("t")]));
         assert!(facts.work().is_none(), "not read while the change runs");
         drop(change);
         assert!(facts.clockless_write(&[key("t")]).is_none());
         let (changes, mut tables, fresh) = facts.work().expect("all known, again");
         tables.sort();
-        assert_eq!(tables, vec![key("t"), key("u")]);
+        assert_eq!(tables, vec![key("t"), key("u"), key("v")]);
         // What was read while another change started is not kept.
         let again = facts.change().await;
-        facts.store(changes, vec![(key("t"), true), (key("u"), true)], fresh);
+        facts.store(
+            changes,
+            vec![(key("t"), plain(true)), (key("u"), plain(true))],
+            fresh,
+        );
         drop(again);
         assert!(facts.clockless_write(&[key("t")]).is_none());
         let (changes, _, fresh) = facts.work().expect("read again");
-        facts.store(changes, vec![(key("t"), true), (key("u"), true)], fresh);
+        facts.store(
+            changes,
+            vec![(key("t"), plain(true)), (key("u"), plain(true))],
+            fresh,
+        );
         assert!(facts.clockless_write(&[key("t"), key("u")]).is_some());
+        assert!(facts.writes_only_themselves(&[key("t"), key("u")]));
     }
 
     #[tokio::test]
     async fn a_change_waits_for_writes_running_without_the_clock() {
         let facts = Arc::new(SchemaFacts::default());
         let (changes, _, fresh) = facts.work().expect("first read");
-        facts.store(changes, vec![(key("t"), true)], fresh);
+        facts.store(changes, vec![(key("t"), plain(true))], fresh);
         let write = facts.clockless_write(&[key("t")]).expect("clock-free");
         let f = facts.clone();
         // Taken before the spawn: the task may first run a little after the sleep below
@@ -391,13 +478,19 @@ mod tests {
     #[test]
     fn a_table_is_clock_free_only_as_a_base_table_with_nothing_reading_it() {
         let base = || Some("BASE TABLE".to_string());
-        assert!(clock_free_row((base(), 0, 0, 0)));
-        assert!(!clock_free_row((base(), 1, 0, 0)));
-        assert!(!clock_free_row((base(), 0, 1, 0)));
-        assert!(!clock_free_row((base(), 0, 0, 1)));
-        for other in ["VIEW", "SYSTEM VERSIONED", "SEQUENCE"] {
-            assert!(!clock_free_row((Some(other.into()), 0, 0, 0)));
+        let facts = |row| table_facts(Some(row));
+        assert_eq!(facts((base(), 0, 0, 0)), plain(true));
+        assert_eq!(facts((base(), 1, 0, 0)), plain(false));
+        assert_eq!(facts((base(), 0, 1, 0)), TableFacts::default(), "a trigger");
+        assert_eq!(facts((base(), 0, 0, 1)), TableFacts::default(), "a cascade");
+        assert_eq!(
+            facts((Some("SYSTEM VERSIONED".into()), 0, 0, 0)),
+            plain(false)
+        );
+        for other in ["VIEW", "SEQUENCE"] {
+            assert_eq!(facts((Some(other.into()), 0, 0, 0)), TableFacts::default());
         }
-        assert!(!clock_free_row((None, 0, 0, 0)));
+        assert_eq!(facts((None, 0, 0, 0)), TableFacts::default());
+        assert_eq!(table_facts(None), TableFacts::default());
     }
 }

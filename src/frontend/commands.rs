@@ -441,6 +441,13 @@ impl ClientSession {
             }
             // Kept diagnostics answer only the very next statement.
             let diagnostics = session.diagnostics.take();
+            if !session.in_transaction && session.pending.is_empty() {
+                // This command may start a transaction: its snapshot will include at least
+                // what the primary committed by now (`replication::certify`).
+                if let Some(log) = self.ctx.replication.shard(crate::router::DEFAULT_SHARD) {
+                    session.snapshot_mark = log.primary_low_water();
+                }
+            }
             let outcome = match command {
                 COM_QUIT => {
                     self.drop_held(session);
@@ -1453,6 +1460,7 @@ impl ClientSession {
             check.starts_transaction |= crate::sql::classify::starts_transaction(&body);
             check.may_roll_back |= crate::sql::classify::may_roll_back(&body);
             check.may_write |= crate::sql::classify::may_write(&body);
+            check.may_change_schema |= crate::sql::classify::may_change_schema(&body);
             check
                 .identifiers
                 .extend(crate::session::temp_tables::identifiers(&body).map(str::to_string));

@@ -17,6 +17,7 @@ use crate::protocol::execute::{add_params, AddedParam};
 use crate::protocol::relay::{patch_ok_status, RelayError, ResponseKind, ResponseSummary};
 use crate::protocol::resultset::TextRow;
 use crate::protocol::{MysqlError, PacketStream};
+use crate::replication::certify::{Certify, TableSet};
 use crate::replication::log::{CommitError, ShardLog};
 use crate::replication::record::{Body, Record, RecordKind, Statement};
 use crate::router::{Route, ShardId, Target};
@@ -281,6 +282,19 @@ pub(super) fn route_shard(route: Route) -> ShardId {
     }
 }
 
+/// The tables a statement names, with the session's schema for unqualified ones (None:
+/// one is unqualified and the session has no schema).
+fn table_keys(session: &SessionState, c: &Classified) -> Option<Vec<TableKey>> {
+    let schema = session.schema.as_deref();
+    c.tables
+        .iter()
+        .map(|t| match crate::sql::qualified_name(t, schema) {
+            (Some(db), table) => Some((db, table)),
+            (None, _) => None,
+        })
+        .collect()
+}
+
 /// Why tables of a non-transactional engine cannot be replicated.
 fn non_innodb(engine: &str) -> String {
     format!(
@@ -296,7 +310,9 @@ fn commit_error(e: &CommitError) -> MysqlError {
         // MySQL's answer to a transaction too big for its binlog cache.
         CommitError::TooLarge { .. } => MysqlError::new(1197, "HY000", e.to_string()),
         // The code drivers and ORMs retry a transaction on (Galera uses it the same way).
-        CommitError::LeaderChanged { .. } => MysqlError::new(1213, "40001", e.to_string()),
+        CommitError::LeaderChanged { .. } | CommitError::Conflict { .. } => {
+            MysqlError::new(1213, "40001", e.to_string())
+        }
         _ => MysqlError::new(1180, "HY000", format!("Got error during COMMIT: {e}")),
     }
 }
@@ -437,11 +453,34 @@ impl ClientSession {
     /// level, not SERIALIZABLE, whose locking reads would hold up writers meanwhile. A
     /// procedure not judged yet (`check_call` judges it first) counts as writing.
     fn program_may_write(&self, session: &SessionState, sql: &str) -> bool {
+        self.judged_program(session, sql, crate::sql::classify::may_write, |c| {
+            c.may_write
+        })
+    }
+
+    /// Whether a program may change a table's definition (`classify::may_change_schema`):
+    /// only then does it mark a schema change while it runs, which makes the writes meanwhile
+    /// and until the tables were read again set the clock and count as writing every table.
+    fn program_may_change_schema(&self, session: &SessionState, sql: &str) -> bool {
+        self.judged_program(session, sql, crate::sql::classify::may_change_schema, |c| {
+            c.may_change_schema
+        })
+    }
+
+    /// What `judge` says of a compound statement's text, or `judged` of a CALL's procedure
+    /// (true when it was not judged yet).
+    fn judged_program(
+        &self,
+        session: &SessionState,
+        sql: &str,
+        judge: fn(&str) -> bool,
+        judged: fn(&crate::context::CallCheck) -> bool,
+    ) -> bool {
         let Some((db, name)) = crate::sql::determinism::called_procedure(sql) else {
-            return crate::sql::classify::may_write(sql);
+            return judge(sql);
         };
         super::commands::procedure_key(session, db, &name)
-            .and_then(|(_, key)| self.ctx.call_checks.get(&key).map(|c| c.may_write))
+            .and_then(|(_, key)| self.ctx.call_checks.get(&key).map(|c| judged(&c)))
             .unwrap_or(true)
     }
 
@@ -464,19 +503,68 @@ impl ClientSession {
         if !plain || crate::sql::clock::may_read_clock(sql) {
             return None;
         }
-        let schema = session.schema.as_deref();
-        let tables: Option<Vec<TableKey>> = c
-            .tables
-            .iter()
-            .map(|t| match crate::sql::qualified_name(t, schema) {
-                (Some(db), table) => Some((db, table)),
-                (None, _) => None,
-            })
-            .collect();
         self.ctx
             .cluster
             .schema_facts(shard)?
-            .clockless_write(&tables?)
+            .clockless_write(&table_keys(session, c)?)
+    }
+
+    /// The tables this write may change, which a later certified transaction is checked
+    /// against (`replication::certify`): the tables it names, when nothing it runs can
+    /// change others (a trigger, a cascading foreign key, a stored function, a view's base
+    /// table); else every table. A clockless write (`clockless_write`) is known to be such
+    /// already.
+    fn written_tables(
+        &self,
+        session: &SessionState,
+        c: &Classified,
+        sql: &str,
+        shard: ShardId,
+        clockless: bool,
+    ) -> TableSet {
+        let plain = c.kind == Kind::Write
+            && c.statements == 1
+            && !c.flags.contains(Flags::FALLBACK)
+            && !c.tables.is_empty();
+        if !plain {
+            return TableSet::Every;
+        }
+        if !clockless {
+            let contained = !crate::sql::clock::may_run_stored_code(sql)
+                && table_keys(session, c).is_some_and(|keys| {
+                    self.ctx
+                        .cluster
+                        .schema_facts(shard)
+                        .is_some_and(|f| f.writes_only_themselves(&keys))
+                });
+            if !contained {
+                return TableSet::Every;
+            }
+        }
+        TableSet::of_references(c.tables.iter().map(String::as_str))
+    }
+
+    /// What a program run later in the session's transaction reads, when it may write:
+    /// the words of its text, and for a CALL those of the bodies it runs (`CallCheck`).
+    /// Such a transaction is certified at commit (`replication::certify`): its snapshot
+    /// may be older than what a follower replaying the program reads.
+    fn program_reads(&self, session: &SessionState, sql: &str) -> TableSet {
+        let mut reads = TableSet::default();
+        let Some((db, name)) = crate::sql::determinism::called_procedure(sql) else {
+            // A compound statement: the bodies of procedures it calls are not read here.
+            if !crate::sql::determinism::procedures_called(sql).is_empty() {
+                return TableSet::Every;
+            }
+            identifiers(sql).for_each(|w| reads.add_name(w));
+            return reads;
+        };
+        let check = super::commands::procedure_key(session, db, &name)
+            .and_then(|(_, key)| self.ctx.call_checks.get(&key).map(|c| c.clone()));
+        match check {
+            Some(check) => check.identifiers.iter().for_each(|w| reads.add_name(w)),
+            None => return TableSet::Every,
+        }
+        reads
     }
 
     /// Marks a statement that may change table definitions (a DDL, a CALL whose procedure
@@ -631,7 +719,8 @@ impl ClientSession {
         }
         // Held until the primary answered: a schema change waits for it.
         let clockless = self.clockless_write(session, c, sql, shard, &body);
-        let schema_change = if c.kind == Kind::Call {
+        let schema_change = if c.kind == Kind::Call && self.program_may_change_schema(session, sql)
+        {
             self.schema_change(route).await
         } else {
             None
@@ -668,8 +757,12 @@ impl ClientSession {
                 .held
                 .as_ref()
                 .is_some_and(|h| h.conn.deferred_begin.is_some());
-        let serializable =
-            c.kind == Kind::Call && starts_transaction && self.program_may_write(session, sql);
+        let writing_program = c.kind == Kind::Call && self.program_may_write(session, sql);
+        let serializable = writing_program && starts_transaction;
+        // Later in a transaction the level cannot change: the transaction is certified at
+        // commit instead (`replication::certify`).
+        let certified_reads =
+            (writing_program && !starts_transaction).then(|| self.program_reads(session, sql));
         let plan = WritePlan {
             command,
             body,
@@ -715,6 +808,7 @@ impl ClientSession {
                 return Err(Failure::Client(e));
             }
         };
+        let written = self.written_tables(session, c, sql, shard, clockless.is_some());
         drop((clockless, schema_change));
         let Executed {
             mut summary,
@@ -759,7 +853,8 @@ impl ClientSession {
                     statements,
                 }
                 .encode();
-                self.log_and_commit(session, c, shard, payload, true, PLAIN_COMMIT)
+                let tables = (written, None);
+                self.log_and_commit(session, c, shard, payload, true, PLAIN_COMMIT, tables)
                     .await?;
                 let status = (summary.status.unwrap_or(0)
                     & !StatusFlags::SERVER_STATUS_IN_TRANS.bits())
@@ -780,17 +875,25 @@ impl ClientSession {
                 // ROLLBACK of the client's would otherwise drop them from the log only.
                 session.pending.push(stmt);
                 sync.into_iter().for_each(|s| session.pending.push(s));
+                session.pending.note_writes(&written);
+                // Committed on the primary already: nothing left to certify.
+                let (written, _) = session.pending.take_tables();
                 let payload = Record {
                     kind: RecordKind::Transaction,
                     statements: session.pending.take(),
                 }
                 .encode();
-                self.log_and_commit(session, c, shard, payload, false, PLAIN_COMMIT)
+                let tables = (written, None);
+                self.log_and_commit(session, c, shard, payload, false, PLAIN_COMMIT, tables)
                     .await?;
             }
             Some((stmt, sync)) => {
                 session.pending.push(stmt);
                 sync.into_iter().for_each(|s| session.pending.push(s));
+                session.pending.note_writes(&written);
+                if let Some(reads) = &certified_reads {
+                    session.pending.note_program_reads(reads);
+                }
                 // Borrowed, not cloned: this runs for every write of every transaction.
                 let max = self
                     .ctx
@@ -877,6 +980,7 @@ impl ClientSession {
     /// Sequences `payload`, waits for the quorum, then commits on the primary with `commit`
     /// (see `commit_on_primary`). On failure before the log has the record, the primary's
     /// transaction is rolled back.
+    #[allow(clippy::too_many_arguments)]
     async fn log_and_commit(
         &mut self,
         session: &mut SessionState,
@@ -885,6 +989,7 @@ impl ClientSession {
         payload: Vec<u8>,
         unwrap: bool,
         commit: &str,
+        (written, program_reads): (TableSet, Option<TableSet>),
     ) -> Result<(ResponseSummary, Vec<u8>), Failure> {
         self.served = Some(crate::digests::Served::Primary);
         let log = self.shard_log(shard)?;
@@ -896,7 +1001,12 @@ impl ClientSession {
             .unwrap_or(log.leader());
         // Shared, not copied: a bulk load's record is hundreds of megabytes.
         let payload: std::sync::Arc<[u8]> = payload.into();
-        let (ts, snapshot) = match log.sequence(payload.clone(), executed_on).await {
+        let certify = program_reads.map(|reads| Certify {
+            snapshot: session.snapshot_mark,
+            reads,
+        });
+        let sequenced = log.sequence(payload.clone(), executed_on, written, certify);
+        let (ts, snapshot) = match sequenced.await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(shard = shard.0, error = %e, "commit refused");
@@ -1039,13 +1149,14 @@ impl ClientSession {
     ) -> Result<(), Failure> {
         let shard = route_shard(route);
         self.hold_for(session, route).await?;
+        let tables = session.pending.take_tables();
         let payload = Record {
             kind: RecordKind::Transaction,
             statements: session.pending.take(),
         }
         .encode();
         let (summary, raw) = self
-            .log_and_commit(session, c, shard, payload, false, commit)
+            .log_and_commit(session, c, shard, payload, false, commit, tables)
             .await?;
         if let Some(client) = client {
             client.queue_raw(&raw);
@@ -1209,7 +1320,7 @@ impl ClientSession {
                  (commit or roll back long transactions before schema changes)");
         }
         let (ts, snapshot) = log
-            .sequence(payload.clone(), executed_on)
+            .sequence(payload.clone(), executed_on, TableSet::Every, None)
             .await
             .map_err(|e| Failure::Answer(commit_error(&e)))?;
         // New write transactions stay behind the gate until the DDL has run on the primary,

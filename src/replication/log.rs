@@ -18,6 +18,7 @@
 //! Owns: `ShardLog`. May import: wal, tso, replication::{cabinet, replay}, router ids.
 
 use super::cabinet::{Cabinet, WeightSnapshot};
+use super::certify::{Certify, RecentWrites, TableSet};
 use super::ddl_order::DdlOrder;
 use super::replay::{LogEntry, Position};
 use crate::metrics::LatencyHistogram;
@@ -60,6 +61,8 @@ pub enum CommitError {
     Electing { shard: u32, timeout_ms: u64 },
     #[error("this transaction's replication record is {bytes} bytes, more than the {max} bytes a record may hold (replication.max_record_bytes); it was rolled back. Split it into smaller transactions or raise replication.max_record_bytes")]
     TooLarge { bytes: usize, max: usize },
+    #[error("a stored program in this transaction read tables that another transaction wrote meanwhile, after this one's snapshot: a follower replaying the log would read that write and the replicas would differ. It was rolled back and nothing of it is logged; retry it (or call the program first in its transaction, where its reads lock)")]
+    Conflict { shard: u32 },
 }
 
 /// What bounds one shard's commits, and what its primary's commits rest on.
@@ -79,6 +82,9 @@ struct SeqRequest {
     payload: Arc<[u8]>,
     /// The primary the transaction executed on: refused unless it still leads.
     executed_on: ReplicaId,
+    /// The tables it wrote (for certifying later transactions), and its own certification.
+    writes: TableSet,
+    certify: Option<Certify>,
     reply: oneshot::Sender<Result<u64, CommitError>>,
 }
 
@@ -155,6 +161,8 @@ pub struct LogCounters {
     pub quorum_timeouts: AtomicU64,
     pub batches: AtomicU64,
     pub max_batch: AtomicU64,
+    /// Transactions refused by certification (`certify`).
+    pub conflicts: AtomicU64,
 }
 
 pub struct ShardLog {
@@ -518,6 +526,8 @@ impl ShardLog {
         &self,
         payload: Arc<[u8]>,
         executed_on: ReplicaId,
+        writes: TableSet,
+        certify: Option<Certify>,
     ) -> Result<(u64, WeightSnapshot), CommitError> {
         if self.wal_broken.load(Ordering::Relaxed) {
             return Err(CommitError::Wal(io::Error::other(
@@ -586,6 +596,8 @@ impl ShardLog {
             .send(SeqMsg::Record(SeqRequest {
                 payload,
                 executed_on,
+                writes,
+                certify,
                 reply,
             }))
             .map_err(|_| CommitError::Shutdown)?;
@@ -873,6 +885,9 @@ async fn run_sequencer(
         watched.wal_failed(&io::Error::other(reason));
     });
     let mut barrier: Option<oneshot::Sender<u64>> = None;
+    // What recent records wrote, for certifying transactions whose programs read a
+    // snapshot (`certify`): only this task sequences, so only it needs to know.
+    let mut recent = RecentWrites::starting_at(last_ts);
     while let Some(first) = rx.recv().await {
         let mut msgs = vec![first];
         while msgs.len() < 4096 && !matches!(msgs.last(), Some(SeqMsg::Barrier(_))) {
@@ -892,7 +907,22 @@ async fn run_sequencer(
                         .reply
                         .send(Err(CommitError::LeaderChanged { shard: log.shard.0 }));
                 }
-                SeqMsg::Record(r) => batch.push(r),
+                SeqMsg::Record(r) => {
+                    // Checked against the records before it in this batch too: they come
+                    // before it in the log.
+                    let conflict = r.certify.as_ref().is_some_and(|c| {
+                        recent.conflicts(c)
+                            || batch.iter().any(|b: &SeqRequest| b.writes.meets(&c.reads))
+                    });
+                    if conflict {
+                        log.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                        let _ = r
+                            .reply
+                            .send(Err(CommitError::Conflict { shard: log.shard.0 }));
+                    } else {
+                        batch.push(r);
+                    }
+                }
                 SeqMsg::Barrier(b) => barrier = Some(b),
             }
         }
@@ -919,7 +949,7 @@ async fn run_sequencer(
                 continue;
             }
         };
-        let stamped: Vec<(u64, SeqRequest)> = batch
+        let mut stamped: Vec<(u64, SeqRequest)> = batch
             .into_iter()
             .enumerate()
             .map(|(i, r)| (first_ts + 2 * i as u64, r))
@@ -946,6 +976,9 @@ async fn run_sequencer(
             for (ts, r) in &stamped {
                 tail.insert(*ts, r.payload.clone());
             }
+        }
+        for (ts, r) in &mut stamped {
+            recent.push(*ts, std::mem::take(&mut r.writes));
         }
         log.sequenced.send_replace(last_ts);
         log.counters.batches.fetch_add(1, Ordering::Relaxed);

@@ -6,6 +6,7 @@
 
 pub mod applier;
 pub mod cabinet;
+pub mod certify;
 pub mod checksum;
 pub mod ddl_order;
 pub mod election;

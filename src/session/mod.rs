@@ -8,7 +8,8 @@
 //! themselves are session values, prepared on whichever connection runs them.
 //!
 //! Owns: `SessionState`, `PinReason`, pin counters. May import: sql, protocol::relay (summary),
-//! replication::{record, replay} (the pending writes and which settings replicate),
+//! replication::{record, replay, certify} (the pending writes, which settings replicate,
+//! the tables a transaction wrote and read),
 //! backend (the account a session runs as).
 
 pub mod diagnostics;
@@ -16,6 +17,7 @@ pub mod temp_tables;
 
 use crate::backend::BackendAccount;
 use crate::protocol::relay::ResponseSummary;
+use crate::replication::certify::TableSet;
 use crate::replication::record::Statement;
 use crate::sql::{Classified, Flags, Kind, SessionChange};
 use std::collections::hash_map::DefaultHasher;
@@ -164,6 +166,11 @@ pub struct SessionState {
     /// The last value NEXTVAL gave this session, by sequence (schema, name): its LASTVAL,
     /// which a pooled connection would not know (`sql::sequences`).
     pub sequence_last: HashMap<SequenceKey, i64>,
+    /// The default shard's log position every record at or below which had committed on
+    /// the primary before this session's open transaction could take its snapshot (read
+    /// before each command that starts outside a transaction): certification's starting
+    /// point (`replication::certify`).
+    pub snapshot_mark: u64,
 }
 
 /// The open transaction's writes, with the bytes they take in its record: a transaction
@@ -173,6 +180,11 @@ pub struct SessionState {
 pub struct PendingWrites {
     statements: Vec<Statement>,
     bytes: usize,
+    /// The tables they wrote (`replication::certify`).
+    writes: TableSet,
+    /// The tables stored programs read in this transaction after its snapshot was taken:
+    /// certified at commit (`replication::certify`).
+    program_reads: Option<TableSet>,
 }
 
 impl PendingWrites {
@@ -181,9 +193,29 @@ impl PendingWrites {
         self.statements.push(s);
     }
 
+    /// The tables a write of the transaction wrote.
+    pub fn note_writes(&mut self, tables: &TableSet) {
+        self.writes.add(tables);
+    }
+
+    /// A program of the transaction read `tables` from its snapshot.
+    pub fn note_program_reads(&mut self, tables: &TableSet) {
+        self.program_reads
+            .get_or_insert_with(TableSet::default)
+            .add(tables);
+    }
+
+    /// What the transaction wrote, and what its programs read (to certify), for its record;
+    /// both are reset.
+    pub fn take_tables(&mut self) -> (TableSet, Option<TableSet>) {
+        (std::mem::take(&mut self.writes), self.program_reads.take())
+    }
+
     pub fn clear(&mut self) {
         self.statements.clear();
         self.bytes = 0;
+        self.writes = TableSet::default();
+        self.program_reads = None;
     }
 
     /// Keeps the first `len` writes (ROLLBACK TO SAVEPOINT).
@@ -248,6 +280,7 @@ impl SessionState {
             diagnostics: None,
             binlog_format_description: None,
             sequence_last: HashMap::new(),
+            snapshot_mark: 0,
         };
         s.signature = s.compute_signature();
         s

@@ -237,6 +237,19 @@ pub fn may_write(body: &str) -> bool {
         .any(|w| CHANGING.contains(&w.as_str()))
 }
 
+/// Whether a stored program's `body` (or a compound statement) may change a table's
+/// definition: a DDL, a CALL or dynamic SQL among its statements or in a string it may run.
+/// Writes without the clock and certification rest on table definitions read earlier
+/// (`backend::schema_facts`), so such a program marks a schema change while it runs.
+pub fn may_change_schema(body: &str) -> bool {
+    const CHANGING: [&str; 8] = [
+        "CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME", "CALL", "EXECUTE", "PREPARE",
+    ];
+    program_words(body)
+        .iter()
+        .any(|w| CHANGING.contains(&w.as_str()))
+}
+
 /// The words of a program body, uppercase, with those of its string literals in place (a
 /// string may be run as dynamic SQL).
 fn program_words(body: &str) -> Vec<String> {
@@ -1518,6 +1531,23 @@ mod tests {
             ("BEGIN DO NEXTVAL(s); END", true),
         ] {
             assert_eq!(super::may_write(body), writes, "{body}");
+        }
+        for (body, changes) in [
+            (
+                "BEGIN SELECT a INTO x FROM t; UPDATE u SET b = x; END",
+                false,
+            ),
+            ("BEGIN INSERT INTO created VALUES (1); END", false),
+            (
+                "BEGIN CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET @x = 1; END",
+                true,
+            ),
+            ("BEGIN alter table t add column c int; END", true),
+            ("BEGIN CALL other(); END", true),
+            ("BEGIN EXECUTE IMMEDIATE 'select 1'; END", true),
+            ("BEGIN SET @s = 'drop table t'; END", true),
+        ] {
+            assert_eq!(super::may_change_schema(body), changes, "{body}");
         }
         assert_eq!(k("CREATE TABLE t (id INT PRIMARY KEY)"), Kind::Ddl);
         assert_eq!(k("SET autocommit=0"), Kind::Session);

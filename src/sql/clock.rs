@@ -10,7 +10,10 @@
 //! function, a sequence, a new built-in), any `@@variable`, any statement that is not a
 //! plain INSERT/REPLACE/UPDATE/DELETE counts as reading it.
 //!
-//! Pure: no I/O. Owns: `may_read_clock`. May import: sql::lexer.
+//! The same reading tells whether a write may run stored code (`may_run_stored_code`),
+//! which may change tables its text does not name.
+//!
+//! Pure: no I/O. Owns: `may_read_clock`, `may_run_stored_code`. May import: sql::lexer.
 
 use super::lexer::{Lexer, Tok};
 
@@ -266,6 +269,19 @@ fn listed(list: &[&str], word: &str) -> bool {
 /// Whether executing `sql` may read the server's clock, judged from its text alone (the
 /// tables it names are the caller's half: see the module header). `true` when unsure.
 pub fn may_read_clock(sql: &str) -> bool {
+    may_call_beyond(sql, CLOCK_WORDS)
+}
+
+/// Whether executing `sql` may run more than built-in functions (a stored function, a
+/// sequence), which may change tables the statement does not name. `true` when unsure, and
+/// for anything but a plain INSERT/REPLACE/UPDATE/DELETE.
+pub fn may_run_stored_code(sql: &str) -> bool {
+    may_call_beyond(sql, &[])
+}
+
+/// Whether `sql` is not plain DML, or calls something not known to be a built-in free of
+/// the clock, or uses a word of `refused` or a `@@variable`.
+fn may_call_beyond(sql: &str, refused: &[&str]) -> bool {
     let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
     let plain_dml = toks.first().is_some_and(|t| {
         t.is_word("INSERT") || t.is_word("REPLACE") || t.is_word("UPDATE") || t.is_word("DELETE")
@@ -276,7 +292,7 @@ pub fn may_read_clock(sql: &str) -> bool {
     for (i, t) in toks.iter().enumerate() {
         let name = match *t {
             Tok::SysVar(_) => return true,
-            Tok::Word(w) if listed(CLOCK_WORDS, w) => return true,
+            Tok::Word(w) if listed(refused, w) => return true,
             Tok::Word(w) | Tok::Quoted(w) => w,
             _ => continue,
         };
@@ -284,7 +300,8 @@ pub fn may_read_clock(sql: &str) -> bool {
             continue;
         }
         let quoted = matches!(t, Tok::Quoted(_));
-        if !quoted && (listed(NOT_CALLS, name) || listed(CLOCK_FREE_FUNCTIONS, name)) {
+        let builtin = listed(CLOCK_FREE_FUNCTIONS, name) || listed(CLOCK_WORDS, name);
+        if !quoted && (listed(NOT_CALLS, name) || builtin) {
             continue;
         }
         // `INTO t (…)` or `INTO db.t (…)`: a column list.
@@ -350,6 +367,26 @@ mod tests {
             "",
         ] {
             assert!(may_read_clock(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn clock_functions_are_built_ins_stored_functions_are_not() {
+        for sql in [
+            "INSERT INTO t (a) VALUES (NOW())",
+            "UPDATE t SET a = CURRENT_TIMESTAMP, b = UNIX_TIMESTAMP(NOW(6)) WHERE id = 1",
+            "UPDATE sbtest1 SET k=k+1 WHERE id=?",
+        ] {
+            assert!(!may_run_stored_code(sql), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO t VALUES (my_func(1))",
+            "INSERT INTO t VALUES (NEXTVAL(s))",
+            "UPDATE t SET a = @@timestamp",
+            "CALL p()",
+            "DO next_id()",
+        ] {
+            assert!(may_run_stored_code(sql), "{sql}");
         }
     }
 }
