@@ -6,7 +6,9 @@
 //! decide which rows a WHERE matches), a trigger, system versioning, or a foreign key
 //! whose ON DELETE/UPDATE action changes a child table that may have any of these. Views,
 //! sequences, tables that do not exist (yet) and anything not asked about are unknown, and
-//! unknown means the clock is set.
+//! unknown means the clock is set. The same row tells whether a write to the table changes
+//! that table alone (no trigger, no foreign key whose action changes another):
+//! certification compares the tables writes change (`replication::certify`).
 //!
 //! The facts are read per shard on a control-path connection to its primary, for the
 //! tables writes asked about, and read again after every schema change through the proxy.

@@ -462,9 +462,12 @@ impl ClientSession {
     /// only then does it mark a schema change while it runs, which makes the writes meanwhile
     /// and until the tables were read again set the clock and count as writing every table.
     fn program_may_change_schema(&self, session: &SessionState, sql: &str) -> bool {
-        self.judged_program(session, sql, crate::sql::classify::may_change_schema, |c| {
-            c.may_change_schema
-        })
+        // A compound statement's callees are not judged: calling one may.
+        let judge = |sql: &str| {
+            crate::sql::classify::may_change_schema(sql)
+                || !crate::sql::determinism::procedures_called(sql).is_empty()
+        };
+        self.judged_program(session, sql, judge, |c| c.may_change_schema)
     }
 
     /// What `judge` says of a compound statement's text, or `judged` of a CALL's procedure

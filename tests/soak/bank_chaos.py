@@ -2,8 +2,8 @@
 """Fault soak for myquorum's replication (run by hand; not part of `cargo test`).
 
 Three mariadbd and a myquorum proxy (ports 3721-3723, 6701). Six clients run bank transfers
-(BEGIN; two UPDATEs; INSERT; COMMIT, some with a savepoint rolled back; some as an autocommit
-CALL, alone or first after BEGIN, of a procedure that reads the source balance with a plain SELECT … INTO and writes what it
+(BEGIN; two UPDATEs; INSERT; COMMIT, some with a savepoint rolled back; some as a
+CALL, alone, first after BEGIN or after a read in the transaction, of a procedure that reads the source balance with a plain SELECT … INTO and writes what it
 read, which only a serializable run keeps consistent) and autocommit inserts with UUID(); one client runs DDL (CREATE/ALTER/DROP TABLE, CREATE INDEX) and inserts into the
 tables it makes; one takes ids from a sequence (CACHE 50, so its SETVALs for the followers
 come often) with `SELECT NEXTVAL` and with NEXTVAL in INSERTs. Every 4-9 s a random fault: kill -9 of the proxy (restarted), kill -9 of the
@@ -176,10 +176,16 @@ def client(n):
             cur = conn.cursor()
             if kind < 0.15:
                 a, b = rnd.sample(range(ACCOUNTS), 2)
-                # Alone, or as the first statement of the client's transaction.
-                in_begin = rnd.random() < 0.5
+                # Alone, as the first statement of the client's transaction (both run
+                # SERIALIZABLE), or after a read in it (certified at COMMIT: refused with
+                # 1213 when another transfer wrote the accounts after the snapshot).
+                mode = rnd.random()
+                in_begin = mode < 0.67
                 if in_begin:
                     cur.execute("BEGIN")
+                    if mode < 0.33:
+                        cur.execute("SELECT balance FROM bank.accounts WHERE id = %s", (a,))
+                        cur.fetchall()
                 else:
                     phase = "commit"
                 cur.execute("CALL bank.transfer(%s, %s, %s, %s)", (tid, a, b, rnd.randint(1, 9)))
