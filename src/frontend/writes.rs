@@ -561,12 +561,12 @@ impl ClientSession {
             identifiers(sql).for_each(|w| reads.add_name(w));
             return reads;
         };
-        let check = super::commands::procedure_key(session, db, &name)
-            .and_then(|(_, key)| self.ctx.call_checks.get(&key).map(|c| c.clone()));
-        match check {
-            Some(check) => check.identifiers.iter().for_each(|w| reads.add_name(w)),
-            None => return TableSet::Every,
-        }
+        let Some(check) = super::commands::procedure_key(session, db, &name)
+            .and_then(|(_, key)| self.ctx.call_checks.get(&key))
+        else {
+            return TableSet::Every;
+        };
+        check.identifiers.iter().for_each(|w| reads.add_name(w));
         reads
     }
 

@@ -19,7 +19,7 @@
 //! Pure: no I/O. Owns: `TableSet`, `RecentWrites`. May import: std only.
 
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 
 /// Records remembered for certification. A transaction whose snapshot is older than the
 /// oldest of them is refused (it cannot be told apart from one that conflicts).
@@ -92,10 +92,19 @@ impl TableSet {
     }
 }
 
+/// The hash of a bare name, case-folded, with doubled backticks as one (no allocation:
+/// every logged write hashes its tables).
 fn name_hash(bare: &str) -> u64 {
-    let folded = bare.replace("``", "`").to_lowercase();
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    folded.hash(&mut h);
+    let mut after_tick = false;
+    for c in bare.chars() {
+        if c == '`' && after_tick {
+            after_tick = false;
+            continue;
+        }
+        after_tick = c == '`';
+        c.to_lowercase().for_each(|l| h.write_u32(l as u32));
+    }
     h.finish()
 }
 
