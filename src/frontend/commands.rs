@@ -445,7 +445,7 @@ impl ClientSession {
                 // This command may start a transaction: its snapshot will include at least
                 // what the primary committed by now (`replication::certify`).
                 if let Some(log) = self.ctx.replication.shard(crate::router::DEFAULT_SHARD) {
-                    session.snapshot_mark = log.primary_low_water();
+                    session.snapshot_mark = log.snapshot_floor();
                 }
             }
             let outcome = match command {

@@ -188,6 +188,10 @@ pub struct ShardLog {
     /// election the old primary's entries stay until their sessions finish (commit or fail
     /// there): its applier waits for that before following, or it would apply them twice.
     in_flight: Mutex<BTreeMap<u64, ReplicaId>>,
+    /// At most the primary's low-water mark (`primary_low_water`, but counting the records
+    /// in flight on any replica): kept as records leave `in_flight`, so that a session can
+    /// read it before every command without taking the lock (`snapshot_floor`).
+    low_water: AtomicU64,
     /// What each DDL record got on the primary (`None`: OK, `Some(code)`: that error), for
     /// followers to hold their own outcome against; pruned once every follower applied it.
     ddl_outcomes: Mutex<BTreeMap<u64, Option<u16>>>,
@@ -268,6 +272,7 @@ impl ShardLog {
             acks: watch::Sender::new(0),
             cabinet: Mutex::new(cabinet),
             in_flight: Mutex::new(BTreeMap::new()),
+            low_water: AtomicU64::new(last_ts),
             ddl_outcomes: Mutex::new(BTreeMap::new()),
             primary_progress: watch::Sender::new(0),
             ddl_order: Arc::new(DdlOrder::default()),
@@ -348,7 +353,10 @@ impl ShardLog {
         // old one stays tracked until its sessions finish there. Commits that already failed
         // there are finished (nobody will repair the old primary now).
         let failed = std::mem::take(&mut *self.failed_on_primary.lock());
-        self.in_flight.lock().retain(|ts, _| !failed.contains(ts));
+        let mut in_flight = self.in_flight.lock();
+        in_flight.retain(|ts, _| !failed.contains(ts));
+        self.left_flight(&in_flight);
+        drop(in_flight);
         self.cabinet.lock().set_leader(new);
         self.bump_primary_progress();
         let mut epoch = 0;
@@ -436,7 +444,7 @@ impl ShardLog {
     /// applied the whole log before taking over.
     pub fn primary_failed(&self, ts: u64, executed_on: ReplicaId) {
         if executed_on != self.leader() {
-            self.in_flight.lock().remove(&ts);
+            self.land(ts);
             self.bump_primary_progress();
             return;
         }
@@ -458,7 +466,7 @@ impl ShardLog {
         let mut f = self.failed_on_primary.lock();
         for ts in done {
             f.remove(ts);
-            self.in_flight.lock().remove(ts);
+            self.land(*ts);
         }
         drop(f);
         self.bump_primary_progress();
@@ -661,8 +669,33 @@ impl ShardLog {
 
     /// The primary committed `ts` (or it was re-applied there).
     pub fn primary_done(&self, ts: u64) {
-        self.in_flight.lock().remove(&ts);
+        self.land(ts);
         self.bump_primary_progress();
+    }
+
+    /// `ts` is no longer in flight.
+    fn land(&self, ts: u64) {
+        let mut in_flight = self.in_flight.lock();
+        in_flight.remove(&ts);
+        self.left_flight(&in_flight);
+    }
+
+    /// Records left `in_flight` (held locked): the low-water mark may rise. Records entering
+    /// it never lower it (they are above everything sequenced before).
+    fn left_flight(&self, in_flight: &BTreeMap<u64, ReplicaId>) {
+        let low = match in_flight.keys().next() {
+            Some(ts) => ts - 1,
+            None => self.last_sequenced(),
+        };
+        self.low_water.store(low, Ordering::Release);
+    }
+
+    /// A log position every record at or below which the primary has committed: a
+    /// transaction starting now sees at least those (`certify`). Lock-free, for sessions to
+    /// read before each command; lower than `primary_low_water` while a former primary's
+    /// sessions finish.
+    pub fn snapshot_floor(&self) -> u64 {
+        self.low_water.load(Ordering::Acquire)
     }
 
     fn bump_primary_progress(&self) {
