@@ -52,8 +52,11 @@ impl TableSet {
     /// Adds one bare name (unquoted: a quoted name's doubled backticks as the lexer keeps
     /// them are undone here).
     pub fn add_name(&mut self, bare: &str) {
+        self.add_hash(name_hash(bare));
+    }
+
+    fn add_hash(&mut self, h: u64) {
         if let TableSet::Named(hashes) = self {
-            let h = name_hash(bare);
             if !hashes.contains(&h) {
                 hashes.push(h);
             }
@@ -61,18 +64,9 @@ impl TableSet {
     }
 
     pub fn add(&mut self, other: &TableSet) {
-        match (&mut *self, other) {
-            (TableSet::Every, _) => {}
-            (_, TableSet::Every) => *self = TableSet::Every,
-            (TableSet::Named(_), TableSet::Named(theirs)) => {
-                for h in theirs {
-                    if let TableSet::Named(mine) = self {
-                        if !mine.contains(h) {
-                            mine.push(*h);
-                        }
-                    }
-                }
-            }
+        match other {
+            TableSet::Every => *self = TableSet::Every,
+            TableSet::Named(theirs) => theirs.iter().for_each(|h| self.add_hash(*h)),
         }
     }
 
