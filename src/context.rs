@@ -328,7 +328,8 @@ impl ProxyContext {
     }
 }
 
-/// What a stored procedure's body was found to do, judged once per procedure.
+/// What a stored procedure's body, with the procedures and stored functions it runs, was
+/// found to do, judged once per procedure.
 #[derive(Clone, Debug, Default)]
 pub struct CallCheck {
     /// Why a CALL of it is refused (it generates ids the log cannot carry), if it is.
@@ -343,7 +344,10 @@ pub struct CallCheck {
     /// It may change a table's definition (`classify::may_change_schema`): its CALL marks a
     /// schema change while it runs.
     pub may_change_schema: bool,
-    /// The words and quoted identifiers of the bodies (each once): what may name one of the
-    /// caller's temporary tables.
+    /// The words and quoted identifiers of the bodies (each once), the stored functions'
+    /// too: what may name one of the caller's temporary tables, or a table it reads.
     pub identifiers: std::collections::BTreeSet<String>,
+    /// It runs more routines than were read to judge it: `identifiers` may miss tables it
+    /// reads.
+    pub reads_every_table: bool,
 }

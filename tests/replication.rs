@@ -6150,36 +6150,68 @@ async fn a_program_later_in_a_transaction_is_certified_at_commit() {
                DECLARE x INT; \
                SELECT v INTO x FROM a WHERE id = 1; \
                INSERT INTO b VALUES (k, x); END",
+            // The same read, through a stored function the procedure calls.
+            "CREATE FUNCTION a_value() RETURNS INT READS SQL DATA \
+               RETURN (SELECT v FROM a WHERE id = 1)",
+            "CREATE PROCEDURE copy_through_function(k INT) BEGIN \
+               DECLARE x INT; \
+               SET x = a_value(); \
+               INSERT INTO b VALUES (k, x); END",
         ],
     )
     .await;
     let mut other = connect(&proxy.url(Some("pc"))).await;
     // The SELECT takes the snapshot on the primary; `other` commits `meanwhile` before the
     // CALL (or after it), and the CALL reads `a` from the snapshot.
-    let cases: [(&str, &str, bool, bool); 5] = [
-        ("BEGIN", "UPDATE a SET v = 2 WHERE id = 1", true, true),
-        ("BEGIN", "UPDATE a SET v = 3 WHERE id = 1", false, true),
+    const COPY: &str = "copy_a";
+    const THROUGH_FUNCTION: &str = "copy_through_function";
+    let cases: [(&str, &str, &str, bool, bool); 7] = [
+        (COPY, "BEGIN", "UPDATE a SET v = 2 WHERE id = 1", true, true),
         (
+            COPY,
+            "BEGIN",
+            "UPDATE a SET v = 3 WHERE id = 1",
+            false,
+            true,
+        ),
+        (
+            COPY,
             "BEGIN",
             "UPDATE unrelated SET v = v + 1 WHERE id = 1",
             true,
             false,
         ),
         (
+            COPY,
             "SET autocommit = 0",
             "UPDATE a SET v = 4 WHERE id = 1",
             true,
             true,
         ),
         (
+            COPY,
             "SET autocommit = 0",
             "UPDATE unrelated SET v = v + 1 WHERE id = 1",
             false,
             false,
         ),
+        (
+            THROUGH_FUNCTION,
+            "BEGIN",
+            "UPDATE a SET v = 5 WHERE id = 1",
+            true,
+            true,
+        ),
+        (
+            THROUGH_FUNCTION,
+            "BEGIN",
+            "UPDATE unrelated SET v = v + 1 WHERE id = 1",
+            true,
+            false,
+        ),
     ];
     let mut conflicts = 0;
-    for (k, (begin, meanwhile, before_call, refused)) in cases.into_iter().enumerate() {
+    for (k, (procedure, begin, meanwhile, before_call, refused)) in cases.into_iter().enumerate() {
         // A write is taken to change only the tables it names once the proxy has read their
         // definitions (no trigger or cascading foreign key), in the background after the
         // schema changed: until then a transaction certified against it is refused too, and
@@ -6189,7 +6221,7 @@ async fn a_program_later_in_a_transaction_is_certified_at_commit() {
             if before_call {
                 run_all(&mut other, &[meanwhile]).await;
             }
-            run_all(&mut c, &[&format!("CALL copy_a({k})")]).await;
+            run_all(&mut c, &[&format!("CALL {procedure}({k})")]).await;
             if !before_call {
                 run_all(&mut other, &[meanwhile]).await;
             }
@@ -6226,7 +6258,7 @@ async fn a_program_later_in_a_transaction_is_certified_at_commit() {
     .await;
     assert_replicas_identical(&dbs, &mut c, &["pc.a", "pc.b"]).await;
     let rows: Vec<(i32, i32)> = c.query("SELECT id, v FROM pc.b ORDER BY id").await.unwrap();
-    assert_eq!(rows, [(2, 3), (4, 4), (10, 4)]);
+    assert_eq!(rows, [(2, 3), (4, 4), (6, 5), (10, 5)]);
     let counted: Vec<u64> = c
         .query_map("SHOW PROXY REPLICATION", |row: mysql_async::Row| {
             row.get::<String, _>("certification_conflicts")

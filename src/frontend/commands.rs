@@ -1131,8 +1131,9 @@ impl ClientSession {
                         // ALTER SEQUENCE … RESTART, DROP and CREATE OR REPLACE may bring a
                         // sequence's values back below what was reserved.
                         self.ctx.sequence_reservations.clear();
-                        if mentions_procedure(sql) {
-                            // A procedure created, replaced or dropped: CALLs are judged anew.
+                        if mentions_routine(sql) {
+                            // A procedure or function created, replaced or dropped: CALLs
+                            // are judged anew.
                             self.ctx.call_checks.clear();
                         }
                         if let Some(name) = crate::sql::classify::created_function(sql) {
@@ -1364,7 +1365,7 @@ impl ClientSession {
     /// the primary alone. Committed first, with the next transaction chained, the CALL then
     /// runs as in the client's transaction. Where the body may also roll back (which would
     /// have dropped them instead), it is refused. The verdict is cached per procedure
-    /// (`ProxyContext::call_checks`) until a procedure DDL through the proxy; a procedure
+    /// (`ProxyContext::call_checks`) until a routine DDL through the proxy; a procedure
     /// that does not exist is left to the server's error.
     async fn check_call(
         &mut self,
@@ -1409,9 +1410,9 @@ impl ClientSession {
         Ok(commits_pending)
     }
 
-    /// What procedure `db.name` may do, with the procedures it calls (to a bound: MariaDB
-    /// nests CALLs up to max_sp_recursion_depth, and a body names its callees statically or
-    /// in strings). None when it does not exist.
+    /// What procedure `db.name` may do, with the procedures and stored functions it runs
+    /// (to a bound: MariaDB nests CALLs up to max_sp_recursion_depth, and a body names its
+    /// callees statically or in strings). None when it does not exist.
     async fn judge_procedure(
         &mut self,
         session: &mut SessionState,
@@ -1420,41 +1421,50 @@ impl ClientSession {
         db: &str,
         name: &str,
     ) -> Result<Option<CallCheck>, Failure> {
-        /// Procedures read per judgement; a program calling more is judged on these.
-        const MOST_PROCEDURES: usize = 64;
+        /// Routines looked up per judgement (a function's name may be a built-in's, whose
+        /// lookup finds nothing); a program running more is judged on these and counts as
+        /// reading every table.
+        const MOST_ROUTINES: usize = 64;
         let mut check = CallCheck::default();
-        let mut queue = vec![(db.to_string(), name.to_string())];
+        let mut queue = vec![(db.to_string(), name.to_string(), RoutineType::Procedure)];
         let mut seen = std::collections::HashSet::new();
-        while let Some((pdb, pname)) = queue.pop() {
-            if seen.len() >= MOST_PROCEDURES
-                || !seen.insert((pdb.clone(), pname.to_ascii_lowercase()))
-            {
+        while let Some((rdb, rname, kind)) = queue.pop() {
+            if !seen.insert((rdb.clone(), rname.to_ascii_lowercase(), kind)) {
                 continue;
+            }
+            if seen.len() > MOST_ROUTINES {
+                check.reads_every_table = true;
+                break;
             }
             // information_schema, not mysql.proc: reading that Aria table inside the
             // client's transaction makes every later SAVEPOINT in it fail with 1178 (the
             // procedure's own, or the client's).
             let lookup = format!(
                 "(SELECT ROUTINE_DEFINITION FROM information_schema.ROUTINES \
-                 WHERE ROUTINE_SCHEMA = {} AND ROUTINE_NAME = {} AND ROUTINE_TYPE = 'PROCEDURE')",
-                crate::sql::quote_string(&pdb),
-                crate::sql::quote_string(&pname)
+                 WHERE ROUTINE_SCHEMA = {} AND ROUTINE_NAME = {} AND ROUTINE_TYPE = '{}')",
+                crate::sql::quote_string(&rdb),
+                crate::sql::quote_string(&rname),
+                kind.word()
             );
             let Some(body) = self.select_value(session, c, route, &lookup).await? else {
                 if seen.len() == 1 {
                     return Ok(None);
                 }
-                // A callee that does not exist fails the CALL there, on every replica.
+                // A callee that does not exist fails the CALL there, on every replica; a
+                // function's name may also be a built-in's.
                 continue;
             };
             let what = if seen.len() == 1 {
                 format!("procedure {db}.{name}")
             } else {
-                format!("procedure {pdb}.{pname} (which {db}.{name} calls)")
+                format!(
+                    "{} {rdb}.{rname} (which {db}.{name} calls)",
+                    kind.word().to_ascii_lowercase()
+                )
             };
             if check.refusal.is_none() {
                 check.refusal = self
-                    .generated_id_insert(session, c, route, &body, Some(pdb.clone()), &what)
+                    .generated_id_insert(session, c, route, &body, Some(rdb.clone()), &what)
                     .await?;
             }
             check.starts_transaction |= crate::sql::classify::starts_transaction(&body);
@@ -1464,8 +1474,17 @@ impl ClientSession {
             check
                 .identifiers
                 .extend(crate::session::temp_tables::identifiers(&body).map(str::to_string));
-            for (callee_db, callee) in crate::sql::determinism::procedures_called(&body) {
-                queue.push((callee_db.unwrap_or_else(|| pdb.clone()), callee));
+            // A routine's unqualified callees are in its own database.
+            let callees = crate::sql::determinism::procedures_called(&body)
+                .into_iter()
+                .map(|call| (call, RoutineType::Procedure))
+                .chain(
+                    crate::sql::clock::functions_called(&body)
+                        .into_iter()
+                        .map(|call| (call, RoutineType::Function)),
+                );
+            for ((callee_db, callee), kind) in callees {
+                queue.push((callee_db.unwrap_or_else(|| rdb.clone()), callee, kind));
             }
         }
         Ok(Some(check))
@@ -3002,12 +3021,29 @@ fn refused_for(why: Option<String>) -> Result<(), Failure> {
     }
 }
 
-/// Whether a DDL's first words name a procedure (CREATE [OR REPLACE] [DEFINER=…] PROCEDURE,
-/// DROP PROCEDURE, ALTER PROCEDURE).
-fn mentions_procedure(sql: &str) -> bool {
+/// Which kind of stored routine a body is looked up as.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum RoutineType {
+    Procedure,
+    Function,
+}
+
+impl RoutineType {
+    /// As information_schema.ROUTINES names it.
+    fn word(self) -> &'static str {
+        match self {
+            RoutineType::Procedure => "PROCEDURE",
+            RoutineType::Function => "FUNCTION",
+        }
+    }
+}
+
+/// Whether a DDL's first words name a stored routine (CREATE [OR REPLACE] [DEFINER=…]
+/// PROCEDURE or FUNCTION, DROP …, ALTER …).
+fn mentions_routine(sql: &str) -> bool {
     crate::sql::lexer::Lexer::new(sql)
         .take(12)
-        .any(|t| t.tok.is_word("PROCEDURE"))
+        .any(|t| t.tok.is_word("PROCEDURE") || t.tok.is_word("FUNCTION"))
 }
 
 /// A COMMIT or ROLLBACK that releases (RELEASE, or `completion_type = 2`): it ends the

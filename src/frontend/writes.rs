@@ -548,14 +548,17 @@ impl ClientSession {
     }
 
     /// What a program run later in the session's transaction reads, when it may write:
-    /// the words of its text, and for a CALL those of the bodies it runs (`CallCheck`).
+    /// the words of its text, and for a CALL those of the bodies it runs, stored functions'
+    /// too (`CallCheck`).
     /// Such a transaction is certified at commit (`replication::certify`): its snapshot
     /// may be older than what a follower replaying the program reads.
     fn program_reads(&self, session: &SessionState, sql: &str) -> TableSet {
         let mut reads = TableSet::default();
         let Some((db, name)) = crate::sql::determinism::called_procedure(sql) else {
-            // A compound statement: the bodies of procedures it calls are not read here.
-            if !crate::sql::determinism::procedures_called(sql).is_empty() {
+            // A compound statement: the bodies of routines it runs are not read here.
+            if !crate::sql::determinism::procedures_called(sql).is_empty()
+                || !crate::sql::clock::functions_called(sql).is_empty()
+            {
                 return TableSet::Every;
             }
             identifiers(sql).for_each(|w| reads.add_name(w));
@@ -566,6 +569,9 @@ impl ClientSession {
         else {
             return TableSet::Every;
         };
+        if check.reads_every_table {
+            return TableSet::Every;
+        }
         check.identifiers.iter().for_each(|w| reads.add_name(w));
         reads
     }

@@ -13,7 +13,7 @@
 //! The same reading tells whether a write may run stored code (`may_run_stored_code`),
 //! which may change tables its text does not name.
 //!
-//! Pure: no I/O. Owns: `may_read_clock`, `may_run_stored_code`. May import: sql::lexer.
+//! Pure: no I/O. Owns: `may_read_clock`, `may_run_stored_code`, `functions_called`. May import: sql::lexer.
 
 use super::lexer::{Lexer, Tok};
 
@@ -279,6 +279,92 @@ pub fn may_run_stored_code(sql: &str) -> bool {
     may_call_beyond(sql, &[])
 }
 
+/// Words a parenthesis follows in a stored program's body without calling a function: data
+/// types (`DECLARE d DECIMAL(10, 2)`) and control flow (`WHILE (…) DO`).
+const PROGRAM_NOT_CALLS: &[&str] = &[
+    "BIGINT",
+    "BINARY",
+    "BIT",
+    "BLOB",
+    "CASE",
+    "DEC",
+    "DECIMAL",
+    "DOUBLE",
+    "ELSEIF",
+    "FLOAT",
+    "INT",
+    "INTEGER",
+    "MEDIUMINT",
+    "NUMERIC",
+    "OVER",
+    "REAL",
+    "RETURN",
+    "SMALLINT",
+    "TEXT",
+    "TINYINT",
+    "UNTIL",
+    "VARBINARY",
+    "VARCHAR",
+    "WHILE",
+];
+
+/// Words after which `name(` is a table, a constraint or a procedure, not a function call.
+const BEFORE_NON_FUNCTION: &[&str] = &["CALL", "REFERENCES", "TABLE"];
+
+/// The stored functions a stored program's `body` may call, also from strings it may run
+/// as dynamic SQL: each `[db.]name(` not known to be a built-in or a keyword (unqualified
+/// names are the caller's to resolve). Errs on the side of listing: a name that is no
+/// stored function costs the caller a lookup, one missed would leave reads unseen.
+pub fn functions_called(body: &str) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    collect_function_calls(body, true, &mut out);
+    out
+}
+
+fn collect_function_calls(sql: &str, with_strings: bool, out: &mut Vec<(Option<String>, String)>) {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    for (i, t) in toks.iter().enumerate() {
+        let name = match *t {
+            Tok::Str(quoted) if with_strings && quoted.len() >= 2 => {
+                collect_function_calls(&quoted[1..quoted.len() - 1], false, out);
+                continue;
+            }
+            Tok::Word(w) | Tok::Quoted(w) => w,
+            _ => continue,
+        };
+        if toks.get(i + 1) != Some(&Tok::Punct('(')) {
+            continue;
+        }
+        let schema = match (i.checked_sub(2).map(|p| &toks[p]), i.checked_sub(1)) {
+            (Some(Tok::Word(db) | Tok::Quoted(db)), Some(dot)) if toks[dot] == Tok::Punct('.') => {
+                Some(*db)
+            }
+            _ => None,
+        };
+        let builtin = matches!(t, Tok::Word(_))
+            && schema.is_none()
+            && [
+                CLOCK_FREE_FUNCTIONS,
+                CLOCK_WORDS,
+                NOT_CALLS,
+                PROGRAM_NOT_CALLS,
+                BEFORE_TABLE,
+            ]
+            .iter()
+            .any(|list| listed(list, name));
+        let before = i.checked_sub(if schema.is_some() { 3 } else { 1 });
+        let not_a_call = before.is_some_and(|p| {
+            matches!(toks[p], Tok::Word(w) if listed(BEFORE_TABLE, w) || listed(BEFORE_NON_FUNCTION, w))
+        });
+        if !builtin && !not_a_call {
+            let call = (schema.map(str::to_string), name.to_string());
+            if !out.contains(&call) {
+                out.push(call);
+            }
+        }
+    }
+}
+
 /// Whether `sql` is not plain DML, or calls something not known to be a built-in free of
 /// the clock, or uses a word of `refused` or a `@@variable`.
 fn may_call_beyond(sql: &str, refused: &[&str]) -> bool {
@@ -388,5 +474,26 @@ mod tests {
         ] {
             assert!(may_run_stored_code(sql), "{sql}");
         }
+    }
+
+    #[test]
+    fn a_program_body_lists_the_calls_that_may_be_stored_functions() {
+        let body = "BEGIN DECLARE y DECIMAL(10, 2); DECLARE s VARCHAR(20); \
+                    SELECT price(id) INTO y FROM t WHERE COALESCE(a, 0) > 0 AND b IN (1); \
+                    WHILE (y > 0) DO SET y = shop.`discount`(y) - 1; END WHILE; \
+                    IF (y > 1) THEN CALL p(y); END IF; \
+                    INSERT INTO log (a) VALUES (CONCAT('x', y)); \
+                    PREPARE st FROM 'SELECT tax(?)'; \
+                    CREATE TEMPORARY TABLE tmp (a INT, FOREIGN KEY (a) REFERENCES u(a)); \
+                    RETURN (price(1)); END";
+        assert_eq!(
+            functions_called(body),
+            vec![
+                (None, "price".to_string()),
+                (Some("shop".to_string()), "discount".to_string()),
+                (None, "tax".to_string()),
+            ]
+        );
+        assert!(functions_called("SELECT COUNT(*) INTO n FROM t WHERE id IN (1)").is_empty());
     }
 }
