@@ -1280,7 +1280,7 @@ fn single_target(body: &str) -> Option<(Option<String>, String)> {
     }
     let clause = |t: Option<&Tok<'_>>| {
         let words: &[&str] = if delete {
-            &["WHERE", "LIMIT", "RETURNING"]
+            &["WHERE", "ORDER", "LIMIT", "RETURNING"]
         } else {
             &["SET"]
         };
@@ -2090,6 +2090,11 @@ mod tests {
                 (None, "t"),
                 "UPDATE t SET a = (SELECT a FROM s ORDER BY id LIMIT 1) ORDER BY `id`, \
                  `odd``name` LIMIT 2",
+            ),
+            (
+                "DELETE FROM t ORDER BY k LIMIT 2",
+                (None, "t"),
+                "DELETE FROM t ORDER BY k , `id`, `odd``name` LIMIT 2",
             ),
             (
                 "SET STATEMENT sql_mode = '' FOR DELETE FROM d.t LIMIT 3",
