@@ -350,4 +350,8 @@ pub struct CallCheck {
     /// It runs more routines than were read to judge it: `identifiers` may miss tables it
     /// reads.
     pub reads_every_table: bool,
+    /// Its own body has the one insert that generates AUTO_INCREMENT ids in all it runs,
+    /// and runs it at most once per CALL (`determinism::carries_its_insert_id`): the CALL's
+    /// record carries that insert's first id, read back on the primary after it.
+    pub carries_insert_id: bool,
 }

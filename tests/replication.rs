@@ -4239,7 +4239,12 @@ async fn definitions_evaluated_per_replica_are_refused() {
         // Ids generated inside a stored program are not in the record: concurrent
         // transactions take them in one order on the primary and replay in log order.
         "CREATE TRIGGER nd.au AFTER UPDATE ON nd.t FOR EACH ROW INSERT INTO nd.log (t_id) VALUES (NEW.id)",
-        "CREATE PROCEDURE nd.add(i INT) INSERT INTO log VALUES (NULL, i)",
+        // (A procedure's one such insert, run once per CALL, is carried: see
+        // `a_procedures_one_generated_id_is_carried`.)
+        "CREATE PROCEDURE nd.add(i INT) BEGIN INSERT INTO log VALUES (NULL, i); \
+         INSERT INTO log VALUES (NULL, i + 1); END",
+        "CREATE PROCEDURE nd.add_each(n INT) BEGIN DECLARE i INT DEFAULT 0; \
+         WHILE i < n DO INSERT INTO nd.log (t_id) VALUES (i); SET i = i + 1; END WHILE; END",
         "CREATE FUNCTION nd.g(i INT) RETURNS INT MODIFIES SQL DATA \
          BEGIN REPLACE INTO nd.log SET t_id = i; RETURN 1; END",
         // Each replica would pick its own row.
@@ -4255,9 +4260,12 @@ async fn definitions_evaluated_per_replica_are_refused() {
     // refused when called, text or prepared; one that gives the id itself runs.
     for db in &dbs {
         let mut d = connect(&db.url(None)).await;
-        d.query_drop("CREATE PROCEDURE nd.direct_add(i INT) INSERT INTO nd.log (t_id) VALUES (i)")
-            .await
-            .unwrap();
+        d.query_drop(
+            "CREATE PROCEDURE nd.direct_add(i INT) BEGIN INSERT INTO nd.log (t_id) VALUES (i); \
+             INSERT INTO nd.log (t_id) VALUES (i); END",
+        )
+        .await
+        .unwrap();
         d.query_drop(
             "CREATE PROCEDURE nd.direct_add_id(i INT) INSERT INTO nd.log (id, t_id) VALUES (i, i)",
         )
@@ -4294,6 +4302,123 @@ async fn definitions_evaluated_per_replica_are_refused() {
         "{err}"
     );
     assert_replicas_identical(&dbs, &mut c, &["nd.t", "nd.log"]).await;
+}
+
+/// A procedure whose one insert generates AUTO_INCREMENT ids, run at most once per CALL
+/// (the common `add_order(…)` shape), is accepted: the CALL's record carries that insert's
+/// first id, read back with LAST_INSERT_ID() on the primary, and each follower replays the
+/// CALL after `SET insert_id`. Under concurrent CALLs, rolled-back ones (gaps on the primary
+/// only) and plain inserts in between, every replica holds the same ids, and the client sees
+/// its row's id after the CALL. A procedure calling such a procedure is refused (its insert
+/// is not its own), as is one whose insert may run twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_procedures_one_generated_id_is_carried() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE po",
+            "USE po",
+            "CREATE TABLE orders (id INT AUTO_INCREMENT PRIMARY KEY, who VARCHAR(20))",
+            "CREATE TABLE order_lines (order_id INT, n INT, PRIMARY KEY (order_id, n))",
+            "CREATE PROCEDURE add_order(w VARCHAR(20), k INT) BEGIN \
+               INSERT INTO orders (who) VALUES (w); \
+               INSERT INTO order_lines VALUES (LAST_INSERT_ID(), k), (LAST_INSERT_ID(), k + 1); END",
+            // The insert may not run at all: what the CALL carries then must not reach the
+            // next insert on a follower's connection.
+            "CREATE PROCEDURE maybe_add(w VARCHAR(20)) BEGIN \
+               IF w <> '' THEN INSERT INTO orders (who) VALUES (w), (CONCAT(w, '+')); END IF; END",
+        ],
+    )
+    .await;
+    let err = c
+        .query_drop("CREATE PROCEDURE two_orders(w VARCHAR(20)) BEGIN CALL add_order(w, 1); END")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    assert!(err.to_string().contains("po.add_order"), "{err}");
+    let mut clients = Vec::new();
+    for w in 0..4u32 {
+        let url = proxy.url(Some("po"));
+        clients.push(tokio::spawn(async move {
+            let mut c = connect(&url).await;
+            for i in 0..40u32 {
+                let who = format!("c{w}_{i}");
+                match i % 5 {
+                    0 => {
+                        c.exec_drop("CALL add_order(?, ?)", (&who, i))
+                            .await
+                            .unwrap();
+                        let id: u64 = c
+                            .query_first("SELECT LAST_INSERT_ID()")
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        let mine: Option<String> = c
+                            .exec_first("SELECT who FROM orders WHERE id = ?", (id,))
+                            .await
+                            .unwrap();
+                        assert_eq!(mine.as_deref(), Some(who.as_str()));
+                    }
+                    1 => {
+                        run_all(
+                            &mut c,
+                            &[
+                                "BEGIN",
+                                &format!("CALL add_order('{who}', {i})"),
+                                "ROLLBACK",
+                            ],
+                        )
+                        .await
+                    }
+                    2 => loop {
+                        // Later in a transaction the CALL is certified at COMMIT, and
+                        // refused when another client wrote `orders` meanwhile: retried.
+                        run_all(
+                            &mut c,
+                            &[
+                                "BEGIN",
+                                &format!("INSERT INTO orders (who) VALUES ('{who}t')"),
+                                &format!("CALL add_order('{who}', {i})"),
+                            ],
+                        )
+                        .await;
+                        match c.query_drop("COMMIT").await {
+                            Ok(()) => break,
+                            Err(e) => assert_eq!(server_code(&e), 1213, "{e}"),
+                        }
+                    },
+                    3 => {
+                        run_all(
+                            &mut c,
+                            &[
+                                "CALL maybe_add('')",
+                                &format!("INSERT INTO orders (who) VALUES ('{who}p')"),
+                            ],
+                        )
+                        .await
+                    }
+                    _ => run_all(&mut c, &[&format!("CALL maybe_add('{who}')")]).await,
+                }
+            }
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_replicas_identical(&dbs, &mut c, &["po.orders", "po.order_lines"]).await;
+    let (rows, top): (u64, u64) = c
+        .query_first("SELECT COUNT(*), MAX(id) FROM po.orders")
+        .await
+        .unwrap()
+        .unwrap();
+    // 4 clients × 8 rounds of: 1 + 0 (rolled back) + 2 + 1 + 2 rows.
+    assert_eq!(rows, 4 * 8 * 6);
+    assert!(
+        top > rows,
+        "the rolled-back CALLs left gaps on the primary: {top} vs {rows}"
+    );
 }
 
 /// Multi-megabyte BLOBs (text and prepared) reach every replica byte for byte; followers

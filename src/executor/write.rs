@@ -62,6 +62,9 @@ pub struct WritePlan<'a> {
     /// A DML statement: if it answers with rows (`INSERT … RETURNING`) there is no OK packet
     /// to carry the ids it generated, so they are read from the server after it.
     pub is_dml: bool,
+    /// A CALL whose procedure's one insert generates ids (`CallCheck::carries_insert_id`):
+    /// the CALL's OK packet carries none, so LAST_INSERT_ID() is read after it.
+    pub program_insert_id: bool,
     /// Whether the primary's answer must show that row order did not decide the result
     /// (`sql::determinism::OrderCheck`); inside a transaction a savepoint lets the
     /// statement be undone if it did.
@@ -410,8 +413,9 @@ pub async fn execute_write<C: AsyncRead + AsyncWrite + Unpin>(
         Vec::new()
     };
     let mut insert_id = summary.ok.unwrap_or_default().last_insert_id;
-    let answer_lacks_insert_id =
-        matches!(body, Body::LoadData { .. }) || plan.is_dml && summary.result_sets > 0;
+    let answer_lacks_insert_id = matches!(body, Body::LoadData { .. })
+        || plan.is_dml && summary.result_sets > 0
+        || plan.program_insert_id;
     if answer_lacks_insert_id && summary.error.is_none() {
         // Neither LOAD DATA's OK nor the rows of `INSERT … RETURNING` (Django and SQLAlchemy
         // insert so on MariaDB) carry the first generated id; LAST_INSERT_ID() has it. When

@@ -1341,19 +1341,38 @@ impl ClientSession {
         };
         let home = crate::sql::determinism::program_schema(sql).or_else(|| session.schema.clone());
         let what = format!("this {}", object.to_ascii_lowercase());
-        let verdict = self
-            .generated_id_insert(session, c, route, sql, home.clone(), &what)
+        let generated = self
+            .generated_id_inserts(session, c, route, sql, home.clone(), &what)
             .await?;
-        refused_for(verdict)?;
+        // A procedure's one insert that runs once per CALL is carried by the CALL's record
+        // (`judge_procedure` decides at the CALL, with the routines it runs); a trigger's or
+        // a function's ids are not: the server restores LAST_INSERT_ID when they end.
+        let carried = object == "PROCEDURE"
+            && generated.len() == 1
+            && crate::sql::determinism::carries_its_insert_id(sql);
+        let mut refusal = (!carried).then(|| generated.first().cloned()).flatten();
         for (db, name) in crate::sql::determinism::procedures_called(sql) {
             let Some(db) = db.or_else(|| home.clone()) else {
                 continue;
             };
             if let Some(check) = self.judge_procedure(session, c, route, &db, &name).await? {
-                refused_for(check.refusal)?;
+                if refusal.is_none() {
+                    // A callee's carried insert is carried only where it is called itself.
+                    refusal = check.refusal.or_else(|| {
+                        check.carries_insert_id.then(|| {
+                            format!(
+                                "{what} calls procedure {db}.{name}, whose insert generates \
+                                 AUTO_INCREMENT ids: they are carried by the log only when \
+                                 that procedure is CALLed by the client itself (a procedure's \
+                                 one such insert, run at most once per CALL). Call it from \
+                                 the application, or give the column a value"
+                            )
+                        })
+                    });
+                }
             }
         }
-        Ok(())
+        refused_for(refusal)
     }
 
     /// Refuses a CALL of a procedure whose body, or the body of a procedure it calls,
@@ -1428,6 +1447,9 @@ impl ClientSession {
         let mut check = CallCheck::default();
         let mut queue = vec![(db.to_string(), name.to_string(), RoutineType::Procedure)];
         let mut seen = std::collections::HashSet::new();
+        // Whether the routines read so far leave one id-generating insert, in the
+        // procedure's own body, that runs at most once per CALL.
+        let mut carried = false;
         while let Some((rdb, rname, kind)) = queue.pop() {
             if !seen.insert((rdb.clone(), rname.to_ascii_lowercase(), kind)) {
                 continue;
@@ -1462,10 +1484,18 @@ impl ClientSession {
                     kind.word().to_ascii_lowercase()
                 )
             };
+            let generated = self
+                .generated_id_inserts(session, c, route, &body, Some(rdb.clone()), &what)
+                .await?;
+            if seen.len() == 1 {
+                carried =
+                    generated.len() == 1 && crate::sql::determinism::carries_its_insert_id(&body);
+            } else {
+                carried &=
+                    generated.is_empty() && !crate::sql::determinism::sets_last_insert_id(&body);
+            }
             if check.refusal.is_none() {
-                check.refusal = self
-                    .generated_id_insert(session, c, route, &body, Some(rdb.clone()), &what)
-                    .await?;
+                check.refusal = generated.into_iter().next();
             }
             check.starts_transaction |= crate::sql::classify::starts_transaction(&body);
             check.may_roll_back |= crate::sql::classify::may_roll_back(&body);
@@ -1484,18 +1514,31 @@ impl ClientSession {
                         .map(|call| (call, RoutineType::Function)),
                 );
             for ((callee_db, callee), kind) in callees {
-                queue.push((callee_db.unwrap_or_else(|| rdb.clone()), callee, kind));
+                let callee_db = callee_db.unwrap_or_else(|| rdb.clone());
+                // Run again from inside, its one insert would run more than once.
+                carried &= !(kind == RoutineType::Procedure
+                    && callee_db == db
+                    && callee.eq_ignore_ascii_case(name));
+                queue.push((callee_db, callee, kind));
             }
+        }
+        // The procedure's one id-generating insert is carried by the CALL's record: read
+        // back after it on the primary, replayed with `SET insert_id`.
+        if carried && !check.reads_every_table && check.refusal.is_some() {
+            check.refusal = None;
+            check.carries_insert_id = true;
         }
         Ok(Some(check))
     }
 
     /// Why a stored program's `body` (unqualified tables in `home`) would give each replica
-    /// its own ids: it inserts into a table whose AUTO_INCREMENT column (looked up on the
-    /// primary) it leaves to the server. Those ids are not in the record, so the primary
-    /// takes them in the order concurrent transactions run and the replicas in log order
-    /// (`determinism::inserted_tables`). Tables created later are not checked.
-    async fn generated_id_insert(
+    /// its own ids, once per insert that does: it inserts into a table whose AUTO_INCREMENT
+    /// column (looked up on the primary) it leaves to the server. Those ids are not in the
+    /// record, so the primary takes them in the order concurrent transactions run and the
+    /// replicas in log order (`determinism::inserted_tables`), unless the insert is a
+    /// procedure's only one and runs at most once per CALL (`judge_procedure`). Tables
+    /// created later are not checked.
+    async fn generated_id_inserts(
         &mut self,
         session: &mut SessionState,
         c: &Classified,
@@ -1503,7 +1546,8 @@ impl ClientSession {
         body: &str,
         home: Option<String>,
         what: &str,
-    ) -> Result<Option<String>, Failure> {
+    ) -> Result<Vec<String>, Failure> {
+        let mut found = Vec::new();
         for t in crate::sql::determinism::inserted_tables(body) {
             let Some(db) = t.schema.clone().or_else(|| home.clone()) else {
                 continue;
@@ -1518,18 +1562,21 @@ impl ClientSession {
                 continue;
             };
             if t.generates(&column) {
-                return Ok(Some(format!(
+                found.push(format!(
                     "{what} inserts into {db}.{} without a value for its AUTO_INCREMENT column \
                      `{column}`: ids generated inside a stored program are not carried by the \
-                     log (only a statement's own are), so each replica would generate its own \
-                     (the primary in the order concurrent transactions run, with gaps from \
-                     rolled-back ones; the replicas in log order). Give the column a value in \
-                     the insert, drop AUTO_INCREMENT from it, or insert from the application",
+                     log (only a statement's own are, and a procedure's one insert that runs \
+                     at most once per CALL: not in a loop or handler, with no other such \
+                     insert in it or what it calls, and no LAST_INSERT_ID(expr)), so each \
+                     replica would generate its own (the primary in the order concurrent \
+                     transactions run, with gaps from rolled-back ones; the replicas in log \
+                     order). Give the column a value in the insert, drop AUTO_INCREMENT from \
+                     it, or insert from the application",
                     t.table
-                )));
+                ));
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
     /// Keeps the session's SQL-level prepared statements: a PREPARE's text as the server

@@ -786,6 +786,8 @@ impl ClientSession {
             kind: ResponseKind::ResultSets,
             infile_cap,
             is_dml: c.kind == Kind::Write,
+            program_insert_id: c.kind == Kind::Call
+                && self.judged_program(session, sql, |_| false, |c| c.carries_insert_id),
             order_check: check.order_check,
             per_row_call: check.per_row_call,
             undo_if_failed: c.kind == Kind::Call,

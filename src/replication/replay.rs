@@ -1001,9 +1001,14 @@ fn check(expect: Expect, s: ResponseSummary, failure: &mut Option<String>, addr:
         (Expect::Use(db), Some(e)) => {
             *failure = Some(format!("USE {db} failed: {e}"));
         }
-        (Expect::Statement { ts, .. } | Expect::LoadData { ts, .. }, Some(e)) => {
+        (Expect::Statement { ts, text, .. }, Some(e)) => {
             *failure = Some(format!(
-                "record {ts}: a statement that succeeded on the primary failed here: {e}"
+                "record {ts}: a statement that succeeded on the primary failed here: {e}: {text}"
+            ));
+        }
+        (Expect::LoadData { ts, .. }, Some(e)) => {
+            *failure = Some(format!(
+                "record {ts}: a LOAD DATA that succeeded on the primary failed here: {e}"
             ));
         }
         (

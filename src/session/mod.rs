@@ -547,8 +547,10 @@ impl SessionState {
             }
         }
         // A statement that produced an auto-increment id, warnings or a found-rows count
-        // leaves per-connection state the next few statements may read.
+        // leaves per-connection state the next few statements may read. A CALL's answer
+        // shows no id, though its procedure's inserts set LAST_INSERT_ID().
         let produced = summary.ok.is_some_and(|o| o.last_insert_id != 0)
+            || c.kind == Kind::Call && summary.error.is_none()
             || summary.warnings > 0
             || c.flags.contains(Flags::FOUND_ROWS);
         if produced {

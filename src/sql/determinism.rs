@@ -520,6 +520,34 @@ pub fn inserted_tables(sql: &str) -> Vec<InsertTarget> {
     out
 }
 
+/// Whether the one AUTO_INCREMENT insert of a procedure's `body` can be carried by the
+/// CALL's record: the body runs each of its statements at most once per CALL (no loop, no
+/// handler, no dynamic SQL) and never sets LAST_INSERT_ID itself (`LAST_INSERT_ID(expr)`).
+/// The proxy then reads LAST_INSERT_ID() on the primary after the CALL, which is that
+/// insert's first id, and a follower replays the CALL after `SET insert_id` to it, as a
+/// top-level insert is replayed: the server uses a forced `insert_id` for the first insert
+/// that generates one, inside a procedure too (measured on 10.11). A statement in a loop or
+/// a handler may insert several times, each taking its own ids.
+pub fn carries_its_insert_id(body: &str) -> bool {
+    const REPEATING: [&str; 6] = ["LOOP", "WHILE", "REPEAT", "HANDLER", "PREPARE", "EXECUTE"];
+    let toks: Vec<Tok<'_>> = Lexer::new(body).map(|t| t.tok).collect();
+    let repeats = toks.iter().enumerate().any(|(i, t)| {
+        REPEATING.iter().any(|w| t.is_word(w))
+            // A FOR loop ends with END FOR; FOR alone also ends `SELECT … FOR UPDATE`.
+            || t.is_word("END") && toks.get(i + 1).is_some_and(|n| n.is_word("FOR"))
+    });
+    !repeats && !sets_last_insert_id(body)
+}
+
+/// Whether `body` calls `LAST_INSERT_ID(expr)`, which sets the value LAST_INSERT_ID()
+/// returns next (and, from a procedure, after the CALL).
+pub fn sets_last_insert_id(body: &str) -> bool {
+    let toks: Vec<Tok<'_>> = Lexer::new(body).map(|t| t.tok).collect();
+    toks.windows(3).any(|w| {
+        w[0].is_word("LAST_INSERT_ID") && w[1] == Tok::Punct('(') && w[2] != Tok::Punct(')')
+    })
+}
+
 /// The procedure a `CALL [db.]name[(…)]` runs: its schema (None when unqualified) and name.
 pub fn called_procedure(sql: &str) -> Option<(Option<String>, String)> {
     let mut toks = Lexer::new(sql).map(|t| t.tok);
@@ -1416,6 +1444,24 @@ mod definition_tests {
             ]
         );
         assert!(super::procedures_called("BEGIN INSERT INTO t VALUES (1); END").is_empty());
+        for once in [
+            "BEGIN INSERT INTO p (name) VALUES (n); SELECT LAST_INSERT_ID() INTO id; END",
+            "BEGIN SELECT v INTO x FROM t WHERE id = 1 FOR UPDATE; \
+             IF x > 0 THEN INSERT INTO p (name) VALUES (n), (m); END IF; END",
+        ] {
+            assert!(super::carries_its_insert_id(once), "{once}");
+        }
+        for repeating in [
+            "BEGIN WHILE i < 3 DO INSERT INTO p (name) VALUES (n); SET i = i + 1; END WHILE; END",
+            "BEGIN l: LOOP INSERT INTO p (name) VALUES (n); LEAVE l; END LOOP; END",
+            "BEGIN REPEAT INSERT INTO p (name) VALUES (n); UNTIL 1 END REPEAT; END",
+            "BEGIN FOR i IN 1 .. 3 DO INSERT INTO p (name) VALUES (n); END FOR; END",
+            "BEGIN DECLARE CONTINUE HANDLER FOR 1062 INSERT INTO p (name) VALUES (n); END",
+            "BEGIN PREPARE s FROM 'INSERT INTO p (name) VALUES (?)'; END",
+            "BEGIN INSERT INTO p (name) VALUES (n); DO LAST_INSERT_ID(0); END",
+        ] {
+            assert!(!super::carries_its_insert_id(repeating), "{repeating}");
+        }
         assert!(!t(None, "audit", Some(&["ID", "sid"])).generates("id"));
         assert!(t(None, "audit", None).generates("id"));
     }
