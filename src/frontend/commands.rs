@@ -1347,9 +1347,7 @@ impl ClientSession {
         // A procedure's one insert that runs once per CALL is carried by the CALL's record
         // (`judge_procedure` decides at the CALL, with the routines it runs); a trigger's or
         // a function's ids are not: the server restores LAST_INSERT_ID when they end.
-        let carried = object == "PROCEDURE"
-            && generated.len() == 1
-            && crate::sql::determinism::carries_its_insert_id(sql);
+        let carried = object == "PROCEDURE" && carries_alone(&generated, sql);
         let mut refusal = (!carried).then(|| generated.first().cloned()).flatten();
         for (db, name) in crate::sql::determinism::procedures_called(sql) {
             let Some(db) = db.or_else(|| home.clone()) else {
@@ -1488,8 +1486,7 @@ impl ClientSession {
                 .generated_id_inserts(session, c, route, &body, Some(rdb.clone()), &what)
                 .await?;
             if seen.len() == 1 {
-                carried =
-                    generated.len() == 1 && crate::sql::determinism::carries_its_insert_id(&body);
+                carried = carries_alone(&generated, &body);
             } else {
                 carried &=
                     generated.is_empty() && !crate::sql::determinism::sets_last_insert_id(&body);
@@ -3066,6 +3063,13 @@ fn refused_for(why: Option<String>) -> Result<(), Failure> {
         Some(why) => Err(Failure::Answer(MysqlError::not_supported(&why))),
         None => Ok(()),
     }
+}
+
+/// Whether a procedure's `body`, whose id-generating inserts are `generated`
+/// (`generated_id_inserts`), has the one such insert its CALL's record can carry: the
+/// rule CREATE PROCEDURE and a CALL's judgement must agree on.
+fn carries_alone(generated: &[String], body: &str) -> bool {
+    generated.len() == 1 && crate::sql::determinism::carries_its_insert_id(body)
 }
 
 /// Which kind of stored routine a body is looked up as.
