@@ -18,39 +18,44 @@ use tokio_util::sync::CancellationToken;
 
 static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 
+/// Test ports are drawn from below the kernel's ephemeral range (32768 and up on Linux), so
+/// no outgoing connection of a parallel test can take one between the check here and the
+/// server's bind (seen in CI: a port checked free was in use a moment later).
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A pseudo-random candidate in `TEST_PORTS`, different in every test process.
+fn candidate_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    static SEED: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static DRAWN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = SEED.get_or_init(Default::default).build_hasher();
+    hasher.write_u64(DRAWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    TEST_PORTS.start + (hasher.finish() % span) as u16
+}
+
 /// A free loopback port never handed out before in this test process. Tests of one binary
 /// run in parallel and kill and restart servers on their ports: without the record, a port
 /// freed by a killed server could be handed to another test, whose proxy would then talk to
 /// the wrong server (seen once: a fresh proxy adopting another test's log records).
 pub fn free_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut handed = HANDED_OUT.lock().unwrap();
-        if !handed.contains(&port) {
-            handed.push(port);
-            return port;
-        }
-    }
+    free_ports(1)
 }
 
 /// `n` consecutive free ports (the playground numbers its backends from one), all bound at
 /// once while checked, so none of them is another port handed out here.
 pub fn free_ports(n: u16) -> u16 {
     loop {
-        let base = free_port();
-        if base.checked_add(n).is_none() {
+        let base = candidate_port();
+        if base + n > TEST_PORTS.end {
             continue;
         }
         let held: Vec<_> = (base..base + n)
             .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
             .collect();
         let mut handed = HANDED_OUT.lock().unwrap();
-        if held.iter().all(|l| l.is_ok()) && !(base + 1..base + n).any(|p| handed.contains(&p)) {
-            handed.extend(base + 1..base + n);
+        if held.iter().all(|l| l.is_ok()) && !(base..base + n).any(|p| handed.contains(&p)) {
+            handed.extend(base..base + n);
             return base;
         }
     }
