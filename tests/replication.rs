@@ -2787,8 +2787,9 @@ async fn writes_whose_result_depends_on_row_order_are_refused_when_it_did() {
         "REPLACE INTO n SELECT k, v FROM src",
         "INSERT INTO n SELECT k, v FROM src ON DUPLICATE KEY UPDATE v = VALUES(v)",
         "UPDATE IGNORE u SET k = 1",
-        // A subquery's LIMIT without its own ORDER BY picks a row too.
-        "DELETE FROM u WHERE k = (SELECT k + 1 FROM src LIMIT 1)",
+        // A subquery's LIMIT without its own ORDER BY picks a row too (on one table the
+        // proxy orders it by the key; over a join it cannot).
+        "DELETE FROM u WHERE k = (SELECT s.k + 1 FROM src s, n WHERE n.k = s.k LIMIT 1)",
         // Judged as the statement it runs.
         "SET STATEMENT sql_mode = '' FOR INSERT INTO a (k, v) SELECT 300 + id, v FROM src",
     ];
@@ -3062,6 +3063,83 @@ async fn an_unordered_limit_on_one_table_is_ordered_by_its_primary_key() {
         &["pg.expiring", "pg.pair", "pg.nopk", "pg.archive"],
     )
     .await;
+}
+
+/// A subquery's LIMIT picks rows too: the batch and queue forms MariaDB allows (`UPDATE …
+/// WHERE id IN (SELECT id FROM (SELECT id … ORDER BY pri LIMIT n) d)`, a derived table
+/// joined in, a scalar subquery) left ties in a non-unique ORDER BY to each replica's plan,
+/// and a LIMIT without ORDER BY there was refused. One follower here plans otherwise (its
+/// index on `pri` was dropped, as statistics or an index made on one server change a plan):
+/// an index scan and a filesort pick other rows among equal `pri`, each replica changed as
+/// many rows, and nothing noticed the replicas part. Now the subquery's table's key breaks
+/// the ties, or orders the unordered LIMIT, and every replica changes the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subquerys_limit_picks_the_same_rows_on_every_replica() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE sq",
+            "USE sq",
+            "CREATE TABLE jobs (id INT PRIMARY KEY, pri INT NOT NULL, owner INT, \
+             pad CHAR(200) NOT NULL DEFAULT '', KEY (pri))",
+            // Three priorities: a thousand ties each.
+            "INSERT INTO jobs (id, pri) SELECT seq, seq % 3 FROM seq_1_to_3000",
+            "CREATE TABLE picked (id INT PRIMARY KEY, v INT)",
+        ],
+    )
+    .await;
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    let mut follower = connect(&dbs[2].url(None)).await;
+    follower
+        .query_drop("ALTER TABLE sq.jobs DROP INDEX pri")
+        .await
+        .unwrap();
+    run_all(
+        &mut c,
+        &[
+            "UPDATE jobs SET owner = 1 WHERE id IN (SELECT id FROM (SELECT id FROM jobs \
+             WHERE owner IS NULL ORDER BY pri LIMIT 5) d)",
+            "UPDATE jobs JOIN (SELECT id FROM jobs WHERE owner IS NULL ORDER BY pri DESC \
+             LIMIT 4) d USING (id) SET owner = 2",
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM (SELECT id FROM jobs \
+             WHERE owner IS NULL ORDER BY pri LIMIT 3) d)",
+            // Unordered: ordered by the key (it was refused).
+            "UPDATE jobs SET owner = 3 WHERE id IN (SELECT id FROM (SELECT id FROM jobs \
+             WHERE owner IS NULL AND pri = 1 LIMIT 2) d)",
+            "INSERT INTO picked VALUES (1, (SELECT id FROM jobs WHERE owner IS NULL \
+             ORDER BY pri DESC LIMIT 1))",
+        ],
+    )
+    .await;
+    let owned = |owner: i64| format!("SELECT id FROM sq.jobs WHERE owner = {owner} ORDER BY id");
+    // Ties broken by the lowest ids.
+    assert_eq!(ids(&mut c, &owned(1)).await, [3, 6, 9, 12, 15]);
+    assert_eq!(ids(&mut c, &owned(2)).await, [2, 5, 8, 11]);
+    let gone = ids(
+        &mut c,
+        "SELECT seq FROM seq_1_to_30 WHERE seq NOT IN (SELECT id FROM sq.jobs) ORDER BY seq",
+    )
+    .await;
+    assert_eq!(gone, [18, 21, 24]);
+    assert_eq!(ids(&mut c, &owned(3)).await, [1, 4]);
+    assert_eq!(ids(&mut c, "SELECT v FROM sq.picked").await, [14]);
+    // Over two tables the proxy cannot order it: refused, and nothing changed.
+    let err = expect_error(
+        &mut c,
+        "UPDATE jobs SET owner = 4 WHERE id = (SELECT j.id FROM jobs j, picked p \
+         WHERE j.id > p.v LIMIT 1)",
+        1235,
+    )
+    .await;
+    assert!(err.contains("ORDER BY"), "{err}");
+    assert!(ids(&mut c, &owned(4)).await.is_empty());
+    follower
+        .query_drop("ALTER TABLE sq.jobs ADD INDEX pri (pri)")
+        .await
+        .unwrap();
+    assert_replicas_identical(&dbs, &mut c, &["sq.jobs", "sq.picked"]).await;
 }
 
 /// COM_RESET_CONNECTION rolls back the session's open transaction and puts autocommit back

@@ -566,8 +566,8 @@ pub async fn read_identity(
 }
 
 /// The primary key's columns, in key order, of `table` (in `schema`, else the connection's
-/// database) as `conn` sees it: empty when it has none. For an UPDATE/DELETE whose LIMIT has
-/// no ORDER BY (`WriteCheck::needs_primary_key`).
+/// database) as `conn` sees it: empty when it has none. For rows a write's LIMIT or ORDER BY
+/// picks (`WriteCheck::needs_primary_keys`).
 pub async fn read_primary_key(
     conn: &mut BackendConn,
     deprecate_eof: bool,

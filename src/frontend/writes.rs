@@ -628,13 +628,13 @@ impl ClientSession {
             return Err(Failure::Answer(read_locks_refusal()));
         }
         let no_database = session.schema.is_none();
-        let checked = |identity, primary_key| {
+        let checked = |identity, primary_keys| {
             let lits = Literals {
                 uuid: &uuid_v4,
                 uuid_short: &|| rand::random::<u64>() >> 8,
                 identity,
                 no_database,
-                primary_key,
+                primary_keys,
             };
             check_write(sql, prepared.is_some(), &lits)
         };
@@ -650,18 +650,27 @@ impl ClientSession {
             };
             check = checked(identity.as_ref(), None);
         }
-        if let (None, Some((schema, table))) = (&check.refused, check.needs_primary_key.take()) {
-            // An unordered LIMIT on one table: ordered by its primary key, read on the primary.
+        let tables = std::mem::take(&mut check.needs_primary_keys);
+        if check.refused.is_none() && !tables.is_empty() {
+            // Rows a LIMIT or an ORDER BY picks from one table: ordered by its primary key,
+            // read on the primary.
             let (conn, deprecate_eof) = self.primary_for_check(session, c, route).await?;
-            let read = read_primary_key(conn, deprecate_eof, schema.as_deref(), &table);
-            let (key, unreadable) = match read.await {
-                Ok(Ok(key)) => (key, None),
-                // No such table, a sequence-engine table (`seq_1_to_100`), …: like a table
-                // without a key. An ORDER BY is then taken at its word, as before.
-                Ok(Err(e)) => (Vec::new(), Some(e)),
-                Err(e) => return self.lost(session, c, e),
-            };
-            check = checked(identity.as_ref(), Some(&key));
+            let mut keys = Vec::with_capacity(tables.len());
+            let mut unreadable = None;
+            for (schema, table) in &tables {
+                match read_primary_key(conn, deprecate_eof, schema.as_deref(), table).await {
+                    Ok(Ok(key)) => keys.push(key),
+                    // No such table, a sequence-engine table (`seq_1_to_100`), a CTE's
+                    // name, …: like a table without a key. An ORDER BY is then taken at its
+                    // word, as before.
+                    Ok(Err(e)) => {
+                        keys.push(Vec::new());
+                        unreadable.get_or_insert(e);
+                    }
+                    Err(e) => return self.lost(session, c, e),
+                }
+            }
+            check = checked(identity.as_ref(), Some(&keys));
             if let (Some(_), Some(e)) = (&check.refused, unreadable) {
                 // The statement would have failed on its table the same way.
                 return Err(Failure::Answer(e));

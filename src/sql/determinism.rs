@@ -24,9 +24,9 @@ pub struct Literals<'a> {
     /// while a follower's replay connection keeps the database of an earlier record (no
     /// command deselects one), so they become NULL literals.
     pub no_database: bool,
-    /// The primary key of the one table an UPDATE/DELETE with an unordered LIMIT changes,
-    /// once read on the primary (`WriteCheck::needs_primary_key`); empty: it has none.
-    pub primary_key: Option<&'a [String]>,
+    /// The primary keys of the tables `WriteCheck::needs_primary_keys` named, in its order,
+    /// once read on the primary; an empty one: that table has none.
+    pub primary_keys: Option<&'a [Vec<String>]>,
 }
 
 /// What the account functions give on the primary's connection: USER() (also
@@ -113,11 +113,12 @@ pub struct WriteCheck {
     /// stands for every row, which is MySQL's result only when one row is affected; the
     /// primary's answer decides (`per_row_dependence`).
     pub per_row_call: Option<PerRowCall>,
-    /// A single-table UPDATE/DELETE whose LIMIT has no ORDER BY, checked without
-    /// `Literals::primary_key`: read that table's (schema as written, table) primary key on
-    /// the primary and check again. With the key the LIMIT gets `ORDER BY` it, one of the
-    /// orders the statement allowed, which every replica then follows.
-    pub needs_primary_key: Option<(Option<String>, String)>,
+    /// The tables (schema as written, table) whose rows a LIMIT or an ORDER BY picks, the
+    /// statement's own or a subquery's, checked without `Literals::primary_keys`: read their
+    /// primary keys on the primary and check again. With a key, a LIMIT without ORDER BY
+    /// gets `ORDER BY` it, and an ORDER BY that need not be unique gets it as the last
+    /// tiebreaker: one of the orders the statement allowed, which every replica then follows.
+    pub needs_primary_keys: Vec<(Option<String>, String)>,
 }
 
 /// A value put in place of a call in a prepared write (`WriteCheck::injected`).
@@ -709,35 +710,48 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let mut placeholders: u16 = 0;
     let mut numbers_rows = false;
     // Only these writes are judged by their LIMITs (an INSERT … VALUES has none to judge).
-    let limits = if is_update_or_delete || is_insert_select {
-        limit_order(&toks)
+    let levels = if is_update_or_delete || is_insert_select {
+        limit_levels(&toks)
     } else {
-        LimitOrder::default()
+        Vec::new()
     };
-    // Rows a LIMIT or an ORDER BY picks from one table: its primary key, once read, orders
-    // them or breaks the ties of an ORDER BY that need not be unique.
-    let key_order = if is_update_or_delete {
+    let limits = LimitOrder::of(&levels);
+    // Rows a LIMIT or an ORDER BY picks from one table, the statement's own or a
+    // subquery's: its primary key, once read, orders them or breaks the ties of an ORDER
+    // BY that need not be unique. Each level's unordered LIMIT, and its key order if any.
+    let top_order = if is_update_or_delete {
         update_or_delete_key_order(&toks, &limits, body)
     } else if is_insert_select {
         insert_select_key_order(&toks, &limits)
     } else {
         None
     };
-    let key = key_order
-        .as_ref()
-        .and(lit.primary_key)
-        .filter(|k| !k.is_empty());
-    let key_text = match (&key_order, key) {
-        (Some(o), Some(key)) => Some((o.at, o.text(key))),
-        _ => None,
+    let mut picks: Vec<(bool, Option<KeyOrder>)> = vec![(limits.top_unordered, top_order)];
+    picks.extend(
+        levels
+            .iter()
+            .filter(|l| l.nested && !l.exists)
+            .map(|l| (!l.ordered, nested_key_order(&toks, l))),
+    );
+    let key_orders: Vec<&KeyOrder> = picks.iter().filter_map(|(_, o)| o.as_ref()).collect();
+    // Each key order's key, once read (None: not read yet, or the table has none).
+    let key_of = |order: &KeyOrder| {
+        let at = key_orders.iter().position(|o| std::ptr::eq(*o, order))?;
+        let key = lit.primary_keys?.get(at)?;
+        (!key.is_empty()).then_some(key.as_slice())
     };
+    let key = picks[0].1.as_ref().and_then(key_of);
+    let key_texts: Vec<(usize, String)> = key_orders
+        .iter()
+        .filter_map(|o| Some((o.at, o.text(key_of(o)?))))
+        .collect();
     let refuse = |check: &mut WriteCheck, why: String| {
         if check.refused.is_none() {
             check.refused = Some(why);
         }
     };
     for (i, t) in toks.iter().enumerate() {
-        if let Some((at, text)) = key_text.as_ref().filter(|(at, _)| *at == t.start) {
+        for (at, text) in key_texts.iter().filter(|(at, _)| *at == t.start) {
             out.push_str(&sql[last..*at]);
             out.push_str(text);
             last = *at;
@@ -906,7 +920,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
             _ => {}
         }
     }
-    // The LIMIT got ORDER BY the primary key: the statement's order is fixed.
+    // The statement's LIMIT got ORDER BY the primary key: its order is fixed.
     has_order_by |= key.is_some();
     if !has_order_by && is_insert_select && !reads_in_primary_key_order(&toks) {
         check.order_check = OrderCheck::InsertSelect;
@@ -949,34 +963,34 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 .into(),
         );
     }
-    if let Some((at, text)) = key_text.filter(|(at, _)| *at >= sql.len()) {
+    for (at, text) in key_texts.iter().filter(|(at, _)| *at >= sql.len()) {
         // After the statement's last word.
         out.push_str(&sql[last..]);
-        out.push_str(&text);
-        last = at;
+        out.push_str(text);
+        last = *at;
     }
-    if lit.primary_key.is_none() {
-        check.needs_primary_key = key_order.as_ref().map(|o| o.table.clone());
-    }
-    let unordered = limits.top_unordered || limits.nested_unordered;
-    if (is_update_or_delete || is_insert_select) && unordered {
-        match (&key_order, lit.primary_key) {
-            (Some(_), None) => {}
-            (Some(_), Some(k)) if !k.is_empty() => {}
-            (Some(_), Some(_)) => refuse(
+    for (unordered, order) in &picks {
+        match order {
+            _ if !unordered => {}
+            Some(o) if lit.primary_keys.is_none() || key_of(o).is_some() => {}
+            Some(_) => refuse(
                 &mut check,
                 "LIMIT without ORDER BY picks rows in an unspecified order, so replicas could \
                  change different rows, and the table has no primary key the proxy could \
                  order them by; add ORDER BY on a unique key"
                     .into(),
             ),
-            (None, _) => refuse(
+            None => refuse(
                 &mut check,
                 "LIMIT without ORDER BY picks rows in an unspecified order, so replicas could \
                  change different rows; add ORDER BY on a unique key"
                     .into(),
             ),
         }
+    }
+    // Keys are worth reading only for a statement that can run.
+    if lit.primary_keys.is_none() && check.refused.is_none() {
+        check.needs_primary_keys = key_orders.iter().map(|o| o.table.clone()).collect();
     }
     if last > 0 {
         out.push_str(sql.get(last..).unwrap_or_default());
@@ -1058,7 +1072,7 @@ fn reads_in_primary_key_order(toks: &[Spanned<'_>]) -> bool {
 }
 
 /// Where a write's rows are picked by a LIMIT or an ORDER BY on one table, whose primary key
-/// (`WriteCheck::needs_primary_key`) then fixes the order: `ORDER BY <key>` before the
+/// (`WriteCheck::needs_primary_keys`) then fixes the order: `ORDER BY <key>` before the
 /// LIMIT, or `, <key>` at the end of the statement's own ORDER BY.
 struct KeyOrder {
     /// The table whose key is read: (schema as written, table).
@@ -1100,14 +1114,14 @@ fn top_level(toks: &[Spanned<'_>], word: &str) -> Option<usize> {
     })
 }
 
-/// A single-table UPDATE/DELETE with a LIMIT of its own (and none unordered in a
-/// subquery): the key goes in front of that LIMIT.
+/// A single-table UPDATE/DELETE with a LIMIT of its own: the key goes in front of that
+/// LIMIT.
 fn update_or_delete_key_order(
     toks: &[Spanned<'_>],
     limits: &LimitOrder,
     body: &str,
 ) -> Option<KeyOrder> {
-    if !limits.top_limit || limits.nested_unordered {
+    if !limits.top_limit {
         return None;
     }
     Some(KeyOrder {
@@ -1321,6 +1335,27 @@ fn single_target(body: &str) -> Option<(Option<String>, String)> {
     }
 }
 
+/// A subquery's LIMIT (`… WHERE id IN (SELECT id FROM (SELECT id FROM t ORDER BY v LIMIT
+/// 10) d)`, `SET a = (SELECT … LIMIT 1)`) reading one table: the key, qualified by the
+/// subquery's alias or table (a bare name could be a column of its select list), ends its
+/// ORDER BY or orders it. Inside the parentheses a qualified name means that table even
+/// where an outer query names the same one.
+fn nested_key_order(toks: &[Spanned<'_>], level: &LimitLevel) -> Option<KeyOrder> {
+    let inner = toks.get(level.tokens.clone())?;
+    if !inner.first()?.tok.is_word("SELECT") {
+        return None;
+    }
+    let TableRead {
+        table, qualifier, ..
+    } = one_table_read(inner)?;
+    Some(KeyOrder {
+        table,
+        qualifier: Some(qualifier),
+        at: toks.get(level.limit)?.start,
+        continues: level.ordered,
+    })
+}
+
 /// Whether the statement has a LIMIT of its own, and whether a LIMIT lacks an ORDER BY at
 /// its own level: the statement's own (`top`), or a subquery's (`nested`; `EXISTS (…
 /// LIMIT 1)` is the same whichever row comes first).
@@ -1331,35 +1366,83 @@ struct LimitOrder {
     nested_unordered: bool,
 }
 
+impl LimitOrder {
+    fn of(levels: &[LimitLevel]) -> LimitOrder {
+        let top = levels.iter().find(|l| !l.nested);
+        LimitOrder {
+            top_limit: top.is_some(),
+            top_unordered: top.is_some_and(LimitLevel::unordered),
+            nested_unordered: levels.iter().any(|l| l.nested && l.unordered()),
+        }
+    }
+}
+
 fn limit_order(toks: &[Spanned<'_>]) -> LimitOrder {
-    struct Level {
+    LimitOrder::of(&limit_levels(toks))
+}
+
+/// A level of a statement that has a LIMIT: the statement itself, or what one pair of
+/// parentheses holds (a subquery, a derived table, `GROUP_CONCAT(… LIMIT n)`).
+struct LimitLevel {
+    /// Its tokens: the statement's, or those inside the parentheses.
+    tokens: std::ops::Range<usize>,
+    /// Index of its LIMIT.
+    limit: usize,
+    /// Inside parentheses.
+    nested: bool,
+    /// It has an ORDER BY at its own level.
+    ordered: bool,
+    /// It is `EXISTS (…)`'s.
+    exists: bool,
+}
+
+impl LimitLevel {
+    fn unordered(&self) -> bool {
+        !self.ordered && !self.exists
+    }
+}
+
+/// The levels of `toks` that have a LIMIT, innermost first (an unclosed parenthesis is a
+/// level to its end).
+fn limit_levels(toks: &[Spanned<'_>]) -> Vec<LimitLevel> {
+    struct Open {
+        start: usize,
         exists: bool,
-        limit: bool,
+        limit: Option<usize>,
         ordered: bool,
     }
-    let unordered = |l: &Level| l.limit && !l.ordered && !l.exists;
-    let mut levels = vec![Level {
+    let level = |open: Open, end: usize, nested: bool| {
+        open.limit.map(|limit| LimitLevel {
+            tokens: open.start..end,
+            limit,
+            nested,
+            ordered: open.ordered,
+            exists: open.exists,
+        })
+    };
+    let mut open = vec![Open {
+        start: 0,
         exists: false,
-        limit: false,
+        limit: None,
         ordered: false,
     }];
-    let mut found = false;
+    let mut found = Vec::new();
     for (i, t) in toks.iter().enumerate() {
         let prev = i.checked_sub(1).map(|p| toks[p].tok);
         match t.tok {
-            Tok::Punct('(') => levels.push(Level {
+            Tok::Punct('(') => open.push(Open {
+                start: i + 1,
                 exists: prev.is_some_and(|p| p.is_word("EXISTS")),
-                limit: false,
+                limit: None,
                 ordered: false,
             }),
-            Tok::Punct(')') if levels.len() > 1 => {
-                let closed = levels.pop();
-                found |= closed.as_ref().is_some_and(unordered);
+            Tok::Punct(')') if open.len() > 1 => {
+                found.extend(open.pop().and_then(|o| level(o, i, true)));
             }
             Tok::Word(w) => {
-                if let Some(level) = levels.last_mut() {
+                if let Some(level) = open.last_mut() {
                     if w.eq_ignore_ascii_case("LIMIT") {
-                        level.limit = true;
+                        level.limit.get_or_insert(i);
                     } else if w.eq_ignore_ascii_case("BY")
                         && prev.is_some_and(|p| p.is_word("ORDER"))
                     {
@@ -1370,11 +1453,11 @@ fn limit_order(toks: &[Spanned<'_>]) -> LimitOrder {
             _ => {}
         }
     }
-    LimitOrder {
-        top_limit: levels.first().is_some_and(|l| l.limit),
-        top_unordered: levels.first().is_some_and(unordered),
-        nested_unordered: found || levels.iter().skip(1).any(unordered),
+    while let Some(o) = open.pop() {
+        let nested = !open.is_empty();
+        found.extend(level(o, toks.len(), nested));
     }
+    found
 }
 
 #[cfg(test)]
@@ -1584,7 +1667,7 @@ mod tests {
             uuid_short: &|| 42,
             identity: None,
             no_database: false,
-            primary_key: None,
+            primary_keys: None,
         }
     }
 
@@ -2096,10 +2179,13 @@ mod tests {
         ] {
             assert_eq!(check_write(sql, false, &lit()).refused, None, "{sql}");
         }
+        // Unordered, and no one table whose key could order them.
         for sql in [
-            "DELETE FROM t WHERE a = (SELECT a FROM s LIMIT 1)",
-            "DELETE FROM t WHERE id IN (SELECT id FROM (SELECT id FROM t LIMIT 5) d) ORDER BY id",
+            "DELETE FROM t WHERE a = (SELECT a FROM s, u WHERE s.id = u.id LIMIT 1)",
+            "DELETE FROM t WHERE id IN (SELECT id FROM (SELECT id FROM t UNION SELECT id FROM u \
+             LIMIT 5) d) ORDER BY id",
             "INSERT INTO t SELECT a, ROW_NUMBER() OVER (ORDER BY a) FROM s LIMIT 5",
+            "UPDATE t SET a = (SELECT GROUP_CONCAT(b LIMIT 2) FROM s ORDER BY b)",
         ] {
             let why = check_write(sql, false, &lit()).refused;
             assert!(why.is_some_and(|w| w.contains("LIMIT")), "{sql}");
@@ -2108,11 +2194,15 @@ mod tests {
 
     #[test]
     fn an_unordered_limit_of_one_table_is_ordered_by_its_primary_key() {
-        let key = ["id".to_string(), "odd`name".to_string()];
+        let key = vec!["id".to_string(), "odd`name".to_string()];
+        let keys = vec![key; 3];
         let keyed = Literals {
-            primary_key: Some(&key),
+            primary_keys: Some(&keys),
             ..lit()
         };
+        let none: Vec<Vec<String>> = vec![Vec::new(); 3];
+        let table =
+            |schema: Option<&str>, name: &str| (schema.map(str::to_string), name.to_string());
         for (sql, target, ordered) in [
             (
                 "DELETE FROM sessions WHERE expires < NOW() LIMIT 1000",
@@ -2132,12 +2222,6 @@ mod tests {
                  LIMIT 5",
             ),
             (
-                "UPDATE t SET a = (SELECT a FROM s ORDER BY id LIMIT 1) LIMIT 2",
-                (None, "t"),
-                "UPDATE t SET a = (SELECT a FROM s ORDER BY id LIMIT 1) ORDER BY `id`, \
-                 `odd``name` LIMIT 2",
-            ),
-            (
                 "DELETE FROM t ORDER BY k LIMIT 2",
                 (None, "t"),
                 "DELETE FROM t ORDER BY k , `id`, `odd``name` LIMIT 2",
@@ -2152,11 +2236,11 @@ mod tests {
             let first = check_write(sql, false, &lit());
             assert_eq!(first.refused, None, "{sql}");
             let want = (target.0.map(str::to_string), target.1.to_string());
-            assert_eq!(first.needs_primary_key, Some(want), "{sql}");
+            assert_eq!(first.needs_primary_keys, vec![want], "{sql}");
             let again = check_write(sql, false, &keyed);
             assert_eq!(
-                (again.refused, again.needs_primary_key),
-                (None, None),
+                (again.refused, again.needs_primary_keys),
+                (None, vec![]),
                 "{sql}"
             );
             let ordered: String = ordered.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -2167,7 +2251,7 @@ mod tests {
         let sql = "DELETE FROM logs WHERE level = ? ORDER BY created DESC LIMIT 1000";
         let first = check_write(sql, true, &lit());
         assert_eq!(first.refused, None);
-        assert_eq!(first.needs_primary_key, Some((None, "logs".to_string())));
+        assert_eq!(first.needs_primary_keys, vec![table(None, "logs")]);
         assert_eq!(
             check_write(sql, true, &keyed).rewritten.as_deref(),
             Some(
@@ -2179,7 +2263,7 @@ mod tests {
             sql,
             true,
             &Literals {
-                primary_key: Some(&[]),
+                primary_keys: Some(&none),
                 ..lit()
             },
         );
@@ -2190,8 +2274,8 @@ mod tests {
             "UPDATE t SET a = 1 WHERE EXISTS (SELECT 1 FROM s WHERE s.id = t.id LIMIT 1)",
         ] {
             assert_eq!(
-                check_write(sql, false, &lit()).needs_primary_key,
-                None,
+                check_write(sql, false, &lit()).needs_primary_keys,
+                vec![],
                 "{sql}"
             );
         }
@@ -2230,7 +2314,7 @@ mod tests {
         ] {
             let first = check_write(sql, false, &lit());
             assert_eq!(first.refused, None, "{sql}");
-            assert_eq!(first.needs_primary_key, target, "{sql}");
+            assert_eq!(first.needs_primary_keys, Vec::from_iter(target), "{sql}");
             let again = check_write(sql, false, &keyed);
             let got = again.rewritten.unwrap_or_default();
             let got: String = got.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -2247,8 +2331,8 @@ mod tests {
             "INSERT INTO t VALUES (1)",
         ] {
             assert_eq!(
-                check_write(sql, false, &lit()).needs_primary_key,
-                None,
+                check_write(sql, false, &lit()).needs_primary_keys,
+                vec![],
                 "{sql}"
             );
         }
@@ -2261,7 +2345,7 @@ mod tests {
         );
         // A table without a primary key: refused as before, saying why.
         let keyless = Literals {
-            primary_key: Some(&[]),
+            primary_keys: Some(&none),
             ..lit()
         };
         let why = check_write("UPDATE t SET a = 1 LIMIT 1", false, &keyless).refused;
@@ -2272,11 +2356,96 @@ mod tests {
             "UPDATE t JOIN u ON t.id = u.id SET t.a = 1 LIMIT 1",
             "DELETE t FROM t WHERE a = 1 LIMIT 1",
             "DELETE FROM t PARTITION (p1) WHERE a = 1 LIMIT 1",
-            "DELETE FROM t WHERE a = (SELECT a FROM s LIMIT 1) LIMIT 2",
+            "DELETE FROM t WHERE a = (SELECT a FROM s JOIN u USING (id) LIMIT 1) LIMIT 2",
         ] {
             let c = check_write(sql, false, &lit());
-            assert!(c.needs_primary_key.is_none(), "{sql}");
+            assert!(c.needs_primary_keys.is_empty(), "{sql}");
             assert!(c.refused.is_some_and(|w| w.contains("LIMIT")), "{sql}");
         }
+    }
+
+    /// A subquery's LIMIT picks rows too (`UPDATE … WHERE id IN (SELECT id FROM (SELECT id
+    /// FROM jobs ORDER BY priority LIMIT 5) d)`, the batch and queue forms MariaDB allows):
+    /// with ties in its ORDER BY, or none, each replica's plan could pick other rows and
+    /// change as many, unseen by the affected-row check. The subquery's table's key, qualified
+    /// by its alias, orders it or breaks its ties.
+    #[test]
+    fn a_subquerys_limit_of_one_table_is_ordered_by_its_primary_key() {
+        let keys = vec![
+            vec!["id".to_string()],
+            vec!["k1".to_string(), "k2".to_string()],
+        ];
+        let keyed = Literals {
+            primary_keys: Some(&keys),
+            ..lit()
+        };
+        let table =
+            |schema: Option<&str>, name: &str| (schema.map(str::to_string), name.to_string());
+        for (sql, tables, ordered) in [
+            (
+                "UPDATE jobs SET owner = ? WHERE id IN (SELECT id FROM (SELECT id FROM jobs \
+                 WHERE state = 'new' ORDER BY priority DESC LIMIT 5) d)",
+                vec![table(None, "jobs")],
+                "UPDATE jobs SET owner = ? WHERE id IN (SELECT id FROM (SELECT id FROM jobs \
+                 WHERE state = 'new' ORDER BY priority DESC , `jobs`.`id` LIMIT 5) d)",
+            ),
+            (
+                "DELETE FROM t WHERE id IN (SELECT id FROM (SELECT id FROM q.t AS x LIMIT 5) d)",
+                vec![table(Some("q"), "t")],
+                "DELETE FROM t WHERE id IN (SELECT id FROM (SELECT id FROM q.t AS x \
+                 ORDER BY `x`.`id` LIMIT 5) d)",
+            ),
+            (
+                "UPDATE t SET a = (SELECT a FROM s ORDER BY id LIMIT 1) LIMIT 2",
+                vec![table(None, "t"), table(None, "s")],
+                "UPDATE t SET a = (SELECT a FROM s ORDER BY id , `s`.`k1`, `s`.`k2` LIMIT 1) \
+                 ORDER BY `id` LIMIT 2",
+            ),
+            (
+                "UPDATE t JOIN (SELECT id FROM t ORDER BY v LIMIT 3) d USING (id) SET t.v = 0",
+                vec![table(None, "t")],
+                "UPDATE t JOIN (SELECT id FROM t ORDER BY v , `t`.`id` LIMIT 3) d USING (id) \
+                 SET t.v = 0",
+            ),
+            (
+                "INSERT INTO a SELECT * FROM (SELECT * FROM b o ORDER BY v LIMIT 2) x \
+                 UNION ALL (SELECT * FROM c LIMIT 1)",
+                vec![table(None, "b"), table(None, "c")],
+                "INSERT INTO a SELECT * FROM (SELECT * FROM b o ORDER BY v , `o`.`id` LIMIT 2) x \
+                 UNION ALL (SELECT * FROM c ORDER BY `c`.`k1`, `c`.`k2` LIMIT 1)",
+            ),
+        ] {
+            let first = check_write(sql, true, &lit());
+            assert_eq!(first.refused, None, "{sql}");
+            assert_eq!(first.needs_primary_keys, tables, "{sql}");
+            let again = check_write(sql, true, &keyed);
+            assert_eq!(
+                (again.refused, again.needs_primary_keys),
+                (None, vec![]),
+                "{sql}"
+            );
+            let ordered: String = ordered.split_whitespace().collect::<Vec<_>>().join(" ");
+            let got = again.rewritten.unwrap_or_default();
+            let got: String = got.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(got, ordered, "{sql}");
+        }
+        // An unordered subquery LIMIT on a table without a key is refused, saying why; an
+        // ordered one is taken at its word.
+        let none: Vec<Vec<String>> = vec![Vec::new(); 2];
+        let keyless = Literals {
+            primary_keys: Some(&none),
+            ..lit()
+        };
+        let sql = "DELETE FROM t WHERE id IN (SELECT id FROM (SELECT id FROM s LIMIT 5) d)";
+        let why = check_write(sql, false, &keyless).refused;
+        assert!(why.is_some_and(|w| w.contains("no primary key")), "{sql}");
+        let sql =
+            "DELETE FROM t WHERE id IN (SELECT id FROM (SELECT id FROM s ORDER BY v LIMIT 5) d)";
+        let c = check_write(sql, false, &keyless);
+        assert_eq!((c.refused, c.rewritten), (None, None), "{sql}");
+        // Inside a compound statement nothing is rewritten: still refused.
+        let sql = "BEGIN NOT ATOMIC DELETE FROM t WHERE a = (SELECT a FROM s LIMIT 1); END";
+        let why = check_write(sql, false, &lit()).refused;
+        assert!(why.is_some_and(|w| w.contains("compound")), "{sql}");
     }
 }

@@ -176,7 +176,7 @@ mod robustness {
             uuid_short: &|| 1,
             identity: None,
             no_database: false,
-            primary_key: None,
+            primary_keys: None,
         };
         let cache = ClassifyCache::new(64);
         for sql in texts(0x9E37_79B9_7F4A_7C15, 20_000) {
