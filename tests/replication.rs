@@ -4317,6 +4317,14 @@ async fn definitions_evaluated_per_replica_are_refused() {
         // Ids generated inside a stored program are not in the record: concurrent
         // transactions take them in one order on the primary and replay in log order.
         "CREATE TRIGGER nd.au AFTER UPDATE ON nd.t FOR EACH ROW INSERT INTO nd.log (t_id) VALUES (NEW.id)",
+        // Naming the column with NULL, 0 or DEFAULT asks for the next id as well (such a
+        // trigger gave id 2 on the primary and 1 on both followers after a rollback).
+        "CREATE TRIGGER nd.au AFTER UPDATE ON nd.t FOR EACH ROW \
+         INSERT INTO nd.log (id, t_id) VALUES (NULL, NEW.id)",
+        "CREATE TRIGGER nd.ad AFTER DELETE ON nd.t FOR EACH ROW \
+         INSERT INTO nd.log SET t_id = OLD.id, id = 0",
+        "CREATE TRIGGER nd.ad AFTER DELETE ON nd.t FOR EACH ROW \
+         INSERT INTO nd.log (id, t_id) SELECT NULL, OLD.id",
         // (A procedure's one such insert, run once per CALL, is carried: see
         // `a_procedures_one_generated_id_is_carried`.)
         "CREATE PROCEDURE nd.add(i INT) BEGIN INSERT INTO log VALUES (NULL, i); \

@@ -423,17 +423,146 @@ pub struct InsertTarget {
     pub schema: Option<String>,
     pub table: String,
     pub columns: Option<Vec<String>>,
+    /// Named columns some row gives `NULL`, `0` or `DEFAULT`, which for an AUTO_INCREMENT
+    /// column asks the server for the next id as leaving it out does (`0` unless sql_mode
+    /// has NO_AUTO_VALUE_ON_ZERO, which is the rarer setting, so it counts).
+    pub generating_values: Vec<String>,
 }
 
 impl InsertTarget {
     /// Whether an insert here leaves `column` (the table's AUTO_INCREMENT column) for the
-    /// server to generate.
+    /// server to generate: it does not name it, or gives it a value that generates one. A
+    /// variable or expression there is taken as a value (it may be NULL at run time: not
+    /// checked).
     pub fn generates(&self, column: &str) -> bool {
-        !self
-            .columns
-            .as_ref()
-            .is_some_and(|cols| cols.iter().any(|c| c.eq_ignore_ascii_case(column)))
+        let named = |cols: &[String]| cols.iter().any(|c| c.eq_ignore_ascii_case(column));
+        !self.columns.as_deref().is_some_and(named) || named(&self.generating_values)
     }
+}
+
+/// Whether one value of an insert (its tokens) makes an AUTO_INCREMENT column generate.
+fn generates_an_id(value: &[Tok<'_>]) -> bool {
+    match value {
+        [Tok::Word(w)] => w.eq_ignore_ascii_case("NULL") || w.eq_ignore_ascii_case("DEFAULT"),
+        [Tok::Number(n)] => n.parse::<f64>().is_ok_and(|v| v == 0.0),
+        [Tok::Punct('('), inner @ .., Tok::Punct(')')] => generates_an_id(inner),
+        _ => false,
+    }
+}
+
+/// The named columns (`columns`, in order) the select list starting at `toks[0]` (after
+/// `SELECT`) gives a value that generates an id: `SELECT NULL, …` or `SELECT 0 AS id, …`.
+fn generating_in_select(toks: &[Tok<'_>], columns: &[String]) -> Vec<String> {
+    const ENDS: &[&str] = &[
+        "FROM",
+        "WHERE",
+        "UNION",
+        "EXCEPT",
+        "INTERSECT",
+        "ORDER",
+        "LIMIT",
+        "GROUP",
+        "HAVING",
+        "ON",
+        "RETURNING",
+        "INTO",
+        "FOR",
+        "LOCK",
+        "WINDOW",
+    ];
+    let mut found: Vec<String> = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0usize;
+    let mut position = 0usize;
+    let mut take = |value: &[Tok<'_>], position: usize| {
+        // `value AS alias`, `value alias`: the alias is no part of the value.
+        let value = match value {
+            [v @ .., a, Tok::Word(_) | Tok::Quoted(_)] if a.is_word("AS") => v,
+            [v @ .., Tok::Word(_) | Tok::Quoted(_)] if v.len() == 1 => v,
+            v => v,
+        };
+        if let Some(c) = columns.get(position) {
+            if generates_an_id(value) && !found.contains(c) {
+                found.push(c.clone());
+            }
+        }
+    };
+    let modifiers = toks
+        .iter()
+        .take_while(|t| {
+            ["ALL", "DISTINCT", "DISTINCTROW"]
+                .iter()
+                .any(|m| t.is_word(m))
+        })
+        .count();
+    let mut end = toks.len();
+    for (i, t) in toks.iter().enumerate().skip(modifiers) {
+        match t {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') if depth == 0 => {
+                end = i;
+                break;
+            }
+            Tok::Punct(')') => depth -= 1,
+            Tok::Punct(',') if depth == 0 => {
+                take(&toks[start.max(modifiers)..i], position);
+                position += 1;
+                start = i + 1;
+            }
+            Tok::Punct(';') => {
+                end = i;
+                break;
+            }
+            _ if depth == 0 && ENDS.iter().any(|w| t.is_word(w)) => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    take(&toks[start.max(modifiers)..end], position);
+    found
+}
+
+/// The named columns (`columns`, in order) some row of `VALUES (…), (…)` starting at
+/// `toks[0]` gives a value that generates an id.
+fn generating_in_rows(toks: &[Tok<'_>], columns: &[String]) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut depth = 0usize;
+    let mut row_start = None;
+    let mut position = 0usize;
+    let mut value_start = 0usize;
+    for (i, t) in toks.iter().enumerate() {
+        match t {
+            Tok::Punct('(') => {
+                depth += 1;
+                if depth == 1 {
+                    row_start = Some(i);
+                    position = 0;
+                    value_start = i + 1;
+                }
+            }
+            Tok::Punct(',' | ')') if depth == 1 && row_start.is_some() => {
+                if let Some(c) = columns.get(position) {
+                    if generates_an_id(&toks[value_start..i]) && !found.contains(c) {
+                        found.push(c.clone());
+                    }
+                }
+                position += 1;
+                value_start = i + 1;
+                if *t == Tok::Punct(')') {
+                    depth = 0;
+                    row_start = None;
+                }
+            }
+            Tok::Punct(')') => depth = depth.saturating_sub(1),
+            // Rows are separated by commas at depth 0; anything else ends the list.
+            Tok::Punct(',') if depth == 0 => {}
+            _ if depth == 0 => break,
+            _ => {}
+        }
+    }
+    found
 }
 
 /// The tables the body of a `CREATE TRIGGER / PROCEDURE / FUNCTION` inserts into (INSERT,
@@ -485,6 +614,7 @@ pub fn inserted_tables(sql: &str) -> Vec<InsertTarget> {
             }
             j += 1;
         }
+        let mut generating_values = Vec::new();
         let columns = match toks.get(j) {
             Some(Tok::Punct('(')) if !toks.get(j + 1).is_some_and(|t| t.is_word("SELECT")) => {
                 let mut cols = Vec::new();
@@ -497,25 +627,73 @@ pub fn inserted_tables(sql: &str) -> Vec<InsertTarget> {
                     }
                     j += 1;
                 }
+                let rest = toks.get(j + 1..).unwrap_or_default();
+                match rest.first() {
+                    Some(t) if t.is_word("VALUES") || t.is_word("VALUE") => {
+                        generating_values = generating_in_rows(&rest[1..], &cols)
+                    }
+                    Some(t) if t.is_word("SELECT") => {
+                        generating_values = generating_in_select(&rest[1..], &cols)
+                    }
+                    Some(Tok::Punct('(')) if rest.get(1).is_some_and(|t| t.is_word("SELECT")) => {
+                        generating_values = generating_in_select(&rest[2..], &cols)
+                    }
+                    _ => {}
+                }
                 Some(cols)
             }
             // `INSERT … SET col = value, …`: the columns are the names before each `=`.
-            Some(t) if t.is_word("SET") => Some(
-                toks[j..]
-                    .windows(2)
-                    .take_while(|w| w[0] != Tok::Punct(';'))
-                    .filter_map(|w| match w {
-                        [Tok::Word(c) | Tok::Quoted(c), Tok::Punct('=')] => Some(c.to_string()),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
+            Some(t) if t.is_word("SET") => {
+                let mut cols = Vec::new();
+                let mut depth = 0usize;
+                let mut value: Option<(String, usize)> = None;
+                for (k, t) in toks.iter().enumerate().skip(j + 1) {
+                    let ends = match t {
+                        Tok::Punct('(') => {
+                            depth += 1;
+                            false
+                        }
+                        Tok::Punct(')') => {
+                            depth = depth.saturating_sub(1);
+                            false
+                        }
+                        Tok::Punct(',') => depth == 0,
+                        Tok::Punct(';') => true,
+                        // ON DUPLICATE KEY UPDATE, RETURNING: the assignments are over.
+                        _ => depth == 0 && (t.is_word("ON") || t.is_word("RETURNING")),
+                    };
+                    if ends {
+                        if let Some((c, from)) = value.take() {
+                            if generates_an_id(&toks[from..k]) {
+                                generating_values.push(c);
+                            }
+                        }
+                        if *t != Tok::Punct(',') {
+                            break;
+                        }
+                    } else if let (None, [Tok::Word(c) | Tok::Quoted(c), Tok::Punct('=')]) =
+                        (&value, toks.get(k..k + 2).unwrap_or_default())
+                    {
+                        if depth == 0 {
+                            cols.push(c.to_string());
+                            value = Some((c.to_string(), k + 2));
+                        }
+                    }
+                }
+                if let Some((c, from)) = value {
+                    if generates_an_id(&toks[from.min(toks.len())..]) {
+                        generating_values.push(c);
+                    }
+                }
+                Some(cols)
+            }
             _ => None,
         };
         out.push(InsertTarget {
             schema,
             table,
             columns,
+            generating_values,
         });
     }
     out
@@ -1471,6 +1649,7 @@ mod definition_tests {
             schema: schema.map(str::to_string),
             table: table.to_string(),
             columns: columns.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            generating_values: Vec::new(),
         };
         assert_eq!(
             inserted_tables(
@@ -1499,6 +1678,48 @@ mod definition_tests {
         );
         let audit = t(None, "audit", Some(&["sid"]));
         assert!(audit.generates("id"));
+        // Naming the column with NULL, 0 or DEFAULT asks for the next id too (the same
+        // divergence: seen as id 2 on the primary, 1 on both followers after a rollback).
+        for (body, generates) in [
+            ("INSERT INTO audit (id, note) VALUES (NULL, NEW.v)", true),
+            ("INSERT INTO audit (note, id) VALUES (1, 5), (2, (0))", true),
+            ("INSERT INTO audit (`ID`, note) VALUE (DEFAULT, 'x')", true),
+            ("INSERT INTO audit SET note = 1, id = NULL", true),
+            (
+                "INSERT INTO audit SET id = 0.0, note = f(1, 2) ON DUPLICATE KEY UPDATE id = 7",
+                true,
+            ),
+            ("INSERT INTO audit SET note = (1), id = NULL;", true),
+            (
+                "INSERT INTO audit (id, note) VALUES (NEW.id, NULL), (7, 0)",
+                false,
+            ),
+            (
+                "INSERT INTO audit (id, note) VALUES (COALESCE(NULL, 3), 0)",
+                false,
+            ),
+            ("INSERT INTO audit SET id = NEW.id, note = NULL", false),
+            ("INSERT INTO audit (id, note) SELECT NULL, 1", true),
+            (
+                "INSERT INTO audit (note, id) SELECT DISTINCT v, 0 AS id FROM s",
+                true,
+            ),
+            (
+                "INSERT INTO audit (id, note) (SELECT NULL `x`, v FROM s WHERE v = 0)",
+                true,
+            ),
+            (
+                "INSERT INTO audit (id, note) SELECT s.id, NULL FROM s",
+                false,
+            ),
+            (
+                "INSERT INTO audit (id, note) SELECT IFNULL(NULL, 0), 1 FROM s",
+                false,
+            ),
+        ] {
+            let target = &inserted_tables(body)[0];
+            assert_eq!(target.generates("id"), generates, "{body}: {target:?}");
+        }
         assert_eq!(
             super::program_schema(
                 "CREATE DEFINER=`a`@`%` TRIGGER IF NOT EXISTS `d`.tr AFTER INSERT ON t"
