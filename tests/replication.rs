@@ -4325,6 +4325,9 @@ async fn definitions_evaluated_per_replica_are_refused() {
          INSERT INTO nd.log SET t_id = OLD.id, id = 0",
         "CREATE TRIGGER nd.ad AFTER DELETE ON nd.t FOR EACH ROW \
          INSERT INTO nd.log (id, t_id) SELECT NULL, OLD.id",
+        // Dynamic SQL written out whole is read as well.
+        "CREATE PROCEDURE nd.dyn(i INT) BEGIN \
+         PREPARE s FROM 'INSERT INTO nd.log (t_id) VALUES (?)'; EXECUTE s USING i; END",
         // (A procedure's one such insert, run once per CALL, is carried: see
         // `a_procedures_one_generated_id_is_carried`.)
         "CREATE PROCEDURE nd.add(i INT) BEGIN INSERT INTO log VALUES (NULL, i); \

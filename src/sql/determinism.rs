@@ -572,7 +572,26 @@ fn generating_in_rows(toks: &[Tok<'_>], columns: &[String]) -> Vec<String> {
 /// column there gives each replica its own ids: the primary hands them out in the order
 /// concurrent transactions run them and keeps rolled-back transactions' gaps, replicas in log
 /// order. MySQL's statement-based binlog marks such statements unsafe for the same reason.
+/// A string literal that is a whole INSERT or REPLACE statement counts too: the body may run
+/// it as dynamic SQL (`PREPARE s FROM '…'`, `EXECUTE IMMEDIATE '…'`, a variable set to it).
 pub fn inserted_tables(sql: &str) -> Vec<InsertTarget> {
+    let mut out = inserted_tables_in(sql);
+    for t in Lexer::new(sql) {
+        let Tok::Str(quoted) = t.tok else { continue };
+        let inner = quoted
+            .get(1..quoted.len().saturating_sub(1))
+            .unwrap_or_default();
+        let statement = Lexer::new(inner)
+            .next()
+            .is_some_and(|t| t.tok.is_word("INSERT") || t.tok.is_word("REPLACE"));
+        if statement {
+            out.extend(inserted_tables_in(inner));
+        }
+    }
+    out
+}
+
+fn inserted_tables_in(sql: &str) -> Vec<InsertTarget> {
     let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
     let name = |t: Option<&Tok<'_>>| match t {
         Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => Some(w.to_string()),
@@ -1678,6 +1697,23 @@ mod definition_tests {
         );
         let audit = t(None, "audit", Some(&["sid"]));
         assert!(audit.generates("id"));
+        // Dynamic SQL given whole as a literal is read too; a string that only mentions an
+        // insert, or a piece of one to be concatenated, is not.
+        assert_eq!(
+            inserted_tables(
+                "BEGIN PREPARE s FROM 'INSERT INTO d.log (note) VALUES (?)'; EXECUTE s USING 1; \
+                 EXECUTE IMMEDIATE \"REPLACE log SET id = NULL\"; \
+                 SET @m = 'could not insert into x'; \
+                 SET @q = CONCAT('INSERT INTO ', t, ' VALUES (1)'); END"
+            ),
+            vec![
+                t(Some("d"), "log", Some(&["note"])),
+                InsertTarget {
+                    generating_values: vec!["id".to_string()],
+                    ..t(None, "log", Some(&["id"]))
+                },
+            ]
+        );
         // Naming the column with NULL, 0 or DEFAULT asks for the next id too (the same
         // divergence: seen as id 2 on the primary, 1 on both followers after a rollback).
         for (body, generates) in [
