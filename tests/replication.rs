@@ -3065,6 +3065,82 @@ async fn an_unordered_limit_on_one_table_is_ordered_by_its_primary_key() {
     .await;
 }
 
+/// `ALTER TABLE … ADD id INT AUTO_INCREMENT PRIMARY KEY` on a table without a key (the usual
+/// way to give a legacy table one) numbers its rows in the order the server stored them:
+/// the primary inserted two concurrent transactions' rows in the order they ran, the
+/// followers in log order, and the ids went 1 → 10, 2 → 20 on the primary and 1 → 20,
+/// 2 → 10 on both followers, unseen (the counts agree). Refused with 1235 and MySQL's
+/// recipe, which works through the proxy; an empty table, or one with a key, is altered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbering_rows_in_each_servers_storage_order_is_refused() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE so",
+            "USE so",
+            "CREATE TABLE legacy (v INT, w VARCHAR(10))",
+            "CREATE TABLE empty_one (v INT)",
+            "CREATE TABLE keyed (k INT NOT NULL, v INT, UNIQUE KEY (k))",
+            "INSERT INTO keyed VALUES (2, 20), (1, 10)",
+        ],
+    )
+    .await;
+    // Two transactions insert in one order and commit in the other.
+    let mut other = connect(&proxy.url(Some("so"))).await;
+    run_all(&mut c, &["BEGIN", "INSERT INTO legacy VALUES (10, 'a')"]).await;
+    run_all(
+        &mut other,
+        &["BEGIN", "INSERT INTO legacy VALUES (20, 'b')", "COMMIT"],
+    )
+    .await;
+    run_all(&mut c, &["COMMIT"]).await;
+    let err = expect_error(
+        &mut c,
+        "ALTER TABLE legacy ADD COLUMN id INT AUTO_INCREMENT PRIMARY KEY",
+        1235,
+    )
+    .await;
+    assert!(
+        err.contains("no primary key") && err.contains("ORDER BY"),
+        "{err}"
+    );
+    let columns: Vec<String> = c
+        .query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'so' AND TABLE_NAME = 'legacy'")
+        .await
+        .unwrap();
+    assert_eq!(columns, ["v", "w"], "the refused ALTER ran");
+    run_all(
+        &mut c,
+        &[
+            "ALTER TABLE empty_one ADD COLUMN id INT AUTO_INCREMENT PRIMARY KEY",
+            "ALTER TABLE so.keyed ADD COLUMN id INT AUTO_INCREMENT, ADD KEY (id)",
+            // MySQL's recipe: copy in an order of every column.
+            "CREATE TABLE legacy_new LIKE legacy",
+            "ALTER TABLE legacy_new ADD COLUMN id INT AUTO_INCREMENT PRIMARY KEY",
+            "INSERT INTO legacy_new (v, w) SELECT v, w FROM legacy ORDER BY v, w",
+            "RENAME TABLE legacy TO legacy_old, legacy_new TO legacy",
+        ],
+    )
+    .await;
+    let rows: Vec<(i64, i64)> = c
+        .query("SELECT id, v FROM so.legacy ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(rows, [(1, 10), (2, 20)]);
+    let keyed: Vec<(i64, i64)> = c
+        .query("SELECT id, k FROM so.keyed ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(
+        keyed,
+        [(1, 1), (2, 2)],
+        "numbered in the unique key's order"
+    );
+    assert_replicas_identical(&dbs, &mut c, &["so.legacy", "so.keyed", "so.empty_one"]).await;
+}
+
 /// A subquery's LIMIT picks rows too: the batch and queue forms MariaDB allows (`UPDATE …
 /// WHERE id IN (SELECT id FROM (SELECT id … ORDER BY pri LIMIT n) d)`, a derived table
 /// joined in, a scalar subquery) left ties in a non-unique ORDER BY to each replica's plan,

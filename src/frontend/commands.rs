@@ -1123,6 +1123,8 @@ impl ClientSession {
                     WriteClass::Ddl => {
                         self.refuse_generated_ids_in_programs(session, &c, route, sql)
                             .await?;
+                        self.refuse_ids_in_storage_order(session, &c, route, sql)
+                            .await?;
                         // What reads the clock may change: writes set it until the
                         // tables were read again.
                         let change = self.schema_change(route).await;
@@ -1322,6 +1324,72 @@ impl ClientSession {
                 WriteClass::Dml | WriteClass::Ddl
             );
         Ok((replicated || followed_by_the_session(&bc)).then_some(bound))
+    }
+
+    /// Refuses an ALTER TABLE giving a column AUTO_INCREMENT on a table of two rows or more
+    /// that the server stores in insertion order (no primary key, no unique NOT NULL key):
+    /// it numbers the rows in that order, which is each server's own. The primary inserted
+    /// them as concurrent transactions ran, the followers in log order (measured: ids 1, 2
+    /// went to rows 10, 20 on the primary and 20, 10 on both followers). A key orders the
+    /// copy the same everywhere. Any error here (no such table) is left to the ALTER.
+    async fn refuse_ids_in_storage_order(
+        &mut self,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        sql: &str,
+    ) -> Result<(), Failure> {
+        let Some((schema, table)) = crate::sql::determinism::auto_increment_column_added(sql)
+        else {
+            return Ok(());
+        };
+        let reference = match &schema {
+            Some(db) => format!("{db}.{table}"),
+            None => table.clone(),
+        };
+        // A temporary table is the session's own, and not in information_schema.STATISTICS.
+        if session
+            .temp_tables
+            .contains(&reference, session.schema.as_deref())
+        {
+            return Ok(());
+        }
+        let Some(db) = schema.or_else(|| session.schema.clone()) else {
+            return Ok(());
+        };
+        let (in_db, named) = (
+            crate::sql::quote_string(&db),
+            crate::sql::quote_string(&table),
+        );
+        let quote = crate::sql::quote_identifier;
+        let expression = format!(
+            "NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS k \
+             WHERE k.TABLE_SCHEMA = {in_db} AND k.TABLE_NAME = {named} AND k.NON_UNIQUE = 0 \
+             AND NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS n \
+             WHERE n.TABLE_SCHEMA = k.TABLE_SCHEMA AND n.TABLE_NAME = k.TABLE_NAME \
+             AND n.INDEX_NAME = k.INDEX_NAME AND n.NULLABLE = 'YES')) \
+             AND (SELECT COUNT(*) FROM (SELECT 1 FROM {}.{} LIMIT 2) r) > 1",
+            quote(&db),
+            quote(&table)
+        );
+        if self
+            .select_value(session, c, route, &expression)
+            .await?
+            .as_deref()
+            != Some("1")
+        {
+            return Ok(());
+        }
+        Err(Failure::Answer(MysqlError::not_supported(&format!(
+            "this ALTER TABLE gives a column of {db}.{table} AUTO_INCREMENT, and the table has \
+             no primary key (nor a unique NOT NULL key): the server numbers its rows in the \
+             order it stored them, which is the order their inserts ran on that server, so \
+             the primary and the followers would number them differently. Do it as MySQL's \
+             manual advises for replication: CREATE TABLE {table}_new LIKE {table}, give the \
+             column AUTO_INCREMENT there, INSERT INTO {table}_new (<its other columns>) SELECT \
+             <them> FROM {table} ORDER BY <every column>, then RENAME TABLE {table} TO \
+             {table}_old, {table}_new TO {table}"
+        ))))
     }
 
     /// Refuses a trigger, procedure or function whose body, or the body of a procedure it
@@ -1560,8 +1628,8 @@ impl ClientSession {
             };
             if t.generates(&column) {
                 found.push(format!(
-                    "{what} inserts into {db}.{} without a value for its AUTO_INCREMENT column \
-                     `{column}`: ids generated inside a stored program are not carried by the \
+                    "{what} inserts into {db}.{} leaving its AUTO_INCREMENT column `{column}` \
+                     to the server (no value, or NULL, 0 or DEFAULT): ids generated inside a stored program are not carried by the \
                      log (only a statement's own are, and a procedure's one insert that runs \
                      at most once per CALL: not in a loop or handler, with no other such \
                      insert in it or what it calls, and no LAST_INSERT_ID(expr)), so each \

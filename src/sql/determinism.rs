@@ -793,6 +793,48 @@ fn collect_calls(sql: &str, with_strings: bool, out: &mut Vec<(Option<String>, S
     }
 }
 
+/// The table an `ALTER TABLE` gives an AUTO_INCREMENT column (ADD, MODIFY or CHANGE one
+/// with the attribute; not the `AUTO_INCREMENT [=] n` table option): (schema as written,
+/// table). The server numbers the existing rows in the order it reads them, its clustered
+/// index's: the primary key's, else the first unique NOT NULL key's, else the order the rows
+/// were inserted on that server, which differs between replicas (`commands`' check).
+pub fn auto_increment_column_added(sql: &str) -> Option<(Option<String>, String)> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    let mut i = 0;
+    if !toks.first()?.is_word("ALTER") {
+        return None;
+    }
+    i += 1;
+    while ["ONLINE", "IGNORE"]
+        .iter()
+        .any(|w| toks.get(i).is_some_and(|t| t.is_word(w)))
+    {
+        i += 1;
+    }
+    if !toks.get(i)?.is_word("TABLE") {
+        return None;
+    }
+    i += 1;
+    if toks.get(i).is_some_and(|t| t.is_word("IF")) {
+        i += 2; // IF EXISTS
+    }
+    let name = |t: Option<&Tok<'_>>| match t {
+        Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => Some(w.to_string()),
+        _ => None,
+    };
+    let first = name(toks.get(i))?;
+    let table = if toks.get(i + 1) == Some(&Tok::Punct('.')) {
+        (Some(first), name(toks.get(i + 2))?)
+    } else {
+        (None, first)
+    };
+    let attribute = toks.iter().enumerate().any(|(k, t)| {
+        t.is_word("AUTO_INCREMENT")
+            && !matches!(toks.get(k + 1), Some(Tok::Punct('=') | Tok::Number(_)))
+    });
+    attribute.then_some(table)
+}
+
 /// The schema a `CREATE TRIGGER / PROCEDURE / FUNCTION` names its object in (`db.name`):
 /// where the body's unqualified table names resolve. None when unqualified.
 pub fn program_schema(sql: &str) -> Option<String> {
@@ -1661,6 +1703,35 @@ fn limit_levels(toks: &[Spanned<'_>]) -> Vec<LimitLevel> {
 mod definition_tests {
     use super::nondeterministic_definition as check;
     use super::{inserted_tables, InsertTarget};
+
+    #[test]
+    fn alter_table_giving_a_column_auto_increment() {
+        use super::auto_increment_column_added as added;
+        let t = |schema: Option<&str>, table: &str| {
+            Some((schema.map(str::to_string), table.to_string()))
+        };
+        assert_eq!(
+            added("ALTER TABLE np ADD COLUMN id INT AUTO_INCREMENT PRIMARY KEY"),
+            t(None, "np")
+        );
+        assert_eq!(
+            added("alter online ignore table if exists `d`.`np` modify id bigint auto_increment, add key (id)"),
+            t(Some("d"), "np")
+        );
+        assert_eq!(
+            added("ALTER TABLE np CHANGE a id INT NOT NULL AUTO_INCREMENT UNIQUE;"),
+            t(None, "np")
+        );
+        for sql in [
+            "ALTER TABLE np AUTO_INCREMENT = 100",
+            "ALTER TABLE np AUTO_INCREMENT 100, ADD COLUMN x INT",
+            "ALTER TABLE np ADD COLUMN id INT PRIMARY KEY",
+            "CREATE TABLE np (id INT AUTO_INCREMENT PRIMARY KEY)",
+            "ALTER SEQUENCE s RESTART",
+        ] {
+            assert_eq!(added(sql), None, "{sql}");
+        }
+    }
 
     #[test]
     fn tables_a_stored_program_inserts_into() {
