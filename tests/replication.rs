@@ -3106,6 +3106,14 @@ async fn numbering_rows_in_each_servers_storage_order_is_refused() {
         err.contains("no primary key") && err.contains("ORDER BY"),
         "{err}"
     );
+    // Copying with ids numbered in read order is the same thing.
+    let err = expect_error(
+        &mut c,
+        "CREATE TABLE numbered (id INT AUTO_INCREMENT PRIMARY KEY) SELECT v, w FROM legacy",
+        1235,
+    )
+    .await;
+    assert!(err.contains("ORDER BY"), "{err}");
     let columns: Vec<String> = c
         .query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'so' AND TABLE_NAME = 'legacy'")
         .await
@@ -3121,6 +3129,8 @@ async fn numbering_rows_in_each_servers_storage_order_is_refused() {
             "ALTER TABLE legacy_new ADD COLUMN id INT AUTO_INCREMENT PRIMARY KEY",
             "INSERT INTO legacy_new (v, w) SELECT v, w FROM legacy ORDER BY v, w",
             "RENAME TABLE legacy TO legacy_old, legacy_new TO legacy",
+            "CREATE TABLE numbered (id INT AUTO_INCREMENT PRIMARY KEY) \
+             SELECT v, w FROM legacy_old ORDER BY w, v",
         ],
     )
     .await;
@@ -3138,7 +3148,12 @@ async fn numbering_rows_in_each_servers_storage_order_is_refused() {
         [(1, 1), (2, 2)],
         "numbered in the unique key's order"
     );
-    assert_replicas_identical(&dbs, &mut c, &["so.legacy", "so.keyed", "so.empty_one"]).await;
+    assert_replicas_identical(
+        &dbs,
+        &mut c,
+        &["so.legacy", "so.keyed", "so.empty_one", "so.numbered"],
+    )
+    .await;
 }
 
 /// A subquery's LIMIT picks rows too: the batch and queue forms MariaDB allows (`UPDATE …

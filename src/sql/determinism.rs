@@ -358,6 +358,15 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
         if let Some(why) = server_local {
             return Some(format!("CREATE TABLE … SELECT: {why}"));
         }
+        if numbers_rows_in_read_order(&toks) {
+            return Some(
+                "CREATE TABLE … SELECT gives the rows it copies AUTO_INCREMENT ids in the \
+                 order it reads them, which each replica's plan decides (a table without a \
+                 key: the order its rows were inserted on that server); add ORDER BY on a \
+                 unique key, or on every column, to the SELECT"
+                    .into(),
+            );
+        }
     }
     let call = toks.windows(3).find_map(|w| match w {
         [Tok::Word(f), Tok::Punct('('), next] => {
@@ -791,6 +800,31 @@ fn collect_calls(sql: &str, with_strings: bool, out: &mut Vec<(Option<String>, S
             _ => {}
         }
     }
+}
+
+/// Whether a `CREATE TABLE (… AUTO_INCREMENT …) SELECT …` numbers the rows it copies in
+/// the order it reads them: no ORDER BY at its SELECT's level.
+fn numbers_rows_in_read_order(toks: &[Tok<'_>]) -> bool {
+    let Some(select) = toks.iter().position(|t| t.is_word("SELECT")) else {
+        return false;
+    };
+    let attribute = toks[..select].iter().enumerate().any(|(k, t)| {
+        t.is_word("AUTO_INCREMENT")
+            && !matches!(toks.get(k + 1), Some(Tok::Punct('=') | Tok::Number(_)))
+    });
+    if !attribute {
+        return false;
+    }
+    let mut depth = 0usize;
+    let ordered = toks[select..].windows(2).any(|w| {
+        match w[0] {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        depth == 0 && w[0].is_word("ORDER") && w[1].is_word("BY")
+    });
+    !ordered
 }
 
 /// The table an `ALTER TABLE` gives an AUTO_INCREMENT column (ADD, MODIFY or CHANGE one
@@ -1703,6 +1737,43 @@ fn limit_levels(toks: &[Spanned<'_>]) -> Vec<LimitLevel> {
 mod definition_tests {
     use super::nondeterministic_definition as check;
     use super::{inserted_tables, InsertTarget};
+
+    #[test]
+    fn create_table_select_numbering_rows_needs_an_order() {
+        for (sql, refused) in [
+            (
+                "CREATE TABLE c (id INT AUTO_INCREMENT PRIMARY KEY) SELECT v FROM np",
+                true,
+            ),
+            (
+                "CREATE TABLE c (id INT AUTO_INCREMENT PRIMARY KEY) (SELECT v FROM np)",
+                true,
+            ),
+            (
+                "CREATE TABLE c (id INT AUTO_INCREMENT PRIMARY KEY) SELECT v FROM \
+                 (SELECT v FROM np ORDER BY v) d",
+                true,
+            ),
+            (
+                "CREATE TABLE c (id INT AUTO_INCREMENT PRIMARY KEY) SELECT v FROM np ORDER BY v",
+                false,
+            ),
+            (
+                "CREATE TABLE c (id INT AUTO_INCREMENT KEY) (SELECT v FROM np ORDER BY v, w)",
+                false,
+            ),
+            ("CREATE TABLE c AUTO_INCREMENT = 5 SELECT v FROM np", false),
+            ("CREATE TABLE c SELECT id, v FROM np", false),
+        ] {
+            let why = super::nondeterministic_definition(sql, "TABLE");
+            assert_eq!(
+                why.as_deref()
+                    .is_some_and(|w| w.contains("AUTO_INCREMENT ids")),
+                refused,
+                "{sql}: {why:?}"
+            );
+        }
+    }
 
     #[test]
     fn alter_table_giving_a_column_auto_increment() {
