@@ -4074,7 +4074,8 @@ async fn writes_reading_with_skip_locked_are_refused() {
 /// `PROXY CHECKSUM TABLE` computes a table's checksum on every replica at the same point of
 /// the log (a write through the log, as pt-table-checksum does over statement replication),
 /// so replicas match while writes go on, and a replica changed behind the proxy's back is
-/// reported as differing.
+/// reported as differing. `PROXY CHECKSUM DATABASE` does so for each of a database's
+/// tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_checksum_table_compares_replicas_at_one_point_of_the_log() {
     common::init_tracing();
@@ -4176,6 +4177,31 @@ async fn proxy_checksum_table_compares_replicas_at_one_point_of_the_log() {
     assert_eq!(server_code(&err), 1146, "{err}");
     let err = c.query_drop("PROXY CHECKSUM ck.t").await.unwrap_err();
     assert_eq!(server_code(&err), 1064, "{err}");
+    // A whole database, table by table (pt-table-checksum's default scope): the follower
+    // changed directly differs in ck.t only; a view is no table to check.
+    let changed = rows[2].1;
+    c.query_drop("CREATE VIEW ck.v AS SELECT id FROM ck.t")
+        .await
+        .unwrap();
+    for sql in ["PROXY CHECKSUM DATABASE ck", "PROXY CHECKSUM SCHEMA"] {
+        let rows: Vec<DatabaseChecksumRow> = c.query(sql).await.unwrap();
+        let tables: BTreeSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(tables, BTreeSet::from(["ck.s", "ck.t"]), "{rows:?}");
+        assert_eq!(rows.len(), 6, "{rows:?}");
+        let differing: Vec<(&str, Option<u32>)> = rows
+            .iter()
+            .filter(|r| r.5.starts_with("DIFFERS"))
+            .map(|r| (r.0.as_str(), r.1))
+            .collect();
+        assert_eq!(differing, [("ck.t", Some(changed))], "{rows:?}");
+    }
+    for (sql, code) in [
+        ("PROXY CHECKSUM DATABASE mysql", 1235),
+        ("PROXY CHECKSUM DATABASE no_such_db", 1049),
+    ] {
+        let err = c.query_drop(sql).await.unwrap_err();
+        assert_eq!(server_code(&err), code, "{sql}: {err}");
+    }
     c.query_drop("BEGIN").await.unwrap();
     let err = c.query_drop("PROXY CHECKSUM TABLE ck.t").await.unwrap_err();
     assert_eq!(server_code(&err), 1235, "{err}");
@@ -4183,6 +4209,16 @@ async fn proxy_checksum_table_compares_replicas_at_one_point_of_the_log() {
 }
 
 type ChecksumRow = (String, u32, String, Option<u64>, Option<u64>, String);
+
+/// A `PROXY CHECKSUM DATABASE` row: a table that could not be checked has no replica.
+type DatabaseChecksumRow = (
+    String,
+    Option<u32>,
+    Option<String>,
+    Option<u64>,
+    Option<u64>,
+    String,
+);
 
 /// The rows of a `PROXY CHECKSUM TABLE`.
 async fn checksum(c: &mut Conn, sql: &str) -> Vec<ChecksumRow> {

@@ -1,5 +1,6 @@
-//! `PROXY CHECKSUM TABLE [db.]t`: whether a table is the same on every replica of its
-//! shard. The checksum is computed by a write that goes through the log like any other
+//! `PROXY CHECKSUM TABLE [db.]t` and `PROXY CHECKSUM DATABASE [db]` (each of its base
+//! tables in turn, as pt-table-checksum goes through a server): whether a table is the same
+//! on every replica of its shard. The checksum is computed by a write that goes through the log like any other
 //! (`INSERT INTO myquorum.checksums … SELECT COUNT(*), BIT_XOR(CRC32(<every column>)) FROM
 //! t`), so the primary and each follower compute it at the same point of the log while writes
 //! go on — pt-table-checksum's method, which fits statement replay exactly. The answer has
@@ -67,9 +68,27 @@ fn integer_literal(v: &str) -> Option<String> {
     (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| v.to_string())
 }
 
-/// `PROXY CHECKSUM TABLE [db.]name`: (schema, table), or a syntax error; None when `sql` is
-/// another PROXY command.
-pub fn parse(sql: &str) -> Option<Result<(Option<String>, String), MysqlError>> {
+/// What a `PROXY CHECKSUM` command checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksummed {
+    /// `TABLE [db.]name`.
+    Table(Option<String>, String),
+    /// `DATABASE [db]` (or SCHEMA): every base table in it.
+    Database(Option<String>),
+}
+
+/// Schemas that are each server's own or the proxy's: never checksummed as a database.
+const NOT_REPLICATED: &[&str] = &[
+    "mysql",
+    "information_schema",
+    "performance_schema",
+    "sys",
+    "myquorum",
+];
+
+/// `PROXY CHECKSUM TABLE [db.]name` or `PROXY CHECKSUM DATABASE [db]`, or a syntax error;
+/// None when `sql` is another PROXY command.
+pub fn parse(sql: &str) -> Option<Result<Checksummed, MysqlError>> {
     let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
     if !(toks.first()?.is_word("PROXY") && toks.get(1)?.is_word("CHECKSUM")) {
         return None;
@@ -83,18 +102,21 @@ pub fn parse(sql: &str) -> Option<Result<(Option<String>, String), MysqlError>> 
         .iter()
         .filter(|t| !matches!(t, Tok::Punct(';')))
         .collect();
+    let database = |kw: &Tok<'_>| kw.is_word("DATABASE") || kw.is_word("SCHEMA");
     let parsed = match rest.as_slice() {
-        [kw, t] if kw.is_word("TABLE") => name(Some(t)).map(|t| (None, t)),
-        [kw, d, Tok::Punct('.'), t] if kw.is_word("TABLE") => {
-            name(Some(d)).zip(name(Some(t))).map(|(d, t)| (Some(d), t))
-        }
+        [kw, t] if kw.is_word("TABLE") => name(Some(t)).map(|t| Checksummed::Table(None, t)),
+        [kw, d, Tok::Punct('.'), t] if kw.is_word("TABLE") => name(Some(d))
+            .zip(name(Some(t)))
+            .map(|(d, t)| Checksummed::Table(Some(d), t)),
+        [kw] if database(kw) => Some(Checksummed::Database(None)),
+        [kw, d] if database(kw) => name(Some(d)).map(|d| Checksummed::Database(Some(d))),
         _ => None,
     };
     Some(parsed.ok_or_else(|| {
         MysqlError::new(
             1064,
             "42000",
-            "myquorum: use PROXY CHECKSUM TABLE [db.]table",
+            "myquorum: use PROXY CHECKSUM TABLE [db.]table or PROXY CHECKSUM DATABASE [db]",
         )
     }))
 }
@@ -177,21 +199,25 @@ impl ClientSession {
         Ok(())
     }
 
-    pub(super) async fn checksum_table<S>(
+    /// Answers a `PROXY CHECKSUM` command: one row per table and replica.
+    pub(super) async fn checksum<S>(
         &mut self,
         client: &mut PacketStream<S>,
         session: &mut SessionState,
-        db: Option<String>,
-        table: String,
+        what: Checksummed,
     ) -> Result<(), Failure>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         if session.in_transaction {
             return Err(Failure::Answer(MysqlError::not_supported(
-                "PROXY CHECKSUM TABLE runs as its own transaction; COMMIT or ROLLBACK first",
+                "PROXY CHECKSUM runs its own transactions; COMMIT or ROLLBACK first",
             )));
         }
+        let (db, table) = match what {
+            Checksummed::Table(db, table) => (db, Some(table)),
+            Checksummed::Database(db) => (db, None),
+        };
         let Some(db) = db.or_else(|| session.schema.clone()) else {
             return Err(Failure::Answer(MysqlError::new(
                 1046,
@@ -199,6 +225,115 @@ impl ClientSession {
                 "No database selected",
             )));
         };
+        let rows = match table {
+            Some(table) => self.checksum_table(session, &db, &table).await?,
+            None => self.checksum_database(session, &db).await?,
+        };
+        crate::protocol::resultset::queue_text_resultset(
+            client,
+            1,
+            &["table", "replica", "address", "rows", "checksum", "result"],
+            &rows,
+            session.status_flags(),
+            self.format(),
+        );
+        client.flush().await.map_err(Failure::Client)
+    }
+
+    /// Every base table of `db`, in name order, checksummed one after the other; a table
+    /// that cannot be (dropped meanwhile, …) gets one row saying why, and the rest go on.
+    async fn checksum_database(
+        &mut self,
+        session: &mut SessionState,
+        db: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, Failure> {
+        if NOT_REPLICATED.iter().any(|s| db.eq_ignore_ascii_case(s)) {
+            return Err(Failure::Answer(MysqlError::not_supported(&format!(
+                "{db} holds each server's own state (or the proxy's), which is not replicated; \
+                 checksum an application database"
+            ))));
+        }
+        let started = Instant::now();
+        // Routed as a checksum of one of its tables would be.
+        let probe = self.ctx.classify_cache.classify(&checksum_statement(
+            0,
+            db,
+            "t",
+            &["x".to_string()],
+            None,
+        ));
+        let route = self.route(&probe);
+        let list = format!(
+            "(SELECT GROUP_CONCAT(TABLE_NAME ORDER BY TABLE_NAME SEPARATOR '\\n') \
+             FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE')",
+            quote_string(db)
+        );
+        let exists = format!(
+            "(SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {})",
+            quote_string(db)
+        );
+        let exists = self.select_value(session, &probe, route, &exists).await?;
+        let tables = self.select_value(session, &probe, route, &list).await?;
+        self.release_if_unpinned(session);
+        if exists.as_deref() != Some("1") {
+            return Err(Failure::Answer(MysqlError::new(
+                1049,
+                "42000",
+                format!("Unknown database '{db}'"),
+            )));
+        }
+        let tables: Vec<String> = tables
+            .map(|t| t.split('\n').map(str::to_string).collect())
+            .unwrap_or_default();
+        tracing::info!(db, tables = tables.len(), "PROXY CHECKSUM DATABASE started");
+        let mut rows = Vec::new();
+        let mut differing = Vec::new();
+        for (done, table) in tables.iter().enumerate() {
+            match self.checksum_table(session, db, table).await {
+                Ok(table_rows) => {
+                    if table_rows
+                        .iter()
+                        .any(|r| r[5].as_deref().is_some_and(|v| v.starts_with("DIFFERS")))
+                    {
+                        differing.push(table.clone());
+                    }
+                    rows.extend(table_rows);
+                }
+                Err(Failure::Answer(e)) => rows.push(vec![
+                    Some(format!("{db}.{table}")),
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some(format!("not checked: {}", e.message)),
+                ]),
+                Err(other) => return Err(other),
+            }
+            tracing::info!(db, table = %table, done = done + 1, of = tables.len(),
+                "PROXY CHECKSUM DATABASE progress");
+        }
+        if differing.is_empty() {
+            tracing::info!(
+                db,
+                tables = tables.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "PROXY CHECKSUM DATABASE done: every table is the same on every replica"
+            );
+        } else {
+            tracing::error!(db, differing = ?differing,
+                "PROXY CHECKSUM DATABASE: tables differ between replicas; rebuild the replicas that differ from the primary");
+        }
+        Ok(rows)
+    }
+
+    /// One table's rows of the answer: one per replica.
+    async fn checksum_table(
+        &mut self,
+        session: &mut SessionState,
+        db: &str,
+        table: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, Failure> {
+        let (db, table) = (db.to_string(), table.to_string());
         let started = Instant::now();
         let base: u64 = (rand::random::<u64>() >> (1 + CHUNK_BITS)) << CHUNK_BITS;
         let chunk_rows = session
@@ -334,15 +469,7 @@ impl ClientSession {
             tracing::info!(table = %format!("{db}.{table}"), chunks = ranges.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64, "PROXY CHECKSUM TABLE done");
         }
-        crate::protocol::resultset::queue_text_resultset(
-            client,
-            1,
-            &["table", "replica", "address", "rows", "checksum", "result"],
-            &rows,
-            session.status_flags(),
-            self.format(),
-        );
-        client.flush().await.map_err(Failure::Client)
+        Ok(rows)
     }
 }
 
@@ -378,12 +505,21 @@ mod tests {
         let ok = |sql: &str| parse(sql).map(|r| r.map_err(|e| e.code));
         assert_eq!(
             ok("PROXY CHECKSUM TABLE shop.orders"),
-            Some(Ok((Some("shop".into()), "orders".into())))
+            Some(Ok(Checksummed::Table(Some("shop".into()), "orders".into())))
         );
         assert_eq!(
             ok("proxy checksum table `we``ird`;"),
-            Some(Ok((None, "we`ird".into())))
+            Some(Ok(Checksummed::Table(None, "we`ird".into())))
         );
+        assert_eq!(
+            ok("PROXY CHECKSUM DATABASE `shop`"),
+            Some(Ok(Checksummed::Database(Some("shop".into()))))
+        );
+        assert_eq!(
+            ok("proxy checksum schema;"),
+            Some(Ok(Checksummed::Database(None)))
+        );
+        assert_eq!(ok("PROXY CHECKSUM DATABASE a.b"), Some(Err(1064)));
         assert_eq!(ok("PROXY CHECKSUM orders"), Some(Err(1064)));
         assert_eq!(ok("PROXY CHECKSUM TABLE a, b"), Some(Err(1064)));
         assert_eq!(ok("PROXY SWITCHOVER"), None);

@@ -1015,9 +1015,7 @@ impl ClientSession {
                     return Err(Failure::Answer(admin::not_an_admin()));
                 }
                 match super::checksum::parse(sql) {
-                    Some(Ok((db, table))) => {
-                        return self.checksum_table(client, session, db, table).await
-                    }
+                    Some(Ok(what)) => return self.checksum(client, session, what).await,
                     Some(Err(e)) => return Err(Failure::Answer(e)),
                     None => {}
                 }
