@@ -999,24 +999,34 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     } else {
         None
     };
-    let mut picks: Vec<(bool, Option<KeyOrder>)> = vec![(limits.top_unordered, top_order)];
-    picks.extend(
+    let mut orders: Vec<(bool, Option<KeyOrder>)> = vec![(limits.top_unordered, top_order)];
+    orders.extend(
         levels
             .iter()
             .filter(|l| l.nested && !l.exists)
             .map(|l| (!l.ordered, nested_key_order(&toks, l))),
     );
-    let key_orders: Vec<&KeyOrder> = picks.iter().filter_map(|(_, o)| o.as_ref()).collect();
-    // Each key order's key, once read (None: not read yet, or the table has none).
-    let key_of = |order: &KeyOrder| {
-        let at = key_orders.iter().position(|o| std::ptr::eq(*o, order))?;
-        let key = lit.primary_keys?.get(at)?;
-        (!key.is_empty()).then_some(key.as_slice())
-    };
-    let key = picks[0].1.as_ref().and_then(key_of);
-    let key_texts: Vec<(usize, String)> = key_orders
+    // `lit.primary_keys` follows the key orders' order; an empty key: the table has none.
+    let mut read_keys = lit.primary_keys.map(|keys| keys.iter());
+    let picks: Vec<Pick<'_>> = orders
+        .into_iter()
+        .map(|(unordered, order)| {
+            let key = order
+                .as_ref()
+                .and_then(|_| read_keys.as_mut()?.next())
+                .filter(|k| !k.is_empty())
+                .map(Vec::as_slice);
+            Pick {
+                unordered,
+                order,
+                key,
+            }
+        })
+        .collect();
+    let key = picks[0].key;
+    let key_texts: Vec<(usize, String)> = picks
         .iter()
-        .filter_map(|o| Some((o.at, o.text(key_of(o)?))))
+        .filter_map(|p| Some((p.order.as_ref()?.at, p.order.as_ref()?.text(p.key?))))
         .collect();
     let refuse = |check: &mut WriteCheck, why: String| {
         if check.refused.is_none() {
@@ -1242,10 +1252,10 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
         out.push_str(text);
         last = *at;
     }
-    for (unordered, order) in &picks {
-        match order {
-            _ if !unordered => {}
-            Some(o) if lit.primary_keys.is_none() || key_of(o).is_some() => {}
+    for pick in &picks {
+        match &pick.order {
+            _ if !pick.unordered => {}
+            Some(_) if lit.primary_keys.is_none() || pick.key.is_some() => {}
             Some(_) => refuse(
                 &mut check,
                 "LIMIT without ORDER BY picks rows in an unspecified order, so replicas could \
@@ -1263,7 +1273,10 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     }
     // Keys are worth reading only for a statement that can run.
     if lit.primary_keys.is_none() && check.refused.is_none() {
-        check.needs_primary_keys = key_orders.iter().map(|o| o.table.clone()).collect();
+        check.needs_primary_keys = picks
+            .iter()
+            .filter_map(|p| Some(p.order.as_ref()?.table.clone()))
+            .collect();
     }
     if last > 0 {
         out.push_str(sql.get(last..).unwrap_or_default());
@@ -1342,6 +1355,16 @@ fn reads_in_primary_key_order(toks: &[Spanned<'_>]) -> bool {
         None | Some(Tok::Punct(';')) => true,
         Some(next) => FOLLOWERS.iter().any(|w| next.is_word(w)),
     }
+}
+
+/// A level of a write that picks rows (the statement, or a subquery with a LIMIT).
+struct Pick<'k> {
+    /// Its LIMIT has no ORDER BY.
+    unordered: bool,
+    /// Where its table's key would order it, if it reads one table.
+    order: Option<KeyOrder>,
+    /// That key, once read and not empty.
+    key: Option<&'k [String]>,
 }
 
 /// Where a write's rows are picked by a LIMIT or an ORDER BY on one table, whose primary key
