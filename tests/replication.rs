@@ -3164,6 +3164,8 @@ async fn numbering_rows_in_each_servers_storage_order_is_refused() {
 /// an index scan and a filesort pick other rows among equal `pri`, each replica changed as
 /// many rows, and nothing noticed the replicas part. Now the subquery's table's key breaks
 /// the ties, or orders the unordered LIMIT, and every replica changes the same rows.
+/// GROUP_CONCAT / JSON_ARRAYAGG in a write join values in read order (sorted through an
+/// index on the tag, by id in a scan): they get the key as their order as well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subquerys_limit_picks_the_same_rows_on_every_replica() {
     common::init_tracing();
@@ -3178,15 +3180,24 @@ async fn a_subquerys_limit_picks_the_same_rows_on_every_replica() {
             // Three priorities: a thousand ties each.
             "INSERT INTO jobs (id, pri) SELECT seq, seq % 3 FROM seq_1_to_3000",
             "CREATE TABLE picked (id INT PRIMARY KEY, v INT)",
+            // Tags inserted out of order: the index reads them sorted, a scan by id.
+            "CREATE TABLE tags (id INT PRIMARY KEY, post INT, tag VARCHAR(10), KEY (post, tag))",
+            "INSERT INTO tags VALUES (1, 1, 'zeta'), (2, 1, 'alpha'), (3, 1, 'mu'), \
+             (4, 2, 'beta'), (5, 2, 'alpha')",
+            "CREATE TABLE posts (id INT PRIMARY KEY, tags VARCHAR(100))",
+            "INSERT INTO posts VALUES (1, NULL), (2, NULL)",
+            "CREATE TABLE tag_lists (post INT PRIMARY KEY, tags VARCHAR(100))",
         ],
     )
     .await;
     wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
     let mut follower = connect(&dbs[2].url(None)).await;
-    follower
-        .query_drop("ALTER TABLE sq.jobs DROP INDEX pri")
-        .await
-        .unwrap();
+    for sql in [
+        "ALTER TABLE sq.jobs DROP INDEX pri",
+        "ALTER TABLE sq.tags DROP INDEX post",
+    ] {
+        follower.query_drop(sql).await.unwrap();
+    }
     run_all(
         &mut c,
         &[
@@ -3201,9 +3212,26 @@ async fn a_subquerys_limit_picks_the_same_rows_on_every_replica() {
              WHERE owner IS NULL AND pri = 1 LIMIT 2) d)",
             "INSERT INTO picked VALUES (1, (SELECT id FROM jobs WHERE owner IS NULL \
              ORDER BY pri DESC LIMIT 1))",
+            // Aggregates joining values in read order are ordered by the key too.
+            "UPDATE posts SET tags = (SELECT GROUP_CONCAT(tag) FROM tags WHERE tags.post = posts.id)",
+            "INSERT INTO tag_lists SELECT post, JSON_ARRAYAGG(tag) FROM tags GROUP BY post",
         ],
     )
     .await;
+    let lists: Vec<(String, String)> = c
+        .query("SELECT p.tags, l.tags FROM sq.posts p JOIN sq.tag_lists l ON l.post = p.id ORDER BY p.id")
+        .await
+        .unwrap();
+    assert_eq!(
+        lists,
+        [
+            (
+                "zeta,alpha,mu".to_string(),
+                r#"["zeta","alpha","mu"]"#.to_string()
+            ),
+            ("beta,alpha".to_string(), r#"["beta","alpha"]"#.to_string()),
+        ]
+    );
     let owned = |owner: i64| format!("SELECT id FROM sq.jobs WHERE owner = {owner} ORDER BY id");
     // Ties broken by the lowest ids.
     assert_eq!(ids(&mut c, &owned(1)).await, [3, 6, 9, 12, 15]);
@@ -3230,7 +3258,12 @@ async fn a_subquerys_limit_picks_the_same_rows_on_every_replica() {
         .query_drop("ALTER TABLE sq.jobs ADD INDEX pri (pri)")
         .await
         .unwrap();
-    assert_replicas_identical(&dbs, &mut c, &["sq.jobs", "sq.picked"]).await;
+    assert_replicas_identical(
+        &dbs,
+        &mut c,
+        &["sq.jobs", "sq.picked", "sq.posts", "sq.tag_lists"],
+    )
+    .await;
 }
 
 /// COM_RESET_CONNECTION rolls back the session's open transaction and puts autocommit back

@@ -1006,6 +1006,13 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
             .filter(|l| l.nested && !l.exists)
             .map(|l| (!l.ordered, nested_key_order(&toks, l))),
     );
+    if is_update_or_delete || is_insert_select {
+        orders.extend(
+            aggregate_key_orders(&toks)
+                .into_iter()
+                .map(|o| (false, Some(o))),
+        );
+    }
     // `lit.primary_keys` follows the key orders' order; an empty key: the table has none.
     let mut read_keys = lit.primary_keys.map(|keys| keys.iter());
     let picks: Vec<Pick<'_>> = orders
@@ -1380,6 +1387,8 @@ struct KeyOrder {
     at: usize,
     /// The statement has an ORDER BY there already: the key continues it.
     continues: bool,
+    /// The text goes right after a word (before an aggregate's closing parenthesis).
+    lead_space: bool,
 }
 
 impl KeyOrder {
@@ -1393,7 +1402,8 @@ impl KeyOrder {
             })
             .collect();
         let lead = if self.continues { ", " } else { "ORDER BY " };
-        format!("{lead}{} ", columns.join(", "))
+        let space = if self.lead_space { " " } else { "" };
+        format!("{space}{lead}{} ", columns.join(", "))
     }
 }
 
@@ -1425,6 +1435,7 @@ fn update_or_delete_key_order(
         qualifier: None,
         at: toks[top_level(toks, "LIMIT")?].start,
         continues: !limits.top_unordered,
+        lead_space: false,
     })
 }
 
@@ -1472,6 +1483,7 @@ fn insert_select_key_order(toks: &[Spanned<'_>], limits: &LimitOrder) -> Option<
         qualifier: Some(qualifier),
         at,
         continues,
+        lead_space: false,
     })
 }
 
@@ -1489,6 +1501,12 @@ struct TableRead {
 /// table, or anything could reorder its rows past an ORDER BY (a join, union, grouping,
 /// DISTINCT, window or subquery).
 fn one_table_read(toks: &[Spanned<'_>]) -> Option<TableRead> {
+    table_read(toks, false)
+}
+
+/// `one_table_read`, with GROUP BY and HAVING allowed when `grouped` (for an aggregate,
+/// which orders the rows of each group itself).
+fn table_read(toks: &[Spanned<'_>], grouped: bool) -> Option<TableRead> {
     const SPOILERS: &[&str] = &[
         "JOIN",
         "STRAIGHT_JOIN",
@@ -1503,11 +1521,13 @@ fn one_table_read(toks: &[Spanned<'_>]) -> Option<TableRead> {
         "OVER",
     ];
     let selects = toks.iter().filter(|t| t.tok.is_word("SELECT")).count();
-    if selects != 1
-        || toks
+    let spoils = |t: &Spanned<'_>| {
+        SPOILERS
             .iter()
-            .any(|t| SPOILERS.iter().any(|s| t.tok.is_word(s)))
-    {
+            .filter(|s| !grouped || !["GROUP", "HAVING"].contains(s))
+            .any(|s| t.tok.is_word(s))
+    };
+    if selects != 1 || toks.iter().any(spoils) {
         return None;
     }
     let quote = super::quote_identifier;
@@ -1536,6 +1556,8 @@ fn one_table_read(toks: &[Spanned<'_>]) -> Option<TableRead> {
     } else if let Some(alias) = name(i).filter(|_| {
         const CLAUSES: &[&str] = &[
             "WHERE",
+            "GROUP",
+            "HAVING",
             "ORDER",
             "LIMIT",
             "FORCE",
@@ -1559,6 +1581,8 @@ fn one_table_read(toks: &[Spanned<'_>]) -> Option<TableRead> {
     for t in &toks[i..] {
         const CLAUSES: &[&str] = &[
             "WHERE",
+            "GROUP",
+            "HAVING",
             "ORDER",
             "LIMIT",
             "ON",
@@ -1649,6 +1673,104 @@ fn nested_key_order(toks: &[Spanned<'_>], level: &LimitLevel) -> Option<KeyOrder
         qualifier: Some(qualifier),
         at: toks.get(level.limit)?.start,
         continues: level.ordered,
+        lead_space: false,
+    })
+}
+
+/// Aggregates whose value follows the order they read rows in.
+const ORDERED_AGGREGATES: &[&str] = &["GROUP_CONCAT", "JSON_ARRAYAGG"];
+
+/// `GROUP_CONCAT(…)` and `JSON_ARRAYAGG(…)` in a write (`INSERT INTO s SELECT g,
+/// GROUP_CONCAT(tag) FROM t GROUP BY g`, `UPDATE … SET tags = (SELECT GROUP_CONCAT(…) …)`)
+/// join values in the order the plan reads rows: an index scan and a table scan give other
+/// strings, with equal row counts. Where the SELECT around one reads one table (grouped or
+/// not), that table's key, qualified, orders it or ends its own ORDER BY: one of the orders
+/// it allowed. `DISTINCT` ones are left alone (the server sorts the distinct values).
+fn aggregate_key_orders(toks: &[Spanned<'_>]) -> Vec<KeyOrder> {
+    let mut close = vec![None; toks.len()];
+    let mut open = Vec::new();
+    for (i, t) in toks.iter().enumerate() {
+        match t.tok {
+            Tok::Punct('(') => open.push(i),
+            Tok::Punct(')') => {
+                if let Some(o) = open.pop() {
+                    close[o] = Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut orders = Vec::new();
+    let mut around: Vec<usize> = Vec::new();
+    for (i, t) in toks.iter().enumerate() {
+        match t.tok {
+            Tok::Punct('(') => {
+                let aggregate = i
+                    .checked_sub(1)
+                    .is_some_and(|p| ORDERED_AGGREGATES.iter().any(|a| toks[p].tok.is_word(a)));
+                if let (true, Some(end)) = (aggregate, close[i]) {
+                    let parent = match around.last() {
+                        Some(&o) => o + 1..close[o].unwrap_or(toks.len()),
+                        None => 0..toks.len(),
+                    };
+                    orders.extend(aggregate_key_order(toks, i, end, parent));
+                }
+                around.push(i);
+            }
+            Tok::Punct(')') => {
+                around.pop();
+            }
+            _ => {}
+        }
+    }
+    orders
+}
+
+/// The key order of one aggregate call, `toks[open]` to `toks[end]` its parentheses, in the
+/// level `parent` (a subquery's tokens, or the whole statement).
+fn aggregate_key_order(
+    toks: &[Spanned<'_>],
+    open: usize,
+    end: usize,
+    parent: std::ops::Range<usize>,
+) -> Option<KeyOrder> {
+    let inner = toks.get(open + 1..end)?;
+    if inner.first()?.tok.is_word("DISTINCT") {
+        return None;
+    }
+    let nested = parent.start > 0;
+    let outer = toks.get(parent)?;
+    if nested && !outer.first()?.tok.is_word("SELECT") {
+        return None;
+    }
+    let TableRead {
+        table, qualifier, ..
+    } = table_read(outer, true)?;
+    // Its own ORDER BY, and where its list ends: SEPARATOR or LIMIT at its level, else the
+    // closing parenthesis.
+    let (mut depth, mut ordered) = (0usize, false);
+    let mut at = (toks[end].start, true);
+    for (k, t) in inner.iter().enumerate() {
+        match t.tok {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth = depth.saturating_sub(1),
+            Tok::Word(w) if depth == 0 => {
+                if w.eq_ignore_ascii_case("BY") && k > 0 && inner[k - 1].tok.is_word("ORDER") {
+                    ordered = true;
+                } else if w.eq_ignore_ascii_case("SEPARATOR") || w.eq_ignore_ascii_case("LIMIT") {
+                    at = (t.start, false);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(KeyOrder {
+        table,
+        qualifier: Some(qualifier),
+        at: at.0,
+        continues: ordered,
+        lead_space: at.1,
     })
 }
 
@@ -2850,6 +2972,42 @@ mod tests {
             let got = again.rewritten.unwrap_or_default();
             let got: String = got.split_whitespace().collect::<Vec<_>>().join(" ");
             assert_eq!(got, ordered, "{sql}");
+        }
+        // Aggregates that join values in read order get the key of the table their SELECT
+        // reads, grouped or not.
+        for (sql, tables, ordered) in [
+            (
+                "INSERT INTO s SELECT g, GROUP_CONCAT(tag) FROM t GROUP BY g",
+                vec![table(None, "t")],
+                "INSERT INTO s SELECT g, GROUP_CONCAT(tag ORDER BY `t`.`id` ) FROM t GROUP BY g",
+            ),
+            (
+                "UPDATE p SET tags = (SELECT GROUP_CONCAT(tag ORDER BY w DESC SEPARATOR ';') \
+                 FROM d.t x WHERE x.p = p.id), j = (SELECT JSON_ARRAYAGG(v) FROM u) WHERE id = 1",
+                vec![table(Some("d"), "t"), table(None, "u")],
+                "UPDATE p SET tags = (SELECT GROUP_CONCAT(tag ORDER BY w DESC , `x`.`id` SEPARATOR \
+                 ';') FROM d.t x WHERE x.p = p.id), j = (SELECT JSON_ARRAYAGG(v ORDER BY \
+                 `u`.`k1`, `u`.`k2` ) FROM u) WHERE id = 1",
+            ),
+        ] {
+            let first = check_write(sql, false, &lit());
+            assert_eq!(first.refused, None, "{sql}");
+            assert_eq!(first.needs_primary_keys, tables, "{sql}");
+            let again = check_write(sql, false, &keyed);
+            let got = again.rewritten.unwrap_or_default();
+            let got: String = got.split_whitespace().collect::<Vec<_>>().join(" ");
+            let ordered: String = ordered.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(got, ordered, "{sql}");
+        }
+        // DISTINCT (the server sorts the values), over a join, or in a plain INSERT: nothing.
+        for sql in [
+            "INSERT INTO s SELECT g, GROUP_CONCAT(DISTINCT tag) FROM t GROUP BY g",
+            "INSERT INTO s SELECT t.g, GROUP_CONCAT(u.tag) FROM t JOIN u USING (id) GROUP BY t.g",
+            "INSERT INTO s VALUES (1, 'GROUP_CONCAT(x)')",
+        ] {
+            let c = check_write(sql, false, &lit());
+            assert!(c.needs_primary_keys.is_empty(), "{sql}");
+            assert_eq!(c.refused, None, "{sql}");
         }
         // An unordered subquery LIMIT on a table without a key is refused, saying why; an
         // ordered one is taken at its word.
