@@ -802,17 +802,22 @@ fn collect_calls(sql: &str, with_strings: bool, out: &mut Vec<(Option<String>, S
     }
 }
 
+/// Whether `toks` give a column the AUTO_INCREMENT attribute (not the `AUTO_INCREMENT [=] n`
+/// table option).
+fn has_auto_increment_attribute(toks: &[Tok<'_>]) -> bool {
+    toks.iter().enumerate().any(|(k, t)| {
+        t.is_word("AUTO_INCREMENT")
+            && !matches!(toks.get(k + 1), Some(Tok::Punct('=') | Tok::Number(_)))
+    })
+}
+
 /// Whether a `CREATE TABLE (… AUTO_INCREMENT …) SELECT …` numbers the rows it copies in
 /// the order it reads them: no ORDER BY at its SELECT's level.
 fn numbers_rows_in_read_order(toks: &[Tok<'_>]) -> bool {
     let Some(select) = toks.iter().position(|t| t.is_word("SELECT")) else {
         return false;
     };
-    let attribute = toks[..select].iter().enumerate().any(|(k, t)| {
-        t.is_word("AUTO_INCREMENT")
-            && !matches!(toks.get(k + 1), Some(Tok::Punct('=') | Tok::Number(_)))
-    });
-    if !attribute {
+    if !has_auto_increment_attribute(&toks[..select]) {
         return false;
     }
     let mut depth = 0usize;
@@ -862,11 +867,7 @@ pub fn auto_increment_column_added(sql: &str) -> Option<(Option<String>, String)
     } else {
         (None, first)
     };
-    let attribute = toks.iter().enumerate().any(|(k, t)| {
-        t.is_word("AUTO_INCREMENT")
-            && !matches!(toks.get(k + 1), Some(Tok::Punct('=') | Tok::Number(_)))
-    });
-    attribute.then_some(table)
+    has_auto_increment_attribute(&toks).then_some(table)
 }
 
 /// The schema a `CREATE TRIGGER / PROCEDURE / FUNCTION` names its object in (`db.name`):
@@ -1687,6 +1688,11 @@ const ORDERED_AGGREGATES: &[&str] = &["GROUP_CONCAT", "JSON_ARRAYAGG"];
 /// not), that table's key, qualified, orders it or ends its own ORDER BY: one of the orders
 /// it allowed. `DISTINCT` ones are left alone (the server sorts the distinct values).
 fn aggregate_key_orders(toks: &[Spanned<'_>]) -> Vec<KeyOrder> {
+    // Most writes have none: no work on the per-statement path then.
+    let aggregate = |t: &Spanned<'_>| ORDERED_AGGREGATES.iter().any(|a| t.tok.is_word(a));
+    if !toks.iter().any(aggregate) {
+        return Vec::new();
+    }
     let mut close = vec![None; toks.len()];
     let mut open = Vec::new();
     for (i, t) in toks.iter().enumerate() {
@@ -1705,10 +1711,8 @@ fn aggregate_key_orders(toks: &[Spanned<'_>]) -> Vec<KeyOrder> {
     for (i, t) in toks.iter().enumerate() {
         match t.tok {
             Tok::Punct('(') => {
-                let aggregate = i
-                    .checked_sub(1)
-                    .is_some_and(|p| ORDERED_AGGREGATES.iter().any(|a| toks[p].tok.is_word(a)));
-                if let (true, Some(end)) = (aggregate, close[i]) {
+                let called = i.checked_sub(1).is_some_and(|p| aggregate(&toks[p]));
+                if let (true, Some(end)) = (called, close[i]) {
                     let parent = match around.last() {
                         Some(&o) => o + 1..close[o].unwrap_or(toks.len()),
                         None => 0..toks.len(),
