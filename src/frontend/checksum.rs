@@ -12,7 +12,9 @@
 use super::commands::{ClientSession, Failure};
 use crate::protocol::relay::{ends_with_error, MemoryIo};
 use crate::protocol::{MysqlError, PacketStream};
+use crate::router::Route;
 use crate::session::SessionState;
+use crate::sql::classify::Classified;
 use crate::sql::lexer::{Lexer, Tok};
 use crate::sql::{quote_identifier, quote_string};
 use std::time::{Duration, Instant};
@@ -226,7 +228,7 @@ impl ClientSession {
             )));
         };
         let rows = match table {
-            Some(table) => self.checksum_table(session, &db, &table).await?,
+            Some(table) => self.checksum_table(session, &db, &table).await?.0,
             None => self.checksum_database(session, &db).await?,
         };
         crate::protocol::resultset::queue_text_resultset(
@@ -255,14 +257,7 @@ impl ClientSession {
         }
         let started = Instant::now();
         // Routed as a checksum of one of its tables would be.
-        let probe = self.ctx.classify_cache.classify(&checksum_statement(
-            0,
-            db,
-            "t",
-            &["x".to_string()],
-            None,
-        ));
-        let route = self.route(&probe);
+        let (probe, route) = self.checksum_route(db, "t");
         let list = format!(
             "(SELECT GROUP_CONCAT(TABLE_NAME ORDER BY TABLE_NAME SEPARATOR '\\n') \
              FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE')",
@@ -290,11 +285,8 @@ impl ClientSession {
         let mut differing = Vec::new();
         for (done, table) in tables.iter().enumerate() {
             match self.checksum_table(session, db, table).await {
-                Ok(table_rows) => {
-                    if table_rows
-                        .iter()
-                        .any(|r| r[5].as_deref().is_some_and(|v| v.starts_with("DIFFERS")))
-                    {
+                Ok((table_rows, replicas_differing)) => {
+                    if replicas_differing > 0 {
                         differing.push(table.clone());
                     }
                     rows.extend(table_rows);
@@ -326,13 +318,28 @@ impl ClientSession {
         Ok(rows)
     }
 
-    /// One table's rows of the answer: one per replica.
+    /// Where a checksum write of `db`.`table` goes (the primary of the table's shard), with
+    /// the statement it was routed as, for the reads made there before it.
+    fn checksum_route(&self, db: &str, table: &str) -> (std::sync::Arc<Classified>, Route) {
+        let probe = self.ctx.classify_cache.classify(&checksum_statement(
+            0,
+            db,
+            table,
+            &["x".to_string()],
+            None,
+        ));
+        let route = self.route(&probe);
+        (probe, route)
+    }
+
+    /// One table's rows of the answer (one per replica), and how many replicas differ from
+    /// the primary.
     async fn checksum_table(
         &mut self,
         session: &mut SessionState,
         db: &str,
         table: &str,
-    ) -> Result<Vec<Vec<Option<String>>>, Failure> {
+    ) -> Result<(Vec<Vec<Option<String>>>, usize), Failure> {
         let (db, table) = (db.to_string(), table.to_string());
         let started = Instant::now();
         let base: u64 = (rand::random::<u64>() >> (1 + CHUNK_BITS)) << CHUNK_BITS;
@@ -342,15 +349,7 @@ impl ClientSession {
             .find(|(k, _)| k == CHUNK_ROWS_VARIABLE)
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(DEFAULT_CHUNK_ROWS);
-        // Routed as the checksum write is: the primary of the table's shard.
-        let probe = self.ctx.classify_cache.classify(&checksum_statement(
-            base,
-            &db,
-            &table,
-            &["x".to_string()],
-            None,
-        ));
-        let route = self.route(&probe);
+        let (probe, route) = self.checksum_route(&db, &table);
         let columns = format!(
             "(SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION SEPARATOR '\\n') \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {})",
@@ -469,7 +468,7 @@ impl ClientSession {
             tracing::info!(table = %format!("{db}.{table}"), chunks = ranges.len(),
                 elapsed_ms = started.elapsed().as_millis() as u64, "PROXY CHECKSUM TABLE done");
         }
-        Ok(rows)
+        Ok((rows, differing))
     }
 }
 
