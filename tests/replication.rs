@@ -2208,6 +2208,15 @@ async fn a_global_no_backslash_escapes_is_followed_from_the_first_statement() {
     }
     let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
     let mut c = connect(&proxy.url(None)).await;
+    // Another proxy in this process, on a server without the mode, which opens a backend
+    // connection for each statement: each server's mode is its own (it was one process-wide
+    // flag that the last backend greeting anywhere set, so a session here that found a
+    // pooled connection started without the mode).
+    let plain = MariaDb::start();
+    let mut other_config = config_for(&[&plain]);
+    other_config.backend.pool_max_idle = 0;
+    let other = Proxy::start(other_config);
+    let mut o = connect(&other.url(None)).await;
     run_all(
         &mut c,
         &[
@@ -2223,6 +2232,7 @@ async fn a_global_no_backslash_escapes_is_followed_from_the_first_statement() {
         "SELECT '\\' AS s; INSERT INTO gnbe.t VALUES (2, 'b', NULL); -- '",
     ] {
         use myquorum::protocol::handshake::{client_handshake, proxy_capabilities};
+        o.query_drop("SELECT 1").await.unwrap();
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
             .await
             .unwrap();

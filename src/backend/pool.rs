@@ -105,6 +105,10 @@ pub struct BackendPool {
     transport: Mutex<Option<Transport>>,
     /// Held while the transport is being learned, so concurrent connects ask once.
     learning_transport: tokio::sync::Mutex<()>,
+    /// The last greeting had NO_BACKSLASH_ESCAPES (the server's global sql_mode when that
+    /// connection opened): a session starts in that mode, before any answer of its own
+    /// tells. Per server, not per process: shards may differ.
+    global_no_backslash_escapes: AtomicBool,
 }
 
 impl BackendPool {
@@ -132,6 +136,7 @@ impl BackendPool {
             down_since: Mutex::new(std::time::Instant::now()),
             transport: Mutex::new(None),
             learning_transport: tokio::sync::Mutex::new(()),
+            global_no_backslash_escapes: AtomicBool::new(false),
         }
     }
 
@@ -166,7 +171,6 @@ impl BackendPool {
         ewma(&self.latency_ewma_us, d);
     }
 
-    /// Adds one health probe's round trip.
     /// The server's stored functions; `None` (no lock taken) when it has none.
     pub fn stored_functions(&self) -> Option<Arc<std::collections::HashSet<String>>> {
         if !self.has_stored_functions.load(Ordering::Relaxed) {
@@ -195,6 +199,7 @@ impl BackendPool {
         }
     }
 
+    /// Adds one health probe's round trip.
     pub fn record_probe(&self, d: std::time::Duration) {
         let floor = self.probes.lock().push(d.as_micros() as u64);
         self.probe_floor_us.store(floor, Ordering::Relaxed);
@@ -207,6 +212,16 @@ impl BackendPool {
     /// The fastest round trip of the last few health probes (µs, 0 = none yet).
     pub fn probe_latency_us(&self) -> u64 {
         self.probe_floor_us.load(Ordering::Relaxed)
+    }
+
+    /// Whether a session opened on this server now starts with NO_BACKSLASH_ESCAPES.
+    pub fn global_no_backslash_escapes(&self) -> bool {
+        self.global_no_backslash_escapes.load(Ordering::Relaxed)
+    }
+
+    pub fn note_global_no_backslash_escapes(&self, on: bool) {
+        self.global_no_backslash_escapes
+            .store(on, Ordering::Relaxed);
     }
 
     pub fn is_up(&self) -> bool {
@@ -405,7 +420,7 @@ impl BackendPool {
         }
         match opened {
             Ok(c) => {
-                crate::sql::lexer::note_server_no_backslash_escapes(c.hello.no_backslash_escapes);
+                self.note_global_no_backslash_escapes(c.hello.no_backslash_escapes);
                 let mut seen = self.seen.lock();
                 let now = (&*c.hello.server_version, c.hello.offers_extended_metadata);
                 if seen.as_ref().map(|(v, e)| (v.as_str(), *e)) != Some(now) {

@@ -267,6 +267,9 @@ impl ClientSession {
             }
         }
         let mut conn = acquired.map_err(|e| e.to_mysql())?;
+        // The login reached the primary: a session starts in its global sql_mode.
+        session.no_backslash_escapes =
+            self.primary_starts_without_backslash_escapes(shard, Some(primary));
         if let Some(db) = session.schema.as_deref() {
             if conn.schema.as_deref() != Some(db) {
                 // `acquire` opens a connection without a default database where the
@@ -2060,6 +2063,19 @@ impl ClientSession {
 
     /// The shard's primary now; during an election, once it is over (bounded by the commit
     /// timeout, then a clear error).
+    /// Whether a new session on `shard`'s primary (`primary`, or the one known now) starts
+    /// with NO_BACKSLASH_ESCAPES, from that server's global sql_mode.
+    fn primary_starts_without_backslash_escapes(
+        &self,
+        shard: ShardId,
+        primary: Option<ReplicaId>,
+    ) -> bool {
+        primary
+            .or_else(|| self.ctx.cluster.primary_id(shard))
+            .and_then(|p| self.ctx.cluster.pool(shard, p))
+            .is_some_and(|pool| pool.global_no_backslash_escapes())
+    }
+
     async fn primary_now(&self, shard: ShardId) -> Result<ReplicaId, Failure> {
         let Some(log) = self.ctx.replication.shard(shard) else {
             return self
@@ -2547,7 +2563,7 @@ impl ClientSession {
         seq: u8,
     ) -> Result<(), Failure> {
         self.reset_backend(session).await;
-        session.reset();
+        session.reset(self.primary_starts_without_backslash_escapes(router::DEFAULT_SHARD, None));
         self.reply_ok(client, session, seq).await
     }
 

@@ -206,8 +206,6 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
         stream.write_packet(seq, &e.encode()).await?;
         return Ok(());
     }
-    // The login reached the primary: a session starts in its global NO_BACKSLASH_ESCAPES.
-    session.no_backslash_escapes = crate::sql::lexer::server_no_backslash_escapes();
     tracing::debug!(user = %hello.user, db = ?hello.database, "authenticated");
     stream
         .write_packet(

@@ -266,8 +266,8 @@ impl SessionState {
             prepared: HashMap::new(),
             next_stmt_id: 1,
             multi_statements,
-            // As the server starts a session: from its global sql_mode.
-            no_backslash_escapes: crate::sql::lexer::server_no_backslash_escapes(),
+            // Set from the primary's global sql_mode once the login reached it.
+            no_backslash_escapes: false,
             in_transaction: false,
             autocommit: true,
             proxy_vars: Vec::new(),
@@ -286,8 +286,10 @@ impl SessionState {
         s
     }
 
-    /// Back to a fresh session (COM_RESET_CONNECTION, COM_CHANGE_USER).
-    pub fn reset(&mut self) {
+    /// Back to a fresh session (COM_RESET_CONNECTION), in the primary's global
+    /// NO_BACKSLASH_ESCAPES as the server starts one.
+    pub fn reset(&mut self, no_backslash_escapes: bool) {
+        self.no_backslash_escapes = no_backslash_escapes;
         self.vars.clear();
         self.pins = 0;
         self.open_handlers = 0;
@@ -295,7 +297,6 @@ impl SessionState {
         self.prepared.clear();
         self.in_transaction = false;
         self.autocommit = true;
-        self.no_backslash_escapes = crate::sql::lexer::server_no_backslash_escapes();
         self.proxy_vars.clear();
         self.pending.clear();
         self.savepoints.clear();
@@ -773,7 +774,7 @@ mod tests {
         let c = classify("UNLOCK TABLES");
         s.after_statement(&c, &ok(0x0002));
         assert!(!s.pin_reasons().contains(&PinReason::TableLock));
-        s.reset();
+        s.reset(false);
         assert!(!s.is_pinned());
     }
 

@@ -5,7 +5,7 @@
 //! Owns: MySQL's lexical rules (quotes, escapes, comments, `/*! … */` and which of them the
 //! backends' version runs). May import: std only.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tok<'a> {
@@ -65,20 +65,6 @@ pub struct Lexer<'a> {
 /// The backends' version as MariaDB writes it in comments (10.11.14 is 101114): decides
 /// which `/*!NNNNNN … */` comments the servers run. Until a backend was reached, 10.11.0.
 static SERVER_VERSION_ID: AtomicU32 = AtomicU32::new(101_100);
-
-/// The backends' global sql_mode has NO_BACKSLASH_ESCAPES (their greeting's status flags
-/// say so): a new session starts in that mode, before any answer of its own tells.
-static SERVER_NO_BACKSLASH_ESCAPES: AtomicBool = AtomicBool::new(false);
-
-/// Notes whether a backend greeted with NO_BACKSLASH_ESCAPES (from its global sql_mode).
-pub fn note_server_no_backslash_escapes(on: bool) {
-    SERVER_NO_BACKSLASH_ESCAPES.store(on, Ordering::Relaxed);
-}
-
-/// Whether a new session starts with NO_BACKSLASH_ESCAPES (the backends' global sql_mode).
-pub fn server_no_backslash_escapes() -> bool {
-    SERVER_NO_BACKSLASH_ESCAPES.load(Ordering::Relaxed)
-}
 
 /// Notes a backend's version string (`10.11.14-MariaDB-0+deb12u2`), for
 /// `versioned_comment_runs`. Replicas of one shard are expected to run one version.
