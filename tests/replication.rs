@@ -3276,6 +3276,79 @@ async fn a_subquerys_limit_picks_the_same_rows_on_every_replica() {
     .await;
 }
 
+/// Window functions whose value follows how ties are broken (`ROW_NUMBER() OVER (ORDER BY
+/// pri)`, `LAG()`, a window without ORDER BY) numbered rows in each replica's read order:
+/// through an index or a filesort the same statement numbered other rows first, with equal
+/// row counts. The key of the one table the window reads now ends its ORDER BY; one
+/// follower here plans without the index the primary uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_functions_in_writes_number_rows_alike_on_every_replica() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE wf",
+            "USE wf",
+            "CREATE TABLE entries (id INT PRIMARY KEY, g INT NOT NULL, pri INT NOT NULL, \
+             v INT, pad CHAR(200) NOT NULL DEFAULT '', KEY (pri))",
+            // Three priorities, a thousand ties each; two groups.
+            "INSERT INTO entries (id, g, pri) SELECT seq, seq % 2, seq % 3 FROM seq_1_to_3000",
+            "CREATE TABLE ranks (id INT PRIMARY KEY, rn INT, prev INT)",
+        ],
+    )
+    .await;
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    let mut follower = connect(&dbs[2].url(None)).await;
+    follower
+        .query_drop("ALTER TABLE wf.entries DROP INDEX pri")
+        .await
+        .unwrap();
+    run_all(
+        &mut c,
+        &[
+            "INSERT INTO ranks SELECT id, ROW_NUMBER() OVER (ORDER BY pri), \
+             LAG(id) OVER (PARTITION BY g ORDER BY pri) FROM entries",
+            "UPDATE entries JOIN (SELECT id, ROW_NUMBER() OVER (PARTITION BY pri) rn \
+             FROM entries) d USING (id) SET entries.v = d.rn",
+        ],
+    )
+    .await;
+    // Ties broken by the lowest ids.
+    let rn = ids(
+        &mut c,
+        "SELECT rn FROM wf.ranks WHERE id IN (1, 3, 6) ORDER BY id",
+    )
+    .await;
+    assert_eq!(rn, [1001, 1, 2]);
+    let prev = ids(
+        &mut c,
+        "SELECT prev FROM wf.ranks WHERE id IN (12, 18) ORDER BY id",
+    )
+    .await;
+    assert_eq!(prev, [6, 12]);
+    let v = ids(
+        &mut c,
+        "SELECT v FROM wf.entries WHERE id IN (1, 3, 4, 6) ORDER BY id",
+    )
+    .await;
+    assert_eq!(v, [1, 1, 2, 2]);
+    // Over a join the proxy cannot order an unordered one: refused, and nothing changed.
+    let err = expect_error(
+        &mut c,
+        "UPDATE entries e JOIN (SELECT a.id, ROW_NUMBER() OVER () rn FROM entries a \
+         JOIN ranks b USING (id)) d USING (id) SET e.v = d.rn",
+        1235,
+    )
+    .await;
+    assert!(err.contains("ORDER BY"), "{err}");
+    follower
+        .query_drop("ALTER TABLE wf.entries ADD INDEX pri (pri)")
+        .await
+        .unwrap();
+    assert_replicas_identical(&dbs, &mut c, &["wf.entries", "wf.ranks"]).await;
+}
+
 /// COM_RESET_CONNECTION rolls back the session's open transaction and puts autocommit back
 /// on, as on MySQL; a write after it is its own transaction and reaches every replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

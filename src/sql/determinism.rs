@@ -13,6 +13,8 @@ use super::lexer::{
 };
 use super::replicated_settings::REPLICATED_SETTINGS;
 
+mod windows;
+
 /// Values the proxy substitutes for non-deterministic calls (chosen by the caller so this
 /// module stays pure).
 pub struct Literals<'a> {
@@ -1000,19 +1002,32 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     } else {
         None
     };
-    let mut orders: Vec<(bool, Option<KeyOrder>)> = vec![(limits.top_unordered, top_order)];
+    let limit = |unordered: bool| unordered.then_some(UNORDERED_LIMIT);
+    let mut orders: Vec<(Option<&str>, Option<KeyOrder>)> =
+        vec![(limit(limits.top_unordered), top_order)];
     orders.extend(
         levels
             .iter()
             .filter(|l| l.nested && !l.exists)
-            .map(|l| (!l.ordered, nested_key_order(&toks, l))),
+            .map(|l| (limit(!l.ordered), nested_key_order(&toks, l))),
     );
+    let mut window_refusal = None;
     if is_update_or_delete || is_insert_select {
         orders.extend(
             aggregate_key_orders(&toks)
                 .into_iter()
-                .map(|o| (false, Some(o))),
+                .map(|o| (None, Some(o))),
         );
+        for need in windows::window_needs(&toks) {
+            match need {
+                windows::WindowNeed::Keyed { order, unordered } => {
+                    orders.push((unordered.then_some(UNORDERED_WINDOW), Some(order)))
+                }
+                windows::WindowNeed::Refused(why) => {
+                    window_refusal.get_or_insert(why);
+                }
+            }
+        }
     }
     // `lit.primary_keys` follows the key orders' order; an empty key: the table has none.
     let mut read_keys = lit.primary_keys.map(|keys| keys.iter());
@@ -1260,23 +1275,23 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
         out.push_str(text);
         last = *at;
     }
+    if let Some(why) = window_refusal {
+        refuse(&mut check, why.into());
+    }
     for pick in &picks {
+        let Some(what) = pick.unordered else {
+            continue;
+        };
         match &pick.order {
-            _ if !pick.unordered => {}
             Some(_) if lit.primary_keys.is_none() || pick.key.is_some() => {}
             Some(_) => refuse(
                 &mut check,
-                "LIMIT without ORDER BY picks rows in an unspecified order, so replicas could \
-                 change different rows, and the table has no primary key the proxy could \
-                 order them by; add ORDER BY on a unique key"
-                    .into(),
+                format!(
+                    "{what}, and the table has no primary key the proxy could order them by; \
+                     add ORDER BY on a unique key"
+                ),
             ),
-            None => refuse(
-                &mut check,
-                "LIMIT without ORDER BY picks rows in an unspecified order, so replicas could \
-                 change different rows; add ORDER BY on a unique key"
-                    .into(),
-            ),
+            None => refuse(&mut check, format!("{what}; add ORDER BY on a unique key")),
         }
     }
     // Keys are worth reading only for a statement that can run.
@@ -1365,10 +1380,19 @@ fn reads_in_primary_key_order(toks: &[Spanned<'_>]) -> bool {
     }
 }
 
-/// A level of a write that picks rows (the statement, or a subquery with a LIMIT).
+/// Why a LIMIT without ORDER BY is refused where no key orders it.
+const UNORDERED_LIMIT: &str = "LIMIT without ORDER BY picks rows in an unspecified order, so \
+     replicas could change different rows";
+
+/// Why a tie-dependent window function without ORDER BY is refused where no key orders it.
+const UNORDERED_WINDOW: &str = "a window function without ORDER BY (ROW_NUMBER(), LAG(), a \
+     ROWS frame …) reads rows in an unspecified order, so replicas could write different values";
+
+/// A level of a write that picks or orders rows (the statement, a subquery with a LIMIT, an
+/// ordered aggregate, a window).
 struct Pick<'k> {
-    /// Its LIMIT has no ORDER BY.
-    unordered: bool,
+    /// It has no ORDER BY of its own: why it is refused if no key orders it.
+    unordered: Option<&'static str>,
     /// Where its table's key would order it, if it reads one table.
     order: Option<KeyOrder>,
     /// That key, once read and not empty.
@@ -1502,12 +1526,13 @@ struct TableRead {
 /// table, or anything could reorder its rows past an ORDER BY (a join, union, grouping,
 /// DISTINCT, window or subquery).
 fn one_table_read(toks: &[Spanned<'_>]) -> Option<TableRead> {
-    table_read(toks, false)
+    table_read(toks, &[])
 }
 
-/// `one_table_read`, with GROUP BY and HAVING allowed when `grouped` (for an aggregate,
-/// which orders the rows of each group itself).
-fn table_read(toks: &[Spanned<'_>], grouped: bool) -> Option<TableRead> {
+/// `one_table_read`, with the spoiling words in `allowed` allowed: GROUP BY and HAVING for
+/// an aggregate (which orders the rows of each group itself), OVER for a window function
+/// (which orders the rows of each partition).
+fn table_read(toks: &[Spanned<'_>], allowed: &[&str]) -> Option<TableRead> {
     const SPOILERS: &[&str] = &[
         "JOIN",
         "STRAIGHT_JOIN",
@@ -1525,7 +1550,7 @@ fn table_read(toks: &[Spanned<'_>], grouped: bool) -> Option<TableRead> {
     let spoils = |t: &Spanned<'_>| {
         SPOILERS
             .iter()
-            .filter(|s| !grouped || !["GROUP", "HAVING"].contains(s))
+            .filter(|s| !allowed.contains(s))
             .any(|s| t.tok.is_word(s))
     };
     if selects != 1 || toks.iter().any(spoils) {
@@ -1678,6 +1703,24 @@ fn nested_key_order(toks: &[Spanned<'_>], level: &LimitLevel) -> Option<KeyOrder
     })
 }
 
+/// For each token, where it is an opening parenthesis that closes: the closing one's index.
+fn matching_parens(toks: &[Spanned<'_>]) -> Vec<Option<usize>> {
+    let mut close = vec![None; toks.len()];
+    let mut open = Vec::new();
+    for (i, t) in toks.iter().enumerate() {
+        match t.tok {
+            Tok::Punct('(') => open.push(i),
+            Tok::Punct(')') => {
+                if let Some(o) = open.pop() {
+                    close[o] = Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    close
+}
+
 /// Aggregates whose value follows the order they read rows in.
 const ORDERED_AGGREGATES: &[&str] = &["GROUP_CONCAT", "JSON_ARRAYAGG"];
 
@@ -1693,19 +1736,7 @@ fn aggregate_key_orders(toks: &[Spanned<'_>]) -> Vec<KeyOrder> {
     if !toks.iter().any(aggregate) {
         return Vec::new();
     }
-    let mut close = vec![None; toks.len()];
-    let mut open = Vec::new();
-    for (i, t) in toks.iter().enumerate() {
-        match t.tok {
-            Tok::Punct('(') => open.push(i),
-            Tok::Punct(')') => {
-                if let Some(o) = open.pop() {
-                    close[o] = Some(i);
-                }
-            }
-            _ => {}
-        }
-    }
+    let close = matching_parens(toks);
     let mut orders = Vec::new();
     let mut around: Vec<usize> = Vec::new();
     for (i, t) in toks.iter().enumerate() {
@@ -1749,7 +1780,7 @@ fn aggregate_key_order(
     }
     let TableRead {
         table, qualifier, ..
-    } = table_read(outer, true)?;
+    } = table_read(outer, &["GROUP", "HAVING"])?;
     // Its own ORDER BY, and where its list ends: SEPARATOR or LIMIT at its level, else the
     // closing parenthesis.
     let (mut depth, mut ordered) = (0usize, false);
@@ -2917,6 +2948,72 @@ mod tests {
     /// with ties in its ORDER BY, or none, each replica's plan could pick other rows and
     /// change as many, unseen by the affected-row check. The subquery's table's key, qualified
     /// by its alias, orders it or breaks its ties.
+    #[test]
+    fn tie_dependent_windows_in_writes_are_ordered_by_the_primary_key() {
+        let keys = vec![
+            vec!["id".to_string()],
+            vec!["k1".to_string(), "k2".to_string()],
+        ];
+        let keyed = Literals {
+            primary_keys: Some(&keys),
+            ..lit()
+        };
+        let table =
+            |schema: Option<&str>, name: &str| (schema.map(str::to_string), name.to_string());
+        for (sql, tables, ordered) in [
+            (
+                "INSERT INTO r SELECT id, ROW_NUMBER() OVER (PARTITION BY g ORDER BY pri) FROM t",
+                vec![table(None, "t")],
+                "INSERT INTO r SELECT id, ROW_NUMBER() OVER (PARTITION BY g ORDER BY pri , \
+                 `t`.`id` ) FROM t",
+            ),
+            (
+                "UPDATE t JOIN (SELECT id, LAG(v) OVER () p, SUM(v) OVER (ORDER BY v ROWS 2 \
+                 PRECEDING) s FROM d.s x) d USING (id) SET t.v = d.p + d.s",
+                vec![table(Some("d"), "s"), table(Some("d"), "s")],
+                "UPDATE t JOIN (SELECT id, LAG(v) OVER ( ORDER BY `x`.`id` ) p, SUM(v) OVER \
+                 (ORDER BY v , `x`.`k1`, `x`.`k2` ROWS 2 PRECEDING) s FROM d.s x) d USING (id) \
+                 SET t.v = d.p + d.s",
+            ),
+        ] {
+            let first = check_write(sql, false, &lit());
+            assert_eq!(first.refused, None, "{sql}");
+            assert_eq!(first.needs_primary_keys, tables, "{sql}");
+            let again = check_write(sql, false, &keyed);
+            assert_eq!(again.refused, None, "{sql}");
+            let got = again.rewritten.unwrap_or_default();
+            let got: String = got.split_whitespace().collect::<Vec<_>>().join(" ");
+            let ordered: String = ordered.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(got, ordered, "{sql}");
+        }
+        // Without a key to order by, an unordered one is refused and an ordered one kept.
+        let none: Vec<Vec<String>> = vec![Vec::new()];
+        let keyless = Literals {
+            primary_keys: Some(&none),
+            ..lit()
+        };
+        let sql = "INSERT INTO r SELECT id, ROW_NUMBER() OVER () FROM t";
+        let why = check_write(sql, false, &keyless).refused;
+        assert!(why.is_some_and(|w| w.contains("window function")), "{sql}");
+        let sql = "INSERT INTO r SELECT id, ROW_NUMBER() OVER (ORDER BY v) FROM t";
+        let c = check_write(sql, false, &keyless);
+        assert_eq!((c.refused, c.rewritten), (None, None), "{sql}");
+        // Refused before any lookup: nothing could order it.
+        let sql = "INSERT INTO r SELECT t.id, NTILE(4) OVER () FROM t JOIN u USING (id)";
+        let c = check_write(sql, false, &lit());
+        assert!(
+            c.refused.is_some() && c.needs_primary_keys.is_empty(),
+            "{sql}"
+        );
+        // A plain INSERT … VALUES is not looked at.
+        let sql = "INSERT INTO r VALUES (1, 'ROW_NUMBER() OVER ()')";
+        let c = check_write(sql, false, &lit());
+        assert!(
+            c.refused.is_none() && c.needs_primary_keys.is_empty(),
+            "{sql}"
+        );
+    }
+
     #[test]
     fn a_subquerys_limit_of_one_table_is_ordered_by_its_primary_key() {
         let keys = vec![
