@@ -1269,9 +1269,10 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 .into(),
         );
     }
-    for (at, text) in key_texts.iter().filter(|(at, _)| *at >= sql.len()) {
-        // After the statement's last word.
-        out.push_str(&sql[last..]);
+    // After the statement's last word (spaces or a comment may follow it).
+    let last_start = toks.last().map_or(0, |t| t.start);
+    for (at, text) in key_texts.iter().filter(|(at, _)| *at > last_start) {
+        out.push_str(sql.get(last..*at).unwrap_or_default());
         out.push_str(text);
         last = *at;
     }
@@ -2948,6 +2949,32 @@ mod tests {
     /// with ties in its ORDER BY, or none, each replica's plan could pick other rows and
     /// change as many, unseen by the affected-row check. The subquery's table's key, qualified
     /// by its alias, orders it or breaks its ties.
+    #[test]
+    fn a_key_after_the_last_word_is_kept_before_trailing_spaces_and_comments() {
+        let keys = vec![vec!["id".to_string()]];
+        let keyed = Literals {
+            primary_keys: Some(&keys),
+            ..lit()
+        };
+        for (sql, want) in [
+            (
+                "INSERT INTO a SELECT * FROM b ORDER BY v\n  ",
+                "INSERT INTO a SELECT * FROM b ORDER BY v, `b`.`id` \n  ",
+            ),
+            (
+                "INSERT INTO a SELECT * FROM b ORDER BY v /* c */",
+                "INSERT INTO a SELECT * FROM b ORDER BY v, `b`.`id`  /* c */",
+            ),
+            (
+                "INSERT INTO a SELECT * FROM b ORDER BY v -- c",
+                "INSERT INTO a SELECT * FROM b ORDER BY v, `b`.`id`  -- c",
+            ),
+        ] {
+            let c = check_write(sql, false, &keyed);
+            assert_eq!(c.rewritten.as_deref(), Some(want), "{sql}");
+        }
+    }
+
     #[test]
     fn tie_dependent_windows_in_writes_are_ordered_by_the_primary_key() {
         let keys = vec![
