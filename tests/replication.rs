@@ -3368,6 +3368,58 @@ async fn window_functions_in_writes_number_rows_alike_on_every_replica() {
     assert_replicas_identical(&dbs, &mut c, &["wf.entries", "wf.ranks"]).await;
 }
 
+/// An `INSERT … SELECT` sorting or limiting rows that no primary key can order (a staging
+/// table without one, a join, a grouping) numbered ties in each server's read order:
+/// `ORDER BY name` gave one name's AUTO_INCREMENT ids in the order each server stored
+/// the staging rows. Its output columns now end the ORDER BY; one follower here stores the
+/// staging table in another order (rebuilt directly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_select_no_key_orders_is_ordered_by_its_output() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE oo",
+            "USE oo",
+            "CREATE TABLE staging (name VARCHAR(20), email VARCHAR(40))",
+            "INSERT INTO staging SELECT CONCAT('n', seq % 10), CONCAT('e', seq, '@x') \
+             FROM seq_1_to_200",
+            "CREATE TABLE customers (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(20), \
+             email VARCHAR(40))",
+            "CREATE TABLE firsts (id INT AUTO_INCREMENT PRIMARY KEY, email VARCHAR(40))",
+        ],
+    )
+    .await;
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    let mut follower = connect(&dbs[2].url(None)).await;
+    follower
+        .query_drop("ALTER TABLE oo.staging ORDER BY email DESC")
+        .await
+        .unwrap();
+    run_all(
+        &mut c,
+        &[
+            "INSERT INTO customers (name, email) SELECT name, email FROM staging ORDER BY name",
+            "INSERT INTO firsts (email) SELECT s.email FROM staging s JOIN staging t \
+             USING (email) WHERE s.name = 'n3' LIMIT 4",
+        ],
+    )
+    .await;
+    // Ties broken by the output: name n0's rows by email.
+    let first: Vec<String> = c
+        .query("SELECT email FROM oo.customers ORDER BY id LIMIT 3")
+        .await
+        .unwrap();
+    assert_eq!(first, ["e100@x", "e10@x", "e110@x"]);
+    let picked: Vec<String> = c
+        .query("SELECT email FROM oo.firsts ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(picked, ["e103@x", "e113@x", "e123@x", "e133@x"]);
+    assert_replicas_identical(&dbs, &mut c, &["oo.customers", "oo.firsts"]).await;
+}
+
 /// COM_RESET_CONNECTION rolls back the session's open transaction and puts autocommit back
 /// on, as on MySQL; a write after it is its own transaction and reaches every replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ use super::lexer::{
 };
 use super::replicated_settings::REPLICATED_SETTINGS;
 
+mod output_order;
 mod windows;
 
 /// Values the proxy substitutes for non-deterministic calls (chosen by the caller so this
@@ -1031,7 +1032,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     }
     // `lit.primary_keys` follows the key orders' order; an empty key: the table has none.
     let mut read_keys = lit.primary_keys.map(|keys| keys.iter());
-    let picks: Vec<Pick<'_>> = orders
+    let mut picks: Vec<Pick<'_>> = orders
         .into_iter()
         .map(|(unordered, order)| {
             let key = order
@@ -1046,11 +1047,22 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
             }
         })
         .collect();
+    // No key orders the statement's own rows (not one table's, or one without a key): an
+    // INSERT … SELECT that sorts or limits them is ordered by its output columns.
+    let output = (is_insert_select
+        && picks[0].key.is_none()
+        && (picks[0].order.is_none() || lit.primary_keys.is_some()))
+    .then(|| output_order::output_order(&toks, limits.top_limit))
+    .flatten();
+    if output.is_some() {
+        picks[0].unordered = None;
+    }
     let key = picks[0].key;
-    let key_texts: Vec<(usize, String)> = picks
+    let mut key_texts: Vec<(usize, String)> = picks
         .iter()
         .filter_map(|p| Some((p.order.as_ref()?.at, p.order.as_ref()?.text(p.key?))))
         .collect();
+    key_texts.extend(output.as_ref().map(|o| (o.at, o.text())));
     let refuse = |check: &mut WriteCheck, why: String| {
         if check.refused.is_none() {
             check.refused = Some(why);
@@ -1226,8 +1238,8 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
             _ => {}
         }
     }
-    // The statement's LIMIT got ORDER BY the primary key: its order is fixed.
-    has_order_by |= key.is_some();
+    // The statement's LIMIT got ORDER BY the primary key or its output: its order is fixed.
+    has_order_by |= key.is_some() || output.is_some();
     if !has_order_by && is_insert_select && !reads_in_primary_key_order(&toks) {
         check.order_check = OrderCheck::InsertSelect;
     }
@@ -1475,11 +1487,24 @@ fn insert_select_key_order(toks: &[Spanned<'_>], limits: &LimitOrder) -> Option<
     let TableRead {
         table, qualifier, ..
     } = one_table_read(toks)?;
+    let (at, continues) = order_tail(toks, limits.top_limit)?;
+    Some(KeyOrder {
+        table,
+        qualifier: Some(qualifier),
+        at,
+        continues,
+        lead_space: false,
+    })
+}
+
+/// Where a statement's own order can be extended: the end of its top-level ORDER BY list
+/// (the next clause at depth 0, or after its last word) and `true`, else in front of its
+/// top-level LIMIT (when `top_limit`) and `false`. As a byte offset.
+fn order_tail(toks: &[Spanned<'_>], top_limit: bool) -> Option<(usize, bool)> {
     let order =
         top_level(toks, "ORDER").filter(|&i| toks.get(i + 1).is_some_and(|t| t.tok.is_word("BY")));
-    let (at, continues) = match order {
+    match order {
         Some(i) => {
-            // The ORDER BY list ends at the next clause at depth 0, or with the statement.
             let mut depth = 0usize;
             let end = toks[i..].iter().position(|t| {
                 match t.tok {
@@ -1499,18 +1524,11 @@ fn insert_select_key_order(toks: &[Spanned<'_>], limits: &LimitOrder) -> Option<
                 Some(e) => toks[i + e].start,
                 None => toks.last()?.end,
             };
-            (at, true)
+            Some((at, true))
         }
-        None if limits.top_limit => (toks[top_level(toks, "LIMIT")?].start, false),
-        None => return None,
-    };
-    Some(KeyOrder {
-        table,
-        qualifier: Some(qualifier),
-        at,
-        continues,
-        lead_space: false,
-    })
+        None if top_limit => Some((toks[top_level(toks, "LIMIT")?].start, false)),
+        None => None,
+    }
 }
 
 /// The one table an `INSERT … SELECT`'s SELECT reads.
@@ -2321,7 +2339,7 @@ mod tests {
             "DELETE FROM t WHERE id IN (1,2) ORDER BY id",
             "INSERT INTO t SELECT s.* FROM s JOIN u ON u.id = s.id ORDER BY s.id LIMIT 10",
             "UPDATE t SET c = 'LIMIT' WHERE id = 1",
-            "INSERT INTO t SELECT ROWNUM(), a FROM s, u ORDER BY id",
+            "INSERT INTO t SELECT s.* FROM s, u ORDER BY id",
         ] {
             let c = check_write(sql, false, &lit());
             assert_eq!(c, WriteCheck::default(), "{sql}");
@@ -2641,7 +2659,7 @@ mod tests {
             ("UPDATE t SET pos = ROWNUM()", "ROWNUM"),
             ("INSERT INTO t SELECT ROWNUM(), a FROM s", "ROWNUM"),
             (
-                "INSERT INTO t SELECT s.a FROM s JOIN u ON u.id = s.id LIMIT 5",
+                "INSERT INTO t SELECT s.* FROM s JOIN u ON u.id = s.id LIMIT 5",
                 "ORDER BY",
             ),
             (
@@ -2749,6 +2767,63 @@ mod tests {
     }
 
     #[test]
+    fn an_insert_selects_output_orders_what_no_key_can() {
+        // Over several tables, or a grouping: at once, no key to read.
+        for (sql, want) in [
+            (
+                "INSERT INTO t SELECT s.a FROM s JOIN u ON u.id = s.id LIMIT 5",
+                "INSERT INTO t SELECT s.a FROM s JOIN u ON u.id = s.id ORDER BY 1 LIMIT 5",
+            ),
+            (
+                "INSERT INTO t SELECT ROWNUM(), a FROM s, u ORDER BY id",
+                "INSERT INTO t SELECT ROWNUM(), a FROM s, u ORDER BY id, 1, 2 ",
+            ),
+            (
+                "INSERT INTO c (n, e) SELECT name, MAX(email) FROM s GROUP BY name ORDER BY name",
+                "INSERT INTO c (n, e) SELECT name, MAX(email) FROM s GROUP BY name ORDER BY \
+                 name, 1, 2 ",
+            ),
+        ] {
+            let c = check_write(sql, false, &lit());
+            assert_eq!(c.refused, None, "{sql}");
+            assert!(c.needs_primary_keys.is_empty(), "{sql}");
+            assert_eq!(c.order_check, OrderCheck::None, "{sql}");
+            assert_eq!(c.rewritten.as_deref(), Some(want), "{sql}");
+        }
+        // One table: its key is read first; a table without one is then ordered by output.
+        let sql = "INSERT INTO c (name, email) SELECT name, email FROM staging ORDER BY name";
+        let first = check_write(sql, false, &lit());
+        assert_eq!(first.needs_primary_keys, [(None, "staging".to_string())]);
+        let none: Vec<Vec<String>> = vec![Vec::new()];
+        let keyless = Literals {
+            primary_keys: Some(&none),
+            ..lit()
+        };
+        let again = check_write(sql, false, &keyless);
+        assert_eq!(again.refused, None);
+        assert_eq!(
+            again.rewritten.as_deref(),
+            Some(
+                "INSERT INTO c (name, email) SELECT name, email FROM staging ORDER BY name, 1, 2 "
+            )
+        );
+        let sql = "INSERT INTO c (name) SELECT name FROM staging LIMIT 3";
+        let again = check_write(sql, false, &keyless);
+        assert_eq!(
+            (again.refused, again.rewritten.as_deref()),
+            (
+                None,
+                Some("INSERT INTO c (name) SELECT name FROM staging ORDER BY 1 LIMIT 3")
+            )
+        );
+        // A window ordered by its table's key, and the LIMIT over it by the output.
+        let sql = "INSERT INTO t SELECT a, ROW_NUMBER() OVER (ORDER BY a) FROM s LIMIT 5";
+        let first = check_write(sql, false, &lit());
+        assert_eq!(first.refused, None);
+        assert_eq!(first.needs_primary_keys, [(None, "s".to_string())]);
+    }
+
+    #[test]
     fn a_limit_counts_only_with_its_own_order_by() {
         for sql in [
             "DELETE FROM b WHERE EXISTS (SELECT 1 AS a FROM b U0 INNER JOIN o ON U0.id = o.b \
@@ -2764,7 +2839,6 @@ mod tests {
             "DELETE FROM t WHERE a = (SELECT a FROM s, u WHERE s.id = u.id LIMIT 1)",
             "DELETE FROM t WHERE id IN (SELECT id FROM (SELECT id FROM t UNION SELECT id FROM u \
              LIMIT 5) d) ORDER BY id",
-            "INSERT INTO t SELECT a, ROW_NUMBER() OVER (ORDER BY a) FROM s LIMIT 5",
             "UPDATE t SET a = (SELECT GROUP_CONCAT(b LIMIT 2) FROM s ORDER BY b)",
         ] {
             let why = check_write(sql, false, &lit()).refused;
