@@ -8,10 +8,10 @@
 //! it could have given anyway. What cannot be ordered so and has no ORDER BY of its own is
 //! refused.
 //!
-//! Pure: no I/O. Part of `determinism`, whose `KeyOrder`, `table_read` and
-//! `matching_parens` it uses.
+//! Pure: no I/O. Part of `determinism`, whose `KeyOrder`, `level_read`, `enclosing_level`
+//! and `matching_parens` it uses.
 
-use super::{matching_parens, table_read, KeyOrder, TableRead};
+use super::{enclosing_level, level_read, matching_parens, KeyOrder, TableRead};
 use crate::sql::lexer::{Spanned, Tok};
 
 /// How a window function's value depends on the order of rows within its partition.
@@ -161,10 +161,7 @@ pub(super) fn window_needs(toks: &[Spanned<'_>]) -> Vec<WindowNeed> {
                 else {
                     continue;
                 };
-                let parent = match around.last() {
-                    Some(&o) => o + 1..close[o].unwrap_or(toks.len()),
-                    None => 0..toks.len(),
-                };
+                let parent = enclosing_level(&around, &close);
                 needs.extend(window_need(toks, &close, i, dependence(called), parent));
             }
             _ => {}
@@ -216,12 +213,7 @@ fn window_need(
     if !keyed {
         return None;
     }
-    let nested = parent.start > 0;
-    let outer = toks.get(parent)?;
-    let read = (!nested || outer.first()?.tok.is_word("SELECT"))
-        .then(|| table_read(outer, &["OVER"]))
-        .flatten();
-    match read {
+    match level_read(toks, parent, &["OVER"]) {
         Some(TableRead {
             table, qualifier, ..
         }) => Some(WindowNeed::Keyed {
