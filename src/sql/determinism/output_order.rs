@@ -35,9 +35,10 @@ impl OutputOrder {
 /// (`top_limit`): where its output positions would go, when the number of columns is known
 /// (its select list has no `*`, or the INSERT names its columns). None otherwise.
 pub(super) fn output_order(toks: &[Spanned<'_>], top_limit: bool) -> Option<OutputOrder> {
+    // Most have no ORDER BY or LIMIT of their own: nothing else is looked at then.
+    let (at, continues) = order_tail(toks, top_limit)?;
     let select = at_depth_zero(toks, 0, |t| t.is_word("SELECT"))?;
     let columns = select_list_len(toks, select).or_else(|| insert_columns_len(toks, select))?;
-    let (at, continues) = order_tail(toks, top_limit)?;
     Some(OutputOrder {
         at,
         continues,
