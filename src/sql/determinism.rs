@@ -2275,6 +2275,19 @@ mod definition_tests {
 mod tests {
     use super::*;
 
+    /// Keys read for two tables in turn: `id`, then `(k1, k2)`.
+    fn id_then_pair_keys() -> Vec<Vec<String>> {
+        vec![
+            vec!["id".to_string()],
+            vec!["k1".to_string(), "k2".to_string()],
+        ]
+    }
+
+    /// A table as `needs_primary_keys` names it.
+    fn table(schema: Option<&str>, name: &str) -> (Option<String>, String) {
+        (schema.map(str::to_string), name.to_string())
+    }
+
     /// `s` with each run of whitespace one space: rewrites compared regardless of how the
     /// inserted text is spaced.
     fn one_spaced(s: &str) -> String {
@@ -2877,8 +2890,6 @@ mod tests {
             ..lit()
         };
         let none: Vec<Vec<String>> = vec![Vec::new(); 3];
-        let table =
-            |schema: Option<&str>, name: &str| (schema.map(str::to_string), name.to_string());
         for (sql, target, ordered) in [
             (
                 "DELETE FROM sessions WHERE expires < NOW() LIMIT 1000",
@@ -3070,16 +3081,11 @@ mod tests {
 
     #[test]
     fn tie_dependent_windows_in_writes_are_ordered_by_the_primary_key() {
-        let keys = vec![
-            vec!["id".to_string()],
-            vec!["k1".to_string(), "k2".to_string()],
-        ];
+        let keys = id_then_pair_keys();
         let keyed = Literals {
             primary_keys: Some(&keys),
             ..lit()
         };
-        let table =
-            |schema: Option<&str>, name: &str| (schema.map(str::to_string), name.to_string());
         for (sql, tables, ordered) in [
             (
                 "INSERT INTO r SELECT id, ROW_NUMBER() OVER (PARTITION BY g ORDER BY pri) FROM t",
@@ -3134,16 +3140,11 @@ mod tests {
 
     #[test]
     fn a_subquerys_limit_of_one_table_is_ordered_by_its_primary_key() {
-        let keys = vec![
-            vec!["id".to_string()],
-            vec!["k1".to_string(), "k2".to_string()],
-        ];
+        let keys = id_then_pair_keys();
         let keyed = Literals {
             primary_keys: Some(&keys),
             ..lit()
         };
-        let table =
-            |schema: Option<&str>, name: &str| (schema.map(str::to_string), name.to_string());
         for (sql, tables, ordered) in [
             (
                 "UPDATE jobs SET owner = ? WHERE id IN (SELECT id FROM (SELECT id FROM jobs \
