@@ -3368,6 +3368,82 @@ async fn window_functions_in_writes_number_rows_alike_on_every_replica() {
     assert_replicas_identical(&dbs, &mut c, &["wf.entries", "wf.ranks"]).await;
 }
 
+/// The writes inside stored programs get the orders a write of its own gets: a procedure
+/// numbering rows with `ROW_NUMBER() OVER (ORDER BY pri)`, claiming `ORDER BY pri LIMIT 1`
+/// or copying the first rows by a tied order ran in each replica's read order, since the
+/// CALL replays and each server plans its body alone. The CREATE now carries the primary
+/// key in each such ORDER BY, qualified: the procedure's variable `id` would take a bare
+/// `id`'s place. One follower here plans without the index the primary uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica() {
+    common::init_tracing();
+    let (dbs, _proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE sp",
+            "USE sp",
+            "CREATE TABLE entries (id INT PRIMARY KEY, pri INT NOT NULL, owner INT, \
+             pad CHAR(200) NOT NULL DEFAULT '', KEY (pri))",
+            "INSERT INTO entries (id, pri) SELECT seq, seq % 3 FROM seq_1_to_3000",
+            "CREATE TABLE ranks (id INT PRIMARY KEY, rn INT)",
+            "CREATE TABLE copies (n INT AUTO_INCREMENT PRIMARY KEY, id INT)",
+            "CREATE PROCEDURE number_rows() \
+             INSERT INTO ranks SELECT id, ROW_NUMBER() OVER (ORDER BY pri) FROM entries",
+            "CREATE PROCEDURE claim(IN who INT) BEGIN DECLARE id INT DEFAULT 0; \
+             UPDATE entries SET owner = who WHERE owner IS NULL ORDER BY pri LIMIT 1; END",
+            "CREATE PROCEDURE copy_first() \
+             INSERT INTO copies (id) SELECT id FROM entries ORDER BY pri LIMIT 5",
+        ],
+    )
+    .await;
+    wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
+    let mut follower = connect(&dbs[2].url(None)).await;
+    follower
+        .query_drop("ALTER TABLE sp.entries DROP INDEX pri")
+        .await
+        .unwrap();
+    run_all(
+        &mut c,
+        &[
+            "CALL number_rows()",
+            "CALL claim(7)",
+            "CALL claim(8)",
+            "CALL copy_first()",
+        ],
+    )
+    .await;
+    // Ties broken by the lowest ids.
+    let rn = ids(
+        &mut c,
+        "SELECT rn FROM sp.ranks WHERE id IN (1, 3, 6) ORDER BY id",
+    )
+    .await;
+    assert_eq!(rn, [1001, 1, 2]);
+    let claimed = ids(
+        &mut c,
+        "SELECT id FROM sp.entries WHERE owner IS NOT NULL ORDER BY id",
+    )
+    .await;
+    assert_eq!(claimed, [3, 6]);
+    let copied = ids(&mut c, "SELECT id FROM sp.copies ORDER BY n").await;
+    assert_eq!(copied, [3, 6, 9, 12, 15]);
+    // An unordered window over a join no key can order: the program is refused.
+    let err = expect_error(
+        &mut c,
+        "CREATE PROCEDURE renumber() UPDATE entries e JOIN (SELECT a.id, ROW_NUMBER() \
+         OVER () rn FROM entries a JOIN ranks b USING (id)) d USING (id) SET e.owner = d.rn",
+        1235,
+    )
+    .await;
+    assert!(err.contains("ORDER BY"), "{err}");
+    follower
+        .query_drop("ALTER TABLE sp.entries ADD INDEX pri (pri)")
+        .await
+        .unwrap();
+    assert_replicas_identical(&dbs, &mut c, &["sp.entries", "sp.ranks", "sp.copies"]).await;
+}
+
 /// An `INSERT … SELECT` sorting or limiting rows that no primary key can order (a staging
 /// table without one, a join, a grouping) numbered ties in each server's read order:
 /// `ORDER BY name` gave one name's AUTO_INCREMENT ids in the order each server stored

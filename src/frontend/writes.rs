@@ -1263,6 +1263,16 @@ impl ClientSession {
             }
         };
         let command = hashed.as_deref().unwrap_or(command);
+        let ordered = match self.order_program_writes(command).await {
+            Ok(ordered) => ordered,
+            Err(Ok(e)) => return Err(Failure::Answer(e)),
+            Err(Err(e)) => {
+                return self
+                    .finish(session, c, Err(RelayError::Backend(e)))
+                    .map(|_| ())
+            }
+        };
+        let command = ordered.as_deref().unwrap_or(command);
         // Followers run the DDL under the primary connection's settings (a restored dump
         // creates tables with `FOREIGN_KEY_CHECKS=0` set from a user variable).
         let settings = {
@@ -1461,6 +1471,59 @@ impl ClientSession {
         super::commands::rewritten_payload(command, sql, &hashed)
             .map(Some)
             .map_err(Ok)
+    }
+
+    /// A `CREATE PROCEDURE / FUNCTION / TRIGGER` (`command`, a COM_QUERY) whose writes
+    /// pick or number rows in an order that ties leave to each server's plan
+    /// (`determinism::program_orders`): its text with the orders written in, the keys read
+    /// on the held connection (unqualified tables in the program's schema, else the
+    /// session's); `None` when there is nothing to change. A table that does not exist yet
+    /// counts as one without a key: an ORDER BY is then taken at its word.
+    async fn order_program_writes(
+        &mut self,
+        command: &[u8],
+    ) -> Result<Option<Vec<u8>>, Result<MysqlError, std::io::Error>> {
+        use crate::sql::determinism::program_orders;
+        let Ok(sql) = std::str::from_utf8(&command[1..]) else {
+            return Ok(None);
+        };
+        if !matches!(
+            defined_object(sql).as_deref(),
+            Some("PROCEDURE" | "FUNCTION" | "TRIGGER")
+        ) {
+            return Ok(None);
+        }
+        let refusal = |why: String| {
+            Ok(MysqlError::not_supported(&format!(
+                "cannot replicate this program deterministically: {why}"
+            )))
+        };
+        let mut orders = program_orders(sql, None);
+        if !orders.needs_primary_keys.is_empty() {
+            let deprecate_eof = self.deprecate_eof;
+            let Some(h) = self.held.as_mut() else {
+                return Err(Err(std::io::Error::other("no backend connection held")));
+            };
+            let program_schema = crate::sql::determinism::program_schema(sql);
+            let mut keys = Vec::with_capacity(orders.needs_primary_keys.len());
+            for (schema, table) in &orders.needs_primary_keys {
+                let schema = schema.as_deref().or(program_schema.as_deref());
+                let key = read_primary_key(&mut h.conn, deprecate_eof, schema, table)
+                    .await
+                    .map_err(Err)?;
+                keys.push(key.unwrap_or_default());
+            }
+            orders = program_orders(sql, Some(&keys));
+        }
+        if let Some(why) = orders.refused {
+            return Err(refusal(why));
+        }
+        match orders.rewritten {
+            Some(text) => super::commands::rewritten_payload(command, sql, &text)
+                .map(Some)
+                .map_err(Ok),
+            None => Ok(None),
+        }
     }
 
     /// After a server error in the session's transaction: the writes held for its record

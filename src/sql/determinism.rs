@@ -14,7 +14,10 @@ use super::lexer::{
 use super::replicated_settings::REPLICATED_SETTINGS;
 
 mod output_order;
+mod programs;
 mod windows;
+
+pub use programs::{program_orders, ProgramOrders};
 
 /// Values the proxy substitutes for non-deterministic calls (chosen by the caller so this
 /// module stays pure).
@@ -986,83 +989,18 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     let mut after_duplicate = false;
     let mut placeholders: u16 = 0;
     let mut numbers_rows = false;
-    // Only these writes are judged by their LIMITs (an INSERT … VALUES has none to judge).
-    let levels = if is_update_or_delete || is_insert_select {
-        limit_levels(&toks)
-    } else {
-        Vec::new()
-    };
-    let limits = LimitOrder::of(&levels);
-    // Rows a LIMIT or an ORDER BY picks from one table, the statement's own or a
-    // subquery's: its primary key, once read, orders them or breaks the ties of an ORDER
-    // BY that need not be unique. Each level's unordered LIMIT, and its key order if any.
-    let top_order = if is_update_or_delete {
-        update_or_delete_key_order(&toks, &limits, body)
-    } else if is_insert_select {
-        insert_select_key_order(&toks, &limits)
-    } else {
-        None
-    };
-    let limit = |unordered: bool| unordered.then_some(UNORDERED_LIMIT);
-    let mut orders: Vec<(Option<&str>, Option<KeyOrder>)> =
-        vec![(limit(limits.top_unordered), top_order)];
-    orders.extend(
-        levels
-            .iter()
-            .filter(|l| l.nested && !l.exists)
-            .map(|l| (limit(!l.ordered), nested_key_order(&toks, l))),
-    );
-    let mut window_refusal = None;
-    if is_update_or_delete || is_insert_select {
-        orders.extend(
-            aggregate_key_orders(&toks)
-                .into_iter()
-                .map(|o| (None, Some(o))),
-        );
-        for need in windows::window_needs(&toks) {
-            match need {
-                windows::WindowNeed::Keyed { order, unordered } => {
-                    orders.push((unordered.then_some(UNORDERED_WINDOW), Some(order)))
-                }
-                windows::WindowNeed::Refused(why) => {
-                    window_refusal.get_or_insert(why);
-                }
-            }
-        }
-    }
-    // `lit.primary_keys` follows the key orders' order; an empty key: the table has none.
     let mut read_keys = lit.primary_keys.map(|keys| keys.iter());
-    let mut picks: Vec<Pick<'_>> = orders
-        .into_iter()
-        .map(|(unordered, order)| {
-            let key = order
-                .as_ref()
-                .and_then(|_| read_keys.as_mut()?.next())
-                .filter(|k| !k.is_empty())
-                .map(Vec::as_slice);
-            Pick {
-                unordered,
-                order,
-                key,
-            }
-        })
-        .collect();
-    // No key orders the statement's own rows (not one table's, or one without a key): an
-    // INSERT … SELECT that sorts or limits them is ordered by its output columns.
-    let output = (is_insert_select
-        && picks[0].key.is_none()
-        && (picks[0].order.is_none() || lit.primary_keys.is_some()))
-    .then(|| output_order::output_order(&toks, limits.top_limit))
-    .flatten();
-    if output.is_some() {
-        picks[0].unordered = None;
-    }
-    let key = picks[0].key;
-    let mut key_texts: Vec<(usize, String)> = picks
-        .iter()
-        .filter_map(|p| Some((p.order.as_ref()?.at, p.order.as_ref()?.text(p.key?))))
-        .collect();
-    key_texts.extend(output.as_ref().map(|o| (o.at, o.text())));
+    let orders = statement_orders(
+        &toks,
+        body,
+        is_update_or_delete,
+        is_insert_select,
+        false,
+        read_keys.as_mut(),
+    );
+    let key = orders.picks[0].key;
+    let output = orders.output;
+    let key_texts = &orders.key_texts;
     let refuse = |check: &mut WriteCheck, why: String| {
         if check.refused.is_none() {
             check.refused = Some(why);
@@ -1239,7 +1177,7 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
         }
     }
     // The statement's LIMIT got ORDER BY the primary key or its output: its order is fixed.
-    has_order_by |= key.is_some() || output.is_some();
+    has_order_by |= key.is_some() || output;
     if !has_order_by && is_insert_select && !reads_in_primary_key_order(&toks) {
         check.order_check = OrderCheck::InsertSelect;
     }
@@ -1288,37 +1226,155 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
         out.push_str(text);
         last = *at;
     }
-    if let Some(why) = window_refusal {
-        refuse(&mut check, why.into());
-    }
-    for pick in &picks {
-        let Some(what) = pick.unordered else {
-            continue;
-        };
-        match &pick.order {
-            Some(_) if lit.primary_keys.is_none() || pick.key.is_some() => {}
-            Some(_) => refuse(
-                &mut check,
-                format!(
-                    "{what}, and the table has no primary key the proxy could order them by; \
-                     add ORDER BY on a unique key"
-                ),
-            ),
-            None => refuse(&mut check, format!("{what}; add ORDER BY on a unique key")),
-        }
+    if let Some(why) = orders.refusal(lit.primary_keys.is_some()) {
+        refuse(&mut check, why);
     }
     // Keys are worth reading only for a statement that can run.
     if lit.primary_keys.is_none() && check.refused.is_none() {
-        check.needs_primary_keys = picks
-            .iter()
-            .filter_map(|p| Some(p.order.as_ref()?.table.clone()))
-            .collect();
+        check.needs_primary_keys = orders.tables();
     }
     if last > 0 {
         out.push_str(sql.get(last..).unwrap_or_default());
         check.rewritten = Some(out);
     }
     check
+}
+
+/// The orders a write's rows are picked, sorted or numbered in, and the text that fixes
+/// them where a primary key (or, for an `INSERT … SELECT`, its output) can.
+struct StatementOrders<'k> {
+    /// Each level that picks or orders rows: the statement's own first.
+    picks: Vec<Pick<'k>>,
+    /// The statement's own rows are ordered by their output positions (no key could).
+    output: bool,
+    /// Text to insert, at byte offsets of the statement.
+    key_texts: Vec<(usize, String)>,
+    /// A window function no key could order.
+    window_refusal: Option<&'static str>,
+}
+
+impl StatementOrders<'_> {
+    /// Why the write cannot run as it is: a level without an order that no key fixes
+    /// (`keys_read`: the keys were read, so a missing one is known to be missing).
+    fn refusal(&self, keys_read: bool) -> Option<String> {
+        if let Some(why) = self.window_refusal {
+            return Some(why.into());
+        }
+        self.picks.iter().find_map(|pick| {
+            let what = pick.unordered?;
+            match &pick.order {
+                Some(_) if !keys_read || pick.key.is_some() => None,
+                Some(_) => Some(format!(
+                    "{what}, and the table has no primary key the proxy could order them by; \
+                     add ORDER BY on a unique key"
+                )),
+                None => Some(format!("{what}; add ORDER BY on a unique key")),
+            }
+        })
+    }
+
+    /// The tables whose primary keys the orders need, in the order `read_keys` gives them.
+    fn tables(&self) -> Vec<(Option<String>, String)> {
+        self.picks
+            .iter()
+            .filter_map(|p| Some(p.order.as_ref()?.table.clone()))
+            .collect()
+    }
+}
+
+/// The orders of the write `toks` (`body`: the statement a `SET STATEMENT … FOR` runs, or
+/// the whole), with each order's table key taken from `read_keys` once they were read.
+/// `in_program`: a stored program's statement, where a bare column name could be one of the
+/// program's variables, so even an UPDATE's or DELETE's own key is qualified.
+fn statement_orders<'k>(
+    toks: &[Spanned<'_>],
+    body: &str,
+    is_update_or_delete: bool,
+    is_insert_select: bool,
+    in_program: bool,
+    mut read_keys: Option<&mut std::slice::Iter<'k, Vec<String>>>,
+) -> StatementOrders<'k> {
+    let keys_read = read_keys.is_some();
+    // Only these writes are judged by their LIMITs (an INSERT … VALUES has none to judge).
+    let levels = if is_update_or_delete || is_insert_select {
+        limit_levels(toks)
+    } else {
+        Vec::new()
+    };
+    let limits = LimitOrder::of(&levels);
+    // Rows a LIMIT or an ORDER BY picks from one table, the statement's own or a
+    // subquery's: its primary key, once read, orders them or breaks the ties of an ORDER
+    // BY that need not be unique. Each level's unordered LIMIT, and its key order if any.
+    let top_order = if is_update_or_delete {
+        update_or_delete_key_order(toks, &limits, body, in_program)
+    } else if is_insert_select {
+        insert_select_key_order(toks, &limits)
+    } else {
+        None
+    };
+    let limit = |unordered: bool| unordered.then_some(UNORDERED_LIMIT);
+    let mut orders: Vec<(Option<&str>, Option<KeyOrder>)> =
+        vec![(limit(limits.top_unordered), top_order)];
+    orders.extend(
+        levels
+            .iter()
+            .filter(|l| l.nested && !l.exists)
+            .map(|l| (limit(!l.ordered), nested_key_order(toks, l))),
+    );
+    let mut window_refusal = None;
+    if is_update_or_delete || is_insert_select {
+        orders.extend(
+            aggregate_key_orders(toks)
+                .into_iter()
+                .map(|o| (None, Some(o))),
+        );
+        for need in windows::window_needs(toks) {
+            match need {
+                windows::WindowNeed::Keyed { order, unordered } => {
+                    orders.push((unordered.then_some(UNORDERED_WINDOW), Some(order)))
+                }
+                windows::WindowNeed::Refused(why) => {
+                    window_refusal.get_or_insert(why);
+                }
+            }
+        }
+    }
+    // `read_keys` follows the key orders' order; an empty key: the table has none.
+    let mut picks: Vec<Pick<'_>> = orders
+        .into_iter()
+        .map(|(unordered, order)| {
+            let key = order
+                .as_ref()
+                .and_then(|_| read_keys.as_mut()?.next())
+                .filter(|k| !k.is_empty())
+                .map(Vec::as_slice);
+            Pick {
+                unordered,
+                order,
+                key,
+            }
+        })
+        .collect();
+    // No key orders the statement's own rows (not one table's, or one without a key): an
+    // INSERT … SELECT that sorts or limits them is ordered by its output columns.
+    let output =
+        (is_insert_select && picks[0].key.is_none() && (picks[0].order.is_none() || keys_read))
+            .then(|| output_order::output_order(toks, limits.top_limit))
+            .flatten();
+    if output.is_some() {
+        picks[0].unordered = None;
+    }
+    let mut key_texts: Vec<(usize, String)> = picks
+        .iter()
+        .filter_map(|p| Some((p.order.as_ref()?.at, p.order.as_ref()?.text(p.key?))))
+        .collect();
+    key_texts.extend(output.as_ref().map(|o| (o.at, o.text())));
+    StatementOrders {
+        picks,
+        output: output.is_some(),
+        key_texts,
+        window_refusal,
+    }
 }
 
 /// Puts `value` where a call was: in a prepared statement a `?` with the value injected at
@@ -1464,13 +1520,21 @@ fn update_or_delete_key_order(
     toks: &[Spanned<'_>],
     limits: &LimitOrder,
     body: &str,
+    qualified: bool,
 ) -> Option<KeyOrder> {
     if !limits.top_limit {
         return None;
     }
+    let (table, alias) = single_target(body)?;
+    let quote = super::quote_identifier;
+    let qualifier = qualified.then(|| match (&alias, &table) {
+        (Some(alias), _) => quote(alias),
+        (None, (Some(db), name)) => format!("{}.{}", quote(db), quote(name)),
+        (None, (None, name)) => quote(name),
+    });
     Some(KeyOrder {
-        table: single_target(body)?,
-        qualifier: None,
+        table,
+        qualifier,
         at: toks[top_level(toks, "LIMIT")?].start,
         continues: !limits.top_unordered,
         lead_space: false,
@@ -1651,9 +1715,11 @@ fn table_read(toks: &[Spanned<'_>], allowed: &[&str]) -> Option<TableRead> {
     })
 }
 
-/// The one table a single-table `UPDATE`/`DELETE` changes, as written (schema, table);
-/// None for the multi-table forms (which cannot have a LIMIT) or anything not parsed.
-fn single_target(body: &str) -> Option<(Option<String>, String)> {
+/// The one table a single-table `UPDATE`/`DELETE` changes, as written (schema, table),
+/// and the alias it gives it; None for the multi-table forms (which cannot have a LIMIT) or
+/// anything not parsed.
+type NamedTarget = ((Option<String>, String), Option<String>);
+fn single_target(body: &str) -> Option<NamedTarget> {
     let toks: Vec<Tok<'_>> = Lexer::new(body).map(|t| t.tok).collect();
     let name = |t: Option<&Tok<'_>>| match t {
         Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => Some(w.to_string()),
@@ -1682,7 +1748,8 @@ fn single_target(body: &str) -> Option<(Option<String>, String)> {
         (None, first)
     };
     // What follows the table (and its alias) must start the single-table form's clauses.
-    if toks.get(i).is_some_and(|t| t.is_word("AS")) {
+    let as_word = toks.get(i).is_some_and(|t| t.is_word("AS"));
+    if as_word {
         i += 1;
     }
     let clause = |t: Option<&Tok<'_>>| {
@@ -1693,8 +1760,10 @@ fn single_target(body: &str) -> Option<(Option<String>, String)> {
         };
         t.is_some_and(|t| words.iter().any(|w| t.is_word(w)))
     };
-    if clause(toks.get(i)) || name(toks.get(i)).is_some() && clause(toks.get(i + 1)) {
-        Some((schema, table))
+    if clause(toks.get(i)) && !as_word {
+        Some(((schema, table), None))
+    } else if clause(toks.get(i + 1)) {
+        Some(((schema, table), Some(name(toks.get(i))?)))
     } else {
         None
     }

@@ -1,0 +1,262 @@
+//! The writes inside a stored program's body (`CREATE PROCEDURE / FUNCTION / TRIGGER`) get
+//! the orders a write of their own gets (`statement_orders`): the primary key of the one
+//! table they read ends an ORDER BY whose ties a LIMIT, an INSERT's AUTO_INCREMENT ids or a
+//! window function would otherwise break in each server's read order, and an `INSERT …
+//! SELECT` no key can order ends it with its output positions. The body is rewritten once,
+//! in the CREATE the log carries, so every replica stores and runs the same program. Before,
+//! `CREATE PROCEDURE renumber() UPDATE q JOIN (SELECT id, ROW_NUMBER() OVER (ORDER BY pri)
+//! rn FROM q) d USING (id) SET q.pos = d.rn` numbered tied rows one way on the primary and
+//! another on a follower, with equal row counts, so nothing noticed.
+//!
+//! Keys are qualified by the table (or its alias) even where a statement of its own names
+//! them bare: in a program a bare name is a variable or parameter first.
+//!
+//! Pure: no I/O. Part of `determinism`, whose `statement_orders` it uses.
+
+use super::statement_orders;
+use crate::sql::lexer::{Lexer, Spanned, Tok};
+
+/// What a stored program's writes need to run alike on every replica.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ProgramOrders {
+    /// Tables (schema as written, table) whose primary keys its orders need, checked without
+    /// keys: read them on the primary (in the program's schema for unqualified names) and
+    /// check again with them, in this order.
+    pub needs_primary_keys: Vec<(Option<String>, String)>,
+    /// The CREATE statement with the orders written in, when any was.
+    pub rewritten: Option<String>,
+    /// Why the program cannot be replicated: a write of it picks or numbers rows in an
+    /// order nothing fixes.
+    pub refused: Option<String>,
+}
+
+/// The orders the writes of the program `sql` defines need (`primary_keys`: their tables'
+/// keys, once read, in `needs_primary_keys`' order; an empty one: that table has none).
+pub fn program_orders(sql: &str, primary_keys: Option<&[Vec<String>]>) -> ProgramOrders {
+    let spans: Vec<Spanned<'_>> = Lexer::new(sql).collect();
+    let mut read_keys = primary_keys.map(|keys| keys.iter());
+    let mut result = ProgramOrders::default();
+    let mut inserts: Vec<(usize, String)> = Vec::new();
+    for range in body_writes(&spans) {
+        let base = spans[range.start].start;
+        let Some(text) = sql.get(base..spans[range.end - 1].end) else {
+            continue;
+        };
+        let toks: Vec<Spanned<'_>> = Lexer::new(text).collect();
+        let Some(first) = toks.first().map(|t| t.tok) else {
+            continue;
+        };
+        let is_update_or_delete = first.is_word("UPDATE") || first.is_word("DELETE");
+        let is_insert_select = (first.is_word("INSERT") || first.is_word("REPLACE"))
+            && toks.iter().any(|t| t.tok.is_word("SELECT"));
+        if !is_update_or_delete && !is_insert_select {
+            continue;
+        }
+        let orders = statement_orders(
+            &toks,
+            text,
+            is_update_or_delete,
+            is_insert_select,
+            true,
+            read_keys.as_mut(),
+        );
+        if let Some(why) = orders.refusal(primary_keys.is_some()) {
+            result
+                .refused
+                .get_or_insert(format!("in the program's `{}`: {why}", excerpt(text)));
+        }
+        if primary_keys.is_none() {
+            result.needs_primary_keys.extend(orders.tables());
+        }
+        inserts.extend(orders.key_texts.into_iter().map(|(at, t)| (base + at, t)));
+    }
+    if result.refused.is_some() {
+        result.needs_primary_keys.clear();
+    }
+    if !inserts.is_empty() {
+        inserts.sort_by_key(|(at, _)| *at);
+        let mut out = String::with_capacity(sql.len() + 64);
+        let mut last = 0;
+        for (at, text) in &inserts {
+            out.push_str(sql.get(last..*at).unwrap_or_default());
+            out.push_str(text);
+            last = *at;
+        }
+        out.push_str(sql.get(last..).unwrap_or_default());
+        result.rewritten = Some(out);
+    }
+    result
+}
+
+/// A statement on one line, cut after 60 characters: enough to find it in the body.
+fn excerpt(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(60) {
+        Some((at, _)) => format!("{} …", &line[..at]),
+        None => line,
+    }
+}
+
+/// The token ranges of the statements in a program's body that start with a write word
+/// (INSERT, REPLACE, UPDATE, DELETE), each to its `;` or the end. A word counts where a
+/// statement can start: not a call (`REPLACE(s, 'a', 'b')`), nor the trigger's event
+/// (`BEFORE INSERT`), `CREATE OR REPLACE`, `ON DUPLICATE KEY UPDATE`, `FOR UPDATE`, a
+/// foreign key's `ON DELETE`, or a list of privileges.
+fn body_writes(spans: &[Spanned<'_>]) -> Vec<std::ops::Range<usize>> {
+    const NOT_AFTER: &[&str] = &["BEFORE", "AFTER", "OR", "KEY", "FOR", "ON", "GRANT"];
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < spans.len() {
+        let t = spans[i].tok;
+        let write = ["INSERT", "REPLACE", "UPDATE", "DELETE"]
+            .iter()
+            .any(|w| t.is_word(w));
+        let prev = i.checked_sub(1).map(|p| spans[p].tok);
+        let starts = write
+            && spans.get(i + 1).map(|n| n.tok) != Some(Tok::Punct('('))
+            && !prev.is_some_and(|p| {
+                p == Tok::Punct(',')
+                    || p == Tok::Punct('.')
+                    || NOT_AFTER.iter().any(|w| p.is_word(w))
+            });
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut depth = 0usize;
+        let mut end = spans.len();
+        for (j, s) in spans.iter().enumerate().skip(i) {
+            match s.tok {
+                Tok::Punct('(') => depth += 1,
+                Tok::Punct(')') => depth = depth.saturating_sub(1),
+                Tok::Punct(';') if depth == 0 => {
+                    end = j;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        found.push(i..end);
+        i = end + 1;
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::program_orders;
+
+    fn spaced(s: &str) -> String {
+        s.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    fn rewritten(sql: &str, keys: &[&[&str]]) -> ProgramResult {
+        let first = program_orders(sql, None);
+        let keys: Vec<Vec<String>> = keys
+            .iter()
+            .map(|k| k.iter().map(|c| c.to_string()).collect())
+            .collect();
+        let again = program_orders(sql, Some(&keys));
+        ProgramResult {
+            tables: first.needs_primary_keys,
+            text: again.rewritten.map(|t| spaced(&t)),
+            refused: again.refused,
+        }
+    }
+
+    struct ProgramResult {
+        tables: Vec<(Option<String>, String)>,
+        text: Option<String>,
+        refused: Option<String>,
+    }
+
+    fn table(schema: Option<&str>, name: &str) -> (Option<String>, String) {
+        (schema.map(str::to_string), name.to_string())
+    }
+
+    #[test]
+    fn a_window_in_a_procedure_is_ordered_by_its_tables_key() {
+        let sql = "CREATE PROCEDURE renumber() UPDATE q JOIN (SELECT id, ROW_NUMBER() OVER \
+                   (ORDER BY pri) rn FROM q) d USING (id) SET q.pos = d.rn";
+        let r = rewritten(sql, &[&["id"]]);
+        assert_eq!(r.tables, [table(None, "q")]);
+        assert_eq!(
+            r.text.as_deref(),
+            Some(
+                "CREATE PROCEDURE renumber() UPDATE q JOIN (SELECT id, ROW_NUMBER() OVER \
+                 (ORDER BY pri , `q`.`id` ) rn FROM q) d USING (id) SET q.pos = d.rn"
+            )
+        );
+        assert_eq!(r.refused, None);
+    }
+
+    #[test]
+    fn each_write_of_a_body_gets_its_own_key_qualified() {
+        let sql = "CREATE DEFINER = root@localhost PROCEDURE app.claim(IN who INT)\n\
+                   BEGIN\n\
+                     DECLARE id INT DEFAULT 0;\n\
+                     IF who > 0 THEN\n\
+                       UPDATE jobs SET owner = who WHERE owner IS NULL ORDER BY prio LIMIT 1;\n\
+                     END IF;\n\
+                     INSERT INTO copies (v) SELECT v FROM src s ORDER BY v;\n\
+                     SELECT REPLACE(name, 'a', 'b') FROM jobs FOR UPDATE;\n\
+                     DELETE FROM jobs AS j WHERE done LIMIT 10;\n\
+                   END";
+        let r = rewritten(sql, &[&["id"], &["k1", "k2"], &["id"]]);
+        assert_eq!(
+            r.tables,
+            [table(None, "jobs"), table(None, "src"), table(None, "jobs")]
+        );
+        let text = r.text.expect("rewritten");
+        assert!(
+            text.contains("ORDER BY prio , `jobs`.`id` LIMIT 1;"),
+            "{text}"
+        );
+        assert!(text.contains("ORDER BY v, `s`.`k1`, `s`.`k2` ;"), "{text}");
+        assert!(
+            text.contains("WHERE done ORDER BY `j`.`id` LIMIT 10;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("REPLACE(name, 'a', 'b') FROM jobs FOR UPDATE;"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_trigger_event_and_create_or_replace_are_not_writes_of_the_body() {
+        let sql = "CREATE OR REPLACE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW \
+                   SET NEW.v = (SELECT MAX(v) FROM u)";
+        assert_eq!(program_orders(sql, None), Default::default());
+        let sql = "CREATE TRIGGER tr AFTER UPDATE ON t FOR EACH ROW \
+                   INSERT INTO log (v) SELECT v FROM t ORDER BY v LIMIT 5";
+        let r = rewritten(sql, &[&["id"]]);
+        assert_eq!(r.tables, [table(None, "t")]);
+        assert!(
+            r.text
+                .as_deref()
+                .is_some_and(|t| t.ends_with("ORDER BY v , `t`.`id` LIMIT 5")),
+            "{:?}",
+            r.text
+        );
+    }
+
+    #[test]
+    fn an_unordered_window_without_a_key_refuses_the_program() {
+        let sql = "CREATE PROCEDURE p() INSERT INTO c (n, v) \
+                   SELECT ROW_NUMBER() OVER (), v FROM heap";
+        let r = rewritten(sql, &[&[]]);
+        assert_eq!(r.tables, [table(None, "heap")]);
+        assert!(
+            r.refused
+                .as_deref()
+                .is_some_and(|w| w.contains("no primary key")),
+            "{:?}",
+            r.refused
+        );
+        // Ordered and tied, over a join: taken at its word, as a statement of its own is.
+        let sql = "CREATE PROCEDURE p() INSERT INTO c (n) SELECT ROW_NUMBER() OVER \
+                   (ORDER BY a.v) FROM a JOIN b USING (id)";
+        assert_eq!(program_orders(sql, None), Default::default());
+    }
+}
