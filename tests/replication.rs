@@ -3394,6 +3394,10 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
              UPDATE entries SET owner = who WHERE owner IS NULL ORDER BY pri LIMIT 1; END",
             "CREATE PROCEDURE copy_first() \
              INSERT INTO copies (id) SELECT id FROM entries ORDER BY pri LIMIT 5",
+            // No ORDER BY at all: the key orders it, as in a statement of its own.
+            "CREATE PROCEDURE claim_any(IN who INT) \
+             UPDATE entries SET owner = who WHERE owner IS NULL LIMIT 1",
+            "CREATE TABLE heap (v INT)",
         ],
     )
     .await;
@@ -3410,6 +3414,7 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
             "CALL claim(7)",
             "CALL claim(8)",
             "CALL copy_first()",
+            "CALL claim_any(9)",
         ],
     )
     .await;
@@ -3425,7 +3430,7 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
         "SELECT id FROM sp.entries WHERE owner IS NOT NULL ORDER BY id",
     )
     .await;
-    assert_eq!(claimed, [3, 6]);
+    assert_eq!(claimed, [1, 3, 6]);
     let copied = ids(&mut c, "SELECT id FROM sp.copies ORDER BY n").await;
     assert_eq!(copied, [3, 6, 9, 12, 15]);
     // An unordered window over a join no key can order: the program is refused.
@@ -3437,6 +3442,14 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
     )
     .await;
     assert!(err.contains("ORDER BY"), "{err}");
+    // A table without a key leaves an unordered LIMIT nothing to be ordered by.
+    let err = expect_error(
+        &mut c,
+        "CREATE PROCEDURE trim() DELETE FROM heap LIMIT 1",
+        1235,
+    )
+    .await;
+    assert!(err.contains("no primary key"), "{err}");
     follower
         .query_drop("ALTER TABLE sp.entries ADD INDEX pri (pri)")
         .await

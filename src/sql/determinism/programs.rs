@@ -43,15 +43,9 @@ pub fn program_orders(sql: &str, primary_keys: Option<&[Vec<String>]>) -> Progra
             continue;
         };
         let toks: Vec<Spanned<'_>> = Lexer::new(text).collect();
-        let Some(first) = toks.first().map(|t| t.tok) else {
+        let Some((is_update_or_delete, is_insert_select)) = write_kind(&toks) else {
             continue;
         };
-        let is_update_or_delete = first.is_word("UPDATE") || first.is_word("DELETE");
-        let is_insert_select = (first.is_word("INSERT") || first.is_word("REPLACE"))
-            && toks.iter().any(|t| t.tok.is_word("SELECT"));
-        if !is_update_or_delete && !is_insert_select {
-            continue;
-        }
         let orders = statement_orders(
             &toks,
             text,
@@ -86,6 +80,36 @@ pub fn program_orders(sql: &str, primary_keys: Option<&[Vec<String>]>) -> Progra
         result.rewritten = Some(out);
     }
     result
+}
+
+/// The byte ranges of the program's writes whose every unordered pick a primary key can
+/// order once read (`UPDATE jobs SET owner = 1 WHERE owner IS NULL LIMIT 1`): their LIMITs
+/// need no ORDER BY from the user, as a statement of its own would not.
+pub(super) fn orderable_writes(sql: &str) -> Vec<std::ops::Range<usize>> {
+    let spans: Vec<Spanned<'_>> = Lexer::new(sql).collect();
+    body_writes(&spans)
+        .into_iter()
+        .filter_map(|range| {
+            let bytes = spans[range.start].start..spans[range.end - 1].end;
+            let text = sql.get(bytes.clone())?;
+            let toks: Vec<Spanned<'_>> = Lexer::new(text).collect();
+            let (update_or_delete, insert_select) = write_kind(&toks)?;
+            statement_orders(&toks, text, update_or_delete, insert_select, true, None)
+                .refusal(false)
+                .is_none()
+                .then_some(bytes)
+        })
+        .collect()
+}
+
+/// Whether a body statement is an UPDATE or DELETE, or an INSERT … SELECT (None: neither,
+/// so it has no orders to fix).
+fn write_kind(toks: &[Spanned<'_>]) -> Option<(bool, bool)> {
+    let first = toks.first()?.tok;
+    let update_or_delete = first.is_word("UPDATE") || first.is_word("DELETE");
+    let insert_select = (first.is_word("INSERT") || first.is_word("REPLACE"))
+        && toks.iter().any(|t| t.tok.is_word("SELECT"));
+    (update_or_delete || insert_select).then_some((update_or_delete, insert_select))
 }
 
 /// A statement on one line, cut after 60 characters: enough to find it in the body.
