@@ -283,4 +283,23 @@ mod tests {
                    (ORDER BY a.v) FROM a JOIN b USING (id)";
         assert_eq!(program_orders(sql, None), Default::default());
     }
+
+    #[test]
+    fn a_dumped_procedure_in_versioned_comments_is_ordered_inside_them() {
+        let sql = "/*!50003 CREATE*/ /*!50020 DEFINER=`root`@`localhost`*/ /*!50003 PROCEDURE \
+                   `claim`(IN who INT) UPDATE jobs SET owner = who LIMIT 1 */";
+        let keys = [vec!["id".to_string()]];
+        let r = program_orders(sql, Some(&keys));
+        assert_eq!(
+            r.rewritten.as_deref(),
+            Some(
+                "/*!50003 CREATE*/ /*!50020 DEFINER=`root`@`localhost`*/ /*!50003 PROCEDURE \
+                 `claim`(IN who INT) UPDATE jobs SET owner = who ORDER BY `jobs`.`id` LIMIT 1 */"
+            )
+        );
+        assert_eq!(
+            crate::sql::classify::defined_object(sql).as_deref(),
+            Some("PROCEDURE")
+        );
+    }
 }
