@@ -3397,6 +3397,10 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
             // No ORDER BY at all: the key orders it, as in a statement of its own.
             "CREATE PROCEDURE claim_any(IN who INT) \
              UPDATE entries SET owner = who WHERE owner IS NULL LIMIT 1",
+            // The queue pattern: a row picked into a variable, then written by key.
+            "CREATE PROCEDURE take(IN who INT) BEGIN DECLARE j INT; \
+             SELECT id INTO j FROM entries WHERE owner IS NULL ORDER BY pri LIMIT 1; \
+             UPDATE entries SET owner = who WHERE id = j; END",
             "CREATE TABLE heap (v INT)",
         ],
     )
@@ -3415,6 +3419,7 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
             "CALL claim(8)",
             "CALL copy_first()",
             "CALL claim_any(9)",
+            "CALL take(10)",
         ],
     )
     .await;
@@ -3430,7 +3435,7 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
         "SELECT id FROM sp.entries WHERE owner IS NOT NULL ORDER BY id",
     )
     .await;
-    assert_eq!(claimed, [1, 3, 6]);
+    assert_eq!(claimed, [1, 3, 6, 9]);
     let copied = ids(&mut c, "SELECT id FROM sp.copies ORDER BY n").await;
     assert_eq!(copied, [3, 6, 9, 12, 15]);
     // An unordered window over a join no key can order: the program is refused.

@@ -2295,7 +2295,7 @@ mod definition_tests {
         for (sql, object) in [
             (
                 "CREATE PROCEDURE next_job() BEGIN DECLARE j INT; \
-                 SELECT id INTO j FROM jobs WHERE state = 'new' LIMIT 1; \
+                 SET j = (SELECT a.id FROM jobs a JOIN extra b USING (id) LIMIT 1); \
                  UPDATE jobs SET state = 'taken' WHERE id = j; END",
                 "PROCEDURE",
             ),
@@ -2317,6 +2317,10 @@ mod definition_tests {
         let claim = "CREATE TRIGGER ai AFTER INSERT ON t FOR EACH ROW \
                      DELETE FROM recent WHERE k = NEW.k LIMIT 1";
         assert_eq!(check(claim, "TRIGGER"), None);
+        let next_job = "CREATE PROCEDURE next_job() BEGIN DECLARE j INT; \
+                        SELECT id INTO j FROM jobs WHERE state = 'new' LIMIT 1; \
+                        UPDATE jobs SET state = 'taken' WHERE id = j; END";
+        assert_eq!(check(next_job, "PROCEDURE"), None);
         let keys = [vec!["id".to_string()]];
         let ordered = super::program_orders(claim, Some(&keys)).rewritten;
         assert!(

@@ -67,8 +67,9 @@ fn at_depth_zero(
 /// How many items the select list after `toks[select]` has; None when one is `*` or `t.*`,
 /// or there is no FROM.
 fn select_list_len(toks: &[Spanned<'_>], select: usize) -> Option<usize> {
-    let from = at_depth_zero(toks, select + 1, |t| t.is_word("FROM"))?;
-    let list = toks.get(select + 1..from)?;
+    // A program's `SELECT a, b INTO x, y FROM …`: the list ends at its INTO.
+    let end = at_depth_zero(toks, select + 1, |t| t.is_word("FROM") || t.is_word("INTO"))?;
+    let list = toks.get(select + 1..end)?;
     let items: Vec<&[Spanned<'_>]> = split_top_level(list);
     let star = |item: &[Spanned<'_>]| match item {
         [.., last] if last.tok == Tok::Punct('*') => {

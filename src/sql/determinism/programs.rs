@@ -37,7 +37,7 @@ pub fn program_orders(sql: &str, primary_keys: Option<&[Vec<String>]>) -> Progra
     let mut read_keys = primary_keys.map(|keys| keys.iter());
     let mut result = ProgramOrders::default();
     let mut inserts: Vec<(usize, String)> = Vec::new();
-    for range in body_writes(&spans) {
+    for range in body_statements(&spans) {
         let base = spans[range.start].start;
         let Some(text) = sql.get(base..spans[range.end - 1].end) else {
             continue;
@@ -87,7 +87,7 @@ pub fn program_orders(sql: &str, primary_keys: Option<&[Vec<String>]>) -> Progra
 /// need no ORDER BY from the user, as a statement of its own would not.
 pub(super) fn orderable_writes(sql: &str) -> Vec<std::ops::Range<usize>> {
     let spans: Vec<Spanned<'_>> = Lexer::new(sql).collect();
-    body_writes(&spans)
+    body_statements(&spans)
         .into_iter()
         .filter_map(|range| {
             let bytes = spans[range.start].start..spans[range.end - 1].end;
@@ -102,14 +102,16 @@ pub(super) fn orderable_writes(sql: &str) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
-/// Whether a body statement is an UPDATE or DELETE, or an INSERT … SELECT (None: neither,
-/// so it has no orders to fix).
+/// Whether a body statement is an UPDATE or DELETE, or reads rows in an order that
+/// matters as an INSERT … SELECT does (that, or a feeding SELECT); None: neither, so it
+/// has no orders to fix.
 fn write_kind(toks: &[Spanned<'_>]) -> Option<(bool, bool)> {
     let first = toks.first()?.tok;
     let update_or_delete = first.is_word("UPDATE") || first.is_word("DELETE");
-    let insert_select = (first.is_word("INSERT") || first.is_word("REPLACE"))
-        && toks.iter().any(|t| t.tok.is_word("SELECT"));
-    (update_or_delete || insert_select).then_some((update_or_delete, insert_select))
+    let selecting = first.is_word("SELECT")
+        || (first.is_word("INSERT") || first.is_word("REPLACE"))
+            && toks.iter().any(|t| t.tok.is_word("SELECT"));
+    (update_or_delete || selecting).then_some((update_or_delete, selecting))
 }
 
 /// A statement on one line, cut after 60 characters: enough to find it in the body.
@@ -121,49 +123,74 @@ fn excerpt(text: &str) -> String {
     }
 }
 
-/// The token ranges of the statements in a program's body that start with a write word
-/// (INSERT, REPLACE, UPDATE, DELETE), each to its `;` or the end. A word counts where a
-/// statement can start: not a call (`REPLACE(s, 'a', 'b')`), nor the trigger's event
-/// (`BEFORE INSERT`), `CREATE OR REPLACE`, `ON DUPLICATE KEY UPDATE`, `FOR UPDATE`, a
-/// foreign key's `ON DELETE`, or a list of privileges.
-fn body_writes(spans: &[Spanned<'_>]) -> Vec<std::ops::Range<usize>> {
+/// The token ranges of the statements in a program's body whose rows' order can matter,
+/// each to its `;` or the end: those that start with a write word (INSERT, REPLACE,
+/// UPDATE, DELETE), and the SELECTs that feed later statements — `SELECT … INTO` and a
+/// cursor's `CURSOR FOR SELECT`. A write word counts where a statement can start: not a
+/// call (`REPLACE(s, 'a', 'b')`), nor the trigger's event (`BEFORE INSERT`), `CREATE OR
+/// REPLACE`, `ON DUPLICATE KEY UPDATE`, `FOR UPDATE`, a foreign key's `ON DELETE`, or a
+/// list of privileges.
+fn body_statements(spans: &[Spanned<'_>]) -> Vec<std::ops::Range<usize>> {
     const NOT_AFTER: &[&str] = &["BEFORE", "AFTER", "OR", "KEY", "FOR", "ON", "GRANT"];
     let mut found = Vec::new();
     let mut i = 0;
     while i < spans.len() {
         let t = spans[i].tok;
+        let prev = |back: usize| i.checked_sub(back).map(|p| spans[p].tok);
+        let end = statement_end(spans, i);
         let write = ["INSERT", "REPLACE", "UPDATE", "DELETE"]
             .iter()
-            .any(|w| t.is_word(w));
-        let prev = i.checked_sub(1).map(|p| spans[p].tok);
-        let starts = write
+            .any(|w| t.is_word(w))
             && spans.get(i + 1).map(|n| n.tok) != Some(Tok::Punct('('))
-            && !prev.is_some_and(|p| {
+            && !prev(1).is_some_and(|p| {
                 p == Tok::Punct(',')
                     || p == Tok::Punct('.')
                     || NOT_AFTER.iter().any(|w| p.is_word(w))
             });
-        if !starts {
+        let feeding_select = t.is_word("SELECT")
+            && (prev(1).is_some_and(|p| p.is_word("FOR"))
+                && prev(2).is_some_and(|p| p.is_word("CURSOR"))
+                || !prev(1).is_some_and(|p| {
+                    p == Tok::Punct('(')
+                        || ["UNION", "EXCEPT", "INTERSECT", "ALL", "DISTINCT", "AS"]
+                            .iter()
+                            .any(|w| p.is_word(w))
+                }) && into_at_top(&spans[i..end]));
+        if write || feeding_select {
+            found.push(i..end);
+            i = end + 1;
+        } else {
             i += 1;
-            continue;
         }
-        let mut depth = 0usize;
-        let mut end = spans.len();
-        for (j, s) in spans.iter().enumerate().skip(i) {
-            match s.tok {
-                Tok::Punct('(') => depth += 1,
-                Tok::Punct(')') => depth = depth.saturating_sub(1),
-                Tok::Punct(';') if depth == 0 => {
-                    end = j;
-                    break;
-                }
-                _ => {}
-            }
-        }
-        found.push(i..end);
-        i = end + 1;
     }
     found
+}
+
+/// The index of the `;` at depth 0 that ends the statement starting at `start`, or the end.
+fn statement_end(spans: &[Spanned<'_>], start: usize) -> usize {
+    let mut depth = 0usize;
+    for (j, s) in spans.iter().enumerate().skip(start) {
+        match s.tok {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth = depth.saturating_sub(1),
+            Tok::Punct(';') if depth == 0 => return j,
+            _ => {}
+        }
+    }
+    spans.len()
+}
+
+/// Whether a SELECT statement assigns variables (`INTO` outside parentheses).
+fn into_at_top(spans: &[Spanned<'_>]) -> bool {
+    let mut depth = 0usize;
+    spans.iter().any(|s| {
+        match s.tok {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth = depth.saturating_sub(1),
+            _ => return depth == 0 && s.tok.is_word("INTO"),
+        }
+        false
+    })
 }
 
 #[cfg(test)]
@@ -243,6 +270,44 @@ mod tests {
         );
         assert!(
             text.contains("REPLACE(name, 'a', 'b') FROM jobs FOR UPDATE;"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn selects_feeding_later_statements_are_ordered_too() {
+        let sql = "CREATE PROCEDURE take() BEGIN DECLARE j, p INT; \
+                   DECLARE done INT DEFAULT 0; \
+                   DECLARE c CURSOR FOR SELECT id FROM jobs WHERE state = 'new' ORDER BY prio; \
+                   SELECT id, prio INTO j, p FROM jobs WHERE state = 'new' ORDER BY prio LIMIT 1; \
+                   SELECT a.id, b.v INTO j, p FROM jobs a JOIN extra b USING (id) LIMIT 1; \
+                   SET p = (SELECT MAX(prio) FROM jobs LIMIT 1); \
+                   SELECT id FROM jobs ORDER BY prio LIMIT 3; \
+                   UPDATE jobs SET state = 'taken' WHERE id = j; END";
+        let r = rewritten(sql, &[&["id"], &["id"]]);
+        assert_eq!(r.tables, [table(None, "jobs"), table(None, "jobs")]);
+        let text = r.text.expect("rewritten");
+        assert!(
+            text.contains(
+                "CURSOR FOR SELECT id FROM jobs WHERE state = 'new' ORDER BY prio, `jobs`.`id` ;"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "INTO j, p FROM jobs WHERE state = 'new' ORDER BY prio , `jobs`.`id` LIMIT 1;"
+            ),
+            "{text}"
+        );
+        // A join no key orders: its two output columns, not the INTO's variables.
+        assert!(text.contains("USING (id) ORDER BY 1, 2 LIMIT 1;"), "{text}");
+        // A subquery's own SELECT and a procedure's result set are left alone.
+        assert!(
+            text.contains("SET p = (SELECT MAX(prio) FROM jobs LIMIT 1);"),
+            "{text}"
+        );
+        assert!(
+            text.contains("SELECT id FROM jobs ORDER BY prio LIMIT 3;"),
             "{text}"
         );
     }
