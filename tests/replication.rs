@@ -3455,6 +3455,17 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
     )
     .await;
     assert!(err.contains("no primary key"), "{err}");
+    // Nor does a table not created yet; the refusal says why no key was found.
+    let err = expect_error(
+        &mut c,
+        "CREATE PROCEDURE early() DELETE FROM later LIMIT 1",
+        1235,
+    )
+    .await;
+    assert!(
+        err.contains("could not be read") && err.contains("later"),
+        "{err}"
+    );
     follower
         .query_drop("ALTER TABLE sp.entries ADD INDEX pri (pri)")
         .await
@@ -4744,9 +4755,11 @@ async fn definitions_evaluated_per_replica_are_refused() {
          WHILE i < n DO INSERT INTO nd.log (t_id) VALUES (i); SET i = i + 1; END WHILE; END",
         "CREATE FUNCTION nd.g(i INT) RETURNS INT MODIFIES SQL DATA \
          BEGIN REPLACE INTO nd.log SET t_id = i; RETURN 1; END",
-        // Each replica would pick its own row.
+        // Each replica would pick its own row: a join no key orders (one table's LIMIT
+        // is ordered by its key instead, see
+        // `writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica`).
         "CREATE PROCEDURE nd.take() BEGIN DECLARE j INT; \
-         SELECT id INTO j FROM nd.t WHERE u IS NULL LIMIT 1; \
+         SET j = (SELECT a.id FROM nd.t a JOIN nd.log b ON b.t_id = a.id LIMIT 1); \
          UPDATE nd.t SET u = 'taken' WHERE id = j; END",
         "CREATE TABLE nd.first2 AS SELECT * FROM nd.t LIMIT 2",
     ] {

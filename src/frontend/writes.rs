@@ -1506,14 +1506,25 @@ impl ClientSession {
             };
             let program_schema = crate::sql::determinism::program_schema(sql);
             let mut keys = Vec::with_capacity(orders.needs_primary_keys.len());
+            let mut unreadable = None;
             for (schema, table) in &orders.needs_primary_keys {
                 let schema = schema.as_deref().or(program_schema.as_deref());
-                let key = read_primary_key(&mut h.conn, deprecate_eof, schema, table)
+                match read_primary_key(&mut h.conn, deprecate_eof, schema, table)
                     .await
-                    .map_err(Err)?;
-                keys.push(key.unwrap_or_default());
+                    .map_err(Err)?
+                {
+                    Ok(key) => keys.push(key),
+                    Err(e) => {
+                        keys.push(Vec::new());
+                        unreadable.get_or_insert(e.message);
+                    }
+                }
             }
             orders = program_orders(sql, Some(&keys));
+            if let (Some(why), Some(e)) = (&mut orders.refused, unreadable) {
+                // A program may be created before its tables: say why no key was found.
+                why.push_str(&format!(" (its table could not be read: {e})"));
+            }
         }
         if let Some(why) = orders.refused {
             return Err(refusal(why));

@@ -1,5 +1,6 @@
-//! The writes inside a stored program's body (`CREATE PROCEDURE / FUNCTION / TRIGGER`) get
-//! the orders a write of their own gets (`statement_orders`): the primary key of the one
+//! The writes inside a stored program's body (`CREATE PROCEDURE / FUNCTION / TRIGGER`), and
+//! the SELECTs that feed later statements (`SELECT … INTO`, a cursor's), get the orders a
+//! write of their own gets (`statement_orders`): the primary key of the one
 //! table they read ends an ORDER BY whose ties a LIMIT, an INSERT's AUTO_INCREMENT ids or a
 //! window function would otherwise break in each server's read order, and an `INSERT …
 //! SELECT` no key can order ends it with its output positions. The body is rewritten once,
