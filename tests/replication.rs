@@ -2353,13 +2353,19 @@ async fn compound_statements_and_program_blocks_are_replicated() {
     )
     .await;
     // A loop would repeat the one value where the server gives a new one on each pass; a
-    // LIMIT inside is not ordered by the proxy, so it must be ordered already.
+    // LIMIT inside that no key can order (over a join) must be ordered already (one
+    // table's is ordered by its key, see
+    // `writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica`).
     for (refused, why) in [
         (
             "FOR i IN 1..2 DO INSERT INTO cs.t VALUES (800 + i, LEFT(UUID(), 8)); END FOR",
             "loop",
         ),
-        ("IF 1 THEN DELETE FROM cs.t LIMIT 1; END IF", "LIMIT"),
+        (
+            "IF 1 THEN DELETE FROM cs.t WHERE id IN (SELECT id FROM \
+             (SELECT a.id FROM cs.t a JOIN cs.t b USING (id) LIMIT 1) d); END IF",
+            "LIMIT",
+        ),
     ] {
         match c.query_drop(refused).await {
             Err(mysql_async::Error::Server(e)) => {
@@ -3368,12 +3374,13 @@ async fn window_functions_in_writes_number_rows_alike_on_every_replica() {
     assert_replicas_identical(&dbs, &mut c, &["wf.entries", "wf.ranks"]).await;
 }
 
-/// The writes inside stored programs get the orders a write of its own gets: a procedure
-/// numbering rows with `ROW_NUMBER() OVER (ORDER BY pri)`, claiming `ORDER BY pri LIMIT 1`
-/// or copying the first rows by a tied order ran in each replica's read order, since the
-/// CALL replays and each server plans its body alone. The CREATE now carries the primary
-/// key in each such ORDER BY, qualified: the procedure's variable `id` would take a bare
-/// `id`'s place. One follower here plans without the index the primary uses.
+/// The writes inside stored programs (and compound statements) get the orders a write of
+/// its own gets: a procedure numbering rows with `ROW_NUMBER() OVER (ORDER BY pri)`,
+/// claiming `ORDER BY pri LIMIT 1` or copying the first rows by a tied order ran in each
+/// replica's read order, since the CALL replays and each server plans its body alone. The
+/// CREATE now carries the primary key in each such ORDER BY, qualified: the procedure's
+/// variable `id` would take a bare `id`'s place. One follower here plans without the index
+/// the primary uses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica() {
     common::init_tracing();
@@ -3420,6 +3427,10 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
             "CALL copy_first()",
             "CALL claim_any(9)",
             "CALL take(10)",
+            // A compound statement sent as it is: its statements are ordered the same way.
+            "BEGIN NOT ATOMIC DECLARE j INT; \
+             SELECT id INTO j FROM entries WHERE owner IS NULL ORDER BY pri LIMIT 1; \
+             UPDATE entries SET owner = 11 WHERE id = j; END",
         ],
     )
     .await;
@@ -3435,7 +3446,7 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
         "SELECT id FROM sp.entries WHERE owner IS NOT NULL ORDER BY id",
     )
     .await;
-    assert_eq!(claimed, [1, 3, 6, 9]);
+    assert_eq!(claimed, [1, 3, 6, 9, 12]);
     let copied = ids(&mut c, "SELECT id FROM sp.copies ORDER BY n").await;
     assert_eq!(copied, [3, 6, 9, 12, 15]);
     // An unordered window over a join no key can order: the program is refused.

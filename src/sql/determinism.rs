@@ -334,21 +334,14 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
              through the proxy is a read) and pass their keys in"
         ));
     }
-    // A write a key can order gets it when the program is created (`programs`).
-    let orderable = if object == "TABLE" {
-        Vec::new()
+    let unordered_limit = if object == "TABLE" {
+        spans
+            .split(|t| t.tok == Tok::Punct(';'))
+            .map(limit_order)
+            .any(|l| l.top_unordered || l.nested_unordered)
     } else {
-        programs::orderable_writes(sql)
+        unordered_limit_left(sql, &spans)
     };
-    let rest: Vec<Spanned<'_>> = spans
-        .iter()
-        .filter(|t| !orderable.iter().any(|r| r.contains(&t.start)))
-        .copied()
-        .collect();
-    let unordered_limit = rest
-        .split(|t| t.tok == Tok::Punct(';'))
-        .map(limit_order)
-        .any(|l| l.top_unordered || l.nested_unordered);
     // A procedure that only reads (a report) returns its rows and changes nothing; a
     // function's value, a trigger's and a table's rows are written wherever they are used.
     let writes = object != "PROCEDURE"
@@ -398,6 +391,21 @@ pub fn nondeterministic_definition(sql: &str, object: &str) -> Option<String> {
          value; compute the value in the application (or in the statement itself: a text \
          INSERT's UUID() is rewritten to a literal) and pass it in"
     ))
+}
+
+/// Whether a program's or compound statement's body (`spans`, lexed from `sql`) has a LIMIT
+/// without ORDER BY at its level besides those in statements a primary key will order
+/// (`programs::orderable_writes`).
+fn unordered_limit_left(sql: &str, spans: &[Spanned<'_>]) -> bool {
+    let orderable = programs::orderable_writes(sql);
+    let rest: Vec<Spanned<'_>> = spans
+        .iter()
+        .filter(|t| !orderable.iter().any(|r| r.contains(&t.start)))
+        .copied()
+        .collect();
+    rest.split(|t| t.tok == Tok::Punct(';'))
+        .map(limit_order)
+        .any(|l| l.top_unordered || l.nested_unordered)
 }
 
 /// A user variable read that depends on the session: in a table definition any read, in a
@@ -1011,7 +1019,14 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     );
     let key = orders.picks[0].key;
     let output = orders.output;
-    let key_texts = &orders.key_texts;
+    // A compound statement's own statements get what a program's body gets.
+    let inner = compound.then(|| programs::body_orders(sql, &toks, read_keys.as_mut()));
+    let key_texts: Vec<(usize, String)> = orders
+        .key_texts
+        .iter()
+        .chain(inner.iter().flat_map(|b| &b.inserts))
+        .cloned()
+        .collect();
     let refuse = |check: &mut WriteCheck, why: String| {
         if check.refused.is_none() {
             check.refused = Some(why);
@@ -1205,19 +1220,13 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
                 .into(),
         );
     }
-    // The statements inside a compound statement are not rewritten: a LIMIT must be
-    // ordered already, as in a procedure's body.
-    if compound
-        && toks
-            .split(|t| t.tok == Tok::Punct(';'))
-            .map(limit_order)
-            .any(|l| l.top_unordered || l.nested_unordered)
-    {
+    // A LIMIT inside a compound statement that no key can order must be ordered already.
+    if compound && unordered_limit_left(sql, &toks) {
         refuse(
             &mut check,
-            "a LIMIT without ORDER BY at its level inside a compound statement: each replica \
-             may pick other rows (the proxy orders a LIMIT by the primary key only in a \
-             statement of its own); add ORDER BY on a unique key"
+            "a LIMIT without ORDER BY at its level inside a compound statement that the \
+             proxy cannot order by a primary key (a join, a union, a grouping): each replica \
+             may pick other rows; add ORDER BY on a unique key"
                 .into(),
         );
     }
@@ -1240,9 +1249,15 @@ pub fn check_write(sql: &str, prepared: bool, lit: &Literals<'_>) -> WriteCheck 
     if let Some(why) = orders.refusal(lit.primary_keys.is_some()) {
         refuse(&mut check, why);
     }
+    if let Some(why) = inner.as_ref().and_then(|b| b.refused.clone()) {
+        refuse(&mut check, why);
+    }
     // Keys are worth reading only for a statement that can run.
     if lit.primary_keys.is_none() && check.refused.is_none() {
         check.needs_primary_keys = orders.tables();
+        check
+            .needs_primary_keys
+            .extend(inner.into_iter().flat_map(|b| b.tables));
     }
     if last > 0 {
         out.push_str(sql.get(last..).unwrap_or_default());
@@ -2596,6 +2611,9 @@ mod tests {
             "IF 1 THEN UPDATE t SET at = SYSDATE() WHERE id = 1; END IF",
             "FOR i IN 1..3 DO INSERT INTO t VALUES (i, RAND()); END FOR",
             "IF 1 THEN DELETE FROM t WHERE a > 1 ORDER BY a LIMIT 1; END IF",
+            // Ordered by the keys the check asks for.
+            "IF 1 THEN DELETE FROM t WHERE a > 1 LIMIT 1; END IF",
+            "BEGIN NOT ATOMIC UPDATE t SET a = 1 WHERE a IN (SELECT a FROM u LIMIT 2); END",
         ] {
             assert_eq!(refused(sql), None, "{sql}");
         }
@@ -2608,8 +2626,8 @@ mod tests {
             "IF 1 THEN INSERT INTO t SELECT id, UUID() FROM s; END IF",
             "BEGIN NOT ATOMIC INSERT INTO t VALUES (1, 'a') ON DUPLICATE KEY UPDATE u = UUID(); END",
             "WHILE 0 DO INSERT INTO t VALUES (SYSDATE()); END WHILE",
-            "IF 1 THEN DELETE FROM t WHERE a > 1 LIMIT 1; END IF",
-            "BEGIN NOT ATOMIC UPDATE t SET a = 1 WHERE a IN (SELECT a FROM u LIMIT 2); END",
+            "BEGIN NOT ATOMIC UPDATE t SET a = 1 WHERE a IN \
+             (SELECT a FROM u JOIN v USING (a) LIMIT 2); END",
         ] {
             assert!(refused(sql).is_some(), "{sql}");
         }
@@ -3336,8 +3354,31 @@ mod tests {
             "DELETE FROM t WHERE id IN (SELECT id FROM (SELECT id FROM s ORDER BY v LIMIT 5) d)";
         let c = check_write(sql, false, &keyless);
         assert_eq!((c.refused, c.rewritten), (None, None), "{sql}");
-        // Inside a compound statement nothing is rewritten: still refused.
-        let sql = "BEGIN NOT ATOMIC DELETE FROM t WHERE a = (SELECT a FROM s LIMIT 1); END";
+        // Inside a compound statement its statements are ordered as a program's body is
+        // (`programs`); a LIMIT over a join there is still refused.
+        let sql = "BEGIN NOT ATOMIC DELETE FROM t WHERE a = (SELECT a FROM s LIMIT 1);\n\
+                   UPDATE t SET a = 0 ORDER BY b LIMIT 2 ; END";
+        let first = check_write(sql, false, &lit());
+        assert_eq!(first.refused, None, "{sql}");
+        assert_eq!(
+            first.needs_primary_keys,
+            [table(None, "s"), table(None, "t")]
+        );
+        let keys = vec![vec!["id".to_string()], vec!["k".to_string()]];
+        let keyed = Literals {
+            primary_keys: Some(&keys),
+            ..lit()
+        };
+        let again = check_write(sql, false, &keyed);
+        assert_eq!(
+            again.rewritten.as_deref().map(one_spaced).as_deref(),
+            Some(
+                "BEGIN NOT ATOMIC DELETE FROM t WHERE a = (SELECT a FROM s ORDER BY `s`.`id` \
+                 LIMIT 1); UPDATE t SET a = 0 ORDER BY b , `t`.`k` LIMIT 2 ; END"
+            )
+        );
+        let sql = "BEGIN NOT ATOMIC DELETE FROM t WHERE a = \
+                   (SELECT a FROM s JOIN u USING (a) LIMIT 1); END";
         let why = check_write(sql, false, &lit()).refused;
         assert!(why.is_some_and(|w| w.contains("compound")), "{sql}");
     }

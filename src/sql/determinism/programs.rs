@@ -36,11 +36,58 @@ pub struct ProgramOrders {
 pub fn program_orders(sql: &str, primary_keys: Option<&[Vec<String>]>) -> ProgramOrders {
     let spans: Vec<Spanned<'_>> = Lexer::new(sql).collect();
     let mut read_keys = primary_keys.map(|keys| keys.iter());
-    let mut result = ProgramOrders::default();
-    let mut inserts: Vec<(usize, String)> = Vec::new();
-    for range in body_statements(&spans) {
+    let mut body = body_orders(sql, &spans, read_keys.as_mut());
+    let mut result = ProgramOrders {
+        refused: body.refused,
+        ..Default::default()
+    };
+    if result.refused.is_none() && primary_keys.is_none() {
+        result.needs_primary_keys = body.tables;
+    }
+    if !body.inserts.is_empty() {
+        body.inserts.sort_by_key(|(at, _)| *at);
+        let mut out = String::with_capacity(sql.len() + 64);
+        let mut last = 0;
+        for (at, text) in &body.inserts {
+            out.push_str(sql.get(last..*at).unwrap_or_default());
+            out.push_str(text);
+            last = *at;
+        }
+        out.push_str(sql.get(last..).unwrap_or_default());
+        result.rewritten = Some(out);
+    }
+    result
+}
+
+/// The orders of the statements in a body (`spans`, lexed from `sql`).
+pub(super) struct BodyOrders {
+    /// Text to insert, at byte offsets of `sql` that start a token or follow the last.
+    pub inserts: Vec<(usize, String)>,
+    /// Tables whose keys they need, in the order `read_keys` gives them.
+    pub tables: Vec<(Option<String>, String)>,
+    /// Why one of them cannot be fixed.
+    pub refused: Option<String>,
+}
+
+/// The orders of the statements of a program's or a compound statement's body
+/// (`body_statements`), their keys taken from `read_keys` once read. An order that ends a
+/// statement goes in front of its `;`, so every offset starts a token of `sql` or follows
+/// its last one (where `check_write` splices text in).
+pub(super) fn body_orders<'k>(
+    sql: &str,
+    spans: &[Spanned<'_>],
+    mut read_keys: Option<&mut std::slice::Iter<'k, Vec<String>>>,
+) -> BodyOrders {
+    let keys_read = read_keys.is_some();
+    let mut body = BodyOrders {
+        inserts: Vec::new(),
+        tables: Vec::new(),
+        refused: None,
+    };
+    for range in body_statements(spans) {
         let base = spans[range.start].start;
-        let Some(text) = sql.get(base..spans[range.end - 1].end) else {
+        let last_end = spans[range.end - 1].end;
+        let Some(text) = sql.get(base..last_end) else {
             continue;
         };
         let toks: Vec<Spanned<'_>> = Lexer::new(text).collect();
@@ -53,34 +100,23 @@ pub fn program_orders(sql: &str, primary_keys: Option<&[Vec<String>]>) -> Progra
             is_update_or_delete,
             is_insert_select,
             true,
-            read_keys.as_mut(),
+            read_keys.as_deref_mut(),
         );
-        if let Some(why) = orders.refusal(primary_keys.is_some()) {
-            result
-                .refused
-                .get_or_insert(format!("in the program's `{}`: {why}", excerpt(text)));
+        if let Some(why) = orders.refusal(keys_read) {
+            body.refused
+                .get_or_insert(format!("in `{}`: {why}", excerpt(text)));
         }
-        if primary_keys.is_none() {
-            result.needs_primary_keys.extend(orders.tables());
-        }
-        inserts.extend(orders.key_texts.into_iter().map(|(at, t)| (base + at, t)));
+        body.tables.extend(orders.tables());
+        let end = spans
+            .get(range.end)
+            .map_or(last_end, |semicolon| semicolon.start);
+        body.inserts
+            .extend(orders.key_texts.into_iter().map(|(at, t)| {
+                let at = base + at;
+                (if at == last_end { end } else { at }, t)
+            }));
     }
-    if result.refused.is_some() {
-        result.needs_primary_keys.clear();
-    }
-    if !inserts.is_empty() {
-        inserts.sort_by_key(|(at, _)| *at);
-        let mut out = String::with_capacity(sql.len() + 64);
-        let mut last = 0;
-        for (at, text) in &inserts {
-            out.push_str(sql.get(last..*at).unwrap_or_default());
-            out.push_str(text);
-            last = *at;
-        }
-        out.push_str(sql.get(last..).unwrap_or_default());
-        result.rewritten = Some(out);
-    }
-    result
+    body
 }
 
 /// The byte ranges of the program's writes whose every unordered pick a primary key can
