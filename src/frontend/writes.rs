@@ -1253,8 +1253,8 @@ impl ClientSession {
         self.open_write = None;
         session.before_statement(c);
         self.hold_for(session, route).await?;
-        let hashed = match self.hash_passwords(command).await {
-            Ok(hashed) => hashed,
+        let logged = match self.logged_ddl(command).await {
+            Ok(logged) => logged,
             Err(Ok(e)) => return Err(Failure::Answer(e)),
             Err(Err(e)) => {
                 return self
@@ -1262,17 +1262,7 @@ impl ClientSession {
                     .map(|_| ())
             }
         };
-        let command = hashed.as_deref().unwrap_or(command);
-        let ordered = match self.order_program_writes(command).await {
-            Ok(ordered) => ordered,
-            Err(Ok(e)) => return Err(Failure::Answer(e)),
-            Err(Err(e)) => {
-                return self
-                    .finish(session, c, Err(RelayError::Backend(e)))
-                    .map(|_| ())
-            }
-        };
-        let command = ordered.as_deref().unwrap_or(command);
+        let command = logged.as_deref().unwrap_or(command);
         // Followers run the DDL under the primary connection's settings (a restored dump
         // creates tables with `FOREIGN_KEY_CHECKS=0` set from a user variable).
         let settings = {
@@ -1431,6 +1421,19 @@ impl ClientSession {
         session.after_statement(c, &summary);
         self.release_if_unpinned(session);
         Ok(())
+    }
+
+    /// The DDL's text (`command`, a COM_QUERY) as the primary runs it and the log carries
+    /// it, when the proxy changes it: passwords hashed (`hash_passwords`), a program's
+    /// writes ordered (`order_program_writes`). `None`: as the client sent it.
+    async fn logged_ddl(
+        &mut self,
+        command: &[u8],
+    ) -> Result<Option<Vec<u8>>, Result<MysqlError, std::io::Error>> {
+        if let Some(hashed) = self.hash_passwords(command).await? {
+            return Ok(Some(hashed));
+        }
+        self.order_program_writes(command).await
     }
 
     /// An account statement's text (`command`, a COM_QUERY) with each clear-text password
