@@ -3409,15 +3409,28 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
              SELECT id INTO j FROM entries WHERE owner IS NULL ORDER BY pri LIMIT 1; \
              UPDATE entries SET owner = who WHERE id = j; END",
             "CREATE TABLE heap (v INT)",
+            // A cursor loop numbering rows: an index on k reads them in k's order (the
+            // highest id first), a scan in id order.
+            "CREATE TABLE chain (id INT PRIMARY KEY, k INT NOT NULL, KEY (k))",
+            "INSERT INTO chain SELECT seq, 3000 - seq FROM seq_1_to_3000",
+            "CREATE TABLE walk (n INT PRIMARY KEY, id INT)",
+            "CREATE PROCEDURE walk_chain() BEGIN \
+             DECLARE done INT DEFAULT 0; DECLARE v, n INT DEFAULT 0; \
+             DECLARE c CURSOR FOR SELECT id FROM chain WHERE k < 20; \
+             DECLARE CONTINUE HANDLER FOR NOT FOUND SET done = 1; \
+             OPEN c; l: LOOP FETCH c INTO v; IF done THEN LEAVE l; END IF; \
+             SET n = n + 1; INSERT INTO walk VALUES (n, v); END LOOP; CLOSE c; END",
         ],
     )
     .await;
     wait_converged(&[&dbs[0], &dbs[1], &dbs[2]]).await;
     let mut follower = connect(&dbs[2].url(None)).await;
-    follower
-        .query_drop("ALTER TABLE sp.entries DROP INDEX pri")
-        .await
-        .unwrap();
+    for sql in [
+        "ALTER TABLE sp.entries DROP INDEX pri",
+        "ALTER TABLE sp.chain DROP INDEX k",
+    ] {
+        follower.query_drop(sql).await.unwrap();
+    }
     run_all(
         &mut c,
         &[
@@ -3427,6 +3440,7 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
             "CALL copy_first()",
             "CALL claim_any(9)",
             "CALL take(10)",
+            "CALL walk_chain()",
             // A compound statement sent as it is: its statements are ordered the same way.
             "BEGIN NOT ATOMIC DECLARE j INT; \
              SELECT id INTO j FROM entries WHERE owner IS NULL ORDER BY pri LIMIT 1; \
@@ -3447,6 +3461,8 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
     )
     .await;
     assert_eq!(claimed, [1, 3, 6, 9, 12]);
+    let walked = ids(&mut c, "SELECT id FROM sp.walk ORDER BY n LIMIT 3").await;
+    assert_eq!(walked, [2981, 2982, 2983]);
     let copied = ids(&mut c, "SELECT id FROM sp.copies ORDER BY n").await;
     assert_eq!(copied, [3, 6, 9, 12, 15]);
     // An unordered window over a join no key can order: the program is refused.
@@ -3477,11 +3493,18 @@ async fn writes_in_stored_programs_pick_and_number_rows_alike_on_every_replica()
         err.contains("could not be read") && err.contains("later"),
         "{err}"
     );
-    follower
-        .query_drop("ALTER TABLE sp.entries ADD INDEX pri (pri)")
-        .await
-        .unwrap();
-    assert_replicas_identical(&dbs, &mut c, &["sp.entries", "sp.ranks", "sp.copies"]).await;
+    for sql in [
+        "ALTER TABLE sp.entries ADD INDEX pri (pri)",
+        "ALTER TABLE sp.chain ADD INDEX k (k)",
+    ] {
+        follower.query_drop(sql).await.unwrap();
+    }
+    assert_replicas_identical(
+        &dbs,
+        &mut c,
+        &["sp.entries", "sp.ranks", "sp.copies", "sp.walk"],
+    )
+    .await;
 }
 
 /// An `INSERT … SELECT` sorting or limiting rows that no primary key can order (a staging
