@@ -108,9 +108,7 @@ pub(super) fn body_orders<'k>(
         }
         body.tables.extend(orders.tables());
         let mut key_texts = orders.key_texts;
-        let cursor = range.start >= 2
-            && spans[range.start - 1].tok.is_word("FOR")
-            && spans[range.start - 2].tok.is_word("CURSOR");
+        let cursor = cursor_select(spans, range.start);
         if let Some(order) = cursor.then(|| unordered_cursor_order(&toks)).flatten() {
             let key = read_keys.as_deref_mut().and_then(Iterator::next);
             if let Some(key) = key.filter(|k| !k.is_empty()) {
@@ -207,21 +205,20 @@ fn body_statements(spans: &[Spanned<'_>]) -> Vec<std::ops::Range<usize>> {
     let mut i = 0;
     while i < spans.len() {
         let t = spans[i].tok;
-        let prev = |back: usize| i.checked_sub(back).map(|p| spans[p].tok);
+        let prev = i.checked_sub(1).map(|p| spans[p].tok);
         let end = statement_end(spans, i);
         let write = ["INSERT", "REPLACE", "UPDATE", "DELETE"]
             .iter()
             .any(|w| t.is_word(w))
             && spans.get(i + 1).map(|n| n.tok) != Some(Tok::Punct('('))
-            && !prev(1).is_some_and(|p| {
+            && !prev.is_some_and(|p| {
                 p == Tok::Punct(',')
                     || p == Tok::Punct('.')
                     || NOT_AFTER.iter().any(|w| p.is_word(w))
             });
         let feeding_select = t.is_word("SELECT")
-            && (prev(1).is_some_and(|p| p.is_word("FOR"))
-                && prev(2).is_some_and(|p| p.is_word("CURSOR"))
-                || !prev(1).is_some_and(|p| {
+            && (cursor_select(spans, i)
+                || !prev.is_some_and(|p| {
                     p == Tok::Punct('(')
                         || ["UNION", "EXCEPT", "INTERSECT", "ALL", "DISTINCT", "AS"]
                             .iter()
@@ -235,6 +232,11 @@ fn body_statements(spans: &[Spanned<'_>]) -> Vec<std::ops::Range<usize>> {
         }
     }
     found
+}
+
+/// Whether the statement at `start` is a cursor's (`DECLARE c CURSOR FOR SELECT …`).
+fn cursor_select(spans: &[Spanned<'_>], start: usize) -> bool {
+    start >= 2 && spans[start - 1].tok.is_word("FOR") && spans[start - 2].tok.is_word("CURSOR")
 }
 
 /// The index of the `;` at depth 0 that ends the statement starting at `start`, or the end.
