@@ -1136,3 +1136,61 @@ async fn kill_takes_the_proxys_connection_ids() {
     assert_eq!(server_error(err).0, 1927);
     drop(spare);
 }
+
+/// Clients that prepare, execute and close on every call (Go's database/sql, Connector/C
+/// fallbacks, mysql_async without a statement cache) must not leave server statements
+/// behind: each left one on a pooled connection, until the server's global
+/// max_prepared_stmt_count (16382) refused every PREPARE from every client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_prepared_per_call_do_not_pile_up_on_the_server() {
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut direct = connect(&db.url(None)).await;
+    direct
+        .query_drop("CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    let mut via = connect(&format!("{}&stmt_cache_size=0", proxy.url(Some("app")))).await;
+    for i in 0..600 {
+        via.exec_drop("INSERT INTO t (id, v) VALUES (?, ?)", (i, i * 2))
+            .await
+            .unwrap();
+        let v: Option<i64> = via
+            .exec_first("SELECT v FROM t WHERE id = ?", (i,))
+            .await
+            .unwrap();
+        assert_eq!(v, Some(i * 2));
+    }
+    let same_texts = common::converge::global_status(&db, "Prepared_stmt_count").await;
+    // Endless distinct texts (an IN list of every arity) are capped per connection.
+    for n in 1..=700 {
+        let marks = vec!["?"; n].join(", ");
+        let ids: Vec<Value> = (0..n as i64).map(Value::Int).collect();
+        let count: Option<i64> = via
+            .exec_first(format!("SELECT COUNT(*) FROM t WHERE id IN ({marks})"), ids)
+            .await
+            .unwrap();
+        assert_eq!(count, Some(n.min(600) as i64));
+    }
+    let distinct_texts = common::converge::global_status(&db, "Prepared_stmt_count").await;
+    let backend_connections: u64 = direct
+        .query_first(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE ID <> CONNECTION_ID() AND COMMAND <> 'Daemon'",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    drop(via);
+    // Each pooled connection keeps a text once (2 texts here, on the few connections
+    // the session used); 1,200 calls left 1,200 statements before.
+    assert!(
+        same_texts <= 2 * backend_connections,
+        "{same_texts} statements left by 1,200 calls of 2 texts on {backend_connections} connections"
+    );
+    assert!(
+        distinct_texts <= 256 * backend_connections,
+        "{distinct_texts} statements left by 700 texts on {backend_connections} connections"
+    );
+}

@@ -256,19 +256,7 @@ pub async fn ensure_prepared(
     if let Some(id) = conn.prepared_id(sql) {
         return Ok(Ok(id));
     }
-    if conn.prepared_count() >= STATEMENTS_PER_CONNECTION {
-        let ids: Vec<u32> = conn
-            .statements
-            .values()
-            .flat_map(|v| v.iter().map(|(_, id)| *id))
-            .collect();
-        for id in ids {
-            let mut close = vec![COM_STMT_CLOSE];
-            close.extend_from_slice(&id.to_le_bytes());
-            conn.stream.queue_packet(0, &close);
-        }
-        conn.statements.clear();
-    }
+    make_room(conn);
     let mut p = Vec::with_capacity(1 + sql.len());
     p.push(COM_STMT_PREPARE);
     p.extend_from_slice(sql.as_bytes());
@@ -291,6 +279,43 @@ pub async fn ensure_prepared(
             "no answer to COM_STMT_PREPARE",
         )),
     }
+}
+
+/// Records that a client's COM_STMT_PREPARE, relayed to `conn`, prepared `sql` there as
+/// `id`. A text already prepared here (under this schema) keeps its first id and the new one
+/// is closed: clients that prepare per call (Go's database/sql, Connector/Python's
+/// executemany without bulk) would otherwise leave one more server statement per call,
+/// until the server's max_prepared_stmt_count refuses every PREPARE on it. The first is
+/// kept rather than the new one because an open cursor may live on it.
+pub fn keep_prepared(conn: &mut BackendConn, sql: Arc<str>, id: u32) {
+    if conn.prepared_id(&sql).is_some() {
+        queue_close(conn, id);
+        return;
+    }
+    make_room(conn);
+    conn.remember_prepared(sql, id);
+}
+
+/// Closes every statement prepared on `conn` once it holds `STATEMENTS_PER_CONNECTION`
+/// (queued: COM_STMT_CLOSE has no answer, so they travel with the next command).
+fn make_room(conn: &mut BackendConn) {
+    if conn.prepared_count() < STATEMENTS_PER_CONNECTION {
+        return;
+    }
+    let ids: Vec<u32> = conn
+        .statements
+        .drain()
+        .flat_map(|(_, v)| v.into_iter().map(|(_, id)| id))
+        .collect();
+    for id in ids {
+        queue_close(conn, id);
+    }
+}
+
+fn queue_close(conn: &mut BackendConn, id: u32) {
+    let mut close = [COM_STMT_CLOSE, 0, 0, 0, 0];
+    close[1..].copy_from_slice(&id.to_le_bytes());
+    conn.stream.queue_packet(0, &close);
 }
 
 /// Applies the session's schema and variables to `conn` where they differ.

@@ -2736,7 +2736,7 @@ impl ClientSession {
                 if diagnostics.is_some() && crate::sql::diagnostics::parse(&sql).is_some() {
                     session.diagnostics = diagnostics;
                 }
-                h.conn.remember_prepared(sql.clone(), p.statement_id);
+                executor::keep_prepared(&mut h.conn, sql.clone(), p.statement_id);
                 session.prepared.insert(
                     client_id,
                     PreparedStatement {
