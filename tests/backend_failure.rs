@@ -422,3 +422,46 @@ async fn a_session_whose_state_went_with_its_backend_connection_is_closed() {
         assert_eq!(rows, vec![(0, 2)], "{}", db.addr());
     }
 }
+
+/// Connects that find the server's socket backlog full (EAGAIN: here the server is
+/// stopped while sessions open connections) go over TCP once; the socket stays the
+/// backend's transport. Before, the first EAGAIN moved the backend to TCP until it was
+/// next marked down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_socket_backlog_does_not_move_a_backend_to_tcp() {
+    common::init_tracing();
+    let mut db = MariaDb::start();
+    db.restart_with(&["--back-log=1"]);
+    let mut cfg = config_for(&[&db]);
+    cfg.backend.prefer_socket = true;
+    let proxy = Proxy::start(cfg);
+    write_and_read(&proxy, "b1").await;
+    let socket = format!("unix:{}", db.dir.path().join("server.sock").display());
+    assert_eq!(transports(&proxy).await, std::slice::from_ref(&socket));
+    let url = proxy.url(None);
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(Conn::new(Opts::from_url(&url).unwrap()).await.unwrap());
+    }
+    db.signal("STOP");
+    // Each session holds its backend connection in a transaction, so each opens one.
+    let sessions: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                c.query_drop("BEGIN; SELECT 1").await.unwrap();
+                c
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.signal("CONT");
+    let mut held = Vec::new();
+    for s in sessions {
+        held.push(s.await.unwrap());
+    }
+    assert_eq!(transports(&proxy).await, [socket]);
+    for mut c in held {
+        c.query_drop("COMMIT").await.unwrap();
+    }
+}

@@ -1194,3 +1194,48 @@ async fn statements_prepared_per_call_do_not_pile_up_on_the_server() {
         "{distinct_texts} statements left by 700 texts on {backend_connections} connections"
     );
 }
+
+/// A backend at its max_connections refuses with 1040 (before its greeting, without a
+/// SQLSTATE, when far over): sessions hear the server's own 1040, as a direct connection
+/// would, not "backend unreachable: malformed error packet" (9003); and the sessions that
+/// got a connection carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_at_its_connection_limit_answers_too_many_connections() {
+    common::init_tracing();
+    let mut db = MariaDb::start();
+    db.restart_with(&["--max-connections=10"]);
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut holding = Vec::new();
+    let mut refusals = Vec::new();
+    for _ in 0..30 {
+        let opened = Conn::new(Opts::from_url(&proxy.url(None)).unwrap()).await;
+        let mut c = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                refusals.push(server_error(e));
+                continue;
+            }
+        };
+        // A transaction keeps its backend connection until it ends.
+        match c.query_drop("BEGIN; SELECT 1").await {
+            Ok(()) => holding.push(c),
+            Err(e) => refusals.push(server_error(e)),
+        }
+    }
+    assert!(
+        !refusals.is_empty(),
+        "30 transactions open on a server with max_connections = 10"
+    );
+    for (code, _, message) in &refusals {
+        assert_eq!(
+            (*code, message.as_str()),
+            (1040, "Too many connections"),
+            "{refusals:?}"
+        );
+    }
+    for c in &mut holding {
+        c.query_drop("COMMIT").await.unwrap();
+        let one: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1));
+    }
+}

@@ -188,6 +188,22 @@ pub struct BackendConn {
     pub idle_since: std::time::Instant,
 }
 
+/// Connects to a server's Unix socket. A full listen backlog (a burst of connects, a
+/// server slow to accept) makes a non-blocking connect fail with EAGAIN where a blocking
+/// one would wait: it is tried again, within the caller's connect timeout.
+async fn connect_unix(path: &std::path::Path) -> io::Result<UnixStream> {
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        match UnixStream::connect(path).await {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl BackendConn {
     pub async fn connect(
         addr: Arc<str>,
@@ -201,7 +217,7 @@ impl BackendConn {
         let fut = async {
             let mut stream = match transport {
                 Transport::Unix(path) => {
-                    let unix = UnixStream::connect(&**path).await?;
+                    let unix = connect_unix(path).await?;
                     let fd = unix.as_raw_fd();
                     let mut stream = PacketStream::new(BackendSocket::Unix(unix));
                     stream.set_poll_fd(fd);

@@ -25,6 +25,15 @@ pub enum AcquireError {
         role: &'static str,
         source: io::Error,
     },
+    /// The server answered but refused a connection at one of its limits: not a sign that
+    /// it is down, so no failover is waited for.
+    #[error("backend {addr} (shard {shard}, {role}) refused a connection: {error}; raise its max_connections (or the account's limit) or lower the proxy's max_connections")]
+    AtLimit {
+        addr: String,
+        shard: u32,
+        role: &'static str,
+        error: MysqlError,
+    },
     #[error("backend {addr} (shard {shard}, {role}) is marked down by health checks; retry when it is back")]
     Down {
         addr: String,
@@ -44,6 +53,8 @@ impl AcquireError {
     pub fn to_mysql(&self) -> MysqlError {
         match self {
             AcquireError::Restore(e) => e.clone(),
+            // As a direct connection would hear it: applications back off on 1040.
+            AcquireError::AtLimit { error, .. } => error.clone(),
             // As a direct login with that account would be answered, plus what to do.
             AcquireError::Refused { account, error } => MysqlError {
                 code: error.code,
@@ -107,11 +118,23 @@ pub async fn acquire(
             role,
         });
     }
-    let unreachable = |source| AcquireError::Unreachable {
-        addr: pool.addr.to_string(),
-        shard: shard.0,
-        role,
-        source,
+    let unreachable = |source: io::Error| match connection_limit(&source) {
+        Some(error) => {
+            let e = AcquireError::AtLimit {
+                addr: pool.addr.to_string(),
+                shard: shard.0,
+                role,
+                error,
+            };
+            tracing::warn!("{e}");
+            e
+        }
+        None => AcquireError::Unreachable {
+            addr: pool.addr.to_string(),
+            shard: shard.0,
+            role,
+            source,
+        },
     };
     let account = session.backend_account.as_ref();
     let without_schema = || pool.connect_for(account, caps, session.collation, None);
@@ -161,6 +184,15 @@ pub async fn acquire(
 const UNKNOWN_DATABASE: u16 = 1049;
 
 /// The server refused a connection's default database: it does not exist.
+/// The server's refusal at a connection limit: 1040 (max_connections), 1203
+/// (max_user_connections), 1226 (an account's MAX_USER_CONNECTIONS).
+fn connection_limit(e: &io::Error) -> Option<MysqlError> {
+    e.get_ref()
+        .and_then(|x| x.downcast_ref::<MysqlError>())
+        .filter(|e| matches!(e.code, 1040 | 1203 | 1226))
+        .cloned()
+}
+
 fn is_unknown_database(e: &io::Error) -> bool {
     e.get_ref()
         .and_then(|x| x.downcast_ref::<MysqlError>())

@@ -63,13 +63,18 @@ impl MysqlError {
         buf
     }
 
-    /// Parses an ERR packet payload as sent by a server.
+    /// Parses an ERR packet payload as sent by a server. One sent before the handshake (a
+    /// server over its connection limit refuses at once: the client's capabilities are not
+    /// known yet) has no `#` SQLSTATE marker; its state is HY000, as client libraries report.
     pub fn decode(payload: &[u8]) -> Option<Self> {
+        let protocol_41 = payload.get(3) == Some(&b'#');
+        let caps = if protocol_41 {
+            CapabilityFlags::CLIENT_PROTOCOL_41
+        } else {
+            CapabilityFlags::empty()
+        };
         let mut pb = ParseBuf(payload);
-        match pb
-            .parse::<ErrPacket<'_>>(CapabilityFlags::CLIENT_PROTOCOL_41)
-            .ok()?
-        {
+        match pb.parse::<ErrPacket<'_>>(caps).ok()? {
             ErrPacket::Error(e) => Some(MysqlError {
                 code: e.error_code(),
                 state: e.sql_state_ref().map(|s| s.as_bytes()).unwrap_or(*b"HY000"),
@@ -273,6 +278,16 @@ mod tests {
         // Codes outside MySQL's own range must not be a problem.
         let e = MysqlError::new(9999, "XX001", "x");
         assert_eq!(MysqlError::decode(&e.encode()).unwrap().code, 9999);
+    }
+
+    #[test]
+    fn an_error_without_sqlstate_marker_decodes() {
+        // MariaDB over max_connections + extra_max_connections, before its greeting.
+        let mut p = vec![0xFF, 0x10, 0x04];
+        p.extend_from_slice(b"Too many connections");
+        let e = MysqlError::decode(&p).unwrap();
+        assert_eq!(e, MysqlError::new(1040, "HY000", "Too many connections"));
+        assert!(MysqlError::decode(&[0xFF, 0x10]).is_none());
     }
 
     #[test]

@@ -160,6 +160,17 @@ impl MariaDb {
         }
     }
 
+    /// Sends the server a signal (`STOP`, `CONT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     pub fn restart(&mut self) {
         self.restart_with(&[]);
     }
