@@ -728,6 +728,20 @@ async fn clients_that_prefer_the_unix_socket_stay_on_the_proxy() {
     let mut c = connect(&format!("mysql://root@127.0.0.1:{}/", proxy.port)).await;
     let rows: Vec<(String, String)> = c.query("SHOW PROXY STATUS").await.unwrap();
     assert!(rows.iter().any(|(k, _)| k == "connections_active"));
+    let socket: Option<Option<String>> = c.query_first("SELECT @@socket").await.unwrap();
+    assert_eq!(socket, Some(None));
+
+    // A proxy with its own socket names it (go-sql-driver's tests and tools connect to it).
+    let mut cfg = config_for(&[&db]);
+    let own = db.dir.path().join("proxy.sock").display().to_string();
+    cfg.proxy.listen_socket = own.clone();
+    let with_socket = Proxy::start(cfg);
+    let mut c = connect(&format!("mysql://root@127.0.0.1:{}/", with_socket.port)).await;
+    let socket: Option<String> = c.query_first("SELECT @@socket").await.unwrap();
+    assert_eq!(socket.as_deref(), Some(own.as_str()));
+    let mut over_socket = connect(&format!("mysql://root@localhost/?socket={own}")).await;
+    let rows: Vec<(String, String)> = over_socket.query("SHOW PROXY STATUS").await.unwrap();
+    assert!(rows.iter().any(|(k, _)| k == "connections_active"));
 }
 
 /// `SHOW PROXY <table> LIKE '<pattern>'` keeps the rows whose first column matches, as

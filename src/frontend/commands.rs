@@ -1155,7 +1155,11 @@ impl ClientSession {
                 let rewritten = if let Some(end) = releasing {
                     Some(end.on_primary().to_string())
                 } else if c.flags.contains(Flags::READS_SOCKET) {
-                    crate::sql::rewrite::hide_backend_socket(sql)
+                    let own = &self.ctx.config.proxy.listen_socket;
+                    crate::sql::rewrite::hide_backend_socket(
+                        sql,
+                        Some(own).filter(|s| !s.is_empty()).map(String::as_str),
+                    )
                 } else if c.flags.contains(Flags::TABLE_LOCK) && c.kind == Kind::Lock {
                     crate::sql::rewrite::lock_tables_with_log(sql)
                 } else if sets_isolation(&c) {

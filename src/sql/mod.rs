@@ -224,7 +224,7 @@ mod robustness {
             );
             let _ = (prepare::parse(&sql), prepare::bind(&sql, &["1", "'a'"]));
             let _ = (
-                rewrite::hide_backend_socket(&sql),
+                rewrite::hide_backend_socket(&sql, Some("/s")),
                 rewrite::lock_tables_with_log(&sql),
             );
             let _ = (set::parse_set(&sql), set::raise_isolation(&sql));

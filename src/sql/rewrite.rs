@@ -37,10 +37,16 @@ pub fn onto_original(original: &[u8], view: &str, rewritten: &str) -> Option<Vec
     Some(out)
 }
 
-/// Replaces reads of `@@socket` with NULL (keeping the column name). Clients such as
-/// mysql_async read `@@socket` right after connecting and, on a loopback address, reconnect
-/// to that Unix socket — which is the backend's, so they would silently bypass the proxy.
-pub fn hide_backend_socket(sql: &str) -> Option<String> {
+/// Replaces reads of `@@socket` with the proxy's own socket (`proxy.listen_socket`), or NULL
+/// when it has none, keeping the column name. Clients such as mysql_async read `@@socket`
+/// right after connecting and, on a loopback address, reconnect to that Unix socket: the
+/// backend's would silently bypass the proxy. A path a plain string literal cannot hold as
+/// it is (a quote or a backslash) is NULL too.
+pub fn hide_backend_socket(sql: &str, own_socket: Option<&str>) -> Option<String> {
+    let value = match own_socket {
+        Some(path) if !path.contains(['\'', '\\']) => format!("'{path}'"),
+        _ => "NULL".to_string(),
+    };
     let toks: Vec<_> = Lexer::new(sql).collect();
     let mut out = String::with_capacity(sql.len() + 16);
     let mut last = 0;
@@ -55,10 +61,9 @@ pub fn hide_backend_socket(sql: &str) -> Option<String> {
                 || matches!(n.tok, Tok::Quoted(_) | Tok::Str(_))
         });
         out.push_str(&sql[last..t.start]);
-        if aliased {
-            out.push_str("NULL");
-        } else {
-            out.push_str("NULL AS `");
+        out.push_str(&value);
+        if !aliased {
+            out.push_str(" AS `");
             out.push_str(&sql[t.start..t.end]);
             out.push('`');
         }
@@ -285,17 +290,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn socket_reads_become_null() {
+    fn socket_reads_become_the_proxys_socket_or_null() {
         assert_eq!(
-            hide_backend_socket("SELECT @@max_allowed_packet,@@wait_timeout,@@socket").as_deref(),
+            hide_backend_socket("SELECT @@max_allowed_packet,@@wait_timeout,@@socket", None)
+                .as_deref(),
             Some("SELECT @@max_allowed_packet,@@wait_timeout,NULL AS `@@socket`")
         );
         assert_eq!(
-            hide_backend_socket("select @@socket as s, 1").as_deref(),
+            hide_backend_socket("select @@socket as s, 1", None).as_deref(),
             Some("select NULL as s, 1")
         );
-        assert_eq!(hide_backend_socket("SELECT '@@socket'"), None);
-        assert_eq!(hide_backend_socket("SELECT 1"), None);
+        assert_eq!(
+            hide_backend_socket("SELECT @@global.socket", Some("/run/mq.sock")).as_deref(),
+            Some("SELECT '/run/mq.sock' AS `@@global.socket`")
+        );
+        assert_eq!(
+            hide_backend_socket("SELECT @@socket s", Some("/tmp/it's.sock")).as_deref(),
+            Some("SELECT NULL s")
+        );
+        assert_eq!(hide_backend_socket("SELECT '@@socket'", None), None);
+        assert_eq!(hide_backend_socket("SELECT 1", None), None);
     }
 
     #[test]
