@@ -131,6 +131,39 @@ async fn multi_statements_results_and_errors() {
     // The connection stays usable.
     let v: Option<u8> = c.query_first("SELECT 7").await.unwrap();
     assert_eq!(v, Some(7));
+    // A statement the proxy does not know (refused by the proxy itself) fails as the
+    // server's syntax error does: after the results before it (PyMySQL's
+    // test_nextset_error), in the server's words, naming the rest of the whole text.
+    let mut direct = connect(&db.url(None)).await;
+    for text in [
+        "SELECT 11; xyzzy;",
+        "SELECT 12; xyzzy; SELECT 13",
+        "xyzzy ;  ",
+    ] {
+        let mut answers = Vec::new();
+        for conn in [&mut direct, &mut c] {
+            let mut got = Vec::new();
+            match conn.query_iter(text).await {
+                Ok(mut rows) => {
+                    // Three result sets at most; an error ends them.
+                    for _ in 0..3 {
+                        match rows.collect::<u8>().await {
+                            Ok(v) if v.is_empty() => {}
+                            Ok(v) => got.push(format!("{v:?}")),
+                            Err(e) => {
+                                got.push(format!("{:?}", server_error(e)));
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => got.push(format!("{:?}", server_error(e))),
+            }
+            answers.push(got);
+        }
+        assert_eq!(answers[1], answers[0], "{text}");
+        assert!(answers[0].last().unwrap().contains("1064"), "{answers:?}");
+    }
 
     // CALL with two result sets.
     c.query_drop(

@@ -907,11 +907,14 @@ impl ClientSession {
             && (!matches!(
                 c.kind,
                 Kind::Read | Kind::Session | Kind::Empty | Kind::Other
-            ) || c.flags.contains(Flags::SEQUENCE))
+            ) || c
+                .flags
+                .intersects(Flags::SEQUENCE | Flags::UNKNOWN_STATEMENT))
         {
             // Each statement goes its own way (writes, and reads that take a sequence's
             // value, through the log); the answers are joined into one multi-result
-            // response.
+            // response. Statements before one the proxy does not know run and answer, as
+            // on the server, which stops at its syntax error.
             return self.run_multi(client, session, sql, &payload[1..]).await;
         }
         self.run_statement(client, session, c, sql, payload).await
@@ -1820,10 +1823,14 @@ impl ClientSession {
             let mut sink = PacketStream::new(MemoryIo::keeping());
             let text = &sql[*a..*b];
             let c = self.ctx.classify_cache.classify(text);
-            match self
-                .run_statement(&mut sink, session, c, text, &payload)
-                .await
-            {
+            let ran = if c.flags.contains(Flags::UNKNOWN_STATEMENT) {
+                // Named in the whole text, as the server names it.
+                Err(Failure::Answer(writes::unknown_statement(sql)))
+            } else {
+                self.run_statement(&mut sink, session, c, text, &payload)
+                    .await
+            };
+            match ran {
                 Ok(()) => {}
                 Err(Failure::Answer(e)) => {
                     sink.queue_packet(sink.answer_seq(), &e.encode());

@@ -1657,23 +1657,30 @@ pub fn commits_implicitly(c: &Classified, sql: &str) -> bool {
     }
 }
 
+/// The server's own words (clients and their tests compare them) for the first statement of
+/// `sql`, a whole query text, that the proxy does not know: a syntax error near the rest of
+/// the text from there (its final `;` and blanks dropped, as the server shows it).
+pub fn unknown_statement(sql: &str) -> MysqlError {
+    let at = crate::sql::classify::unknown_statement_start(sql).unwrap_or(0);
+    let rest = sql.get(at..).unwrap_or(sql);
+    let rest = rest.trim_end_matches(|c: char| c == ';' || c.is_ascii_whitespace());
+    let near: String = rest.chars().take(80).collect();
+    let line = 1 + sql.get(..at).unwrap_or("").matches('\n').count();
+    MysqlError::new(
+        1064,
+        "42000",
+        format!(
+            "You have an error in your SQL syntax; check the manual that corresponds to your \
+             MariaDB server version for the right syntax to use near '{near}' at line {line}"
+        ),
+    )
+}
+
 /// Statements the proxy refuses on the write path because replicas could not follow them
 /// (or, SHUTDOWN, because they would act on one server behind the client's back).
 pub fn refuse_unreplicable(c: &Classified, sql: &str) -> Result<(), MysqlError> {
     if c.flags.contains(Flags::UNKNOWN_STATEMENT) {
-        // The server's own words for it: clients and their tests compare them.
-        let at = crate::sql::classify::unknown_statement_start(sql).unwrap_or(0);
-        let near: String = sql.get(at..).unwrap_or(sql).chars().take(80).collect();
-        let line = 1 + sql.get(..at).unwrap_or("").matches('\n').count();
-        return Err(MysqlError::new(
-            1064,
-            "42000",
-            format!(
-                "You have an error in your SQL syntax; check the manual that corresponds to \
-                 your MariaDB server version for the right syntax to use near '{near}' at \
-                 line {line}"
-            ),
-        ));
+        return Err(unknown_statement(sql));
     }
     if c.kind == Kind::Xa {
         return Err(MysqlError::not_supported(
