@@ -973,6 +973,23 @@ async fn a_session_has_one_id_for_connection_id_processlist_and_kill() {
             .collect::<Vec<_>>(),
         ["Id", "User", "Host", "db", "Command", "Time", "State", "Info", "Progress"]
     );
+    // Id and Time are integers, as the server types them (PyMySQL returned Id as a string,
+    // and its test_issue_36 compares it with the connection's thread id).
+    let on_server: Vec<Row> = direct.query("SHOW PROCESSLIST").await.unwrap();
+    use mysql_async::consts::ColumnType::{MYSQL_TYPE_LONG, MYSQL_TYPE_LONGLONG};
+    let integer = |t| matches!(t, MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG);
+    for (i, name) in [(0, "Id"), (5, "Time")] {
+        let theirs = on_server[0].columns_ref()[i].column_type();
+        let ours = listed[0].columns_ref()[i].column_type();
+        assert!(
+            integer(theirs) && integer(ours),
+            "{name}: {ours:?} against {theirs:?}"
+        );
+    }
+    assert_eq!(
+        listed[0].columns_ref()[0].column_type(),
+        on_server[0].columns_ref()[0].column_type()
+    );
     let ids: Vec<u64> = listed
         .iter()
         .map(|r| r.get::<String, _>("Id").unwrap().parse().unwrap())

@@ -10,6 +10,7 @@ pub mod metrics;
 
 use crate::context::ProxyContext;
 use crate::frontend::ClientSession;
+use crate::protocol::resultset::ColumnKind;
 use crate::protocol::MysqlError;
 use crate::session::{PinReason, SessionState, PIN_EVENTS};
 use std::sync::atomic::Ordering;
@@ -17,6 +18,10 @@ use std::sync::atomic::Ordering;
 /// A result set built by the proxy.
 pub struct Table {
     pub columns: Vec<&'static str>,
+    /// Each column's type where it is not text (empty: all text), as the server types the
+    /// statement the table answers: drivers convert by type (PyMySQL gives SHOW
+    /// PROCESSLIST's Id as an int, which applications compare with their thread id).
+    pub kinds: Vec<ColumnKind>,
     pub rows: Vec<Vec<Option<String>>>,
 }
 
@@ -89,6 +94,7 @@ fn replication(ctx: &ProxyContext) -> Table {
         }
     }
     Table {
+        kinds: Vec::new(),
         columns: vec![
             "shard",
             "replica",
@@ -290,6 +296,7 @@ fn processlist(ctx: &ProxyContext) -> Table {
         })
         .collect();
     Table {
+        kinds: Vec::new(),
         columns: vec![
             "id",
             "user",
@@ -348,7 +355,9 @@ fn server_processlist(
             ]
         })
         .collect();
+    use ColumnKind::{Int, Text};
     Table {
+        kinds: vec![Int, Text, Text, Text, Text, Int, Text, Text, Text],
         columns: vec![
             "Id", "User", "Host", "db", "Command", "Time", "State", "Info", "Progress",
         ],
@@ -362,6 +371,7 @@ fn server_processlist(
 fn queries(ctx: &ProxyContext) -> Table {
     let ms = |us: u64| format!("{:.3}", us as f64 / 1000.0);
     Table {
+        kinds: Vec::new(),
         columns: vec![
             "digest",
             "digest_text",
@@ -464,6 +474,7 @@ pub fn answer(
         )),
         "replication" => Ok(replication(ctx)),
         "pins" => Ok(Table {
+            kinds: Vec::new(),
             columns: vec!["reason", "times_pinned", "this_session"],
             rows: PinReason::ALL
                 .iter()
@@ -480,12 +491,14 @@ pub fn answer(
         // PgBouncer's RELOAD, ProxySQL's LOAD MYSQL USERS TO RUNTIME: users from the file.
         "proxy reload" | "proxy reload config" => match ctx.reload() {
             Ok(summary) => Ok(Table {
+                kinds: Vec::new(),
                 columns: vec!["result"],
                 rows: vec![vec![Some(summary)]],
             }),
             Err(e) => Err(MysqlError::new(1105, "HY000", format!("myquorum: {e}"))),
         },
         "proxy reset queries" => Ok(Table {
+            kinds: Vec::new(),
             columns: vec!["result"],
             rows: vec![vec![Some(format!(
                 "{} query digests cleared",
@@ -496,6 +509,7 @@ pub fn answer(
             let c = &ctx.counters;
             let kv = |k: &str, v: u64| vec![Some(k.to_string()), Some(v.to_string())];
             Ok(Table {
+                kinds: Vec::new(),
                 columns: vec!["variable", "value"],
                 rows: vec![
                     kv("connections_active", c.connections_active.load(Ordering::Relaxed)),
@@ -527,6 +541,7 @@ pub fn answer(
                 )
             });
             Ok(Table {
+                kinds: Vec::new(),
                 columns: vec!["variable", "value"],
                 rows: vec![
                     vec![Some("user".into()), Some(session.user.clone())],
@@ -617,6 +632,7 @@ fn backends(ctx: &ProxyContext) -> Table {
         })
         .collect();
     Table {
+        kinds: Vec::new(),
         columns: vec![
             "shard",
             "replica",
@@ -657,6 +673,7 @@ fn explain_last(ctx: &ProxyContext, client: &ClientSession) -> Table {
     ];
     let Some(l) = client.last_route.as_ref() else {
         return Table {
+            kinds: Vec::new(),
             columns,
             rows: Vec::new(),
         };
@@ -706,6 +723,7 @@ fn explain_last(ctx: &ProxyContext, client: &ClientSession) -> Table {
     };
     let flags: Vec<&str> = l.classified.flags.iter_names().map(|(n, _)| n).collect();
     Table {
+        kinds: Vec::new(),
         columns,
         rows: vec![vec![
             Some(l.sql.clone()),

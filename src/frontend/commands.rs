@@ -1060,6 +1060,7 @@ impl ClientSession {
                         tracing::info!(shard = shard.0, to = ?to.map(|r| r.0), "switchover requested by a client");
                         match self.ctx.replication.switchover(shard, to).await {
                             Ok(msg) => Ok(admin::Table {
+                                kinds: Vec::new(),
                                 columns: vec!["result"],
                                 rows: vec![vec![Some(msg)]],
                             }),
@@ -1071,13 +1072,22 @@ impl ClientSession {
                 };
                 match answer {
                     Ok(table) => {
-                        crate::protocol::resultset::queue_text_resultset(
+                        let typed: Vec<(&str, ColumnKind)> = table
+                            .columns
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| {
+                                (*c, table.kinds.get(i).copied().unwrap_or(ColumnKind::Text))
+                            })
+                            .collect();
+                        crate::protocol::resultset::queue_resultset(
                             client,
                             1,
-                            &table.columns,
+                            &typed,
                             &table.rows,
                             status,
                             self.format(),
+                            false,
                         );
                         client.flush().await.map_err(Failure::Client)
                     }
