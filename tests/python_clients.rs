@@ -38,6 +38,15 @@ fn pymysql_and_sqlalchemy_match_direct() {
     // Ids from a sequence, as SQLAlchemy takes them (`SELECT nextval(items_seq) AS …`).
     assert!(via.contains(r#"["sqlalchemy.sequence_key", [4]]"#), "{via}");
     assert!(via.contains(r#"["sqlalchemy.next_value", 5]"#), "{via}");
+    // SHOW PROCESSLIST's Id is the client's thread id (an int), and kill() ends it.
+    assert!(
+        via.contains(r#"["processlist.lists_thread_id", true]"#),
+        "{via}"
+    );
+    assert!(
+        via.contains(r#"["kill.ended_the_connection", true]"#),
+        "{via}"
+    );
     assert_eq!(via, direct);
 }
 

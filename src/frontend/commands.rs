@@ -42,6 +42,7 @@ const COM_FIELD_LIST: u8 = 0x04;
 const COM_REFRESH: u8 = 0x07;
 const COM_SHUTDOWN: u8 = 0x08;
 const COM_STATISTICS: u8 = 0x09;
+const COM_PROCESS_KILL: u8 = 0x0C;
 const COM_PING: u8 = 0x0E;
 const COM_CHANGE_USER: u8 = 0x11;
 const COM_STMT_PREPARE: u8 = 0x16;
@@ -163,6 +164,7 @@ fn command_name(command: u8) -> &'static str {
         COM_CHANGE_USER => "Change user",
         COM_RESET_CONNECTION => "Reset connection",
         COM_REFRESH => "Refresh",
+        COM_PROCESS_KILL => "Kill",
         _ => "Command",
     }
 }
@@ -528,6 +530,14 @@ impl ClientSession {
                         .await
                 }
                 COM_REFRESH => self.com_refresh(client, session, &pkt.payload).await,
+                // mysql_kill() (PyMySQL's `kill()`): KILL CONNECTION <id> as a command.
+                COM_PROCESS_KILL => match pkt.payload.get(1..5) {
+                    Some(id) => {
+                        let id = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+                        self.kill(client, session, kill::Kill::Connection(id)).await
+                    }
+                    None => Err(Failure::Answer(malformed())),
+                },
                 COM_SHUTDOWN => Err(Failure::Answer(writes::shutdown_refused())),
                 _ => Err(Failure::Answer(MysqlError::new(
                     1047,

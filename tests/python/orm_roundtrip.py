@@ -7,7 +7,9 @@ usage: orm_roundtrip.py PORT DATABASE
 import datetime
 import decimal
 import json
+import struct
 import sys
+import time
 
 import pymysql
 import sqlalchemy as sa
@@ -96,4 +98,21 @@ with engine.begin() as c:
 with engine.connect() as c:
     dump.append(("sqlalchemy.sequence_rows",
                  [repr(tuple(r)) for r in c.execute(sa.select(items).order_by(items.c.id))]))
+# SHOW PROCESSLIST's Id is an int, and mysql_kill() (COM_PROCESS_KILL, PyMySQL 0.9's kill())
+# ends that connection (PyMySQL's own test_issue_36).
+victim = pymysql.connect(host="127.0.0.1", port=port, user="root", password="")
+conn = pymysql.connect(host="127.0.0.1", port=port, user="root", password="")
+with conn.cursor() as cur:
+    cur.execute("SHOW PROCESSLIST")
+    dump.append(("processlist.lists_thread_id", victim.thread_id() in [r[0] for r in cur.fetchall()]))
+# PyMySQL 1.x sends KILL as a query; older versions and mysql_kill() send the command.
+conn._execute_command(pymysql.constants.COMMAND.COM_PROCESS_KILL, struct.pack("<I", victim.thread_id()))
+conn._read_ok_packet()
+time.sleep(0.3)
+try:
+    with victim.cursor() as cur:
+        cur.execute("SELECT 1")
+    dump.append(("kill.ended_the_connection", False))
+except pymysql.err.OperationalError:
+    dump.append(("kill.ended_the_connection", True))
 print(json.dumps(dump, sort_keys=True))
