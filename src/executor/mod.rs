@@ -183,7 +183,6 @@ pub async fn acquire(
 /// ER_BAD_DB_ERROR: a default database that does not exist (any more).
 const UNKNOWN_DATABASE: u16 = 1049;
 
-/// The server refused a connection's default database: it does not exist.
 /// The server's refusal at a connection limit: 1040 (max_connections), 1203
 /// (max_user_connections), 1226 (an account's MAX_USER_CONNECTIONS).
 fn connection_limit(e: &io::Error) -> Option<MysqlError> {
@@ -193,6 +192,7 @@ fn connection_limit(e: &io::Error) -> Option<MysqlError> {
         .cloned()
 }
 
+/// The server refused a connection's default database: it does not exist.
 fn is_unknown_database(e: &io::Error) -> bool {
     e.get_ref()
         .and_then(|x| x.downcast_ref::<MysqlError>())
