@@ -1726,6 +1726,33 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
     // The variable's value is carried with the record (see user_variables_read_by_writes…).
     c.query_drop("EXECUTE del USING @id").await.unwrap();
     assert_eq!(c.affected_rows(), 1);
+    // A LIMIT count from a variable (MariaDB's ps_3innodb test): it is written as the
+    // variable's value, since no expression is SQL there (1064 before). The PREPARE comes
+    // in a multi-statement text: before, the session did not see it, and the EXECUTE ran
+    // on the primary alone.
+    c.query_drop(
+        "SET @n = 1; PREPARE lim FROM 'UPDATE sp.t SET v = CONCAT(v, ''#'') ORDER BY id LIMIT ?'",
+    )
+    .await
+    .unwrap();
+    c.query_drop("EXECUTE lim USING @n").await.unwrap();
+    assert_eq!(c.affected_rows(), 1);
+    let marked: Option<String> = c
+        .query_first("SELECT GROUP_CONCAT(v ORDER BY id) FROM sp.t")
+        .await
+        .unwrap();
+    assert_eq!(marked.as_deref(), Some("a!#,d"));
+    // One prepared inside a compound statement: the proxy never saw its text, so its
+    // EXECUTE is refused (before, the INSERT ran on the primary alone).
+    c.query_drop(
+        "BEGIN NOT ATOMIC PREPARE hidden FROM 'INSERT INTO sp.t (id, v) VALUES (40, ''h'')'; END",
+    )
+    .await
+    .unwrap();
+    match c.query_drop("EXECUTE hidden").await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1243, "{e:?}"),
+        other => panic!("EXECUTE of a statement prepared in a compound statement: {other:?}"),
+    }
     let next: Option<i64> = c.query_first("SELECT NEXTVAL(sp.s)").await.unwrap();
     assert_eq!(next, Some(1));
     // Run in place of the EXECUTE, with the value taken on the primary (`sql::sequences`).
@@ -1747,7 +1774,7 @@ async fn sql_level_prepared_writes_replicate_and_drop_prepare_is_not_ddl() {
         assert_eq!(
             rows,
             [
-                (1, "a!".into(), 5),
+                (1, "a!#".into(), 5),
                 (3, "d".into(), 5),
                 (12, "seq".into(), 5)
             ],

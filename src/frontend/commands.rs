@@ -919,12 +919,14 @@ impl ClientSession {
                 Kind::Read | Kind::Session | Kind::Empty | Kind::Other
             ) || c
                 .flags
-                .intersects(Flags::SEQUENCE | Flags::UNKNOWN_STATEMENT))
+                .intersects(Flags::SEQUENCE | Flags::UNKNOWN_STATEMENT | Flags::SQL_PREPARE))
         {
             // Each statement goes its own way (writes, and reads that take a sequence's
             // value, through the log); the answers are joined into one multi-result
             // response. Statements before one the proxy does not know run and answer, as
-            // on the server, which stops at its syntax error.
+            // on the server, which stops at its syntax error. A PREPARE is kept by the
+            // session, and an EXECUTE of a write runs its statement through the log, only
+            // when each is seen as a statement of its own.
             return self.run_multi(client, session, sql, &payload[1..]).await;
         }
         self.run_statement(client, session, c, sql, payload).await
@@ -1323,7 +1325,22 @@ impl ClientSession {
     ) -> Result<Option<String>, Failure> {
         let (text, args) = match prepare::parse(sql) {
             Some(SqlPrepare::Execute { name, args }) => match session.sql_prepared.get(&name) {
-                None => return Ok(None),
+                // Unknown to the server too, or prepared inside a stored program or compound
+                // statement, where the proxy did not see its text: run as it is, a write
+                // would reach the primary alone.
+                None => {
+                    return Err(Failure::Answer(MysqlError::new(
+                        1243,
+                        "HY000",
+                        format!(
+                            "Unknown prepared statement handler ({name}) given to EXECUTE \
+                             (myquorum: a statement prepared inside a stored program or \
+                             compound statement cannot be executed outside it, since the \
+                             proxy cannot tell whether it writes; PREPARE it as a statement \
+                             of its own)"
+                        ),
+                    )))
+                }
                 Some(None) => {
                     return Err(Failure::Answer(MysqlError::not_supported(&format!(
                         "EXECUTE {name}: the statement's text could not be read when it was \
@@ -1341,6 +1358,25 @@ impl ClientSession {
             }
             _ => return Ok(None),
         };
+        // A LIMIT or OFFSET count must be written as an integer: a user variable or an
+        // expression there is evaluated first (as the server binds its value).
+        let mut evaluated: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        for (arg, counts) in evaluated.iter_mut().zip(prepare::limit_params(&text)) {
+            let literal = matches!(
+                crate::sql::lexer::Lexer::new(arg)
+                    .map(|t| t.tok)
+                    .collect::<Vec<_>>()[..],
+                [crate::sql::lexer::Tok::Number(_)]
+            );
+            if counts && !literal {
+                if let Some(v) = self.select_value(session, c, route, arg).await? {
+                    if v.parse::<u64>().is_ok() {
+                        *arg = v;
+                    }
+                }
+            }
+        }
+        let args: Vec<&str> = evaluated.iter().map(String::as_str).collect();
         // A count mismatch is the server's error to give.
         let Some(bound) = prepare::bind(&text, &args) else {
             return Ok(None);

@@ -142,9 +142,49 @@ pub fn bind(text: &str, args: &[&str]) -> Option<String> {
     Some(out)
 }
 
+/// For each `?` of `text`, whether it is a LIMIT or OFFSET count (`LIMIT ?`, `LIMIT ?, ?`,
+/// `OFFSET ?`): there the server takes only an integer, and the text a bound argument is
+/// written as must be one too (an expression, even a user variable, is not SQL there).
+pub fn limit_params(text: &str) -> Vec<bool> {
+    let toks: Vec<Tok<'_>> = Lexer::new(text).map(|t| t.tok).collect();
+    let mut out = Vec::new();
+    for (i, t) in toks.iter().enumerate() {
+        if *t != Tok::Param {
+            continue;
+        }
+        let before = |back: usize| i.checked_sub(back).and_then(|j| toks.get(j));
+        let counts = match before(1) {
+            Some(w) if w.is_word("LIMIT") || w.is_word("OFFSET") => true,
+            // `LIMIT ?, ?` and `LIMIT 5, ?`.
+            Some(Tok::Punct(',')) => before(3).is_some_and(|w| w.is_word("LIMIT")),
+            _ => false,
+        };
+        out.push(counts);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limit_counts_are_found() {
+        assert_eq!(
+            limit_params("UPDATE t SET b = ? WHERE a = ? LIMIT ?"),
+            [false, false, true]
+        );
+        assert_eq!(
+            limit_params("SELECT * FROM t WHERE x IN (?, ?) LIMIT ?, ?"),
+            [false, false, true, true]
+        );
+        assert_eq!(limit_params("SELECT * FROM t LIMIT 5, ? "), [true]);
+        assert_eq!(
+            limit_params("SELECT * FROM t LIMIT ? OFFSET ?"),
+            [true, true]
+        );
+        assert_eq!(limit_params("SELECT '?', ?"), [false]);
+    }
 
     #[test]
     fn parses_the_four_commands() {
