@@ -143,9 +143,15 @@ fn configcheck_names_unknown_keys() {
 #[test]
 fn a_playground_whose_backend_port_is_taken_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let proxy_port = common::free_ports(2);
+    // Another process may bind a port between `free_ports` checking it and the test taking
+    // it (seen once in CI): then other ports.
+    let (proxy_port, _occupant) = loop {
+        let port = common::free_ports(2);
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port + 1)) {
+            break (port, l);
+        }
+    };
     let taken = proxy_port + 1;
-    let _occupant = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_myquorum"))
         .args(["playground", "--replicas", "1"])
         .args(["--port", &proxy_port.to_string()])
