@@ -37,8 +37,19 @@ pub fn program_orders(sql: &str, primary_keys: Option<&[Vec<String>]>) -> Progra
     let spans: Vec<Spanned<'_>> = Lexer::new(sql).collect();
     let mut read_keys = primary_keys.map(|keys| keys.iter());
     let mut body = body_orders(sql, &spans, read_keys.as_mut());
+    let left = temporary_tables_left(&spans);
     let mut result = ProgramOrders {
-        refused: body.refused,
+        refused: body.refused.or_else(|| {
+            left.first().map(|t| {
+                format!(
+                    "it creates the temporary table `{t}` and does not drop it: a temporary \
+                     table is its session's, but the followers replay every session's \
+                     programs on one connection, where it would stay and hide a table of \
+                     that name from later writes; drop it (DROP TEMPORARY TABLE {t}) before \
+                     the program ends"
+                )
+            })
+        }),
         ..Default::default()
     };
     if result.refused.is_none() && primary_keys.is_none() {
@@ -57,6 +68,68 @@ pub fn program_orders(sql: &str, primary_keys: Option<&[Vec<String>]>) -> Progra
         result.rewritten = Some(out);
     }
     result
+}
+
+/// Temporary tables a program creates (`CREATE [OR REPLACE] TEMPORARY TABLE [IF NOT EXISTS]
+/// t`) and does not drop after (`DROP [TEMPORARY] TABLE [IF EXISTS] t, …`), lowercased.
+fn temporary_tables_left(spans: &[Spanned<'_>]) -> Vec<String> {
+    let toks: Vec<&Tok<'_>> = spans.iter().map(|s| &s.tok).collect();
+    let word = |i: usize, w: &str| toks.get(i).is_some_and(|t| t.is_word(w));
+    // The table name at `i` (its last part when qualified), and the index after it.
+    let name = |mut i: usize| -> Option<(String, usize)> {
+        let mut last = None;
+        loop {
+            match toks.get(i) {
+                Some(Tok::Word(n) | Tok::Quoted(n)) => last = Some(n.to_ascii_lowercase()),
+                _ => return last.map(|n| (n, i)),
+            }
+            if !matches!(toks.get(i + 1), Some(Tok::Punct('.'))) {
+                return last.map(|n| (n, i + 1));
+            }
+            i += 2;
+        }
+    };
+    let mut left: Vec<String> = Vec::new();
+    for i in 0..toks.len() {
+        if word(i, "CREATE") {
+            let mut j = i + 1;
+            if word(j, "OR") && word(j + 1, "REPLACE") {
+                j += 2;
+            }
+            if !(word(j, "TEMPORARY") && word(j + 1, "TABLE")) {
+                continue;
+            }
+            j += 2;
+            if word(j, "IF") && word(j + 1, "NOT") && word(j + 2, "EXISTS") {
+                j += 3;
+            }
+            if let Some((n, _)) = name(j) {
+                if !left.contains(&n) {
+                    left.push(n);
+                }
+            }
+        } else if word(i, "DROP") {
+            let mut j = i + 1;
+            if word(j, "TEMPORARY") {
+                j += 1;
+            }
+            if !word(j, "TABLE") {
+                continue;
+            }
+            j += 1;
+            if word(j, "IF") && word(j + 1, "EXISTS") {
+                j += 2;
+            }
+            while let Some((n, next)) = name(j) {
+                left.retain(|t| *t != n);
+                if !matches!(toks.get(next), Some(Tok::Punct(','))) {
+                    break;
+                }
+                j = next + 1;
+            }
+        }
+    }
+    left
 }
 
 /// The orders of the statements in a body (`spans`, lexed from `sql`).
@@ -269,6 +342,38 @@ fn into_at_top(spans: &[Spanned<'_>]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::program_orders;
+
+    #[test]
+    fn temporary_tables_a_program_leaves_are_found() {
+        let left = |sql: &str| {
+            let spans: Vec<_> = crate::sql::lexer::Lexer::new(sql).collect();
+            super::temporary_tables_left(&spans)
+        };
+        assert_eq!(
+            left("CREATE PROCEDURE p() BEGIN CREATE TEMPORARY TABLE t1 (x INT); END"),
+            ["t1"]
+        );
+        assert!(left(
+            "CREATE PROCEDURE p() BEGIN CREATE TEMPORARY TABLE IF NOT EXISTS d.`T1` (x INT); \
+             SELECT * FROM t1; DROP TEMPORARY TABLE IF EXISTS t2, d.t1; END"
+        )
+        .is_empty());
+        assert_eq!(
+            left(
+                "CREATE PROCEDURE p() BEGIN CREATE OR REPLACE TEMPORARY TABLE a SELECT 1; \
+                 CREATE TEMPORARY TABLE b (x INT); DROP TABLE a; END"
+            ),
+            ["b"]
+        );
+        assert!(left("CREATE PROCEDURE p() CREATE TABLE t (x INT)").is_empty());
+        let refused = program_orders(
+            "CREATE PROCEDURE p() BEGIN CREATE TEMPORARY TABLE t1 (x INT); END",
+            Some(&[]),
+        )
+        .refused
+        .unwrap();
+        assert!(refused.contains("temporary table `t1`"), "{refused}");
+    }
 
     fn spaced(s: &str) -> String {
         s.split_whitespace().collect::<Vec<_>>().join(" ")
