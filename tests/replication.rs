@@ -6971,7 +6971,8 @@ async fn a_program_later_in_a_transaction_is_certified_at_commit() {
 /// connection that replays every session's records, hiding the table of that name from
 /// later writes: both followers were quarantined (1136 on the next `INSERT INTO t1`, found
 /// by MariaDB's sp-row test) and writes stopped for want of a quorum. Such a program is
-/// refused at CREATE; one that drops its temporary table runs.
+/// refused at CREATE, and such a compound statement when sent; one that drops its
+/// temporary table runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_must_drop_the_temporary_tables_it_creates() {
     common::init_tracing();
@@ -6991,6 +6992,17 @@ async fn a_program_must_drop_the_temporary_tables_it_creates() {
         .unwrap_err();
     assert_eq!(server_code(&err), 1235, "{err}");
     assert!(err.to_string().contains("temporary table `t1`"), "{err}");
+    // A compound statement is replayed on that connection too.
+    let err = c
+        .query_drop(
+            "BEGIN NOT ATOMIC CREATE TEMPORARY TABLE t1 (x INT); INSERT INTO t1 VALUES (1); END",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1235, "{err}");
+    c.query_drop("DROP TEMPORARY TABLE IF EXISTS t1")
+        .await
+        .unwrap();
     run_all(
         &mut c,
         &[

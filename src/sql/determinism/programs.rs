@@ -37,19 +37,8 @@ pub fn program_orders(sql: &str, primary_keys: Option<&[Vec<String>]>) -> Progra
     let spans: Vec<Spanned<'_>> = Lexer::new(sql).collect();
     let mut read_keys = primary_keys.map(|keys| keys.iter());
     let mut body = body_orders(sql, &spans, read_keys.as_mut());
-    let left = temporary_tables_left(&spans);
     let mut result = ProgramOrders {
-        refused: body.refused.or_else(|| {
-            left.first().map(|t| {
-                format!(
-                    "it creates the temporary table `{t}` and does not drop it: a temporary \
-                     table is its session's, but the followers replay every session's \
-                     programs on one connection, where it would stay and hide a table of \
-                     that name from later writes; drop it (DROP TEMPORARY TABLE {t}) before \
-                     the program ends"
-                )
-            })
-        }),
+        refused: body.refused,
         ..Default::default()
     };
     if result.refused.is_none() && primary_keys.is_none() {
@@ -196,6 +185,14 @@ pub(super) fn body_orders<'k>(
             let at = base + at;
             (if at == last_end { end } else { at }, t)
         }));
+    }
+    if let Some(t) = temporary_tables_left(spans).first() {
+        body.refused.get_or_insert(format!(
+            "it creates the temporary table `{t}` and does not drop it: a temporary table is \
+             its session's, but the followers replay every session's programs and compound \
+             statements on one connection, where it would stay and hide a table of that name \
+             from later writes; drop it (DROP TEMPORARY TABLE {t}) before the end"
+        ));
     }
     body
 }
