@@ -1361,18 +1361,10 @@ impl ClientSession {
         // A LIMIT or OFFSET count must be written as an integer: a user variable or an
         // expression there is evaluated first (as the server binds its value).
         let mut evaluated: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        for (arg, counts) in evaluated.iter_mut().zip(prepare::limit_params(&text)) {
-            let literal = matches!(
-                crate::sql::lexer::Lexer::new(arg)
-                    .map(|t| t.tok)
-                    .collect::<Vec<_>>()[..],
-                [crate::sql::lexer::Tok::Number(_)]
-            );
-            if counts && !literal {
-                if let Some(v) = self.select_value(session, c, route, arg).await? {
-                    if v.parse::<u64>().is_ok() {
-                        *arg = v;
-                    }
+        for i in prepare::limit_counts_to_evaluate(&text, &args) {
+            if let Some(v) = self.select_value(session, c, route, args[i]).await? {
+                if v.parse::<u64>().is_ok() {
+                    evaluated[i] = v;
                 }
             }
         }

@@ -124,11 +124,7 @@ pub fn bind(text: &str, args: &[&str]) -> Option<String> {
     let mut at = 0;
     for (p, arg) in params.iter().zip(args) {
         out.push_str(&text[at..p.start]);
-        let mut toks = Lexer::new(arg);
-        let single_literal = matches!(
-            (toks.next().map(|t| t.tok), toks.next()),
-            (Some(Tok::Str(_) | Tok::Number(_)), None)
-        );
+        let single_literal = matches!(single_token(arg), Some(Tok::Str(_) | Tok::Number(_)));
         if single_literal {
             out.push_str(arg);
         } else {
@@ -142,10 +138,32 @@ pub fn bind(text: &str, args: &[&str]) -> Option<String> {
     Some(out)
 }
 
+/// `arg`'s one token, when it is a single one.
+fn single_token(arg: &str) -> Option<Tok<'_>> {
+    let mut toks = Lexer::new(arg);
+    match (toks.next(), toks.next()) {
+        (Some(t), None) => Some(t.tok),
+        _ => None,
+    }
+}
+
+/// The arguments (their indexes in `args`) bound to a LIMIT or OFFSET count of `text` that
+/// are not a number as written: the caller evaluates them, since only an integer is SQL
+/// there.
+pub fn limit_counts_to_evaluate(text: &str, args: &[&str]) -> Vec<usize> {
+    limit_params(text)
+        .into_iter()
+        .zip(args)
+        .enumerate()
+        .filter(|(_, (counts, arg))| *counts && !matches!(single_token(arg), Some(Tok::Number(_))))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// For each `?` of `text`, whether it is a LIMIT or OFFSET count (`LIMIT ?`, `LIMIT ?, ?`,
 /// `OFFSET ?`): there the server takes only an integer, and the text a bound argument is
 /// written as must be one too (an expression, even a user variable, is not SQL there).
-pub fn limit_params(text: &str) -> Vec<bool> {
+fn limit_params(text: &str) -> Vec<bool> {
     let toks: Vec<Tok<'_>> = Lexer::new(text).map(|t| t.tok).collect();
     let mut out = Vec::new();
     for (i, t) in toks.iter().enumerate() {
@@ -184,6 +202,10 @@ mod tests {
             [true, true]
         );
         assert_eq!(limit_params("SELECT '?', ?"), [false]);
+        assert_eq!(
+            limit_counts_to_evaluate("SELECT * FROM t WHERE a = ? LIMIT ?, ?", &["@a", "3", "@n"]),
+            [2]
+        );
     }
 
     #[test]
