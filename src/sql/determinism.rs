@@ -1568,23 +1568,65 @@ fn update_or_delete_key_order(
 }
 
 /// An `INSERT … SELECT` reading one table (no join, union, grouping, DISTINCT, window or
-/// subquery) with an ORDER BY or a LIMIT of its own: the key ends that ORDER BY, or goes in
-/// front of the LIMIT.
+/// subquery): the key ends its ORDER BY, or goes in front of its LIMIT, or else becomes its
+/// ORDER BY. Without one, the AUTO_INCREMENT values the rows get, and which of two rows
+/// colliding on a unique key wins, follow the order each server's plan reads the rows in
+/// (MySQL's statement binlog calls it unsafe); sorting by the key costs the primary and
+/// followers a sort only where the plan does not already read in key order, and spares
+/// refusing the statement after it ran (`OrderCheck::InsertSelect`). Not for a read through
+/// the primary key alone (`reads_in_primary_key_order`, pt-online-schema-change's copy),
+/// whose order is already the key's, nor `FROM DUAL`.
 fn insert_select_key_order(toks: &[Spanned<'_>], limits: &LimitOrder) -> Option<KeyOrder> {
     if limits.nested_unordered {
         return None;
     }
     let TableRead {
-        table, qualifier, ..
+        table,
+        qualifier,
+        next,
     } = one_table_read(toks)?;
-    let (at, continues) = order_tail(toks, limits.top_limit)?;
+    let (at, continues, lead_space) = match order_tail(toks, limits.top_limit) {
+        Some((at, continues)) => (at, continues, false),
+        // A program's `SELECT … INTO` without LIMIT reads one row or fails; its cursors
+        // are ordered by `programs::unordered_cursor_order`.
+        None if !toks
+            .iter()
+            .take_while(|t| !t.tok.is_word("SELECT"))
+            .any(|t| t.tok.is_word("INSERT") || t.tok.is_word("REPLACE")) =>
+        {
+            return None
+        }
+        None if table.0.is_none() && table.1.eq_ignore_ascii_case("DUAL") => return None,
+        None if reads_in_primary_key_order(toks) => return None,
+        None => (unordered_select_end(toks, next)?, false, true),
+    };
     Some(KeyOrder {
         table,
         qualifier: Some(qualifier),
         at,
         continues,
-        lead_space: false,
+        lead_space,
     })
+}
+
+/// Where an ORDER BY goes in an `INSERT … SELECT` that has none and no LIMIT: before the
+/// first clause that follows a SELECT's (ON DUPLICATE KEY UPDATE, RETURNING, FOR UPDATE,
+/// LOCK IN SHARE MODE) or the statement's `;`, else after its last word. Searched from
+/// `from`, past the select list (where an `INTO` or a `FOR` would be something else). As a
+/// byte offset.
+fn unordered_select_end(toks: &[Spanned<'_>], from: usize) -> Option<usize> {
+    const FOLLOWERS: &[&str] = &["ON", "RETURNING", "FOR", "LOCK"];
+    let mut depth = 0usize;
+    for t in toks.get(from..)? {
+        match t.tok {
+            Tok::Punct('(') => depth += 1,
+            Tok::Punct(')') => depth = depth.saturating_sub(1),
+            Tok::Punct(';') if depth == 0 => return Some(t.start),
+            ref w if depth == 0 && FOLLOWERS.iter().any(|f| w.is_word(f)) => return Some(t.start),
+            _ => {}
+        }
+    }
+    Some(toks.last()?.end)
 }
 
 /// Where a statement's own order can be extended: the end of its top-level ORDER BY list
@@ -3112,6 +3154,48 @@ mod tests {
                 "INSERT INTO t SELECT a FROM s FORCE INDEX (k) ORDER BY a, `s`.`id`, \
                  `s`.`odd``name` ;",
             ),
+            // No order of its own: the key becomes its ORDER BY, in front of what follows
+            // a SELECT's clauses.
+            (
+                "INSERT INTO t SELECT a FROM s",
+                single("s"),
+                "INSERT INTO t SELECT a FROM s ORDER BY `s`.`id`, `s`.`odd``name`",
+            ),
+            (
+                "INSERT INTO t (data) SELECT m.data FROM manual_pk m WHERE m.data IN (?, ?);",
+                single("manual_pk"),
+                "INSERT INTO t (data) SELECT m.data FROM manual_pk m WHERE m.data IN (?, ?) \
+                 ORDER BY `m`.`id`, `m`.`odd``name` ;",
+            ),
+            (
+                "INSERT IGNORE INTO t SELECT * FROM d.s WHERE (a > 1) FOR UPDATE",
+                Some((Some("d".to_string()), "s".to_string())),
+                "INSERT IGNORE INTO t SELECT * FROM d.s WHERE (a > 1) ORDER BY `d`.`s`.`id`, \
+                 `d`.`s`.`odd``name` FOR UPDATE",
+            ),
+            (
+                "INSERT INTO t SELECT a, b FROM s ON DUPLICATE KEY UPDATE b = VALUES(b)",
+                single("s"),
+                "INSERT INTO t SELECT a, b FROM s ORDER BY `s`.`id`, `s`.`odd``name` ON \
+                 DUPLICATE KEY UPDATE b = VALUES(b)",
+            ),
+            (
+                "REPLACE INTO t SELECT a FROM s AS x LOCK IN SHARE MODE",
+                single("s"),
+                "REPLACE INTO t SELECT a FROM s AS x ORDER BY `x`.`id`, `x`.`odd``name` LOCK IN \
+                 SHARE MODE",
+            ),
+            (
+                "INSERT INTO t SELECT a FROM s RETURNING id",
+                single("s"),
+                "INSERT INTO t SELECT a FROM s ORDER BY `s`.`id`, `s`.`odd``name` RETURNING id",
+            ),
+            (
+                "SET STATEMENT sql_mode = '' FOR INSERT INTO t SELECT a FROM s",
+                single("s"),
+                "SET STATEMENT sql_mode = '' FOR INSERT INTO t SELECT a FROM s ORDER BY \
+                 `s`.`id`, `s`.`odd``name`",
+            ),
         ] {
             let first = check_write(sql, false, &lit());
             assert_eq!(first.refused, None, "{sql}");
@@ -3126,7 +3210,12 @@ mod tests {
             "INSERT INTO t SELECT s.a FROM s JOIN u ON u.id = s.id ORDER BY a",
             "INSERT INTO t SELECT DISTINCT a FROM s ORDER BY a",
             "INSERT INTO t SELECT a FROM s WHERE a IN (SELECT a FROM u) ORDER BY a",
-            "INSERT INTO t SELECT a FROM s",
+            "INSERT INTO t SELECT a FROM s WHERE a IN (SELECT a FROM u)",
+            "INSERT INTO t SELECT a FROM s, u",
+            "INSERT INTO t SELECT 1 FROM DUAL",
+            "INSERT INTO t SELECT 1",
+            // Read in key order already (pt-online-schema-change's copy).
+            "INSERT INTO t SELECT * FROM s FORCE INDEX (PRIMARY) WHERE id < 9",
             "INSERT INTO t VALUES (1)",
         ] {
             assert_eq!(
@@ -3147,6 +3236,12 @@ mod tests {
             primary_keys: Some(&none),
             ..lit()
         };
+        // An unordered INSERT … SELECT from a table without one stays checked after it ran.
+        let copy = check_write("INSERT INTO t SELECT a FROM s", false, &keyless);
+        assert_eq!(
+            (copy.refused, copy.rewritten, copy.order_check),
+            (None, None, OrderCheck::InsertSelect)
+        );
         let why = check_write("UPDATE t SET a = 1 LIMIT 1", false, &keyless).refused;
         assert!(why.is_some_and(|w| w.contains("no primary key")));
         // Not one table, or a subquery's LIMIT unordered too: refused without a lookup.
