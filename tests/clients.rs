@@ -1303,3 +1303,138 @@ async fn a_backend_at_its_connection_limit_answers_too_many_connections() {
         assert_eq!(one, Some(1));
     }
 }
+
+/// The session's state as a raw client reads it from the end of each answer: (autocommit,
+/// in a transaction), from the OK packet or the result set's terminator (read in the
+/// dialect `caps` negotiated).
+async fn states_after(
+    port: u16,
+    caps: mysql_common::constants::CapabilityFlags,
+    statements: &[&str],
+) -> Vec<(bool, bool)> {
+    use myquorum::protocol::handshake::client_handshake;
+    use myquorum::protocol::message::{is_terminator, terminator_status, OkInfo};
+    use mysql_common::constants::{CapabilityFlags, StatusFlags};
+    let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut s = myquorum::protocol::PacketStream::new(tcp);
+    client_handshake(&mut s, "root", "", None, caps, 45)
+        .await
+        .unwrap();
+    let mut states = Vec::new();
+    for sql in statements {
+        s.write_packet(0, &[&[0x03u8][..], sql.as_bytes()].concat())
+            .await
+            .unwrap();
+        // Each result of the answer (a CALL's result sets, then its OK), to the last.
+        let status = loop {
+            let first = s.read_packet().await.unwrap().payload;
+            let status = match first[0] {
+                0x00 => OkInfo::decode(&first).unwrap().status,
+                0xFF => panic!("{sql}: {:?}", String::from_utf8_lossy(&first)),
+                columns => {
+                    for _ in 0..columns {
+                        s.read_packet().await.unwrap();
+                    }
+                    if !deprecate_eof {
+                        s.read_packet().await.unwrap();
+                    }
+                    loop {
+                        let p = s.read_packet().await.unwrap().payload;
+                        if is_terminator(&p) {
+                            break terminator_status(&p, deprecate_eof).unwrap().0;
+                        }
+                    }
+                }
+            };
+            if status & StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits() == 0 {
+                break status;
+            }
+        };
+        let has = |f: StatusFlags| status & f.bits() != 0;
+        states.push((
+            has(StatusFlags::SERVER_STATUS_AUTOCOMMIT),
+            has(StatusFlags::SERVER_STATUS_IN_TRANS),
+        ));
+    }
+    states
+}
+
+/// An autocommit write answers with the state the session is in after it, autocommit on and
+/// no transaction, also when the answer is a result set (`INSERT … RETURNING`, which Django
+/// sends for every create on MariaDB). The proxy runs such a write in a transaction of its
+/// own on the primary, and relayed that transaction's state from a result set's terminator:
+/// mysqlclient then believed autocommit was off and sent no `SET autocommit=0` for the next
+/// atomic block, whose statements each committed on their own (Django's
+/// test_implicit_savepoint_rollback and test_decorator_syntax_rollback through the proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autocommit_write_returning_rows_leaves_autocommit_on() {
+    use mysql_common::constants::CapabilityFlags;
+    common::init_tracing();
+    let db = MariaDb::start();
+    let proxy = Proxy::start(config_for(&[&db]));
+    let mut c = connect(&proxy.url(None)).await;
+    c.query_drop("CREATE DATABASE st").await.unwrap();
+    c.query_drop("CREATE TABLE st.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    c.query_drop(
+        "CREATE PROCEDURE st.add_and_list(x INT) \
+         BEGIN INSERT INTO st.t (v) VALUES (x); SELECT COUNT(*) FROM st.t; END",
+    )
+    .await
+    .unwrap();
+    let statements = [
+        // A CALL that writes and returns a result set: its final OK.
+        "CALL st.add_and_list(4)",
+        "INSERT INTO st.t (v) VALUES (1)",
+        "INSERT INTO st.t (v) VALUES (2), (3) RETURNING id",
+        "REPLACE INTO st.t VALUES (1, 5) RETURNING v",
+        "INSERT INTO st.t (v) SELECT v FROM st.t WHERE id = 2 RETURNING id, v",
+        "DELETE FROM st.t WHERE id > 3 RETURNING id",
+        "BEGIN",
+        "INSERT INTO st.t (v) VALUES (9) RETURNING id",
+        "ROLLBACK",
+    ];
+    let autocommit_on = (true, false);
+    let want = [
+        autocommit_on,
+        autocommit_on,
+        autocommit_on,
+        autocommit_on,
+        autocommit_on,
+        autocommit_on,
+        (true, true),
+        (true, true),
+        autocommit_on,
+    ];
+    let modern = myquorum::protocol::handshake::proxy_capabilities(false);
+    for caps in [modern, modern - CapabilityFlags::CLIENT_DEPRECATE_EOF] {
+        let via = states_after(proxy.port, caps, &statements).await;
+        assert_eq!(via, want, "through the proxy, {caps:?}");
+        // The server itself answers so.
+        let direct = states_after(db.port, caps, &statements[6..]).await;
+        assert_eq!(direct, want[6..], "direct, {caps:?}");
+    }
+    // Reads and settings with autocommit off and on, as the server answers them.
+    let reads = [
+        "SET autocommit = 0",
+        "SELECT 1",
+        "SELECT id FROM st.t ORDER BY id",
+        "SELECT id FROM st.t WHERE id = 1 FOR UPDATE",
+        "COMMIT",
+        "SELECT 2",
+        "SET autocommit = 1",
+        "SELECT id FROM st.t ORDER BY id",
+        "START TRANSACTION READ ONLY",
+        "SELECT id FROM st.t ORDER BY id",
+        "COMMIT",
+    ];
+    for caps in [modern, modern - CapabilityFlags::CLIENT_DEPRECATE_EOF] {
+        let via = states_after(proxy.port, caps, &reads).await;
+        let direct = states_after(db.port, caps, &reads).await;
+        assert_eq!(via, direct, "{caps:?}");
+    }
+}

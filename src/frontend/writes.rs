@@ -14,7 +14,7 @@ use crate::executor::write::{
     rollback_on_primary, send_wal_row, Executed, LoggedDdl, WritePlan,
 };
 use crate::protocol::execute::{add_params, AddedParam};
-use crate::protocol::relay::{patch_ok_status, RelayError, ResponseKind, ResponseSummary};
+use crate::protocol::relay::{patch_final_status, RelayError, ResponseKind, ResponseSummary};
 use crate::protocol::resultset::TextRow;
 use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::certify::{Certify, TableSet};
@@ -879,8 +879,10 @@ impl ClientSession {
                 let status = (summary.status.unwrap_or(0)
                     & !StatusFlags::SERVER_STATUS_IN_TRANS.bits())
                     | StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
-                // A result set (INSERT … RETURNING) keeps the server's terminator flags.
-                patch_ok_status(&mut raw, status);
+                // A result set's too (INSERT … RETURNING): mysqlclient reads autocommit
+                // from it, and took the primary's "autocommit off, in a transaction" for
+                // the session's, so it sent no `SET autocommit=0` for the next transaction.
+                patch_final_status(&mut raw, status, self.deprecate_eof);
                 summary.status = Some(status);
             }
             Some((stmt, sync))

@@ -6,7 +6,7 @@
 //! Owns: response boundaries per command. May import: protocol::{packet, message}.
 
 use super::message::{
-    is_terminator, read_lenenc_int, terminator_status, MysqlError, OkInfo, ERR_HEADER,
+    is_terminator, read_lenenc_int, terminator_status, MysqlError, OkInfo, EOF_HEADER, ERR_HEADER,
     LOCAL_INFILE_HEADER, OK_HEADER,
 };
 use super::packet::{PacketStream, FLUSH_AT, MAX_FRAME};
@@ -457,8 +457,6 @@ where
     Ok((summary, io.buf))
 }
 
-/// Rewrites the status flags of a buffered single OK packet (frames as `buffer_response`
-/// returns them). Returns false when `raw` is not one OK packet.
 /// The payload of `raw` when it is exactly one OK frame (a DML statement's answer).
 pub fn single_ok_payload(raw: &[u8]) -> Option<&[u8]> {
     if raw.len() < 5 || raw[4] != OK_HEADER {
@@ -468,16 +466,43 @@ pub fn single_ok_payload(raw: &[u8]) -> Option<&[u8]> {
     (raw.len() == 4 + len).then(|| &raw[4..])
 }
 
-pub fn patch_ok_status(raw: &mut [u8], status: u16) -> bool {
-    if single_ok_payload(raw).is_none() {
+/// Rewrites the status flags a buffered whole response (frames as `buffer_response` returns
+/// them) leaves the client with: those of its last frame, the OK packet of a DML statement
+/// or a CALL, or the terminator of a result set (`INSERT … RETURNING`): an EOF or, with
+/// CLIENT_DEPRECATE_EOF, an OK packet with the 0xFE header. Clients take the session's
+/// autocommit and transaction state from it (mysqlclient skips `SET autocommit=0` when it
+/// believes autocommit is off already). Returns false when `raw` ends otherwise (an error)
+/// or is not whole.
+pub fn patch_final_status(raw: &mut [u8], status: u16, deprecate_eof: bool) -> bool {
+    let Some(&last) = frame_starts(raw).last() else {
+        return false;
+    };
+    let len = raw[last] as usize | (raw[last + 1] as usize) << 8 | (raw[last + 2] as usize) << 16;
+    if last + 4 + len != raw.len() || len < 5 {
         return false;
     }
-    let mut b = &raw[5..];
+    match raw[last + 4] {
+        OK_HEADER => patch_ok_frame(raw, last, status),
+        EOF_HEADER if deprecate_eof => patch_ok_frame(raw, last, status),
+        EOF_HEADER => {
+            // EOF: header, warnings (2), status (2).
+            raw[last + 7..last + 9].copy_from_slice(&status.to_le_bytes());
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Writes `status` into the OK packet (header 0x00 or 0xFE) framed at `start`.
+fn patch_ok_frame(raw: &mut [u8], start: usize, status: u16) -> bool {
+    let Some(mut b) = raw.get(start + 5..) else {
+        return false;
+    };
     let before = b.len();
     if read_lenenc_int(&mut b).is_none() || read_lenenc_int(&mut b).is_none() || b.len() < 2 {
         return false;
     }
-    let at = 5 + (before - b.len());
+    let at = start + 5 + (before - b.len());
     raw[at..at + 2].copy_from_slice(&status.to_le_bytes());
     true
 }
@@ -496,7 +521,7 @@ impl MemoryIo {
 fn frame_starts(raw: &[u8]) -> Vec<usize> {
     let mut out = Vec::new();
     let mut pos = 0;
-    while raw.len() - pos >= 4 {
+    while raw.len().saturating_sub(pos) >= 4 {
         out.push(pos);
         let len = raw[pos] as usize | (raw[pos + 1] as usize) << 8 | (raw[pos + 2] as usize) << 16;
         pos += 4 + len;
@@ -545,5 +570,93 @@ pub fn set_more_results(raw: &mut [u8], deprecate_eof: bool) -> bool {
         true
     } else {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::message::{encode_ok, encode_terminator};
+
+    fn frames(payloads: &[Vec<u8>]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for (seq, p) in payloads.iter().enumerate() {
+            raw.extend_from_slice(&(p.len() as u32).to_le_bytes()[..3]);
+            raw.push(seq as u8 + 1);
+            raw.extend_from_slice(p);
+        }
+        raw
+    }
+
+    /// `INSERT … RETURNING id` answered with one column and two rows, in either dialect.
+    fn returning(status: u16, deprecate_eof: bool) -> Vec<u8> {
+        let mut payloads = vec![
+            vec![1u8],
+            b"\x03def\x00\x00\x00\x02id\x00\x0c?\x00".to_vec(),
+        ];
+        if !deprecate_eof {
+            payloads.push(encode_terminator(status, 0, false));
+        }
+        // A row whose value has an 8-byte length would start with 0xFE too: these do not.
+        payloads.push(b"\x017".to_vec());
+        payloads.push(b"\x018".to_vec());
+        payloads.push(encode_terminator(status, 3, deprecate_eof));
+        frames(&payloads)
+    }
+
+    const IN_TRANS: u16 = StatusFlags::SERVER_STATUS_IN_TRANS.bits();
+    const AUTOCOMMIT: u16 = StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits();
+
+    #[test]
+    fn a_result_sets_status_is_rewritten_where_clients_read_it() {
+        for deprecate_eof in [false, true] {
+            let mut raw = returning(IN_TRANS, deprecate_eof);
+            let rows_before: Vec<u8> = raw.clone();
+            assert!(patch_final_status(&mut raw, AUTOCOMMIT, deprecate_eof));
+            let starts = frame_starts(&raw);
+            let payload = |i: usize| {
+                let s = starts[i];
+                let len =
+                    raw[s] as usize | (raw[s + 1] as usize) << 8 | (raw[s + 2] as usize) << 16;
+                &raw[s + 4..s + 4 + len]
+            };
+            let last = starts.len() - 1;
+            assert_eq!(
+                terminator_status(payload(last), deprecate_eof),
+                Some((AUTOCOMMIT, 3)),
+                "deprecate_eof {deprecate_eof}"
+            );
+            // Nothing else moved: the same length, the rows as they were.
+            assert_eq!(raw.len(), rows_before.len());
+            assert_eq!(payload(last - 1), b"\x018");
+        }
+    }
+
+    #[test]
+    fn a_single_ok_is_rewritten_and_anything_else_is_left_alone() {
+        let ok = encode_ok(
+            OkInfo {
+                affected_rows: 300,
+                last_insert_id: 70_000,
+                status: IN_TRANS,
+                warnings: 1,
+            },
+            b"Records: 3",
+        );
+        let mut raw = frames(&[ok]);
+        assert!(patch_final_status(&mut raw, AUTOCOMMIT, true));
+        let info = OkInfo::decode(&raw[4..]).expect("an OK packet");
+        assert_eq!((info.affected_rows, info.last_insert_id), (300, 70_000));
+        assert_eq!((info.status, info.warnings), (AUTOCOMMIT, 1));
+        // An error, and a result set cut short, are not touched.
+        let mut err = frames(&[MysqlError::new(1213, "40001", "Deadlock").encode()]);
+        let before = err.clone();
+        assert!(!patch_final_status(&mut err, AUTOCOMMIT, false));
+        assert_eq!(err, before);
+        let mut cut = returning(IN_TRANS, false);
+        cut.truncate(cut.len() - 2);
+        let before = cut.clone();
+        assert!(!patch_final_status(&mut cut, AUTOCOMMIT, false));
+        assert_eq!(cut, before);
     }
 }
