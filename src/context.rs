@@ -292,6 +292,16 @@ impl ProxyContext {
 
 impl ProxyContext {
     /// The read side of `shard` now: each replica's health, applied position and latency.
+    /// Each shard's log end now: what a session starting now must be able to read
+    /// (`ReadView::connected_at`).
+    pub fn log_ends(&self) -> Vec<(crate::router::ShardId, u64)> {
+        self.replication
+            .shards
+            .iter()
+            .map(|l| (l.shard, l.last_sequenced()))
+            .collect()
+    }
+
     pub fn read_view(&self, shard: crate::router::ShardId) -> crate::router::ReadView {
         use crate::router::{ReadView, ReplicaId, ReplicaView};
         let Some(log) = self.replication.shards.iter().find(|l| l.shard == shard) else {
@@ -322,6 +332,7 @@ impl ProxyContext {
         ReadView {
             replicas,
             log_end: log.last_sequenced(),
+            connected_at: 0,
             // Timestamps carry milliseconds shifted left by 18, then the parity bit.
             max_lag_ts: self.live.read_max_lag_ms() << 19,
         }

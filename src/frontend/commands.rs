@@ -101,6 +101,9 @@ pub struct ClientSession {
     /// (`router::read_spread`).
     reads_routed: u32,
     spread_seed: u32,
+    /// Each shard's log end when the session started or was last reset: its reads see
+    /// every write acknowledged before (`router::ReadView::connected_at`).
+    connected_at: Vec<(router::ShardId, u64)>,
     /// This session in the registry KILL uses.
     registry_entry: Arc<SessionEntry>,
     /// Where the current command's last statement went (None: the proxy answered it), for
@@ -204,6 +207,7 @@ impl ClientSession {
         (secure, client_tls): (bool, Option<super::tls::ClientTls>),
         registry_entry: Arc<SessionEntry>,
     ) -> Self {
+        let connected_at = ctx.log_ends();
         ClientSession {
             ctx,
             registry_entry,
@@ -220,6 +224,7 @@ impl ClientSession {
             open_write: None,
             reads_routed: 0,
             spread_seed: rand::random(),
+            connected_at,
             served: None,
             refused_here: false,
         }
@@ -1972,8 +1977,14 @@ impl ClientSession {
             spread: router::read_spread(self.spread_seed, self.reads_routed),
         };
         let ctx = &self.ctx;
+        let connected_at = &self.connected_at;
         router::route_read(c, &ctx.cluster.topology(), view, |shard| {
-            ctx.read_view(shard)
+            let mut view = ctx.read_view(shard);
+            view.connected_at = connected_at
+                .iter()
+                .find(|(s, _)| *s == shard)
+                .map_or(0, |(_, ts)| *ts);
+            view
         })
     }
 
@@ -2622,6 +2633,8 @@ impl ClientSession {
         seq: u8,
     ) -> Result<(), Failure> {
         self.reset_backend(session).await;
+        // A pool resetting a connection on checkout gets a fresh start of its reads too.
+        self.connected_at = self.ctx.log_ends();
         session.reset(self.primary_starts_without_backslash_escapes(router::DEFAULT_SHARD, None));
         self.reply_ok(client, session, seq).await
     }
@@ -2687,6 +2700,8 @@ impl ClientSession {
             }
         };
         self.reset_backend(session).await;
+        // The new session's reads start from now, which covers the old one's writes.
+        self.connected_at = self.ctx.log_ends();
         let multi = session.multi_statements;
         self.registry_entry.set_user(&user);
         *session = SessionState::new(user, db, collation, multi);

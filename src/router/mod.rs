@@ -90,6 +90,13 @@ pub struct ReplicaView {
 pub struct ReadView {
     pub replicas: Vec<ReplicaView>,
     pub log_end: u64,
+    /// The log end of this shard when the session connected (or was reset): `session`
+    /// consistency also covers writes acknowledged to any client before then. An
+    /// application that writes on one connection and reads on the next (Django's default
+    /// of a connection per request, a test framework closing connections between tests)
+    /// then reads its write, as from one server; a connection kept open sees other
+    /// connections' later writes only once a replica applied them.
+    pub connected_at: u64,
     /// `eventual`: the most a replica may be behind the log end, in timestamp units.
     pub max_lag_ts: u64,
 }
@@ -162,7 +169,7 @@ pub fn is_replica_read(c: &Classified, session: &SessionView) -> bool {
 pub fn pick_replica(view: &ReadView, session: &SessionView) -> Option<ReplicaId> {
     let need = match session.consistency {
         Consistency::Strong => view.log_end,
-        Consistency::Session => session.last_write_ts,
+        Consistency::Session => session.last_write_ts.max(view.connected_at),
         Consistency::Eventual => view.log_end.saturating_sub(view.max_lag_ts),
     };
     let fresh: Vec<&ReplicaView> = view
@@ -310,6 +317,7 @@ mod tests {
                 .collect(),
             log_end: 100,
             max_lag_ts: 30,
+            connected_at: 0,
         }
     }
 
@@ -367,6 +375,39 @@ mod tests {
             fast_stale(),
         );
         assert_eq!(r.reason, Reason::PrimaryOnly);
+    }
+
+    /// A session that has not written reads what was acknowledged before it connected: a
+    /// replica that applied less is skipped, as for its own writes.
+    #[test]
+    fn a_new_session_reads_what_was_written_before_it_connected() {
+        let fresh = SessionView::default();
+        let connected_at_70 = |applied| ReadView {
+            connected_at: 70,
+            ..reads(applied, [5000, 800, 300])
+        };
+        let r = read_route("SELECT * FROM t", fresh, connected_at_70([0, 80, 60]));
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(1)));
+        // Neither follower has it: the leader (replica 0 here) serves.
+        let r = read_route("SELECT * FROM t", fresh, connected_at_70([0, 60, 60]));
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(0)));
+        // Its own later write counts as before; `eventual` ignores both.
+        let wrote = SessionView {
+            last_write_ts: 85,
+            ..fresh
+        };
+        let r = read_route("SELECT * FROM t", wrote, connected_at_70([0, 80, 90]));
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(2)));
+        let eventual = SessionView {
+            consistency: Consistency::Eventual,
+            ..fresh
+        };
+        let connected_at_80 = ReadView {
+            connected_at: 80,
+            ..reads([0, 60, 75], [5000, 800, 300])
+        };
+        let r = read_route("SELECT * FROM t", eventual, connected_at_80);
+        assert_eq!(r.target, Target::Replica(ShardId(0), ReplicaId(2)));
     }
 
     #[test]
