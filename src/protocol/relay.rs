@@ -474,10 +474,9 @@ pub fn single_ok_payload(raw: &[u8]) -> Option<&[u8]> {
 /// believes autocommit is off already). Returns false when `raw` ends otherwise (an error)
 /// or is not whole.
 pub fn patch_final_status(raw: &mut [u8], status: u16, deprecate_eof: bool) -> bool {
-    let Some(&last) = frame_starts(raw).last() else {
+    let Some((last, len)) = frames(raw).last() else {
         return false;
     };
-    let len = raw[last] as usize | (raw[last + 1] as usize) << 8 | (raw[last + 2] as usize) << 16;
     if last + 4 + len != raw.len() || len < 5 {
         return false;
     }
@@ -517,16 +516,23 @@ impl MemoryIo {
     }
 }
 
+/// The frames in `raw` as (start offset, payload length), the last possibly cut short.
+fn frames(raw: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        (raw.len().saturating_sub(pos) >= 4).then(|| {
+            let start = pos;
+            let len =
+                raw[pos] as usize | (raw[pos + 1] as usize) << 8 | (raw[pos + 2] as usize) << 16;
+            pos += 4 + len;
+            (start, len)
+        })
+    })
+}
+
 /// Start offsets of the frames in `raw`.
 fn frame_starts(raw: &[u8]) -> Vec<usize> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while raw.len().saturating_sub(pos) >= 4 {
-        out.push(pos);
-        let len = raw[pos] as usize | (raw[pos + 1] as usize) << 8 | (raw[pos + 2] as usize) << 16;
-        pos += 4 + len;
-    }
-    out
+    frames(raw).map(|(start, _)| start).collect()
 }
 
 /// Gives buffered frames consecutive sequence ids from `*seq` on (responses to the
