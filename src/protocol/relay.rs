@@ -584,7 +584,8 @@ mod tests {
     use super::*;
     use crate::protocol::message::{encode_ok, encode_terminator};
 
-    fn frames(payloads: &[Vec<u8>]) -> Vec<u8> {
+    /// The payloads framed as a server sends them.
+    fn framed(payloads: &[Vec<u8>]) -> Vec<u8> {
         let mut raw = Vec::new();
         for (seq, p) in payloads.iter().enumerate() {
             raw.extend_from_slice(&(p.len() as u32).to_le_bytes()[..3]);
@@ -607,7 +608,7 @@ mod tests {
         payloads.push(b"\x017".to_vec());
         payloads.push(b"\x018".to_vec());
         payloads.push(encode_terminator(status, 3, deprecate_eof));
-        frames(&payloads)
+        framed(&payloads)
     }
 
     const IN_TRANS: u16 = StatusFlags::SERVER_STATUS_IN_TRANS.bits();
@@ -619,14 +620,9 @@ mod tests {
             let mut raw = returning(IN_TRANS, deprecate_eof);
             let rows_before: Vec<u8> = raw.clone();
             assert!(patch_final_status(&mut raw, AUTOCOMMIT, deprecate_eof));
-            let starts = frame_starts(&raw);
-            let payload = |i: usize| {
-                let s = starts[i];
-                let len =
-                    raw[s] as usize | (raw[s + 1] as usize) << 8 | (raw[s + 2] as usize) << 16;
-                &raw[s + 4..s + 4 + len]
-            };
-            let last = starts.len() - 1;
+            let at: Vec<(usize, usize)> = frames(&raw).collect();
+            let payload = |i: usize| &raw[at[i].0 + 4..at[i].0 + 4 + at[i].1];
+            let last = at.len() - 1;
             assert_eq!(
                 terminator_status(payload(last), deprecate_eof),
                 Some((AUTOCOMMIT, 3)),
@@ -649,13 +645,13 @@ mod tests {
             },
             b"Records: 3",
         );
-        let mut raw = frames(&[ok]);
+        let mut raw = framed(&[ok]);
         assert!(patch_final_status(&mut raw, AUTOCOMMIT, true));
         let info = OkInfo::decode(&raw[4..]).expect("an OK packet");
         assert_eq!((info.affected_rows, info.last_insert_id), (300, 70_000));
         assert_eq!((info.status, info.warnings), (AUTOCOMMIT, 1));
         // An error, and a result set cut short, are not touched.
-        let mut err = frames(&[MysqlError::new(1213, "40001", "Deadlock").encode()]);
+        let mut err = framed(&[MysqlError::new(1213, "40001", "Deadlock").encode()]);
         let before = err.clone();
         assert!(!patch_final_status(&mut err, AUTOCOMMIT, false));
         assert_eq!(err, before);
