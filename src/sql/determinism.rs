@@ -1609,12 +1609,12 @@ fn insert_select_key_order(toks: &[Spanned<'_>], limits: &LimitOrder) -> Option<
     })
 }
 
-/// Where an ORDER BY goes in an `INSERT … SELECT` that has none and no LIMIT: before the
-/// first clause that follows a SELECT's (ON DUPLICATE KEY UPDATE, RETURNING, FOR UPDATE,
-/// LOCK IN SHARE MODE) or the statement's `;`, else after its last word. Searched from
-/// `from`, past the select list (where an `INTO` or a `FOR` would be something else). As a
-/// byte offset.
-fn unordered_select_end(toks: &[Spanned<'_>], from: usize) -> Option<usize> {
+/// Where an ORDER BY goes in a SELECT that has none and no LIMIT (an `INSERT … SELECT`'s, a
+/// program's cursor's): before the first clause that follows a SELECT's (ON DUPLICATE KEY
+/// UPDATE, RETURNING, FOR UPDATE, LOCK IN SHARE MODE) or the statement's `;`, else after its
+/// last word. Searched from `from`, past the select list (where an `INTO` or a `FOR` would
+/// be something else). As a byte offset.
+pub(super) fn unordered_select_end(toks: &[Spanned<'_>], from: usize) -> Option<usize> {
     const FOLLOWERS: &[&str] = &["ON", "RETURNING", "FOR", "LOCK"];
     let mut depth = 0usize;
     for t in toks.get(from..)? {

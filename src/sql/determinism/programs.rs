@@ -207,11 +207,7 @@ fn unordered_cursor_order(toks: &[Spanned<'_>]) -> Option<super::KeyOrder> {
         return None;
     }
     let read = super::one_table_read(toks)?;
-    let at = ["FOR", "LOCK"]
-        .iter()
-        .filter_map(|w| super::top_level(toks, w))
-        .min()
-        .map_or(toks.last()?.end, |i| toks[i].start);
+    let at = super::unordered_select_end(toks, read.next)?;
     Some(super::KeyOrder {
         table: read.table,
         qualifier: Some(read.qualifier),
