@@ -23,6 +23,9 @@ pub struct Counters {
     pub primary_fallbacks: AtomicU64,
     /// SETs of an isolation level below REPEATABLE READ, run as REPEATABLE READ.
     pub isolation_raised: AtomicU64,
+    /// Reads of READ COMMITTED transactions run outside the server's transaction, before it
+    /// began (`session::OutsideRead`).
+    pub read_committed_reads: AtomicU64,
     /// Client connections closed for sitting idle longer than their `wait_timeout`.
     pub idle_timeouts: AtomicU64,
     /// Waits for a client's next command that polled (`proxy.busy_poll_us`), and those

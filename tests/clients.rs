@@ -1437,4 +1437,48 @@ async fn an_autocommit_write_returning_rows_leaves_autocommit_on() {
         let direct = states_after(db.port, caps, &reads).await;
         assert_eq!(via, direct, "{caps:?}");
     }
+    // A READ COMMITTED session's reads that the proxy runs outside its transaction, before
+    // the server began it (in autocommit, or between `SET autocommit = 1` and `= 0`), show
+    // the session's autocommit state as the server's own READ COMMITTED reads do. With
+    // autocommit off, the server's first read of a table begins a transaction and says so;
+    // through the proxy none is open there, and the flags say that (a pool that rolls back
+    // only an open transaction has nothing to roll back).
+    let committed = [
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SET autocommit = 0",
+        "SELECT id FROM st.t ORDER BY id",
+        "SELECT 1",
+        "COMMIT",
+        "SELECT id FROM st.t ORDER BY id",
+        "INSERT INTO st.t (v) VALUES (7)",
+        "SELECT id FROM st.t ORDER BY id",
+        "ROLLBACK",
+        "SET autocommit = 1",
+        "BEGIN",
+        "SELECT id FROM st.t ORDER BY id",
+        "SELECT 2",
+        "COMMIT",
+        "START TRANSACTION READ ONLY",
+        "SELECT id FROM st.t ORDER BY id",
+        "ROLLBACK",
+    ];
+    let outside = || {
+        proxy
+            .ctx
+            .counters
+            .read_committed_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for caps in [modern, modern - CapabilityFlags::CLIENT_DEPRECATE_EOF] {
+        let before = outside();
+        let via = states_after(proxy.port, caps, &committed).await;
+        assert_eq!(outside() - before, 6, "{caps:?}");
+        let direct = states_after(db.port, caps, &committed).await;
+        let mut want = direct.clone();
+        for outside_with_autocommit_off in [2, 3, 5] {
+            assert_eq!(want[outside_with_autocommit_off], (false, true));
+            want[outside_with_autocommit_off].1 = false;
+        }
+        assert_eq!(via, want, "{caps:?}");
+    }
 }

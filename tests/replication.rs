@@ -4709,6 +4709,149 @@ async fn read_committed_sessions_and_insert_returning_replicate() {
     assert_eq!(raised, 2);
 }
 
+/// A READ COMMITTED session's plain reads see what is committed when they start as long as
+/// its transaction has not begun on the server, which runs REPEATABLE READ (its first read
+/// would fix the snapshot every later read sees): a read after another session's commit
+/// sees it, and a Django `get_or_create` that lost its race inside `transaction.atomic()`
+/// finds the winner's row. Once the transaction began, its reads run in it and see its own
+/// writes; running reads outside it neither commits nor releases anything of it. A
+/// REPEATABLE READ session keeps its snapshot. Before, every session read one snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_committed_transaction_reads_each_commit_until_it_begins_on_the_server() {
+    common::init_tracing();
+    let (dbs, proxy, mut other) = three_replicas().await;
+    run_all(
+        &mut other,
+        &[
+            "CREATE DATABASE rc",
+            "CREATE TABLE rc.t (id INT PRIMARY KEY, v INT NOT NULL)",
+            "INSERT INTO rc.t VALUES (1, 10)",
+        ],
+    )
+    .await;
+    let value = "SELECT v FROM rc.t WHERE id = 1";
+    for (level, sees_commits) in [("READ COMMITTED", true), ("REPEATABLE READ", false)] {
+        for (start, end) in [
+            ("BEGIN", "COMMIT"),
+            ("SET autocommit = 0", "COMMIT"),
+            ("START TRANSACTION READ WRITE", "COMMIT"),
+        ] {
+            let case = format!("{level}, {start}");
+            let mut c = connect(&proxy.url(None)).await;
+            c.query_drop(format!("SET SESSION TRANSACTION ISOLATION LEVEL {level}"))
+                .await
+                .unwrap();
+            c.query_drop(start).await.unwrap();
+            let first: i32 = c.query_first(value).await.unwrap().unwrap();
+            other
+                .query_drop("UPDATE rc.t SET v = v + 1 WHERE id = 1")
+                .await
+                .unwrap();
+            let second: i32 = c.query_first(value).await.unwrap().unwrap();
+            other
+                .query_drop("UPDATE rc.t SET v = v + 1 WHERE id = 1")
+                .await
+                .unwrap();
+            // A prepared read too.
+            let third: i32 = c.exec_first(value, ()).await.unwrap().unwrap();
+            let seen = if sees_commits { 1 } else { 0 };
+            assert_eq!((second - first, third - second), (seen, seen), "{case}");
+            // get_or_create: another session created the row first.
+            other
+                .query_drop("INSERT INTO rc.t VALUES (2, 20)")
+                .await
+                .unwrap();
+            c.query_drop("SAVEPOINT s").await.unwrap();
+            let err = c
+                .query_drop("INSERT INTO rc.t VALUES (2, 99)")
+                .await
+                .unwrap_err();
+            assert_eq!(server_code(&err), 1062, "{case}: {err}");
+            c.query_drop("ROLLBACK TO SAVEPOINT s").await.unwrap();
+            let found: Option<i64> = c
+                .query_first("SELECT COUNT(*) FROM rc.t WHERE id = 2")
+                .await
+                .unwrap();
+            assert_eq!(found, Some(i64::from(seen)), "{case}");
+            // Its own write is read back, and committed with the transaction.
+            c.query_drop("UPDATE rc.t SET v = v + 100 WHERE id = 1")
+                .await
+                .unwrap();
+            let own: i32 = c.query_first(value).await.unwrap().unwrap();
+            assert_eq!(own, first + 102, "{case}");
+            c.query_drop(end).await.unwrap();
+            // (Another session's commit: `other` reads it where everything logged is.)
+            let committed: i32 = other
+                .query_first(format!("/* myquorum=strong */ {value}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(committed, own, "{case}");
+            other
+                .query_drop("DELETE FROM rc.t WHERE id = 2")
+                .await
+                .unwrap();
+        }
+    }
+    let outside = proxy
+        .ctx
+        .counters
+        .read_committed_reads
+        .load(Ordering::Relaxed);
+    // Two reads and the prepared one in each READ COMMITTED case; the rest ran inside.
+    assert_eq!(outside, 9);
+    // Reads run outside never end the transaction: a write, then reads, then ROLLBACK
+    // leaves nothing; a locking read keeps its lock through later reads.
+    let mut c = connect(&proxy.url(None)).await;
+    run_all(
+        &mut c,
+        &[
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            "SET autocommit = 0",
+        ],
+    )
+    .await;
+    for round in 0..2 {
+        let _: Option<i32> = c.query_first(value).await.unwrap();
+        c.query_drop("INSERT INTO rc.t VALUES (3, 30)")
+            .await
+            .unwrap();
+        let mine: Option<i64> = c
+            .query_first("SELECT COUNT(*) FROM rc.t WHERE id = 3")
+            .await
+            .unwrap();
+        assert_eq!(mine, Some(1), "round {round}");
+        let _: Option<i32> = c.query_first(value).await.unwrap();
+        c.query_drop("ROLLBACK").await.unwrap();
+        let left: Option<i64> = other
+            .query_first("/* myquorum=strong */ SELECT COUNT(*) FROM rc.t WHERE id = 3")
+            .await
+            .unwrap();
+        assert_eq!(left, Some(0), "round {round}");
+    }
+    let _: Option<i32> = c
+        .query_first("SELECT v FROM rc.t WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let _: Option<i32> = c.query_first(value).await.unwrap();
+    let _: Option<i64> = c.query_first("SELECT COUNT(*) FROM rc.t").await.unwrap();
+    other
+        .query_drop("SET SESSION innodb_lock_wait_timeout = 1")
+        .await
+        .unwrap();
+    let err = other
+        .query_drop("UPDATE rc.t SET v = 0 WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1205, "{err}");
+    c.query_drop("ROLLBACK").await.unwrap();
+    other
+        .query_drop("UPDATE rc.t SET v = 0 WHERE id = 1")
+        .await
+        .unwrap();
+    assert_replicas_identical(&dbs, &mut other, &["rc.t"]).await;
+}
+
 /// Rails' connection set-up computes sql_mode from the server's own
 /// (`CONCAT(CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), ',NO_AUTO_VALUE_ON_ZERO')`). The proxy
 /// evaluates it on the backend and keeps the result as a literal setting, so the session is

@@ -126,6 +126,12 @@ fn proxy_counters(ctx: &ProxyContext, e: &mut Exposition) {
             load(&c.isolation_raised),
         ),
         (
+            "myquorum_read_committed_reads_total",
+            "counter",
+            "Reads of READ COMMITTED transactions run outside the server's transaction, before it began.",
+            load(&c.read_committed_reads),
+        ),
+        (
             "myquorum_client_polls_total",
             "counter",
             "Waits for a client's next command that polled its socket (proxy.busy_poll_us).",

@@ -519,6 +519,10 @@ pub fn answer(
                     kv("replica_reads", c.replica_reads.load(Ordering::Relaxed)),
                     kv("primary_fallbacks", c.primary_fallbacks.load(Ordering::Relaxed)),
                     kv("isolation_raised", c.isolation_raised.load(Ordering::Relaxed)),
+                    kv(
+                        "read_committed_reads",
+                        c.read_committed_reads.load(Ordering::Relaxed),
+                    ),
                     kv("idle_timeouts", c.idle_timeouts.load(Ordering::Relaxed)),
                     kv("client_polls", c.client_polls.load(Ordering::Relaxed)),
                     kv("client_poll_hits", c.client_poll_hits.load(Ordering::Relaxed)),

@@ -16,14 +16,15 @@ use crate::protocol::handshake::{decode_change_user, ChangeUser};
 use crate::protocol::message::{encode_ok, encode_terminator, OkInfo};
 use crate::protocol::packet::PacketTooLarge;
 use crate::protocol::relay::{
-    read_response, relay_response, RelayError, ResponseKind, ResponseSummary,
+    read_response, relay_response, relay_response_showing, RelayError, ResponseKind,
+    ResponseSummary, ShownStatus,
 };
 use crate::protocol::resultset::ColumnKind;
 use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::ddl_order::WriterGuard;
 use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
 use crate::session::diagnostics::Diagnostics;
-use crate::session::{PinReason, PreparedStatement, SessionState};
+use crate::session::{OutsideRead, PinReason, PreparedStatement, SessionState};
 use crate::sql::binlog::BinlogStatement;
 use crate::sql::classify::CommitEnd;
 use crate::sql::prepare::{self, SqlPrepare};
@@ -451,6 +452,18 @@ impl ClientSession {
             }
             // Kept diagnostics answer only the very next statement.
             let diagnostics = session.diagnostics.take();
+            if !matches!(
+                command,
+                COM_QUERY
+                    | COM_STMT_PREPARE
+                    | COM_STMT_EXECUTE
+                    | COM_PING
+                    | COM_STMT_CLOSE
+                    | COM_STMT_RESET
+            ) {
+                // Only statements that keep it say so (`SessionState::server_txn_fresh`).
+                session.server_txn_fresh = false;
+            }
             if !session.in_transaction && session.pending.is_empty() {
                 // This command may start a transaction: its snapshot will include at least
                 // what the primary committed by now (`replication::certify`).
@@ -978,6 +991,11 @@ impl ClientSession {
     ) -> Result<(), Failure> {
         // A statement of a multi-statement text replaces what an earlier one kept.
         session.diagnostics = None;
+        if !crate::session::plain_read(&c) {
+            // Whatever it runs on the way (an evaluated SET, a sequence) may begin the
+            // server's transaction.
+            session.server_txn_fresh = false;
+        }
         self.end_replica_affinity(session, &c);
         if let Some(SessionChange::Proxy(name, value)) = &c.session {
             return self.set_proxy_variable(client, session, name, value).await;
@@ -2256,6 +2274,7 @@ impl ClientSession {
         command: BackendCommand<'_>,
         kind: ResponseKind,
     ) -> Result<ResponseSummary, Failure> {
+        let outside = self.outside_read(session, c, route, command);
         session.before_statement(c);
         if let Some(answer) = self
             .answer_transaction_control(client, session, c, route, command)
@@ -2339,6 +2358,29 @@ impl ClientSession {
         let result = if matches!(route.target, Target::Replica(..)) {
             // Already sent, and its answer has begun.
             relay_response(&mut h.conn.stream, client, kind, deprecate_eof, None).await
+        } else if let Some(how) = outside {
+            self.ctx
+                .counters
+                .read_committed_reads
+                .fetch_add(1, Ordering::Relaxed);
+            let shown = ShownStatus {
+                mask: StatusFlags::SERVER_STATUS_AUTOCOMMIT.bits()
+                    | StatusFlags::SERVER_STATUS_IN_TRANS.bits(),
+                bits: session.status_flags(),
+            };
+            let relay = relay_outside_transaction(
+                &mut h.conn,
+                client,
+                &payload,
+                kind,
+                deprecate_eof,
+                how,
+                shown,
+            );
+            let result = until_down(&h.down, relay, RelayError::Backend).await;
+            // The server's transaction is still to begin.
+            session.server_txn_fresh = how == OutsideRead::AutocommitOn && result.is_ok();
+            result
         } else {
             let relay = send_and_relay(
                 &mut h.conn,
@@ -2379,6 +2421,32 @@ impl ClientSession {
             }
         }
         self.finish(session, c, result)
+    }
+
+    /// Whether `c` runs outside the server's transaction (`SessionState::read_outside_transaction`):
+    /// a text read, or the execute of a prepared one without a cursor (a cursor's rows are
+    /// fetched later, when the transaction may have begun), on the session's pinned
+    /// connection.
+    fn outside_read(
+        &self,
+        session: &SessionState,
+        c: &Classified,
+        route: Route,
+        command: BackendCommand<'_>,
+    ) -> Option<OutsideRead> {
+        if !matches!(route.target, Target::Pinned(..)) {
+            return None;
+        }
+        let one_answer = match command {
+            BackendCommand::Raw(p) => p.first() == Some(&COM_QUERY),
+            BackendCommand::Execute { body, .. } => body.first() == Some(&0),
+        };
+        let h = self.held.as_ref().filter(|_| one_answer)?;
+        session.read_outside_transaction(
+            c,
+            h.conn.deferred_begin.is_some(),
+            h.conn.serializable_once,
+        )
     }
 
     /// After a statement whose warnings show a routine left the held connection without
@@ -2784,6 +2852,8 @@ impl ClientSession {
             _ => {}
         }
         self.note_route(&sql, &c, route, session);
+        // Preparing runs nothing: the server's transaction is as it was.
+        let fresh = session.server_txn_fresh;
         session.before_statement(&c);
         self.hold_for(session, route).await?;
         let client_id = session.alloc_stmt_id();
@@ -2826,7 +2896,9 @@ impl ClientSession {
                 );
             }
         }
-        self.finish(session, &c, result).map(|_| ())
+        let prepared = self.finish(session, &c, result).map(|_| ());
+        session.server_txn_fresh = fresh && prepared.is_ok();
+        prepared
     }
 
     /// COM_STMT_EXECUTE / SEND_LONG_DATA / CLOSE / RESET / FETCH. An execute goes where its
@@ -2977,6 +3049,9 @@ impl ClientSession {
     ) -> Result<(), Failure> {
         if let Some(call) = self.stored_function_call(&stmt.classified, &stmt.sql) {
             stmt.classified = call;
+        }
+        if !crate::session::plain_read(&stmt.classified) {
+            session.server_txn_fresh = false;
         }
         self.end_replica_affinity(session, &stmt.classified);
         let class = writes::classify_write(&stmt.classified, &stmt.sql, session)
@@ -3166,6 +3241,73 @@ async fn send_and_relay<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(RelayError::Backend)?;
     relay_response(&mut conn.stream, client, kind, deprecate_eof, None).await
+}
+
+/// Runs a plain read of a READ COMMITTED transaction outside the server's transaction
+/// (`session::OutsideRead`) and relays its answer showing `shown`, the session's autocommit
+/// and transaction flags: the client is in its transaction still.
+#[allow(clippy::too_many_arguments)]
+async fn relay_outside_transaction<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BackendConn,
+    client: &mut PacketStream<S>,
+    payload: &[u8],
+    kind: ResponseKind,
+    deprecate_eof: bool,
+    how: OutsideRead,
+    shown: ShownStatus,
+) -> Result<ResponseSummary, RelayError> {
+    // The client's BEGIN stays queued for the transaction's next statement.
+    let begin = conn.deferred_begin.take();
+    let toggled = how == OutsideRead::AutocommitOn;
+    if toggled {
+        // No transaction is open (`SessionState::server_txn_fresh`): nothing commits.
+        conn.stream
+            .queue_packet(0, &crate::replication::replay::query("SET autocommit = 1"));
+    }
+    let reset = queue_timestamp_reset(conn);
+    conn.stream.queue_packet(0, payload);
+    if toggled {
+        conn.stream
+            .queue_packet(0, &crate::replication::replay::query("SET autocommit = 0"));
+    }
+    let relayed = async {
+        conn.stream.flush().await.map_err(RelayError::Backend)?;
+        if toggled {
+            expect_ok(&mut conn.stream, deprecate_eof, "SET autocommit = 1").await?;
+        }
+        if reset {
+            read_response(&mut conn.stream, ResponseKind::Single, deprecate_eof)
+                .await
+                .map_err(RelayError::Backend)?;
+        }
+        let summary =
+            relay_response_showing(&mut conn.stream, client, kind, deprecate_eof, shown).await?;
+        if toggled {
+            expect_ok(&mut conn.stream, deprecate_eof, "SET autocommit = 0").await?;
+        }
+        Ok(summary)
+    }
+    .await;
+    conn.deferred_begin = begin;
+    relayed
+}
+
+/// Reads the answer to a statement of the proxy's own that must succeed; an error ends the
+/// backend connection (the session's state there is no longer known).
+async fn expect_ok(
+    stream: &mut PacketStream<crate::backend::conn::BackendSocket>,
+    deprecate_eof: bool,
+    what: &str,
+) -> Result<(), RelayError> {
+    let answer = read_response(stream, ResponseKind::Single, deprecate_eof)
+        .await
+        .map_err(RelayError::Backend)?;
+    match answer.error {
+        None => Ok(()),
+        Some(e) => Err(RelayError::Backend(io::Error::other(format!(
+            "{what} failed on the server: {e}"
+        )))),
+    }
 }
 
 /// Sends a command (behind the client's deferred BEGIN, and first restoring the server's

@@ -1582,6 +1582,11 @@ impl ClientSession {
         if !ok {
             return;
         }
+        if c.kind == Kind::Session {
+            if let Some(level) = crate::sql::set::requested_isolation(sql) {
+                session.requested_isolation = Some(level);
+            }
+        }
         match c.kind {
             Kind::Rollback => {
                 session.pending.clear();

@@ -109,6 +109,53 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    relay(backend, client, kind, deprecate_eof, rewrite_stmt_id, None).await
+}
+
+/// Status flags a relayed answer shows the client in place of the server's: the bits of
+/// `mask` are those of `bits` in every OK and terminator (and in the summary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShownStatus {
+    pub mask: u16,
+    pub bits: u16,
+}
+
+impl ShownStatus {
+    fn apply(self, status: u16) -> u16 {
+        (status & !self.mask) | (self.bits & self.mask)
+    }
+}
+
+/// `relay_response` for a statement the proxy ran in another transaction state than the
+/// client's session is in (a read run outside the client's transaction): its OKs and
+/// terminators show `shown`, so the client's view of autocommit and its transaction, which
+/// client libraries keep from these flags, stays the session's.
+pub async fn relay_response_showing<B, C>(
+    backend: &mut PacketStream<B>,
+    client: &mut PacketStream<C>,
+    kind: ResponseKind,
+    deprecate_eof: bool,
+    shown: ShownStatus,
+) -> Result<ResponseSummary, RelayError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    relay(backend, client, kind, deprecate_eof, None, Some(shown)).await
+}
+
+async fn relay<B, C>(
+    backend: &mut PacketStream<B>,
+    client: &mut PacketStream<C>,
+    kind: ResponseKind,
+    deprecate_eof: bool,
+    rewrite_stmt_id: Option<u32>,
+    shown: Option<ShownStatus>,
+) -> Result<ResponseSummary, RelayError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
     let mut summary = ResponseSummary::default();
     let mut state = match kind {
         ResponseKind::Rows => State::Rows,
@@ -138,6 +185,16 @@ where
         let payload = backend.frame_payload(frame);
         let first = payload.first().copied().unwrap_or(0);
         let mut infile = false;
+        // The frame carries status flags: an OK, an EOF, or a terminator.
+        let status_frame = match state {
+            State::Start => {
+                kind != ResponseKind::Prepare && matches!(first, OK_HEADER | EOF_HEADER)
+            }
+            State::Rows | State::FieldList => first != ERR_HEADER && is_terminator(payload),
+            // Client libraries read the status here too.
+            State::ColumnsEof => true,
+            _ => false,
+        };
         state = match state {
             State::Start if kind == ResponseKind::Single => {
                 record_single(&mut summary, payload);
@@ -246,6 +303,18 @@ where
             }
             State::PrepareColumnsEof | State::Done => State::Done,
         };
+        if let (Some(shown), true) = (shown, status_frame) {
+            let payload = backend.frame_payload_mut(frame);
+            if let Some(at) = status_offset(payload) {
+                let status = u16::from_le_bytes([payload[at], payload[at + 1]]);
+                let patched = shown.apply(status);
+                payload[at..at + 2].copy_from_slice(&patched.to_le_bytes());
+                summary.status = Some(patched);
+                if let Some(ok) = summary.ok.as_mut() {
+                    ok.status = patched;
+                }
+            }
+        }
         backend.forward_frame(frame, client);
         if infile {
             relay_local_infile(backend, client).await?;
@@ -256,6 +325,23 @@ where
         if client.pending_write() >= FLUSH_AT {
             client.flush().await.map_err(RelayError::Client)?;
         }
+    }
+}
+
+/// Where the status flags of an OK or EOF payload are (an EOF is 5 bytes; an OK, or a
+/// terminator in OK form, has its two length-encoded counts in front); None for anything
+/// else.
+fn status_offset(payload: &[u8]) -> Option<usize> {
+    match payload.first() {
+        Some(&EOF_HEADER) if payload.len() == 5 => Some(3),
+        Some(&OK_HEADER | &EOF_HEADER) => {
+            let mut b = payload.get(1..)?;
+            let before = b.len();
+            read_lenenc_int(&mut b)?;
+            read_lenenc_int(&mut b)?;
+            (b.len() >= 2).then(|| 1 + before - b.len())
+        }
+        _ => None,
     }
 }
 
@@ -632,6 +718,92 @@ mod tests {
             assert_eq!(raw.len(), rows_before.len());
             assert_eq!(payload(last - 1), b"\x018");
         }
+    }
+
+    /// Relays `raw` as a backend's answer showing `shown`; what the client got, and the summary.
+    async fn relayed_showing(
+        raw: &[u8],
+        deprecate_eof: bool,
+        shown: ShownStatus,
+    ) -> (Vec<u8>, ResponseSummary) {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, proxy_end) = tokio::io::duplex(1 << 16);
+        server.write_all(raw).await.expect("write the answer");
+        let mut backend = PacketStream::new(proxy_end);
+        let mut client = PacketStream::new(MemoryIo::keeping());
+        let summary = relay_response_showing(
+            &mut backend,
+            &mut client,
+            ResponseKind::ResultSets,
+            deprecate_eof,
+            shown,
+        )
+        .await
+        .expect("relayed");
+        (client.into_parts().0.buf, summary)
+    }
+
+    #[tokio::test]
+    async fn an_answer_relayed_showing_the_sessions_status_keeps_all_else() {
+        // A read run in autocommit for a session whose client is in a transaction.
+        let shown = ShownStatus {
+            mask: AUTOCOMMIT | IN_TRANS,
+            bits: AUTOCOMMIT | IN_TRANS,
+        };
+        let more = StatusFlags::SERVER_MORE_RESULTS_EXISTS.bits();
+        let nbe = StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES.bits();
+        for deprecate_eof in [false, true] {
+            let raw = returning(AUTOCOMMIT | nbe, deprecate_eof);
+            let (got, summary) = relayed_showing(&raw, deprecate_eof, shown).await;
+            let at: Vec<(usize, usize)> = frames(&got).collect();
+            let payload = |i: usize| &got[at[i].0 + 4..at[i].0 + 4 + at[i].1];
+            let last = at.len() - 1;
+            let want = AUTOCOMMIT | IN_TRANS | nbe;
+            assert_eq!(
+                terminator_status(payload(last), deprecate_eof),
+                Some((want, 3))
+            );
+            assert_eq!(summary.status, Some(want));
+            if !deprecate_eof {
+                // The EOF after the column definitions too.
+                assert_eq!(terminator_status(payload(2), false), Some((want, 0)));
+            }
+            // Rows and lengths as the server sent them, and only the status bytes differ.
+            assert_eq!(got.len(), raw.len());
+            assert_eq!(payload(last - 1), b"\x018");
+            let differing = got.iter().zip(&raw).filter(|(a, b)| a != b).count();
+            assert_eq!(differing, if deprecate_eof { 1 } else { 2 });
+        }
+        // An OK (with more results after it) and an error.
+        let ok = |status| {
+            encode_ok(
+                OkInfo {
+                    affected_rows: 0,
+                    last_insert_id: 300,
+                    status,
+                    warnings: 2,
+                },
+                b"",
+            )
+        };
+        let off = ShownStatus {
+            mask: AUTOCOMMIT | IN_TRANS,
+            bits: 0,
+        };
+        let raw = framed(&[ok(AUTOCOMMIT | more), ok(AUTOCOMMIT)]);
+        let (got, summary) = relayed_showing(&raw, false, off).await;
+        let at: Vec<(usize, usize)> = frames(&got).collect();
+        let first = OkInfo::decode(&got[at[0].0 + 4..]).expect("an OK");
+        assert_eq!(
+            (first.status, first.last_insert_id, first.warnings),
+            (more, 300, 2)
+        );
+        assert_eq!(summary.ok.map(|o| o.status), Some(0));
+        assert_eq!(summary.status, Some(0));
+        let err = framed(&[MysqlError::new(1146, "42S02", "Table 'x.y' doesn't exist").encode()]);
+        let (got, summary) = relayed_showing(&err, false, off).await;
+        assert_eq!(got, err);
+        assert_eq!(summary.error.map(|e| e.code), Some(1146));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::backend::BackendAccount;
 use crate::protocol::relay::ResponseSummary;
 use crate::replication::certify::TableSet;
 use crate::replication::record::Statement;
+use crate::sql::set::Isolation;
 use crate::sql::{Classified, Flags, Kind, SessionChange};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -171,6 +172,52 @@ pub struct SessionState {
     /// before each command that starts outside a transaction): certification's starting
     /// point (`replication::certify`).
     pub snapshot_mark: u64,
+    /// The isolation level the session asked for (`SET SESSION TRANSACTION ISOLATION LEVEL`,
+    /// `tx_isolation`); None: the server's default. The server runs it raised to REPEATABLE
+    /// READ (`sql::set::Isolation::enforced`); a READ COMMITTED session's plain reads run
+    /// outside its transaction until the server has begun it (`read_outside_transaction`).
+    pub requested_isolation: Option<Isolation>,
+    /// Autocommit is off and the server has not begun the transaction its next statement
+    /// would open: the last statement ended one (COMMIT, ROLLBACK) or turned autocommit off,
+    /// and only reads run outside any transaction came after it. Every statement clears it
+    /// (`before_statement`) unless it is one of those reads, which put it back; it must
+    /// never be set while the server holds anything of a transaction, since such a read
+    /// turns autocommit on around itself, which would commit it.
+    pub server_txn_fresh: bool,
+}
+
+/// How a plain read of a READ COMMITTED transaction runs outside the server's transaction
+/// (`SessionState::read_outside_transaction`): on the same connection, so it sees what is
+/// committed when it starts, as under READ COMMITTED, instead of taking the snapshot that
+/// REPEATABLE READ, which the server runs, would keep for the rest of the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutsideRead {
+    /// The client's BEGIN is still queued (`BackendConn::deferred_begin`): the read goes
+    /// in front of it, in autocommit mode.
+    AheadOfBegin,
+    /// Autocommit is off and no transaction begun (`server_txn_fresh`): the read runs
+    /// between `SET autocommit = 1` and `SET autocommit = 0`, in one round trip.
+    AutocommitOn,
+}
+
+/// A statement that only reads and takes nothing a transaction would hold: no lock, no side
+/// effect, one statement the proxy parsed. Such a read may run outside a READ COMMITTED
+/// transaction (`SessionState::read_outside_transaction`).
+pub fn plain_read(c: &Classified) -> bool {
+    c.kind == Kind::Read
+        && c.statements <= 1
+        && !c.flags.intersects(
+            Flags::LOCKING_READ
+                | Flags::FALLBACK
+                | Flags::SIDE_EFFECTS
+                | Flags::MULTI_STATEMENT
+                | Flags::SEQUENCE
+                | Flags::SQL_PREPARE
+                | Flags::UNKNOWN_STATEMENT
+                | Flags::TABLE_LOCK
+                | Flags::ADVISORY_LOCK
+                | Flags::BACKUP_LOCK,
+        )
 }
 
 /// The open transaction's writes, with the bytes they take in its record: a transaction
@@ -281,6 +328,8 @@ impl SessionState {
             binlog_format_description: None,
             sequence_last: HashMap::new(),
             snapshot_mark: 0,
+            requested_isolation: None,
+            server_txn_fresh: false,
         };
         s.signature = s.compute_signature();
         s
@@ -297,6 +346,8 @@ impl SessionState {
         self.prepared.clear();
         self.in_transaction = false;
         self.autocommit = true;
+        self.requested_isolation = None;
+        self.server_txn_fresh = false;
         self.proxy_vars.clear();
         self.pending.clear();
         self.savepoints.clear();
@@ -430,6 +481,7 @@ impl SessionState {
 
     /// Updates state and pins before a statement runs, from what it will do.
     pub fn before_statement(&mut self, c: &Classified) {
+        self.server_txn_fresh = false;
         let f = c.flags;
         if f.contains(Flags::TEMP_TABLE) && c.kind == Kind::Ddl {
             self.pin(PinReason::TemporaryTable);
@@ -499,11 +551,23 @@ impl SessionState {
 
     /// Updates state and pins after a statement ran, from the server's answer.
     pub fn after_statement(&mut self, c: &Classified, summary: &ResponseSummary) {
+        let autocommit_idle = self.autocommit && !self.in_transaction;
         if let Some(status) = summary.status {
             use mysql_common::constants::StatusFlags;
             self.note_status(status);
             self.no_backslash_escapes =
                 status & StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES.bits() != 0;
+        }
+        // With autocommit off, a COMMIT or ROLLBACK ends the server's transaction and the
+        // next statement opens one; so does a SET that turns autocommit off, from autocommit
+        // with no transaction open (from autocommit on, the server commits as it turns off).
+        let ends = match c.kind {
+            Kind::Commit | Kind::Rollback => true,
+            Kind::Session => autocommit_idle,
+            _ => false,
+        };
+        if ends && summary.error.is_none() && summary.status.is_some() {
+            self.server_txn_fresh = !self.autocommit && !self.in_transaction;
         }
         if f_has(c, Flags::UNLOCK_TABLES) && summary.error.is_none() {
             self.unpin(PinReason::TableLock);
@@ -565,6 +629,37 @@ impl SessionState {
     /// keeps its connection even before the server reports a transaction: a SAVEPOINT set
     /// first (Django's `atomic` on a fresh transaction does so) lives on that connection
     /// until the transaction ends, and another session must not be handed it.
+    /// Whether `c`, a statement of this session's open transaction, runs outside the
+    /// server's transaction, and how; None: as usual, inside it. Only a READ COMMITTED
+    /// session's plain read (no lock, no side effect, one statement) while the server has
+    /// not begun the transaction: then nothing of the transaction can be lost by running
+    /// it in autocommit, and it sees what is committed when it starts, as under READ
+    /// COMMITTED. Under REPEATABLE READ, which the server runs (`Isolation::enforced`), the
+    /// transaction's first read would take the snapshot all its later reads see; a Django
+    /// `get_or_create` that lost its race inside `transaction.atomic()` then did not find
+    /// the winner's row. Once the transaction has begun on the server, reads run in it.
+    /// `deferred_begin`: the client's BEGIN waits on the connection, unsent;
+    /// `serializable_once`: the proxy set a one-shot level there that a read in autocommit
+    /// would take.
+    pub fn read_outside_transaction(
+        &self,
+        c: &Classified,
+        deferred_begin: bool,
+        serializable_once: bool,
+    ) -> Option<OutsideRead> {
+        let asked = self
+            .requested_isolation
+            .is_some_and(Isolation::reads_committed);
+        if !plain_read(c) || !asked || !self.pending.is_empty() || !self.savepoints.is_empty() {
+            return None;
+        }
+        if deferred_begin {
+            return Some(OutsideRead::AheadOfBegin);
+        }
+        (self.server_txn_fresh && !self.autocommit && !self.in_transaction && !serializable_once)
+            .then_some(OutsideRead::AutocommitOn)
+    }
+
     pub fn note_status(&mut self, status: u16) {
         use mysql_common::constants::StatusFlags;
         self.in_transaction = status & StatusFlags::SERVER_STATUS_IN_TRANS.bits() != 0;
@@ -710,6 +805,98 @@ mod tests {
             status: Some(status),
             ..ResponseSummary::default()
         }
+    }
+
+    /// Runs `sql` through the session's bookkeeping as if the server answered `status`.
+    fn ran(s: &mut SessionState, sql: &str, status: u16) {
+        let c = classify(sql);
+        s.before_statement(&c);
+        s.after_statement(&c, &ok(status));
+    }
+
+    #[test]
+    fn read_committed_reads_run_outside_only_a_transaction_not_begun() {
+        const AUTOCOMMIT: u16 = 0x0002;
+        const IN_TRANS: u16 = 0x0001;
+        let read = classify("SELECT v FROM t WHERE id = 1");
+        let mut s = SessionState::new("u".into(), None, 45, false);
+        // The server's default level: every read runs in the transaction.
+        ran(&mut s, "SET autocommit = 0", 0);
+        assert_eq!(s.read_outside_transaction(&read, false, false), None);
+        ran(&mut s, "SET autocommit = 1", AUTOCOMMIT);
+        s.requested_isolation = Some(Isolation::ReadCommitted);
+        // A BEGIN the proxy holds back: ahead of it, whatever else holds.
+        assert_eq!(
+            s.read_outside_transaction(&read, true, false),
+            Some(OutsideRead::AheadOfBegin)
+        );
+        // Autocommit turned off with no transaction open: the next transaction is fresh.
+        ran(&mut s, "SET autocommit = 0", 0);
+        assert!(s.server_txn_fresh);
+        assert_eq!(
+            s.read_outside_transaction(&read, false, false),
+            Some(OutsideRead::AutocommitOn)
+        );
+        for not_plain in [
+            "SELECT v FROM t WHERE id = 1 FOR UPDATE",
+            "SELECT v FROM t LOCK IN SHARE MODE",
+            "SELECT GET_LOCK('a', 1)",
+            "SELECT NEXTVAL(s)",
+            "SELECT 1; SELECT 2",
+            "UPDATE t SET v = 1",
+        ] {
+            assert_eq!(
+                s.read_outside_transaction(&classify(not_plain), false, false),
+                None,
+                "{not_plain}"
+            );
+        }
+        // A one-shot level of the proxy's own waits for the transaction.
+        assert_eq!(s.read_outside_transaction(&read, false, true), None);
+        // Any statement run in the transaction begins it: reads go in from then on.
+        for begins in [
+            "INSERT INTO t VALUES (1)",
+            "SAVEPOINT a",
+            "SELECT v FROM t FOR UPDATE",
+            "SET @x = 1",
+            "DO 1",
+        ] {
+            ran(&mut s, "COMMIT", 0);
+            assert!(s.server_txn_fresh, "{begins}");
+            ran(&mut s, begins, 0);
+            assert!(!s.server_txn_fresh, "{begins}");
+            assert_eq!(s.read_outside_transaction(&read, false, false), None);
+        }
+        ran(&mut s, "ROLLBACK", 0);
+        assert!(s.server_txn_fresh);
+        // A failed COMMIT did not end it; nor does a COMMIT AND CHAIN, which opens the next.
+        s.server_txn_fresh = false;
+        let c = classify("COMMIT");
+        s.before_statement(&c);
+        s.after_statement(
+            &c,
+            &ResponseSummary {
+                error: Some(crate::protocol::MysqlError::new(1180, "HY000", "x")),
+                ..ResponseSummary::default()
+            },
+        );
+        assert!(!s.server_txn_fresh);
+        ran(&mut s, "COMMIT AND CHAIN", IN_TRANS);
+        assert!(!s.server_txn_fresh);
+        // Writes or savepoints the session holds keep reads in, whatever the flags say.
+        ran(&mut s, "ROLLBACK", 0);
+        s.savepoints.push(("a".into(), 0));
+        assert_eq!(s.read_outside_transaction(&read, true, false), None);
+        s.savepoints.clear();
+        // SET autocommit = 0 inside an open transaction does not end it.
+        ran(&mut s, "SET autocommit = 1", AUTOCOMMIT);
+        ran(&mut s, "BEGIN", AUTOCOMMIT | IN_TRANS);
+        ran(&mut s, "SET autocommit = 0", IN_TRANS);
+        assert!(!s.server_txn_fresh);
+        // A reset session is back to the server's default level.
+        s.reset(false);
+        assert_eq!(s.requested_isolation, None);
+        assert!(!s.server_txn_fresh);
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl SessionChange {
 
 /// Parses a single SET or USE statement.
 pub fn parse_set(sql: &str) -> Option<SessionChange> {
-    let (change, computed) = parse(sql);
+    let (change, computed, _) = parse(sql);
     match change {
         Some(SessionChange::Vars(_)) if !computed.is_empty() => Some(SessionChange::Computed),
         other => other,
@@ -50,8 +50,19 @@ pub fn parse_set(sql: &str) -> Option<SessionChange> {
 /// For a `Computed` SET: the byte ranges of its computed values, in order.
 pub fn computed_values(sql: &str) -> Vec<(usize, usize)> {
     match parse(sql) {
-        (Some(SessionChange::Vars(_)), computed) => computed,
+        (Some(SessionChange::Vars(_)), computed, _) => computed,
         _ => Vec::new(),
+    }
+}
+
+/// The isolation level a replayable SET asks for the rest of the session (the last one it
+/// names: `SET SESSION TRANSACTION ISOLATION LEVEL …`, `tx_isolation` or
+/// `transaction_isolation` in session scope), before `Isolation::enforced` raises it; None
+/// when it sets none that way. A next-transaction `SET TRANSACTION …` is not a session level.
+pub fn requested_isolation(sql: &str) -> Option<Isolation> {
+    match parse(sql) {
+        (Some(SessionChange::Vars(_)), computed, requested) if computed.is_empty() => requested,
+        _ => None,
     }
 }
 
@@ -95,14 +106,26 @@ pub fn with_literal_values(
     Some(out)
 }
 
-/// The change a SET or USE makes, and the byte ranges of its computed values.
-fn parse(sql: &str) -> (Option<SessionChange>, Vec<(usize, usize)>) {
+/// The change a SET or USE makes, the byte ranges of its computed values, and the session
+/// isolation level it asks for.
+fn parse(
+    sql: &str,
+) -> (
+    Option<SessionChange>,
+    Vec<(usize, usize)>,
+    Option<Isolation>,
+) {
     let mut computed = Vec::new();
-    let change = parse_into(sql, &mut computed);
-    (change, computed)
+    let mut requested = None;
+    let change = parse_into(sql, &mut computed, &mut requested);
+    (change, computed, requested)
 }
 
-fn parse_into(sql: &str, computed: &mut Vec<(usize, usize)>) -> Option<SessionChange> {
+fn parse_into(
+    sql: &str,
+    computed: &mut Vec<(usize, usize)>,
+    requested: &mut Option<Isolation>,
+) -> Option<SessionChange> {
     let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
     let spans: Vec<(usize, usize)> = Lexer::new(sql).map(|t| (t.start, t.end)).collect();
     let first = toks.first()?;
@@ -181,6 +204,7 @@ fn parse_into(sql: &str, computed: &mut Vec<(usize, usize)>) -> Option<SessionCh
             }
             let enforced = level.enforced();
             if i == 1 {
+                *requested = Some(level);
                 vars.push((
                     "tx_isolation".to_string(),
                     format!("SESSION tx_isolation = {}", enforced.value()),
@@ -245,6 +269,7 @@ fn parse_into(sql: &str, computed: &mut Vec<(usize, usize)>) -> Option<SessionCh
             let Some(level) = Isolation::from_value(&value[0]) else {
                 return Some(SessionChange::Unreplayable);
             };
+            *requested = Some(level);
             vars.push((
                 "tx_isolation".to_string(),
                 format!("SESSION {name} = {}", level.enforced().value()),
@@ -314,6 +339,12 @@ impl Isolation {
             Isolation::ReadUncommitted | Isolation::ReadCommitted => Isolation::RepeatableRead,
             other => other,
         }
+    }
+
+    /// The level lets each statement read what is committed when it starts (READ COMMITTED,
+    /// and READ UNCOMMITTED, which the proxy can give no more than that).
+    pub fn reads_committed(self) -> bool {
+        matches!(self, Isolation::ReadUncommitted | Isolation::ReadCommitted)
     }
 
     fn value(self) -> &'static str {
@@ -391,6 +422,57 @@ pub fn raise_isolation(sql: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_level_asked_for_is_kept_before_it_is_raised() {
+        let cases = [
+            (
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                Some(Isolation::ReadCommitted),
+            ),
+            (
+                "set session transaction isolation level read uncommitted",
+                Some(Isolation::ReadUncommitted),
+            ),
+            (
+                "SET tx_isolation = 'READ-COMMITTED'",
+                Some(Isolation::ReadCommitted),
+            ),
+            (
+                "SET @@session.transaction_isolation = 'repeatable-read'",
+                Some(Isolation::RepeatableRead),
+            ),
+            (
+                "SET autocommit = 0, @@transaction_isolation = 1, sql_mode = ''",
+                Some(Isolation::ReadCommitted),
+            ),
+            (
+                "SET tx_isolation = 'READ-COMMITTED', tx_isolation = 'SERIALIZABLE'",
+                Some(Isolation::Serializable),
+            ),
+            // The next transaction only, the server's default, another variable, computed.
+            ("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", None),
+            (
+                "SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                None,
+            ),
+            ("SET @@global.tx_isolation = 'READ-COMMITTED'", None),
+            ("SET sql_mode = 'ANSI'", None),
+            ("SET tx_isolation = @level", None),
+            (
+                "SET tx_isolation = 'READ-COMMITTED', sql_mode = CONCAT(@@sql_mode, '')",
+                None,
+            ),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(requested_isolation(sql), want, "{sql}");
+        }
+        // What is replayed is the raised level either way.
+        assert_eq!(
+            vars("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+            vars("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        );
+    }
 
     fn vars(sql: &str) -> Vec<(String, String)> {
         match parse_set(sql) {
