@@ -4813,6 +4813,10 @@ async fn a_read_committed_transaction_reads_each_commit_until_it_begins_on_the_s
     .await;
     for round in 0..2 {
         let _: Option<i32> = c.query_first(value).await.unwrap();
+        // What reads the session's own state runs where that state is (not between the
+        // SETs of autocommit around a read run outside).
+        let autocommit: Option<i64> = c.query_first("SELECT @@autocommit").await.unwrap();
+        assert_eq!(autocommit, Some(0), "round {round}");
         c.query_drop("INSERT INTO rc.t VALUES (3, 30)")
             .await
             .unwrap();

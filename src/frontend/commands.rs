@@ -2437,16 +2437,14 @@ impl ClientSession {
         if !matches!(route.target, Target::Pinned(..)) {
             return None;
         }
-        let one_answer = match command {
-            BackendCommand::Raw(p) => p.first() == Some(&COM_QUERY),
-            BackendCommand::Execute { body, .. } => body.first() == Some(&0),
+        let (one_answer, text) = match command {
+            BackendCommand::Raw(p) => (p.first() == Some(&COM_QUERY), p.get(1..).unwrap_or(&[])),
+            BackendCommand::Execute { sql, body } => (body.first() == Some(&0), sql.as_bytes()),
         };
         let h = self.held.as_ref().filter(|_| one_answer)?;
-        session.read_outside_transaction(
-            c,
-            h.conn.deferred_begin.is_some(),
-            h.conn.serializable_once,
-        )
+        session
+            .read_outside_transaction(c, h.conn.deferred_begin.is_some(), h.conn.serializable_once)
+            .filter(|_| !reads_transaction_state(c, text))
     }
 
     /// After a statement whose warnings show a routine left the held connection without
@@ -3241,6 +3239,27 @@ async fn send_and_relay<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(RelayError::Backend)?;
     relay_response(&mut conn.stream, client, kind, deprecate_eof, None).await
+}
+
+/// Whether a read would answer differently outside the client's transaction on the same
+/// connection: it reads the transaction's or autocommit's state (`@@in_transaction`,
+/// `@@autocommit`: `SET autocommit = 1` runs in front of it), or what the previous
+/// statement left (warnings, ROW_COUNT(), FOUND_ROWS(), which that SET replaces). A word
+/// seen anywhere in the text counts: such a read only stays in the transaction.
+fn reads_transaction_state(c: &Classified, text: &[u8]) -> bool {
+    const WORDS: [&[u8]; 5] = [
+        b"autocommit",
+        b"in_transaction",
+        b"row_count",
+        b"warning_count",
+        b"error_count",
+    ];
+    c.flags
+        .intersects(Flags::WARNINGS_QUERY | Flags::FOUND_ROWS | Flags::LAST_INSERT_ID)
+        || WORDS.iter().any(|word| {
+            text.windows(word.len())
+                .any(|w| w.eq_ignore_ascii_case(word))
+        })
 }
 
 /// Runs a plain read of a READ COMMITTED transaction outside the server's transaction
