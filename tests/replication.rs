@@ -4856,6 +4856,87 @@ async fn a_read_committed_transaction_reads_each_commit_until_it_begins_on_the_s
     assert_replicas_identical(&dbs, &mut other, &["rc.t"]).await;
 }
 
+/// A server whose default isolation is READ COMMITTED (`transaction-isolation` in its
+/// my.cnf) still runs every session's writes at REPEATABLE READ: the proxy raises each
+/// data-path connection when it opens it and after each COM_RESET_CONNECTION. Before, such
+/// a primary ran a session's `UPDATE … WHERE k > 5` without gap locks, another session's
+/// insert of k = 7 committed first, and both followers, replaying the insert before the
+/// update, were quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_defaulting_to_read_committed_runs_writes_at_repeatable_read() {
+    common::init_tracing();
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE gi",
+            "CREATE TABLE gi.t (k INT PRIMARY KEY, v INT NOT NULL)",
+            "INSERT INTO gi.t VALUES (1, 0), (6, 0)",
+        ],
+    )
+    .await;
+    for db in &dbs {
+        let mut direct = connect(&db.url(None)).await;
+        direct
+            .query_drop("SET GLOBAL tx_isolation = 'READ-COMMITTED'")
+            .await
+            .unwrap();
+    }
+    // New connections, and connections reset for sessions of other settings.
+    let mut sessions = Vec::new();
+    for i in 0..6 {
+        let mut s = connect(&proxy.url(None)).await;
+        if i % 2 == 1 {
+            s.query_drop("SET SESSION sql_mode = 'ANSI'").await.unwrap();
+        }
+        s.query_drop("BEGIN").await.unwrap();
+        let level: Option<String> = s.query_first("SELECT @@tx_isolation").await.unwrap();
+        assert_eq!(level.as_deref(), Some("REPEATABLE-READ"), "session {i}");
+        sessions.push(s);
+    }
+    for mut s in sessions {
+        s.query_drop("COMMIT").await.unwrap();
+        s.disconnect().await.unwrap();
+    }
+    for i in 0..6 {
+        let mut s = connect(&proxy.url(None)).await;
+        if i % 2 == 0 {
+            s.query_drop("SET SESSION sql_mode = 'ANSI'").await.unwrap();
+        }
+        s.query_drop("BEGIN").await.unwrap();
+        let level: Option<String> = s.query_first("SELECT @@tx_isolation").await.unwrap();
+        assert_eq!(
+            level.as_deref(),
+            Some("REPEATABLE-READ"),
+            "reused, session {i}"
+        );
+        s.query_drop("COMMIT").await.unwrap();
+    }
+    // The phantom: the insert waits for the update's gap lock.
+    let mut writer = connect(&proxy.url(None)).await;
+    run_all(
+        &mut writer,
+        &["BEGIN", "UPDATE gi.t SET v = v + 1 WHERE k > 5"],
+    )
+    .await;
+    let mut inserter = connect(&proxy.url(None)).await;
+    inserter
+        .query_drop("SET SESSION innodb_lock_wait_timeout = 1")
+        .await
+        .unwrap();
+    let err = inserter
+        .query_drop("INSERT INTO gi.t VALUES (7, 0)")
+        .await
+        .unwrap_err();
+    assert_eq!(server_code(&err), 1205, "{err}");
+    writer.query_drop("COMMIT").await.unwrap();
+    inserter
+        .query_drop("INSERT INTO gi.t VALUES (7, 0)")
+        .await
+        .unwrap();
+    assert_replicas_identical(&dbs, &mut c, &["gi.t"]).await;
+}
+
 /// Rails' connection set-up computes sql_mode from the server's own
 /// (`CONCAT(CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), ',NO_AUTO_VALUE_ON_ZERO')`). The proxy
 /// evaluates it on the backend and keeps the result as a literal setting, so the session is

@@ -122,6 +122,16 @@ impl std::fmt::Display for Transport {
     }
 }
 
+/// Statement replay needs REPEATABLE READ or stronger on the primary
+/// (`sql::set::Isolation::enforced`). A server whose default is weaker
+/// (`transaction-isolation = READ-COMMITTED` in its my.cnf, a common setting) ran every
+/// session's writes below it: measured, the first phantom a follower replayed differently
+/// (an `UPDATE … WHERE k > 5` while another session inserted k = 7, both committed)
+/// quarantined both followers. So each data-path connection starts, and starts again after
+/// COM_RESET_CONNECTION, at REPEATABLE READ, or SERIALIZABLE where that is the default.
+const ISOLATION_FLOOR: &str = "SET SESSION tx_isolation = \
+     IF(@@GLOBAL.tx_isolation = 'SERIALIZABLE', 'SERIALIZABLE', 'REPEATABLE-READ')";
+
 pub const COM_QUIT: u8 = 0x01;
 pub const COM_INIT_DB: u8 = 0x02;
 pub const COM_QUERY: u8 = 0x03;
@@ -282,7 +292,7 @@ impl BackendConn {
                 )
             })??;
         let caps_key = (hello.caps & crate::protocol::handshake::RELAY_AFFECTING_CAPS).bits();
-        Ok(BackendConn {
+        let mut conn = BackendConn {
             stream,
             account: None,
             addr,
@@ -298,7 +308,36 @@ impl BackendConn {
             record_settings: None,
             idle_since: std::time::Instant::now(),
             generation,
-        })
+        };
+        let floor = async {
+            conn.stream
+                .write_packet(0, &[&[COM_QUERY][..], ISOLATION_FLOOR.as_bytes()].concat())
+                .await?;
+            conn.read_isolation_floor_answer().await
+        };
+        tokio::time::timeout(params.connect_timeout, floor)
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "backend {} did not answer a SET after connecting",
+                        conn.addr
+                    ),
+                )
+            })??;
+        Ok(conn)
+    }
+
+    /// Reads the answer to `ISOLATION_FLOOR`. A server that refuses it (one without
+    /// `tx_isolation`) keeps its own default; said once per connection, at debug level.
+    async fn read_isolation_floor_answer(&mut self) -> io::Result<()> {
+        let answer = self.stream.read_packet().await?;
+        if answer.payload.first() == Some(&ERR_HEADER) {
+            tracing::debug!(backend = %self.addr, error = ?MysqlError::decode(&answer.payload),
+                "the server refused to raise this connection's isolation level to REPEATABLE READ");
+        }
+        Ok(())
     }
 
     /// Runs a command whose answer is a single OK or ERR (COM_INIT_DB, a SET, a reset).
@@ -359,17 +398,24 @@ impl BackendConn {
         let mut payload = Vec::with_capacity(1 + arg.len());
         payload.push(command);
         payload.extend_from_slice(arg);
-        if command == COM_RESET_CONNECTION {
+        let reset = command == COM_RESET_CONNECTION;
+        if reset {
             // The server drops every prepared statement of the connection, ends its
-            // transaction and restores its clock.
+            // transaction and restores its clock, and its isolation level to the server's
+            // default: the floor goes right behind, in the same write.
             self.statements.clear();
             self.record_settings = None;
             self.deferred_begin = None;
             self.timestamp_fixed = false;
             self.serializable_once = false;
+            self.stream.queue_packet(0, &payload);
+            payload = [&[COM_QUERY][..], ISOLATION_FLOOR.as_bytes()].concat();
         }
         self.stream.write_packet(0, &payload).await?;
         let resp = self.stream.read_packet().await?;
+        if reset {
+            self.read_isolation_floor_answer().await?;
+        }
         match resp.payload.first() {
             Some(&OK_HEADER) => OkInfo::decode(&resp.payload)
                 .map(Ok)
