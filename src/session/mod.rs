@@ -650,7 +650,14 @@ impl SessionState {
         let asked = self
             .requested_isolation
             .is_some_and(Isolation::reads_committed);
-        if !plain_read(c) || !asked || !self.pending.is_empty() || !self.savepoints.is_empty() {
+        // Under LOCK TABLES a read sees only the locked tables; a BEGIN would have released
+        // them, and a COMMIT released InnoDB's part already: the read stays where it is.
+        if !plain_read(c)
+            || !asked
+            || !self.pending.is_empty()
+            || !self.savepoints.is_empty()
+            || self.holds_table_locks()
+        {
             return None;
         }
         if deferred_begin {
@@ -851,8 +858,11 @@ mod tests {
                 "{not_plain}"
             );
         }
-        // A one-shot level of the proxy's own waits for the transaction.
+        // A one-shot level of the proxy's own waits for the transaction; so do table locks.
         assert_eq!(s.read_outside_transaction(&read, false, true), None);
+        s.pin(PinReason::TableLock);
+        assert_eq!(s.read_outside_transaction(&read, true, false), None);
+        s.unpin(PinReason::TableLock);
         // Any statement run in the transaction begins it: reads go in from then on.
         for begins in [
             "INSERT INTO t VALUES (1)",
