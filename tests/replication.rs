@@ -4858,14 +4858,24 @@ async fn a_read_committed_transaction_reads_each_commit_until_it_begins_on_the_s
 
 /// A server whose default isolation is READ COMMITTED (`transaction-isolation` in its
 /// my.cnf) still runs every session's writes at REPEATABLE READ: the proxy raises each
-/// data-path connection when it opens it and after each COM_RESET_CONNECTION. Before, such
+/// data-path connection when it opens it and after each COM_RESET_CONNECTION; sessions
+/// that ask for no level get READ COMMITTED's reads where the proxy can give them. Before, such
 /// a primary ran a session's `UPDATE … WHERE k > 5` without gap locks, another session's
 /// insert of k = 7 committed first, and both followers, replaying the insert before the
 /// update, were quarantined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_defaulting_to_read_committed_runs_writes_at_repeatable_read() {
     common::init_tracing();
-    let (dbs, proxy, mut c) = three_replicas().await;
+    let dbs = [MariaDb::start(), MariaDb::start(), MariaDb::start()];
+    for db in &dbs {
+        let mut direct = connect(&db.url(None)).await;
+        direct
+            .query_drop("SET GLOBAL tx_isolation = 'READ-COMMITTED'")
+            .await
+            .unwrap();
+    }
+    let proxy = Proxy::start(config_for(&[&dbs[0], &dbs[1], &dbs[2]]));
+    let mut c = connect(&proxy.url(None)).await;
     run_all(
         &mut c,
         &[
@@ -4875,13 +4885,6 @@ async fn a_primary_defaulting_to_read_committed_runs_writes_at_repeatable_read()
         ],
     )
     .await;
-    for db in &dbs {
-        let mut direct = connect(&db.url(None)).await;
-        direct
-            .query_drop("SET GLOBAL tx_isolation = 'READ-COMMITTED'")
-            .await
-            .unwrap();
-    }
     // New connections, and connections reset for sessions of other settings.
     let mut sessions = Vec::new();
     for i in 0..6 {
@@ -4910,6 +4913,25 @@ async fn a_primary_defaulting_to_read_committed_runs_writes_at_repeatable_read()
             Some("REPEATABLE-READ"),
             "reused, session {i}"
         );
+        s.query_drop("COMMIT").await.unwrap();
+    }
+    // Sessions that ask for no level read as on that server (each read of a transaction
+    // not begun sees the last commit); one that asks for REPEATABLE READ keeps its snapshot.
+    for (ask, sees) in [(None, 1), (Some("REPEATABLE READ"), 0)] {
+        let mut s = connect(&proxy.url(None)).await;
+        if let Some(level) = ask {
+            s.query_drop(format!("SET SESSION TRANSACTION ISOLATION LEVEL {level}"))
+                .await
+                .unwrap();
+        }
+        s.query_drop("BEGIN").await.unwrap();
+        let read = "SELECT v FROM gi.t WHERE k = 1";
+        let before: i32 = s.query_first(read).await.unwrap().unwrap();
+        c.query_drop("UPDATE gi.t SET v = v + 1 WHERE k = 1")
+            .await
+            .unwrap();
+        let after: i32 = s.query_first(read).await.unwrap().unwrap();
+        assert_eq!(after - before, sees, "{ask:?}");
         s.query_drop("COMMIT").await.unwrap();
     }
     // The phantom: the insert waits for the update's gap lock.

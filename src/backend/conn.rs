@@ -132,6 +132,9 @@ impl std::fmt::Display for Transport {
 const ISOLATION_FLOOR: &str = "SET SESSION tx_isolation = \
      IF(@@GLOBAL.tx_isolation = 'SERIALIZABLE', 'SERIALIZABLE', 'REPEATABLE-READ')";
 
+/// The server's default level, read once per connection (`server_reads_committed`).
+const GLOBAL_ISOLATION: &str = "SELECT @@GLOBAL.tx_isolation";
+
 pub const COM_QUIT: u8 = 0x01;
 pub const COM_INIT_DB: u8 = 0x02;
 pub const COM_QUERY: u8 = 0x03;
@@ -182,6 +185,10 @@ pub struct BackendConn {
     /// connection, so the proxy's next such SET also assigns the session's level to itself,
     /// which ends it.
     pub serializable_once: bool,
+    /// The server's default isolation level, read when this connection opened, is READ
+    /// COMMITTED or weaker: its sessions that ask for no level get READ COMMITTED's reads
+    /// (`session::PinnedFacts`); their writes run at `ISOLATION_FLOOR` all the same.
+    pub server_reads_committed: bool,
     /// A plain BEGIN the proxy answered itself: it travels in front of the session's next
     /// statement on this connection (one round trip fewer per transaction, as vtgate does),
     /// and a transaction that runs nothing never reaches the server.
@@ -303,6 +310,7 @@ impl BackendConn {
             state_signature: crate::session::signature_of(collation, &[]),
             timestamp_fixed: false,
             serializable_once: false,
+            server_reads_committed: false,
             deferred_begin: None,
             statements: HashMap::new(),
             record_settings: None,
@@ -311,9 +319,25 @@ impl BackendConn {
         };
         let floor = async {
             conn.stream
-                .write_packet(0, &[&[COM_QUERY][..], ISOLATION_FLOOR.as_bytes()].concat())
+                .queue_packet(0, &[&[COM_QUERY][..], ISOLATION_FLOOR.as_bytes()].concat());
+            conn.stream
+                .write_packet(0, &[&[COM_QUERY][..], GLOBAL_ISOLATION.as_bytes()].concat())
                 .await?;
-            conn.read_isolation_floor_answer().await
+            conn.read_isolation_floor_answer().await?;
+            let deprecate_eof = conn
+                .hello
+                .caps
+                .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+            let level = crate::protocol::resultset::read_first_row(&mut conn.stream, deprecate_eof)
+                .await?
+                .ok()
+                .flatten()
+                .and_then(|row| row.into_iter().next().flatten());
+            conn.server_reads_committed = level.is_some_and(|l| {
+                l.eq_ignore_ascii_case("READ-COMMITTED")
+                    || l.eq_ignore_ascii_case("READ-UNCOMMITTED")
+            });
+            Ok::<(), io::Error>(())
         };
         tokio::time::timeout(params.connect_timeout, floor)
             .await

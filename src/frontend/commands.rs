@@ -24,7 +24,7 @@ use crate::protocol::{MysqlError, PacketStream};
 use crate::replication::ddl_order::WriterGuard;
 use crate::router::{self, ReplicaId, Route, SessionView, ShardId, Target};
 use crate::session::diagnostics::Diagnostics;
-use crate::session::{OutsideRead, PinReason, PreparedStatement, SessionState};
+use crate::session::{OutsideRead, PinReason, PinnedFacts, PreparedStatement, SessionState};
 use crate::sql::binlog::BinlogStatement;
 use crate::sql::classify::CommitEnd;
 use crate::sql::prepare::{self, SqlPrepare};
@@ -2443,7 +2443,14 @@ impl ClientSession {
         };
         let h = self.held.as_ref().filter(|_| one_answer)?;
         session
-            .read_outside_transaction(c, h.conn.deferred_begin.is_some(), h.conn.serializable_once)
+            .read_outside_transaction(
+                c,
+                PinnedFacts {
+                    deferred_begin: h.conn.deferred_begin.is_some(),
+                    serializable_once: h.conn.serializable_once,
+                    server_reads_committed: h.conn.server_reads_committed,
+                },
+            )
             .filter(|_| !reads_transaction_state(c, text))
     }
 

@@ -186,6 +186,20 @@ pub struct SessionState {
     pub server_txn_fresh: bool,
 }
 
+/// What `SessionState::read_outside_transaction` needs to know of the session's pinned
+/// connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PinnedFacts {
+    /// The client's BEGIN waits on it, unsent (`BackendConn::deferred_begin`).
+    pub deferred_begin: bool,
+    /// The proxy set a one-shot level there that a read in autocommit would take.
+    pub serializable_once: bool,
+    /// Its server's default level is READ COMMITTED or weaker: a session that asked for
+    /// none gets READ COMMITTED's reads, as it would on that server (its writes run at
+    /// REPEATABLE READ all the same, `backend::conn::ISOLATION_FLOOR`).
+    pub server_reads_committed: bool,
+}
+
 /// How a plain read of a READ COMMITTED transaction runs outside the server's transaction
 /// (`SessionState::read_outside_transaction`): on the same connection, so it sees what is
 /// committed when it starts, as under READ COMMITTED, instead of taking the snapshot that
@@ -638,18 +652,15 @@ impl SessionState {
     /// transaction's first read would take the snapshot all its later reads see; a Django
     /// `get_or_create` that lost its race inside `transaction.atomic()` then did not find
     /// the winner's row. Once the transaction has begun on the server, reads run in it.
-    /// `deferred_begin`: the client's BEGIN waits on the connection, unsent;
-    /// `serializable_once`: the proxy set a one-shot level there that a read in autocommit
-    /// would take.
+    /// `held`: what is known of the session's pinned connection.
     pub fn read_outside_transaction(
         &self,
         c: &Classified,
-        deferred_begin: bool,
-        serializable_once: bool,
+        held: PinnedFacts,
     ) -> Option<OutsideRead> {
         let asked = self
             .requested_isolation
-            .is_some_and(Isolation::reads_committed);
+            .map_or(held.server_reads_committed, Isolation::reads_committed);
         // Under LOCK TABLES a read sees only the locked tables; a BEGIN would have released
         // them, and a COMMIT released InnoDB's part already: the read stays where it is.
         if !plain_read(c)
@@ -660,10 +671,13 @@ impl SessionState {
         {
             return None;
         }
-        if deferred_begin {
+        if held.serializable_once {
+            return None;
+        }
+        if held.deferred_begin {
             return Some(OutsideRead::AheadOfBegin);
         }
-        (self.server_txn_fresh && !self.autocommit && !self.in_transaction && !serializable_once)
+        (self.server_txn_fresh && !self.autocommit && !self.in_transaction)
             .then_some(OutsideRead::AutocommitOn)
     }
 
@@ -821,6 +835,14 @@ mod tests {
         s.after_statement(&c, &ok(status));
     }
 
+    fn facts(deferred_begin: bool, serializable_once: bool) -> PinnedFacts {
+        PinnedFacts {
+            deferred_begin,
+            serializable_once,
+            server_reads_committed: false,
+        }
+    }
+
     #[test]
     fn read_committed_reads_run_outside_only_a_transaction_not_begun() {
         const AUTOCOMMIT: u16 = 0x0002;
@@ -829,19 +851,32 @@ mod tests {
         let mut s = SessionState::new("u".into(), None, 45, false);
         // The server's default level: every read runs in the transaction.
         ran(&mut s, "SET autocommit = 0", 0);
-        assert_eq!(s.read_outside_transaction(&read, false, false), None);
+        assert_eq!(s.read_outside_transaction(&read, facts(false, false)), None);
         ran(&mut s, "SET autocommit = 1", AUTOCOMMIT);
+        // A server whose own default is READ COMMITTED: a session that asked for nothing
+        // reads as it would there; one that asked for REPEATABLE READ does not.
+        let on_rc_server = PinnedFacts {
+            deferred_begin: true,
+            serializable_once: false,
+            server_reads_committed: true,
+        };
+        assert_eq!(
+            s.read_outside_transaction(&read, on_rc_server),
+            Some(OutsideRead::AheadOfBegin)
+        );
+        s.requested_isolation = Some(Isolation::RepeatableRead);
+        assert_eq!(s.read_outside_transaction(&read, on_rc_server), None);
         s.requested_isolation = Some(Isolation::ReadCommitted);
         // A BEGIN the proxy holds back: ahead of it, whatever else holds.
         assert_eq!(
-            s.read_outside_transaction(&read, true, false),
+            s.read_outside_transaction(&read, facts(true, false)),
             Some(OutsideRead::AheadOfBegin)
         );
         // Autocommit turned off with no transaction open: the next transaction is fresh.
         ran(&mut s, "SET autocommit = 0", 0);
         assert!(s.server_txn_fresh);
         assert_eq!(
-            s.read_outside_transaction(&read, false, false),
+            s.read_outside_transaction(&read, facts(false, false)),
             Some(OutsideRead::AutocommitOn)
         );
         for not_plain in [
@@ -853,15 +888,15 @@ mod tests {
             "UPDATE t SET v = 1",
         ] {
             assert_eq!(
-                s.read_outside_transaction(&classify(not_plain), false, false),
+                s.read_outside_transaction(&classify(not_plain), facts(false, false)),
                 None,
                 "{not_plain}"
             );
         }
         // A one-shot level of the proxy's own waits for the transaction; so do table locks.
-        assert_eq!(s.read_outside_transaction(&read, false, true), None);
+        assert_eq!(s.read_outside_transaction(&read, facts(false, true)), None);
         s.pin(PinReason::TableLock);
-        assert_eq!(s.read_outside_transaction(&read, true, false), None);
+        assert_eq!(s.read_outside_transaction(&read, facts(true, false)), None);
         s.unpin(PinReason::TableLock);
         // Any statement run in the transaction begins it: reads go in from then on.
         for begins in [
@@ -875,7 +910,7 @@ mod tests {
             assert!(s.server_txn_fresh, "{begins}");
             ran(&mut s, begins, 0);
             assert!(!s.server_txn_fresh, "{begins}");
-            assert_eq!(s.read_outside_transaction(&read, false, false), None);
+            assert_eq!(s.read_outside_transaction(&read, facts(false, false)), None);
         }
         ran(&mut s, "ROLLBACK", 0);
         assert!(s.server_txn_fresh);
@@ -896,7 +931,7 @@ mod tests {
         // Writes or savepoints the session holds keep reads in, whatever the flags say.
         ran(&mut s, "ROLLBACK", 0);
         s.savepoints.push(("a".into(), 0));
-        assert_eq!(s.read_outside_transaction(&read, true, false), None);
+        assert_eq!(s.read_outside_transaction(&read, facts(true, false)), None);
         s.savepoints.clear();
         // SET autocommit = 0 inside an open transaction does not end it.
         ran(&mut s, "SET autocommit = 1", AUTOCOMMIT);
