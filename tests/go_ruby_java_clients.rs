@@ -69,8 +69,12 @@ async fn go_sql_driver_matches_direct() {
             tokio::task::spawn_blocking(move || go_transcript(&b2, direct_port, interpolate));
         let (via, straight) = (via.await.unwrap(), straight.await.unwrap());
         assert!(!via.contains("ERR "), "{via}");
-        assert!(via.contains("last insert id 5"), "{via}");
+        assert!(via.contains("last insert id 6"), "{via}");
         assert!(via.contains("timeout: context deadline exceeded"), "{via}");
+        assert!(
+            via.contains("read committed tx saw the other commit: 1"),
+            "{via}"
+        );
         assert_eq!(via, straight, "interpolateParams={interpolate}");
         let all = [&dbs[0], &dbs[1], &dbs[2]];
         wait_converged(&all).await;

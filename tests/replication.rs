@@ -4800,6 +4800,41 @@ async fn a_read_committed_transaction_reads_each_commit_until_it_begins_on_the_s
         .load(Ordering::Relaxed);
     // Two reads and the prepared one in each READ COMMITTED case; the rest ran inside.
     assert_eq!(outside, 9);
+    // A level for the next transaction only (Go's `BeginTx` with an isolation level, Rails'
+    // `transaction(isolation:)`): that transaction reads each commit, the next one does
+    // not; SERIALIZABLE's reads (which lock) stay in its transaction.
+    let outside_reads = || {
+        proxy
+            .ctx
+            .counters
+            .read_committed_reads
+            .load(Ordering::Relaxed)
+    };
+    let mut g = connect(&proxy.url(None)).await;
+    for (next, seen, ran_outside) in [
+        (Some("READ COMMITTED"), 1, 2),
+        (None, 0, 0),
+        (Some("SERIALIZABLE"), 0, 0),
+    ] {
+        let before = outside_reads();
+        if let Some(level) = next {
+            g.query_drop(format!("SET TRANSACTION ISOLATION LEVEL {level}"))
+                .await
+                .unwrap();
+        }
+        g.query_drop("START TRANSACTION").await.unwrap();
+        let first: i32 = g.query_first(value).await.unwrap().unwrap();
+        if next != Some("SERIALIZABLE") {
+            other
+                .query_drop("UPDATE rc.t SET v = v + 1 WHERE id = 1")
+                .await
+                .unwrap();
+        }
+        let second: i32 = g.query_first(value).await.unwrap().unwrap();
+        g.query_drop("COMMIT").await.unwrap();
+        assert_eq!(second - first, seen, "{next:?}");
+        assert_eq!(outside_reads() - before, ran_outside, "{next:?}");
+    }
     // Reads run outside never end the transaction: a write, then reads, then ROLLBACK
     // leaves nothing; a locking read keeps its lock through later reads.
     let mut c = connect(&proxy.url(None)).await;

@@ -1586,6 +1586,9 @@ impl ClientSession {
             if let Some(level) = crate::sql::set::requested_isolation(sql) {
                 session.requested_isolation = Some(level);
             }
+            if let Some(level) = crate::sql::set::next_transaction_isolation(sql) {
+                session.next_transaction_isolation = Some(level);
+            }
         }
         match c.kind {
             Kind::Rollback => {

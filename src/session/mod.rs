@@ -177,6 +177,10 @@ pub struct SessionState {
     /// READ (`sql::set::Isolation::enforced`); a READ COMMITTED session's plain reads run
     /// outside its transaction until the server has begun it (`read_outside_transaction`).
     pub requested_isolation: Option<Isolation>,
+    /// The level a `SET TRANSACTION ISOLATION LEVEL …` asked for the next transaction: it
+    /// takes the place of `requested_isolation` until a transaction ends (COMMIT, ROLLBACK,
+    /// DDL, or a statement run as its own autocommit transaction).
+    pub next_transaction_isolation: Option<Isolation>,
     /// Autocommit is off and the server has not begun the transaction its next statement
     /// would open: the last statement ended one (COMMIT, ROLLBACK) or turned autocommit off,
     /// and only reads run outside any transaction came after it. Every statement clears it
@@ -343,6 +347,7 @@ impl SessionState {
             sequence_last: HashMap::new(),
             snapshot_mark: 0,
             requested_isolation: None,
+            next_transaction_isolation: None,
             server_txn_fresh: false,
         };
         s.signature = s.compute_signature();
@@ -361,6 +366,7 @@ impl SessionState {
         self.in_transaction = false;
         self.autocommit = true;
         self.requested_isolation = None;
+        self.next_transaction_isolation = None;
         self.server_txn_fresh = false;
         self.proxy_vars.clear();
         self.pending.clear();
@@ -496,6 +502,16 @@ impl SessionState {
     /// Updates state and pins before a statement runs, from what it will do.
     pub fn before_statement(&mut self, c: &Classified) {
         self.server_txn_fresh = false;
+        if self.autocommit
+            && !self.in_transaction
+            && !matches!(
+                c.kind,
+                Kind::Begin | Kind::Session | Kind::Empty | Kind::Proxy
+            )
+        {
+            // A statement that is its own transaction uses up a next-transaction level.
+            self.next_transaction_isolation = None;
+        }
         let f = c.flags;
         if f.contains(Flags::TEMP_TABLE) && c.kind == Kind::Ddl {
             self.pin(PinReason::TemporaryTable);
@@ -583,6 +599,9 @@ impl SessionState {
         if ends && summary.error.is_none() && summary.status.is_some() {
             self.server_txn_fresh = !self.autocommit && !self.in_transaction;
         }
+        if matches!(c.kind, Kind::Commit | Kind::Rollback | Kind::Ddl) && summary.error.is_none() {
+            self.next_transaction_isolation = None;
+        }
         if f_has(c, Flags::UNLOCK_TABLES) && summary.error.is_none() {
             self.unpin(PinReason::TableLock);
         }
@@ -659,7 +678,8 @@ impl SessionState {
         held: PinnedFacts,
     ) -> Option<OutsideRead> {
         let asked = self
-            .requested_isolation
+            .next_transaction_isolation
+            .or(self.requested_isolation)
             .map_or(held.server_reads_committed, Isolation::reads_committed);
         // Under LOCK TABLES a read sees only the locked tables; a BEGIN would have released
         // them, and a COMMIT released InnoDB's part already: the read stays where it is.
@@ -866,7 +886,24 @@ mod tests {
         );
         s.requested_isolation = Some(Isolation::RepeatableRead);
         assert_eq!(s.read_outside_transaction(&read, on_rc_server), None);
+        // A level for the next transaction only: kept through BEGIN and the transaction,
+        // gone after its COMMIT, or after a statement that was its own transaction.
+        s.next_transaction_isolation = Some(Isolation::ReadCommitted);
+        ran(&mut s, "BEGIN", AUTOCOMMIT | IN_TRANS);
+        ran(&mut s, "SELECT 1", AUTOCOMMIT | IN_TRANS);
+        assert_eq!(
+            s.read_outside_transaction(&read, facts(true, false)),
+            Some(OutsideRead::AheadOfBegin)
+        );
+        ran(&mut s, "COMMIT", AUTOCOMMIT);
+        assert_eq!(s.read_outside_transaction(&read, facts(true, false)), None);
+        s.next_transaction_isolation = Some(Isolation::ReadCommitted);
+        ran(&mut s, "SELECT 1", AUTOCOMMIT);
+        assert_eq!(s.next_transaction_isolation, None);
         s.requested_isolation = Some(Isolation::ReadCommitted);
+        s.next_transaction_isolation = Some(Isolation::Serializable);
+        assert_eq!(s.read_outside_transaction(&read, facts(true, false)), None);
+        s.next_transaction_isolation = None;
         // A BEGIN the proxy holds back: ahead of it, whatever else holds.
         assert_eq!(
             s.read_outside_transaction(&read, facts(true, false)),

@@ -66,6 +66,25 @@ pub fn requested_isolation(sql: &str) -> Option<Isolation> {
     }
 }
 
+/// The level `SET TRANSACTION ISOLATION LEVEL …` (no scope: the next transaction only) asks
+/// for, before `Isolation::enforced` raises it; None for any other statement. Go's
+/// `database/sql` (`BeginTx` with an isolation level) and Rails' `transaction(isolation:)`
+/// send it in front of their BEGIN.
+pub fn next_transaction_isolation(sql: &str) -> Option<Isolation> {
+    let toks: Vec<Tok<'_>> = Lexer::new(sql).map(|t| t.tok).collect();
+    match toks.as_slice() {
+        [set, transaction, isolation, level, words @ ..]
+            if set.is_word("SET")
+                && transaction.is_word("TRANSACTION")
+                && isolation.is_word("ISOLATION")
+                && level.is_word("LEVEL") =>
+        {
+            Isolation::from_words(words)
+        }
+        _ => None,
+    }
+}
+
 /// The SET with each computed value (`computed_values`) replaced by the value it evaluated
 /// to on the server (None for NULL); None when a value cannot be written back as a literal.
 pub fn with_literal_values(
@@ -466,6 +485,28 @@ mod tests {
         ];
         for (sql, want) in cases {
             assert_eq!(requested_isolation(sql), want, "{sql}");
+        }
+        for (sql, want) in [
+            (
+                "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                Some(Isolation::ReadCommitted),
+            ),
+            (
+                "set transaction isolation level serializable",
+                Some(Isolation::Serializable),
+            ),
+            (
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                None,
+            ),
+            (
+                "SET GLOBAL TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                None,
+            ),
+            ("SET TRANSACTION READ ONLY", None),
+            ("SET tx_isolation = 'READ-COMMITTED'", None),
+        ] {
+            assert_eq!(next_transaction_isolation(sql), want, "{sql}");
         }
         // What is replayed is the raised level either way.
         assert_eq!(

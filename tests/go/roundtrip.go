@@ -106,6 +106,19 @@ func run(dsn string) {
 		fmt.Println("write in ro tx:", err)
 		must(rtx.Rollback(), "ro rollback")
 	}
+	// A READ COMMITTED transaction (SET TRANSACTION … in front of its START TRANSACTION)
+	// sees another connection's commit between its reads.
+	rc, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	must(err, "begin rc")
+	if err == nil {
+		var before, after int
+		must(rc.QueryRow("SELECT COUNT(*) FROM go_app.t").Scan(&before), "rc first read")
+		_, err = db.Exec("INSERT INTO go_app.t (name, amount) VALUES (?, ?)", "rc-other", 1)
+		must(err, "insert beside the rc tx")
+		must(rc.QueryRow("SELECT COUNT(*) FROM go_app.t").Scan(&after), "rc second read")
+		fmt.Println("read committed tx saw the other commit:", after-before)
+		must(rc.Commit(), "rc commit")
+	}
 	dump(db, "SELECT * FROM go_app.t ORDER BY id")
 	dump(db, "SELECT id, name FROM go_app.t WHERE amount > ? ORDER BY id", 13)
 	// Prepared statement reused.
