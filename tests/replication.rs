@@ -4891,6 +4891,139 @@ async fn a_read_committed_transaction_reads_each_commit_until_it_begins_on_the_s
     assert_replicas_identical(&dbs, &mut other, &["rc.t"]).await;
 }
 
+/// Concurrent READ COMMITTED transfers, half with autocommit off (the proxy runs their
+/// leading reads between `SET autocommit = 1` and `= 0`) and half after BEGIN (ahead of it),
+/// with reads, savepoints rolled back to, duplicate-key errors, deadlocks, and a random
+/// COMMIT or ROLLBACK: every replica ends with exactly the balances of the transfers whose
+/// COMMIT succeeded. A read run outside that committed or released anything of a
+/// transaction would show here as a rolled-back transfer's money moved, or a follower
+/// quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_transfers_leave_every_replica_at_the_committed_balances() {
+    common::init_tracing();
+    const ACCOUNTS: usize = 6;
+    let (dbs, proxy, mut c) = three_replicas().await;
+    run_all(
+        &mut c,
+        &[
+            "CREATE DATABASE rt",
+            "CREATE TABLE rt.acct (id INT PRIMARY KEY, bal INT NOT NULL)",
+            "CREATE TABLE rt.memo (tag VARCHAR(20) PRIMARY KEY)",
+            "INSERT INTO rt.acct VALUES (0, 1000), (1, 1000), (2, 1000), (3, 1000), (4, 1000), (5, 1000)",
+        ],
+    )
+    .await;
+    let expected = Arc::new(std::sync::Mutex::new(vec![1000i64; ACCOUNTS]));
+    let mut workers = Vec::new();
+    for w in 0..6u64 {
+        let url = proxy.url(None);
+        let expected = expected.clone();
+        workers.push(tokio::spawn(async move {
+            let mut c = connect(&url).await;
+            c.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                .await
+                .unwrap();
+            let autocommit_off = w % 2 == 0;
+            if autocommit_off {
+                c.query_drop("SET autocommit = 0").await.unwrap();
+            }
+            // A small LCG: the same choices on every run.
+            let mut seed = w * 7919 + 17;
+            let mut next = move |n: u64| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 33) % n
+            };
+            for i in 0..60 {
+                let x = next(ACCOUNTS as u64) as usize;
+                let y = (x + 1 + next(ACCOUNTS as u64 - 1) as usize) % ACCOUNTS;
+                let amount = 1 + next(40) as i64;
+                let (reads, savepoint, commit) = (next(3), next(3) == 0, next(10) < 7);
+                let run = async {
+                    if !autocommit_off {
+                        c.query_drop("BEGIN").await?;
+                    }
+                    for _ in 0..reads {
+                        let _: Option<i64> = c
+                            .query_first(format!("SELECT bal FROM rt.acct WHERE id = {}", next(6)))
+                            .await?;
+                    }
+                    c.query_drop(format!(
+                        "UPDATE rt.acct SET bal = bal - {amount} WHERE id = {x}"
+                    ))
+                    .await?;
+                    // Its own write read back: in the transaction.
+                    let _: Option<i64> = c
+                        .query_first(format!("SELECT bal FROM rt.acct WHERE id = {x}"))
+                        .await?;
+                    if savepoint {
+                        c.query_drop("SAVEPOINT s").await?;
+                        c.query_drop(format!(
+                            "UPDATE rt.acct SET bal = bal + 1000 WHERE id = {y}"
+                        ))
+                        .await?;
+                        c.query_drop("ROLLBACK TO SAVEPOINT s").await?;
+                        let _: Option<i64> = c.query_first("SELECT SUM(bal) FROM rt.acct").await?;
+                    }
+                    c.query_drop(format!(
+                        "UPDATE rt.acct SET bal = bal + {amount} WHERE id = {y}"
+                    ))
+                    .await?;
+                    // Tags repeat: some inserts fail, and the transaction goes on.
+                    let _ = c
+                        .query_drop(format!("INSERT INTO rt.memo VALUES ('w{w}-{}')", i % 5))
+                        .await;
+                    c.query_drop(if commit { "COMMIT" } else { "ROLLBACK" })
+                        .await?;
+                    Ok::<(), mysql_async::Error>(())
+                };
+                match run.await {
+                    Ok(()) if commit => {
+                        let mut e = expected.lock().unwrap();
+                        e[x] -= amount;
+                        e[y] += amount;
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        // A deadlock or lock wait ends the transfer; nothing of it stays.
+                        assert!(matches!(server_code(&e), 1213 | 1205), "worker {w}: {e}");
+                        c.query_drop("ROLLBACK").await.unwrap();
+                    }
+                }
+                // A read-only transaction now and then.
+                if next(4) == 0 {
+                    if !autocommit_off {
+                        c.query_drop("BEGIN").await.unwrap();
+                    }
+                    let _: Option<i64> =
+                        c.query_first("SELECT SUM(bal) FROM rt.acct").await.unwrap();
+                    c.query_drop("COMMIT").await.unwrap();
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_replicas_identical(&dbs, &mut c, &["rt.acct", "rt.memo"]).await;
+    let want = expected.lock().unwrap().clone();
+    for db in &dbs {
+        let mut direct = connect(&db.url(None)).await;
+        let balances: Vec<i64> = direct
+            .query("SELECT bal FROM rt.acct ORDER BY id")
+            .await
+            .unwrap();
+        assert_eq!(balances, want, "{}", db.addr());
+    }
+    let outside = proxy
+        .ctx
+        .counters
+        .read_committed_reads
+        .load(Ordering::Relaxed);
+    assert!(outside > 100, "{outside} reads ran outside a transaction");
+}
+
 /// A server whose default isolation is READ COMMITTED (`transaction-isolation` in its
 /// my.cnf) still runs every session's writes at REPEATABLE READ: the proxy raises each
 /// data-path connection when it opens it and after each COM_RESET_CONNECTION; sessions
