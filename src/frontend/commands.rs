@@ -3272,7 +3272,6 @@ fn reads_transaction_state(c: &Classified, text: &[u8]) -> bool {
 /// Runs a plain read of a READ COMMITTED transaction outside the server's transaction
 /// (`session::OutsideRead`) and relays its answer showing `shown`, the session's autocommit
 /// and transaction flags: the client is in its transaction still.
-#[allow(clippy::too_many_arguments)]
 async fn relay_outside_transaction<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BackendConn,
     client: &mut PacketStream<S>,

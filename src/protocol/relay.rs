@@ -2,6 +2,9 @@
 //! are copied header and all, so sequence ids, charsets, decimals, warnings, status flags,
 //! SQLSTATE and the more-results flag arrive exactly as the server sent them. A small state
 //! machine only finds where the response ends and picks up the fields the proxy tracks.
+//! Two rewrites in place, same length: a prepare-OK's statement id, and the autocommit and
+//! transaction bits of the status flags of an answer the proxy ran in another transaction
+//! state than the client's session is in (`relay_response_showing`, `patch_final_status`).
 //!
 //! Owns: response boundaries per command. May import: protocol::{packet, message}.
 

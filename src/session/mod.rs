@@ -7,7 +7,10 @@
 //! data or cursors, computed SET values) it is pinned to one connection. Prepared statements
 //! themselves are session values, prepared on whichever connection runs them.
 //!
-//! Owns: `SessionState`, `PinReason`, pin counters. May import: sql, protocol::relay (summary),
+//! It also decides, without I/O, which reads of a READ COMMITTED transaction may run
+//! outside the server's transaction (`SessionState::read_outside_transaction`).
+//!
+//! Owns: `SessionState`, `PinReason`, pin counters, `OutsideRead`. May import: sql, protocol::relay (summary),
 //! replication::{record, replay, certify} (the pending writes, which settings replicate,
 //! the tables a transaction wrote and read),
 //! backend (the account a session runs as).
