@@ -1361,6 +1361,15 @@ async fn run_all(c: &mut Conn, statements: &[&str]) {
     }
 }
 
+/// `sql` waits for a lock another session holds: with a one-second lock wait it fails with
+/// 1205.
+async fn waits_for_a_lock(c: &mut Conn, sql: &str) {
+    c.query_drop("SET SESSION innodb_lock_wait_timeout = 1")
+        .await
+        .unwrap();
+    expect_error(c, sql, 1205).await;
+}
+
 /// `sql` fails through `c` with server error `code`; returns the error's message.
 async fn expect_error(c: &mut Conn, sql: &str, code: u16) -> String {
     match c.query_drop(sql).await {
@@ -4874,15 +4883,7 @@ async fn a_read_committed_transaction_reads_each_commit_until_it_begins_on_the_s
         .unwrap();
     let _: Option<i32> = c.query_first(value).await.unwrap();
     let _: Option<i64> = c.query_first("SELECT COUNT(*) FROM rc.t").await.unwrap();
-    other
-        .query_drop("SET SESSION innodb_lock_wait_timeout = 1")
-        .await
-        .unwrap();
-    let err = other
-        .query_drop("UPDATE rc.t SET v = 0 WHERE id = 1")
-        .await
-        .unwrap_err();
-    assert_eq!(server_code(&err), 1205, "{err}");
+    waits_for_a_lock(&mut other, "UPDATE rc.t SET v = 0 WHERE id = 1").await;
     c.query_drop("ROLLBACK").await.unwrap();
     other
         .query_drop("UPDATE rc.t SET v = 0 WHERE id = 1")
@@ -5110,15 +5111,7 @@ async fn a_primary_defaulting_to_read_committed_runs_writes_at_repeatable_read()
     )
     .await;
     let mut inserter = connect(&proxy.url(None)).await;
-    inserter
-        .query_drop("SET SESSION innodb_lock_wait_timeout = 1")
-        .await
-        .unwrap();
-    let err = inserter
-        .query_drop("INSERT INTO gi.t VALUES (7, 0)")
-        .await
-        .unwrap_err();
-    assert_eq!(server_code(&err), 1205, "{err}");
+    waits_for_a_lock(&mut inserter, "INSERT INTO gi.t VALUES (7, 0)").await;
     writer.query_drop("COMMIT").await.unwrap();
     inserter
         .query_drop("INSERT INTO gi.t VALUES (7, 0)")

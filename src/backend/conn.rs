@@ -231,6 +231,17 @@ impl BackendConn {
         schema: Option<&str>,
         generation: u64,
     ) -> io::Result<BackendConn> {
+        // One budget for the handshake and the isolation floor behind it.
+        let deadline = tokio::time::Instant::now() + params.connect_timeout;
+        let timed_out = |addr: &str| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "connecting to backend {addr} ({transport}) timed out after {:?}",
+                    params.connect_timeout
+                ),
+            )
+        };
         let fut = async {
             let mut stream = match transport {
                 Transport::Unix(path) => {
@@ -287,17 +298,9 @@ impl BackendConn {
             let hello = send_reply(&mut stream, &greeting, reply, password, 1, true).await?;
             Ok((stream, hello))
         };
-        let (stream, hello) = tokio::time::timeout(params.connect_timeout, fut)
+        let (stream, hello) = tokio::time::timeout_at(deadline, fut)
             .await
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "connecting to backend {addr} ({transport}) timed out after {:?}",
-                        params.connect_timeout
-                    ),
-                )
-            })??;
+            .map_err(|_| timed_out(&addr))??;
         let caps_key = (hello.caps & crate::protocol::handshake::RELAY_AFFECTING_CAPS).bits();
         let mut conn = BackendConn {
             stream,
@@ -339,17 +342,9 @@ impl BackendConn {
             });
             Ok::<(), io::Error>(())
         };
-        tokio::time::timeout(params.connect_timeout, floor)
+        tokio::time::timeout_at(deadline, floor)
             .await
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "backend {} did not answer a SET after connecting",
-                        conn.addr
-                    ),
-                )
-            })??;
+            .map_err(|_| timed_out(&conn.addr))??;
         Ok(conn)
     }
 

@@ -188,16 +188,18 @@ where
         let payload = backend.frame_payload(frame);
         let first = payload.first().copied().unwrap_or(0);
         let mut infile = false;
-        // The frame carries status flags: an OK, an EOF, or a terminator.
-        let status_frame = match state {
-            State::Start => {
-                kind != ResponseKind::Prepare && matches!(first, OK_HEADER | EOF_HEADER)
-            }
-            State::Rows | State::FieldList => first != ERR_HEADER && is_terminator(payload),
-            // Client libraries read the status here too.
-            State::ColumnsEof => true,
-            _ => false,
-        };
+        // The frame carries status flags to show otherwise: an OK, an EOF, or a terminator
+        // (asked only when there is something to show: this runs for every row).
+        let status_frame = shown.is_some()
+            && match state {
+                State::Start => {
+                    kind != ResponseKind::Prepare && matches!(first, OK_HEADER | EOF_HEADER)
+                }
+                State::Rows | State::FieldList => first != ERR_HEADER && is_terminator(payload),
+                // Client libraries read the status here too.
+                State::ColumnsEof => true,
+                _ => false,
+            };
         state = match state {
             State::Start if kind == ResponseKind::Single => {
                 record_single(&mut summary, payload);
@@ -306,7 +308,7 @@ where
             }
             State::PrepareColumnsEof | State::Done => State::Done,
         };
-        if let (Some(shown), true) = (shown, status_frame) {
+        if let (true, Some(shown)) = (status_frame, shown) {
             let payload = backend.frame_payload_mut(frame);
             if let Some(at) = status_offset(payload) {
                 let status = u16::from_le_bytes([payload[at], payload[at + 1]]);
