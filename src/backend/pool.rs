@@ -109,6 +109,9 @@ pub struct BackendPool {
     /// connection opened): a session starts in that mode, before any answer of its own
     /// tells. Per server, not per process: shards may differ.
     global_no_backslash_escapes: AtomicBool,
+    /// The last connection found the server's default isolation below REPEATABLE READ
+    /// (`BackendConn::server_reads_committed`): said in the log when it changes.
+    default_reads_committed: AtomicBool,
 }
 
 impl BackendPool {
@@ -137,6 +140,7 @@ impl BackendPool {
             transport: Mutex::new(None),
             learning_transport: tokio::sync::Mutex::new(()),
             global_no_backslash_escapes: AtomicBool::new(false),
+            default_reads_committed: AtomicBool::new(false),
         }
     }
 
@@ -217,6 +221,25 @@ impl BackendPool {
     /// Whether a session opened on this server now starts with NO_BACKSLASH_ESCAPES.
     pub fn global_no_backslash_escapes(&self) -> bool {
         self.global_no_backslash_escapes.load(Ordering::Relaxed)
+    }
+
+    /// What a new connection found of the server's default isolation level: said once when
+    /// it is below REPEATABLE READ (and again after it changed), since the proxy runs every
+    /// connection above it.
+    fn note_default_isolation(&self, reads_committed: bool) {
+        if self
+            .default_reads_committed
+            .swap(reads_committed, Ordering::Relaxed)
+            != reads_committed
+            && reads_committed
+        {
+            tracing::warn!(backend = %self.addr,
+                "this server's default transaction isolation is READ COMMITTED or weaker; \
+                 the proxy runs its connections at REPEATABLE READ, which statement replay \
+                 needs, and gives sessions READ COMMITTED's reads where it can (README, \
+                 Isolation); set transaction-isolation = REPEATABLE-READ in its my.cnf to \
+                 silence this");
+        }
     }
 
     pub fn note_global_no_backslash_escapes(&self, on: bool) {
@@ -421,6 +444,7 @@ impl BackendPool {
         match opened {
             Ok(c) => {
                 self.note_global_no_backslash_escapes(c.hello.no_backslash_escapes);
+                self.note_default_isolation(c.server_reads_committed);
                 let mut seen = self.seen.lock();
                 let now = (&*c.hello.server_version, c.hello.offers_extended_metadata);
                 if seen.as_ref().map(|(v, e)| (v.as_str(), *e)) != Some(now) {
