@@ -424,6 +424,12 @@ fn seed_commands() -> Vec<Vec<u8>> {
         "SAVEPOINT p",
         "SET autocommit = 0",
         "SET autocommit = 1",
+        // READ COMMITTED: reads before the server began the transaction run outside it.
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "SELECT v FROM f.t WHERE id = 1 FOR UPDATE",
+        "SELECT COUNT(*) FROM f.a",
         "SET @x = 5",
         "SHOW PROXY STATUS",
         "SHOW WARNINGS",
