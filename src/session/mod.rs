@@ -10,7 +10,8 @@
 //! It also decides, without I/O, which reads of a READ COMMITTED transaction may run
 //! outside the server's transaction (`SessionState::read_outside_transaction`).
 //!
-//! Owns: `SessionState`, `PinReason`, pin counters, `OutsideRead`. May import: sql, protocol::relay (summary),
+//! Owns: `SessionState`, `PinReason`, pin counters, `OutsideRead`. May import: sql,
+//! protocol::relay (summary),
 //! replication::{record, replay, certify} (the pending writes, which settings replicate,
 //! the tables a transaction wrote and read),
 //! backend (the account a session runs as).
@@ -691,10 +692,8 @@ impl SessionState {
             || !self.pending.is_empty()
             || !self.savepoints.is_empty()
             || self.holds_table_locks()
+            || held.serializable_once
         {
-            return None;
-        }
-        if held.serializable_once {
             return None;
         }
         if held.deferred_begin {
