@@ -4809,6 +4809,30 @@ async fn a_read_committed_transaction_reads_each_commit_until_it_begins_on_the_s
         .load(Ordering::Relaxed);
     // Two reads and the prepared one in each READ COMMITTED case; the rest ran inside.
     assert_eq!(outside, 9);
+    // The session says what it asked for.
+    let mut asked = connect(&proxy.url(None)).await;
+    let session_row = |rows: Vec<(String, Option<String>)>| {
+        rows.into_iter()
+            .find(|(k, _)| k == "isolation_asked")
+            .and_then(|(_, v)| v)
+    };
+    for (set, want) in [
+        (None, "server default"),
+        (
+            Some("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"),
+            "READ-COMMITTED",
+        ),
+        (
+            Some("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+            "SERIALIZABLE",
+        ),
+    ] {
+        if let Some(sql) = set {
+            asked.query_drop(sql).await.unwrap();
+        }
+        let rows = asked.query("SHOW PROXY SESSION").await.unwrap();
+        assert_eq!(session_row(rows).as_deref(), Some(want), "{set:?}");
+    }
     // A level for the next transaction only (Go's `BeginTx` with an isolation level, Rails'
     // `transaction(isolation:)`): that transaction reads each commit, the next one does
     // not; SERIALIZABLE's reads (which lock) stay in its transaction.

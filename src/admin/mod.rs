@@ -562,6 +562,19 @@ pub fn answer(
                         ),
                     ],
                     vec![Some("in_transaction".into()), Some(session.in_transaction.to_string())],
+                    // The level the session asked for (its next transaction's first): the
+                    // server runs REPEATABLE READ or SERIALIZABLE, and READ COMMITTED's reads
+                    // are given where the proxy can (README, Isolation).
+                    vec![
+                        Some("isolation_asked".into()),
+                        Some(
+                            session
+                                .next_transaction_isolation
+                                .or(session.requested_isolation)
+                                .map_or("server default", |l| l.name())
+                                .to_string(),
+                        ),
+                    ],
                     vec![Some("last_route".into()), route],
                 ],
             })

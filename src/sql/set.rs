@@ -366,6 +366,12 @@ impl Isolation {
         matches!(self, Isolation::ReadUncommitted | Isolation::ReadCommitted)
     }
 
+    /// As `@@tx_isolation` spells it.
+    pub fn name(self) -> &'static str {
+        let quoted = self.value();
+        &quoted[1..quoted.len() - 1]
+    }
+
     fn value(self) -> &'static str {
         match self {
             Isolation::ReadUncommitted => "'READ-UNCOMMITTED'",
