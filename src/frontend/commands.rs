@@ -141,7 +141,7 @@ fn log_grants_missing(account: &str, refused: &MysqlError) -> MysqlError {
 
 /// Whether a session statement may set an isolation level (what `parse_set` made of it):
 /// only those are lexed again to raise a weak level, not every `SET autocommit = 0`.
-fn sets_isolation(c: &Classified) -> bool {
+pub(super) fn sets_isolation(c: &Classified) -> bool {
     match &c.session {
         // A next-transaction `SET TRANSACTION ISOLATION LEVEL …` records nothing.
         Some(SessionChange::Vars(v)) => v.is_empty() || v.iter().any(|(k, _)| k == "tx_isolation"),

@@ -1582,7 +1582,8 @@ impl ClientSession {
         if !ok {
             return;
         }
-        if c.kind == Kind::Session {
+        // Only a SET the classifier saw name a level is lexed again for it.
+        if c.kind == Kind::Session && super::commands::sets_isolation(c) {
             if let Some(level) = crate::sql::set::requested_isolation(sql) {
                 session.requested_isolation = Some(level);
             }
