@@ -4616,6 +4616,32 @@ async fn proxy_checksum_table_compares_replicas_at_one_point_of_the_log() {
 
 type ChecksumRow = (String, u32, String, Option<u64>, Option<u64>, String);
 
+/// The isolation level a session reads as its own (`@@tx_isolation`; SHOW VARIABLES must
+/// agree, as `@@session.tx_isolation` under an alias), and the one the server runs its
+/// connection at (information_schema, which the proxy does not rewrite).
+async fn isolation_levels(c: &mut Conn) -> [String; 2] {
+    let (shown, scoped): (String, String) = c
+        .query_first("SELECT @@tx_isolation, @@SESSION.tx_isolation AS lvl")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown, scoped);
+    let listed: Vec<(String, String)> = c
+        .query("SHOW VARIABLES WHERE variable_name IN ('transaction_isolation', 'tx_isolation')")
+        .await
+        .unwrap();
+    assert_eq!(listed, [("tx_isolation".to_string(), shown.clone())]);
+    let running: String = c
+        .query_first(
+            "SELECT VARIABLE_VALUE FROM information_schema.SESSION_VARIABLES \
+             WHERE VARIABLE_NAME = 'TX_ISOLATION'",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    [shown, running]
+}
+
 /// A `PROXY CHECKSUM DATABASE` row: a table that could not be checked has no replica.
 type DatabaseChecksumRow = (
     String,
@@ -4654,14 +4680,21 @@ async fn read_committed_sessions_and_insert_returning_replicate() {
         ],
     )
     .await;
-    // The session runs REPEATABLE READ, wherever the read goes.
+    // The session runs REPEATABLE READ, wherever the read goes, and reads back the level
+    // it asked for, as Django and SQLAlchemy do.
     for _ in 0..3 {
-        let level: Option<String> = c.query_first("SELECT @@tx_isolation").await.unwrap();
-        assert_eq!(level.as_deref(), Some("REPEATABLE-READ"));
+        assert_eq!(
+            isolation_levels(&mut c).await,
+            ["READ-COMMITTED", "REPEATABLE-READ"]
+        );
     }
     c.query_drop("SET @@session.tx_isolation = 'READ-UNCOMMITTED'")
         .await
         .unwrap();
+    assert_eq!(
+        isolation_levels(&mut c).await,
+        ["READ-UNCOMMITTED", "REPEATABLE-READ"]
+    );
     let err = c
         .query_drop("SET tx_isolation = CONCAT('READ-', 'COMMITTED')")
         .await
@@ -5086,8 +5119,9 @@ async fn a_primary_defaulting_to_read_committed_runs_writes_at_repeatable_read()
             s.query_drop("SET SESSION sql_mode = 'ANSI'").await.unwrap();
         }
         s.query_drop("BEGIN").await.unwrap();
-        let level: Option<String> = s.query_first("SELECT @@tx_isolation").await.unwrap();
-        assert_eq!(level.as_deref(), Some("REPEATABLE-READ"), "session {i}");
+        // It reads the server's default as its level, as there; it runs above it.
+        let levels = isolation_levels(&mut s).await;
+        assert_eq!(levels, ["READ-COMMITTED", "REPEATABLE-READ"], "session {i}");
         sessions.push(s);
     }
     for mut s in sessions {
@@ -5100,10 +5134,10 @@ async fn a_primary_defaulting_to_read_committed_runs_writes_at_repeatable_read()
             s.query_drop("SET SESSION sql_mode = 'ANSI'").await.unwrap();
         }
         s.query_drop("BEGIN").await.unwrap();
-        let level: Option<String> = s.query_first("SELECT @@tx_isolation").await.unwrap();
+        let levels = isolation_levels(&mut s).await;
         assert_eq!(
-            level.as_deref(),
-            Some("REPEATABLE-READ"),
+            levels,
+            ["READ-COMMITTED", "REPEATABLE-READ"],
             "reused, session {i}"
         );
         s.query_drop("COMMIT").await.unwrap();
@@ -5116,6 +5150,8 @@ async fn a_primary_defaulting_to_read_committed_runs_writes_at_repeatable_read()
             s.query_drop(format!("SET SESSION TRANSACTION ISOLATION LEVEL {level}"))
                 .await
                 .unwrap();
+            let levels = isolation_levels(&mut s).await;
+            assert_eq!(levels, ["REPEATABLE-READ", "REPEATABLE-READ"]);
         }
         s.query_drop("BEGIN").await.unwrap();
         let read = "SELECT v FROM gi.t WHERE k = 1";

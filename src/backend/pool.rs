@@ -223,6 +223,12 @@ impl BackendPool {
         self.global_no_backslash_escapes.load(Ordering::Relaxed)
     }
 
+    /// The last connection opened found the server's default isolation below REPEATABLE
+    /// READ (the proxy raised it: `conn::ISOLATION_FLOOR`).
+    pub fn default_reads_committed(&self) -> bool {
+        self.default_reads_committed.load(Ordering::Relaxed)
+    }
+
     /// What a new connection found of the server's default isolation level: said once when
     /// it is below REPEATABLE READ (and again after it changed), since the proxy runs every
     /// connection above it.

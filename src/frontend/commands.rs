@@ -28,6 +28,7 @@ use crate::session::{OutsideRead, PinReason, PinnedFacts, PreparedStatement, Ses
 use crate::sql::binlog::BinlogStatement;
 use crate::sql::classify::CommitEnd;
 use crate::sql::prepare::{self, SqlPrepare};
+use crate::sql::rewrite::ShownIsolation;
 use crate::sql::{Classified, Flags, Kind, SessionChange};
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use std::io;
@@ -1048,6 +1049,13 @@ impl ClientSession {
         if route.target != Target::Proxy && c.flags.contains(Flags::SESSION_STATUS) {
             return self.session_status(client, session, &c, route, sql).await;
         }
+        if route.target != Target::Proxy && c.flags.contains(Flags::SESSION_VARIABLES) {
+            if let Some(shown) = self.shown_isolation(session, &c) {
+                return self
+                    .session_variables(client, session, &c, route, sql, shown)
+                    .await;
+            }
+        }
         match route.target {
             Target::Proxy => {
                 let status = session.status_flags();
@@ -1222,6 +1230,13 @@ impl ClientSession {
                     raised
                 } else {
                     None
+                };
+                let rewritten = match self.shown_isolation(session, &c) {
+                    Some(shown) => {
+                        let text = rewritten.as_deref().unwrap_or(sql);
+                        crate::sql::rewrite::session_isolation_reads(text, shown).or(rewritten)
+                    }
+                    None => rewritten,
                 }
                 .map(|s| rewritten_payload(payload, sql, &s))
                 .transpose()
@@ -1761,6 +1776,58 @@ impl ClientSession {
         route: Route,
         sql: &str,
     ) -> Result<(), Failure> {
+        let tls = self.client_tls.clone();
+        let own = |name: &str| {
+            if name.eq_ignore_ascii_case("Ssl_version") {
+                Some(tls.as_ref().map(|t| t.version.clone()).unwrap_or_default())
+            } else if name.eq_ignore_ascii_case("Ssl_cipher") {
+                Some(tls.as_ref().map(|t| t.cipher.clone()).unwrap_or_default())
+            } else {
+                None
+            }
+        };
+        self.session_rows(client, session, c, route, sql, own).await
+    }
+
+    /// SHOW [SESSION] VARIABLES of a session whose isolation level the proxy raised: its
+    /// `tx_isolation` (`transaction_isolation`) row says the level the session asked for
+    /// (`shown`), as `@@tx_isolation` reads do (`rewrite::session_isolation_reads`). Django
+    /// reads its level so.
+    async fn session_variables<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        sql: &str,
+        shown: ShownIsolation,
+    ) -> Result<(), Failure> {
+        let level = match shown {
+            ShownIsolation::Asked(level) => Some(level.to_string()),
+            ShownIsolation::ServerDefault => {
+                self.select_value(session, c, route, "@@GLOBAL.tx_isolation")
+                    .await?
+            }
+        };
+        let own = |name: &str| {
+            crate::sql::set::is_isolation_variable(name)
+                .then(|| level.clone())
+                .flatten()
+        };
+        self.session_rows(client, session, c, route, sql, own).await
+    }
+
+    /// A SHOW of `Variable_name`/`Value` rows, answered with the server's rows except those
+    /// for which `own` gives the session's own value.
+    async fn session_rows<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut PacketStream<S>,
+        session: &mut SessionState,
+        c: &Classified,
+        route: Route,
+        sql: &str,
+        own: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), Failure> {
         self.hold_for(session, route).await?;
         let deprecate_eof = self.deprecate_eof;
         let Some(h) = self.held.as_mut() else {
@@ -1773,16 +1840,6 @@ impl ClientSession {
                 return self
                     .finish(session, c, Err(RelayError::Backend(e)))
                     .map(|_| ())
-            }
-        };
-        let tls = self.client_tls.as_ref();
-        let own = |name: &str| {
-            if name.eq_ignore_ascii_case("Ssl_version") {
-                Some(tls.map(|t| t.version.clone()).unwrap_or_default())
-            } else if name.eq_ignore_ascii_case("Ssl_cipher") {
-                Some(tls.map(|t| t.cipher.clone()).unwrap_or_default())
-            } else {
-                None
             }
         };
         let rows: Vec<crate::protocol::resultset::TextRow> = rows
@@ -2421,6 +2478,24 @@ impl ClientSession {
             }
         }
         self.finish(session, c, result)
+    }
+
+    /// What `c`, a statement reading the session's isolation level (`@@tx_isolation` or
+    /// SHOW VARIABLES), should show of it where the server's session says another
+    /// (`SessionState::shown_isolation`).
+    fn shown_isolation(&self, session: &SessionState, c: &Classified) -> Option<ShownIsolation> {
+        if !c
+            .flags
+            .intersects(Flags::READS_ISOLATION | Flags::SESSION_VARIABLES)
+        {
+            return None;
+        }
+        let default_raised = self
+            .ctx
+            .cluster
+            .pools()
+            .any(|(_, _, pool)| pool.default_reads_committed());
+        session.shown_isolation(default_raised)
     }
 
     /// Whether `c` runs outside the server's transaction (`SessionState::read_outside_transaction`):

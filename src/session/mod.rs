@@ -23,6 +23,7 @@ use crate::backend::BackendAccount;
 use crate::protocol::relay::ResponseSummary;
 use crate::replication::certify::TableSet;
 use crate::replication::record::Statement;
+use crate::sql::rewrite::ShownIsolation;
 use crate::sql::set::Isolation;
 use crate::sql::{Classified, Flags, Kind, SessionChange};
 use std::collections::hash_map::DefaultHasher;
@@ -703,6 +704,19 @@ impl SessionState {
             .then_some(OutsideRead::AutocommitOn)
     }
 
+    /// What the session reads as its isolation level where the server's session says
+    /// another (`sql::rewrite::ShownIsolation`): the level it asked for when the proxy raised
+    /// it; the server's default when it asked for none and `default_raised` (a server whose
+    /// default is below REPEATABLE READ: `backend::conn::ISOLATION_FLOOR`). None: the
+    /// server's answer is the session's.
+    pub fn shown_isolation(&self, default_raised: bool) -> Option<ShownIsolation> {
+        match self.requested_isolation {
+            Some(level) if level.enforced() != level => Some(ShownIsolation::Asked(level.name())),
+            Some(_) => None,
+            None => default_raised.then_some(ShownIsolation::ServerDefault),
+        }
+    }
+
     pub fn note_status(&mut self, status: u16) {
         use mysql_common::constants::StatusFlags;
         self.in_transaction = status & StatusFlags::SERVER_STATUS_IN_TRANS.bits() != 0;
@@ -863,6 +877,34 @@ mod tests {
             serializable_once,
             server_reads_committed: false,
         }
+    }
+
+    #[test]
+    fn a_session_reads_the_level_it_asked_for_where_the_proxy_raised_it() {
+        let mut s = SessionState::new("u".into(), None, 45, false);
+        assert_eq!(s.shown_isolation(false), None);
+        assert_eq!(s.shown_isolation(true), Some(ShownIsolation::ServerDefault));
+        s.requested_isolation = Some(Isolation::ReadCommitted);
+        for default_raised in [false, true] {
+            assert_eq!(
+                s.shown_isolation(default_raised),
+                Some(ShownIsolation::Asked("READ-COMMITTED"))
+            );
+        }
+        s.requested_isolation = Some(Isolation::ReadUncommitted);
+        assert_eq!(
+            s.shown_isolation(false),
+            Some(ShownIsolation::Asked("READ-UNCOMMITTED"))
+        );
+        // Levels the server runs as asked: its answer is the session's.
+        for level in [Isolation::RepeatableRead, Isolation::Serializable] {
+            s.requested_isolation = Some(level);
+            assert_eq!(s.shown_isolation(true), None);
+        }
+        // The next transaction's level is not the session's, on MariaDB either.
+        s.requested_isolation = None;
+        s.next_transaction_isolation = Some(Isolation::ReadCommitted);
+        assert_eq!(s.shown_isolation(false), None);
     }
 
     #[test]

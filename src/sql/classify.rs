@@ -81,6 +81,11 @@ bitflags! {
         /// a comment or a mode the proxy's lexer does not follow); then it would run on the
         /// primary alone, outside the log. So the proxy refuses it itself.
         const UNKNOWN_STATEMENT = 1 << 22;
+        /// Reads the session's isolation level (`@@tx_isolation`, `@@transaction_isolation`):
+        /// the proxy shows the level the session asked for, not the one it raised it to.
+        const READS_ISOLATION = 1 << 23;
+        /// `SHOW [SESSION | LOCAL] VARIABLES`: its isolation rows likewise.
+        const SESSION_VARIABLES = 1 << 24;
     }
 }
 
@@ -529,6 +534,9 @@ pub fn classify(sql: &str) -> Classified {
     if shows_session_status(sql) {
         flags |= Flags::SESSION_STATUS;
     }
+    if shows_session(sql, "VARIABLES") {
+        flags |= Flags::SESSION_VARIABLES;
+    }
     let mut words = Lexer::new(sql).take(2).map(|t| t.tok);
     let explain_last = is_explain_last_statement(sql);
     let processlist = server_processlist(sql);
@@ -934,15 +942,20 @@ fn stronger(a: Kind, b: Kind) -> Kind {
 /// `SHOW [SESSION | LOCAL] STATUS …` (not GLOBAL): the statement whose `Ssl_*` rows
 /// describe the connection it runs on.
 fn shows_session_status(sql: &str) -> bool {
+    shows_session(sql, "STATUS")
+}
+
+/// `SHOW [SESSION | LOCAL] <what>`.
+fn shows_session(sql: &str, what: &str) -> bool {
     let mut words = Lexer::new(sql).map(|t| t.tok);
     if !words.next().is_some_and(|t| t.is_word("SHOW")) {
         return false;
     }
     match words.next() {
         Some(t) if t.is_word("SESSION") || t.is_word("LOCAL") => {
-            words.next().is_some_and(|t| t.is_word("STATUS"))
+            words.next().is_some_and(|t| t.is_word(what))
         }
-        Some(t) => t.is_word("STATUS"),
+        Some(t) => t.is_word(what),
         None => false,
     }
 }
@@ -1144,6 +1157,9 @@ fn scan_flags(sql: &str, flags: &mut Flags) {
                 if v.eq_ignore_ascii_case("socket") || v.eq_ignore_ascii_case("global.socket") =>
             {
                 *flags |= Flags::READS_SOCKET
+            }
+            Tok::SysVar(v) if crate::sql::set::is_isolation_variable(v) => {
+                *flags |= Flags::READS_ISOLATION
             }
             Tok::SysVar(v)
                 if ["warning_count", "error_count"].iter().any(|n| {
@@ -1468,6 +1484,24 @@ mod tests {
         assert!(!classify("SHOW GLOBAL STATUS")
             .flags
             .contains(Flags::SESSION_STATUS));
+        assert!(classify("SHOW LOCAL VARIABLES LIKE 'tx%'")
+            .flags
+            .contains(Flags::SESSION_VARIABLES));
+        assert!(!classify("SHOW GLOBAL VARIABLES")
+            .flags
+            .contains(Flags::SESSION_VARIABLES));
+        for sql in [
+            "SELECT @@tx_isolation",
+            "SELECT @@SESSION.transaction_isolation",
+        ] {
+            assert!(
+                classify(sql).flags.contains(Flags::READS_ISOLATION),
+                "{sql}"
+            );
+        }
+        assert!(!classify("SELECT @@global.tx_isolation")
+            .flags
+            .contains(Flags::READS_ISOLATION));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Statement rewrites the proxy applies before forwarding.
 //!
-//! Owns: text rewrites. May import: sql::lexer.
+//! Owns: text rewrites. May import: sql::lexer, sql::set.
 
 use super::lexer::{Lexer, Spanned, Tok};
+use super::set::is_isolation_variable;
 
 /// The bytes to send for `rewritten`, a rewrite of `view`, the text the proxy lexed for the
 /// client's `original` bytes (`lexer::offset_preserving_text`: bytes that are not UTF-8,
@@ -75,6 +76,58 @@ pub fn hide_backend_socket(sql: &str, own_socket: Option<&str>) -> Option<String
     }
     out.push_str(&sql[last..]);
     Some(out)
+}
+
+/// What a session reads as its isolation level where the proxy raised the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShownIsolation {
+    /// The level it asked for, as `@@tx_isolation` spells it (`READ-COMMITTED`).
+    Asked(&'static str),
+    /// It asked for none: the server's default (`@@GLOBAL.tx_isolation`), as a session
+    /// starts with.
+    ServerDefault,
+}
+
+/// Replaces a SELECT's reads of the session's isolation level (`@@tx_isolation`,
+/// `@@session.transaction_isolation`, …) with the level the session asked for, where the
+/// proxy runs it at REPEATABLE READ (`set::Isolation::enforced`). An application or ORM
+/// that sets READ COMMITTED reads it back (SQLAlchemy's `get_isolation_level`), as it
+/// would from a server running it so; the reads it runs behave so too, until its
+/// transaction writes. A whole select item keeps its column name. The variable is still
+/// read (`IF(@@tx_isolation IS NULL, …)`): a server without it (MariaDB before 11.1 has
+/// no `transaction_isolation`, MySQL 8 no `tx_isolation`) refuses the read as it would.
+/// None: not a SELECT, or nothing to replace.
+pub fn session_isolation_reads(sql: &str, shown: ShownIsolation) -> Option<String> {
+    let toks: Vec<_> = Lexer::new(sql).collect();
+    let select = toks.first().is_some_and(|t| {
+        t.tok.is_word("SELECT") || t.tok.is_word("WITH") || t.tok == Tok::Punct('(')
+    });
+    if !select {
+        return None;
+    }
+    let reads: Vec<Replacement> = toks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let Tok::SysVar(name) = t.tok else {
+                return None;
+            };
+            if !is_isolation_variable(name) {
+                return None;
+            }
+            let literal = match shown {
+                ShownIsolation::Asked(level) => {
+                    format!("IF({} IS NULL, NULL, '{level}')", &sql[t.start..t.end])
+                }
+                ShownIsolation::ServerDefault => {
+                    let unscoped = name.rsplit('.').next().unwrap_or(name);
+                    format!("@@GLOBAL.{unscoped}")
+                }
+            };
+            Some(Replacement::same(i, i, literal))
+        })
+        .collect();
+    (!reads.is_empty()).then(|| with_literals(sql, &toks, &reads))
 }
 
 /// `LOCK TABLES …` with a WRITE lock also locks `myquorum.wal` and `myquorum.wal_part`:
@@ -288,6 +341,43 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn session_isolation_reads_show_the_level_asked_for() {
+        let asked = ShownIsolation::Asked("READ-COMMITTED");
+        let cases = [
+            (
+                "SELECT @@tx_isolation",
+                Some("SELECT IF(@@tx_isolation IS NULL, NULL, 'READ-COMMITTED') AS `@@tx_isolation`"),
+            ),
+            (
+                "select @@SESSION.transaction_isolation lvl, @@autocommit",
+                Some("select IF(@@SESSION.transaction_isolation IS NULL, NULL, 'READ-COMMITTED') lvl, @@autocommit"),
+            ),
+            (
+                "SELECT 1 FROM dual WHERE @@tx_isolation = 'READ-COMMITTED'",
+                Some("SELECT 1 FROM dual WHERE IF(@@tx_isolation IS NULL, NULL, 'READ-COMMITTED') = 'READ-COMMITTED'"),
+            ),
+            // The global level is the server's.
+            ("SELECT @@GLOBAL.tx_isolation", None),
+            ("SELECT '@@tx_isolation'", None),
+            // Not a read of it.
+            ("SET @@tx_isolation = 'READ-COMMITTED'", None),
+            ("INSERT INTO t SELECT @@tx_isolation", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(
+                session_isolation_reads(sql, asked).as_deref(),
+                want,
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            session_isolation_reads("SELECT @@local.tx_isolation, @@tx_isolation", ShownIsolation::ServerDefault)
+                .as_deref(),
+            Some("SELECT @@GLOBAL.tx_isolation AS `@@local.tx_isolation`, @@GLOBAL.tx_isolation AS `@@tx_isolation`")
+        );
+    }
 
     #[test]
     fn socket_reads_become_the_proxys_socket_or_null() {

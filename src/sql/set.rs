@@ -382,7 +382,9 @@ impl Isolation {
     }
 }
 
-fn is_isolation_variable(name: &str) -> bool {
+/// `tx_isolation` or `transaction_isolation` in session scope (also as the lexer gives a
+/// `@@` token: `session.tx_isolation`).
+pub fn is_isolation_variable(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     let name = name
         .strip_prefix("session.")
