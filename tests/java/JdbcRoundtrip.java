@@ -182,6 +182,11 @@ public class JdbcRoundtrip {
                 out(s.toString());
             }
             out("isolation " + c.getTransactionIsolation());
+            // Read back after setting it (the driver asks the server: SELECT @@tx_isolation).
+            c.setTransactionIsolation(Connection.TRANSACTION_READ_COMMITTED);
+            out("isolation set " + c.getTransactionIsolation());
+            c.setTransactionIsolation(Connection.TRANSACTION_REPEATABLE_READ);
+            out("isolation reset " + c.getTransactionIsolation());
 
             // Ids from a sequence, as Hibernate's sequence generator takes them on MariaDB:
             // 50 at a time, then inserted explicitly; and the sequence in the INSERT itself.
