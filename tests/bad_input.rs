@@ -430,6 +430,9 @@ fn seed_commands() -> Vec<Vec<u8>> {
         "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
         "SELECT v FROM f.t WHERE id = 1 FOR UPDATE",
         "SELECT COUNT(*) FROM f.a",
+        // The level it asked for, read back (rewritten; SHOW answered by the proxy).
+        "SELECT @@tx_isolation, @@session.tx_isolation AS x",
+        "SHOW VARIABLES LIKE '%isolation'",
         "SET @x = 5",
         "SHOW PROXY STATUS",
         "SHOW WARNINGS",
