@@ -516,6 +516,20 @@ async fn backend_connections_use_tls_and_check_the_certificate() {
         .unwrap();
     assert_eq!(ssl.len(), 2, "{ssl:?}");
     assert!(ssl.iter().all(|(_, v)| v.is_empty()), "{ssl:?}");
+    // So in a text of several statements, whose other answers follow in order (before, the
+    // server's rows of the whole text were read as one answer: the client got the backend
+    // link's TLS version and no second result, and its next statement the leftovers).
+    let mut answers = c
+        .query_iter("SHOW STATUS LIKE 'Ssl_version'; SELECT 2")
+        .await
+        .unwrap();
+    let status: Vec<(String, String)> = answers.collect().await.unwrap();
+    let second: Vec<i32> = answers.collect().await.unwrap();
+    drop(answers);
+    assert_eq!(status, [("Ssl_version".to_string(), String::new())]);
+    assert_eq!(second, [2]);
+    let next: Option<i32> = c.query_first("SELECT 3").await.unwrap();
+    assert_eq!(next, Some(3));
     c.query_drop("CREATE DATABASE app").await.unwrap();
     c.query_drop("CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20))")
         .await

@@ -4695,6 +4695,17 @@ async fn read_committed_sessions_and_insert_returning_replicate() {
         isolation_levels(&mut c).await,
         ["READ-UNCOMMITTED", "REPEATABLE-READ"]
     );
+    // Read in a text of several statements, each answered in order.
+    let mut answers = c
+        .query_iter("SELECT 1; SELECT @@tx_isolation; SHOW VARIABLES LIKE 'tx_isolation'")
+        .await
+        .unwrap();
+    let one: Vec<i32> = answers.collect().await.unwrap();
+    let read: Vec<String> = answers.collect().await.unwrap();
+    let listed: Vec<(String, String)> = answers.collect().await.unwrap();
+    drop(answers);
+    assert_eq!((one, read), (vec![1], vec!["READ-UNCOMMITTED".to_string()]));
+    assert_eq!(listed, [("tx_isolation".into(), "READ-UNCOMMITTED".into())]);
     let err = c
         .query_drop("SET tx_isolation = CONCAT('READ-', 'COMMITTED')")
         .await

@@ -938,14 +938,19 @@ impl ClientSession {
                 Kind::Read | Kind::Session | Kind::Empty | Kind::Other
             ) || c
                 .flags
-                .intersects(Flags::SEQUENCE | Flags::UNKNOWN_STATEMENT | Flags::SQL_PREPARE))
+                .intersects(Flags::SEQUENCE | Flags::UNKNOWN_STATEMENT | Flags::SQL_PREPARE)
+                || c.flags.intersects(
+                    Flags::SESSION_STATUS | Flags::SESSION_VARIABLES | Flags::READS_ISOLATION,
+                ))
         {
             // Each statement goes its own way (writes, and reads that take a sequence's
             // value, through the log); the answers are joined into one multi-result
             // response. Statements before one the proxy does not know run and answer, as
             // on the server, which stops at its syntax error. A PREPARE is kept by the
             // session, and an EXECUTE of a write runs its statement through the log, only
-            // when each is seen as a statement of its own.
+            // when each is seen as a statement of its own. A SHOW STATUS or VARIABLES the
+            // proxy answers with rows of its own, and a read of the isolation level it
+            // shows otherwise, are each answered so.
             return self.run_multi(client, session, sql, &payload[1..]).await;
         }
         self.run_statement(client, session, c, sql, payload).await
@@ -1046,10 +1051,12 @@ impl ClientSession {
             self.note_route(sql, &c, route, session);
         }
         self.count_route(route);
-        if route.target != Target::Proxy && c.flags.contains(Flags::SESSION_STATUS) {
+        // One statement: its rows are read whole here (several come through run_multi).
+        let own_rows = route.target != Target::Proxy && c.statements == 1;
+        if own_rows && c.flags.contains(Flags::SESSION_STATUS) {
             return self.session_status(client, session, &c, route, sql).await;
         }
-        if route.target != Target::Proxy && c.flags.contains(Flags::SESSION_VARIABLES) {
+        if own_rows && c.flags.contains(Flags::SESSION_VARIABLES) {
             if let Some(shown) = self.shown_isolation(session, &c) {
                 return self
                     .session_variables(client, session, &c, route, sql, shown)

@@ -96,23 +96,23 @@ pub enum ShownIsolation {
 /// transaction writes. A whole select item keeps its column name. The variable is still
 /// read (`IF(@@tx_isolation IS NULL, …)`): a server without it (MariaDB before 11.1 has
 /// no `transaction_isolation`, MySQL 8 no `tx_isolation`) refuses the read as it would.
-/// None: not a SELECT, or nothing to replace.
+/// Only SELECT statements are changed (in a SET the variable may be what is assigned).
+/// None: nothing to replace.
 pub fn session_isolation_reads(sql: &str, shown: ShownIsolation) -> Option<String> {
     let toks: Vec<_> = Lexer::new(sql).collect();
-    let select = toks.first().is_some_and(|t| {
-        t.tok.is_word("SELECT") || t.tok.is_word("WITH") || t.tok == Tok::Punct('(')
-    });
-    if !select {
-        return None;
-    }
+    let mut in_select = false;
     let reads: Vec<Replacement> = toks
         .iter()
         .enumerate()
         .filter_map(|(i, t)| {
+            if i == 0 || toks[i - 1].tok == Tok::Punct(';') {
+                in_select =
+                    t.tok.is_word("SELECT") || t.tok.is_word("WITH") || t.tok == Tok::Punct('(');
+            }
             let Tok::SysVar(name) = t.tok else {
                 return None;
             };
-            if !is_isolation_variable(name) {
+            if !in_select || !is_isolation_variable(name) {
                 return None;
             }
             let literal = match shown {
@@ -364,6 +364,11 @@ mod tests {
             // Not a read of it.
             ("SET @@tx_isolation = 'READ-COMMITTED'", None),
             ("INSERT INTO t SELECT @@tx_isolation", None),
+            (
+                "SET @@tx_isolation = 'READ-COMMITTED'; SELECT @@tx_isolation",
+                Some("SET @@tx_isolation = 'READ-COMMITTED'; SELECT IF(@@tx_isolation IS NULL, NULL, 'READ-COMMITTED') AS `@@tx_isolation`"),
+            ),
+            ("SELECT 1; SET @@session.tx_isolation = 'READ-COMMITTED'", None),
         ];
         for (sql, want) in cases {
             assert_eq!(
